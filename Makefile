@@ -1,0 +1,50 @@
+# Two set-up commands: `make run` and `make test`. Both are idempotent on a fresh
+# Debian machine: they create .venv, install what is missing, then do their job.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.tinyserve-installed
+PYTEST_ARGS ?=
+
+# Debian packages that the GUI and OpenGL tests need (Xvfb + Mesa + Qt's xcb plugin).
+DEB_PKGS := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 \
+  libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+  libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libdbus-1-3 libfontconfig1 python3.11-doc
+
+.PHONY: run test install sysdeps clean-venv
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch is installed first and pinned exactly, so pip takes the CPU build on this
+# disk and never resolves the range to a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+sysdeps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: missing Debian packages (not root, not installing):$$missing"; fi; \
+	fi
+
+test: install sysdeps
+	@if [ -z "$$DISPLAY" ] && command -v xvfb-run >/dev/null; then \
+	  xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest $(PYTEST_ARGS); \
+	else $(PY) -m pytest $(PYTEST_ARGS); fi
+
+run: install
+	@if [ -z "$$DISPLAY" ] && [ -z "$$WAYLAND_DISPLAY" ]; then \
+	  echo "no display: starting under xvfb-run (use a desktop session to see the window)"; \
+	  xvfb-run -a -s "-screen 0 1280x1024x24" $(VENV)/bin/tinyserve-gui; \
+	else $(VENV)/bin/tinyserve-gui; fi
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Events, per-step metrics and trace exporters (Chrome Trace JSON, CSV)."""

@@ -1,0 +1,236 @@
+"""A Llama-family decoder (Llama, Qwen2, Mistral) with Hugging Face parameter names.
+
+Two ways to run it:
+* `forward_dense(input_ids[B,T])` — causal attention over the batch with SDPA, no cache
+  (training, evaluation). Works under autocast and torch.compile.
+* `forward_paged(input_ids[N], positions[N], batch, kv)` — the serving path: tokens of
+  several sequences packed along one axis, K/V written into the paged cache, attention
+  over each sequence's pages (prefill) or the paged decode kernel (decode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import kernels
+from .config import ModelConfig
+from .rope import apply_rope, rope_cos_sin, rope_inv_freq
+
+_NO_TIMER = contextlib.nullcontext()
+
+
+def _no_timer(_name: str):
+    return _NO_TIMER
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 and cast back before the weight, exactly as HF does, so
+        # low-precision runs round like the reference model.
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.to(dtype)
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        h, i, b = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(h, i, bias=b)
+        self.up_proj = nn.Linear(h, i, bias=b)
+        self.down_proj = nn.Linear(i, h, bias=b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim ** -0.5
+        h, d, bias = config.hidden_size, config.head_dim, config.attention_bias
+        self.q_proj = nn.Linear(h, self.num_heads * d, bias=bias)
+        self.k_proj = nn.Linear(h, self.num_kv_heads * d, bias=bias)
+        self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=bias)
+        # o_proj has a bias only in Llama's attention_bias mode; Qwen2's never does.
+        self.o_proj = nn.Linear(self.num_heads * d, h, bias=bias and config.model_type != "qwen2")
+
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Projected, rotated q [..., Hq, D] and k, v [..., Hkv, D] for x [..., hidden]."""
+        lead = x.shape[:-1]
+        q = self.q_proj(x).view(*lead, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(*lead, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(*lead, self.num_kv_heads, self.head_dim)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward_dense(self, x, cos, sin):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x, cos, sin)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_idx)
+        self.mlp = LlamaMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward_dense(self, x, cos, sin):
+        x = x + self.self_attn.forward_dense(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+
+
+@dataclass
+class PagedBatch:
+    """Where the packed tokens of one runner step live and what they attend to.
+
+    Prefill: sequence i owns rows query_start[i]:query_start[i+1] of the packed tokens,
+    which are its positions num_cached[i]..seq_lens[i]-1. Decode: one row per sequence
+    at position seq_lens[i]-1."""
+    is_prefill: bool
+    slot_mapping: torch.Tensor            # [N] int64, cache slot of each packed token
+    block_tables: torch.Tensor            # [B, M] int32
+    seq_lens: torch.Tensor                # [B] int32, context length including new tokens
+    seq_ids: list = field(default_factory=list)
+    query_start: list[int] = field(default_factory=list)   # prefill only, len B+1
+    num_cached: list[int] = field(default_factory=list)    # prefill only
+    logits_indices: torch.Tensor | None = None             # rows whose logits are wanted
+    selector: Any = None                                   # decode page-selection hook
+    timer: Callable[[str], Any] = _no_timer                # op-family timer (profiling)
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        # HF's Llama init (normal, std=initializer_range 0.02), so a fresh model trains
+        # like an HF one.
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    # ---- dense (training / evaluation) -----------------------------------------------
+    def forward_dense(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal logits [B, T, V] for input_ids [B, T] (positions default 0..T-1)."""
+        B, T = input_ids.shape
+        if positions is None:
+            positions = torch.arange(T, device=input_ids.device).expand(B, T)
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(positions, self.model.inv_freq, x.dtype)
+        if torch.is_autocast_enabled(x.device.type):
+            # Under autocast q/k come out of the projections in the autocast dtype;
+            # rotate them in that dtype as HF does.
+            ad = torch.get_autocast_dtype(x.device.type)
+            cos, sin = cos.to(ad), sin.to(ad)
+        for layer in self.model.layers:
+            x = layer.forward_dense(x, cos, sin)
+        return self.lm_head(self.model.norm(x))
+
+    forward = forward_dense
+
+    # ---- paged (serving) -------------------------------------------------------------
+    def forward_paged(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: PagedBatch, kv) -> torch.Tensor:
+        """Run packed tokens input_ids[N] at positions[N] against the paged cache `kv`
+        (a KVCache). Writes every token's K/V (+ page key min/max) and returns logits
+        [len(logits_indices), V] (all N rows when logits_indices is None)."""
+        t = batch.timer
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(positions, self.model.inv_freq, x.dtype)
+        for i, layer in enumerate(self.model.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            with t("matmul"):
+                q = attn.q_proj(h).view(-1, attn.num_heads, attn.head_dim)
+                k = attn.k_proj(h).view(-1, attn.num_kv_heads, attn.head_dim)
+                v = attn.v_proj(h).view(-1, attn.num_kv_heads, attn.head_dim)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            with t("cache_write"):
+                kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping)
+            if batch.is_prefill:
+                with t("attention"):
+                    o = _prefill_attention(attn, q, k, v, kv.k_caches[i], kv.v_caches[i], batch)
+            else:
+                page_indices = None
+                if batch.selector is not None:
+                    with t("selection"):
+                        page_indices = batch.selector.select(
+                            attn, q, kv, i, batch.block_tables, batch.seq_lens, batch.seq_ids)
+                with t("attention"):
+                    o = kernels.paged_decode_attention(q, kv.k_caches[i], kv.v_caches[i], batch.block_tables,
+                                                       batch.seq_lens, attn.scale, page_indices)
+            with t("matmul"):
+                x = x + attn.o_proj(o.reshape(o.shape[0], -1))
+                x = x + layer.mlp(layer.post_attention_layernorm(x))
+        if batch.logits_indices is not None:
+            x = x[batch.logits_indices]
+        with t("matmul"):
+            return self.lm_head(self.model.norm(x))
+
+
+def _prefill_attention(attn: LlamaAttention, q, k, v, k_cache, v_cache, batch: PagedBatch) -> torch.Tensor:
+    """Causal attention of each sequence's new tokens over (its cached prefix + itself).
+
+    The linear layers ran packed; attention goes sequence by sequence because each has
+    its own length and prefix (a loop over sequences, never over tokens or heads)."""
+    out = torch.empty_like(q)
+    gqa = attn.num_heads != attn.num_kv_heads
+    block_size = k_cache.shape[1]
+    for b in range(len(batch.query_start) - 1):
+        s, e = batch.query_start[b], batch.query_start[b + 1]
+        nc = batch.num_cached[b]
+        qs, ks, vs = q[s:e], k[s:e], v[s:e]
+        mask, causal = None, True
+        if nc > 0:
+            pages = batch.block_tables[b, : (nc + block_size - 1) // block_size].long()
+            kp = k_cache[pages].flatten(0, 1)[:nc].to(ks.dtype)
+            vp = v_cache[pages].flatten(0, 1)[:nc].to(vs.dtype)
+            ks, vs = torch.cat((kp, ks)), torch.cat((vp, vs))
+            # Query i sits at position nc+i: it sees keys 0..nc+i (bottom-right causal).
+            T, L = e - s, nc + e - s
+            mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(diagonal=nc)
+            causal = False
+        o = F.scaled_dot_product_attention(
+            qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1), attn_mask=mask,
+            is_causal=causal, scale=attn.scale, enable_gqa=gqa)
+        out[s:e] = o.transpose(0, 1)
+    return out

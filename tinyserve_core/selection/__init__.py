@@ -1,0 +1,17 @@
+"""Query-aware page selection: which KV pages each decode query attends to.
+
+`PageSelector` is the model runner's hook; policies (`dense`, `quest`, `adaptive`,
+`streaming`, `h2o`) are looked up by name in `POLICIES`; `SelectionStats` measures
+them against true attention; the two-tier page cache lives in `kv.tiers`."""
+
+from .base import Policy, SelectContext, Selection
+from .params import Budget
+from .registry import POLICIES, make_policy, policy_names, policy_parameters
+from .selector import PageSelector
+from .stats import SelectionStats, SelectionSummary, summarize_history
+
+__all__ = [
+    "Budget", "POLICIES", "PageSelector", "Policy", "SelectContext", "Selection",
+    "SelectionStats", "SelectionSummary", "make_policy", "policy_names", "policy_parameters",
+    "summarize_history",
+]

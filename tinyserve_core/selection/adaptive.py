@@ -1,0 +1,76 @@
+"""`adaptive`: query-aware top-p pages, the budget chosen per query.
+
+The page bounds are treated as attention logits: a page of c tokens whose bound is U
+can hold at most c * exp(U) of unnormalised attention, so softmax(U + log c) over the
+context's pages estimates how the query's attention mass spreads over pages. The
+policy keeps the smallest set (forced pages first, then by estimated mass) whose
+estimated mass reaches `top_p`, clamped to [min_budget, budget]. A peaked estimate
+(a retrieval query) needs few pages; a flat one (a summarising query) needs many.
+The entropy of the estimate is recorded as the query's "complexity"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import kernels
+from ..errors import ConfigError
+from .base import (EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator,
+                   forced_pages, take_top, tokens_per_page)
+from .params import Budget, check_float, check_int
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveParams:
+    top_p: float = 0.9
+    budget: Budget = Budget(fraction=0.25)     # the most pages it may take
+    min_budget: Budget = Budget(tokens=0)      # the fewest (besides forced pages)
+    sink_pages: int = 0
+    dense_layers: int = 2
+
+
+class AdaptivePolicy(Policy):
+    name = "adaptive"
+    Params = AdaptiveParams
+    _validators = {
+        "top_p": lambda f, v: check_float(f, v, 0.0, 1.0, lo_open=True),
+        "budget": budget_validator,
+        "min_budget": lambda f, v: Budget.parse(f, v, allow_zero=True),
+        "sink_pages": lambda f, v: check_int(f, v, 0),
+        "dense_layers": dense_layers_validator,
+    }
+
+    def _check_params(self, p: AdaptiveParams) -> None:
+        lo, hi = p.min_budget, p.budget
+        same_unit = (lo.tokens is not None) == (hi.tokens is not None)
+        if same_unit and (lo.tokens or lo.fraction or 0) > (hi.tokens or hi.fraction or 0):
+            raise ConfigError("min_budget", f"{lo} exceeds budget {hi}")
+
+    def select(self, ctx: SelectContext) -> Selection:
+        p = self.params
+        if ctx.layer_idx < p.dense_layers:
+            return EXEMPT
+        scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
+                                     ctx.scale, ctx.block_size)  # [B, Hkv, M]
+        B, H, M = scores.shape
+        n = ctx.num_pages()
+        logits = scores + tokens_per_page(ctx.seq_lens, M, ctx.block_size).float().log()[:, None, :]
+        prob = torch.softmax(logits, dim=-1)
+        entropy = -(prob * torch.log(prob.clamp_min(1e-30))).sum(-1)  # [B, H]
+
+        forced = forced_pages(n, M, p.sink_pages)[:, None, :].expand(B, H, M)
+        keys = logits.masked_fill(forced, float("inf"))
+        order = torch.argsort(keys, dim=-1, descending=True)
+        cum = torch.cumsum(torch.gather(prob, -1, order), dim=-1)
+        need = (cum < p.top_p).sum(-1) + 1  # pages until the estimate reaches top_p
+
+        nf = forced[:, 0].sum(-1)[:, None]
+        lo = p.min_budget.pages(ctx.seq_lens, ctx.block_size)[:, None]
+        hi = p.budget.pages(ctx.seq_lens, ctx.block_size)[:, None]
+        k = need.clamp(max=hi)
+        k = torch.maximum(torch.maximum(k, lo), nf)
+        k = torch.minimum(k, n[:, None])
+        if bool((k >= n[:, None]).all()):
+            return Selection(None, scores=scores, budget_pages=k, entropy=entropy)
+        return Selection(take_top(keys, k), scores=scores, budget_pages=k, entropy=entropy)

@@ -1,0 +1,146 @@
+"""What every policy shares: the per-call context, the result, live parameters.
+
+A policy turns one decode step of one layer into `page_indices[B, Hkv, S]` (logical
+page numbers, ascending, -1 padding) or None for dense. Parameters live in a frozen
+dataclass that `update(**params)` validates and swaps under a lock, so the GUI can
+retune a running engine and a step always sees one consistent set."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from ..errors import ConfigError
+from .params import Budget, check_int
+
+
+@dataclass(slots=True)
+class SelectContext:
+    """One layer of one decode step, as the model runner hands it over."""
+    query: torch.Tensor          # [B, Hq, D], post-RoPE, the query the attention uses
+    k_cache: torch.Tensor        # [NB, bs, Hkv, D] this layer's cache
+    v_cache: torch.Tensor
+    meta: torch.Tensor           # [NB, 2, Hkv, D] key min/max per page
+    block_tables: torch.Tensor   # [B, M] int32
+    seq_lens: torch.Tensor       # [B] int32, context length including the new token
+    seq_ids: list[int]
+    layer_idx: int
+    scale: float
+    block_size: int
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.meta.shape[2]
+
+    def num_pages(self) -> torch.Tensor:
+        """int64 [B]: pages holding each sequence's context."""
+        return (self.seq_lens.long() + self.block_size - 1) // self.block_size
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A policy's answer. `page_indices` None means every page (dense). The optional
+    tensors feed statistics: `scores` [B,Hkv,M] the page bounds, `budget_pages` [B,Hkv]
+    the budget the policy chose, `entropy` [B,Hkv] of its mass estimate (nats).
+    `exempt` marks a layer the policy never selects on (dense policy, the first
+    dense layers): statistics and tiers leave it out, it keeps its whole context."""
+    page_indices: torch.Tensor | None
+    scores: torch.Tensor | None = None
+    budget_pages: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    exempt: bool = False
+
+
+EXEMPT = Selection(None, exempt=True)
+
+
+class Policy:
+    """Base of the selection policies. Subclasses set `name`, a frozen `Params`
+    dataclass and `_validators` (field -> callable(field, value) -> clean value)."""
+
+    name: ClassVar[str] = "policy"
+    Params: ClassVar[type]
+    _validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
+
+    def __init__(self, **params):
+        self._lock = threading.Lock()
+        self._params = self.Params()
+        if params:
+            self.update(**params)
+
+    @property
+    def params(self):
+        return self._params
+
+    def update(self, **params) -> None:
+        """Validate and apply new parameter values atomically (all or none)."""
+        clean = {}
+        for key, value in params.items():
+            check = self._validators.get(key)
+            if check is None:
+                allowed = ", ".join(sorted(self._validators)) or "none"
+                raise ConfigError(key, f"not a parameter of the {self.name} policy (allowed: {allowed})")
+            clean[key] = check(key, value)
+        with self._lock:
+            new = dataclasses.replace(self._params, **clean)
+            self._check_params(new)
+            self._params = new
+
+    def _check_params(self, p) -> None:
+        """Cross-field checks; raise ConfigError naming the field."""
+
+    def describe(self) -> dict:
+        out = {"policy": self.name}
+        for f in dataclasses.fields(self._params):
+            v = getattr(self._params, f.name)
+            out[f.name] = str(v) if isinstance(v, Budget) else v
+        return out
+
+    def select(self, ctx: SelectContext) -> Selection:
+        raise NotImplementedError
+
+    def forget(self, seq_id: int) -> None:
+        """Drop per-sequence state (only stateful policies keep any)."""
+
+
+def dense_layers_validator(field: str, value) -> int:
+    return check_int(field, value, 0)
+
+
+def budget_validator(field: str, value) -> Budget:
+    return Budget.parse(field, value)
+
+
+# ---- ranking helpers shared by the top-k style policies ----------------------------
+
+def forced_pages(num_pages: torch.Tensor, max_pages: int, sink_pages: int) -> torch.Tensor:
+    """bool [B, M]: pages every sparse policy keeps: the page being written (the
+    last one) and the first `sink_pages` attention-sink pages."""
+    p = torch.arange(max_pages, device=num_pages.device)
+    n = num_pages[:, None]
+    return ((p[None, :] == n - 1) | (p[None, :] < sink_pages)) & (p[None, :] < n)
+
+
+def take_top(keys: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The k[b,h] highest-key pages of each row, as int32 [B, H, max k] logical page
+    numbers in ascending order with -1 padding. Callers guarantee k <= pages whose key
+    is > -inf, so padding pages never get picked."""
+    B, H, M = keys.shape
+    kmax = int(k.max()) if k.numel() else 0
+    if kmax == 0:
+        return torch.full((B, H, 0), -1, dtype=torch.int32, device=keys.device)
+    idx = torch.topk(keys, kmax, dim=-1, sorted=True).indices
+    rank = torch.arange(kmax, device=keys.device)
+    idx = idx.masked_fill(rank >= k[..., None], M)
+    idx = torch.sort(idx, dim=-1).values
+    return idx.masked_fill(idx == M, -1).to(torch.int32)
+
+
+def tokens_per_page(seq_lens: torch.Tensor, max_pages: int, block_size: int) -> torch.Tensor:
+    """int64 [B, M]: tokens stored in each page of each context (0 past the end)."""
+    p = torch.arange(max_pages, device=seq_lens.device)
+    return (seq_lens.long()[:, None] - p[None, :] * block_size).clamp(0, block_size)

@@ -1,0 +1,32 @@
+"""Policies by name: the one place the CLI, config files and the GUI look them up."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .adaptive import AdaptivePolicy
+from .base import Policy
+from .dense import DensePolicy
+from .h2o import H2OPolicy
+from .quest import QuestPolicy
+from .streaming import StreamingPolicy
+
+POLICIES: dict[str, type[Policy]] = {
+    c.name: c for c in (DensePolicy, QuestPolicy, AdaptivePolicy, StreamingPolicy, H2OPolicy)
+}
+
+
+def policy_names() -> tuple[str, ...]:
+    return tuple(POLICIES)
+
+
+def make_policy(name: str, **params) -> Policy:
+    cls = POLICIES.get(name.strip().lower()) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError("policy", f"unknown policy {name!r} (choose from {', '.join(POLICIES)})")
+    return cls(**params)
+
+
+def policy_parameters(name: str) -> tuple[str, ...]:
+    """The parameter names a policy accepts (for GUI forms and config validation)."""
+    make_policy(name)  # validates the name
+    return tuple(sorted(POLICIES[name.strip().lower()]._validators))

@@ -1,0 +1,137 @@
+"""The object the model runner calls at each decode step for each layer.
+
+`PageSelector` holds the live policy, the optional two-tier cache and the optional
+statistics; every piece can be swapped or retuned while the engine runs (the GUI
+thread calls `set_policy` / `update` / `set_tiers` / `set_stats`, the engine thread
+calls `select`; each `select` reads one consistent configuration)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from ..kv.tiers import TieredPageCache
+from ..observe.events import EventSink
+from .base import Policy, SelectContext
+from .registry import make_policy
+from .stats import SelectionStats, SelectionSummary
+
+
+class PageSelector:
+    def __init__(self, policy: str | Policy = "dense", *, tier_pages: int | None = None,
+                 tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False,
+                 sink: EventSink | None = None, **params):
+        self._lock = threading.Lock()
+        self._policy = policy if isinstance(policy, Policy) else make_policy(policy, **params)
+        if isinstance(policy, Policy) and params:
+            self._policy.update(**params)
+        self._tiers = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
+        self._sink = sink
+        self._stats = SelectionStats(sink) if stats else None
+
+    # ---- live configuration -------------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def tiers(self) -> TieredPageCache | None:
+        return self._tiers
+
+    @property
+    def stats(self) -> SelectionStats | None:
+        return self._stats
+
+    def set_policy(self, name: str, **params) -> None:
+        """Switch policy (validated before anything changes). Per-sequence state of
+        the old policy is dropped with it."""
+        new = make_policy(name, **params)
+        with self._lock:
+            self._policy = new
+
+    def update(self, **params) -> None:
+        self._policy.update(**params)
+
+    def set_tiers(self, tier_pages: int | None, tier_policy: str = "lru", tier_decay: float = 0.9) -> None:
+        new = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
+        with self._lock:
+            self._tiers = new
+
+    def set_stats(self, enabled: bool, sink: EventSink | None = None) -> None:
+        with self._lock:
+            if sink is not None:
+                self._sink = sink
+            if not enabled:
+                self._stats = None
+            elif self._stats is None:
+                self._stats = SelectionStats(self._sink)
+
+    def take_summary(self) -> SelectionSummary | None:
+        st = self._stats
+        return None if st is None else st.take_summary()
+
+    def forget(self, seq_id: int) -> None:
+        """A sequence finished or was preempted: drop its policy and tier state."""
+        with self._lock:
+            policy, tiers = self._policy, self._tiers
+        policy.forget(seq_id)
+        if tiers is not None:
+            tiers.forget(seq_id)
+
+    def describe(self) -> dict:
+        out = self._policy.describe()
+        t = self._tiers
+        out.update(tier_pages=None if t is None else t.capacity_pages,
+                   tier_policy=None if t is None else t.policy, stats=self._stats is not None)
+        return out
+
+    # ---- the runner hook ------------------------------------------------------------
+    def select(self, layer, query: torch.Tensor, kv, layer_idx: int, block_tables: torch.Tensor,
+               seq_lens: torch.Tensor, seq_ids) -> torch.Tensor | None:
+        with self._lock:
+            policy, tiers, stats = self._policy, self._tiers, self._stats
+        metas = getattr(kv, "metas", None)
+        if metas is None or metas[layer_idx] is None:
+            raise ValueError("page selection needs the KV cache's page metadata (kv.metas)")
+        k_cache = kv.k_caches[layer_idx]
+        ctx = SelectContext(
+            query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=metas[layer_idx],
+            block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),
+            layer_idx=layer_idx, scale=_softmax_scale(layer, query.shape[-1]),
+            block_size=int(k_cache.shape[1]))
+        sel = policy.select(ctx)
+        if sel.exempt:
+            return None
+        tier_acc = None
+        if tiers is not None:
+            tier_acc = _account_tiers(tiers, ctx, sel.page_indices, k_cache)
+        if stats is not None:
+            stats.record(ctx, sel, policy.name, tier_acc)
+        return sel.page_indices
+
+
+def _softmax_scale(layer, head_dim: int) -> float:
+    for name in ("scale", "scaling", "softmax_scale"):
+        v = getattr(layer, name, None)
+        if isinstance(v, (int, float)):
+            return float(v)
+    return head_dim ** -0.5
+
+
+def _account_tiers(tiers: TieredPageCache, ctx: SelectContext, page_indices, k_cache) -> list:
+    # K and V of every kv-head of one block of this layer
+    page_bytes = 2 * k_cache[0].numel() * k_cache.element_size()
+    n_pages = ctx.num_pages().tolist()
+    rows = None if page_indices is None else page_indices.cpu().numpy()
+    out = []
+    for b, seq_id in enumerate(ctx.seq_ids):
+        n = n_pages[b]
+        if rows is None:
+            sel = np.arange(n)
+        else:
+            r = rows[b].ravel()
+            sel = r[r >= 0]
+        out.append(tiers.access(int(seq_id), ctx.layer_idx, n, sel, page_bytes))
+    return out

@@ -46,8 +46,6 @@ LENGTH_DISTS = ("fixed", "uniform", "lognormal")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
 DEFAULT_TEXT_DIR = Path(__file__).resolve().parents[2] / "assets" / "text"
 
-PASSKEY_QUESTION = "What is the pass key? The pass key is"
-
 
 @dataclass(slots=True)
 class WorkloadRequest:
@@ -108,7 +106,6 @@ class WorkloadSpec:
     shared_prefix_len: int = 128
     num_prefix_groups: int = 4
     passkey_depth: float | None = None   # 0 = start of the filler, 1 = end; None = random
-    passkey_digits: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -171,7 +168,6 @@ class WorkloadSpec:
         _integer("num_prefix_groups", self.num_prefix_groups, 1, 1 << 16)
         if self.passkey_depth is not None:
             _number("passkey_depth", self.passkey_depth, 0.0, 1.0)
-        _integer("passkey_digits", self.passkey_digits, 1, 18)
         _integer("seed", self.seed, 0, 2**63 - 1)
 
 
@@ -297,13 +293,17 @@ def poisson_arrivals(rng: np.random.Generator, rate: float, duration: float | No
 
 
 def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
-                      corpus: TextCorpus | None = None, progress: bool = False) -> list[WorkloadRequest]:
-    """The requests of `spec`, sorted by arrival time."""
+                      corpus: TextCorpus | None = None, progress: bool = False,
+                      bos_ids: list[int] | tuple[int, ...] = ()) -> list[WorkloadRequest]:
+    """The requests of `spec`, sorted by arrival time. `bos_ids` (the tokens the
+    model's tokenizer puts before any text, e.g. Llama's BOS) start every prompt's ids
+    and count towards its length."""
     spec.validate()
     if corpus is None:
         corpus = TextCorpus.from_dir(spec.text_dir)
     if spec.workload == "replay":
         return load_replay(spec.replay_file, tokenize=tokenize, corpus=corpus, seed=spec.seed)
+    bos = list(bos_ids) if tokenize is not None else []
 
     arrival_rng, length_rng, text_rng, prefix_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(4))
@@ -312,7 +312,7 @@ def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
     else:
         arrivals = poisson_arrivals(arrival_rng, spec.rate, spec.duration, spec.requests)
     num = len(arrivals)
-    prompt_lens = spec.prompt_lengths.sample(length_rng, num)
+    prompt_lens = spec.prompt_lengths.sample(length_rng, num) - len(bos)
     output_lens = spec.output_lengths.sample(length_rng, num)
 
     groups: list[int | None] = [None] * num
@@ -323,6 +323,7 @@ def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
         shared = prefix_rng.random(num) < spec.shared_prefix_frac
         picks = prefix_rng.integers(spec.num_prefix_groups, size=num)
         groups = [int(g) if s else None for s, g in zip(shared, picks)]
+    passkeys = PasskeyBuilder(corpus, tokenize) if spec.workload == "passkey" else None
 
     rows = range(num)
     if progress:
@@ -331,9 +332,8 @@ def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
     requests = []
     for i in rows:
         answer = None
-        if spec.workload == "passkey":
-            text, ids, answer = passkey_prompt(text_rng, corpus, int(prompt_lens[i]), tokenize,
-                                               spec.passkey_depth, spec.passkey_digits)
+        if passkeys is not None:
+            text, ids, answer = passkeys.prompt(text_rng, int(prompt_lens[i]), spec.passkey_depth)
         elif groups[i] is not None:
             p_text, p_ids = prefixes[groups[i]]
             body_len = max(1, int(prompt_lens[i]) - spec.shared_prefix_len)
@@ -341,7 +341,9 @@ def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
             text = p_text + "\n\n" + b_text
             ids = p_ids + b_ids if tokenize is not None else None
         else:
-            text, ids = corpus.passage(text_rng, int(prompt_lens[i]), tokenize)
+            text, ids = corpus.passage(text_rng, max(1, int(prompt_lens[i])), tokenize)
+        if ids is not None:
+            ids = bos + ids
         requests.append(WorkloadRequest(
             arrival_s=float(arrivals[i]), prompt=text, prompt_token_ids=ids,
             prompt_len=len(ids) if ids is not None else len(text.split()),
@@ -349,28 +351,79 @@ def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
     return requests
 
 
-def passkey_prompt(rng: np.random.Generator, corpus: TextCorpus, prompt_len: int,
-                   tokenize: Tokenize | None, depth: float | None = None,
-                   digits: int = 5) -> tuple[str, list[int] | None, str]:
-    """Filler text with "The pass key is N." hidden at `depth` and a question at the
-    end; returns (text, ids, N). The prompt is at least needle + question long."""
-    key = str(int(rng.integers(10 ** (digits - 1), 10 ** digits)))
-    needle = f"The pass key is {key}. Remember it. {key} is the pass key."
-    depth = float(rng.random()) if depth is None else depth
-    measure = (lambda s: len(tokenize(s))) if tokenize is not None else (lambda s: len(s.split()))
-    filler = max(0, prompt_len - measure(needle) - measure(PASSKEY_QUESTION))
-    before_len = int(round(filler * depth))
-    start = int(corpus.sentence_starts[rng.integers(len(corpus.sentence_starts))])
-    before, before_ids = corpus.cut(start, before_len, tokenize)
-    # the text after the needle continues the same passage instead of jumping elsewhere
-    after_start = start + len(_WORD.findall(before)) if before else start
-    after, after_ids = corpus.cut(after_start, filler - before_len, tokenize)
-    parts = [p for p in (before, needle, after) if p]
-    text = " ".join(parts) + "\n\n" + PASSKEY_QUESTION
-    if tokenize is None:
-        return text, None, key
-    ids = before_ids + list(tokenize(needle)) + after_ids + list(tokenize(PASSKEY_QUESTION))
-    return text, ids, key
+def from_engine_config(config: Any, tokenizer: Any = None, progress: bool = False) -> list[WorkloadRequest]:
+    """The workload an EngineConfig describes, in tokens of the model's tokenizer (an
+    object with `encode(text, add_special_tokens=...) -> list[int]`), or in words
+    without one."""
+    spec = WorkloadSpec.from_config(config)
+    if tokenizer is None:
+        return generate_workload(spec, progress=progress)
+
+    def tokenize(text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    # whatever encode() adds in front of plain text (BOS) starts every prompt
+    plain, full = tokenize("Hello"), list(tokenizer.encode("Hello"))
+    bos = full[: len(full) - len(plain)] if full[len(full) - len(plain):] == plain else []
+    return generate_workload(spec, tokenize, progress=progress, bos_ids=bos)
+
+
+class _TokenizerShim:
+    """`tokenizers.Tokenizer`'s encode(...).ids over a plain tokenize callable, which
+    is what the pass-key template takes."""
+
+    def __init__(self, tokenize: Tokenize):
+        self._tokenize = tokenize
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> Any:
+        return _Encoding(list(self._tokenize(text)))
+
+
+@dataclass(slots=True)
+class _Encoding:
+    ids: list[int]
+
+
+class PasskeyBuilder:
+    """Pass-key prompts in the format of `model/train/passkey.py` (the one the shipped
+    model is trained and evaluated on), with real corpus text as filler. With a
+    tokenizer the ids come from that module's template, so they are exactly what the
+    model was trained on; the text is the same pieces joined."""
+
+    def __init__(self, corpus: TextCorpus, tokenize: Tokenize | None):
+        from ..model.train import passkey as pk
+        self._pk = pk
+        self.corpus = corpus
+        self.tokenize = tokenize
+        self.template = pk.PasskeyTemplate(_TokenizerShim(tokenize)) if tokenize is not None else None
+
+    def _text(self, before: str, key: str, after: str) -> str:
+        pk = self._pk
+        return (before + pk._NEEDLE_HEAD + key + pk._NEEDLE_MID + key + pk._NEEDLE_TAIL
+                + after + pk._QUESTION)
+
+    def prompt(self, rng: np.random.Generator, prompt_len: int,
+               depth: float | None = None) -> tuple[str, list[int] | None, str]:
+        """(text, ids, key): filler with the needle at `depth` (random when None) and
+        the question at the end; never shorter than needle + question + 1 filler."""
+        digits = self._pk.KEY_DIGITS
+        key = str(int(rng.integers(10 ** (digits - 1), 10 ** digits)))
+        depth = float(rng.random()) if depth is None else float(depth)
+        if self.template is not None:
+            n_fill = max(1, prompt_len - (self.template.overhead() - digits))
+        else:
+            n_fill = max(1, prompt_len - len(self._text("", key, "").split()))
+        before_len = int(round(depth * n_fill))
+        start = int(self.corpus.sentence_starts[rng.integers(len(self.corpus.sentence_starts))])
+        before, before_ids = self.corpus.cut(start, before_len, self.tokenize)
+        # the filler after the needle continues the same passage
+        after_start = start + len(_WORD.findall(before))
+        after, after_ids = self.corpus.cut(after_start, n_fill - before_len, self.tokenize)
+        text = self._text(before, key, after)
+        if self.template is None:
+            return text, None, key
+        sample = self.template.build(np.asarray(before_ids + after_ids, dtype=np.int64), key, depth)
+        return text, sample.prompt_ids, key
 
 
 # -- replay -------------------------------------------------------------------------

@@ -17,9 +17,9 @@ Definitions (vLLM's benchmark_serving where they overlap):
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -110,12 +110,9 @@ def summarize(records: Iterable[StepRecord]) -> ServingSummary:
     return s
 
 
-def summary_to_dict(summary: ServingSummary) -> dict:
+def summary_to_json(summary: ServingSummary) -> dict[str, Any]:
+    """The summary as a JSON-ready object (`json.dumps` it; None stays null)."""
     return dataclasses.asdict(summary)
-
-
-def summary_to_json(summary: ServingSummary, indent: int = 2) -> str:
-    return json.dumps(summary_to_dict(summary), indent=indent)
 
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:

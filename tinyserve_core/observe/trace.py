@@ -179,7 +179,7 @@ def build_trace(records: Iterable[StepRecord], metadata: dict[str, Any] | None =
     return w.trace()
 
 
-def write_trace(records: Iterable[StepRecord], path: str | Path,
+def write_chrome_trace(records: Iterable[StepRecord], path: str | Path,
                 metadata: dict[str, Any] | None = None) -> None:
     w = TraceWriter(metadata=metadata)
     w.extend(records)

@@ -1,0 +1,290 @@
+"""Workload generators: determinism, arrival and length statistics, shared prefixes,
+pass-key prompts, replay files and their errors, spec validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import zlib
+
+import numpy as np
+import pytest
+
+from tinyserve_core.engine.workloads import (
+    LengthDist, TextCorpus, WorkloadRequest, WorkloadSpec, from_engine_config,
+    generate_workload, load_replay, poisson_arrivals, save_replay,
+)
+from tinyserve_core.errors import ConfigError, InputFileError
+
+_PIECE = re.compile(r"\s?[A-Za-z]{1,4}|\d|\s?[^\w\s]|\s+")
+
+
+def subword_tokenize(text: str) -> list[int]:
+    """A BPE-like stand-in: words split into <= 4-letter pieces, digits one per token."""
+    return [zlib.crc32(p.encode()) % 50_000 for p in _PIECE.findall(text)]
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    """A real byte-level BPE (tokenizers), digits split, with a BOS post-processor."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    corpus = TextCorpus.from_dir()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([corpus.text(0, 20_000)], trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return tok
+
+
+def test_same_seed_same_requests_different_seed_different():
+    spec = WorkloadSpec(requests=40, shared_prefix_frac=0.5, seed=7)
+    a = generate_workload(spec, subword_tokenize)
+    b = generate_workload(dataclasses.replace(spec), subword_tokenize)
+    c = generate_workload(dataclasses.replace(spec, seed=8), subword_tokenize)
+    assert a == b
+    assert [r.arrival_s for r in a] != [r.arrival_s for r in c]
+    assert [r.prompt for r in a] != [r.prompt for r in c]
+
+
+def test_arrivals_do_not_move_when_lengths_change():
+    base = generate_workload(WorkloadSpec(requests=30, seed=3))
+    other = generate_workload(WorkloadSpec(requests=30, seed=3, prompt_dist="fixed", output_len=9))
+    assert [r.arrival_s for r in base] == [r.arrival_s for r in other]
+    assert [r.max_tokens for r in base] != [r.max_tokens for r in other]
+
+
+def test_poisson_rate_and_count_are_right():
+    rng = np.random.default_rng(0)
+    times = poisson_arrivals(rng, rate=5.0, duration=None, count=4000)
+    gaps = np.diff(np.concatenate([[0.0], times]))
+    assert np.all(gaps > 0)
+    assert gaps.mean() == pytest.approx(0.2, rel=0.06)           # 1/rate
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.08)  # exponential: CV = 1
+    by_time = poisson_arrivals(np.random.default_rng(1), rate=20.0, duration=100.0, count=None)
+    assert abs(len(by_time) - 2000) < 4 * np.sqrt(2000)
+    assert by_time.max() < 100.0 and np.all(np.diff(by_time) > 0)
+
+
+def test_duration_and_count_stop_at_whichever_comes_first():
+    few = generate_workload(WorkloadSpec(rate=10.0, duration=1000.0, requests=12))
+    assert len(few) == 12
+    short = generate_workload(WorkloadSpec(rate=10.0, duration=2.0, requests=10_000))
+    assert 0 < len(short) < 60 and all(r.arrival_s < 2.0 for r in short)
+
+
+def test_static_batch_arrives_at_zero():
+    reqs = generate_workload(WorkloadSpec(workload="static", requests=16, n=3))
+    assert len(reqs) == 16
+    assert all(r.arrival_s == 0.0 and r.n == 3 for r in reqs)
+
+
+def test_length_distributions_respect_their_bounds():
+    rng = np.random.default_rng(0)
+    logn = LengthDist("lognormal", 200, 400, sigma=1.0).sample(rng, 5000)
+    assert logn.min() >= 1 and logn.max() == 400             # clipped, and the clip is hit
+    assert np.median(logn) == pytest.approx(200, rel=0.08)
+    uni = LengthDist("uniform", 10, 20).sample(rng, 2000)
+    assert set(uni.tolist()) == set(range(10, 21))            # both ends inclusive
+    assert np.all(LengthDist("fixed", 33, 99).sample(rng, 10) == 33)
+
+
+def test_prompts_have_exact_token_lengths_cut_from_real_text():
+    spec = WorkloadSpec(requests=30, prompt_dist="uniform", prompt_len=20, prompt_len_max=300)
+    for r in generate_workload(spec, subword_tokenize):
+        assert r.prompt_len == len(r.prompt_token_ids)
+        assert 20 <= r.prompt_len <= 300
+        # ids are the text's own tokens, cut at a token boundary inside its last word
+        full = subword_tokenize(r.prompt)
+        assert full[: r.prompt_len] == r.prompt_token_ids
+        assert len(subword_tokenize(r.prompt.rsplit(" ", 1)[0])) < r.prompt_len
+        assert r.prompt[0].isupper()                          # starts at a sentence
+
+
+def test_without_tokenizer_lengths_count_words():
+    reqs = generate_workload(WorkloadSpec(requests=5, prompt_dist="fixed", prompt_len=50))
+    assert all(r.prompt_token_ids is None and len(r.prompt.split()) == 50 == r.prompt_len for r in reqs)
+
+
+def test_shared_prefix_groups_share_exact_token_prefixes():
+    spec = WorkloadSpec(requests=200, shared_prefix_frac=0.6, num_prefix_groups=3,
+                        shared_prefix_len=64, prompt_len=150, prompt_dist="fixed")
+    reqs = generate_workload(spec, subword_tokenize)
+    grouped = [r for r in reqs if r.group is not None]
+    assert 0.5 < len(grouped) / len(reqs) < 0.7
+    prefixes = {}
+    for r in grouped:
+        head = tuple(r.prompt_token_ids[:64])
+        assert prefixes.setdefault(r.group, head) == head
+        assert r.prompt_len == 150
+    assert len(set(prefixes.values())) == 3
+    assert {r.group for r in grouped} == {0, 1, 2}
+    # ungrouped prompts do not start with any shared prefix
+    loose = [r for r in reqs if r.group is None]
+    assert all(tuple(r.prompt_token_ids[:64]) not in prefixes.values() for r in loose)
+
+
+def test_passkey_prompts_follow_the_training_format(bpe):
+    from tinyserve_core.model.tokenizer import Tokenizer
+    from tinyserve_core.model.train.passkey import PasskeyTemplate
+
+    cfg = dict(workload="passkey", requests=6, prompt_dist="fixed", prompt_len=160,
+               output_len=5, output_dist="fixed", seed=2)
+    reqs = from_engine_config(cfg, Tokenizer(bpe, bos_token_id=0))
+    template = PasskeyTemplate(bpe)
+    keys = set()
+    for r in reqs:
+        keys.add(r.passkey)
+        ids = r.prompt_token_ids
+        assert ids[0] == 0 and ids.count(0) == 1                  # the tokenizer's BOS, once
+        assert r.prompt_len == len(ids) == 160
+        assert ids[-len(template.question):] == template.question
+        k = template.key_ids(r.passkey)
+        needle = template.head + k + template.mid + k + template.tail
+        assert any(ids[i:i + len(needle)] == needle for i in range(len(ids)))
+        assert f"The pass key is {r.passkey}." in r.prompt
+        assert r.prompt.endswith("What is the pass key? The pass key is ")
+    assert len(keys) == 6
+
+
+def test_passkey_depth_places_the_needle():
+    for depth, where in ((0.0, "start"), (1.0, "end")):
+        (r,) = generate_workload(WorkloadSpec(workload="passkey", requests=1, prompt_len=200,
+                                              prompt_dist="fixed", passkey_depth=depth), subword_tokenize)
+        pos = r.prompt.index("The pass key is")
+        if where == "start":
+            assert pos < 5
+        else:
+            assert pos > len(r.prompt) * 0.8
+
+
+def test_engine_config_keys_convert():
+    from tinyserve_core.engine.config import EngineConfig
+
+    cfg = EngineConfig(workload="static", requests=9, prompt_len=40, prompt_dist="fixed")
+    spec = WorkloadSpec.from_config(cfg)
+    assert (spec.workload, spec.requests, spec.prompt_len, spec.prompt_dist) == ("static", 9, 40, "fixed")
+    assert len(from_engine_config(cfg)) == 9
+
+
+def test_bos_is_detected_and_counted(bpe):
+    from tinyserve_core.model.tokenizer import Tokenizer
+
+    reqs = from_engine_config(dict(requests=4, prompt_dist="fixed", prompt_len=64), Tokenizer(bpe))
+    assert all(r.prompt_token_ids[0] == 0 and r.prompt_len == 64 for r in reqs)
+
+
+def test_text_dir_is_used_and_notes_skipped(tmp_path):
+    (tmp_path / "a.txt").write_text("Alpha beta gamma delta. " * 50)
+    (tmp_path / "README.md").write_text("Never in a prompt. " * 50)
+    reqs = generate_workload(WorkloadSpec(requests=5, text_dir=str(tmp_path), prompt_len=30, prompt_dist="fixed"))
+    assert all("Never" not in r.prompt and "Alpha" in r.prompt for r in reqs)
+    with pytest.raises(ConfigError) as e:
+        generate_workload(WorkloadSpec(requests=1, text_dir=str(tmp_path / "missing")))
+    assert e.value.field == "text_dir"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="text_dir"):
+        TextCorpus.from_dir(tmp_path / "empty")
+
+
+def test_replay_round_trip(tmp_path):
+    reqs = generate_workload(WorkloadSpec(requests=20, n=2, shared_prefix_frac=0.5), subword_tokenize)
+    path = tmp_path / "w.jsonl"
+    save_replay(reqs, path)
+    again = load_replay(path, tokenize=subword_tokenize)
+    assert [(r.arrival_s, r.prompt_token_ids, r.max_tokens, r.n, r.group) for r in again] == \
+           [(r.arrival_s, r.prompt_token_ids, r.max_tokens, r.n, r.group) for r in reqs]
+    via_spec = generate_workload(WorkloadSpec(workload="replay", replay_file=str(path)), subword_tokenize)
+    assert [r.prompt for r in via_spec] == [r.prompt for r in reqs]
+
+
+def test_replay_forms_and_order(tmp_path):
+    path = tmp_path / "w.jsonl"
+    path.write_text("\n".join([
+        json.dumps({"arrival_s": 2.0, "prompt": "Hello there world", "max_tokens": 4}),
+        "",
+        json.dumps({"arrival_s": 0.5, "prompt_len": 40, "max_tokens": 8, "n": 3, "salt": "tenant-a"}),
+        json.dumps({"arrival_s": 1, "prompt_token_ids": [5, 6, 7], "max_tokens": 1}),
+    ]) + "\n")
+    reqs = load_replay(path, tokenize=subword_tokenize)
+    assert [r.arrival_s for r in reqs] == [0.5, 1.0, 2.0]
+    assert reqs[0].prompt_len == 40 and reqs[0].n == 3 and reqs[0].salt == "tenant-a"
+    assert reqs[1].prompt_token_ids == [5, 6, 7]
+    assert reqs[2].prompt_token_ids == subword_tokenize("Hello there world") and reqs[2].n == 1
+
+
+@pytest.mark.parametrize("line, needle", [
+    ('{"arrival_s": 0.1, "prompt": "x", "max_tokens": 4', "invalid JSON"),
+    ('[1, 2]', "expected a JSON object"),
+    ('{"prompt": "x", "max_tokens": 4}', "'arrival_s'"),
+    ('{"arrival_s": -1, "prompt": "x", "max_tokens": 4}', "'arrival_s'"),
+    ('{"arrival_s": "soon", "prompt": "x", "max_tokens": 4}', "'arrival_s'"),
+    ('{"arrival_s": 0, "prompt": "x"}', "'max_tokens'"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 0}', "'max_tokens'"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2.5}', "'max_tokens'"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "n": true}', "'n'"),
+    ('{"arrival_s": 0, "max_tokens": 2}', "'prompt'"),
+    ('{"arrival_s": 0, "prompt": "", "max_tokens": 2}', "'prompt'"),
+    ('{"arrival_s": 0, "prompt": "x", "prompt_len": 5, "max_tokens": 2}', "not both"),
+    ('{"arrival_s": 0, "prompt_len": "long", "max_tokens": 2}', "'prompt_len'"),
+    ('{"arrival_s": 0, "prompt_token_ids": [1, "a"], "max_tokens": 2}', "'prompt_token_ids'"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "temperature": 1}', "unknown field 'temperature'"),
+])
+def test_replay_errors_name_line_and_field(tmp_path, line, needle):
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps({"arrival_s": 0.0, "prompt": "fine", "max_tokens": 2})
+    path.write_text(f"{good}\n\n{line}\n{good}\n")
+    with pytest.raises(InputFileError) as e:
+        load_replay(path)
+    assert e.value.line == 3
+    assert needle in e.value.message
+    assert str(e.value).startswith(f"{path}:3: ")
+
+
+def test_replay_file_level_errors(tmp_path):
+    with pytest.raises(InputFileError, match="cannot read"):
+        load_replay(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(InputFileError, match="no requests"):
+        load_replay(tmp_path / "empty.jsonl")
+
+
+@pytest.mark.parametrize("changes, field", [
+    (dict(workload="bursty"), "workload"),
+    (dict(workload="replay"), "replay_file"),
+    (dict(rate=0), "rate"),
+    (dict(rate=float("nan")), "rate"),
+    (dict(duration=None, requests=None), "requests"),
+    (dict(workload="static", requests=None, duration=5.0), "requests"),
+    (dict(requests=0), "requests"),
+    (dict(prompt_len=300, prompt_len_max=200), "prompt_len_max"),
+    (dict(output_dist="zipf"), "output_dist"),
+    (dict(prompt_sigma=-1.0), "prompt_sigma"),
+    (dict(n=0), "n"),
+    (dict(n=True), "n"),
+    (dict(shared_prefix_frac=1.5), "shared_prefix_frac"),
+    (dict(num_prefix_groups=0), "num_prefix_groups"),
+    (dict(passkey_depth=2.0), "passkey_depth"),
+    (dict(seed=-1), "seed"),
+])
+def test_spec_validation_names_the_field(changes, field):
+    with pytest.raises(ConfigError) as e:
+        WorkloadSpec(**changes)
+    assert e.value.field == field
+
+
+def test_spec_dict_round_trip_and_unknown_key():
+    spec = WorkloadSpec(workload="static", requests=3, prompt_dist="uniform", passkey_depth=0.5)
+    assert WorkloadSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(ConfigError) as e:
+        WorkloadSpec.from_dict({"rtae": 3})
+    assert e.value.field == "rtae"
+
+
+def test_request_fields():
+    r = WorkloadRequest(0.0, "hi", None, 1, 4)
+    assert (r.n, r.salt, r.group, r.passkey) == (1, None, None, None)

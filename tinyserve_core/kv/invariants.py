@@ -89,10 +89,11 @@ def check_invariants(bm: "BlockManager") -> None:
         assert bm._owner[bid] == (next(iter(o)) if o else -1), f"owner array wrong at {bid}"
 
     # counters and the figures derived from them
-    assert pool.num_used == int(used.sum())
-    assert pool.num_shared == int((refs > 1).sum())
-    assert pool.num_cached_free == int((~used & is_cached).sum())
-    assert pool.used_fill == int(expected_fill[used].sum())
+    assert pool.num_used == int(used.sum()), "used-block counter (usage) out of sync"
+    assert pool.num_shared == int((refs > 1).sum()), "shared-block counter out of sync"
+    assert pool.num_cached_free == int((~used & is_cached).sum()), "cached-free counter out of sync"
+    assert pool.used_fill == int(expected_fill[used].sum()), (
+        "filled-slot counter (waste) disagrees with the tables")
     st = bm.stats()
     assert st.used + st.cached_free + st.free == n
     assert abs(st.usage_perc - used.sum() / n) < 1e-12

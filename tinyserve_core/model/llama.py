@@ -107,7 +107,20 @@ class LlamaModel(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.config = config
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+
+    def reset_rope(self) -> None:
+        """Recompute the RoPE frequencies on the embedding's device (after a meta-device
+        build or a load)."""
+        self.inv_freq = rope_inv_freq(self.config, device=self.embed_tokens.weight.device)
+
+    def _apply(self, fn, recurse=True):
+        # .to(bf16) would round the rotary frequencies; they stay float32 like HF's.
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            self.inv_freq = rope_inv_freq(self.config, device=self.inv_freq.device)
+        return self
 
 
 @dataclass

@@ -1,0 +1,176 @@
+"""ModelRunner: turns scheduled sequences into one packed forward over the paged cache.
+
+Prefill packs the uncached tokens of every item into one forward (varlen: the linear
+layers see all tokens at once, attention runs per sequence over its pages); decode runs
+one token per sequence in a single batched forward. Logits come back float32, one row
+per item (the last position)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from ..kv.kv_cache import KVCache
+from ..model.llama import LlamaForCausalLM, PagedBatch
+
+
+@dataclass
+class PrefillItem:
+    seq_id: int
+    token_ids: list[int]
+    num_cached: int          # tokens whose KV is already in the pages (prefix-cache hit)
+    block_table: list[int]
+
+
+@dataclass
+class DecodeItem:
+    seq_id: int
+    token_id: int
+    position: int
+    block_table: list[int]
+
+
+class OpTimer:
+    """Wall time per op family. CPU: perf_counter around the op (CPU ops are
+    synchronous). CUDA: event pairs resolved once per step, so timing adds no sync
+    inside the forward. Scopes may nest (a 'total' around the families)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.events: list[tuple[str, object, object]] = []
+        self._pending: list[str] = []
+        self._stack: list[tuple[str, object]] = []
+
+    def __call__(self, name: str):
+        self._pending.append(name)
+        return self
+
+    def __enter__(self):
+        name = self._pending.pop()
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+        else:
+            start = time.perf_counter()
+        self._stack.append((name, start))
+        return self
+
+    def __exit__(self, *exc):
+        name, start = self._stack.pop()
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((name, start, end))
+        else:
+            self.seconds[name] += time.perf_counter() - start
+        return False
+
+    def result(self) -> dict[str, float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            for name, a, b in self.events:
+                self.seconds[name] += a.elapsed_time(b) / 1000.0
+            self.events.clear()
+        return dict(self.seconds)
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, selector=None):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.config = model.config
+        self.block_size = block_size
+        self.kv = KVCache.for_model(self.config, num_blocks, block_size, dtype, self.device)
+        self.selector = selector
+        self.profile = False
+        self.last_timings: dict[str, float] = {}
+
+    # ---- public API ------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, items: list[PrefillItem]) -> torch.Tensor:
+        """Compute tokens num_cached..len-1 of every item in one packed forward; returns
+        float32 logits [len(items), V] at each item's last position."""
+        if not items:
+            return torch.empty(0, self.config.vocab_size)
+        bs = self.block_size
+        ids, pos, slots, starts, cached, lens = [], [], [], [0], [], []
+        for it in items:
+            L, nc = len(it.token_ids), it.num_cached
+            if not 0 <= nc < L:
+                raise ValueError(f"seq {it.seq_id}: num_cached={nc} must be in 0..{L - 1}")
+            self._check_table(it.seq_id, it.block_table, L)
+            p = torch.arange(nc, L)
+            table = torch.tensor(it.block_table, dtype=torch.int64)
+            slots.append(table[p // bs] * bs + p % bs)
+            pos.append(p)
+            ids.extend(it.token_ids[nc:])
+            starts.append(starts[-1] + L - nc)
+            cached.append(nc)
+            lens.append(L)
+        batch = PagedBatch(
+            is_prefill=True,
+            slot_mapping=torch.cat(slots).to(self.device),
+            block_tables=self._tables([it.block_table for it in items]),
+            seq_lens=torch.tensor(lens, dtype=torch.int32, device=self.device),
+            seq_ids=[it.seq_id for it in items],
+            query_start=starts, num_cached=cached,
+            logits_indices=torch.tensor([s - 1 for s in starts[1:]], device=self.device))
+        input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
+        return self._run(input_ids, torch.cat(pos).to(self.device), batch)
+
+    @torch.inference_mode()
+    def decode(self, items: list[DecodeItem]) -> torch.Tensor:
+        """One new token per sequence, all in one forward; float32 logits [B, V]."""
+        if not items:
+            return torch.empty(0, self.config.vocab_size)
+        bs = self.block_size
+        slots = []
+        for it in items:
+            self._check_table(it.seq_id, it.block_table, it.position + 1)
+            slots.append(it.block_table[it.position // bs] * bs + it.position % bs)
+        positions = torch.tensor([it.position for it in items], dtype=torch.int64, device=self.device)
+        batch = PagedBatch(
+            is_prefill=False,
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=self.device),
+            block_tables=self._tables([it.block_table for it in items]),
+            seq_lens=(positions + 1).to(torch.int32),
+            seq_ids=[it.seq_id for it in items],
+            selector=self.selector)
+        input_ids = torch.tensor([it.token_id for it in items], dtype=torch.int64, device=self.device)
+        return self._run(input_ids, positions, batch)
+
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        self.kv.copy_blocks(pairs)
+
+    # ---- internals -------------------------------------------------------------------
+    def _run(self, input_ids, positions, batch: PagedBatch) -> torch.Tensor:
+        if not self.profile:
+            self.last_timings = {}
+            return self.model.forward_paged(input_ids, positions, batch, self.kv).float()
+        timer = OpTimer(self.device)
+        batch.timer = timer
+        with timer("total"):
+            logits = self.model.forward_paged(input_ids, positions, batch, self.kv).float()
+        timings = timer.result()
+        timings["other"] = max(0.0, timings["total"] - sum(v for k, v in timings.items() if k != "total"))
+        self.last_timings = timings
+        return logits
+
+    def _tables(self, tables: list[list[int]]) -> torch.Tensor:
+        width = max(len(t) for t in tables)
+        out = torch.zeros(len(tables), width, dtype=torch.int32)
+        for i, t in enumerate(tables):
+            out[i, : len(t)] = torch.tensor(t, dtype=torch.int32)
+        return out.to(self.device)
+
+    def _check_table(self, seq_id, table: list[int], num_tokens: int) -> None:
+        need = (num_tokens + self.block_size - 1) // self.block_size
+        if len(table) < need:
+            raise ValueError(f"seq {seq_id}: block table has {len(table)} blocks, "
+                             f"{num_tokens} tokens need {need}")

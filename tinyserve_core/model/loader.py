@@ -1,0 +1,129 @@
+"""Load and save Hugging Face checkpoint folders (config.json, *.safetensors, tokenizer).
+
+A folder loads when its tensors are exactly the model's: every missing, unexpected or
+mis-shaped tensor is an error naming the key and the file, never a silent partial load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import ModelLoadError
+from .config import ModelConfig
+from .llama import LlamaForCausalLM
+from .tokenizer import Tokenizer
+
+INDEX_FILE = "model.safetensors.index.json"
+# Buffers some older exports saved that carry nothing the model needs.
+_IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+
+
+def default_model_dir() -> Path:
+    """The shipped model: <repo>/assets/models/tinyserve-lm."""
+    return Path(__file__).resolve().parents[2] / "assets" / "models" / "tinyserve-lm"
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> tuple[LlamaForCausalLM, Tokenizer]:
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(str(path), "model folder not found")
+    config = ModelConfig.from_dir(path)
+    tokenizer = Tokenizer.from_dir(path)
+    tensors = read_safetensors(path)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    load_weights(model, tensors, path)
+    model.to(device=device, dtype=dtype)
+    return model.eval(), tokenizer
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors files of a folder: the shards of the index, else model.safetensors,
+    else every *.safetensors file."""
+    index = path / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ModelLoadError(str(index), f"not a valid safetensors index (needs 'weight_map'): {e}") from None
+        for s in shards:
+            if not (path / s).is_file():
+                raise ModelLoadError(str(path / s), f"missing: shard listed in {INDEX_FILE}")
+        return [path / s for s in shards]
+    if (path / "model.safetensors").is_file():
+        return [path / "model.safetensors"]
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(str(path), "no weights: expected model.safetensors or *.safetensors shards")
+    return files
+
+
+def read_safetensors(path: Path) -> dict[str, tuple[torch.Tensor, Path]]:
+    """key -> (tensor, file it came from)."""
+    out: dict[str, tuple[torch.Tensor, Path]] = {}
+    for f in weight_files(path):
+        try:
+            with safe_open(str(f), framework="pt", device="cpu") as st:
+                for k in st.keys():
+                    if k in out:
+                        raise ModelLoadError(str(f), f"tensor {k!r} is also in {out[k][1].name}")
+                    out[k] = (st.get_tensor(k), f)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # safetensors raises its own SafetensorError / OSError
+            raise ModelLoadError(str(f), f"corrupt or unreadable safetensors file: {e}") from None
+    return out
+
+
+def load_weights(model: LlamaForCausalLM, tensors: dict[str, tuple[torch.Tensor, Path]], path: Path) -> None:
+    """Assign checkpoint tensors to a (possibly meta-device) model, strictly."""
+    expected = {k: v for k, v in model.state_dict().items()}
+    tied = model.config.tie_word_embeddings
+    if tied:
+        expected.pop("lm_head.weight", None)
+    where = lambda k: str(tensors[k][1]) if k in tensors else str(path)  # noqa: E731
+    for k in tensors:
+        if k in expected or k.endswith(_IGNORED_SUFFIXES) or (tied and k == "lm_head.weight"):
+            continue
+        raise ModelLoadError(where(k), f"unexpected tensor {k!r} (not a parameter of this "
+                             f"{model.config.model_type} config)")
+    for k, ref in expected.items():
+        if k not in tensors:
+            raise ModelLoadError(str(path), f"missing tensor {k!r}")
+        t = tensors[k][0]
+        if tuple(t.shape) != tuple(ref.shape):
+            raise ModelLoadError(where(k), f"tensor {k!r} has shape {tuple(t.shape)}, "
+                                 f"config needs {tuple(ref.shape)}")
+        if not t.is_floating_point():
+            raise ModelLoadError(where(k), f"tensor {k!r} has dtype {t.dtype}, expected a float type")
+    model.load_state_dict({k: tensors[k][0] for k in expected}, strict=False, assign=True)
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.model.reset_rope()
+
+
+def save_model(model: LlamaForCausalLM, tokenizer: Tokenizer | None, path: str | Path) -> None:
+    """Write an HF checkpoint folder that transformers and load_model both read."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save(path)
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)  # HF tied checkpoints store the embedding once
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save(path)
+        gen = {}
+        if tokenizer.eos_token_ids:
+            e = tokenizer.eos_token_ids
+            gen["eos_token_id"] = e[0] if len(e) == 1 else e
+        if tokenizer.bos_token_id is not None:
+            gen["bos_token_id"] = tokenizer.bos_token_id
+        if gen:
+            (path / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")

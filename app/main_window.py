@@ -1,0 +1,175 @@
+"""The main window: a tab per lab (Serving now; Scene plugs in with `add_tab`), the
+File/Engine/View menus with shortcuts, the status bar, and QSettings for the layout and
+the last settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
+
+from tinyserve_core.engine.config import EngineConfig
+from tinyserve_core.errors import TinyServeError
+
+from .serving.tab import ServingTab
+from .workers import default_simulation_factory
+
+
+def default_settings() -> QSettings:
+    return QSettings("TinyServe", "tinyserve-gui")
+
+
+def last_config(settings: QSettings) -> EngineConfig | None:
+    raw = settings.value("serving/config")
+    if not raw:
+        return None
+    try:
+        return EngineConfig.from_dict(json.loads(raw))
+    except (TinyServeError, ValueError, TypeError):
+        return None    # settings from an older version: start from the defaults
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, config: EngineConfig | None = None, *, factory=default_simulation_factory,
+                 settings: QSettings | None = None, restore_layout: bool = True):
+        super().__init__()
+        self.settings = settings if settings is not None else default_settings()
+        if config is None:
+            config = last_config(self.settings) or EngineConfig()
+        self.setWindowTitle("TinyServe lab")
+        self.resize(1600, 1000)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.setCentralWidget(self.tabs)
+        self.serving = ServingTab(config, factory=factory)
+        self.add_tab(self.serving, "Serving")
+        self.serving.status_message.connect(self._status)
+        self._build_menus()
+        if restore_layout:
+            self._restore_layout()
+        self.statusBar().showMessage("starting the engine...")
+
+    def add_tab(self, widget: QWidget, title: str) -> int:
+        """Another lab (e.g. the Scene tab): any widget; `views()` and `shutdown()` are
+        used when it has them."""
+        return self.tabs.addTab(widget, title)
+
+    def _status(self, text: str, timeout_ms: int) -> None:
+        self.statusBar().showMessage(text, timeout_ms)
+
+    # ---- menus ------------------------------------------------------------------------
+    def _action(self, menu: QMenu, text: str, slot, shortcut=None) -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        a.triggered.connect(slot)
+        menu.addAction(a)
+        return a
+
+    def _build_menus(self):
+        f = self.menuBar().addMenu("&File")
+        self._action(f, "Open session config...", self.open_config_dialog, QKeySequence.StandardKey.Open)
+        self._action(f, "Save session config...", self.save_config_dialog, QKeySequence.StandardKey.Save)
+        f.addSeparator()
+        self._action(f, "Export trace (Chrome JSON, Perfetto)...", self.export_trace_dialog, "Ctrl+E")
+        self._action(f, "Export metrics (CSV)...", self.export_metrics_dialog, "Ctrl+Shift+E")
+        f.addSeparator()
+        self._action(f, "Screenshot of window...", lambda: self.screenshot_dialog(None), "Ctrl+Shift+S")
+        self.view_shots = f.addMenu("Screenshot of view")
+        self.view_shots.aboutToShow.connect(self._fill_view_shots)
+        f.addSeparator()
+        self._action(f, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        e = self.menuBar().addMenu("&Engine")
+        s = self.serving
+        self._action(e, "Start", s.worker.start_engine, "F5")
+        self._action(e, "Pause", s.worker.pause, "F6")
+        self._action(e, "Step", s.worker.step_once, "F7")
+        self._action(e, "Reset", lambda: s.restart(s.config), "Ctrl+R")
+        v = self.menuBar().addMenu("&View")
+        for d in s.docks.values():
+            v.addAction(d.toggleViewAction())
+
+    def _current_views(self) -> dict[str, QWidget]:
+        w = self.tabs.currentWidget()
+        return w.views() if hasattr(w, "views") else {}
+
+    def _fill_view_shots(self):
+        self.view_shots.clear()
+        for name, w in self._current_views().items():
+            self._action(self.view_shots, name + "...", lambda _=False, n=name: self.screenshot_dialog(n))
+
+    # ---- file actions ------------------------------------------------------------------
+    def screenshot(self, path: str | Path, view: str | None = None) -> Path:
+        w = self if view is None else self._current_views()[view]
+        if not w.grab().save(str(path), "PNG"):
+            raise OSError(f"could not write {path}")
+        return Path(path)
+
+    def _ask_path(self, title: str, filt: str, save: bool = True) -> str | None:
+        fn = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+        path, _ = fn(self, title, "", filt)
+        return path or None
+
+    def _run_file_action(self, what: str, fn, *args):
+        try:
+            out = fn(*args)
+        except (TinyServeError, OSError, ValueError) as e:
+            self.statusBar().showMessage(f"{what} failed: {e}")
+            QMessageBox.warning(self, f"TinyServe: {what}", str(e))
+            return None
+        return out
+
+    def screenshot_dialog(self, view: str | None):
+        p = self._ask_path("Save screenshot", "PNG image (*.png)")
+        if p and self._run_file_action("screenshot", self.screenshot, p, view):
+            self.statusBar().showMessage(f"saved {p}", 5000)
+
+    def export_trace_dialog(self):
+        p = self._ask_path("Export trace", "Chrome trace (*.json)")
+        if p:
+            n = self._run_file_action("export trace", self.serving.export_trace, p)
+            if n is not None:
+                self.statusBar().showMessage(f"wrote {n} steps to {p} (open it in ui.perfetto.dev)", 8000)
+
+    def export_metrics_dialog(self):
+        p = self._ask_path("Export metrics", "CSV (*.csv)")
+        if p:
+            n = self._run_file_action("export metrics", self.serving.export_metrics, p)
+            if n is not None:
+                self.statusBar().showMessage(f"wrote {n} rows to {p}", 8000)
+
+    def save_config_dialog(self):
+        p = self._ask_path("Save session config", "JSON (*.json)")
+        if p and self._run_file_action("save config", lambda: self.serving.save_config(p) or True):
+            self.statusBar().showMessage(f"saved {p} (tinyserve simulate --config {p})", 8000)
+
+    def open_config_dialog(self):
+        p = self._ask_path("Open session config", "JSON (*.json)", save=False)
+        if p and self._run_file_action("open config", self.serving.open_config, p) is not None:
+            self.statusBar().showMessage(f"loaded {p}; the engine restarts", 8000)
+
+    # ---- settings ----------------------------------------------------------------------
+    def _restore_layout(self):
+        g = self.settings.value("window/geometry")
+        if isinstance(g, QByteArray):
+            self.restoreGeometry(g)
+        st = self.settings.value("serving/state")
+        if isinstance(st, QByteArray):
+            self.serving.restoreState(st)
+
+    def save_settings(self):
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("serving/state", self.serving.saveState())
+        self.settings.setValue("serving/config", json.dumps(self.serving.config.to_dict()))
+        self.settings.sync()
+
+    def closeEvent(self, ev):
+        self.save_settings()
+        for i in range(self.tabs.count()):
+            w = self.tabs.widget(i)
+            if hasattr(w, "shutdown"):
+                w.shutdown()
+        super().closeEvent(ev)

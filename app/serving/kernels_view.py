@@ -1,0 +1,105 @@
+"""Kernels view: which backend runs the ops (and why), and the time each kernel family
+takes per engine step, from StepRecord.op_timings_s (CUDA events on a GPU, wall
+clock on the CPU reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+from tinyserve_core.kernels import backend_info
+
+COLOURS = [(90, 200, 255), (255, 170, 60), (120, 230, 120), (230, 110, 200), (250, 230, 90),
+           (160, 140, 255), (255, 110, 110), (120, 240, 230)]
+
+
+def backend_text(info: dict) -> str:
+    if info.get("backend") == "cuda":
+        return f"Kernels: CUDA extension on {info.get('gpu')}"
+    why = info.get("reason") or "no reason given"
+    gpu = f" (GPU present: {info['gpu']})" if info.get("gpu") else ""
+    return f"Kernels: {info.get('backend')} — torch reference ops, because: {why}{gpu}"
+
+
+class KernelsView(QWidget):
+    def __init__(self, history: int = 600, parent=None):
+        super().__init__(parent)
+        self.history = history
+        self.t: list[float] = []
+        self.ops: dict[str, list[float]] = {}
+        self._dirty = False
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        self.backend = QLabel(backend_text(backend_info()))
+        self.backend.setWordWrap(True)
+        lay.addWidget(self.backend)
+        self.glw = pg.GraphicsLayoutWidget()
+        self.plot = self.glw.addPlot(title="time per engine step, by kernel family")
+        self.plot.setLabel("left", "ms")
+        self.plot.setLabel("bottom", "engine time", units="s")
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        lay.addWidget(self.glw, 1)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["kernel family", "last step (ms)", "mean (ms)", "share of op time"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMaximumHeight(170)
+        lay.addWidget(self.table)
+        self.note = QLabel("")
+        lay.addWidget(self.note)
+
+    def set_backend(self, info: dict):
+        self.backend.setText(backend_text(info))
+
+    def reset(self):
+        self.t.clear()
+        for v in self.ops.values():
+            v.clear()
+        self._dirty = True
+
+    def add(self, timings: list[tuple[float, dict[str, float]]]) -> None:
+        for clock, d in timings:
+            n = len(self.t)
+            self.t.append(clock)
+            for k, s in d.items():
+                col = self.ops.get(k)
+                if col is None:
+                    col = self.ops[k] = [np.nan] * n
+                col.append(s)
+            for k, col in self.ops.items():
+                if len(col) < n + 1:
+                    col.append(np.nan)
+            self._dirty = True
+        if len(self.t) > self.history:
+            cut = len(self.t) - self.history
+            del self.t[:cut]
+            for col in self.ops.values():
+                del col[:cut]
+
+    def render(self) -> bool:
+        if not self._dirty:
+            return False
+        self._dirty = False
+        if not self.t:
+            self.note.setText("No kernel timings yet: they appear once the engine steps "
+                              "(the model runner reports them per step).")
+            return True
+        t = np.asarray(self.t)
+        total_mean = sum(np.nanmean(c) for c in self.ops.values() if np.isfinite(c).any()) or 1.0
+        self.table.setRowCount(len(self.ops))
+        for i, (k, col) in enumerate(sorted(self.ops.items())):
+            y = np.asarray(col) * 1000.0
+            c = self.curves.get(k)
+            if c is None:
+                c = self.plot.plot([], [], pen=pg.mkPen(COLOURS[len(self.curves) % len(COLOURS)], width=1.6), name=k)
+                self.curves[k] = c
+            keep = np.isfinite(y)
+            c.setData(t[keep], y[keep])
+            mean = float(np.nanmean(y)) if keep.any() else float("nan")
+            last = y[keep][-1] if keep.any() else float("nan")
+            for j, txt in enumerate((k, f"{last:.3f}", f"{mean:.3f}", f"{100 * mean / 1000.0 / total_mean:.1f}%")):
+                self.table.setItem(i, j, QTableWidgetItem(txt))
+        self.note.setText(f"{len(self.t)} steps in view")
+        return True

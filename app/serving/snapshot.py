@@ -1,0 +1,160 @@
+"""What the GUI thread reads: one immutable-by-convention bundle of numpy copies,
+built in the engine's worker thread so the GUI never touches live engine state.
+
+`SnapshotBuilder` folds StepRecords as they come (cheap appends) and assembles a
+`Snapshot` only when the GUI has taken the previous one, so a fast engine and a
+60 Hz view do not multiply each other's work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinyserve_core.observe import events as ev
+from tinyserve_core.observe.record import StepRecord
+
+from .pool_image import PoolEvents
+from .selection_data import SelectionHistory, SelectionView
+
+METRIC_COLUMNS = (
+    "clock", "step", "kv_cache_usage_perc", "tokens_per_s", "gen_tokens_per_s",
+    "num_requests_running", "num_requests_waiting", "num_preemptions",
+    "prefix_hit_rate", "memory_waste", "num_cow_copies", "step_time_s",
+    "num_shared_blocks", "num_cached_free_blocks",
+)
+COL = {name: i for i, name in enumerate(METRIC_COLUMNS)}
+
+
+@dataclass
+class PoolArrays:
+    ref_cnt: np.ndarray      # int32 [N]
+    owner: np.ndarray        # int64 [N], -1 = none
+    fill: np.ndarray         # float32 [N], 0..1
+    evictable: np.ndarray    # bool [N]: free but still hashed (prefix-cache reusable)
+    hashed: np.ndarray       # bool [N]
+
+
+def _get(obj: Any, *names: str):
+    for n in names:
+        if isinstance(obj, dict) and n in obj:
+            return obj[n]
+        if hasattr(obj, n):
+            return getattr(obj, n)
+    raise KeyError(f"blocks_snapshot() has none of {names}")
+
+
+def pool_arrays(snap: Any, block_size: int) -> PoolArrays:
+    """Copies of BlockManager.blocks_snapshot() under the names the views use."""
+    ref = np.array(_get(snap, "ref_cnt", "ref_cnts", "refcount"), np.int32)
+    owner = np.array(_get(snap, "owner", "owner_seq", "owners"), np.int64)
+    fill = np.array(_get(snap, "fill", "num_tokens", "filled"), np.float32)
+    if fill.size and fill.max(initial=0) > 1.0:
+        fill = fill / float(block_size)
+    evict = np.array(_get(snap, "evictable", "cached_free"), bool)
+    try:
+        hashed = np.array(_get(snap, "is_cached", "hashed", "has_hash"), bool)
+    except KeyError:
+        hashed = evict.copy()
+    return PoolArrays(ref, owner, fill, evict, hashed)
+
+
+@dataclass
+class Snapshot:
+    step: int
+    clock: float
+    progress: float
+    state: str                                  # "running" | "paused" | "done" | "loading"
+    num_blocks: int
+    block_size: int
+    pool: PoolArrays
+    pool_events: PoolEvents
+    tables: dict[int, np.ndarray]               # running seq id -> physical block ids
+    metrics: np.ndarray                         # [k, len(METRIC_COLUMNS)] rows since last take
+    latencies: np.ndarray                       # [k, 3] (clock, ttft_s, tpot_s) finished since last take
+    op_timings: list[tuple[float, dict[str, float]]]  # (clock, op -> seconds) since last take
+    selection: SelectionView | None
+    selection_keys: dict[int, str]              # seq id -> request id, for the chooser
+    summary: dict = field(default_factory=dict)
+
+
+class SnapshotBuilder:
+    """Lives in the worker thread; owns everything accumulated between GUI pulls."""
+
+    def __init__(self, selection_capacity: int = 256):
+        self.selection = SelectionHistory(capacity=selection_capacity)
+        self._reset_pending()
+        self._hits_q = (0, 0)
+
+    def _reset_pending(self):
+        self._alloc: list[int] = []
+        self._released: list[int] = []
+        self._preempted: list[int] = []
+        self._evict: list[int] = []
+        self._cow: list[tuple[int, int]] = []
+        self._metrics: list[tuple] = []
+        self._lat: list[tuple[float, float, float]] = []
+        self._ops: list[tuple[float, dict[str, float]]] = []
+
+    def ingest(self, rec: StepRecord) -> None:
+        preempted_seqs = set()
+        for e in rec.events:
+            k = e.kind
+            if k == "alloc":
+                self._alloc.extend(e.block_ids)
+            elif k == "free":
+                self._released.extend(e.released)
+            elif k == "cow_copy":
+                self._cow.append((e.src, e.dst))
+            elif k == "evict":
+                self._evict.append(e.block_id)
+            elif k == "preempt":
+                preempted_seqs.add(e.seq_id)
+        if preempted_seqs:
+            for e in rec.events:
+                if isinstance(e, ev.Free) and e.seq_id in preempted_seqs:
+                    self._preempted.extend(e.released)
+        self.selection.ingest(rec)
+        m = rec.metrics
+        q, h = m.prefix_cache_queries, m.prefix_cache_hits
+        dq, dh = q - self._hits_q[0], h - self._hits_q[1]
+        self._hits_q = (q, h)
+        # per-step hit rate of the tokens queried this step; NaN when nothing asked
+        hit_rate = dh / dq if dq > 0 else float("nan")
+        self._metrics.append((
+            rec.t_end, rec.step, m.kv_cache_usage_perc, m.tokens_per_s, m.gen_tokens_per_s,
+            m.num_requests_running, m.num_requests_waiting, m.num_preemptions,
+            hit_rate, m.memory_waste, m.num_cow_copies, m.step_time_s,
+            m.num_shared_blocks, m.num_cached_free_blocks,
+        ))
+        for t in rec.finished:
+            ttft = t.ttft_s
+            tpot = t.tpot_s
+            self._lat.append((rec.t_end, np.nan if ttft is None else ttft,
+                              np.nan if tpot is None else tpot))
+        if rec.op_timings_s:
+            self._ops.append((rec.t_end, dict(rec.op_timings_s)))
+
+    def build(self, engine, *, step: int, clock: float, progress: float, state: str,
+              selection_key: tuple[int, int, int] | None, summary: dict) -> Snapshot:
+        bm = engine.block_manager
+        bs = int(getattr(bm, "block_size", engine.config.block_size))
+        pool = pool_arrays(bm.blocks_snapshot(), bs)
+        tables = {int(s): np.array(t, np.int64) for s, t in engine.running_tables().items()}
+        as_ids = lambda xs: np.array(xs, np.int64) if xs else np.zeros(0, np.int64)
+        pev = PoolEvents(as_ids(self._alloc), as_ids(self._released), as_ids(self._preempted),
+                         as_ids(self._evict),
+                         np.array(self._cow, np.int64).reshape(-1, 2))
+        metrics = (np.array(self._metrics, np.float64) if self._metrics
+                   else np.zeros((0, len(METRIC_COLUMNS))))
+        lat = np.array(self._lat, np.float64).reshape(-1, 3)
+        snap = Snapshot(
+            step=step, clock=clock, progress=progress, state=state,
+            num_blocks=int(pool.ref_cnt.shape[0]), block_size=bs, pool=pool,
+            pool_events=pev, tables=tables, metrics=metrics, latencies=lat,
+            op_timings=self._ops, selection=self.selection.view(selection_key),
+            selection_keys=self.selection.sequences(), summary=summary,
+        )
+        self._reset_pending()
+        return snap

@@ -1,0 +1,108 @@
+"""Plain-text facts about an engine for the header and tooltips: what model, which
+kernel backend, how big the pool. `config_summary` needs no engine (the window shows
+it while the model loads); `engine_summary` reads the built engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tinyserve_core.engine.config import EngineConfig
+from tinyserve_core.kernels import backend_info
+
+
+def _model_dir(cfg: EngineConfig) -> str:
+    if cfg.model:
+        return cfg.model
+    try:
+        from tinyserve_core.model import default_model_dir
+        return str(default_model_dir())
+    except Exception:
+        return "assets/models/tinyserve-lm"
+
+
+def _kv_bytes(mc: Any, num_blocks: int, block_size: int, dtype_bytes: int = 4) -> int | None:
+    try:
+        layers = mc.num_hidden_layers
+        kvh = mc.num_key_value_heads
+        hd = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+    except AttributeError:
+        return None
+    return 2 * layers * kvh * hd * dtype_bytes * num_blocks * block_size
+
+
+def config_summary(cfg: EngineConfig) -> dict:
+    info = backend_info()
+    d = {
+        "model": _model_dir(cfg),
+        "backend": info.get("backend"),
+        "backend_reason": info.get("reason"),
+        "gpu": info.get("gpu"),
+        "num_blocks": cfg.num_blocks,
+        "block_size": cfg.block_size,
+        "pool_tokens": cfg.num_blocks * cfg.block_size,
+        "policy": cfg.policy,
+    }
+    try:
+        from tinyserve_core.model.config import ModelConfig
+        mc = ModelConfig.from_dir(d["model"])
+        d["layers"] = mc.num_hidden_layers
+        d["kv_heads"] = mc.num_key_value_heads
+        d["kv_bytes"] = _kv_bytes(mc, cfg.num_blocks, cfg.block_size)
+    except Exception as e:  # shown, not fatal: the engine start reports it properly
+        d["model_note"] = str(e).splitlines()[0][:200]
+    return d
+
+
+def engine_summary(cfg: EngineConfig, engine: Any) -> dict:
+    d = config_summary(cfg)
+    mc = getattr(engine, "model_config", None)
+    if mc is not None:
+        d.pop("model_note", None)
+        d["layers"] = getattr(mc, "num_hidden_layers", None)
+        d["kv_heads"] = getattr(mc, "num_key_value_heads", None)
+        d["kv_bytes"] = _kv_bytes(mc, cfg.num_blocks, cfg.block_size)
+    runner = getattr(engine, "runner", None)
+    kv = getattr(runner, "kv", None)
+    if kv is not None and getattr(kv, "k_caches", None):
+        k0 = kv.k_caches[0]
+        d["device"] = str(k0.device)
+        d["dtype"] = str(k0.dtype).replace("torch.", "")
+        d["kv_bytes"] = sum(t.numel() * t.element_size() for t in list(kv.k_caches) + list(kv.v_caches))
+    return d
+
+
+def summary_line(d: dict) -> str:
+    model = Path(str(d.get("model"))).name or str(d.get("model"))
+    parts = [f"model {model}"]
+    if d.get("layers") is not None:
+        parts.append(f"{d['layers']} layers x {d.get('kv_heads')} kv-heads")
+    be = d.get("backend")
+    if be == "cuda" and d.get("gpu"):
+        parts.append(f"kernels: CUDA on {d['gpu']}")
+    else:
+        parts.append(f"kernels: {be} ({d.get('backend_reason')})")
+    parts.append(f"pool {d['num_blocks']:,} blocks x {d['block_size']} tokens = {d['pool_tokens']:,} tokens")
+    if d.get("kv_bytes"):
+        parts.append(f"KV {d['kv_bytes'] / 2**20:.1f} MiB")
+    if d.get("device"):
+        parts.append(f"{d['device']} {d.get('dtype', '')}".strip())
+    if d.get("model_note"):
+        parts.append(f"note: {d['model_note']}")
+    return " | ".join(parts)
+
+
+def describe_block(engine: Any, block_id: int) -> dict:
+    """block_info(id) plus the decoded text of the block's tokens (worker thread)."""
+    bm = engine.block_manager
+    raw = bm.block_info(block_id)
+    info = dict(raw) if isinstance(raw, dict) else {
+        k: getattr(raw, k) for k in dir(raw) if not k.startswith("_") and not callable(getattr(raw, k))}
+    toks = info.get("token_ids")
+    tok = getattr(engine, "tokenizer", None)
+    if toks is not None and tok is not None and "text" not in info:
+        try:
+            info["text"] = tok.decode(list(toks))
+        except Exception as e:
+            info["text"] = f"<cannot decode: {e}>"
+    return info

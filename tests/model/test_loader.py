@@ -1,0 +1,198 @@
+"""Loading and saving model folders; every bad folder gives one error naming the file
+and the problem."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from tinyserve_core.errors import ModelLoadError
+from tinyserve_core.model import default_model_dir, load_model, save_model
+from hf_fixtures import make_hf_folder
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    path = tmp_path_factory.mktemp("good") / "llama"
+    make_hf_folder(path, "linear")
+    return path
+
+
+@pytest.fixture
+def folder(good, tmp_path):
+    dst = tmp_path / "m"
+    shutil.copytree(good, dst)
+    return dst
+
+
+def load_error(path) -> ModelLoadError:
+    with pytest.raises(ModelLoadError) as e:
+        load_model(path)
+    return e.value
+
+
+def edit_config(path, **changes):
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(changes)
+    for k, v in changes.items():
+        if v is ...:
+            del cfg[k]
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def edit_weights(path, fn):
+    sd = load_file(str(path / "model.safetensors"))
+    fn(sd)
+    save_file(sd, str(path / "model.safetensors"))
+
+
+def test_missing_folder(tmp_path):
+    e = load_error(tmp_path / "nope")
+    assert "nope" in e.path and "not found" in e.message
+
+
+def test_missing_config(folder):
+    (folder / "config.json").unlink()
+    e = load_error(folder)
+    assert e.path.endswith("config.json") and "missing" in e.message
+
+
+def test_corrupt_config(folder):
+    (folder / "config.json").write_text("{not json")
+    e = load_error(folder)
+    assert e.path.endswith("config.json") and "JSON" in e.message
+
+
+def test_unsupported_model_type(folder):
+    edit_config(folder, model_type="gpt2")
+    e = load_error(folder)
+    assert e.path.endswith("config.json") and "model_type" in e.message and "gpt2" in e.message
+
+
+def test_missing_config_key(folder):
+    edit_config(folder, hidden_size=...)
+    e = load_error(folder)
+    assert e.path.endswith("config.json") and "hidden_size" in e.message
+
+
+def test_heads_not_dividing(folder):
+    edit_config(folder, num_key_value_heads=3)
+    e = load_error(folder)
+    assert "num_key_value_heads" in e.message and "divide" in e.message
+
+
+def test_unsupported_rope_type(folder):
+    edit_config(folder, rope_parameters={"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0})
+    e = load_error(folder)
+    assert "rope_type" in e.message and "yarn" in e.message
+
+
+def test_missing_weights(folder):
+    (folder / "model.safetensors").unlink()
+    e = load_error(folder)
+    assert "safetensors" in e.message
+
+
+def test_corrupt_safetensors(folder):
+    f = folder / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:200])
+    e = load_error(folder)
+    assert e.path.endswith("model.safetensors") and "corrupt" in e.message
+
+
+def test_missing_tensor_named(folder):
+    edit_weights(folder, lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"))
+    e = load_error(folder)
+    assert "missing tensor" in e.message and "model.layers.1.mlp.up_proj.weight" in e.message
+
+
+def test_unexpected_tensor_named(folder):
+    edit_weights(folder, lambda sd: sd.__setitem__("model.layers.0.extra.weight", torch.zeros(2)))
+    e = load_error(folder)
+    assert e.path.endswith("model.safetensors") and "model.layers.0.extra.weight" in e.message
+
+
+def test_misshaped_tensor_named(folder):
+    def shrink(sd):
+        sd["model.norm.weight"] = sd["model.norm.weight"][:10].clone()
+    edit_weights(folder, shrink)
+    e = load_error(folder)
+    assert "model.norm.weight" in e.message and "(10,)" in e.message and "(64,)" in e.message
+
+
+def test_missing_tokenizer(folder):
+    (folder / "tokenizer.json").unlink()
+    e = load_error(folder)
+    assert e.path.endswith("tokenizer.json") and "missing" in e.message
+
+
+def test_corrupt_tokenizer(folder):
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": 7}')
+    e = load_error(folder)
+    assert e.path.endswith("tokenizer.json")
+
+
+def test_sharded_checkpoint_loads(folder, good):
+    sd = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    keys = sorted(sd)
+    half = len(keys) // 2
+    shards = {"model-00001-of-00002.safetensors": keys[:half], "model-00002-of-00002.safetensors": keys[half:]}
+    weight_map = {}
+    for name, ks in shards.items():
+        save_file({k: sd[k] for k in ks}, str(folder / name))
+        weight_map.update({k: name for k in ks})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    sharded, _ = load_model(folder)
+    single, _ = load_model(good)
+    x = torch.randint(0, 300, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(sharded.forward_dense(x), single.forward_dense(x))
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    e = load_error(folder)
+    assert e.path.endswith("model-00002-of-00002.safetensors") and "missing" in e.message
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama3"])
+def test_save_model_round_trips_through_transformers(tmp_path, kind):
+    hf = make_hf_folder(tmp_path / "src", kind)
+    model, tok = load_model(tmp_path / "src")
+    save_model(model, tok, tmp_path / "dst")
+    again, tok2 = load_model(tmp_path / "dst")
+    hf2 = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "dst").eval()
+    x = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        ref = hf(x).logits
+        assert torch.equal(again.forward_dense(x), model.forward_dense(x))
+        assert (hf2(x).logits - ref).abs().max() < 1e-5
+    assert tok2.encode("hello world") == tok.encode("hello world")
+    assert tok2.eos_token_id == tok.eos_token_id == 1 and tok2.bos_token_id == 0
+    if kind == "qwen2":  # tied: the embedding is stored once and lm_head follows it
+        assert "lm_head.weight" not in load_file(str(tmp_path / "dst" / "model.safetensors"))
+        assert again.lm_head.weight.data_ptr() == again.model.embed_tokens.weight.data_ptr()
+
+
+def test_bf16_load_keeps_rope_in_float32(good):
+    model, _ = load_model(good, dtype=torch.bfloat16)
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert model.model.inv_freq.dtype == torch.float32
+    ref, _ = load_model(good)
+    assert torch.equal(model.model.inv_freq, ref.model.inv_freq)
+
+
+def test_tokenizer_round_trip_and_special_ids(good):
+    _, tok = load_model(good)
+    text = "Prefix caching reuses blocks: ünïcödé ✓"
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.eos_token_id == 1 and tok.bos_token_id == 0
+
+
+def test_default_model_dir_is_in_repo_assets():
+    d = default_model_dir()
+    assert d.parts[-3:] == ("assets", "models", "tinyserve-lm")
+    assert (d.parents[2] / "tinyserve_core").is_dir()

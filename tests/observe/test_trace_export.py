@@ -176,3 +176,29 @@ def test_validator_accepts_proper_nesting_and_rejects_bad_containers():
     assert validate_trace({"traceEvents": ok}) == []
     assert validate_trace(ok) == []
     assert validate_trace({"events": []}) and validate_trace("trace")
+
+
+def test_check_trace_command(run_records, tmp_path, capsys):
+    import argparse
+
+    from tinyserve_core.errors import InputFileError
+    from tinyserve_core.observe import trace
+
+    p = argparse.ArgumentParser()
+    trace.add_parser(p.add_subparsers())
+
+    def check(path):
+        args = p.parse_args(["check-trace", str(path)])
+        return args.func(args)
+
+    good = tmp_path / "good.json"
+    write_chrome_trace(run_records, good)
+    assert check(good) == 0 and "valid" in capsys.readouterr().out
+    broken = json.loads(good.read_text())
+    broken["traceEvents"] = [e for e in broken["traceEvents"] if not (e["ph"] == "e" and e["id"] == 1)]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    assert check(bad) == 1 and "never closed" in capsys.readouterr().out
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(InputFileError):
+        check(tmp_path / "junk.json")

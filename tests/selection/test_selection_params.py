@@ -13,7 +13,7 @@ from tinyserve_core.selection import Budget, PageSelector, make_policy, policy_p
 
 @pytest.mark.parametrize("value,tokens,fraction", [
     (256, 256, None), ("256", 256, None), (512.0, 512, None),
-    (0.125, None, 0.125), ("1/8", None, 0.125), ("25%", None, 0.25), (1.0, None, 1.0),
+    (0.125, None, 0.125), ("1/8", None, 0.125), ("25%", None, 0.25), (1.0, None, 1.0), (1, None, 1.0),
 ])
 def test_budget_parses(value, tokens, fraction):
     b = Budget.parse("budget", value)
@@ -30,6 +30,7 @@ def test_budget_rounds_up_to_pages():
 
 @pytest.mark.parametrize("policy,params,field", [
     ("quest", {"budget": 0}, "budget"),
+    ("quest", {"budget": 0.0}, "budget"),
     ("quest", {"budget": -5}, "budget"),
     ("quest", {"budget": "lots"}, "budget"),
     ("quest", {"budget": 1.5}, "budget"),
@@ -43,7 +44,7 @@ def test_budget_rounds_up_to_pages():
     ("adaptive", {"top_p": 1.01}, "top_p"),
     ("adaptive", {"top_p": float("nan")}, "top_p"),
     ("adaptive", {"min_budget": 512, "budget": 256}, "min_budget"),
-    ("h2o", {"recent_ratio": 2}, "recent_ratio"),
+    ("h2o", {"recent_pages": -2}, "recent_pages"),
     ("streaming", {"sink_pages": "x"}, "sink_pages"),
     ("nope", {}, "policy"),
 ])
@@ -100,3 +101,26 @@ def test_concurrent_updates_never_tear(make_kv):
     finally:
         stop.set()
         t.join()
+
+
+def test_engine_builds_and_retunes_the_selector_with_its_config_keys(make_kv):
+    from tinyserve_core.selection import build_selector
+    engine_keys = dict(policy="quest", budget=256.0, top_p=0.9, sink_pages=1, dense_layers=2,
+                       recent_pages=2, tier_pages=0, tier_policy="lru", stats=False)
+    sel = build_selector(**engine_keys)
+    assert sel.describe() == {"policy": "quest", "budget": "256", "sink_pages": 1, "dense_layers": 2,
+                              "tier_pages": None, "tier_policy": None, "stats": False}
+    sel.update(**{**engine_keys, "policy": "adaptive", "budget": 0.25, "tier_pages": 8, "stats": True})
+    assert sel.policy.name == "adaptive" and sel.policy.params.top_p == 0.9
+    assert sel.tiers.capacity_pages == 8 and sel.stats is not None
+    sel.update(**{**engine_keys, "tier_pages": 4, "tier_policy": "lfu"})
+    assert sel.policy.name == "quest" and (sel.tiers.capacity_pages, sel.tiers.policy) == (4, "lfu")
+    assert sel.stats is None
+    sel.update(tier_pages=0)
+    assert sel.tiers is None
+    for bad, field in (({"top_p": 2.0}, "top_p"), ({"colour": 1}, "colour"), ({"stats": "yes"}, "stats"),
+                       ({"tier_policy": "fifo", "tier_pages": 3}, "tier_policy"), ({"policy": "x"}, "policy")):
+        with pytest.raises(ConfigError) as e:
+            sel.update(**bad)
+        assert e.value.field == field
+    assert sel.policy.name == "quest" and sel.tiers is None  # failed updates changed nothing

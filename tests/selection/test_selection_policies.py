@@ -159,7 +159,7 @@ def test_h2o_keeps_heavy_hitters_and_forgets(make_kv):
         return k
     kv, tables, lens = make_kv([320], block_size=8, key_fn=keys)
     q = torch.ones(1, 4, 16)
-    pol = make_policy("h2o", budget=64, recent_ratio=0.5, dense_layers=0)
+    pol = make_policy("h2o", budget=64, dense_layers=0)
     for step in range(3):
         out = pol.select(_ctx(kv, tables, lens, q, seq_ids=[9]))
         sets = _sets(out.page_indices)[0]

@@ -7,11 +7,11 @@ them against true attention; the two-tier page cache lives in `kv.tiers`."""
 from .base import Policy, SelectContext, Selection
 from .params import Budget
 from .registry import POLICIES, make_policy, policy_names, policy_parameters
-from .selector import PageSelector
+from .selector import PageSelector, build_selector
 from .stats import SelectionStats, SelectionSummary, summarize_history
 
 __all__ = [
     "Budget", "POLICIES", "PageSelector", "Policy", "SelectContext", "Selection",
-    "SelectionStats", "SelectionSummary", "make_policy", "policy_names", "policy_parameters",
+    "SelectionStats", "SelectionSummary", "build_selector", "make_policy", "policy_names", "policy_parameters",
     "summarize_history",
 ]

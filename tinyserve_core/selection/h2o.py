@@ -22,13 +22,13 @@ import torch
 
 from .base import (EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator)
 from .oracle import attention_logits, context_keys, page_mass
-from .params import Budget, check_float, check_int
+from .params import Budget, check_int
 
 
 @dataclass(frozen=True, slots=True)
 class H2OParams:
     budget: Budget = Budget(fraction=0.125)
-    recent_ratio: float = 0.5   # share of the budget held by the recent window
+    recent_pages: int = 0       # recent window in pages; 0 = half the budget, as in H2O
     sink_pages: int = 0
     dense_layers: int = 2
 
@@ -55,7 +55,7 @@ class H2OPolicy(Policy):
     Params = H2OParams
     _validators = {
         "budget": budget_validator,
-        "recent_ratio": lambda f, v: check_float(f, v, 0.0, 1.0),
+        "recent_pages": lambda f, v: check_int(f, v, 0),
         "sink_pages": lambda f, v: check_int(f, v, 0),
         "dense_layers": dense_layers_validator,
     }
@@ -114,7 +114,7 @@ class H2OPolicy(Policy):
         over = alive.sum(-1) - k  # [H]
         if bool((over <= 0).all()):
             return
-        recent = max(1, math.ceil(k * p.recent_ratio))
+        recent = p.recent_pages if p.recent_pages > 0 else math.ceil(k / 2)
         pos = torch.arange(n, device=alive.device)
         protected = (pos >= n - recent) | (pos < p.sink_pages)
         eligible = alive & ~protected[None, :]

@@ -17,7 +17,8 @@ from ..errors import ConfigError
 class Budget:
     """How many pages a (sequence, kv-head) may attend to.
 
-    Exactly one of `tokens` / `fraction` is set. Pages are the unit of selection, so
+    Numbers > 1 are tokens, numbers in (0, 1] a fraction of the context; strings may
+    also say "1/8" or "12.5%". Exactly one of `tokens` / `fraction` is set. Pages are the unit of selection, so
     a budget rounds *up* to whole pages: 100 tokens at block size 16 is 7 pages, and
     a fraction f of a context of n pages is ceil(f * n) pages, which makes 100% (or
     any token budget >= the context) exactly dense."""
@@ -34,6 +35,8 @@ class Budget:
         if isinstance(value, str):
             return cls._parse_str(field, value.strip(), allow_zero)
         if isinstance(value, int):
+            if value == 1:  # numbers <= 1 are fractions (the engine config's rule): 1 = all
+                return cls(fraction=1.0)
             return cls._tokens(field, value, allow_zero)
         if isinstance(value, float):
             if not math.isfinite(value):

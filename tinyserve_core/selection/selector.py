@@ -15,7 +15,8 @@ import torch
 from ..kv.tiers import TieredPageCache
 from ..observe.events import EventSink
 from .base import Policy, SelectContext
-from .registry import make_policy
+from ..errors import ConfigError
+from .registry import POLICIES, make_policy
 from .stats import SelectionStats, SelectionSummary
 
 
@@ -52,7 +53,45 @@ class PageSelector:
             self._policy = new
 
     def update(self, **params) -> None:
-        self._policy.update(**params)
+        """Apply engine-level settings live: `policy` (switch), `tier_pages` (0 or None
+        = no tiers), `tier_policy`, `tier_decay`, `stats`, and policy parameters. A
+        parameter that the current policy does not take (top_p under quest) is checked
+        and kept for nothing; one that no policy takes is an error. Everything is
+        validated before anything changes."""
+        name = params.pop("policy", None)
+        tier_keys = {k: params.pop(k) for k in ("tier_pages", "tier_policy", "tier_decay") if k in params}
+        stats = params.pop("stats", None)
+        for key, value in params.items():
+            params[key] = shared_validator(key)(key, value)
+        if stats is not None and not isinstance(stats, bool):
+            raise ConfigError("stats", f"must be true or false, got {stats!r}")
+        with self._lock:
+            current, tiers = self._policy, self._tiers
+        cap = pol = dec = None
+        if tier_keys:
+            cap = tier_keys.get("tier_pages", tiers.capacity_pages if tiers else None)
+            pol = tier_keys.get("tier_policy", tiers.policy if tiers else "lru")
+            dec = tier_keys.get("tier_decay", tiers.decay if tiers else 0.9)
+            if cap is not None and not isinstance(cap, bool) and cap == 0:
+                cap = None
+            TieredPageCache._validate(1 if cap is None else cap, pol, dec)
+        new_policy = current
+        if name is not None and name.strip().lower() != current.name:
+            new_policy = make_policy(name)
+        own = {k: v for k, v in params.items() if k in new_policy._validators}
+        new_policy.update(**own)  # atomic; the last step that can fail
+        new_tiers = tiers
+        if tier_keys:
+            if cap is None:
+                new_tiers = None
+            elif tiers is None:
+                new_tiers = TieredPageCache(cap, pol, dec)
+            else:
+                tiers.update(cap, pol, dec)
+        with self._lock:
+            self._policy, self._tiers = new_policy, new_tiers
+        if stats is not None:
+            self.set_stats(stats)
 
     def set_tiers(self, tier_pages: int | None, tier_policy: str = "lru", tier_decay: float = 0.9) -> None:
         new = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
@@ -135,3 +174,24 @@ def _account_tiers(tiers: TieredPageCache, ctx: SelectContext, page_indices, k_c
             sel = r[r >= 0]
         out.append(tiers.access(int(seq_id), ctx.layer_idx, n, sel, page_bytes))
     return out
+
+
+def shared_validator(key: str):
+    """The validator of a policy parameter, whichever policy defines it."""
+    for cls in POLICIES.values():
+        if key in cls._validators:
+            return cls._validators[key]
+    known = sorted({k for c in POLICIES.values() for k in c._validators})
+    raise ConfigError(key, f"not a selection parameter (known: {', '.join(known)})")
+
+
+def build_selector(policy: str = "dense", *, sink: EventSink | None = None, tier_pages: int | None = 0,
+                   tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False,
+                   **params) -> PageSelector:
+    """The engine's constructor: engine-config keys in, a configured selector out.
+    Parameters the chosen policy does not take are validated and otherwise ignored,
+    so a config file can carry every key for every policy."""
+    sel = PageSelector(make_policy(policy), sink=sink)
+    sel.update(tier_pages=tier_pages, tier_policy=tier_policy, tier_decay=tier_decay,
+               stats=bool(stats), **params)
+    return sel

@@ -319,3 +319,19 @@ def test_cli_bad_flag_names_the_field(tmp_path):
     with pytest.raises(ConfigError) as e:
         _cli(["--rate", "fast", "--out", str(tmp_path / "w.jsonl")])
     assert e.value.field == "rate"
+
+
+def test_offsets_shortcut_matches_the_word_search(bpe):
+    from tinyserve_core.engine.workloads import ModelTokenize
+    from tinyserve_core.model.tokenizer import Tokenizer
+
+    fast = ModelTokenize(Tokenizer(bpe))
+    assert fast.with_offsets is not None
+
+    def slow(text):                      # a bare callable: the bisection path
+        return bpe.encode(text, add_special_tokens=False).ids
+
+    spec = WorkloadSpec(requests=25, prompt_dist="uniform", prompt_len=5, prompt_len_max=400, seed=4)
+    a, b = generate_workload(spec, fast), generate_workload(spec, slow)
+    assert [r.prompt_token_ids for r in a] == [r.prompt_token_ids for r in b]
+    assert [r.prompt for r in a] == [r.prompt for r in b]

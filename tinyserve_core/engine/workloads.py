@@ -195,6 +195,7 @@ def _number(field: str, value: Any, lo: float, hi: float, low_open: bool = False
 # -- text ------------------------------------------------------------------------------
 
 _WORD = re.compile(r"\S+\s*")
+_NON_SPACE = re.compile(r"\S*")
 
 
 class TextCorpus:
@@ -237,13 +238,22 @@ class TextCorpus:
             return "", [] if tokenize is not None else None
         if tokenize is None:
             return self.text(start, num_tokens), None
-        # Smallest word count whose text has >= num_tokens tokens: double, then bisect.
+        with_offsets = getattr(tokenize, "with_offsets", None)
+        # Enough words for num_tokens tokens (a word is rarely under one token).
         hi = max(1, num_tokens)
-        while len(tokenize(self.text(start, hi))) < num_tokens:
+        while True:
+            text = self.text(start, hi)
+            ids, offsets = with_offsets(text) if with_offsets else (tokenize(text), None)
+            if len(ids) >= num_tokens:
+                break
             if hi > 64 * num_tokens + 64 * len(self.words):
                 raise ConfigError("text_dir", f"{self.source}: text yields too few tokens")
             hi *= 2
-        lo = 0  # invariant: text(lo) too short (or empty), text(hi) long enough
+        if offsets is not None:
+            # one pass: end the text with the word that holds the last kept token
+            end = _NON_SPACE.match(text, offsets[num_tokens - 1][1]).end()
+            return text[:end].rstrip(), list(ids[:num_tokens])
+        lo = 0  # bisect the word count: text(lo) too short (or empty), text(hi) long enough
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if len(tokenize(self.text(start, mid))) >= num_tokens:
@@ -360,13 +370,33 @@ def from_engine_config(config: Any, tokenizer: Any = None, progress: bool = Fals
     if tokenizer is None:
         return generate_workload(spec, progress=progress)
 
-    def tokenize(text: str) -> list[int]:
-        return list(tokenizer.encode(text, add_special_tokens=False))
-
+    tokenize = ModelTokenize(tokenizer)
     # whatever encode() adds in front of plain text (BOS) starts every prompt
     plain, full = tokenize("Hello"), list(tokenizer.encode("Hello"))
     bos = full[: len(full) - len(plain)] if full[len(full) - len(plain):] == plain else []
     return generate_workload(spec, tokenize, progress=progress, bos_ids=bos)
+
+
+class ModelTokenize:
+    """The model tokenizer as a `tokenize` callable (no special tokens). When it wraps
+    a Hugging Face `tokenizers.Tokenizer` it also offers `with_offsets`, which lets
+    `TextCorpus.cut` find the word boundary from one encoding instead of a search."""
+
+    def __init__(self, tokenizer: Any):
+        self._tok = tokenizer
+        hf = getattr(tokenizer, "tokenizer", None)
+        if hf is not None and hasattr(hf, "encode_batch"):
+            self._hf = hf
+        else:
+            self._hf = None
+            self.with_offsets = None  # type: ignore[assignment]
+
+    def __call__(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        enc = self._hf.encode(text, add_special_tokens=False)
+        return enc.ids, enc.offsets
 
 
 class _TokenizerShim:

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..observe.events import Alloc, CowCopy, EventSink, Fork, Free, PrefixHit
 from .block_pool import BlockPool, KVCacheBlock, NoFreeBlocksError
-from .hashing import hash_block_tokens, root_hash
+from .hashing import hash_block_tokens, iter_block_hashes, root_hash
 from .stats import BlockInfo, BlocksSnapshot, KVStats
 
 MAX_BLOCK_SIZE = 128
@@ -110,14 +110,12 @@ class BlockManager:
         computed, since its logits are needed to sample (vLLM v1 does the same)."""
         if not self.enable_prefix_caching:
             return [], []
-        bs = self.block_size
         hits: list[KVCacheBlock] = []
         hashes: list[int] = []
-        parent = root
-        for i in range((len(token_ids) - 1) // bs):
-            parent = hash_block_tokens(parent, token_ids[i * bs:(i + 1) * bs])
-            hashes.append(parent)
-            block = self.pool.get_cached_block(parent)
+        max_hits = (len(token_ids) - 1) // self.block_size
+        for block_hash in iter_block_hashes(token_ids, self.block_size, root, max_hits):
+            hashes.append(block_hash)
+            block = self.pool.get_cached_block(block_hash)
             if block is None:
                 break
             hits.append(block)

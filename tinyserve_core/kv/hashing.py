@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import ConfigError
 
@@ -48,12 +48,19 @@ def hash_block_tokens(parent_hash: int, token_ids: Sequence[int]) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def iter_block_hashes(token_ids: Sequence[int], block_size: int, root: int,
+                      num_blocks: int | None = None) -> Iterator[int]:
+    """Chained hashes of the leading full blocks, lazily (a prefix lookup stops at the
+    first miss). `num_blocks` caps how many; default: every full block."""
+    if num_blocks is None:
+        num_blocks = len(token_ids) // block_size
+    parent = root
+    for start in range(0, num_blocks * block_size, block_size):
+        parent = hash_block_tokens(parent, token_ids[start:start + block_size])
+        yield parent
+
+
 def hash_prompt_blocks(token_ids: Sequence[int], block_size: int,
                        salt: str | bytes | None = None) -> list[int]:
     """Chained hashes of every full block of `token_ids` (the partial tail has none)."""
-    parent = root_hash(salt)
-    out = []
-    for start in range(0, len(token_ids) - block_size + 1, block_size):
-        parent = hash_block_tokens(parent, token_ids[start:start + block_size])
-        out.append(parent)
-    return out
+    return list(iter_block_hashes(token_ids, block_size, root_hash(salt)))

@@ -49,3 +49,13 @@ def build_kv(seq_lens, num_kv_heads=2, head_dim=16, block_size=16, num_layers=1,
 @pytest.fixture
 def make_kv():
     return build_kv
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: on a shared 2-core box intra-op threads only spin
+    (100x slower measured). One thread per test, restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,95 @@
+"""`tinyserve eval selection` end to end on a tiny random model (built here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tinyserve_core.errors import ConfigError
+from tinyserve_core.eval import selection as ev
+from tinyserve_core.model.config import ModelConfig
+from tinyserve_core.model.llama import LlamaForCausalLM
+from tinyserve_core.model.loader import save_model
+from tinyserve_core.model.tokenizer import Tokenizer
+from tinyserve_core.model.train import bpe
+
+TEXT = ("Paged attention keeps keys and values in fixed-size blocks. The pass key is 12345. "
+        "Prefix caching reuses the blocks of a shared system prompt; copy on write splits them. ") * 20
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    raw = bpe.train_tokenizer([TEXT], vocab_size=320, min_vocab=256)
+    tok = Tokenizer(raw, eos_token_ids=[bpe.eos_id(raw)])
+    cfg = ModelConfig(vocab_size=raw.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512)
+    path = tmp_path_factory.mktemp("tiny-lm")
+    save_model(LlamaForCausalLM(cfg), tok, path)
+    return path
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    ev.add_parser(sub)
+    return parser.parse_args(["selection", *argv])
+
+
+@pytest.mark.slow
+def test_harness_end_to_end(tiny_model_dir, tmp_path):
+    out = tmp_path / "r.json"
+    args = _parse(["--model", str(tiny_model_dir), "--json", str(out), "--md", str(tmp_path / "r.md"),
+                   "--plots", str(tmp_path / "plots"), "--budgets", "32,1/4", "--block-sizes", "8,16",
+                   "--context", "160", "--decode-tokens", "6", "--text-samples", "2",
+                   "--passkey-samples", "2", "--dense-layers", "1"])
+    assert args.func(args) == 0
+    rep = json.loads(out.read_text())
+    rows = rep["results"]
+    assert len(rows) == 2 * (1 + 4 * 2)  # block sizes x (dense + 4 policies x 2 budgets)
+    for r in rows:
+        assert r["bound_violations"] == 0
+        assert 0.0 <= r["mass_recall"] <= 1.0 + 1e-6 and 0.0 < r["pages_frac"] <= 1.0
+        assert r["perplexity"] > 1.0 and r["passkey_accuracy"] is not None
+        if r["policy"] == "dense":
+            assert r["agreement"] == 1.0 and r["ppl_vs_dense"] == 0.0 and r["pages_frac"] == 1.0
+        else:
+            assert r["pages_frac"] < 1.0  # 160 tokens: both budgets select a subset
+            assert set(r["extra"]["per_layer_mass_recall"]) == {"1", "2"}
+    q = next(r for r in rows if r["policy"] == "quest" and r["budget"] == "32" and r["block_size"] == 8)
+    assert q["mean_pages"] == pytest.approx(4.0)  # 32 tokens / 8 per page
+    assert any(t["target"].startswith("adaptive") or t["target"].startswith("streaming") for t in rep["targets"])
+    assert "| 16 | quest | 1/4 |" in (tmp_path / "r.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "selection_accuracy_bs16.png", "selection_accuracy_bs8.png"]
+
+
+def test_full_budget_run_equals_dense(tiny_model_dir):
+    from tinyserve_core.model.loader import load_model
+    model, tok = load_model(tiny_model_dir)
+    tokens = np.asarray(tok.encode(TEXT), dtype=np.int64)
+    spec = ev.EvalSpec(policies=("dense", "quest", "adaptive"), budgets=("1.0",), block_sizes=(8,),
+                       context=96, decode_tokens=5, text_samples=2, passkey_samples=1, top_p=1.0)
+    res = ev.evaluate(model, tok, tokens, spec, progress=False)
+    dense = res[0]
+    for r in res[1:]:
+        assert r.perplexity == dense.perplexity and r.agreement == 1.0 and r.mass_recall == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--policies", "dense,magic"], "--policies"),
+    (["--budgets", "0"], "--budgets"),
+    (["--block-sizes", "12"], "--block-sizes"),
+    (["--block-sizes", "a,b"], "--block-sizes"),
+    (["--decode-tokens", "4096"], "--decode-tokens"),
+    (["--top-p", "0"], "--top-p"),
+])
+def test_bad_flags_name_the_flag(argv, field):
+    with pytest.raises(ConfigError) as e:
+        ev.spec_from_args(_parse(argv))
+    assert e.value.field == field

@@ -335,3 +335,14 @@ def test_offsets_shortcut_matches_the_word_search(bpe):
     a, b = generate_workload(spec, fast), generate_workload(spec, slow)
     assert [r.prompt_token_ids for r in a] == [r.prompt_token_ids for r in b]
     assert [r.prompt for r in a] == [r.prompt for r in b]
+
+
+def test_passkey_with_a_tokenizer_that_groups_digits():
+    def grouping(text):                  # digits in runs: the training template refuses it
+        return [zlib.crc32(p.encode()) % 50_000 for p in re.findall(r"\s?[A-Za-z]{1,4}|\d+|\s?[^\w\s]|\s+", text)]
+
+    reqs = generate_workload(WorkloadSpec(workload="passkey", requests=4, prompt_len=150, prompt_dist="fixed"),
+                             grouping)
+    for r in reqs:
+        assert r.prompt_token_ids == grouping(r.prompt)
+        assert abs(r.prompt_len - 150) <= 8 and r.passkey in r.prompt    # whole words at the cuts

@@ -1,0 +1,84 @@
+"""`tinyserve workload`: write a workload as a replay file (JSONL) and describe it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConfigError
+from .generate import from_engine_config
+from .replay import save_replay
+from .spec import WorkloadSpec
+
+
+def add_parser(subparsers) -> Any:
+    """`tinyserve workload`: write a workload as a replay file (JSONL) and describe it."""
+    p = subparsers.add_parser("workload", help="generate a workload and write it as a JSONL replay file")
+    p.add_argument("--config", default=None, help="JSON file of `simulate` settings; the workload keys are read")
+    p.add_argument("--model", default=None,
+                   help="model folder whose tokenizer measures lengths (default: the shipped model, "
+                        "else lengths count words)")
+    p.add_argument("--out", required=True, help="JSONL file to write")
+    for f in dataclasses.fields(WorkloadSpec):
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS,
+                       metavar=f.name.upper())
+    p.set_defaults(func=run)
+    return p
+
+
+def _parse_flag(text: str) -> Any:
+    """A flag's text as the JSON value it spells (numbers, null, true), else a string."""
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run(args: Any) -> int:
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            data = json.loads(Path(args.config).read_text())
+        except OSError as e:
+            raise ConfigError("config", f"cannot read {args.config}: {e.strerror or e}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError("config", f"{args.config}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config", "must be a JSON object of settings")
+        values.update({k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(WorkloadSpec)}})
+    for f in dataclasses.fields(WorkloadSpec):
+        if hasattr(args, f.name):
+            values[f.name] = _parse_flag(getattr(args, f.name))
+    if "duration" in values and "requests" not in values:
+        values["requests"] = None     # a duration alone replaces the default request count
+    spec = WorkloadSpec.from_dict(values)
+
+    tokenizer = None
+    from ...model.loader import default_model_dir
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    if args.model or (model_dir / "tokenizer.json").is_file():
+        from ...model.tokenizer import Tokenizer
+        tokenizer = Tokenizer.from_dir(model_dir)
+    requests = from_engine_config(spec, tokenizer, progress=True)
+    save_replay(requests, args.out)
+
+    unit = "tokens" if tokenizer is not None else "words"
+    plens = np.array([r.prompt_len for r in requests])
+    olens = np.array([r.max_tokens for r in requests])
+    span = requests[-1].arrival_s - requests[0].arrival_s if requests else 0.0
+    grouped = sum(r.group is not None for r in requests)
+    print(f"{len(requests)} requests over {span:.2f} s"
+          + (f" ({(len(requests) - 1) / span:.2f} req/s)" if span > 0 else ""))
+    if requests:
+        print(f"prompt {unit}: mean {plens.mean():.0f}, p50 {np.median(plens):.0f}, max {plens.max()}")
+        print(f"max_tokens: mean {olens.mean():.0f}, p50 {np.median(olens):.0f}, max {olens.max()}")
+        print(f"shared-prefix requests: {grouped} ({grouped / len(requests):.0%}), n = {spec.n}")
+    print(f"wrote {args.out}")
+    return 0

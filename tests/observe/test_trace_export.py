@@ -202,3 +202,13 @@ def test_check_trace_command(run_records, tmp_path, capsys):
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(InputFileError):
         check(tmp_path / "junk.json")
+
+
+def test_raising_validator(run_records):
+    from tinyserve_core.observe.trace import validate_chrome_trace
+
+    trace = build_trace(run_records)
+    validate_chrome_trace(trace)
+    trace["traceEvents"].append({"name": "x", "ph": "X", "ts": 0, "pid": 1, "tid": 1})
+    with pytest.raises(ValueError, match="'dur'"):
+        validate_chrome_trace(trace)

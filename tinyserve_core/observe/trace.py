@@ -342,6 +342,15 @@ def validate_trace(obj: Any) -> list[str]:
     return problems
 
 
+def validate_chrome_trace(obj: Any) -> None:
+    """`validate_trace` for callers that want an exception: ValueError listing the
+    first problems."""
+    problems = validate_trace(obj)
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise ValueError(f"invalid trace: {'; '.join(problems[:10])}{more}")
+
+
 # -- CLI: `tinyserve check-trace` ---------------------------------------------------------
 
 def add_parser(subparsers) -> Any:

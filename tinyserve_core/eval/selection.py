@@ -55,7 +55,7 @@ class EvalSpec:
 
     @classmethod
     def quick(cls) -> "EvalSpec":
-        return cls(budgets=("128", "1/8"), block_sizes=(16,), context=1024, decode_tokens=32,
+        return cls(budgets=("64", "1/8", "1/4"), block_sizes=(16,), context=1024, decode_tokens=32,
                    text_samples=2, passkey_samples=6)
 
     def validate(self) -> "EvalSpec":

@@ -24,11 +24,14 @@ class _Parser(argparse.ArgumentParser):
 _PLUGINS = {
     "train-lm": ("tinyserve_core.model.train.train_lm", "train the shipped default model"),
     "train-scene": ("tinyserve_core.scene.cli", "train the semantic NeRF of a scene"),
+    "workload": ("tinyserve_core.engine.workloads", "write a workload as a JSONL replay file"),
+    "check-trace": ("tinyserve_core.observe.trace", "validate a Chrome Trace JSON file"),
 }
 _BENCH = {
     "engine": ("tinyserve_core.bench.engine", "our engine vs Hugging Face generate()"),
     "kernels": ("tinyserve_core.bench.kernels", "CUDA kernels vs their floor and peers"),
     "gui": ("tinyserve_core.bench.gui", "GUI frame times and event-loop stalls"),
+    "kv": ("tinyserve_core.kv.bench", "block manager op costs, snapshot, memory waste"),
 }
 _EVAL = {
     "selection": ("tinyserve_core.eval.selection", "accuracy of page-selection policies"),

@@ -59,9 +59,12 @@ class EngineConfig:
     prompt_len: int = 256
     prompt_len_max: int = 1024
     prompt_dist: str = "lognormal"
+    prompt_sigma: float = 0.6           # lognormal spread of prompt lengths
     output_len: int = 64
     output_len_max: int = 256
     output_dist: str = "lognormal"
+    output_sigma: float = 0.6
+    passkey_depth: float | None = None  # passkey workload: 0 = start, 1 = end, None = random
     shared_prefix_frac: float = 0.0     # share of requests that start with a shared prefix
     shared_prefix_len: int = 128
     num_prefix_groups: int = 4
@@ -151,6 +154,10 @@ class EngineConfig:
         _int_range("output_len", self.output_len, 1, 1 << 20)
         _int_range("output_len_max", self.output_len_max, self.output_len, 1 << 20)
         _choice("output_dist", self.output_dist, LENGTH_DISTS)
+        _float_range("prompt_sigma", self.prompt_sigma, 0.0, 5.0)
+        _float_range("output_sigma", self.output_sigma, 0.0, 5.0)
+        if self.passkey_depth is not None:
+            _float_range("passkey_depth", self.passkey_depth, 0.0, 1.0)
         _float_range("shared_prefix_frac", self.shared_prefix_frac, 0.0, 1.0)
         _int_range("shared_prefix_len", self.shared_prefix_len, 1, 1 << 20)
         _int_range("num_prefix_groups", self.num_prefix_groups, 1, 1 << 16)

@@ -239,6 +239,7 @@ class Engine:
                     req.first_token_s = now
                 reason = self._stop_reason(s)
                 if reason is not None:
+                    s.finish_s = now
                     self.scheduler.finish(s, reason)
                     self.sink.emit(Finish(req.request_id, s.seq_id, reason, s.num_output_tokens))
                     if req.finished:
@@ -282,7 +283,7 @@ class Engine:
         return [RequestTiming(
             request_id=req.request_id, seq_id=s.seq_id, arrival_s=req.arrival_s,
             first_scheduled_s=req.first_scheduled_s, first_token_s=req.first_token_s,
-            finish_s=req.finish_s, prompt_len=len(req.prompt_token_ids),
+            finish_s=s.finish_s, prompt_len=len(req.prompt_token_ids),
             num_output_tokens=s.num_output_tokens, num_cached_tokens=req.num_cached_tokens,
             num_preemptions=s.num_preemptions, finish_reason=s.finish_reason,
             output_token_ids=tuple(s.output_token_ids)) for s in req.seqs]

@@ -45,7 +45,7 @@ class Sequence:
     _ids = itertools.count()
 
     __slots__ = ("seq_id", "request", "token_ids", "num_prompt_tokens", "num_computed_tokens",
-                 "status", "finish_reason", "generator", "num_preemptions", "is_parent",
+                 "status", "finish_reason", "finish_s", "generator", "num_preemptions", "is_parent",
                  "forked")
 
     def __init__(self, request: Request, token_ids: list[int], generator: torch.Generator | None,
@@ -57,6 +57,7 @@ class Sequence:
         self.num_computed_tokens = 0     # tokens whose KV is in the cache
         self.status = SeqStatus.WAITING
         self.finish_reason: str | None = None
+        self.finish_s: float | None = None
         self.generator = generator
         self.num_preemptions = 0
         self.is_parent = is_parent       # forks its siblings after the first prefill

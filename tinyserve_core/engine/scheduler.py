@@ -78,9 +78,7 @@ class Scheduler:
         return ScheduleResult(scheduled, True, num_tokens=num_tokens)
 
     def _cached_estimate(self, seq: Sequence) -> int:
-        needed_blocks = self.bm.blocks_needed(seq.token_ids, seq.request.salt)
-        total_blocks = -(-len(seq) // self.bm.block_size)
-        return max(0, (total_blocks - needed_blocks) * self.bm.block_size)
+        return self.bm.cached_prefix_len(seq.token_ids, seq.request.salt)
 
     def _schedule_decode(self) -> ScheduleResult:
         scheduled: list[Sequence] = []
@@ -101,7 +99,7 @@ class Scheduler:
             else:
                 cow.extend(self.bm.append_slot(seq.seq_id, len(seq)))
                 scheduled.append(seq)
-        self.running = scheduled
+        self.running = list(scheduled)  # a copy: finishing mutates running, not the batch
         return ScheduleResult(scheduled, False, cow, preempted, num_tokens=len(scheduled))
 
     def _preempt(self, seq: Sequence) -> None:

@@ -1,0 +1,159 @@
+"""The engine end to end on a tiny random Llama: greedy outputs equal plain dense
+decoding, and the memory machinery (prefix caching, fork + copy-on-write, preemption)
+never changes what the model computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinyserve_core.engine.config import EngineConfig
+from tinyserve_core.engine.engine import Engine
+from tinyserve_core.engine.sampling import SamplingParams
+from tinyserve_core.errors import ConfigError
+from tinyserve_core.model.loader import load_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model, tok = load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    return model, tok
+
+
+def make_engine(tiny, **kw) -> Engine:
+    model, tok = tiny
+    cfg = EngineConfig.from_dict({"device": "cpu", "block_size": 4, "num_blocks": 256, **kw})
+    return Engine(cfg, model=model, tokenizer=tok)
+
+
+def dense_greedy(model, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    with torch.inference_mode():
+        for _ in range(n):
+            logits = model.forward_dense(torch.tensor([ids]))
+            ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def run_all(engine: Engine, check=True):
+    records = []
+    while engine.has_unfinished():
+        records.append(engine.step())
+        if check:
+            engine.block_manager.check_invariants()
+    return records
+
+
+def outputs_by_request(records):
+    out = {}
+    for r in records:
+        for t in r.finished:
+            out.setdefault(t.request_id, []).append(list(t.output_token_ids))
+    return out
+
+
+PROMPTS = [
+    [5, 17, 33, 2, 9, 41, 7],
+    [11, 3, 8, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59],
+    [101, 102],
+    [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7],
+]
+
+
+def test_greedy_batch_matches_dense_decoding(tiny):
+    model, _ = tiny
+    eng = make_engine(tiny)
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    ids = [eng.add_request(p, params) for p in PROMPTS]
+    outs = outputs_by_request(run_all(eng))
+    for rid, prompt in zip(ids, PROMPTS):
+        assert outs[rid] == [dense_greedy(model, prompt, 12)]
+
+
+def test_prefix_cache_hit_reuses_blocks_and_keeps_outputs(tiny):
+    model, _ = tiny
+    shared = list(range(40, 57))  # 17 tokens: 4 full blocks of 4 + 1
+    a, b = shared + [1, 2, 3], shared + [9, 8]
+    params = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
+    eng = make_engine(tiny)
+    ra = eng.add_request(a, params)
+    recs = run_all(eng)
+    rb = eng.add_request(b, params)
+    recs += run_all(eng)
+    hits = [e for r in recs for e in r.events if e.kind == "prefix_hit"]
+    assert len(hits) == 1 and hits[0].num_tokens == 16
+    assert recs[-1].metrics.prefix_cache_hits == 16
+    outs = outputs_by_request(recs)
+    assert outs[ra] == [dense_greedy(model, a, 6)]
+    assert outs[rb] == [dense_greedy(model, b, 6)]
+
+
+def test_parallel_samples_fork_and_copy_on_write(tiny):
+    eng = make_engine(tiny)
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]  # 10 tokens: the last block is shared, half full
+    rid = eng.add_request(prompt, SamplingParams(temperature=1.0, seed=7, n=3, max_tokens=5,
+                                                 ignore_eos=True))
+    recs = run_all(eng)
+    kinds = [e.kind for r in recs for e in r.events]
+    assert kinds.count("fork") == 2
+    cows = [e for r in recs for e in r.events if e.kind == "cow_copy"]
+    assert len(cows) == 2  # two of the three writers copy; the last one owns the original
+    assert len({c.dst for c in cows}) == 2
+    outs = outputs_by_request(recs)[rid]
+    assert len(outs) == 3 and all(len(o) == 5 for o in outs)
+    # the same seed gives the same samples in a fresh engine
+    eng2 = make_engine(tiny)
+    rid2 = eng2.add_request(prompt, SamplingParams(temperature=1.0, seed=7, n=3, max_tokens=5,
+                                                   ignore_eos=True))
+    assert outputs_by_request(run_all(eng2))[rid2] == outs
+
+
+def test_preemption_under_memory_pressure_loses_nothing(tiny):
+    model, _ = tiny
+    params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    eng = make_engine(tiny, num_blocks=14, enable_prefix_caching=False)
+    ids = [eng.add_request(p, params) for p in PROMPTS]
+    recs = run_all(eng)
+    assert recs[-1].metrics.num_preemptions > 0
+    assert any(e.kind == "preempt" for r in recs for e in r.events)
+    outs = outputs_by_request(recs)
+    for rid, prompt in zip(ids, PROMPTS):
+        assert outs[rid] == [dense_greedy(model, prompt, 16)]
+
+
+def test_request_that_can_never_fit_is_rejected_and_engine_goes_on(tiny):
+    eng = make_engine(tiny, num_blocks=8)
+    params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
+    eng.add_request(list(range(1, 60)), params, request_id="too-big")
+    ok = eng.add_request([1, 2, 3], params)
+    recs = run_all(eng)
+    rejects = [e for r in recs for e in r.events if e.kind == "reject"]
+    assert [e.request_id for e in rejects] == ["too-big"] and "blocks" in rejects[0].reason
+    assert ok in outputs_by_request(recs)
+
+
+def test_live_update_applies_at_next_step_and_restart_keys_are_refused(tiny):
+    eng = make_engine(tiny, max_num_seqs=8)
+    eng.update(max_num_seqs=1)
+    params = SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)
+    for p in PROMPTS[:3]:
+        eng.add_request(p, params)
+    rec = eng.step()
+    assert rec.phase == "prefill" and len(rec.seq_ids) == 1
+    with pytest.raises(ConfigError) as e:
+        eng.update(block_size=8)
+    assert e.value.field == "block_size"
+    with pytest.raises(ConfigError) as e:
+        eng.update(max_num_seqs=0)
+    assert e.value.field == "max_num_seqs"
+
+
+def test_usage_and_waste_metrics_follow_the_pool(tiny):
+    eng = make_engine(tiny, num_blocks=64)
+    eng.add_request(list(range(1, 11)), SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))
+    rec = eng.step()  # prefill 10 tokens into 3 blocks of 4
+    m = rec.metrics
+    assert m.kv_cache_usage_perc == pytest.approx(3 / 64)
+    assert m.memory_waste == pytest.approx(2 / 12)
+    run_all(eng)
+    assert eng.block_manager.stats().usage_perc == 0.0

@@ -1,0 +1,65 @@
+"""The CLI as people use it: bad input is one line and exit 2; simulate writes files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinyserve_core.cli import main
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinyserve_core.cli", *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_bad_flag_value_is_one_line_and_exit_2():
+    r = run_cli("simulate", "--rate", "fast")
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "rate" in lines[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["simulate", "--block-size", "24"], "block_size"),
+    (["simulate", "--policy", "magic"], "policy"),
+    (["simulate", "--workload", "poisson", "x.jsonl"], "workload"),
+    (["simulate", "--config", "/nonexistent/cfg.json"], "config"),
+])
+def test_bad_settings_name_the_field(argv, field, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0]
+
+
+def test_missing_model_folder_is_reported(capsys, tmp_path):
+    assert main(["generate", "--model", str(tmp_path / "nope"), "hello"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0]
+
+
+def test_simulate_writes_trace_metrics_and_summary(tiny_model_dir, tmp_path, capsys):
+    trace, csv_path, summ = tmp_path / "t.json", tmp_path / "m.csv", tmp_path / "s.json"
+    code = main(["simulate", "--model", str(tiny_model_dir), "--device", "cpu",
+                 "--requests", "6", "--rate", "50", "--prompt-len", "12", "--prompt-len-max", "40",
+                 "--output-len", "4", "--output-len-max", "8", "--block-size", "8",
+                 "--num-blocks", "64", "--n", "2", "--shared-prefix-frac", "0.5",
+                 "--shared-prefix-len", "16", "--trace", str(trace), "--metrics", str(csv_path),
+                 "--summary-json", str(summ)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "TTFT" in out or "ttft" in out.lower()
+    from tinyserve_core.observe.trace import validate_chrome_trace
+    validate_chrome_trace(json.loads(trace.read_text()))
+    assert csv_path.read_text().count("\n") >= 3
+    s = json.loads(summ.read_text())
+    assert s["requests_finished"] == 6 or s.get("num_requests") == 6
+
+
+def test_generate_prints_a_continuation(tiny_model_dir, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), "--device", "cpu",
+                 "--max-tokens", "5", "The list type"]) == 0
+    assert capsys.readouterr().out.startswith("The list type")

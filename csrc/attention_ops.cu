@@ -1,0 +1,227 @@
+// Glue for paged_decode_attention and page_scores: checks, dtype/head-dim dispatch,
+// the split-K plan and the launches.
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/page_scores.cuh"
+#include "kernels/paged_attention.cuh"
+#include "ops.h"
+
+namespace tinyserve {
+namespace {
+
+template <typename T> struct CudaType;
+template <> struct CudaType<at::Half> { using type = __half; };
+template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
+template <> struct CudaType<float> { using type = float; };
+
+int sm_count() {
+  static int n = [] {
+    int dev = 0, v = 0;
+    TS_CUDA_CHECK(cudaGetDevice(&dev));
+    TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+  }();
+  return n;
+}
+
+template <typename T, int D>
+int decode_ctas_per_sm() {
+  static int n = [] {
+    int v = 0;
+    TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, paged_decode_kernel<T, D>,
+                                                                kDecodeWarps * 32, 0));
+    return std::max(v, 1);
+  }();
+  return n;
+}
+
+// Flash-decoding split count: enough CTAs to fill every resident slot of the GPU when
+// batch x kv-heads alone cannot, chosen to minimise (waves x tiles per split), with at
+// least 4 tiles per warp in a split so the merge stays negligible.
+int plan_splits(int64_t units, int64_t max_tokens, int slots) {
+  const int64_t tiles = std::max<int64_t>(1, (max_tokens + kDecodeTile - 1) / kDecodeTile);
+  const int64_t max_splits = std::max<int64_t>(1, std::min<int64_t>(256, tiles / (4 * kDecodeWarps)));
+  int64_t best = 1;
+  double best_cost = 1e300;
+  for (int64_t s = 1; s <= max_splits; ++s) {
+    const int64_t waves = (units * s + slots - 1) / slots;
+    const int64_t per = (tiles + s - 1) / s;
+    // Each extra split costs a partial write + merge read; weigh it lightly.
+    const double cost = double(waves) * double(per) * (1.0 + 0.002 * s);
+    if (cost < best_cost - 1e-9) {
+      best_cost = cost;
+      best = s;
+    }
+  }
+  return (int)best;
+}
+
+template <typename T, int D>
+void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
+  dim3 grid(p.num_splits, p.num_kv_heads, batch);
+  paged_decode_kernel<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(p);
+  TS_LAUNCH_CHECK();
+  if (p.num_splits > 1) {
+    decode_merge_kernel<T, D><<<dim3(p.num_q_heads, batch), D, 0, stream>>>(p);
+    TS_LAUNCH_CHECK();
+  }
+}
+
+template <typename T, int D>
+int splits_for(int64_t units, int64_t max_tokens) {
+  return plan_splits(units, max_tokens, sm_count() * decode_ctas_per_sm<T, D>());
+}
+
+}  // namespace
+
+int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim) {
+  return head_dim == 64 ? splits_for<__half, 64>(batch * num_kv_heads, max_tokens)
+                        : splits_for<__half, 128>(batch * num_kv_heads, max_tokens);
+}
+
+torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Tensor& k_cache,
+                                     const torch::Tensor& v_cache, const torch::Tensor& block_tables,
+                                     const torch::Tensor& seq_lens, double scale,
+                                     const std::optional<torch::Tensor>& page_indices,
+                                     int64_t num_splits) {
+  TS_CHECK_CUDA(query);
+  TS_CHECK_CUDA(k_cache);
+  TS_CHECK_CUDA(v_cache);
+  TS_CHECK_CONTIG(query);
+  TS_CHECK_CONTIG(k_cache);
+  TS_CHECK_CONTIG(v_cache);
+  TS_CHECK_CONTIG(block_tables);
+  TS_CHECK_CONTIG(seq_lens);
+  TORCH_CHECK(query.dim() == 3 && k_cache.dim() == 4, "query [B,Hq,D], k_cache [NB,BS,Hkv,D]");
+  TORCH_CHECK(k_cache.sizes() == v_cache.sizes(), "k_cache and v_cache shapes differ");
+  TORCH_CHECK(query.scalar_type() == k_cache.scalar_type() && k_cache.scalar_type() == v_cache.scalar_type(),
+              "query, k_cache and v_cache must share a dtype");
+  TORCH_CHECK(block_tables.scalar_type() == torch::kInt32 && seq_lens.scalar_type() == torch::kInt32,
+              "block_tables and seq_lens must be int32");
+  const int B = query.size(0), Hq = query.size(1), D = query.size(2);
+  const int BS = k_cache.size(1), Hkv = k_cache.size(2);
+  TORCH_CHECK(k_cache.size(3) == D, "head_dim of query and cache differ");
+  TORCH_CHECK(D == 64 || D == 128, "head_dim must be 64 or 128, got ", D);
+  TORCH_CHECK(Hq % Hkv == 0 && Hq / Hkv <= kMaxGroup, "query heads per kv-head must be 1..8");
+  TORCH_CHECK(block_tables.size(0) == B && seq_lens.size(0) == B, "batch sizes differ");
+  const c10::cuda::CUDAGuard guard(query.device());
+
+  auto out = torch::empty_like(query);
+  if (B == 0) return out;
+  DecodeParams p{};
+  p.q = query.data_ptr();
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.block_tables = block_tables.data_ptr<int>();
+  p.seq_lens = seq_lens.data_ptr<int>();
+  p.out = out.data_ptr();
+  p.num_q_heads = Hq;
+  p.num_kv_heads = Hkv;
+  p.group = Hq / Hkv;
+  p.block_size = BS;
+  p.block_shift = (BS & (BS - 1)) == 0 ? __builtin_ctz(BS) : -1;
+  p.bt_stride = block_tables.size(1);
+  int64_t max_tokens = (int64_t)block_tables.size(1) * BS;
+  if (page_indices.has_value()) {
+    const auto& pi = *page_indices;
+    TS_CHECK_CUDA(pi);
+    TS_CHECK_CONTIG(pi);
+    TORCH_CHECK(pi.scalar_type() == torch::kInt32 && pi.dim() == 3 && pi.size(0) == B && pi.size(1) == Hkv,
+                "page_indices must be int32 [B, Hkv, S]");
+    p.page_indices = pi.data_ptr<int>();
+    p.max_sel = pi.size(2);
+    max_tokens = (int64_t)p.max_sel * BS;
+  }
+  p.scale_log2 = float(scale * M_LOG2E);
+
+  const bool half = query.scalar_type() == torch::kHalf;
+  TORCH_CHECK(half || query.scalar_type() == torch::kBFloat16, "paged_decode_attention: fp16 or bf16");
+  int splits = (int)num_splits;
+  if (splits <= 0) splits = (int)decode_num_splits(B, Hkv, max_tokens, D);
+  const int64_t tiles = std::max<int64_t>(1, (max_tokens + kDecodeTile - 1) / kDecodeTile);
+  splits = (int)std::min<int64_t>(splits, tiles);
+  const int64_t chunk_tiles = (tiles + splits - 1) / splits;
+  p.chunk_tokens = (int)(chunk_tiles * kDecodeTile);
+  p.num_splits = (int)((tiles + chunk_tiles - 1) / chunk_tiles);
+
+  torch::Tensor part_o, part_lse;
+  if (p.num_splits > 1) {
+    auto f32 = query.options().dtype(torch::kFloat32);
+    part_o = torch::empty({B, Hq, p.num_splits, D}, f32);
+    part_lse = torch::empty({B, Hq, p.num_splits}, f32);
+    p.part_o = part_o.data_ptr<float>();
+    p.part_lse = part_lse.data_ptr<float>();
+  }
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (half) {
+    if (D == 64) launch_decode<__half, 64>(p, B, stream);
+    else launch_decode<__half, 128>(p, B, stream);
+  } else {
+    if (D == 64) launch_decode<__nv_bfloat16, 64>(p, B, stream);
+    else launch_decode<__nv_bfloat16, 128>(p, B, stream);
+  }
+  return out;
+}
+
+torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
+                          const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
+                          double scale, int64_t block_size) {
+  TS_CHECK_CUDA(query);
+  TS_CHECK_CUDA(meta);
+  TS_CHECK_CONTIG(query);
+  TS_CHECK_CONTIG(meta);
+  TS_CHECK_CONTIG(block_tables);
+  TS_CHECK_CONTIG(seq_lens);
+  TORCH_CHECK(query.scalar_type() == meta.scalar_type(), "query and meta must share a dtype");
+  TORCH_CHECK(meta.dim() == 4 && meta.size(1) == 2, "meta must be [NB, 2, Hkv, D]");
+  TORCH_CHECK(block_tables.scalar_type() == torch::kInt32 && seq_lens.scalar_type() == torch::kInt32,
+              "block_tables and seq_lens must be int32");
+  TORCH_CHECK(scale > 0, "scale must be positive");
+  const int B = query.size(0), Hq = query.size(1), D = query.size(2), Hkv = meta.size(2);
+  TORCH_CHECK(meta.size(3) == D && Hq % Hkv == 0, "query/meta shapes disagree");
+  TORCH_CHECK(D == 64 || D == 128, "head_dim must be 64 or 128");
+  const int M = block_tables.size(1);
+  const c10::cuda::CUDAGuard guard(query.device());
+  auto out = torch::empty({B, Hkv, M}, query.options().dtype(torch::kFloat32));
+  if (B == 0 || M == 0) return out;
+  PageScoreParams p{};
+  p.q = query.data_ptr();
+  p.meta = meta.data_ptr();
+  p.block_tables = block_tables.data_ptr<int>();
+  p.seq_lens = seq_lens.data_ptr<int>();
+  p.out = out.data_ptr<float>();
+  p.num_q_heads = Hq;
+  p.num_kv_heads = Hkv;
+  p.group = Hq / Hkv;
+  p.head_dim = D;
+  p.block_size = (int)block_size;
+  p.bt_stride = M;
+  p.max_blocks = M;
+  p.pages_per_cta = 64;
+  p.scale = (float)scale;
+  const dim3 grid((M + p.pages_per_cta - 1) / p.pages_per_cta, Hkv, B);
+  const size_t smem = sizeof(float) * p.group * D;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+#define TS_SCORE_CASE(ATYPE, DIM)                                                              \
+  if (query.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value && D == DIM) {            \
+    auto kern = page_scores_kernel<CudaType<ATYPE>::type, DIM>;                               \
+    if (smem > 48 * 1024) TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
+    kern<<<grid, kScoreWarps * 32, smem, stream>>>(p);                                          \
+    TS_LAUNCH_CHECK();                                                                        \
+    return out;                                                                               \
+  }
+  TS_SCORE_CASE(at::Half, 64)
+  TS_SCORE_CASE(at::Half, 128)
+  TS_SCORE_CASE(at::BFloat16, 64)
+  TS_SCORE_CASE(at::BFloat16, 128)
+  TS_SCORE_CASE(float, 64)
+  TS_SCORE_CASE(float, 128)
+#undef TS_SCORE_CASE
+  TORCH_CHECK(false, "page_scores: unsupported dtype");
+}
+
+}  // namespace tinyserve

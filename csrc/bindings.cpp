@@ -1,0 +1,17 @@
+// Python bindings of the TinyServe CUDA extension. The Python wrapper in
+// tinyserve_core/kernels/_cuda_ops.py normalises inputs and gives these the ops-API
+// signatures of reference.py.
+#include "ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "TinyServe CUDA kernels";
+  m.def("reshape_and_cache", &tinyserve::reshape_and_cache);
+  m.def("paged_decode_attention", &tinyserve::paged_decode_attention, pybind11::arg("query"),
+        pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("block_tables"),
+        pybind11::arg("seq_lens"), pybind11::arg("scale"), pybind11::arg("page_indices"),
+        pybind11::arg("num_splits") = 0);
+  m.def("decode_num_splits", &tinyserve::decode_num_splits);
+  m.def("page_scores", &tinyserve::page_scores);
+  m.def("copy_blocks", &tinyserve::copy_blocks);
+  m.def("allocate_blocks", &tinyserve::allocate_blocks);
+}

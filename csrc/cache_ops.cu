@@ -1,0 +1,116 @@
+// Glue for reshape_and_cache and copy_blocks.
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+
+#include "kernels/copy_blocks.cuh"
+#include "kernels/reshape_and_cache.cuh"
+#include "ops.h"
+
+namespace tinyserve {
+
+void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
+                       torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
+                       const torch::Tensor& slot_mapping) {
+  TS_CHECK_CUDA(key);
+  TS_CHECK_CUDA(k_cache);
+  TS_CHECK_CONTIG(k_cache);
+  TS_CHECK_CONTIG(v_cache);
+  TS_CHECK_CONTIG(slot_mapping);
+  TORCH_CHECK(k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes(), "caches must be [NB,BS,Hkv,D]");
+  TORCH_CHECK(key.dim() == 3 && key.sizes() == value.sizes(), "key/value must be [T,Hkv,D]");
+  TORCH_CHECK(key.scalar_type() == k_cache.scalar_type() && value.scalar_type() == v_cache.scalar_type(),
+              "key/value dtype must match the cache");
+  TORCH_CHECK(slot_mapping.scalar_type() == torch::kInt64, "slot_mapping must be int64");
+  const int T = key.size(0), Hkv = k_cache.size(2), D = k_cache.size(3), BS = k_cache.size(1);
+  TORCH_CHECK(key.size(1) == Hkv && key.size(2) == D && slot_mapping.size(0) == T, "shapes disagree");
+  const int64_t esz = key.element_size();
+  const int vec = 16 / esz;
+  TORCH_CHECK(D % vec == 0, "head_dim must be a multiple of ", vec);
+  for (const auto* t : {&key, &value}) {
+    TORCH_CHECK(t->stride(2) == 1 && t->stride(0) % vec == 0 && t->stride(1) % vec == 0 &&
+                    reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0,
+                "key/value rows must be 16-byte aligned with a contiguous head_dim");
+  }
+  if (T == 0) return;
+  const c10::cuda::CUDAGuard guard(key.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  CacheWriteParams p{};
+  p.key = key.data_ptr();
+  p.value = value.data_ptr();
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.slot_mapping = slot_mapping.data_ptr<int64_t>();
+  p.key_stride = key.stride(0);
+  p.key_head_stride = key.stride(1);
+  p.value_stride = value.stride(0);
+  p.value_head_stride = value.stride(1);
+  p.num_tokens = T;
+  p.num_kv_heads = Hkv;
+  p.head_dim = D;
+  p.block_size = BS;
+  torch::Tensor scratch;
+  if (meta.has_value()) {
+    const auto& m = *meta;
+    TS_CHECK_CONTIG(m);
+    TORCH_CHECK(m.scalar_type() == k_cache.scalar_type(), "meta must have the cache dtype");
+    TORCH_CHECK(m.dim() == 4 && m.size(0) == k_cache.size(0) && m.size(1) == 2 && m.size(2) == Hkv &&
+                    m.size(3) == D, "meta must be [NB, 2, Hkv, D]");
+    p.meta = m.data_ptr();
+    scratch = torch::empty({k_cache.size(0)}, slot_mapping.options().dtype(torch::kInt32));
+    TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0xff, scratch.numel() * 4, stream));
+    p.last_offset = scratch.data_ptr<int>();
+  }
+  const int64_t vectors = (int64_t)T * Hkv * D / vec;
+  const int threads = 256;
+  const int blocks = (int)std::min<int64_t>((vectors + threads - 1) / threads, 65535LL * 8);
+#define TS_CACHE_CASE(ATYPE, CTYPE)                                             \
+  if (key.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {           \
+    cache_write_kernel<CTYPE><<<blocks, threads, 0, stream>>>(p);              \
+    TS_LAUNCH_CHECK();                                                         \
+    if (p.meta != nullptr) {                                                   \
+      page_meta_kernel<CTYPE><<<T, 128, 0, stream>>>(p);                       \
+      TS_LAUNCH_CHECK();                                                       \
+    }                                                                          \
+    return;                                                                    \
+  }
+  TS_CACHE_CASE(at::Half, __half)
+  TS_CACHE_CASE(at::BFloat16, __nv_bfloat16)
+  TS_CACHE_CASE(float, float)
+#undef TS_CACHE_CASE
+  TORCH_CHECK(false, "reshape_and_cache: unsupported dtype");
+}
+
+void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping) {
+  if (tensors.empty() || block_mapping.numel() == 0) return;
+  TS_CHECK_CUDA(block_mapping);
+  TS_CHECK_CONTIG(block_mapping);
+  TORCH_CHECK(block_mapping.scalar_type() == torch::kInt64 && block_mapping.dim() == 2 &&
+                  block_mapping.size(1) == 2, "block_mapping must be int64 [N, 2]");
+  const c10::cuda::CUDAGuard guard(block_mapping.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int n = block_mapping.size(0);
+  for (size_t first = 0; first < tensors.size(); first += kCopyMaxTensors) {
+    CopyBlocksParams p{};
+    const int count = (int)std::min<size_t>(kCopyMaxTensors, tensors.size() - first);
+    for (int i = 0; i < count; ++i) {
+      const auto& t = tensors[first + i];
+      TS_CHECK_CUDA(t);
+      TS_CHECK_CONTIG(t);
+      TORCH_CHECK(t.device() == block_mapping.device(), "all tensors must be on one device");
+      const int64_t bytes = t.numel() / std::max<int64_t>(1, t.size(0)) * t.element_size();
+      TORCH_CHECK(bytes % 16 == 0 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0,
+                  "copy_blocks: block rows must be 16-byte aligned");
+      p.base[i] = static_cast<char*>(t.data_ptr());
+      p.block_bytes[i] = bytes;
+    }
+    p.mapping = block_mapping.data_ptr<int64_t>();
+    p.num_pairs = n;
+    copy_blocks_kernel<<<dim3(n, count), 256, 0, stream>>>(p);
+    TS_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace tinyserve

@@ -1,0 +1,21 @@
+// Compile-check unit for CI: instantiates every kernel the extension launches, without
+// torch, so `nvcc -Xptxas -v` reports registers and spills per kernel.
+#include "allocate_blocks.cuh"
+#include "copy_blocks.cuh"
+#include "page_scores.cuh"
+#include "paged_attention.cuh"
+#include "reshape_and_cache.cuh"
+
+namespace tinyserve {
+#define DECODE(T, D)                                                             \
+  template __global__ void paged_decode_kernel<T, D>(const __grid_constant__ DecodeParams); \
+  template __global__ void decode_merge_kernel<T, D>(const __grid_constant__ DecodeParams);
+TINYSERVE_DECODE_INSTANCES(DECODE)
+#define CACHE(T)                                                                    \
+  template __global__ void cache_write_kernel<T>(const __grid_constant__ CacheWriteParams); \
+  template __global__ void page_meta_kernel<T>(const __grid_constant__ CacheWriteParams);
+TINYSERVE_CACHE_INSTANCES(CACHE)
+#define SCORE(T, D) \
+  template __global__ void page_scores_kernel<T, D>(const __grid_constant__ PageScoreParams);
+TINYSERVE_SCORE_INSTANCES(SCORE)
+}  // namespace tinyserve

@@ -1,0 +1,101 @@
+// page_scores: the Quest bounding-box bound of each page's attention logit,
+//   U[b, g, p] = scale * max_{h in group g} sum_i max(q_hi * min_pi, q_hi * max_pi).
+// Every product, sum and the final scaling round toward +infinity, so the computed U is
+// never below the exact real-number bound, hence never below any true scale * q.k of a key
+// in the page: the bound stays exact in floating point. (Built without fast-math.)
+#pragma once
+
+#include "common.cuh"
+
+namespace tinyserve {
+
+struct PageScoreParams {
+  const void* q;            // [B, Hq, D]
+  const void* meta;         // [NB, 2, Hkv, D]
+  const int* block_tables;  // [B, bt_stride]
+  const int* seq_lens;      // [B]
+  float* out;               // [B, Hkv, max_blocks]
+  int num_q_heads, num_kv_heads, group, head_dim, block_size, bt_stride, max_blocks;
+  int pages_per_cta;
+  float scale;
+};
+
+constexpr int kScoreWarps = 4;
+constexpr int kScoreUnroll = 4;
+
+// Lanes split into groups of LPP, one page per group, one 16-byte vector of the min row
+// and one of the max row per lane. Query heads of the group sit in shared memory (fp32).
+template <typename T, int D>
+__global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __grid_constant__ PageScoreParams p) {
+  constexpr int VEC = 16 / sizeof(T);
+  constexpr int LPP = D / VEC;           // lanes per page
+  constexpr int PPW = 32 / LPP;          // pages per warp step
+  static_assert(LPP <= 32 && 32 % LPP == 0, "head_dim must fill whole lanes");
+  extern __shared__ float sq[];          // [group][D]
+
+  const int b = blockIdx.z, kvh = blockIdx.y;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int sub = lane / LPP, li = lane % LPP;
+  const int seq_len = p.seq_lens[b];
+  const int n_pages = (seq_len + p.block_size - 1) / p.block_size;
+
+  const T* qg = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + kvh * p.group) * D;
+  for (int i = threadIdx.x; i < p.group * D; i += blockDim.x) sq[i] = to_float(qg[i]);
+  __syncthreads();
+
+  const int p_begin = blockIdx.x * p.pages_per_cta;
+  const int p_end = min(p.max_blocks, p_begin + p.pages_per_cta);
+  float* out = p.out + ((int64_t)b * p.num_kv_heads + kvh) * p.max_blocks;
+  const int64_t row = (int64_t)p.num_kv_heads * D;  // elements between meta rows
+  const T* meta = static_cast<const T*>(p.meta);
+
+  // The loop bound is warp-uniform so every lane reaches the shuffles.
+  for (int wb = p_begin + warp * PPW * kScoreUnroll; wb < p_end;
+       wb += kScoreWarps * PPW * kScoreUnroll) {
+    const int base = wb + sub * kScoreUnroll;
+    uint4 lo[kScoreUnroll], hi[kScoreUnroll];
+#pragma unroll
+    for (int u = 0; u < kScoreUnroll; ++u) {
+      const int pg = base + u;
+      lo[u] = hi[u] = make_uint4(0, 0, 0, 0);
+      if (pg < p_end && pg < n_pages) {
+        const int64_t blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
+        const T* m0 = meta + (blk * 2 * p.num_kv_heads + kvh) * D + li * VEC;
+        lo[u] = *reinterpret_cast<const uint4*>(m0);
+        hi[u] = *reinterpret_cast<const uint4*>(m0 + row);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kScoreUnroll; ++u) {
+      const int pg = base + u;
+      const T* el = reinterpret_cast<const T*>(&lo[u]);
+      const T* eh = reinterpret_cast<const T*>(&hi[u]);
+      float best = -INFINITY;
+      for (int h = 0; h < p.group; ++h) {
+        const float* qh = sq + h * D + li * VEC;
+        float acc = 0.f;
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          const float a = __fmul_ru(qh[i], to_float(el[i]));
+          const float c = __fmul_ru(qh[i], to_float(eh[i]));
+          acc = __fadd_ru(acc, fmaxf(a, c));
+        }
+#pragma unroll
+        for (int o = LPP / 2; o > 0; o >>= 1)
+          acc = __fadd_ru(acc, __shfl_xor_sync(0xffffffffu, acc, o));
+        best = fmaxf(best, acc);
+      }
+      if (li == 0 && pg < p_end) out[pg] = pg < n_pages ? __fmul_ru(best, p.scale) : -INFINITY;
+    }
+  }
+}
+
+#define TINYSERVE_SCORE_INSTANCES(X) \
+  X(float, 64)                       \
+  X(float, 128)                      \
+  X(__half, 64)                      \
+  X(__half, 128)                     \
+  X(__nv_bfloat16, 64)               \
+  X(__nv_bfloat16, 128)
+
+}  // namespace tinyserve

@@ -1,0 +1,264 @@
+// Paged decode attention: one query token per sequence over a paged K/V cache.
+//
+// Work split: one CTA per (split, kv-head, sequence). Its warps stride over 16-token tiles
+// of the split's range, and every warp serves all query heads of the kv-head group at once
+// with tensor-core MMAs, so each K/V byte is read once per kv-head:
+//   S^T[16 tok x 8 heads] = K[16 tok x D] . Q^T[D x 8 heads]        (QK, heads padded to 8)
+//   O^T[D x 8 heads]     += V^T[D x 16 tok] . P^T[16 tok x 8 heads]  (PV)
+// Both operands come straight from 16-byte global loads held in registers: QK permutes the
+// head-dim (any permutation applied to Q and K alike leaves the dot product unchanged) so
+// each lane's 16-byte chunk lands in its own fragment slots; V^T and P^T are transposed in
+// registers with movmatrix. Loads of tile i+1 are issued before tile i is computed.
+// Each warp keeps its own online-softmax state; warps merge through shared memory, and
+// splits (flash-decoding) merge in decode_merge_kernel by log-sum-exp (base 2).
+#pragma once
+
+#include "common.cuh"
+
+namespace tinyserve {
+
+struct DecodeParams {
+  const void* q;             // [B, Hq, D]
+  const void* k_cache;       // [NB, BS, Hkv, D]
+  const void* v_cache;
+  const int* block_tables;   // [B, bt_stride]
+  const int* seq_lens;       // [B]
+  const int* page_indices;   // [B, Hkv, max_sel] logical pages, -1 pad; nullptr = dense
+  void* out;                 // [B, Hq, D]
+  float* part_o;             // [B, Hq, num_splits, D]   (num_splits > 1)
+  float* part_lse;           // [B, Hq, num_splits]      log2-sum-exp of the scaled logits
+  int num_q_heads, num_kv_heads, group;
+  int block_size, block_shift;  // block_shift = log2(block_size), or -1 when not a power of 2
+  int bt_stride, max_sel;
+  int num_splits, chunk_tokens;  // chunk_tokens: virtual tokens per split, a multiple of 16
+  float scale_log2;              // softmax scale * log2(e)
+};
+
+constexpr int kDecodeWarps = 4;
+constexpr int kDecodeTile = 16;
+constexpr int kMaxGroup = 8;
+
+template <int D>
+struct DecodeTileRegs {
+  uint4 k[2][D / 32];  // [lo/hi token][chunk]
+  uint4 v[2][D / 32];
+  bool ok[2];
+};
+
+// Element offset of virtual token `vt`'s K/V row for this kv-head, or -1 when the token is
+// outside the split, the context, or the selected pages.
+__device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b, int kvh, int vt,
+                                                    int v_end, int seq_len, int n_pages, int D) {
+  if (vt >= v_end) return -1;
+  const int bs = p.block_size;
+  const int vp = p.block_shift >= 0 ? (vt >> p.block_shift) : vt / bs;
+  const int off = vt - vp * bs;
+  int lp = vp;
+  if (p.page_indices != nullptr)
+    lp = __ldg(p.page_indices + ((int64_t)b * p.num_kv_heads + kvh) * p.max_sel + vp);
+  if (lp < 0 || lp >= n_pages || lp * bs + off >= seq_len) return -1;
+  const int64_t blk = __ldg(p.block_tables + (int64_t)b * p.bt_stride + lp);
+  return ((blk * bs + off) * p.num_kv_heads + kvh) * (int64_t)D;
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void decode_load_tile(DecodeTileRegs<D>& r, const DecodeParams& p, int b,
+                                                 int kvh, int t0, int v_end, int seq_len,
+                                                 int n_pages, int g, int q4) {
+  const T* kc = static_cast<const T*>(p.k_cache);
+  const T* vc = static_cast<const T*>(p.v_cache);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = decode_token_row(p, b, kvh, t0 + g + 8 * h, v_end, seq_len, n_pages, D);
+    r.ok[h] = row >= 0;
+#pragma unroll
+    for (int j = 0; j < D / 32; ++j) {
+      const int64_t e = row + 8 * (q4 + 4 * j);
+      // Masked tokens must read as zeros, never as whatever the pool holds (NaN * 0 = NaN).
+      r.k[h][j] = r.ok[h] ? ld_stream(kc + e) : make_uint4(0, 0, 0, 0);
+      r.v[h][j] = r.ok[h] ? ld_stream(vc + e) : make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+__device__ __forceinline__ uint32_t u4_word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32, 2)
+paged_decode_kernel(const __grid_constant__ DecodeParams p) {
+  constexpr int NJ = D / 32;  // 16-byte chunks per lane per token row
+  constexpr int KS = D / 16;  // k-steps of the QK product
+  constexpr int MT = D / 16;  // m-tiles of the PV product
+
+  __shared__ float sm_m[kDecodeWarps][kMaxGroup];
+  __shared__ float sm_l[kDecodeWarps][kMaxGroup];
+  __shared__ float sm_o[kDecodeWarps][kMaxGroup][D];
+
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, q4 = lane & 3;
+  const int seq_len = p.seq_lens[b];
+  const int n_pages = (seq_len + p.block_size - 1) / p.block_size;
+  const int nv = p.page_indices != nullptr ? p.max_sel * p.block_size : seq_len;
+  const int v_begin = split * p.chunk_tokens;
+  const int v_end = min(nv, v_begin + p.chunk_tokens);
+  const int hq0 = kvh * p.group;
+
+  // Q as the B operand of QK (column n = head g), head-dim permuted like K's chunks.
+  uint32_t qf[KS][2];
+  {
+    const T* qrow = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + hq0 + g) * D;
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (g < p.group) v = *reinterpret_cast<const uint4*>(qrow + 8 * (q4 + 4 * j));
+      qf[2 * j][0] = v.x;
+      qf[2 * j][1] = v.y;
+      qf[2 * j + 1][0] = v.z;
+      qf[2 * j + 1][1] = v.w;
+    }
+  }
+
+  float m[2] = {-INFINITY, -INFINITY};  // running max of heads 2*q4 + e (log2 domain)
+  float l[2] = {0.f, 0.f};              // this lane's share of the running denominators
+  float acc[MT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+
+  constexpr int kStride = kDecodeWarps * kDecodeTile;
+  int t0 = v_begin + warp * kDecodeTile;
+  DecodeTileRegs<D> cur;
+  decode_load_tile<T, D>(cur, p, b, kvh, t0, v_end, seq_len, n_pages, g, q4);
+  for (; t0 < v_end; t0 += kStride) {
+    DecodeTileRegs<D> nxt;
+    decode_load_tile<T, D>(nxt, p, b, kvh, t0 + kStride, v_end, seq_len, n_pages, g, q4);
+
+    float s[4] = {0.f, 0.f, 0.f, 0.f};  // (tok g, head 2q4), (g, 2q4+1), (g+8, 2q4), (g+8, 2q4+1)
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const int j = ks >> 1, w0 = (ks & 1) ? 2 : 0;
+      Mma<T>::run(s, u4_word(cur.k[0][j], w0), u4_word(cur.k[1][j], w0),
+                  u4_word(cur.k[0][j], w0 + 1), u4_word(cur.k[1][j], w0 + 1), qf[ks][0], qf[ks][1]);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s[i] *= p.scale_log2;
+    if (!cur.ok[0]) s[0] = s[1] = -INFINITY;
+    if (!cur.ok[1]) s[2] = s[3] = -INFINITY;
+
+    float alpha[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float mx = fmaxf(s[e], s[e + 2]);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+      const float m_new = fmaxf(m[e], mx);
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // all masked so far: keep exps at 0
+      alpha[e] = exp2f(m[e] - m_use);
+      s[e] = exp2f(s[e] - m_use);
+      s[e + 2] = exp2f(s[e + 2] - m_use);
+      l[e] = l[e] * alpha[e] + s[e] + s[e + 2];
+      m[e] = m_new;
+    }
+    // P^T as the B operand of PV: rows = tokens 2q4..2q4+1 (+8), column = head g.
+    const uint32_t pb0 = movmatrix_trans(pack2<T>(s[0], s[1]));
+    const uint32_t pb1 = movmatrix_trans(pack2<T>(s[2], s[3]));
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      acc[mt][0] *= alpha[0];
+      acc[mt][1] *= alpha[1];
+      acc[mt][2] *= alpha[0];
+      acc[mt][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+#pragma unroll
+      for (int pp = 0; pp < 2; ++pp) {
+        Mma<T>::run(acc[2 * j + pp], movmatrix_trans(u4_word(cur.v[0][j], 2 * pp)),
+                    movmatrix_trans(u4_word(cur.v[0][j], 2 * pp + 1)),
+                    movmatrix_trans(u4_word(cur.v[1][j], 2 * pp)),
+                    movmatrix_trans(u4_word(cur.v[1][j], 2 * pp + 1)), pb0, pb1);
+      }
+    }
+    cur = nxt;
+  }
+
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 4);
+    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 8);
+    l[e] += __shfl_xor_sync(0xffffffffu, l[e], 16);
+    if (g == 0) {
+      sm_m[warp][2 * q4 + e] = m[e];
+      sm_l[warp][2 * q4 + e] = l[e];
+    }
+  }
+  // acc[mt=(j,pp)][c]: head 2q4 + (c&1), d = 32j + 8(g>>1) + 4pp + 2(c>>1) + (g&1).
+#pragma unroll
+  for (int j = 0; j < NJ; ++j)
+#pragma unroll
+    for (int pp = 0; pp < 2; ++pp)
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+        sm_o[warp][2 * q4 + (c & 1)][32 * j + 8 * (g >> 1) + 4 * pp + 2 * (c >> 1) + (g & 1)] =
+            acc[2 * j + pp][c];
+  __syncthreads();
+
+  for (int idx = threadIdx.x; idx < p.group * D; idx += kDecodeWarps * 32) {
+    const int h = idx / D, d = idx - h * D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][h]);
+    float den = 0.f, num = 0.f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kDecodeWarps; ++w) {
+        const float wt = exp2f(sm_m[w][h] - mx);
+        den += wt * sm_l[w][h];
+        num += wt * sm_o[w][h][d];
+      }
+    }
+    const float o = den > 0.f ? num / den : 0.f;
+    const int64_t row = (int64_t)b * p.num_q_heads + hq0 + h;
+    if (p.num_splits == 1) {
+      static_cast<T*>(p.out)[row * D + d] = from_float<T>(o);
+    } else {
+      p.part_o[(row * p.num_splits + split) * D + d] = o;
+      if (d == 0) p.part_lse[row * p.num_splits + split] = den > 0.f ? mx + log2f(den) : -INFINITY;
+    }
+  }
+}
+
+// out[b, h, :] = sum_s 2^(lse_s - lse_max) o_s / sum_s 2^(lse_s - lse_max). One CTA per
+// (head, sequence), one thread per output element.
+template <typename T, int D>
+__global__ void __launch_bounds__(D) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
+  const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+  const int64_t row = (int64_t)b * p.num_q_heads + h;
+  const float* lse = p.part_lse + row * p.num_splits;
+  const float* po = p.part_o + row * p.num_splits * D + d;
+  float mx = -INFINITY;
+  for (int s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, lse[s]);
+  float den = 0.f, num = 0.f;
+  if (mx != -INFINITY) {
+    for (int s = 0; s < p.num_splits; ++s) {
+      const float ls = lse[s];
+      if (ls == -INFINITY) continue;
+      const float wt = exp2f(ls - mx);
+      den += wt;
+      num += wt * po[(int64_t)s * D];
+    }
+  }
+  static_cast<T*>(p.out)[row * D + d] = from_float<T>(den > 0.f ? num / den : 0.f);
+}
+
+// Every (dtype, head_dim) the extension builds; CI instantiates the same list.
+#define TINYSERVE_DECODE_INSTANCES(X) \
+  X(__half, 64)                       \
+  X(__half, 128)                      \
+  X(__nv_bfloat16, 64)                \
+  X(__nv_bfloat16, 128)
+
+}  // namespace tinyserve

@@ -1,0 +1,40 @@
+// Torch-facing entry points of the TinyServe CUDA extension (see bindings.cpp).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <optional>
+#include <vector>
+
+namespace tinyserve {
+
+void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
+                       torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
+                       const torch::Tensor& slot_mapping);
+
+torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Tensor& k_cache,
+                                     const torch::Tensor& v_cache, const torch::Tensor& block_tables,
+                                     const torch::Tensor& seq_lens, double scale,
+                                     const std::optional<torch::Tensor>& page_indices,
+                                     int64_t num_splits);
+
+int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim);
+
+torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
+                          const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
+                          double scale, int64_t block_size);
+
+void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping);
+
+torch::Tensor allocate_blocks(torch::Tensor& refcounts, int64_t num);
+
+}  // namespace tinyserve
+
+#define TS_CHECK_CUDA(x) TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor")
+#define TS_CHECK_CONTIG(x) TORCH_CHECK((x).is_contiguous(), #x " must be contiguous")
+#define TS_CUDA_CHECK(expr)                                                      \
+  do {                                                                           \
+    cudaError_t err__ = (expr);                                                  \
+    TORCH_CHECK(err__ == cudaSuccess, "CUDA error: ", cudaGetErrorString(err__)); \
+  } while (0)
+#define TS_LAUNCH_CHECK() TS_CUDA_CHECK(cudaGetLastError())

@@ -1,0 +1,284 @@
+"""Every CUDA kernel against its torch reference on fresh random inputs, outputs poisoned
+with NaN first. Runs only with a GPU (`pytest -m cuda`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tinyserve_core import kernels
+from tinyserve_core.kernels import reference
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+DEV = "cuda"
+BLOCK_SIZES = (8, 16, 32, 64, 128)
+TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert not torch.isnan(out).any(), "NaN in output (unwritten or poisoned element)"
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def poison_allocator(nbytes: int = 64 << 20) -> None:
+    """Fill freed cached memory with NaN so a fresh torch.empty output that a kernel does
+    not fully write shows NaN."""
+    x = torch.full((nbytes // 4,), float("nan"), device=DEV)
+    del x
+
+
+def rand(shape, dtype, gen, scale=1.0):
+    return (torch.randn(shape, device=DEV, generator=gen) * scale).to(dtype)
+
+
+def paged_context(seq_lens, bs, hkv, d, dtype, gen, spare_blocks=3):
+    """A K/V pool holding `seq_lens` tokens per sequence in shuffled blocks. Slots past each
+    context hold NaN, so a kernel reading them fails. Tables are padded with -1."""
+    pages = [math.ceil(n / bs) for n in seq_lens]
+    nb = sum(pages) + spare_blocks
+    perm = torch.randperm(nb, device=DEV, generator=gen).to(torch.int32)
+    kc = rand((nb, bs, hkv, d), dtype, gen)
+    vc = rand((nb, bs, hkv, d), dtype, gen)
+    bt = torch.full((len(seq_lens), max(pages)), -1, dtype=torch.int32, device=DEV)
+    at = 0
+    for i, (n, p) in enumerate(zip(seq_lens, pages)):
+        bt[i, :p] = perm[at:at + p]
+        at += p
+        tail = n % bs
+        if tail:
+            kc[bt[i, p - 1].long(), tail:] = float("nan")
+            vc[bt[i, p - 1].long(), tail:] = float("nan")
+    kc[perm[at:].long()] = float("nan")
+    vc[perm[at:].long()] = float("nan")
+    return kc, vc, bt, torch.tensor(seq_lens, dtype=torch.int32, device=DEV)
+
+
+def ref_decode(q, kc, vc, bt, sl, scale, pi=None):
+    """The reference on fp32 copies, NaN slots zeroed (the reference gathers whole pages and
+    slices, so it never uses them either)."""
+    return reference.paged_decode_attention(q.float(), kc.float().nan_to_num(), vc.float().nan_to_num(),
+                                            bt.clamp(min=0), sl, scale, pi)
+
+
+# ---------------------------------------------------------------- paged decode attention
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("bs", BLOCK_SIZES)
+@pytest.mark.parametrize("hq,hkv", [(4, 4), (16, 4), (16, 2)])  # GQA ratios 1, 4, 8
+def test_decode_matches_reference(cuda_ops, gen, dtype, head_dim, bs, hq, hkv):
+    seq_lens = [1, bs - 1 or 1, bs, bs + 1, 37, 700, 2 * bs + 5]
+    kc, vc, bt, sl = paged_context(seq_lens, bs, hkv, head_dim, dtype, gen)
+    q = rand((len(seq_lens), hq, head_dim), dtype, gen)
+    scale = head_dim ** -0.5
+    ref = ref_decode(q, kc, vc, bt, sl, scale)
+    for splits in (0, 1, 5):  # the planner's choice, one CTA per sequence, forced merges
+        poison_allocator()
+        out = cuda_ops.paged_decode_attention(q, kc, vc, bt, sl, scale, num_splits=splits)
+        assert out.dtype == dtype and out.shape == q.shape
+        assert rel_err(out, ref) <= TOL[dtype], f"splits={splits}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_decode_long_context_split_k(cuda_ops, gen, dtype):
+    seq_lens = [32768, 5000, 17]
+    kc, vc, bt, sl = paged_context(seq_lens, 16, 8, 128, dtype, gen)
+    q = rand((3, 32, 128), dtype, gen, scale=2.0)  # peaked softmax: the merge must rescale
+    ref = ref_decode(q, kc, vc, bt, sl, 128 ** -0.5)
+    poison_allocator()
+    out = kernels.paged_decode_attention(q, kc, vc, bt, sl, 128 ** -0.5)
+    assert cuda_ops.decode_num_splits(3, 8, bt.shape[1] * 16) > 1
+    assert rel_err(out, ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bs", [8, 16, 64])
+def test_sparse_with_all_pages_equals_dense(cuda_ops, gen, dtype, bs):
+    seq_lens = [900, 333, 64]
+    hkv, hq, d = 4, 16, 128
+    kc, vc, bt, sl = paged_context(seq_lens, bs, hkv, d, dtype, gen)
+    q = rand((3, hq, d), dtype, gen)
+    n_pages = bt.shape[1]
+    pi = torch.full((3, hkv, n_pages + 3), -1, dtype=torch.int32, device=DEV)
+    for b, n in enumerate(seq_lens):
+        for h in range(hkv):
+            pi[b, h, : math.ceil(n / bs)] = torch.randperm(math.ceil(n / bs), device=DEV, generator=gen)
+    dense = cuda_ops.paged_decode_attention(q, kc, vc, bt, sl, d ** -0.5)
+    poison_allocator()
+    sparse = cuda_ops.paged_decode_attention(q, kc, vc, bt, sl, d ** -0.5, pi)
+    assert rel_err(sparse, dense) <= TOL[dtype] / 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bs", [8, 16, 128])
+def test_sparse_subset_matches_reference(cuda_ops, gen, dtype, bs):
+    seq_lens = [3000, 700, 40, 5]
+    hkv, hq, d = 2, 16, 64
+    kc, vc, bt, sl = paged_context(seq_lens, bs, hkv, d, dtype, gen)
+    q = rand((4, hq, d), dtype, gen)
+    sel = 6
+    pi = torch.full((4, hkv, sel), -1, dtype=torch.int32, device=DEV)
+    for b, n in enumerate(seq_lens):
+        p = math.ceil(n / bs)
+        for h in range(hkv):
+            k = min(sel - (h % 2), p)  # ragged selections, -1 padded
+            pi[b, h, :k] = torch.randperm(p, device=DEV, generator=gen)[:k]
+    pi[3, 0, :] = -1  # a head with nothing selected outputs zeros, as the reference does
+    ref = ref_decode(q, kc, vc, bt, sl, d ** -0.5, pi)
+    poison_allocator()
+    out = cuda_ops.paged_decode_attention(q, kc, vc, bt, sl, d ** -0.5, pi, num_splits=3)
+    assert rel_err(out, ref) <= TOL[dtype]
+    assert out[3, : hq // hkv].abs().max().item() == 0.0
+
+
+# ---------------------------------------------------------------------- reshape_and_cache
+def _fill_order_slots(lens, starts, tables, bs):
+    """Slots for tokens starts[i]..lens[i]-1 of each sequence (pages fill in order)."""
+    slots = []
+    for n, s, row in zip(lens, starts, tables):
+        slots += [row[t // bs] * bs + t % bs for t in range(s, n)]
+    return slots
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("bs", BLOCK_SIZES)
+def test_reshape_and_cache_prefill_then_decode(cuda_ops, gen, dtype, bs):
+    hkv, d = 4, 64
+    lens = [3 * bs + 5, bs, 7, 2 * bs]
+    pages = [math.ceil((n + 2) / bs) for n in lens]
+    nb = sum(pages) + 4
+    perm = torch.randperm(nb, generator=gen, device=DEV).tolist()
+    tables, at = [], 0
+    for p in pages:
+        tables.append(perm[at:at + p])
+        at += p
+    kc = torch.full((nb, bs, hkv, d), float("nan"), dtype=dtype, device=DEV)
+    vc = kc.clone()
+    meta = torch.full((nb, 2, hkv, d), float("nan"), dtype=dtype, device=DEV)
+    ours = [kc, vc, meta]
+    refs = [kc.clone(), vc.clone(), meta.clone()]
+
+    def step(starts, ends):
+        slots = _fill_order_slots(ends, starts, tables, bs)
+        order = torch.randperm(len(slots), generator=gen, device=DEV)  # any token order
+        sm = torch.tensor(slots, dtype=torch.int64, device=DEV)[order]
+        sm = torch.cat([sm, torch.tensor([-1, -1], device=DEV)])  # padding tokens are skipped
+        key = rand((sm.numel(), hkv, d), dtype, gen)
+        val = rand((sm.numel(), hkv, d), dtype, gen)
+        cuda_ops.reshape_and_cache(key, val, *ours, sm)
+        reference.reshape_and_cache(key, val, *refs, sm)
+        for a, b in zip(ours, refs):
+            assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+
+    step([0] * len(lens), lens)                      # prefill: many tokens per page
+    step(lens, [n + 1 for n in lens])                # decode: one token each
+    step([n + 1 for n in lens], [n + 2 for n in lens])
+
+
+def test_reshape_and_cache_strided_key_view(cuda_ops, gen):
+    """key/value as views into a fused qkv projection (row stride != Hkv*D)."""
+    hkv, d, bs, t = 2, 128, 16, 40
+    qkv = rand((t, (4 + 2 * hkv), d), torch.float16, gen)
+    key, val = qkv[:, 4:4 + hkv], qkv[:, 4 + hkv:]
+    kc = torch.full((4, bs, hkv, d), float("nan"), dtype=torch.float16, device=DEV)
+    vc, meta = kc.clone(), torch.full((4, 2, hkv, d), float("nan"), dtype=torch.float16, device=DEV)
+    sm = torch.arange(t, device=DEV) + bs  # blocks 1.. in order
+    r = [kc.clone(), vc.clone(), meta.clone()]
+    kernels.reshape_and_cache(key, val, kc, vc, meta, sm)
+    reference.reshape_and_cache(key, val, *r, sm)
+    for a, b in zip([kc, vc, meta], r):
+        assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+
+
+# ----------------------------------------------------------------------------- page_scores
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("bs", [8, 16, 128])
+@pytest.mark.parametrize("hq,hkv", [(8, 8), (16, 4), (16, 2)])
+def test_page_scores_reference_and_exact_bound(cuda_ops, gen, dtype, head_dim, bs, hq, hkv):
+    seq_lens = [5 * bs + 3, bs, 1, 9 * bs]
+    kc, vc, bt, sl = paged_context(seq_lens, bs, hkv, head_dim, dtype, gen)
+    if dtype == torch.float32:
+        kc = kc.nan_to_num()
+    meta = torch.full((kc.shape[0], 2, hkv, head_dim), float("nan"), dtype=dtype, device=DEV)
+    # meta as reshape_and_cache leaves it: min/max of the stored keys
+    for b, n in enumerate(seq_lens):
+        for p in range(math.ceil(n / bs)):
+            blk = bt[b, p].long()
+            keys = kc[blk, : min(bs, n - p * bs)].float()
+            meta[blk, 0], meta[blk, 1] = keys.amin(0).to(dtype), keys.amax(0).to(dtype)
+    q = rand((len(seq_lens), hq, head_dim), dtype, gen, scale=3.0)
+    scale = head_dim ** -0.5
+    ref = reference.page_scores(q, meta, bt.clamp(min=0), sl, scale, bs)
+    poison_allocator()
+    out = kernels.page_scores(q, meta, bt, sl, scale, bs)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    fin = torch.isfinite(ref)
+    assert torch.equal(fin, torch.isfinite(out)) and (out[~fin] == float("-inf")).all()
+    torch.testing.assert_close(out[fin], ref[fin], rtol=1e-5, atol=1e-4)
+    # the bound is never below the true max logit of any key in the page, exactly (fp64)
+    g = hq // hkv
+    violations = 0
+    for b, n in enumerate(seq_lens):
+        for p in range(math.ceil(n / bs)):
+            keys = kc[bt[b, p].long(), : min(bs, n - p * bs)].double()  # [t, Hkv, D]
+            qq = q[b].double().view(hkv, g, head_dim)
+            true = torch.einsum("hgd,thd->hgt", qq, keys).amax(dim=(1, 2)) * scale
+            violations += int((out[b, :, p].double() < true).sum())
+    assert violations == 0
+
+
+# ----------------------------------------------------------------------------- copy_blocks
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_copy_blocks_all_layers_one_launch(cuda_ops, gen, dtype):
+    layers, nb, bs, hkv, d = 3, 64, 16, 4, 128
+    ks = [rand((nb, bs, hkv, d), dtype, gen) for _ in range(layers)]
+    vs = [rand((nb, bs, hkv, d), dtype, gen) for _ in range(layers)]
+    ms = [rand((nb, 2, hkv, d), dtype, gen) for _ in range(layers)]
+    perm = torch.randperm(nb, generator=gen, device=DEV)
+    src, dst = perm[:20], perm[20:40]
+    for t in ks + vs + ms:
+        t[dst] = float("nan")  # poisoned destinations must all be overwritten
+    mapping = torch.stack([src, dst], 1)
+    refs = [[t.clone() for t in group] for group in (ks, vs, ms)]
+    kernels.copy_blocks(ks, vs, ms, mapping)
+    reference.copy_blocks(*refs, mapping)
+    for a, b in zip(ks + vs + ms, refs[0] + refs[1] + refs[2]):
+        assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------- allocate_blocks
+def test_allocate_blocks_contention_100k_requests(cuda_ops, gen):
+    nb = 1 << 20
+    rc = (torch.rand(nb, device=DEV, generator=gen) < 0.6).to(torch.int32) * torch.randint(
+        1, 4, (nb,), device=DEV, generator=gen, dtype=torch.int32)
+    ref_rc = rc.clone()
+    ids = kernels.allocate_blocks(rc, 100_000)  # 100k requests in one launch
+    ref = reference.allocate_blocks(ref_rc, 100_000)
+    assert torch.equal(ids, ref)
+    assert torch.equal(rc, ref_rc)
+    assert ids.unique().numel() == ids.numel() and (ids >= 0).all()
+
+
+def test_allocate_blocks_exhaustion(cuda_ops, gen):
+    nb = 50_000
+    rc = (torch.rand(nb, device=DEV, generator=gen) < 0.9).to(torch.int32)
+    free = int((rc == 0).sum())
+    ref_rc = rc.clone()
+    ids = kernels.allocate_blocks(rc, free + 1234)
+    ref = reference.allocate_blocks(ref_rc, free + 1234)
+    assert torch.equal(ids, ref) and torch.equal(rc, ref_rc)
+    assert (ids[free:] == -1).all() and (rc == 0).sum() == 0
+    again = kernels.allocate_blocks(rc, 10)
+    assert (again == -1).all()
+
+
+def test_dispatch_picks_cuda_backend(cuda_ops):
+    from tinyserve_core.kernels import _backend
+
+    assert _backend.backend_for(torch.device("cuda")) is cuda_ops
+    info = _backend.backend_info()
+    assert info["backend"] == "cuda" and info["build_status"] == "built" and info["gpu"]

@@ -1,0 +1,361 @@
+"""`tinyserve bench kernels`: the CUDA kernels against their physical floor and their peers.
+
+Every figure is measured in one run on one GPU: the device-to-device copy bandwidth
+(bytes read + written; the floor), paged decode attention (fp16, GQA 32/8, head_dim 128,
+block 16) against FlashInfer's BatchDecodeWithPagedKVCacheWrapper (tensor cores) and torch
+SDPA (flash backend, enable_gqa) on contiguous K/V, query-aware sparse decode (scoring +
+top-k + sparse attention) against our dense decode, reshape_and_cache and copy_blocks as
+a share of copy bandwidth, and allocate_blocks against the Python BlockPool.
+
+Timing: CUDA events around each call, all calls queued behind a sleep kernel so the CPU
+launch cost stays out of the numbers; median of many repetitions; inputs rotate over
+enough copies to exceed L2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+HQ, HKV, HD, BS = 32, 8, 128, 16
+BATCHES = (1, 8, 64)
+CONTEXTS = (1024, 4096, 16384, 32768)
+
+
+def add_parser(sub):
+    p = sub.add_parser("kernels", help="CUDA kernels vs their floor (copy bandwidth) and peers")
+    p.add_argument("--json", default=None, help="write every figure to this JSON file")
+    p.add_argument("--reps", type=int, default=30, help="timed repetitions per figure (median)")
+    p.add_argument("--quick", action="store_true", help="fewer shapes (smoke run)")
+    p.add_argument("--no-peers", action="store_true", help="skip FlashInfer and SDPA")
+    p.set_defaults(func=run)
+    return p
+
+
+# ----------------------------------------------------------------------------- timing
+def time_ms(fn, reps: int, setup=None) -> float:
+    """Median GPU milliseconds of fn(i); setup(i) runs before each call, outside the events."""
+    fn(0)
+    if setup:
+        setup(0)
+    fn(0)
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    torch.cuda._sleep(int(50e6))  # ~25 ms: the CPU queues every call before the GPU starts
+    for i in range(reps):
+        if setup:
+            setup(i + 1)
+        starts[i].record()
+        fn(i + 1)
+        ends[i].record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def copy_bandwidth(reps: int) -> float:
+    """Bytes read + written per second by a large device-to-device copy (GB/s)."""
+    n = 1 << 30
+    src = torch.empty(n, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda i: dst.copy_(src), reps)
+    del src, dst
+    return 2 * n / ms / 1e6
+
+
+# ----------------------------------------------------------------------------- decode
+class DecodeCase:
+    """A paged pool plus `rot` disjoint batches of block tables (rotation beyond L2)."""
+
+    def __init__(self, batch: int, ctx: int, l2_bytes: int, gen: torch.Generator):
+        self.batch, self.ctx = batch, ctx
+        self.pages = math.ceil(ctx / BS)
+        self.kv_bytes = 2 * batch * ctx * HKV * HD * 2
+        self.rot = max(1, min(24, math.ceil(3 * l2_bytes / self.kv_bytes)))
+        nb = self.rot * batch * self.pages
+        self.k = torch.randn(nb, BS, HKV, HD, device="cuda", generator=gen, dtype=torch.float16)
+        self.v = torch.randn(nb, BS, HKV, HD, device="cuda", generator=gen, dtype=torch.float16)
+        perm = torch.randperm(nb, device="cuda", generator=gen).to(torch.int32)
+        self.tables = perm.view(self.rot, batch, self.pages)
+        self.seq_lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
+        self.q = [torch.randn(batch, HQ, HD, device="cuda", generator=gen, dtype=torch.float16)
+                  for _ in range(self.rot)]
+        self.scale = HD ** -0.5
+
+
+def bench_ours(case: DecodeCase, reps: int) -> float:
+    from tinyserve_core.kernels import _cuda_ops as ops
+
+    return time_ms(lambda i: ops.paged_decode_attention(
+        case.q[i % case.rot], case.k, case.v, case.tables[i % case.rot], case.seq_lens, case.scale), reps)
+
+
+def bench_flashinfer(case: DecodeCase, reps: int, ref: torch.Tensor | None):
+    import flashinfer
+
+    ws = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")  # scratch, shared (runs are serial)
+    last = case.ctx - (case.pages - 1) * BS
+    indptr = torch.arange(case.batch + 1, dtype=torch.int32, device="cuda") * case.pages
+    last_len = torch.full((case.batch,), last, dtype=torch.int32, device="cuda")
+    wrappers = []
+    for r in range(case.rot):  # one plan per rotated set of block tables
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD", use_tensor_cores=True)
+        w.plan(indptr, case.tables[r].reshape(-1).contiguous(), last_len, HQ, HKV, HD, BS,
+               q_data_type=torch.float16, kv_data_type=torch.float16, sm_scale=case.scale)
+        wrappers.append(w)
+    out = wrappers[0].run(case.q[0], (case.k, case.v))
+    err = None if ref is None else ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+    ms = time_ms(lambda i: wrappers[i % case.rot].run(case.q[i % case.rot], (case.k, case.v)), reps)
+    return ms, err
+
+
+def bench_sdpa(case: DecodeCase, reps: int, gen: torch.Generator):
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rot = max(1, min(case.rot, int(8e9 // case.kv_bytes)))
+    ks = [torch.randn(case.batch, HKV, case.ctx, HD, device="cuda", generator=gen, dtype=torch.float16)
+          for _ in range(rot)]
+    vs = [torch.randn_like(k) for k in ks]
+    qs = [q.unsqueeze(2) for q in case.q[:rot]]
+    backend = "flash"
+
+    def call(i, kind=SDPBackend.FLASH_ATTENTION):
+        with sdpa_kernel(kind):
+            return F.scaled_dot_product_attention(qs[i % rot], ks[i % rot], vs[i % rot],
+                                                  scale=case.scale, enable_gqa=True)
+    try:
+        call(0)
+        ms = time_ms(call, reps)
+    except RuntimeError:
+        backend = "default"  # flash refused this shape: let torch choose
+        ms = time_ms(lambda i: call(i, [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]), reps)
+    del ks, vs
+    return ms, backend
+
+
+# ----------------------------------------------------------------------------- sparse
+def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> dict:
+    from tinyserve_core.kernels import _cuda_ops as ops
+
+    case = DecodeCase(batch, ctx, l2, gen)
+    nb = case.k.shape[0]
+    meta = torch.empty(nb, 2, HKV, HD, device="cuda", dtype=torch.float16)
+    meta[:, 0] = case.k.amin(1)
+    meta[:, 1] = case.k.amax(1)
+    k_pages = budget // BS
+
+    def sparse(i):
+        r = i % case.rot
+        scores = ops.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, BS)
+        vals, idx = scores.topk(k_pages, dim=-1)
+        idx = idx.to(torch.int32).masked_fill_(vals == float("-inf"), -1)
+        return ops.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
+                                          case.scale, idx)
+
+    def score_only(i):
+        r = i % case.rot
+        scores = ops.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, BS)
+        return scores.topk(k_pages, dim=-1)
+
+    dense_ms = bench_ours(case, reps)
+    sparse_ms = time_ms(sparse, reps)
+    select_ms = time_ms(score_only, reps)
+    del case, meta
+    return {"batch": batch, "ctx": ctx, "budget_tokens": budget, "dense_ms": dense_ms,
+            "sparse_total_ms": sparse_ms, "score_topk_ms": select_ms,
+            "speedup": dense_ms / sparse_ms}
+
+
+# ----------------------------------------------------------------------------- cache ops
+def bench_reshape_and_cache(reps: int, bw: float, gen) -> list[dict]:
+    from tinyserve_core.kernels import _cuda_ops as ops
+
+    rows = []
+    for label, tokens, decode in (("prefill 16K tokens", 16384, False), ("decode 256 seqs", 256, True)):
+        nb = 8192
+        kc = torch.randn(nb, BS, HKV, HD, device="cuda", generator=gen, dtype=torch.float16)
+        vc = torch.randn_like(kc)
+        meta = torch.empty(nb, 2, HKV, HD, device="cuda", dtype=torch.float16)
+        rot = 8
+        keys = [torch.randn(tokens, HKV, HD, device="cuda", generator=gen, dtype=torch.float16)
+                for _ in range(rot)]
+        vals = [torch.randn_like(k) for k in keys]
+        if decode:  # one token per sequence at a random offset of its own block
+            blocks = torch.randperm(nb, device="cuda", generator=gen)[: tokens * rot].view(rot, tokens)
+            offs = torch.randint(0, BS, (rot, tokens), device="cuda", generator=gen)
+            slots = blocks * BS + offs
+        else:
+            slots = torch.stack([torch.arange(tokens, device="cuda") + r * tokens for r in range(rot)])
+            slots = slots % (nb * BS)
+        row = HKV * HD * 2
+        for with_meta in (False, True):
+            ms = time_ms(lambda i: ops.reshape_and_cache(keys[i % rot], vals[i % rot], kc, vc,
+                                                         meta if with_meta else None, slots[i % rot]), reps)
+            pages_touched = math.ceil(tokens / BS) if not decode else tokens
+            moved = 4 * tokens * row + (2 * row * pages_touched if with_meta else 0)
+            rows.append({"case": label + (" + meta" if with_meta else ""), "ms": ms,
+                         "bytes": moved, "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
+        del kc, vc, meta, keys, vals
+    return rows
+
+
+def bench_copy_blocks(reps: int, bw: float, gen) -> dict:
+    from tinyserve_core.kernels import _cuda_ops as ops
+
+    layers, nb, pairs = 16, 2048, 512
+    ks = [torch.randn(nb, BS, HKV, HD, device="cuda", generator=gen, dtype=torch.float16) for _ in range(layers)]
+    vs = [torch.randn_like(k) for k in ks]
+    ms_ = [torch.randn(nb, 2, HKV, HD, device="cuda", generator=gen, dtype=torch.float16) for _ in range(layers)]
+    maps = []
+    for _ in range(4):
+        perm = torch.randperm(nb, device="cuda", generator=gen)
+        maps.append(torch.stack([perm[:pairs], perm[pairs:2 * pairs]], 1))
+    ms = time_ms(lambda i: ops.copy_blocks(ks, vs, ms_, maps[i % 4]), reps)
+    per_pair = layers * (2 * BS * HKV * HD * 2 + 2 * HKV * HD * 2)
+    moved = 2 * pairs * per_pair
+    del ks, vs, ms_
+    return {"case": f"{pairs} pairs x {layers} layers (K,V,meta)", "ms": ms, "bytes": moved,
+            "pct_copy_bw": 100 * moved / ms / 1e6 / bw}
+
+
+def bench_allocate(reps: int) -> dict:
+    from tinyserve_core.kernels import _cuda_ops as ops
+
+    n = 1 << 20
+    rc = torch.zeros(n, dtype=torch.int32, device="cuda")
+    ms = time_ms(lambda i: ops.allocate_blocks(rc, n), reps, setup=lambda i: rc.zero_())
+    out = {"blocks": n, "gpu_ms": ms, "gpu_allocs_per_s": n / ms * 1e3}
+    try:
+        from tinyserve_core.kv import BlockPool
+    except ImportError:
+        out["python_blockpool"] = "absent"
+        return out
+    t0 = time.perf_counter()
+    pool = BlockPool(n, BS)
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = 0
+    while got < n - 1:  # one block may be reserved (null block)
+        take = min(1024, pool.num_free)
+        if take <= 0:
+            break
+        pool.get_new_blocks(take)
+        got += take
+    secs = time.perf_counter() - t0
+    out.update(python_blocks=got, python_s=secs, python_allocs_per_s=got / secs,
+               python_pool_build_s=build, gpu_vs_python=(n / ms * 1e3) / (got / secs))
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+def _table(rows: list[list], header: list[str]) -> str:
+    cols = list(zip(*([header] + [[str(c) for c in r] for r in rows])))
+    w = [max(len(c) for c in col) for col in cols]
+    line = lambda r: "  ".join(str(c).rjust(w[i]) for i, c in enumerate(r))  # noqa: E731
+    return "\n".join([line(header), line(["-" * x for x in w])] + [line(r) for r in rows])
+
+
+def run(args) -> int:
+    if not torch.cuda.is_available():
+        print("tinyserve bench kernels: needs a CUDA GPU (none found)", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    from tinyserve_core.kernels import _backend, _cuda_ops as ops
+
+    _backend.build()
+    props = torch.cuda.get_device_properties(0)
+    l2 = getattr(props, "L2_cache_size", 50 << 20)
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(0)
+    reps = max(5, args.reps)
+    res = {"gpu": props.name, "sms": props.multi_processor_count, "l2_bytes": l2,
+           "torch": torch.__version__, "shape": {"hq": HQ, "hkv": HKV, "head_dim": HD, "block": BS}}
+    bw = copy_bandwidth(reps)
+    res["copy_bw_gbps"] = bw
+    print(f"{props.name}: copy bandwidth {bw:.0f} GB/s (read + write)", flush=True)
+
+    peers = not args.no_peers
+    fi_error = None
+    if peers:
+        try:
+            import flashinfer  # noqa: F401
+        except Exception as e:  # noqa: BLE001
+            fi_error = f"{type(e).__name__}: {e}"
+    batches = (1, 64) if args.quick else BATCHES
+    contexts = (4096, 32768) if args.quick else CONTEXTS
+    decode = []
+    for b, ctx in tqdm([(b, c) for b in batches for c in contexts], desc="paged decode", file=sys.stderr):
+        case = DecodeCase(b, ctx, l2, gen)
+        row = {"batch": b, "ctx": ctx, "kv_bytes": case.kv_bytes,
+               "splits": ops.decode_num_splits(b, HKV, case.pages * BS, HD)}
+        row["ours_ms"] = bench_ours(case, reps)
+        ours_out = ops.paged_decode_attention(case.q[0], case.k, case.v, case.tables[0], case.seq_lens, case.scale)
+        if peers and fi_error is None:
+            try:
+                row["flashinfer_ms"], row["flashinfer_vs_ours_relerr"] = bench_flashinfer(case, reps, ours_out)
+            except Exception as e:  # noqa: BLE001
+                fi_error = f"{type(e).__name__}: {e}"[:300]
+        if peers:
+            try:
+                row["sdpa_ms"], row["sdpa_backend"] = bench_sdpa(case, reps, gen)
+            except Exception as e:  # noqa: BLE001
+                row["sdpa_error"] = f"{type(e).__name__}: {e}"[:300]
+        for k in ("ours", "flashinfer", "sdpa"):
+            if f"{k}_ms" in row:
+                row[f"{k}_pct_bw"] = 100 * case.kv_bytes / row[f"{k}_ms"] / 1e6 / bw
+        decode.append(row)
+        del case
+        torch.cuda.empty_cache()
+    res["decode"] = decode
+    res["flashinfer_error"] = fi_error
+
+    sparse = [bench_sparse(b, 32768, 2048, reps, l2, gen) for b in ((1, 64) if args.quick else BATCHES)]
+    torch.cuda.empty_cache()
+    res["sparse"] = sparse
+    res["reshape_and_cache"] = bench_reshape_and_cache(reps, bw, gen)
+    torch.cuda.empty_cache()
+    res["copy_blocks"] = bench_copy_blocks(reps, bw, gen)
+    torch.cuda.empty_cache()
+    res["allocate_blocks"] = bench_allocate(max(5, reps // 3))
+
+    f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
+    print(f"\nPaged decode fp16, GQA {HQ}/{HKV}, head_dim {HD}, block {BS} on {props.name}; "
+          f"% = K/V bytes / time / copy bandwidth ({bw:.0f} GB/s)")
+    print(_table([[r["batch"], r["ctx"], r["splits"], f(r["ours_ms"] * 1e3), f(r["ours_pct_bw"]),
+                   f(r.get("flashinfer_ms", None) and r["flashinfer_ms"] * 1e3),
+                   f(r.get("flashinfer_pct_bw")), f(r.get("sdpa_ms", None) and r["sdpa_ms"] * 1e3),
+                   f(r.get("sdpa_pct_bw"))] for r in decode],
+                 ["batch", "ctx", "splits", "ours us", "ours %", "FI us", "FI %", "SDPA us", "SDPA %"]))
+    if fi_error:
+        print(f"FlashInfer: {fi_error}")
+    print("\nQuery-aware sparse decode, 32K context, 2048-token budget (score + top-k + attend)")
+    print(_table([[r["batch"], f(r["dense_ms"] * 1e3), f(r["score_topk_ms"] * 1e3),
+                   f(r["sparse_total_ms"] * 1e3), f(r["speedup"], 2)] for r in sparse],
+                 ["batch", "dense us", "score+topk us", "sparse us", "speedup"]))
+    print("\nCache ops, % of copy bandwidth")
+    print(_table([[r["case"], f(r["ms"] * 1e3), f(r["pct_copy_bw"])]
+                  for r in res["reshape_and_cache"] + [res["copy_blocks"]]], ["op", "us", "% copy bw"]))
+    a = res["allocate_blocks"]
+    print(f"\nallocate_blocks: {a['blocks']} blocks in {a['gpu_ms'] * 1e3:.0f} us = "
+          f"{a['gpu_allocs_per_s'] / 1e9:.2f} G allocs/s"
+          + (f"; Python BlockPool {a['python_allocs_per_s'] / 1e6:.2f} M allocs/s "
+             f"({a['gpu_vs_python']:.0f}x)" if "python_allocs_per_s" in a else ""))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+        print(f"json -> {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="tinyserve bench kernels")
+    sub = ap.add_subparsers()
+    add_parser(sub)
+    sys.exit(run(ap.parse_args(["kernels", *sys.argv[1:]])))

@@ -1,0 +1,94 @@
+"""The CUDA backend of the ops API: reference.py's signatures over the compiled extension.
+
+These wrappers only normalise inputs (index dtypes, contiguity, the cache dtype) and route
+the cases the kernels do not cover (fp32 attention, head_dim other than 64/128, more than
+8 query heads per kv-head) to the reference, saying so once per case."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from . import reference
+from ._backend import build
+
+_noted: set[str] = set()
+
+
+def _note_once(what: str) -> None:
+    if what not in _noted:
+        _noted.add(what)
+        print(f"tinyserve: {what}; using the torch reference for it", file=sys.stderr)
+
+
+def _i32(t: torch.Tensor, device) -> torch.Tensor:
+    return t.to(device=device, dtype=torch.int32).contiguous()
+
+
+def _aligned_rows(t: torch.Tensor) -> torch.Tensor:
+    vec = 16 // t.element_size()
+    ok = (t.stride(-1) == 1 and t.stride(0) % vec == 0 and t.stride(1) % vec == 0
+          and t.data_ptr() % 16 == 0)
+    return t if ok else t.contiguous()
+
+
+def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping) -> None:
+    key = _aligned_rows(key.to(k_cache.dtype))
+    value = _aligned_rows(value.to(v_cache.dtype))
+    slots = slot_mapping.to(device=k_cache.device, dtype=torch.int64).contiguous()
+    build().reshape_and_cache(key, value, k_cache, v_cache, meta, slots)
+
+
+def _attention_supported(query, k_cache) -> str | None:
+    if k_cache.dtype not in (torch.float16, torch.bfloat16):
+        return f"paged_decode_attention has no {k_cache.dtype} kernel"
+    if query.shape[-1] not in (64, 128):
+        return f"paged_decode_attention has no head_dim {query.shape[-1]} kernel"
+    if query.shape[1] % k_cache.shape[2] or query.shape[1] // k_cache.shape[2] > 8:
+        return "paged_decode_attention kernel serves 1..8 query heads per kv-head"
+    return None
+
+
+def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale,
+                           page_indices=None, num_splits: int = 0):
+    why = _attention_supported(query, k_cache)
+    if why is not None:
+        _note_once(why)
+        return reference.paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens,
+                                                scale, page_indices)
+    dev = query.device
+    pi = None if page_indices is None else _i32(page_indices, dev)
+    out = build().paged_decode_attention(
+        query.to(k_cache.dtype).contiguous(), k_cache, v_cache, _i32(block_tables, dev),
+        _i32(seq_lens, dev), float(scale), pi, int(num_splits))
+    return out.to(query.dtype)
+
+
+def page_scores(query, meta, block_tables, seq_lens, scale, block_size):
+    if query.shape[-1] not in (64, 128) or scale <= 0:
+        _note_once(f"page_scores has no kernel for head_dim {query.shape[-1]} / scale {scale}")
+        return reference.page_scores(query, meta, block_tables, seq_lens, scale, block_size)
+    dev = query.device
+    return build().page_scores(query.to(meta.dtype).contiguous(), meta.contiguous(),
+                               _i32(block_tables, dev), _i32(seq_lens, dev), float(scale),
+                               int(block_size))
+
+
+def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:
+    if block_mapping.numel() == 0 or len(k_caches) == 0:
+        return
+    tensors = list(k_caches) + list(v_caches) + (list(metas) if metas is not None else [])
+    mapping = block_mapping.to(device=k_caches[0].device, dtype=torch.int64).reshape(-1, 2).contiguous()
+    build().copy_blocks(tensors, mapping)
+
+
+def allocate_blocks(refcounts, num):
+    if refcounts.dtype != torch.int32 or not refcounts.is_contiguous():
+        raise TypeError("allocate_blocks: refcounts must be a contiguous int32 tensor")
+    return build().allocate_blocks(refcounts, int(num))
+
+
+def decode_num_splits(batch: int, num_kv_heads: int, max_tokens: int, head_dim: int = 128) -> int:
+    """The split-K count paged_decode_attention picks for this shape on this GPU."""
+    return int(build().decode_num_splits(batch, num_kv_heads, max_tokens, head_dim))

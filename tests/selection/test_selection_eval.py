@@ -65,6 +65,12 @@ def test_harness_end_to_end(tiny_model_dir, tmp_path):
     assert q["mean_pages"] == pytest.approx(4.0)  # 32 tokens / 8 per page
     assert any(t["target"].startswith("adaptive") or t["target"].startswith("streaming") for t in rep["targets"])
     assert "| 16 | quest | 1/4 |" in (tmp_path / "r.md").read_text()
+    for r in rows:  # quest and adaptive runs replay their selections through LRU and LFU tiers
+        tiers = r["extra"].get("tiers")
+        assert (tiers is not None) == (r["policy"] in ("quest", "adaptive"))
+        for t in tiers or []:
+            assert 0.0 <= t["hit_rate"] <= 1.0 and t["tier_policy"] in ("lru", "lfu")
+    assert "LRU hit rate" in (tmp_path / "r.md").read_text()
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "selection_accuracy_bs16.png", "selection_accuracy_bs8.png"]
 
@@ -88,6 +94,7 @@ def test_full_budget_run_equals_dense(tiny_model_dir):
     (["--block-sizes", "a,b"], "--block-sizes"),
     (["--decode-tokens", "4096"], "--decode-tokens"),
     (["--top-p", "0"], "--top-p"),
+    (["--tier-factors", "2,-1"], "--tier-factors"),
 ])
 def test_bad_flags_name_the_flag(argv, field):
     with pytest.raises(ConfigError) as e:

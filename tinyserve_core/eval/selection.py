@@ -33,10 +33,12 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..observe.events import EventSink
 from ..selection import PageSelector, summarize_history
 from ..selection.params import Budget
 
 ALL_POLICIES = ("dense", "quest", "adaptive", "streaming", "h2o")
+TIER_POLICIES_EVALUATED = ("quest", "adaptive")
 FULL_BUDGETS = ("64", "128", "256", "512", "1/8", "1/4")
 
 
@@ -51,6 +53,7 @@ class EvalSpec:
     passkey_samples: int = 16
     top_p: float = 0.9
     dense_layers: int = 2
+    tier_factors: tuple[float, ...] = (2.0, 4.0)  # fast-tier pages / mean pages a head selects
     seed: int = 0
 
     @classmethod
@@ -78,6 +81,8 @@ class EvalSpec:
             raise ConfigError("--decode-tokens", f"must be below --context {self.context}")
         if self.text_samples + self.passkey_samples == 0:
             raise ConfigError("--text-samples", "text and pass-key samples cannot both be 0")
+        if any(not (f > 0) for f in self.tier_factors):
+            raise ConfigError("--tier-factors", f"must be > 0, got {self.tier_factors}")
         if not (0.0 < self.top_p <= 1.0):
             raise ConfigError("--top-p", f"must be in (0, 1], got {self.top_p}")
         return self
@@ -189,6 +194,8 @@ class _Prefilled:
         self.runner.selector = selector
         nll = [[] for _ in self.tasks]
         argmax = [[] for _ in self.tasks]
+        per_step_events = []
+        sink = getattr(selector, "_sink", None)
         steps = max(len(t.feed) for t in self.tasks)
         for s in range(steps):
             active = [i for i, t in enumerate(self.tasks) if s < len(t.feed)]
@@ -203,9 +210,16 @@ class _Prefilled:
                 argmax[i].append(int(top[r]))
             if selector is not None:
                 selector.take_summary()
+            if sink is not None:
+                per_step_events.append(sink.drain())
             if bar is not None:
                 bar.update(1)
-        return nll, argmax
+        return nll, argmax, per_step_events
+
+    @property
+    def page_bytes(self) -> int:
+        k = self.runner.kv.k_caches[0]
+        return 2 * k[0].numel() * k.element_size()
 
 
 def _score(tasks, nll, argmax, dense_argmax) -> dict:
@@ -240,7 +254,37 @@ def _make_selector(policy: str, budget: str | None, spec: EvalSpec) -> PageSelec
     params = {"budget": budget, "dense_layers": spec.dense_layers}
     if policy == "adaptive":
         params["top_p"] = spec.top_p  # the budget is its cap
-    return PageSelector(policy, stats=True, **params)
+    # query-aware policies keep their per-head events for the offline tier replay
+    sink = EventSink() if policy in TIER_POLICIES_EVALUATED and spec.tier_factors else None
+    return PageSelector(policy, stats=True, sink=sink, **params)
+
+
+def replay_tiers(per_step_events, mean_pages: float, page_bytes: int, factors) -> list[dict]:
+    """Replays a run's selections through two-tier caches of `factor x` the mean
+    selected pages per (sequence, layer), LRU and LFU side by side. Residency is
+    accounting only, so one decode run serves every tier configuration."""
+    from ..kv.tiers import TIER_POLICIES, TieredPageCache
+    steps = []
+    for evs in per_step_events:
+        union: dict[tuple[int, int], tuple[int, set]] = {}
+        for e in evs:
+            n, pages = union.setdefault((e.seq_id, e.layer), (len(e.scores), set()))
+            pages.update(e.pages)
+        steps.append(union)
+    rows = []
+    seqs = {k[0] for st in steps for k in st} or {0}
+    for f in factors:
+        cap = max(1, math.ceil(f * mean_pages))
+        for pol in TIER_POLICIES:
+            t = TieredPageCache(cap, pol)
+            for st in steps:
+                for (seq, layer), (n, pages) in st.items():
+                    t.access(seq, layer, n, sorted(pages), page_bytes)
+            c = t.totals
+            rows.append({"factor": f, "tier_pages": cap, "tier_policy": pol, "hit_rate": c.hit_rate,
+                         "misses_per_step": c.misses / max(len(steps), 1),
+                         "mb_moved_per_seq_step": c.bytes_moved / 2**20 / max(len(steps), 1) / len(seqs)})
+    return rows
 
 
 def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progress: bool = True) -> list[RunResult]:
@@ -264,15 +308,17 @@ def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progr
             bar.set_postfix_str(f"block {bs}: {policy} {budget or ''}".strip())
             sel = _make_selector(policy, budget, spec)
             t0 = time.perf_counter()
-            nll, argmax = pre.run(None if policy == "dense" else sel, bar)
+            nll, argmax, events = pre.run(None if policy == "dense" else sel, bar)
             secs = time.perf_counter() - t0
             if policy == "dense":
                 dense_argmax = argmax
             sc = _score(tasks, nll, argmax, dense_argmax)
             st = _selection_stats(sel)
             per_layer = st.pop("per_layer_mass_recall", None)
-            r = RunResult(policy=policy, budget=budget, block_size=bs, seconds=secs, **sc, **st,
-                          extra={"per_layer_mass_recall": per_layer} if per_layer else {})
+            extra = {"per_layer_mass_recall": per_layer} if per_layer else {}
+            if events and st["mean_pages"]:
+                extra["tiers"] = replay_tiers(events, st["mean_pages"], pre.page_bytes, spec.tier_factors)
+            r = RunResult(policy=policy, budget=budget, block_size=bs, seconds=secs, **sc, **st, extra=extra)
             if policy == "dense":
                 dense = r
             if dense is not None and r.perplexity is not None:
@@ -344,6 +390,21 @@ def markdown_table(results: list[RunResult]) -> str:
             f"{_fmt(r.passkey_vs_dense, pct=True)} | {_fmt(r.agreement)} | {_fmt(r.mass_recall)} | "
             f"{_fmt(r.selection_recall)} | {100 * r.pages_frac:.1f}% | {r.bound_violations} |")
     return "\n".join(lines)
+
+
+def tier_table(results: list[RunResult]) -> str:
+    """LRU vs LFU on the same selections (replayed), per run that recorded them."""
+    lines = ["| block | policy | budget | fast-tier pages | LRU hit rate | LFU hit rate | "
+             "LRU MiB/seq/step | LFU MiB/seq/step |", "|" + "---|" * 8]
+    for r in results:
+        rows = r.extra.get("tiers") or []
+        for f in dict.fromkeys(x["factor"] for x in rows):
+            by = {x["tier_policy"]: x for x in rows if x["factor"] == f}
+            lru, lfu = by["lru"], by["lfu"]
+            lines.append(f"| {r.block_size} | {r.policy} | {r.budget} | {lru['tier_pages']} ({f:g}x) | "
+                         f"{lru['hit_rate']:.3f} | {lfu['hit_rate']:.3f} | {lru['mb_moved_per_seq_step']:.3f} | "
+                         f"{lfu['mb_moved_per_seq_step']:.3f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
@@ -421,6 +482,8 @@ def add_parser(subparsers):
     p.add_argument("--passkey-samples", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None, help="adaptive policy's mass target (default 0.9)")
     p.add_argument("--dense-layers", type=int, default=None, help="first layers left dense (default 2)")
+    p.add_argument("--tier-factors", default=None,
+                   help="fast-tier sizes to replay, as multiples of the mean pages selected (default 2,4; '' = none)")
     p.add_argument("--data-dir", default=None, help="train-lm corpus folder with heldout_docs.npy")
     p.add_argument("--heldout-frac", type=float, default=0.05, help="the training run's held-out fraction")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -446,6 +509,8 @@ def spec_from_args(args) -> EvalSpec:
         spec.budgets = _csv("--budgets", args.budgets, str)
     if args.block_sizes:
         spec.block_sizes = _csv("--block-sizes", args.block_sizes, int)
+    if args.tier_factors is not None:
+        spec.tier_factors = _csv("--tier-factors", args.tier_factors, float)
     for name in ("context", "decode_tokens", "text_samples", "passkey_samples", "top_p", "dense_layers"):
         v = getattr(args, name)
         if v is not None:
@@ -473,7 +538,10 @@ def run(args) -> int:
     wall = time.perf_counter() - t0
     verdicts = check_targets(results)
     table = markdown_table(results)
+    tiers = tier_table(results)
     print(table)
+    if tiers:
+        print("\nTwo-tier page cache (selections replayed; residency accounting, no copies):\n" + tiers)
     for v in verdicts:
         met = {True: "met", False: "MISSED", None: "reported"}[v["met"]]
         print(f"- {v['target']} (block {v['block_size']}): {met}: {json.dumps(v['value'])}")
@@ -489,7 +557,13 @@ def run(args) -> int:
                  f"Machine: {info['machine']}; text: {source}; context {spec.context}, "
                  f"{spec.text_samples} text x {spec.decode_tokens} decode tokens, {spec.passkey_samples} pass-key "
                  f"samples; first {spec.dense_layers} layers dense; adaptive top_p {spec.top_p} (budget = its cap). "
-                 f"Wall time {wall:.0f} s.", "", table, "", "## Targets", ""]
+                 f"Wall time {wall:.0f} s.", "", table, ""]
+        if tiers:
+            lines += ["## Two-tier page cache", "",
+                      "Each run's selections (union over kv-heads per sequence and layer) replayed through a "
+                      "fast tier of the given size per (sequence, layer); a miss fetches one page (K+V, all "
+                      "kv-heads, cache dtype). Residency accounting: nothing is copied.", "", tiers, ""]
+        lines += ["## Targets", ""]
         for v in verdicts:
             met = {True: "met", False: "**missed**", None: "reported"}[v["met"]]
             lines.append(f"- {v['target']} (block {v['block_size']}): {met} - `{json.dumps(v['value'])}`")

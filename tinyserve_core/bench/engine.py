@@ -61,13 +61,12 @@ def _machine(device: torch.device) -> str:
 
 
 def _prompts(tokenizer, n: int, length: int, seed: int) -> list[list[int]]:
-    """Real text prompts of exactly `length` tokens, cut from the shipped prompt corpus."""
+    """Real-text prompts of exactly `length` tokens from the shipped prompt corpus."""
     from ..engine import workloads
-    text = workloads.load_text_corpus(None)
-    ids = tokenizer.encode(text[: 400 * length * 8])
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, max(1, len(ids) - length - 1), size=n)
-    return [ids[s: s + length] for s in starts]
+    from ..engine.config import EngineConfig
+    cfg = EngineConfig(workload="static", requests=n, prompt_dist="fixed", prompt_len=length,
+                       prompt_len_max=length, seed=seed)
+    return [list(w.prompt_token_ids) for w in workloads.from_engine_config(cfg, tokenizer)]
 
 
 def _hf_model(model_dir: str, device: torch.device, dtype: torch.dtype):

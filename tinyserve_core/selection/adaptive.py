@@ -51,9 +51,12 @@ class AdaptivePolicy(Policy):
         p = self.params
         if ctx.layer_idx < p.dense_layers:
             return EXEMPT
+        M = ctx.block_tables.shape[1]
+        if p.top_p >= 1.0 and p.budget.covers(M, ctx.block_size):
+            return Selection(None)
         scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
                                      ctx.scale, ctx.block_size)  # [B, Hkv, M]
-        B, H, M = scores.shape
+        B, H, _ = scores.shape
         n = ctx.num_pages()
         logits = scores + tokens_per_page(ctx.seq_lens, M, ctx.block_size).float().log()[:, None, :]
         prob = torch.softmax(logits, dim=-1)
@@ -71,6 +74,6 @@ class AdaptivePolicy(Policy):
         k = need.clamp(max=hi)
         k = torch.maximum(torch.maximum(k, lo), nf)
         k = torch.minimum(k, n[:, None])
-        if bool((k >= n[:, None]).all()):
-            return Selection(None, scores=scores, budget_pages=k, entropy=entropy)
-        return Selection(take_top(keys, k), scores=scores, budget_pages=k, entropy=entropy)
+        kmax = max(p.budget.max_pages(M, ctx.block_size), p.min_budget.max_pages(M, ctx.block_size),
+                   p.sink_pages + 1)
+        return Selection(take_top(keys, k, kmax), scores=scores, budget_pages=k, entropy=entropy)

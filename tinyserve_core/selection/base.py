@@ -125,13 +125,14 @@ def forced_pages(num_pages: torch.Tensor, max_pages: int, sink_pages: int) -> to
     return ((p[None, :] == n - 1) | (p[None, :] < sink_pages)) & (p[None, :] < n)
 
 
-def take_top(keys: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """The k[b,h] highest-key pages of each row, as int32 [B, H, max k] logical page
-    numbers in ascending order with -1 padding. Callers guarantee k <= pages whose key
-    is > -inf, so padding pages never get picked."""
+def take_top(keys: torch.Tensor, k: torch.Tensor, kmax: int) -> torch.Tensor:
+    """The k[b,h] highest-key pages of each row, as int32 [B, H, kmax] logical page
+    numbers in ascending order with -1 padding. `kmax` >= every k is a host-side
+    bound (no device sync). Callers guarantee k <= pages whose key is > -inf, so
+    padding pages never get picked."""
     B, H, M = keys.shape
-    kmax = int(k.max()) if k.numel() else 0
-    if kmax == 0:
+    kmax = min(kmax, M)
+    if kmax <= 0:
         return torch.full((B, H, 0), -1, dtype=torch.int32, device=keys.device)
     idx = torch.topk(keys, kmax, dim=-1, sorted=True).indices
     rank = torch.arange(kmax, device=keys.device)

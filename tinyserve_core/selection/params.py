@@ -83,6 +83,17 @@ class Budget:
         # the epsilon keeps 0.125 * 128 at 16, not 17, after float rounding
         return torch.ceil(n.double() * self.fraction - 1e-9).long()
 
+    def max_pages(self, max_context_pages: int, block_size: int) -> int:
+        """Host-side upper bound of `pages()` for contexts of at most
+        `max_context_pages` pages: sizes outputs without a device sync."""
+        if self.tokens is not None:
+            return -(-self.tokens // block_size)
+        return math.ceil(max_context_pages * self.fraction - 1e-9)
+
+    def covers(self, max_context_pages: int, block_size: int) -> bool:
+        """True when every context of at most that many pages fits the budget whole."""
+        return self.max_pages(max_context_pages, block_size) >= max_context_pages
+
     def __str__(self) -> str:
         if self.tokens is not None:
             return str(self.tokens)

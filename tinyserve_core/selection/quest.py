@@ -38,15 +38,17 @@ class QuestPolicy(Policy):
         p = self.params
         if ctx.layer_idx < p.dense_layers:
             return EXEMPT
+        M = ctx.block_tables.shape[1]
+        if p.budget.covers(M, ctx.block_size):  # decided on the host: no sync, exact dense
+            return Selection(None)
         scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
                                      ctx.scale, ctx.block_size)  # [B, Hkv, M]
-        B, H, M = scores.shape
+        B, H, _ = scores.shape
         n = ctx.num_pages()
         forced = forced_pages(n, M, p.sink_pages)
         k = torch.maximum(p.budget.pages(ctx.seq_lens, ctx.block_size), forced.sum(-1))
         k = torch.minimum(k, n)
         budget = k[:, None].expand(B, H)
-        if bool((k >= n).all()):
-            return Selection(None, scores=scores, budget_pages=budget)
+        kmax = max(p.budget.max_pages(M, ctx.block_size), p.sink_pages + 1)
         keys = scores.masked_fill(forced[:, None, :], float("inf"))
-        return Selection(take_top(keys, budget), scores=scores, budget_pages=budget)
+        return Selection(take_top(keys, budget, kmax), scores=scores, budget_pages=budget)

@@ -33,17 +33,18 @@ class StreamingPolicy(Policy):
         p = self.params
         if ctx.layer_idx < p.dense_layers:
             return EXEMPT
+        M = ctx.block_tables.shape[1]
+        if p.budget.covers(M, ctx.block_size):
+            return Selection(None)
         n = ctx.num_pages()
         B, H = n.shape[0], ctx.num_kv_heads
-        M = ctx.block_tables.shape[1]
         forced = forced_pages(n, M, p.sink_pages)
         k = torch.minimum(torch.maximum(p.budget.pages(ctx.seq_lens, ctx.block_size), forced.sum(-1)), n)
         budget = k[:, None].expand(B, H)
-        if bool((k >= n).all()):
-            return Selection(None, budget_pages=budget)
         # recency is the key: later pages rank higher, sinks above all, padding never
         pos = torch.arange(M, device=n.device, dtype=torch.float32)[None, :].expand(B, M)
         pos = pos.masked_fill(pos >= n[:, None].float(), float("-inf"))
         pos = pos.masked_fill(forced, float("inf"))
         keys = pos[:, None, :].expand(B, H, M)
-        return Selection(take_top(keys, budget), budget_pages=budget)
+        kmax = max(p.budget.max_pages(M, ctx.block_size), p.sink_pages + 1)
+        return Selection(take_top(keys, budget, kmax), budget_pages=budget)

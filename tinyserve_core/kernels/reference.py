@@ -43,12 +43,12 @@ def reshape_and_cache(
     v_cache[blocks, offsets] = value[valid].to(v_cache.dtype)
     if meta is None:
         return
-    touched = torch.unique(blocks)
-    for b in touched.tolist():
-        last = int(offsets[blocks == b].max())
-        keys = k_cache[b, : last + 1].float()  # [o+1, Hkv, D]
-        meta[b, 0] = keys.amin(dim=0).to(meta.dtype)
-        meta[b, 1] = keys.amax(dim=0).to(meta.dtype)
+    touched, which = torch.unique(blocks, return_inverse=True)
+    last = torch.full_like(touched, -1).scatter_reduce_(0, which, offsets, "amax")  # highest offset per page
+    keys = k_cache[touched].float()  # [U, block_size, Hkv, D]
+    inside = (torch.arange(block_size, device=keys.device)[None, :] <= last[:, None])[:, :, None, None]
+    meta[touched, 0] = keys.masked_fill(~inside, float("inf")).amin(dim=1).to(meta.dtype)
+    meta[touched, 1] = keys.masked_fill(~inside, float("-inf")).amax(dim=1).to(meta.dtype)
 
 
 def _gather_context(k_cache, v_cache, block_table_row, seq_len):
@@ -83,7 +83,49 @@ def paged_decode_attention(
 ) -> torch.Tensor:
     """One query token per sequence attends over its paged context (GQA: query head
     h uses kv-head h // (Hq // Hkv)). With page_indices, each (sequence, kv-head)
-    attends only over the tokens of its selected pages. Returns [B, Hq, D]."""
+    attends only over the tokens of its selected pages; a head with no selected token
+    outputs zeros. Returns [B, Hq, D].
+
+    Same results as `_paged_decode_attention_loop` (the one-sequence-at-a-time spec),
+    computed for the whole batch at once: the contexts are gathered into one padded
+    [B, T] tensor and positions past each sequence's length are masked."""
+    B, Hq, D = query.shape
+    num_blocks, block_size, Hkv, _ = k_cache.shape
+    group = Hq // Hkv
+    n_pages = (int(seq_lens.max()) + block_size - 1) // block_size
+    T = n_pages * block_size
+    # Table entries past a sequence's length are padding and may hold any value.
+    ids = block_tables[:, :n_pages].long().clamp(0, num_blocks - 1).flatten()
+    # Gather whole pages as rows of a 2-D view: a plain row copy, much faster on CPU
+    # than indexing the 4-D cache.
+    k = k_cache.view(num_blocks, -1).index_select(0, ids).view(B, T, Hkv, D).transpose(1, 2).float()
+    v = v_cache.view(num_blocks, -1).index_select(0, ids).view(B, T, Hkv, D).transpose(1, 2).float()
+    pos = torch.arange(T, device=query.device)
+    mask = (pos[None, :] < seq_lens.to(pos.device).long()[:, None])[:, None, :]  # [B, 1, T]
+    if page_indices is not None:
+        sel = page_indices.long()
+        sel = torch.where((sel >= 0) & (sel < n_pages), sel, n_pages)  # pads -> a dropped column
+        page_mask = torch.zeros(B, Hkv, n_pages + 1, dtype=torch.bool, device=query.device)
+        page_mask.scatter_(2, sel, True)
+        mask = mask & page_mask[..., :n_pages].repeat_interleave(block_size, dim=2)
+    # The group's query heads act as SDPA's query rows over their shared kv-head.
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.float().view(B, Hkv, group, D), k, v, attn_mask=mask[:, :, None, :], scale=scale)
+    # A fully masked row (no selected token) must give zeros on every SDPA backend.
+    return torch.nan_to_num(out, nan=0.0).reshape(B, Hq, D).to(query.dtype)
+
+
+def _paged_decode_attention_loop(
+    query: torch.Tensor,         # [B, Hq, D]
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,  # [B, max_blocks] int32
+    seq_lens: torch.Tensor,      # [B] int32
+    scale: float,
+    page_indices: torch.Tensor | None = None,  # [B, Hkv, max_sel] int32, -1 pad
+) -> torch.Tensor:
+    """The spec of paged_decode_attention, one sequence at a time: tests use it as the
+    oracle for the batched reference and the CUDA kernel."""
     B, Hq, D = query.shape
     Hkv = k_cache.shape[2]
     group = Hq // Hkv

@@ -29,6 +29,17 @@ def _no_timer(_name: str):
     return _NO_TIMER
 
 
+def sdpa(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
+    """SDPA over [..., H, T, D] with grouped kv heads. On CPU the kv heads are repeated:
+    torch's CPU enable_gqa path is several times slower than attention on repeated heads."""
+    groups = q.shape[-3] // k.shape[-3]
+    gqa = groups > 1
+    if gqa and q.device.type == "cpu":
+        k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
+        gqa = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=gqa)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
@@ -82,9 +93,7 @@ class LlamaAttention(nn.Module):
     def forward_dense(self, x, cos, sin):
         B, T, _ = x.shape
         q, k, v = self.qkv(x, cos, sin)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-            scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads)
+        out = sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, True, self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -226,7 +235,6 @@ def _prefill_attention(attn: LlamaAttention, q, k, v, k_cache, v_cache, batch: P
     The linear layers ran packed; attention goes sequence by sequence because each has
     its own length and prefix (a loop over sequences, never over tokens or heads)."""
     out = torch.empty_like(q)
-    gqa = attn.num_heads != attn.num_kv_heads
     block_size = k_cache.shape[1]
     for b in range(len(batch.query_start) - 1):
         s, e = batch.query_start[b], batch.query_start[b + 1]
@@ -242,8 +250,6 @@ def _prefill_attention(attn: LlamaAttention, q, k, v, k_cache, v_cache, batch: P
             T, L = e - s, nc + e - s
             mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(diagonal=nc)
             causal = False
-        o = F.scaled_dot_product_attention(
-            qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1), attn_mask=mask,
-            is_causal=causal, scale=attn.scale, enable_gqa=gqa)
+        o = sdpa(qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1), mask, causal, attn.scale)
         out[s:e] = o.transpose(0, 1)
     return out

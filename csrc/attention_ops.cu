@@ -41,10 +41,10 @@ int decode_ctas_per_sm() {
 
 // Flash-decoding split count: enough CTAs to fill every resident slot of the GPU when
 // batch x kv-heads alone cannot, chosen to minimise (waves x tiles per split), with at
-// least 4 tiles per warp in a split so the merge stays negligible.
+// least 2 tiles per warp in a split so the merge stays negligible.
 int plan_splits(int64_t units, int64_t max_tokens, int slots) {
   const int64_t tiles = std::max<int64_t>(1, (max_tokens + kDecodeTile - 1) / kDecodeTile);
-  const int64_t max_splits = std::max<int64_t>(1, std::min<int64_t>(256, tiles / (4 * kDecodeWarps)));
+  const int64_t max_splits = std::max<int64_t>(1, std::min<int64_t>(256, tiles / (2 * kDecodeWarps)));
   int64_t best = 1;
   double best_cost = 1e300;
   for (int64_t s = 1; s <= max_splits; ++s) {

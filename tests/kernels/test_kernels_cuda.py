@@ -113,7 +113,7 @@ def test_sparse_with_all_pages_equals_dense(cuda_ops, gen, dtype, bs):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("bs", [8, 16, 128])
+@pytest.mark.parametrize("bs", [8, 16, 24, 128])  # 24: a block size that is no power of 2
 def test_sparse_subset_matches_reference(cuda_ops, gen, dtype, bs):
     seq_lens = [3000, 700, 40, 5]
     hkv, hq, d = 2, 16, 64
@@ -218,7 +218,8 @@ def test_page_scores_reference_and_exact_bound(cuda_ops, gen, dtype, head_dim, b
     assert out.shape == ref.shape and out.dtype == torch.float32
     fin = torch.isfinite(ref)
     assert torch.equal(fin, torch.isfinite(out)) and (out[~fin] == float("-inf")).all()
-    torch.testing.assert_close(out[fin], ref[fin], rtol=1e-5, atol=1e-4)
+    # rounding toward +inf sits a few ulps above the reference's round-to-nearest sum
+    torch.testing.assert_close(out[fin], ref[fin], rtol=1e-4, atol=1e-3)
     # the bound is never below the true max logit of any key in the page, exactly (fp64)
     g = hq // hkv
     violations = 0

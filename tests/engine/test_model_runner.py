@@ -184,3 +184,24 @@ def test_kv_cache_sizes_and_validation():
         KVCache(1, 0, 16, 1, 8)
     with pytest.raises(ValueError, match="out of range"):
         kv.copy_blocks([(0, 10)])
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 0.15)])
+def test_runner_on_cuda_matches_dense(dtype, tol):
+    model = tiny_model().to("cuda", dtype)
+    runner = ModelRunner(model, 32, BS, device="cuda", dtype=dtype)
+    seqs = [toks(9, 20), toks(14, 21)]
+    tables = [[3, 7, 1], [0, 2, 4, 6]]
+    runner.prefill([PrefillItem(i, s[:-1], 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    runner.profile = True
+    logits = runner.decode([DecodeItem(i, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    assert logits.device.type == "cuda" and logits.dtype == torch.float32
+    assert runner.last_timings["total"] > 0 and runner.last_timings["attention"] > 0
+    for i, s in enumerate(seqs):
+        ref = dense_last(model, s).float()
+        assert (logits[i] - ref).abs().max().item() < tol * max(1.0, ref.abs().max().item())

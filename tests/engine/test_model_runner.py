@@ -163,6 +163,18 @@ def test_prefix_hit_reads_cached_pages(model):
     assert torch.allclose(logits[0], dense_last(model, b), atol=TOL)
 
 
+def test_chunked_prefill_continues_inside_a_block(model):
+    """num_cached need not be a block multiple (chunked prefill): the second chunk
+    starts mid-page and the page bounds cover both chunks' keys."""
+    runner = ModelRunner(model, 16, BS)
+    s = toks(15, 15)
+    runner.prefill([PrefillItem(0, s[:6], 0, [9, 2])])
+    logits = runner.prefill([PrefillItem(0, s, 6, [9, 2, 5, 11])])
+    assert torch.allclose(logits[0], dense_last(model, s), atol=TOL)
+    k, meta = runner.kv.k_caches[1], runner.kv.metas[1]
+    assert torch.equal(meta[2, 0], k[2].amin(0)) and torch.equal(meta[11, 1], k[11, :3].amax(0))
+
+
 def test_bad_items_rejected(model):
     runner = ModelRunner(model, 8, BS)
     with pytest.raises(ValueError, match="num_cached"):

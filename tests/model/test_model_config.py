@@ -60,6 +60,7 @@ def test_to_dict_is_read_by_transformers_identically():
     ({"rope_scaling": {"rope_type": "linear"}}, "rope_scaling.factor"),
     ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
                        "high_freq_factor": 1.0}}, "high_freq_factor"),
+    ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
     ({"model_type": "mistral", "sliding_window": 16, "max_position_embeddings": 64}, "sliding_window"),
 ])
 def test_bad_fields_named(change, field):

@@ -119,6 +119,12 @@ class ModelConfig:
         if mt == "qwen2" and d.get("use_sliding_window"):
             raise ModelLoadError(str(source), "use_sliding_window: sliding-window attention is not supported")
         rope_theta, rope_scaling = _rope_from_hf(d, source)
+        prf = d.get("partial_rotary_factor", 1.0)
+        if isinstance(rope_scaling, dict):
+            rope_scaling = dict(rope_scaling)
+            prf = rope_scaling.pop("partial_rotary_factor", prf)
+        if prf not in (None, 1, 1.0):
+            raise ModelLoadError(str(source), f"partial_rotary_factor: {prf} is not supported (only 1.0)")
         kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k not in ("rope_theta", "rope_scaling")}
         kwargs["rope_theta"] = rope_theta
         kwargs["rope_scaling"] = rope_scaling

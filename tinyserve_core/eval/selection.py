@@ -39,6 +39,7 @@ from ..selection.params import Budget
 
 ALL_POLICIES = ("dense", "quest", "adaptive", "streaming", "h2o")
 TIER_POLICIES_EVALUATED = ("quest", "adaptive")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FULL_BUDGETS = ("64", "128", "256", "512", "1/8", "1/4")
 
 
@@ -172,14 +173,14 @@ class _Prefilled:
     """One block size: a runner whose pages hold every task's prefill, and a snapshot
     of the caches to restore before each policy run."""
 
-    def __init__(self, model, tasks: list[_Task], block_size: int, device):
+    def __init__(self, model, tasks: list[_Task], block_size: int, device, dtype=torch.float32):
         from ..engine.model_runner import ModelRunner, PrefillItem
         need = [-(-(len(t.prefill) + len(t.feed)) // block_size) for t in tasks]
         self.tables, at = [], 0
         for n in need:
             self.tables.append(list(range(at, at + n)))
             at += n
-        self.runner = ModelRunner(model, at, block_size, device, torch.float32)
+        self.runner = ModelRunner(model, at, block_size, device, dtype)
         for i, t in enumerate(tasks):
             self.runner.prefill([PrefillItem(i, t.prefill, 0, self.tables[i])])
         kv = self.runner.kv
@@ -287,7 +288,8 @@ def replay_tiers(per_step_events, mean_pages: float, page_bytes: int, factors) -
     return rows
 
 
-def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progress: bool = True) -> list[RunResult]:
+def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progress: bool = True,
+             dtype: torch.dtype = torch.float32) -> list[RunResult]:
     spec.validate()
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and spec.context > max_pos:
@@ -301,7 +303,7 @@ def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progr
                disable=not progress)
     for bs in spec.block_sizes:
         bar.set_postfix_str(f"block {bs}: prefill")
-        pre = _Prefilled(model, tasks, bs, device)
+        pre = _Prefilled(model, tasks, bs, device, dtype)
         dense_argmax = None
         dense = None
         for policy, budget in configs:
@@ -487,6 +489,8 @@ def add_parser(subparsers):
     p.add_argument("--data-dir", default=None, help="train-lm corpus folder with heldout_docs.npy")
     p.add_argument("--heldout-frac", type=float, default=0.05, help="the training run's held-out fraction")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--dtype", default="float32", choices=tuple(DTYPES),
+                   help="model and KV cache dtype (the CUDA attention kernels serve fp16/bf16)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: these per-sequence ops are small, extra threads only spin)")
     p.add_argument("--seed", type=int, default=0)
@@ -531,10 +535,11 @@ def run(args) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device", "cuda requested but no CUDA device is available")
     model_dir = Path(args.model) if args.model else default_model_dir()
-    model, tok = load_model(model_dir, device=device)
+    dtype = DTYPES[args.dtype]
+    model, tok = load_model(model_dir, device=device, dtype=dtype)
     tokens, source = heldout_tokens(tok, args.data_dir, args.heldout_frac)
     t0 = time.perf_counter()
-    results = evaluate(model, tok, tokens, spec, device=device)
+    results = evaluate(model, tok, tokens, spec, device=device, dtype=dtype)
     wall = time.perf_counter() - t0
     verdicts = check_targets(results)
     table = markdown_table(results)
@@ -545,7 +550,8 @@ def run(args) -> int:
     for v in verdicts:
         met = {True: "met", False: "MISSED", None: "reported"}[v["met"]]
         print(f"- {v['target']} (block {v['block_size']}): {met}: {json.dumps(v['value'])}")
-    info = {"model": str(model_dir), "machine": machine(device), "device": device, "text_source": source,
+    info = {"model": str(model_dir), "machine": machine(device), "device": device, "dtype": args.dtype,
+            "text_source": source,
             "spec": asdict(spec), "wall_s": wall, "torch": torch.__version__}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,160 @@
+"""The bake: the trained field evaluated once at every grid corner (density, colour,
+class distribution), so interactive frames need no MLP, and the representation the
+planner, picking and object extents read from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tinyserve_core.scene.camera import Camera
+import torch.nn.functional as F
+
+from tinyserve_core.scene.field import (GridSpec, SemanticGridField, density_activation, occupancy_from_density,
+                                        sample_grid, trilinear_rows)
+from tinyserve_core.scene.volume import WEIGHT_EPS, empty_distance, render_fast
+from tinyserve_core.scene.weights import EMPTY_DENSITY, corner_mask
+
+BAKE_MIN_DENSITY = 0.02  # per voxel; below it a corner is air in the bake
+PREVIEW_WEIGHT_EPS = 0.03
+
+
+@dataclass
+class RenderResult:
+    """One rendered view; images are numpy [H, W, ...]. Depth is ray distance (metres)."""
+    rgb: np.ndarray  # float32 [H, W, 3] in [0, 1]
+    depth: np.ndarray  # float32 [H, W]
+    probs: np.ndarray  # float32 [H, W, K] class distribution (0 = background)
+    acc: np.ndarray  # float32 [H, W] opacity
+    camera: Camera
+
+    @property
+    def label(self) -> np.ndarray:
+        return self.probs.argmax(-1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs.max(-1)
+
+    @property
+    def entropy(self) -> np.ndarray:
+        p = np.clip(self.probs, 1e-8, 1.0)
+        return -(p * np.log(p)).sum(-1)
+
+
+@dataclass
+class ObjectExtent:
+    label: str
+    centroid: tuple[float, float, float]
+    bbox_min: tuple[float, float, float]
+    bbox_max: tuple[float, float, float]
+    voxels: int
+
+
+def as_result(out: dict[str, torch.Tensor], cam: Camera) -> RenderResult:
+    h, w = cam.height, cam.width
+    return RenderResult(out["rgb"].clamp(0, 1).reshape(h, w, 3).numpy(), out["depth"].reshape(h, w).numpy(),
+                        out["probs"].reshape(h, w, -1).numpy(), out["acc"].reshape(h, w).numpy(), cam)
+
+
+class Bake:
+    def __init__(self, grid: GridSpec, labels: list[str], density: torch.Tensor, appearance: torch.Tensor,
+                 occ: torch.Tensor, background=(1.0, 1.0, 1.0)):
+        self.grid = grid
+        self.labels = list(labels)
+        self.num_classes = len(labels)
+        self.density = density  # raw, [Z, Y, X]
+        self.app = appearance  # [Z, Y, X, 3 + K]: colour then class probabilities (channels last)
+        self.occ = occ  # cells [X-1, Y-1, Z-1]
+        self.dist = empty_distance(occ)
+        self.background = tuple(background)
+        self._extents: dict[str, ObjectExtent] | None = None
+        self._points: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    @torch.no_grad()
+    def from_field(cls, field: SemanticGridField, occ: torch.Tensor, labels: list[str], background=(1.0, 1.0, 1.0),
+                   min_density: float = BAKE_MIN_DENSITY) -> "Bake":
+        """Evaluate the MLP once per kept corner. Faint density (thin fog in front of
+        surfaces, invisible in renders) is cut, so the bake's occupancy hugs the surfaces
+        and a frame composites a few samples per ray instead of dozens."""
+        density = field.density.detach().clone()
+        density[F.softplus(density) < min_density] = EMPTY_DENSITY
+        occ = occ & occupancy_from_density(density, min_density)
+        keep = corner_mask(occ)
+        h = field.mlp(field.features[:, keep].T)
+        app = torch.zeros(*keep.shape, 3 + field.num_classes)
+        app[keep] = torch.cat([torch.sigmoid(h[:, :3]), torch.softmax(h[:, 3:], -1)], 1)
+        return cls(field.grid, labels, density, app, occ, background)
+
+    def sigma(self, x: torch.Tensor) -> torch.Tensor:
+        return density_activation(sample_grid(self.density[None], self.grid.normalize(x))[:, 0], self.grid.voxel)
+
+    def appearance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = trilinear_rows(self.app.view(-1, self.app.shape[-1]), self.grid, x)
+        p = a[:, 3:].clamp_min(0)
+        return a[:, :3], p / p.sum(-1, keepdim=True).clamp_min(1e-6)
+
+    def render(self, cam: Camera, preview: bool = True) -> RenderResult:
+        """A frame from the bake; preview=True drops the faintest samples' lookups."""
+        o, d = cam.rays()
+        return as_result(self.render_rays(o, d, preview), cam)
+
+    def render_rays(self, o: torch.Tensor, d: torch.Tensor, preview: bool = True) -> dict[str, torch.Tensor]:
+        return render_fast(self, self.dist, o, d, self.grid.voxel / 2, self.background,
+                           app_eps=PREVIEW_WEIGHT_EPS if preview else WEIGHT_EPS)
+
+    # ----- representation read-outs: points, occupancy, object extents -----
+    @torch.no_grad()
+    def corner_points(self, min_sigma: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grid corners denser than min_sigma (1/m): xyz [N, 3], rgb [N, 3], label [N]."""
+        sig = density_activation(self.density, self.grid.voxel)
+        zyx = torch.nonzero(sig > min_sigma)
+        xyz = torch.tensor(self.grid.lo) + zyx.flip(1).float() * self.grid.voxel
+        a = self.app[zyx[:, 0], zyx[:, 1], zyx[:, 2]]
+        return xyz.numpy(), a[:, :3].numpy(), a[:, 3:].argmax(1).numpy()
+
+    def density_grid(self) -> np.ndarray:
+        """Density [X, Y, Z] (1/m) at the grid corners, e.g. for marching cubes."""
+        return density_activation(self.density, self.grid.voxel).permute(2, 1, 0).numpy()
+
+    def solid(self, min_sigma: float = 5.0) -> np.ndarray:
+        """Corners [X, Y, Z] inside matter, the planner's obstacle map."""
+        return self.density_grid() > min_sigma
+
+    def object_points(self, min_sigma: float = 5.0) -> dict[str, np.ndarray]:
+        """Per object, the solid corners it labels, kept to the largest 26-connected blob:
+        corners never seen in training (inside solids, under the table) carry arbitrary
+        labels, and those stray specks must not move a centroid or a planning goal."""
+        if self._points is None:
+            from scipy import ndimage
+
+            xyz, _, lab = self.corner_points(min_sigma)
+            idx = np.rint((xyz - np.array(self.grid.lo)) / self.grid.voxel).astype(int)
+            vol = np.full(self.grid.shape, -1, dtype=np.int16)
+            vol[tuple(idx.T)] = lab
+            self._points = {}
+            for k, name in enumerate(self.labels):
+                if k == 0:
+                    continue
+                comp, n = ndimage.label(vol == k, structure=np.ones((3, 3, 3)))
+                if n == 0:
+                    self._points[name] = np.zeros((0, 3))
+                    continue
+                sizes = np.bincount(comp.ravel())
+                sizes[0] = 0
+                self._points[name] = np.array(self.grid.lo) + np.argwhere(comp == sizes.argmax()) * self.grid.voxel
+        return self._points
+
+    def extents(self) -> dict[str, ObjectExtent]:
+        """Per object, centroid and axis-aligned box of its solid corners."""
+        if self._extents is None:
+            self._extents = {}
+            for name, pts in self.object_points().items():
+                if len(pts):
+                    self._extents[name] = ObjectExtent(name, tuple(map(float, pts.mean(0))), tuple(map(float, pts.min(0))),
+                                                       tuple(map(float, pts.max(0))), int(len(pts)))
+        return self._extents

@@ -1,0 +1,179 @@
+"""Volume rendering with occupancy-grid empty-space skipping, shared by the trained field
+and its bake (anything with `sigma(x)` and `appearance(x) -> (rgb, probs)`).
+
+Samples are packed: only points in occupied cells are evaluated, and colour/semantics only
+where the compositing weight matters (two passes, as in nerfacc), so most of the work of a
+ray is the handful of samples at its first surface.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+from tinyserve_core.scene.field import GridSpec
+
+WEIGHT_EPS = 1e-4
+
+
+class RadianceField(Protocol):
+    grid: GridSpec
+    num_classes: int
+
+    def sigma(self, x: torch.Tensor) -> torch.Tensor: ...
+    def appearance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def ray_aabb(o: torch.Tensor, d: torch.Tensor, lo, hi) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit distances of rays through a box; far <= near means a miss."""
+    inv = 1.0 / torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
+    t1 = (torch.tensor(lo, dtype=o.dtype, device=o.device) - o) * inv
+    t2 = (torch.tensor(hi, dtype=o.dtype, device=o.device) - o) * inv
+    near = torch.minimum(t1, t2).max(dim=-1).values.clamp_min(0)
+    far = torch.maximum(t1, t2).min(dim=-1).values
+    return near, far
+
+
+def march(grid: GridSpec, occ: torch.Tensor, o: torch.Tensor, d: torch.Tensor, step: float,
+          generator: torch.Generator | None = None):
+    """Packed samples in occupied cells: (ray index, t) for each, plus near/far per ray."""
+    near, far = ray_aabb(o, d, grid.lo, grid.hi)
+    n = o.shape[0]
+    span = (far - near).clamp_min(0)
+    s = max(1, math.ceil(float(span.max()) / step)) if n else 1
+    dev = o.device
+    jitter = (torch.rand(n, 1, generator=generator, device=generator.device).to(dev) if generator is not None
+              else torch.full((n, 1), 0.5, device=dev))
+    t = near[:, None] + (torch.arange(s, dtype=o.dtype, device=dev)[None] + jitter) * step
+    inside = t < far[:, None]
+    ray_idx, k = inside.nonzero(as_tuple=True)
+    tk = t[ray_idx, k]
+    cell = grid.cell_index(o[ray_idx] + tk[:, None] * d[ray_idx])
+    keep = occ[cell[:, 0], cell[:, 1], cell[:, 2]]
+    return ray_idx[keep], k[keep], tk[keep], near, far, s
+
+
+def composite(sigma: torch.Tensor, ray_idx: torch.Tensor, k: torch.Tensor, n: int, s: int, step: float) -> torch.Tensor:
+    """Compositing weights of packed samples (front-to-back, skipped samples are empty)."""
+    tau = torch.zeros(n, s, dtype=sigma.dtype, device=sigma.device).index_put((ray_idx, k), sigma * step)
+    trans = torch.exp(-(torch.cumsum(tau, dim=1) - tau))
+    w = trans * (1 - torch.exp(-tau))
+    return w[ray_idx, k]
+
+
+def render_rays(field: RadianceField, occ: torch.Tensor, o: torch.Tensor, d: torch.Tensor, step: float,
+                background=(1.0, 1.0, 1.0), generator: torch.Generator | None = None,
+                ) -> dict[str, torch.Tensor]:
+    """rgb [N,3] over the background, depth [N] (expected ray distance, far where empty),
+    probs [N,K] (class 0 takes the empty remainder), acc [N]."""
+    n = o.shape[0]
+    ray_idx, k, t, near, far, s = march(field.grid, occ, o, d, step, generator)
+    pts = o[ray_idx] + t[:, None] * d[ray_idx]
+    w = composite(field.sigma(pts), ray_idx, k, n, s, step)
+    live = w.detach() > WEIGHT_EPS
+    ray_l, w_l = ray_idx[live], w[live]
+    rgb_s, probs_s = field.appearance(pts[live])
+    kw = {"dtype": w.dtype, "device": w.device}
+    acc = torch.zeros(n, **kw).index_add(0, ray_idx, w)
+    rgb = torch.zeros(n, 3, **kw).index_add(0, ray_l, w_l[:, None] * rgb_s)
+    probs = torch.zeros(n, field.num_classes, **kw).index_add(0, ray_l, w_l[:, None] * probs_s)
+    empty = (1 - acc).clamp_min(0)
+    probs = torch.cat([probs[:, :1] + empty[:, None], probs[:, 1:]], dim=1)
+    depth = torch.zeros(n, **kw).index_add(0, ray_idx, w * t) + empty * far.clamp_min(near)
+    bg = torch.tensor(background, **kw)
+    return {"rgb": rgb + empty[:, None] * bg, "depth": depth, "probs": probs, "acc": acc}
+
+
+@torch.no_grad()
+def render_chunked(field: RadianceField, occ: torch.Tensor, o: torch.Tensor, d: torch.Tensor, step: float,
+                   background=(1.0, 1.0, 1.0), chunk: int = 8192) -> dict[str, torch.Tensor]:
+    parts = [render_rays(field, occ, o[i:i + chunk], d[i:i + chunk], step, background) for i in range(0, o.shape[0], chunk)]
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+def empty_distance(occ: torch.Tensor) -> torch.Tensor:
+    """Per cell, the Euclidean distance (in cells) to the nearest occupied cell."""
+    from scipy.ndimage import distance_transform_edt
+
+    return torch.from_numpy(distance_transform_edt(~occ.numpy()).astype("float32"))
+
+
+def _trace_empty(grid: GridSpec, dist: torch.Tensor, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor,
+                 far: torch.Tensor, iters: int) -> None:
+    """Sphere tracing in place on t: a cell's distance to occupancy, less the cell diagonal
+    (the point may sit anywhere in its cell), is safe to skip. Rays that stop moving
+    leave the working set, so late iterations touch only grazing rays."""
+    flat = dist.reshape(-1)
+    nx, ny, nz = dist.shape
+    top = torch.tensor([nx - 1, ny - 1, nz - 1])
+    og = (o - torch.tensor(grid.lo)) / grid.voxel
+    live = torch.arange(t.numel())
+    for _ in range(iters):
+        ti = t[live]
+        c = torch.minimum((og[live] + ti[:, None] * d[live] / grid.voxel).long().clamp_min(0), top)
+        skip = (flat[(c[:, 0] * ny + c[:, 1]) * nz + c[:, 2]] - 1.75).clamp_min(0) * grid.voxel
+        ti = torch.minimum(ti + skip, far[live])
+        t[live] = ti
+        moving = (skip > 0) & (ti < far[live])
+        if not bool(moving.any()):
+            break
+        live = live[moving]
+
+
+@torch.no_grad()
+def render_fast(field: RadianceField, dist: torch.Tensor, o: torch.Tensor, d: torch.Tensor, step: float,
+                background=(1.0, 1.0, 1.0), window: int = 10, rounds: int = 8, max_trace: int = 16,
+                t_stop: float = 0.02, app_eps: float = WEIGHT_EPS) -> dict[str, torch.Tensor]:
+    """Interactive rendering: sphere-trace the empty-space distance field to each ray's
+    next occupied cell, composite a short window of samples there, and trace on only for
+    rays still transparent. Same outputs as render_rays.
+
+    Colour and classes are looked up only for samples with weight above app_eps; the
+    dropped weight is given to the kept samples of the same ray in proportion, so a
+    preview can trade a little edge fidelity for far fewer lookups."""
+    grid = field.grid
+    n, kc = o.shape[0], field.num_classes
+    near, far = ray_aabb(o, d, grid.lo, grid.hi)
+    vox = grid.voxel
+    t = near.clone()
+    trans = torch.ones(n)
+    rgb, probs, depth = torch.zeros(n, 3), torch.zeros(n, kc), torch.zeros(n)
+    active = torch.nonzero(far > near).squeeze(1)
+    offsets = (torch.arange(window, dtype=o.dtype) + 0.5) * step
+    for _ in range(rounds):
+        if active.numel() == 0:
+            break
+        oa, da, ta, fa = o[active], d[active], t[active], far[active]
+        _trace_empty(grid, dist, oa, da, ta, fa, max_trace)
+        keep = ta < fa
+        active, oa, da, ta, fa = active[keep], oa[keep], da[keep], ta[keep], fa[keep]
+        if active.numel() == 0:
+            break
+        ts = ta[:, None] + offsets[None]  # [A, W]
+        inside = ts < fa[:, None]
+        pts = (oa[:, None] + ts[..., None] * da[:, None]).reshape(-1, 3)
+        tau = torch.where(inside.reshape(-1), field.sigma(pts) * step, 0.0).view(-1, window)
+        tr = torch.exp(-(torch.cumsum(tau, 1) - tau)) * trans[active, None]
+        w = tr * (1 - torch.exp(-tau))
+        live = w.reshape(-1) > app_eps
+        lw = w.reshape(-1)[live]
+        ray_of = torch.arange(active.numel()).repeat_interleave(window)[live]
+        if app_eps > WEIGHT_EPS:
+            kept = torch.zeros(active.numel()).index_add_(0, ray_of, lw)
+            lw = lw * (w.sum(1) / kept.clamp_min(1e-8))[ray_of]
+        c_s, p_s = field.appearance(pts[live])
+        rgb.index_add_(0, active[ray_of], lw[:, None] * c_s)
+        probs.index_add_(0, active[ray_of], lw[:, None] * p_s)
+        depth.index_add_(0, active, (w * ts).sum(1))
+        trans[active] = tr[:, -1] * torch.exp(-tau[:, -1])
+        t[active] = ta + window * step
+        still = (trans[active] > t_stop) & (t[active] < fa)
+        active = active[still]
+    acc = 1 - trans
+    empty = trans
+    probs[:, 0] += empty
+    depth += empty * far.clamp_min(near)
+    rgb += empty[:, None] * torch.tensor(background, dtype=rgb.dtype)
+    return {"rgb": rgb, "depth": depth, "probs": probs, "acc": acc}

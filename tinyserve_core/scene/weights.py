@@ -1,0 +1,85 @@
+"""Compact weights of a trained field: only grid corners of cells that a training view can
+see are stored (fp16), so a room at 2.5 cm voxels ships in a few MB.
+
+Format: safetensors with `keep` and `occupancy` bitmasks (numpy packbits), `density`
+[M] and `features` [M, F] for the kept corners, the MLP tensors, and JSON metadata
+(grid, labels, training config and metrics)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+
+from tinyserve_core.errors import ModelLoadError
+from tinyserve_core.scene.field import GridSpec, SemanticGridField
+from tinyserve_core.scene.spec import SCENES_DIR, SceneSpec
+
+EMPTY_DENSITY = -10.0  # far below the occupancy threshold: dropped corners render as air
+FORMAT = "tinyserve-semantic-grid/1"
+
+
+def weights_path(spec: SceneSpec) -> Path:
+    base = Path(spec.path).parent if spec.path else SCENES_DIR
+    return base / f"{spec.name}.weights.safetensors"
+
+
+def corner_mask(occ: torch.Tensor) -> torch.Tensor:
+    """Grid corners [Z, Y, X] touched by an occupied cell (occ is [X-1, Y-1, Z-1])."""
+    cells = occ.permute(2, 1, 0).float()[None, None]
+    return F.max_pool3d(F.pad(cells, (1, 1, 1, 1, 1, 1)), 2, stride=1)[0, 0] > 0
+
+
+def save_weights(path: Path, field: SemanticGridField, occ: torch.Tensor, spec: SceneSpec, stats: dict) -> int:
+    keep = corner_mask(occ)
+    tensors = {
+        "keep": np.packbits(keep.numpy().reshape(-1)),
+        "occupancy": np.packbits(occ.numpy().reshape(-1)),
+        "density": field.density.detach()[keep].half().numpy(),
+        "features": field.features.detach()[:, keep].T.contiguous().half().numpy(),
+    }
+    for name, p in field.mlp.state_dict().items():
+        tensors[f"mlp.{name}"] = p.detach().float().numpy()
+    g = field.grid
+    meta = {"format": FORMAT, "scene": spec.name, "labels": spec.labels,
+            "grid": {"lo": g.lo, "hi": g.hi, "voxel": g.voxel},
+            "feat_dim": field.features.shape[0], "hidden": field.mlp[0].out_features, "stats": stats}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"tinyserve": json.dumps(meta)})
+    return path.stat().st_size
+
+
+def load_weights(path: Path, spec: SceneSpec | None = None) -> tuple[SemanticGridField, torch.Tensor, dict]:
+    """(field, occupancy, metadata); errors name the file and what is wrong with it."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(str(path), "no trained weights here; run `tinyserve train-scene` first")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads((f.metadata() or {}).get("tinyserve", "{}"))
+        t = load_file(str(path))
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise ModelLoadError(str(path), f"not a readable weights file ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise ModelLoadError(str(path), f"format {meta.get('format')!r}, expected {FORMAT!r}")
+    if spec is not None and meta["labels"] != spec.labels:
+        raise ModelLoadError(str(path), f"trained for labels {meta['labels']}, scene {spec.name!r} has {spec.labels}")
+    g = meta["grid"]
+    grid = GridSpec(tuple(g["lo"]), tuple(g["hi"]), g["voxel"])
+    field = SemanticGridField(grid, len(meta["labels"]), meta["feat_dim"], meta["hidden"])
+    nx, ny, nz = grid.shape
+    keep = torch.from_numpy(np.unpackbits(t["keep"])[: nx * ny * nz].astype(bool)).view(nz, ny, nx)
+    occ = torch.from_numpy(np.unpackbits(t["occupancy"])[: (nx - 1) * (ny - 1) * (nz - 1)].astype(bool))
+    with torch.no_grad():
+        field.density.fill_(EMPTY_DENSITY)
+        field.density[keep] = torch.from_numpy(t["density"]).float()
+        field.features.zero_()
+        field.features[:, keep] = torch.from_numpy(t["features"]).float().T
+        field.mlp.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in t.items() if k.startswith("mlp.")})
+    return field, occ.view(nx - 1, ny - 1, nz - 1), meta

@@ -178,3 +178,28 @@ def test_h2o_evictions_are_permanent(make_kv):
         later = _sets(pol.select(_ctx(kv, tables, lens, torch.randn(1, 4, 16))).page_indices)[0]
         for a, b in zip(first, later):
             assert b <= a
+
+
+def test_adaptive_is_exact_top_p_when_the_bound_is_tight(make_kv):
+    """Keys constant within each page make the bound equal every logit, so the
+    estimate is the true page mass: the choice must be the smallest set (page being
+    written first, then by mass) whose true mass reaches top_p."""
+    def keys(layer, b, L, H, D, g):
+        per_page = torch.randn((L + 7) // 8, H, D, generator=g) * 0.7
+        return per_page.repeat_interleave(8, dim=0)[:L]
+    kv, tables, lens = make_kv([203, 96], num_kv_heads=2, block_size=8, key_fn=keys)
+    q = torch.randn(2, 2, 16)  # one query head per kv-head: no group max
+    out = make_policy("adaptive", top_p=0.8, budget=1.0, dense_layers=0).select(_ctx(kv, tables, lens, q))
+    from tinyserve_core.selection.oracle import attention_logits, context_keys, page_mass
+    for b, L in enumerate(lens.tolist()):
+        n = (L + 7) // 8
+        mass = page_mass(attention_logits(q[b], context_keys(kv.k_caches[0], tables[b], L), 0.25), 8)
+        for h in range(2):
+            order = [n - 1] + [int(p) for p in torch.argsort(mass[h], descending=True) if int(p) != n - 1]
+            cum, want = 0.0, set()
+            for p in order:
+                want.add(p)
+                cum += float(mass[h, p])
+                if cum >= 0.8 - 1e-6:
+                    break
+            assert _sets(out.page_indices)[b][h] == want

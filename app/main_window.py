@@ -34,7 +34,8 @@ def last_config(settings: QSettings) -> EngineConfig | None:
 
 class MainWindow(QMainWindow):
     def __init__(self, config: EngineConfig | None = None, *, factory=default_simulation_factory,
-                 settings: QSettings | None = None, restore_layout: bool = True):
+                 settings: QSettings | None = None, restore_layout: bool = True,
+                 engine_mode: str = "process"):
         super().__init__()
         self.settings = settings if settings is not None else default_settings()
         if config is None:
@@ -44,7 +45,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.setCentralWidget(self.tabs)
-        self.serving = ServingTab(config, factory=factory)
+        self.serving = ServingTab(config, factory=factory, engine_mode=engine_mode)
         self.add_tab(self.serving, "Serving")
         self.serving.status_message.connect(self._status)
         self._build_menus()

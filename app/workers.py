@@ -1,229 +1,205 @@
-"""The engine's thread. The GUI never touches the engine directly: it sends commands
-(thread-safe methods below) and pulls the newest Snapshot on its own timer, so a
-step's thousands of events never become thousands of Qt signals.
-
-Only rare things are signals: the engine is ready, it failed, its state changed."""
+"""The GUI's handle on the engine. The engine loop (serving/engine_host.py) runs in a
+child process by default, so its Python work never holds the GUI thread's GIL; a
+thread transport exists for tests and debugging. The GUI sends commands (the
+thread-safe methods below) and pulls the newest Snapshot on its own timer; only rare
+things become Qt signals: the engine is ready, it failed, its state changed."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import queue
+import sys
 import threading
-import time
-import traceback
 from typing import Any, Callable
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, QThread, Signal
 
 from tinyserve_core.engine.config import EngineConfig
 
-from .serving.snapshot import Snapshot, SnapshotBuilder
+from .serving.engine_host import EngineHost, child_main, default_simulation_factory
+from .serving.snapshot import Snapshot
+
+__all__ = ["EngineWorker", "default_simulation_factory"]
 
 
-def default_simulation_factory(config: EngineConfig):
-    from tinyserve_core.engine.simulate import Simulation
-    return Simulation(config)
+class _Reader(QThread):
+    """Receives the engine process's messages (blocking recv releases the GIL)."""
+
+    def __init__(self, conn, deliver, on_eof):
+        super().__init__()
+        self.conn, self.deliver, self.on_eof = conn, deliver, on_eof
+
+    def run(self):
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                self.on_eof()
+                return
+            self.deliver(msg)
 
 
-class EngineWorker(QThread):
+class _HostThread(QThread):
+    """The same loop in a thread of this process."""
+
+    def __init__(self, host: EngineHost, cmds: queue.Queue, wake: threading.Event):
+        super().__init__()
+        self.host, self.cmds, self.wake = host, cmds, wake
+
+    def run(self):
+        h = self.host
+        while not h.quit:
+            try:
+                while True:
+                    h.command(self.cmds.get_nowait())
+            except queue.Empty:
+                pass
+            if h.quit:
+                break
+            block = h.iterate()
+            if block > 0:
+                self.wake.wait(block)
+                self.wake.clear()
+
+
+class EngineWorker(QObject):
     ready = Signal(dict)          # engine summary (model, backend, pool)
     failed = Signal(str, str)     # one-line message, details (traceback)
     state_changed = Signal(str)   # "loading" | "paused" | "running" | "done" | "error"
 
     def __init__(self, config: EngineConfig,
                  factory: Callable[[EngineConfig], Any] = default_simulation_factory,
-                 parent=None):
+                 mode: str = "process", parent=None):
         super().__init__(parent)
-        self._factory = factory
-        self._cmds: queue.Queue = queue.Queue()
-        self._wake = threading.Event()
-        self._quit = False
-        self.engine_lock = threading.Lock()   # held while stepping; exports take it briefly
-        self._snap_lock = threading.Lock()
-        self._latest: Snapshot | None = None
-        self._info_reply: tuple[int, dict] | None = None
-        self.sim = None
+        if mode not in ("process", "thread"):
+            raise ValueError(f"mode: must be 'process' or 'thread', got {mode!r}")
+        self.mode = mode
         self.config = config
-        self._pending_config: EngineConfig | None = config
         self.state = "loading"
         self.steps_done = 0
-        self.steps_per_s = 0.0                # 0 = as fast as the engine goes
-        self._single_steps = 0
-        self._running = False
-        self._selection_key = None
-        self._dirty = True
-        self._summary: dict = {}
-        self._builder = SnapshotBuilder()
+        self.summary: dict = {}
+        self._lock = threading.Lock()
+        self._latest: Snapshot | None = None
+        self._info: tuple[int, dict] | None = None
+        self._records: queue.Queue = queue.Queue()
+        self._closing = False
+        self._factory = factory
+        if mode == "process":
+            self._spawn(config)
+        else:
+            # the engine thread holds the GIL for most of a step; hand it back to the
+            # GUI thread quickly (the process transport has no such contention)
+            sys.setswitchinterval(0.0005)
+            self._cmds: queue.Queue = queue.Queue()
+            self._wake = threading.Event()
+            self._host = EngineHost(config, factory, self._deliver)
+            self._runner = _HostThread(self._host, self._cmds, self._wake)
+
+    def _spawn(self, config: EngineConfig) -> None:
+        ctx = mp.get_context("spawn")   # never fork a process that runs Qt threads
+        cmd_r, self._cmd_w = ctx.Pipe(duplex=False)
+        msg_r, msg_w = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=child_main, args=(cmd_r, msg_w, config, self._factory),
+                                 daemon=True, name="tinyserve-engine")
+        self._proc.start()
+        cmd_r.close()
+        msg_w.close()
+        self._runner = _Reader(msg_r, self._deliver, self._on_eof)
+
+    def start(self) -> None:
+        self._runner.start()
 
     # ---- commands (any thread) ---------------------------------------------------
     def _send(self, *cmd):
-        self._cmds.put(cmd)
-        self._wake.set()
+        if self.mode == "process":
+            try:
+                self._cmd_w.send(cmd)
+            except (BrokenPipeError, OSError):
+                pass   # the process is gone; _on_eof has said so
+        else:
+            self._cmds.put(cmd)
+            self._wake.set()
 
     def start_engine(self): self._send("run", True)
     def pause(self): self._send("run", False)
     def step_once(self): self._send("step", 1)
     def step_n(self, n: int): self._send("step", int(n))
-    def reset(self, config: EngineConfig | None = None): self._send("reset", config)
+    def reset(self, config: EngineConfig | None = None):
+        if self.mode == "process" and not self._proc.is_alive():
+            # the process died: start a fresh one (its first build is the reset)
+            self._runner.wait(2000)
+            self._spawn(config or self.config)
+            self._runner.start()
+            return
+        self._send("reset", config)
     def update_live(self, **kw): self._send("update", kw)
     def set_selection_key(self, key): self._send("select", key)
     def request_block_info(self, block_id: int): self._send("info", int(block_id))
-
-    def set_speed(self, steps_per_s: float):
-        self.steps_per_s = max(0.0, float(steps_per_s))
-        self._wake.set()
-
-    def stop(self, timeout_ms: int = 5000) -> None:
-        self._quit = True
-        self._wake.set()
-        self.wait(timeout_ms)
+    def set_speed(self, steps_per_s: float): self._send("speed", float(steps_per_s))
 
     def take_snapshot(self) -> Snapshot | None:
-        with self._snap_lock:
+        with self._lock:
             s, self._latest = self._latest, None
+        if s is not None:
+            self._send("want")
         return s
 
     def take_block_info(self) -> tuple[int, dict] | None:
-        with self._snap_lock:
-            r, self._info_reply = self._info_reply, None
+        with self._lock:
+            r, self._info = self._info, None
         return r
 
-    def records(self) -> list:
-        """All StepRecords of this run (for exports); waits for the current step."""
-        with self.engine_lock:
-            return list(self.sim.records) if self.sim is not None else []
-
-    # ---- thread ------------------------------------------------------------------
-    def _set_state(self, s: str):
-        if s != self.state:
-            self.state = s
-            self._dirty = True
-            self.state_changed.emit(s)
-
-    def _build(self):
-        cfg, self._pending_config = self._pending_config, None
-        self._set_state("loading")
-        self._builder = SnapshotBuilder()
-        old, self.sim = self.sim, None
-        del old
-        self.steps_done = 0
-        self._single_steps = 0
+    def records(self, timeout_s: float = 60.0) -> list:
+        """All StepRecords of this run (for exports); answered between two steps."""
+        while not self._records.empty():
+            self._records.get_nowait()
+        self._send("records")
         try:
-            sim = self._factory(cfg)
-        except Exception as e:  # a bad model folder or config: tell, stay usable
-            self._running = False
-            self._set_state("error")
-            self.failed.emit(f"could not start the engine: {e}", traceback.format_exc())
-            return
-        self.sim, self.config = sim, cfg
-        runner = getattr(sim.engine, "runner", None)
-        if runner is not None and hasattr(runner, "profile"):
-            runner.profile = True   # per-op timings for the Kernels view
-        from .serving.summary import engine_summary
-        self._summary = engine_summary(cfg, sim.engine)
-        self.ready.emit(self._summary)
-        self._dirty = True
-        self._set_state("running" if self._running else "paused")
+            return self._records.get(timeout=timeout_s)
+        except queue.Empty:
+            raise TimeoutError("the engine did not answer with its records") from None
 
-    def _handle(self, cmd):
-        op = cmd[0]
-        if op == "run":
-            self._running = cmd[1]
-            if self.sim is not None:
-                self._set_state("running" if self._running else "paused")
-        elif op == "step":
-            self._running = False
-            self._single_steps += cmd[1]
-            if self.sim is not None:
-                self._set_state("paused")
-        elif op == "reset":
-            self._pending_config = cmd[1] or self.config
-            self._running = False
-        elif op == "update":
-            if self.sim is not None:
-                target = self.sim if hasattr(self.sim, "update") else self.sim.engine
-                target.update(**cmd[1])
-                self.config = EngineConfig.from_dict(cmd[1], base=self.config)
-        elif op == "select":
-            self._selection_key = cmd[1]
-            self._dirty = True
-        elif op == "info":
-            self._answer_info(cmd[1])
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._closing = True
+        self._send("quit")
+        if self.mode == "process":
+            self._proc.join(timeout_s)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(1.0)
+            self._cmd_w.close()
+        self._runner.wait(int(timeout_s * 1000))
 
-    def _answer_info(self, block_id: int):
-        if self.sim is None:
-            return
-        from .serving.summary import describe_block
-        info = describe_block(self.sim.engine, block_id)
-        with self._snap_lock:
-            self._info_reply = (block_id, info)
+    # ---- messages (reader or host thread) -----------------------------------------
+    def _deliver(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "snapshot":
+            with self._lock:
+                self._latest = msg[1]
+        elif kind == "steps":
+            self.steps_done = msg[1]
+        elif kind == "state":
+            self.state = msg[1]
+            self.state_changed.emit(msg[1])
+        elif kind == "info":
+            with self._lock:
+                self._info = msg[1]
+        elif kind == "records":
+            self._records.put(msg[1])
+        elif kind == "config":
+            self.config = msg[1]
+        elif kind == "ready":
+            self.summary = msg[1]
+            self.ready.emit(msg[1])
+        elif kind == "failed":
+            self.failed.emit(msg[1], msg[2])
 
-    def _step(self):
-        sim = self.sim
-        with self.engine_lock:
-            rec = sim.step()
-        self._builder.ingest(rec)
-        self.steps_done += 1
-        self._dirty = True
-        if sim.done:
-            self._running = False
-            self._single_steps = 0
-            self._set_state("done")
-
-    def _publish(self):
-        with self._snap_lock:
-            if self._latest is not None:   # the GUI has not taken the last one yet
-                return
-        eng = self.sim.engine
-        snap = self._builder.build(
-            eng, step=self.steps_done, clock=float(getattr(eng, "clock", 0.0)),
-            progress=float(getattr(self.sim, "progress", 0.0)), state=self.state,
-            selection_key=self._selection_key, summary=self._summary)
-        with self._snap_lock:
-            self._latest = snap
-        self._dirty = False
-
-    def run(self):
-        last_step_t = 0.0
-        while not self._quit:
-            try:
-                while True:
-                    self._handle(self._cmds.get_nowait())
-            except queue.Empty:
-                pass
-            except Exception as e:
-                self.failed.emit(str(e), traceback.format_exc())
-            if self._pending_config is not None:
-                self._build()
-                continue
-            sim = self.sim
-            want = sim is not None and not sim.done and (self._running or self._single_steps > 0)
-            if want and self._running and self.steps_per_s > 0:
-                wait = last_step_t + 1.0 / self.steps_per_s - time.perf_counter()
-                if wait > 0:
-                    self._wake.wait(min(wait, 0.05))
-                    self._wake.clear()
-                    continue
-            if want:
-                last_step_t = time.perf_counter()
-                try:
-                    self._step()
-                except Exception as e:
-                    self._running = False
-                    self._single_steps = 0
-                    self._set_state("error")
-                    self.failed.emit(f"engine error: {type(e).__name__}: {e}",
-                                     traceback.format_exc())
-                if self._single_steps > 0 and not self._running:
-                    self._single_steps -= 1
-            if sim is not None and self._dirty:
-                try:
-                    self._publish()
-                except Exception as e:
-                    self.failed.emit(f"snapshot error: {e}", traceback.format_exc())
-                    self._dirty = False
-            if not want:
-                self._wake.wait(0.03 if self._dirty else 0.2)
-                self._wake.clear()
-            else:
-                # let the GUI thread have the interpreter between steps
-                time.sleep(0.001)
+    def _on_eof(self) -> None:
+        if not self._closing:
+            code = self._proc.exitcode if self.mode == "process" else None
+            self.state = "error"
+            self.state_changed.emit("error")
+            self.failed.emit(f"the engine process exited unexpectedly (exit code {code})",
+                             "The engine runs in a child process; it stopped without a Python "
+                             "error (killed, out of memory or a crash in native code). "
+                             "Reset starts a new one.")

@@ -45,12 +45,24 @@ class MetricsView(QWidget):
         lay.addWidget(self.glw)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.plots = []
+        rows = -(-len(PLOTS) // 3)
         for i, (title, ylab, series) in enumerate(PLOTS):
             p = self.glw.addPlot(row=i // 3, col=i % 3, title=title)
             p.setLabel("left", ylab)
-            p.setLabel("bottom", "engine time", units="s")
+            # one shared, scrolling time axis: only the bottom row draws it, since
+            # re-laying out tick labels is most of what a scrolling plot costs
+            if i // 3 == rows - 1:
+                p.setLabel("bottom", "engine time", units="s")
+            else:
+                p.hideAxis("bottom")
+            if self.plots:
+                p.setXLink(self.plots[0])
             p.showGrid(x=True, y=True, alpha=0.25)
             p.setMenuEnabled(False)
+            p.setClipToView(True)
+            if any(col in _PERCENT for _, col, _ in series):
+                p.setYRange(0, 100, padding=0.02)
+                p.enableAutoRange(y=False)
             if len(series) > 1:
                 p.addLegend(offset=(5, 5), labelTextSize="8pt")
             for name, col, rgb in series:

@@ -29,37 +29,50 @@ LAYER_COLOURS = [(90, 200, 255), (255, 170, 60), (120, 230, 120), (230, 110, 200
                  (250, 230, 90), (160, 140, 255), (255, 110, 110), (120, 240, 230)]
 
 
-def heatmap_rgba(v: SelectionView, cell: int = CELL) -> np.ndarray:
+def cell_pixels(P: int, S: int) -> int:
+    """Pixels per cell: big enough for an outline and a dot, small enough to stay ~1 MP."""
+    return int(np.clip(np.sqrt(700_000 / max(1, P * S)), 4, 8))
+
+
+def heatmap_rgba(v: SelectionView, cell: int | None = None) -> np.ndarray:
     """uint8 [P*cell, S*cell, 4], page 0 at the top, oldest step on the left."""
     P, S = v.scores.shape
+    cell = cell or cell_pixels(P, S)
     sc = v.scores.astype(np.float32)
     finite = np.isfinite(sc)
+    masked = np.where(finite, sc, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        lo = np.nanmin(np.where(finite, sc, np.nan), axis=0, keepdims=True)
-        hi = np.nanmax(np.where(finite, sc, np.nan), axis=0, keepdims=True)
+        lo = np.nanmin(masked, axis=0, keepdims=True)
+        hi = np.nanmax(masked, axis=0, keepdims=True)
     norm = (sc - lo) / np.where(hi > lo, hi - lo, 1.0)
     norm = np.where(finite, np.clip(norm, 0, 1), 0)
     cells = _CMAP[(norm * 255).astype(np.int64)]
     in_ctx = np.arange(P)[:, None] < v.num_pages[None, :]
     cells[in_ctx & ~finite] = NO_SCORE
     cells[~in_ctx] = PAST_CTX
-    img = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)
-    # outline selected cells: paint the border pixels of each selected cell
-    sel = np.repeat(np.repeat(v.selected, cell, axis=0), cell, axis=1)
-    border = np.zeros((cell, cell), bool)
-    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
-    img[sel & np.tile(border, (P, S))] = OUTLINE
+    # a (page, row-in-cell, step, col-in-cell) view of the image, one uint32 per RGBA
+    # pixel: every cell is a block, and outlines/dots touch only the cells they mark
+    u32 = lambda c: np.ascontiguousarray(c, np.uint8).view(np.uint32)
+    img5 = np.empty((P, cell, S, cell), np.uint32)
+    img5[...] = u32(cells).reshape(P, S)[:, None, :, None]
+    p, s = np.nonzero(v.selected)
+    if p.size:
+        o = u32(OUTLINE)[0]
+        img5[p, 0, s] = o
+        img5[p, cell - 1, s] = o
+        img5[p, :, s, 0] = o
+        img5[p, :, s, cell - 1] = o
     if v.has_oracle:
-        dot = np.zeros((cell, cell), bool)
         m = cell // 2
-        dot[m - 1:m + 1, m - 1:m + 1] = True
-        dots = np.tile(dot, (P, S))
-        hit = np.repeat(np.repeat(v.oracle & v.selected, cell, 0), cell, 1)
-        miss = np.repeat(np.repeat(v.oracle & ~v.selected, cell, 0), cell, 1)
-        img[dots & hit] = HIT
-        img[dots & miss] = MISS
-    return img
+        for mask, colour in ((v.oracle & v.selected, HIT), (v.oracle & ~v.selected, MISS)):
+            p, s = np.nonzero(mask)
+            if p.size:
+                c = u32(colour)[0]
+                for dy in (m - 1, m):
+                    img5[p, dy, s, m - 1] = c
+                    img5[p, dy, s, m] = c
+    return img5.reshape(P * cell, S * cell).view(np.uint8).reshape(P * cell, S * cell, 4)
 
 
 class SelectionViewWidget(QWidget):
@@ -158,10 +171,16 @@ class SelectionViewWidget(QWidget):
                 self.head_box.setValue(head)
         finally:
             self._updating = False
-        if v is None or v is self.view:
-            return
-        self.view = v
+        if v is not None and v is not self.view:
+            self.view = v
+            self._stale = True
+
+    def render_if_new(self) -> bool:
+        if not getattr(self, "_stale", False) or self.view is None:
+            return False
+        self._stale = False
         self.render()
+        return True
 
     def render(self):
         v = self.view

@@ -77,6 +77,8 @@ class Snapshot:
     selection: SelectionView | None
     selection_keys: dict[int, str]              # seq id -> request id, for the chooser
     summary: dict = field(default_factory=dict)
+    engine_config: dict = field(default_factory=dict)   # what the engine runs with now
+    generation: int = 0                                 # engines built so far (restarts)
 
 
 class SnapshotBuilder:

@@ -23,14 +23,16 @@ from .selection_view import SelectionViewWidget
 from .summary import config_summary, summary_line
 from .tables_view import BlockTablesView
 
-FRAME_MS = 25   # 40 Hz
+FRAME_MS = 25          # 40 Hz: the pool animates at this rate
+PLOTS_EVERY_S = 0.25   # scrolling plots redraw at 4 Hz: their axes are the costly part
 
 
 class ServingTab(QMainWindow):
     status_message = Signal(str, int)        # text, timeout ms (0 = until replaced)
     error_shown = Signal(str, str)
 
-    def __init__(self, config: EngineConfig, factory=default_simulation_factory, parent=None):
+    def __init__(self, config: EngineConfig, factory=default_simulation_factory,
+                 engine_mode: str = "process", parent=None):
         super().__init__(parent)
         self.setObjectName("serving")
         self.setDockNestingEnabled(True)
@@ -83,7 +85,7 @@ class ServingTab(QMainWindow):
         self.resizeDocks([self.docks["Cache selection"]], [430], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Metrics"]], [330], Qt.Orientation.Vertical)
 
-        self.worker = EngineWorker(config, factory)
+        self.worker = EngineWorker(config, factory, mode=engine_mode)
         self.worker.ready.connect(self._on_ready)
         self.worker.failed.connect(self._on_failed)
         self.worker.state_changed.connect(self._on_state)
@@ -99,6 +101,7 @@ class ServingTab(QMainWindow):
         self.pool_view.block_clicked.connect(self._on_block_clicked)
         self.selection_view.key_changed.connect(self.worker.set_selection_key)
         self.snapshots = 0
+        self._plots_t = 0.0
         self.timer = QTimer(self)
         self.timer.setInterval(FRAME_MS)
         self.timer.timeout.connect(self.frame)
@@ -181,8 +184,11 @@ class ServingTab(QMainWindow):
             self.selection_view.apply_snapshot(snap)
             self.progress.setValue(int(snap.progress * 1000))
         self.pool_view.render(now)
-        self.metrics_view.render()
-        self.kernels_view.render()
+        if now - self._plots_t >= PLOTS_EVERY_S:
+            self._plots_t = now
+            self.metrics_view.render()
+            self.kernels_view.render()
+            self.selection_view.render_if_new()
         info = self.worker.take_block_info()
         if info is not None:
             bid, d = info

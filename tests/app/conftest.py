@@ -39,8 +39,9 @@ def make_window(qtbot, settings):
 
     made = []
 
-    def make(config, factory=default_simulation_factory, manual_frames=True):
-        w = MainWindow(config, factory=factory, settings=settings, restore_layout=False)
+    def make(config, factory=default_simulation_factory, manual_frames=True, mode="process"):
+        w = MainWindow(config, factory=factory, settings=settings, restore_layout=False,
+                       engine_mode=mode)
         qtbot.addWidget(w)
         w.serving.show_error_dialogs = False
         if manual_frames:

@@ -98,15 +98,30 @@ def test_invalid_field_shows_message_and_changes_nothing(make_window, gui_config
 
 
 def test_live_change_reaches_engine_without_restart(make_window, gui_config, qtbot):
-    w = make_window(gui_config())
+    w = make_window(gui_config(), mode="thread")
     tab = w.serving
-    eng = tab.worker.sim.engine
+    eng = tab.worker._host.sim.engine
     tab.controls.widgets["max_num_seqs"].setValue(3)
     tab.controls.flush()
     tab.worker.step_once()
-    qtbot.waitUntil(lambda: tab.worker.steps_done >= 1, timeout=10000)
-    assert tab.worker.sim.engine is eng                  # same engine, no rebuild
+    snap = pull(tab, qtbot, lambda s: s.step >= 1)
+    assert tab.worker._host.sim.engine is eng            # same engine, no rebuild
     assert eng.config.max_num_seqs == 3 and eng.scheduler.max_num_seqs == 3
+    assert snap.engine_config["max_num_seqs"] == 3 and snap.generation == 1
+
+
+def test_workload_change_applies_to_arrivals_to_come(make_window, gui_config, qtbot):
+    w = make_window(gui_config(requests=40, rate=1.0), mode="thread")
+    tab = w.serving
+    sim = tab.worker._host.sim
+    first = [r.arrival_s for r in sim.workload]
+    tab.controls.widgets["rate"].setValue(50.0)
+    tab.controls.flush()
+    tab.worker.step_once()
+    qtbot.waitUntil(lambda: tab.worker.steps_done >= 1, timeout=10000)
+    gaps_before = np.diff(first).mean()
+    rest = [r.arrival_s for r in sim.workload[sim._next:]]
+    assert len(rest) > 10 and np.diff(rest).mean() < gaps_before / 5
 
 
 def test_restart_key_asks_then_rebuilds(make_window, gui_config, qtbot):
@@ -118,12 +133,11 @@ def test_restart_key_asks_then_rebuilds(make_window, gui_config, qtbot):
     c.widgets["num_blocks"].setValue(512)
     assert asked and c.config.num_blocks == 256 and c.value("num_blocks") == 256
     c.confirm = lambda text: True
-    old = tab.worker.sim
     c.widgets["num_blocks"].setValue(512)
-    qtbot.waitUntil(lambda: tab.worker.sim is not old and tab.worker.state == "paused", timeout=30000)
-    assert tab.worker.sim.engine.block_manager.num_blocks == 512
-    pull(tab, qtbot, lambda s: s.num_blocks == 512)
+    snap = pull(tab, qtbot, lambda s: s.num_blocks == 512, timeout=30000)
+    assert snap.generation == 2 and snap.engine_config["num_blocks"] == 512
     assert tab.pool_view.animator.num_blocks == 512
+    assert "512 blocks x 4 tokens" in tab.summary.text()
 
 
 def test_exports_are_valid_and_config_round_trips(make_window, gui_config, qtbot, tmp_path):

@@ -1,0 +1,265 @@
+"""`tinyserve bench gui`: what the GUI costs per frame, and whether it ever freezes.
+
+* Block-pool frame time, snapshot to painted frame (apply the snapshot, compute the
+  animated index image, setImage, synchronous repaint of the view), at 4K, 32K and
+  128K blocks, on a pool that churns like a busy engine (hundreds of allocs/frees,
+  CoW copies, evictions and preemptions per frame).
+* Heatmap frame time: the cache-selection view at 256 pages x 256 decode steps.
+* Longest event-loop stall while the real engine runs in its worker thread and the
+  Serving tab draws at its normal rate: the largest gap between ticks of a 5 ms timer.
+
+Imports Qt only when run, so `tinyserve --help` stays fast. Runs on the offscreen
+platform when there is no display (pass --platform xcb under Xvfb to include X)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+TARGET_FRAME_MS = 16.0
+TARGET_STALL_MS = 50.0
+
+
+def add_parser(sub):
+    p = sub.add_parser("gui", help="GUI frame times and event-loop stalls")
+    p.add_argument("--blocks", default="4096,32768,131072", help="pool sizes to time (comma separated)")
+    p.add_argument("--frames", type=int, default=60, help="frames per case")
+    p.add_argument("--engine-seconds", type=float, default=8.0,
+                   help="how long to run the engine for the stall measurement (0 = skip)")
+    p.add_argument("--model", default=None, help="model folder for the stall run (default: the shipped model)")
+    p.add_argument("--config", default=None, help="session config JSON for the stall run")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.set_defaults(func=run)
+    return p
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"
+
+
+def _stats(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)),
+            "max_ms": float(a.max()), "frames": int(a.size)}
+
+
+class _ChurningPool:
+    """A pool that changes like a busy engine's: requests grab runs of blocks, grow,
+    fork (shared blocks), finish (cached-free), get preempted."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        self.ref = np.zeros(n, np.int32)
+        self.owner = np.full(n, -1, np.int64)
+        self.fill = np.zeros(n, np.float32)
+        self.cached = np.zeros(n, bool)
+        self.next_seq = 0
+        self.per_frame = max(64, n // 256)      # blocks touched per frame
+
+    def snapshot(self, step: int):
+        from app.serving.pool_image import PoolEvents
+        from app.serving.snapshot import PoolArrays, Snapshot, METRIC_COLUMNS
+        r, k = self.rng, self.per_frame
+        free = np.flatnonzero(self.ref == 0)
+        alloc = r.choice(free, size=min(k, free.size), replace=False) if free.size else free
+        self.ref[alloc] = 1
+        self.owner[alloc] = self.next_seq + np.arange(alloc.size) // 16
+        self.next_seq += max(1, alloc.size // 16)
+        self.fill[alloc] = r.random(alloc.size).astype(np.float32)
+        used = np.flatnonzero(self.ref > 0)
+        # release a little less than is allocated until the pool is ~70% used
+        target = k if (self.ref > 0).mean() > 0.7 else k // 2
+        rel = r.choice(used, size=min(target, used.size), replace=False) if used.size else used
+        self.ref[rel] = 0
+        self.cached[rel] = r.random(rel.size) < 0.5
+        live = np.flatnonzero(self.ref > 0)
+        if live.size:
+            self.ref[r.choice(live, size=k // 8)] += 1
+        evict = r.choice(np.flatnonzero(self.cached), size=min(k // 16, int(self.cached.sum())), replace=False)
+        self.cached[evict] = False
+        cow = r.integers(0, self.n, (4, 2))
+        ev = PoolEvents(alloc, rel, rel[: k // 16], evict, cow)
+        pool = PoolArrays(self.ref.copy(), self.owner.copy(), self.fill.copy(),
+                          self.cached & (self.ref == 0), self.cached.copy())
+        return Snapshot(step, step * 0.05, 0.5, "running", self.n, 16, pool, ev, {},
+                        np.zeros((0, len(METRIC_COLUMNS))), np.zeros((0, 3)), [], None, {})
+
+
+def bench_pool(n: int, frames: int, app) -> dict:
+    from app.serving.pool_view import BlockPoolView
+    v = BlockPoolView()
+    v.resize(1280, 800)
+    v.show()
+    app.processEvents()
+    pool = _ChurningPool(n)
+    ms = []
+    for i in range(frames + 5):
+        snap = pool.snapshot(i)
+        t = time.perf_counter()
+        v.apply_snapshot(snap, t)
+        v.render(t)
+        v.glw.viewport().repaint()
+        dt = (time.perf_counter() - t) * 1000
+        if i >= 5:                       # first frames pay for allocations
+            ms.append(dt)
+        app.processEvents()
+    v.close()
+    return {"case": f"block pool {n:,} blocks", "blocks": n, **_stats(ms)}
+
+
+def bench_heatmap(frames: int, app, pages: int = 256, steps: int = 256) -> dict:
+    from app.serving.selection_data import SelectionView
+    from app.serving.selection_view import SelectionViewWidget
+    w = SelectionViewWidget()
+    w.resize(900, 700)
+    w.show()
+    app.processEvents()
+    rng = np.random.default_rng(0)
+    ms = []
+    for i in range(frames + 5):
+        scores = rng.standard_normal((pages, steps)).astype(np.float32)
+        sel = rng.random((pages, steps)) < 0.1
+        orc = rng.random((pages, steps)) < 0.1
+        T = 512
+        view = SelectionView((1, 0, 0), "quest", np.arange(steps) + i, scores, sel, orc, True,
+                             np.full(steps, pages), [0, 1], [0, 1], np.arange(T),
+                             rng.random((T, 2)).astype(np.float32), rng.random((T, 2)).astype(np.float32),
+                             rng.random(T).astype(np.float32), [0, 1])
+
+        class _S:
+            selection = view
+            selection_keys = {1: "seq 1"}
+        t = time.perf_counter()
+        w.apply_snapshot(_S)
+        w.glw.viewport().repaint()
+        dt = (time.perf_counter() - t) * 1000
+        if i >= 5:
+            ms.append(dt)
+        app.processEvents()
+    w.close()
+    return {"case": f"selection heatmap {pages} pages x {steps} steps", **_stats(ms)}
+
+
+def bench_stall(seconds: float, app, config) -> dict:
+    from PySide6.QtCore import QSettings, QTimer
+    import tempfile
+    from app.main_window import MainWindow
+    settings = QSettings(os.path.join(tempfile.mkdtemp(), "bench.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(config, settings=settings, restore_layout=False)
+    win.serving.show_error_dialogs = False
+    win.resize(1600, 1000)
+    win.show()
+    worker = win.serving.worker
+    t_load = time.perf_counter()
+    while worker.state not in ("paused", "error"):
+        app.processEvents()
+        time.sleep(0.005)
+        if time.perf_counter() - t_load > 300:
+            break
+    if worker.state != "paused":
+        err = win.serving.last_error[0] if win.serving.last_error else "engine did not start"
+        win.close()
+        return {"case": "event-loop stall while the engine runs", "error": err}
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append((now - last[0]) * 1000)
+        last[0] = now
+    probe = QTimer()
+    probe.setInterval(5)
+    probe.timeout.connect(tick)
+    frames0 = win.serving.pool_view.frames
+    worker.start_engine()
+    probe.start()
+    last[0] = time.perf_counter()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds and worker.state not in ("done", "error"):
+        app.processEvents()
+        time.sleep(0.001)
+    elapsed = time.perf_counter() - t0
+    probe.stop()
+    steps = worker.steps_done
+    frames = win.serving.pool_view.frames - frames0
+    win.close()
+    g = np.asarray(gaps[1:] or [0.0])
+    return {"case": "event-loop stall while the engine runs",
+            "longest_stall_ms": float(g.max()), "p99_gap_ms": float(np.percentile(g, 99)),
+            "engine_steps": int(steps), "engine_steps_per_s": steps / elapsed,
+            "pool_frames_per_s": frames / elapsed, "seconds": elapsed,
+            "num_blocks": config.num_blocks, "engine_state": worker.state}
+
+
+def run(args) -> int:
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    try:
+        sizes = [int(x) for x in str(args.blocks).split(",") if x.strip()]
+    except ValueError:
+        print(f"tinyserve bench gui: --blocks: expected comma-separated integers, got {args.blocks!r}",
+              file=sys.stderr)
+        return 2
+    if not sizes or min(sizes) < 1 or args.frames < 1:
+        print("tinyserve bench gui: --blocks and --frames must be positive", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+    from PySide6.QtWidgets import QApplication
+
+    from ..engine.config import EngineConfig
+    cfg = EngineConfig.load(args.config) if args.config else EngineConfig(
+        num_blocks=4096, block_size=16, rate=8.0, requests=64, prompt_len=128, prompt_len_max=384,
+        output_len=48, output_len_max=128, n=2, shared_prefix_frac=0.5)
+    if args.model:
+        cfg = EngineConfig.from_dict({"model": args.model}, base=cfg)
+
+    app = QApplication.instance() or QApplication(["tinyserve-bench-gui"])
+    rows = []
+    cases = [("pool", n) for n in sizes] + [("heatmap", None)]
+    if args.engine_seconds > 0:
+        cases.append(("stall", None))
+    for kind, n in tqdm(cases, desc="bench gui", unit="case", file=sys.stderr):
+        if kind == "pool":
+            rows.append(bench_pool(n, args.frames, app))
+        elif kind == "heatmap":
+            rows.append(bench_heatmap(args.frames, app))
+        else:
+            rows.append(bench_stall(args.engine_seconds, app, cfg))
+
+    platform_name = app.platformName()
+    print(f"\nGUI benchmark on {_machine()}, Qt platform '{platform_name}'")
+    print(f"{'case':<44} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}  target")
+    for r in rows:
+        if "median_ms" in r:
+            ok = "ok" if r["median_ms"] <= TARGET_FRAME_MS else "MISSED"
+            print(f"{r['case']:<44} {r['median_ms']:>10.2f} {r['p95_ms']:>8.2f} {r['max_ms']:>8.2f}  "
+                  f"<= {TARGET_FRAME_MS:g} ms/frame {ok}")
+        elif "error" in r:
+            print(f"{r['case']:<44} not measured: {r['error']}")
+        else:
+            ok = "ok" if r["longest_stall_ms"] <= TARGET_STALL_MS else "MISSED"
+            print(f"{r['case']:<44} {'longest':>10} {r['longest_stall_ms']:>8.1f} ms  "
+                  f"<= {TARGET_STALL_MS:g} ms {ok}  "
+                  f"({r['engine_steps']} engine steps, {r['engine_steps_per_s']:.1f} steps/s, "
+                  f"{r['pool_frames_per_s']:.0f} pool frames/s)")
+    out = {"machine": _machine(), "qt_platform": platform_name, "results": rows,
+           "targets": {"frame_ms": TARGET_FRAME_MS, "stall_ms": TARGET_STALL_MS}}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0

@@ -2,8 +2,9 @@
 on the floor) or a free-flying gripper (R3, a sphere).
 
 Obstacles are the bake's solid corners; a distance transform gives clearance everywhere,
-and a state is valid when its clearance exceeds the robot radius plus one voxel (the
-surface may lie up to a voxel from the nearest solid corner). Before OMPL runs, the goal
+and a state is valid when its clearance exceeds the robot radius plus 1.5 voxels (the
+surface may lie up to a voxel from the nearest solid corner, and thin parts such as a
+cone's tip are under-dense in the bake). Before OMPL runs, the goal
 must share a connected free-space component with the start, so an unreachable goal is
 reported at once instead of after a timeout, and never as a path through an obstacle.
 """
@@ -31,7 +32,7 @@ _seeded = False
 @dataclass(frozen=True)
 class Robot:
     kind: str = "ground"
-    radius: float = 0.15
+    radius: float = 0.12
 
     def __post_init__(self):
         if self.kind not in ROBOTS:
@@ -106,7 +107,7 @@ class Planner:
         self.bake = bake
         self.floor_z = floor_z
         self.voxel = bake.grid.voxel
-        self.margin = self.voxel
+        self.margin = 1.5 * self.voxel
         self.lo = np.array(bake.grid.lo)
         self.solid = bake.solid(solid_density)  # [X, Y, Z] corners
         zs = self.lo[2] + np.arange(self.solid.shape[2]) * self.voxel
@@ -166,7 +167,9 @@ class Planner:
         if start.shape != (dims if robot.kind == "gripper" else 3,) and not (robot.kind == "ground" and start.shape == (2,)):
             raise ConfigError("start", f"a {robot.kind} start is {'x, y[, yaw]' if dims == 2 else 'x, y, z'}, got {start.tolist()}")
         need = self._required(robot)
-        free = m.clearance >= need
+        # Goals are chosen in grid space with half a voxel to spare, so the continuous
+        # (interpolated) check OMPL runs can always reach them through the same corridor.
+        free = m.clearance >= need + 0.5 * self.voxel
 
         def fail(status: str, msg: str, goal=None) -> PlanResult:
             return PlanResult(status, robot, target, np.zeros((0, 3)), np.zeros(0), 0.0, 0.0,

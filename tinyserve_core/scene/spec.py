@@ -87,7 +87,7 @@ class SceneSpec:
 
 
 def available_scenes(directory: Path = SCENES_DIR) -> list[str]:
-    return sorted(p.stem for p in Path(directory).glob("*.json") if not p.stem.endswith(".queries"))
+    return sorted(p.stem for p in Path(directory).glob("*.json"))
 
 
 def scene_path(name_or_path: str | Path) -> Path:

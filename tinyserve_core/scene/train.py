@@ -21,6 +21,7 @@ from tinyserve_core.errors import ConfigError
 from tinyserve_core.scene.analytic import cast
 from tinyserve_core.scene.camera import HELDOUT_RINGS, TRAIN_RINGS, Camera, camera_ring
 from tinyserve_core.scene.field import GridSpec, SemanticGridField
+from tinyserve_core.scene.metrics import evaluate_views, psnr
 from tinyserve_core.scene.spec import SceneSpec
 from tinyserve_core.scene.volume import composite, march, ray_aabb, render_chunked, render_rays
 
@@ -101,10 +102,6 @@ def carve(grid: GridSpec, views: Views, stride: int = 2) -> torch.Tensor:
         seen_empty[flat] = True
     keep = (~seen_empty).view(cells).float()
     return F.max_pool3d(keep[None, None], 3, stride=1, padding=1)[0, 0] > 0
-
-
-def psnr(mse: float) -> float:
-    return -10 * math.log10(max(mse, 1e-12))
 
 
 def train_field(spec: SceneSpec, cfg: TrainConfig = TrainConfig(),
@@ -197,3 +194,14 @@ def render_view(field, occ: torch.Tensor, cam: Camera, background=(1.0, 1.0, 1.0
 
 def heldout_views(spec: SceneSpec, size: int = 128) -> Views:
     return make_views(spec, HELDOUT_RINGS, size)
+
+
+def evaluate_heldout(spec: SceneSpec, field: SemanticGridField, occ: torch.Tensor, size: int = 128) -> dict:
+    """PSNR / SSIM / mIoU of full-quality renders of the held-out cameras."""
+    from tinyserve_core.scene.bake import RenderResult
+
+    def render(cam):
+        r = render_view(field, occ, cam)
+        return RenderResult(r["rgb"], r["depth"], r["probs"], r["acc"], cam)
+
+    return evaluate_views(spec, render, size)

@@ -1,0 +1,223 @@
+"""`tinyserve eval scene`: the scene lab measured end to end against analytic ground truth.
+
+Held-out views (PSNR, SSIM, semantic mIoU), query top-1 accuracy over a query file, every
+planned path checked against the exact primitive geometry, and latencies (p50/p95)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyserve_core.errors import ConfigError, InputFileError, TinyServeError
+
+TARGETS = {"psnr": 30.0, "miou": 0.9, "query_accuracy": 0.9, "paths_collision_free": 1.0,
+           "query_p95_ms": 100.0, "plan_p95_ms": 500.0, "bake_render_p95_ms": 100.0}
+PLAN_TARGETS = ("red mug", "stack of books", "desk lamp", "green ball", "blue box", "brown box",
+                "trash bin", "traffic cone", "potted plant", "chair")
+
+
+def default_queries(scene: str) -> Path:
+    from tinyserve_core.scene.spec import scene_path
+
+    return scene_path(scene).with_suffix(".queries.jsonl")
+
+
+def load_queries(path: Path, labels: list[str]) -> list[dict]:
+    """One JSON object per line: {"query": str, "expected": label | "not found" | "ambiguous"}."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(str(path), None, "no such query file")
+    allowed = set(labels) | {"not found", "ambiguous"}
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputFileError(str(path), n, f"invalid JSON: {e.msg}") from None
+        if not isinstance(rec, dict):
+            raise InputFileError(str(path), n, "expected a JSON object")
+        q, exp = rec.get("query"), rec.get("expected")
+        if not isinstance(q, str) or not q.strip():
+            raise InputFileError(str(path), n, "'query' must be a non-empty string")
+        if exp not in allowed:
+            raise InputFileError(str(path), n, f"'expected' must be an object label, 'not found' or 'ambiguous'; got {exp!r}")
+        out.append({"query": q, "expected": exp, "line": n})
+    if not out:
+        raise InputFileError(str(path), None, "no queries in the file")
+    return out
+
+
+def path_clearance(spec, result) -> float:
+    """Exact distance from the robot's centre line to the nearest surface along a path, less
+    the sampling slack (the SDF is 1-Lipschitz: half the spacing of the samples)."""
+    from tinyserve_core.scene.geometry import scene_sdf
+    from tinyserve_core.scene.planner import FLOOR_GAP, GROUND_HEIGHT
+
+    path = np.asarray(result.path, dtype=np.float64)
+    fine = [path[:1]]
+    for a, b in zip(path[:-1], path[1:]):  # 5 mm steps: the slack below stays a few mm
+        n = max(1, int(np.ceil(np.linalg.norm(b - a) / 0.005)))
+        fine.append(a + (b - a) * (np.arange(1, n + 1) / n)[:, None])
+    path = np.concatenate(fine)
+    pts = torch.tensor(path)
+    spacing = float(np.linalg.norm(np.diff(path, axis=0), axis=1).max()) if len(pts) > 1 else 0.0
+    if result.robot.kind == "gripper":
+        return float(scene_sdf(spec, pts).min()) - spacing / 2
+    dz = 0.005
+    zs = torch.arange(FLOOR_GAP, GROUND_HEIGHT + 1e-9, dz, dtype=torch.float64)
+    q = torch.cat([torch.cat([pts[:, :2], torch.full((len(pts), 1), float(z), dtype=torch.float64)], 1) for z in zs])
+    d = scene_sdf(spec, q, exclude=(spec.floor_label,))
+    return float(d.min()) - float(np.hypot(spacing / 2, dz / 2))
+
+
+def pct(xs, q) -> float:
+    return float(np.percentile(xs, q)) if len(xs) else float("nan")
+
+
+def evaluate(scene: str = "room", queries: str | None = None, weights: str | None = None,
+             progress=None) -> dict:
+    from tinyserve_core.scene.lab import SceneLab
+    from tinyserve_core.scene.metrics import evaluate_views
+    from tinyserve_core.scene.planner import Robot
+
+    lab = SceneLab(scene, weights)
+    qfile = Path(queries) if queries else default_queries(scene)
+    qs = load_queries(qfile, lab.spec.labels[1:])
+    report: dict = {"scene": lab.spec.name, "weights": str(lab.weights_file), "torch_threads": torch.get_num_threads()}
+    step = progress or (lambda name: None)
+
+    step("held-out views (full quality)")
+    report["views_full"] = evaluate_views(lab.spec, lambda c: lab.render(c, "full"))
+    step("held-out views (bake)")
+    report["views_bake"] = evaluate_views(lab.spec, lambda c: lab.render(c, "bake"))
+
+    step("render latency")
+    cam = lab.camera(size=256)
+    lab.render(cam)
+    times = []
+    for az in range(0, 360, 18):
+        c = lab.camera(azimuth=az, elevation=40, size=256)
+        t = time.perf_counter()
+        frame = lab.render(c)
+        times.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    lab.render(cam, "full")
+    report["render"] = {"bake_256_p50_ms": pct(times, 50), "bake_256_p95_ms": pct(times, 95),
+                        "full_256_ms": (time.perf_counter() - t) * 1000}
+
+    step("queries")
+    frame = lab.render(cam)
+    lab.query("warm up", frame)  # loads the text encoder and embeds the objects once
+    rows, lat = [], []
+    for q in qs:
+        r = lab.query(q["query"], frame)
+        lat.append(r.latency_ms)
+        rows.append({"query": q["query"], "expected": q["expected"], "answer": r.label,
+                     "candidates": [c.label for c in r.candidates], "correct": r.label == q["expected"],
+                     "ms": r.latency_ms})
+    acc = float(np.mean([r["correct"] for r in rows]))
+    report["queries"] = {"file": str(qfile), "n": len(rows), "accuracy": acc, "p50_ms": pct(lat, 50),
+                         "p95_ms": pct(lat, 95), "rows": rows}
+
+    step("planning")
+    plans, plat = [], []
+    for robot in (Robot("ground", 0.12), Robot("gripper", 0.05), Robot("ground", 0.2)):
+        for target in PLAN_TARGETS:
+            r = lab.plan(target, robot)
+            row = {"robot": robot.kind, "radius": robot.radius, "target": target, "status": r.status,
+                   "length": r.length, "min_clearance": r.min_clearance, "ms": r.planning_ms}
+            if r.solved:
+                plat.append(r.planning_ms)
+                gt = path_clearance(lab.spec, r)
+                row.update(gt_clearance=gt - robot.radius, collision_free=bool(gt >= robot.radius))
+            plans.append(row)
+    solved = [p for p in plans if p["status"] == "solved"]
+    report["planning"] = {"n": len(plans), "solved": len(solved),
+                          "unreachable": sum(p["status"] != "solved" for p in plans),
+                          "collision_free": float(np.mean([p["collision_free"] for p in solved])) if solved else float("nan"),
+                          "p50_ms": pct(plat, 50), "p95_ms": pct(plat, 95), "rows": plans}
+    report["targets"] = TARGETS
+    return report
+
+
+def summary_rows(rep: dict) -> list[tuple[str, str, str]]:
+    v, b, q, p, r = rep["views_full"], rep["views_bake"], rep["queries"], rep["planning"], rep["render"]
+    t = rep["targets"]
+    return [
+        ("PSNR held-out (full), dB", f"{v['psnr']:.2f} (min {v['psnr_min']:.2f})", f">= {t['psnr']}"),
+        ("SSIM held-out (full)", f"{v['ssim']:.4f}", ""),
+        ("semantic mIoU (full)", f"{v['miou']:.4f}", f">= {t['miou']}"),
+        ("PSNR / mIoU (bake)", f"{b['psnr']:.2f} / {b['miou']:.4f}", ""),
+        ("query top-1 accuracy", f"{q['accuracy'] * 100:.1f}% of {q['n']}", f">= {t['query_accuracy'] * 100:.0f}%"),
+        ("query latency p50 / p95, ms", f"{q['p50_ms']:.1f} / {q['p95_ms']:.1f}", f"<= {t['query_p95_ms']:.0f}"),
+        ("paths solved / planned", f"{p['solved']} / {p['n']}", ""),
+        ("solved paths collision-free", f"{p['collision_free'] * 100:.0f}%", "100%"),
+        ("plan latency p50 / p95, ms", f"{p['p50_ms']:.1f} / {p['p95_ms']:.1f}", f"<= {t['plan_p95_ms']:.0f}"),
+        ("bake render 256x256 p50 / p95, ms", f"{r['bake_256_p50_ms']:.1f} / {r['bake_256_p95_ms']:.1f}", f"<= {t['bake_render_p95_ms']:.0f}"),
+        ("full render 256x256, ms", f"{r['full_256_ms']:.0f}", ""),
+    ]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("scene", help="evaluate the scene lab: PSNR/SSIM/mIoU, queries, planning, latency")
+    p.add_argument("--scene", default="room", help="scene name under assets/scenes or a .json path")
+    p.add_argument("--queries", default=None, help="JSONL query file (default assets/scenes/<scene>.queries.jsonl)")
+    p.add_argument("--weights", default=None, help="trained weights (default assets/scenes/<scene>.weights.safetensors)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--json", default=None, help="write the full report here")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    try:
+        if args.threads < 0:
+            raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        bar = tqdm(total=5, desc="eval scene", unit="stage")
+
+        def progress(name):
+            if bar.n or name != "held-out views (full quality)":
+                bar.update(1)
+            bar.set_postfix_str(name)
+
+        rep = evaluate(args.scene, args.queries, args.weights, progress)
+        bar.update(bar.total - bar.n)
+        bar.close()
+    except TinyServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = summary_rows(rep)
+    w = max(len(r[0]) for r in rows)
+    print(f"scene {rep['scene']}  (torch threads: {rep['torch_threads']})")
+    for name, val, target in rows:
+        print(f"  {name:<{w}}  {val:<26} {target}")
+    misses = [r for r in rep["queries"]["rows"] if not r["correct"]]
+    for r in misses:
+        print(f"  query miss: {r['query']!r} -> {r['answer']} (expected {r['expected']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tinyserve eval")
+    add_parser(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

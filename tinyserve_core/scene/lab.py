@@ -1,0 +1,122 @@
+"""SceneLab: one object the CLI, the eval and the GUI drive — a scene with its trained
+field, bake, object index and planner, each built on first use."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyserve_core.scene.bake import Bake, RenderResult, as_result
+from tinyserve_core.scene.camera import Camera, orbit_camera
+from tinyserve_core.scene.planner import PlanResult, Planner, Robot
+from tinyserve_core.scene.query import ObjectIndex, QueryResult
+from tinyserve_core.scene.spec import DEFAULT_SCENE, SceneSpec, load_scene
+from tinyserve_core.scene.volume import WEIGHT_EPS, empty_distance, ray_aabb, render_fast
+from tinyserve_core.scene.weights import load_weights, weights_path
+
+DEFAULT_STARTS = {"ground": (-1.2, 0.5, 0.0), "gripper": (-1.0, 0.5, 0.9)}
+
+
+@dataclass
+class PickResult:
+    hit: bool
+    point: tuple[float, float, float] | None  # world position of the expected depth
+    depth: float
+    label: str
+    confidence: float  # the rendered class probability of that label
+
+
+class SceneLab:
+    def __init__(self, scene: str | Path = DEFAULT_SCENE, weights: str | Path | None = None):
+        self.spec: SceneSpec = load_scene(scene)
+        self.weights_file = Path(weights) if weights else weights_path(self.spec)
+        self.field, self.occ, self.meta = load_weights(self.weights_file, self.spec)
+        self.bake = Bake.from_field(self.field, self.occ, self.spec.labels, self.spec.background)
+        self._field_dist = empty_distance(self.occ)
+        self._index: ObjectIndex | None = None
+        self._planner: Planner | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return self.spec.labels
+
+    @property
+    def index(self) -> ObjectIndex:
+        if self._index is None:
+            self._index = ObjectIndex(self.spec, self.bake.extents())
+        return self._index
+
+    @property
+    def planner(self) -> Planner:
+        if self._planner is None:
+            self._planner = Planner(self.bake)
+        return self._planner
+
+    def camera(self, azimuth: float = 30.0, elevation: float = 40.0, distance: float | None = None,
+               size: int = 256, target=None, fov_y: float = 50.0) -> Camera:
+        return orbit_camera(target if target is not None else self.spec.camera_target, azimuth, elevation,
+                            distance or self.spec.camera_distance, size, size, fov_y)
+
+    @torch.no_grad()
+    def render(self, cam: Camera, quality: str = "bake") -> RenderResult:
+        """quality="bake" for navigation (no MLP), "full" for the trained field itself."""
+        if quality == "bake":
+            return self.bake.render(cam)
+        if quality != "full":
+            from tinyserve_core.errors import ConfigError
+
+            raise ConfigError("quality", f"must be 'bake' or 'full', got {quality!r}")
+        o, d = cam.rays()
+        out = render_fast(self.field, self._field_dist, o, d, self.field.grid.voxel / 2, self.spec.background,
+                          app_eps=WEIGHT_EPS)
+        return as_result(out, cam)
+
+    @torch.no_grad()
+    def pick(self, cam: Camera, x: float, y: float) -> PickResult:
+        """Pixel (x right, y down; pixel centres at +0.5) -> ray -> expected depth -> point."""
+        o, d = cam.pixel_rays(torch.tensor([float(x)]), torch.tensor([float(y)]))
+        out = self.bake.render_rays(o, d, preview=False)
+        probs = out["probs"][0]
+        k = int(probs.argmax())
+        if float(out["acc"][0]) < 0.5:
+            return PickResult(False, None, float("inf"), self.labels[0], float(probs[0]))
+        # the rendered depth gives the empty remainder the far distance; the surface is
+        # the weighted mean over what was hit
+        _, far = ray_aabb(o, d, self.field.grid.lo, self.field.grid.hi)
+        acc = float(out["acc"][0])
+        depth = (float(out["depth"][0]) - (1 - acc) * float(far[0])) / acc
+        p = (o[0] + depth * d[0]).tolist()
+        return PickResult(True, tuple(p), depth, self.labels[k], float(probs[k]))
+
+    def query(self, text: str, render: RenderResult | None = None) -> QueryResult:
+        return self.index.query(text, None if render is None else render.probs)
+
+    def plan(self, target: str, robot: Robot = Robot(), start=None, planner: str = "rrtconnect",
+             timeout: float = 1.0) -> PlanResult:
+        return self.planner.plan(robot, target, start if start is not None else DEFAULT_STARTS[robot.kind],
+                                 planner, timeout)
+
+    @torch.no_grad()
+    def best_view(self, label: str, size: int = 256, probe: int = 32) -> Camera:
+        """The orbit view centred on the object that shows the most of it (by label count in
+        small probe renders of the bake)."""
+        ext = self.bake.extents().get(label)
+        if ext is None:
+            self.spec.object(label)  # raises the error naming the available labels
+            return self.camera(size=size)
+        k = self.labels.index(label)
+        centre = np.array(ext.centroid)
+        radius = float(np.linalg.norm(np.array(ext.bbox_max) - np.array(ext.bbox_min))) / 2
+        dist = max(0.8, 2.5 * radius / math.tan(math.radians(25)))
+        best, best_count = None, -1
+        for elev in (35.0, 55.0):
+            for az in range(0, 360, 30):
+                cam = orbit_camera(centre, az, elev, dist, probe, probe)
+                count = int((self.bake.render(cam).label == k).sum())
+                if count > best_count:
+                    best, best_count = (az, elev), count
+        return orbit_camera(centre, best[0], best[1], dist, size, size)

@@ -1,0 +1,109 @@
+"""MODEL_CARD.md from the training summary and the evaluation of the saved folder:
+every figure in the card is read from those two records, none is typed in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CARD_NAME = "MODEL_CARD.md"
+
+
+def _corpus_rows(summary: dict) -> list[str]:
+    c = summary.get("corpus") or {}
+    rows = []
+    for k, v in (c.get("splits") or {}).items():
+        rows.append(f"| {k} | {v['documents']} | {v['bytes'] / 1e6:.2f} MB | {v['tokens'] / 1e6:.2f} M |")
+    return rows
+
+
+def render(folder: Path, summary: dict, ev: dict | None) -> str:
+    cfg = json.loads((folder / "config.json").read_text())
+    a = summary["args"]
+    env = summary["environment"]
+    weights = folder / "model.safetensors"
+    size_mb = weights.stat().st_size / 1e6 if weights.exists() else float("nan")
+    card = env.get("gpu") or f"CPU ({env.get('cpu')})"
+    lines = [
+        "# tinyserve-lm",
+        "",
+        "The default model of TinyServe: a small Llama trained from scratch on the Python 3.11",
+        "documentation and standard-library sources, with pass-key retrieval samples mixed in so",
+        "its attention has retrieval heads that query-aware page selection can be measured on.",
+        "Made by `tinyserve train-lm` (tinyserve_core/model/train/); nothing here was downloaded.",
+        "",
+        "## Architecture",
+        "",
+        "| field | value |",
+        "| --- | --- |",
+        f"| parameters | {summary['params']:,} (embedding tied with lm_head) |",
+        f"| layers / hidden / MLP | {cfg['num_hidden_layers']} / {cfg['hidden_size']} / {cfg['intermediate_size']} (SwiGLU) |",
+        f"| attention | GQA, {cfg['num_attention_heads']} query heads, {cfg['num_key_value_heads']} KV heads, head_dim {cfg['head_dim']} |",
+        f"| positions | RoPE (theta {cfg['rope_theta']:g}), trained context {cfg['max_position_embeddings']} |",
+        f"| vocabulary | {cfg['vocab_size']} (byte-level BPE, digits split one per token, `<|endoftext|>` = eos) |",
+        f"| weights | model.safetensors, float16, {size_mb:.1f} MB |",
+        "",
+        "## Data",
+        "",
+        "Python 3.11 documentation sources (`/usr/share/doc/python3.11/html/_sources/**/*.txt`,",
+        "Debian package python3.11-doc) and standard-library modules (`/usr/lib/python3.11/**/*.py`,",
+        "without site-packages, tests, pydoc_data (it repeats the docs) and generated charmap codecs).",
+        "A fixed 5% of files, chosen by a hash of each file's path, is held out.",
+        "",
+        "| split | files | text | tokens |",
+        "| --- | --- | --- | --- |",
+        *_corpus_rows(summary),
+        "",
+        f"{a['passkey_frac']:.0%} of training rows are synthetic pass-key samples (tinyserve_core/model/train/passkey.py):",
+        "a random 5-digit key at a random depth in corpus text, lengths up to the context, then",
+        '"What is the pass key? The pass key is" and the key.',
+        "",
+        "**Licence of the data:** the Python documentation and the standard library are",
+        "Copyright (c) Python Software Foundation and distributed under the PSF License",
+        "Agreement (documentation examples also under the Zero-Clause BSD licence); the weights",
+        "are a derived work trained on them.",
+        "",
+        "## Training",
+        "",
+        f"- {summary['steps']:,} steps of {a['batch']} x {a['context']} tokens = {summary['tokens'] / 1e6:.0f} M tokens "
+        f"({summary['epochs']:.1f} passes over the training split)",
+        f"- AdamW (betas 0.9/0.95, weight decay {a['weight_decay']}), peak lr {a['lr']:g}, {a['warmup']} warmup steps, "
+        f"cosine to {a['min_lr_frac']:g} x peak over the {'wall-clock' if a.get('minutes') else 'step'} budget, "
+        f"grad clip {a['grad_clip']}, seed {a['seed']}",
+        f"- {'bf16 autocast, torch.compile, fused AdamW' if env.get('gpu') else 'float32'}",
+        f"- training time: {summary['train_seconds'] / 60:.1f} min on {card} (torch {env['torch']})",
+        "",
+    ]
+    if ev is not None:
+        lines += ["## Evaluation (the saved float16 weights, run in " + ev.get("precision", "float32") + ")", "",
+                  "| held-out split | loss (nats/token) | perplexity | tokens |", "| --- | --- | --- | --- |"]
+        for k, v in ev["heldout"].items():
+            lines.append(f"| {k} | {v['loss']:.3f} | {v['perplexity']:.2f} | {v['tokens']:,} |")
+        lines += ["", "Pass-key retrieval, dense attention, greedy decoding of the 5 digits, exact match, on",
+                  "held-out text and keys (depths spread evenly over the context):", "",
+                  "| context | samples | accuracy | digit accuracy | by depth (0-20%, ..., 80-100%) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for p in ev["passkey"]:
+            by = " / ".join(f"{b['accuracy']:.0%}" for b in p["by_depth"] if b["accuracy"] is not None)
+            lines.append(f"| {p['length']} | {p['n']} | {p['accuracy']:.1%} | {p['digit_accuracy']:.1%} | {by} |")
+        lines += ["", "Greedy generations (48 tokens):", ""]
+        for g in ev["generations"]:
+            lines += [f"**{g['prompt']}**", "", "```", g["prompt"] + g["completion"], "```", ""]
+    h = [r for r in summary["history"] if "heldout_docs_loss" in r]
+    if h:
+        lines += ["## Training curve", "", "| step | minutes | train loss | held-out docs loss (first windows) "
+                  "| pass-key accuracy (32 samples) |", "| --- | --- | --- | --- | --- |"]
+        stride = max(1, len(h) // 12)
+        for r in h[::stride] + ([h[-1]] if (len(h) - 1) % stride else []):
+            lines.append(f"| {r['step']} | {r['elapsed_s'] / 60:.1f} | {r['train_loss']:.3f} | {r['heldout_docs_loss']:.3f} "
+                         f"| {r['passkey_acc']:.0%} @ {r['passkey_len']} |")
+        lines.append("")
+    lines += ["## Use", "", "```", "tinyserve generate \"The list type\"            # our runtime (default model)",
+              "AutoModelForCausalLM.from_pretrained(\"assets/models/tinyserve-lm\")  # transformers", "```", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(folder: Path, summary: dict, ev: dict | None) -> Path:
+    path = Path(folder) / CARD_NAME
+    path.write_text(render(Path(folder), summary, ev))
+    return path

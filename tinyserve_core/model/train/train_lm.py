@@ -1,0 +1,393 @@
+"""`tinyserve train-lm`: build the corpus and tokenizer, train the default model,
+evaluate it and write an HF-format model folder with its MODEL_CARD.md.
+
+Stages (each skipped when its output exists, so the GPU run gets a prepared corpus):
+  1. prepare: corpus (Python docs + stdlib) -> byte-level BPE -> uint16 token arrays
+  2. train: AdamW, warmup + cosine over the step or wall-clock budget, bf16 autocast,
+     torch.compile and fused AdamW on CUDA; training checkpoints for --resume
+  3. save (fp16 safetensors, config.json, tokenizer) and evaluate the saved folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tinyserve_core.errors import ConfigError, TinyServeError
+
+from . import bpe, corpus
+from .data import BatchSampler
+from .passkey import PasskeyTemplate
+
+# (hidden, layers, q heads, kv heads, head_dim, intermediate). "small" is the shipped
+# model: 8 q / 2 kv heads of 64 so the CUDA kernels run on it, ~11 M parameters with
+# a 4,096 vocabulary (22 MB in fp16, under the 24 MB budget of the asset).
+SIZES = {
+    "small": (384, 6, 8, 2, 64, 960),
+    "tiny": (64, 2, 4, 2, 16, 128),  # CPU smoke runs and tests
+}
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class Schedule:
+    peak_lr: float
+    warmup: int
+    min_frac: float
+
+    def lr(self, step: int, progress: float) -> float:
+        """Linear warmup by steps, then cosine from peak to min_frac*peak over progress."""
+        warm = min(1.0, (step + 1) / max(1, self.warmup))
+        p = min(max(progress, 0.0), 1.0)
+        return self.peak_lr * warm * (self.min_frac + (1 - self.min_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+# ---------------------------------------------------------------------------- prepare
+def prepare(data_dir: Path, args) -> None:
+    """Corpus + tokenizer into data_dir, unless already there."""
+    if (data_dir / "tokenizer.json").is_file() and (data_dir / "train.npy").is_file():
+        return
+    docs = corpus.collect_documents(args.docs_root, args.stdlib_root)
+    split = corpus.split_documents(docs, args.heldout_frac)
+    print(f"corpus: {len(docs)} documents, held out {len(split['heldout_docs'])} docs + "
+          f"{len(split['heldout_code'])} code; training tokenizer (vocab {args.vocab_size})", file=sys.stderr)
+    tok = bpe.train_tokenizer((d.text for d in split["train"]), args.vocab_size, min_vocab=args.min_vocab)
+    meta = corpus.write_corpus(data_dir, tok, split, bpe.eos_id(tok))
+    bpe.save_tokenizer(tok, data_dir, args.context)
+    for k, v in meta["splits"].items():
+        print(f"  {k:<13} {v['documents']:>5} files {v['bytes'] / 1e6:>7.2f} MB {v['tokens'] / 1e6:>7.2f} M tokens",
+              file=sys.stderr)
+
+
+def load_data(data_dir: Path) -> dict[str, np.ndarray]:
+    return {k: corpus.load_split(data_dir, k) for k in ("train", "heldout_docs", "heldout_code")}
+
+
+# ---------------------------------------------------------------------------- model
+def build_config(args, vocab_size: int, eos: int):
+    from tinyserve_core.model.config import ModelConfig
+
+    hidden, layers, heads, kv, hd, inter = SIZES[args.size]
+    return ModelConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv, head_dim=hd, model_type="llama",
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True, max_position_embeddings=args.context,
+        bos_token_id=eos, eos_token_id=eos, torch_dtype="float16",
+    )
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())  # a tied weight is listed once
+
+
+def make_optimizer(model, lr: float, weight_decay: float, fused: bool):
+    # Decay matrices only; norms' gains stay undecayed (nanoGPT's grouping).
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=fused)
+
+
+def _loss_fn(model, batch):
+    logits = model.forward_dense(batch[:, :-1])
+    return F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+
+
+def _forward_backward(loss_fn, model, batch, cuda: bool):
+    with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
+        loss = loss_fn(model, batch)
+    loss.backward()
+    return loss
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", "cuda requested but no CUDA GPU is visible")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError("--device", f"must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------- train
+def train(args, data: dict[str, np.ndarray], tok, device: torch.device) -> dict:
+    from tinyserve_core.model.llama import LlamaForCausalLM
+
+    torch.manual_seed(args.seed)
+    eos = bpe.eos_id(tok)
+    config = build_config(args, tok.get_vocab_size(), eos)
+    model = LlamaForCausalLM(config).to(device)
+    n_params = count_params(model)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    opt = make_optimizer(model, args.lr, args.weight_decay, fused=cuda)
+    sched = Schedule(args.lr, args.warmup, args.min_lr_frac)
+    sampler = BatchSampler(data["train"], PasskeyTemplate(tok), eos, args.batch, args.context, args.passkey_frac,
+                           args.seed)
+    step, elapsed, history = 0, 0.0, []
+    if args.resume:
+        ck = torch.load(args.resume, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sampler.set_state(ck["sampler"])
+        step, elapsed, history = ck["step"], ck["elapsed"], ck["history"]
+        torch.set_rng_state(ck["torch_rng"])
+        print(f"resumed from {args.resume} at step {step} ({elapsed:.0f} s trained)", file=sys.stderr)
+
+    loss_fn = _loss_fn
+    if args.compile == "on" or (args.compile == "auto" and cuda):
+        loss_fn = torch.compile(_loss_fn)
+    budget_s = args.minutes * 60 if args.minutes else None
+    max_steps = args.steps
+
+    def progress() -> float:
+        p = 0.0
+        if max_steps:
+            p = max(p, step / max_steps)
+        if budget_s:
+            p = max(p, elapsed / budget_s)
+        return p
+
+    ckpt_dir = Path(args.checkpoint_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    last_ckpt = time.perf_counter()
+    bar = tqdm(total=max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=args.quiet, mininterval=2.0)
+    model.train()
+    tokens_per_step = args.batch * args.context
+    t_prev = time.perf_counter()
+    loss_acc, n_acc = torch.zeros((), device=device), 0
+    while progress() < 1.0:
+        lr = sched.lr(step, progress())
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = torch.from_numpy(sampler.next())
+        batch = batch.pin_memory().to(device, non_blocking=True) if cuda else batch
+        try:
+            loss = _forward_backward(loss_fn, model, batch, cuda)
+        except Exception as e:  # noqa: BLE001 - torch.compile failures vary by build
+            if loss_fn is _loss_fn:
+                raise
+            print(f"torch.compile failed ({type(e).__name__}: {str(e)[:300]}); training eagerly", file=sys.stderr)
+            opt.zero_grad(set_to_none=True)
+            loss_fn = _loss_fn
+            loss = _forward_backward(loss_fn, model, batch, cuda)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss_acc += loss.detach()
+        n_acc += 1
+        step += 1
+        now = time.perf_counter()
+        elapsed += now - t_prev
+        t_prev = now
+        bar.update(1)
+        if step % args.log_every == 0 or progress() >= 1.0:
+            mean = float(loss_acc) / n_acc
+            loss_acc.zero_()
+            n_acc = 0
+            rec = {"step": step, "elapsed_s": round(elapsed, 2), "lr": lr, "train_loss": mean,
+                   "tokens": step * tokens_per_step}
+            if step % args.eval_every == 0 or progress() >= 1.0:
+                rec.update(quick_eval(model, tok, data, args, device, cuda))
+                bar.write(f"step {step} {elapsed:.0f}s lr {lr:.2e} train {mean:.3f} heldout_docs "
+                          f"{rec['heldout_docs_loss']:.3f} passkey@{rec['passkey_len']} {rec['passkey_acc']:.0%}",
+                          file=sys.stderr)
+            history.append(rec)
+            bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", refresh=False)
+            t_prev = time.perf_counter()  # evaluation time is not training time
+        if time.perf_counter() - last_ckpt > args.checkpoint_minutes * 60 or progress() >= 1.0:
+            save_checkpoint(ckpt_dir / CHECKPOINT_NAME, model, opt, sampler, step, elapsed, history, args)
+            last_ckpt = time.perf_counter()
+            t_prev = last_ckpt
+    bar.close()
+    model.eval()
+    return {"model": model, "config": config, "params": n_params, "steps": step, "elapsed_s": elapsed,
+            "tokens": step * tokens_per_step, "history": history}
+
+
+def quick_eval(model, tok, data, args, device, cuda: bool) -> dict:
+    """Held-out docs loss on a few windows and pass-key accuracy on 32 samples: a
+    training-curve probe, cheap enough to run every few hundred steps."""
+    from .evaluate import heldout_loss, passkey_accuracy
+
+    model.eval()
+    length = min(1024, args.context)
+    held = np.concatenate([data["heldout_code"], data["heldout_docs"]])
+    with torch.no_grad():
+        loss = heldout_loss(model, data["heldout_docs"], args.context, device, max_windows=args.eval_windows, bf16=cuda)
+        pk = passkey_accuracy(model, tok, held, 32, length, device, bf16=cuda)
+    model.train()
+    return {"heldout_docs_loss": loss["loss"], "passkey_len": length, "passkey_acc": pk["accuracy"]}
+
+
+def save_checkpoint(path: Path, model, opt, sampler, step, elapsed, history, args) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "sampler": sampler.state(),
+                "step": step, "elapsed": elapsed, "history": history, "torch_rng": torch.get_rng_state(),
+                "args": vars(args)}, tmp)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+
+
+# ---------------------------------------------------------------------------- save
+def save_folder(out: Path, model, tok, context: int) -> None:
+    """fp16 HF folder: config.json, model.safetensors, generation_config.json, tokenizer."""
+    import copy
+
+    from tinyserve_core.model.loader import save_model
+    from tinyserve_core.model.tokenizer import Tokenizer
+
+    half = copy.deepcopy(model).to("cpu", dtype=torch.float16)
+    for name, p in half.named_parameters():
+        if not torch.isfinite(p).all():
+            raise RuntimeError(f"{name} overflows float16")
+    eos = bpe.eos_id(tok)
+    save_model(half, Tokenizer(tok, [eos], eos), out)
+    bpe.save_tokenizer(tok, out, context)  # adds the special tokens transformers needs
+
+
+def environment() -> dict:
+    env = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train-lm", help="build the corpus, train, evaluate and save the default language model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="model folder to write (config.json, model.safetensors, ...)")
+    p.add_argument("--data-dir", default="out/lm-data", help="prepared corpus + tokenizer (built if missing)")
+    p.add_argument("--checkpoint-dir", default="out/lm-train", help="where training checkpoints go")
+    p.add_argument("--prepare-only", action="store_true", help="build corpus and tokenizer, then stop")
+    p.add_argument("--docs-root", default=None, help="Python docs sources (default /usr/share/doc/python3.11/html/_sources)")
+    p.add_argument("--stdlib-root", default=None, help="stdlib sources (default /usr/lib/python3.11)")
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--min-vocab", type=int, default=bpe.MIN_VOCAB, help=argparse.SUPPRESS)
+    p.add_argument("--heldout-frac", type=float, default=0.05)
+    p.add_argument("--size", choices=sorted(SIZES), default="small")
+    p.add_argument("--context", type=int, default=2048)
+    p.add_argument("--batch", type=int, default=32, help="sequences per step")
+    p.add_argument("--steps", type=int, default=None, help="step budget (cosine over steps)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (cosine over time)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--min-lr-frac", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--passkey-frac", type=float, default=0.1, help="fraction of rows that are pass-key samples")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", default=None, help="training checkpoint to continue from")
+    p.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-windows", type=int, default=16, help="held-out windows scored during training")
+    p.add_argument("--n-passkey", type=int, default=200)
+    p.add_argument("--passkey-lengths", default="1024,2048")
+    p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+
+def validate(args) -> None:
+    if not args.prepare_only and not args.steps and not args.minutes:
+        raise ConfigError("--steps", "give --steps or --minutes (or both)")
+    for name in ("steps", "batch", "context", "n_passkey", "log_every", "eval_every"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise ConfigError("--" + name.replace("_", "-"), f"must be positive, got {v}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise ConfigError("--minutes", f"must be positive, got {args.minutes}")
+    if args.resume and not Path(args.resume).is_file():
+        raise ConfigError("--resume", f"{args.resume} is not a file")
+    try:
+        args.passkey_lengths = tuple(int(x) for x in str(args.passkey_lengths).split(",") if x)
+    except ValueError:
+        raise ConfigError("--passkey-lengths", f"expected comma-separated integers, got {args.passkey_lengths!r}") from None
+    if not args.no_eval and any(L > args.context for L in args.passkey_lengths):
+        raise ConfigError("--passkey-lengths", f"each must be <= --context {args.context}")
+
+
+def run(args) -> int:
+    from .model_card import write_model_card
+
+    validate(args)
+    data_dir = Path(args.data_dir)
+    prepare(data_dir, args)
+    if args.prepare_only:
+        return 0
+    device = resolve_device(args.device)
+    tok = bpe.load_tokenizer(data_dir)
+    data = load_data(data_dir)
+    result = train(args, data, tok, device)
+    out = Path(args.out)
+    save_folder(out, result["model"], tok, args.context)
+    summary = {
+        "params": result["params"], "steps": result["steps"], "train_seconds": round(result["elapsed_s"], 1),
+        "tokens": result["tokens"], "epochs": result["tokens"] / max(1, len(data["train"])),
+        "corpus": json.loads((data_dir / "corpus.json").read_text()) if (data_dir / "corpus.json").exists() else None,
+        "args": {k: v for k, v in vars(args).items() if k != "func"}, "environment": environment(),
+        "history": result["history"],
+    }
+    (out / "train_log.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    ev = None
+    if not args.no_eval:
+        ev = evaluate_folder(out, data, device, args)
+        from .evaluate import format_eval_table, write_eval
+
+        write_eval(ev, out / "eval.json")
+        print(format_eval_table(ev))
+    write_model_card(out, summary, ev)
+    return 0
+
+
+def evaluate_folder(out: Path, data, device, args) -> dict:
+    """Evaluate the saved (fp16) folder as users get it, in float32."""
+    from tinyserve_core.model.loader import load_model
+
+    from .evaluate import evaluate_model
+
+    model, tokenizer = load_model(out, device=device, dtype=torch.float32)
+    held = {k: v for k, v in data.items() if k != "train"}
+    return evaluate_model(model, tokenizer.tokenizer, held, device, context=args.context,
+                          passkey_lengths=args.passkey_lengths, n_passkey=args.n_passkey,
+                          eos_id=tokenizer.eos_token_id, progress=not args.quiet)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tinyserve train-lm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except TinyServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

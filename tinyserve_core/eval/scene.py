@@ -56,26 +56,31 @@ def load_queries(path: Path, labels: list[str]) -> list[dict]:
 
 
 def path_clearance(spec, result) -> float:
-    """Exact distance from the robot's centre line to the nearest surface along a path, less
-    the sampling slack (the SDF is 1-Lipschitz: half the spacing of the samples)."""
-    from tinyserve_core.scene.geometry import scene_sdf
+    """Exact distance from the robot's centre to the nearest surface along a path (for the
+    ground robot: horizontal distance to anything between the floor gap and its height),
+    less the sampling slack: the distance is 1-Lipschitz, so half the sample spacing."""
+    from tinyserve_core.scene.geometry import footprint_distance, scene_sdf
     from tinyserve_core.scene.planner import FLOOR_GAP, GROUND_HEIGHT
 
     path = np.asarray(result.path, dtype=np.float64)
     fine = [path[:1]]
-    for a, b in zip(path[:-1], path[1:]):  # 5 mm steps: the slack below stays a few mm
+    for a, b in zip(path[:-1], path[1:]):  # 5 mm steps keep the slack small
         n = max(1, int(np.ceil(np.linalg.norm(b - a) / 0.005)))
         fine.append(a + (b - a) * (np.arange(1, n + 1) / n)[:, None])
     path = np.concatenate(fine)
+    spacing = float(np.linalg.norm(np.diff(path, axis=0), axis=1).max()) if len(path) > 1 else 0.0
     pts = torch.tensor(path)
-    spacing = float(np.linalg.norm(np.diff(path, axis=0), axis=1).max()) if len(pts) > 1 else 0.0
     if result.robot.kind == "gripper":
         return float(scene_sdf(spec, pts).min()) - spacing / 2
-    dz = 0.005
-    zs = torch.arange(FLOOR_GAP, GROUND_HEIGHT + 1e-9, dz, dtype=torch.float64)
-    q = torch.cat([torch.cat([pts[:, :2], torch.full((len(pts), 1), float(z), dtype=torch.float64)], 1) for z in zs])
-    d = scene_sdf(spec, q, exclude=(spec.floor_label,))
-    return float(d.min()) - float(np.hypot(spacing / 2, dz / 2))
+    z0, z1 = spec_floor(spec) + FLOOR_GAP, spec_floor(spec) + GROUND_HEIGHT
+    d = min(float(footprint_distance(p, pts[:, :2], z0, z1).min())
+            for o in spec.objects if o.label != spec.floor_label for p in o.primitives)
+    return d - spacing / 2
+
+
+def spec_floor(spec) -> float:
+    """Height of the floor's top surface."""
+    return max(p.bounds()[1][2] for p in spec.object(spec.floor_label).primitives)
 
 
 def pct(xs, q) -> float:

@@ -137,3 +137,28 @@ def scene_sdf(spec: SceneSpec, x: torch.Tensor, exclude: tuple[str, ...] = ()) -
         for prim in obj.primitives:
             d = torch.minimum(d, sdf(prim, x))
     return d
+
+
+def footprint_distance(p: Primitive, xy: torch.Tensor, z0: float, z1: float) -> torch.Tensor:
+    """Horizontal signed distance [N] from points [N, 2] to the primitive's cross-sections
+    between heights z0 and z1: the exact clearance of a vertical cylindrical body spanning
+    those heights. These shapes' horizontal slices are nested, so the widest slice in the
+    range is the union of them all; inf where the primitive lies outside the range."""
+    inf = torch.full(xy.shape[:1], INF, dtype=xy.dtype)
+    (_, _, lo_z), (_, _, hi_z) = p.bounds()
+    if hi_z < z0 or lo_z > z1:
+        return inf
+    if p.kind == "box":
+        q = (xy - torch.tensor(p.center[:2], dtype=xy.dtype)).abs() - torch.tensor(p.size[:2], dtype=xy.dtype) / 2
+        return q.clamp_min(0).norm(dim=-1) + q.max(dim=-1).values.clamp_max(0)
+    if p.kind == "sphere":
+        cz = p.center[2]
+        zs = min(max(cz, z0), z1)
+        r = (max(p.radius**2 - (zs - cz) ** 2, 0.0)) ** 0.5
+        centre = p.center[:2]
+    elif p.kind == "cylinder":
+        r, centre = p.radius, p.base[:2]
+    else:
+        zs = max(p.base[2], z0)
+        r, centre = p.radius * (p.base[2] + p.height - zs) / p.height, p.base[:2]
+    return (xy - torch.tensor(centre, dtype=xy.dtype)).norm(dim=-1) - r

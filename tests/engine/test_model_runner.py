@@ -34,7 +34,7 @@ def model():
 
 def dense_last(model, ids) -> torch.Tensor:
     with torch.no_grad():
-        return model.forward_dense(torch.tensor([ids]))[0, -1]
+        return model.forward_dense(torch.tensor([ids], device=model.lm_head.weight.device))[0, -1]
 
 
 def toks(n, seed):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QWidget
 
 from .snapshot import COL, METRIC_COLUMNS
 
@@ -39,38 +39,45 @@ class MetricsView(QWidget):
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
         self.lat = np.zeros((0, 3))
         self._dirty = False
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(2, 2, 2, 2)
-        self.glw = pg.GraphicsLayoutWidget()
-        lay.addWidget(self.glw)
+        self._pending = 0
+        grid = QGridLayout(self)
+        grid.setContentsMargins(2, 2, 2, 2)
+        grid.setSpacing(2)
         self.curves: dict[str, pg.PlotDataItem] = {}
-        self.plots = []
+        self.plots: list[pg.PlotItem] = []
+        self.widgets: list[pg.PlotWidget] = []
+        self._plot_cols: list[list[str]] = []
+        self._turn = 0
         rows = -(-len(PLOTS) // 3)
+        # one small view per plot: each repaints alone, so a frame never pays for all nine
         for i, (title, ylab, series) in enumerate(PLOTS):
-            p = self.glw.addPlot(row=i // 3, col=i % 3, title=title)
+            w = pg.PlotWidget(title=title)
+            p = w.getPlotItem()
             p.setLabel("left", ylab)
-            # one shared, scrolling time axis: only the bottom row draws it, since
-            # re-laying out tick labels is most of what a scrolling plot costs
             if i // 3 == rows - 1:
                 p.setLabel("bottom", "engine time", units="s")
-            else:
-                p.hideAxis("bottom")
-            if self.plots:
-                p.setXLink(self.plots[0])
-            p.showGrid(x=True, y=True, alpha=0.25)
             p.setMenuEnabled(False)
+            p.hideButtons()
+            # bounded paint cost however many steps are in the window
             p.setClipToView(True)
+            p.setDownsampling(auto=True, mode="peak")
             if any(col in _PERCENT for _, col, _ in series):
                 p.setYRange(0, 100, padding=0.02)
                 p.enableAutoRange(y=False)
+            p.enableAutoRange(x=False)
             if len(series) > 1:
                 p.addLegend(offset=(5, 5), labelTextSize="8pt")
+            cols = []
             for name, col, rgb in series:
                 sym = "o" if col in ("ttft", "tpot") else None
                 c = p.plot([], [], pen=None if sym else _PEN(rgb), name=name, symbol=sym,
                            symbolSize=4, symbolBrush=rgb if sym else None, symbolPen=None)
                 self.curves[col] = c
+                cols.append(col)
+            grid.addWidget(w, i // 3, i % 3)
             self.plots.append(p)
+            self.widgets.append(w)
+            self._plot_cols.append(cols)
 
     def reset(self):
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
@@ -90,31 +97,41 @@ class MetricsView(QWidget):
         if self.rows.shape[0] > 200_000:
             self.rows = self.rows[-100_000:]
 
-    def render(self) -> bool:
-        if not self._dirty or not self.rows.size:
+    def render(self, plots: int | None = None) -> bool:
+        """Redraw the next `plots` plots (all by default) from the newest window."""
+        if not self.rows.size:
             return False
+        n = len(self.plots)
+        todo = n if plots is None else min(plots, n)
+        if not self._dirty and self._pending == 0:
+            return False
+        if self._dirty:
+            self._pending = n      # every plot owes one redraw for the new rows
+            self._dirty = False
         t = self.rows[:, COL["clock"]]
         t_end = t[-1]
         lo = np.searchsorted(t, t_end - self.window_s)
         win = self.rows[lo:]
         x = win[:, COL["clock"]]
-        for col, curve in self.curves.items():
-            if col in ("ttft", "tpot"):
-                continue
-            y = win[:, COL[col]]
-            if col in _PERCENT:
-                y = y * 100.0
-            if col == "prefix_hit_rate":
+        lw = self.lat[self.lat[:, 0] >= t_end - self.window_s] if self.lat.size else self.lat
+        for _ in range(min(todo, self._pending)):
+            i = self._turn
+            self._turn = (self._turn + 1) % n
+            self._pending -= 1
+            self.plots[i].setXRange(max(0.0, t_end - self.window_s), t_end, padding=0.01)
+            for col in self._plot_cols[i]:
+                curve = self.curves[col]
+                if col in ("ttft", "tpot"):
+                    if lw.size:
+                        j = 1 if col == "ttft" else 2
+                        keep = ~np.isnan(lw[:, j])
+                        curve.setData(lw[keep, 0], lw[keep, j] * 1000.0)
+                    continue
+                y = win[:, COL[col]]
+                if col in _PERCENT:
+                    y = y * 100.0
                 keep = ~np.isnan(y)
                 curve.setData(x[keep], y[keep])
-            else:
-                curve.setData(x, y)
-        if self.lat.size:
-            lw = self.lat[self.lat[:, 0] >= t_end - self.window_s]
-            for j, col in ((1, "ttft"), (2, "tpot")):
-                keep = ~np.isnan(lw[:, j])
-                self.curves[col].setData(lw[keep, 0], lw[keep, j] * 1000.0)
-        self._dirty = False
         return True
 
     def series(self, col: str) -> np.ndarray:

@@ -32,7 +32,7 @@ class SelectionView:
 
 
 class SelectionHistory:
-    def __init__(self, capacity: int = 256, max_seqs: int = 64, series_len: int = 2048):
+    def __init__(self, capacity: int = 128, max_seqs: int = 64, series_len: int = 2048):
         self.capacity = capacity
         self.max_seqs = max_seqs
         # seq -> {(layer, head): deque[(step, num_pages, pages, scores, oracle)]}

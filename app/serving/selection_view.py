@@ -31,7 +31,7 @@ LAYER_COLOURS = [(90, 200, 255), (255, 170, 60), (120, 230, 120), (230, 110, 200
 
 def cell_pixels(P: int, S: int) -> int:
     """Pixels per cell: big enough for an outline and a dot, small enough to stay ~1 MP."""
-    return int(np.clip(np.sqrt(700_000 / max(1, P * S)), 4, 8))
+    return int(np.clip(np.sqrt(300_000 / max(1, P * S)), 3, 8))
 
 
 def heatmap_rgba(v: SelectionView, cell: int | None = None) -> np.ndarray:
@@ -65,13 +65,14 @@ def heatmap_rgba(v: SelectionView, cell: int | None = None) -> np.ndarray:
         img5[p, :, s, cell - 1] = o
     if v.has_oracle:
         m = cell // 2
+        span = (m,) if cell < 5 else (m - 1, m)   # a 1- or 2-pixel dot inside the outline
         for mask, colour in ((v.oracle & v.selected, HIT), (v.oracle & ~v.selected, MISS)):
             p, s = np.nonzero(mask)
             if p.size:
                 c = u32(colour)[0]
-                for dy in (m - 1, m):
-                    img5[p, dy, s, m - 1] = c
-                    img5[p, dy, s, m] = c
+                for dy in span:
+                    for dx in span:
+                        img5[p, dy, s, dx] = c
     return img5.reshape(P * cell, S * cell).view(np.uint8).reshape(P * cell, S * cell, 4)
 
 
@@ -109,22 +110,24 @@ class SelectionViewWidget(QWidget):
         self.heat.setLabel("bottom", "decode step (column, oldest left)")
         self.image = pg.ImageItem(axisOrder="row-major")
         self.heat.addItem(self.image)
-        self.recall = self.glw.addPlot(row=1, col=0, title="selection recall (solid), attention-mass recall (dashed)")
+        # recall plots in their own view: they repaint on their own turn, not with the heatmap
+        self.glw2 = pg.GraphicsLayoutWidget()
+        self.glw2.setBackground((18, 18, 22))
+        self.recall = self.glw2.addPlot(row=0, col=0, title="selection recall (solid), attention-mass recall (dashed)")
         self.recall.setLabel("bottom", "engine step")
         self.recall.setLabel("left", "recall")
         self.recall.setYRange(0, 1.05)
         self.recall.showGrid(x=True, y=True, alpha=0.25)
         self.recall.addLegend(offset=(5, 5), labelTextSize="8pt")
-        self.tier = self.glw.addPlot(row=1, col=1, title="fast-tier hit rate")
+        self.tier = self.glw2.addPlot(row=0, col=1, title="fast-tier hit rate")
         self.tier.setLabel("bottom", "engine step")
         self.tier.setLabel("left", "hit rate")
         self.tier.setYRange(0, 1.05)
         self.tier.showGrid(x=True, y=True, alpha=0.25)
         self.tier_curve = self.tier.plot([], [], pen=pg.mkPen((110, 255, 255), width=1.6))
-        self.glw.ci.layout.setRowStretchFactor(0, 3)
-        self.glw.ci.layout.setRowStretchFactor(1, 2)
         self.recall_curves: dict[tuple[int, str], pg.PlotDataItem] = {}
-        lay.addWidget(self.glw, 1)
+        lay.addWidget(self.glw, 3)
+        lay.addWidget(self.glw2, 2)
         lay.addWidget(ColourLegend([
             (tuple(_CMAP[20][:3]), "low score"), (tuple(_CMAP[235][:3]), "high score"),
             (tuple(OUTLINE[:3]), "outline = selected"), (tuple(HIT[:3]), "oracle page kept"),
@@ -176,13 +179,25 @@ class SelectionViewWidget(QWidget):
             self._stale = True
 
     def render_if_new(self) -> bool:
-        if not getattr(self, "_stale", False) or self.view is None:
+        """Heatmap on one call, recall plots on the next: never both in one frame."""
+        if self.view is None:
             return False
-        self._stale = False
-        self.render()
-        return True
+        if getattr(self, "_stale", False):
+            self._stale = False
+            self._series_stale = True
+            self.render_heatmap()
+            return True
+        if getattr(self, "_series_stale", False):
+            self._series_stale = False
+            self.render_series()
+            return True
+        return False
 
     def render(self):
+        self.render_heatmap()
+        self.render_series()
+
+    def render_heatmap(self):
         v = self.view
         img = heatmap_rgba(v)
         P, S = v.scores.shape
@@ -194,6 +209,10 @@ class SelectionViewWidget(QWidget):
             f"policy {v.policy} | seq {seq}, layer {layer}, kv-head {head} | {S} decode steps shown | "
             f"last step: {int(n_sel)} of {int(v.num_pages[-1]) if S else 0} pages selected"
             + ("" if v.has_oracle else " | oracle/recall need statistics on"))
+        self.frames += 1
+
+    def render_series(self):
+        v = self.view
         for i, l in enumerate(v.series_layers):
             rgb = LAYER_COLOURS[i % len(LAYER_COLOURS)]
             for j, (arr, style) in enumerate(((v.selection_recall, None), (v.mass_recall, Qt.PenStyle.DashLine))):
@@ -207,7 +226,6 @@ class SelectionViewWidget(QWidget):
                 c.setData(v.series_steps[keep], y[keep])
         keep = ~np.isnan(v.tier_hit_rate)
         self.tier_curve.setData(v.series_steps[keep], v.tier_hit_rate[keep])
-        self.frames += 1
 
     def _on_move(self, pos):
         v = self.view

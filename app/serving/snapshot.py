@@ -84,7 +84,7 @@ class Snapshot:
 class SnapshotBuilder:
     """Lives in the worker thread; owns everything accumulated between GUI pulls."""
 
-    def __init__(self, selection_capacity: int = 256):
+    def __init__(self, selection_capacity: int = 128):
         self.selection = SelectionHistory(capacity=selection_capacity)
         self._reset_pending()
         self._hits_q = (0, 0)

@@ -151,7 +151,7 @@ def train_field(spec: SceneSpec, cfg: TrainConfig = TrainConfig(),
         if callback is not None:
             if preview_every and (it + 1) % preview_every == 0:
                 preview = render_view(field, occ, cams[0], spec.background)["rgb"]
-            if callback(Progress(it + 1, cfg.iters, float(loss), psnr(mse_ema), time.perf_counter() - t0, preview)):
+            if callback(Progress(it + 1, cfg.iters, float(loss.detach()), psnr(mse_ema), time.perf_counter() - t0, preview)):
                 cancelled = True
                 break
     occ = visible_cells(field, carved & field.occupancy(), views, step)

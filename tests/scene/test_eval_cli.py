@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from tinyserve_core.errors import InputFileError
+from tinyserve_core.eval.scene import default_queries, load_queries
+
+
+def test_default_query_set_is_valid_and_covers_every_kind(spec):
+    qs = load_queries(default_queries("room"), spec.labels[1:])
+    kinds = {q["expected"] for q in qs}
+    assert {"ambiguous", "not found"} <= kinds and len(kinds) >= 12
+    assert any("drink coffee" in q["query"] for q in qs)
+
+
+@pytest.mark.parametrize("lines, line_no", [
+    (['{"query": "mug", "expected": "red mug"}', '{"query": "mug", "expected": '], 2),
+    (['{"query": "mug", "expected": "red mug"}', '', '{"query": "x", "expected": "unicorn"}'], 3),
+    (['["not", "an", "object"]'], 1),
+    (['{"query": "", "expected": "red mug"}'], 1),
+])
+def test_malformed_query_file_names_the_line(tmp_path, spec, lines, line_no):
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputFileError) as e:
+        load_queries(path, spec.labels[1:])
+    assert e.value.line == line_no and f"q.jsonl:{line_no}" in str(e.value)
+
+
+def test_eval_cli_rejects_a_bad_query_file(tmp_path, capsys):
+    from tinyserve_core.eval.scene import main
+
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"query": "mug"}\n')
+    assert main(["scene", "--queries", str(path)]) == 2
+    assert "q.jsonl:1" in capsys.readouterr().err
+
+
+def test_train_scene_cli_writes_loadable_weights(tmp_path, capsys):
+    from tinyserve_core.scene.cli import main
+    from tinyserve_core.scene.weights import load_weights
+
+    out = tmp_path / "w.safetensors"
+    summary = tmp_path / "s.json"
+    assert main(["train-scene", "--iters", "4", "--size", "16", "--batch-rays", "256", "--voxel", "0.1",
+                 "--out", str(out), "--json", str(summary)]) == 0
+    field, occ, meta = load_weights(out)
+    assert meta["stats"]["steps"] == 4 and "heldout_psnr" in json.loads(summary.read_text())
+    assert main(["train-scene", "--scene", "nowhere"]) == 2
+    assert "available: room" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_eval_meets_the_targets(tmp_path):
+    from tinyserve_core.eval.scene import evaluate
+
+    rep = evaluate("room")
+    assert rep["views_full"]["psnr"] >= 30 and rep["views_full"]["miou"] >= 0.9
+    assert rep["queries"]["accuracy"] >= 0.9
+    assert rep["planning"]["collision_free"] == 1.0 and rep["planning"]["solved"] >= 20

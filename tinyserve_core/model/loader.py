@@ -112,8 +112,11 @@ def save_model(model: LlamaForCausalLM, tokenizer: Tokenizer | None, path: str |
     """Write an HF checkpoint folder that transformers and load_model both read."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.config.save(path)
     sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    # Records the stored precision, so transformers loads the weights without upcasting.
+    config["torch_dtype"] = str(model.lm_head.weight.dtype).removeprefix("torch.")
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if model.config.tie_word_embeddings:
         sd.pop("lm_head.weight", None)  # HF tied checkpoints store the embedding once
     save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})

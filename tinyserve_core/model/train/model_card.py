@@ -17,7 +17,31 @@ def _corpus_rows(summary: dict) -> list[str]:
     return rows
 
 
-def render(folder: Path, summary: dict, ev: dict | None) -> str:
+def command_line(args: dict) -> str:
+    """The `tinyserve train-lm` invocation that reproduces this training run."""
+    flags = ["--size", args["size"], "--context", str(args["context"]), "--batch", str(args["batch"]),
+             "--vocab-size", str(args["vocab_size"]), "--lr", f"{args['lr']:g}", "--warmup", str(args["warmup"]),
+             "--passkey-frac", f"{args['passkey_frac']:g}", "--seed", str(args["seed"])]
+    if args.get("steps"):
+        flags += ["--steps", str(args["steps"])]
+    if args.get("minutes"):
+        flags += ["--minutes", f"{args['minutes']:g}"]
+    return "tinyserve train-lm --out DIR --device cuda " + " ".join(flags)
+
+
+def _run_rows(runs: list[dict]) -> list[str]:
+    rows = ["| run | steps | tokens seen (passes) | held-out docs ppl | held-out code ppl | pass-key @1024 | @2048 |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        t, e = r["train"], r["eval"]
+        pk = {p["length"]: f"{p['accuracy']:.1%}" for p in e["passkey"]}
+        rows.append(f"| {r['label']} | {t['steps']:,} | {t['tokens'] / 1e6:.0f} M ({t['epochs']:.0f}) "
+                    f"| {e['heldout']['heldout_docs']['perplexity']:.2f} | {e['heldout']['heldout_code']['perplexity']:.2f} "
+                    f"| {pk.get(1024, '-')} | {pk.get(2048, '-')} |")
+    return rows
+
+
+def render(folder: Path, summary: dict, ev: dict | None, runs: list[dict] | None = None, notes: str = "") -> str:
     cfg = json.loads((folder / "config.json").read_text())
     a = summary["args"]
     env = summary["environment"]
@@ -73,7 +97,16 @@ def render(folder: Path, summary: dict, ev: dict | None) -> str:
         f"- {'bf16 autocast, torch.compile, fused AdamW' if env.get('gpu') else 'float32'}",
         f"- training time: {summary['train_seconds'] / 60:.1f} min on {card} (torch {env['torch']})",
         "",
+        "```",
+        command_line(a),
+        "```",
+        "",
     ]
+    if runs:
+        lines += ["## Choice of schedule", "", "Runs of this recipe measured side by side (same corpus, model and "
+                  "evaluation; the saved float16 weights of each):", "", *_run_rows(runs), ""]
+    if notes:
+        lines += [notes.strip(), ""]
     if ev is not None:
         lines += ["## Evaluation (the saved float16 weights, run in " + ev.get("precision", "float32") + ")", "",
                   "| held-out split | loss (nats/token) | perplexity | tokens |", "| --- | --- | --- | --- |"]
@@ -91,7 +124,7 @@ def render(folder: Path, summary: dict, ev: dict | None) -> str:
             lines += [f"**{g['prompt']}**", "", "```", g["prompt"] + g["completion"], "```", ""]
     h = [r for r in summary["history"] if "heldout_docs_loss" in r]
     if h:
-        lines += ["## Training curve", "", "| step | minutes | train loss | held-out docs loss (first windows) "
+        lines += ["## Training curve", "", f"| step | minutes | train loss | held-out docs loss (first {a.get('eval_windows', 16)} windows) "
                   "| pass-key accuracy (32 samples) |", "| --- | --- | --- | --- | --- |"]
         stride = max(1, len(h) // 12)
         for r in h[::stride] + ([h[-1]] if (len(h) - 1) % stride else []):
@@ -103,7 +136,8 @@ def render(folder: Path, summary: dict, ev: dict | None) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(folder: Path, summary: dict, ev: dict | None) -> Path:
+def write_model_card(folder: Path, summary: dict, ev: dict | None, runs: list[dict] | None = None,
+                     notes: str = "") -> Path:
     path = Path(folder) / CARD_NAME
-    path.write_text(render(Path(folder), summary, ev))
+    path.write_text(render(Path(folder), summary, ev, runs, notes))
     return path

@@ -211,10 +211,13 @@ def train(args, data: dict[str, np.ndarray], tok, device: torch.device) -> dict:
             history.append(rec)
             bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", refresh=False)
             t_prev = time.perf_counter()  # evaluation time is not training time
-        if time.perf_counter() - last_ckpt > args.checkpoint_minutes * 60 or progress() >= 1.0:
+        stop_here = args.stop_at is not None and step >= args.stop_at
+        if time.perf_counter() - last_ckpt > args.checkpoint_minutes * 60 or progress() >= 1.0 or stop_here:
             save_checkpoint(ckpt_dir / CHECKPOINT_NAME, model, opt, sampler, step, elapsed, history, args)
             last_ckpt = time.perf_counter()
             t_prev = last_ckpt
+        if stop_here:
+            break
     bar.close()
     model.eval()
     return {"model": model, "config": config, "params": n_params, "steps": step, "elapsed_s": elapsed,
@@ -303,6 +306,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", default=None, help="training checkpoint to continue from")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="checkpoint and stop at this step; --resume continues the same schedule")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-windows", type=int, default=16, help="held-out windows scored during training")

@@ -75,3 +75,4 @@ def test_retrieves_pass_keys_at_1024(shipped):
     src = _heldout_text_ids(tok, 20_000)
     r = passkey_accuracy(model, tok.tokenizer, src, 8, 1024, "cpu", batch_size=4)
     assert r["accuracy"] >= 0.75, r
+

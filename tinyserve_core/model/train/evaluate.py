@@ -132,7 +132,9 @@ def evaluate_model(model, tok, data: dict[str, np.ndarray], device, *, context: 
             out["generations"].append({"prompt": arg, "completion": greedy_generate(model, tok, arg, max_new_tokens,
                                                                                     device, eos_id)})
     out["seconds"] = time.perf_counter() - t0
-    out["precision"] = "bf16 autocast" if bf16 and torch.device(device).type == "cuda" else "float32"
+    cuda = torch.device(device).type == "cuda"
+    out["precision"] = ("bf16 autocast" if bf16 and cuda else
+                        "float32 (TF32 matmuls)" if cuda and torch.backends.cuda.matmul.allow_tf32 else "float32")
     return out
 
 

@@ -141,3 +141,20 @@ def write_model_card(folder: Path, summary: dict, ev: dict | None, runs: list[di
     path = Path(folder) / CARD_NAME
     path.write_text(render(Path(folder), summary, ev, runs, notes))
     return path
+
+
+def rebuild(folder: str | Path) -> Path:
+    """Re-render a folder's card from the records beside it: train_log.json, eval.json
+    and the optional runs.json ({"runs": [...], "notes": "..."}) of compared schedules."""
+    folder = Path(folder)
+    summary = json.loads((folder / "train_log.json").read_text())
+    ev = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").exists() else None
+    extra = json.loads((folder / "runs.json").read_text()) if (folder / "runs.json").exists() else {}
+    return write_model_card(folder, summary, ev, extra.get("runs"), extra.get("notes", ""))
+
+
+if __name__ == "__main__":
+    import sys
+
+    for f in sys.argv[1:]:
+        print(rebuild(f))

@@ -135,6 +135,7 @@ class PageSelection(Event):
     budget_pages: int | None = None
     tier_hits: int | None = None
     tier_misses: int | None = None
+    oracle_mass: float | None = None   # true mass on oracle_pages: the best mass recall possible
 
 
 class EventSink:

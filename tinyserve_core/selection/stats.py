@@ -5,7 +5,8 @@ query over the whole context is computed and compared with the selected pages:
 * mass recall: true softmax mass on the selected pages (mean over the group's query
   heads) - the share of the dense attention output the sparse one keeps;
 * oracle pages: the k pages of highest true mass, k = pages selected;
-  selection recall = |oracle & selected| / k;
+  selection recall = |oracle & selected| / k; oracle mass = their true mass, the
+  best mass recall any choice of k pages could reach;
 * bound violations: tokens whose logit exceeds their page's bound by more than the
   float32 rounding of the two dot products (tolerance `rtol * scale * sum|q||k|max`);
   the bound is exact, so this must be 0;
@@ -28,8 +29,9 @@ from ..observe.events import EventSink, PageSelection
 from .base import SelectContext, Selection
 from .oracle import attention_logits, context_keys, page_mass
 
-_METRICS = ("pages_selected", "context_pages", "mass_recall", "selection_recall",
+_METRICS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
             "bound_violations", "entropy", "budget_pages", "tier_hits", "tier_misses", "bytes_moved")
+_MEANS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall", "budget_pages")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class SelectionSummary:
     pages_selected: tuple[float, ...]
     context_pages: tuple[float, ...]
     mass_recall: tuple[float, ...]
+    oracle_mass: tuple[float, ...]   # the best mass recall any choice of as many pages gets
     selection_recall: tuple[float, ...]
     bound_violations: tuple[int, ...]
     entropy: tuple[float, ...]
@@ -120,6 +123,7 @@ class SelectionStats:
                 s["pages_selected"] += kh
                 s["context_pages"] += n
                 s["mass_recall"] += float(mass_rec[h])
+                s["oracle_mass"] += float(mass[h, orc].sum())
                 s["selection_recall"] += sel_rec
                 s["bound_violations"] += int(viol[h])
                 s["budget_pages"] += bud
@@ -138,6 +142,7 @@ class SelectionStats:
                         scores=tuple(scores[b, h, :n].tolist()),
                         oracle_pages=tuple(sorted(orc.tolist())),
                         selection_recall=sel_rec, mass_recall=float(mass_rec[h]),
+                        oracle_mass=float(mass[h, orc].sum()),
                         bound_violations=int(viol[h]), entropy=ent, budget_pages=bud,
                         tier_hits=hits, tier_misses=misses))
 
@@ -168,7 +173,7 @@ class SelectionStats:
         for li in layers:
             a = self._layers[li]
             r = max(a.records, 1)
-            for m in ("pages_selected", "context_pages", "mass_recall", "selection_recall", "budget_pages"):
+            for m in _MEANS:
                 cols[m].append(a.sums[m] / r)
             cols["bound_violations"].append(int(a.sums["bound_violations"]))
             cols["entropy"].append(a.sums["entropy"] / a.n_entropy if a.n_entropy else math.nan)
@@ -202,7 +207,7 @@ def summarize_history(history) -> dict[int, dict[str, float]]:
             t = tot.setdefault(li, {"records": 0, **dict.fromkeys(_METRICS, 0.0), "ent_w": 0})
             r = s.records[i]
             t["records"] += r
-            for m in ("pages_selected", "context_pages", "mass_recall", "selection_recall", "budget_pages"):
+            for m in _MEANS:
                 t[m] += getattr(s, m)[i] * r
             if not math.isnan(s.entropy[i]):
                 t["entropy"] += s.entropy[i] * r
@@ -211,8 +216,7 @@ def summarize_history(history) -> dict[int, dict[str, float]]:
                 t[m] += getattr(s, m)[i]
     for li, t in tot.items():
         r = max(t["records"], 1)
-        row = {m: t[m] / r for m in ("pages_selected", "context_pages", "mass_recall",
-                                      "selection_recall", "budget_pages")}
+        row = {m: t[m] / r for m in _MEANS}
         row["entropy"] = t["entropy"] / t["ent_w"] if t["ent_w"] else math.nan
         for m in ("bound_violations", "tier_hits", "tier_misses", "bytes_moved"):
             row[m] = int(t[m])

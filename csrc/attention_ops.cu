@@ -224,4 +224,26 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   TORCH_CHECK(false, "page_scores: unsupported dtype");
 }
 
+torch::Tensor select_pages(const torch::Tensor& scores, int64_t k) {
+  TS_CHECK_CUDA(scores);
+  TS_CHECK_CONTIG(scores);
+  TORCH_CHECK(scores.scalar_type() == torch::kFloat32 && scores.dim() == 3, "scores must be float32 [B, Hkv, M]");
+  TORCH_CHECK(k >= 0, "k must be >= 0");
+  const int64_t rows = scores.size(0) * scores.size(1), M = scores.size(2);
+  TORCH_CHECK(M <= (int64_t)kSelectThreads * kSelectMaxItems, "select_pages: rows longer than ",
+              kSelectThreads * kSelectMaxItems, " pages go to torch.topk");
+  const c10::cuda::CUDAGuard guard(scores.device());
+  auto out = torch::empty({scores.size(0), scores.size(1), k}, scores.options().dtype(torch::kInt32));
+  if (rows == 0 || k == 0) return out;
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int items = M <= kSelectThreads ? 1 : M <= 2 * kSelectThreads ? 2 : 4;
+  const float* s = scores.data_ptr<float>();
+  int* o = out.data_ptr<int>();
+  if (items == 1) select_pages_kernel<1><<<rows, kSelectThreads, 0, stream>>>(s, M, k, o);
+  else if (items == 2) select_pages_kernel<2><<<rows, kSelectThreads, 0, stream>>>(s, M, k, o);
+  else select_pages_kernel<4><<<rows, kSelectThreads, 0, stream>>>(s, M, k, o);
+  TS_LAUNCH_CHECK();
+  return out;
+}
+
 }  // namespace tinyserve

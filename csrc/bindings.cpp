@@ -12,6 +12,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("num_splits") = 0);
   m.def("decode_num_splits", &tinyserve::decode_num_splits);
   m.def("page_scores", &tinyserve::page_scores);
+  m.def("select_pages", &tinyserve::select_pages);
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
 }

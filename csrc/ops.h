@@ -24,6 +24,8 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
                           const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
                           double scale, int64_t block_size);
 
+torch::Tensor select_pages(const torch::Tensor& scores, int64_t k);
+
 void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping);
 
 torch::Tensor allocate_blocks(torch::Tensor& refcounts, int64_t num);

@@ -18,4 +18,6 @@ TINYSERVE_CACHE_INSTANCES(CACHE)
 #define SCORE(T, D) \
   template __global__ void page_scores_kernel<T, D>(const __grid_constant__ PageScoreParams);
 TINYSERVE_SCORE_INSTANCES(SCORE)
+#define SELECT(N) template __global__ void select_pages_kernel<N>(const float*, int, int, int*);
+TINYSERVE_SELECT_INSTANCES(SELECT)
 }  // namespace tinyserve

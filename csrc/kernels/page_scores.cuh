@@ -73,13 +73,12 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
       float best = -INFINITY;
       for (int h = 0; h < p.group; ++h) {
         const float* qh = sq + h * D + li * VEC;
+        // max(q*lo, q*hi) is q*hi for q >= 0 and q*lo otherwise (hi >= lo): one fused
+        // multiply-add per channel, rounded up once.
         float acc = 0.f;
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          const float a = __fmul_ru(qh[i], to_float(el[i]));
-          const float c = __fmul_ru(qh[i], to_float(eh[i]));
-          acc = __fadd_ru(acc, fmaxf(a, c));
-        }
+        for (int i = 0; i < VEC; ++i)
+          acc = __fmaf_ru(qh[i], qh[i] >= 0.f ? to_float(eh[i]) : to_float(el[i]), acc);
 #pragma unroll
         for (int o = LPP / 2; o > 0; o >>= 1)
           acc = __fadd_ru(acc, __shfl_xor_sync(0xffffffffu, acc, o));
@@ -89,6 +88,81 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
     }
   }
 }
+
+// select_pages: the k highest-scoring pages of each (sequence, kv-head) row, one CTA per
+// row. The k-th largest score is found exactly by a bitwise binary search over the
+// order-preserving integer image of the floats (32 block-wide counts); pages above it are
+// taken, ties at it by lowest page index, and a block-wide scan writes them in page order.
+// Pages scoring -inf (past the context) come out as -1, as do slots past the row's length.
+constexpr int kSelectThreads = 1024;
+constexpr int kSelectMaxItems = 4;  // rows up to 4096 pages in registers; longer rows: torch.topk
+
+__device__ __forceinline__ uint32_t order_key(float f) {
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Exclusive block-wide prefix count of `flag` in thread order; *total gets the sum.
+__device__ __forceinline__ int select_scan(bool flag, int* warp_tot, int* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const unsigned bal = __ballot_sync(0xffffffffu, flag);
+  if (lane == 0) warp_tot[warp] = __popc(bal);
+  __syncthreads();
+  int before = 0, all = 0;
+  for (int w = 0; w < kSelectThreads / 32; ++w) {
+    const int t = warp_tot[w];
+    before += w < warp ? t : 0;
+    all += t;
+  }
+  __syncthreads();
+  *total = all;
+  return before + __popc(bal & ((1u << lane) - 1u));
+}
+
+template <int ITEMS>
+__global__ void __launch_bounds__(kSelectThreads)
+select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restrict__ out) {
+  __shared__ int warp_tot[kSelectThreads / 32];
+  const int row = blockIdx.x;
+  const float* s = scores + (int64_t)row * M;
+  int* o = out + (int64_t)row * k;
+  uint32_t key[ITEMS];
+#pragma unroll
+  for (int j = 0; j < ITEMS; ++j) {
+    const int i = threadIdx.x + j * kSelectThreads;
+    key[j] = i < M ? order_key(s[i]) : 0u;
+  }
+  // Largest v with #(key >= v) >= k: the k-th largest key (0 when the row has < k pages).
+  uint32_t kth = 0;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = kth | (1u << bit);
+    int cnt = 0;
+#pragma unroll
+    for (int j = 0; j < ITEMS; ++j) cnt += __syncthreads_count(key[j] >= cand);
+    if (cnt >= k) kth = cand;
+  }
+  int n_gt = 0;
+#pragma unroll
+  for (int j = 0; j < ITEMS; ++j) n_gt += __syncthreads_count(key[j] > kth && key[j] != 0u);
+  const int need_eq = k - n_gt;
+  int eq_seen = 0, written = 0;
+#pragma unroll
+  for (int j = 0; j < ITEMS; ++j) {
+    const int i = threadIdx.x + j * kSelectThreads;
+    const bool real = i < M;
+    const bool eq = real && key[j] == kth;
+    int tot;
+    const int eq_rank = eq_seen + select_scan(eq, warp_tot, &tot);
+    eq_seen += tot;
+    const bool take = real && (key[j] > kth || (eq && eq_rank < need_eq));
+    const int pos = written + select_scan(take, warp_tot, &tot);
+    written += tot;
+    if (take && pos < k) o[pos] = s[i] == -INFINITY ? -1 : i;
+  }
+  for (int pos = written + threadIdx.x; pos < k; pos += kSelectThreads) o[pos] = -1;
+}
+
+#define TINYSERVE_SELECT_INSTANCES(X) X(1) X(2) X(4)
 
 #define TINYSERVE_SCORE_INSTANCES(X) \
   X(float, 64)                       \

@@ -14,6 +14,7 @@ __all__ = [
     "reshape_and_cache",
     "paged_decode_attention",
     "page_scores",
+    "select_pages",
     "copy_blocks",
     "allocate_blocks",
     "backend_for",
@@ -36,6 +37,10 @@ def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scal
 
 def page_scores(query, meta, block_tables, seq_lens, scale, block_size):
     return _ops(query).page_scores(query, meta, block_tables, seq_lens, scale, block_size)
+
+
+def select_pages(scores, k):
+    return _ops(scores).select_pages(scores, k)
 
 
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:

@@ -75,6 +75,12 @@ def page_scores(query, meta, block_tables, seq_lens, scale, block_size):
                                int(block_size))
 
 
+def select_pages(scores, k):
+    if scores.shape[-1] > 4096 or scores.dtype != torch.float32:
+        return reference.select_pages(scores, k)  # torch.topk handles the long rows
+    return build().select_pages(scores.contiguous(), int(k))
+
+
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:
     if block_mapping.numel() == 0 or len(k_caches) == 0:
         return

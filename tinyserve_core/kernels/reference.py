@@ -173,6 +173,20 @@ def page_scores(
     return mask_pages_past_context(scores, seq_lens, block_size)
 
 
+def select_pages(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k highest-scoring logical pages of each (sequence, kv-head) row of page_scores'
+    output: int32 [B, Hkv, k], -1 where the row has fewer than k finite scores (pages past
+    the context score -inf). The order of pages within a row is unspecified."""
+    m = scores.shape[-1]
+    kk = min(int(k), m)
+    vals, idx = scores.topk(kk, dim=-1)
+    idx = idx.to(torch.int32).masked_fill_(vals == float("-inf"), -1)
+    if kk < k:
+        pad = idx.new_full((*idx.shape[:-1], int(k) - kk), -1)
+        idx = torch.cat([idx, pad], dim=-1)
+    return idx
+
+
 def mask_pages_past_context(scores: torch.Tensor, seq_lens: torch.Tensor, block_size: int) -> torch.Tensor:
     """Set scores of pages beyond each sequence's context to -inf (in place)."""
     n_pages = (seq_lens.long() + block_size - 1) // block_size  # [B]

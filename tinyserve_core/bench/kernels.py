@@ -33,6 +33,8 @@ def add_parser(sub):
     p.add_argument("--reps", type=int, default=30, help="timed repetitions per figure (median)")
     p.add_argument("--quick", action="store_true", help="fewer shapes (smoke run)")
     p.add_argument("--no-peers", action="store_true", help="skip FlashInfer and SDPA")
+    p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc"), action="append",
+                   help="run only these sections (repeatable; default: all)")
     p.set_defaults(func=run)
     return p
 
@@ -302,10 +304,12 @@ def run(args) -> int:
             import flashinfer  # noqa: F401
         except Exception as e:  # noqa: BLE001
             fi_error = f"{type(e).__name__}: {e}"
+    only = set(args.only or ("decode", "sparse", "cache", "alloc"))
     batches = (1, 64) if args.quick else BATCHES
     contexts = (4096, 32768) if args.quick else CONTEXTS
     decode = []
-    for b, ctx in tqdm([(b, c) for b in batches for c in contexts], desc="paged decode", file=sys.stderr):
+    shapes = [(b, c) for b in batches for c in contexts] if "decode" in only else []
+    for b, ctx in tqdm(shapes, desc="paged decode", file=sys.stderr):
         case = DecodeCase(b, ctx, l2, gen)
         row = {"batch": b, "ctx": ctx, "kv_bytes": case.kv_bytes,
                "splits": ops.decode_num_splits(b, HKV, case.pages * BS, HD)}
@@ -330,14 +334,17 @@ def run(args) -> int:
     res["decode"] = decode
     res["flashinfer_error"] = fi_error
 
-    sparse = [bench_sparse(b, 32768, 2048, reps, l2, gen) for b in ((1, 64) if args.quick else BATCHES)]
+    sparse = [bench_sparse(b, 32768, 2048, reps, l2, gen)
+              for b in ((1, 64) if args.quick else BATCHES)] if "sparse" in only else []
     torch.cuda.empty_cache()
     res["sparse"] = sparse
-    res["reshape_and_cache"] = bench_reshape_and_cache(reps, bw, gen)
-    torch.cuda.empty_cache()
-    res["copy_blocks"] = bench_copy_blocks(reps, bw, gen)
-    torch.cuda.empty_cache()
-    res["allocate_blocks"] = bench_allocate(max(5, reps // 3))
+    if "cache" in only:
+        res["reshape_and_cache"] = bench_reshape_and_cache(reps, bw, gen)
+        torch.cuda.empty_cache()
+        res["copy_blocks"] = bench_copy_blocks(reps, bw, gen)
+        torch.cuda.empty_cache()
+    if "alloc" in only:
+        res["allocate_blocks"] = bench_allocate(max(5, reps // 3))
 
     f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
     print(f"\nPaged decode fp16, GQA {HQ}/{HKV}, head_dim {HD}, block {BS} on {props.name}; "
@@ -354,14 +361,16 @@ def run(args) -> int:
                    f(r["sparse_attend_ms"] * 1e3), f(r["sparse_total_ms"] * 1e3), f(r["pct_copy_bw"]),
                    f(r["speedup"], 2)] for r in sparse],
                  ["batch", "dense us", "score+select us", "attend us", "total us", "total %", "speedup"]))
-    print("\nCache ops, % of copy bandwidth")
-    print(_table([[r["case"], f(r["ms"] * 1e3), f(r["pct_copy_bw"])]
-                  for r in res["reshape_and_cache"] + [res["copy_blocks"]]], ["op", "us", "% copy bw"]))
-    a = res["allocate_blocks"]
-    print(f"\nallocate_blocks: {a['blocks']} blocks in {a['gpu_ms'] * 1e3:.0f} us = "
-          f"{a['gpu_allocs_per_s'] / 1e9:.2f} G allocs/s"
-          + (f"; Python BlockPool {a['python_allocs_per_s'] / 1e6:.2f} M allocs/s "
-             f"({a['gpu_vs_python']:.0f}x)" if "python_allocs_per_s" in a else ""))
+    if "cache" in only:
+        print("\nCache ops, % of copy bandwidth")
+        print(_table([[r["case"], f(r["ms"] * 1e3), f(r["pct_copy_bw"])]
+                      for r in res["reshape_and_cache"] + [res["copy_blocks"]]], ["op", "us", "% copy bw"]))
+    a = res.get("allocate_blocks")
+    if a:
+        print(f"\nallocate_blocks: {a['blocks']} blocks in {a['gpu_ms'] * 1e3:.0f} us = "
+              f"{a['gpu_allocs_per_s'] / 1e9:.2f} G allocs/s"
+              + (f"; Python BlockPool {a['python_allocs_per_s'] / 1e6:.2f} M allocs/s "
+                 f"({a['gpu_vs_python']:.0f}x)" if "python_allocs_per_s" in a else ""))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)

@@ -11,6 +11,7 @@ Throughput = useful generated tokens / wall time of the whole workload."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -60,13 +61,20 @@ def _machine(device: torch.device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
-def _prompts(tokenizer, n: int, length: int, seed: int) -> list[list[int]]:
-    """Real-text prompts of exactly `length` tokens from the shipped prompt corpus."""
+def _workload(tokenizer, n: int, length: int, max_tokens: int, seed: int, mixed: bool):
+    """Real-text prompts from the shipped prompt corpus: exactly `length` tokens and
+    `max_tokens` outputs each, or (mixed) lognormal lengths around them, as a real batch
+    of requests has. Returns (prompts, max_tokens per request)."""
     from ..engine import workloads
     from ..engine.config import EngineConfig
-    cfg = EngineConfig(workload="static", requests=n, prompt_dist="fixed", prompt_len=length,
-                       prompt_len_max=length, seed=seed)
-    return [list(w.prompt_token_ids) for w in workloads.from_engine_config(cfg, tokenizer)]
+    dist = "lognormal" if mixed else "fixed"
+    cfg = EngineConfig(workload="static", requests=n, seed=seed,
+                       prompt_dist=dist, prompt_len=length if not mixed else max(1, length // 2),
+                       prompt_len_max=length * (4 if mixed else 1),
+                       output_dist=dist, output_len=max_tokens if not mixed else max(1, max_tokens // 2),
+                       output_len_max=max_tokens * (4 if mixed else 1))
+    reqs = workloads.from_engine_config(cfg, tokenizer)
+    return [list(w.prompt_token_ids) for w in reqs], [int(w.max_tokens) for w in reqs]
 
 
 def _hf_model(model_dir: str, device: torch.device, dtype: torch.dtype):
@@ -99,32 +107,22 @@ def run(args) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype("auto", device)
     model_dir = args.model or str(default_model_dir())
-    n_blocks = max(256, args.requests * (-(-(args.prompt_len + args.max_tokens) // 16) + 1))
-    cfg = EngineConfig(model=model_dir, device=device.type, block_size=16, num_blocks=n_blocks,
-                       max_num_seqs=max(args.requests, 1), max_num_batched_tokens=1 << 16,
-                       enable_prefix_caching=False)
-    engine = Engine(cfg)
-    tok = engine.tokenizer
-    prompts = _prompts(tok, args.requests, args.prompt_len, args.seed)
-    params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
-    hf = _hf_model(model_dir, device, dtype)
-    pad = tok.eos_token_id if tok.eos_token_id is not None else 0
     rows: list[BenchRow] = []
 
-    def ours(stream: list[float] | None) -> tuple[float, list[list[int]]]:
-        eng = Engine(cfg, model=engine.model, tokenizer=tok)
+    def ours(prompts, max_toks, stream):
+        # a pool that holds the whole workload: this measures compute, not preemption
+        need = sum(-(-(len(p) + m) // cfg.block_size) for p, m in zip(prompts, max_toks))
+        eng = Engine(dataclasses.replace(cfg, num_blocks=need + 8), model=engine.model, tokenizer=tok)
         order = {}
-        t0 = time.perf_counter()
-        if stream is None:
-            for i, p in enumerate(prompts):
-                order[eng.add_request(p, params)] = i
-        pending = list(range(len(prompts))) if stream is not None else []
+        pending = list(range(len(prompts)))
         outs: dict[int, list[int]] = {}
+        t0 = time.perf_counter()
         while eng.has_unfinished() or pending:
             now = time.perf_counter() - t0
-            while pending and stream[pending[0]] <= now:
+            while pending and (stream is None or stream[pending[0]] <= now):
                 i = pending.pop(0)
-                order[eng.add_request(prompts[i], params)] = i
+                sp = SamplingParams(temperature=0.0, max_tokens=max_toks[i], ignore_eos=True)
+                order[eng.add_request(prompts[i], sp)] = i
             if not eng.has_unfinished():
                 time.sleep(max(0.0, stream[pending[0]] - now))
                 continue
@@ -132,39 +130,53 @@ def run(args) -> int:
                 outs[order[t.request_id]] = list(t.output_token_ids)
         return time.perf_counter() - t0, [outs[i] for i in range(len(prompts))]
 
-    def hf_run(stream: list[float] | None) -> tuple[float, list[list[int]]]:
+    def hf_run(prompts, max_toks, stream):
         t0 = time.perf_counter()
-        if stream is None:
-            outs = _hf_generate(hf, prompts, args.max_tokens, pad, device)
-        else:
+        if stream is None:  # one padded batch, run to the longest request
+            outs = _hf_generate(hf, prompts, max(max_toks), pad, device)
+            outs = [o[:m] for o, m in zip(outs, max_toks)]
+        else:               # no continuous batching: serve in arrival order
             outs = []
             for i, p in enumerate(prompts):
                 wait = stream[i] - (time.perf_counter() - t0)
                 if wait > 0:
                     time.sleep(wait)
-                outs += _hf_generate(hf, [p], args.max_tokens, pad, device)
+                outs += _hf_generate(hf, [p], max_toks[i], pad, device)
         return time.perf_counter() - t0, outs
 
+    cfg = EngineConfig(model=model_dir, device=device.type, block_size=16, num_blocks=8192,
+                       max_num_seqs=max(args.requests, 1), max_num_batched_tokens=1 << 16,
+                       enable_prefix_caching=False)
+    engine = Engine(cfg)
+    tok = engine.tokenizer
+    hf = _hf_model(model_dir, device, dtype)
+    pad = tok.eos_token_id if tok.eos_token_id is not None else 0
+    uniform = _workload(tok, args.requests, args.prompt_len, args.max_tokens, args.seed, False)
+    mixed = _workload(tok, args.requests, args.prompt_len, args.max_tokens, args.seed, True)
     rng = np.random.default_rng(args.seed)
     arrivals = np.cumsum(rng.exponential(1.0 / args.rate, size=args.requests)).tolist()
-    ours(None)  # warm-up: first-call allocations and any kernel build stay out of the numbers
-    total = args.requests * args.max_tokens
-    for scenario, stream in (("static batch", None), (f"poisson {args.rate:g}/s", arrivals)):
-        t_ours, out_ours = ours(stream)
-        t_hf, out_hf = hf_run(stream)
+    cases = [("static, uniform", uniform, None), ("static, mixed", mixed, None),
+             (f"poisson {args.rate:g}/s, mixed", mixed, arrivals)]
+    ours(uniform[0][:2], [4, 4], None)  # warm-up: first-call allocations and any kernel build
+    hf_run(uniform[0][:2], [4, 4], None)
+    for scenario, (prompts, max_toks), stream in cases:
+        total = sum(max_toks)
+        t_ours, out_ours = ours(prompts, max_toks, stream)
+        t_hf, out_hf = hf_run(prompts, max_toks, stream)
         match = out_ours == out_hf
-        rows.append(BenchRow(scenario, "tinyserve", args.requests, total, t_ours, total / t_ours, match))
-        rows.append(BenchRow(scenario, "hf generate", args.requests, total, t_hf, total / t_hf, match))
+        rows.append(BenchRow(scenario, "tinyserve", len(prompts), total, t_ours, total / t_ours, match))
+        rows.append(BenchRow(scenario, "hf generate", len(prompts), total, t_hf, total / t_hf, match))
 
     machine = _machine(device)
-    print(f"\nengine benchmark on {machine}; model {model_dir}; {args.requests} requests x "
-          f"{args.prompt_len} prompt + {args.max_tokens} generated tokens, greedy, {dtype}")
-    print(f"{'scenario':<16} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} {'outputs':>8}")
+    print(f"\nengine benchmark on {machine}; model {model_dir}; {args.requests} requests; "
+          f"uniform = {args.prompt_len} prompt + {args.max_tokens} generated tokens each, mixed = "
+          f"lognormal lengths up to 4x that; greedy, EOS ignored, {dtype}")
+    print(f"{'scenario':<24} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} {'outputs':>8}")
     for i in range(0, len(rows), 2):
         a, b = rows[i], rows[i + 1]
         for r in (a, b):
             speed = f"{a.tokens_per_s / b.tokens_per_s:.2f}x" if r is a else ""
-            print(f"{r.scenario:<16} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} "
+            print(f"{r.scenario:<24} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} "
                   f"{speed:>8} {'match' if r.outputs_match else 'DIFFER':>8}")
     if args.json:
         with open(args.json, "w") as f:

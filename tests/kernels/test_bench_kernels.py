@@ -32,3 +32,26 @@ def test_table_aligns_columns():
     t = bench._table([[1, "4096", 12.5], [64, "32768", 3.0]], ["batch", "ctx", "us"])
     lines = t.splitlines()
     assert len({len(x) for x in lines}) == 1 and lines[0].split() == ["batch", "ctx", "us"]
+
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+def test_report_of_the_h100_run(capsys):
+    """The stored H100 run (tests/kernels/data) prints every section with its floor and peers."""
+    assert bench.run(_args("--report", str(DATA / "bench_h100_full.json"))) == 0
+    out = capsys.readouterr().out
+    assert "NVIDIA H100" in out and "copy bandwidth (3006 GB/s)" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "8 ", "64 "))]
+    assert len([r for r in rows if len(r) == 9]) == 12  # 3 batches x 4 contexts, ours + FI + SDPA
+    for section in ("Query-aware sparse decode", "Cache ops", "allocate_blocks"):
+        assert section in out
+
+
+def test_report_rejects_a_foreign_file(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"not": "a bench"}')
+    from tinyserve_core.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="x.json"):
+        bench.run(_args("--report", str(bad)))

@@ -33,6 +33,8 @@ def add_parser(sub):
     p.add_argument("--reps", type=int, default=30, help="timed repetitions per figure (median)")
     p.add_argument("--quick", action="store_true", help="fewer shapes (smoke run)")
     p.add_argument("--no-peers", action="store_true", help="skip FlashInfer and SDPA")
+    p.add_argument("--report", default=None, metavar="JSON",
+                   help="print the tables of an earlier run's JSON (no GPU needed)")
     p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc"), action="append",
                    help="run only these sections (repeatable; default: all)")
     p.set_defaults(func=run)
@@ -277,7 +279,54 @@ def _table(rows: list[list], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * x for x in w])] + [line(r) for r in rows])
 
 
+def report(res: dict) -> str:
+    """The tables of one run (as written to JSON): also `--report FILE` without a GPU."""
+    f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
+    us = lambda r, k: f(r[k] * 1e3) if r.get(k) is not None else "-"  # noqa: E731
+    bw, out = res["copy_bw_gbps"], []
+    sh = res["shape"]
+    if res.get("decode"):
+        out.append(f"Paged decode fp16, GQA {sh['hq']}/{sh['hkv']}, head_dim {sh['head_dim']}, block "
+                   f"{sh['block']} on {res['gpu']}; % = K/V bytes / time / copy bandwidth ({bw:.0f} GB/s)")
+        out.append(_table([[r["batch"], r["ctx"], r["splits"], us(r, "ours_ms"), f(r.get("ours_pct_bw")),
+                            us(r, "flashinfer_ms"), f(r.get("flashinfer_pct_bw")), us(r, "sdpa_ms"),
+                            f(r.get("sdpa_pct_bw"))] for r in res["decode"]],
+                          ["batch", "ctx", "splits", "ours us", "ours %", "FI us", "FI %", "SDPA us", "SDPA %"]))
+        if res.get("flashinfer_error"):
+            out.append(f"FlashInfer: {res['flashinfer_error']}")
+    if res.get("sparse"):
+        out.append("\nQuery-aware sparse decode, 32K context, 2048-token budget (score + select + attend); "
+                   "% = (all page metadata + selected K/V) / time / copy bandwidth")
+        out.append(_table([[r["batch"], us(r, "dense_ms"), us(r, "score_topk_ms"), us(r, "sparse_attend_ms"),
+                            us(r, "sparse_total_ms"), f(r.get("pct_copy_bw")), f(r["speedup"], 2)]
+                           for r in res["sparse"]],
+                          ["batch", "dense us", "score+select us", "attend us", "total us", "total %",
+                           "speedup"]))
+    cache = res.get("reshape_and_cache", []) + ([res["copy_blocks"]] if res.get("copy_blocks") else [])
+    if cache:
+        out.append(f"\nCache ops, % of copy bandwidth ({bw:.0f} GB/s)")
+        out.append(_table([[r["case"], us(r, "ms"), f(r["pct_copy_bw"])] for r in cache],
+                          ["op", "us", "% copy bw"]))
+    a = res.get("allocate_blocks")
+    if a:
+        out.append(f"\nallocate_blocks: {a['blocks']} blocks in {a['gpu_ms'] * 1e3:.0f} us = "
+                   f"{a['gpu_allocs_per_s'] / 1e9:.2f} G allocs/s"
+                   + (f"; Python BlockPool {a['python_allocs_per_s'] / 1e6:.2f} M allocs/s "
+                      f"({a['gpu_vs_python']:.0f}x)" if "python_allocs_per_s" in a else ""))
+    return "\n".join(out)
+
+
 def run(args) -> int:
+    if args.report:
+        try:
+            with open(args.report) as fh:
+                res = json.load(fh)
+            print(report(res))
+        except (OSError, ValueError, KeyError) as e:
+            from ..errors import InputFileError
+
+            raise InputFileError(args.report, None, f"not a bench-kernels JSON file ({e})") from e
+        return 0
     if not torch.cuda.is_available():
         print("tinyserve bench kernels: needs a CUDA GPU (none found)", file=sys.stderr)
         return 2
@@ -332,7 +381,7 @@ def run(args) -> int:
         del case
         torch.cuda.empty_cache()
     res["decode"] = decode
-    res["flashinfer_error"] = fi_error
+    res["flashinfer_error"] = fi_error if peers else "skipped (--no-peers)"
 
     sparse = [bench_sparse(b, 32768, 2048, reps, l2, gen)
               for b in ((1, 64) if args.quick else BATCHES)] if "sparse" in only else []
@@ -346,31 +395,7 @@ def run(args) -> int:
     if "alloc" in only:
         res["allocate_blocks"] = bench_allocate(max(5, reps // 3))
 
-    f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
-    print(f"\nPaged decode fp16, GQA {HQ}/{HKV}, head_dim {HD}, block {BS} on {props.name}; "
-          f"% = K/V bytes / time / copy bandwidth ({bw:.0f} GB/s)")
-    print(_table([[r["batch"], r["ctx"], r["splits"], f(r["ours_ms"] * 1e3), f(r["ours_pct_bw"]),
-                   f(r.get("flashinfer_ms", None) and r["flashinfer_ms"] * 1e3),
-                   f(r.get("flashinfer_pct_bw")), f(r.get("sdpa_ms", None) and r["sdpa_ms"] * 1e3),
-                   f(r.get("sdpa_pct_bw"))] for r in decode],
-                 ["batch", "ctx", "splits", "ours us", "ours %", "FI us", "FI %", "SDPA us", "SDPA %"]))
-    if fi_error:
-        print(f"FlashInfer: {fi_error}")
-    print("\nQuery-aware sparse decode, 32K context, 2048-token budget (score + top-k + attend)")
-    print(_table([[r["batch"], f(r["dense_ms"] * 1e3), f(r["score_topk_ms"] * 1e3),
-                   f(r["sparse_attend_ms"] * 1e3), f(r["sparse_total_ms"] * 1e3), f(r["pct_copy_bw"]),
-                   f(r["speedup"], 2)] for r in sparse],
-                 ["batch", "dense us", "score+select us", "attend us", "total us", "total %", "speedup"]))
-    if "cache" in only:
-        print("\nCache ops, % of copy bandwidth")
-        print(_table([[r["case"], f(r["ms"] * 1e3), f(r["pct_copy_bw"])]
-                      for r in res["reshape_and_cache"] + [res["copy_blocks"]]], ["op", "us", "% copy bw"]))
-    a = res.get("allocate_blocks")
-    if a:
-        print(f"\nallocate_blocks: {a['blocks']} blocks in {a['gpu_ms'] * 1e3:.0f} us = "
-              f"{a['gpu_allocs_per_s'] / 1e9:.2f} G allocs/s"
-              + (f"; Python BlockPool {a['python_allocs_per_s'] / 1e6:.2f} M allocs/s "
-                 f"({a['gpu_vs_python']:.0f}x)" if "python_allocs_per_s" in a else ""))
+    print(report(res))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)
@@ -382,4 +407,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="tinyserve bench kernels")
     sub = ap.add_subparsers()
     add_parser(sub)
-    sys.exit(run(ap.parse_args(["kernels", *sys.argv[1:]])))
+    from ..errors import TinyServeError
+
+    try:
+        sys.exit(run(ap.parse_args(["kernels", *sys.argv[1:]])))
+    except TinyServeError as e:
+        print(f"tinyserve bench kernels: error: {e}", file=sys.stderr)
+        sys.exit(2)

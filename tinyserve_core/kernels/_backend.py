@@ -118,6 +118,8 @@ def clear_stale_lock(folder: Path, max_age_s: float = STALE_LOCK_SECONDS) -> boo
 def build(verbose: bool = False):
     """Compile (or load the cached build of) the extension and return it."""
     global _ext
+    if _ext is not None:  # every op calls this: stay lock-free once loaded
+        return _ext
     with _lock:
         if _ext is not None:
             return _ext
@@ -165,6 +167,10 @@ def _unavailable_reason() -> str | None:
 
 def _cuda_ops() -> types.ModuleType | None:
     """The CUDA ops (wrappers over the built extension), or None when it cannot be had."""
+    if _ext is not None:
+        from . import _cuda_ops
+
+        return _cuda_ops
     if _unavailable_reason() is not None:
         return None
     try:

@@ -108,7 +108,7 @@ def run_headless(app, win, steps: int, screenshot: str | None, view: str | None,
     pump(lambda: getattr(tab, "last_snapshot", None) is not None
          and tab.last_snapshot.step >= worker.steps_done)
     for _ in range(3):
-        tab.frame()
+        tab.render_all()
         app.processEvents()
     if screenshot:
         win.screenshot(screenshot, view)

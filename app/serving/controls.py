@@ -138,6 +138,8 @@ class ControlsPanel(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(inner)
+        scroll.setMinimumWidth(260)
+        self.setMinimumWidth(280)
         outer.addWidget(scroll, 1)
         self.set_config(config)
 

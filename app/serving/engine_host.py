@@ -68,6 +68,7 @@ class EngineHost:
         self.generation = 0           # how many engines this host has built
         self.quit = False
         self._last_step_t = 0.0
+        self._publish_error: str | None = None
 
     # ---- commands ----------------------------------------------------------------
     def _set_state(self, s: str):
@@ -205,9 +206,13 @@ class EngineHost:
         if sim is not None and self.dirty and self.credit:
             try:
                 self._publish()
+                self._publish_error = None
             except Exception as e:
                 self.dirty = False
-                self.send(("failed", f"snapshot error: {e}", traceback.format_exc()))
+                msg = f"snapshot error: {type(e).__name__}: {e}"
+                if msg != self._publish_error:   # once, not once per step
+                    self._publish_error = msg
+                    self.send(("failed", msg, traceback.format_exc()))
         if want:
             return 0.0
         return 0.2

@@ -52,6 +52,7 @@ class MetricsView(QWidget):
         # one small view per plot: each repaints alone, so a frame never pays for all nine
         for i, (title, ylab, series) in enumerate(PLOTS):
             w = pg.PlotWidget(title=title)
+            w.setMinimumSize(160, 110)
             p = w.getPlotItem()
             p.setLabel("left", ylab)
             if i // 3 == rows - 1:
@@ -61,10 +62,11 @@ class MetricsView(QWidget):
             # bounded paint cost however many steps are in the window
             p.setClipToView(True)
             p.setDownsampling(auto=True, mode="peak")
+            # ranges are set by hand each redraw: cheaper than auto-range, and a flat
+            # zero line gets a sane 0..1 axis instead of a +-1e-3 one
+            p.enableAutoRange(x=False, y=False)
             if any(col in _PERCENT for _, col, _ in series):
                 p.setYRange(0, 100, padding=0.02)
-                p.enableAutoRange(y=False)
-            p.enableAutoRange(x=False)
             if len(series) > 1:
                 p.addLegend(offset=(5, 5), labelTextSize="8pt")
             cols = []
@@ -119,6 +121,7 @@ class MetricsView(QWidget):
             self._turn = (self._turn + 1) % n
             self._pending -= 1
             self.plots[i].setXRange(max(0.0, t_end - self.window_s), t_end, padding=0.01)
+            top = 0.0
             for col in self._plot_cols[i]:
                 curve = self.curves[col]
                 if col in ("ttft", "tpot"):
@@ -126,12 +129,18 @@ class MetricsView(QWidget):
                         j = 1 if col == "ttft" else 2
                         keep = ~np.isnan(lw[:, j])
                         curve.setData(lw[keep, 0], lw[keep, j] * 1000.0)
+                        if keep.any():
+                            top = max(top, float(lw[keep, j].max()) * 1000.0)
                     continue
                 y = win[:, COL[col]]
                 if col in _PERCENT:
                     y = y * 100.0
                 keep = ~np.isnan(y)
                 curve.setData(x[keep], y[keep])
+                if keep.any():
+                    top = max(top, float(y[keep].max()))
+            if not any(c in _PERCENT for c in self._plot_cols[i]):
+                self.plots[i].setYRange(0, max(1.0, top) * 1.08, padding=0)
         return True
 
     def series(self, col: str) -> np.ndarray:

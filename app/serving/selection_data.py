@@ -21,7 +21,7 @@ class SelectionView:
     selected: np.ndarray                      # bool [P, S]
     oracle: np.ndarray                        # bool [P, S] (all False without stats)
     has_oracle: bool
-    num_pages: np.ndarray                     # int64 [S] context pages at each step
+    num_pages: np.ndarray                     # int64 [S] context pages (scored) at each step
     layers: list[int]                         # layers and heads seen for this sequence
     heads: list[int]
     series_steps: np.ndarray                  # int64 [T]
@@ -62,7 +62,9 @@ class SelectionHistory:
             dq = by_key.get((e.layer, e.kv_head))
             if dq is None:
                 dq = by_key[(e.layer, e.kv_head)] = deque(maxlen=self.capacity)
-            dq.append((rec.step, e.num_pages, e.pages, e.scores, e.oracle_pages))
+            # num_pages counts the selected pages; the context is what was scored
+            ctx = len(e.scores) if e.scores is not None else (max(e.pages) + 1 if e.pages else 0)
+            dq.append((rec.step, ctx, e.pages, e.scores, e.oracle_pages))
             self._layers_seen.add(e.layer)
             if e.selection_recall is not None or e.mass_recall is not None:
                 per_layer.setdefault(e.layer, []).append(
@@ -85,7 +87,10 @@ class SelectionHistory:
     def default_key(self) -> tuple[int, int, int] | None:
         if not self._hist:
             return None
-        seq = next(reversed(self._hist))
+        # of the sequences seen lately, the one with the longest history: the newest
+        # arrival has a single column and would make a poor default
+        recent = list(self._hist)[-16:]
+        seq = max(recent, key=lambda q: (max(len(d) for d in self._hist[q].values()), q))
         layer, head = min(self._hist[seq])
         return seq, layer, head
 

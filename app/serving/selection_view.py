@@ -98,7 +98,8 @@ class SelectionViewWidget(QWidget):
         row.addWidget(self.follow)
         row.addStretch(1)
         lay.addLayout(row)
-        self.info = QLabel("Cache selection: no decode steps yet (page selection events appear at decode)")
+        self.info = QLabel("Cache selection: no page selections yet. They appear at decode steps "
+                           "when selection statistics are on (Controls).")
         self.info.setWordWrap(True)
         lay.addWidget(self.info)
         self.glw = pg.GraphicsLayoutWidget()

@@ -83,9 +83,7 @@ class ServingTab(QMainWindow):
         self.tabifyDockWidget(self.docks["Metrics"], self.docks["Block tables"])
         self.docks["Cache selection"].raise_()
         self.docks["Metrics"].raise_()
-        self.resizeDocks([self.docks["Controls"]], [330], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Cache selection"]], [430], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Metrics"]], [330], Qt.Orientation.Vertical)
+        self._sized = False
 
         self.worker = EngineWorker(config, factory, mode=engine_mode)
         self.worker.ready.connect(self._on_ready)
@@ -118,6 +116,26 @@ class ServingTab(QMainWindow):
         self.addDockWidget(area, d)
         self.docks[title] = d
         return d
+
+    def showEvent(self, ev):
+        super().showEvent(ev)
+        if not self._sized:   # dock sizes only stick once the window has a size
+            self._sized = True
+            QTimer.singleShot(0, self.default_dock_sizes)
+
+    def default_dock_sizes(self) -> None:
+        w, h = max(self.width(), 800), max(self.height(), 600)
+        self.resizeDocks([self.docks["Controls"], self.docks["Cache selection"]],
+                         [int(w * 0.2), int(w * 0.3)], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Metrics"]], [int(h * 0.36)], Qt.Orientation.Vertical)
+
+    def render_all(self) -> None:
+        """Bring every view up to date now (headless screenshots, benchmarks)."""
+        self.frame()
+        self.metrics_view.render()
+        self.kernels_view.render()
+        self.selection_view.render_if_new()
+        self.selection_view.render_if_new()
 
     def views(self) -> dict[str, QWidget]:
         """Named widgets for File > Screenshot of a view."""

@@ -217,3 +217,36 @@ def test_bad_model_folder_is_reported_not_fatal(make_window, gui_config, qtbot, 
     good = gui_config()
     tab.restart(good)
     qtbot.waitUntil(lambda: tab.worker.state == "paused", timeout=30000)
+
+
+def test_policy_change_changes_page_selection_events(make_window, gui_config, qtbot):
+    w = make_window(gui_config(policy="quest", stats=True, budget=16, dense_layers=0,
+                               prompt_len=30, prompt_len_max=40, output_len=12, output_len_max=16,
+                               requests=3, rate=100.0))
+    tab = w.serving
+    worker = tab.worker
+
+    def selections():
+        return [e for r in worker.records() for e in r.events if e.kind == "page_selection"]
+
+    worker.step_n(4)
+    qtbot.waitUntil(lambda: worker.steps_done >= 4, timeout=20000)
+    before = selections()
+    assert before and {e.policy for e in before} == {"quest"}
+    assert all(len(e.pages) == 4 < len(e.scores) for e in before)   # 16 tokens = 4 pages
+    n_before = len(before)
+    combo = tab.controls.widgets["policy"]
+    combo.setCurrentIndex(combo.findData("streaming"))
+    tab.controls.commit("policy")                                    # what `activated` does
+    worker.step_n(3)
+    qtbot.waitUntil(lambda: worker.steps_done >= 7, timeout=20000)
+    after = selections()[n_before:]
+    assert after and {e.policy for e in after} == {"streaming"}
+    # query-blind sink + recent window: page 0 and the 3 newest pages, whatever the scores
+    window = lambda e: (0,) + tuple(range(len(e.scores) - 3, len(e.scores)))
+    assert all(e.pages == window(e) for e in after)
+    assert any(e.pages != window(e) for e in before)                # quest follows the scores
+    snap = pull(tab, qtbot, lambda s: s.step >= 7 and s.selection is not None)
+    tab.selection_view.render()
+    assert snap.selection.policy == "streaming"
+    assert "policy streaming" in tab.selection_view.info.text()

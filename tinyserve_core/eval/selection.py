@@ -431,6 +431,7 @@ def tier_table(results: list[RunResult]) -> str:
 def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
     """Per block size, four panels of accuracy against the share of pages attended."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     out = Path(out_dir)
@@ -451,11 +452,18 @@ def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
                 if not pts:
                     continue
                 ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker="o", label=policy)
-                for x, y, b in pts:
-                    ax.annotate(b, (x, y * scale), fontsize=7, textcoords="offset points", xytext=(3, 3))
+                labels: dict[tuple[float, float], list[str]] = {}
+                for x, y, b in pts:  # budgets that land on one point (256 = 1/8 of 2048) share a label
+                    labels.setdefault((x, y), []).append(b)
+                for (x, y), bs_ in labels.items():
+                    ax.annotate("=".join(bs_), (x, y * scale), fontsize=7, textcoords="offset points",
+                                xytext=(3, 3))
             if dense is not None and getattr(dense, metric) is not None:
                 ax.axhline(getattr(dense, metric) * scale, color="k", ls="--", lw=1, label="dense")
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("pages attended (% of context, sparse layers)")
             ax.set_title(title)
             ax.grid(alpha=0.3)

@@ -34,6 +34,7 @@ _BENCH = {
     "kv": ("tinyserve_core.kv.bench", "block manager op costs, snapshot, memory waste"),
 }
 _EVAL = {
+    "lm": ("tinyserve_core.model.train.evaluate", "held-out perplexity, pass-key retrieval, samples"),
     "selection": ("tinyserve_core.eval.selection", "accuracy of page-selection policies"),
     "scene": ("tinyserve_core.eval.scene", "scene lab quality and latency"),
 }

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .config import EngineConfig
+from .config import HELP, EngineConfig
 from .engine import Engine
 from .sampling import SamplingParams
 
@@ -83,13 +83,15 @@ def add_simulate_args(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(EngineConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "workload":
-            p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="KIND [FILE]",
-                           help="poisson | static | passkey | replay FILE")
+            p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="KIND",
+                           help=HELP["workload"])
         elif f.type in ("bool", bool):
             p.add_argument(flag, nargs="?", const="true", default=argparse.SUPPRESS,
-                           metavar="BOOL")
+                           metavar="BOOL", help=HELP.get(f.name))
         else:
-            p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper())
+            default = getattr(EngineConfig(), f.name)
+            p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                           help=f"{HELP.get(f.name, '')} (default: {default})")
     p.set_defaults(func=run_simulate)
 
 

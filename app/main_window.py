@@ -18,6 +18,10 @@ from .serving.tab import ServingTab
 from .workers import default_simulation_factory
 
 
+# (module with make_tab(window) -> QWidget, tab title), added when the module exists
+OPTIONAL_TABS = (("app.scene.tab", "Scene"),)
+
+
 def default_settings() -> QSettings:
     return QSettings("TinyServe", "tinyserve-gui")
 
@@ -48,6 +52,7 @@ class MainWindow(QMainWindow):
         self.serving = ServingTab(config, factory=factory, engine_mode=engine_mode)
         self.add_tab(self.serving, "Serving")
         self.serving.status_message.connect(self._status)
+        self._add_optional_tabs()
         self._build_menus()
         if restore_layout:
             self._restore_layout()
@@ -57,6 +62,28 @@ class MainWindow(QMainWindow):
         """Another lab (e.g. the Scene tab): any widget; `views()` and `shutdown()` are
         used when it has them."""
         return self.tabs.addTab(widget, title)
+
+    def _add_optional_tabs(self) -> None:
+        """Labs that live in their own package plug in by providing `make_tab(window)`
+        in `app/<lab>/tab.py` (the Scene lab: `app/scene/tab.py`). A lab that fails to
+        build shows its error in its tab; the Serving tab is unaffected."""
+        import importlib
+        import importlib.util
+        import traceback
+
+        from PySide6.QtWidgets import QTextBrowser
+        for module, title in OPTIONAL_TABS:
+            try:
+                if importlib.util.find_spec(module) is None:
+                    continue
+            except ModuleNotFoundError:
+                continue
+            try:
+                widget = importlib.import_module(module).make_tab(self)
+            except Exception:
+                widget = QTextBrowser()
+                widget.setPlainText(f"The {title} tab could not start:\n\n{traceback.format_exc()}")
+            self.add_tab(widget, title)
 
     def _status(self, text: str, timeout_ms: int) -> None:
         self.statusBar().showMessage(text, timeout_ms)
@@ -158,8 +185,8 @@ class MainWindow(QMainWindow):
         if isinstance(g, QByteArray):
             self.restoreGeometry(g)
         st = self.settings.value("serving/state")
-        if isinstance(st, QByteArray):
-            self.serving.restoreState(st)
+        if isinstance(st, QByteArray) and self.serving.restoreState(st):
+            self.serving.layout_restored = True
 
     def save_settings(self):
         self.settings.setValue("window/geometry", self.saveGeometry())

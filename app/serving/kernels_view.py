@@ -8,6 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ..widgets.legend import flexible
 from tinyserve_core.kernels import backend_info
 
 COLOURS = [(90, 200, 255), (255, 170, 60), (120, 230, 120), (230, 110, 200), (250, 230, 90),
@@ -32,6 +33,7 @@ class KernelsView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         self.backend = QLabel(backend_text(backend_info()))
+        flexible(self.backend)
         self.backend.setWordWrap(True)
         lay.addWidget(self.backend)
         self.glw = pg.GraphicsLayoutWidget()
@@ -48,6 +50,7 @@ class KernelsView(QWidget):
         self.table.setMaximumHeight(170)
         lay.addWidget(self.table)
         self.note = QLabel("")
+        flexible(self.note)
         lay.addWidget(self.note)
 
     def set_backend(self, info: dict):

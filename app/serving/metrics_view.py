@@ -52,7 +52,7 @@ class MetricsView(QWidget):
         # one small view per plot: each repaints alone, so a frame never pays for all nine
         for i, (title, ylab, series) in enumerate(PLOTS):
             w = pg.PlotWidget(title=title)
-            w.setMinimumSize(160, 110)
+            w.setMinimumSize(160, 90)
             p = w.getPlotItem()
             p.setLabel("left", ylab)
             if i // 3 == rows - 1:

@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
-from ..widgets.legend import ColourLegend
+from ..widgets.legend import ColourLegend, flexible
 from . import pool_image as pi
 
 LINK_S = 1.2   # seconds a CoW link stays drawn
@@ -37,6 +37,7 @@ class BlockPoolView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         self.header = QLabel("Block pool: waiting for the engine")
+        flexible(self.header)
         self.header.setTextFormat(Qt.TextFormat.PlainText)
         lay.addWidget(self.header)
         self.glw = pg.GraphicsLayoutWidget()

@@ -15,7 +15,7 @@ from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSpinBox, QToolTip,
                                QVBoxLayout, QWidget)
 
-from ..widgets.legend import ColourLegend
+from ..widgets.legend import ColourLegend, flexible
 from .selection_data import SelectionView
 
 CELL = 6
@@ -100,6 +100,7 @@ class SelectionViewWidget(QWidget):
         lay.addLayout(row)
         self.info = QLabel("Cache selection: no page selections yet. They appear at decode steps "
                            "when selection statistics are on (Controls).")
+        flexible(self.info)
         self.info.setWordWrap(True)
         lay.addWidget(self.info)
         self.glw = pg.GraphicsLayoutWidget()

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QTextBrowser, QVBoxLayout, QWidget)
 
+from ..widgets.legend import flexible
 from tinyserve_core.engine.config import EngineConfig
 from tinyserve_core.errors import TinyServeError
 
@@ -46,6 +47,7 @@ class ServingTab(QMainWindow):
         v = QVBoxLayout(central)
         v.setContentsMargins(2, 2, 2, 2)
         self.summary = QLabel(summary_line(config_summary(config)))
+        flexible(self.summary)
         self.summary.setWordWrap(True)
         self.summary.setStyleSheet("font-weight: bold;")
         v.addWidget(self.summary)
@@ -78,12 +80,8 @@ class ServingTab(QMainWindow):
         self._dock("Block details", self.details, R)
         self._dock("Metrics", self.metrics_view, B)
         self._dock("Block tables", self.tables_view, B)
-        self.tabifyDockWidget(self.docks["Cache selection"], self.docks["Kernels"])
-        self.tabifyDockWidget(self.docks["Kernels"], self.docks["Block details"])
-        self.tabifyDockWidget(self.docks["Metrics"], self.docks["Block tables"])
-        self.docks["Cache selection"].raise_()
-        self.docks["Metrics"].raise_()
         self._sized = False
+        self.layout_restored = False   # set when QSettings gave back the user's layout
 
         self.worker = EngineWorker(config, factory, mode=engine_mode)
         self.worker.ready.connect(self._on_ready)
@@ -121,13 +119,23 @@ class ServingTab(QMainWindow):
         super().showEvent(ev)
         if not self._sized:   # dock sizes only stick once the window has a size
             self._sized = True
+            if self.layout_restored:
+                return
             QTimer.singleShot(0, self.default_dock_sizes)
 
     def default_dock_sizes(self) -> None:
+        # tabified only once shown: tabifying earlier leaves a stray tab bar painted
+        # over the Controls dock (Qt keeps the first layout's bar)
+        if not self.tabifiedDockWidgets(self.docks["Metrics"]):
+            self.tabifyDockWidget(self.docks["Cache selection"], self.docks["Kernels"])
+            self.tabifyDockWidget(self.docks["Kernels"], self.docks["Block details"])
+            self.tabifyDockWidget(self.docks["Metrics"], self.docks["Block tables"])
+        self.docks["Cache selection"].raise_()
+        self.docks["Metrics"].raise_()
         w, h = max(self.width(), 800), max(self.height(), 600)
         self.resizeDocks([self.docks["Controls"], self.docks["Cache selection"]],
                          [int(w * 0.2), int(w * 0.3)], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Metrics"]], [int(h * 0.36)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Metrics"]], [int(h * 0.3)], Qt.Orientation.Vertical)
 
     def render_all(self) -> None:
         """Bring every view up to date now (headless screenshots, benchmarks)."""

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
+from ..widgets.legend import flexible
 from . import pool_image as pi
 
 MAX_ROWS = 128
@@ -26,6 +27,7 @@ class BlockTablesView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         self.header = QLabel("Block tables: no running sequences")
+        flexible(self.header)
         lay.addWidget(self.header)
         self.glw = pg.GraphicsLayoutWidget()
         self.glw.setBackground((18, 18, 22))

@@ -1,8 +1,8 @@
-"""A row of colour swatches with names: the key to a view's colours."""
+"""Colour keys and labels that never force a view wider than its dock."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy
 
 
 def swatch_html(rgb, text: str) -> str:
@@ -11,14 +11,18 @@ def swatch_html(rgb, text: str) -> str:
             f'&nbsp;&nbsp;&nbsp;</span>&nbsp;{text}')
 
 
-class ColourLegend(QWidget):
+def flexible(label: QLabel) -> QLabel:
+    """Wrap instead of widening: a long status line must not set the window's width."""
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+    return label
+
+
+class ColourLegend(QLabel):
+    """Swatches and names in one wrapping line."""
+
     def __init__(self, items: list[tuple[tuple[int, int, int], str]], parent=None):
         super().__init__(parent)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(4, 0, 4, 0)
-        lay.setSpacing(10)
-        for rgb, text in items:
-            lab = QLabel(swatch_html(rgb, text))
-            lab.setToolTip(text)
-            lay.addWidget(lab)
-        lay.addStretch(1)
+        self.setText("&nbsp;&nbsp; ".join(swatch_html(rgb, text) for rgb, text in items))
+        self.setToolTip(", ".join(text for _, text in items))
+        flexible(self)

@@ -48,7 +48,7 @@ def make_window(qtbot, settings):
             w.serving.timer.stop()
         w.show()
         made.append(w)
-        qtbot.waitUntil(lambda: w.serving.worker.state in ("paused", "error"), timeout=30000)
+        qtbot.waitUntil(lambda: w.serving.worker.state in ("paused", "error"), timeout=90000)
         return w
 
     yield make

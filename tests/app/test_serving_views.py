@@ -10,7 +10,7 @@ from app.main_window import MainWindow, last_config
 pytestmark = pytest.mark.gui
 
 
-def _pull(tab, qtbot, pred, timeout=20000):
+def _pull(tab, qtbot, pred, timeout=60000):
     def check():
         tab.frame()
         s = getattr(tab, "last_snapshot", None)
@@ -28,7 +28,7 @@ def test_click_shows_block_details_with_decoded_text(make_window, gui_config, qt
     shared = np.flatnonzero(snap.pool.ref_cnt > 1)
     bid = int(shared[0] if shared.size else used[0])
     tab.pool_view.block_clicked.emit(bid)
-    qtbot.waitUntil(lambda: (tab.frame() or True) and "owners" in tab.details.toPlainText(), timeout=10000)
+    qtbot.waitUntil(lambda: (tab.frame() or True) and "owners" in tab.details.toPlainText(), timeout=60000)
     text = tab.details.toPlainText()
     info = tab.worker._host.sim.engine.block_manager.block_info(bid)
     assert f"block {bid}" in text

@@ -39,7 +39,7 @@ def last_config(settings: QSettings) -> EngineConfig | None:
 class MainWindow(QMainWindow):
     def __init__(self, config: EngineConfig | None = None, *, factory=default_simulation_factory,
                  settings: QSettings | None = None, restore_layout: bool = True,
-                 engine_mode: str = "process"):
+                 engine_mode: str = "process", extra_tabs: bool = True):
         super().__init__()
         self.settings = settings if settings is not None else default_settings()
         if config is None:
@@ -52,7 +52,8 @@ class MainWindow(QMainWindow):
         self.serving = ServingTab(config, factory=factory, engine_mode=engine_mode)
         self.add_tab(self.serving, "Serving")
         self.serving.status_message.connect(self._status)
-        self._add_optional_tabs()
+        if extra_tabs:
+            self._add_optional_tabs()
         self._build_menus()
         if restore_layout:
             self._restore_layout()

@@ -41,7 +41,7 @@ def make_window(qtbot, settings):
 
     def make(config, factory=default_simulation_factory, manual_frames=True, mode="process"):
         w = MainWindow(config, factory=factory, settings=settings, restore_layout=False,
-                       engine_mode=mode)
+                       engine_mode=mode, extra_tabs=False)
         qtbot.addWidget(w)
         w.serving.show_error_dialogs = False
         if manual_frames:

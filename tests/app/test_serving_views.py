@@ -61,7 +61,7 @@ def test_settings_remember_last_config_and_layout(make_window, gui_config, qtbot
     w.serving.docks["Kernels"].setFloating(True)
     w.close()
     assert last_config(settings).rate == 12.5
-    w2 = MainWindow(None, settings=settings, engine_mode="thread")
+    w2 = MainWindow(None, settings=settings, engine_mode="thread", extra_tabs=False)
     qtbot.addWidget(w2)
     try:
         assert w2.serving.config.rate == 12.5

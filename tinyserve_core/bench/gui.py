@@ -34,6 +34,8 @@ def add_parser(sub):
                    help="how long to run the engine for the stall measurement (0 = skip)")
     p.add_argument("--model", default=None, help="model folder for the stall run (default: the shipped model)")
     p.add_argument("--config", default=None, help="session config JSON for the stall run")
+    p.add_argument("--compare-thread", action="store_true",
+                   help="also measure the stall with the engine in a thread of the GUI process (the peer)")
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run)
     return p
@@ -156,12 +158,13 @@ def bench_heatmap(frames: int, app, pages: int = 256, steps: int = 128) -> dict:
     return {"case": f"selection heatmap {pages} pages x {steps} steps", **_stats(ms)}
 
 
-def bench_stall(seconds: float, app, config) -> dict:
+def bench_stall(seconds: float, app, config, mode: str = "process") -> dict:
     from PySide6.QtCore import QSettings, QTimer
     import tempfile
     from app.main_window import MainWindow
     settings = QSettings(os.path.join(tempfile.mkdtemp(), "bench.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(config, settings=settings, restore_layout=False)
+    win = MainWindow(config, settings=settings, restore_layout=False, engine_mode=mode,
+                     extra_tabs=False)
     win.serving.show_error_dialogs = False
     win.resize(1600, 1000)
     win.show()
@@ -175,7 +178,7 @@ def bench_stall(seconds: float, app, config) -> dict:
     if worker.state != "paused":
         err = win.serving.last_error[0] if win.serving.last_error else "engine did not start"
         win.close()
-        return {"case": "event-loop stall while the engine runs", "error": err}
+        return {"case": f"event-loop stall, engine in a {mode}", "error": err}
     gaps: list[float] = []
     last = [time.perf_counter()]
 
@@ -206,7 +209,7 @@ def bench_stall(seconds: float, app, config) -> dict:
     steps = worker.steps_done
     frames = win.serving.pool_view.frames - frames0
     win.close()
-    return {"case": "event-loop stall while the engine runs",
+    return {"case": f"event-loop stall, engine in a {mode}", "engine_mode": mode,
             "longest_stall_ms": float(g.max()), "p99_gap_ms": float(np.percentile(g, 99)),
             "idle_longest_stall_ms": float(idle.max()), "idle_p99_gap_ms": float(np.percentile(idle, 99)),
             "engine_steps": int(steps), "engine_steps_per_s": steps / elapsed,
@@ -241,14 +244,16 @@ def run(args) -> int:
     rows = []
     cases = [("pool", n) for n in sizes] + [("heatmap", None)]
     if args.engine_seconds > 0:
-        cases.append(("stall", None))
+        cases.append(("stall", "process"))
+        if args.compare_thread:
+            cases.append(("stall", "thread"))
     for kind, n in tqdm(cases, desc="bench gui", unit="case", file=sys.stderr):
         if kind == "pool":
             rows.append(bench_pool(n, args.frames, app))
         elif kind == "heatmap":
             rows.append(bench_heatmap(args.frames, app))
         else:
-            rows.append(bench_stall(args.engine_seconds, app, cfg))
+            rows.append(bench_stall(args.engine_seconds, app, cfg, n))
 
     platform_name = app.platformName()
     print(f"\nGUI benchmark on {_machine()}, Qt platform '{platform_name}'")

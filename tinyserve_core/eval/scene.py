@@ -176,7 +176,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scene", default="room", help="scene name under assets/scenes or a .json path")
     p.add_argument("--queries", default=None, help="JSONL query file (default assets/scenes/<scene>.queries.jsonl)")
     p.add_argument("--weights", default=None, help="trained weights (default assets/scenes/<scene>.weights.safetensors)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: interactive-size work is fastest single-threaded on shared cores; 0 = torch's default)")
     p.add_argument("--json", default=None, help="write the full report here")
     p.set_defaults(func=run)
     return p

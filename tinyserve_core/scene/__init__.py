@@ -1,0 +1,16 @@
+"""The scene lab: a labelled primitive scene, its analytic renderer, a semantic radiance
+field trained from it, a bake for interactive rendering, language queries and OMPL
+planning. Qt-free; the GUI drives `SceneLab`.
+
+    from tinyserve_core.scene.lab import SceneLab
+    lab = SceneLab("room")                       # spec + shipped weights + bake
+    cam = lab.camera(azimuth=30, elevation=40, size=256)
+    frame = lab.render(cam)                      # RenderResult: rgb, depth, probs, label, entropy
+    lab.pick(cam, x, y)                          # PickResult: point, label, confidence
+    q = lab.query("the red mug", frame)          # QueryResult: status, candidates (+ extents), relevancy
+    lab.plan(q.candidates[0].label, Robot("ground", 0.12))   # PlanResult: path, length, clearance
+
+Modules: spec (JSON scenes), geometry (ray hits, SDF), camera, analytic (ground truth),
+field (sparse voxel grid + MLP), volume (rendering), train, weights, bake, metrics,
+query, planner, lab, cli (`tinyserve train-scene`).
+"""

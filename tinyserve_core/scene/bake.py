@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tinyserve_core.scene.camera import Camera
 import torch.nn.functional as F
 
-from tinyserve_core.scene.field import (GridSpec, SemanticGridField, density_activation, occupancy_from_density,
-                                        sample_grid, trilinear_rows)
+from tinyserve_core.scene.camera import Camera
+from tinyserve_core.scene.field import (EMPTY_DENSITY, GridSpec, SemanticGridField, density_activation,
+                                        occupancy_from_density, sample_grid, trilinear_rows)
 from tinyserve_core.scene.volume import WEIGHT_EPS, empty_distance, render_fast
-from tinyserve_core.scene.weights import EMPTY_DENSITY, corner_mask
+from tinyserve_core.scene.weights import corner_mask
 
 BAKE_MIN_DENSITY = 0.02  # per voxel; below it a corner is air in the bake
 PREVIEW_WEIGHT_EPS = 0.03
@@ -81,11 +81,11 @@ class Bake:
         """Evaluate the MLP once per kept corner. Faint density (thin fog in front of
         surfaces, invisible in renders) is cut, so the bake's occupancy hugs the surfaces
         and a frame composites a few samples per ray instead of dozens."""
-        density = field.density.detach().clone()
+        density = field.dense_density()
         density[F.softplus(density) < min_density] = EMPTY_DENSITY
         occ = occ & occupancy_from_density(density, min_density)
-        keep = corner_mask(occ)
-        h = field.mlp(field.features[:, keep].T)
+        keep = corner_mask(occ) & field.active
+        h = field.mlp(field.features[field.corner_rows(keep)])
         app = torch.zeros(*keep.shape, 3 + field.num_classes)
         app[keep] = torch.cat([torch.sigmoid(h[:, :3]), torch.softmax(h[:, 3:], -1)], 1)
         return cls(field.grid, labels, density, app, occ, background)

@@ -22,7 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--voxel", type=float, default=0.025, help="grid voxel size in metres (default 0.025)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: robust on shared cores; 2 is faster on an idle 2-core machine; 0 = torch's default)")
     p.add_argument("--out", default=None, help="weights file (default assets/scenes/<scene>.weights.safetensors)")
     p.add_argument("--json", default=None, help="also write the training summary here")
     p.set_defaults(func=run)

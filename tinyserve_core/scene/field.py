@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DENSITY_INIT = -6.0  # softplus(-6) per voxel: nearly transparent at the start
+EMPTY_DENSITY = -10.0  # inactive corners: far below the occupancy threshold
 OCC_THRESHOLD = 3e-3  # density per voxel (above the initial value) below which a cell is skipped
 
 
@@ -87,32 +88,77 @@ def occupancy_from_density(raw: torch.Tensor, threshold: float = OCC_THRESHOLD) 
 
 
 class SemanticGridField(nn.Module):
-    def __init__(self, grid: GridSpec, num_classes: int, feat_dim: int = 8, hidden: int = 32, seed: int = 0):
+    """Parameters live only at `active` grid corners (a sparse voxel grid, as in
+    Plenoxels): every other corner is air (EMPTY_DENSITY, zero features). Training
+    activates the corners of the space-carved cells, about a sixth of the grid, so
+    gradients and optimizer state cover only the space that can hold a surface."""
+
+    def __init__(self, grid: GridSpec, num_classes: int, feat_dim: int = 8, hidden: int = 32, seed: int = 0,
+                 active: torch.Tensor | None = None):
         super().__init__()
         self.grid = grid
         self.num_classes = num_classes
         nx, ny, nz = grid.shape
+        if active is None:
+            active = torch.ones(nz, ny, nx, dtype=torch.bool)
+        m = int(active.sum())
+        rows = torch.full((nz, ny, nx), m, dtype=torch.long)  # row m is the air sentinel
+        rows[active] = torch.arange(m)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("active", active.clone(), persistent=False)
         g = torch.Generator().manual_seed(seed)
-        self.density = nn.Parameter(torch.full((nz, ny, nx), DENSITY_INIT))
-        self.features = nn.Parameter(torch.randn(feat_dim, nz, ny, nx, generator=g) * 0.1)
+        self.density = nn.Parameter(torch.full((m,), DENSITY_INIT))
+        self.features = nn.Parameter(torch.randn(m, feat_dim, generator=g) * 0.1)
         self.mlp = nn.Sequential(nn.Linear(feat_dim, hidden), nn.ReLU(), nn.Linear(hidden, 3 + num_classes))
         with torch.no_grad():
-            for m in self.mlp:
-                if isinstance(m, nn.Linear):
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (1.0 / m.in_features) ** 0.5)
-                    m.bias.zero_()
+            for layer in self.mlp:
+                if isinstance(layer, nn.Linear):
+                    layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * (1.0 / layer.in_features) ** 0.5)
+                    layer.bias.zero_()
 
-    def raw_density(self, coords: torch.Tensor) -> torch.Tensor:
-        return sample_grid(self.density[None], coords)[:, 0]
+    def _corners(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table rows [N, 8] of each point's cell corners and their trilinear weights,
+        both ordered z-major, then y, then x."""
+        nx, ny, nz = self.grid.shape
+        g = (x - torch.tensor(self.grid.lo, dtype=x.dtype, device=x.device)) / self.grid.voxel
+        top = torch.tensor([nx - 2, ny - 2, nz - 2], device=x.device)
+        i0 = torch.minimum(g.floor().long().clamp_min(0), top)
+        f = (g - i0).clamp(0, 1)
+        base = (i0[:, 2] * ny + i0[:, 1]) * nx + i0[:, 0]
+        w1 = torch.stack([1 - f, f], dim=1)  # [N, 2 (lo/hi), 3 (x, y, z)]
+        w = (w1[:, :, None, None, 2] * w1[:, None, :, None, 1] * w1[:, None, None, :, 0]).reshape(-1, 8)
+        return self.rows.view(-1)[base[:, None] + self._offsets(x.device)], w
+
+    def _offsets(self, device) -> torch.Tensor:
+        nx, ny, _ = self.grid.shape
+        return torch.tensor([(dz * ny + dy) * nx + dx for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)],
+                            device=device)[None]
+
+    def raw_density(self, x: torch.Tensor) -> torch.Tensor:
+        idx, w = self._corners(x)
+        table = torch.cat([self.density, self.density.new_full((1,), EMPTY_DENSITY)])
+        return (table[idx] * w).sum(1)
 
     def sigma(self, x: torch.Tensor) -> torch.Tensor:
-        return density_activation(self.raw_density(self.grid.normalize(x)), self.grid.voxel)
+        return density_activation(self.raw_density(x), self.grid.voxel)
 
     def appearance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Colour [N, 3] and class probabilities [N, K] at world points."""
-        h = self.mlp(sample_grid(self.features, self.grid.normalize(x)))
+        idx, w = self._corners(x)
+        table = torch.cat([self.features, self.features.new_zeros(1, self.features.shape[1])])
+        h = self.mlp((table[idx] * w[..., None]).sum(1))
         return torch.sigmoid(h[:, :3]), torch.softmax(h[:, 3:], dim=-1)
+
+    def dense_density(self) -> torch.Tensor:
+        """Raw density at every corner [Z, Y, X], air where inactive."""
+        out = torch.full(self.rows.shape, EMPTY_DENSITY, device=self.density.device)
+        out[self.active] = self.density.detach()
+        return out
+
+    def corner_rows(self, mask: torch.Tensor) -> torch.Tensor:
+        """Table rows of the corners in mask [Z, Y, X] (which must be active)."""
+        return self.rows[mask]
 
     @torch.no_grad()
     def occupancy(self) -> torch.Tensor:
-        return occupancy_from_density(self.density)
+        return occupancy_from_density(self.dense_density())

@@ -7,7 +7,6 @@ import math
 from typing import Callable
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from tinyserve_core.scene.analytic import render_analytic
 from tinyserve_core.scene.camera import HELDOUT_RINGS, camera_ring
@@ -20,6 +19,8 @@ def psnr(mse: float) -> float:
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Mean SSIM of two [H, W, C] images in [0, 1]."""
+    from scipy.ndimage import gaussian_filter
+
     c1, c2 = 0.01**2, 0.03**2
     f = lambda x: gaussian_filter(x, sigma=1.5, truncate=3.5)  # noqa: E731  (radius 5: the 11-tap window)
     vals = []

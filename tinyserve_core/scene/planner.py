@@ -124,6 +124,12 @@ class Planner:
                 self._maps[kind] = _Map(self.solid, self.lo, self.voxel)
         return self._maps[kind]
 
+    def inflated(self, robot: Robot) -> tuple[np.ndarray, np.ndarray, float]:
+        """(blocked mask, grid origin, voxel) for drawing: grid points [X, Y] (ground) or
+        [X, Y, Z] (gripper) where the robot's centre may not go."""
+        m = self.map(robot.kind)
+        return m.clearance < self._required(robot), m.lo.copy(), self.voxel
+
     def _components(self, kind: str, need: float, free: np.ndarray) -> np.ndarray:
         key = (kind, round(need, 6))
         if key not in self._comp:

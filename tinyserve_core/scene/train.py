@@ -23,6 +23,7 @@ from tinyserve_core.scene.camera import HELDOUT_RINGS, TRAIN_RINGS, Camera, came
 from tinyserve_core.scene.field import GridSpec, SemanticGridField
 from tinyserve_core.scene.metrics import evaluate_views, psnr
 from tinyserve_core.scene.spec import SceneSpec
+from tinyserve_core.scene.weights import corner_mask
 from tinyserve_core.scene.volume import composite, march, ray_aabb, render_chunked, render_rays
 
 
@@ -114,17 +115,19 @@ def train_field(spec: SceneSpec, cfg: TrainConfig = TrainConfig(),
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     grid = GridSpec(spec.bounds[0], spec.bounds[1], cfg.voxel)
-    field = SemanticGridField(grid, len(spec.labels), cfg.feat_dim, cfg.hidden, cfg.seed).to(dev)
     t0 = time.perf_counter()
     views = views or make_views(spec, TRAIN_RINGS, cfg.size)
-    carved = carve(grid, views).to(dev)
+    carved = carve(grid, views)
+    field = SemanticGridField(grid, len(spec.labels), cfg.feat_dim, cfg.hidden, cfg.seed,
+                              active=corner_mask(carved)).to(dev)
+    carved = carved.to(dev)
     cams = views.cams
     views = Views(cams, *(getattr(views, k).to(dev) for k in ("o", "d", "rgb", "label", "depth")))
     occ = carved.clone()
     opt = torch.optim.Adam([
         {"params": [field.density, field.features], "lr": cfg.lr_grid},
         {"params": field.mlp.parameters(), "lr": cfg.lr_mlp},
-    ], betas=(0.9, 0.99), eps=1e-15)
+    ], betas=(0.9, 0.99), eps=1e-15, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.1 ** (i / cfg.iters))
     hit_all = torch.isfinite(views.depth)
     step = step_size(grid)

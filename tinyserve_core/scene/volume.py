@@ -36,23 +36,52 @@ def ray_aabb(o: torch.Tensor, d: torch.Tensor, lo, hi) -> tuple[torch.Tensor, to
     return near, far
 
 
+BLOCK = 4  # cells per coarse block side, and fine samples per coarse step
+
+
+def block_occupancy(occ: torch.Tensor) -> torch.Tensor:
+    """Blocks of BLOCK^3 cells holding any occupied cell, dilated by one block: a coarse
+    sample then vouches for the next BLOCK fine samples (they lie within half a block of
+    it, so any occupied cell they touch is in its block or a neighbour)."""
+    pad = [(-n) % BLOCK for n in occ.shape]
+    x = torch.nn.functional.pad(occ.float()[None, None], (0, pad[2], 0, pad[1], 0, pad[0]))
+    b = torch.nn.functional.max_pool3d(x, BLOCK)
+    return torch.nn.functional.max_pool3d(b, 3, stride=1, padding=1)[0, 0] > 0
+
+
+def _flat_cells(og: torch.Tensor, dg: torch.Tensor, t: torch.Tensor, shape, scale: float = 1.0) -> torch.Tensor:
+    """Flat index into a grid of `shape` of the points og + t * dg (grid units / scale)."""
+    flat = None
+    for axis, size in enumerate(shape):
+        c = torch.addcmul(og[..., axis], t, dg[..., axis]).div_(scale).long().clamp_(0, size - 1)
+        flat = c if flat is None else flat.mul_(size).add_(c)
+    return flat
+
+
 def march(grid: GridSpec, occ: torch.Tensor, o: torch.Tensor, d: torch.Tensor, step: float,
           generator: torch.Generator | None = None):
-    """Packed samples in occupied cells: (ray index, t) for each, plus near/far per ray."""
+    """Packed samples in occupied cells: (ray index, sample index, t) for each, plus
+    near/far per ray and the padded sample count. Two levels: coarse steps over occupied
+    blocks first, then the fine samples of those steps against the cells, so the work
+    grows with the occupied length of a ray, not its full length."""
     near, far = ray_aabb(o, d, grid.lo, grid.hi)
     n = o.shape[0]
     span = (far - near).clamp_min(0)
-    s = max(1, math.ceil(float(span.max()) / step)) if n else 1
+    sc = max(1, math.ceil(float(span.max()) / (step * BLOCK))) if n else 1
     dev = o.device
     jitter = (torch.rand(n, 1, generator=generator, device=generator.device).to(dev) if generator is not None
               else torch.full((n, 1), 0.5, device=dev))
-    t = near[:, None] + (torch.arange(s, dtype=o.dtype, device=dev)[None] + jitter) * step
-    inside = t < far[:, None]
-    ray_idx, k = inside.nonzero(as_tuple=True)
-    tk = t[ray_idx, k]
-    cell = grid.cell_index(o[ray_idx] + tk[:, None] * d[ray_idx])
-    keep = occ[cell[:, 0], cell[:, 1], cell[:, 2]]
-    return ray_idx[keep], k[keep], tk[keep], near, far, s
+    og = (o - torch.tensor(grid.lo, dtype=o.dtype, device=dev)) / grid.voxel
+    dg = d / grid.voxel
+    blocks = block_occupancy(occ)
+    tc = near[:, None] + (torch.arange(sc, dtype=o.dtype, device=dev)[None] * BLOCK + jitter) * step  # [N, Sc]
+    hit_c = blocks.reshape(-1)[_flat_cells(og[:, None], dg[:, None], tc, blocks.shape, BLOCK)] & (tc < far[:, None])
+    ray_c, i = hit_c.nonzero(as_tuple=True)
+    k = (i[:, None] * BLOCK + torch.arange(BLOCK, device=dev)[None]).reshape(-1)
+    ray = ray_c.repeat_interleave(BLOCK)
+    t = near[ray] + (k + jitter[ray, 0]) * step
+    keep = occ.reshape(-1)[_flat_cells(og[ray], dg[ray], t, occ.shape)] & (t < far[ray])
+    return ray[keep], k[keep], t[keep], near, far, sc * BLOCK
 
 
 def composite(sigma: torch.Tensor, ray_idx: torch.Tensor, k: torch.Tensor, n: int, s: int, step: float) -> torch.Tensor:

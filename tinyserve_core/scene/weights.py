@@ -17,10 +17,9 @@ from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
 from tinyserve_core.errors import ModelLoadError
-from tinyserve_core.scene.field import GridSpec, SemanticGridField
+from tinyserve_core.scene.field import EMPTY_DENSITY, GridSpec, SemanticGridField  # noqa: F401
 from tinyserve_core.scene.spec import SCENES_DIR, SceneSpec
 
-EMPTY_DENSITY = -10.0  # far below the occupancy threshold: dropped corners render as air
 FORMAT = "tinyserve-semantic-grid/1"
 
 
@@ -36,19 +35,20 @@ def corner_mask(occ: torch.Tensor) -> torch.Tensor:
 
 
 def save_weights(path: Path, field: SemanticGridField, occ: torch.Tensor, spec: SceneSpec, stats: dict) -> int:
-    keep = corner_mask(occ)
+    keep = corner_mask(occ) & field.active
+    rows = field.corner_rows(keep)
     tensors = {
         "keep": np.packbits(keep.numpy().reshape(-1)),
         "occupancy": np.packbits(occ.numpy().reshape(-1)),
-        "density": field.density.detach()[keep].half().numpy(),
-        "features": field.features.detach()[:, keep].T.contiguous().half().numpy(),
+        "density": field.density.detach()[rows].half().numpy(),
+        "features": field.features.detach()[rows].contiguous().half().numpy(),
     }
     for name, p in field.mlp.state_dict().items():
         tensors[f"mlp.{name}"] = p.detach().float().numpy()
     g = field.grid
     meta = {"format": FORMAT, "scene": spec.name, "labels": spec.labels,
             "grid": {"lo": g.lo, "hi": g.hi, "voxel": g.voxel},
-            "feat_dim": field.features.shape[0], "hidden": field.mlp[0].out_features, "stats": stats}
+            "feat_dim": field.features.shape[1], "hidden": field.mlp[0].out_features, "stats": stats}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"tinyserve": json.dumps(meta)})
@@ -72,14 +72,12 @@ def load_weights(path: Path, spec: SceneSpec | None = None) -> tuple[SemanticGri
         raise ModelLoadError(str(path), f"trained for labels {meta['labels']}, scene {spec.name!r} has {spec.labels}")
     g = meta["grid"]
     grid = GridSpec(tuple(g["lo"]), tuple(g["hi"]), g["voxel"])
-    field = SemanticGridField(grid, len(meta["labels"]), meta["feat_dim"], meta["hidden"])
     nx, ny, nz = grid.shape
     keep = torch.from_numpy(np.unpackbits(t["keep"])[: nx * ny * nz].astype(bool)).view(nz, ny, nx)
     occ = torch.from_numpy(np.unpackbits(t["occupancy"])[: (nx - 1) * (ny - 1) * (nz - 1)].astype(bool))
+    field = SemanticGridField(grid, len(meta["labels"]), meta["feat_dim"], meta["hidden"], active=keep)
     with torch.no_grad():
-        field.density.fill_(EMPTY_DENSITY)
-        field.density[keep] = torch.from_numpy(t["density"]).float()
-        field.features.zero_()
-        field.features[:, keep] = torch.from_numpy(t["features"]).float().T
+        field.density.copy_(torch.from_numpy(t["density"]).float())
+        field.features.copy_(torch.from_numpy(t["features"]).float())
         field.mlp.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in t.items() if k.startswith("mlp.")})
     return field, occ.view(nx - 1, ny - 1, nz - 1), meta

@@ -52,7 +52,7 @@ class EvalSpec:
     decode_tokens: int = 64
     text_samples: int = 4
     passkey_samples: int = 16
-    top_ps: tuple[float, ...] = (0.9,)   # adaptive runs once per value (its budget is the cap)
+    top_ps: tuple[float, ...] = (0.95, 0.99)   # adaptive runs once per value (its budget is the cap)
     dense_layers: int = 2
     sink_pages: int | None = None   # None: each policy's default (streaming 1, others 0)
     tier_factors: tuple[float, ...] = (2.0, 4.0)  # fast-tier pages / mean pages a head selects
@@ -61,7 +61,7 @@ class EvalSpec:
     @classmethod
     def quick(cls) -> "EvalSpec":
         return cls(budgets=("64", "1/8", "1/4"), block_sizes=(16,), context=1024, decode_tokens=32,
-                   text_samples=2, passkey_samples=6)
+                   text_samples=2, passkey_samples=6, top_ps=(0.99,))
 
     def validate(self) -> "EvalSpec":
         for p in self.policies:
@@ -509,7 +509,7 @@ def add_parser(subparsers):
     p.add_argument("--decode-tokens", type=int, default=None, help="teacher-forced decode steps per text sample")
     p.add_argument("--text-samples", type=int, default=None)
     p.add_argument("--passkey-samples", type=int, default=None)
-    p.add_argument("--top-p", default=None, help="adaptive policy's mass targets, comma list (default 0.9)")
+    p.add_argument("--top-p", default=None, help="adaptive policy's mass targets, comma list (default 0.95,0.99; quick 0.99)")
     p.add_argument("--dense-layers", type=int, default=None, help="first layers left dense (default 2)")
     p.add_argument("--sink-pages", type=int, default=None,
                    help="attention-sink pages every sparse policy keeps (default: each policy's own)")

@@ -23,7 +23,9 @@ from .params import Budget, check_float, check_int
 
 @dataclass(frozen=True, slots=True)
 class AdaptiveParams:
-    top_p: float = 0.9
+    # The bounds overstate loose pages, so the estimate is over-confident: on the shipped
+    # model 0.9 kept 0.83 of the true mass, 0.99 kept 0.89 (eval selection, 2,048 tokens).
+    top_p: float = 0.99
     budget: Budget = Budget(fraction=0.25)     # the most pages it may take
     min_budget: Budget = Budget(tokens=0)      # the fewest (besides forced pages)
     sink_pages: int = 0

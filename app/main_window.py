@@ -22,6 +22,18 @@ from .workers import default_simulation_factory
 OPTIONAL_TABS = (("app.scene.tab", "Scene"),)
 
 
+# What a first start shows: a workload where forks, copy-on-write, prefix hits and
+# page selection all happen within seconds (EngineConfig's own defaults are the CLI's).
+FIRST_RUN = {"num_blocks": 2048, "block_size": 16, "requests": 400, "rate": 8.0, "n": 2,
+             "shared_prefix_frac": 0.5, "prompt_len": 128, "prompt_len_max": 512,
+             "output_len": 48, "output_len_max": 160, "policy": "quest", "budget": 128,
+             "stats": True, "max_num_seqs": 16}
+
+
+def first_run_config() -> EngineConfig:
+    return EngineConfig.from_dict(FIRST_RUN)
+
+
 def default_settings() -> QSettings:
     return QSettings("TinyServe", "tinyserve-gui")
 
@@ -43,7 +55,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings if settings is not None else default_settings()
         if config is None:
-            config = last_config(self.settings) or EngineConfig()
+            config = last_config(self.settings) or first_run_config()
         self.setWindowTitle("TinyServe lab")
         self.resize(1600, 1000)
         self.tabs = QTabWidget()

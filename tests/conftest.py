@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-# Keep the 2-core CI machine responsive: tests run single-threaded torch.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Single-threaded torch: on a loaded 2-core machine two threads made small ops up to
+# 100x slower (spinning OpenMP workers), and tests use small tensors anyway.
+torch.set_num_threads(1)
 
 _TEXT = (
     "The list type is a mutable sequence. Lists may be constructed in several ways: "

@@ -51,7 +51,7 @@ HELP = {
     "budget": "selection budget: tokens if > 1, else a fraction of the context",
     "top_p_mass": "adaptive policy: estimated attention mass to keep",
     "sink_pages": "pages at the start always kept", "dense_layers": "first layers kept dense",
-    "recent_pages": "streaming/h2o: recent window in pages",
+    "recent_pages": "streaming/h2o: recent window in pages (0 = half the budget)",
     "tier_pages": "fast-tier pages per sequence (0 = no tiering)", "tier_policy": "lru | lfu",
     "stats": "selection statistics on (recall, oracle pages, violations)",
     "trace": "write a Chrome/Perfetto trace JSON here", "metrics": "write per-step metrics CSV here",
@@ -107,10 +107,11 @@ class EngineConfig:
     # query-aware selection
     policy: str = "dense"
     budget: float = 256                 # tokens if > 1, else a fraction of the context
-    top_p_mass: float = 0.9             # adaptive policy: attention mass to keep
+    top_p_mass: float = 0.99            # adaptive policy: estimated attention mass to keep
+                                        # (0.9 kept only 0.83 of the true mass on the shipped model)
     sink_pages: int = 1
     dense_layers: int = 2
-    recent_pages: int = 2               # streaming / h2o: recent window in pages
+    recent_pages: int = 0               # streaming / h2o: recent window in pages; 0 = half the budget
     tier_pages: int = 0                 # fast-tier pages per sequence; 0 = no tiering
     tier_policy: str = "lru"
     stats: bool = False

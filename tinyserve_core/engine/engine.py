@@ -64,7 +64,8 @@ class Engine:
         self.runner = ModelRunner(model, config.num_blocks, config.block_size,
                                   self.device, self.dtype, selector=self.selector)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
-                                   config.max_num_batched_tokens, self.sink)
+                                   config.max_num_batched_tokens, self.sink,
+                                   on_preempt=lambda seq: self._forget(seq.seq_id))
 
         self.clock = 0.0
         self.step_count = 0
@@ -216,11 +217,14 @@ class Engine:
         self.step_count += 1
         metrics = self._metrics(step_time, n_prompt, n_gen)
         timings = dict(getattr(self.runner, "last_timings", {}) or {})
+        selection = None
+        if self.selector is not None and hasattr(self.selector, "take_summary"):
+            selection = self.selector.take_summary()
         return StepRecord(
             step=self.step_count, t_start=t_start, t_end=self.clock,
             phase=("prefill" if sched.is_prefill else "decode") if seqs else "idle",
             seq_ids=tuple(s.seq_id for s in seqs), events=self.sink.drain(),
-            metrics=metrics, finished=finished, op_timings_s=timings)
+            metrics=metrics, finished=finished, op_timings_s=timings, selection=selection)
 
     def _postprocess(self, seqs, logits, tokens, is_prefill, finished) -> int:
         n_gen = 0
@@ -246,9 +250,8 @@ class Engine:
                         req.finish_s = now
                         finished.extend(self._timings(req))
                         del self.requests[req.request_id]
-                        if self.selector is not None and hasattr(self.selector, "forget"):
-                            for r in req.seqs:
-                                self.selector.forget(r.seq_id)
+                        for r in req.seqs:
+                            self._forget(r.seq_id)
         return n_gen
 
     def _fork_children(self, parent: Sequence, logits_row: torch.Tensor) -> list[Sequence]:
@@ -267,6 +270,11 @@ class Engine:
             self.scheduler.running.append(child)
             children.append(child)
         return children
+
+    def _forget(self, seq_id: int) -> None:
+        """Per-sequence selection state (h2o accumulators, tiers) ends with its blocks."""
+        if self.selector is not None and hasattr(self.selector, "forget"):
+            self.selector.forget(seq_id)
 
     def _stop_reason(self, seq: Sequence) -> str | None:
         p = seq.request.params

@@ -28,7 +28,8 @@ class ScheduleResult:
 
 class Scheduler:
     def __init__(self, block_manager: BlockManager, max_num_seqs: int,
-                 max_num_batched_tokens: int, sink: EventSink | None = None):
+                 max_num_batched_tokens: int, sink: EventSink | None = None,
+                 on_preempt=None):
         self.bm = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -36,6 +37,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.on_preempt = on_preempt  # e.g. the selector forgets the sequence's state
 
     def add(self, seq: Sequence) -> None:
         seq.status = SeqStatus.WAITING
@@ -110,6 +112,8 @@ class Scheduler:
         seq.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
+        if self.on_preempt is not None:
+            self.on_preempt(seq)
         if self.sink is not None:
             self.sink.emit(Preempt(seq.request.request_id, seq.seq_id, n_blocks))
 

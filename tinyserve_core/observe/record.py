@@ -7,6 +7,7 @@ and TPOT are real compute latencies without wall-clock idling."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .events import Event
 
@@ -73,3 +74,4 @@ class StepRecord:
     metrics: StepMetrics = field(default_factory=StepMetrics)
     finished: list[RequestTiming] = field(default_factory=list)
     op_timings_s: dict[str, float] = field(default_factory=dict)  # kernel family -> seconds
+    selection: Any = None  # selection.stats.SelectionSummary of this step (per layer), if any

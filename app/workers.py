@@ -82,6 +82,7 @@ class EngineWorker(QObject):
         self._latest: Snapshot | None = None
         self._info: tuple[int, dict] | None = None
         self._records: queue.Queue = queue.Queue()
+        self._exports: queue.Queue = queue.Queue()
         self._closing = False
         self._factory = factory
         if mode == "process":
@@ -159,6 +160,19 @@ class EngineWorker(QObject):
         except queue.Empty:
             raise TimeoutError("the engine did not answer with its records") from None
 
+    def export(self, kind: str, path: str, timeout_s: float = 300.0) -> int:
+        """The engine side writes the trace or the metrics CSV; returns the count written."""
+        while not self._exports.empty():
+            self._exports.get_nowait()
+        self._send("export", kind, str(path))
+        try:
+            _, _, n, err = self._exports.get(timeout=timeout_s)
+        except queue.Empty:
+            raise TimeoutError(f"the engine did not write {path}") from None
+        if err:
+            raise OSError(f"{path}: {err}")
+        return n
+
     def stop(self, timeout_s: float = 5.0) -> None:
         self._closing = True
         self._send("quit")
@@ -186,6 +200,8 @@ class EngineWorker(QObject):
                 self._info = msg[1]
         elif kind == "records":
             self._records.put(msg[1])
+        elif kind == "exported":
+            self._exports.put(msg[1])
         elif kind == "config":
             self.config = msg[1]
         elif kind == "ready":

@@ -7,8 +7,10 @@ the same commands and messages:
 
   commands  ("run", bool) ("step", n) ("reset", cfg|None) ("update", dict) ("select", key)
             ("info", block_id) ("want",) ("records",) ("speed", steps_per_s) ("quit",)
+            ("export", "trace"|"metrics", path)
   messages  ("state", s) ("ready", summary) ("failed", msg, details) ("snapshot", snap)
             ("info", (block_id, info)) ("steps", n) ("records", list) ("config", cfg)
+            ("exported", (kind, path, count, error|None))
 
 Snapshots are credit-based: one is built only after the GUI took the previous one
 ("want"), so a fast engine and a 40 Hz view never multiply each other's work."""
@@ -103,6 +105,8 @@ class EngineHost:
                 self.credit = True
             elif op == "records":
                 self.send(("records", list(self.sim.records) if self.sim is not None else []))
+            elif op == "export":
+                self._export(cmd[1], cmd[2])
             elif op == "speed":
                 self.steps_per_s = max(0.0, float(cmd[1]))
             elif op == "quit":
@@ -119,6 +123,23 @@ class EngineHost:
                 _regenerate_arrivals(self.sim, new)
         self.config = new
         self.send(("config", new))
+
+    def _export(self, kind: str, path: str) -> None:
+        """Written here, next to the records: a long run's records never cross the pipe."""
+        try:
+            recs = self.sim.records if self.sim is not None else []
+            if kind == "trace":
+                from tinyserve_core.observe.trace import write_chrome_trace
+                write_chrome_trace(recs, path)
+                n = len(recs)
+            elif kind == "metrics":
+                from tinyserve_core.observe.csv_export import write_metrics_csv
+                n = write_metrics_csv(recs, path)
+            else:
+                raise ValueError(f"unknown export {kind!r}")
+            self.send(("exported", (kind, path, n, None)))
+        except Exception as e:
+            self.send(("exported", (kind, path, 0, f"{type(e).__name__}: {e}")))
 
     def _answer_info(self, block_id: int) -> None:
         if self.sim is None:

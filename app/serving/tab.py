@@ -231,14 +231,12 @@ class ServingTab(QMainWindow):
 
     # ---- files ----------------------------------------------------------------------
     def export_trace(self, path: str | Path) -> int:
-        from tinyserve_core.observe.trace import write_chrome_trace
-        recs = self.worker.records()
-        write_chrome_trace(recs, path)
-        return len(recs)
+        """Chrome Trace JSON of the whole run; returns the number of steps."""
+        return self.worker.export("trace", str(Path(path).resolve()))
 
     def export_metrics(self, path: str | Path) -> int:
-        from tinyserve_core.observe.csv_export import write_metrics_csv
-        return write_metrics_csv(self.worker.records(), path)
+        """Per-step metrics CSV; returns the number of rows."""
+        return self.worker.export("metrics", str(Path(path).resolve()))
 
     def save_config(self, path: str | Path) -> None:
         self.controls.flush()

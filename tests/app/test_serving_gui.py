@@ -151,6 +151,8 @@ def test_exports_are_valid_and_config_round_trips(make_window, gui_config, qtbot
     trace = json.loads((tmp_path / "trace.json").read_text())
     assert validate_trace(trace) == []
     assert any(e.get("ph") == "X" for e in trace["traceEvents"])
+    with pytest.raises(OSError, match="nowhere"):
+        tab.export_trace(tmp_path / "nowhere" / "trace.json")      # said, not fatal
     rows = tab.export_metrics(tmp_path / "m.csv")
     with open(tmp_path / "m.csv") as f:
         table = list(csv.DictReader(f))

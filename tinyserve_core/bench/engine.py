@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -45,20 +44,6 @@ def add_parser(sub):
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run)
     return p
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
 def _workload(tokenizer, n: int, length: int, max_tokens: int, seed: int, mixed: bool):
@@ -103,6 +88,7 @@ def run(args) -> int:
     from ..engine.engine import Engine, resolve_device, resolve_dtype
     from ..engine.sampling import SamplingParams
     from ..model.loader import default_model_dir
+    from .machine import describe
 
     device = resolve_device(args.device)
     dtype = resolve_dtype("auto", device)
@@ -167,7 +153,7 @@ def run(args) -> int:
         rows.append(BenchRow(scenario, "tinyserve", len(prompts), total, t_ours, total / t_ours, match))
         rows.append(BenchRow(scenario, "hf generate", len(prompts), total, t_hf, total / t_hf, match))
 
-    machine = _machine(device)
+    machine = describe(device)
     print(f"\nengine benchmark on {machine}; model {model_dir}; {args.requests} requests; "
           f"uniform = {args.prompt_len} prompt + {args.max_tokens} generated tokens each, mixed = "
           f"lognormal lengths up to 4x that; greedy, EOS ignored, {dtype}")

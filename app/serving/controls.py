@@ -54,11 +54,6 @@ FIELDS = (
     Field("seed", "seed", "spin", 0, 2**31 - 1),
 )
 FIELD_BY_KEY = {f.key: f for f in FIELDS}
-# read when the workload is generated: a change regenerates the arrivals still to come
-WORKLOAD_KEYS = frozenset({"rate", "prompt_len", "prompt_len_max", "output_len", "output_len_max",
-                           "shared_prefix_frac", "n", "seed", "prompt_dist", "output_dist",
-                           "shared_prefix_len", "num_prefix_groups", "requests", "duration"})
-
 
 class ControlsPanel(QWidget):
     live_change = Signal(dict)            # validated live keys

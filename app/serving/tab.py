@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QP
 
 from ..widgets.legend import flexible
 from tinyserve_core.engine.config import EngineConfig
-from tinyserve_core.errors import TinyServeError
 
 from ..workers import EngineWorker, default_simulation_factory
 from .controls import ControlsPanel

@@ -62,14 +62,15 @@ class SceneWorker(QThread):
             self._render = (camera, quality, seq, time.perf_counter())
             self._cv.notify()
 
-    def stop(self, wait_ms: int = 5000) -> None:
+    def stop(self) -> None:
+        """Drop queued work and return once the job in progress (seconds at most) ends."""
         with self._cv:
             self._quit = True
             self._jobs.clear()
             self._background.clear()
             self._render = None
             self._cv.notify()
-        self.wait(wait_ms)
+        self.wait()
 
     def idle(self) -> bool:
         with self._cv:

@@ -137,7 +137,8 @@ def test_restart_key_asks_then_rebuilds(make_window, gui_config, qtbot):
     snap = pull(tab, qtbot, lambda s: s.num_blocks == 512, timeout=90000)
     assert snap.generation == 2 and snap.engine_config["num_blocks"] == 512
     assert tab.pool_view.animator.num_blocks == 512
-    assert "512 blocks x 4 tokens" in tab.summary.text()
+    # the header follows the new engine (its `ready` signal may land a frame later)
+    qtbot.waitUntil(lambda: "512 blocks x 4 tokens" in tab.summary.text(), timeout=10000)
 
 
 def test_exports_are_valid_and_config_round_trips(make_window, gui_config, qtbot, tmp_path):

@@ -18,7 +18,7 @@ from tinyserve_core.scene.spec import DEFAULT_SCENE, SceneSpec, load_scene
 from tinyserve_core.scene.volume import WEIGHT_EPS, empty_distance, ray_aabb, render_fast
 from tinyserve_core.scene.weights import load_weights, weights_path
 
-DEFAULT_STARTS = {"ground": (-1.2, 0.5, 0.0), "gripper": (-1.0, 0.5, 0.9)}
+DEFAULT_STARTS = {"ground": (-0.9, 0.5, 0.0), "gripper": (-1.0, 0.5, 0.9)}
 
 
 @dataclass

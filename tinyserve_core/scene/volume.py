@@ -93,8 +93,7 @@ def composite(sigma: torch.Tensor, ray_idx: torch.Tensor, k: torch.Tensor, n: in
 
 
 def render_rays(field: RadianceField, occ: torch.Tensor, o: torch.Tensor, d: torch.Tensor, step: float,
-                background=(1.0, 1.0, 1.0), generator: torch.Generator | None = None,
-                ) -> dict[str, torch.Tensor]:
+                background=(1.0, 1.0, 1.0), generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """rgb [N,3] over the background, depth [N] (expected ray distance, far where empty),
     probs [N,K] (class 0 takes the empty remainder), acc [N]."""
     n = o.shape[0]

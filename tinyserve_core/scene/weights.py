@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
 from tinyserve_core.errors import ModelLoadError
-from tinyserve_core.scene.field import EMPTY_DENSITY, GridSpec, SemanticGridField  # noqa: F401
+from tinyserve_core.scene.field import GridSpec, SemanticGridField
 from tinyserve_core.scene.spec import SCENES_DIR, SceneSpec
 
 FORMAT = "tinyserve-semantic-grid/1"

@@ -55,6 +55,7 @@ class SceneTab(QWidget):
         self.timings: dict[str, float] = {}
         self._pending: dict[str, float] = {}  # job kind -> submit time
         self.view3d = None
+        self._started = False
         self._build()
 
     # ---- layout -------------------------------------------------------------------------
@@ -156,8 +157,9 @@ class SceneTab(QWidget):
 
     def start(self):
         """Make the 3D view and start loading the scene (idempotent)."""
-        if self.worker is not None:
+        if self._started:
             return
+        self._started = True  # making the GL widget can deliver another showEvent
         from .view3d import Scene3DView
         from .worker import SceneWorker
 
@@ -589,3 +591,12 @@ def _qimage(rgb8: np.ndarray) -> QImage:
     a = np.ascontiguousarray(rgb8)
     h, w, _ = a.shape
     return QImage(a.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def make_tab(window) -> SceneTab:
+    """The main window's plug-in hook (app/main_window.py OPTIONAL_TABS): cheap to build;
+    the scene loads when the tab is first shown."""
+    tab = SceneTab()
+    if hasattr(window, "_status"):
+        tab.status_message.connect(window._status)
+    return tab

@@ -50,7 +50,7 @@ class Scene3DView(QWidget):
 
                 self.gl = gl.GLViewWidget()
                 self.gl.setBackgroundColor((28, 29, 33))
-                self.gl.setCameraPosition(distance=5.0, elevation=35, azimuth=-60)
+                self.gl.setCameraPosition(distance=4.5, elevation=40, azimuth=30)
                 self._stack.addWidget(self.gl)
             except Exception as e:  # a missing GL library shows up only on import
                 self.available, self.reason, self.gl = False, f"pyqtgraph.opengl failed: {e}", None
@@ -79,7 +79,9 @@ class Scene3DView(QWidget):
 
         keep = _subsample(len(xyz), MAX_POINTS)
         colour = np.concatenate([rgb[keep], np.ones((len(keep), 1))], 1).astype(np.float32)
-        self._put("scene", gl.GLScatterPlotItem(pos=xyz[keep], color=colour, size=3.0, pxMode=True))
+        item = gl.GLScatterPlotItem(pos=xyz[keep], color=colour, size=3.0, pxMode=True)
+        item.setGLOptions("opaque")  # the default additive blending washes a dense cloud out to white
+        self._put("scene", item)
         self.gl.opts["center"] = _vec(centre)
         self.gl.update()
 
@@ -102,8 +104,8 @@ class Scene3DView(QWidget):
             idx = np.argwhere(shell)
             pts = np.asarray(lo) + idx * voxel
         pts = pts[_subsample(len(pts), MAX_BLOCKED)]
-        colour = np.tile(np.array([[0.95, 0.25, 0.2, 0.18]], np.float32), (len(pts), 1))
-        item = gl.GLScatterPlotItem(pos=pts, color=colour, size=4.0, pxMode=True)
+        colour = np.tile(np.array([[0.95, 0.25, 0.2, 0.12]], np.float32), (len(pts), 1))
+        item = gl.GLScatterPlotItem(pos=pts, color=colour, size=3.0, pxMode=True)
         item.setGLOptions("translucent")
         self._put("blocked", item)
 

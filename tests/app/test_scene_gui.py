@@ -40,7 +40,6 @@ def tab(qapp, tmp_path_factory):
     yield t
     t.shutdown()
     t.close()
-    # a GL widget left to interpreter shutdown outlives Qt's xcb connection and aborts
     t.deleteLater()
     qapp.processEvents()
 

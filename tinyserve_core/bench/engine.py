@@ -41,6 +41,8 @@ def add_parser(sub):
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rate", type=float, default=8.0, help="Poisson arrivals per second")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for both systems (default: torch's choice)")
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run)
     return p
@@ -87,9 +89,14 @@ def run(args) -> int:
     from ..engine.config import EngineConfig
     from ..engine.engine import Engine, resolve_device, resolve_dtype
     from ..engine.sampling import SamplingParams
+    from ..errors import ConfigError
     from ..model.loader import default_model_dir
     from .machine import describe
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("threads", f"must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype("auto", device)
     model_dir = args.model or str(default_model_dir())

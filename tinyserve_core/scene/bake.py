@@ -69,6 +69,9 @@ class Bake:
         self.density = density  # raw, [Z, Y, X]
         self.app = appearance  # [Z, Y, X, 3 + K]: colour then class probabilities (channels last)
         self.occ = occ  # cells [X-1, Y-1, Z-1]
+        # contiguous split tables: a preview frame reads colour per sample, classes per ray
+        flat = appearance.view(-1, appearance.shape[-1])
+        self._colour, self._probs = flat[:, :3].contiguous(), flat[:, 3:].contiguous()
         self.dist = empty_distance(occ)
         self.background = tuple(background)
         self._extents: dict[str, ObjectExtent] | None = None
@@ -95,17 +98,28 @@ class Bake:
 
     def appearance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = trilinear_rows(self.app.view(-1, self.app.shape[-1]), self.grid, x)
-        p = a[:, 3:].clamp_min(0)
-        return a[:, :3], p / p.sum(-1, keepdim=True).clamp_min(1e-6)
+        return a[:, :3], self._normalized(a[:, 3:])
+
+    def colour(self, x: torch.Tensor) -> torch.Tensor:
+        return trilinear_rows(self._colour, self.grid, x)
+
+    def class_probs(self, x: torch.Tensor) -> torch.Tensor:
+        return self._normalized(trilinear_rows(self._probs, self.grid, x))
+
+    @staticmethod
+    def _normalized(p: torch.Tensor) -> torch.Tensor:
+        p = p.clamp_min(0)
+        return p / p.sum(-1, keepdim=True).clamp_min(1e-6)
 
     def render(self, cam: Camera, preview: bool = True) -> RenderResult:
-        """A frame from the bake; preview=True drops the faintest samples' lookups."""
+        """A frame from the bake; preview=True drops the faintest samples' colour lookups
+        and reads each pixel's classes at its peak sample (preview=False: every sample)."""
         o, d = cam.rays()
         return as_result(self.render_rays(o, d, preview), cam)
 
     def render_rays(self, o: torch.Tensor, d: torch.Tensor, preview: bool = True) -> dict[str, torch.Tensor]:
         return render_fast(self, self.dist, o, d, self.grid.voxel / 2, self.background,
-                           app_eps=PREVIEW_WEIGHT_EPS if preview else WEIGHT_EPS)
+                           app_eps=PREVIEW_WEIGHT_EPS if preview else WEIGHT_EPS, peak_labels=preview)
 
     # ----- representation read-outs: points, occupancy, object extents -----
     @torch.no_grad()

@@ -153,14 +153,16 @@ def _trace_empty(grid: GridSpec, dist: torch.Tensor, o: torch.Tensor, d: torch.T
 @torch.no_grad()
 def render_fast(field: RadianceField, dist: torch.Tensor, o: torch.Tensor, d: torch.Tensor, step: float,
                 background=(1.0, 1.0, 1.0), window: int = 10, rounds: int = 8, max_trace: int = 16,
-                t_stop: float = 0.02, app_eps: float = WEIGHT_EPS) -> dict[str, torch.Tensor]:
+                t_stop: float = 0.02, app_eps: float = WEIGHT_EPS, peak_labels: bool = False) -> dict[str, torch.Tensor]:
     """Interactive rendering: sphere-trace the empty-space distance field to each ray's
     next occupied cell, composite a short window of samples there, and trace on only for
     rays still transparent. Same outputs as render_rays.
 
     Colour and classes are looked up only for samples with weight above app_eps; the
     dropped weight is given to the kept samples of the same ray in proportion, so a
-    preview can trade a little edge fidelity for far fewer lookups."""
+    preview can trade a little edge fidelity for far fewer lookups. With peak_labels
+    (fields that offer `colour` and `class_probs`, i.e. the bake) the class distribution
+    is read once per ray, at its highest-weight sample, instead of at every sample."""
     grid = field.grid
     n, kc = o.shape[0], field.num_classes
     near, far = ray_aabb(o, d, grid.lo, grid.hi)
@@ -170,6 +172,7 @@ def render_fast(field: RadianceField, dist: torch.Tensor, o: torch.Tensor, d: to
     rgb, probs, depth = torch.zeros(n, 3), torch.zeros(n, kc), torch.zeros(n)
     active = torch.nonzero(far > near).squeeze(1)
     offsets = (torch.arange(window, dtype=o.dtype) + 0.5) * step
+    peak_w, peak_x = torch.zeros(n), torch.zeros(n, 3)
     for _ in range(rounds):
         if active.numel() == 0:
             break
@@ -191,9 +194,17 @@ def render_fast(field: RadianceField, dist: torch.Tensor, o: torch.Tensor, d: to
         if app_eps > WEIGHT_EPS:
             kept = torch.zeros(active.numel()).index_add_(0, ray_of, lw)
             lw = lw * (w.sum(1) / kept.clamp_min(1e-8))[ray_of]
-        c_s, p_s = field.appearance(pts[live])
-        rgb.index_add_(0, active[ray_of], lw[:, None] * c_s)
-        probs.index_add_(0, active[ray_of], lw[:, None] * p_s)
+        if peak_labels:
+            rgb.index_add_(0, active[ray_of], lw[:, None] * field.colour(pts[live]))
+            wmax, arg = w.max(1)
+            better = wmax > peak_w[active]
+            peak_w[active] = torch.where(better, wmax, peak_w[active])
+            best = pts.view(-1, window, 3)[torch.arange(active.numel()), arg]
+            peak_x[active] = torch.where(better[:, None], best, peak_x[active])
+        else:
+            c_s, p_s = field.appearance(pts[live])
+            rgb.index_add_(0, active[ray_of], lw[:, None] * c_s)
+            probs.index_add_(0, active[ray_of], lw[:, None] * p_s)
         depth.index_add_(0, active, (w * ts).sum(1))
         trans[active] = tr[:, -1] * torch.exp(-tau[:, -1])
         t[active] = ta + window * step
@@ -201,6 +212,9 @@ def render_fast(field: RadianceField, dist: torch.Tensor, o: torch.Tensor, d: to
         active = active[still]
     acc = 1 - trans
     empty = trans
+    if peak_labels:
+        hit = torch.nonzero(peak_w > 0).squeeze(1)
+        probs[hit] = field.class_probs(peak_x[hit]) * acc[hit, None]
     probs[:, 0] += empty
     depth += empty * far.clamp_min(near)
     rgb += empty[:, None] * torch.tensor(background, dtype=rgb.dtype)

@@ -80,8 +80,10 @@ def test_training_smoke_reports_progress_and_cancels(spec):
         return p.step >= 6  # cancel
 
     cfg = TrainConfig(size=16, iters=50, batch_rays=256, voxel=0.1, occ_warmup=2, occ_every=2)
-    field, occ, stats = train_field(spec, cfg, cb)
+    field, occ, stats = train_field(spec, cfg, cb, preview_every=3)
     assert stats["cancelled"] and stats["steps"] == 6 and [p.step for p in seen] == list(range(1, 7))
+    previews = [p.preview for p in seen if p.preview is not None]
+    assert len(previews) == 2 and previews[0].shape == (16, 16, 3)
     assert seen[-1].loss < seen[0].loss and occ.any()
     with pytest.raises(ConfigError):
         train_field(spec, TrainConfig(iters=0))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSplitter,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSplitter,
                                QVBoxLayout, QWidget)
 
 from tinyserve_core.errors import ConfigError, TinyServeError
@@ -25,6 +25,8 @@ from .panels import ExportPanel, LabelLegend, PlanPanel, QueryPanel, TrainPanel
 from .render_view import RenderView
 
 STILL_MS = 250  # no camera motion for this long -> refine at full quality
+MOTION_BUDGET_MS = 70.0  # worker time per frame while moving, leaving room for >= 10 fps
+MIN_MOTION_SIZE = 96
 RENDER_SIZES = (128, 256, 384, 512)
 CANDIDATE_COLOURS = (QColor(255, 140, 0), QColor(200, 80, 255))
 OUTPUT_NOTES = {"Depth": "depth: near bright, far dark; white = nothing hit",
@@ -48,6 +50,9 @@ class SceneTab(QWidget):
         self.render_size = 256
         self.frame = None  # the displayed worker Frame
         self._seq = 0
+        self.adaptive = True  # lower the bake's resolution while moving to keep the frame rate
+        self._ms_per_px: float | None = None
+        self._refine_after: int | None = None
         self.query_result = None
         self.query_log: list[dict] = []
         self.plan_result = None
@@ -72,10 +77,15 @@ class SceneTab(QWidget):
         self.size.addItems([f"{s} x {s}" for s in RENDER_SIZES])
         self.size.setCurrentIndex(RENDER_SIZES.index(self.render_size))
         self.size.currentIndexChanged.connect(self._on_size)
+        self.adaptive_box = QCheckBox("Adaptive while moving")
+        self.adaptive_box.setChecked(True)
+        self.adaptive_box.setToolTip("lower the bake's resolution while the camera moves to keep >= 10 frames/s; "
+                                     "the still refine restores full resolution")
+        self.adaptive_box.toggled.connect(lambda on: setattr(self, "adaptive", on))
         reset = QPushButton("Reset view")
         reset.clicked.connect(self.reset_view)
         bar = QHBoxLayout()
-        for w in (QLabel("Output"), self.output, QLabel("Resolution"), self.size, reset):
+        for w in (QLabel("Output"), self.output, QLabel("Resolution"), self.size, self.adaptive_box, reset):
             bar.addWidget(w)
         bar.addStretch(1)
         self.pick_info = QLabel("Click the render to pick a point. Drag: orbit; right-drag or Shift+drag: pan; wheel: zoom.")
@@ -127,7 +137,7 @@ class SceneTab(QWidget):
         self._still = QTimer(self)
         self._still.setSingleShot(True)
         self._still.setInterval(STILL_MS)
-        self._still.timeout.connect(lambda: self.request_frame("full"))
+        self._still.timeout.connect(self._on_still)
 
         q, p, t, e = self.query_panel, self.plan_panel, self.train_panel, self.export_panel
         q.edit.returnPressed.connect(lambda: self.ask(q.edit.text()))
@@ -231,16 +241,38 @@ class SceneTab(QWidget):
         if self.frame is not None:
             self.view3d.set_camera(self.frame.result.camera)
 
-    def request_frame(self, quality: str):
+    def motion_size(self) -> int:
+        """The bake's side while the camera moves: the full size if it fits the frame
+        budget, else the largest that does (the view scales it up; the still refine
+        restores every pixel)."""
+        if not self.adaptive or self._ms_per_px is None:
+            return self.render_size
+        side = int((MOTION_BUDGET_MS / self._ms_per_px) ** 0.5) // 16 * 16
+        return max(min(MIN_MOTION_SIZE, self.render_size), min(self.render_size, side))
+
+    def request_frame(self, quality: str, size: int | None = None):
         if self.lab is None:
             return
         self._seq += 1
-        self.worker.request_render(self.orbit.camera(self.render_size), quality, self._seq)
+        size = size or (self.motion_size() if quality == "bake" else self.render_size)
+        self.worker.request_render(self.orbit.camera(size), quality, self._seq)
+
+    def _on_still(self):
+        """Resting: the bake at full resolution at once, then the field's full quality."""
+        self.request_frame("bake", self.render_size)
+        self._refine_after = self._seq
 
     def _on_frame(self, frame):
         if self.frame is not None and frame.seq < self.frame.seq:
             return  # an older request finishing late
         self.frame = frame
+        if frame.quality == "bake":
+            px = frame.result.camera.width * frame.result.camera.height
+            rate = frame.ms / px
+            self._ms_per_px = rate if self._ms_per_px is None else 0.7 * self._ms_per_px + 0.3 * rate
+        if frame.seq == self._refine_after:
+            self._refine_after = None
+            self.request_frame("full")
         self.redraw()
         self.view.hud = f"{frame.quality} {frame.result.camera.width}px  {frame.ms:.0f} ms"
         if self.view3d is not None:

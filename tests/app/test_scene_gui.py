@@ -45,8 +45,9 @@ def tab(qapp, tmp_path_factory):
 
 
 def settle(qapp, tab):
-    """Wait until the worker has nothing left to do (refines included)."""
-    pump(qapp, lambda: tab.worker.idle())
+    """Wait until the view rests on a full-quality frame and the worker has nothing to do."""
+    pump(qapp, lambda: tab.worker.idle() and not tab._still.isActive() and tab._refine_after is None
+         and tab.frame.quality == "full")
     qapp.processEvents()
 
 
@@ -388,3 +389,20 @@ def test_3d_view_draws_scene_path_and_frustum(qapp, tab, tmp_path):
     assert not img.isNull()
     px = np.array([[img.pixelColor(x, y).red() for x in range(0, img.width(), 8)] for y in range(0, img.height(), 8)])
     assert px.std() > 5  # something was drawn, not a blank clear colour
+
+
+def test_adaptive_motion_size_fits_the_frame_budget(tab):
+    from app.scene.tab import MIN_MOTION_SIZE, MOTION_BUDGET_MS
+
+    saved = tab._ms_per_px
+    try:
+        tab._ms_per_px = MOTION_BUDGET_MS / (128 * 128)  # 128 px exactly fills the budget
+        assert tab.motion_size() == 128
+        tab._ms_per_px = 1e-6  # fast machine: full size while moving
+        assert tab.motion_size() == tab.render_size
+        tab._ms_per_px = 1.0  # very slow: never below the floor
+        assert tab.motion_size() == MIN_MOTION_SIZE
+        tab.adaptive = False
+        assert tab.motion_size() == tab.render_size
+    finally:
+        tab.adaptive, tab._ms_per_px = True, saved

@@ -69,8 +69,21 @@ def main(argv=None) -> int:
     win.resize(*a.size)
     win.show()
     if not headless:
-        return app.exec()
-    return run_headless(app, win, a.steps, a.screenshot, a.view, a.timeout)
+        rc = app.exec()
+    else:
+        rc = run_headless(app, win, a.steps, a.screenshot, a.view, a.timeout)
+    _dispose(app, win)
+    return rc
+
+
+def _dispose(app, win) -> None:
+    """Tear the window down while the QApplication still exists: left to interpreter
+    exit, widgets (GL ones especially) can be destroyed after Qt and crash."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+    win.close()
+    win.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    app.processEvents()
 
 
 def run_headless(app, win, steps: int, screenshot: str | None, view: str | None,

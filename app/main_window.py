@@ -144,7 +144,22 @@ class MainWindow(QMainWindow):
 
     # ---- file actions ------------------------------------------------------------------
     def screenshot(self, path: str | Path, view: str | None = None) -> Path:
-        w = self if view is None else self._current_views()[view]
+        if view is None:
+            w = self
+        else:
+            views = self._current_views()
+            if view not in views:
+                raise ValueError(f"view: no view named {view!r} (views: {', '.join(views)})")
+            w = views[view]
+            dock = w.parentWidget()
+            while dock is not None and not hasattr(dock, "toggleViewAction"):
+                dock = dock.parentWidget()
+            if dock is not None:   # it may sit behind another dock's tab
+                dock.show()
+                dock.raise_()
+                from PySide6.QtWidgets import QApplication
+                for _ in range(5):   # the tab switch lays the dock out over a few events
+                    QApplication.processEvents()
         if not w.grab().save(str(path), "PNG"):
             raise OSError(f"could not write {path}")
         return Path(path)

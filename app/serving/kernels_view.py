@@ -90,7 +90,9 @@ class KernelsView(QWidget):
                               "(the model runner reports them per step).")
             return True
         t = np.asarray(self.t)
-        total_mean = sum(np.nanmean(c) for c in self.ops.values() if np.isfinite(c).any()) or 1.0
+        # shares of the summed families; "total" (the whole forward) is their container
+        total_mean = sum(np.nanmean(c) for k, c in self.ops.items()
+                         if k != "total" and np.isfinite(c).any()) or 1.0
         self.table.setRowCount(len(self.ops))
         for i, (k, col) in enumerate(sorted(self.ops.items())):
             y = np.asarray(col) * 1000.0
@@ -102,7 +104,8 @@ class KernelsView(QWidget):
             c.setData(t[keep], y[keep])
             mean = float(np.nanmean(y)) if keep.any() else float("nan")
             last = y[keep][-1] if keep.any() else float("nan")
-            for j, txt in enumerate((k, f"{last:.3f}", f"{mean:.3f}", f"{100 * mean / 1000.0 / total_mean:.1f}%")):
+            share = "-" if k == "total" else f"{100 * mean / 1000.0 / total_mean:.1f}%"
+            for j, txt in enumerate((k, f"{last:.3f}", f"{mean:.3f}", share)):
                 self.table.setItem(i, j, QTableWidgetItem(txt))
         self.note.setText(f"{len(self.t)} steps in view")
         return True

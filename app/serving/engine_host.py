@@ -38,17 +38,6 @@ def default_simulation_factory(config: EngineConfig):
     return Simulation(config)
 
 
-def _regenerate_arrivals(sim, config: EngineConfig) -> None:
-    """Replace the arrivals still to come by the new workload's, from the engine's now."""
-    from tinyserve_core.engine.simulate import build_workload_for
-    eng = sim.engine
-    fresh = build_workload_for(config, eng.tokenizer)
-    for w in fresh:
-        w.arrival_s += eng.clock
-    done = sim.workload[: sim._next]
-    sim.workload = done + sorted(fresh, key=lambda r: r.arrival_s)
-
-
 class EngineHost:
     def __init__(self, config: EngineConfig, factory: Callable[[EngineConfig], Any],
                  send: Callable[[tuple], None]):
@@ -120,7 +109,7 @@ class EngineHost:
             self.sim.engine.update(**changes)
             self.sim.config = new
             if WORKLOAD_KEYS & set(changes):
-                _regenerate_arrivals(self.sim, new)
+                self.sim.restart_arrivals(new)
         self.config = new
         self.send(("config", new))
 

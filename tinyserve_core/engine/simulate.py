@@ -57,6 +57,15 @@ class Simulation:
             prompt = w.prompt_token_ids if w.prompt_token_ids is not None else w.prompt
             eng.add_request(prompt, params, arrival_s=w.arrival_s, salt=getattr(w, "salt", None))
 
+    def restart_arrivals(self, config: EngineConfig) -> None:
+        """Live workload change: the arrivals still to come are replaced by the new
+        workload's, shifted to start at the engine's now; admitted requests go on."""
+        fresh = build_workload_for(config, self.engine.tokenizer)
+        for w in fresh:
+            w.arrival_s += self.engine.clock
+        self.workload = self.workload[: self._next] + sorted(fresh, key=lambda r: r.arrival_s)
+        self.config = config
+
     def step(self):
         self._admit()
         rec = self.engine.step()

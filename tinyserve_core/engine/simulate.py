@@ -18,6 +18,12 @@ from .sampling import SamplingParams
 
 
 class Simulation:
+    # Page-selection events (per sequence x layer x kv-head, with per-page scores when
+    # statistics are on) dominate a record's size; observers consume them as steps
+    # arrive and the trace/CSV/summary never read them, so only the newest records
+    # keep them. A long GUI session then grows by a few small events per step.
+    KEEP_SELECTION_EVENTS = 256
+
     def __init__(self, config: EngineConfig, engine: Engine | None = None, workload=None):
         self.config = config
         self.engine = engine or Engine(config)
@@ -70,6 +76,10 @@ class Simulation:
         self._admit()
         rec = self.engine.step()
         self.records.append(rec)
+        if len(self.records) > self.KEEP_SELECTION_EVENTS:
+            old = self.records[-self.KEEP_SELECTION_EVENTS - 1]
+            if any(e.kind == "page_selection" for e in old.events):
+                old.events = [e for e in old.events if e.kind != "page_selection"]
         return rec
 
     def run(self, progress=None):

@@ -104,8 +104,10 @@ class TrainPanel(QGroupBox):
         form.addRow(self.status)
         self.preview = QLabel()
         self.preview.setFixedSize(128, 128)
-        self.preview.setStyleSheet("background: #1c1d21;")
+        self.preview.setStyleSheet("background: #1c1d21; color: #888;")
         self.preview.setScaledContents(True)
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setText("the field's view\nappears here\nwhile it trains")
         form.addRow("Preview", self.preview)
 
 

@@ -275,7 +275,8 @@ class SceneTab(QWidget):
             self.request_frame("full")
         self.redraw()
         self.view.hud = f"{frame.quality} {frame.result.camera.width}px  {frame.ms:.0f} ms"
-        if self.view3d is not None:
+        if self.view3d is not None and frame.quality == "full":
+            # only at rest: redrawing the cloud per orbit frame (software GL) would stall the GUI
             self.view3d.set_camera(frame.result.camera)
 
     # ---- drawing --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ _BENCH = {
     "kernels": ("tinyserve_core.bench.kernels", "CUDA kernels vs their floor and peers"),
     "gui": ("tinyserve_core.bench.gui", "GUI frame times and event-loop stalls"),
     "kv": ("tinyserve_core.kv.bench", "block manager op costs, snapshot, memory waste"),
+    "scene-gui": ("tinyserve_core.bench.scene_gui", "Scene tab: orbit fps, refine, query and plan latency"),
 }
 _EVAL = {
     "lm": ("tinyserve_core.model.train.evaluate", "held-out perplexity, pass-key retrieval, samples"),

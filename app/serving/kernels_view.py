@@ -1,6 +1,7 @@
-"""Kernels view: which backend runs the ops (and why), and the time each kernel family
+"""Kernels view: which backend runs the ops (and why), the time each kernel family
 takes per engine step, from StepRecord.op_timings_s (CUDA events on a GPU, wall
-clock on the CPU reference)."""
+clock on the CPU reference), and the bandwidth it achieved: StepRecord.op_bytes (the
+fewest bytes the family must move) over that time."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class KernelsView(QWidget):
         self.history = history
         self.t: list[float] = []
         self.ops: dict[str, list[float]] = {}
+        self.bandwidth: dict[str, float] = {}   # op -> GB/s of the newest step that moved bytes
         self._dirty = False
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -44,8 +46,9 @@ class KernelsView(QWidget):
         self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
         self.curves: dict[str, pg.PlotDataItem] = {}
         lay.addWidget(self.glw, 1)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["kernel family", "last step (ms)", "mean (ms)", "share of op time"])
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["kernel family", "last step (ms)", "mean (ms)",
+                                              "share of op time", "bandwidth (GB/s)"])
         self.table.verticalHeader().setVisible(False)
         self.table.setMaximumHeight(170)
         lay.addWidget(self.table)
@@ -58,12 +61,17 @@ class KernelsView(QWidget):
 
     def reset(self):
         self.t.clear()
+        self.bandwidth.clear()
         for v in self.ops.values():
             v.clear()
         self._dirty = True
 
-    def add(self, timings: list[tuple[float, dict[str, float]]]) -> None:
-        for clock, d in timings:
+    def add(self, timings: list[tuple]) -> None:
+        for clock, d, *rest in timings:
+            moved = rest[0] if rest else {}
+            for k, b in moved.items():
+                if d.get(k, 0.0) > 0:
+                    self.bandwidth[k] = b / d[k] / 1e9
             n = len(self.t)
             self.t.append(clock)
             for k, s in d.items():
@@ -105,7 +113,9 @@ class KernelsView(QWidget):
             mean = float(np.nanmean(y)) if keep.any() else float("nan")
             last = y[keep][-1] if keep.any() else float("nan")
             share = "-" if k == "total" else f"{100 * mean / 1000.0 / total_mean:.1f}%"
-            for j, txt in enumerate((k, f"{last:.3f}", f"{mean:.3f}", share)):
+            bw = self.bandwidth.get(k)
+            bw_txt = f"{bw:.1f}" if bw is not None else "-"
+            for j, txt in enumerate((k, f"{last:.3f}", f"{mean:.3f}", share, bw_txt)):
                 self.table.setItem(i, j, QTableWidgetItem(txt))
         self.note.setText(f"{len(self.t)} steps in view")
         return True

@@ -73,7 +73,7 @@ class Snapshot:
     tables: dict[int, np.ndarray]               # running seq id -> physical block ids
     metrics: np.ndarray                         # [k, len(METRIC_COLUMNS)] rows since last take
     latencies: np.ndarray                       # [k, 3] (clock, ttft_s, tpot_s) finished since last take
-    op_timings: list[tuple[float, dict[str, float]]]  # (clock, op -> seconds) since last take
+    op_timings: list[tuple[float, dict[str, float], dict[str, int]]]  # (clock, op -> s, op -> bytes)
     selection: SelectionView | None
     selection_keys: dict[int, str]              # seq id -> request id, for the chooser
     summary: dict = field(default_factory=dict)
@@ -136,7 +136,7 @@ class SnapshotBuilder:
             self._lat.append((rec.t_end, np.nan if ttft is None else ttft,
                               np.nan if tpot is None else tpot))
         if rec.op_timings_s:
-            self._ops.append((rec.t_end, dict(rec.op_timings_s)))
+            self._ops.append((rec.t_end, dict(rec.op_timings_s), dict(rec.op_bytes)))
 
     def build(self, engine, *, step: int, clock: float, progress: float, state: str,
               selection_key: tuple[int, int, int] | None, summary: dict) -> Snapshot:

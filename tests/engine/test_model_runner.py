@@ -217,3 +217,30 @@ def test_runner_on_cuda_matches_dense(dtype, tol):
     for i, s in enumerate(seqs):
         ref = dense_last(model, s).float()
         assert (logits[i] - ref).abs().max().item() < tol * max(1.0, ref.abs().max().item())
+
+
+def test_profiled_bytes_count_the_selected_tokens_of_a_batch(tiny_model_dir):
+    """Profiling reports the bytes each op family moves; sparse layers count only the
+    tokens of the pages the selector kept (a ragged batch, the last page partly full)."""
+    from tinyserve_core.engine.model_runner import DecodeItem, ModelRunner, PrefillItem
+    from tinyserve_core.model.loader import load_model
+
+    class KeepFirstAndLast:
+        def select(self, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids):
+            last = (seq_lens.long() - 1) // kv.block_size
+            pages = torch.stack([torch.zeros_like(last), last], dim=1)[:, None, :]
+            return pages.expand(-1, kv.k_caches[0].shape[2], -1).to(torch.int32).contiguous()
+
+    model, _ = load_model(str(tiny_model_dir))
+    runner = ModelRunner(model, num_blocks=32, block_size=4, selector=KeepFirstAndLast())
+    lens = [10, 7]  # after decode: contexts of 11 and 8 tokens
+    tables = [[0, 1, 2], [3, 4]]
+    runner.prefill([PrefillItem(i, list(range(1, n + 1)), 0, t) for i, (n, t) in enumerate(zip(lens, tables))])
+    runner.profile = True
+    runner.decode([DecodeItem(0, 5, 10, tables[0]), DecodeItem(1, 5, 7, tables[1])])
+    cfg = model.config
+    token_kv = 2 * cfg.num_key_value_heads * cfg.head_dim * 4
+    # seq 0: page 0 (4 tokens) + page 2 (3 of 4 slots filled); seq 1: page 0 (4) + page 1 (4)
+    assert runner.last_bytes["attention"] == cfg.num_hidden_layers * (7 + 8) * token_kv
+    assert runner.last_bytes["cache_write"] == cfg.num_hidden_layers * 2 * token_kv
+    assert runner.last_timings["attention"] > 0

@@ -224,7 +224,8 @@ class Engine:
             step=self.step_count, t_start=t_start, t_end=self.clock,
             phase=("prefill" if sched.is_prefill else "decode") if seqs else "idle",
             seq_ids=tuple(s.seq_id for s in seqs), events=self.sink.drain(),
-            metrics=metrics, finished=finished, op_timings_s=timings, selection=selection)
+            metrics=metrics, finished=finished, op_timings_s=timings,
+            op_bytes=dict(getattr(self.runner, "last_bytes", {}) or {}), selection=selection)
 
     def _postprocess(self, seqs, logits, tokens, is_prefill, finished) -> int:
         n_gen = 0

@@ -78,6 +78,26 @@ class OpTimer:
         return dict(self.seconds)
 
 
+class _SelectedPages:
+    """Wraps the selector while profiling to count the tokens sparse layers attend."""
+
+    def __init__(self, selector):
+        self.selector, self.layers, self.tokens = selector, 0, 0
+
+    def select(self, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids):
+        pages = self.selector.select(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids)
+        if pages is not None:
+            self.layers += 1
+            bs = kv.block_size
+            valid = pages >= 0
+            # the last page of a sequence may be partly filled
+            lens = seq_lens.long()
+            last = (lens - 1) // bs                                   # [B]
+            fill = torch.where(pages == last[:, None, None], (lens - last * bs)[:, None, None], bs)
+            self.tokens += int((fill * valid).sum()) // pages.shape[1]  # per kv-head average
+        return pages
+
+
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, selector=None):
@@ -90,6 +110,10 @@ class ModelRunner:
         self.selector = selector
         self.profile = False
         self.last_timings: dict[str, float] = {}
+        self.last_bytes: dict[str, int] = {}     # bytes each op family moved (profiling)
+        # Weight bytes of the matrix products: every forward reads each weight once.
+        self._weight_bytes = sum(m.weight.numel() * m.weight.element_size()
+                                 for m in self.model.modules() if isinstance(m, torch.nn.Linear))
 
     # ---- public API ------------------------------------------------------------------
     @torch.inference_mode()
@@ -151,16 +175,40 @@ class ModelRunner:
     # ---- internals -------------------------------------------------------------------
     def _run(self, input_ids, positions, batch: PagedBatch) -> torch.Tensor:
         if not self.profile:
-            self.last_timings = {}
+            self.last_timings, self.last_bytes = {}, {}
             return self.model.forward_paged(input_ids, positions, batch, self.kv).float()
         timer = OpTimer(self.device)
         batch.timer = timer
+        counter = _SelectedPages(batch.selector) if batch.selector is not None else None
+        batch.selector = counter
         with timer("total"):
             logits = self.model.forward_paged(input_ids, positions, batch, self.kv).float()
         timings = timer.result()
         timings["other"] = max(0.0, timings["total"] - sum(v for k, v in timings.items() if k != "total"))
         self.last_timings = timings
+        self.last_bytes = self._bytes_moved(batch, counter)
         return logits
+
+    def _bytes_moved(self, batch: PagedBatch, counter: "_SelectedPages | None") -> dict[str, int]:
+        """The fewest bytes each op family must move this step (each input read once,
+        each output written once): the numerator of the bandwidth the GUI shows."""
+        cfg, kv = self.config, self.kv
+        layers = cfg.num_hidden_layers
+        token_kv = 2 * cfg.num_key_value_heads * cfg.head_dim * kv.k_caches[0].element_size()
+        new_tokens = int(batch.slot_mapping.numel())
+        ctx = batch.seq_lens.long().tolist()
+        if batch.is_prefill:
+            read_tokens = layers * sum(ctx)
+        else:
+            dense_layers = layers - (counter.layers if counter else 0)
+            read_tokens = dense_layers * sum(ctx) + (counter.tokens if counter else 0)
+        out = {"attention": read_tokens * token_kv,
+               "cache_write": layers * new_tokens * token_kv,
+               "matmul": self._weight_bytes}
+        if counter is not None and counter.layers:
+            pages = -(-torch.tensor(ctx) // self.block_size)
+            out["selection"] = counter.layers * int(pages.sum()) * token_kv  # min + max per page
+        return out
 
     def _tables(self, tables: list[list[int]]) -> torch.Tensor:
         width = max(len(t) for t in tables)

@@ -74,4 +74,5 @@ class StepRecord:
     metrics: StepMetrics = field(default_factory=StepMetrics)
     finished: list[RequestTiming] = field(default_factory=list)
     op_timings_s: dict[str, float] = field(default_factory=dict)  # kernel family -> seconds
+    op_bytes: dict[str, int] = field(default_factory=dict)        # kernel family -> bytes moved
     selection: Any = None  # selection.stats.SelectionSummary of this step (per layer), if any

@@ -145,3 +145,36 @@ def tokens_per_page(seq_lens: torch.Tensor, max_pages: int, block_size: int) -> 
     """int64 [B, M]: tokens stored in each page of each context (0 past the end)."""
     p = torch.arange(max_pages, device=seq_lens.device)
     return (seq_lens.long()[:, None] - p[None, :] * block_size).clamp(0, block_size)
+
+
+class TopPagesPolicy(Policy):
+    """Keeps, per (sequence, kv-head), the budget's worth of highest-ranked pages; the
+    sink pages and the page being written always stay and count against the budget,
+    and the first `dense_layers` layers attend densely. Subclasses give the ranking."""
+
+    _validators = {
+        "budget": budget_validator,
+        "sink_pages": lambda f, v: check_int(f, v, 0),
+        "dense_layers": dense_layers_validator,
+    }
+
+    def rank(self, ctx: SelectContext, num_pages: torch.Tensor, max_pages: int):
+        """(keys [B, Hkv, M]: higher = kept first, -inf never; scores to report or None)."""
+        raise NotImplementedError
+
+    def select(self, ctx: SelectContext) -> Selection:
+        p = self.params
+        if ctx.layer_idx < p.dense_layers:
+            return EXEMPT
+        M = ctx.block_tables.shape[1]
+        if p.budget.covers(M, ctx.block_size):  # decided on the host: no sync, exact dense
+            return Selection(None)
+        n = ctx.num_pages()
+        keys, scores = self.rank(ctx, n, M)
+        B, H, _ = keys.shape
+        forced = forced_pages(n, M, p.sink_pages)
+        k = torch.minimum(torch.maximum(p.budget.pages(ctx.seq_lens, ctx.block_size), forced.sum(-1)), n)
+        budget = k[:, None].expand(B, H)
+        keys = keys.masked_fill(forced[:, None, :], float("inf"))
+        kmax = max(p.budget.max_pages(M, ctx.block_size), p.sink_pages + 1)
+        return Selection(take_top(keys, budget, kmax), scores=scores, budget_pages=budget)

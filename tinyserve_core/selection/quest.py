@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from .. import kernels
-from .base import (EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator,
-                   forced_pages, take_top)
-from .params import Budget, check_int
+from .base import TopPagesPolicy
+from .params import Budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,30 +24,11 @@ class QuestParams:
     dense_layers: int = 2
 
 
-class QuestPolicy(Policy):
+class QuestPolicy(TopPagesPolicy):
     name = "quest"
     Params = QuestParams
-    _validators = {
-        "budget": budget_validator,
-        "sink_pages": lambda f, v: check_int(f, v, 0),
-        "dense_layers": dense_layers_validator,
-    }
 
-    def select(self, ctx: SelectContext) -> Selection:
-        p = self.params
-        if ctx.layer_idx < p.dense_layers:
-            return EXEMPT
-        M = ctx.block_tables.shape[1]
-        if p.budget.covers(M, ctx.block_size):  # decided on the host: no sync, exact dense
-            return Selection(None)
+    def rank(self, ctx, num_pages, max_pages):
         scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
-                                     ctx.scale, ctx.block_size)  # [B, Hkv, M]
-        B, H, _ = scores.shape
-        n = ctx.num_pages()
-        forced = forced_pages(n, M, p.sink_pages)
-        k = torch.maximum(p.budget.pages(ctx.seq_lens, ctx.block_size), forced.sum(-1))
-        k = torch.minimum(k, n)
-        budget = k[:, None].expand(B, H)
-        kmax = max(p.budget.max_pages(M, ctx.block_size), p.sink_pages + 1)
-        keys = scores.masked_fill(forced[:, None, :], float("inf"))
-        return Selection(take_top(keys, budget, kmax), scores=scores, budget_pages=budget)
+                                     ctx.scale, ctx.block_size)  # [B, Hkv, M], -inf past context
+        return scores, scores

@@ -31,6 +31,7 @@ _BENCH = {
     "engine": ("tinyserve_core.bench.engine", "our engine vs Hugging Face generate()"),
     "kernels": ("tinyserve_core.bench.kernels", "CUDA kernels vs their floor and peers"),
     "gui": ("tinyserve_core.bench.gui", "GUI frame times and event-loop stalls"),
+    "decode": ("tinyserve_core.bench.decode", "decode step time at long context: quest vs dense"),
     "kv": ("tinyserve_core.kv.bench", "block manager op costs, snapshot, memory waste"),
     "scene-gui": ("tinyserve_core.bench.scene_gui", "Scene tab: orbit fps, refine, query and plan latency"),
 }

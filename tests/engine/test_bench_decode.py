@@ -1,0 +1,21 @@
+"""`tinyserve bench decode` runs end to end (tiny shape on the CPU) and refuses bad values."""
+
+import json
+
+from tinyserve_core.cli import main
+
+
+def test_bench_decode_writes_rows_for_each_point(tmp_path, capsys):
+    out = tmp_path / "d.json"
+    assert main(["bench", "decode", "--device", "cpu", "--shape", "tiny", "--layers", "2",
+                 "--context", "256", "--batch", "1", "2", "--budget", "64", "--reps", "2",
+                 "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["context"], r["batch"]) for r in rows] == [(256, 1), (256, 2)]
+    assert all(r["dense_ms"] > 0 and r["quest_ms"] > 0 for r in rows)
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_bench_decode_bad_budget_names_the_field(capsys):
+    assert main(["bench", "decode", "--device", "cpu", "--shape", "tiny", "--budget", "0"]) == 2
+    assert "budget" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+"""The engine end to end on the GPU with the CUDA kernels, against the CPU reference
+path, on the shipped model (`pytest -m cuda`; skipped without a GPU).
+
+fp16 on the GPU and fp32 on the CPU round differently, so a token whose top-2 logits are
+nearly tied may flip and the continuation diverges from there; the check is therefore
+exact agreement up to the first near-tie, plus exact agreement of the GPU kernels with
+the GPU reference ops at the same dtype."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinyserve_core.engine.config import EngineConfig
+from tinyserve_core.engine.engine import Engine
+from tinyserve_core.engine.sampling import SamplingParams
+from tinyserve_core.model.loader import default_model_dir, load_model
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+PROMPTS = ["The list type", "A dictionary maps", "The pass key is 48213. Remember it.",
+           "def read_file(path):", "Exceptions are raised when", "The socket module provides"]
+STEPS = 32
+
+
+def greedy(device: str, dtype: str, policy: str = "dense", monkeypatch=None, kernels=None,
+           budget: float = 64):
+    if kernels is not None:
+        monkeypatch.setenv("TINYSERVE_KERNELS", kernels)
+    cfg = EngineConfig(device=device, dtype=dtype, num_blocks=512, block_size=16,
+                       policy=policy, budget=budget, enable_prefix_caching=False)
+    eng = Engine(cfg)
+    ids = [eng.add_request(p, SamplingParams(temperature=0.0, max_tokens=STEPS, ignore_eos=True))
+           for p in PROMPTS]
+    outs = {}
+    while eng.has_unfinished():
+        for t in eng.step().finished:
+            outs[t.request_id] = list(t.output_token_ids)
+    return [outs[i] for i in ids], eng
+
+
+def margins(prompt_ids: list[int], tokens: list[int]) -> list[float]:
+    """fp64 CPU top-1 minus top-2 logit at each generated position."""
+    model, _ = load_model(str(default_model_dir()), device="cpu", dtype=torch.float64)
+    with torch.inference_mode():
+        logits = model.forward_dense(torch.tensor([prompt_ids + tokens]))[0, len(prompt_ids) - 1:-1]
+    top2 = logits.topk(2, dim=-1).values
+    return (top2[:, 0] - top2[:, 1]).tolist()
+
+
+def test_gpu_kernels_match_gpu_reference_ops(monkeypatch):
+    cuda_out, eng = greedy("cuda", "float16", monkeypatch=monkeypatch, kernels="cuda")
+    ref_out, _ = greedy("cuda", "float16", monkeypatch=monkeypatch, kernels="reference")
+    assert cuda_out == ref_out
+
+
+def test_gpu_engine_matches_cpu_reference_until_a_near_tie(monkeypatch):
+    gpu_out, eng = greedy("cuda", "float16", monkeypatch=monkeypatch, kernels="cuda")
+    cpu_out, _ = greedy("cpu", "float32", monkeypatch=monkeypatch, kernels="reference")
+    tok = eng.tokenizer
+    for prompt, g, c in zip(PROMPTS, gpu_out, cpu_out):
+        m = margins(tok.encode(prompt), c)
+        for i, (a, b) in enumerate(zip(g, c)):
+            if a != b:
+                # only a near-tie may flip; after it the continuations legitimately differ
+                assert m[i] < 0.05, f"{prompt!r}: token {i} differs with a clear margin {m[i]:.3f}"
+                break
+
+
+def test_quest_on_gpu_runs_the_sparse_kernels(monkeypatch):
+    # a 16-token budget is smaller than every context here, so sparse layers really select
+    out, eng = greedy("cuda", "float16", policy="quest", monkeypatch=monkeypatch, kernels="cuda",
+                      budget=16)
+    assert all(len(o) == STEPS for o in out)
+    assert eng.runner.kv.k_caches[0].is_cuda

@@ -63,3 +63,32 @@ def test_generate_prints_a_continuation(tiny_model_dir, capsys):
     assert main(["generate", "--model", str(tiny_model_dir), "--device", "cpu",
                  "--max-tokens", "5", "The list type"]) == 0
     assert capsys.readouterr().out.startswith("The list type")
+
+
+def test_a_missing_third_party_dependency_drops_only_its_subcommand(monkeypatch):
+    """The GPU hosts have no PySide6: `tinyserve bench kernels` must still work there."""
+    import importlib
+
+    import tinyserve_core.cli as cli
+
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "tinyserve_core.bench.gui":
+            raise ModuleNotFoundError("No module named 'PySide6'", name="PySide6")
+        if name == "tinyserve_core.bench.kv":
+            raise ModuleNotFoundError("No module named 'tinyserve_core.bench.kv'",
+                                      name="tinyserve_core.bench.kv")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(cli.importlib, "import_module", fake)
+    cli._BENCH["kv-typo"] = ("tinyserve_core.bench.kv", "a module of ours that is missing")
+    try:
+        with pytest.raises(ModuleNotFoundError):
+            cli.build_parser()  # our own missing module is a bug, not an optional part
+    finally:
+        del cli._BENCH["kv-typo"]
+    parser = cli.build_parser()
+    bench = next(a for a in parser._subparsers._group_actions[0].choices["bench"]._actions
+                 if a.dest == "bench_what")
+    assert "kernels" in bench.choices and "gui" not in bench.choices

@@ -47,9 +47,11 @@ class KernelsView(QWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         lay.addWidget(self.glw, 1)
         self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["kernel family", "last step (ms)", "mean (ms)",
-                                              "share of op time", "bandwidth (GB/s)"])
+        self.table.setHorizontalHeaderLabels(["kernel family", "last step ms", "mean ms",
+                                              "share", "GB/s"])
         self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeaderItem(4).setToolTip(
+            "achieved bandwidth of the newest step: the fewest bytes the family must move / its time")
         self.table.setMaximumHeight(170)
         lay.addWidget(self.table)
         self.note = QLabel("")

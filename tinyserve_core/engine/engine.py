@@ -1,8 +1,8 @@
 """The engine: one synchronous `step()` at a time — schedule, copy-on-write copies, one
 model forward (prefill or decode), sampling, bookkeeping — reported as a StepRecord.
 
-Qt-free and single-threaded; the GUI drives it from a worker thread and changes live
-settings through `update()`, which is applied at the next step boundary."""
+Qt-free and single-threaded; the GUI drives it from a child process and changes live
+settings through `update()` (thread-safe), applied at the next step boundary."""
 
 from __future__ import annotations
 
@@ -84,12 +84,7 @@ class Engine:
                     tier_policy=cfg.tier_policy, stats=cfg.stats)
 
     def _build_selector(self, cfg: EngineConfig):
-        try:
-            from ..selection import build_selector
-        except ImportError:
-            if cfg.policy != "dense":
-                raise ConfigError("policy", "query-aware selection is not available in this build")
-            return None
+        from ..selection import build_selector
         return build_selector(sink=self.sink, **self._selection_params(cfg))
 
     # -- requests --------------------------------------------------------------------
@@ -171,11 +166,7 @@ class Engine:
         sel_keys = {"policy", "budget", "top_p_mass", "sink_pages", "dense_layers",
                     "recent_pages", "tier_pages", "tier_policy", "stats"}
         if sel_keys & set(changes):
-            if self.selector is not None and hasattr(self.selector, "update"):
-                self.selector.update(**self._selection_params(cfg))
-            else:
-                self.selector = self._build_selector(cfg)
-                self.runner.selector = self.selector
+            self.selector.update(**self._selection_params(cfg))
 
     # -- the step ------------------------------------------------------------------------
     def step(self) -> StepRecord:
@@ -217,9 +208,7 @@ class Engine:
         self.step_count += 1
         metrics = self._metrics(step_time, n_prompt, n_gen)
         timings = dict(getattr(self.runner, "last_timings", {}) or {})
-        selection = None
-        if self.selector is not None and hasattr(self.selector, "take_summary"):
-            selection = self.selector.take_summary()
+        selection = self.selector.take_summary()
         return StepRecord(
             step=self.step_count, t_start=t_start, t_end=self.clock,
             phase=("prefill" if sched.is_prefill else "decode") if seqs else "idle",
@@ -274,8 +263,7 @@ class Engine:
 
     def _forget(self, seq_id: int) -> None:
         """Per-sequence selection state (h2o accumulators, tiers) ends with its blocks."""
-        if self.selector is not None and hasattr(self.selector, "forget"):
-            self.selector.forget(seq_id)
+        self.selector.forget(seq_id)
 
     def _stop_reason(self, seq: Sequence) -> str | None:
         p = seq.request.params

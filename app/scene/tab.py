@@ -254,7 +254,7 @@ class SceneTab(QWidget):
         if self.lab is None:
             return
         self._seq += 1
-        size = size or (self.motion_size() if quality == "bake" else self.render_size)
+        size = size or (self.motion_size() if quality == "motion" else self.render_size)
         self.worker.request_render(self.orbit.camera(size), quality, self._seq)
 
     def _on_still(self):
@@ -266,7 +266,7 @@ class SceneTab(QWidget):
         if self.frame is not None and frame.seq < self.frame.seq:
             return  # an older request finishing late
         self.frame = frame
-        if frame.quality == "bake":
+        if frame.quality == "motion":
             px = frame.result.camera.width * frame.result.camera.height
             rate = frame.ms / px
             self._ms_per_px = rate if self._ms_per_px is None else 0.7 * self._ms_per_px + 0.3 * rate
@@ -322,7 +322,7 @@ class SceneTab(QWidget):
         if self.orbit is None:
             return
         self.orbit = self.orbit.orbited(dx, dy) if kind == "orbit" else self.orbit.panned(dx, dy, self.render_size)
-        self.request_frame("bake")
+        self.request_frame("motion")
         self._still.start()
 
     def _arm_refine(self):
@@ -332,17 +332,17 @@ class SceneTab(QWidget):
         if self.orbit is None:
             return
         self.orbit = self.orbit.zoomed(steps)
-        self.request_frame("bake")
+        self.request_frame("motion")
         self._still.start()
 
     def _on_size(self, i: int):
         self.render_size = RENDER_SIZES[i]
-        self.request_frame("bake")
+        self.request_frame("motion")
         self._still.start()
 
     def set_orbit(self, orbit: Orbit):
         self.orbit = orbit
-        self.request_frame("bake")
+        self.request_frame("motion")
         self._still.start()
 
     def reset_view(self):

@@ -26,7 +26,7 @@ FULL_CHUNK_RAYS = 8192
 @dataclass
 class Frame:
     seq: int
-    quality: str  # "bake" | "full"
+    quality: str  # "motion" | "bake" | "full"
     result: Any  # RenderResult
     ms: float  # compute time in the worker
     submitted: float  # perf_counter when the GUI asked for it
@@ -134,8 +134,8 @@ class SceneWorker(QThread):
 
         t0 = time.perf_counter()
         lab = self.lab
-        if quality == "bake":
-            res = lab.render(camera, "bake")
+        if quality in ("motion", "bake"):
+            res = lab.render(camera, quality)
         else:
             from tinyserve_core.scene.bake import as_result
             from tinyserve_core.scene.volume import WEIGHT_EPS, render_fast

@@ -63,13 +63,14 @@ class SceneLab:
 
     @torch.no_grad()
     def render(self, cam: Camera, quality: str = "bake") -> RenderResult:
-        """quality="bake" for navigation (no MLP), "full" for the trained field itself."""
-        if quality == "bake":
-            return self.bake.render(cam)
+        """quality="motion" while the camera moves (the bake, coarser march), "bake" for
+        navigation (no MLP), "full" for the trained field itself."""
+        if quality in ("bake", "motion"):
+            return self.bake.render(cam, coarse=quality == "motion")
         if quality != "full":
             from tinyserve_core.errors import ConfigError
 
-            raise ConfigError("quality", f"must be 'bake' or 'full', got {quality!r}")
+            raise ConfigError("quality", f"must be 'motion', 'bake' or 'full', got {quality!r}")
         o, d = cam.rays()
         out = render_fast(self.field, self._field_dist, o, d, self.field.grid.voxel / 2, self.spec.background,
                           app_eps=WEIGHT_EPS)

@@ -1,7 +1,7 @@
 """`tinyserve bench scene-gui`: what the Scene tab costs, measured through the tab itself.
 
 * Orbiting: frames per second while the camera keeps moving (each frame: drag event ->
-  bake render on the worker thread -> colour -> painted), and the worker's render time
+  motion-quality bake render on the worker -> colour -> painted), and the worker's render time
   alone (the peer: the same frame without the GUI around it).
 * Still refine: the full-quality field render after the mouse rests.
 * Query-to-overlay: Enter -> embedding + relevancy on the worker -> overlay painted.
@@ -166,7 +166,7 @@ def run(args) -> int:
     tab.shutdown()
 
     rows = [
-        {"case": f"orbit, bake {args.size}px: frame (drag -> painted)", **_stats(orbit[False][1]),
+        {"case": f"orbit, motion frames {args.size}px (drag -> painted)", **_stats(orbit[False][1]),
          "fps": orbit[False][0]},
         {"case": "  worker render only (peer)", **_stats(orbit[False][2])},
         {"case": f"orbit, adaptive (median side {int(np.median(orbit[True][3]))}px)", **_stats(orbit[True][1]),

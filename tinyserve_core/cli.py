@@ -129,8 +129,8 @@ def _run_generate(args) -> int:
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             seed=args.seed, max_tokens=args.max_tokens, n=args.n)
     llm = LLM(model=args.model, device=args.device)
-    outs = llm.generate([" ".join(args.prompt)] if len(args.prompt) == 1 else args.prompt, params)
-    prompts = [" ".join(args.prompt)] if len(args.prompt) == 1 else args.prompt
+    prompts = list(args.prompt)
+    outs = llm.generate(prompts, params)
     for prompt, out in zip(prompts, outs):
         for c in out.outputs:
             print(prompt + c.text)

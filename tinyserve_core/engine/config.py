@@ -155,8 +155,7 @@ class EngineConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def replace(self, **changes) -> "EngineConfig":
-        cfg = EngineConfig.from_dict(changes, base=self)
-        return cfg
+        return EngineConfig.from_dict(changes, base=self)
 
     # -- validation ---------------------------------------------------------------
     def validate(self) -> None:

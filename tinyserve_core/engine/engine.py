@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import zlib
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from ..errors import ConfigError
 from ..kv.block_manager import BlockManager
 from ..observe.events import Arrive, EventSink, Finish, Reject, Schedule
 from ..observe.record import RequestTiming, StepMetrics, StepRecord
-from .config import EngineConfig
+from .config import RESTART_KEYS, EngineConfig
 from .request import Request, Sequence, SeqStatus
 from .sampling import SamplingParams, sample
 from .scheduler import Scheduler
@@ -35,6 +36,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return getattr(torch, name)
+
+
+# Engine-config key -> the selector's parameter name.
+SELECTION_KEYS = {"policy": "policy", "budget": "budget", "top_p_mass": "top_p",
+                  "sink_pages": "sink_pages", "dense_layers": "dense_layers",
+                  "recent_pages": "recent_pages", "tier_pages": "tier_pages",
+                  "tier_policy": "tier_policy", "stats": "stats"}
 
 
 class Engine:
@@ -78,10 +86,7 @@ class Engine:
     # -- selection -------------------------------------------------------------------
     @staticmethod
     def _selection_params(cfg: EngineConfig) -> dict[str, Any]:
-        return dict(policy=cfg.policy, budget=cfg.budget, top_p=cfg.top_p_mass,
-                    sink_pages=cfg.sink_pages, dense_layers=cfg.dense_layers,
-                    recent_pages=cfg.recent_pages, tier_pages=cfg.tier_pages,
-                    tier_policy=cfg.tier_policy, stats=cfg.stats)
+        return {arg: getattr(cfg, key) for key, arg in SELECTION_KEYS.items()}
 
     def _build_selector(self, cfg: EngineConfig):
         from ..selection import build_selector
@@ -145,8 +150,7 @@ class Engine:
     def update(self, **changes: Any) -> None:
         """Apply live settings at the next step boundary. Validated now (ConfigError
         names the field); settings that need a new pool are refused here."""
-        bad = set(changes) & {"model", "device", "dtype", "block_size", "num_blocks",
-                              "enable_prefix_caching", "max_model_len"}
+        bad = set(changes) & RESTART_KEYS
         if bad:
             raise ConfigError(sorted(bad)[0], "needs a new engine (restart), not a live update")
         new_cfg = EngineConfig.from_dict(changes, base=self.config)
@@ -163,9 +167,7 @@ class Engine:
         cfg = self.config
         self.scheduler.max_num_seqs = cfg.max_num_seqs
         self.scheduler.max_num_batched_tokens = cfg.max_num_batched_tokens
-        sel_keys = {"policy", "budget", "top_p_mass", "sink_pages", "dense_layers",
-                    "recent_pages", "tier_pages", "tier_policy", "stats"}
-        if sel_keys & set(changes):
+        if SELECTION_KEYS.keys() & set(changes):
             self.selector.update(**self._selection_params(cfg))
 
     # -- the step ------------------------------------------------------------------------
@@ -311,5 +313,4 @@ class Engine:
 
 def hash_str(s: str) -> int:
     """A stable (not per-process randomised) hash for seeding."""
-    import zlib
     return zlib.crc32(s.encode())

@@ -123,6 +123,3 @@ class Scheduler:
         self.bm.free(seq.seq_id)
         if seq in self.running:
             self.running.remove(seq)
-
-    def abort_waiting(self, seq: Sequence) -> None:
-        self.waiting.remove(seq)

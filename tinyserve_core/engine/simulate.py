@@ -33,6 +33,9 @@ class Simulation:
         self._next = 0
         self.records = []
         self.rejected: list[str] = []
+        # counted as steps arrive: the GUI reads progress at every snapshot
+        self._finished_seqs = 0
+        self._total_seqs = sum(max(1, w.n) for w in self.workload)
 
     @property
     def num_requests(self) -> int:
@@ -44,11 +47,9 @@ class Simulation:
 
     @property
     def progress(self) -> float:
-        if not self.workload:
+        if not self._total_seqs:
             return 1.0
-        finished = sum(len(r.finished) for r in self.records)
-        total = sum(max(1, w.n) for w in self.workload)
-        return min(1.0, finished / total)
+        return min(1.0, self._finished_seqs / self._total_seqs)
 
     def _admit(self) -> None:
         eng = self.engine
@@ -70,12 +71,14 @@ class Simulation:
         for w in fresh:
             w.arrival_s += self.engine.clock
         self.workload = self.workload[: self._next] + sorted(fresh, key=lambda r: r.arrival_s)
+        self._total_seqs = sum(max(1, w.n) for w in self.workload)
         self.config = config
 
     def step(self):
         self._admit()
         rec = self.engine.step()
         self.records.append(rec)
+        self._finished_seqs += len(rec.finished)
         if len(self.records) > self.KEEP_SELECTION_EVENTS:
             old = self.records[-self.KEEP_SELECTION_EVENTS - 1]
             if any(e.kind == "page_selection" for e in old.events):
@@ -142,7 +145,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     sim = Simulation(cfg)
-    bar = tqdm(total=sum(max(1, w.n) for w in sim.workload), unit="seq", desc="simulate",
+    bar = tqdm(total=sim._total_seqs, unit="seq", desc="simulate",
                file=sys.stderr, dynamic_ncols=True)
     try:
         def progress(rec):

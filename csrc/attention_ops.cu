@@ -28,12 +28,25 @@ int sm_count() {
   return n;
 }
 
-template <typename T, int D>
+// The kernel instance, with its dynamic shared memory allowed (once per instance).
+template <typename T, int D, bool L2PF, int STAGES>
+auto decode_kernel() {
+  static auto k = [] {
+    auto kern = paged_decode_kernel<T, D, L2PF, STAGES>;
+    constexpr int smem = decode_smem_bytes<D, STAGES>();
+    if (smem > 48 * 1024)
+      TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    return kern;
+  }();
+  return k;
+}
+
+template <typename T, int D, bool L2PF = false, int STAGES = 0>
 int decode_ctas_per_sm() {
   static int n = [] {
     int v = 0;
-    TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, paged_decode_kernel<T, D>,
-                                                                kDecodeWarps * 32, 0));
+    TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &v, decode_kernel<T, D, L2PF, STAGES>(), kDecodeWarps * 32, decode_smem_bytes<D, STAGES>()));
     return std::max(v, 1);
   }();
   return n;
@@ -60,10 +73,11 @@ int plan_splits(int64_t units, int64_t max_tokens, int slots) {
   return (int)best;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool L2PF = false, int STAGES = 0>
 void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
-  dim3 grid(p.num_splits, p.num_kv_heads, batch);
-  paged_decode_kernel<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(p);
+  const dim3 grid = p.kv_fastest ? dim3(p.num_kv_heads, p.num_splits, batch)
+                                 : dim3(p.num_splits, p.num_kv_heads, batch);
+  decode_kernel<T, D, L2PF, STAGES>()<<<grid, kDecodeWarps * 32, decode_smem_bytes<D, STAGES>(), stream>>>(p);
   TS_LAUNCH_CHECK();
   if (p.num_splits > 1) {
     decode_merge_kernel<T, D><<<dim3(p.num_q_heads, batch), D, 0, stream>>>(p);
@@ -87,7 +101,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,
                                      const torch::Tensor& seq_lens, double scale,
                                      const std::optional<torch::Tensor>& page_indices,
-                                     int64_t num_splits) {
+                                     int64_t num_splits, int64_t variant) {
   TS_CHECK_CUDA(query);
   TS_CHECK_CUDA(k_cache);
   TS_CHECK_CUDA(v_cache);
@@ -157,7 +171,15 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     p.part_lse = part_lse.data_ptr<float>();
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (half) {
+  // Tuning variants (bench only): bit 0 = L2 256-byte prefetch hint (fp16, head_dim 128),
+  // bit 1 = kv-head-fastest grid, bit 2 / bit 3 = cp.async pipeline with 2 / 3 stages.
+  p.kv_fastest = (variant & 2) ? 1 : 0;
+  if (variant & 13) {
+    TORCH_CHECK(half && D == 128, "variants 1, 4 and 8 are built for fp16 head_dim 128 only");
+    if (variant & 4) launch_decode<__half, 128, true, 2>(p, B, stream);
+    else if (variant & 8) launch_decode<__half, 128, true, 3>(p, B, stream);
+    else launch_decode<__half, 128, true>(p, B, stream);
+  } else if (half) {
     if (D == 64) launch_decode<__half, 64>(p, B, stream);
     else launch_decode<__half, 128>(p, B, stream);
   } else {
@@ -169,7 +191,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
 
 torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
                           const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
-                          double scale, int64_t block_size) {
+                          double scale, int64_t block_size, int64_t pages_per_cta) {
   TS_CHECK_CUDA(query);
   TS_CHECK_CUDA(meta);
   TS_CHECK_CONTIG(query);
@@ -201,7 +223,7 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   p.block_size = (int)block_size;
   p.bt_stride = M;
   p.max_blocks = M;
-  p.pages_per_cta = 64;
+  p.pages_per_cta = pages_per_cta > 0 ? (int)pages_per_cta : 64;
   p.scale = (float)scale;
   const dim3 grid((M + p.pages_per_cta - 1) / p.pages_per_cta, Hkv, B);
   const size_t smem = sizeof(float) * p.group * D;

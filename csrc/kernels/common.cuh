@@ -41,6 +41,32 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
   return r;
 }
 
+// The same, asking L2 to fetch the whole 256-byte segment around the address: a warp's
+// 16-byte loads cover a K/V row (256 bytes at head_dim 128) in four instructions, and
+// the hint turns the first into one full DRAM request instead of four partial ones.
+__device__ __forceinline__ uint4 ld_stream_l2(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+// Asynchronous 16-byte global->shared copy through L2 only (cp.async.cg), with the same
+// 256-byte L2 prefetch hint; src_bytes = 0 reads nothing and writes zeros.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Wait until at most N of this thread's committed copy groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
   uint32_t y;
   asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(y) : "r"(x));

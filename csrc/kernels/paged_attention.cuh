@@ -31,6 +31,7 @@ struct DecodeParams {
   int block_size, block_shift;  // block_shift = log2(block_size), or -1 when not a power of 2
   int bt_stride, max_sel;
   int num_splits, chunk_tokens;  // chunk_tokens: virtual tokens per split, a multiple of 16
+  int kv_fastest;                // grid (kv-head, split, seq) instead of (split, kv-head, seq)
   float scale_log2;              // softmax scale * log2(e)
 };
 
@@ -61,7 +62,7 @@ __device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b
   return ((blk * bs + off) * p.num_kv_heads + kvh) * (int64_t)D;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool L2PF>
 __device__ __forceinline__ void decode_load_tile(DecodeTileRegs<D>& r, const DecodeParams& p, int b,
                                                  int kvh, int t0, int v_end, int seq_len,
                                                  int n_pages, int g, int q4) {
@@ -75,8 +76,13 @@ __device__ __forceinline__ void decode_load_tile(DecodeTileRegs<D>& r, const Dec
     for (int j = 0; j < D / 32; ++j) {
       const int64_t e = row + 8 * (q4 + 4 * j);
       // Masked tokens must read as zeros, never as whatever the pool holds (NaN * 0 = NaN).
-      r.k[h][j] = r.ok[h] ? ld_stream(kc + e) : make_uint4(0, 0, 0, 0);
-      r.v[h][j] = r.ok[h] ? ld_stream(vc + e) : make_uint4(0, 0, 0, 0);
+      if (L2PF) {
+        r.k[h][j] = r.ok[h] ? ld_stream_l2(kc + e) : make_uint4(0, 0, 0, 0);
+        r.v[h][j] = r.ok[h] ? ld_stream_l2(vc + e) : make_uint4(0, 0, 0, 0);
+      } else {
+        r.k[h][j] = r.ok[h] ? ld_stream(kc + e) : make_uint4(0, 0, 0, 0);
+        r.v[h][j] = r.ok[h] ? ld_stream(vc + e) : make_uint4(0, 0, 0, 0);
+      }
     }
   }
 }
@@ -85,18 +91,122 @@ __device__ __forceinline__ uint32_t u4_word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// Slots of one lane's share of a 16-token tile in the cp.async stage buffers: K and V of
+// tokens g and g+8, NJ 16-byte chunks each.
+template <int D>
+__host__ __device__ constexpr int decode_slots() { return 2 * 2 * (D / 32); }
+
+// Dynamic shared memory of a CTA: the cp.async stages (STAGES > 0), which the final
+// merge reuses for its per-warp outputs, or just those outputs.
+template <int D, int STAGES>
+__host__ __device__ constexpr int decode_smem_bytes() {
+  constexpr int merge = kDecodeWarps * kMaxGroup * D * 4;
+  constexpr int stages = kDecodeWarps * STAGES * decode_slots<D>() * 32 * 16;
+  return stages > merge ? stages : merge;
+}
+
+// Issue the asynchronous copies of one tile into this lane's slots of a stage; returns the
+// two validity bits (bit h: token g + 8h is inside the split/context/selection).
 template <typename T, int D>
-__global__ void __launch_bounds__(kDecodeWarps * 32, 2)
+__device__ __forceinline__ uint32_t decode_issue_tile(uint4* slot0, const DecodeParams& p, int b, int kvh,
+                                                      int t0, int v_end, int seq_len, int n_pages,
+                                                      int g, int q4) {
+  constexpr int NJ = D / 32;
+  const T* kc = static_cast<const T*>(p.k_cache);
+  const T* vc = static_cast<const T*>(p.v_cache);
+  uint32_t ok = 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = decode_token_row(p, b, kvh, t0 + g + 8 * h, v_end, seq_len, n_pages, D);
+    const bool in = row >= 0;
+    ok |= uint32_t(in) << h;
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      const int64_t e = in ? row + 8 * (q4 + 4 * j) : 0;
+      // Masked tokens are zero-filled, never whatever the pool holds (NaN * 0 = NaN).
+      cp_async16(slot0 + ((h * NJ + j) * 2 + 0) * 32, kc + e, in ? 16 : 0);
+      cp_async16(slot0 + ((h * NJ + j) * 2 + 1) * 32, vc + e, in ? 16 : 0);
+    }
+  }
+  return ok;
+}
+
+// One 16-token tile into the warp's online-softmax state (m, l, acc).
+template <typename T, int D>
+__device__ __forceinline__ void decode_tile_compute(const DecodeTileRegs<D>& cur, const uint32_t (&qf)[D / 16][2],
+                                                    float (&m)[2], float (&l)[2], float (&acc)[D / 16][4],
+                                                    float scale_log2) {
+  constexpr int NJ = D / 32, KS = D / 16, MT = D / 16;
+  // Two accumulator chains halve the dependent-MMA latency of the QK product.
+  float s[4] = {0.f, 0.f, 0.f, 0.f};  // (tok g, head 2q4), (g, 2q4+1), (g+8, 2q4), (g+8, 2q4+1)
+  float s2[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    const int j = ks >> 1, w0 = (ks & 1) ? 2 : 0;
+    Mma<T>::run((ks & 1) ? s2 : s, u4_word(cur.k[0][j], w0), u4_word(cur.k[1][j], w0),
+                u4_word(cur.k[0][j], w0 + 1), u4_word(cur.k[1][j], w0 + 1), qf[ks][0], qf[ks][1]);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) s[i] = (s[i] + s2[i]) * scale_log2;
+  if (!cur.ok[0]) s[0] = s[1] = -INFINITY;
+  if (!cur.ok[1]) s[2] = s[3] = -INFINITY;
+
+  float alpha[2];
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    float mx = fmaxf(s[e], s[e + 2]);
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+    const float m_new = fmaxf(m[e], mx);
+    const float m_use = m_new == -INFINITY ? 0.f : m_new;  // all masked so far: keep exps at 0
+    alpha[e] = exp2f(m[e] - m_use);
+    s[e] = exp2f(s[e] - m_use);
+    s[e + 2] = exp2f(s[e + 2] - m_use);
+    l[e] = l[e] * alpha[e] + s[e] + s[e + 2];
+    m[e] = m_new;
+  }
+  // P^T as the B operand of PV: rows = tokens 2q4..2q4+1 (+8), column = head g.
+  const uint32_t pb0 = movmatrix_trans(pack2<T>(s[0], s[1]));
+  const uint32_t pb1 = movmatrix_trans(pack2<T>(s[2], s[3]));
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    acc[mt][0] *= alpha[0];
+    acc[mt][1] *= alpha[1];
+    acc[mt][2] *= alpha[0];
+    acc[mt][3] *= alpha[1];
+  }
+#pragma unroll
+  for (int j = 0; j < NJ; ++j) {
+#pragma unroll
+    for (int pp = 0; pp < 2; ++pp) {
+      Mma<T>::run(acc[2 * j + pp], movmatrix_trans(u4_word(cur.v[0][j], 2 * pp)),
+                  movmatrix_trans(u4_word(cur.v[0][j], 2 * pp + 1)),
+                  movmatrix_trans(u4_word(cur.v[1][j], 2 * pp)),
+                  movmatrix_trans(u4_word(cur.v[1][j], 2 * pp + 1)), pb0, pb1);
+    }
+  }
+}
+
+// STAGES = 0: tile i+1 is loaded into registers while tile i is computed (L2PF adds the
+// 256-byte L2 prefetch hint). STAGES >= 2: each warp streams its tiles through STAGES
+// shared-memory buffers with cp.async, STAGES - 1 tiles in flight while one is computed;
+// every lane reads back only the slots it copied, so no barrier is needed in the loop.
+template <typename T, int D, bool L2PF = false, int STAGES = 0>
+__global__ void __launch_bounds__(kDecodeWarps * 32, STAGES == 2 ? 3 : 2)
 paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   constexpr int NJ = D / 32;  // 16-byte chunks per lane per token row
   constexpr int KS = D / 16;  // k-steps of the QK product
   constexpr int MT = D / 16;  // m-tiles of the PV product
+  constexpr int SLOTS = decode_slots<D>();
 
   __shared__ float sm_m[kDecodeWarps][kMaxGroup];
   __shared__ float sm_l[kDecodeWarps][kMaxGroup];
-  __shared__ float sm_o[kDecodeWarps][kMaxGroup][D];
+  extern __shared__ uint4 sm_dyn[];
+  float(*sm_o)[kMaxGroup][D] = reinterpret_cast<float(*)[kMaxGroup][D]>(sm_dyn);
 
-  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int split = p.kv_fastest ? blockIdx.y : blockIdx.x;
+  const int kvh = p.kv_fastest ? blockIdx.x : blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q4 = lane & 3;
   const int seq_len = p.seq_lens[b];
@@ -129,62 +239,51 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
 
   constexpr int kStride = kDecodeWarps * kDecodeTile;
   int t0 = v_begin + warp * kDecodeTile;
-  DecodeTileRegs<D> cur;
-  decode_load_tile<T, D>(cur, p, b, kvh, t0, v_end, seq_len, n_pages, g, q4);
-  for (; t0 < v_end; t0 += kStride) {
-    DecodeTileRegs<D> nxt;
-    decode_load_tile<T, D>(nxt, p, b, kvh, t0 + kStride, v_end, seq_len, n_pages, g, q4);
-
-    // Two accumulator chains halve the dependent-MMA latency of the QK product.
-    float s[4] = {0.f, 0.f, 0.f, 0.f};  // (tok g, head 2q4), (g, 2q4+1), (g+8, 2q4), (g+8, 2q4+1)
-    float s2[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      const int j = ks >> 1, w0 = (ks & 1) ? 2 : 0;
-      Mma<T>::run((ks & 1) ? s2 : s, u4_word(cur.k[0][j], w0), u4_word(cur.k[1][j], w0),
-                  u4_word(cur.k[0][j], w0 + 1), u4_word(cur.k[1][j], w0 + 1), qf[ks][0], qf[ks][1]);
+  if constexpr (STAGES == 0) {
+    DecodeTileRegs<D> cur;
+    decode_load_tile<T, D, L2PF>(cur, p, b, kvh, t0, v_end, seq_len, n_pages, g, q4);
+    for (; t0 < v_end; t0 += kStride) {
+      DecodeTileRegs<D> nxt;
+      decode_load_tile<T, D, L2PF>(nxt, p, b, kvh, t0 + kStride, v_end, seq_len, n_pages, g, q4);
+      decode_tile_compute<T, D>(cur, qf, m, l, acc, p.scale_log2);
+      cur = nxt;
     }
+  } else {
+    uint4* lane_buf = sm_dyn + warp * STAGES * SLOTS * 32 + lane;
+    uint32_t okm = 0;  // bits 2*stage + h: validity of the tile copied into each stage
+    int t_issue = t0;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) s[i] = (s[i] + s2[i]) * p.scale_log2;
-    if (!cur.ok[0]) s[0] = s[1] = -INFINITY;
-    if (!cur.ok[1]) s[2] = s[3] = -INFINITY;
-
-    float alpha[2];
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      float mx = fmaxf(s[e], s[e + 2]);
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-      const float m_new = fmaxf(m[e], mx);
-      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // all masked so far: keep exps at 0
-      alpha[e] = exp2f(m[e] - m_use);
-      s[e] = exp2f(s[e] - m_use);
-      s[e + 2] = exp2f(s[e + 2] - m_use);
-      l[e] = l[e] * alpha[e] + s[e] + s[e + 2];
-      m[e] = m_new;
+    for (int st = 0; st < STAGES - 1; ++st, t_issue += kStride) {
+      if (t_issue < v_end)
+        okm |= decode_issue_tile<T, D>(lane_buf + st * SLOTS * 32, p, b, kvh, t_issue, v_end, seq_len,
+                                       n_pages, g, q4) << (2 * st);
+      cp_async_commit();
     }
-    // P^T as the B operand of PV: rows = tokens 2q4..2q4+1 (+8), column = head g.
-    const uint32_t pb0 = movmatrix_trans(pack2<T>(s[0], s[1]));
-    const uint32_t pb1 = movmatrix_trans(pack2<T>(s[2], s[3]));
+    int stage = 0;
+    for (; t0 < v_end; t0 += kStride, t_issue += kStride) {
+      const int ist = stage == 0 ? STAGES - 1 : stage - 1;  // (stage + STAGES - 1) % STAGES
+      okm &= ~(3u << (2 * ist));
+      if (t_issue < v_end)
+        okm |= decode_issue_tile<T, D>(lane_buf + ist * SLOTS * 32, p, b, kvh, t_issue, v_end, seq_len,
+                                       n_pages, g, q4) << (2 * ist);
+      cp_async_commit();
+      cp_async_wait<STAGES - 1>();  // this lane's copies of `stage` have landed
+      DecodeTileRegs<D> cur;
+      const uint4* sb = lane_buf + stage * SLOTS * 32;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      acc[mt][0] *= alpha[0];
-      acc[mt][1] *= alpha[1];
-      acc[mt][2] *= alpha[0];
-      acc[mt][3] *= alpha[1];
-    }
+      for (int h = 0; h < 2; ++h) {
+        cur.ok[h] = (okm >> (2 * stage + h)) & 1u;
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-#pragma unroll
-      for (int pp = 0; pp < 2; ++pp) {
-        Mma<T>::run(acc[2 * j + pp], movmatrix_trans(u4_word(cur.v[0][j], 2 * pp)),
-                    movmatrix_trans(u4_word(cur.v[0][j], 2 * pp + 1)),
-                    movmatrix_trans(u4_word(cur.v[1][j], 2 * pp)),
-                    movmatrix_trans(u4_word(cur.v[1][j], 2 * pp + 1)), pb0, pb1);
+        for (int j = 0; j < NJ; ++j) {
+          cur.k[h][j] = sb[((h * NJ + j) * 2 + 0) * 32];
+          cur.v[h][j] = sb[((h * NJ + j) * 2 + 1) * 32];
+        }
       }
+      decode_tile_compute<T, D>(cur, qf, m, l, acc, p.scale_log2);
+      stage = stage == STAGES - 1 ? 0 : stage + 1;
     }
-    cur = nxt;
+    cp_async_wait<0>();
+    __syncthreads();  // sm_o below reuses every warp's stage buffers
   }
 
 #pragma unroll

@@ -26,7 +26,8 @@ def add_parser(sub):
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--context", type=int, nargs="+", default=None,
                    help="context lengths (default 8192 16384 32768 on a GPU, 1024 2048 on a CPU)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--batch", type=int, nargs="+", default=None,
+                   help="batch sizes (default 1 16 64 on a GPU, 1 4 on a CPU)")
     p.add_argument("--budget", type=int, default=2048, help="quest budget in tokens")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--shape", default="serving", choices=sorted(SHAPES))
@@ -85,36 +86,43 @@ def run(args) -> int:
     cuda = device.type == "cuda"
     dtype = torch.float16 if cuda else torch.float32
     contexts = args.context or ([8192, 16384, 32768] if cuda else [1024, 2048])
-    for name, v in (("budget", args.budget), ("layers", args.layers), ("reps", args.reps)):
+    args.batch = args.batch or ([1, 16, 64] if cuda else [1, 4])
+    for name, v in (("budget", args.budget), ("layers", args.layers), ("reps", args.reps),
+                    ("batch", min(args.batch)), ("context", min(contexts))):
         if v < 1:
             raise ConfigError(name, f"must be >= 1, got {v}")
     bs = args.block_size
     model = _model(args.shape, args.layers, device)
     vocab = model.config.vocab_size
     rows = []
+    batches = sorted(set(args.batch))
     for ctx in contexts:
-        for batch in args.batch:
-            blocks_per_seq = -(-(ctx + args.reps + 8) // bs)
-            num_blocks = batch * blocks_per_seq + 1
-            tables = [list(range(1 + i * blocks_per_seq, 1 + (i + 1) * blocks_per_seq))
-                      for i in range(batch)]
-            gen = torch.Generator().manual_seed(ctx + batch)
-            prompts = [torch.randint(0, vocab, (ctx,), generator=gen).tolist() for _ in range(batch)]
+        # One prefilled pool per context, shared by every batch size and policy: the
+        # policies differ only at decode, and prefilling 64 x 32K tokens twice costs more
+        # than all the timing.
+        nseq = batches[-1]
+        blocks_per_seq = -(-(ctx + 8) // bs)
+        tables = [list(range(1 + i * blocks_per_seq, 1 + (i + 1) * blocks_per_seq)) for i in range(nseq)]
+        runner = ModelRunner(model, nseq * blocks_per_seq + 1, bs, device=device, dtype=dtype)
+        gen = torch.Generator().manual_seed(ctx)
+        for i in range(nseq):  # one sequence per prefill keeps activation memory bounded
+            prompt = torch.randint(0, vocab, (ctx,), generator=gen).tolist()
+            runner.prefill([PrefillItem(i, prompt, 0, tables[i])])
+        selectors = {"dense": None, "quest": build_selector("quest", budget=args.budget, dense_layers=0)}
+        for batch in batches:
+            # every timed step writes position `ctx` again: the context stays ctx + 1 tokens
+            items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(batch)]
             result = {"context": ctx, "batch": batch}
-            for policy in ("dense", "quest"):
-                selector = build_selector(policy, budget=args.budget, dense_layers=0) if policy != "dense" else None
-                runner = ModelRunner(model, num_blocks, bs, device=device, dtype=dtype, selector=selector)
-                for i, p in enumerate(prompts):  # one sequence per prefill keeps memory bounded
-                    runner.prefill([PrefillItem(i, p, 0, tables[i])])
-                items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(batch)]
+            for policy, selector in selectors.items():
+                runner.selector = selector
                 result[f"{policy}_ms"] = _time_steps(runner, items, args.reps, cuda) * 1000
-                del runner
-                if cuda:
-                    torch.cuda.empty_cache()
             result["speedup"] = result["dense_ms"] / result["quest_ms"]
             rows.append(result)
             print(f"  ctx {ctx:>6} batch {batch:>3}: dense {result['dense_ms']:.2f} ms, "
                   f"quest {result['quest_ms']:.2f} ms", file=sys.stderr)
+        del runner
+        if cuda:
+            torch.cuda.empty_cache()
     machine = describe(device)
     c = model.config
     print(f"\ndecode step, {args.layers}-layer Llama (GQA {c.num_attention_heads}/{c.num_key_value_heads}, "

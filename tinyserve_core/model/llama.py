@@ -30,14 +30,18 @@ def _no_timer(_name: str):
 
 
 def sdpa(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
-    """SDPA over [..., H, T, D] with grouped kv heads. On CPU the kv heads are repeated:
-    torch's CPU enable_gqa path is several times slower than attention on repeated heads."""
+    """SDPA over [B, H, T, D] (or [H, T, D]) with grouped kv heads. The kv heads are
+    repeated rather than passed with enable_gqa: torch's CPU GQA path is several times
+    slower, and on CUDA a GQA call that the flash kernel refuses falls back to the math
+    kernel, which materialises [H, T, T] scores (8 GiB at 16K tokens). Inputs go in as
+    4-D: the fused CUDA kernels want a batch dimension."""
     groups = q.shape[-3] // k.shape[-3]
-    gqa = groups > 1
-    if gqa and q.device.type == "cpu":
+    if groups > 1:
         k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
-        gqa = False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=gqa)
+    if q.dim() == 3:
+        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)[0]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
 
 
 class RMSNorm(nn.Module):

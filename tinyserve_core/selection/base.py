@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from .. import kernels
 from ..errors import ConfigError
 from .params import Budget, check_int
 
@@ -177,4 +178,9 @@ class TopPagesPolicy(Policy):
         budget = k[:, None].expand(B, H)
         keys = keys.masked_fill(forced[:, None, :], float("inf"))
         kmax = max(p.budget.max_pages(M, ctx.block_size), p.sink_pages + 1)
+        if keys.is_cuda and p.budget.tokens is not None:
+            # A token budget gives every row the same k (>= its forced pages), so
+            # the k best keys (pages past the context score -inf and come out as -1) are
+            # exactly take_top's set: one select_pages launch instead of topk + sort.
+            return Selection(kernels.select_pages(keys, kmax), scores=scores, budget_pages=budget)
         return Selection(take_top(keys, budget, kmax), scores=scores, budget_pages=budget)

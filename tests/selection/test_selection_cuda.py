@@ -1,0 +1,43 @@
+"""Quest on the GPU (`pytest -m cuda`, skipped without a GPU): the token-budget path
+picks pages with the select_pages kernel instead of topk + sort, and must keep exactly
+the set take_top keeps from the same scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinyserve_core.selection import make_policy
+from tinyserve_core.selection.base import SelectContext, forced_pages, take_top
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+
+def _sets(page_indices):
+    return [[set(r[r >= 0].tolist()) for r in row] for row in page_indices.cpu()]
+
+
+@pytest.mark.parametrize("sink_pages", [0, 1, 3])
+@pytest.mark.parametrize("budget", [16, 100, 512])
+def test_quest_token_budget_on_gpu_equals_take_top(make_kv, sink_pages, budget):
+    lens = [700, 95, 33, 250, 2]
+    kv, tables, lens_t = make_kv(lens, num_kv_heads=2, head_dim=64, block_size=16, seed=budget + sink_pages)
+    dev = torch.device("cuda")
+    q = torch.randn(len(lens), 8, 64).to(dev, torch.float16)
+    ctx = SelectContext(query=q, k_cache=kv.k_caches[0].to(dev, torch.float16),
+                        v_cache=kv.v_caches[0].to(dev, torch.float16),
+                        meta=kv.metas[0].to(dev, torch.float16), block_tables=tables.to(dev),
+                        seq_lens=lens_t.to(dev), seq_ids=list(range(len(lens))), layer_idx=0,
+                        scale=0.125, block_size=16)
+    pol = make_policy("quest", budget=budget, sink_pages=sink_pages, dense_layers=0)
+    sel = pol.select(ctx)
+    assert sel.page_indices.is_cuda and sel.page_indices.dtype == torch.int32
+    n = ctx.num_pages()
+    M = tables.shape[1]
+    keys = sel.scores.masked_fill(forced_pages(n, M, sink_pages)[:, None, :], float("inf"))
+    kmax = max(-(-budget // 16), sink_pages + 1)
+    want = take_top(keys, sel.budget_pages, kmax)
+    assert _sets(sel.page_indices) == _sets(want)
+    for b, L in enumerate(lens):  # the page being written is always attended
+        assert all(((L - 1) // 16) in s for s in _sets(sel.page_indices)[b])

@@ -41,12 +41,13 @@ auto decode_kernel() {
   return k;
 }
 
-template <typename T, int D, bool L2PF = false, int STAGES = 0>
+// Resident CTAs per SM of the default instance: the split plan of every variant.
+template <typename T, int D>
 int decode_ctas_per_sm() {
   static int n = [] {
     int v = 0;
     TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &v, decode_kernel<T, D, L2PF, STAGES>(), kDecodeWarps * 32, decode_smem_bytes<D, STAGES>()));
+        &v, decode_kernel<T, D, false, 0>(), kDecodeWarps * 32, decode_smem_bytes<D, 0>()));
     return std::max(v, 1);
   }();
   return n;
@@ -75,8 +76,7 @@ int plan_splits(int64_t units, int64_t max_tokens, int slots) {
 
 template <typename T, int D, bool L2PF = false, int STAGES = 0>
 void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
-  const dim3 grid = p.kv_fastest ? dim3(p.num_kv_heads, p.num_splits, batch)
-                                 : dim3(p.num_splits, p.num_kv_heads, batch);
+  const dim3 grid(p.num_splits, p.num_kv_heads, batch);
   decode_kernel<T, D, L2PF, STAGES>()<<<grid, kDecodeWarps * 32, decode_smem_bytes<D, STAGES>(), stream>>>(p);
   TS_LAUNCH_CHECK();
   if (p.num_splits > 1) {
@@ -171,13 +171,12 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     p.part_lse = part_lse.data_ptr<float>();
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  // Tuning variants (bench only): bit 0 = L2 256-byte prefetch hint (fp16, head_dim 128),
-  // bit 1 = kv-head-fastest grid, bit 2 / bit 3 = cp.async pipeline with 2 / 3 stages.
-  p.kv_fastest = (variant & 2) ? 1 : 0;
-  if (variant & 13) {
-    TORCH_CHECK(half && D == 128, "variants 1, 4 and 8 are built for fp16 head_dim 128 only");
-    if (variant & 4) launch_decode<__half, 128, true, 2>(p, B, stream);
-    else if (variant & 8) launch_decode<__half, 128, true, 3>(p, B, stream);
+  // Tuning variants (bench only, fp16 head_dim 128): 1 = registers + L2 256-byte prefetch
+  // hint, 2 = 3-stage cp.async pipeline with the hint. 0 = the default for every case.
+  TORCH_CHECK(variant >= 0 && variant <= 2, "variant must be 0, 1 or 2");
+  if (variant != 0) {
+    TORCH_CHECK(half && D == 128, "variants 1 and 2 are built for fp16 head_dim 128 only");
+    if (variant == 2) launch_decode<__half, 128, true, 3>(p, B, stream);
     else launch_decode<__half, 128, true>(p, B, stream);
   } else if (half) {
     if (D == 64) launch_decode<__half, 64>(p, B, stream);

@@ -41,8 +41,8 @@ def main() -> int:
         ref = run(0).float()
         split_opts = sorted({0, 2} if batch >= 64 else {0, auto * 2})
         for splits in split_opts:
-            # 0: registers, 1: + L2 256 B hint, 5 / 9: cp.async with 2 / 3 stages (+ hint)
-            for variant in (0, 1, 5, 9):
+            # 0: registers, 1: + L2 256 B hint, 2: 3-stage cp.async pipeline (+ hint)
+            for variant in (0, 1, 2):
                 err = ((run(0, splits, variant).float() - ref).norm() / ref.norm()).item()
                 ms = kb.time_ms(lambda i: run(i, splits, variant), reps)
                 rows.append({"op": "decode", "batch": batch, "ctx": ctx, "splits": splits or auto,
@@ -77,7 +77,7 @@ def main() -> int:
         rows.append({"op": "select_pages", "batch": batch, "ctx": 32768, "us": ms * 1e3})
         idx = [ext.select_pages(ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale,
                                                 kb.BS, 0), 2048 // kb.BS) for r in range(case.rot)]
-        for variant in (0, 1, 5, 9):
+        for variant in (0, 1, 2):
             def attend(i, variant=variant):
                 r = i % case.rot
                 return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,

@@ -32,23 +32,20 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, f
 }
 
 // K/V are read exactly once per kernel: stream them past L1 so the block tables and
-// queries keep their cache lines.
+// queries keep their cache lines. L2_256B also asks L2 to fetch the whole 256-byte segment
+// around the address: a warp's 16-byte loads cover a K/V row (256 bytes at head_dim 128)
+// in four instructions, and the hint turns the first into one full DRAM request.
+template <bool L2_256B = false>
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
   uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
-// The same, asking L2 to fetch the whole 256-byte segment around the address: a warp's
-// 16-byte loads cover a K/V row (256 bytes at head_dim 128) in four instructions, and
-// the hint turns the first into one full DRAM request instead of four partial ones.
-__device__ __forceinline__ uint4 ld_stream_l2(const void* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
+  if constexpr (L2_256B)
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+  else
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
   return r;
 }
 

@@ -12,7 +12,6 @@ namespace tinyserve {
   template __global__ void decode_merge_kernel<T, D>(const __grid_constant__ DecodeParams);
 TINYSERVE_DECODE_INSTANCES(DECODE)
 template __global__ void paged_decode_kernel<__half, 128, true>(const __grid_constant__ DecodeParams);
-template __global__ void paged_decode_kernel<__half, 128, true, 2>(const __grid_constant__ DecodeParams);
 template __global__ void paged_decode_kernel<__half, 128, true, 3>(const __grid_constant__ DecodeParams);
 #define CACHE(T)                                                                    \
   template __global__ void cache_write_kernel<T>(const __grid_constant__ CacheWriteParams); \

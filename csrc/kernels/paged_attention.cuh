@@ -31,7 +31,6 @@ struct DecodeParams {
   int block_size, block_shift;  // block_shift = log2(block_size), or -1 when not a power of 2
   int bt_stride, max_sel;
   int num_splits, chunk_tokens;  // chunk_tokens: virtual tokens per split, a multiple of 16
-  int kv_fastest;                // grid (kv-head, split, seq) instead of (split, kv-head, seq)
   float scale_log2;              // softmax scale * log2(e)
 };
 
@@ -76,13 +75,8 @@ __device__ __forceinline__ void decode_load_tile(DecodeTileRegs<D>& r, const Dec
     for (int j = 0; j < D / 32; ++j) {
       const int64_t e = row + 8 * (q4 + 4 * j);
       // Masked tokens must read as zeros, never as whatever the pool holds (NaN * 0 = NaN).
-      if (L2PF) {
-        r.k[h][j] = r.ok[h] ? ld_stream_l2(kc + e) : make_uint4(0, 0, 0, 0);
-        r.v[h][j] = r.ok[h] ? ld_stream_l2(vc + e) : make_uint4(0, 0, 0, 0);
-      } else {
-        r.k[h][j] = r.ok[h] ? ld_stream(kc + e) : make_uint4(0, 0, 0, 0);
-        r.v[h][j] = r.ok[h] ? ld_stream(vc + e) : make_uint4(0, 0, 0, 0);
-      }
+      r.k[h][j] = r.ok[h] ? ld_stream<L2PF>(kc + e) : make_uint4(0, 0, 0, 0);
+      r.v[h][j] = r.ok[h] ? ld_stream<L2PF>(vc + e) : make_uint4(0, 0, 0, 0);
     }
   }
 }
@@ -189,11 +183,11 @@ __device__ __forceinline__ void decode_tile_compute(const DecodeTileRegs<D>& cur
 }
 
 // STAGES = 0: tile i+1 is loaded into registers while tile i is computed (L2PF adds the
-// 256-byte L2 prefetch hint). STAGES >= 2: each warp streams its tiles through STAGES
+// 256-byte L2 prefetch hint). STAGES >= 2 (3 is built): each warp streams its tiles through STAGES
 // shared-memory buffers with cp.async, STAGES - 1 tiles in flight while one is computed;
 // every lane reads back only the slots it copied, so no barrier is needed in the loop.
 template <typename T, int D, bool L2PF = false, int STAGES = 0>
-__global__ void __launch_bounds__(kDecodeWarps * 32, STAGES == 2 ? 3 : 2)
+__global__ void __launch_bounds__(kDecodeWarps * 32, 2)
 paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   constexpr int NJ = D / 32;  // 16-byte chunks per lane per token row
   constexpr int KS = D / 16;  // k-steps of the QK product
@@ -205,8 +199,7 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   extern __shared__ uint4 sm_dyn[];
   float(*sm_o)[kMaxGroup][D] = reinterpret_cast<float(*)[kMaxGroup][D]>(sm_dyn);
 
-  const int split = p.kv_fastest ? blockIdx.y : blockIdx.x;
-  const int kvh = p.kv_fastest ? blockIdx.x : blockIdx.y, b = blockIdx.z;
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q4 = lane & 3;
   const int seq_len = p.seq_lens[b];

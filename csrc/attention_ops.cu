@@ -223,7 +223,9 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   p.bt_stride = M;
   p.max_blocks = M;
   p.pages_per_cta = pages_per_cta > 0 ? (int)pages_per_cta : 64;
-  p.scale = (float)scale;
+  p.scale_lo = p.scale_hi = (float)scale;
+  if ((double)p.scale_hi < scale) p.scale_hi = std::nextafter(p.scale_hi, INFINITY);
+  if ((double)p.scale_lo > scale) p.scale_lo = std::nextafter(p.scale_lo, 0.f);
   const dim3 grid((M + p.pages_per_cta - 1) / p.pages_per_cta, Hkv, B);
   const size_t smem = sizeof(float) * p.group * D;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

@@ -17,7 +17,10 @@ struct PageScoreParams {
   float* out;               // [B, Hkv, max_blocks]
   int num_q_heads, num_kv_heads, group, head_dim, block_size, bt_stride, max_blocks;
   int pages_per_cta;
-  float scale;
+  // The caller's (double) scale rounded down and up to float: a positive bound is scaled
+  // by the upper one and a negative bound by the lower one, so the rounding of the scale
+  // itself can never pull the result below the exact scale * bound.
+  float scale_lo, scale_hi;
 };
 
 constexpr int kScoreWarps = 4;
@@ -84,7 +87,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
           acc = __fadd_ru(acc, __shfl_xor_sync(0xffffffffu, acc, o));
         best = fmaxf(best, acc);
       }
-      if (li == 0 && pg < p_end) out[pg] = pg < n_pages ? __fmul_ru(best, p.scale) : -INFINITY;
+      if (li == 0 && pg < p_end) out[pg] = pg < n_pages ? __fmul_ru(best, best >= 0.f ? p.scale_hi : p.scale_lo) : -INFINITY;
     }
   }
 }

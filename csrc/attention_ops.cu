@@ -28,14 +28,17 @@ int sm_count() {
   return n;
 }
 
-// The kernel instance, with its dynamic shared memory allowed (once per instance).
-template <typename T, int D, bool L2PF, int STAGES>
+// The default decode kernel: the 3-stage cp.async pipeline (STAGES = 0: the register path).
+constexpr int kStages = 3;
+
+// The kernel instance, with its dynamic shared memory allowed (once per instance; the
+// static merge arrays count against the 48 KB default too).
+template <typename T, int D, int STAGES>
 auto decode_kernel() {
   static auto k = [] {
-    auto kern = paged_decode_kernel<T, D, L2PF, STAGES>;
-    constexpr int smem = decode_smem_bytes<D, STAGES>();
-    if (smem > 48 * 1024)
-      TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    auto kern = paged_decode_kernel<T, D, STAGES>;
+    TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       decode_smem_bytes<D, STAGES>()));
     return kern;
   }();
   return k;
@@ -47,7 +50,7 @@ int decode_ctas_per_sm() {
   static int n = [] {
     int v = 0;
     TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &v, decode_kernel<T, D, false, 0>(), kDecodeWarps * 32, decode_smem_bytes<D, 0>()));
+        &v, decode_kernel<T, D, kStages>(), kDecodeWarps * 32, decode_smem_bytes<D, kStages>()));
     return std::max(v, 1);
   }();
   return n;
@@ -74,13 +77,13 @@ int plan_splits(int64_t units, int64_t max_tokens, int slots) {
   return (int)best;
 }
 
-template <typename T, int D, bool L2PF = false, int STAGES = 0>
+template <typename T, int D, int STAGES = kStages>
 void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
   const dim3 grid(p.num_splits, p.num_kv_heads, batch);
-  decode_kernel<T, D, L2PF, STAGES>()<<<grid, kDecodeWarps * 32, decode_smem_bytes<D, STAGES>(), stream>>>(p);
+  decode_kernel<T, D, STAGES>()<<<grid, kDecodeWarps * 32, decode_smem_bytes<D, STAGES>(), stream>>>(p);
   TS_LAUNCH_CHECK();
   if (p.num_splits > 1) {
-    decode_merge_kernel<T, D><<<dim3(p.num_q_heads, batch), D, 0, stream>>>(p);
+    decode_merge_kernel<T, D><<<dim3(p.num_q_heads, batch), D / 4, 0, stream>>>(p);
     TS_LAUNCH_CHECK();
   }
 }
@@ -171,13 +174,11 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     p.part_lse = part_lse.data_ptr<float>();
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  // Tuning variants (bench only, fp16 head_dim 128): 1 = registers + L2 256-byte prefetch
-  // hint, 2 = 3-stage cp.async pipeline with the hint. 0 = the default for every case.
-  TORCH_CHECK(variant >= 0 && variant <= 2, "variant must be 0, 1 or 2");
-  if (variant != 0) {
-    TORCH_CHECK(half && D == 128, "variants 1 and 2 are built for fp16 head_dim 128 only");
-    if (variant == 2) launch_decode<__half, 128, true, 3>(p, B, stream);
-    else launch_decode<__half, 128, true>(p, B, stream);
+  // Bench-only variant (fp16 head_dim 128): 1 = the register path. 0 = the default.
+  TORCH_CHECK(variant == 0 || variant == 1, "variant must be 0 or 1");
+  if (variant == 1) {
+    TORCH_CHECK(half && D == 128, "variant 1 is built for fp16 head_dim 128 only");
+    launch_decode<__half, 128, 0>(p, B, stream);
   } else if (half) {
     if (D == 64) launch_decode<__half, 64>(p, B, stream);
     else launch_decode<__half, 128>(p, B, stream);
@@ -222,12 +223,21 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   p.block_size = (int)block_size;
   p.bt_stride = M;
   p.max_blocks = M;
-  p.pages_per_cta = pages_per_cta > 0 ? (int)pages_per_cta : 64;
+  // 128 pages per CTA measured best when the grid is large (H100, 64 x 32K); smaller
+  // grids take fewer pages per CTA until there are 8 CTAs per SM to spread the reads.
+  int ppc = (int)pages_per_cta;
+  if (ppc <= 0) {
+    ppc = 128;
+    while (ppc > 16 && (int64_t)B * Hkv * ((M + ppc - 1) / ppc) < 8LL * sm_count()) ppc /= 2;
+  }
+  TORCH_CHECK(ppc <= 4096, "pages_per_cta must be <= 4096, got ", ppc);
+  p.pages_per_cta = ppc;
   p.scale_lo = p.scale_hi = (float)scale;
   if ((double)p.scale_hi < scale) p.scale_hi = std::nextafter(p.scale_hi, INFINITY);
   if ((double)p.scale_lo > scale) p.scale_lo = std::nextafter(p.scale_lo, 0.f);
-  const dim3 grid((M + p.pages_per_cta - 1) / p.pages_per_cta, Hkv, B);
-  const size_t smem = sizeof(float) * p.group * D;
+  TORCH_CHECK((M + p.pages_per_cta - 1) / p.pages_per_cta <= 65535 && B <= 65535, "page_scores: too many pages or sequences for one launch");
+  const dim3 grid(Hkv, (M + p.pages_per_cta - 1) / p.pages_per_cta, B);
+  const size_t smem = page_scores_smem_bytes(p.group, D, p.pages_per_cta);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 #define TS_SCORE_CASE(ATYPE, DIM)                                                              \
   if (query.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value && D == DIM) {            \
@@ -247,7 +257,7 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   TORCH_CHECK(false, "page_scores: unsupported dtype");
 }
 
-torch::Tensor select_pages(const torch::Tensor& scores, int64_t k) {
+torch::Tensor select_pages(const torch::Tensor& scores, int64_t k, int64_t variant) {
   TS_CHECK_CUDA(scores);
   TS_CHECK_CONTIG(scores);
   TORCH_CHECK(scores.scalar_type() == torch::kFloat32 && scores.dim() == 3, "scores must be float32 [B, Hkv, M]");
@@ -259,12 +269,19 @@ torch::Tensor select_pages(const torch::Tensor& scores, int64_t k) {
   auto out = torch::empty({scores.size(0), scores.size(1), k}, scores.options().dtype(torch::kInt32));
   if (rows == 0 || k == 0) return out;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int items = M <= kSelectThreads ? 1 : M <= 2 * kSelectThreads ? 2 : 4;
   const float* s = scores.data_ptr<float>();
   int* o = out.data_ptr<int>();
-  if (items == 1) select_pages_kernel<1><<<rows, kSelectThreads, 0, stream>>>(s, M, k, o);
-  else if (items == 2) select_pages_kernel<2><<<rows, kSelectThreads, 0, stream>>>(s, M, k, o);
-  else select_pages_kernel<4><<<rows, kSelectThreads, 0, stream>>>(s, M, k, o);
+  const int items = M <= kSelectThreads ? 1 : M <= 2 * kSelectThreads ? 2 : M <= 4 * kSelectThreads ? 4
+                  : M <= 8 * kSelectThreads ? 8 : 16;
+  // Bench-only variants for rows of 1025..2048 pages: 1 = 1 bit per search step, 2 = 4 bits.
+  // 0 = the default, 2 bits.
+  TORCH_CHECK(variant >= 0 && variant <= 2, "variant must be 0, 1 or 2");
+  TORCH_CHECK(variant == 0 || items == 8, "select_pages variants are built for 1025..2048 pages only");
+  const int rb = variant == 1 ? 1 : variant == 2 ? 4 : 2;
+#define TS_SELECT_CASE(N, RB) \
+  if (items == N && rb == RB) select_pages_kernel<N, RB><<<rows, kSelectThreads, 0, stream>>>(s, M, k, o);
+  TINYSERVE_SELECT_INSTANCES(TS_SELECT_CASE)
+#undef TS_SELECT_CASE
   TS_LAUNCH_CHECK();
   return out;
 }

@@ -14,7 +14,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("page_scores", &tinyserve::page_scores, pybind11::arg("query"), pybind11::arg("meta"),
         pybind11::arg("block_tables"), pybind11::arg("seq_lens"), pybind11::arg("scale"),
         pybind11::arg("block_size"), pybind11::arg("pages_per_cta") = 0);
-  m.def("select_pages", &tinyserve::select_pages);
+  m.def("select_pages", &tinyserve::select_pages, pybind11::arg("scores"), pybind11::arg("k"),
+        pybind11::arg("variant") = 0);
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
 }

@@ -24,7 +24,7 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
                           const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
                           double scale, int64_t block_size, int64_t pages_per_cta);
 
-torch::Tensor select_pages(const torch::Tensor& scores, int64_t k);
+torch::Tensor select_pages(const torch::Tensor& scores, int64_t k, int64_t variant);
 
 void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping);
 

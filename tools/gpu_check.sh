@@ -40,3 +40,5 @@ for f in tune bench_kernels bench_decode bench_engine; do
   [ -f "$OUT/$f.log" ] && { echo "== $f"; tail -n 40 "$OUT/$f.log"; }
 done
 echo "total $((SECONDS - t0)) s"
+# The device tool returns at most 8 files: the logs travel as one archive beside the JSON.
+(cd "$OUT" && tar czf logs.tgz --remove-files gpu.txt ./*.log 2>/dev/null)

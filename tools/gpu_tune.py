@@ -1,8 +1,9 @@
 """Tuning sweep for the decode and scoring kernels (GPU only; run by tools/gpu_check.sh).
 
-Times, in one process and on the same data, the decode kernel's variants (L2 prefetch
-hint, cp.async pipeline depth, forced split counts) against FlashInfer, page_scores'
-CTA size, select_pages, and sparse attention over 2,048 selected tokens per variant. Each variant's output is compared
+Times, in one process and on the same data, the decode kernel's variants (0: the default
+3-stage cp.async pipeline, 1: the register path; forced split counts) against FlashInfer, page_scores' CTA
+size (0 = the automatic choice), select_pages' radix bits per step, and sparse attention over 2,048 selected
+tokens per variant. Each variant's output is compared
 with the default's. Writes $OUT/tune.json and prints one table."""
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ def main() -> int:
         ref = run(0).float()
         split_opts = sorted({0, 2} if batch >= 64 else {0, auto * 2})
         for splits in split_opts:
-            # 0: registers, 1: + L2 256 B hint, 2: 3-stage cp.async pipeline (+ hint)
-            for variant in (0, 1, 2):
+            for variant in (0, 1):
                 err = ((run(0, splits, variant).float() - ref).norm() / ref.norm()).item()
                 ms = kb.time_ms(lambda i: run(i, splits, variant), reps)
                 rows.append({"op": "decode", "batch": batch, "ctx": ctx, "splits": splits or auto,
@@ -62,7 +62,7 @@ def main() -> int:
         meta[:, 0], meta[:, 1] = case.k.amin(1), case.k.amax(1)
         meta_bytes = batch * kb.HKV * case.pages * 2 * kb.HD * 2
         ref = None
-        for ppc in (32, 64, 128, 256, 512):
+        for ppc in (0, 16, 32, 64, 128, 256):
             def score(i, ppc=ppc):
                 r = i % case.rot
                 return ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, kb.BS, ppc)
@@ -73,11 +73,15 @@ def main() -> int:
             rows.append({"op": "page_scores", "batch": batch, "ctx": 32768, "pages_per_cta": ppc,
                          "us": ms * 1e3, "pct": 100 * meta_bytes / ms / 1e6 / bw, "same": same})
         scores = ref
-        ms = kb.time_ms(lambda i: ext.select_pages(scores, 2048 // kb.BS), reps)
-        rows.append({"op": "select_pages", "batch": batch, "ctx": 32768, "us": ms * 1e3})
+        ref_sel = ext.select_pages(scores, 2048 // kb.BS).sort(-1).values
+        for sv in (0, 1, 2):  # radix bits per search step: 2 (default), 1, 4
+            same = bool(torch.equal(ext.select_pages(scores, 2048 // kb.BS, sv).sort(-1).values, ref_sel))
+            ms = kb.time_ms(lambda i, sv=sv: ext.select_pages(scores, 2048 // kb.BS, sv), reps)
+            rows.append({"op": "select_pages", "batch": batch, "ctx": 32768, "variant": sv, "us": ms * 1e3,
+                         "same": same})
         idx = [ext.select_pages(ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale,
                                                 kb.BS, 0), 2048 // kb.BS) for r in range(case.rot)]
-        for variant in (0, 1, 2):
+        for variant in (0, 1):
             def attend(i, variant=variant):
                 r = i % case.rot
                 return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
@@ -100,7 +104,7 @@ def main() -> int:
             print(f"scores {r['batch']:>3}x32K ppc={r['pages_per_cta']:>4} {r['us']:8.1f} us {r['pct']:6.1f}% "
                   f"same={r['same']}")
         elif r["op"] == "select_pages":
-            print(f"select {r['batch']:>3}x32K {r['us']:8.1f} us")
+            print(f"select {r['batch']:>3}x32K v={r['variant']} {r['us']:8.1f} us same={r['same']}")
         else:
             print(f"sparse {r['batch']:>3}x32K v={r['variant']} {r['us']:8.1f} us")
     return 0

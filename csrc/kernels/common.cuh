@@ -32,29 +32,21 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, f
 }
 
 // K/V are read exactly once per kernel: stream them past L1 so the block tables and
-// queries keep their cache lines. L2_256B also asks L2 to fetch the whole 256-byte segment
-// around the address: a warp's 16-byte loads cover a K/V row (256 bytes at head_dim 128)
-// in four instructions, and the hint turns the first into one full DRAM request.
-template <bool L2_256B = false>
+// queries keep their cache lines.
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
   uint4 r;
-  if constexpr (L2_256B)
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-  else
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
   return r;
 }
 
-// Asynchronous 16-byte global->shared copy through L2 only (cp.async.cg), with the same
-// 256-byte L2 prefetch hint; src_bytes = 0 reads nothing and writes zeros.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem),
-               "r"(src_bytes)
+// Asynchronous 16-byte global->shared copy through L2 only (cp.async.cg). The 256-byte L2
+// prefetch hint: a warp's 16-byte copies cover a K/V row (256 bytes at head_dim 128) in
+// several instructions, and the hint turns the first into one full DRAM request.
+// src_bytes = 0 reads nothing and writes zeros.
+__device__ __forceinline__ void cp_async16_s(uint32_t smem, const void* gmem, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(smem), "l"(gmem), "r"(src_bytes)
                : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
@@ -62,6 +54,22 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Four 8x8 16-bit matrices from shared memory into MMA fragment order; lanes 8i..8i+7
+// give the row addresses of matrix i. _trans delivers each matrix transposed.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t& a0, uint32_t& a1, uint32_t& a2, uint32_t& a3, uint32_t smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(a0), "=r"(a1), "=r"(a2), "=r"(a3)
+               : "r"(smem)
+               : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& a0, uint32_t& a1, uint32_t& a2, uint32_t& a3,
+                                                  uint32_t smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(a0), "=r"(a1), "=r"(a2), "=r"(a3)
+               : "r"(smem)
+               : "memory");
 }
 
 __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {

@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(256) copy_blocks_kernel(const __grid_constant_
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int k = i + u * blockDim.x;
-      if (k < n) r[u] = ld_stream<>(s + k);
+      if (k < n) r[u] = ld_stream(s + k);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {

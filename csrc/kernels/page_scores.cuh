@@ -24,94 +24,150 @@ struct PageScoreParams {
 };
 
 constexpr int kScoreWarps = 4;
-constexpr int kScoreUnroll = 4;
 
-// Lanes split into groups of LPP, one page per group, one 16-byte vector of the min row
-// and one of the max row per lane. Query heads of the group sit in shared memory (fp32).
+// Dynamic shared memory of a page_scores CTA: the query group's positive and negative
+// parts (fp32) and the CTA's slice of the block table.
+__host__ __device__ constexpr int page_scores_smem_bytes(int group, int head_dim, int pages_per_cta) {
+  return (2 * group * head_dim + pages_per_cta) * 4;
+}
+
+// Sums, over the LPP lanes of a page group, four per-lane values (one per page u of the
+// lane's 4-page batch), rounding up, with a transposing butterfly: 5 shuffles instead of
+// 4 x log2(LPP). On return, lanes li with li / (LPP / 4) == u hold page u's total.
+template <int LPP>
+__device__ __forceinline__ float sum4_transposed(const float (&a)[4], int li) {
+  static_assert(LPP >= 4, "needs at least 4 lanes per page");
+  constexpr int H1 = LPP / 2, H2 = LPP / 4;
+  const bool b1 = li & H1, b2 = li & H2;
+  // keep pages {2 b1, 2 b1 + 1}, hand the other pair to the partner across H1
+  const float k0 = __fadd_ru(b1 ? a[2] : a[0], __shfl_xor_sync(0xffffffffu, b1 ? a[0] : a[2], H1));
+  const float k1 = __fadd_ru(b1 ? a[3] : a[1], __shfl_xor_sync(0xffffffffu, b1 ? a[1] : a[3], H1));
+  // keep page 2 b1 + b2
+  float v = __fadd_ru(b2 ? k1 : k0, __shfl_xor_sync(0xffffffffu, b2 ? k0 : k1, H2));
+#pragma unroll
+  for (int o = H2 / 2; o > 0; o >>= 1) v = __fadd_ru(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Lanes split into groups of LPP, each group scores 4 consecutive pages per step with one
+// 16-byte vector of the min row and one of the max row per lane and page. For each query
+// head, the lane's slice of q+ = max(q, 0) and q- = min(q, 0) is read from shared memory
+// once for the 4 pages; max(q*lo, q*hi) = q+ * hi + q- * lo is two fused multiply-adds
+// rounded up (one adds an exact zero). The CTA's block-table entries are fetched up front
+// in one coalesced pass, so no metadata load waits on its own table load.
 template <typename T, int D>
 __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __grid_constant__ PageScoreParams p) {
   constexpr int VEC = 16 / sizeof(T);
-  constexpr int LPP = D / VEC;           // lanes per page
-  constexpr int PPW = 32 / LPP;          // pages per warp step
+  constexpr int LPP = D / VEC;           // lanes per page group
+  constexpr int GPW = 32 / LPP;          // page groups per warp
+  constexpr int U = 4;                   // pages per group per step
   static_assert(LPP <= 32 && 32 % LPP == 0, "head_dim must fill whole lanes");
-  extern __shared__ float sq[];          // [group][D]
+  extern __shared__ __align__(16) float sq[];  // [group][2][D] (q+, q-), then int [pages_per_cta]
+  int* sblk = reinterpret_cast<int*>(sq + 2 * p.group * D);
 
-  const int b = blockIdx.z, kvh = blockIdx.y;
+  // kv-head is the fastest grid index: the CTAs of one page range run side by side and read
+  // the same metadata blocks ([2, Hkv, D] each) together.
+  const int b = blockIdx.z, kvh = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int sub = lane / LPP, li = lane % LPP;
   const int seq_len = p.seq_lens[b];
   const int n_pages = (seq_len + p.block_size - 1) / p.block_size;
+  const int p_begin = blockIdx.y * p.pages_per_cta;
+  const int p_end = min(p.max_blocks, p_begin + p.pages_per_cta);
 
   const T* qg = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + kvh * p.group) * D;
-  for (int i = threadIdx.x; i < p.group * D; i += blockDim.x) sq[i] = to_float(qg[i]);
+  for (int i = threadIdx.x; i < p.group * D; i += blockDim.x) {
+    const float v = to_float(qg[i]);
+    const int h = i / D, d = i - h * D;
+    sq[(2 * h) * D + d] = fmaxf(v, 0.f);
+    sq[(2 * h + 1) * D + d] = fminf(v, 0.f);
+  }
+  for (int i = threadIdx.x; i < p_end - p_begin; i += blockDim.x) {
+    const int pg = p_begin + i;
+    sblk[i] = pg < n_pages ? p.block_tables[(int64_t)b * p.bt_stride + pg] : -1;
+  }
   __syncthreads();
 
-  const int p_begin = blockIdx.x * p.pages_per_cta;
-  const int p_end = min(p.max_blocks, p_begin + p.pages_per_cta);
   float* out = p.out + ((int64_t)b * p.num_kv_heads + kvh) * p.max_blocks;
   const int64_t row = (int64_t)p.num_kv_heads * D;  // elements between meta rows
   const T* meta = static_cast<const T*>(p.meta);
+  const int my_u = li / (LPP / 4);  // the page of the batch whose total this lane ends with
 
   // The loop bound is warp-uniform so every lane reaches the shuffles.
-  for (int wb = p_begin + warp * PPW * kScoreUnroll; wb < p_end;
-       wb += kScoreWarps * PPW * kScoreUnroll) {
-    const int base = wb + sub * kScoreUnroll;
-    uint4 lo[kScoreUnroll], hi[kScoreUnroll];
+  for (int wb = p_begin + warp * GPW * U; wb < p_end; wb += kScoreWarps * GPW * U) {
+    const int base = wb + sub * U;
+    float fl[U][VEC], fh[U][VEC];
 #pragma unroll
-    for (int u = 0; u < kScoreUnroll; ++u) {
+    for (int u = 0; u < U; ++u) {
       const int pg = base + u;
-      lo[u] = hi[u] = make_uint4(0, 0, 0, 0);
-      if (pg < p_end && pg < n_pages) {
-        const int64_t blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
+      const int64_t blk = pg < p_end ? sblk[pg - p_begin] : -1;
+      uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+      if (blk >= 0) {
         const T* m0 = meta + (blk * 2 * p.num_kv_heads + kvh) * D + li * VEC;
-        lo[u] = *reinterpret_cast<const uint4*>(m0);
-        hi[u] = *reinterpret_cast<const uint4*>(m0 + row);
+        lo = *reinterpret_cast<const uint4*>(m0);
+        hi = *reinterpret_cast<const uint4*>(m0 + row);
+      }
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        fl[u][i] = to_float(reinterpret_cast<const T*>(&lo)[i]);
+        fh[u][i] = to_float(reinterpret_cast<const T*>(&hi)[i]);
       }
     }
+    float best = -INFINITY;
+    for (int h = 0; h < p.group; ++h) {
+      float qp[VEC], qn[VEC];
 #pragma unroll
-    for (int u = 0; u < kScoreUnroll; ++u) {
-      const int pg = base + u;
-      const T* el = reinterpret_cast<const T*>(&lo[u]);
-      const T* eh = reinterpret_cast<const T*>(&hi[u]);
-      float best = -INFINITY;
-      for (int h = 0; h < p.group; ++h) {
-        const float* qh = sq + h * D + li * VEC;
-        // max(q*lo, q*hi) is q*hi for q >= 0 and q*lo otherwise (hi >= lo): one fused
-        // multiply-add per channel, rounded up once.
-        float acc = 0.f;
-#pragma unroll
-        for (int i = 0; i < VEC; ++i)
-          acc = __fmaf_ru(qh[i], qh[i] >= 0.f ? to_float(eh[i]) : to_float(el[i]), acc);
-#pragma unroll
-        for (int o = LPP / 2; o > 0; o >>= 1)
-          acc = __fadd_ru(acc, __shfl_xor_sync(0xffffffffu, acc, o));
-        best = fmaxf(best, acc);
+      for (int i = 0; i < VEC; i += 4) {
+        *reinterpret_cast<float4*>(qp + i) = *reinterpret_cast<const float4*>(sq + (2 * h) * D + li * VEC + i);
+        *reinterpret_cast<float4*>(qn + i) = *reinterpret_cast<const float4*>(sq + (2 * h + 1) * D + li * VEC + i);
       }
-      if (li == 0 && pg < p_end) out[pg] = pg < n_pages ? __fmul_ru(best, best >= 0.f ? p.scale_hi : p.scale_lo) : -INFINITY;
+      float acc[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        acc[u] = 0.f;
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          acc[u] = __fmaf_ru(qp[i], fh[u][i], acc[u]);
+          acc[u] = __fmaf_ru(qn[i], fl[u][i], acc[u]);
+        }
+      }
+      best = fmaxf(best, sum4_transposed<LPP>(acc, li));
     }
+    const int pg = base + my_u;
+    if (li % (LPP / 4) == 0 && pg < p_end)
+      out[pg] = pg < n_pages ? __fmul_ru(best, best >= 0.f ? p.scale_hi : p.scale_lo) : -INFINITY;
   }
 }
 
-// select_pages: the k highest-scoring pages of each (sequence, kv-head) row, one CTA per
-// row. The k-th largest score is found exactly by a bitwise binary search over the
-// order-preserving integer image of the floats (32 block-wide counts); pages above it are
-// taken, ties at it by lowest page index, and a block-wide scan writes them in page order.
-// Pages scoring -inf (past the context) come out as -1, as do slots past the row's length.
-constexpr int kSelectThreads = 1024;
-constexpr int kSelectMaxItems = 4;  // rows up to 4096 pages in registers; longer rows: torch.topk
+// select_pages: the k highest-scoring pages of each (sequence, kv-head) row, one 256-thread
+// CTA per row, ITEMS consecutive pages per thread in registers. The k-th largest score is
+// found exactly by a radix search over the order-preserving integer image of the floats,
+// RB bits per step: each step counts the keys at or above the 2^RB - 1 candidate
+// extensions of the bits found so far (warp reductions, one barrier) and keeps the largest
+// candidate with at least k. Pages above it are taken, ties at it by lowest page index, and
+// a block-wide scan writes them in page order. Pages scoring -inf (past the context) come
+// out as -1, as do slots past the row's length.
+constexpr int kSelectThreads = 256;
+constexpr int kSelectMaxItems = 16;  // rows up to 4096 pages in registers; longer rows: torch.topk
 
 __device__ __forceinline__ uint32_t order_key(float f) {
   const uint32_t u = __float_as_uint(f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Exclusive block-wide prefix count of `flag` in thread order; *total gets the sum.
-__device__ __forceinline__ int select_scan(bool flag, int* warp_tot, int* total) {
+// Exclusive block-wide prefix sum of `v` in thread order; *total gets the sum.
+__device__ __forceinline__ int select_scan(int v, int* warp_tot, int* total) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const unsigned bal = __ballot_sync(0xffffffffu, flag);
-  if (lane == 0) warp_tot[warp] = __popc(bal);
+  int x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  if (lane == 31) warp_tot[warp] = x;
   __syncthreads();
   int before = 0, all = 0;
+#pragma unroll
   for (int w = 0; w < kSelectThreads / 32; ++w) {
     const int t = warp_tot[w];
     before += w < warp ? t : 0;
@@ -119,53 +175,85 @@ __device__ __forceinline__ int select_scan(bool flag, int* warp_tot, int* total)
   }
   __syncthreads();
   *total = all;
-  return before + __popc(bal & ((1u << lane) - 1u));
+  return before + x - v;
 }
 
-template <int ITEMS>
+template <int ITEMS, int RB>
 __global__ void __launch_bounds__(kSelectThreads)
 select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restrict__ out) {
-  __shared__ int warp_tot[kSelectThreads / 32];
-  const int row = blockIdx.x;
+  constexpr int WARPS = kSelectThreads / 32, NC = (1 << RB) - 1;
+  static_assert(32 % RB == 0, "RB must divide 32");
+  __shared__ int counts[2][NC][WARPS];  // double-buffered: one barrier per step
+  __shared__ int warp_tot[WARPS];
+  const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float* s = scores + (int64_t)row * M;
   int* o = out + (int64_t)row * k;
+  const int base = threadIdx.x * ITEMS;
   uint32_t key[ITEMS];
 #pragma unroll
-  for (int j = 0; j < ITEMS; ++j) {
-    const int i = threadIdx.x + j * kSelectThreads;
-    key[j] = i < M ? order_key(s[i]) : 0u;
-  }
-  // Largest v with #(key >= v) >= k: the k-th largest key (0 when the row has < k pages).
+  for (int j = 0; j < ITEMS; ++j) key[j] = base + j < M ? order_key(__ldg(s + base + j)) : 0u;
+
+  // Largest v with #(key >= v) >= k: the k-th largest key (0 when the row has < k pages;
+  // padding keys are 0 and every candidate is above 0).
   uint32_t kth = 0;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t cand = kth | (1u << bit);
-    int cnt = 0;
+#pragma unroll 1
+  for (int shift = 32 - RB, par = 0; shift >= 0; shift -= RB, par ^= 1) {
+    int c[NC];
 #pragma unroll
-    for (int j = 0; j < ITEMS; ++j) cnt += __syncthreads_count(key[j] >= cand);
-    if (cnt >= k) kth = cand;
+    for (int i = 0; i < NC; ++i) {
+      const uint32_t cand = kth | (uint32_t(i + 1) << shift);
+      int n = 0;
+#pragma unroll
+      for (int j = 0; j < ITEMS; ++j) n += key[j] >= cand;
+      c[i] = __reduce_add_sync(0xffffffffu, n);
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < NC; ++i) counts[par][i][warp] = c[i];
+    }
+    __syncthreads();
+    uint32_t digit = 0;
+#pragma unroll
+    for (int i = 0; i < NC; ++i)
+      if (__reduce_add_sync(0xffffffffu, lane < WARPS ? counts[par][i][lane] : 0) >= k) digit = i + 1;
+    kth |= digit << shift;
   }
-  int n_gt = 0;
-#pragma unroll
-  for (int j = 0; j < ITEMS; ++j) n_gt += __syncthreads_count(key[j] > kth && key[j] != 0u);
-  const int need_eq = k - n_gt;
-  int eq_seen = 0, written = 0;
+  // One scan of (pages above kth) << 16 | (real pages at kth): counts stay below 2^16.
+  int n_gt = 0, n_eq = 0;
 #pragma unroll
   for (int j = 0; j < ITEMS; ++j) {
-    const int i = threadIdx.x + j * kSelectThreads;
-    const bool real = i < M;
-    const bool eq = real && key[j] == kth;
-    int tot;
-    const int eq_rank = eq_seen + select_scan(eq, warp_tot, &tot);
-    eq_seen += tot;
-    const bool take = real && (key[j] > kth || (eq && eq_rank < need_eq));
-    const int pos = written + select_scan(take, warp_tot, &tot);
-    written += tot;
-    if (take && pos < k) o[pos] = s[i] == -INFINITY ? -1 : i;
+    n_gt += key[j] > kth;
+    n_eq += base + j < M && key[j] == kth;
   }
-  for (int pos = written + threadIdx.x; pos < k; pos += kSelectThreads) o[pos] = -1;
+  int tot;
+  const int pre = select_scan((n_gt << 16) | n_eq, warp_tot, &tot);
+  const int need_eq = k - (tot >> 16);
+  int eq_rank = pre & 0xffff;
+  uint32_t take = 0;
+  int n_take = 0;
+#pragma unroll
+  for (int j = 0; j < ITEMS; ++j) {
+    const bool eq = base + j < M && key[j] == kth;
+    const bool t = key[j] > kth || (eq && eq_rank < need_eq);
+    eq_rank += eq;
+    take |= uint32_t(t) << j;
+    n_take += t;
+  }
+  int written;
+  int pos = select_scan(n_take, warp_tot, &written);
+  const uint32_t neg_inf = order_key(-INFINITY);
+#pragma unroll
+  for (int j = 0; j < ITEMS; ++j) {
+    if ((take >> j) & 1u) {
+      if (pos < k) o[pos] = key[j] == neg_inf ? -1 : base + j;
+      ++pos;
+    }
+  }
+  for (int q = written + threadIdx.x; q < k; q += kSelectThreads) o[q] = -1;
 }
 
-#define TINYSERVE_SELECT_INSTANCES(X) X(1) X(2) X(4)
+#define TINYSERVE_SELECT_INSTANCES(X) \
+  X(1, 2) X(2, 2) X(4, 2) X(8, 2) X(16, 2) X(8, 1) X(8, 4)
 
 #define TINYSERVE_SCORE_INSTANCES(X) \
   X(float, 64)                       \

@@ -5,10 +5,12 @@
 // with tensor-core MMAs, so each K/V byte is read once per kv-head:
 //   S^T[16 tok x 8 heads] = K[16 tok x D] . Q^T[D x 8 heads]        (QK, heads padded to 8)
 //   O^T[D x 8 heads]     += V^T[D x 16 tok] . P^T[16 tok x 8 heads]  (PV)
-// Both operands come straight from 16-byte global loads held in registers: QK permutes the
-// head-dim (any permutation applied to Q and K alike leaves the dot product unchanged) so
-// each lane's 16-byte chunk lands in its own fragment slots; V^T and P^T are transposed in
-// registers with movmatrix. Loads of tile i+1 are issued before tile i is computed.
+// Default path: each warp streams its tiles through a 3-stage shared-memory ring with
+// cp.async, two tiles in flight while one is computed. Copies are coalesced (16 lanes cover
+// one 256-byte K/V row), rows land XOR-swizzled by 16-byte chunk, and ldmatrix reads the MMA
+// fragments back without bank conflicts (.trans yields V^T). P^T is transposed in registers
+// with movmatrix. The register path (STAGES = 0, a bench-only variant) loads tile i+1 into
+// registers in fragment order while tile i is computed.
 // Each warp keeps its own online-softmax state; warps merge through shared memory, and
 // splits (flash-decoding) merge in decode_merge_kernel by log-sum-exp (base 2).
 #pragma once
@@ -61,7 +63,7 @@ __device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b
   return ((blk * bs + off) * p.num_kv_heads + kvh) * (int64_t)D;
 }
 
-template <typename T, int D, bool L2PF>
+template <typename T, int D>
 __device__ __forceinline__ void decode_load_tile(DecodeTileRegs<D>& r, const DecodeParams& p, int b,
                                                  int kvh, int t0, int v_end, int seq_len,
                                                  int n_pages, int g, int q4) {
@@ -75,8 +77,8 @@ __device__ __forceinline__ void decode_load_tile(DecodeTileRegs<D>& r, const Dec
     for (int j = 0; j < D / 32; ++j) {
       const int64_t e = row + 8 * (q4 + 4 * j);
       // Masked tokens must read as zeros, never as whatever the pool holds (NaN * 0 = NaN).
-      r.k[h][j] = r.ok[h] ? ld_stream<L2PF>(kc + e) : make_uint4(0, 0, 0, 0);
-      r.v[h][j] = r.ok[h] ? ld_stream<L2PF>(vc + e) : make_uint4(0, 0, 0, 0);
+      r.k[h][j] = r.ok[h] ? ld_stream(kc + e) : make_uint4(0, 0, 0, 0);
+      r.v[h][j] = r.ok[h] ? ld_stream(vc + e) : make_uint4(0, 0, 0, 0);
     }
   }
 }
@@ -85,47 +87,128 @@ __device__ __forceinline__ uint32_t u4_word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// Slots of one lane's share of a 16-token tile in the cp.async stage buffers: K and V of
-// tokens g and g+8, NJ 16-byte chunks each.
+// Bytes of one warp's stage: the K and V rows of a 16-token tile (16-bit elements).
 template <int D>
-__host__ __device__ constexpr int decode_slots() { return 2 * 2 * (D / 32); }
+__host__ __device__ constexpr int decode_stage_bytes() { return 2 * kDecodeTile * D * 2; }
 
 // Dynamic shared memory of a CTA: the cp.async stages (STAGES > 0), which the final
 // merge reuses for its per-warp outputs, or just those outputs.
 template <int D, int STAGES>
 __host__ __device__ constexpr int decode_smem_bytes() {
   constexpr int merge = kDecodeWarps * kMaxGroup * D * 4;
-  constexpr int stages = kDecodeWarps * STAGES * decode_slots<D>() * 32 * 16;
+  constexpr int stages = kDecodeWarps * STAGES * decode_stage_bytes<D>();
   return stages > merge ? stages : merge;
 }
 
-// Issue the asynchronous copies of one tile into this lane's slots of a stage; returns the
-// two validity bits (bit h: token g + 8h is inside the split/context/selection).
-template <typename T, int D>
-__device__ __forceinline__ uint32_t decode_issue_tile(uint4* slot0, const DecodeParams& p, int b, int kvh,
-                                                      int t0, int v_end, int seq_len, int n_pages,
-                                                      int g, int q4) {
-  constexpr int NJ = D / 32;
-  const T* kc = static_cast<const T*>(p.k_cache);
-  const T* vc = static_cast<const T*>(p.v_cache);
-  uint32_t ok = 0;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t row = decode_token_row(p, b, kvh, t0 + g + 8 * h, v_end, seq_len, n_pages, D);
-    const bool in = row >= 0;
-    ok |= uint32_t(in) << h;
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      const int64_t e = in ? row + 8 * (q4 + 4 * j) : 0;
-      // Masked tokens are zero-filled, never whatever the pool holds (NaN * 0 = NaN).
-      cp_async16(slot0 + ((h * NJ + j) * 2 + 0) * 32, kc + e, in ? 16 : 0);
-      cp_async16(slot0 + ((h * NJ + j) * 2 + 1) * 32, vc + e, in ? 16 : 0);
-    }
-  }
-  return ok;
+// Byte offset of 16-byte chunk `c` of tile row `r` in a stage: chunks are XOR-swizzled by
+// the row's low 3 bits, so the 8 rows one ldmatrix reads at one chunk hit 8 distinct banks.
+template <int D>
+__device__ __forceinline__ uint32_t decode_swz(int r, int c) {
+  return uint32_t(r * (D / 8) + (c ^ (r & 7))) * 16u;
 }
 
-// One 16-token tile into the warp's online-softmax state (m, l, acc).
+// Issue the coalesced asynchronous copies of one tile (K rows, then V rows) into a warp's
+// stage; returns this lane's validity bits (bit h: token g + 8h is inside the
+// split/context/selection). Lanes 0..15 look up one token's row each; D/8 lanes copy a row.
+template <typename T, int D>
+__device__ __forceinline__ uint32_t decode_issue_tile(uint32_t stage, const DecodeParams& p, int b, int kvh,
+                                                      int t0, int v_end, int seq_len, int n_pages, int lane) {
+  constexpr int NCH = D / 8, RPI = 32 / NCH;  // chunks per row, rows per copy instruction
+  const T* kc = static_cast<const T*>(p.k_cache);
+  const T* vc = static_cast<const T*>(p.v_cache);
+  const int64_t mine = lane < kDecodeTile ? decode_token_row(p, b, kvh, t0 + lane, v_end, seq_len, n_pages, D) : -1;
+  const int c = lane % NCH, r0 = lane / NCH;
+#pragma unroll
+  for (int i = 0; i < kDecodeTile / RPI; ++i) {
+    const int r = i * RPI + r0;
+    const int64_t row = __shfl_sync(0xffffffffu, mine, r);
+    const bool in = row >= 0;
+    const int64_t e = in ? row + 8 * c : 0;
+    const uint32_t off = decode_swz<D>(r, c);
+    // Masked tokens are zero-filled, never whatever the pool holds (NaN * 0 = NaN).
+    cp_async16_s(stage + off, kc + e, in ? 16 : 0);
+    cp_async16_s(stage + kDecodeTile * D * 2 + off, vc + e, in ? 16 : 0);
+  }
+  const int g = lane >> 2;
+  return uint32_t(__shfl_sync(0xffffffffu, mine, g) >= 0) |
+         (uint32_t(__shfl_sync(0xffffffffu, mine, g + 8) >= 0) << 1);
+}
+
+// Online softmax of one tile's logits s (tokens g, g+8 x heads 2q4, 2q4+1, log2 domain,
+// already scaled): updates (m, l), turns s into probabilities and returns the accumulator
+// rescale factors of heads 2q4, 2q4+1 (alpha) and P^T as the PV B operand (pb).
+template <typename T>
+__device__ __forceinline__ void decode_softmax(float (&s)[4], float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                               uint32_t& pb0, uint32_t& pb1) {
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    float mx = fmaxf(s[e], s[e + 2]);
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+    const float m_new = fmaxf(m[e], mx);
+    const float m_use = m_new == -INFINITY ? 0.f : m_new;  // all masked so far: keep exps at 0
+    alpha[e] = exp2f(m[e] - m_use);
+    s[e] = exp2f(s[e] - m_use);
+    s[e + 2] = exp2f(s[e + 2] - m_use);
+    l[e] = l[e] * alpha[e] + s[e] + s[e + 2];
+    m[e] = m_new;
+  }
+  // P^T as the B operand of PV: rows = tokens 2q4..2q4+1 (+8), column = head g.
+  pb0 = movmatrix_trans(pack2<T>(s[0], s[1]));
+  pb1 = movmatrix_trans(pack2<T>(s[2], s[3]));
+}
+
+template <int MT>
+__device__ __forceinline__ void decode_rescale(float (&acc)[MT][4], const float (&alpha)[2]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    acc[mt][0] *= alpha[0];
+    acc[mt][1] *= alpha[1];
+    acc[mt][2] *= alpha[0];
+    acc[mt][3] *= alpha[1];
+  }
+}
+
+// One tile from a warp's stage (default path). Q fragments are in natural head-dim order;
+// the accumulator's fragment (mt, c) holds d = 16 mt + g + 8 (c >> 1), head 2 q4 + (c & 1).
+template <typename T, int D>
+__device__ __forceinline__ void decode_tile_compute_smem(uint32_t stage, uint32_t ok, const uint32_t (&qf)[D / 16][2],
+                                                         float (&m)[2], float (&l)[2], float (&acc)[D / 16][4],
+                                                         float scale_log2, int lane) {
+  constexpr int KS = D / 16, MT = D / 16;
+  float s[4] = {0.f, 0.f, 0.f, 0.f};  // (tok g, head 2q4), (g, 2q4+1), (g+8, 2q4), (g+8, 2q4+1)
+  float s2[4] = {0.f, 0.f, 0.f, 0.f};
+  // A = K[16 tok x 16 d]: lanes 0-15 address rows 0-15 at the k-step's first chunk, 16-31 the second.
+  const int ar = lane & 15, ah = lane >> 4;
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    uint32_t a0, a1, a2, a3;
+    ldmatrix_x4(a0, a1, a2, a3, stage + decode_swz<D>(ar, 2 * ks + ah));
+    Mma<T>::run((ks & 1) ? s2 : s, a0, a1, a2, a3, qf[ks][0], qf[ks][1]);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) s[i] = (s[i] + s2[i]) * scale_log2;
+  if (!(ok & 1u)) s[0] = s[1] = -INFINITY;
+  if (!(ok & 2u)) s[2] = s[3] = -INFINITY;
+  float alpha[2];
+  uint32_t pb0, pb1;
+  decode_softmax<T>(s, m, l, alpha, pb0, pb1);
+  decode_rescale<MT>(acc, alpha);
+  // A = V^T[16 d x 16 tok] by ldmatrix.trans of V rows: lanes 0-7 tokens 0-7 at the m-tile's
+  // first chunk, 8-15 the same tokens at its second chunk, 16-31 tokens 8-15 likewise.
+  const uint32_t vs = stage + kDecodeTile * D * 2;
+  const int vr = (lane & 7) + 8 * (lane >> 4), vh = (lane >> 3) & 1;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    uint32_t a0, a1, a2, a3;
+    ldmatrix_x4_trans(a0, a1, a2, a3, vs + decode_swz<D>(vr, 2 * mt + vh));
+    Mma<T>::run(acc[mt], a0, a1, a2, a3, pb0, pb1);
+  }
+}
+
+// One 16-token tile from registers into the warp's online-softmax state (register path;
+// Q and K head-dim permuted alike).
 template <typename T, int D>
 __device__ __forceinline__ void decode_tile_compute(const DecodeTileRegs<D>& cur, const uint32_t (&qf)[D / 16][2],
                                                     float (&m)[2], float (&l)[2], float (&acc)[D / 16][4],
@@ -146,30 +229,9 @@ __device__ __forceinline__ void decode_tile_compute(const DecodeTileRegs<D>& cur
   if (!cur.ok[1]) s[2] = s[3] = -INFINITY;
 
   float alpha[2];
-#pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    float mx = fmaxf(s[e], s[e + 2]);
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-    const float m_new = fmaxf(m[e], mx);
-    const float m_use = m_new == -INFINITY ? 0.f : m_new;  // all masked so far: keep exps at 0
-    alpha[e] = exp2f(m[e] - m_use);
-    s[e] = exp2f(s[e] - m_use);
-    s[e + 2] = exp2f(s[e + 2] - m_use);
-    l[e] = l[e] * alpha[e] + s[e] + s[e + 2];
-    m[e] = m_new;
-  }
-  // P^T as the B operand of PV: rows = tokens 2q4..2q4+1 (+8), column = head g.
-  const uint32_t pb0 = movmatrix_trans(pack2<T>(s[0], s[1]));
-  const uint32_t pb1 = movmatrix_trans(pack2<T>(s[2], s[3]));
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    acc[mt][0] *= alpha[0];
-    acc[mt][1] *= alpha[1];
-    acc[mt][2] *= alpha[0];
-    acc[mt][3] *= alpha[1];
-  }
+  uint32_t pb0, pb1;
+  decode_softmax<T>(s, m, l, alpha, pb0, pb1);
+  decode_rescale<MT>(acc, alpha);
 #pragma unroll
   for (int j = 0; j < NJ; ++j) {
 #pragma unroll
@@ -182,17 +244,46 @@ __device__ __forceinline__ void decode_tile_compute(const DecodeTileRegs<D>& cur
   }
 }
 
-// STAGES = 0: tile i+1 is loaded into registers while tile i is computed (L2PF adds the
-// 256-byte L2 prefetch hint). STAGES >= 2 (3 is built): each warp streams its tiles through STAGES
-// shared-memory buffers with cp.async, STAGES - 1 tiles in flight while one is computed;
-// every lane reads back only the slots it copied, so no barrier is needed in the loop.
-template <typename T, int D, bool L2PF = false, int STAGES = 0>
+// Merges the num_splits partial results of 4 consecutive output elements (row = b * Hq + head,
+// d4 = element / 4) by log-sum-exp and writes them.
+template <typename T, int D>
+__device__ __forceinline__ void decode_merge_out4(const DecodeParams& p, int64_t row, int d4) {
+  const float* lse = p.part_lse + row * p.num_splits;
+  const float4* po = reinterpret_cast<const float4*>(p.part_o + row * p.num_splits * D) + d4;
+  float mx = -INFINITY;
+  for (int s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, lse[s]);
+  float den = 0.f;
+  float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (mx != -INFINITY) {
+#pragma unroll 4
+    for (int s = 0; s < p.num_splits; ++s) {
+      const float ls = lse[s];
+      const float4 o = po[(int64_t)s * (D / 4)];
+      const float wt = ls == -INFINITY ? 0.f : exp2f(ls - mx);
+      den += wt;
+      num.x += wt * o.x;
+      num.y += wt * o.y;
+      num.z += wt * o.z;
+      num.w += wt * o.w;
+    }
+  }
+  const float inv = den > 0.f ? 1.f / den : 0.f;
+  T* out = static_cast<T*>(p.out) + row * D + 4 * d4;
+  out[0] = from_float<T>(num.x * inv);
+  out[1] = from_float<T>(num.y * inv);
+  out[2] = from_float<T>(num.z * inv);
+  out[3] = from_float<T>(num.w * inv);
+}
+
+// STAGES = 0: the register path. STAGES >= 2 (3 is the default): each warp streams its
+// tiles through STAGES shared-memory stages, STAGES - 1 tiles in flight while one is
+// computed; a warp only ever touches its own stages, so __syncwarp orders the loop.
+template <typename T, int D, int STAGES = 3>
 __global__ void __launch_bounds__(kDecodeWarps * 32, 2)
 paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   constexpr int NJ = D / 32;  // 16-byte chunks per lane per token row
   constexpr int KS = D / 16;  // k-steps of the QK product
   constexpr int MT = D / 16;  // m-tiles of the PV product
-  constexpr int SLOTS = decode_slots<D>();
 
   __shared__ float sm_m[kDecodeWarps][kMaxGroup];
   __shared__ float sm_l[kDecodeWarps][kMaxGroup];
@@ -215,12 +306,21 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
     const T* qrow = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + hq0 + g) * D;
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (g < p.group) v = *reinterpret_cast<const uint4*>(qrow + 8 * (q4 + 4 * j));
-      qf[2 * j][0] = v.x;
-      qf[2 * j][1] = v.y;
-      qf[2 * j + 1][0] = v.z;
-      qf[2 * j + 1][1] = v.w;
+      if constexpr (STAGES == 0) {  // permuted: lane chunk q4 + 4j fills k-steps 2j, 2j+1
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (g < p.group) v = *reinterpret_cast<const uint4*>(qrow + 8 * (q4 + 4 * j));
+        qf[2 * j][0] = v.x;
+        qf[2 * j][1] = v.y;
+        qf[2 * j + 1][0] = v.z;
+        qf[2 * j + 1][1] = v.w;
+      } else {  // natural: k-step ks holds d = 16 ks + 2 q4 (+1) and 16 ks + 8 + 2 q4 (+1)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int ks = 2 * j + hh;
+          qf[ks][0] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
+          qf[ks][1] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
+        }
+      }
     }
   }
 
@@ -234,45 +334,38 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   int t0 = v_begin + warp * kDecodeTile;
   if constexpr (STAGES == 0) {
     DecodeTileRegs<D> cur;
-    decode_load_tile<T, D, L2PF>(cur, p, b, kvh, t0, v_end, seq_len, n_pages, g, q4);
+    decode_load_tile<T, D>(cur, p, b, kvh, t0, v_end, seq_len, n_pages, g, q4);
     for (; t0 < v_end; t0 += kStride) {
       DecodeTileRegs<D> nxt;
-      decode_load_tile<T, D, L2PF>(nxt, p, b, kvh, t0 + kStride, v_end, seq_len, n_pages, g, q4);
+      decode_load_tile<T, D>(nxt, p, b, kvh, t0 + kStride, v_end, seq_len, n_pages, g, q4);
       decode_tile_compute<T, D>(cur, qf, m, l, acc, p.scale_log2);
       cur = nxt;
     }
   } else {
-    uint4* lane_buf = sm_dyn + warp * STAGES * SLOTS * 32 + lane;
+    constexpr uint32_t SB = decode_stage_bytes<D>();
+    const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * STAGES * SB;
     uint32_t okm = 0;  // bits 2*stage + h: validity of the tile copied into each stage
     int t_issue = t0;
 #pragma unroll
     for (int st = 0; st < STAGES - 1; ++st, t_issue += kStride) {
       if (t_issue < v_end)
-        okm |= decode_issue_tile<T, D>(lane_buf + st * SLOTS * 32, p, b, kvh, t_issue, v_end, seq_len,
-                                       n_pages, g, q4) << (2 * st);
+        okm |= decode_issue_tile<T, D>(wbuf + st * SB, p, b, kvh, t_issue, v_end, seq_len, n_pages, lane)
+               << (2 * st);
       cp_async_commit();
     }
     int stage = 0;
     for (; t0 < v_end; t0 += kStride, t_issue += kStride) {
       const int ist = stage == 0 ? STAGES - 1 : stage - 1;  // (stage + STAGES - 1) % STAGES
+      __syncwarp();  // every lane is done reading stage `ist` (computed last iteration)
       okm &= ~(3u << (2 * ist));
       if (t_issue < v_end)
-        okm |= decode_issue_tile<T, D>(lane_buf + ist * SLOTS * 32, p, b, kvh, t_issue, v_end, seq_len,
-                                       n_pages, g, q4) << (2 * ist);
+        okm |= decode_issue_tile<T, D>(wbuf + ist * SB, p, b, kvh, t_issue, v_end, seq_len, n_pages, lane)
+               << (2 * ist);
       cp_async_commit();
-      cp_async_wait<STAGES - 1>();  // this lane's copies of `stage` have landed
-      DecodeTileRegs<D> cur;
-      const uint4* sb = lane_buf + stage * SLOTS * 32;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        cur.ok[h] = (okm >> (2 * stage + h)) & 1u;
-#pragma unroll
-        for (int j = 0; j < NJ; ++j) {
-          cur.k[h][j] = sb[((h * NJ + j) * 2 + 0) * 32];
-          cur.v[h][j] = sb[((h * NJ + j) * 2 + 1) * 32];
-        }
-      }
-      decode_tile_compute<T, D>(cur, qf, m, l, acc, p.scale_log2);
+      cp_async_wait<STAGES - 1>();  // this lane's copies into `stage` have landed ...
+      __syncwarp();                 // ... and so have every other lane's
+      decode_tile_compute_smem<T, D>(wbuf + stage * SB, (okm >> (2 * stage)) & 3u, qf, m, l, acc,
+                                     p.scale_log2, lane);
       stage = stage == STAGES - 1 ? 0 : stage + 1;
     }
     cp_async_wait<0>();
@@ -289,15 +382,22 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
       sm_l[warp][2 * q4 + e] = l[e];
     }
   }
-  // acc[mt=(j,pp)][c]: head 2q4 + (c&1), d = 32j + 8(g>>1) + 4pp + 2(c>>1) + (g&1).
+  if constexpr (STAGES == 0) {
+    // acc[mt=(j,pp)][c]: head 2q4 + (c&1), d = 32j + 8(g>>1) + 4pp + 2(c>>1) + (g&1).
 #pragma unroll
-  for (int j = 0; j < NJ; ++j)
+    for (int j = 0; j < NJ; ++j)
 #pragma unroll
-    for (int pp = 0; pp < 2; ++pp)
+      for (int pp = 0; pp < 2; ++pp)
 #pragma unroll
-      for (int c = 0; c < 4; ++c)
-        sm_o[warp][2 * q4 + (c & 1)][32 * j + 8 * (g >> 1) + 4 * pp + 2 * (c >> 1) + (g & 1)] =
-            acc[2 * j + pp][c];
+        for (int c = 0; c < 4; ++c)
+          sm_o[warp][2 * q4 + (c & 1)][32 * j + 8 * (g >> 1) + 4 * pp + 2 * (c >> 1) + (g & 1)] =
+              acc[2 * j + pp][c];
+  } else {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sm_o[warp][2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = acc[mt][c];
+  }
   __syncthreads();
 
   for (int idx = threadIdx.x; idx < p.group * D; idx += kDecodeWarps * 32) {
@@ -326,26 +426,10 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
 }
 
 // out[b, h, :] = sum_s 2^(lse_s - lse_max) o_s / sum_s 2^(lse_s - lse_max). One CTA per
-// (head, sequence), one thread per output element.
+// (head, sequence), one thread per 4 output elements.
 template <typename T, int D>
-__global__ void __launch_bounds__(D) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
-  const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
-  const int64_t row = (int64_t)b * p.num_q_heads + h;
-  const float* lse = p.part_lse + row * p.num_splits;
-  const float* po = p.part_o + row * p.num_splits * D + d;
-  float mx = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, lse[s]);
-  float den = 0.f, num = 0.f;
-  if (mx != -INFINITY) {
-    for (int s = 0; s < p.num_splits; ++s) {
-      const float ls = lse[s];
-      if (ls == -INFINITY) continue;
-      const float wt = exp2f(ls - mx);
-      den += wt;
-      num += wt * po[(int64_t)s * D];
-    }
-  }
-  static_cast<T*>(p.out)[row * D + d] = from_float<T>(den > 0.f ? num / den : 0.f);
+__global__ void __launch_bounds__(D / 4) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
+  decode_merge_out4<T, D>(p, (int64_t)blockIdx.y * p.num_q_heads + blockIdx.x, threadIdx.x);
 }
 
 // Every (dtype, head_dim) the extension builds; CI instantiates the same list.

@@ -94,6 +94,21 @@ def test_decode_long_context_split_k(cuda_ops, gen, dtype):
     assert rel_err(out, ref) <= TOL[dtype]
 
 
+def test_decode_bench_variants_match_reference(gen):
+    """The bench-only register path (variant 1) agrees with the reference like the default."""
+    from tinyserve_core.kernels._backend import build
+    ext = build()
+    seq_lens = [4000, 77, 1, 2500]
+    kc, vc, bt, sl = paged_context(seq_lens, 16, 4, 128, torch.float16, gen)
+    q = rand((len(seq_lens), 16, 128), torch.float16, gen, scale=2.0)
+    ref = ref_decode(q, kc, vc, bt, sl, 128 ** -0.5)
+    for variant in (0, 1):
+        for splits in (0, 1, 7):
+            poison_allocator()
+            out = ext.paged_decode_attention(q, kc, vc, bt, sl, 128 ** -0.5, None, splits, variant)
+            assert rel_err(out, ref) <= TOL[torch.float16], f"variant={variant} splits={splits}"
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("bs", [8, 16, 64])
 def test_sparse_with_all_pages_equals_dense(cuda_ops, gen, dtype, bs):
@@ -232,6 +247,19 @@ def test_page_scores_reference_and_exact_bound(cuda_ops, gen, dtype, head_dim, b
     assert violations == 0
 
 
+@pytest.mark.parametrize("ppc", [16, 32, 128, 512])
+def test_page_scores_any_cta_size_same_result(gen, ppc):
+    """Pages per CTA only splits the work: every size gives the automatic choice's scores."""
+    from tinyserve_core.kernels._backend import build
+    seq_lens = [3000, 17, 1500]
+    kc, vc, bt, sl = paged_context(seq_lens, 8, 2, 128, torch.float16, gen)
+    meta = torch.stack([kc.nan_to_num().amin(1), kc.nan_to_num().amax(1)], dim=1)
+    q = rand((3, 8, 128), torch.float16, gen)
+    auto = build().page_scores(q, meta, bt, sl, 0.088, 8, 0)
+    assert torch.equal(build().page_scores(q, meta, bt, sl, 0.088, 8, ppc), auto)
+    assert torch.isfinite(auto[1, :, :3]).all() and (auto[1, :, 3:] == float("-inf")).all()
+
+
 # ----------------------------------------------------------------------------- copy_blocks
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_copy_blocks_all_layers_one_launch(cuda_ops, gen, dtype):
@@ -286,7 +314,7 @@ def test_dispatch_picks_cuda_backend(cuda_ops):
 
 
 # ---------------------------------------------------------------------------- select_pages
-@pytest.mark.parametrize("m,k", [(7, 3), (300, 128), (1024, 1024), (2000, 128), (4096, 256), (50, 80), (5000, 64)])
+@pytest.mark.parametrize("m,k", [(7, 3), (300, 128), (1024, 1024), (2000, 128), (2048, 128), (4096, 256), (50, 80), (5000, 64)])
 def test_select_pages_matches_topk(cuda_ops, gen, m, k):
     b, h = 5, 4
     scores = torch.randn(b, h, m, device=DEV, generator=gen) * 10

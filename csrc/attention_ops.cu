@@ -18,39 +18,63 @@ template <> struct CudaType<at::Half> { using type = __half; };
 template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
 template <> struct CudaType<float> { using type = float; };
 
+// An attribute of the current device, read once (the process drives one GPU).
+int device_attr(cudaDeviceAttr attr) {
+  int dev = 0, v = 0;
+  TS_CUDA_CHECK(cudaGetDevice(&dev));
+  TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+  return v;
+}
+
 int sm_count() {
-  static int n = [] {
-    int dev = 0, v = 0;
-    TS_CUDA_CHECK(cudaGetDevice(&dev));
-    TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v;
-  }();
+  static const int n = device_attr(cudaDevAttrMultiProcessorCount);
   return n;
 }
 
-// The default decode kernel: the 3-stage cp.async pipeline (STAGES = 0: the register path).
-constexpr int kStages = 3;
+bool g_pdl = true;  // set_pdl(False) turns programmatic dependent launch off (bench A/B)
 
-// The kernel instance, with its dynamic shared memory allowed (once per instance; the
-// static merge arrays count against the 48 KB default too).
-template <typename T, int D, int STAGES>
+bool pdl_supported() {
+  static const int major = device_attr(cudaDevAttrComputeCapabilityMajor);
+  return g_pdl && major >= 9;
+}
+
+// Launches a kernel that calls wait_prior_grid() first, with programmatic dependent launch
+// where supported: its CTAs are scheduled while the previous kernel drains, hiding the
+// launch gap between the scoring, selection and attention kernels of a decode step.
+template <typename... KArgs, typename... Args>
+void launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_supported() ? 1 : 0;
+  TS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, args...));
+}
+
+// The decode kernel instance, with its dynamic shared memory allowed (once per instance;
+// the static merge arrays count against the 48 KB default too).
+template <typename T, int D>
 auto decode_kernel() {
   static auto k = [] {
-    auto kern = paged_decode_kernel<T, D, STAGES>;
-    TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       decode_smem_bytes<D, STAGES>()));
+    auto kern = paged_decode_kernel<T, D>;
+    TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, decode_smem_bytes<D>()));
     return kern;
   }();
   return k;
 }
 
-// Resident CTAs per SM of the default instance: the split plan of every variant.
+// Resident CTAs per SM: the split plan fills them.
 template <typename T, int D>
 int decode_ctas_per_sm() {
   static int n = [] {
     int v = 0;
-    TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &v, decode_kernel<T, D, kStages>(), kDecodeWarps * 32, decode_smem_bytes<D, kStages>()));
+    TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, decode_kernel<T, D>(), kDecodeWarps * 32,
+                                                                decode_smem_bytes<D>()));
     return std::max(v, 1);
   }();
   return n;
@@ -77,15 +101,12 @@ int plan_splits(int64_t units, int64_t max_tokens, int slots) {
   return (int)best;
 }
 
-template <typename T, int D, int STAGES = kStages>
+template <typename T, int D>
 void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
   const dim3 grid(p.num_splits, p.num_kv_heads, batch);
-  decode_kernel<T, D, STAGES>()<<<grid, kDecodeWarps * 32, decode_smem_bytes<D, STAGES>(), stream>>>(p);
-  TS_LAUNCH_CHECK();
-  if (p.num_splits > 1) {
-    decode_merge_kernel<T, D><<<dim3(p.num_q_heads, batch), D / 4, 0, stream>>>(p);
-    TS_LAUNCH_CHECK();
-  }
+  launch_pdl(decode_kernel<T, D>(), grid, kDecodeWarps * 32, decode_smem_bytes<D>(), stream, p);
+  if (p.num_splits > 1)
+    launch_pdl(decode_merge_kernel<T, D>, dim3(p.num_q_heads, batch), D / 4, 0, stream, p);
 }
 
 template <typename T, int D>
@@ -104,7 +125,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,
                                      const torch::Tensor& seq_lens, double scale,
                                      const std::optional<torch::Tensor>& page_indices,
-                                     int64_t num_splits, int64_t variant) {
+                                     int64_t num_splits) {
   TS_CHECK_CUDA(query);
   TS_CHECK_CUDA(k_cache);
   TS_CHECK_CUDA(v_cache);
@@ -174,12 +195,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     p.part_lse = part_lse.data_ptr<float>();
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  // Bench-only variant (fp16 head_dim 128): 1 = the register path. 0 = the default.
-  TORCH_CHECK(variant == 0 || variant == 1, "variant must be 0 or 1");
-  if (variant == 1) {
-    TORCH_CHECK(half && D == 128, "variant 1 is built for fp16 head_dim 128 only");
-    launch_decode<__half, 128, 0>(p, B, stream);
-  } else if (half) {
+  if (half) {
     if (D == 64) launch_decode<__half, 64>(p, B, stream);
     else launch_decode<__half, 128>(p, B, stream);
   } else {
@@ -243,8 +259,7 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   if (query.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value && D == DIM) {            \
     auto kern = page_scores_kernel<CudaType<ATYPE>::type, DIM>;                               \
     if (smem > 48 * 1024) TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
-    kern<<<grid, kScoreWarps * 32, smem, stream>>>(p);                                          \
-    TS_LAUNCH_CHECK();                                                                        \
+    launch_pdl(kern, grid, kScoreWarps * 32, smem, stream, p);                                \
     return out;                                                                               \
   }
   TS_SCORE_CASE(at::Half, 64)
@@ -257,7 +272,7 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   TORCH_CHECK(false, "page_scores: unsupported dtype");
 }
 
-torch::Tensor select_pages(const torch::Tensor& scores, int64_t k, int64_t variant) {
+torch::Tensor select_pages(const torch::Tensor& scores, int64_t k) {
   TS_CHECK_CUDA(scores);
   TS_CHECK_CONTIG(scores);
   TORCH_CHECK(scores.scalar_type() == torch::kFloat32 && scores.dim() == 3, "scores must be float32 [B, Hkv, M]");
@@ -273,17 +288,13 @@ torch::Tensor select_pages(const torch::Tensor& scores, int64_t k, int64_t varia
   int* o = out.data_ptr<int>();
   const int items = M <= kSelectThreads ? 1 : M <= 2 * kSelectThreads ? 2 : M <= 4 * kSelectThreads ? 4
                   : M <= 8 * kSelectThreads ? 8 : 16;
-  // Bench-only variants for rows of 1025..2048 pages: 1 = 1 bit per search step, 2 = 4 bits.
-  // 0 = the default, 2 bits.
-  TORCH_CHECK(variant >= 0 && variant <= 2, "variant must be 0, 1 or 2");
-  TORCH_CHECK(variant == 0 || items == 8, "select_pages variants are built for 1025..2048 pages only");
-  const int rb = variant == 1 ? 1 : variant == 2 ? 4 : 2;
-#define TS_SELECT_CASE(N, RB) \
-  if (items == N && rb == RB) select_pages_kernel<N, RB><<<rows, kSelectThreads, 0, stream>>>(s, M, k, o);
+#define TS_SELECT_CASE(N) \
+  if (items == N) launch_pdl(select_pages_kernel<N>, dim3(rows), kSelectThreads, 0, stream, s, (int)M, (int)k, o);
   TINYSERVE_SELECT_INSTANCES(TS_SELECT_CASE)
 #undef TS_SELECT_CASE
-  TS_LAUNCH_CHECK();
   return out;
 }
+
+void set_pdl(bool enabled) { g_pdl = enabled; }
 
 }  // namespace tinyserve

@@ -9,13 +9,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &tinyserve::paged_decode_attention, pybind11::arg("query"),
         pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("block_tables"),
         pybind11::arg("seq_lens"), pybind11::arg("scale"), pybind11::arg("page_indices"),
-        pybind11::arg("num_splits") = 0, pybind11::arg("variant") = 0);
+        pybind11::arg("num_splits") = 0);
   m.def("decode_num_splits", &tinyserve::decode_num_splits);
   m.def("page_scores", &tinyserve::page_scores, pybind11::arg("query"), pybind11::arg("meta"),
         pybind11::arg("block_tables"), pybind11::arg("seq_lens"), pybind11::arg("scale"),
         pybind11::arg("block_size"), pybind11::arg("pages_per_cta") = 0);
-  m.def("select_pages", &tinyserve::select_pages, pybind11::arg("scores"), pybind11::arg("k"),
-        pybind11::arg("variant") = 0);
+  m.def("select_pages", &tinyserve::select_pages);
+  m.def("set_pdl", &tinyserve::set_pdl, "programmatic dependent launch of the attention-path kernels (sm_90+)");
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
 }

@@ -16,7 +16,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,
                                      const torch::Tensor& seq_lens, double scale,
                                      const std::optional<torch::Tensor>& page_indices,
-                                     int64_t num_splits, int64_t variant);
+                                     int64_t num_splits);
 
 int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim);
 
@@ -24,7 +24,9 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
                           const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
                           double scale, int64_t block_size, int64_t pages_per_cta);
 
-torch::Tensor select_pages(const torch::Tensor& scores, int64_t k, int64_t variant);
+torch::Tensor select_pages(const torch::Tensor& scores, int64_t k);
+
+void set_pdl(bool enabled);
 
 void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping);
 

@@ -1,9 +1,10 @@
 """Tuning sweep for the decode and scoring kernels (GPU only; run by tools/gpu_check.sh).
 
-Times, in one process and on the same data, the decode kernel's variants (0: the default
-3-stage cp.async pipeline, 1: the register path; forced split counts) against FlashInfer, page_scores' CTA
-size (0 = the automatic choice), select_pages' radix bits per step, and sparse attention over 2,048 selected
-tokens per variant. Each variant's output is compared
+Times, in one process and on the same data, the decode kernel with and without
+programmatic dependent launch (PDL) and with forced split counts against FlashInfer,
+page_scores' CTA size (0 = the automatic choice), select_pages, sparse attention over 2,048
+selected tokens, and the whole sparse path (scoring + selection + attention) with and
+without PDL. Each variant's output is compared
 with the default's. Writes $OUT/tune.json and prints one table."""
 
 from __future__ import annotations
@@ -35,19 +36,21 @@ def main() -> int:
         case = kb.DecodeCase(batch, ctx, l2, gen)
         auto = ext.decode_num_splits(batch, kb.HKV, case.pages * kb.BS, kb.HD)
 
-        def run(i, splits=0, variant=0):
+        def run(i, splits=0):
             r = i % case.rot
             return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
-                                              case.scale, None, splits, variant)
+                                              case.scale, None, splits)
         ref = run(0).float()
         split_opts = sorted({0, 2} if batch >= 64 else {0, auto * 2})
         for splits in split_opts:
-            for variant in (0, 1):
-                err = ((run(0, splits, variant).float() - ref).norm() / ref.norm()).item()
-                ms = kb.time_ms(lambda i: run(i, splits, variant), reps)
+            for pdl in (True, False):
+                ext.set_pdl(pdl)
+                err = ((run(0, splits).float() - ref).norm() / ref.norm()).item()
+                ms = kb.time_ms(lambda i: run(i, splits), reps)
                 rows.append({"op": "decode", "batch": batch, "ctx": ctx, "splits": splits or auto,
-                             "auto": splits == 0, "variant": variant, "us": ms * 1e3,
+                             "auto": splits == 0, "variant": "pdl" if pdl else "no-pdl", "us": ms * 1e3,
                              "pct": 100 * case.kv_bytes / ms / 1e6 / bw, "rel_err": err})
+            ext.set_pdl(True)
         if have_fi:
             ms, _ = kb.bench_flashinfer(case, reps, None)
             rows.append({"op": "decode", "batch": batch, "ctx": ctx, "splits": None, "auto": False,
@@ -62,7 +65,7 @@ def main() -> int:
         meta[:, 0], meta[:, 1] = case.k.amin(1), case.k.amax(1)
         meta_bytes = batch * kb.HKV * case.pages * 2 * kb.HD * 2
         ref = None
-        for ppc in (0, 16, 32, 64, 128, 256):
+        for ppc in (0, 64, 128, 256):
             def score(i, ppc=ppc):
                 r = i % case.rot
                 return ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, kb.BS, ppc)
@@ -73,21 +76,26 @@ def main() -> int:
             rows.append({"op": "page_scores", "batch": batch, "ctx": 32768, "pages_per_cta": ppc,
                          "us": ms * 1e3, "pct": 100 * meta_bytes / ms / 1e6 / bw, "same": same})
         scores = ref
-        ref_sel = ext.select_pages(scores, 2048 // kb.BS).sort(-1).values
-        for sv in (0, 1, 2):  # radix bits per search step: 2 (default), 1, 4
-            same = bool(torch.equal(ext.select_pages(scores, 2048 // kb.BS, sv).sort(-1).values, ref_sel))
-            ms = kb.time_ms(lambda i, sv=sv: ext.select_pages(scores, 2048 // kb.BS, sv), reps)
-            rows.append({"op": "select_pages", "batch": batch, "ctx": 32768, "variant": sv, "us": ms * 1e3,
-                         "same": same})
+        ms = kb.time_ms(lambda i: ext.select_pages(scores, 2048 // kb.BS), reps)
+        rows.append({"op": "select_pages", "batch": batch, "ctx": 32768, "us": ms * 1e3})
         idx = [ext.select_pages(ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale,
                                                 kb.BS, 0), 2048 // kb.BS) for r in range(case.rot)]
-        for variant in (0, 1):
-            def attend(i, variant=variant):
-                r = i % case.rot
-                return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
-                                                  case.scale, idx[r], 0, variant)
-            ms = kb.time_ms(attend, reps)
-            rows.append({"op": "sparse_attend", "batch": batch, "ctx": 32768, "variant": variant, "us": ms * 1e3})
+        def attend(i):
+            r = i % case.rot
+            return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
+                                              case.scale, idx[r], 0)
+        ms = kb.time_ms(attend, reps)
+        rows.append({"op": "sparse_attend", "batch": batch, "ctx": 32768, "us": ms * 1e3})
+        def whole(i):  # scoring + selection + attention, as bench kernels times it
+            r = i % case.rot
+            sc = ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, kb.BS)
+            return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
+                                              case.scale, ext.select_pages(sc, 2048 // kb.BS), 0)
+        for pdl in (True, False):
+            ext.set_pdl(pdl)
+            ms = kb.time_ms(whole, reps)
+            rows.append({"op": "sparse_total", "batch": batch, "ctx": 32768, "pdl": pdl, "us": ms * 1e3})
+        ext.set_pdl(True)
         del case, meta
         torch.cuda.empty_cache()
 
@@ -104,9 +112,11 @@ def main() -> int:
             print(f"scores {r['batch']:>3}x32K ppc={r['pages_per_cta']:>4} {r['us']:8.1f} us {r['pct']:6.1f}% "
                   f"same={r['same']}")
         elif r["op"] == "select_pages":
-            print(f"select {r['batch']:>3}x32K v={r['variant']} {r['us']:8.1f} us same={r['same']}")
+            print(f"select {r['batch']:>3}x32K {r['us']:8.1f} us")
+        elif r["op"] == "sparse_total":
+            print(f"total  {r['batch']:>3}x32K pdl={r['pdl']!s:>5} {r['us']:8.1f} us")
         else:
-            print(f"sparse {r['batch']:>3}x32K v={r['variant']} {r['us']:8.1f} us")
+            print(f"attend {r['batch']:>3}x32K {r['us']:8.1f} us")
     return 0
 
 

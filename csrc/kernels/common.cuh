@@ -103,4 +103,14 @@ template <> struct Mma<__nv_bfloat16> {
 
 __host__ __device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// Programmatic dependent launch (sm_90+): a kernel launched with it may be scheduled while
+// the previous kernel in the stream is still draining; it waits here, before its first
+// global access, until that kernel has finished and its writes are visible. Without the
+// launch attribute (or before sm_90) this is a no-op.
+__device__ __forceinline__ void wait_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 }  // namespace tinyserve

@@ -11,7 +11,6 @@ namespace tinyserve {
   template __global__ void paged_decode_kernel<T, D>(const __grid_constant__ DecodeParams); \
   template __global__ void decode_merge_kernel<T, D>(const __grid_constant__ DecodeParams);
 TINYSERVE_DECODE_INSTANCES(DECODE)
-template __global__ void paged_decode_kernel<__half, 128, 0>(const __grid_constant__ DecodeParams);
 #define CACHE(T)                                                                    \
   template __global__ void cache_write_kernel<T>(const __grid_constant__ CacheWriteParams); \
   template __global__ void page_meta_kernel<T>(const __grid_constant__ CacheWriteParams);
@@ -19,6 +18,6 @@ TINYSERVE_CACHE_INSTANCES(CACHE)
 #define SCORE(T, D) \
   template __global__ void page_scores_kernel<T, D>(const __grid_constant__ PageScoreParams);
 TINYSERVE_SCORE_INSTANCES(SCORE)
-#define SELECT(N, RB) template __global__ void select_pages_kernel<N, RB>(const float*, int, int, int*);
+#define SELECT(N) template __global__ void select_pages_kernel<N>(const float*, int, int, int*);
 TINYSERVE_SELECT_INSTANCES(SELECT)
 }  // namespace tinyserve

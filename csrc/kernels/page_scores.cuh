@@ -54,7 +54,25 @@ __device__ __forceinline__ float sum4_transposed(const float (&a)[4], int li) {
 // head, the lane's slice of q+ = max(q, 0) and q- = min(q, 0) is read from shared memory
 // once for the 4 pages; max(q*lo, q*hi) = q+ * hi + q- * lo is two fused multiply-adds
 // rounded up (one adds an exact zero). The CTA's block-table entries are fetched up front
-// in one coalesced pass, so no metadata load waits on its own table load.
+// in one coalesced pass, so no metadata load waits on its own table load; each step's loads
+// are issued one step ahead.
+template <typename T, int D, int U>
+__device__ __forceinline__ void score_load(uint4 (&lo)[U], uint4 (&hi)[U], const PageScoreParams& p, const T* meta,
+                                           const int* sblk, int base, int p_begin, int p_end, int kvh, int li) {
+  constexpr int VEC = 16 / sizeof(T);
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int pg = base + u;
+    const int64_t blk = pg < p_end ? sblk[pg - p_begin] : -1;
+    lo[u] = hi[u] = make_uint4(0, 0, 0, 0);
+    if (blk >= 0) {
+      const T* m0 = meta + (blk * 2 * p.num_kv_heads + kvh) * D + li * VEC;
+      lo[u] = *reinterpret_cast<const uint4*>(m0);
+      hi[u] = *reinterpret_cast<const uint4*>(m0 + (int64_t)p.num_kv_heads * D);
+    }
+  }
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __grid_constant__ PageScoreParams p) {
   constexpr int VEC = 16 / sizeof(T);
@@ -64,6 +82,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
   static_assert(LPP <= 32 && 32 % LPP == 0, "head_dim must fill whole lanes");
   extern __shared__ __align__(16) float sq[];  // [group][2][D] (q+, q-), then int [pages_per_cta]
   int* sblk = reinterpret_cast<int*>(sq + 2 * p.group * D);
+  wait_prior_grid();
 
   // kv-head is the fastest grid index: the CTAs of one page range run side by side and read
   // the same metadata blocks ([2, Hkv, D] each) together.
@@ -89,30 +108,27 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
   __syncthreads();
 
   float* out = p.out + ((int64_t)b * p.num_kv_heads + kvh) * p.max_blocks;
-  const int64_t row = (int64_t)p.num_kv_heads * D;  // elements between meta rows
   const T* meta = static_cast<const T*>(p.meta);
   const int my_u = li / (LPP / 4);  // the page of the batch whose total this lane ends with
 
-  // The loop bound is warp-uniform so every lane reaches the shuffles.
-  for (int wb = p_begin + warp * GPW * U; wb < p_end; wb += kScoreWarps * GPW * U) {
+  // The loop bound is warp-uniform so every lane reaches the shuffles. The next step's
+  // metadata is requested as soon as this step's is converted, so it arrives during the math.
+  constexpr int kStride = kScoreWarps * GPW * U;
+  int wb = p_begin + warp * GPW * U;
+  uint4 lo[U], hi[U];
+  if (wb < p_end) score_load<T, D, U>(lo, hi, p, meta, sblk, wb + sub * U, p_begin, p_end, kvh, li);
+  for (; wb < p_end; wb += kStride) {
     const int base = wb + sub * U;
     float fl[U][VEC], fh[U][VEC];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int pg = base + u;
-      const int64_t blk = pg < p_end ? sblk[pg - p_begin] : -1;
-      uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-      if (blk >= 0) {
-        const T* m0 = meta + (blk * 2 * p.num_kv_heads + kvh) * D + li * VEC;
-        lo = *reinterpret_cast<const uint4*>(m0);
-        hi = *reinterpret_cast<const uint4*>(m0 + row);
-      }
+    for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
-        fl[u][i] = to_float(reinterpret_cast<const T*>(&lo)[i]);
-        fh[u][i] = to_float(reinterpret_cast<const T*>(&hi)[i]);
+        fl[u][i] = to_float(reinterpret_cast<const T*>(&lo[u])[i]);
+        fh[u][i] = to_float(reinterpret_cast<const T*>(&hi[u])[i]);
       }
-    }
+    if (wb + kStride < p_end)
+      score_load<T, D, U>(lo, hi, p, meta, sblk, base + kStride, p_begin, p_end, kvh, li);
     float best = -INFINITY;
     for (int h = 0; h < p.group; ++h) {
       float qp[VEC], qn[VEC];
@@ -141,12 +157,12 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
 
 // select_pages: the k highest-scoring pages of each (sequence, kv-head) row, one 256-thread
 // CTA per row, ITEMS consecutive pages per thread in registers. The k-th largest score is
-// found exactly by a radix search over the order-preserving integer image of the floats,
-// RB bits per step: each step counts the keys at or above the 2^RB - 1 candidate
-// extensions of the bits found so far (warp reductions, one barrier) and keeps the largest
-// candidate with at least k. Pages above it are taken, ties at it by lowest page index, and
-// a block-wide scan writes them in page order. Pages scoring -inf (past the context) come
-// out as -1, as do slots past the row's length.
+// found exactly by a bitwise binary search over the order-preserving integer image of the
+// floats: 32 steps, each a warp reduction of per-thread counts, one barrier and a second
+// reduction of the per-warp counts. (Two or four bits per step, one warp per row and a
+// 1024-thread CTA all measured slower on an H100, see NOTES.md.) Pages above it are taken,
+// ties at it by lowest page index, and a block-wide scan writes them in page order. Pages
+// scoring -inf (past the context) come out as -1, as do slots past the row's length.
 constexpr int kSelectThreads = 256;
 constexpr int kSelectMaxItems = 16;  // rows up to 4096 pages in registers; longer rows: torch.topk
 
@@ -178,14 +194,14 @@ __device__ __forceinline__ int select_scan(int v, int* warp_tot, int* total) {
   return before + x - v;
 }
 
-template <int ITEMS, int RB>
+template <int ITEMS>
 __global__ void __launch_bounds__(kSelectThreads)
 select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restrict__ out) {
-  constexpr int WARPS = kSelectThreads / 32, NC = (1 << RB) - 1;
-  static_assert(32 % RB == 0, "RB must divide 32");
-  __shared__ int counts[2][NC][WARPS];  // double-buffered: one barrier per step
+  constexpr int WARPS = kSelectThreads / 32;
+  __shared__ int counts[2][WARPS];  // double-buffered: one barrier per step
   __shared__ int warp_tot[WARPS];
   const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  wait_prior_grid();
   const float* s = scores + (int64_t)row * M;
   int* o = out + (int64_t)row * k;
   const int base = threadIdx.x * ITEMS;
@@ -197,26 +213,15 @@ select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restr
   // padding keys are 0 and every candidate is above 0).
   uint32_t kth = 0;
 #pragma unroll 1
-  for (int shift = 32 - RB, par = 0; shift >= 0; shift -= RB, par ^= 1) {
-    int c[NC];
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = kth | (1u << bit);
+    int n = 0;
 #pragma unroll
-    for (int i = 0; i < NC; ++i) {
-      const uint32_t cand = kth | (uint32_t(i + 1) << shift);
-      int n = 0;
-#pragma unroll
-      for (int j = 0; j < ITEMS; ++j) n += key[j] >= cand;
-      c[i] = __reduce_add_sync(0xffffffffu, n);
-    }
-    if (lane == 0) {
-#pragma unroll
-      for (int i = 0; i < NC; ++i) counts[par][i][warp] = c[i];
-    }
+    for (int j = 0; j < ITEMS; ++j) n += key[j] >= cand;
+    n = __reduce_add_sync(0xffffffffu, n);
+    if (lane == 0) counts[bit & 1][warp] = n;
     __syncthreads();
-    uint32_t digit = 0;
-#pragma unroll
-    for (int i = 0; i < NC; ++i)
-      if (__reduce_add_sync(0xffffffffu, lane < WARPS ? counts[par][i][lane] : 0) >= k) digit = i + 1;
-    kth |= digit << shift;
+    if (__reduce_add_sync(0xffffffffu, lane < WARPS ? counts[bit & 1][lane] : 0) >= k) kth = cand;
   }
   // One scan of (pages above kth) << 16 | (real pages at kth): counts stay below 2^16.
   int n_gt = 0, n_eq = 0;
@@ -252,8 +257,7 @@ select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restr
   for (int q = written + threadIdx.x; q < k; q += kSelectThreads) o[q] = -1;
 }
 
-#define TINYSERVE_SELECT_INSTANCES(X) \
-  X(1, 2) X(2, 2) X(4, 2) X(8, 2) X(16, 2) X(8, 1) X(8, 4)
+#define TINYSERVE_SELECT_INSTANCES(X) X(1) X(2) X(4) X(8) X(16)
 
 #define TINYSERVE_SCORE_INSTANCES(X) \
   X(float, 64)                       \

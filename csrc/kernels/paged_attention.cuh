@@ -9,8 +9,8 @@
 // cp.async, two tiles in flight while one is computed. Copies are coalesced (16 lanes cover
 // one 256-byte K/V row), rows land XOR-swizzled by 16-byte chunk, and ldmatrix reads the MMA
 // fragments back without bank conflicts (.trans yields V^T). P^T is transposed in registers
-// with movmatrix. The register path (STAGES = 0, a bench-only variant) loads tile i+1 into
-// registers in fragment order while tile i is computed.
+// with movmatrix. (A register path that loaded tile i+1 in fragment order while computing
+// tile i ran 2-5% slower on an H100 at every shape measured, see NOTES.md.)
 // Each warp keeps its own online-softmax state; warps merge through shared memory, and
 // splits (flash-decoding) merge in decode_merge_kernel by log-sum-exp (base 2).
 #pragma once
@@ -39,13 +39,7 @@ struct DecodeParams {
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeTile = 16;
 constexpr int kMaxGroup = 8;
-
-template <int D>
-struct DecodeTileRegs {
-  uint4 k[2][D / 32];  // [lo/hi token][chunk]
-  uint4 v[2][D / 32];
-  bool ok[2];
-};
+constexpr int kDecodeStages = 3;  // tiles in flight per warp: kDecodeStages - 1
 
 // Element offset of virtual token `vt`'s K/V row for this kv-head, or -1 when the token is
 // outside the split, the context, or the selected pages.
@@ -63,40 +57,16 @@ __device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b
   return ((blk * bs + off) * p.num_kv_heads + kvh) * (int64_t)D;
 }
 
-template <typename T, int D>
-__device__ __forceinline__ void decode_load_tile(DecodeTileRegs<D>& r, const DecodeParams& p, int b,
-                                                 int kvh, int t0, int v_end, int seq_len,
-                                                 int n_pages, int g, int q4) {
-  const T* kc = static_cast<const T*>(p.k_cache);
-  const T* vc = static_cast<const T*>(p.v_cache);
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t row = decode_token_row(p, b, kvh, t0 + g + 8 * h, v_end, seq_len, n_pages, D);
-    r.ok[h] = row >= 0;
-#pragma unroll
-    for (int j = 0; j < D / 32; ++j) {
-      const int64_t e = row + 8 * (q4 + 4 * j);
-      // Masked tokens must read as zeros, never as whatever the pool holds (NaN * 0 = NaN).
-      r.k[h][j] = r.ok[h] ? ld_stream(kc + e) : make_uint4(0, 0, 0, 0);
-      r.v[h][j] = r.ok[h] ? ld_stream(vc + e) : make_uint4(0, 0, 0, 0);
-    }
-  }
-}
-
-__device__ __forceinline__ uint32_t u4_word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
 // Bytes of one warp's stage: the K and V rows of a 16-token tile (16-bit elements).
 template <int D>
 __host__ __device__ constexpr int decode_stage_bytes() { return 2 * kDecodeTile * D * 2; }
 
-// Dynamic shared memory of a CTA: the cp.async stages (STAGES > 0), which the final
-// merge reuses for its per-warp outputs, or just those outputs.
-template <int D, int STAGES>
+// Dynamic shared memory of a CTA: the cp.async stages, which the final merge reuses for
+// its per-warp outputs.
+template <int D>
 __host__ __device__ constexpr int decode_smem_bytes() {
   constexpr int merge = kDecodeWarps * kMaxGroup * D * 4;
-  constexpr int stages = kDecodeWarps * STAGES * decode_stage_bytes<D>();
+  constexpr int stages = kDecodeWarps * kDecodeStages * decode_stage_bytes<D>();
   return stages > merge ? stages : merge;
 }
 
@@ -170,10 +140,10 @@ __device__ __forceinline__ void decode_rescale(float (&acc)[MT][4], const float 
   }
 }
 
-// One tile from a warp's stage (default path). Q fragments are in natural head-dim order;
+// One tile from a warp's stage into its online-softmax state (m, l, acc). Q fragments:
 // the accumulator's fragment (mt, c) holds d = 16 mt + g + 8 (c >> 1), head 2 q4 + (c & 1).
 template <typename T, int D>
-__device__ __forceinline__ void decode_tile_compute_smem(uint32_t stage, uint32_t ok, const uint32_t (&qf)[D / 16][2],
+__device__ __forceinline__ void decode_tile_compute(uint32_t stage, uint32_t ok, const uint32_t (&qf)[D / 16][2],
                                                          float (&m)[2], float (&l)[2], float (&acc)[D / 16][4],
                                                          float scale_log2, int lane) {
   constexpr int KS = D / 16, MT = D / 16;
@@ -204,43 +174,6 @@ __device__ __forceinline__ void decode_tile_compute_smem(uint32_t stage, uint32_
     uint32_t a0, a1, a2, a3;
     ldmatrix_x4_trans(a0, a1, a2, a3, vs + decode_swz<D>(vr, 2 * mt + vh));
     Mma<T>::run(acc[mt], a0, a1, a2, a3, pb0, pb1);
-  }
-}
-
-// One 16-token tile from registers into the warp's online-softmax state (register path;
-// Q and K head-dim permuted alike).
-template <typename T, int D>
-__device__ __forceinline__ void decode_tile_compute(const DecodeTileRegs<D>& cur, const uint32_t (&qf)[D / 16][2],
-                                                    float (&m)[2], float (&l)[2], float (&acc)[D / 16][4],
-                                                    float scale_log2) {
-  constexpr int NJ = D / 32, KS = D / 16, MT = D / 16;
-  // Two accumulator chains halve the dependent-MMA latency of the QK product.
-  float s[4] = {0.f, 0.f, 0.f, 0.f};  // (tok g, head 2q4), (g, 2q4+1), (g+8, 2q4), (g+8, 2q4+1)
-  float s2[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
-    const int j = ks >> 1, w0 = (ks & 1) ? 2 : 0;
-    Mma<T>::run((ks & 1) ? s2 : s, u4_word(cur.k[0][j], w0), u4_word(cur.k[1][j], w0),
-                u4_word(cur.k[0][j], w0 + 1), u4_word(cur.k[1][j], w0 + 1), qf[ks][0], qf[ks][1]);
-  }
-#pragma unroll
-  for (int i = 0; i < 4; ++i) s[i] = (s[i] + s2[i]) * scale_log2;
-  if (!cur.ok[0]) s[0] = s[1] = -INFINITY;
-  if (!cur.ok[1]) s[2] = s[3] = -INFINITY;
-
-  float alpha[2];
-  uint32_t pb0, pb1;
-  decode_softmax<T>(s, m, l, alpha, pb0, pb1);
-  decode_rescale<MT>(acc, alpha);
-#pragma unroll
-  for (int j = 0; j < NJ; ++j) {
-#pragma unroll
-    for (int pp = 0; pp < 2; ++pp) {
-      Mma<T>::run(acc[2 * j + pp], movmatrix_trans(u4_word(cur.v[0][j], 2 * pp)),
-                  movmatrix_trans(u4_word(cur.v[0][j], 2 * pp + 1)),
-                  movmatrix_trans(u4_word(cur.v[1][j], 2 * pp)),
-                  movmatrix_trans(u4_word(cur.v[1][j], 2 * pp + 1)), pb0, pb1);
-    }
   }
 }
 
@@ -275,13 +208,12 @@ __device__ __forceinline__ void decode_merge_out4(const DecodeParams& p, int64_t
   out[3] = from_float<T>(num.w * inv);
 }
 
-// STAGES = 0: the register path. STAGES >= 2 (3 is the default): each warp streams its
-// tiles through STAGES shared-memory stages, STAGES - 1 tiles in flight while one is
-// computed; a warp only ever touches its own stages, so __syncwarp orders the loop.
-template <typename T, int D, int STAGES = 3>
+// Each warp streams its tiles through kDecodeStages shared-memory stages, all but one in
+// flight while one is computed; a warp only ever touches its own stages, so __syncwarp
+// orders the loop.
+template <typename T, int D>
 __global__ void __launch_bounds__(kDecodeWarps * 32, 2)
 paged_decode_kernel(const __grid_constant__ DecodeParams p) {
-  constexpr int NJ = D / 32;  // 16-byte chunks per lane per token row
   constexpr int KS = D / 16;  // k-steps of the QK product
   constexpr int MT = D / 16;  // m-tiles of the PV product
 
@@ -292,6 +224,7 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
 
   const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  wait_prior_grid();
   const int g = lane >> 2, q4 = lane & 3;
   const int seq_len = p.seq_lens[b];
   const int n_pages = (seq_len + p.block_size - 1) / p.block_size;
@@ -300,27 +233,15 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   const int v_end = min(nv, v_begin + p.chunk_tokens);
   const int hq0 = kvh * p.group;
 
-  // Q as the B operand of QK (column n = head g), head-dim permuted like K's chunks.
+  // Q as the B operand of QK (column n = head g): k-step ks holds d = 16 ks + 2 q4 (+1) and
+  // 16 ks + 8 + 2 q4 (+1); padding heads (g >= group) are zero.
   uint32_t qf[KS][2];
   {
     const T* qrow = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + hq0 + g) * D;
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-      if constexpr (STAGES == 0) {  // permuted: lane chunk q4 + 4j fills k-steps 2j, 2j+1
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (g < p.group) v = *reinterpret_cast<const uint4*>(qrow + 8 * (q4 + 4 * j));
-        qf[2 * j][0] = v.x;
-        qf[2 * j][1] = v.y;
-        qf[2 * j + 1][0] = v.z;
-        qf[2 * j + 1][1] = v.w;
-      } else {  // natural: k-step ks holds d = 16 ks + 2 q4 (+1) and 16 ks + 8 + 2 q4 (+1)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const int ks = 2 * j + hh;
-          qf[ks][0] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
-          qf[ks][1] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
-        }
-      }
+    for (int ks = 0; ks < KS; ++ks) {
+      qf[ks][0] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
+      qf[ks][1] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
     }
   }
 
@@ -332,45 +253,34 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
 
   constexpr int kStride = kDecodeWarps * kDecodeTile;
   int t0 = v_begin + warp * kDecodeTile;
-  if constexpr (STAGES == 0) {
-    DecodeTileRegs<D> cur;
-    decode_load_tile<T, D>(cur, p, b, kvh, t0, v_end, seq_len, n_pages, g, q4);
-    for (; t0 < v_end; t0 += kStride) {
-      DecodeTileRegs<D> nxt;
-      decode_load_tile<T, D>(nxt, p, b, kvh, t0 + kStride, v_end, seq_len, n_pages, g, q4);
-      decode_tile_compute<T, D>(cur, qf, m, l, acc, p.scale_log2);
-      cur = nxt;
-    }
-  } else {
-    constexpr uint32_t SB = decode_stage_bytes<D>();
-    const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * STAGES * SB;
-    uint32_t okm = 0;  // bits 2*stage + h: validity of the tile copied into each stage
-    int t_issue = t0;
+  constexpr uint32_t SB = decode_stage_bytes<D>();
+  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * kDecodeStages * SB;
+  uint32_t okm = 0;  // bits 2*stage + h: validity of the tile copied into each stage
+  int t_issue = t0;
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; ++st, t_issue += kStride) {
-      if (t_issue < v_end)
-        okm |= decode_issue_tile<T, D>(wbuf + st * SB, p, b, kvh, t_issue, v_end, seq_len, n_pages, lane)
-               << (2 * st);
-      cp_async_commit();
-    }
-    int stage = 0;
-    for (; t0 < v_end; t0 += kStride, t_issue += kStride) {
-      const int ist = stage == 0 ? STAGES - 1 : stage - 1;  // (stage + STAGES - 1) % STAGES
-      __syncwarp();  // every lane is done reading stage `ist` (computed last iteration)
-      okm &= ~(3u << (2 * ist));
-      if (t_issue < v_end)
-        okm |= decode_issue_tile<T, D>(wbuf + ist * SB, p, b, kvh, t_issue, v_end, seq_len, n_pages, lane)
-               << (2 * ist);
-      cp_async_commit();
-      cp_async_wait<STAGES - 1>();  // this lane's copies into `stage` have landed ...
-      __syncwarp();                 // ... and so have every other lane's
-      decode_tile_compute_smem<T, D>(wbuf + stage * SB, (okm >> (2 * stage)) & 3u, qf, m, l, acc,
-                                     p.scale_log2, lane);
-      stage = stage == STAGES - 1 ? 0 : stage + 1;
-    }
-    cp_async_wait<0>();
-    __syncthreads();  // sm_o below reuses every warp's stage buffers
+  for (int st = 0; st < kDecodeStages - 1; ++st, t_issue += kStride) {
+    if (t_issue < v_end)
+      okm |= decode_issue_tile<T, D>(wbuf + st * SB, p, b, kvh, t_issue, v_end, seq_len, n_pages, lane)
+             << (2 * st);
+    cp_async_commit();
   }
+  int stage = 0;
+  for (; t0 < v_end; t0 += kStride, t_issue += kStride) {
+    const int ist = stage == 0 ? kDecodeStages - 1 : stage - 1;  // the stage computed last
+    __syncwarp();  // every lane is done reading stage `ist` (computed last iteration)
+    okm &= ~(3u << (2 * ist));
+    if (t_issue < v_end)
+      okm |= decode_issue_tile<T, D>(wbuf + ist * SB, p, b, kvh, t_issue, v_end, seq_len, n_pages, lane)
+             << (2 * ist);
+    cp_async_commit();
+    cp_async_wait<kDecodeStages - 1>();  // this lane's copies into `stage` have landed ...
+    __syncwarp();                        // ... and so have every other lane's
+    decode_tile_compute<T, D>(wbuf + stage * SB, (okm >> (2 * stage)) & 3u, qf, m, l, acc,
+                                   p.scale_log2, lane);
+    stage = stage == kDecodeStages - 1 ? 0 : stage + 1;
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // sm_o below reuses every warp's stage buffers
 
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
@@ -382,22 +292,11 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
       sm_l[warp][2 * q4 + e] = l[e];
     }
   }
-  if constexpr (STAGES == 0) {
-    // acc[mt=(j,pp)][c]: head 2q4 + (c&1), d = 32j + 8(g>>1) + 4pp + 2(c>>1) + (g&1).
+  // acc[mt][c]: head 2q4 + (c&1), d = 16mt + g + 8(c>>1).
 #pragma unroll
-    for (int j = 0; j < NJ; ++j)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int pp = 0; pp < 2; ++pp)
-#pragma unroll
-        for (int c = 0; c < 4; ++c)
-          sm_o[warp][2 * q4 + (c & 1)][32 * j + 8 * (g >> 1) + 4 * pp + 2 * (c >> 1) + (g & 1)] =
-              acc[2 * j + pp][c];
-  } else {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) sm_o[warp][2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = acc[mt][c];
-  }
+    for (int c = 0; c < 4; ++c) sm_o[warp][2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = acc[mt][c];
   __syncthreads();
 
   for (int idx = threadIdx.x; idx < p.group * D; idx += kDecodeWarps * 32) {
@@ -429,6 +328,7 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
 // (head, sequence), one thread per 4 output elements.
 template <typename T, int D>
 __global__ void __launch_bounds__(D / 4) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
+  wait_prior_grid();
   decode_merge_out4<T, D>(p, (int64_t)blockIdx.y * p.num_q_heads + blockIdx.x, threadIdx.x);
 }
 

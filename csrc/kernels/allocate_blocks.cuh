@@ -22,33 +22,6 @@ struct AllocParams {
   int num_blocks, num_chunks, num;
 };
 
-__device__ __forceinline__ int block_exclusive_scan(int x, int* total) {
-  __shared__ int warp_sums[kAllocThreads / 32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int inc = x;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, inc, o);
-    if (lane >= o) inc += y;
-  }
-  if (lane == 31) warp_sums[warp] = inc;
-  __syncthreads();
-  if (warp == 0) {
-    int w = lane < kAllocThreads / 32 ? warp_sums[lane] : 0;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, w, o);
-      if (lane >= o) w += y;
-    }
-    if (lane < kAllocThreads / 32) warp_sums[lane] = w;  // inclusive
-  }
-  __syncthreads();
-  const int before = warp == 0 ? 0 : warp_sums[warp - 1];
-  *total = warp_sums[kAllocThreads / 32 - 1];
-  __syncthreads();
-  return before + inc - x;
-}
-
 __device__ __forceinline__ int alloc_load_free(const AllocParams& p, int first, int (&f)[kAllocPerThread]) {
   int n = 0;
 #pragma unroll
@@ -64,42 +37,18 @@ __global__ void __launch_bounds__(kAllocThreads) alloc_count_kernel(const __grid
   int f[kAllocPerThread];
   const int n = alloc_load_free(p, blockIdx.x * kAllocChunk + threadIdx.x * kAllocPerThread, f);
   int total;
-  block_exclusive_scan(n, &total);
+  block_exclusive_scan<kAllocThreads>(n, &total);
   if (threadIdx.x == 0) p.chunk_offset[blockIdx.x] = total;
 }
 
 __global__ void __launch_bounds__(1024) alloc_scan_kernel(const __grid_constant__ AllocParams p) {
-  __shared__ int carry;
-  __shared__ int warp_sums[32];
-  if (threadIdx.x == 0) carry = 0;
-  __syncthreads();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int carry = 0;  // the running total, the same in every thread
   for (int base = 0; base < p.num_chunks; base += 1024) {
     const int i = base + threadIdx.x;
-    const int x = i < p.num_chunks ? p.chunk_offset[i] : 0;
-    int inc = x;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, inc, o);
-      if (lane >= o) inc += y;
-    }
-    if (lane == 31) warp_sums[warp] = inc;
-    __syncthreads();
-    if (warp == 0) {
-      int w = warp_sums[lane];
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(0xffffffffu, w, o);
-        if (lane >= o) w += y;
-      }
-      warp_sums[lane] = w;
-    }
-    __syncthreads();
-    const int excl = carry + (warp == 0 ? 0 : warp_sums[warp - 1]) + inc - x;
-    if (i < p.num_chunks) p.chunk_offset[i] = excl;
-    __syncthreads();
-    if (threadIdx.x == 0) carry += warp_sums[31];
-    __syncthreads();
+    int total;
+    const int excl = block_exclusive_scan<1024>(i < p.num_chunks ? p.chunk_offset[i] : 0, &total);
+    if (i < p.num_chunks) p.chunk_offset[i] = carry + excl;
+    carry += total;
   }
   if (threadIdx.x == 0) p.chunk_offset[p.num_chunks] = carry;
 }
@@ -111,7 +60,7 @@ __global__ void __launch_bounds__(kAllocThreads) alloc_assign_kernel(const __gri
     const int first = blockIdx.x * kAllocChunk + threadIdx.x * kAllocPerThread;
     const int n = alloc_load_free(p, first, f);
     int total;
-    int rank = chunk_base + block_exclusive_scan(n, &total);
+    int rank = chunk_base + block_exclusive_scan<kAllocThreads>(n, &total);
 #pragma unroll
     for (int i = 0; i < kAllocPerThread; ++i) {
       if (f[i]) {

@@ -103,6 +103,39 @@ template <> struct Mma<__nv_bfloat16> {
 
 __host__ __device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// Inclusive prefix sum over the lanes of a warp.
+__device__ __forceinline__ int warp_inclusive_scan(int x) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  return x;
+}
+
+// Exclusive prefix sum of x over the THREADS threads of the block in thread order; *total
+// gets the sum. Every thread of the block must call it (it holds barriers).
+template <int THREADS>
+__device__ __forceinline__ int block_exclusive_scan(int x, int* total) {
+  static_assert(THREADS % 32 == 0 && THREADS <= 1024, "whole warps, one block");
+  constexpr int W = THREADS / 32;
+  __shared__ int warp_sums[W];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int inc = warp_inclusive_scan(x);
+  if (lane == 31) warp_sums[warp] = inc;
+  __syncthreads();
+  if (warp == 0) {
+    const int w = warp_inclusive_scan(lane < W ? warp_sums[lane] : 0);
+    if (lane < W) warp_sums[lane] = w;  // inclusive over warps
+  }
+  __syncthreads();
+  const int before = warp == 0 ? 0 : warp_sums[warp - 1];
+  *total = warp_sums[W - 1];
+  __syncthreads();  // warp_sums is reused by the next call
+  return before + inc - x;
+}
+
 // Programmatic dependent launch (sm_90+): a kernel launched with it may be scheduled while
 // the previous kernel in the stream is still draining; it waits here, before its first
 // global access, until that kernel has finished and its writes are visible. Without the

@@ -171,35 +171,11 @@ __device__ __forceinline__ uint32_t order_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Exclusive block-wide prefix sum of `v` in thread order; *total gets the sum.
-__device__ __forceinline__ int select_scan(int v, int* warp_tot, int* total) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int x = v;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, x, o);
-    if (lane >= o) x += y;
-  }
-  if (lane == 31) warp_tot[warp] = x;
-  __syncthreads();
-  int before = 0, all = 0;
-#pragma unroll
-  for (int w = 0; w < kSelectThreads / 32; ++w) {
-    const int t = warp_tot[w];
-    before += w < warp ? t : 0;
-    all += t;
-  }
-  __syncthreads();
-  *total = all;
-  return before + x - v;
-}
-
 template <int ITEMS>
 __global__ void __launch_bounds__(kSelectThreads)
 select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restrict__ out) {
   constexpr int WARPS = kSelectThreads / 32;
   __shared__ int counts[2][WARPS];  // double-buffered: one barrier per step
-  __shared__ int warp_tot[WARPS];
   const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   wait_prior_grid();
   const float* s = scores + (int64_t)row * M;
@@ -231,7 +207,7 @@ select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restr
     n_eq += base + j < M && key[j] == kth;
   }
   int tot;
-  const int pre = select_scan((n_gt << 16) | n_eq, warp_tot, &tot);
+  const int pre = block_exclusive_scan<kSelectThreads>((n_gt << 16) | n_eq, &tot);
   const int need_eq = k - (tot >> 16);
   int eq_rank = pre & 0xffff;
   uint32_t take = 0;
@@ -245,7 +221,7 @@ select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restr
     n_take += t;
   }
   int written;
-  int pos = select_scan(n_take, warp_tot, &written);
+  int pos = block_exclusive_scan<kSelectThreads>(n_take, &written);
   const uint32_t neg_inf = order_key(-INFINITY);
 #pragma unroll
   for (int j = 0; j < ITEMS; ++j) {

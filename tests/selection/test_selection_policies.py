@@ -28,7 +28,7 @@ def _attend(kv, tables, lens, q, page_indices, layer=0):
                                             tables, lens, 0.25, page_indices)
 
 
-@pytest.mark.parametrize("name", ["dense", "quest", "adaptive", "streaming", "h2o"])
+@pytest.mark.parametrize("name", ["dense", "quest", "adaptive", "streaming", "h2o", "oracle"])
 def test_full_budget_is_exactly_dense(make_kv, name):
     kv, tables, lens = make_kv([37, 130, 64], num_kv_heads=2, block_size=8)
     q = torch.randn(3, 4, 16)
@@ -101,7 +101,7 @@ def test_quest_fraction_budget_and_batch_matches_single(make_kv):
 def test_first_layers_stay_dense(make_kv):
     kv, tables, lens = make_kv([400], num_layers=4)
     q = torch.randn(1, 4, 16)
-    for name in ("quest", "adaptive", "streaming", "h2o"):
+    for name in ("quest", "adaptive", "streaming", "h2o", "oracle"):
         sel = PageSelector(name, budget=64, dense_layers=2)
         got = [sel.select(LAYER, q, kv, i, tables, lens, [7]) for i in range(4)]
         assert got[0] is None and got[1] is None, name
@@ -203,3 +203,20 @@ def test_adaptive_is_exact_top_p_when_the_bound_is_tight(make_kv):
                 if cum >= 0.8 - 1e-6:
                     break
             assert _sets(out.page_indices)[b][h] == want
+
+
+def test_oracle_keeps_the_pages_with_the_most_true_attention(make_kv):
+    """The oracle's pages carry at least as much true attention mass as quest's at the same
+    budget (it ranks by that mass), and it keeps the page being written."""
+    kv, tables, lens = make_kv([300, 170], num_kv_heads=2, block_size=8)
+    q = torch.randn(2, 4, 16) * 2
+    stats = {}
+    for name in ("oracle", "quest"):
+        sel = PageSelector(name, budget=64, dense_layers=0, stats=True)
+        pi = sel.select(LAYER, q, kv, 0, tables, lens, [0, 1])
+        for b, L in enumerate(lens.tolist()):
+            assert ((L + 7) // 8 - 1) in pi[b, 0].tolist()  # the page being written
+        stats[name] = sel.take_summary()
+    got, best = stats["oracle"].mass_recall[0], stats["oracle"].oracle_mass[0]
+    assert got >= stats["quest"].mass_recall[0] - 1e-6
+    assert 0.97 * best <= got <= best + 1e-6  # the best set, up to the forced page being written

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..selection.registry import policy_names
 
-POLICIES = ("dense", "quest", "adaptive", "streaming", "h2o")
+POLICIES = policy_names()
 WORKLOADS = ("poisson", "static", "replay", "passkey")
 LENGTH_DISTS = ("fixed", "uniform", "lognormal")
 DEVICES = ("auto", "cpu", "cuda")
@@ -47,7 +48,7 @@ HELP = {
     "shared_prefix_frac": "share of requests starting with a shared system prompt (0..1)",
     "shared_prefix_len": "shared system-prompt length (tokens)",
     "num_prefix_groups": "number of distinct shared system prompts",
-    "policy": "page selection: dense | quest | adaptive | streaming | h2o",
+    "policy": "page selection: " + " | ".join(POLICIES),
     "budget": "selection budget: tokens if > 1, else a fraction of the context",
     "top_p_mass": "adaptive policy: estimated attention mass to keep",
     "sink_pages": "pages at the start always kept", "dense_layers": "first layers kept dense",

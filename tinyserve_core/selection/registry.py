@@ -7,11 +7,12 @@ from .adaptive import AdaptivePolicy
 from .base import Policy
 from .dense import DensePolicy
 from .h2o import H2OPolicy
+from .oracle_policy import OraclePolicy
 from .quest import QuestPolicy
 from .streaming import StreamingPolicy
 
 POLICIES: dict[str, type[Policy]] = {
-    c.name: c for c in (DensePolicy, QuestPolicy, AdaptivePolicy, StreamingPolicy, H2OPolicy)
+    c.name: c for c in (DensePolicy, QuestPolicy, AdaptivePolicy, StreamingPolicy, H2OPolicy, OraclePolicy)
 }
 
 

@@ -52,7 +52,10 @@ void launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cuda
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_supported() ? 1 : 0;
+  // Inside a CUDA-graph capture the graph already launches its kernels back to back.
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  TS_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+  cfg.numAttrs = pdl_supported() && capturing == cudaStreamCaptureStatusNone ? 1 : 0;
   TS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, args...));
 }
 

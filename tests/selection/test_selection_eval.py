@@ -52,8 +52,8 @@ def test_harness_end_to_end(tiny_model_dir, tmp_path):
     assert args.func(args) == 0
     rep = json.loads(out.read_text())
     rows = rep["results"]
-    # block sizes x (dense + 3 policies x 2 budgets + adaptive x 2 budgets x 2 top_p)
-    assert len(rows) == 2 * (1 + 3 * 2 + 2 * 2)
+    # block sizes x (dense + 4 policies x 2 budgets + adaptive x 2 budgets x 2 top_p)
+    assert len(rows) == 2 * (1 + 4 * 2 + 2 * 2)
     for r in rows:
         assert r["bound_violations"] == 0
         assert 0.0 <= r["mass_recall"] <= r["oracle_mass"] + 1e-6 <= 1.0 + 2e-6 and 0.0 < r["pages_frac"] <= 1.0
@@ -66,7 +66,10 @@ def test_harness_end_to_end(tiny_model_dir, tmp_path):
     q = next(r for r in rows if r["policy"] == "quest" and r["budget"] == "32" and r["block_size"] == 8)
     assert q["mean_pages"] == pytest.approx(4.0)  # 32 tokens / 8 per page
     targets = {t["target"].split(":")[0] for t in rep["targets"]}
-    assert {"quest @1/8", "adaptive", "streaming @1/8", "h2o @1/8"} <= targets
+    assert {"quest @1/8", "adaptive", "streaming @1/8", "h2o @1/8", "oracle @1/8"} <= targets
+    oracle = next(r for r in rows if r["policy"] == "oracle" and r["budget"] == "1/8" and r["block_size"] == 16)
+    quest = next(r for r in rows if r["policy"] == "quest" and r["budget"] == "1/8" and r["block_size"] == 16)
+    assert oracle["mass_recall"] >= quest["mass_recall"] - 1e-6  # the best ranking at the same budget
     md = (tmp_path / "r.md").read_text()
     assert "| 16 | quest | 1/8 |" in md and "| 16 | adaptive p=1 | 32 |" in md
     for r in rows:  # quest and adaptive runs replay their selections through LRU and LFU tiers

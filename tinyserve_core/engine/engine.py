@@ -71,6 +71,7 @@ class Engine:
         self.selector = self._build_selector(config)
         self.runner = ModelRunner(model, config.num_blocks, config.block_size,
                                   self.device, self.dtype, selector=self.selector)
+        self.runner.warm_up(config.max_num_seqs)  # CUDA graphs, captured before any request waits
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
                                    config.max_num_batched_tokens, self.sink,
                                    on_preempt=lambda seq: self._forget(seq.seq_id))

@@ -2,8 +2,8 @@
 
 Prefill packs the uncached tokens of every item into one forward (varlen: the linear
 layers see all tokens at once, attention runs per sequence over its pages); decode runs
-one token per sequence in a single batched forward. Logits come back float32, one row
-per item (the last position)."""
+one token per sequence in a single batched forward, replayed from a CUDA graph on a GPU
+(engine/cuda_graphs.py). Logits come back float32, one row per item (the last position)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import kernels
 from ..kv.kv_cache import KVCache
 from ..model.llama import LlamaForCausalLM, PagedBatch
 
@@ -100,7 +101,8 @@ class _SelectedPages:
 
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, selector=None):
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, selector=None,
+                 cuda_graphs: bool = True):
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
@@ -108,6 +110,10 @@ class ModelRunner:
         self.block_size = block_size
         self.kv = KVCache.for_model(self.config, num_blocks, block_size, dtype, self.device)
         self.selector = selector
+        # Decode steps replay CUDA graphs on a GPU unless profiling (which times each op)
+        # or a selection that works on the host every step rules them out.
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self._graphs = None
         self.profile = False
         self.last_timings: dict[str, float] = {}
         self.last_bytes: dict[str, int] = {}     # bytes each op family moved (profiling)
@@ -158,6 +164,12 @@ class ModelRunner:
         for it in items:
             self._check_table(it.seq_id, it.block_table, it.position + 1)
             slots.append(it.block_table[it.position // bs] * bs + it.position % bs)
+        if self._graphable():
+            logits = self._decode_graphs().run([it.token_id for it in items], [it.position for it in items], slots,
+                                      [it.block_table for it in items], self.selector)
+            if logits is not None:
+                self.last_timings, self.last_bytes = {}, {}
+                return logits
         positions = torch.tensor([it.position for it in items], dtype=torch.int64, device=self.device)
         batch = PagedBatch(
             is_prefill=False,
@@ -172,7 +184,29 @@ class ModelRunner:
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         self.kv.copy_blocks(pairs)
 
+    def warm_up(self, max_batch: int) -> int:
+        """Capture the decode graphs of every batch size up to `max_batch` (GPU, graphs on,
+        a selection that allows them); returns how many were captured."""
+        if not self._graphable():
+            return 0
+        with torch.inference_mode():
+            return self._decode_graphs().capture_all(max_batch, self.selector)
+
     # ---- internals -------------------------------------------------------------------
+    def _decode_graphs(self):
+        if self._graphs is None:
+            from .cuda_graphs import DecodeGraphs
+            max_pos = getattr(self.config, "max_position_embeddings", None) or 2048
+            self._graphs = DecodeGraphs(self.model, self.kv, self.device, -(-max_pos // self.block_size))
+        return self._graphs
+
+    def _graphable(self) -> bool:
+        # The torch reference ops loop on the host (per sequence), so only the CUDA
+        # kernels are captured.
+        return (self.cuda_graphs and not self.profile
+                and kernels.backend_for(self.device) is not kernels.reference
+                and (self.selector is None or self.selector.graph_key() is not None))
+
     def _run(self, input_ids, positions, batch: PagedBatch) -> torch.Tensor:
         if not self.profile:
             self.last_timings, self.last_bytes = {}, {}

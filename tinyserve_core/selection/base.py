@@ -65,6 +65,9 @@ class Policy:
 
     name: ClassVar[str] = "policy"
     Params: ClassVar[type]
+    # True when select() only queues GPU work decided by host values that depend on the
+    # shapes and parameters alone, so a CUDA graph of the decode step can include it.
+    graph_safe: ClassVar[bool] = True
     _validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
 
     def __init__(self, **params):

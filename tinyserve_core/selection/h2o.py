@@ -52,6 +52,7 @@ class _SeqState:
 
 class H2OPolicy(Policy):
     name = "h2o"
+    graph_safe = False  # per-sequence work on the host every step
     Params = H2OParams
     _validators = {
         "budget": budget_validator,

@@ -26,6 +26,7 @@ class OracleParams:
 
 class OraclePolicy(TopPagesPolicy):
     name = "oracle"
+    graph_safe = False  # per-sequence work on the host every step
     Params = OracleParams
 
     def rank(self, ctx, num_pages, max_pages):

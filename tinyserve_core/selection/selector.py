@@ -119,6 +119,15 @@ class PageSelector:
         if tiers is not None:
             tiers.forget(seq_id)
 
+    def graph_key(self):
+        """What a captured decode step bakes in (the policy and its parameters, hashable),
+        or None when selection must run on the host every step: statistics, a two-tier
+        cache, or a policy that decides on the host (`graph_safe` False)."""
+        with self._lock:
+            if self._stats is not None or self._tiers is not None or not self._policy.graph_safe:
+                return None
+            return (self._policy.name, self._policy.params)
+
     def describe(self) -> dict:
         out = self._policy.describe()
         t = self._tiers

@@ -157,3 +157,16 @@ def test_usage_and_waste_metrics_follow_the_pool(tiny):
     assert m.memory_waste == pytest.approx(2 / 12)
     run_all(eng)
     assert eng.block_manager.stats().usage_perc == 0.0
+
+
+def test_admission_hashes_each_prompt_once(tiny, monkeypatch):
+    """The budget check, the fit check and the allocation share one prefix plan."""
+    import tinyserve_core.kv.block_manager as bm_mod
+    calls = []
+    real = bm_mod.iter_block_hashes
+    monkeypatch.setattr(bm_mod, "iter_block_hashes", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    eng = make_engine(tiny, enable_prefix_caching=True)
+    for prompt in ("the same system prompt, then one question", "the same system prompt, then another"):
+        eng.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=2))
+    eng.step()  # admits both (the second one after the first is scheduled)
+    assert len(calls) == 2

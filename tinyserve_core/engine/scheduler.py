@@ -59,16 +59,15 @@ class Scheduler:
             seq = self.waiting[0]
             # a request with n samples will fork n-1 children after its prefill
             width = seq.request.params.n if not seq.forked else 1
-            if self.running or scheduled:
-                if len(self.running) + len(scheduled) + width > self.max_num_seqs:
-                    break
-                new_tokens = len(seq) - self._cached_estimate(seq)
-                if num_tokens + new_tokens > self.max_num_batched_tokens:
-                    break
-            salt = seq.request.salt
-            if not self.bm.can_allocate(seq.token_ids, salt):
+            if (self.running or scheduled) and len(self.running) + len(scheduled) + width > self.max_num_seqs:
                 break
-            num_cached = self.bm.allocate(seq.seq_id, seq.token_ids, salt)
+            plan = self.bm.plan(seq.token_ids, seq.request.salt)  # the prompt is hashed once
+            if (self.running or scheduled) and \
+                    num_tokens + len(seq) - plan.num_cached_tokens > self.max_num_batched_tokens:
+                break
+            if not self.bm.fits(plan):
+                break
+            num_cached = self.bm.allocate(seq.seq_id, seq.token_ids, seq.request.salt, plan=plan)
             seq.num_computed_tokens = num_cached
             if seq.is_parent and seq.num_preemptions == 0:
                 seq.request.num_cached_tokens = num_cached
@@ -78,9 +77,6 @@ class Scheduler:
             scheduled.append(seq)
         self.running.extend(scheduled)
         return ScheduleResult(scheduled, True, num_tokens=num_tokens)
-
-    def _cached_estimate(self, seq: Sequence) -> int:
-        return self.bm.cached_prefix_len(seq.token_ids, seq.request.salt)
 
     def _schedule_decode(self) -> ScheduleResult:
         scheduled: list[Sequence] = []

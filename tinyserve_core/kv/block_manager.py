@@ -17,6 +17,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,6 +38,22 @@ class _SeqState:
     block_hashes: list[int]          # chained hashes of the leading full blocks, as known
     num_cache_checked: int           # leading blocks cache_full_blocks has handled
     token_ids: Sequence[int] | None  # latest token list seen, for block_info only
+
+
+class AdmissionPlan(NamedTuple):
+    """What admitting a prompt would take, computed once (the prompt hashed once): the
+    scheduler's budget check, the fit check and `allocate` all read it. Valid until the
+    pool changes."""
+    hits: list[KVCacheBlock]   # cached leading blocks
+    hashes: list[int]          # chained hashes computed on the way
+    num_new: int               # fresh blocks after the hits
+    from_free: int             # blocks leaving the free pool (hits on cached-free blocks too)
+    root: int                  # parent hash of block 0 (carries the salt)
+    block_size: int
+
+    @property
+    def num_cached_tokens(self) -> int:
+        return len(self.hits) * self.block_size
 
 
 def _check_int(field: str, value, lo: int, hi: int | None = None) -> int:
@@ -121,9 +138,9 @@ class BlockManager:
             hits.append(block)
         return hits, hashes
 
-    def _plan(self, token_ids: Sequence[int], salt
-              ) -> tuple[list[KVCacheBlock], list[int], int, int, int]:
-        """(hits, hashes, fresh blocks, blocks leaving the free pool, root hash)."""
+    def plan(self, token_ids: Sequence[int], salt: str | bytes | None = None) -> AdmissionPlan:
+        """Hash the prompt once and look up its cached prefix: the plan `fits` and
+        `allocate` take, so admission hashes each prompt once."""
         if len(token_ids) == 0:
             raise ConfigError("token_ids", "a prompt needs at least one token")
         root = root_hash(salt)
@@ -131,19 +148,22 @@ class BlockManager:
         num_new = self._blocks_for(len(token_ids)) - len(hits)
         # a hit on a cached-free block also takes it out of the free pool
         from_free = num_new + sum(1 for b in hits if b.ref_cnt == 0)
-        return hits, hashes, num_new, from_free, root
+        return AdmissionPlan(hits, hashes, num_new, from_free, root, self.block_size)
+
+    def fits(self, plan: AdmissionPlan) -> bool:
+        return plan.from_free <= self.pool.num_free
 
     def blocks_needed(self, token_ids: Sequence[int], salt: str | bytes | None = None) -> int:
         """Fresh blocks the prompt needs after prefix hits. (Hits on cached-free blocks
         also leave the free pool: decide admission with can_allocate.)"""
-        return self._plan(token_ids, salt)[2]
+        return self.plan(token_ids, salt).num_new
 
     def cached_prefix_len(self, token_ids: Sequence[int], salt: str | bytes | None = None) -> int:
         """The num_cached_tokens `allocate` would return right now."""
-        return len(self._plan(token_ids, salt)[0]) * self.block_size
+        return self.plan(token_ids, salt).num_cached_tokens
 
     def can_allocate(self, token_ids: Sequence[int], salt: str | bytes | None = None) -> bool:
-        return self._plan(token_ids, salt)[3] <= self.pool.num_free
+        return self.fits(self.plan(token_ids, salt))
 
     def _append_slot_cost(self, s: _SeqState) -> int:
         if s.num_tokens % self.block_size == 0:
@@ -190,12 +210,13 @@ class BlockManager:
 
     # ------------------------------------------------------------ operations
     def allocate(self, seq_id: int, token_ids: Sequence[int],
-                 salt: str | bytes | None = None) -> int:
+                 salt: str | bytes | None = None, plan: AdmissionPlan | None = None) -> int:
         """Give a new sequence blocks for its prompt, reusing the longest cached prefix.
-        Returns num_cached_tokens (a multiple of block_size, at most len - 1)."""
+        Returns num_cached_tokens (a multiple of block_size, at most len - 1). `plan`:
+        this prompt's plan from `plan()` with no pool change since (else it is made here)."""
         if seq_id in self._seqs:
             raise ValueError(f"seq_id {seq_id} already has blocks")
-        hits, hashes, num_new, from_free, root = self._plan(token_ids, salt)
+        hits, hashes, num_new, from_free, root, _ = plan if plan is not None else self.plan(token_ids, salt)
         if from_free > self.pool.num_free:
             raise NoFreeBlocksError(f"seq {seq_id} needs {from_free} blocks, "
                                     f"{self.pool.num_free} free")

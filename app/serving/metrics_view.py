@@ -14,7 +14,8 @@ from .snapshot import COL, METRIC_COLUMNS
 
 _PEN = lambda rgb, style=None: pg.mkPen(rgb, width=1.6, style=style) if style else pg.mkPen(rgb, width=1.6)
 
-# (title, y label, [(series, column or special, colour)])
+# (title, unit, [(series, column or special, colour)]); the unit goes into the title: a
+# rotated axis label would eat a short plot's height and get clipped.
 PLOTS = (
     ("KV cache usage", "%", [("used", "kv_cache_usage_perc", (90, 200, 255))]),
     ("Throughput", "tokens/s", [("all", "tokens_per_s", (120, 230, 120)),
@@ -29,6 +30,7 @@ PLOTS = (
     ("Shared / cached-free blocks", "blocks", [("shared", "num_shared_blocks", (230, 200, 70)),
                                               ("cached-free", "num_cached_free_blocks", (100, 140, 170))]),
 )
+COLUMNS = 5  # the dock is wide and short: two rows of five keep every plot readable
 _PERCENT = {"kv_cache_usage_perc", "prefix_hit_rate", "memory_waste"}
 
 
@@ -48,14 +50,16 @@ class MetricsView(QWidget):
         self.widgets: list[pg.PlotWidget] = []
         self._plot_cols: list[list[str]] = []
         self._turn = 0
-        rows = -(-len(PLOTS) // 3)
+        rows = -(-len(PLOTS) // COLUMNS)
         # one small view per plot: each repaints alone, so a frame never pays for all nine
-        for i, (title, ylab, series) in enumerate(PLOTS):
-            w = pg.PlotWidget(title=title)
+        for i, (title, unit, series) in enumerate(PLOTS):
+            w = pg.PlotWidget()
             w.setMinimumSize(160, 90)
             p = w.getPlotItem()
-            p.setLabel("left", ylab)
-            if i // 3 == rows - 1:
+            p.setTitle(f"{title} <span style='color:#9aa'>({unit})</span>", size="9pt")
+            p.getAxis("left").setTickDensity(0.6)  # a short axis: fewer, unclipped tick labels
+            p.getAxis("left").setWidth(34)
+            if i // COLUMNS == rows - 1:
                 p.setLabel("bottom", "engine time", units="s")
             p.setMenuEnabled(False)
             p.hideButtons()
@@ -68,7 +72,7 @@ class MetricsView(QWidget):
             if any(col in _PERCENT for _, col, _ in series):
                 p.setYRange(0, 100, padding=0.02)
             if len(series) > 1:
-                p.addLegend(offset=(5, 5), labelTextSize="8pt")
+                p.addLegend(offset=(5, 2), labelTextSize="7pt", verSpacing=-6)
             cols = []
             for name, col, rgb in series:
                 sym = "o" if col in ("ttft", "tpot") else None
@@ -76,7 +80,7 @@ class MetricsView(QWidget):
                            symbolSize=4, symbolBrush=rgb if sym else None, symbolPen=None)
                 self.curves[col] = c
                 cols.append(col)
-            grid.addWidget(w, i // 3, i % 3)
+            grid.addWidget(w, i // COLUMNS, i % COLUMNS)
             self.plots.append(p)
             self.widgets.append(w)
             self._plot_cols.append(cols)

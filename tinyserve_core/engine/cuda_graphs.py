@@ -71,7 +71,7 @@ class DecodeGraphs:
         st["lens"].copy_(_padded([[p + 1 for p in positions]], (1, Bb), 1, torch.int32)[0])
         st["tables"].copy_(_padded(tables, (Bb, Mb), 0, torch.int32))
         graph.replay()
-        return logits[:B].float().clone()
+        return logits[:B].to(torch.float32, copy=True)  # the static buffer is reused next step
 
     def capture_all(self, max_batch: int, selector) -> int:
         """Capture every batch bucket up to `max_batch` at the default table width now (an

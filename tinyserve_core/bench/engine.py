@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch.nn.attention import sdpa_kernel
+
+from ..model.llama import SDPA_BACKENDS
 
 
 @dataclass
@@ -78,7 +81,9 @@ def _hf_generate(model, prompts: list[list[int]], max_tokens: int, pad_id: int,
     for i, p in enumerate(prompts):  # left padding, as HF wants for decoder-only batches
         ids[i, width - len(p):] = torch.tensor(p)
         mask[i, width - len(p):] = 1
-    with torch.inference_mode():
+    # The peer gets the same SDPA backends as the engine: with cuDNN, every decode step's
+    # new KV length builds a new cuDNN graph on the host (see model.llama.SDPA_BACKENDS).
+    with torch.inference_mode(), sdpa_kernel(SDPA_BACKENDS):
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=max_tokens, min_new_tokens=max_tokens,
                              do_sample=False, pad_token_id=pad_id)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import kernels
 from .config import ModelConfig
@@ -29,6 +30,12 @@ def _no_timer(_name: str):
     return _NO_TIMER
 
 
+# Every backend but cuDNN: cuDNN builds a new execution graph for each new sequence length
+# (milliseconds of host time per call), and prefill sees a new length almost every call.
+# vLLM turns it off process-wide for the same reason; here it is scoped to our calls.
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def sdpa(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
     """SDPA over [B, H, T, D] (or [H, T, D]) with grouped kv heads. The kv heads are
     repeated rather than passed with enable_gqa: torch's CPU GQA path is several times
@@ -38,10 +45,15 @@ def sdpa(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
     groups = q.shape[-3] // k.shape[-3]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
-    if q.dim() == 3:
+    squeeze = q.dim() == 3
+    if squeeze:
         q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)[0]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    if q.is_cuda:
+        with sdpa_kernel(SDPA_BACKENDS):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    return out[0] if squeeze else out
 
 
 class RMSNorm(nn.Module):

@@ -42,17 +42,16 @@ class DecodeGraphs:
         self._graphs: dict[tuple, tuple] = {}
         self._failed: set[tuple] = set()
 
-    def run(self, ids, positions, slots, tables, selector) -> torch.Tensor | None:
+    def run(self, ids, positions, slots, tables, sel_key, selector) -> torch.Tensor | None:
         """float32 logits [B, V] of one decode step from a replay, or None when this step
-        must run eagerly (batch above the largest bucket, a capture that failed)."""
-        from ..model.llama import PagedBatch
+        must run eagerly (batch above the largest bucket, a capture that failed).
+        `sel_key`: the runner's selection key (the policy and its parameters are baked
+        into a graph, so they are part of its key)."""
         B = len(ids)
         Bb = _batch_bucket(B)
         if Bb is None:
             return None
-        Mb = max(self.min_width, _width_bucket(max(len(t) for t in tables)))
-        # The policy and its parameters are baked into a graph: they are part of its key.
-        key = ("no selector" if selector is None else selector.graph_key(), Bb, Mb)
+        key = (sel_key, Bb, max(self.min_width, _width_bucket(max(len(t) for t in tables))))
         if key in self._failed:
             return None
         entry = self._graphs.get(key)
@@ -61,23 +60,26 @@ class DecodeGraphs:
                 # A pool whose graphs are all gone must not be captured into again.
                 self._graphs.clear()
                 self.pool = torch.cuda.graph_pool_handle()
-            entry = self._capture(key, selector, PagedBatch)
+            entry = self._capture(key, selector)
             if entry is None:
                 return None
-        graph, st, logits = entry
-        st["ids"].copy_(_padded([ids], (1, Bb), 0, torch.int64)[0])
-        st["pos"].copy_(_padded([positions], (1, Bb), 0, torch.int64)[0])
-        st["slots"].copy_(_padded([slots], (1, Bb), -1, torch.int64)[0])
-        st["lens"].copy_(_padded([[p + 1 for p in positions]], (1, Bb), 1, torch.int32)[0])
-        st["tables"].copy_(_padded(tables, (Bb, Mb), 0, torch.int32))
+        graph, rows, table, logits = entry
+        # Two host-to-device copies per step. Padding rows: token 0 at position 0 (a
+        # one-token context), cache slot -1 (nothing written), block 0.
+        host = torch.zeros(3, Bb, dtype=torch.int64)
+        host[2].fill_(-1)
+        host[:, :B] = torch.tensor([ids, positions, slots], dtype=torch.int64)
+        rows.copy_(host)
+        host_table = torch.zeros(table.shape, dtype=torch.int32)
+        for i, t in enumerate(tables):
+            host_table[i, : len(t)] = torch.tensor(t, dtype=torch.int32)
+        table.copy_(host_table)
         graph.replay()
         return logits[:B].to(torch.float32, copy=True)  # the static buffer is reused next step
 
-    def capture_all(self, max_batch: int, selector) -> int:
+    def capture_all(self, max_batch: int, sel_key, selector) -> int:
         """Capture every batch bucket up to `max_batch` at the default table width now (an
         engine does it at start-up, so no request waits for a capture); returns how many."""
-        from ..model.llama import PagedBatch
-        sel_key = "no selector" if selector is None else selector.graph_key()
         top = _batch_bucket(max_batch) or BATCH_BUCKETS[-1]
         n = 0
         for Bb in BATCH_BUCKETS:
@@ -85,29 +87,28 @@ class DecodeGraphs:
                 break
             key = (sel_key, Bb, self.min_width)
             if key not in self._graphs and key not in self._failed:
-                n += self._capture(key, selector, PagedBatch) is not None
+                n += self._capture(key, selector) is not None
         return n
 
-    def _capture(self, key: tuple, selector, PagedBatch):
+    def _capture(self, key: tuple, selector):
+        from ..model.llama import PagedBatch
         _, Bb, Mb = key
-        dev = self.device
-        st = {"ids": torch.zeros(Bb, dtype=torch.int64, device=dev),
-              "pos": torch.zeros(Bb, dtype=torch.int64, device=dev),
-              "slots": torch.full((Bb,), -1, dtype=torch.int64, device=dev),
-              "lens": torch.ones(Bb, dtype=torch.int32, device=dev),
-              "tables": torch.zeros(Bb, Mb, dtype=torch.int32, device=dev)}
+        rows = torch.zeros(3, Bb, dtype=torch.int64, device=self.device)  # token ids, positions, slots
+        rows[2].fill_(-1)
+        table = torch.zeros(Bb, Mb, dtype=torch.int32, device=self.device)
 
         def step():
-            batch = PagedBatch(is_prefill=False, slot_mapping=st["slots"], block_tables=st["tables"],
-                               seq_lens=st["lens"], seq_ids=list(range(Bb)), selector=selector)
-            return self.model.forward_paged(st["ids"], st["pos"], batch, self.kv)
+            ids, pos, slots = rows
+            batch = PagedBatch(is_prefill=False, slot_mapping=slots, block_tables=table,
+                               seq_lens=(pos + 1).to(torch.int32), seq_ids=list(range(Bb)), selector=selector)
+            return self.model.forward_paged(ids, pos, batch, self.kv)
 
         try:
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # warm-up: lazy initialisation happens outside the capture
                 step()
-            torch.cuda.current_stream(dev).wait_stream(side)
+            torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
                 logits = step()
@@ -116,13 +117,5 @@ class DecodeGraphs:
             print(f"tinyserve: decode step (batch {Bb}, {Mb} pages) runs without a CUDA graph: {exc}",
                   file=sys.stderr)
             return None
-        self._graphs[key] = (graph, st, logits)
+        self._graphs[key] = (graph, rows, table, logits)
         return self._graphs[key]
-
-
-def _padded(rows, shape, fill, dtype) -> torch.Tensor:
-    """Host tensor of `shape` holding the ragged `rows` at its top left, `fill` elsewhere."""
-    out = torch.full(shape, fill, dtype=dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=dtype)
-    return out

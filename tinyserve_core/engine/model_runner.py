@@ -164,9 +164,10 @@ class ModelRunner:
         for it in items:
             self._check_table(it.seq_id, it.block_table, it.position + 1)
             slots.append(it.block_table[it.position // bs] * bs + it.position % bs)
-        if self._graphable():
+        sel_key = self._graph_key()
+        if sel_key is not None:
             logits = self._decode_graphs().run([it.token_id for it in items], [it.position for it in items], slots,
-                                      [it.block_table for it in items], self.selector)
+                                               [it.block_table for it in items], sel_key, self.selector)
             if logits is not None:
                 self.last_timings, self.last_bytes = {}, {}
                 return logits
@@ -187,10 +188,11 @@ class ModelRunner:
     def warm_up(self, max_batch: int) -> int:
         """Capture the decode graphs of every batch size up to `max_batch` (GPU, graphs on,
         a selection that allows them); returns how many were captured."""
-        if not self._graphable():
+        sel_key = self._graph_key()
+        if sel_key is None:
             return 0
         with torch.inference_mode():
-            return self._decode_graphs().capture_all(max_batch, self.selector)
+            return self._decode_graphs().capture_all(max_batch, sel_key, self.selector)
 
     # ---- internals -------------------------------------------------------------------
     def _decode_graphs(self):
@@ -200,12 +202,14 @@ class ModelRunner:
             self._graphs = DecodeGraphs(self.model, self.kv, self.device, -(-max_pos // self.block_size))
         return self._graphs
 
-    def _graphable(self) -> bool:
-        # The torch reference ops loop on the host (per sequence), so only the CUDA
-        # kernels are captured.
-        return (self.cuda_graphs and not self.profile
-                and kernels.backend_for(self.device) is not kernels.reference
-                and (self.selector is None or self.selector.graph_key() is not None))
+    def _graph_key(self):
+        """What a decode-step graph depends on besides shapes (the selection policy and
+        its parameters), or None when this step must run eagerly: graphs off, profiling,
+        the torch reference ops (they loop on the host per sequence), or a selection that
+        works on the host every step."""
+        if not self.cuda_graphs or self.profile or kernels.backend_for(self.device) is kernels.reference:
+            return None
+        return "no selector" if self.selector is None else self.selector.graph_key()
 
     def _run(self, input_ids, positions, batch: PagedBatch) -> torch.Tensor:
         if not self.profile:

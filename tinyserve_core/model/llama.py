@@ -48,10 +48,7 @@ def sdpa(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
     squeeze = q.dim() == 3
     if squeeze:
         q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
-    if q.is_cuda:
-        with sdpa_kernel(SDPA_BACKENDS):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
-    else:
+    with sdpa_kernel(SDPA_BACKENDS) if q.is_cuda else contextlib.nullcontext():
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
     return out[0] if squeeze else out
 

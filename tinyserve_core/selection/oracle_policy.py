@@ -8,26 +8,17 @@ separates a policy's ranking error from the budget's own cost."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .base import TopPagesPolicy
 from .oracle import attention_logits, context_keys, page_mass
-from .params import Budget
-
-
-@dataclass(frozen=True, slots=True)
-class OracleParams:
-    budget: Budget = Budget(fraction=0.125)
-    sink_pages: int = 0
-    dense_layers: int = 2
+from .quest import QuestParams
 
 
 class OraclePolicy(TopPagesPolicy):
     name = "oracle"
     graph_safe = False  # per-sequence work on the host every step
-    Params = OracleParams
+    Params = QuestParams  # the same knobs as quest, so the two compare at equal settings
 
     def rank(self, ctx, num_pages, max_pages):
         B, H = ctx.query.shape[0], ctx.num_kv_heads

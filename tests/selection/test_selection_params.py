@@ -39,10 +39,10 @@ def test_budget_rounds_up_to_pages():
     ("quest", {"sink_pages": -1}, "sink_pages"),
     ("quest", {"dense_layers": "two"}, "dense_layers"),
     ("quest", {"dense_layers": 1.5}, "dense_layers"),
-    ("quest", {"top_p": 0.9}, "top_p"),          # not a quest parameter
-    ("adaptive", {"top_p": 0}, "top_p"),
-    ("adaptive", {"top_p": 1.01}, "top_p"),
-    ("adaptive", {"top_p": float("nan")}, "top_p"),
+    ("quest", {"top_p_mass": 0.9}, "top_p_mass"),          # not a quest parameter
+    ("adaptive", {"top_p_mass": 0}, "top_p_mass"),
+    ("adaptive", {"top_p_mass": 1.01}, "top_p_mass"),
+    ("adaptive", {"top_p_mass": float("nan")}, "top_p_mass"),
     ("adaptive", {"min_budget": 512, "budget": 256}, "min_budget"),
     ("h2o", {"recent_pages": -2}, "recent_pages"),
     ("streaming", {"sink_pages": "x"}, "sink_pages"),
@@ -56,15 +56,15 @@ def test_bad_parameters_name_the_field(policy, params, field):
 
 
 def test_update_is_all_or_nothing():
-    pol = make_policy("adaptive", top_p=0.8)
+    pol = make_policy("adaptive", top_p_mass=0.8)
     with pytest.raises(ConfigError):
-        pol.update(top_p=0.5, budget=-1)
-    assert pol.params.top_p == 0.8
-    pol.update(top_p=0.5, budget="1/4")
-    assert pol.params.top_p == 0.5 and pol.params.budget == Budget(fraction=0.25)
-    assert pol.describe() == {"policy": "adaptive", "top_p": 0.5, "budget": "1/4", "min_budget": "0",
+        pol.update(top_p_mass=0.5, budget=-1)
+    assert pol.params.top_p_mass == 0.8
+    pol.update(top_p_mass=0.5, budget="1/4")
+    assert pol.params.top_p_mass == 0.5 and pol.params.budget == Budget(fraction=0.25)
+    assert pol.describe() == {"policy": "adaptive", "top_p_mass": 0.5, "budget": "1/4", "min_budget": "0",
                               "sink_pages": 0, "dense_layers": 2}
-    assert policy_parameters("adaptive") == ("budget", "dense_layers", "min_budget", "sink_pages", "top_p")
+    assert policy_parameters("adaptive") == ("budget", "dense_layers", "min_budget", "sink_pages", "top_p_mass")
 
 
 def test_selector_switches_policy_live(make_kv):
@@ -105,20 +105,20 @@ def test_concurrent_updates_never_tear(make_kv):
 
 def test_engine_builds_and_retunes_the_selector_with_its_config_keys(make_kv):
     from tinyserve_core.selection import build_selector
-    engine_keys = dict(policy="quest", budget=256.0, top_p=0.9, sink_pages=1, dense_layers=2,
+    engine_keys = dict(policy="quest", budget=256.0, top_p_mass=0.9, sink_pages=1, dense_layers=2,
                        recent_pages=2, tier_pages=0, tier_policy="lru", stats=False)
     sel = build_selector(**engine_keys)
     assert sel.describe() == {"policy": "quest", "budget": "256", "sink_pages": 1, "dense_layers": 2,
                               "tier_pages": None, "tier_policy": None, "stats": False}
     sel.update(**{**engine_keys, "policy": "adaptive", "budget": 0.25, "tier_pages": 8, "stats": True})
-    assert sel.policy.name == "adaptive" and sel.policy.params.top_p == 0.9
+    assert sel.policy.name == "adaptive" and sel.policy.params.top_p_mass == 0.9
     assert sel.tiers.capacity_pages == 8 and sel.stats is not None
     sel.update(**{**engine_keys, "tier_pages": 4, "tier_policy": "lfu"})
     assert sel.policy.name == "quest" and (sel.tiers.capacity_pages, sel.tiers.policy) == (4, "lfu")
     assert sel.stats is None
     sel.update(tier_pages=0)
     assert sel.tiers is None
-    for bad, field in (({"top_p": 2.0}, "top_p"), ({"colour": 1}, "colour"), ({"stats": "yes"}, "stats"),
+    for bad, field in (({"top_p_mass": 2.0}, "top_p_mass"), ({"colour": 1}, "colour"), ({"stats": "yes"}, "stats"),
                        ({"tier_policy": "fifo", "tier_pages": 3}, "tier_policy"), ({"policy": "x"}, "policy")):
         with pytest.raises(ConfigError) as e:
             sel.update(**bad)

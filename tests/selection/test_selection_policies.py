@@ -34,7 +34,7 @@ def test_full_budget_is_exactly_dense(make_kv, name):
     q = torch.randn(3, 4, 16)
     params = {} if name == "dense" else {"budget": 1.0, "dense_layers": 0}
     if name == "adaptive":
-        params["top_p"] = 1.0
+        params["top_p_mass"] = 1.0
     sel = PageSelector(name, **params)
     pi = sel.select(LAYER, q, kv, 0, tables, lens, [0, 1, 2])
     assert pi is None
@@ -119,7 +119,7 @@ def _peaked_or_flat(peaked: bool):
 
 def test_adaptive_takes_fewer_pages_for_peaked_queries(make_kv):
     q = torch.ones(1, 4, 16)
-    pol = make_policy("adaptive", top_p=0.9, budget=1.0, dense_layers=0)
+    pol = make_policy("adaptive", top_p_mass=0.9, budget=1.0, dense_layers=0)
     picked = {}
     for peaked in (True, False):
         kv, tables, lens = make_kv([640], block_size=16, key_fn=_peaked_or_flat(peaked))
@@ -135,11 +135,11 @@ def test_adaptive_takes_fewer_pages_for_peaked_queries(make_kv):
 def test_adaptive_respects_min_and_max_budget(make_kv):
     kv, tables, lens = make_kv([640], block_size=16, key_fn=_peaked_or_flat(True))
     q = torch.ones(1, 4, 16)
-    out = make_policy("adaptive", top_p=0.9, budget=1.0, min_budget=128, dense_layers=0).select(
+    out = make_policy("adaptive", top_p_mass=0.9, budget=1.0, min_budget=128, dense_layers=0).select(
         _ctx(kv, tables, lens, q))
     assert ((out.page_indices >= 0).sum(-1) == 8).all()
     kv, tables, lens = make_kv([640], block_size=16, key_fn=_peaked_or_flat(False))
-    out = make_policy("adaptive", top_p=0.99, budget=64, dense_layers=0).select(_ctx(kv, tables, lens, q))
+    out = make_policy("adaptive", top_p_mass=0.99, budget=64, dense_layers=0).select(_ctx(kv, tables, lens, q))
     assert ((out.page_indices >= 0).sum(-1) == 4).all()
 
 
@@ -183,14 +183,14 @@ def test_h2o_evictions_are_permanent(make_kv):
 def test_adaptive_is_exact_top_p_when_the_bound_is_tight(make_kv):
     """Keys constant within each page make the bound equal every logit, so the
     estimate is the true page mass: the choice must be the smallest set (page being
-    written first, then by mass) whose true mass reaches top_p."""
+    written first, then by mass) whose true mass reaches top_p_mass."""
     def keys(layer, b, L, H, D, g):
         per_page = torch.randn((L + 7) // 8, H, D, generator=g) * 0.7
         return per_page.repeat_interleave(8, dim=0)[:L]
     kv, tables, lens = make_kv([203, 96], num_kv_heads=2, block_size=8, key_fn=keys)
     q = torch.randn(2, 2, 16)  # one query head per kv-head: no group max
-    out = make_policy("adaptive", top_p=0.8, budget=1.0, dense_layers=0).select(_ctx(kv, tables, lens, q))
-    from tinyserve_core.selection.oracle import attention_logits, context_keys, page_mass
+    out = make_policy("adaptive", top_p_mass=0.8, budget=1.0, dense_layers=0).select(_ctx(kv, tables, lens, q))
+    from tinyserve_core.selection.true_attention import attention_logits, context_keys, page_mass
     for b, L in enumerate(lens.tolist()):
         n = (L + 7) // 8
         mass = page_mass(attention_logits(q[b], context_keys(kv.k_caches[0], tables[b], L), 0.25), 8)

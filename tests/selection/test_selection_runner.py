@@ -41,7 +41,7 @@ def _decode_logits(model, selector, lens=(300, 77), steps=4, block_size=8):
 def test_dense_and_full_budget_equal_the_plain_engine_exactly(model):
     plain = _decode_logits(model, None)
     assert torch.equal(_decode_logits(model, PageSelector("dense")), plain)
-    for name, extra in (("quest", {}), ("adaptive", {"top_p": 1.0}), ("streaming", {}), ("h2o", {}),
+    for name, extra in (("quest", {}), ("adaptive", {"top_p_mass": 1.0}), ("streaming", {}), ("h2o", {}),
                         ("oracle", {})):
         sel = PageSelector(name, budget=1.0, dense_layers=0, **extra)
         assert torch.equal(_decode_logits(model, sel), plain), name

@@ -9,7 +9,7 @@ import torch
 
 from tinyserve_core.observe.events import EventSink, PageSelection
 from tinyserve_core.selection import PageSelector, summarize_history
-from tinyserve_core.selection.oracle import attention_logits, context_keys, page_mass
+from tinyserve_core.selection.true_attention import attention_logits, context_keys, page_mass
 
 LAYER = type("Attn", (), {"scale": 0.125})()
 
@@ -58,7 +58,7 @@ def test_recalls_match_a_direct_computation(make_kv):
 
 def test_full_budget_has_full_recall_and_summary_per_layer(make_kv):
     kv, tables, lens = make_kv([100, 260], num_layers=3)
-    sel = PageSelector("adaptive", budget=1.0, top_p=1.0, dense_layers=1, stats=True)
+    sel = PageSelector("adaptive", budget=1.0, top_p_mass=1.0, dense_layers=1, stats=True)
     for _ in range(2):
         q = torch.randn(2, 4, 16)
         for layer in range(3):

@@ -39,7 +39,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 # Engine-config key -> the selector's parameter name.
-SELECTION_KEYS = {"policy": "policy", "budget": "budget", "top_p_mass": "top_p",
+SELECTION_KEYS = {"policy": "policy", "budget": "budget", "top_p_mass": "top_p_mass",
                   "sink_pages": "sink_pages", "dense_layers": "dense_layers",
                   "recent_pages": "recent_pages", "tier_pages": "tier_pages",
                   "tier_policy": "tier_policy", "stats": "stats"}

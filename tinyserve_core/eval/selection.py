@@ -261,7 +261,7 @@ def _make_selector(policy: str, budget: str | None, top_p: float | None, spec: E
     if spec.sink_pages is not None:
         params["sink_pages"] = spec.sink_pages
     if policy == "adaptive":
-        params["top_p"] = top_p  # the budget is its cap
+        params["top_p_mass"] = top_p  # the budget is its cap
     # query-aware policies keep their per-head events for the offline tier replay
     sink = EventSink() if policy in TIER_POLICIES_EVALUATED and spec.tier_factors else None
     return PageSelector(policy, stats=True, sink=sink, **params)

@@ -4,7 +4,7 @@ The page bounds are treated as attention logits: a page of c tokens whose bound 
 can hold at most c * exp(U) of unnormalised attention, so softmax(U + log c) over the
 context's pages estimates how the query's attention mass spreads over pages. The
 policy keeps the smallest set (forced pages first, then by estimated mass) whose
-estimated mass reaches `top_p`, clamped to [min_budget, budget]. A peaked estimate
+estimated mass reaches `top_p_mass`, clamped to [min_budget, budget]. A peaked estimate
 (a retrieval query) needs few pages; a flat one (a summarising query) needs many.
 The entropy of the estimate is recorded as the query's "complexity"."""
 
@@ -25,7 +25,7 @@ from .params import Budget, check_float, check_int
 class AdaptiveParams:
     # The bounds overstate loose pages, so the estimate is over-confident: on the shipped
     # model 0.9 kept 0.83 of the true mass, 0.99 kept 0.89 (eval selection, 2,048 tokens).
-    top_p: float = 0.99
+    top_p_mass: float = 0.99
     budget: Budget = Budget(fraction=0.25)     # the most pages it may take
     min_budget: Budget = Budget(tokens=0)      # the fewest (besides forced pages)
     sink_pages: int = 0
@@ -36,7 +36,7 @@ class AdaptivePolicy(Policy):
     name = "adaptive"
     Params = AdaptiveParams
     _validators = {
-        "top_p": lambda f, v: check_float(f, v, 0.0, 1.0, lo_open=True),
+        "top_p_mass": lambda f, v: check_float(f, v, 0.0, 1.0, lo_open=True),
         "budget": budget_validator,
         "min_budget": lambda f, v: Budget.parse(f, v, allow_zero=True),
         "sink_pages": lambda f, v: check_int(f, v, 0),
@@ -54,7 +54,7 @@ class AdaptivePolicy(Policy):
         if ctx.layer_idx < p.dense_layers:
             return EXEMPT
         M = ctx.block_tables.shape[1]
-        if p.top_p >= 1.0 and p.budget.covers(M, ctx.block_size):
+        if p.top_p_mass >= 1.0 and p.budget.covers(M, ctx.block_size):
             return Selection(None)
         scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
                                      ctx.scale, ctx.block_size)  # [B, Hkv, M]
@@ -68,7 +68,7 @@ class AdaptivePolicy(Policy):
         keys = logits.masked_fill(forced, float("inf"))
         order = torch.argsort(keys, dim=-1, descending=True)
         cum = torch.cumsum(torch.gather(prob, -1, order), dim=-1)
-        need = (cum < p.top_p).sum(-1) + 1  # pages until the estimate reaches top_p
+        need = (cum < p.top_p_mass).sum(-1) + 1  # pages until the estimate reaches top_p_mass
 
         nf = forced[:, 0].sum(-1)[:, None]
         lo = p.min_budget.pages(ctx.seq_lens, ctx.block_size)[:, None]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import (EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator)
-from .oracle import attention_logits, context_keys, page_mass
+from .true_attention import attention_logits, context_keys, page_mass
 from .params import Budget, check_int
 
 

@@ -1,38 +1,31 @@
-"""True attention, per page, for one sequence: what the bounds estimate and what
-h2o accumulates. Gathers the sequence's whole context, so it costs a dense attention
-pass: statistics and the h2o baseline pay it, quest and adaptive never do."""
+"""`oracle`: the pages holding the most true attention mass, within the same budget.
+
+Each page is ranked by the softmax mass the current query actually puts on it (query
+heads of a GQA group summed); the page being written and the sink pages stay, as for
+quest. It computes the full attention of every decode query, so it is a measuring
+stick, not a fast path: what the best possible page ranking reaches at a budget, which
+separates a policy's ranking error from the budget's own cost."""
 
 from __future__ import annotations
 
 import torch
 
-
-def context_keys(k_cache: torch.Tensor, block_table_row: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """float32 [L, Hkv, D]: the keys of one sequence's context in token order."""
-    bs = k_cache.shape[1]
-    n = (seq_len + bs - 1) // bs
-    ids = block_table_row[:n].long()
-    return k_cache[ids].reshape(-1, *k_cache.shape[2:])[:seq_len].float()
+from .base import TopPagesPolicy
+from .true_attention import attention_logits, context_keys, page_mass
+from .quest import QuestParams
 
 
-def attention_logits(query_row: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
-    """float32 [Hq, L]: scale * q_h . k_t with query head h reading kv-head h // group."""
-    hq, hkv = query_row.shape[0], keys.shape[1]
-    k = keys.repeat_interleave(hq // hkv, dim=1)  # [L, Hq, D]
-    return torch.einsum("hd,lhd->hl", query_row.float(), k) * scale
+class OraclePolicy(TopPagesPolicy):
+    name = "oracle"
+    graph_safe = False  # per-sequence work on the host every step
+    Params = QuestParams  # the same knobs as quest, so the two compare at equal settings
 
-
-def page_mass(logits: torch.Tensor, block_size: int, page_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """float32 [Hq, n_pages]: softmax attention mass per page. With `page_mask`
-    ([Hq, n_pages] bool) attention runs over the masked-in pages only, as sparse
-    attention does."""
-    hq, L = logits.shape
-    n = (L + block_size - 1) // block_size
-    if page_mask is not None:
-        tok = page_mask.repeat_interleave(block_size, dim=1)[:, :L]
-        logits = logits.masked_fill(~tok, float("-inf"))
-    p = torch.nan_to_num(torch.softmax(logits, dim=-1), nan=0.0)
-    pad = n * block_size - L
-    if pad:
-        p = torch.nn.functional.pad(p, (0, pad))
-    return p.view(hq, n, block_size).sum(-1)
+    def rank(self, ctx, num_pages, max_pages):
+        B, H = ctx.query.shape[0], ctx.num_kv_heads
+        group = ctx.query.shape[1] // H
+        keys = torch.full((B, H, max_pages), float("-inf"), device=ctx.query.device)
+        for b, n in enumerate(num_pages.tolist()):
+            L = int(ctx.seq_lens[b])
+            logits = attention_logits(ctx.query[b], context_keys(ctx.k_cache, ctx.block_tables[b], L), ctx.scale)
+            keys[b, :, :n] = page_mass(logits, ctx.block_size).view(H, group, n).sum(1)
+        return keys, None

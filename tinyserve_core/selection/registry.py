@@ -7,7 +7,7 @@ from .adaptive import AdaptivePolicy
 from .base import Policy
 from .dense import DensePolicy
 from .h2o import H2OPolicy
-from .oracle_policy import OraclePolicy
+from .oracle import OraclePolicy
 from .quest import QuestPolicy
 from .streaming import StreamingPolicy
 

@@ -55,7 +55,7 @@ class PageSelector:
     def update(self, **params) -> None:
         """Apply engine-level settings live: `policy` (switch), `tier_pages` (0 or None
         = no tiers), `tier_policy`, `tier_decay`, `stats`, and policy parameters. A
-        parameter that the current policy does not take (top_p under quest) is checked
+        parameter that the current policy does not take (top_p_mass under quest) is checked
         and kept for nothing; one that no policy takes is an error. Everything is
         validated before anything changes."""
         name = params.pop("policy", None)

@@ -27,7 +27,7 @@ import torch
 from .. import kernels
 from ..observe.events import EventSink, PageSelection
 from .base import SelectContext, Selection
-from .oracle import attention_logits, context_keys, page_mass
+from .true_attention import attention_logits, context_keys, page_mass
 
 _METRICS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
             "bound_violations", "entropy", "budget_pages", "tier_hits", "tier_misses", "bytes_moved")

@@ -392,7 +392,7 @@ def test_3d_view_draws_scene_path_and_frustum(qapp, tab, tmp_path):
 
 
 def test_adaptive_motion_size_fits_the_frame_budget(tab):
-    from app.scene.tab import MIN_MOTION_SIZE, MOTION_BUDGET_MS
+    from app.scene.camera_control import MIN_MOTION_SIZE, MOTION_BUDGET_MS
 
     saved = tab._ms_per_px
     try:

@@ -1,0 +1,66 @@
+"""The Scene tab's picture: the chosen output colourised, and the overlays projected
+through the displayed frame's camera (the picked point, the query's boxes, the planned
+path). Recomputed per frame, so every overlay follows the camera.
+
+A mixin of `SceneTab` (tab.py): it reads `frame`, `lab`, `output`, `note`, `view`,
+`pick_result`, `query_result` and `plan_result`, and writes only the view."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtGui import QColor
+
+from .colorize import colorize
+
+CANDIDATE_COLOURS = (QColor(255, 140, 0), QColor(200, 80, 255))
+OUTPUT_NOTES = {"Depth": "depth: near bright, far dark; white = nothing hit",
+                "Label entropy": "label entropy: dark = certain, bright = uncertain (object borders)",
+                "Query relevancy": "relevancy to the last query: hot = relevant"}
+
+
+class OverlayDrawing:
+    def relevancy(self):
+        """The last query's relevancy for the displayed frame (recomputed per frame so the
+        overlay follows the camera)."""
+        q = self.query_result
+        if q is None or self.frame is None:
+            return None
+        from tinyserve_core.scene.query import ObjectIndex
+
+        sims = np.array([q.scores[n] for n in self.lab.labels[1:]])
+        picks = [self.lab.labels.index(c.label) - 1 for c in q.candidates]
+        return ObjectIndex.relevancy(sims, self.frame.result.probs, picks)
+
+    def redraw(self):
+        if self.frame is None:
+            return
+        out = self.output.currentText()
+        self.view.set_image(colorize(self.frame.result, out, self.relevancy() if out == "Query relevancy" else None))
+        self.note.setText(OUTPUT_NOTES.get(out, ""))
+        cam = self.frame.result.camera
+        ov = self.view.overlays
+        ov.pick = None
+        if self.pick_result is not None and self.pick_result.hit:
+            uv, front = cam.project(np.array([self.pick_result.point]))
+            if front[0]:
+                ov.pick = (uv[0, 0], uv[0, 1], f"{self.pick_result.label} {self.pick_result.confidence:.0%}")
+        ov.boxes = []
+        if self.query_result is not None:
+            amb = self.query_result.status == "ambiguous"
+            for c, colour in zip(self.query_result.candidates, CANDIDATE_COLOURS):
+                if c.extent is not None:
+                    uv, front = cam.project(box_corners(c.extent, self.lab.bake.grid.voxel))
+                    ov.boxes.append((uv, front, colour, c.label + ("?" if amb else "")))
+        ov.path = None
+        if self.plan_result is not None and self.plan_result.solved:
+            ov.path = cam.project(self.plan_result.path)
+        self.view.update()
+
+
+def box_corners(extent, pad: float) -> np.ndarray:
+    """The 8 corners of an object's box (index bits: x, y, z), padded by half a voxel so
+    the box encloses the surface rather than the solid grid corners."""
+    lo = np.asarray(extent.bbox_min) - pad / 2
+    hi = np.asarray(extent.bbox_max) + pad / 2
+    return np.array([[hi[0] if i & 1 else lo[0], hi[1] if i & 2 else lo[1], hi[2] if i & 4 else lo[2]]
+                     for i in range(8)])

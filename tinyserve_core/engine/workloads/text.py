@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
+from ...resources import asset_path
 
 Tokenize = Callable[[str], list[int]]
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
-DEFAULT_TEXT_DIR = Path(__file__).resolve().parents[3] / "assets" / "text"
+DEFAULT_TEXT_DIR = asset_path("text")
 
 _WORD = re.compile(r"\S+\s*")
 _NON_SPACE = re.compile(r"\S*")

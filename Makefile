@@ -19,8 +19,9 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# torch is installed first and pinned exactly, so pip takes the CPU build on this
-# disk and never resolves the range to a multi-GB CUDA build.
+# torch is installed first, pinned to the CPU build on this disk, when the venv has none:
+# pyproject then finds `torch>=2.4` met and pip never resolves it to a multi-GB CUDA build
+# (a torch already present, of any release from 2.4 on, is kept).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[test]"

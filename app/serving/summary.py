@@ -14,11 +14,8 @@ from tinyserve_core.kernels import backend_info
 def _model_dir(cfg: EngineConfig) -> str:
     if cfg.model:
         return cfg.model
-    try:
-        from tinyserve_core.model import default_model_dir
-        return str(default_model_dir())
-    except Exception:
-        return "assets/models/tinyserve-lm"
+    from tinyserve_core.model import default_model_dir
+    return str(default_model_dir())
 
 
 def _kv_bytes(mc: Any, num_blocks: int, block_size: int, dtype_bytes: int = 4) -> int | None:

@@ -181,6 +181,8 @@ def test_bos_is_detected_and_counted(bpe):
 def test_text_dir_is_used_and_notes_skipped(tmp_path):
     (tmp_path / "a.txt").write_text("Alpha beta gamma delta. " * 50)
     (tmp_path / "README.md").write_text("Never in a prompt. " * 50)
+    (tmp_path / "heldout" / "library").mkdir(parents=True)  # evaluation text, not prompts
+    (tmp_path / "heldout" / "library" / "x.rst.txt").write_text("Never held out. " * 50)
     reqs = generate_workload(WorkloadSpec(requests=5, text_dir=str(tmp_path), prompt_len=30, prompt_dist="fixed"))
     assert all("Never" not in r.prompt and "Alpha" in r.prompt for r in reqs)
     with pytest.raises(ConfigError) as e:

@@ -1,4 +1,4 @@
-"""CI compile check: every kernel body in csrc/kernels/*.cuh compiles with nvcc alone (no
+"""CI compile check: every kernel body in tinyserve_core/csrc/kernels/*.cuh compiles with nvcc alone (no
 torch, no GPU) for sm_80 and sm_90a, with registers/spills per kernel printed and no
 local-memory spills allowed. Skipped when nvcc is missing."""
 
@@ -7,11 +7,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc" / "kernels"
+from tinyserve_core.resources import csrc_dir
+
+CSRC = csrc_dir() / "kernels"
 ARCHS = {"sm_80": "-gencode=arch=compute_80,code=sm_80",
          "sm_90a": "-gencode=arch=compute_90a,code=sm_90a"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,7 +193,9 @@ def test_tokenizer_round_trip_and_special_ids(good):
     assert tok.eos_token_id == 1 and tok.bos_token_id == 0
 
 
-def test_default_model_dir_is_in_repo_assets():
+def test_default_model_dir_is_package_data():
+    import tinyserve_core
+
     d = default_model_dir()
-    assert d.parts[-3:] == ("assets", "models", "tinyserve-lm")
-    assert (d.parents[2] / "tinyserve_core").is_dir()
+    assert d == Path(tinyserve_core.__file__).parent / "assets" / "models" / "tinyserve-lm"
+    assert (d / "model.safetensors").is_file() and (d / "tokenizer.json").is_file()

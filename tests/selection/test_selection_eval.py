@@ -94,6 +94,20 @@ def test_full_budget_run_equals_dense(tiny_model_dir):
         assert r.perplexity == dense.perplexity and r.agreement == 1.0 and r.mass_recall == pytest.approx(1.0)
 
 
+def test_heldout_text_is_the_shipped_text_whatever_the_host_has(tmp_path, monkeypatch):
+    from tinyserve_core.model.train import corpus
+    # A host whose documentation differs must not change the evaluation text.
+    host = tmp_path / "_sources"
+    (host / "library").mkdir(parents=True)
+    (host / "library" / "abc.rst.txt").write_text("Host text that was never shipped. " * 40)
+    monkeypatch.setattr(corpus, "DEFAULT_DOCS_ROOT", host)
+    raw = bpe.train_tokenizer([TEXT], vocab_size=320, min_vocab=256)
+    ids, source = ev.heldout_tokens(raw, None, 0.05)
+    docs = corpus.shipped_heldout_documents(0.05)
+    assert source == f"held-out docs ({len(docs)} files, heldout_frac 0.05)"
+    assert np.array_equal(ids, corpus.tokenize_documents(raw, docs, 0))
+
+
 @pytest.mark.parametrize("argv,field", [
     (["--policies", "dense,magic"], "--policies"),
     (["--budgets", "0"], "--budgets"),

@@ -97,7 +97,7 @@ class DecodeCase:
 
 
 def bench_ours(case: DecodeCase, reps: int) -> float:
-    from tinyserve_core.kernels import _cuda_ops as ops
+    from ..kernels import _cuda_ops as ops
 
     return time_ms(lambda i: ops.paged_decode_attention(
         case.q[i % case.rot], case.k, case.v, case.tables[i % case.rot], case.seq_lens, case.scale), reps)
@@ -149,7 +149,7 @@ def bench_sdpa(case: DecodeCase, reps: int, gen: torch.Generator):
 
 # ----------------------------------------------------------------------------- sparse
 def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> dict:
-    from tinyserve_core.kernels import _cuda_ops as ops
+    from ..kernels import _cuda_ops as ops
 
     case = DecodeCase(batch, ctx, l2, gen)
     nb = case.k.shape[0]
@@ -192,7 +192,7 @@ def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> 
 
 # ----------------------------------------------------------------------------- cache ops
 def bench_reshape_and_cache(reps: int, bw: float, gen) -> list[dict]:
-    from tinyserve_core.kernels import _cuda_ops as ops
+    from ..kernels import _cuda_ops as ops
 
     rows = []
     for label, tokens, decode in (("prefill 16K tokens", 16384, False), ("decode 256 seqs", 256, True)):
@@ -224,7 +224,7 @@ def bench_reshape_and_cache(reps: int, bw: float, gen) -> list[dict]:
 
 
 def bench_copy_blocks(reps: int, bw: float, gen) -> dict:
-    from tinyserve_core.kernels import _cuda_ops as ops
+    from ..kernels import _cuda_ops as ops
 
     layers, nb, pairs = 16, 2048, 512
     ks = [torch.randn(nb, BS, HKV, HD, device="cuda", generator=gen, dtype=torch.float16) for _ in range(layers)]
@@ -243,14 +243,14 @@ def bench_copy_blocks(reps: int, bw: float, gen) -> dict:
 
 
 def bench_allocate(reps: int) -> dict:
-    from tinyserve_core.kernels import _cuda_ops as ops
+    from ..kernels import _cuda_ops as ops
 
     n = 1 << 20
     rc = torch.zeros(n, dtype=torch.int32, device="cuda")
     ms = time_ms(lambda i: ops.allocate_blocks(rc, n), reps, setup=lambda i: rc.zero_())
     out = {"blocks": n, "gpu_ms": ms, "gpu_allocs_per_s": n / ms * 1e3}
     try:
-        from tinyserve_core.kv import BlockPool
+        from ..kv import BlockPool
     except ImportError:
         out["python_blockpool"] = "absent"
         return out
@@ -332,7 +332,7 @@ def run(args) -> int:
         return 2
     from tqdm import tqdm
 
-    from tinyserve_core.kernels import _backend, _cuda_ops as ops
+    from ..kernels import _backend, _cuda_ops as ops
 
     _backend.build()
     props = torch.cuda.get_device_properties(0)

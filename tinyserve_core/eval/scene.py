@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinyserve_core.errors import ConfigError, InputFileError, TinyServeError
+from ..errors import ConfigError, InputFileError, TinyServeError
 
 TARGETS = {"psnr": 30.0, "miou": 0.9, "query_accuracy": 0.9, "paths_collision_free": 1.0,
            "query_p95_ms": 100.0, "plan_p95_ms": 500.0, "bake_render_p95_ms": 100.0}
@@ -23,7 +23,7 @@ PLAN_TARGETS = ("red mug", "stack of books", "desk lamp", "green ball", "blue bo
 
 
 def default_queries(scene: str) -> Path:
-    from tinyserve_core.scene.spec import scene_path
+    from ..scene.spec import scene_path
 
     return scene_path(scene).with_suffix(".queries.jsonl")
 
@@ -59,8 +59,8 @@ def path_clearance(spec, result) -> float:
     """Exact distance from the robot's centre to the nearest surface along a path (for the
     ground robot: horizontal distance to anything between the floor gap and its height),
     less the sampling slack: the distance is 1-Lipschitz, so half the sample spacing."""
-    from tinyserve_core.scene.geometry import footprint_distance, scene_sdf
-    from tinyserve_core.scene.planner import FLOOR_GAP, GROUND_HEIGHT
+    from ..scene.geometry import footprint_distance, scene_sdf
+    from ..scene.planner import FLOOR_GAP, GROUND_HEIGHT
 
     path = np.asarray(result.path, dtype=np.float64)
     fine = [path[:1]]
@@ -89,9 +89,9 @@ def pct(xs, q) -> float:
 
 def evaluate(scene: str = "room", queries: str | None = None, weights: str | None = None,
              progress=None) -> dict:
-    from tinyserve_core.scene.lab import SceneLab
-    from tinyserve_core.scene.metrics import evaluate_views
-    from tinyserve_core.scene.planner import Robot
+    from ..scene.lab import SceneLab
+    from ..scene.metrics import evaluate_views
+    from ..scene.planner import Robot
 
     lab = SceneLab(scene, weights)
     qfile = Path(queries) if queries else default_queries(scene)

@@ -144,30 +144,17 @@ def build_tasks(tok, tokens: np.ndarray, spec: EvalSpec) -> list[_Task]:
 
 
 def heldout_tokens(tok, data_dir: str | None, heldout_frac: float) -> tuple[np.ndarray, str]:
-    """The held-out token stream: a prepared corpus's held-out docs (`--data-dir`),
-    else the held-out documentation files re-derived with the training split rule,
-    else the shipped prompt corpus assets/text (which may overlap training: said so)."""
+    """The held-out token stream: a prepared corpus's held-out docs (`--data-dir`), else
+    the shipped held-out documentation files (package data, the same on every host; never
+    what the host has under /usr/share/doc) that the split rule holds out at heldout_frac."""
     from ..model.train import corpus
     if data_dir is not None:
         return corpus.load_split(data_dir, "heldout_docs"), f"{data_dir}/heldout_docs.npy"
     raw = getattr(tok, "tokenizer", tok)
     eos = getattr(tok, "eos_token_id", None)
-    if corpus.DEFAULT_DOCS_ROOT.is_dir():
-        docs = []
-        for f in sorted(corpus.DEFAULT_DOCS_ROOT.rglob("*.txt")):
-            name = "docs/" + f.relative_to(corpus.DEFAULT_DOCS_ROOT).as_posix()
-            text = f.read_text(encoding="utf-8", errors="replace")
-            if text.strip() and corpus.is_heldout(name, heldout_frac):
-                docs.append(corpus.Document(name, "docs", text))
-        if docs:
-            return (corpus.tokenize_documents(raw, docs, eos if eos is not None else 0, desc="held-out docs"),
-                    f"held-out docs ({len(docs)} files, heldout_frac {heldout_frac})")
-    text_dir = Path(__file__).resolve().parents[2] / "assets" / "text"
-    files = sorted(p for p in text_dir.glob("*.txt") if p.name.upper() not in ("README.TXT", "LICENSE.TXT"))
-    if not files:
-        raise ConfigError("--data-dir", "no held-out text found: give --data-dir (a train-lm corpus folder)")
-    ids = [i for f in files for i in raw.encode(f.read_text(encoding="utf-8")).ids]
-    return np.asarray(ids, dtype=np.int64), "assets/text (may overlap the training corpus)"
+    docs = corpus.shipped_heldout_documents(heldout_frac)
+    return (corpus.tokenize_documents(raw, docs, eos if eos is not None else 0, desc="held-out docs"),
+            f"held-out docs ({len(docs)} files, heldout_frac {heldout_frac})")
 
 
 # ---- runs ------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Chooses the implementation of the ops for a device, and builds the CUDA one lazily.
 
 CPU tensors always use the torch reference. CUDA tensors use the compiled extension
-(csrc/), built on first CUDA use with torch.utils.cpp_extension.load + ninja into torch's
-extension cache; later processes load the cached build. Without a GPU or without nvcc the
-reference runs and says so once. TINYSERVE_KERNELS=reference|cuda forces a backend.
-Importing this module never compiles anything."""
+(tinyserve_core/csrc/, package data), built on first CUDA use with
+torch.utils.cpp_extension.load + ninja into torch's extension cache (never next to the
+sources, which may sit in a read-only site-packages); later processes load the cached
+build. Without a GPU or without nvcc the reference runs and says so once.
+TINYSERVE_KERNELS=reference|cuda forces a backend. Importing this module never compiles
+anything."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from pathlib import Path
 
 import torch
 
+from ..resources import csrc_dir
 from . import reference
 
 EXT_NAME = "tinyserve_kernels"
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+CSRC = csrc_dir()
 SOURCES = ("bindings.cpp", "attention_ops.cu", "cache_ops.cu", "alloc_ops.cu")
 # A build lock older than this with no process building in its folder was left by an
 # interrupted build (torch's FileBaton would otherwise wait on it forever).

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import ModelLoadError
+from ..resources import asset_path
 from .config import ModelConfig
 from .llama import LlamaForCausalLM
 from .tokenizer import Tokenizer
@@ -23,8 +24,8 @@ _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
 def default_model_dir() -> Path:
-    """The shipped model: <repo>/assets/models/tinyserve-lm."""
-    return Path(__file__).resolve().parents[2] / "assets" / "models" / "tinyserve-lm"
+    """The shipped model: tinyserve_core/assets/models/tinyserve-lm (package data)."""
+    return asset_path("models", "tinyserve-lm")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tinyserve_core.scene.camera import Camera
-from tinyserve_core.scene.geometry import intersect
-from tinyserve_core.scene.spec import SceneSpec
+from .camera import Camera
+from .geometry import intersect
+from .spec import SceneSpec
 
 
 @dataclass

@@ -12,11 +12,11 @@ import torch
 
 import torch.nn.functional as F
 
-from tinyserve_core.scene.camera import Camera
-from tinyserve_core.scene.field import (EMPTY_DENSITY, GridSpec, SemanticGridField, density_activation,
-                                        occupancy_from_density, sample_grid, trilinear_rows)
-from tinyserve_core.scene.volume import WEIGHT_EPS, empty_distance, render_fast
-from tinyserve_core.scene.weights import corner_mask
+from .camera import Camera
+from .field import (EMPTY_DENSITY, GridSpec, SemanticGridField, density_activation,
+                    occupancy_from_density, sample_grid, trilinear_rows)
+from .volume import WEIGHT_EPS, empty_distance, render_fast
+from .weights import corner_mask
 
 BAKE_MIN_DENSITY = 0.02  # per voxel; below it a corner is air in the bake
 PREVIEW_WEIGHT_EPS = 0.03

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from tinyserve_core.errors import ConfigError, TinyServeError
+from ..errors import ConfigError, TinyServeError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,9 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from tinyserve_core.scene.spec import load_scene
-    from tinyserve_core.scene.train import TrainConfig, evaluate_heldout, train_field
-    from tinyserve_core.scene.weights import save_weights, weights_path
+    from .spec import load_scene
+    from .train import TrainConfig, evaluate_heldout, train_field
+    from .weights import save_weights, weights_path
 
     try:
         if args.device not in ("cpu", "cuda"):

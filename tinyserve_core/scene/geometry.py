@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tinyserve_core.scene.spec import Primitive, SceneSpec
+from .spec import Primitive, SceneSpec
 
 _EPS = 1e-9
 INF = float("inf")

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinyserve_core.scene.bake import Bake, RenderResult, as_result
-from tinyserve_core.scene.camera import Camera, orbit_camera
-from tinyserve_core.scene.planner import PlanResult, Planner, Robot
-from tinyserve_core.scene.query import ObjectIndex, QueryResult
-from tinyserve_core.scene.spec import DEFAULT_SCENE, SceneSpec, load_scene
-from tinyserve_core.scene.volume import WEIGHT_EPS, empty_distance, ray_aabb, render_fast
-from tinyserve_core.scene.weights import load_weights, weights_path
+from .bake import Bake, RenderResult, as_result
+from .camera import Camera, orbit_camera
+from .planner import PlanResult, Planner, Robot
+from .query import ObjectIndex, QueryResult
+from .spec import DEFAULT_SCENE, SceneSpec, load_scene
+from .volume import WEIGHT_EPS, empty_distance, ray_aabb, render_fast
+from .weights import load_weights, weights_path
 
 DEFAULT_STARTS = {"ground": (-0.9, 0.5, 0.0), "gripper": (-1.0, 0.5, 0.9)}
 
@@ -68,7 +68,7 @@ class SceneLab:
         if quality in ("bake", "motion"):
             return self.bake.render(cam, coarse=quality == "motion")
         if quality != "full":
-            from tinyserve_core.errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError("quality", f"must be 'motion', 'bake' or 'full', got {quality!r}")
         o, d = cam.rays()

@@ -8,9 +8,9 @@ from typing import Callable
 
 import numpy as np
 
-from tinyserve_core.scene.analytic import render_analytic
-from tinyserve_core.scene.camera import HELDOUT_RINGS, camera_ring
-from tinyserve_core.scene.spec import SceneSpec
+from .analytic import render_analytic
+from .camera import HELDOUT_RINGS, camera_ring
+from .spec import SceneSpec
 
 
 def psnr(mse: float) -> float:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from tinyserve_core.errors import ConfigError
-from tinyserve_core.scene.bake import Bake
+from ..errors import ConfigError
+from .bake import Bake
 
 PLANNERS = ("rrtconnect", "rrtstar")
 ROBOTS = ("ground", "gripper")

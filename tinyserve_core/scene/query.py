@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinyserve_core.errors import ConfigError
-from tinyserve_core.scene.bake import ObjectExtent
-from tinyserve_core.scene.spec import SceneSpec
+from ..errors import ConfigError
+from .bake import ObjectExtent
+from .spec import SceneSpec
 
 FOUND_SIM = 0.45
 FOUND_LEAD = 0.09

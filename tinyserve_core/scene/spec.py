@@ -1,4 +1,5 @@
-"""Scene specs: labelled objects built from primitives, loaded from assets/scenes/<name>.json.
+"""Scene specs: labelled objects built from primitives, loaded from the shipped
+assets/scenes/<name>.json.
 
 World frame is z-up, metres. Boxes are axis-aligned; cylinders and cones stand on their
 base along +z (a cone's apex is at the top). Every primitive of an object shares the
@@ -11,9 +12,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinyserve_core.errors import ConfigError, InputFileError
+from ..errors import ConfigError, InputFileError
+from ..resources import asset_path
 
-SCENES_DIR = Path(__file__).resolve().parents[2] / "assets" / "scenes"
+SCENES_DIR = asset_path("scenes")
 DEFAULT_SCENE = "room"
 BACKGROUND = "background"
 
@@ -91,7 +93,7 @@ def available_scenes(directory: Path = SCENES_DIR) -> list[str]:
 
 
 def scene_path(name_or_path: str | Path) -> Path:
-    """A scene name under assets/scenes, or a path to a .json file."""
+    """A scene name under the shipped assets/scenes, or a path to a .json file."""
     p = Path(name_or_path)
     if p.suffix == ".json" and p.exists():
         return p

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyserve_core.errors import ConfigError
-from tinyserve_core.scene.analytic import cast
-from tinyserve_core.scene.camera import HELDOUT_RINGS, TRAIN_RINGS, Camera, camera_ring
-from tinyserve_core.scene.field import GridSpec, SemanticGridField
-from tinyserve_core.scene.metrics import evaluate_views, psnr
-from tinyserve_core.scene.spec import SceneSpec
-from tinyserve_core.scene.weights import corner_mask
-from tinyserve_core.scene.volume import composite, march, ray_aabb, render_chunked, render_rays
+from ..errors import ConfigError
+from .analytic import cast
+from .camera import HELDOUT_RINGS, TRAIN_RINGS, Camera, camera_ring
+from .field import GridSpec, SemanticGridField
+from .metrics import evaluate_views, psnr
+from .spec import SceneSpec
+from .weights import corner_mask
+from .volume import composite, march, ray_aabb, render_chunked, render_rays
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def heldout_views(spec: SceneSpec, size: int = 128) -> Views:
 
 def evaluate_heldout(spec: SceneSpec, field: SemanticGridField, occ: torch.Tensor, size: int = 128) -> dict:
     """PSNR / SSIM / mIoU of full-quality renders of the held-out cameras."""
-    from tinyserve_core.scene.bake import RenderResult
+    from .bake import RenderResult
 
     def render(cam):
         r = render_view(field, occ, cam)

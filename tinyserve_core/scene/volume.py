@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from tinyserve_core.scene.field import GridSpec
+from .field import GridSpec
 
 WEIGHT_EPS = 1e-4
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 
-from tinyserve_core.errors import ModelLoadError
-from tinyserve_core.scene.field import GridSpec, SemanticGridField
-from tinyserve_core.scene.spec import SCENES_DIR, SceneSpec
+from ..errors import ModelLoadError
+from .field import GridSpec, SemanticGridField
+from .spec import SCENES_DIR, SceneSpec
 
 FORMAT = "tinyserve-semantic-grid/1"
 

@@ -26,8 +26,9 @@ def test_split_is_by_document_name_and_fixed(tiny_roots):
 
 
 def test_bad_roots_and_fractions_name_the_flag(tmp_path, tiny_roots):
-    with pytest.raises(ConfigError, match="--docs-root"):
+    with pytest.raises(ConfigError, match="--docs-root") as e:
         corpus.collect_documents(tmp_path / "nope", tiny_roots[1])
+    assert "install the Debian package python3.11-doc" in str(e.value)
     with pytest.raises(ConfigError, match="--heldout-frac"):
         corpus.split_documents(corpus.collect_documents(*tiny_roots), 0.7)
     with pytest.raises(ConfigError, match="--vocab-size"):
@@ -48,3 +49,17 @@ def test_saved_tokenizer_loads_in_transformers_with_same_ids(tmp_path, tiny_toke
     text = "The list type 12345\n    def f(x):\n        return x"
     assert auto(text)["input_ids"] == tiny_tokenizer.encode(text).ids
     assert auto.eos_token == bpe.EOS_TOKEN and auto.eos_token_id == 0
+
+
+def test_shipped_heldout_text_is_the_split_rule_and_its_readme_lists_it():
+    docs = corpus.shipped_heldout_documents()
+    names = [d.name for d in docs]
+    assert names == sorted(names) and all(corpus.is_heldout(n, corpus.SHIPPED_HELDOUT_FRAC) for n in names)
+    readme = (corpus.SHIPPED_HELDOUT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert [f"docs/{line[3:-1]}" for line in readme.splitlines() if line.startswith("* `")
+            and line.endswith(".txt`")] == names
+    # A smaller split keeps only what it holds out; one that holds out nothing is an error.
+    smaller = [d.name for d in corpus.shipped_heldout_documents(0.02)]
+    assert smaller == [n for n in names if corpus.is_heldout(n, 0.02)] and 0 < len(smaller) < len(names)
+    with pytest.raises(ConfigError, match="--heldout-frac"):
+        corpus.shipped_heldout_documents(0.0)

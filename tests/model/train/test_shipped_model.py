@@ -17,14 +17,12 @@ pytestmark = pytest.mark.skipif(not (MODEL / "model.safetensors").is_file(), rea
 
 
 def _heldout_text_ids(tok, n: int) -> np.ndarray:
-    """Token ids of held-out documentation files (never trained on)."""
-    root = corpus.DEFAULT_DOCS_ROOT
-    if not root.is_dir():
-        pytest.skip("python3.11-doc is not installed")
-    names = sorted(p for p in root.rglob("*.txt") if corpus.is_heldout("docs/" + p.relative_to(root).as_posix(), 0.05))
+    """Token ids of the shipped held-out documentation files (never trained on)."""
+    if not corpus.SHIPPED_HELDOUT_ROOT.is_dir():
+        pytest.skip("the shipped held-out text (assets/text/heldout) is not present")
     ids: list[int] = []
-    for p in names:
-        ids += tok.encode(p.read_text(encoding="utf-8", errors="replace")) + [0]
+    for doc in corpus.shipped_heldout_documents(0.05):
+        ids += tok.encode(doc.text) + [0]
         if len(ids) >= n:
             return np.asarray(ids[:n], dtype=np.int64)
     pytest.skip("not enough held-out documentation text")

@@ -12,11 +12,15 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
+from ...resources import asset_path
 
 Tokenize = Callable[[str], list[int]]
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
-DEFAULT_TEXT_DIR = Path(__file__).resolve().parents[3] / "assets" / "text"
+DEFAULT_TEXT_DIR = asset_path("text")
+# Held-out evaluation text (assets/text/heldout) is never prompt text: a folder of this
+# name is skipped wherever it sits under a text folder.
+HELDOUT_DIR = "heldout"
 
 _WORD = re.compile(r"\S+\s*")
 _NON_SPACE = re.compile(r"\S*")
@@ -95,6 +99,7 @@ def _load_corpus(path: str) -> TextCorpus:
         raise ConfigError("text_dir", f"{root} is not a folder")
     files = sorted(p for p in root.rglob("*")
                    if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+                   and HELDOUT_DIR not in p.relative_to(root).parts[:-1]
                    and not p.name.upper().startswith(("README", "LICENSE", "COPYING")))
     words: list[str] = []
     for p in files:

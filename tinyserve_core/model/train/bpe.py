@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from tinyserve_core.errors import ConfigError
+from ...errors import ConfigError
 
 EOS_TOKEN = "<|endoftext|>"
 MIN_VOCAB, MAX_VOCAB = 4096, 8192

@@ -1,6 +1,10 @@
 """The training corpus: Python 3.11 documentation sources plus standard-library code,
 read from installed files (never downloaded, never committed).
 
+The held-out documentation files of the shipped model's split are the one exception: they
+are package data (assets/text/heldout/), so evaluations read the same text on every host
+whether or not it has python3.11-doc.
+
 The held-out split is by document, decided by a hash of the document's name, so it is
 the same on every machine and does not move when files are added elsewhere.
 """
@@ -16,9 +20,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tinyserve_core.errors import ConfigError
+from ...errors import ConfigError
+from ...resources import asset_path
 
 DEFAULT_DOCS_ROOT = Path("/usr/share/doc/python3.11/html/_sources")
+DOCS_PACKAGE = "python3.11-doc"
+# The shipped model's split (its train_log.json): the held-out doc files at this fraction,
+# copied verbatim from DEFAULT_DOCS_ROOT (assets/text/extract_heldout_docs.py redoes it).
+SHIPPED_HELDOUT_FRAC = 0.05
+SHIPPED_HELDOUT_ROOT = asset_path("text", "heldout")
 # Debian's stdlib (ships without the test suite) is the documented source; the running
 # interpreter's stdlib is the fallback on machines without it.
 DEBIAN_STDLIB_ROOT = Path("/usr/lib/python3.11")
@@ -57,7 +67,9 @@ def collect_documents(docs_root: str | Path | None = None, stdlib_root: str | Pa
     docs_root = Path(docs_root) if docs_root is not None else DEFAULT_DOCS_ROOT
     stdlib_root = Path(stdlib_root) if stdlib_root is not None else default_stdlib_root()
     if not docs_root.is_dir():
-        raise ConfigError("--docs-root", f"{docs_root} is not a folder (install the Debian package python3.11-doc)")
+        raise ConfigError("--docs-root", f"{docs_root} is not a folder: the Python 3.11 documentation "
+                          f"sources are read from it; install the Debian package {DOCS_PACKAGE} "
+                          "(or give --docs-root)")
     if not stdlib_root.is_dir():
         raise ConfigError("--stdlib-root", f"{stdlib_root} is not a folder")
     out: list[Document] = []
@@ -76,6 +88,32 @@ def collect_documents(docs_root: str | Path | None = None, stdlib_root: str | Pa
     if not any(d.kind == "docs" for d in out):
         raise ConfigError("--docs-root", f"no *.txt documentation sources under {docs_root}")
     return out
+
+
+def heldout_doc_files(docs_root: str | Path, heldout_frac: float) -> list[tuple[str, Path]]:
+    """(name, path) of the documentation sources under docs_root that the split rule holds
+    out, sorted by path; names are those collect_documents gives."""
+    root = Path(docs_root)
+    named = (("docs/" + p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*.txt")))
+    return [(name, p) for name, p in named if is_heldout(name, heldout_frac)]
+
+
+def shipped_heldout_documents(heldout_frac: float = SHIPPED_HELDOUT_FRAC) -> list[Document]:
+    """The shipped held-out documentation files that are held out at heldout_frac. Above
+    the shipped fraction this is a subset of that split's held-out docs, still never
+    trained on; below it the files a smaller split would train on are left out."""
+    if not SHIPPED_HELDOUT_ROOT.is_dir():
+        raise ConfigError("--data-dir", f"no held-out text at {SHIPPED_HELDOUT_ROOT} (a broken install?): "
+                          "give --data-dir (a train-lm corpus folder)")
+    docs = []
+    for name, path in heldout_doc_files(SHIPPED_HELDOUT_ROOT, heldout_frac):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if text.strip():
+            docs.append(Document(name, "docs", text))
+    if not docs:
+        raise ConfigError("--heldout-frac", f"{heldout_frac} holds out none of the shipped held-out files "
+                          f"(shipped at {SHIPPED_HELDOUT_FRAC}); raise it or give --data-dir")
+    return docs
 
 
 def split_documents(docs: list[Document], heldout_frac: float) -> dict[str, list[Document]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyserve_core.errors import ConfigError
+from ...errors import ConfigError
 
 from .passkey import PasskeyTemplate
 

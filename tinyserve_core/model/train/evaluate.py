@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tinyserve_core.errors import ConfigError
+from ...errors import ConfigError
 
 from .passkey import make_samples
 
@@ -173,7 +173,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from tinyserve_core.model.loader import default_model_dir, load_model
+    from ..loader import default_model_dir, load_model
 
     from . import corpus
     from .passkey import PasskeyTemplate

@@ -13,7 +13,7 @@ def compare_logits(folder: str | Path, input_ids: torch.Tensor, device="cpu") ->
     float32 on `device`; report the largest absolute logit difference."""
     from transformers import AutoModelForCausalLM
 
-    from tinyserve_core.model.loader import load_model
+    from ..loader import load_model
 
     ours, _ = load_model(folder, device=device, dtype=torch.float32)
     hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()

@@ -132,7 +132,7 @@ def render(folder: Path, summary: dict, ev: dict | None, runs: list[dict] | None
                          f"| {r['passkey_acc']:.0%} @ {r['passkey_len']} |")
         lines.append("")
     lines += ["## Use", "", "```", "tinyserve generate \"The list type\"            # our runtime (default model)",
-              "AutoModelForCausalLM.from_pretrained(\"assets/models/tinyserve-lm\")  # transformers", "```", ""]
+              "AutoModelForCausalLM.from_pretrained(\"tinyserve_core/assets/models/tinyserve-lm\")  # transformers", "```", ""]
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyserve_core.errors import ConfigError
+from ...errors import ConfigError
 
 KEY_DIGITS = 5
 _NEEDLE_HEAD = "\n\nThe pass key is "

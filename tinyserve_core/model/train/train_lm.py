@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tinyserve_core.errors import ConfigError, TinyServeError
+from ...errors import ConfigError, TinyServeError
 
 from . import bpe, corpus
 from .data import BatchSampler
@@ -77,7 +77,7 @@ def load_data(data_dir: Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------- model
 def build_config(args, vocab_size: int, eos: int):
-    from tinyserve_core.model.config import ModelConfig
+    from ..config import ModelConfig
 
     hidden, layers, heads, kv, hd, inter = SIZES[args.size]
     return ModelConfig(
@@ -124,7 +124,7 @@ def resolve_device(name: str) -> torch.device:
 
 # ---------------------------------------------------------------------------- train
 def train(args, data: dict[str, np.ndarray], tok, device: torch.device) -> dict:
-    from tinyserve_core.model.llama import LlamaForCausalLM
+    from ..llama import LlamaForCausalLM
 
     torch.manual_seed(args.seed)
     eos = bpe.eos_id(tok)
@@ -252,8 +252,8 @@ def save_folder(out: Path, model, tok, context: int) -> None:
     """fp16 HF folder: config.json, model.safetensors, generation_config.json, tokenizer."""
     import copy
 
-    from tinyserve_core.model.loader import save_model
-    from tinyserve_core.model.tokenizer import Tokenizer
+    from ..loader import save_model
+    from ..tokenizer import Tokenizer
 
     half = copy.deepcopy(model).to("cpu", dtype=torch.float16)
     for name, p in half.named_parameters():
@@ -371,7 +371,7 @@ def run(args) -> int:
 
 def evaluate_folder(out: Path, data, device, args) -> dict:
     """Evaluate the saved (fp16) folder as users get it, in float32."""
-    from tinyserve_core.model.loader import load_model
+    from ..loader import load_model
 
     from .evaluate import evaluate_model
 

@@ -1,6 +1,6 @@
 """Rebuild this folder's prompt corpus from the Python 3.11 documentation sources.
 
-Run once by hand (`python assets/text/extract_python_docs.py`); the output is
+Run once by hand (`python tinyserve_core/assets/text/extract_python_docs.py`); the output is
 committed, so nothing downloads or rebuilds at run time. It keeps the prose of the
 tutorial, the FAQ and a few HOWTOs and drops what a reader would not call text:
 reST directives, code blocks, tables, section rules and role markup."""

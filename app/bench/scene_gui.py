@@ -9,7 +9,8 @@
 * Longest event-loop stall (gap between ticks of a 5 ms timer) through all of it: the GUI
   thread must never wait on the work.
 
-Imports Qt only when run. Runs on the offscreen platform when there is no display."""
+Registered lazily by tinyserve_core.cli.bench (by module name: the core never
+imports app). Imports Qt only when run. Runs on the offscreen platform when there is no display."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def add_parser(sub):
 
 
 def _machine() -> str:
-    from tinyserve_core.bench.gui import _machine as machine
+    from .serving_gui import _machine as machine
 
     return machine()
 
@@ -204,15 +205,3 @@ def run(args) -> int:
         print(f"wrote {args.json}")
     return 0
 
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="tinyserve bench")
-    add_parser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,7 +31,7 @@ PLANS = (("red mug", "ground", 0.12), ("stack of books", "ground", 0.12), ("pott
 
 def add_parser(sub):
     p = sub.add_parser("scene-gui", help="Scene tab: orbit fps, still refine, query-to-overlay, plan-to-draw")
-    p.add_argument("--size", type=int, default=256, help="render side in pixels (default 256)")
+    p.add_argument("--size", type=int, default=256, help="render side in pixels")
     p.add_argument("--frames", type=int, default=40, help="orbit frames to time")
     p.add_argument("--refines", type=int, default=3, help="still refines to time")
     p.add_argument("--scene", default="room", help="scene name or JSON path")

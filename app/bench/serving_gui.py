@@ -32,7 +32,7 @@ def add_parser(sub):
     p.add_argument("--frames", type=int, default=60, help="frames per case")
     p.add_argument("--engine-seconds", type=float, default=8.0,
                    help="how long to run the engine for the stall measurement (0 = skip)")
-    p.add_argument("--model", default=None, help="model folder for the stall run (default: the shipped model)")
+    p.add_argument("--model", default=None, help="model folder for the stall run (None: the shipped model)")
     p.add_argument("--config", default=None, help="session config JSON for the stall run")
     p.add_argument("--compare-thread", action="store_true",
                    help="also measure the stall with the engine in a thread of the GUI process (the peer)")

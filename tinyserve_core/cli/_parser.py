@@ -51,28 +51,25 @@ def add_from_module(sub, module: str, requires: str | None = None) -> None:
     optional(register)
 
 
-def positive_int(flag: str):
+def _checked(flag: str, conv, ok, what: str):
+    """An argparse type: `conv` the text, then `ok` the value (NaN fails `x >= 0`)."""
     def parse(v):
         try:
-            x = int(v)
+            x = conv(v)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {v!r}")
-        if x < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {v!r}")
+            raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {v!r}")
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {v!r}")
         return x
     return parse
+
+
+def positive_int(flag: str):
+    return _checked(flag, int, lambda x: x >= 1, "a positive integer")
 
 
 def nonneg_float(flag: str):
-    def parse(v):
-        try:
-            x = float(v)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number >= 0, got {v!r}")
-        if not x >= 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number >= 0, got {v!r}")
-        return x
-    return parse
+    return _checked(flag, float, lambda x: x >= 0, "a number >= 0")
 
 
 def with_default(text: str | None, default) -> str:

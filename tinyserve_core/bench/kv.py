@@ -94,7 +94,7 @@ WASTE_WORKLOADS = {
     "sharegpt-like, 4 shared 256-token system prompts": dict(shared_prefix_len=256),
     "sharegpt-like, block 128": dict(block_size=128),
 }
-OPS_PER_POOL = 11  # timed steps of `time_ops`, for progress totals
+OPS_PER_POOL = 10  # `time_ops` times ten operations: the progress bar's total per pool
 
 
 def measure_kv(num_blocks: int = 131072, block_size: int = 16, seqs: int = 2000, prompt_len: int = 300,

@@ -56,11 +56,14 @@ def add_train_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=32, help="sequences per step")
     p.add_argument("--steps", type=int, default=None, help="step budget (cosine over steps)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (cosine over time)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    p.add_argument("--min-lr-frac", type=float, default=0.1, help="final learning rate as a share of the peak")
-    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clip")
+    optimiser = p.add_argument_group("optimiser (AdamW, warm-up + cosine)")
+    for flag, kind, default, text in (
+            ("--lr", float, 2e-3, "peak learning rate"),
+            ("--min-lr-frac", float, 0.1, "final learning rate as a share of the peak"),
+            ("--warmup", int, 100, "linear warm-up steps"),
+            ("--weight-decay", float, 0.1, "AdamW weight decay"),
+            ("--grad-clip", float, 1.0, "gradient-norm clip")):
+        optimiser.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--passkey-frac", type=float, default=0.1, help="fraction of rows that are pass-key samples")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile the model")

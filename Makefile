@@ -38,7 +38,9 @@ sysdeps:
 	  else echo "warning: missing Debian packages (not root, not installing):$$missing"; fi; \
 	fi
 
+# lint-imports: the architecture contracts in pyproject.toml ([tool.importlinter])
 test: install sysdeps
+	$(VENV)/bin/lint-imports --no-cache
 	@if [ -z "$$DISPLAY" ] && command -v xvfb-run >/dev/null; then \
 	  xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) -m pytest $(PYTEST_ARGS); \
 	else $(PY) -m pytest $(PYTEST_ARGS); fi

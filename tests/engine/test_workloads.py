@@ -292,37 +292,6 @@ def test_request_fields():
     assert (r.n, r.salt, r.group, r.passkey) == (1, None, None, None)
 
 
-def _cli(argv):
-    import argparse
-
-    from tinyserve_core.engine import workloads
-
-    p = argparse.ArgumentParser()
-    workloads.add_parser(p.add_subparsers())
-    args = p.parse_args(["workload", *argv])
-    return args.func(args)
-
-
-def test_cli_writes_a_replay_file_that_loads(tmp_path, capsys, bpe):
-    model = tmp_path / "model"
-    model.mkdir()
-    bpe.save(str(model / "tokenizer.json"))
-    out = tmp_path / "w.jsonl"
-    cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"requests": 7, "rate": 2.0, "block_size": 16, "prompt_dist": "fixed",
-                               "prompt_len": 48}))
-    assert _cli(["--config", str(cfg), "--n", "2", "--model", str(model), "--out", str(out)]) == 0
-    reqs = load_replay(out)
-    assert len(reqs) == 7 and all(r.n == 2 and len(r.prompt_token_ids) == 48 for r in reqs)
-    assert "7 requests" in capsys.readouterr().out
-
-
-def test_cli_bad_flag_names_the_field(tmp_path):
-    with pytest.raises(ConfigError) as e:
-        _cli(["--rate", "fast", "--out", str(tmp_path / "w.jsonl")])
-    assert e.value.field == "rate"
-
-
 def test_offsets_shortcut_matches_the_word_search(bpe):
     from tinyserve_core.engine.workloads import ModelTokenize
     from tinyserve_core.model.tokenizer import Tokenizer

@@ -179,13 +179,11 @@ def test_validator_accepts_proper_nesting_and_rejects_bad_containers():
 
 
 def test_check_trace_command(run_records, tmp_path, capsys):
-    import argparse
-
+    """`tinyserve check-trace` (tinyserve_core.cli.trace) on this folder's synthetic run."""
+    from tinyserve_core.cli import build_parser
     from tinyserve_core.errors import InputFileError
-    from tinyserve_core.observe import trace
 
-    p = argparse.ArgumentParser()
-    trace.add_parser(p.add_subparsers())
+    p = build_parser()
 
     def check(path):
         args = p.parse_args(["check-trace", str(path)])

@@ -208,6 +208,7 @@ def test_adaptive_is_exact_top_p_when_the_bound_is_tight(make_kv):
 def test_oracle_keeps_the_pages_with_the_most_true_attention(make_kv):
     """The oracle's pages carry at least as much true attention mass as quest's at the same
     budget (it ranks by that mass), and it keeps the page being written."""
+    torch.manual_seed(0)  # random queries, but the same ones every run: the 3% margin is for these
     kv, tables, lens = make_kv([300, 170], num_kv_heads=2, block_size=8)
     q = torch.randn(2, 4, 16) * 2
     stats = {}

@@ -1,4 +1,4 @@
-"""`tinyserve bench decode`: end-to-end decode step time at long context, query-aware
+"""End-to-end decode step time (`tinyserve bench decode`) at long context, query-aware
 selection (quest) vs dense, through the real ModelRunner (projections, cache writes,
 scoring, selection, attention, MLP, LM head).
 
@@ -10,32 +10,12 @@ steps (CUDA events around the step on a GPU)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import time
 
 import torch
 
 from ..errors import ConfigError
-
-
-def add_parser(sub):
-    p = sub.add_parser("decode", help="decode step time at long context: quest vs dense")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--context", type=int, nargs="+", default=None,
-                   help="context lengths (default 8192 16384 32768 on a GPU, 1024 2048 on a CPU)")
-    p.add_argument("--batch", type=int, nargs="+", default=None,
-                   help="batch sizes (default 1 16 64 on a GPU, 1 4 on a CPU)")
-    p.add_argument("--budget", type=int, default=2048, help="quest budget in tokens")
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--shape", default="serving", choices=sorted(SHAPES))
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--json", default=None)
-    p.set_defaults(func=run)
-    return p
 
 
 SHAPES = {  # name: (hidden, intermediate, q heads, kv heads, vocab)
@@ -76,26 +56,30 @@ def _time_steps(runner, items, reps: int, cuda: bool) -> float:
     return statistics.median(times)
 
 
-def run(args) -> int:
+def measure_decode(device: str = "auto", contexts: list[int] | None = None, batches: list[int] | None = None,
+                   budget: int = 2048, layers: int = 4, shape: str = "serving", block_size: int = 16,
+                   reps: int = 20, progress=None) -> dict:
+    """Median decode step time, dense and quest, per (context, batch). `progress(row)`
+    sees each row as it is measured. Returns the rows and what they were measured on."""
     from ..engine.engine import resolve_device
     from ..engine.model_runner import DecodeItem, ModelRunner, PrefillItem
     from ..selection import build_selector
     from .machine import describe
 
-    device = resolve_device(args.device)
+    device = resolve_device(device)
     cuda = device.type == "cuda"
     dtype = torch.float16 if cuda else torch.float32
-    contexts = args.context or ([8192, 16384, 32768] if cuda else [1024, 2048])
-    args.batch = args.batch or ([1, 16, 64] if cuda else [1, 4])
-    for name, v in (("budget", args.budget), ("layers", args.layers), ("reps", args.reps),
-                    ("batch", min(args.batch)), ("context", min(contexts))):
+    contexts = contexts or ([8192, 16384, 32768] if cuda else [1024, 2048])
+    batches = batches or ([1, 16, 64] if cuda else [1, 4])
+    for name, v in (("budget", budget), ("layers", layers), ("reps", reps),
+                    ("batch", min(batches)), ("context", min(contexts))):
         if v < 1:
             raise ConfigError(name, f"must be >= 1, got {v}")
-    bs = args.block_size
-    model = _model(args.shape, args.layers, device)
+    bs = block_size
+    model = _model(shape, layers, device)
     vocab = model.config.vocab_size
     rows = []
-    batches = sorted(set(args.batch))
+    batches = sorted(set(batches))
     for ctx in contexts:
         # One prefilled pool per context, shared by every batch size and policy: the
         # policies differ only at decode, and prefilling 64 x 32K tokens twice costs more
@@ -108,39 +92,23 @@ def run(args) -> int:
         for i in range(nseq):  # one sequence per prefill keeps activation memory bounded
             prompt = torch.randint(0, vocab, (ctx,), generator=gen).tolist()
             runner.prefill([PrefillItem(i, prompt, 0, tables[i])])
-        selectors = {"dense": None, "quest": build_selector("quest", budget=args.budget, dense_layers=0)}
+        selectors = {"dense": None, "quest": build_selector("quest", budget=budget, dense_layers=0)}
         for batch in batches:
             # every timed step writes position `ctx` again: the context stays ctx + 1 tokens
             items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(batch)]
             result = {"context": ctx, "batch": batch}
             for policy, selector in selectors.items():
                 runner.selector = selector
-                result[f"{policy}_ms"] = _time_steps(runner, items, args.reps, cuda) * 1000
+                result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
             result["speedup"] = result["dense_ms"] / result["quest_ms"]
             rows.append(result)
-            print(f"  ctx {ctx:>6} batch {batch:>3}: dense {result['dense_ms']:.2f} ms, "
-                  f"quest {result['quest_ms']:.2f} ms", file=sys.stderr)
+            if progress is not None:
+                progress(result)
         del runner
         if cuda:
             torch.cuda.empty_cache()
-    machine = describe(device)
     c = model.config
-    print(f"\ndecode step, {args.layers}-layer Llama (GQA {c.num_attention_heads}/{c.num_key_value_heads}, "
-          f"head_dim {c.head_dim}, hidden {c.hidden_size}), "
-          f"{dtype}, block {bs}, quest budget {args.budget} tokens (all layers), on {machine}")
-    print(f"{'context':>8} {'batch':>6} {'dense ms':>9} {'quest ms':>9} {'speed-up':>9}")
-    for r in rows:
-        print(f"{r['context']:>8} {r['batch']:>6} {r['dense_ms']:>9.2f} {r['quest_ms']:>9.2f} "
-              f"{r['speedup']:>8.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "dtype": str(dtype), "layers": args.layers, "shape": args.shape,
-                       "block_size": bs, "budget": args.budget, "rows": rows}, f, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="tinyserve bench")
-    sub = ap.add_subparsers()
-    add_parser(sub)
-    sys.exit(run(ap.parse_args(["decode", *sys.argv[1:]])))
+    return {"machine": describe(device), "dtype": str(dtype), "layers": layers, "shape": shape,
+            "block_size": bs, "budget": budget, "rows": rows,
+            "model": {"heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads,
+                      "head_dim": c.head_dim, "hidden": c.hidden_size}}

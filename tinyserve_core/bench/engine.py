@@ -1,4 +1,4 @@
-"""`tinyserve bench engine`: our paged engine vs Hugging Face `generate()` on the same
+"""Our paged engine (`tinyserve bench engine`) vs Hugging Face `generate()` on the same
 weights and the same greedy prompts (outputs must match), on a static batch and on a
 Poisson stream.
 
@@ -10,10 +10,7 @@ Throughput = useful generated tokens / wall time of the whole workload."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,22 +30,6 @@ class BenchRow:
     seconds: float
     tokens_per_s: float
     outputs_match: bool | None = None
-
-
-def add_parser(sub):
-    p = sub.add_parser("engine", help="our engine vs Hugging Face generate() (tokens/s)")
-    p.add_argument("--model", default=None, help="HF checkpoint folder (default: the shipped model)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--requests", type=int, default=16)
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--rate", type=float, default=8.0, help="Poisson arrivals per second")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for both systems (default: torch's choice)")
-    p.add_argument("--json", default=None, help="write the results here")
-    p.set_defaults(func=run)
-    return p
 
 
 def _workload(tokenizer, n: int, length: int, max_tokens: int, seed: int, mixed: bool):
@@ -90,21 +71,32 @@ def _hf_generate(model, prompts: list[list[int]], max_tokens: int, pad_id: int,
     return [row[width:].tolist() for row in out.cpu()]
 
 
-def run(args) -> int:
+@dataclass
+class EngineBench:
+    machine: str
+    device: str
+    dtype: str
+    model: str
+    rows: list[BenchRow]
+
+    def to_json(self) -> dict:
+        return {"machine": self.machine, "device": self.device, "dtype": self.dtype,
+                "model": self.model, "rows": [asdict(r) for r in self.rows]}
+
+
+def compare_with_hf(model: str | None = None, device: str = "auto", requests: int = 16, prompt_len: int = 128,
+                    max_tokens: int = 64, rate: float = 8.0, seed: int = 0) -> EngineBench:
+    """Both systems on a static uniform batch, a static mixed batch and a Poisson stream;
+    two rows per scenario (ours, then HF)."""
     from ..engine.config import EngineConfig
     from ..engine.engine import Engine, resolve_device, resolve_dtype
     from ..engine.sampling import SamplingParams
-    from ..errors import ConfigError
     from ..model.loader import default_model_dir
     from .machine import describe
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError("threads", f"must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(device)
     dtype = resolve_dtype("auto", device)
-    model_dir = args.model or str(default_model_dir())
+    model_dir = model or str(default_model_dir())
     rows: list[BenchRow] = []
 
     def ours(prompts, max_toks, stream):
@@ -143,18 +135,18 @@ def run(args) -> int:
         return time.perf_counter() - t0, outs
 
     cfg = EngineConfig(model=model_dir, device=device.type, block_size=16, num_blocks=8192,
-                       max_num_seqs=max(args.requests, 1), max_num_batched_tokens=1 << 16,
+                       max_num_seqs=max(requests, 1), max_num_batched_tokens=1 << 16,
                        enable_prefix_caching=False)
     engine = Engine(cfg)
     tok = engine.tokenizer
     hf = _hf_model(model_dir, device, dtype)
     pad = tok.eos_token_id if tok.eos_token_id is not None else 0
-    uniform = _workload(tok, args.requests, args.prompt_len, args.max_tokens, args.seed, False)
-    mixed = _workload(tok, args.requests, args.prompt_len, args.max_tokens, args.seed, True)
-    rng = np.random.default_rng(args.seed)
-    arrivals = np.cumsum(rng.exponential(1.0 / args.rate, size=args.requests)).tolist()
+    uniform = _workload(tok, requests, prompt_len, max_tokens, seed, False)
+    mixed = _workload(tok, requests, prompt_len, max_tokens, seed, True)
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, size=requests)).tolist()
     cases = [("static, uniform", uniform, None), ("static, mixed", mixed, None),
-             (f"poisson {args.rate:g}/s, mixed", mixed, arrivals)]
+             (f"poisson {rate:g}/s, mixed", mixed, arrivals)]
     ours(uniform[0][:2], [4, 4], None)  # warm-up: first-call allocations and any kernel build
     hf_run(uniform[0][:2], [4, 4], None)
     for scenario, (prompts, max_toks), stream in cases:
@@ -165,27 +157,4 @@ def run(args) -> int:
         rows.append(BenchRow(scenario, "tinyserve", len(prompts), total, t_ours, total / t_ours, match))
         rows.append(BenchRow(scenario, "hf generate", len(prompts), total, t_hf, total / t_hf, match))
 
-    machine = describe(device)
-    print(f"\nengine benchmark on {machine}; model {model_dir}; {args.requests} requests; "
-          f"uniform = {args.prompt_len} prompt + {args.max_tokens} generated tokens each, mixed = "
-          f"lognormal lengths up to 4x that; greedy, EOS ignored, {dtype}")
-    print(f"{'scenario':<24} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} {'outputs':>8}")
-    for i in range(0, len(rows), 2):
-        a, b = rows[i], rows[i + 1]
-        for r in (a, b):
-            speed = f"{a.tokens_per_s / b.tokens_per_s:.2f}x" if r is a else ""
-            print(f"{r.scenario:<24} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} "
-                  f"{speed:>8} {'match' if r.outputs_match else 'DIFFER':>8}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "device": device.type, "dtype": str(dtype),
-                       "model": model_dir, "rows": [asdict(r) for r in rows]}, f, indent=2)
-        print(f"json -> {args.json}")
-    return 0 if all(r.outputs_match for r in rows) else 1
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="tinyserve bench engine")
-    sub = ap.add_subparsers()
-    add_parser(sub)
-    sys.exit(run(ap.parse_args(["engine", *sys.argv[1:]])))
+    return EngineBench(describe(device), device.type, str(dtype), model_dir, rows)

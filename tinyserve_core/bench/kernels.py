@@ -1,4 +1,4 @@
-"""`tinyserve bench kernels`: the CUDA kernels against their physical floor and their peers.
+"""The CUDA kernels (`tinyserve bench kernels`) against their physical floor and their peers.
 
 Every figure is measured in one run on one GPU: the device-to-device copy bandwidth
 (bytes read + written; the floor), paged decode attention (fp16, GQA 32/8, head_dim 128,
@@ -13,11 +13,8 @@ enough copies to exceed L2."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
-import sys
 import time
 
 import torch
@@ -25,20 +22,6 @@ import torch
 HQ, HKV, HD, BS = 32, 8, 128, 16
 BATCHES = (1, 8, 64)
 CONTEXTS = (1024, 4096, 16384, 32768)
-
-
-def add_parser(sub):
-    p = sub.add_parser("kernels", help="CUDA kernels vs their floor (copy bandwidth) and peers")
-    p.add_argument("--json", default=None, help="write every figure to this JSON file")
-    p.add_argument("--reps", type=int, default=30, help="timed repetitions per figure (median)")
-    p.add_argument("--quick", action="store_true", help="fewer shapes (smoke run)")
-    p.add_argument("--no-peers", action="store_true", help="skip FlashInfer and SDPA")
-    p.add_argument("--report", default=None, metavar="JSON",
-                   help="print the tables of an earlier run's JSON (no GPU needed)")
-    p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc"), action="append",
-                   help="run only these sections (repeatable; default: all)")
-    p.set_defaults(func=run)
-    return p
 
 
 # ----------------------------------------------------------------------------- timing
@@ -316,22 +299,11 @@ def report(res: dict) -> str:
     return "\n".join(out)
 
 
-def run(args) -> int:
-    if args.report:
-        try:
-            with open(args.report) as fh:
-                res = json.load(fh)
-            print(report(res))
-        except (OSError, ValueError, KeyError) as e:
-            from ..errors import InputFileError
-
-            raise InputFileError(args.report, None, f"not a bench-kernels JSON file ({e})") from e
-        return 0
-    if not torch.cuda.is_available():
-        print("tinyserve bench kernels: needs a CUDA GPU (none found)", file=sys.stderr)
-        return 2
-    from tqdm import tqdm
-
+def measure_kernels(reps: int = 30, quick: bool = False, peers: bool = True, only=None,
+                    log=None, progress=None) -> dict:
+    """Every figure of the benchmark on GPU 0 (needs CUDA). `log(line)` hears the copy
+    bandwidth as soon as it is known; `progress(iterable, desc)` wraps the decode-shape
+    loop (tqdm's signature)."""
     from ..kernels import _backend, _cuda_ops as ops
 
     _backend.build()
@@ -339,26 +311,26 @@ def run(args) -> int:
     l2 = getattr(props, "L2_cache_size", 50 << 20)
     gen = torch.Generator(device="cuda")
     gen.manual_seed(0)
-    reps = max(5, args.reps)
+    reps = max(5, reps)
     res = {"gpu": props.name, "sms": props.multi_processor_count, "l2_bytes": l2,
            "torch": torch.__version__, "shape": {"hq": HQ, "hkv": HKV, "head_dim": HD, "block": BS}}
     bw = copy_bandwidth(reps)
     res["copy_bw_gbps"] = bw
-    print(f"{props.name}: copy bandwidth {bw:.0f} GB/s (read + write)", flush=True)
+    if log is not None:
+        log(f"{props.name}: copy bandwidth {bw:.0f} GB/s (read + write)")
 
-    peers = not args.no_peers
     fi_error = None
     if peers:
         try:
             import flashinfer  # noqa: F401
         except Exception as e:  # noqa: BLE001
             fi_error = f"{type(e).__name__}: {e}"
-    only = set(args.only or ("decode", "sparse", "cache", "alloc"))
-    batches = (1, 64) if args.quick else BATCHES
-    contexts = (4096, 32768) if args.quick else CONTEXTS
+    only = set(only or ("decode", "sparse", "cache", "alloc"))
+    batches = (1, 64) if quick else BATCHES
+    contexts = (4096, 32768) if quick else CONTEXTS
     decode = []
     shapes = [(b, c) for b in batches for c in contexts] if "decode" in only else []
-    for b, ctx in tqdm(shapes, desc="paged decode", file=sys.stderr):
+    for b, ctx in (progress(shapes, "paged decode") if progress is not None else shapes):
         case = DecodeCase(b, ctx, l2, gen)
         row = {"batch": b, "ctx": ctx, "kv_bytes": case.kv_bytes,
                "splits": ops.decode_num_splits(b, HKV, case.pages * BS, HD)}
@@ -384,7 +356,7 @@ def run(args) -> int:
     res["flashinfer_error"] = fi_error if peers else "skipped (--no-peers)"
 
     sparse = [bench_sparse(b, 32768, 2048, reps, l2, gen)
-              for b in ((1, 64) if args.quick else BATCHES)] if "sparse" in only else []
+              for b in ((1, 64) if quick else BATCHES)] if "sparse" in only else []
     torch.cuda.empty_cache()
     res["sparse"] = sparse
     if "cache" in only:
@@ -395,22 +367,4 @@ def run(args) -> int:
     if "alloc" in only:
         res["allocate_blocks"] = bench_allocate(max(5, reps // 3))
 
-    print(report(res))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
-        print(f"json -> {args.json}")
-    return 0
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="tinyserve bench kernels")
-    sub = ap.add_subparsers()
-    add_parser(sub)
-    from ..errors import TinyServeError
-
-    try:
-        sys.exit(run(ap.parse_args(["kernels", *sys.argv[1:]])))
-    except TinyServeError as e:
-        print(f"tinyserve bench kernels: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return res

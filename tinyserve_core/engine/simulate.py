@@ -1,18 +1,12 @@
-"""Simulation: a workload fed into an engine by the engine clock, and `tinyserve simulate`.
+"""Simulation: a workload fed into an engine by the engine clock (`tinyserve simulate`
+lives in tinyserve_core.cli.simulate).
 
 Arrivals are injected when the engine clock passes their arrival time; while nothing
 runs, the clock jumps to the next arrival, so a run measures compute, not idling."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import sys
-from pathlib import Path
-
-from ..errors import ConfigError
-from .config import HELP, EngineConfig
+from .config import EngineConfig
 from .engine import Engine
 from .sampling import SamplingParams
 
@@ -96,77 +90,3 @@ class Simulation:
 def build_workload_for(config: EngineConfig, tokenizer):
     from . import workloads
     return workloads.from_engine_config(config, tokenizer)
-
-
-# -- CLI ---------------------------------------------------------------------------------
-
-def add_simulate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="JSON file with the same keys as these flags")
-    for f in dataclasses.fields(EngineConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "workload":
-            p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="KIND",
-                           help=HELP["workload"])
-        elif f.type in ("bool", bool):
-            p.add_argument(flag, nargs="?", const="true", default=argparse.SUPPRESS,
-                           metavar="BOOL", help=HELP.get(f.name))
-        else:
-            default = getattr(EngineConfig(), f.name)
-            p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                           help=f"{HELP.get(f.name, '')} (default: {default})")
-    p.set_defaults(func=run_simulate)
-
-
-def config_from_args(args: argparse.Namespace) -> EngineConfig:
-    base = EngineConfig.load(args.config) if getattr(args, "config", None) else EngineConfig()
-    overrides = {}
-    for f in dataclasses.fields(EngineConfig):
-        if hasattr(args, f.name):
-            overrides[f.name] = getattr(args, f.name)
-    wl = overrides.pop("workload", None)
-    if wl is not None:
-        if len(wl) > 2:
-            raise ConfigError("workload", "takes a kind and, for replay, one file")
-        overrides["workload"] = wl[0]
-        if len(wl) == 2:
-            if wl[0] != "replay":
-                raise ConfigError("workload", f"only replay takes a file, not {wl[0]!r}")
-            overrides["replay_file"] = wl[1]
-    # --duration given on the command line replaces a request count from the defaults
-    if "duration" in overrides and "requests" not in overrides:
-        overrides["requests"] = None
-    return EngineConfig.from_dict(overrides, base=base)
-
-
-def run_simulate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..observe.summary import format_summary_table, summarize, summary_to_json
-
-    cfg = config_from_args(args)
-    sim = Simulation(cfg)
-    bar = tqdm(total=sim._total_seqs, unit="seq", desc="simulate",
-               file=sys.stderr, dynamic_ncols=True)
-    try:
-        def progress(rec):
-            if rec.finished:
-                bar.update(len(rec.finished))
-            bar.set_postfix_str(f"t={rec.t_end:.1f}s kv={rec.metrics.kv_cache_usage_perc:.0%}",
-                                refresh=False)
-        sim.run(progress)
-    finally:
-        bar.close()
-    summary = summarize(sim.records)
-    print(format_summary_table(summary))
-    if cfg.trace:
-        from ..observe.trace import write_chrome_trace
-        write_chrome_trace(sim.records, cfg.trace)
-        print(f"trace   -> {cfg.trace} (open in https://ui.perfetto.dev)")
-    if cfg.metrics:
-        from ..observe.csv_export import write_metrics_csv
-        write_metrics_csv(sim.records, cfg.metrics)
-        print(f"metrics -> {cfg.metrics}")
-    if cfg.summary_json:
-        Path(cfg.summary_json).write_text(json.dumps(summary_to_json(summary), indent=2) + "\n")
-        print(f"summary -> {cfg.summary_json}")
-    return 0

@@ -1,20 +1,18 @@
-"""`tinyserve eval scene`: the scene lab measured end to end against analytic ground truth.
+"""The scene lab measured end to end against analytic ground truth (`tinyserve eval scene`).
 
 Held-out views (PSNR, SSIM, semantic mIoU), query top-1 accuracy over a query file, every
 planned path checked against the exact primitive geometry, and latencies (p50/p95)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InputFileError, TinyServeError
+from ..errors import InputFileError
 
 TARGETS = {"psnr": 30.0, "miou": 0.9, "query_accuracy": 0.9, "paths_collision_free": 1.0,
            "query_p95_ms": 100.0, "plan_p95_ms": 500.0, "bake_render_p95_ms": 100.0}
@@ -169,61 +167,3 @@ def summary_rows(rep: dict) -> list[tuple[str, str, str]]:
         ("bake render 256x256 p50 / p95, ms", f"{r['bake_256_p50_ms']:.1f} / {r['bake_256_p95_ms']:.1f}", f"<= {t['bake_render_p95_ms']:.0f}"),
         ("full render 256x256, ms", f"{r['full_256_ms']:.0f}", ""),
     ]
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("scene", help="evaluate the scene lab: PSNR/SSIM/mIoU, queries, planning, latency")
-    p.add_argument("--scene", default="room", help="scene name under assets/scenes or a .json path")
-    p.add_argument("--queries", default=None, help="JSONL query file (default assets/scenes/<scene>.queries.jsonl)")
-    p.add_argument("--weights", default=None, help="trained weights (default assets/scenes/<scene>.weights.safetensors)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: interactive-size work is fastest single-threaded on shared cores; 0 = torch's default)")
-    p.add_argument("--json", default=None, help="write the full report here")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args) -> int:
-    from tqdm import tqdm
-
-    try:
-        if args.threads < 0:
-            raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        bar = tqdm(total=5, desc="eval scene", unit="stage")
-
-        def progress(name):
-            if bar.n or name != "held-out views (full quality)":
-                bar.update(1)
-            bar.set_postfix_str(name)
-
-        rep = evaluate(args.scene, args.queries, args.weights, progress)
-        bar.update(bar.total - bar.n)
-        bar.close()
-    except TinyServeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    rows = summary_rows(rep)
-    w = max(len(r[0]) for r in rows)
-    print(f"scene {rep['scene']}  (torch threads: {rep['torch_threads']})")
-    for name, val, target in rows:
-        print(f"  {name:<{w}}  {val:<26} {target}")
-    misses = [r for r in rep["queries"]["rows"] if not r["correct"]]
-    for r in misses:
-        print(f"  query miss: {r['query']!r} -> {r['answer']} (expected {r['expected']})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rep, indent=2))
-        print(f"wrote {args.json}")
-    return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="tinyserve eval")
-    add_parser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -139,7 +139,7 @@ def build(verbose: bool = False):
               file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            _ext = load(
+            ext = load(
                 name=EXT_NAME,
                 sources=[str(CSRC / s) for s in SOURCES],
                 extra_cflags=["-O3", "-std=c++17"],
@@ -153,6 +153,13 @@ def build(verbose: bool = False):
             _state.update(status="failed", error=f"{type(e).__name__}: {e}".strip()[-2000:],
                           seconds=time.perf_counter() - t0)
             raise
+        # the wrappers get the extension from here (they never import this module, so
+        # loader and wrappers form no import cycle); bound before `_ext` is published,
+        # so the lock-free path above never hands out unbound wrappers
+        from . import _cuda_ops
+
+        _cuda_ops.bind(ext)
+        _ext = ext
         _state.update(status="built", seconds=time.perf_counter() - t0, error=None)
         print(f"tinyserve: CUDA kernels ready in {_state['seconds']:.1f} s", file=sys.stderr)
         return _ext

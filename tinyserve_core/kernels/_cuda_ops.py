@@ -11,9 +11,20 @@ import sys
 import torch
 
 from . import reference
-from ._backend import build
 
 _noted: set[str] = set()
+_ext = None  # the compiled extension, bound by _backend.build() when it loads
+
+
+def bind(ext) -> None:
+    global _ext
+    _ext = ext
+
+
+def _extension():
+    if _ext is None:  # _backend builds before it hands this module out
+        raise RuntimeError("the CUDA extension is not loaded: call tinyserve_core.kernels._backend.build()")
+    return _ext
 
 
 def _note_once(what: str) -> None:
@@ -37,7 +48,7 @@ def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping) -> None:
     key = _aligned_rows(key.to(k_cache.dtype))
     value = _aligned_rows(value.to(v_cache.dtype))
     slots = slot_mapping.to(device=k_cache.device, dtype=torch.int64).contiguous()
-    build().reshape_and_cache(key, value, k_cache, v_cache, meta, slots)
+    _extension().reshape_and_cache(key, value, k_cache, v_cache, meta, slots)
 
 
 def _attention_supported(query, k_cache) -> str | None:
@@ -59,7 +70,7 @@ def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scal
                                                 scale, page_indices)
     dev = query.device
     pi = None if page_indices is None else _i32(page_indices, dev)
-    out = build().paged_decode_attention(
+    out = _extension().paged_decode_attention(
         query.to(k_cache.dtype).contiguous(), k_cache, v_cache, _i32(block_tables, dev),
         _i32(seq_lens, dev), float(scale), pi, int(num_splits))
     return out.to(query.dtype)
@@ -70,7 +81,7 @@ def page_scores(query, meta, block_tables, seq_lens, scale, block_size):
         _note_once(f"page_scores has no kernel for head_dim {query.shape[-1]} / scale {scale}")
         return reference.page_scores(query, meta, block_tables, seq_lens, scale, block_size)
     dev = query.device
-    return build().page_scores(query.to(meta.dtype).contiguous(), meta.contiguous(),
+    return _extension().page_scores(query.to(meta.dtype).contiguous(), meta.contiguous(),
                                _i32(block_tables, dev), _i32(seq_lens, dev), float(scale),
                                int(block_size))
 
@@ -78,7 +89,7 @@ def page_scores(query, meta, block_tables, seq_lens, scale, block_size):
 def select_pages(scores, k):
     if scores.shape[-1] > 4096 or scores.dtype != torch.float32:
         return reference.select_pages(scores, k)  # torch.topk handles the long rows
-    return build().select_pages(scores.contiguous(), int(k))
+    return _extension().select_pages(scores.contiguous(), int(k))
 
 
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:
@@ -86,15 +97,15 @@ def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:
         return
     tensors = list(k_caches) + list(v_caches) + (list(metas) if metas is not None else [])
     mapping = block_mapping.to(device=k_caches[0].device, dtype=torch.int64).reshape(-1, 2).contiguous()
-    build().copy_blocks(tensors, mapping)
+    _extension().copy_blocks(tensors, mapping)
 
 
 def allocate_blocks(refcounts, num):
     if refcounts.dtype != torch.int32 or not refcounts.is_contiguous():
         raise TypeError("allocate_blocks: refcounts must be a contiguous int32 tensor")
-    return build().allocate_blocks(refcounts, int(num))
+    return _extension().allocate_blocks(refcounts, int(num))
 
 
 def decode_num_splits(batch: int, num_kv_heads: int, max_tokens: int, head_dim: int = 128) -> int:
     """The split-K count paged_decode_attention picks for this shape on this GPU."""
-    return int(build().decode_num_splits(batch, num_kv_heads, max_tokens, head_dim))
+    return int(_extension().decode_num_splits(batch, num_kv_heads, max_tokens, head_dim))

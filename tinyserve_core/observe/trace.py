@@ -349,34 +349,3 @@ def validate_chrome_trace(obj: Any) -> None:
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise ValueError(f"invalid trace: {'; '.join(problems[:10])}{more}")
-
-
-# -- CLI: `tinyserve check-trace` ---------------------------------------------------------
-
-def add_parser(subparsers) -> Any:
-    p = subparsers.add_parser("check-trace", help="validate a Chrome Trace JSON file (ours or any)")
-    p.add_argument("path", help="trace JSON file")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: Any) -> int:
-    from ..errors import InputFileError
-
-    try:
-        with open(args.path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except OSError as e:
-        raise InputFileError(args.path, None, f"cannot read: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputFileError(args.path, getattr(e, "lineno", None), f"not JSON: {e}") from None
-    problems = validate_trace(obj)
-    events = obj.get("traceEvents", []) if isinstance(obj, dict) else obj
-    if not problems:
-        print(f"{args.path}: valid, {len(events)} events")
-        return 0
-    for p in problems[:50]:
-        print(f"{args.path}: {p}")
-    if len(problems) > 50:
-        print(f"... {len(problems) - 50} more")
-    return 1

@@ -2,7 +2,7 @@
 field trained from it, a bake for interactive rendering, language queries and OMPL
 planning. Qt-free; the GUI drives `SceneLab`.
 
-    from tinyserve_core.scene.lab import SceneLab
+    from .lab import SceneLab
     lab = SceneLab("room")                       # spec + shipped weights + bake
     cam = lab.camera(azimuth=30, elevation=40, size=256)
     frame = lab.render(cam)                      # RenderResult: rgb, depth, probs, label, entropy

@@ -1,5 +1,6 @@
 """train-lm end to end on a tiny corpus and model (CPU; ~20-40 s on a busy 2-core box)."""
 
+import argparse
 import json
 
 import numpy as np
@@ -7,14 +8,15 @@ import pytest
 import torch
 
 from tinyserve_core.errors import ConfigError
+from tinyserve_core.cli.train import add_train_lm_arguments, run_train_lm
 from tinyserve_core.model.train import train_lm
 
 pytestmark = pytest.mark.slow
 
 
 def _args(tmp_path, roots, name, *extra):
-    p = train_lm.argparse.ArgumentParser()
-    train_lm.add_arguments(p)
+    p = argparse.ArgumentParser()
+    add_train_lm_arguments(p)
     return p.parse_args([
         "--out", str(tmp_path / name), "--data-dir", str(tmp_path / "data"),
         "--checkpoint-dir", str(tmp_path / f"ck-{name}"), "--docs-root", str(roots[0]), "--stdlib-root", str(roots[1]),
@@ -27,7 +29,7 @@ def _args(tmp_path, roots, name, *extra):
 def trained(tmp_path_factory, tiny_roots):
     tmp = tmp_path_factory.mktemp("train")
     args = _args(tmp, tiny_roots, "model", "--steps", "30", "--n-passkey", "4", "--passkey-lengths", "128")
-    assert train_lm.run(args) == 0
+    assert run_train_lm(args) == 0
     return tmp, tmp / "model"
 
 
@@ -61,13 +63,13 @@ def test_resume_continues_the_same_schedule_exactly(tmp_path, tiny_roots, traine
     data = trained[0] / "data"  # reuse the prepared corpus
     common = ("--steps", "12", "--no-eval", "--data-dir", str(data))
     full = _args(tmp_path, tiny_roots, "full", *common)
-    train_lm.run(full)
+    train_lm.run_training(full)
     part = _args(tmp_path, tiny_roots, "part", *common, "--stop-at", "5")
-    train_lm.run(part)
+    train_lm.run_training(part)
     ck = tmp_path / "ck-part" / train_lm.CHECKPOINT_NAME
     assert torch.load(ck, weights_only=False)["step"] == 5
     rest = _args(tmp_path, tiny_roots, "rest", *common, "--resume", str(ck))
-    train_lm.run(rest)
+    train_lm.run_training(rest)
     from safetensors.torch import load_file
 
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "rest" / "model.safetensors")
@@ -76,4 +78,4 @@ def test_resume_continues_the_same_schedule_exactly(tmp_path, tiny_roots, traine
 
 def test_missing_budget_is_a_config_error(tmp_path, tiny_roots):
     with pytest.raises(ConfigError, match="--steps"):
-        train_lm.run(_args(tmp_path, tiny_roots, "x"))
+        train_lm.run_training(_args(tmp_path, tiny_roots, "x"))

@@ -25,7 +25,6 @@ distribution does not move the arrival times and vice versa.
 
 from __future__ import annotations
 
-from .cli import add_parser, run
 from .generate import PasskeyBuilder, from_engine_config, generate_workload, poisson_arrivals
 from .replay import load_replay, save_replay
 from .spec import LENGTH_DISTS, WORKLOAD_KINDS, LengthDist, WorkloadRequest, WorkloadSpec
@@ -33,6 +32,6 @@ from .text import DEFAULT_TEXT_DIR, ModelTokenize, TextCorpus, Tokenize
 
 __all__ = [
     "DEFAULT_TEXT_DIR", "LENGTH_DISTS", "WORKLOAD_KINDS", "LengthDist", "ModelTokenize", "PasskeyBuilder",
-    "TextCorpus", "Tokenize", "WorkloadRequest", "WorkloadSpec", "add_parser", "from_engine_config",
-    "generate_workload", "load_replay", "poisson_arrivals", "run", "save_replay",
+    "TextCorpus", "Tokenize", "WorkloadRequest", "WorkloadSpec", "from_engine_config",
+    "generate_workload", "load_replay", "poisson_arrivals", "save_replay",
 ]

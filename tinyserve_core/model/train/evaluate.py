@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -151,62 +150,3 @@ def format_eval_table(ev: dict) -> str:
 
 def write_eval(ev: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(ev, indent=1) + "\n")
-
-
-# ---------------------------------------------------------------------------- CLI
-def add_parser(subparsers):
-    """`tinyserve eval lm`: the train-lm evaluation on any model folder (the held-out
-    files are re-tokenized with the model's own tokenizer)."""
-    p = subparsers.add_parser("lm", help="held-out perplexity, pass-key retrieval and samples of a language model")
-    p.add_argument("--model", default=None, help="HF checkpoint folder (default: the shipped model)")
-    p.add_argument("--docs-root", default=None)
-    p.add_argument("--stdlib-root", default=None)
-    p.add_argument("--heldout-frac", type=float, default=0.05)
-    p.add_argument("--n-passkey", type=int, default=200)
-    p.add_argument("--passkey-lengths", default="1024,2048")
-    p.add_argument("--context", type=int, default=None, help="window for held-out loss (default: min(model, 2048))")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    p.add_argument("--json", default="out/eval-lm.json", help="where to write the results")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args) -> int:
-    from ..loader import default_model_dir, load_model
-
-    from . import corpus
-    from .passkey import PasskeyTemplate
-    from .train_lm import resolve_device
-
-    if args.n_passkey < 1:
-        raise ConfigError("--n-passkey", f"must be positive, got {args.n_passkey}")
-    try:
-        lengths = tuple(int(x) for x in str(args.passkey_lengths).split(",") if x)
-    except ValueError:
-        raise ConfigError("--passkey-lengths", f"expected comma-separated integers, got {args.passkey_lengths!r}") from None
-    device = resolve_device(args.device)
-    folder = Path(args.model) if args.model else default_model_dir()
-    model, tokenizer = load_model(folder, device=device)
-    tok = tokenizer.tokenizer
-    max_ctx = model.config.max_position_embeddings
-    context = args.context or min(max_ctx, 2048)
-    if context > max_ctx:
-        raise ConfigError("--context", f"{context} exceeds the model's max_position_embeddings {max_ctx}")
-    split = corpus.split_documents(corpus.collect_documents(args.docs_root, args.stdlib_root), args.heldout_frac)
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    data = {k: corpus.tokenize_documents(tok, split[k], eos, desc=k).astype(np.int64)
-            for k in ("heldout_docs", "heldout_code") if split[k]}
-    try:
-        PasskeyTemplate(tok)
-    except ConfigError as e:
-        print(f"pass-key test skipped: {e}", file=sys.stderr)
-        lengths = ()
-    ev = evaluate_model(model, tok, data, device, context=context, passkey_lengths=lengths,
-                        n_passkey=args.n_passkey, eos_id=tokenizer.eos_token_id, bf16=args.bf16)
-    ev["model"] = str(folder)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    write_eval(ev, args.json)
-    print(format_eval_table(ev))
-    print(f"wrote {args.json}")
-    return 0

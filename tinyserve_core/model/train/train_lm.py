@@ -1,5 +1,6 @@
-"""`tinyserve train-lm`: build the corpus and tokenizer, train the default model,
-evaluate it and write an HF-format model folder with its MODEL_CARD.md.
+"""The pipeline behind `tinyserve train-lm` (parsed in tinyserve_core.cli.train): build
+the corpus and tokenizer, train the default model, evaluate it and write an HF-format
+model folder with its MODEL_CARD.md.
 
 Stages (each skipped when its output exists, so the GPU run gets a prepared corpus):
   1. prepare: corpus (Python docs + stdlib) -> byte-level BPE -> uint16 token arrays
@@ -10,7 +11,6 @@ Stages (each skipped when its output exists, so the GPU run gets a prepared corp
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ...errors import ConfigError, TinyServeError
+from ...errors import ConfigError
 
 from . import bpe, corpus
 from .data import BatchSampler
@@ -271,52 +271,7 @@ def environment() -> dict:
     return env
 
 
-# ---------------------------------------------------------------------------- CLI
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("train-lm", help="build the corpus, train, evaluate and save the default language model",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=run)
-    return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="model folder to write (config.json, model.safetensors, ...)")
-    p.add_argument("--data-dir", default="out/lm-data", help="prepared corpus + tokenizer (built if missing)")
-    p.add_argument("--checkpoint-dir", default="out/lm-train", help="where training checkpoints go")
-    p.add_argument("--prepare-only", action="store_true", help="build corpus and tokenizer, then stop")
-    p.add_argument("--docs-root", default=None, help="Python docs sources (default /usr/share/doc/python3.11/html/_sources)")
-    p.add_argument("--stdlib-root", default=None, help="stdlib sources (default /usr/lib/python3.11)")
-    p.add_argument("--vocab-size", type=int, default=4096)
-    p.add_argument("--min-vocab", type=int, default=bpe.MIN_VOCAB, help=argparse.SUPPRESS)
-    p.add_argument("--heldout-frac", type=float, default=0.05)
-    p.add_argument("--size", choices=sorted(SIZES), default="small")
-    p.add_argument("--context", type=int, default=2048)
-    p.add_argument("--batch", type=int, default=32, help="sequences per step")
-    p.add_argument("--steps", type=int, default=None, help="step budget (cosine over steps)")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (cosine over time)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--min-lr-frac", type=float, default=0.1)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--passkey-frac", type=float, default=0.1, help="fraction of rows that are pass-key samples")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", default=None, help="training checkpoint to continue from")
-    p.add_argument("--checkpoint-minutes", type=float, default=2.0)
-    p.add_argument("--stop-at", type=int, default=None,
-                   help="checkpoint and stop at this step; --resume continues the same schedule")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--eval-windows", type=int, default=16, help="held-out windows scored during training")
-    p.add_argument("--n-passkey", type=int, default=200)
-    p.add_argument("--passkey-lengths", default="1024,2048")
-    p.add_argument("--no-eval", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-
-
+# ------------------------------------------------------------- the pipeline (`tinyserve train-lm`)
 def validate(args) -> None:
     if not args.prepare_only and not args.steps and not args.minutes:
         raise ConfigError("--steps", "give --steps or --minutes (or both)")
@@ -336,14 +291,16 @@ def validate(args) -> None:
         raise ConfigError("--passkey-lengths", f"each must be <= --context {args.context}")
 
 
-def run(args) -> int:
+def run_training(args) -> dict | None:
+    """The whole pipeline on the options of `tinyserve train-lm` (tinyserve_core.cli.train
+    parses them); returns the evaluation of the saved folder (None when skipped)."""
     from .model_card import write_model_card
 
     validate(args)
     data_dir = Path(args.data_dir)
     prepare(data_dir, args)
     if args.prepare_only:
-        return 0
+        return None
     device = resolve_device(args.device)
     tok = bpe.load_tokenizer(data_dir)
     data = load_data(data_dir)
@@ -361,12 +318,11 @@ def run(args) -> int:
     ev = None
     if not args.no_eval:
         ev = evaluate_folder(out, data, device, args)
-        from .evaluate import format_eval_table, write_eval
+        from .evaluate import write_eval
 
         write_eval(ev, out / "eval.json")
-        print(format_eval_table(ev))
     write_model_card(out, summary, ev)
-    return 0
+    return ev
 
 
 def evaluate_folder(out: Path, data, device, args) -> dict:
@@ -381,18 +337,3 @@ def evaluate_folder(out: Path, data, device, args) -> dict:
                           passkey_lengths=args.passkey_lengths, n_passkey=args.n_passkey,
                           eos_id=tokenizer.eos_token_id, progress=not args.quiet)
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="tinyserve train-lm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except TinyServeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,14 +9,14 @@
 * Longest event-loop stall while the real engine runs in its worker thread and the
   Serving tab draws at its normal rate: the largest gap between ticks of a 5 ms timer.
 
-Imports Qt only when run, so `tinyserve --help` stays fast. Runs on the offscreen
+Registered lazily by tinyserve_core.cli.bench (by module name: the core never
+imports app). Imports Qt only when run, so `tinyserve --help` stays fast. Runs on the offscreen
 platform when there is no display (pass --platform xcb under Xvfb to include X)."""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 
@@ -32,7 +32,7 @@ def add_parser(sub):
     p.add_argument("--frames", type=int, default=60, help="frames per case")
     p.add_argument("--engine-seconds", type=float, default=8.0,
                    help="how long to run the engine for the stall measurement (0 = skip)")
-    p.add_argument("--model", default=None, help="model folder for the stall run (default: the shipped model)")
+    p.add_argument("--model", default=None, help="model folder for the stall run (None: the shipped model)")
     p.add_argument("--config", default=None, help="session config JSON for the stall run")
     p.add_argument("--compare-thread", action="store_true",
                    help="also measure the stall with the engine in a thread of the GUI process (the peer)")
@@ -42,15 +42,9 @@ def add_parser(sub):
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs"
+    from tinyserve_core.bench.machine import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
 
 
 def _stats(ms: list[float]) -> dict:
@@ -233,7 +227,7 @@ def run(args) -> int:
     from tqdm import tqdm
     from PySide6.QtWidgets import QApplication
 
-    from ..engine.config import EngineConfig
+    from tinyserve_core.engine.config import EngineConfig
     cfg = EngineConfig.load(args.config) if args.config else EngineConfig(
         num_blocks=4096, block_size=16, rate=8.0, requests=64, prompt_len=128, prompt_len_max=384,
         output_len=48, output_len_max=128, n=2, shared_prefix_frac=0.5)

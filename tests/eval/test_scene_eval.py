@@ -1,9 +1,16 @@
-import json
+"""`tinyserve_core.eval.scene`: the query files it reads and the full evaluation's targets."""
 
 import pytest
 
 from tinyserve_core.errors import InputFileError
 from tinyserve_core.eval.scene import default_queries, load_queries
+
+
+@pytest.fixture(scope="module")
+def spec():
+    from tinyserve_core.scene.spec import load_scene
+
+    return load_scene("room")
 
 
 def test_default_query_set_is_valid_and_covers_every_kind(spec):
@@ -25,29 +32,6 @@ def test_malformed_query_file_names_the_line(tmp_path, spec, lines, line_no):
     with pytest.raises(InputFileError) as e:
         load_queries(path, spec.labels[1:])
     assert e.value.line == line_no and f"q.jsonl:{line_no}" in str(e.value)
-
-
-def test_eval_cli_rejects_a_bad_query_file(tmp_path, capsys):
-    from tinyserve_core.eval.scene import main
-
-    path = tmp_path / "q.jsonl"
-    path.write_text('{"query": "mug"}\n')
-    assert main(["scene", "--queries", str(path)]) == 2
-    assert "q.jsonl:1" in capsys.readouterr().err
-
-
-def test_train_scene_cli_writes_loadable_weights(tmp_path, capsys):
-    from tinyserve_core.scene.cli import main
-    from tinyserve_core.scene.weights import load_weights
-
-    out = tmp_path / "w.safetensors"
-    summary = tmp_path / "s.json"
-    assert main(["train-scene", "--iters", "4", "--size", "16", "--batch-rays", "256", "--voxel", "0.1",
-                 "--out", str(out), "--json", str(summary)]) == 0
-    field, occ, meta = load_weights(out)
-    assert meta["stats"]["steps"] == 4 and "heldout_psnr" in json.loads(summary.read_text())
-    assert main(["train-scene", "--scene", "nowhere"]) == 2
-    assert "available: room" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
 from tinyserve_core.bench import kernels as bench
+from tinyserve_core.cli import bench as bench_cli, build_parser
 
 
 def _args(*argv):
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers()
-    bench.add_parser(sub)
-    return ap.parse_args(["kernels", *argv])
+    return build_parser().parse_args(["bench", "kernels", *argv])
 
 
 def test_parser_defaults():
     a = _args("--json", "x.json", "--quick")
-    assert a.json == "x.json" and a.quick and a.reps == 30 and a.func is bench.run
+    assert a.json == "x.json" and a.quick and a.reps == 30 and a.func is bench_cli.run_kernels
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_without_gpu_says_so(capsys):
-    assert bench.run(_args()) == 2
+    assert bench_cli.run_kernels(_args()) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
@@ -34,12 +30,12 @@ def test_table_aligns_columns():
     assert len({len(x) for x in lines}) == 1 and lines[0].split() == ["batch", "ctx", "us"]
 
 
-DATA = __import__("pathlib").Path(__file__).parent / "data"
+DATA = __import__("pathlib").Path(__file__).parents[1] / "kernels" / "data"
 
 
 def test_report_of_the_h100_run(capsys):
     """The stored H100 run (tests/kernels/data) prints every section with its floor and peers."""
-    assert bench.run(_args("--report", str(DATA / "bench_h100_full.json"))) == 0
+    assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h100_full.json"))) == 0
     out = capsys.readouterr().out
     assert "NVIDIA H100" in out and "copy bandwidth (3004 GB/s)" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "8 ", "64 "))]
@@ -54,4 +50,4 @@ def test_report_rejects_a_foreign_file(tmp_path):
     from tinyserve_core.errors import InputFileError
 
     with pytest.raises(InputFileError, match="x.json"):
-        bench.run(_args("--report", str(bad)))
+        bench_cli.run_kernels(_args("--report", str(bad)))

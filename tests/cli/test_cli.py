@@ -65,30 +65,53 @@ def test_generate_prints_a_continuation(tiny_model_dir, capsys):
     assert capsys.readouterr().out.startswith("The list type")
 
 
+def _bench_choices(parser):
+    bench = next(a for a in parser._subparsers._group_actions[0].choices["bench"]._actions
+                 if a.dest == "bench_what")
+    return bench.choices
+
+
 def test_a_missing_third_party_dependency_drops_only_its_subcommand(monkeypatch):
     """The GPU hosts have no PySide6: `tinyserve bench kernels` must still work there."""
+    import argparse
     import importlib
 
     import tinyserve_core.cli as cli
+    from tinyserve_core.cli._parser import add_from_module
 
     real = importlib.import_module
 
     def fake(name, *a, **k):
-        if name == "tinyserve_core.bench.gui":
+        if name == "app.bench.serving_gui":
             raise ModuleNotFoundError("No module named 'PySide6'", name="PySide6")
-        if name == "tinyserve_core.bench.kv":
-            raise ModuleNotFoundError("No module named 'tinyserve_core.bench.kv'",
-                                      name="tinyserve_core.bench.kv")
+        if name == "tinyserve_core.bench.kv_typo":
+            raise ModuleNotFoundError("No module named 'tinyserve_core.bench.kv_typo'",
+                                      name="tinyserve_core.bench.kv_typo")
         return real(name, *a, **k)
 
-    monkeypatch.setattr(cli.importlib, "import_module", fake)
-    cli._BENCH["kv-typo"] = ("tinyserve_core.bench.kv", "a module of ours that is missing")
-    try:
-        with pytest.raises(ModuleNotFoundError):
-            cli.build_parser()  # our own missing module is a bug, not an optional part
-    finally:
-        del cli._BENCH["kv-typo"]
-    parser = cli.build_parser()
-    bench = next(a for a in parser._subparsers._group_actions[0].choices["bench"]._actions
-                 if a.dest == "bench_what")
-    assert "kernels" in bench.choices and "gui" not in bench.choices
+    monkeypatch.setattr(importlib, "import_module", fake)
+    sub = argparse.ArgumentParser().add_subparsers()
+    with pytest.raises(ModuleNotFoundError):
+        add_from_module(sub, "tinyserve_core.bench.kv_typo")  # our own missing module is a bug
+    choices = _bench_choices(cli.build_parser())
+    assert "kernels" in choices and "gui" not in choices and "scene-gui" in choices
+
+
+def test_without_pyside6_the_qt_benchmarks_are_left_out(monkeypatch):
+    import importlib.util
+
+    import tinyserve_core.cli as cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "PySide6" else real(name, *a))
+    choices = _bench_choices(cli.build_parser())
+    assert {"engine", "kernels", "decode", "kv"} <= set(choices)
+    assert "gui" not in choices and "scene-gui" not in choices
+
+
+def test_qt_benchmarks_register_from_app():
+    import tinyserve_core.cli as cli
+
+    choices = _bench_choices(cli.build_parser())
+    assert choices["gui"].get_default("func").__module__ == "app.bench.serving_gui"
+    assert choices["scene-gui"].get_default("func").__module__ == "app.bench.scene_gui"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -10,6 +9,8 @@ import pytest
 import torch
 
 from tinyserve_core.errors import ConfigError
+from tinyserve_core.cli import build_parser
+from tinyserve_core.cli.eval import spec_from_args
 from tinyserve_core.eval import selection as ev
 from tinyserve_core.model.config import ModelConfig
 from tinyserve_core.model.llama import LlamaForCausalLM
@@ -35,10 +36,7 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    ev.add_parser(sub)
-    return parser.parse_args(["selection", *argv])
+    return build_parser().parse_args(["eval", "selection", *argv])
 
 
 @pytest.mark.slow
@@ -119,5 +117,5 @@ def test_heldout_text_is_the_shipped_text_whatever_the_host_has(tmp_path, monkey
 ])
 def test_bad_flags_name_the_flag(argv, field):
     with pytest.raises(ConfigError) as e:
-        ev.spec_from_args(_parse(argv))
+        spec_from_args(_parse(argv))
     assert e.value.field == field

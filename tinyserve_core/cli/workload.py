@@ -8,27 +8,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ...errors import ConfigError
-from .generate import from_engine_config
-from .replay import save_replay
-from .spec import WorkloadSpec
+from ._parser import optional, with_default
 
 
-def add_parser(subparsers) -> Any:
-    """`tinyserve workload`: write a workload as a replay file (JSONL) and describe it."""
-    p = subparsers.add_parser("workload", help="generate a workload and write it as a JSONL replay file")
+def register(sub) -> None:
+    optional(lambda: _add_parser(sub))
+
+
+def _add_parser(sub) -> None:
+    from ..engine.config import HELP
+    from ..engine.workloads import WorkloadSpec
+
+    p = sub.add_parser("workload", help="generate a workload and write it as a JSONL replay file",
+                       description=__doc__)
     p.add_argument("--config", default=None, help="JSON file of `simulate` settings; the workload keys are read")
     p.add_argument("--model", default=None,
-                   help="model folder whose tokenizer measures lengths (default: the shipped model, "
+                   help="model folder whose tokenizer measures lengths (None: the shipped model, "
                         "else lengths count words)")
     p.add_argument("--out", required=True, help="JSONL file to write")
+    spec = WorkloadSpec()
     for f in dataclasses.fields(WorkloadSpec):
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS,
-                       metavar=f.name.upper())
+                       metavar=f.name.upper(), help=with_default(HELP.get(f.name, f.name.replace("_", " ")),
+                                                                 getattr(spec, f.name)))
     p.set_defaults(func=run)
-    return p
 
 
 def _parse_flag(text: str) -> Any:
@@ -42,6 +45,12 @@ def _parse_flag(text: str) -> Any:
 
 
 def run(args: Any) -> int:
+    import numpy as np
+
+    from ..engine.workloads import WorkloadSpec, from_engine_config, save_replay
+    from ..errors import ConfigError
+    from ..model.loader import default_model_dir
+
     values: dict[str, Any] = {}
     if args.config:
         try:
@@ -61,10 +70,9 @@ def run(args: Any) -> int:
     spec = WorkloadSpec.from_dict(values)
 
     tokenizer = None
-    from ...model.loader import default_model_dir
     model_dir = Path(args.model) if args.model else default_model_dir()
     if args.model or (model_dir / "tokenizer.json").is_file():
-        from ...model.tokenizer import Tokenizer
+        from ..model.tokenizer import Tokenizer
         tokenizer = Tokenizer.from_dir(model_dir)
     requests = from_engine_config(spec, tokenizer, progress=True)
     save_replay(requests, args.out)

@@ -9,7 +9,8 @@
 * Longest event-loop stall (gap between ticks of a 5 ms timer) through all of it: the GUI
   thread must never wait on the work.
 
-Imports Qt only when run. Runs on the offscreen platform when there is no display."""
+Registered lazily by tinyserve_core.cli.bench (by module name: the core never
+imports app). Imports Qt only when run. Runs on the offscreen platform when there is no display."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ PLANS = (("red mug", "ground", 0.12), ("stack of books", "ground", 0.12), ("pott
 
 def add_parser(sub):
     p = sub.add_parser("scene-gui", help="Scene tab: orbit fps, still refine, query-to-overlay, plan-to-draw")
-    p.add_argument("--size", type=int, default=256, help="render side in pixels (default 256)")
+    p.add_argument("--size", type=int, default=256, help="render side in pixels")
     p.add_argument("--frames", type=int, default=40, help="orbit frames to time")
     p.add_argument("--refines", type=int, default=3, help="still refines to time")
     p.add_argument("--scene", default="room", help="scene name or JSON path")
@@ -40,7 +41,7 @@ def add_parser(sub):
 
 
 def _machine() -> str:
-    from tinyserve_core.bench.gui import _machine as machine
+    from .serving_gui import _machine as machine
 
     return machine()
 
@@ -204,15 +205,3 @@ def run(args) -> int:
         print(f"wrote {args.json}")
     return 0
 
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="tinyserve bench")
-    add_parser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,17 +1,13 @@
-import argparse
 import json
 
 import pytest
 
 from tinyserve_core.errors import ConfigError
-from tinyserve_core.kv import bench
+from tinyserve_core.cli import build_parser
 
 
 def parse(argv):
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="what")
-    bench.add_parser(sub)
-    return p.parse_args(["kv", *argv])
+    return build_parser().parse_args(["bench", "kv", *argv])
 
 
 def test_bench_kv_small_run_writes_coherent_json(tmp_path, capsys):

@@ -1,0 +1,224 @@
+"""`tinyserve bench …`: benchmarks that print a table and write JSON.
+
+The measuring lives in tinyserve_core.bench; this module parses flags, shows progress
+and prints. The Qt benchmarks live under `app/bench` and are registered by module
+name, resolved at parser-build time: the Qt-free core never imports `app` (an
+import-linter contract checks it), and a machine without PySide6 gets every other
+benchmark."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ._parser import Parser, add_from_module, optional
+
+# name -> (module, the third-party package it needs)
+QT_BENCHES = {
+    "gui": ("app.bench.serving_gui", "PySide6"),
+    "scene-gui": ("app.bench.scene_gui", "PySide6"),
+}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (print a table, write JSON)",
+                       description="Benchmarks: each prints a table and writes JSON.")
+    what = p.add_subparsers(dest="bench_what", metavar="WHAT", parser_class=Parser)
+    what.required = True
+    optional(lambda: _add_engine(what))
+    optional(lambda: _add_kernels(what))
+    add_from_module(what, *QT_BENCHES["gui"])
+    optional(lambda: _add_decode(what))
+    optional(lambda: _add_kv(what))
+    add_from_module(what, *QT_BENCHES["scene-gui"])
+
+
+# ---- engine ------------------------------------------------------------------------------
+
+def _add_engine(sub) -> None:
+    from ..bench import engine  # noqa: F401  (its third-party needs decide the command)
+
+    p = sub.add_parser("engine", help="our engine vs Hugging Face generate() (tokens/s)", description=engine.__doc__)
+    p.add_argument("--model", default=None, help="HF checkpoint folder (None: the shipped model)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where both systems run")
+    p.add_argument("--requests", type=int, default=16, help="requests per scenario")
+    p.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (uniform scenario)")
+    p.add_argument("--max-tokens", type=int, default=64, help="generated tokens (uniform scenario)")
+    p.add_argument("--rate", type=float, default=8.0, help="Poisson arrivals per second")
+    p.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for both systems (None: torch's choice)")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.set_defaults(func=run_engine)
+
+
+def run_engine(args) -> int:
+    import torch
+
+    from ..bench.engine import compare_with_hf
+    from ..errors import ConfigError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("threads", f"must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    res = compare_with_hf(args.model, args.device, args.requests, args.prompt_len, args.max_tokens,
+                          args.rate, args.seed)
+    rows = res.rows
+    print(f"\nengine benchmark on {res.machine}; model {res.model}; {args.requests} requests; "
+          f"uniform = {args.prompt_len} prompt + {args.max_tokens} generated tokens each, mixed = "
+          f"lognormal lengths up to 4x that; greedy, EOS ignored, {res.dtype}")
+    print(f"{'scenario':<24} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} {'outputs':>8}")
+    for i in range(0, len(rows), 2):
+        a, b = rows[i], rows[i + 1]
+        for r in (a, b):
+            speed = f"{a.tokens_per_s / b.tokens_per_s:.2f}x" if r is a else ""
+            print(f"{r.scenario:<24} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} "
+                  f"{speed:>8} {'match' if r.outputs_match else 'DIFFER':>8}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res.to_json(), f, indent=2)
+        print(f"json -> {args.json}")
+    return 0 if all(r.outputs_match for r in rows) else 1
+
+
+# ---- kernels -----------------------------------------------------------------------------
+
+def _add_kernels(sub) -> None:
+    from ..bench import kernels  # noqa: F401  (its third-party needs decide the command)
+
+    p = sub.add_parser("kernels", help="CUDA kernels vs their floor (copy bandwidth) and peers",
+                       description=kernels.__doc__)
+    p.add_argument("--json", default=None, help="write every figure to this JSON file")
+    p.add_argument("--reps", type=int, default=30, help="timed repetitions per figure (median)")
+    p.add_argument("--quick", action="store_true", help="fewer shapes (smoke run)")
+    p.add_argument("--no-peers", action="store_true", help="skip FlashInfer and SDPA")
+    p.add_argument("--report", default=None, metavar="JSON",
+                   help="print the tables of an earlier run's JSON (no GPU needed)")
+    p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc"), action="append",
+                   help="run only these sections (repeatable; None: all)")
+    p.set_defaults(func=run_kernels)
+
+
+def run_kernels(args) -> int:
+    import torch
+
+    from ..bench.kernels import measure_kernels, report
+
+    if args.report:
+        try:
+            with open(args.report) as fh:
+                res = json.load(fh)
+            print(report(res))
+        except (OSError, ValueError, KeyError) as e:
+            from ..errors import InputFileError
+
+            raise InputFileError(args.report, None, f"not a bench-kernels JSON file ({e})") from e
+        return 0
+    if not torch.cuda.is_available():
+        print("tinyserve bench kernels: needs a CUDA GPU (none found)", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    res = measure_kernels(args.reps, args.quick, not args.no_peers, args.only,
+                          log=lambda line: print(line, flush=True),
+                          progress=lambda it, desc: tqdm(it, desc=desc, file=sys.stderr))
+    print(report(res))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+        print(f"json -> {args.json}")
+    return 0
+
+
+# ---- decode ------------------------------------------------------------------------------
+
+def _add_decode(sub) -> None:
+    from ..bench import decode
+
+    p = sub.add_parser("decode", help="decode step time at long context: quest vs dense", description=decode.__doc__)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    p.add_argument("--context", type=int, nargs="+", default=None,
+                   help="context lengths (None: 8192 16384 32768 on a GPU, 1024 2048 on a CPU)")
+    p.add_argument("--batch", type=int, nargs="+", default=None,
+                   help="batch sizes (None: 1 16 64 on a GPU, 1 4 on a CPU)")
+    p.add_argument("--budget", type=int, default=2048, help="quest budget in tokens")
+    p.add_argument("--layers", type=int, default=4, help="decoder layers of the model")
+    p.add_argument("--shape", default="serving", choices=sorted(decode.SHAPES),
+                   help="model shape: serving = GQA 32/8, head_dim 128; tiny = a quick CPU check")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    p.add_argument("--reps", type=int, default=20, help="timed decode steps per point (median)")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.set_defaults(func=run_decode)
+
+
+def run_decode(args) -> int:
+    from ..bench.decode import measure_decode
+
+    def progress(r):
+        print(f"  ctx {r['context']:>6} batch {r['batch']:>3}: dense {r['dense_ms']:.2f} ms, "
+              f"quest {r['quest_ms']:.2f} ms", file=sys.stderr)
+
+    res = measure_decode(args.device, args.context, args.batch, args.budget, args.layers, args.shape,
+                         args.block_size, args.reps, progress)
+    m = res["model"]
+    print(f"\ndecode step, {args.layers}-layer Llama (GQA {m['heads']}/{m['kv_heads']}, "
+          f"head_dim {m['head_dim']}, hidden {m['hidden']}), "
+          f"{res['dtype']}, block {res['block_size']}, quest budget {args.budget} tokens (all layers), "
+          f"on {res['machine']}")
+    print(f"{'context':>8} {'batch':>6} {'dense ms':>9} {'quest ms':>9} {'speed-up':>9}")
+    for r in res["rows"]:
+        print(f"{r['context']:>8} {r['batch']:>6} {r['dense_ms']:>9.2f} {r['quest_ms']:>9.2f} "
+              f"{r['speedup']:>8.2f}x")
+    if args.json:
+        keys = ("machine", "dtype", "layers", "shape", "block_size", "budget", "rows")
+        with open(args.json, "w") as f:
+            json.dump({k: res[k] for k in keys}, f, indent=2)
+    return 0
+
+
+# ---- kv ----------------------------------------------------------------------------------
+
+def _add_kv(sub) -> None:
+    from ..bench import kv
+
+    p = sub.add_parser("kv", help="block manager op costs, snapshot cost, memory waste", description=kv.__doc__)
+    p.add_argument("--num-blocks", type=int, default=131072, help="blocks in the timed pool")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per block")
+    p.add_argument("--seqs", type=int, default=2000, help="live sequences during the op timings")
+    p.add_argument("--prompt-len", type=int, default=300, help="prompt tokens per live sequence")
+    p.add_argument("--requests", type=int, default=400, help="requests per waste workload")
+    p.add_argument("--seed", type=int, default=0, help="seed of prompts and workloads")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.set_defaults(func=run_kv)
+
+
+def run_kv(args) -> int:
+    from tqdm import tqdm
+
+    from ..bench.kv import measure_kv
+
+    res = measure_kv(args.num_blocks, args.block_size, args.seqs, args.prompt_len, args.requests, args.seed,
+                     progress=lambda total, desc, unit: tqdm(total=total, desc=desc, unit=unit))
+    ops, ops_big, waste = res["ops"], res["ops_4x_pool"], res["waste"]
+    sizes = (args.num_blocks, 4 * args.num_blocks)
+    print(f"\nkv benchmark on {res['machine']}; {args.num_blocks} blocks x {args.block_size} tokens, "
+          f"{args.seqs} live seqs of {args.prompt_len} tokens")
+    print(f"{'operation (us/call)':<34} {sizes[0]:>10} {sizes[1]:>10} {'ratio':>6}")
+    for k, v in ops.items():
+        if k.endswith("_us"):
+            print(f"{k[:-3]:<34} {v:>10.2f} {ops_big[k]:>10.2f} {ops_big[k] / v:>6.2f}")
+    print(f"{'construct pool (ms)':<34} {ops['construct_ms']:>10.1f} {ops_big['construct_ms']:>10.1f}")
+    print(f"snapshot: incremental arrays are {res['snapshot_speedup_vs_rebuild']:.0f}x faster than "
+          "rebuilding from blocks")
+    print(f"\n{'workload':<50} {'bs':>4} {'waste':>7} {'static':>7} {'peak':>6} {'hit':>6} {'preempt':>8}")
+    for name, w in waste.items():
+        print(f"{name:<50} {w['block_size']:>4} {w['mean_waste']:>7.2%} {w['reserved_waste']:>7.2%} "
+              f"{w['peak_usage']:>6.1%} {w['prefix_hit_rate']:>6.1%} {w['preemptions']:>8}")
+    print("waste = empty slots / allocated slots of used blocks, mean over steps; "
+          "static = the same with max_model_len (2048) reserved per request")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+        print(f"json -> {args.json}")
+    return 0

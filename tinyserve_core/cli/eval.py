@@ -1,0 +1,278 @@
+"""`tinyserve eval lm | selection | scene`: quality evaluations, their flags and printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ._parser import Parser, optional
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="quality evaluations", description="Quality evaluations.")
+    what = p.add_subparsers(dest="eval_what", metavar="WHAT", parser_class=Parser)
+    what.required = True
+    optional(lambda: _add_lm(what))
+    optional(lambda: _add_selection(what))
+    optional(lambda: _add_scene(what))
+
+
+# ---- lm ----------------------------------------------------------------------------------
+
+def _add_lm(sub) -> None:
+    from ..model.train import evaluate  # noqa: F401  (its third-party needs decide the command)
+
+    p = sub.add_parser("lm", help="held-out perplexity, pass-key retrieval and samples of a language model",
+                       description="The train-lm evaluation on any model folder (the held-out files are "
+                                   "re-tokenized with the model's own tokenizer).")
+    p.add_argument("--model", default=None, help="HF checkpoint folder (None: the shipped model)")
+    p.add_argument("--docs-root", default=None,
+                   help="Python docs sources (None: /usr/share/doc/python3.11/html/_sources)")
+    p.add_argument("--stdlib-root", default=None, help="stdlib sources (None: /usr/lib/python3.11)")
+    p.add_argument("--heldout-frac", type=float, default=0.05, help="the training run's held-out fraction")
+    p.add_argument("--n-passkey", type=int, default=200, help="pass-key samples per length")
+    p.add_argument("--passkey-lengths", default="1024,2048", help="pass-key prompt lengths, comma list")
+    p.add_argument("--context", type=int, default=None, help="window for held-out loss (None: min(model, 2048))")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--json", default="out/eval-lm.json", help="where to write the results")
+    p.set_defaults(func=run_lm)
+
+
+def run_lm(args) -> int:
+    import numpy as np
+
+    from ..errors import ConfigError
+    from ..model.loader import default_model_dir, load_model
+    from ..model.train import corpus
+    from ..model.train.evaluate import evaluate_model, format_eval_table, write_eval
+    from ..model.train.passkey import PasskeyTemplate
+    from ..model.train.train_lm import resolve_device
+
+    if args.n_passkey < 1:
+        raise ConfigError("--n-passkey", f"must be positive, got {args.n_passkey}")
+    try:
+        lengths = tuple(int(x) for x in str(args.passkey_lengths).split(",") if x)
+    except ValueError:
+        raise ConfigError("--passkey-lengths", f"expected comma-separated integers, got {args.passkey_lengths!r}") from None
+    device = resolve_device(args.device)
+    folder = Path(args.model) if args.model else default_model_dir()
+    model, tokenizer = load_model(folder, device=device)
+    tok = tokenizer.tokenizer
+    max_ctx = model.config.max_position_embeddings
+    context = args.context or min(max_ctx, 2048)
+    if context > max_ctx:
+        raise ConfigError("--context", f"{context} exceeds the model's max_position_embeddings {max_ctx}")
+    split = corpus.split_documents(corpus.collect_documents(args.docs_root, args.stdlib_root), args.heldout_frac)
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    data = {k: corpus.tokenize_documents(tok, split[k], eos, desc=k).astype(np.int64)
+            for k in ("heldout_docs", "heldout_code") if split[k]}
+    try:
+        PasskeyTemplate(tok)
+    except ConfigError as e:
+        print(f"pass-key test skipped: {e}", file=sys.stderr)
+        lengths = ()
+    ev = evaluate_model(model, tok, data, device, context=context, passkey_lengths=lengths,
+                        n_passkey=args.n_passkey, eos_id=tokenizer.eos_token_id, bf16=args.bf16)
+    ev["model"] = str(folder)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    write_eval(ev, args.json)
+    print(format_eval_table(ev))
+    print(f"wrote {args.json}")
+    return 0
+
+
+# ---- selection ---------------------------------------------------------------------------
+
+def _add_selection(sub) -> None:
+    from ..eval import selection as ev
+
+    p = sub.add_parser("selection", help="accuracy of page-selection policies vs dense",
+                       description=ev.__doc__)
+    p.add_argument("--model", default=None, help="model folder (None: the shipped model)")
+    p.add_argument("--json", default=None, help="write every result here")
+    p.add_argument("--md", default=None, help="write the Markdown table and target verdicts here")
+    p.add_argument("--plots", default=None, help="folder for accuracy-vs-budget PNGs")
+    p.add_argument("--quick", action="store_true", help="small sweep for a 2-core CPU (a few minutes)")
+    p.add_argument("--policies", default=None, help=f"comma list (None: {','.join(ev.ALL_POLICIES)})")
+    p.add_argument("--budgets", default=None,
+                   help=f"comma list of tokens or fractions (None: {','.join(ev.FULL_BUDGETS)})")
+    p.add_argument("--block-sizes", default=None, help="comma list (None: 8,16,32)")
+    p.add_argument("--context", type=int, default=None, help="tokens per sample (None: 2048; quick 1024)")
+    p.add_argument("--decode-tokens", type=int, default=None,
+                   help="teacher-forced decode steps per text sample (None: 64; quick 32)")
+    p.add_argument("--text-samples", type=int, default=None, help="held-out text windows (None: 4; quick 2)")
+    p.add_argument("--passkey-samples", type=int, default=None, help="pass-key samples (None: 16; quick 6)")
+    p.add_argument("--top-p", default=None,
+                   help="adaptive policy's mass targets, comma list (None: 0.95,0.99; quick 0.99)")
+    p.add_argument("--dense-layers", type=int, default=None, help="first layers left dense (None: 2)")
+    p.add_argument("--sink-pages", type=int, default=None,
+                   help="attention-sink pages every sparse policy keeps (None: each policy's own)")
+    p.add_argument("--tier-factors", default=None,
+                   help="fast-tier sizes to replay, as multiples of the mean pages selected (None: 2,4; '' = none)")
+    p.add_argument("--data-dir", default=None, help="train-lm corpus folder with heldout_docs.npy")
+    p.add_argument("--heldout-frac", type=float, default=0.05, help="the training run's held-out fraction")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    p.add_argument("--dtype", default="float32", choices=tuple(ev.DTYPES),
+                   help="model and KV cache dtype (the CUDA attention kernels serve fp16/bf16)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (1: these per-sequence ops are small, extra threads only spin)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pass-key samples")
+    p.set_defaults(func=run_selection)
+
+
+def _csv(field, value, conv):
+    from ..errors import ConfigError
+
+    try:
+        return tuple(conv(x.strip()) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(field, f"expected a comma-separated list, got {value!r}") from None
+
+
+def spec_from_args(args):
+    from ..eval.selection import EvalSpec
+
+    spec = EvalSpec.quick() if args.quick else EvalSpec()
+    if args.policies:
+        spec.policies = _csv("--policies", args.policies, str)
+    if args.budgets:
+        spec.budgets = _csv("--budgets", args.budgets, str)
+    if args.block_sizes:
+        spec.block_sizes = _csv("--block-sizes", args.block_sizes, int)
+    if args.tier_factors is not None:
+        spec.tier_factors = _csv("--tier-factors", args.tier_factors, float)
+    if args.top_p is not None:
+        spec.top_ps = _csv("--top-p", args.top_p, float)
+    for name in ("context", "decode_tokens", "text_samples", "passkey_samples", "dense_layers", "sink_pages"):
+        v = getattr(args, name)
+        if v is not None:
+            setattr(spec, name, v)
+    spec.seed = args.seed
+    return spec.validate()
+
+
+def run_selection(args) -> int:
+    import torch
+
+    from ..errors import ConfigError
+    from ..eval.selection import (DTYPES, check_targets, evaluate, heldout_tokens, machine, markdown_table,
+                                  tier_table, write_plots)
+    from ..model.loader import default_model_dir, load_model
+
+    spec = spec_from_args(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("--threads", f"must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if args.device == "auto" else args.device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", "cuda requested but no CUDA device is available")
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    dtype = DTYPES[args.dtype]
+    model, tok = load_model(model_dir, device=device, dtype=dtype)
+    tokens, source = heldout_tokens(tok, args.data_dir, args.heldout_frac)
+    t0 = time.perf_counter()
+    results = evaluate(model, tok, tokens, spec, device=device, dtype=dtype)
+    wall = time.perf_counter() - t0
+    verdicts = check_targets(results)
+    table = markdown_table(results)
+    tiers = tier_table(results)
+    print(table)
+    if tiers:
+        print("\nTwo-tier page cache (selections replayed; residency accounting, no copies):\n" + tiers)
+    for v in verdicts:
+        met = {True: "met", False: "MISSED", None: "reported"}[v["met"]]
+        print(f"- {v['target']} (block {v['block_size']}): {met}: {json.dumps(v['value'])}")
+    info = {"model": str(model_dir), "machine": machine(device), "device": device, "dtype": args.dtype,
+            "text_source": source,
+            "spec": asdict(spec), "wall_s": wall, "torch": torch.__version__}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({**info, "results": [asdict(r) for r in results],
+                                               "targets": verdicts}, indent=1) + "\n")
+    plots = write_plots(results, args.plots) if args.plots else []
+    if args.md:
+        lines = [f"# Page-selection accuracy ({model_dir.name})", "",
+                 f"Machine: {info['machine']}; text: {source}; context {spec.context}, "
+                 f"{spec.text_samples} text x {spec.decode_tokens} decode tokens, {spec.passkey_samples} pass-key "
+                 f"samples; first {spec.dense_layers} layers dense; sink pages "
+                 f"{'policy default' if spec.sink_pages is None else spec.sink_pages}; adaptive top_p "
+                 f"{', '.join(f'{p:g}' for p in spec.top_ps)} "
+                 f"(budget = its cap). "
+                 f"Wall time {wall:.0f} s.", "", table, ""]
+        if tiers:
+            lines += ["## Two-tier page cache", "",
+                      "Each run's selections (union over kv-heads per sequence and layer) replayed through a "
+                      "fast tier of the given size per (sequence, layer); a miss fetches one page (K+V, all "
+                      "kv-heads, cache dtype). Residency accounting: nothing is copied.", "", tiers, ""]
+        lines += ["## Targets", ""]
+        for v in verdicts:
+            met = {True: "met", False: "**missed**", None: "reported"}[v["met"]]
+            lines.append(f"- {v['target']} (block {v['block_size']}): {met} - `{json.dumps(v['value'])}`")
+        lines += [""] + [f"![{Path(f).stem}]({Path(f).resolve()})" for f in plots]
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+# ---- scene -------------------------------------------------------------------------------
+
+def _add_scene(sub) -> None:
+    from ..eval import scene  # noqa: F401  (its third-party needs decide the command)
+
+    p = sub.add_parser("scene", help="evaluate the scene lab: PSNR/SSIM/mIoU, queries, planning, latency",
+                       description=scene.__doc__)
+    p.add_argument("--scene", default="room", help="scene name under assets/scenes or a .json path")
+    p.add_argument("--queries", default=None,
+                   help="JSONL query file (None: assets/scenes/<scene>.queries.jsonl)")
+    p.add_argument("--weights", default=None,
+                   help="trained weights (None: assets/scenes/<scene>.weights.safetensors)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1: interactive-size work is fastest single-threaded on shared "
+                        "cores; 0 = torch's default)")
+    p.add_argument("--json", default=None, help="write the full report here")
+    p.set_defaults(func=run_scene)
+
+
+def run_scene(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..errors import ConfigError, TinyServeError
+    from ..eval.scene import evaluate, summary_rows
+
+    try:
+        if args.threads < 0:
+            raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        bar = tqdm(total=5, desc="eval scene", unit="stage")
+
+        def progress(name):
+            if bar.n or name != "held-out views (full quality)":
+                bar.update(1)
+            bar.set_postfix_str(name)
+
+        rep = evaluate(args.scene, args.queries, args.weights, progress)
+        bar.update(bar.total - bar.n)
+        bar.close()
+    except TinyServeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = summary_rows(rep)
+    w = max(len(r[0]) for r in rows)
+    print(f"scene {rep['scene']}  (torch threads: {rep['torch_threads']})")
+    for name, val, target in rows:
+        print(f"  {name:<{w}}  {val:<26} {target}")
+    misses = [r for r in rep["queries"]["rows"] if not r["correct"]]
+    for r in misses:
+        print(f"  query miss: {r['query']!r} -> {r['answer']} (expected {r['expected']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2))
+        print(f"wrote {args.json}")
+    return 0

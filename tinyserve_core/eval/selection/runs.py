@@ -1,0 +1,188 @@
+"""The runs of `tinyserve eval selection`: per block size, every task is prefilled once
+and each (policy, budget) run decodes through the paged engine path from a restored KV
+snapshot; a run's selections can be replayed through two-tier page caches."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ...errors import ConfigError
+from ...observe.events import EventSink
+from ...selection import PageSelector, summarize_history
+from .spec import TIER_POLICIES_EVALUATED, EvalSpec, RunResult, Task, build_tasks
+
+
+class _Prefilled:
+    """One block size: a runner whose pages hold every task's prefill, and a snapshot
+    of the caches to restore before each policy run."""
+
+    def __init__(self, model, tasks: list[Task], block_size: int, device, dtype=torch.float32):
+        from ...engine.model_runner import ModelRunner, PrefillItem
+        need = [-(-(len(t.prefill) + len(t.feed)) // block_size) for t in tasks]
+        self.tables, at = [], 0
+        for n in need:
+            self.tables.append(list(range(at, at + n)))
+            at += n
+        self.runner = ModelRunner(model, at, block_size, device, dtype)
+        for i, t in enumerate(tasks):
+            self.runner.prefill([PrefillItem(i, t.prefill, 0, self.tables[i])])
+        kv = self.runner.kv
+        self.snapshot = [x.clone() for x in (*kv.k_caches, *kv.v_caches, *kv.metas)]
+        self.tasks = tasks
+
+    def run(self, selector: PageSelector | None, bar=None):
+        from ...engine.model_runner import DecodeItem
+        kv = self.runner.kv
+        for dst, src in zip((*kv.k_caches, *kv.v_caches, *kv.metas), self.snapshot):
+            dst.copy_(src)
+        self.runner.selector = selector
+        nll = [[] for _ in self.tasks]
+        argmax = [[] for _ in self.tasks]
+        per_step_events = []
+        sink = getattr(selector, "_sink", None)
+        steps = max(len(t.feed) for t in self.tasks)
+        for s in range(steps):
+            active = [i for i, t in enumerate(self.tasks) if s < len(t.feed)]
+            items = [DecodeItem(i, self.tasks[i].feed[s], len(self.tasks[i].prefill) + s, self.tables[i])
+                     for i in active]
+            logp = torch.log_softmax(self.runner.decode(items).float(), dim=-1).cpu()
+            tgt = torch.tensor([self.tasks[i].targets[s] for i in active])
+            step_nll = -logp.gather(1, tgt[:, None]).squeeze(1)
+            top = logp.argmax(-1)
+            for r, i in enumerate(active):
+                nll[i].append(float(step_nll[r]))
+                argmax[i].append(int(top[r]))
+            if selector is not None:
+                selector.take_summary()
+            if sink is not None:
+                per_step_events.append(sink.drain())
+            if bar is not None:
+                bar.update(1)
+        return nll, argmax, per_step_events
+
+    @property
+    def page_bytes(self) -> int:
+        k = self.runner.kv.k_caches[0]
+        return 2 * k[0].numel() * k.element_size()
+
+
+def _score(tasks, nll, argmax, dense_argmax) -> dict:
+    text = [x for t, n in zip(tasks, nll) if t.kind == "text" for x in n]
+    keys = [a == t.targets for t, a in zip(tasks, argmax) if t.kind == "passkey"]
+    agree = [x == y for a, d in zip(argmax, dense_argmax) for x, y in zip(a, d)]
+    return {"perplexity": math.exp(sum(text) / len(text)) if text else None,
+            "passkey_accuracy": sum(keys) / len(keys) if keys else None,
+            "agreement": sum(agree) / len(agree)}
+
+
+def _selection_stats(selector: PageSelector | None) -> dict:
+    """Record-weighted means over the layers the policy selected on."""
+    hist = [] if selector is None or selector.stats is None else list(selector.stats.history)
+    per_layer = summarize_history(hist)
+    if not per_layer:  # dense, or every layer exempt
+        return {"mass_recall": 1.0, "oracle_mass": 1.0, "selection_recall": 1.0, "pages_frac": 1.0,
+                "mean_pages": None,
+                "bound_violations": 0, "entropy": None}
+    rec = sum(r["records"] for r in per_layer.values())
+    w = lambda m: sum(r[m] * r["records"] for r in per_layer.values()) / rec  # noqa: E731
+    ent = [(r["entropy"], r["records"]) for r in per_layer.values() if not math.isnan(r["entropy"])]
+    return {"mass_recall": w("mass_recall"), "oracle_mass": w("oracle_mass"),
+            "selection_recall": w("selection_recall"),
+            "pages_frac": w("pages_selected") / w("context_pages"), "mean_pages": w("pages_selected"),
+            "bound_violations": sum(r["bound_violations"] for r in per_layer.values()),
+            "entropy": sum(e * n for e, n in ent) / sum(n for _, n in ent) if ent else None,
+            "per_layer_mass_recall": {str(k): r["mass_recall"] for k, r in sorted(per_layer.items())}}
+
+
+def _make_selector(policy: str, budget: str | None, top_p: float | None, spec: EvalSpec) -> PageSelector:
+    if policy == "dense":
+        return PageSelector("dense")
+    params = {"budget": budget, "dense_layers": spec.dense_layers}
+    if spec.sink_pages is not None:
+        params["sink_pages"] = spec.sink_pages
+    if policy == "adaptive":
+        params["top_p_mass"] = top_p  # the budget is its cap
+    # query-aware policies keep their per-head events for the offline tier replay
+    sink = EventSink() if policy in TIER_POLICIES_EVALUATED and spec.tier_factors else None
+    return PageSelector(policy, stats=True, sink=sink, **params)
+
+
+def replay_tiers(per_step_events, mean_pages: float, page_bytes: int, factors) -> list[dict]:
+    """Replays a run's selections through two-tier caches of `factor x` the mean
+    selected pages per (sequence, layer), LRU and LFU side by side. Residency is
+    accounting only, so one decode run serves every tier configuration."""
+    from ...kv.tiers import TIER_POLICIES, TieredPageCache
+    steps = []
+    for evs in per_step_events:
+        union: dict[tuple[int, int], tuple[int, set]] = {}
+        for e in evs:
+            n, pages = union.setdefault((e.seq_id, e.layer), (len(e.scores), set()))
+            pages.update(e.pages)
+        steps.append(union)
+    rows = []
+    seqs = {k[0] for st in steps for k in st} or {0}
+    for f in factors:
+        cap = max(1, math.ceil(f * mean_pages))
+        for pol in TIER_POLICIES:
+            t = TieredPageCache(cap, pol)
+            for st in steps:
+                for (seq, layer), (n, pages) in st.items():
+                    t.access(seq, layer, n, sorted(pages), page_bytes)
+            c = t.totals
+            rows.append({"factor": f, "tier_pages": cap, "tier_policy": pol, "hit_rate": c.hit_rate,
+                         "misses_per_step": c.misses / max(len(steps), 1),
+                         "mb_moved_per_seq_step": c.bytes_moved / 2**20 / max(len(steps), 1) / len(seqs)})
+    return rows
+
+
+def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progress: bool = True,
+             dtype: torch.dtype = torch.float32) -> list[RunResult]:
+    spec.validate()
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos is not None and spec.context > max_pos:
+        raise ConfigError("--context", f"{spec.context} exceeds the model's max_position_embeddings {max_pos}")
+    tasks = build_tasks(tok, tokens, spec)
+    configs = []
+    for p in spec.policies:
+        for b in ([None] if p == "dense" else spec.budgets):
+            for tp in (spec.top_ps if p == "adaptive" else [None]):
+                configs.append((p, b, tp))
+    steps = max(len(t.feed) for t in tasks)
+    results: list[RunResult] = []
+    bar = tqdm(total=len(spec.block_sizes) * len(configs) * steps, desc="eval selection", unit="step",
+               disable=not progress)
+    for bs in spec.block_sizes:
+        bar.set_postfix_str(f"block {bs}: prefill")
+        pre = _Prefilled(model, tasks, bs, device, dtype)
+        dense_argmax = None
+        dense = None
+        for policy, budget, top_p in configs:
+            bar.set_postfix_str(f"block {bs}: {policy} {budget or ''}".strip())
+            sel = _make_selector(policy, budget, top_p, spec)
+            t0 = time.perf_counter()
+            nll, argmax, events = pre.run(None if policy == "dense" else sel, bar)
+            secs = time.perf_counter() - t0
+            if policy == "dense":
+                dense_argmax = argmax
+            sc = _score(tasks, nll, argmax, dense_argmax)
+            st = _selection_stats(sel)
+            per_layer = st.pop("per_layer_mass_recall", None)
+            extra = {"per_layer_mass_recall": per_layer} if per_layer else {}
+            if events and st["mean_pages"]:
+                extra["tiers"] = replay_tiers(events, st["mean_pages"], pre.page_bytes, spec.tier_factors)
+            r = RunResult(policy=policy, budget=budget, block_size=bs, seconds=secs, top_p=top_p, **sc, **st,
+                          extra=extra)
+            if policy == "dense":
+                dense = r
+            if dense is not None and r.perplexity is not None:
+                r.ppl_vs_dense = r.perplexity / dense.perplexity - 1.0
+            if dense is not None and r.passkey_accuracy is not None:
+                r.passkey_vs_dense = r.passkey_accuracy - dense.passkey_accuracy
+            results.append(r)
+    bar.close()
+    return results

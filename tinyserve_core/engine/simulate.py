@@ -6,7 +6,6 @@ runs, the clock jumps to the next arrival, so a run measures compute, not idling
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -55,11 +54,11 @@ class Simulation:
         eng = self.engine
         if not eng.has_unfinished() and self._next < len(self.workload):
             eng.clock = max(eng.clock, self.workload[self._next].arrival_s)
-        cfg = self.config
+        sampling = self.config.sampling
         while self._next < len(self.workload) and self.workload[self._next].arrival_s <= eng.clock:
             w = self.workload[self._next]
             self._next += 1
-            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+            params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
                                     max_tokens=w.max_tokens, n=w.n, ignore_eos=True)
             prompt = w.prompt_token_ids if w.prompt_token_ids is not None else w.prompt
             eng.add_request(prompt, params, arrival_s=w.arrival_s, salt=getattr(w, "salt", None))
@@ -102,7 +101,7 @@ def build_workload_for(config: EngineConfig, tokenizer):
 
 def add_simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="JSON file with the same keys as these flags")
-    for f in dataclasses.fields(EngineConfig):
+    for f in EngineConfig.flat_fields():
         flag = "--" + f.name.replace("_", "-")
         if f.name == "workload":
             p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="KIND",
@@ -111,7 +110,7 @@ def add_simulate_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, nargs="?", const="true", default=argparse.SUPPRESS,
                            metavar="BOOL", help=HELP.get(f.name))
         else:
-            default = getattr(EngineConfig(), f.name)
+            default = EngineConfig().get(f.name)
             p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(),
                            help=f"{HELP.get(f.name, '')} (default: {default})")
     p.set_defaults(func=run_simulate)
@@ -120,7 +119,7 @@ def add_simulate_args(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
     base = EngineConfig.load(args.config) if getattr(args, "config", None) else EngineConfig()
     overrides = {}
-    for f in dataclasses.fields(EngineConfig):
+    for f in EngineConfig.flat_fields():
         if hasattr(args, f.name):
             overrides[f.name] = getattr(args, f.name)
     wl = overrides.pop("workload", None)
@@ -158,15 +157,16 @@ def run_simulate(args: argparse.Namespace) -> int:
         bar.close()
     summary = summarize(sim.records)
     print(format_summary_table(summary))
-    if cfg.trace:
+    out = cfg.output
+    if out.trace:
         from ..observe.trace import write_chrome_trace
-        write_chrome_trace(sim.records, cfg.trace)
-        print(f"trace   -> {cfg.trace} (open in https://ui.perfetto.dev)")
-    if cfg.metrics:
+        write_chrome_trace(sim.records, out.trace)
+        print(f"trace   -> {out.trace} (open in https://ui.perfetto.dev)")
+    if out.metrics:
         from ..observe.csv_export import write_metrics_csv
-        write_metrics_csv(sim.records, cfg.metrics)
-        print(f"metrics -> {cfg.metrics}")
-    if cfg.summary_json:
-        Path(cfg.summary_json).write_text(json.dumps(summary_to_json(summary), indent=2) + "\n")
-        print(f"summary -> {cfg.summary_json}")
+        write_metrics_csv(sim.records, out.metrics)
+        print(f"metrics -> {out.metrics}")
+    if out.summary_json:
+        Path(out.summary_json).write_text(json.dumps(summary_to_json(summary), indent=2) + "\n")
+        print(f"summary -> {out.summary_json}")
     return 0

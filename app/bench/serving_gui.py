@@ -208,7 +208,7 @@ def bench_stall(seconds: float, app, config, mode: str = "process") -> dict:
             "idle_longest_stall_ms": float(idle.max()), "idle_p99_gap_ms": float(np.percentile(idle, 99)),
             "engine_steps": int(steps), "engine_steps_per_s": steps / elapsed,
             "pool_frames_per_s": frames / elapsed, "seconds": elapsed,
-            "num_blocks": config.num_blocks, "engine_state": worker.state,
+            "num_blocks": config.cache.num_blocks, "engine_state": worker.state,
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
@@ -228,9 +228,9 @@ def run(args) -> int:
     from PySide6.QtWidgets import QApplication
 
     from tinyserve_core.engine.config import EngineConfig
-    cfg = EngineConfig.load(args.config) if args.config else EngineConfig(
+    cfg = EngineConfig.load(args.config) if args.config else EngineConfig.from_dict(dict(
         num_blocks=4096, block_size=16, rate=8.0, requests=64, prompt_len=128, prompt_len_max=384,
-        output_len=48, output_len_max=128, n=2, shared_prefix_frac=0.5)
+        output_len=48, output_len_max=128, n=2, shared_prefix_frac=0.5))
     if args.model:
         cfg = EngineConfig.from_dict({"model": args.model}, base=cfg)
 

@@ -1,4 +1,4 @@
-"""The settings panel: one row per EngineConfig key, each with its unit and range and a
+"""The settings panel: one row per EngineConfig flat key, each with its unit and range and a
 message line under it. Every change is validated through EngineConfig (the same code
 the CLI uses); a ConfigError puts its message next to the field it names and the
 widget goes back to the value in force. Restart keys ask first and then rebuild the
@@ -226,7 +226,7 @@ class ControlsPanel(QWidget):
     def set_config(self, config: EngineConfig) -> None:
         self.config = config
         for key in self.widgets:
-            self.set_widget(key, getattr(config, key))
+            self.set_widget(key, config.get(key))
         self.clear_errors()
 
     # ---- validation and apply --------------------------------------------------------
@@ -274,7 +274,7 @@ class ControlsPanel(QWidget):
 
     def commit(self, key: str) -> bool:
         value = self.value(key)
-        if value == getattr(self.config, key):
+        if value == self.config.get(key):
             self.clear_errors(key)
             return True
         try:
@@ -282,13 +282,13 @@ class ControlsPanel(QWidget):
         except ConfigError as e:
             self.clear_errors()
             self.show_error(e.field if e.field in self.errors else key, e.message)
-            self.set_widget(key, getattr(self.config, key))
+            self.set_widget(key, self.config.get(key))
             return False
         self.clear_errors()
         if key in RESTART_KEYS:
             if not self.confirm(f"Changing '{FIELD_BY_KEY[key].label}' needs a new KV pool: "
                                 f"the engine restarts and the current run is dropped. Go on?"):
-                self.set_widget(key, getattr(self.config, key))
+                self.set_widget(key, self.config.get(key))
                 return False
             self.config = new
             self.restart_requested.emit(new)

@@ -22,15 +22,9 @@ import time
 import traceback
 from typing import Any, Callable
 
-from tinyserve_core.engine.config import EngineConfig
+from tinyserve_core.engine.config import WORKLOAD_KEYS, EngineConfig
 
 from .snapshot import SnapshotBuilder
-
-# read when the workload is generated: a live change regenerates the arrivals to come
-WORKLOAD_KEYS = frozenset({"rate", "prompt_len", "prompt_len_max", "output_len", "output_len_max",
-                           "shared_prefix_frac", "n", "seed", "prompt_dist", "output_dist",
-                           "shared_prefix_len", "num_prefix_groups", "requests", "duration",
-                           "workload", "text_dir", "replay_file"})
 
 
 def default_simulation_factory(config: EngineConfig):

@@ -141,7 +141,7 @@ class SnapshotBuilder:
     def build(self, engine, *, step: int, clock: float, progress: float, state: str,
               selection_key: tuple[int, int, int] | None, summary: dict) -> Snapshot:
         bm = engine.block_manager
-        bs = int(getattr(bm, "block_size", engine.config.block_size))
+        bs = int(getattr(bm, "block_size", engine.config.cache.block_size))
         pool = pool_arrays(bm.blocks_snapshot(), bs)
         tables = {int(s): np.array(t, np.int64) for s, t in engine.running_tables().items()}
         as_ids = lambda xs: np.array(xs, np.int64) if xs else np.zeros(0, np.int64)

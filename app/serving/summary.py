@@ -12,8 +12,8 @@ from tinyserve_core.kernels import backend_info
 
 
 def _model_dir(cfg: EngineConfig) -> str:
-    if cfg.model:
-        return cfg.model
+    if cfg.model.model:
+        return cfg.model.model
     from tinyserve_core.model import default_model_dir
     return str(default_model_dir())
 
@@ -35,17 +35,17 @@ def config_summary(cfg: EngineConfig) -> dict:
         "backend": info.get("backend"),
         "backend_reason": info.get("reason"),
         "gpu": info.get("gpu"),
-        "num_blocks": cfg.num_blocks,
-        "block_size": cfg.block_size,
-        "pool_tokens": cfg.num_blocks * cfg.block_size,
-        "policy": cfg.policy,
+        "num_blocks": cfg.cache.num_blocks,
+        "block_size": cfg.cache.block_size,
+        "pool_tokens": cfg.cache.num_blocks * cfg.cache.block_size,
+        "policy": cfg.selection.policy,
     }
     try:
         from tinyserve_core.model.config import ModelConfig
         mc = ModelConfig.from_dir(d["model"])
         d["layers"] = mc.num_hidden_layers
         d["kv_heads"] = mc.num_key_value_heads
-        d["kv_bytes"] = _kv_bytes(mc, cfg.num_blocks, cfg.block_size)
+        d["kv_bytes"] = _kv_bytes(mc, cfg.cache.num_blocks, cfg.cache.block_size)
     except Exception as e:  # shown, not fatal: the engine start reports it properly
         d["model_note"] = str(e).splitlines()[0][:200]
     return d
@@ -58,7 +58,7 @@ def engine_summary(cfg: EngineConfig, engine: Any) -> dict:
         d.pop("model_note", None)
         d["layers"] = getattr(mc, "num_hidden_layers", None)
         d["kv_heads"] = getattr(mc, "num_key_value_heads", None)
-        d["kv_bytes"] = _kv_bytes(mc, cfg.num_blocks, cfg.block_size)
+        d["kv_bytes"] = _kv_bytes(mc, cfg.cache.num_blocks, cfg.cache.block_size)
     runner = getattr(engine, "runner", None)
     kv = getattr(runner, "kv", None)
     if kv is not None and getattr(kv, "k_caches", None):

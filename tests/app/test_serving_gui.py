@@ -94,7 +94,7 @@ def test_invalid_field_shows_message_and_changes_nothing(make_window, gui_config
     assert "must be an integer from 12" in msg and not c.errors["prompt_len_max"].isHidden()
     assert c.value("prompt_len_max") == 24           # the widget went back
     assert c.config.to_dict() == before
-    assert w.serving.worker.config.prompt_len_max == 24
+    assert w.serving.worker.config.workload.prompt_len_max == 24
 
 
 def test_live_change_reaches_engine_without_restart(make_window, gui_config, qtbot):
@@ -106,7 +106,7 @@ def test_live_change_reaches_engine_without_restart(make_window, gui_config, qtb
     tab.worker.step_once()
     snap = pull(tab, qtbot, lambda s: s.step >= 1)
     assert tab.worker._host.sim.engine is eng            # same engine, no rebuild
-    assert eng.config.max_num_seqs == 3 and eng.scheduler.max_num_seqs == 3
+    assert eng.config.scheduler.max_num_seqs == 3 and eng.scheduler.max_num_seqs == 3
     assert snap.engine_config["max_num_seqs"] == 3 and snap.generation == 1
 
 
@@ -131,7 +131,7 @@ def test_restart_key_asks_then_rebuilds(make_window, gui_config, qtbot):
     asked = []
     c.confirm = lambda text: asked.append(text) or False
     c.widgets["num_blocks"].setValue(512)
-    assert asked and c.config.num_blocks == 256 and c.value("num_blocks") == 256
+    assert asked and c.config.cache.num_blocks == 256 and c.value("num_blocks") == 256
     c.confirm = lambda text: True
     c.widgets["num_blocks"].setValue(512)
     snap = pull(tab, qtbot, lambda s: s.num_blocks == 512, timeout=90000)
@@ -162,7 +162,7 @@ def test_exports_are_valid_and_config_round_trips(make_window, gui_config, qtbot
     tab.controls.widgets["tier_pages"].setValue(4)
     tab.save_config(tmp_path / "session.json")
     saved = EngineConfig.load(tmp_path / "session.json")
-    assert saved == tab.config and saved.rate == 7.5 and saved.tier_pages == 4
+    assert saved == tab.config and saved.workload.rate == 7.5 and saved.selection.tier_pages == 4
     other = EngineConfig.from_dict({**saved.to_dict(), "rate": 3.25, "n": 1})
     other.save(tmp_path / "other.json")
     tab.open_config(tmp_path / "other.json")

@@ -60,11 +60,11 @@ def test_settings_remember_last_config_and_layout(make_window, gui_config, qtbot
     w = make_window(gui_config(rate=12.5), mode="thread")
     w.serving.docks["Kernels"].setFloating(True)
     w.close()
-    assert last_config(settings).rate == 12.5
+    assert last_config(settings).workload.rate == 12.5
     w2 = MainWindow(None, settings=settings, engine_mode="thread", extra_tabs=False)
     qtbot.addWidget(w2)
     try:
-        assert w2.serving.config.rate == 12.5
+        assert w2.serving.config.workload.rate == 12.5
         assert w2.serving.docks["Kernels"].isFloating()
     finally:
         w2.serving.shutdown()

@@ -28,8 +28,8 @@ def greedy(device: str, dtype: str, policy: str = "dense", monkeypatch=None, ker
            budget: float = 64):
     if kernels is not None:
         monkeypatch.setenv("TINYSERVE_KERNELS", kernels)
-    cfg = EngineConfig(device=device, dtype=dtype, num_blocks=512, block_size=16,
-                       policy=policy, budget=budget, enable_prefix_caching=False)
+    cfg = EngineConfig.from_dict(dict(device=device, dtype=dtype, num_blocks=512, block_size=16,
+                                      policy=policy, budget=budget, enable_prefix_caching=False))
     eng = Engine(cfg)
     ids = [eng.add_request(p, SamplingParams(temperature=0.0, max_tokens=STEPS, ignore_eos=True))
            for p in PROMPTS]

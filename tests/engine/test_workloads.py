@@ -165,7 +165,7 @@ def test_passkey_depth_places_the_needle():
 def test_engine_config_keys_convert():
     from tinyserve_core.engine.config import EngineConfig
 
-    cfg = EngineConfig(workload="static", requests=9, prompt_len=40, prompt_dist="fixed")
+    cfg = EngineConfig.from_dict(dict(workload="static", requests=9, prompt_len=40, prompt_dist="fixed"))
     spec = WorkloadSpec.from_config(cfg)
     assert (spec.workload, spec.requests, spec.prompt_len, spec.prompt_dist) == ("static", 9, 40, "fixed")
     assert len(from_engine_config(cfg)) == 9

@@ -20,9 +20,10 @@ def sim(tiny_model_dir):
     from tinyserve_core.engine.config import EngineConfig
     from tinyserve_core.engine.simulate import Simulation
 
-    cfg = EngineConfig(model=str(tiny_model_dir), device="cpu", requests=6, rate=40.0, prompt_len=24,
-                       prompt_len_max=80, output_len=4, output_len_max=8, shared_prefix_frac=0.5,
-                       shared_prefix_len=16, num_prefix_groups=2, n=2, num_blocks=48, block_size=8, seed=1)
+    cfg = EngineConfig.from_dict(dict(
+        model=str(tiny_model_dir), device="cpu", requests=6, rate=40.0, prompt_len=24,
+        prompt_len_max=80, output_len=4, output_len_max=8, shared_prefix_frac=0.5,
+        shared_prefix_len=16, num_prefix_groups=2, n=2, num_blocks=48, block_size=8, seed=1))
     s = Simulation(cfg)
     s.writer = TraceWriter()
     while not s.done:

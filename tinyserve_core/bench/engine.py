@@ -39,11 +39,12 @@ def _workload(tokenizer, n: int, length: int, max_tokens: int, seed: int, mixed:
     from ..engine import workloads
     from ..engine.config import EngineConfig
     dist = "lognormal" if mixed else "fixed"
-    cfg = EngineConfig(workload="static", requests=n, seed=seed,
-                       prompt_dist=dist, prompt_len=length if not mixed else max(1, length // 2),
-                       prompt_len_max=length * (4 if mixed else 1),
-                       output_dist=dist, output_len=max_tokens if not mixed else max(1, max_tokens // 2),
-                       output_len_max=max_tokens * (4 if mixed else 1))
+    cfg = EngineConfig.from_dict(dict(
+        workload="static", requests=n, seed=seed,
+        prompt_dist=dist, prompt_len=length if not mixed else max(1, length // 2),
+        prompt_len_max=length * (4 if mixed else 1),
+        output_dist=dist, output_len=max_tokens if not mixed else max(1, max_tokens // 2),
+        output_len_max=max_tokens * (4 if mixed else 1)))
     reqs = workloads.from_engine_config(cfg, tokenizer)
     return [list(w.prompt_token_ids) for w in reqs], [int(w.max_tokens) for w in reqs]
 
@@ -101,8 +102,8 @@ def compare_with_hf(model: str | None = None, device: str = "auto", requests: in
 
     def ours(prompts, max_toks, stream):
         # a pool that holds the whole workload: this measures compute, not preemption
-        need = sum(-(-(len(p) + m) // cfg.block_size) for p, m in zip(prompts, max_toks))
-        eng = Engine(dataclasses.replace(cfg, num_blocks=need + 8), model=engine.model, tokenizer=tok)
+        need = sum(-(-(len(p) + m) // cfg.cache.block_size) for p, m in zip(prompts, max_toks))
+        eng = Engine(cfg.replace(num_blocks=need + 8), model=engine.model, tokenizer=tok)
         order = {}
         pending = list(range(len(prompts)))
         outs: dict[int, list[int]] = {}
@@ -134,9 +135,10 @@ def compare_with_hf(model: str | None = None, device: str = "auto", requests: in
                 outs += _hf_generate(hf, [p], max_toks[i], pad, device)
         return time.perf_counter() - t0, outs
 
-    cfg = EngineConfig(model=model_dir, device=device.type, block_size=16, num_blocks=8192,
-                       max_num_seqs=max(requests, 1), max_num_batched_tokens=1 << 16,
-                       enable_prefix_caching=False)
+    cfg = EngineConfig.from_dict(dict(
+        model=model_dir, device=device.type, block_size=16, num_blocks=8192,
+        max_num_seqs=max(requests, 1), max_num_batched_tokens=1 << 16,
+        enable_prefix_caching=False))
     engine = Engine(cfg)
     tok = engine.tokenizer
     hf = _hf_model(model_dir, device, dtype)

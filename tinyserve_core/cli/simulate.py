@@ -7,7 +7,6 @@ key is a flag and a JSON session file (`--config`) takes the same keys."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,9 +24,9 @@ def add_simulate_args(p: argparse.ArgumentParser) -> None:
     from ..engine.config import HELP, EngineConfig
 
     p.add_argument("--config", default=None, help="JSON file with the same keys as these flags")
-    for f in dataclasses.fields(EngineConfig):
+    for f in EngineConfig.flat_fields():
         flag = "--" + f.name.replace("_", "-")
-        default = getattr(EngineConfig(), f.name)
+        default = EngineConfig().get(f.name)
         if f.name == "workload":
             p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="KIND",
                            help=with_default(HELP["workload"], default))
@@ -46,7 +45,7 @@ def config_from_args(args: argparse.Namespace):
 
     base = EngineConfig.load(args.config) if getattr(args, "config", None) else EngineConfig()
     overrides = {}
-    for f in dataclasses.fields(EngineConfig):
+    for f in EngineConfig.flat_fields():
         if hasattr(args, f.name):
             overrides[f.name] = getattr(args, f.name)
     wl = overrides.pop("workload", None)
@@ -85,15 +84,16 @@ def run_simulate(args: argparse.Namespace) -> int:
         bar.close()
     summary = summarize(sim.records)
     print(format_summary_table(summary))
-    if cfg.trace:
+    out = cfg.output
+    if out.trace:
         from ..observe.trace import write_chrome_trace
-        write_chrome_trace(sim.records, cfg.trace)
-        print(f"trace   -> {cfg.trace} (open in https://ui.perfetto.dev)")
-    if cfg.metrics:
+        write_chrome_trace(sim.records, out.trace)
+        print(f"trace   -> {out.trace} (open in https://ui.perfetto.dev)")
+    if out.metrics:
         from ..observe.csv_export import write_metrics_csv
-        write_metrics_csv(sim.records, cfg.metrics)
-        print(f"metrics -> {cfg.metrics}")
-    if cfg.summary_json:
-        Path(cfg.summary_json).write_text(json.dumps(summary_to_json(summary), indent=2) + "\n")
-        print(f"summary -> {cfg.summary_json}")
+        write_metrics_csv(sim.records, out.metrics)
+        print(f"metrics -> {out.metrics}")
+    if out.summary_json:
+        Path(out.summary_json).write_text(json.dumps(summary_to_json(summary), indent=2) + "\n")
+        print(f"summary -> {out.summary_json}")
     return 0

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..kv.block_manager import BlockManager
 from ..observe.events import Arrive, EventSink, Finish, Reject, Schedule
 from ..observe.record import RequestTiming, StepMetrics, StepRecord
-from .config import RESTART_KEYS, EngineConfig
+from .config import RESTART_KEYS, SELECTION_KEYS, EngineConfig
 from .request import Request, Sequence, SeqStatus
 from .sampling import SamplingParams, sample
 from .scheduler import Scheduler
@@ -38,13 +38,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-# Engine-config key -> the selector's parameter name.
-SELECTION_KEYS = {"policy": "policy", "budget": "budget", "top_p_mass": "top_p_mass",
-                  "sink_pages": "sink_pages", "dense_layers": "dense_layers",
-                  "recent_pages": "recent_pages", "tier_pages": "tier_pages",
-                  "tier_policy": "tier_policy", "stats": "stats"}
-
-
 class Engine:
     def __init__(self, config: EngineConfig | None = None, model=None, tokenizer=None):
         from ..model.loader import default_model_dir, load_model
@@ -52,28 +45,28 @@ class Engine:
 
         self.config = config = config or EngineConfig()
         config.validate()
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.device = resolve_device(config.model.device)
+        self.dtype = resolve_dtype(config.model.dtype, self.device)
         if model is None:
-            model_dir = config.model or str(default_model_dir())
+            model_dir = config.model.model or str(default_model_dir())
             model, tokenizer = load_model(model_dir, device=self.device, dtype=self.dtype)
         self.model = model
         self.tokenizer = tokenizer
         self.model_config = model.config
-        self.max_model_len = config.max_model_len or int(
+        self.max_model_len = config.model.max_model_len or int(
             getattr(self.model_config, "max_position_embeddings", 2048))
         self.eos_token_id = getattr(tokenizer, "eos_token_id", None) if tokenizer else None
 
         self.sink = EventSink(enabled=True)
-        self.block_manager = BlockManager(config.num_blocks, config.block_size,
-                                          enable_prefix_caching=config.enable_prefix_caching,
+        self.block_manager = BlockManager(config.cache.num_blocks, config.cache.block_size,
+                                          enable_prefix_caching=config.cache.enable_prefix_caching,
                                           sink=self.sink)
         self.selector = self._build_selector(config)
-        self.runner = ModelRunner(model, config.num_blocks, config.block_size,
+        self.runner = ModelRunner(model, config.cache.num_blocks, config.cache.block_size,
                                   self.device, self.dtype, selector=self.selector)
-        self.runner.warm_up(config.max_num_seqs)  # CUDA graphs, captured before any request waits
-        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
-                                   config.max_num_batched_tokens, self.sink,
+        self.runner.warm_up(config.scheduler.max_num_seqs)  # CUDA graphs, captured before any request waits
+        self.scheduler = Scheduler(self.block_manager, config.scheduler.max_num_seqs,
+                                   config.scheduler.max_num_batched_tokens, self.sink,
                                    on_preempt=lambda seq: self._forget(seq.seq_id))
 
         self.clock = 0.0
@@ -85,13 +78,9 @@ class Engine:
         self._lock = threading.Lock()
 
     # -- selection -------------------------------------------------------------------
-    @staticmethod
-    def _selection_params(cfg: EngineConfig) -> dict[str, Any]:
-        return {arg: getattr(cfg, key) for key, arg in SELECTION_KEYS.items()}
-
     def _build_selector(self, cfg: EngineConfig):
         from ..selection import build_selector
-        return build_selector(sink=self.sink, **self._selection_params(cfg))
+        return build_selector(sink=self.sink, **cfg.selection.selector_params())
 
     # -- requests --------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -129,10 +118,10 @@ class Engine:
         if n_prompt >= self.max_model_len:
             return f"prompt of {n_prompt} tokens does not fit the context of {self.max_model_len}"
         total = min(n_prompt + req.params.max_tokens, self.max_model_len)
-        need = -(-total // self.config.block_size) * req.params.n
-        if need > self.config.num_blocks:
+        need = -(-total // self.config.cache.block_size) * req.params.n
+        if need > self.config.cache.num_blocks:
             return (f"needs {need} blocks for {total} tokens x {req.params.n} samples, "
-                    f"the pool has {self.config.num_blocks}")
+                    f"the pool has {self.config.cache.num_blocks}")
         return None
 
     def _generator(self, params: SamplingParams, index: int, request_id: str):
@@ -166,10 +155,10 @@ class Engine:
             changes, self._pending_updates = self._pending_updates, {}
             self.config = self._pending_cfg
         cfg = self.config
-        self.scheduler.max_num_seqs = cfg.max_num_seqs
-        self.scheduler.max_num_batched_tokens = cfg.max_num_batched_tokens
-        if SELECTION_KEYS.keys() & set(changes):
-            self.selector.update(**self._selection_params(cfg))
+        self.scheduler.max_num_seqs = cfg.scheduler.max_num_seqs
+        self.scheduler.max_num_batched_tokens = cfg.scheduler.max_num_batched_tokens
+        if SELECTION_KEYS & set(changes):
+            self.selector.update(**cfg.selection.selector_params())
 
     # -- the step ------------------------------------------------------------------------
     def step(self) -> StepRecord:

@@ -49,11 +49,11 @@ class Simulation:
         eng = self.engine
         if not eng.has_unfinished() and self._next < len(self.workload):
             eng.clock = max(eng.clock, self.workload[self._next].arrival_s)
-        cfg = self.config
+        sampling = self.config.sampling
         while self._next < len(self.workload) and self.workload[self._next].arrival_s <= eng.clock:
             w = self.workload[self._next]
             self._next += 1
-            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+            params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
                                     max_tokens=w.max_tokens, n=w.n, ignore_eos=True)
             prompt = w.prompt_token_ids if w.prompt_token_ids is not None else w.prompt
             eng.add_request(prompt, params, arrival_s=w.arrival_s, salt=getattr(w, "salt", None))

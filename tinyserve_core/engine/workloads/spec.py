@@ -56,7 +56,7 @@ class LengthDist:
 
 @dataclass
 class WorkloadSpec:
-    """Workload settings. Names match EngineConfig's keys and the CLI flags, so a
+    """Workload settings. Names match EngineConfig's flat keys and the CLI flags, so a
     config object (or its dict) converts with `from_config`."""
     workload: str = "poisson"
     replay_file: str | None = None
@@ -94,12 +94,10 @@ class WorkloadSpec:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "WorkloadSpec":
-        """Take the workload keys of any object or dict that has them (EngineConfig)."""
-        get = cfg.get if isinstance(cfg, Mapping) else lambda k, _d: getattr(cfg, k, _d)
-        missing = object()
-        vals = {f.name: v for f in dataclasses.fields(cls)
-                if (v := get(f.name, missing)) is not missing}
-        return cls(**vals)
+        """Take the workload keys of a dict of flat settings or of an object that writes
+        one with `to_dict()` (an EngineConfig, another WorkloadSpec)."""
+        flat = cfg if isinstance(cfg, Mapping) else cfg.to_dict()
+        return cls(**{f.name: flat[f.name] for f in dataclasses.fields(cls) if f.name in flat})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,63 @@
+"""Value checks shared by the config sections: JSON/CLI values coerced to a field's
+type, and range/choice checks whose ConfigError names the flat key."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from ...errors import ConfigError
+
+
+def coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
+    """JSON/CLI values to the field's type, with a message naming the field."""
+    typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    optional = "None" in typ
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(name, "must not be null")
+    base = typ.replace(" | None", "").replace("None | ", "")
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if base == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"expected {base}, got {value!r}") from None
+    return value
+
+
+def choice(name, value, allowed):
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def int_range(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(name, f"must be an integer from {lo} to {hi}, got {value!r}")
+
+
+def float_range(name, value, lo, hi):
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not math.isfinite(value) or not lo <= value <= hi):
+        raise ConfigError(name, f"must be a number from {lo:g} to {hi:g}, got {value!r}")

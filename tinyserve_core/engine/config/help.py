@@ -1,0 +1,42 @@
+"""One line per flat key, for `tinyserve simulate --help` and GUI tooltips. Its order is
+the order of keys in saved JSON files and of the flags in --help (the order of the one
+flat dataclass that came before the sections); a test checks it names every key once."""
+
+from __future__ import annotations
+
+from .sections import POLICIES
+
+HELP = {
+    "model": "Hugging Face checkpoint folder (default: the shipped tinyserve-lm)",
+    "device": "auto | cpu | cuda", "dtype": "auto | float32 | float16 | bfloat16",
+    "block_size": "tokens per KV block (power of two, 1..128)",
+    "num_blocks": "physical KV blocks in the pool",
+    "max_model_len": "context limit in tokens (default: the model's)",
+    "enable_prefix_caching": "reuse cached full blocks of shared prefixes (true/false)",
+    "max_num_seqs": "most sequences running at once",
+    "max_num_batched_tokens": "prompt-token budget of one prefill step",
+    "seed": "seed of the workload and of sampling",
+    "temperature": "sampling temperature (0 = greedy)", "top_p": "nucleus sampling mass",
+    "top_k": "top-k sampling (0 = off)", "n": "parallel samples per request (fork + copy-on-write)",
+    "workload": "poisson | static | passkey | replay FILE",
+    "replay_file": "JSONL workload to replay", "text_dir": "folder of .txt files for prompts",
+    "rate": "arrivals per second (engine clock)", "duration": "seconds of arrivals",
+    "requests": "number of requests", "prompt_len": "typical prompt length (tokens)",
+    "prompt_len_max": "longest prompt (tokens)", "prompt_dist": "fixed | uniform | lognormal",
+    "prompt_sigma": "lognormal spread of prompt lengths",
+    "output_len": "typical output length (tokens)", "output_len_max": "longest output (tokens)",
+    "output_dist": "fixed | uniform | lognormal", "output_sigma": "lognormal spread of output lengths",
+    "passkey_depth": "passkey workload: key depth 0..1 (default random)",
+    "shared_prefix_frac": "share of requests starting with a shared system prompt (0..1)",
+    "shared_prefix_len": "shared system-prompt length (tokens)",
+    "num_prefix_groups": "number of distinct shared system prompts",
+    "policy": "page selection: " + " | ".join(POLICIES),
+    "budget": "selection budget: tokens if > 1, else a fraction of the context",
+    "top_p_mass": "adaptive policy: estimated attention mass to keep",
+    "sink_pages": "pages at the start always kept", "dense_layers": "first layers kept dense",
+    "recent_pages": "streaming/h2o: recent window in pages (0 = half the budget)",
+    "tier_pages": "fast-tier pages per sequence (0 = no tiering)", "tier_policy": "lru | lfu",
+    "stats": "selection statistics on (recall, oracle pages, violations)",
+    "trace": "write a Chrome/Perfetto trace JSON here", "metrics": "write per-step metrics CSV here",
+    "summary_json": "write the run summary JSON here",
+}

@@ -1,0 +1,156 @@
+"""EngineConfig: a run's settings, composed of one section per concern, shared by
+`tinyserve simulate` (flags and `--config` JSON files) and the GUI (fields, File >
+Save/Open config).
+
+Code reads the sections (`cfg.cache.block_size`, `cfg.selection.policy`); people and
+files use FLAT keys: every field name is unique across the sections and is the JSON key
+and, with dashes, the CLI flag. Which section a key lives in also says how a change to
+it is applied (the key sets at the end). Validation happens here, where people's input
+enters, and raises ConfigError naming the flat key."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...errors import ConfigError
+from .checks import coerce, int_range
+from .help import HELP
+from .sections import (CacheConfig, ModelLoadConfig, OutputConfig, SamplingConfig,
+                       SchedulerConfig, SelectionConfig, WorkloadConfig)
+
+
+@dataclass
+class EngineConfig:
+    model: ModelLoadConfig = field(default_factory=ModelLoadConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)   # CLI runs only
+    # Seeds the workload and sampling alike, so it belongs to neither section.
+    seed: int = 0
+
+    # -- flat keys ----------------------------------------------------------------
+    @classmethod
+    def flat_fields(cls) -> list[dataclasses.Field]:
+        """Every setting's field, in the order of JSON files and --help."""
+        return [f for _, f in _FLAT.values()]
+
+    def get(self, key: str) -> Any:
+        """The value of a flat key (`"block_size"`); ConfigError for an unknown key."""
+        section, f = _lookup(key)
+        return getattr(self._holder(section), f.name)
+
+    def _holder(self, section: str | None):
+        return self if section is None else getattr(self, section)
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base: "EngineConfig | None" = None) -> "EngineConfig":
+        if not isinstance(d, dict):
+            raise ConfigError("config", "must be a JSON object of settings")
+        cfg = base.copy() if base is not None else cls()
+        for key, value in d.items():
+            section, f = _lookup(key)
+            setattr(cfg._holder(section), f.name, coerce(f.name, value, f))
+        cfg.validate()
+        return cfg
+
+    def copy(self) -> "EngineConfig":
+        # sections hold only immutable values: one level of copying is a deep copy
+        return dataclasses.replace(self, **{s: dataclasses.replace(getattr(self, s))
+                                            for s in SECTIONS})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EngineConfig":
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError("config", f"cannot read {p}: {e.strerror or e}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError("config", f"{p}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: self.get(key) for key in _FLAT}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def replace(self, **changes) -> "EngineConfig":
+        return EngineConfig.from_dict(changes, base=self)
+
+    # -- validation ---------------------------------------------------------------
+    def validate(self) -> None:
+        for section in SECTIONS:
+            getattr(self, section).validate()
+        int_range("seed", self.seed, 0, 2**63 - 1)
+
+    def live_changes(self, other: "EngineConfig") -> tuple[dict[str, Any], set[str]]:
+        """Split the differences to `other` into live-appliable ones and restart keys."""
+        live, restart = {}, set()
+        for key in _FLAT:
+            a, b = self.get(key), other.get(key)
+            if a != b:
+                if key in RESTART_KEYS:
+                    restart.add(key)
+                else:
+                    live[key] = b
+        return live, restart
+
+
+# section attribute -> its dataclass, in declaration order
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(EngineConfig)
+                             if f.default_factory is not dataclasses.MISSING}
+
+
+def _flat_fields() -> dict[str, tuple[str | None, dataclasses.Field]]:
+    """flat key -> (its section, or None for a top-level field; its dataclass field),
+    in HELP's order."""
+    found: dict[str, tuple[str | None, dataclasses.Field]] = {}
+    for section, cls in [*SECTIONS.items(), (None, EngineConfig)]:
+        for f in dataclasses.fields(cls):
+            if section is None and f.name in SECTIONS:
+                continue
+            if f.name in found:   # a flat key must name one field, or files become ambiguous
+                raise TypeError(f"setting {f.name!r} is declared in two sections")
+            found[f.name] = (section, f)
+    if set(found) != set(HELP):
+        raise TypeError(f"HELP and the config fields differ: {sorted(set(found) ^ set(HELP))}")
+    return {key: found[key] for key in HELP}
+
+
+_FLAT = _flat_fields()
+
+
+def _lookup(key: str) -> tuple[str | None, dataclasses.Field]:
+    name = key.replace("-", "_")
+    if name not in _FLAT:
+        raise ConfigError(key, f"unknown setting (known: {', '.join(sorted(_FLAT))})")
+    return _FLAT[name]
+
+
+def section_keys(*sections: str) -> frozenset[str]:
+    """The flat keys of the named sections."""
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise KeyError(f"no config section {sorted(unknown)}")
+    return frozenset(k for k, (s, _) in _FLAT.items() if s in sections)
+
+
+# How a change to a key is applied follows from its section:
+# a new model or KV pool: the engine is rebuilt
+RESTART_KEYS = section_keys("model", "cache")
+# handed to the live page selector
+SELECTION_KEYS = section_keys("selection")
+# read when the workload is generated (samples per request and the seed included): a
+# live change regenerates the arrivals still to come
+WORKLOAD_KEYS = section_keys("workload") | {"n", "seed"}

@@ -55,6 +55,8 @@ HELP = {
     "recent_pages": "streaming/h2o: recent window in pages (0 = half the budget)",
     "tier_pages": "fast-tier pages per sequence (0 = no tiering)", "tier_policy": "lru | lfu",
     "stats": "selection statistics on (recall, oracle pages, violations)",
+    "profile": "time each op family per step (the Kernels view, op_ms in traces); CUDA-graph "
+               "steps are timed whole, with an eager per-op breakdown every 16th",
     "trace": "write a Chrome/Perfetto trace JSON here", "metrics": "write per-step metrics CSV here",
     "summary_json": "write the run summary JSON here",
 }
@@ -116,6 +118,7 @@ class EngineConfig:
     tier_pages: int = 0                 # fast-tier pages per sequence; 0 = no tiering
     tier_policy: str = "lru"
     stats: bool = False
+    profile: bool = False               # per-op timings in every StepRecord (the GUI turns it on)
     # outputs (CLI)
     trace: str | None = None
     metrics: str | None = None
@@ -207,6 +210,8 @@ class EngineConfig:
         _int_range("recent_pages", self.recent_pages, 0, 1 << 16)
         _int_range("tier_pages", self.tier_pages, 0, 1 << 24)
         _choice("tier_policy", self.tier_policy, TIER_POLICIES)
+        if not isinstance(self.profile, bool):
+            raise ConfigError("profile", f"must be true or false, got {self.profile!r}")
 
     def live_changes(self, other: "EngineConfig") -> tuple[dict[str, Any], set[str]]:
         """Split the differences to `other` into live-appliable ones and restart keys."""

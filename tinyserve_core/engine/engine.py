@@ -66,9 +66,8 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.model_config = model.config
-        self.max_model_len = config.max_model_len or int(
-            getattr(self.model_config, "max_position_embeddings", 2048))
-        self.eos_token_id = getattr(tokenizer, "eos_token_id", None) if tokenizer else None
+        self.max_model_len = config.max_model_len or self.model_config.max_position_embeddings
+        self.eos_token_id = tokenizer.eos_token_id if tokenizer is not None else None
 
         self.sink = EventSink(enabled=True)
         self.block_manager = BlockManager(config.num_blocks, config.block_size,

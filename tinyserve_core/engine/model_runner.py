@@ -219,7 +219,7 @@ class ModelRunner:
     def _decode_graphs(self):
         if self._graphs is None:
             from .cuda_graphs import DecodeGraphs
-            max_pos = getattr(self.config, "max_position_embeddings", None) or 2048
+            max_pos = self.config.max_position_embeddings
             self._graphs = DecodeGraphs(self.model, self.kv, self.device, -(-max_pos // self.block_size))
         return self._graphs
 

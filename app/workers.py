@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from tinyserve_core.engine.config import EngineConfig
 
+from .serving import messages as m
 from .serving.engine_host import EngineHost, child_main, default_simulation_factory
 from .serving.snapshot import Snapshot
 
@@ -78,6 +79,8 @@ class EngineWorker(QObject):
         self.state = "loading"
         self.steps_done = 0
         self.summary: dict = {}
+        # Kept: the reader (or host) thread delivers the newest snapshot and block info
+        # while the GUI thread takes them; the lock makes each take-and-clear one step.
         self._lock = threading.Lock()
         self._latest: Snapshot | None = None
         self._info: tuple[int, dict] | None = None
@@ -111,7 +114,7 @@ class EngineWorker(QObject):
         self._runner.start()
 
     # ---- commands (any thread) ---------------------------------------------------
-    def _send(self, *cmd):
+    def _send(self, cmd: m.Command):
         if self.mode == "process":
             try:
                 self._cmd_w.send(cmd)
@@ -121,10 +124,10 @@ class EngineWorker(QObject):
             self._cmds.put(cmd)
             self._wake.set()
 
-    def start_engine(self): self._send("run", True)
-    def pause(self): self._send("run", False)
-    def step_once(self): self._send("step", 1)
-    def step_n(self, n: int): self._send("step", int(n))
+    def start_engine(self): self._send(m.Run(True))
+    def pause(self): self._send(m.Run(False))
+    def step_once(self): self._send(m.Step(1))
+    def step_n(self, n: int): self._send(m.Step(int(n)))
     def reset(self, config: EngineConfig | None = None):
         if self.mode == "process" and not self._proc.is_alive():
             # the process died: start a fresh one (its first build is the reset)
@@ -132,17 +135,17 @@ class EngineWorker(QObject):
             self._spawn(config or self.config)
             self._runner.start()
             return
-        self._send("reset", config)
-    def update_live(self, **kw): self._send("update", kw)
-    def set_selection_key(self, key): self._send("select", key)
-    def request_block_info(self, block_id: int): self._send("info", int(block_id))
-    def set_speed(self, steps_per_s: float): self._send("speed", float(steps_per_s))
+        self._send(m.Reset(config))
+    def update_live(self, **kw): self._send(m.Update(kw))
+    def set_selection_key(self, key): self._send(m.Select(key))
+    def request_block_info(self, block_id: int): self._send(m.BlockInfoQuery(int(block_id)))
+    def set_speed(self, steps_per_s: float): self._send(m.Speed(float(steps_per_s)))
 
     def take_snapshot(self) -> Snapshot | None:
         with self._lock:
             s, self._latest = self._latest, None
         if s is not None:
-            self._send("want")
+            self._send(m.WantSnapshot())
         return s
 
     def take_block_info(self) -> tuple[int, dict] | None:
@@ -154,7 +157,7 @@ class EngineWorker(QObject):
         """All StepRecords of this run (for exports); answered between two steps."""
         while not self._records.empty():
             self._records.get_nowait()
-        self._send("records")
+        self._send(m.GetRecords())
         try:
             return self._records.get(timeout=timeout_s)
         except queue.Empty:
@@ -164,18 +167,18 @@ class EngineWorker(QObject):
         """The engine side writes the trace or the metrics CSV; returns the count written."""
         while not self._exports.empty():
             self._exports.get_nowait()
-        self._send("export", kind, str(path))
+        self._send(m.Export(kind, str(path)))
         try:
-            _, _, n, err = self._exports.get(timeout=timeout_s)
+            done: m.Exported = self._exports.get(timeout=timeout_s)
         except queue.Empty:
             raise TimeoutError(f"the engine did not write {path}") from None
-        if err:
-            raise OSError(f"{path}: {err}")
-        return n
+        if done.error:
+            raise OSError(f"{path}: {done.error}")
+        return done.count
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._closing = True
-        self._send("quit")
+        self._send(m.Quit())
         if self.mode == "process":
             self._proc.join(timeout_s)
             if self._proc.is_alive():
@@ -185,30 +188,30 @@ class EngineWorker(QObject):
         self._runner.wait(int(timeout_s * 1000))
 
     # ---- messages (reader or host thread) -----------------------------------------
-    def _deliver(self, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == "snapshot":
-            with self._lock:
-                self._latest = msg[1]
-        elif kind == "steps":
-            self.steps_done = msg[1]
-        elif kind == "state":
-            self.state = msg[1]
-            self.state_changed.emit(msg[1])
-        elif kind == "info":
-            with self._lock:
-                self._info = msg[1]
-        elif kind == "records":
-            self._records.put(msg[1])
-        elif kind == "exported":
-            self._exports.put(msg[1])
-        elif kind == "config":
-            self.config = msg[1]
-        elif kind == "ready":
-            self.summary = msg[1]
-            self.ready.emit(msg[1])
-        elif kind == "failed":
-            self.failed.emit(msg[1], msg[2])
+    def _deliver(self, msg: m.Message) -> None:
+        match msg:
+            case m.SnapshotReady(snapshot=snap):
+                with self._lock:
+                    self._latest = snap
+            case m.StepsDone(n=n):
+                self.steps_done = n
+            case m.StateChanged(state=state):
+                self.state = state
+                self.state_changed.emit(state)
+            case m.BlockInfoReply(block_id=block_id, info=info):
+                with self._lock:
+                    self._info = (block_id, info)
+            case m.RecordsReply(records=records):
+                self._records.put(records)
+            case m.Exported():
+                self._exports.put(msg)
+            case m.ConfigChanged(config=config):
+                self.config = config
+            case m.Ready(summary=summary):
+                self.summary = summary
+                self.ready.emit(summary)
+            case m.Failed(message=message, details=details):
+                self.failed.emit(message, details)
 
     def _on_eof(self) -> None:
         if not self._closing:

@@ -3,17 +3,13 @@
 It runs either in a child process (the default: the engine's Python work then never
 competes with the GUI thread for the GIL, which on a 2-core machine otherwise costs
 hundreds of ms per frame) or in a thread (tests, debugging). Both transports carry
-the same commands and messages:
+the same commands and messages, the dataclasses of serving/messages.py.
 
-  commands  ("run", bool) ("step", n) ("reset", cfg|None) ("update", dict) ("select", key)
-            ("info", block_id) ("want",) ("records",) ("speed", steps_per_s) ("quit",)
-            ("export", "trace"|"metrics", path)
-  messages  ("state", s) ("ready", summary) ("failed", msg, details) ("snapshot", snap)
-            ("info", (block_id, info)) ("steps", n) ("records", list) ("config", cfg)
-            ("exported", (kind, path, count, error|None))
+The host owns the engine: commands are applied and snapshots read on the host's own
+loop, between steps, so the engine needs no locks (see Engine's docstring).
 
 Snapshots are credit-based: one is built only after the GUI took the previous one
-("want"), so a fast engine and a 40 Hz view never multiply each other's work."""
+(WantSnapshot), so a fast engine and a 40 Hz view never multiply each other's work."""
 
 from __future__ import annotations
 
@@ -24,6 +20,7 @@ from typing import Any, Callable
 
 from tinyserve_core.engine.config import WORKLOAD_KEYS, EngineConfig
 
+from . import messages as m
 from .snapshot import SnapshotBuilder
 
 
@@ -34,9 +31,12 @@ def default_simulation_factory(config: EngineConfig):
 
 class EngineHost:
     def __init__(self, config: EngineConfig, factory: Callable[[EngineConfig], Any],
-                 send: Callable[[tuple], None]):
+                 send: Callable[[m.Message], None], profile: bool = True):
         self.factory = factory
         self.send = send
+        # The GUI's Kernels view needs per-op timings: the engines this host builds run
+        # with the `profile` key on (the config the GUI sees keeps the user's value).
+        self.profile = profile
         self.sim = None
         self.config = config
         self.pending_config: EngineConfig | None = config
@@ -60,42 +60,44 @@ class EngineHost:
         if s != self.state:
             self.state = s
             self.dirty = True
-            self.send(("state", s))
+            self.send(m.StateChanged(s))
 
-    def command(self, cmd: tuple) -> None:
-        op = cmd[0]
+    def command(self, cmd: m.Command) -> None:
         try:
-            if op == "run":
-                self.running = bool(cmd[1])
-                if self.sim is not None and self.state != "done":
-                    self._set_state("running" if self.running else "paused")
-            elif op == "step":
-                self.running = False
-                self.single_steps += int(cmd[1])
-                if self.sim is not None and self.state == "running":
-                    self._set_state("paused")
-            elif op == "reset":
-                self.pending_config = cmd[1] or self.config
-                self.running = False
-            elif op == "update":
-                self._update(cmd[1])
-            elif op == "select":
-                self.selection_key = cmd[1]
-                self.dirty = True
-            elif op == "info":
-                self._answer_info(int(cmd[1]))
-            elif op == "want":
-                self.credit = True
-            elif op == "records":
-                self.send(("records", list(self.sim.records) if self.sim is not None else []))
-            elif op == "export":
-                self._export(cmd[1], cmd[2])
-            elif op == "speed":
-                self.steps_per_s = max(0.0, float(cmd[1]))
-            elif op == "quit":
-                self.quit = True
+            match cmd:
+                case m.Run(on=on):
+                    self.running = bool(on)
+                    if self.sim is not None and self.state != "done":
+                        self._set_state("running" if self.running else "paused")
+                case m.Step(n=n):
+                    self.running = False
+                    self.single_steps += int(n)
+                    if self.sim is not None and self.state == "running":
+                        self._set_state("paused")
+                case m.Reset(config=config):
+                    self.pending_config = config or self.config
+                    self.running = False
+                case m.Update(changes=changes):
+                    self._update(changes)
+                case m.Select(key=key):
+                    self.selection_key = key
+                    self.dirty = True
+                case m.BlockInfoQuery(block_id=block_id):
+                    self._answer_info(int(block_id))
+                case m.WantSnapshot():
+                    self.credit = True
+                case m.GetRecords():
+                    self.send(m.RecordsReply(list(self.sim.records) if self.sim is not None else []))
+                case m.Export(kind=kind, path=path):
+                    self._export(kind, path)
+                case m.Speed(steps_per_s=sps):
+                    self.steps_per_s = max(0.0, float(sps))
+                case m.Quit():
+                    self.quit = True
+                case _:
+                    raise TypeError(f"not a command: {cmd!r}")
         except Exception as e:
-            self.send(("failed", f"{op}: {e}", traceback.format_exc()))
+            self.send(m.Failed(f"{type(cmd).__name__}: {e}", traceback.format_exc()))
 
     def _update(self, changes: dict) -> None:
         new = EngineConfig.from_dict(changes, base=self.config)
@@ -105,7 +107,7 @@ class EngineHost:
             if WORKLOAD_KEYS & set(changes):
                 self.sim.restart_arrivals(new)
         self.config = new
-        self.send(("config", new))
+        self.send(m.ConfigChanged(new))
 
     def _export(self, kind: str, path: str) -> None:
         """Written here, next to the records: a long run's records never cross the pipe."""
@@ -120,15 +122,15 @@ class EngineHost:
                 n = write_metrics_csv(recs, path)
             else:
                 raise ValueError(f"unknown export {kind!r}")
-            self.send(("exported", (kind, path, n, None)))
+            self.send(m.Exported(kind, path, n))
         except Exception as e:
-            self.send(("exported", (kind, path, 0, f"{type(e).__name__}: {e}")))
+            self.send(m.Exported(kind, path, 0, f"{type(e).__name__}: {e}"))
 
     def _answer_info(self, block_id: int) -> None:
         if self.sim is None:
             return
         from .summary import describe_block
-        self.send(("info", (block_id, describe_block(self.sim.engine, block_id))))
+        self.send(m.BlockInfoReply(block_id, describe_block(self.sim.engine, block_id)))
 
     # ---- the loop ------------------------------------------------------------------
     def _build(self) -> None:
@@ -138,24 +140,21 @@ class EngineHost:
         self.sim = None
         self.steps_done = 0
         self.single_steps = 0
-        self.send(("steps", 0))
+        self.send(m.StepsDone(0))
         try:
-            sim = self.factory(cfg)
+            sim = self.factory(cfg.replace(profile=True) if self.profile else cfg)
         except Exception as e:  # a bad model folder or config: tell, stay usable
             self.running = False
             self._set_state("error")
-            self.send(("failed", f"could not start the engine: {e}", traceback.format_exc()))
+            self.send(m.Failed(f"could not start the engine: {e}", traceback.format_exc()))
             return
         self.sim, self.config = sim, cfg
         self.generation += 1
-        runner = getattr(sim.engine, "runner", None)
-        if runner is not None and hasattr(runner, "profile"):
-            runner.profile = True   # per-op timings for the Kernels view
         from .summary import engine_summary
         self.summary = engine_summary(cfg, sim.engine)
         self.summary["generation"] = self.generation
-        self.send(("config", cfg))
-        self.send(("ready", self.summary))
+        self.send(m.ConfigChanged(cfg))
+        self.send(m.Ready(self.summary))
         self.dirty = True
         self._set_state("running" if self.running else "paused")
 
@@ -168,11 +167,11 @@ class EngineHost:
             self.running = False
             self.single_steps = 0
             self._set_state("error")
-            self.send(("failed", f"engine error: {type(e).__name__}: {e}", traceback.format_exc()))
+            self.send(m.Failed(f"engine error: {type(e).__name__}: {e}", traceback.format_exc()))
             return
         self.builder.ingest(rec)
         self.steps_done += 1
-        self.send(("steps", self.steps_done))
+        self.send(m.StepsDone(self.steps_done))
         self.dirty = True
         if sim.done:
             self.running = False
@@ -182,14 +181,13 @@ class EngineHost:
     def _publish(self) -> None:
         eng = self.sim.engine
         snap = self.builder.build(
-            eng, step=self.steps_done, clock=float(getattr(eng, "clock", 0.0)),
-            progress=float(getattr(self.sim, "progress", 0.0)), state=self.state,
+            eng, step=self.steps_done, clock=eng.clock, progress=self.sim.progress, state=self.state,
             selection_key=self.selection_key, summary=self.summary)
         snap.engine_config = eng.config.to_dict()
         snap.generation = self.generation
         self.credit = False
         self.dirty = False
-        self.send(("snapshot", snap))
+        self.send(m.SnapshotReady(snap))
 
     def iterate(self) -> float:
         """One turn of the loop; returns how long the caller may block for commands."""
@@ -216,7 +214,7 @@ class EngineHost:
                 msg = f"snapshot error: {type(e).__name__}: {e}"
                 if msg != self._publish_error:   # once, not once per step
                     self._publish_error = msg
-                    self.send(("failed", msg, traceback.format_exc()))
+                    self.send(m.Failed(msg, traceback.format_exc()))
         if want:
             return 0.0
         return 0.2

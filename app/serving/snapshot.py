@@ -8,10 +8,10 @@ built in the engine's worker thread so the GUI never touches live engine state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from tinyserve_core.kv.stats import BlocksSnapshot
 from tinyserve_core.observe import events as ev
 from tinyserve_core.observe.record import StepRecord
 
@@ -31,33 +31,17 @@ COL = {name: i for i, name in enumerate(METRIC_COLUMNS)}
 class PoolArrays:
     ref_cnt: np.ndarray      # int32 [N]
     owner: np.ndarray        # int64 [N], -1 = none
-    fill: np.ndarray         # float32 [N], 0..1
+    fill: np.ndarray         # float32 [N], 0..1: tokens / block_size
     evictable: np.ndarray    # bool [N]: free but still hashed (prefix-cache reusable)
     hashed: np.ndarray       # bool [N]
 
 
-def _get(obj: Any, *names: str):
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    raise KeyError(f"blocks_snapshot() has none of {names}")
-
-
-def pool_arrays(snap: Any, block_size: int) -> PoolArrays:
-    """Copies of BlockManager.blocks_snapshot() under the names the views use."""
-    ref = np.array(_get(snap, "ref_cnt", "ref_cnts", "refcount"), np.int32)
-    owner = np.array(_get(snap, "owner", "owner_seq", "owners"), np.int64)
-    fill = np.array(_get(snap, "fill", "num_tokens", "filled"), np.float32)
-    if fill.size and fill.max(initial=0) > 1.0:
-        fill = fill / float(block_size)
-    evict = np.array(_get(snap, "evictable", "cached_free"), bool)
-    try:
-        hashed = np.array(_get(snap, "is_cached", "hashed", "has_hash"), bool)
-    except KeyError:
-        hashed = evict.copy()
-    return PoolArrays(ref, owner, fill, evict, hashed)
+def pool_arrays(snap: BlocksSnapshot) -> PoolArrays:
+    """The views' arrays from BlockManager.blocks_snapshot(). Fill is turned from tokens
+    into a fraction here, once: the snapshot's unit is always tokens."""
+    fill = snap.num_tokens.astype(np.float32) / np.float32(snap.block_size)
+    return PoolArrays(snap.ref_cnt.astype(np.int32, copy=False), snap.owner.astype(np.int64, copy=False),
+                      fill, snap.evictable.astype(bool, copy=False), snap.is_cached.astype(bool, copy=False))
 
 
 @dataclass
@@ -140,9 +124,9 @@ class SnapshotBuilder:
 
     def build(self, engine, *, step: int, clock: float, progress: float, state: str,
               selection_key: tuple[int, int, int] | None, summary: dict) -> Snapshot:
-        bm = engine.block_manager
-        bs = int(getattr(bm, "block_size", engine.config.cache.block_size))
-        pool = pool_arrays(bm.blocks_snapshot(), bs)
+        blocks = engine.block_manager.blocks_snapshot()
+        bs = blocks.block_size
+        pool = pool_arrays(blocks)
         tables = {int(s): np.array(t, np.int64) for s, t in engine.running_tables().items()}
         as_ids = lambda xs: np.array(xs, np.int64) if xs else np.zeros(0, np.int64)
         pev = PoolEvents(as_ids(self._alloc), as_ids(self._released), as_ids(self._preempted),

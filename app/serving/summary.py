@@ -4,11 +4,16 @@ it while the model loads); `engine_summary` reads the built engine."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tinyserve_core.engine.config import EngineConfig
 from tinyserve_core.kernels import backend_info
+from tinyserve_core.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from tinyserve_core.engine.engine import Engine
 
 
 def _model_dir(cfg: EngineConfig) -> str:
@@ -18,14 +23,8 @@ def _model_dir(cfg: EngineConfig) -> str:
     return str(default_model_dir())
 
 
-def _kv_bytes(mc: Any, num_blocks: int, block_size: int, dtype_bytes: int = 4) -> int | None:
-    try:
-        layers = mc.num_hidden_layers
-        kvh = mc.num_key_value_heads
-        hd = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
-    except AttributeError:
-        return None
-    return 2 * layers * kvh * hd * dtype_bytes * num_blocks * block_size
+def _kv_bytes(mc: ModelConfig, num_blocks: int, block_size: int, dtype_bytes: int = 4) -> int:
+    return 2 * mc.num_hidden_layers * mc.num_key_value_heads * mc.head_dim * dtype_bytes * num_blocks * block_size
 
 
 def config_summary(cfg: EngineConfig) -> dict:
@@ -41,7 +40,6 @@ def config_summary(cfg: EngineConfig) -> dict:
         "policy": cfg.selection.policy,
     }
     try:
-        from tinyserve_core.model.config import ModelConfig
         mc = ModelConfig.from_dir(d["model"])
         d["layers"] = mc.num_hidden_layers
         d["kv_heads"] = mc.num_key_value_heads
@@ -51,21 +49,17 @@ def config_summary(cfg: EngineConfig) -> dict:
     return d
 
 
-def engine_summary(cfg: EngineConfig, engine: Any) -> dict:
+def engine_summary(cfg: EngineConfig, engine: Engine) -> dict:
     d = config_summary(cfg)
-    mc = getattr(engine, "model_config", None)
-    if mc is not None:
-        d.pop("model_note", None)
-        d["layers"] = getattr(mc, "num_hidden_layers", None)
-        d["kv_heads"] = getattr(mc, "num_key_value_heads", None)
-        d["kv_bytes"] = _kv_bytes(mc, cfg.cache.num_blocks, cfg.cache.block_size)
-    runner = getattr(engine, "runner", None)
-    kv = getattr(runner, "kv", None)
-    if kv is not None and getattr(kv, "k_caches", None):
-        k0 = kv.k_caches[0]
-        d["device"] = str(k0.device)
-        d["dtype"] = str(k0.dtype).replace("torch.", "")
-        d["kv_bytes"] = sum(t.numel() * t.element_size() for t in list(kv.k_caches) + list(kv.v_caches))
+    mc = engine.model_config
+    d.pop("model_note", None)
+    d["layers"] = mc.num_hidden_layers
+    d["kv_heads"] = mc.num_key_value_heads
+    kv = engine.runner.kv
+    k0 = kv.k_caches[0]
+    d["device"] = str(k0.device)
+    d["dtype"] = str(k0.dtype).replace("torch.", "")
+    d["kv_bytes"] = sum(t.numel() * t.element_size() for t in list(kv.k_caches) + list(kv.v_caches))
     return d
 
 
@@ -89,17 +83,13 @@ def summary_line(d: dict) -> str:
     return " | ".join(parts)
 
 
-def describe_block(engine: Any, block_id: int) -> dict:
-    """block_info(id) plus the decoded text of the block's tokens (worker thread)."""
-    bm = engine.block_manager
-    raw = bm.block_info(block_id)
-    info = dict(raw) if isinstance(raw, dict) else {
-        k: getattr(raw, k) for k in dir(raw) if not k.startswith("_") and not callable(getattr(raw, k))}
-    toks = info.get("token_ids")
-    tok = getattr(engine, "tokenizer", None)
-    if toks is not None and tok is not None and "text" not in info:
+def describe_block(engine: Engine, block_id: int) -> dict:
+    """block_info(id) plus the decoded text of the block's tokens (engine loop)."""
+    info = dataclasses.asdict(engine.block_manager.block_info(block_id))
+    toks = info["token_ids"]
+    if toks is not None and engine.tokenizer is not None:
         try:
-            info["text"] = tok.decode(list(toks))
+            info["text"] = engine.tokenizer.decode(list(toks))
         except Exception as e:
             info["text"] = f"<cannot decode: {e}>"
     return info

@@ -104,3 +104,23 @@ def test_frame_is_vectorised_shape(n):
     img = a.frame(0.0)
     assert img.shape == pi.grid_shape(n) and img.dtype == np.uint16
     assert (img.reshape(-1)[n:] == pi.PAD).all()
+
+
+@pytest.mark.parametrize("tokens_per_seq, fill", [(1, 0.25), (3, 0.75), (4, 1.0)])
+def test_pool_fill_is_tokens_over_block_size(tokens_per_seq, fill):
+    """The snapshot's unit is always tokens; the views' fraction is tokens / block_size.
+    One token per block used to be drawn full (the unit was guessed from the maximum)."""
+    from app.serving.snapshot import pool_arrays
+    from tinyserve_core.kv.block_manager import BlockManager
+
+    bm = BlockManager(num_blocks=8, block_size=4)
+    for seq in range(3):
+        bm.allocate(seq, list(range(10 * seq, 10 * seq + tokens_per_seq)))
+    snap = bm.blocks_snapshot()
+    pool = pool_arrays(snap)
+    used = snap.ref_cnt > 0
+    assert used.sum() == 3 and (snap.num_tokens[used] == tokens_per_seq).all()
+    assert np.allclose(pool.fill[used], fill) and (pool.fill[~used] == 0).all()
+    shade = (pi.base_index(pool.ref_cnt, pool.owner, pool.fill, pool.evictable)[used]
+             - pi.OWNER0) % pi.NUM_SHADES
+    assert (shade == round(fill * pi.NUM_SHADES) - 1).all()

@@ -134,5 +134,9 @@ def test_session_files_saved_before_the_split_still_load():
 def test_saving_writes_the_same_flat_file(tmp_path, name):
     EngineConfig.load(DATA / name).save(tmp_path / name)
     old, new = (json.loads((d / name).read_text()) for d in (DATA, tmp_path))
-    # same keys in the same order, same values (a float field loads 256 as 256.0)
-    assert list(new) == list(old) and new == old
+    # keys added since v1 are written with their defaults; the rest keep their order and
+    # values (a float field loads 256 as 256.0)
+    added = {"profile": False}
+    assert {k: new[k] for k in added} == added
+    kept = {k: v for k, v in new.items() if k not in added}
+    assert list(kept) == list(old) and kept == old

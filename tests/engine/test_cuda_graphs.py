@@ -40,7 +40,7 @@ def _run(graphs: bool, selector_args: dict | None, lens=(700, 33, 300)):
         if s == 3:
             active = active[:2]  # the batch shrinks: a smaller bucket, new padding rows
         items = [DecodeItem(i, 7 + s, lens[i] + s, tables[i]) for i in active]
-        out.append(runner.decode(items).cpu())
+        out.append(runner.decode(items).logits.cpu())
     after = [c[unused] for c in (*runner.kv.k_caches, *runner.kv.v_caches, *runner.kv.metas)]
     assert all(torch.equal(a, b) for a, b in zip(before, after))  # no row wrote outside its pages
     return out, runner
@@ -60,3 +60,18 @@ def test_graph_replay_equals_eager(selector_args):
 def test_host_side_selection_runs_eagerly():
     _, runner = _run(True, {"policy": "quest", "budget": 128, "dense_layers": 1, "stats": True})
     assert runner._graphs is None  # statistics need the host every step
+
+
+def test_profiling_keeps_graphs_times_replays_whole_and_samples_the_breakdown():
+    model, _ = load_model(str(default_model_dir()), device="cpu", dtype=torch.float32)
+    runner = ModelRunner(model, 64, BS, device="cuda", dtype=torch.float16, profile=True, profile_every=4)
+    prompt, table = list(range(1, 40)), [1, 2, 3, 4]
+    runner.prefill([PrefillItem(0, prompt, 0, table)])
+    kinds = []
+    for s in range(5):
+        out = runner.decode([DecodeItem(0, 7, len(prompt) + s, table)])
+        assert out.timings["total"] > 0
+        kinds.append(sorted(out.timings))
+    assert "attention" in kinds[0] and "attention" in kinds[4]      # eager breakdowns
+    assert kinds[1] == kinds[2] == kinds[3] == ["total"]             # replays, timed whole
+    assert runner._graphs is not None and runner._graphs._graphs

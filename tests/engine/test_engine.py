@@ -170,3 +170,41 @@ def test_admission_hashes_each_prompt_once(tiny, monkeypatch):
         eng.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=2))
     eng.step()  # admits both (the second one after the first is scheduled)
     assert len(calls) == 2
+
+
+def test_profile_key_fills_op_timings_and_changes_no_output(tiny):
+    params = SamplingParams(temperature=1.0, seed=3, n=2, max_tokens=6, ignore_eos=True)
+    plain, profiled = make_engine(tiny), make_engine(tiny, profile=True)
+    outs = []
+    for eng in (plain, profiled):
+        rid = eng.add_request(PROMPTS[1], params, request_id="r")
+        recs = run_all(eng, check=False)
+        outs.append(outputs_by_request(recs)[rid])
+        busy = [r for r in recs if r.phase != "idle"]
+        if eng is plain:
+            assert all(r.op_timings_s == {} and r.op_bytes == {} for r in recs)
+        else:
+            assert all({"total", "attention", "matmul"} <= set(r.op_timings_s) for r in busy)
+            assert all(r.op_bytes["attention"] > 0 for r in busy)
+    assert outs[0] == outs[1]
+    # a live setting, applied at the next step
+    plain.add_request(PROMPTS[0], SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))
+    plain.update(profile=True)
+    assert "total" in plain.step().op_timings_s and plain.config.output.profile
+
+
+def test_preempted_and_finished_sequences_leave_the_selector(tiny):
+    """The scheduler reports preemptions and finished requests in its results and the
+    engine has the selector forget them: h2o keeps no state for a sequence that left."""
+    params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    eng = make_engine(tiny, num_blocks=14, enable_prefix_caching=False, policy="h2o", budget=8,
+                      dense_layers=0)
+    for p in PROMPTS:
+        eng.add_request(p, params)
+    saw_preempt = False
+    while eng.has_unfinished():
+        rec = eng.step()
+        gone = {e.seq_id for e in rec.events if e.kind in ("preempt", "finish")}
+        saw_preempt |= any(e.kind == "preempt" for e in rec.events)
+        assert not gone & set(eng.selector.policy.tracked_sequences())
+    assert saw_preempt and eng.selector.policy.tracked_sequences() == [] and eng.requests == {}

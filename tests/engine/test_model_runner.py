@@ -4,10 +4,12 @@ checked against transformers in tests/model/test_golden.py)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
-from tinyserve_core.engine.model_runner import DecodeItem, ModelRunner, PrefillItem
+from tinyserve_core.engine.model_runner import DecodeItem, ModelRunner, PrefillItem, RunnerOutput
 from tinyserve_core.errors import ConfigError
 from tinyserve_core.kv.kv_cache import KVCache
 from tinyserve_core.model import LlamaForCausalLM, ModelConfig
@@ -45,7 +47,7 @@ def test_packed_prefill_equals_dense_per_sequence(model):
     runner = ModelRunner(model, 32, BS)
     seqs = [toks(3, 1), toks(9, 2), toks(1, 3), toks(16, 4)]
     tables = [[0], [5, 2, 7], [9], [1, 3, 4, 6]]
-    logits = runner.prefill([PrefillItem(i, s, 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    logits = runner.prefill([PrefillItem(i, s, 0, t) for i, (s, t) in enumerate(zip(seqs, tables))]).logits
     assert logits.shape == (4, 97) and logits.dtype == torch.float32
     for i, s in enumerate(seqs):
         assert torch.allclose(logits[i], dense_last(model, s), atol=TOL)
@@ -60,10 +62,10 @@ def test_decode_batch_matches_dense_and_is_order_free(model):
     tables = [[3, 8], [0, 1, 2], [4]]
     runner.prefill([PrefillItem(i, s[:-1], 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
     items = [DecodeItem(i, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))]
-    logits = runner.decode(items)
+    logits = runner.decode(items).logits
     for i, s in enumerate(seqs):
         assert torch.allclose(logits[i], dense_last(model, s), atol=TOL)
-    again = runner.decode(items[::-1])  # rewrites the same slots with the same values
+    again = runner.decode(items[::-1]).logits  # rewrites the same slots with the same values
     assert torch.allclose(again, logits.flip(0), atol=TOL)
 
 
@@ -77,7 +79,7 @@ def test_copy_on_write_keeps_forked_sequences_apart(model):
         assert torch.equal(runner.kv.k_caches[layer][9], runner.kv.k_caches[layer][5])
         assert torch.equal(runner.kv.metas[layer][9], runner.kv.metas[layer][5])
     a, b = prompt + [11], prompt + [42]
-    logits = runner.decode([DecodeItem(0, 11, 6, [2, 5]), DecodeItem(1, 42, 6, [2, 9])])
+    logits = runner.decode([DecodeItem(0, 11, 6, [2, 5]), DecodeItem(1, 42, 6, [2, 9])]).logits
     assert torch.allclose(logits[0], dense_last(model, a), atol=TOL)
     assert torch.allclose(logits[1], dense_last(model, b), atol=TOL)
 
@@ -112,7 +114,7 @@ def _decode_with(model, selector):
     tables = [[0, 1, 2, 3], [4, 5]]
     runner.prefill([PrefillItem(10 + i, s[:-1], 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
     return runner, runner.decode([DecodeItem(10 + i, s[-1], len(s) - 1, t)
-                                  for i, (s, t) in enumerate(zip(seqs, tables))])
+                                  for i, (s, t) in enumerate(zip(seqs, tables))]).logits
 
 
 def test_selector_hook_called_per_layer_with_contract_arguments(model):
@@ -144,14 +146,68 @@ def test_selecting_every_page_equals_dense_and_fewer_pages_differ(model):
 
 def test_profile_records_op_families_only_when_on(model):
     runner = ModelRunner(model, 16, BS)
-    runner.prefill([PrefillItem(0, toks(5, 12), 0, [0, 1])])
-    assert runner.last_timings == {}
+    out = runner.prefill([PrefillItem(0, toks(5, 12), 0, [0, 1])])
+    assert isinstance(out, RunnerOutput) and out.timings == {} and out.bytes_moved == {}
+    assert out.logits.shape == (1, model.config.vocab_size) and out.logits.dtype == torch.float32
     runner.profile = True
-    runner.decode([DecodeItem(0, 3, 5, [0, 1])])
-    t = runner.last_timings
+    out = runner.decode([DecodeItem(0, 3, 5, [0, 1])])
+    t = out.timings
     assert {"attention", "cache_write", "matmul", "total", "other"} <= set(t)
     assert all(v >= 0 for v in t.values()) and t["total"] > 0
     assert t["attention"] + t["cache_write"] + t["matmul"] <= t["total"] * 1.0001
+    assert {"attention", "cache_write", "matmul"} <= set(out.bytes_moved)
+    assert all(b > 0 for b in out.bytes_moved.values())
+
+
+def test_profiling_does_not_change_logits(model):
+    plain, profiled = ModelRunner(model, 16, BS), ModelRunner(model, 16, BS, profile=True)
+    for r in (plain, profiled):
+        r.prefill([PrefillItem(0, toks(5, 12), 0, [0, 1])])
+    a = plain.decode([DecodeItem(0, 3, 5, [0, 1])]).logits
+    b = profiled.decode([DecodeItem(0, 3, 5, [0, 1])]).logits
+    assert torch.equal(a, b)
+
+
+class FakeGraphs:
+    """Stands in for DecodeGraphs on the CPU: a replay that times itself as a whole."""
+
+    def __init__(self, vocab):
+        self.vocab, self.replays = vocab, 0
+
+    def run(self, ids, positions, slots, tables, sel_key, selector, timer=None):
+        self.replays += 1
+        with timer("total") if timer is not None else contextlib.nullcontext():
+            return torch.zeros(len(ids), self.vocab)
+
+
+@pytest.mark.parametrize("profile", [False, True])
+def test_profiling_keeps_graph_replays_and_samples_the_breakdown(model, monkeypatch, profile):
+    """Profiling must not switch graphs off: a replayed step reports only its "total";
+    the first and then every profile_every-th graph step runs eagerly for the per-op
+    breakdown (and its bytes)."""
+    runner = ModelRunner(model, 16, BS, profile=profile, profile_every=4)
+    fake = runner._graphs = FakeGraphs(model.config.vocab_size)
+    monkeypatch.setattr(runner, "_graph_key", lambda: "no selector")
+    runner.prefill([PrefillItem(0, toks(5, 12), 0, [0, 1])])
+    eager_steps, kinds = [], []
+    for step in range(9):
+        out = runner.decode([DecodeItem(0, 3, 5 + step, [0, 1, 2, 3])])
+        if "attention" in out.timings:
+            eager_steps.append(step)
+            assert out.bytes_moved["attention"] > 0 and out.logits.abs().sum() > 0
+        else:
+            kinds.append(set(out.timings))
+            assert out.bytes_moved == {}
+    if profile:
+        assert eager_steps == [0, 4, 8] and fake.replays == 6
+        assert all(k == {"total"} for k in kinds)
+    else:
+        assert eager_steps == [] and fake.replays == 9 and all(k == set() for k in kinds)
+
+
+def test_profile_every_must_be_positive(model):
+    with pytest.raises(ValueError, match="profile_every"):
+        ModelRunner(model, 16, BS, profile_every=0)
 
 
 def test_prefix_hit_reads_cached_pages(model):
@@ -159,7 +215,7 @@ def test_prefix_hit_reads_cached_pages(model):
     a = toks(9, 13)
     runner.prefill([PrefillItem(0, a, 0, [7, 3, 12])])
     b = a[:8] + toks(5, 14)
-    logits = runner.prefill([PrefillItem(1, b, 8, [7, 3, 0, 1])])
+    logits = runner.prefill([PrefillItem(1, b, 8, [7, 3, 0, 1])]).logits
     assert torch.allclose(logits[0], dense_last(model, b), atol=TOL)
 
 
@@ -169,7 +225,7 @@ def test_chunked_prefill_continues_inside_a_block(model):
     runner = ModelRunner(model, 16, BS)
     s = toks(15, 15)
     runner.prefill([PrefillItem(0, s[:6], 0, [9, 2])])
-    logits = runner.prefill([PrefillItem(0, s, 6, [9, 2, 5, 11])])
+    logits = runner.prefill([PrefillItem(0, s, 6, [9, 2, 5, 11])]).logits
     assert torch.allclose(logits[0], dense_last(model, s), atol=TOL)
     k, meta = runner.kv.k_caches[1], runner.kv.metas[1]
     assert torch.equal(meta[2, 0], k[2].amin(0)) and torch.equal(meta[11, 1], k[11, :3].amax(0))
@@ -210,10 +266,11 @@ def test_runner_on_cuda_matches_dense(dtype, tol):
     seqs = [toks(9, 20), toks(14, 21)]
     tables = [[3, 7, 1], [0, 2, 4, 6]]
     runner.prefill([PrefillItem(i, s[:-1], 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
-    runner.profile = True
-    logits = runner.decode([DecodeItem(i, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    runner.profile = True   # the first profiled decode step takes the per-op breakdown
+    out = runner.decode([DecodeItem(i, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    logits = out.logits
     assert logits.device.type == "cuda" and logits.dtype == torch.float32
-    assert runner.last_timings["total"] > 0 and runner.last_timings["attention"] > 0
+    assert out.timings["total"] > 0 and out.timings["attention"] > 0
     for i, s in enumerate(seqs):
         ref = dense_last(model, s).float()
         assert (logits[i] - ref).abs().max().item() < tol * max(1.0, ref.abs().max().item())
@@ -237,10 +294,10 @@ def test_profiled_bytes_count_the_selected_tokens_of_a_batch(tiny_model_dir):
     tables = [[0, 1, 2], [3, 4]]
     runner.prefill([PrefillItem(i, list(range(1, n + 1)), 0, t) for i, (n, t) in enumerate(zip(lens, tables))])
     runner.profile = True
-    runner.decode([DecodeItem(0, 5, 10, tables[0]), DecodeItem(1, 5, 7, tables[1])])
+    out = runner.decode([DecodeItem(0, 5, 10, tables[0]), DecodeItem(1, 5, 7, tables[1])])
     cfg = model.config
     token_kv = 2 * cfg.num_key_value_heads * cfg.head_dim * 4
     # seq 0: page 0 (4 tokens) + page 2 (3 of 4 slots filled); seq 1: page 0 (4) + page 1 (4)
-    assert runner.last_bytes["attention"] == cfg.num_hidden_layers * (7 + 8) * token_kv
-    assert runner.last_bytes["cache_write"] == cfg.num_hidden_layers * 2 * token_kv
-    assert runner.last_timings["attention"] > 0
+    assert out.bytes_moved["attention"] == cfg.num_hidden_layers * (7 + 8) * token_kv
+    assert out.bytes_moved["cache_write"] == cfg.num_hidden_layers * 2 * token_kv
+    assert out.timings["attention"] > 0

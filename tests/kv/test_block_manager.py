@@ -59,7 +59,7 @@ def test_allocate_gives_fresh_blocks_with_fill_and_alloc_event():
     table = bm.block_table(7)
     assert len(table) == 3 and len(set(table)) == 3
     snap = bm.blocks_snapshot()
-    assert snap.fill[table].tolist() == [4, 4, 2]
+    assert snap.num_tokens[table].tolist() == [4, 4, 2]
     assert snap.ref_cnt[table].tolist() == [1, 1, 1]
     assert snap.owner[table].tolist() == [7, 7, 7]
     assert sink.drain() == [Alloc(7, tuple(table))]
@@ -140,7 +140,7 @@ def test_fork_shares_every_block_and_cow_returns_the_copies():
     assert bm.num_free_blocks == free_before - 1
     assert sink.drain() == [Alloc(0, (t0[1],)), CowCopy(0, parent[1], t0[1])]
     snap = bm.blocks_snapshot()
-    assert snap.fill[t0[1]] == 3 and snap.fill[parent[1]] == 2
+    assert snap.num_tokens[t0[1]] == 3 and snap.num_tokens[parent[1]] == 2
     assert snap.ref_cnt[parent[1]] == 2
     bm.check_invariants()
 
@@ -330,7 +330,7 @@ def test_snapshot_owner_fill_evictable_and_block_info():
     snap = bm.blocks_snapshot()
     assert snap.owner[t].tolist() == [-1, -1, -1]
     assert snap.evictable[t].tolist() == [True, True, False]
-    assert snap.fill[t].tolist() == [4, 4, 0]
+    assert snap.num_tokens[t].tolist() == [4, 4, 0]
     info = bm.block_info(t[1])
     assert info.evictable and info.in_free_queue and info.ref_cnt == 0
     assert info.token_ids == (14, 15, 16, 17) and info.block_hash is not None

@@ -54,7 +54,7 @@ def test_paged_prefill_and_32_decode_steps_match_hf(hf_folder):
     seqs = [torch.randint(2, 300, (n,), generator=g).tolist() for n in (5, 13, 22)]
     tables = [blocks.take((len(s) + BS - 1) // BS) for s in seqs]
 
-    logits = runner.prefill([PrefillItem(i, s, 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    logits = runner.prefill([PrefillItem(i, s, 0, t) for i, (s, t) in enumerate(zip(seqs, tables))]).logits
     for i, s in enumerate(seqs):
         assert (logits[i] - hf_last_logits(hf, s)).abs().max().item() < TOL
 
@@ -65,7 +65,7 @@ def test_paged_prefill_and_32_decode_steps_match_hf(hf_folder):
             s.append(nxt[i])
             ensure(tables[i], blocks, len(s))
             items.append(DecodeItem(i, nxt[i], len(s) - 1, tables[i]))
-        logits = runner.decode(items)
+        logits = runner.decode(items).logits
         for i, s in enumerate(seqs):
             assert (logits[i] - hf_last_logits(hf, s)).abs().max().item() < TOL, (i, len(s))
 
@@ -86,7 +86,7 @@ def test_prefill_with_cached_prefix_matches_hf(hf_folder):
     tb = ta[:2] + blocks.take(3)
     tc = blocks.take(2)
     # Packed together with an uncached request, so the varlen path mixes both kinds.
-    logits = runner.prefill([PrefillItem(1, b, 8, tb), PrefillItem(2, c, 0, tc)])
+    logits = runner.prefill([PrefillItem(1, b, 8, tb), PrefillItem(2, c, 0, tc)]).logits
     assert (logits[0] - hf_last_logits(hf, b)).abs().max().item() < TOL
     assert (logits[1] - hf_last_logits(hf, c)).abs().max().item() < TOL
     seqs, tables = [b, c], [tb, tc]
@@ -95,7 +95,7 @@ def test_prefill_with_cached_prefix_matches_hf(hf_folder):
         for s, t, tok in zip(seqs, tables, nxt):
             s.append(tok)
             ensure(t, blocks, len(s))
-        logits = runner.decode([DecodeItem(i + 1, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+        logits = runner.decode([DecodeItem(i + 1, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))]).logits
         for i, s in enumerate(seqs):
             assert (logits[i] - hf_last_logits(hf, s)).abs().max().item() < TOL
 
@@ -110,14 +110,14 @@ def test_greedy_generation_identical_to_hf_generate(hf_folder):
     ours = []
     tables = [blocks.take((len(p) + BS - 1) // BS) for p in prompts]
     seqs = [list(p) for p in prompts]
-    logits = runner.prefill([PrefillItem(i, s, 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    logits = runner.prefill([PrefillItem(i, s, 0, t) for i, (s, t) in enumerate(zip(seqs, tables))]).logits
     for step in range(new):
         nxt = logits.argmax(-1).tolist()
         for s, t, tok_id in zip(seqs, tables, nxt):
             s.append(tok_id)
             ensure(t, blocks, len(s))
         if step < new - 1:
-            logits = runner.decode([DecodeItem(i, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+            logits = runner.decode([DecodeItem(i, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))]).logits
     ours = [s[len(p):] for s, p in zip(seqs, prompts)]
     for p, o in zip(prompts, ours):
         with torch.no_grad():

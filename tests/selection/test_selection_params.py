@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
@@ -80,27 +78,6 @@ def test_selector_switches_policy_live(make_kv):
     with pytest.raises(ConfigError):
         sel.set_policy("quest", budget=0)
     assert sel.policy.params.budget == Budget(tokens=32)  # a bad switch changes nothing
-
-
-def test_concurrent_updates_never_tear(make_kv):
-    kv, tables, lens = make_kv([512])
-    layer = type("A", (), {"scale": 0.25})()
-    sel = PageSelector("quest", budget=64, dense_layers=0)
-    stop = threading.Event()
-
-    def flip():
-        while not stop.is_set():
-            sel.update(budget=64)
-            sel.update(budget=128)
-    t = threading.Thread(target=flip)
-    t.start()
-    try:
-        for _ in range(200):
-            counts = (sel.select(layer, torch.randn(1, 4, 16), kv, 0, tables, lens, [0]) >= 0).sum(-1)
-            assert counts.unique().tolist() in ([4], [8])
-    finally:
-        stop.set()
-        t.join()
 
 
 def test_engine_builds_and_retunes_the_selector_with_its_config_keys(make_kv):

@@ -34,7 +34,7 @@ def _decode_logits(model, selector, lens=(300, 77), steps=4, block_size=8):
     out = []
     for s in range(steps):
         items = [DecodeItem(i, p[lens[i] + s - 1], lens[i] + s - 1, tables[i]) for i, p in enumerate(prompts)]
-        out.append(runner.decode(items))
+        out.append(runner.decode(items).logits)
     return torch.stack(out)
 
 

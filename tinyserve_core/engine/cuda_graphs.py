@@ -13,6 +13,7 @@ with statistics or a two-tier cache) makes the runner run eagerly. A capture tha
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import torch
@@ -42,11 +43,13 @@ class DecodeGraphs:
         self._graphs: dict[tuple, tuple] = {}
         self._failed: set[tuple] = set()
 
-    def run(self, ids, positions, slots, tables, sel_key, selector) -> torch.Tensor | None:
+    def run(self, ids, positions, slots, tables, sel_key, selector, timer=None) -> torch.Tensor | None:
         """float32 logits [B, V] of one decode step from a replay, or None when this step
         must run eagerly (batch above the largest bucket, a capture that failed).
         `sel_key`: the runner's selection key (the policy and its parameters are baked
-        into a graph, so they are part of its key)."""
+        into a graph, so they are part of its key). `timer` (profiling, an OpTimer):
+        the replay is timed as a whole, "total" (CUDA events around it; the kernels
+        inside a graph cannot be timed one by one)."""
         B = len(ids)
         Bb = _batch_bucket(B)
         if Bb is None:
@@ -74,7 +77,8 @@ class DecodeGraphs:
         for i, t in enumerate(tables):
             host_table[i, : len(t)] = torch.tensor(t, dtype=torch.int32)
         table.copy_(host_table)
-        graph.replay()
+        with timer("total") if timer is not None else contextlib.nullcontext():
+            graph.replay()
         return logits[:B].to(torch.float32, copy=True)  # the static buffer is reused next step
 
     def capture_all(self, max_batch: int, sel_key, selector) -> int:

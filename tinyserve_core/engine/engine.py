@@ -1,27 +1,33 @@
-"""The engine: one synchronous `step()` at a time — schedule, copy-on-write copies, one
-model forward (prefill or decode), sampling, bookkeeping — reported as a StepRecord.
+"""The engine: one synchronous `step()` at a time — schedule -> run -> postprocess ->
+record (nano-vllm's shape). The scheduler owns the sequences and their blocks; the
+runner returns a typed RunnerOutput; the step is reported as a StepRecord.
 
-Qt-free and single-threaded; the GUI drives it from a child process and changes live
-settings through `update()` (thread-safe), applied at the next step boundary."""
+Single owner: an engine and everything it holds (scheduler, block manager, runner,
+selector, policies, tiers) belong to the one thread that calls `step()`. Nothing in
+them takes a lock. A host that changes settings (`update()`) or reads state for a
+snapshot does it on that same loop, between steps — the GUI's engine host does
+(app/serving/engine_host.py), whether it runs in a child process or a thread."""
 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import ConfigError
 from ..kv.block_manager import BlockManager
-from ..observe.events import Arrive, EventSink, Finish, Reject, Schedule
+from ..observe.events import Arrive, EventSink, Reject, Schedule
 from ..observe.record import RequestTiming, StepMetrics, StepRecord
 from .config import RESTART_KEYS, SELECTION_KEYS, EngineConfig
-from .request import Request, Sequence, SeqStatus
+from .request import Request, Sequence
 from .sampling import SamplingParams, sample
-from .scheduler import Scheduler
+from .scheduler import ChildStart, PostprocessResult, ScheduleResult, Scheduler
+
+if TYPE_CHECKING:
+    from .model_runner import RunnerOutput
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,9 +59,8 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.model_config = model.config
-        self.max_model_len = config.model.max_model_len or int(
-            getattr(self.model_config, "max_position_embeddings", 2048))
-        self.eos_token_id = getattr(tokenizer, "eos_token_id", None) if tokenizer else None
+        self.max_model_len = config.model.max_model_len or self.model_config.max_position_embeddings
+        self.eos_token_id = tokenizer.eos_token_id if tokenizer is not None else None
 
         self.sink = EventSink(enabled=True)
         self.block_manager = BlockManager(config.cache.num_blocks, config.cache.block_size,
@@ -63,11 +68,13 @@ class Engine:
                                           sink=self.sink)
         self.selector = self._build_selector(config)
         self.runner = ModelRunner(model, config.cache.num_blocks, config.cache.block_size,
-                                  self.device, self.dtype, selector=self.selector)
+                                  self.device, self.dtype, selector=self.selector,
+                                  profile=config.output.profile)
         self.runner.warm_up(config.scheduler.max_num_seqs)  # CUDA graphs, captured before any request waits
         self.scheduler = Scheduler(self.block_manager, config.scheduler.max_num_seqs,
                                    config.scheduler.max_num_batched_tokens, self.sink,
-                                   on_preempt=lambda seq: self._forget(seq.seq_id))
+                                   max_model_len=self.max_model_len,
+                                   eos_token_id=self.eos_token_id)
 
         self.clock = 0.0
         self.step_count = 0
@@ -75,7 +82,6 @@ class Engine:
         self.num_cow_copies = 0
         self._req_ids = itertools.count()
         self._pending_updates: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     # -- selection -------------------------------------------------------------------
     def _build_selector(self, cfg: EngineConfig):
@@ -144,129 +150,91 @@ class Engine:
         if bad:
             raise ConfigError(sorted(bad)[0], "needs a new engine (restart), not a live update")
         new_cfg = EngineConfig.from_dict(changes, base=self.config)
-        with self._lock:
-            self._pending_updates.update(changes)
-            self._pending_cfg = new_cfg
+        self._pending_updates.update(changes)
+        self._pending_cfg = new_cfg
 
     def _apply_updates(self) -> None:
-        with self._lock:
-            if not self._pending_updates:
-                return
-            changes, self._pending_updates = self._pending_updates, {}
-            self.config = self._pending_cfg
-        cfg = self.config
+        if not self._pending_updates:
+            return
+        changes, self._pending_updates = self._pending_updates, {}
+        self.config = cfg = self._pending_cfg
         self.scheduler.max_num_seqs = cfg.scheduler.max_num_seqs
         self.scheduler.max_num_batched_tokens = cfg.scheduler.max_num_batched_tokens
+        self.runner.profile = cfg.output.profile
         if SELECTION_KEYS & set(changes):
             self.selector.update(**cfg.selection.selector_params())
 
     # -- the step ------------------------------------------------------------------------
     def step(self) -> StepRecord:
-        from .model_runner import DecodeItem, PrefillItem
-
+        """schedule -> run -> postprocess -> record."""
         self._apply_updates()
         t_wall = time.perf_counter()
         t_start = self.clock
-        sched = self.scheduler.schedule()
-        seqs = sched.seqs
-        finished: list[RequestTiming] = []
-        n_prompt = n_gen = 0
-        if seqs:
-            self.sink.emit(Schedule("prefill" if sched.is_prefill else "decode",
-                                    tuple(s.seq_id for s in seqs), sched.num_tokens))
-            if sched.cow_pairs:
-                self.runner.copy_blocks(sched.cow_pairs)
-                self.num_cow_copies += len(sched.cow_pairs)
-            if sched.is_prefill:
-                items = [PrefillItem(s.seq_id, s.token_ids, s.num_computed_tokens,
-                                     self.block_manager.block_table(s.seq_id)) for s in seqs]
-                for s in seqs:
-                    if s.request.first_scheduled_s is None:
-                        s.request.first_scheduled_s = t_start
-                logits = self.runner.prefill(items)
-                n_prompt = sum(len(s) - s.num_computed_tokens for s in seqs)
-            else:
-                items = [DecodeItem(s.seq_id, s.token_ids[-1], len(s) - 1,
-                                    self.block_manager.block_table(s.seq_id)) for s in seqs]
-                logits = self.runner.decode(items)
-            tokens = sample(logits, [s.request.params for s in seqs],
-                            [s.generator for s in seqs])
-            step_time = time.perf_counter() - t_wall
-            self.clock += step_time
-            n_gen = self._postprocess(seqs, logits, tokens, sched.is_prefill, finished)
-        else:
-            step_time = time.perf_counter() - t_wall
-            self.clock += step_time
+        batch = self.scheduler.schedule(now=t_start)
+        for seq in batch.preempted:
+            self.selector.forget(seq.seq_id)
+        out = self._run(batch)
+        tokens, children = self._sample(batch, out.logits)
+        step_time = time.perf_counter() - t_wall
+        self.clock += step_time
+        post = self.scheduler.postprocess(batch, tokens, children, now=self.clock)
+        for req in post.finished:
+            del self.requests[req.request_id]
+            for seq in req.seqs:   # per-sequence selection state ends with its blocks
+                self.selector.forget(seq.seq_id)
+        return self._record(batch, out, post, t_start, step_time)
+
+    def _run(self, batch: ScheduleResult) -> RunnerOutput:
+        """Copy-on-write copies, then one forward over the scheduled sequences."""
+        from .model_runner import DecodeItem, PrefillItem, RunnerOutput
+
+        seqs = batch.seqs
+        if not seqs:
+            return RunnerOutput(torch.empty(0))
+        self.sink.emit(Schedule("prefill" if batch.is_prefill else "decode",
+                                tuple(s.seq_id for s in seqs), batch.num_tokens))
+        if batch.cow_pairs:
+            self.runner.copy_blocks(batch.cow_pairs)
+            self.num_cow_copies += len(batch.cow_pairs)
+        table = self.block_manager.block_table
+        if batch.is_prefill:
+            return self.runner.prefill([PrefillItem(s.seq_id, s.token_ids, s.num_computed_tokens,
+                                                    table(s.seq_id)) for s in seqs])
+        return self.runner.decode([DecodeItem(s.seq_id, s.token_ids[-1], len(s) - 1, table(s.seq_id))
+                                   for s in seqs])
+
+    def _sample(self, batch: ScheduleResult, logits: torch.Tensor
+                ) -> tuple[list[int], dict[int, list[ChildStart]]]:
+        """One token per scheduled sequence, and the first tokens of the siblings that a
+        first prefill forks: each sibling samples the parent's logits row with its own
+        generator (seeded by its index), so its tokens never depend on the batch."""
+        seqs = batch.seqs
+        if not seqs:
+            return [], {}
+        tokens = sample(logits, [s.request.params for s in seqs], [s.generator for s in seqs])
+        children: dict[int, list[ChildStart]] = {}
+        for i in batch.to_fork:
+            req = seqs[i].request
+            starts = []
+            for k in range(1, req.params.n):
+                gen = self._generator(req.params, k, req.request_id)
+                starts.append(ChildStart(sample(logits[i:i + 1], [req.params], [gen])[0], gen))
+            children[i] = starts
+        return tokens, children
+
+    def _record(self, batch: ScheduleResult, out: RunnerOutput, post: PostprocessResult,
+                t_start: float, step_time: float) -> StepRecord:
         self.step_count += 1
-        metrics = self._metrics(step_time, n_prompt, n_gen)
-        timings = dict(getattr(self.runner, "last_timings", {}) or {})
+        seqs = batch.seqs
+        n_prompt = batch.num_tokens if batch.is_prefill else 0   # uncached prompt tokens
+        metrics = self._metrics(step_time, n_prompt, post.num_generated)
         selection = self.selector.take_summary()
         return StepRecord(
             step=self.step_count, t_start=t_start, t_end=self.clock,
-            phase=("prefill" if sched.is_prefill else "decode") if seqs else "idle",
-            seq_ids=tuple(s.seq_id for s in seqs), events=self.sink.drain(),
-            metrics=metrics, finished=finished, op_timings_s=timings,
-            op_bytes=dict(getattr(self.runner, "last_bytes", {}) or {}), selection=selection)
-
-    def _postprocess(self, seqs, logits, tokens, is_prefill, finished) -> int:
-        n_gen = 0
-        now = self.clock
-        for i, seq in enumerate(seqs):
-            req = seq.request
-            seq.num_computed_tokens = len(seq)
-            new_seqs = [seq]
-            if is_prefill and not seq.forked:
-                new_seqs += self._fork_children(seq, logits[i:i + 1])
-            seq.token_ids.append(tokens[i])
-            for s in new_seqs:
-                self.block_manager.cache_full_blocks(s.seq_id, s.token_ids, s.num_computed_tokens)
-                n_gen += 1
-                if req.first_token_s is None:
-                    req.first_token_s = now
-                reason = self._stop_reason(s)
-                if reason is not None:
-                    s.finish_s = now
-                    self.scheduler.finish(s, reason)
-                    self.sink.emit(Finish(req.request_id, s.seq_id, reason, s.num_output_tokens))
-                    if req.finished:
-                        req.finish_s = now
-                        finished.extend(self._timings(req))
-                        del self.requests[req.request_id]
-                        for r in req.seqs:
-                            self._forget(r.seq_id)
-        return n_gen
-
-    def _fork_children(self, parent: Sequence, logits_row: torch.Tensor) -> list[Sequence]:
-        """n parallel samples: children share every prompt block of the parent."""
-        req = parent.request
-        parent.forked = True
-        children = []
-        for k in range(1, req.params.n):
-            gen = self._generator(req.params, k, req.request_id)
-            tok = sample(logits_row, [req.params], [gen])[0]
-            child = Sequence(req, parent.token_ids + [tok], gen, is_parent=False)
-            child.num_computed_tokens = parent.num_computed_tokens
-            child.status = SeqStatus.RUNNING
-            self.block_manager.fork(parent.seq_id, child.seq_id)
-            req.seqs.append(child)
-            self.scheduler.running.append(child)
-            children.append(child)
-        return children
-
-    def _forget(self, seq_id: int) -> None:
-        """Per-sequence selection state (h2o accumulators, tiers) ends with its blocks."""
-        self.selector.forget(seq_id)
-
-    def _stop_reason(self, seq: Sequence) -> str | None:
-        p = seq.request.params
-        last = seq.token_ids[-1]
-        if not p.ignore_eos and self.eos_token_id is not None and last == self.eos_token_id:
-            return "stop"
-        if last in p.stop_token_ids:
-            return "stop"
-        if seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:
-            return "length"
-        return None
+            phase=("prefill" if batch.is_prefill else "decode") if seqs else "idle",
+            seq_ids=tuple(s.seq_id for s in seqs), events=self.sink.drain(), metrics=metrics,
+            finished=[t for req in post.finished for t in self._timings(req)],
+            op_timings_s=out.timings, op_bytes=out.bytes_moved, selection=selection)
 
     def _timings(self, req: Request) -> list[RequestTiming]:
         return [RequestTiming(

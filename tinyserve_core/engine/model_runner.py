@@ -3,19 +3,38 @@
 Prefill packs the uncached tokens of every item into one forward (varlen: the linear
 layers see all tokens at once, attention runs per sequence over its pages); decode runs
 one token per sequence in a single batched forward, replayed from a CUDA graph on a GPU
-(engine/cuda_graphs.py). Logits come back float32, one row per item (the last position)."""
+(engine/cuda_graphs.py). Both return a RunnerOutput: float32 logits, one row per item
+(the last position), and, when profiling, the step's per-op timings and bytes moved.
+
+Profiling never switches CUDA graphs off: a replayed step is timed whole ("total",
+CUDA events around the replay) and every `profile_every`-th graph step runs eagerly
+instead, to sample the per-op breakdown. Eager steps (CPU, prefill) are broken down
+every time."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .. import kernels
 from ..kv.kv_cache import KVCache
 from ..model.llama import LlamaForCausalLM, PagedBatch
+
+
+# Graph-replayed decode steps per eager, per-op profiled one (the breakdown's sample rate).
+PROFILE_EVERY = 16
+
+
+@dataclass
+class RunnerOutput:
+    """What one forward of the runner produced."""
+    logits: torch.Tensor                                          # float32 [items, V]
+    timings: dict[str, float] = field(default_factory=dict)       # op family -> s (profiling)
+    bytes_moved: dict[str, int] = field(default_factory=dict)     # op family -> bytes (profiling)
 
 
 @dataclass
@@ -102,7 +121,7 @@ class _SelectedPages:
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, selector=None,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, profile: bool = False, profile_every: int = PROFILE_EVERY):
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
@@ -110,24 +129,26 @@ class ModelRunner:
         self.block_size = block_size
         self.kv = KVCache.for_model(self.config, num_blocks, block_size, dtype, self.device)
         self.selector = selector
-        # Decode steps replay CUDA graphs on a GPU unless profiling (which times each op)
-        # or a selection that works on the host every step rules them out.
+        # Decode steps replay CUDA graphs on a GPU unless a selection that works on the
+        # host every step rules them out.
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs = None
-        self.profile = False
-        self.last_timings: dict[str, float] = {}
-        self.last_bytes: dict[str, int] = {}     # bytes each op family moved (profiling)
+        self.profile = profile
+        if not (isinstance(profile_every, int) and profile_every >= 1):
+            raise ValueError(f"profile_every must be an integer >= 1, got {profile_every!r}")
+        self.profile_every = profile_every
+        self._graph_steps = 0    # graph-eligible decode steps seen while profiling
         # Weight bytes of the matrix products: every forward reads each weight once.
         self._weight_bytes = sum(m.weight.numel() * m.weight.element_size()
                                  for m in self.model.modules() if isinstance(m, torch.nn.Linear))
 
     # ---- public API ------------------------------------------------------------------
     @torch.inference_mode()
-    def prefill(self, items: list[PrefillItem]) -> torch.Tensor:
-        """Compute tokens num_cached..len-1 of every item in one packed forward; returns
-        float32 logits [len(items), V] at each item's last position."""
+    def prefill(self, items: list[PrefillItem]) -> RunnerOutput:
+        """Compute tokens num_cached..len-1 of every item in one packed forward; its
+        logits are float32 [len(items), V] at each item's last position."""
         if not items:
-            return torch.empty(0, self.config.vocab_size)
+            return RunnerOutput(torch.empty(0, self.config.vocab_size))
         bs = self.block_size
         ids, pos, slots, starts, cached, lens = [], [], [], [0], [], []
         for it in items:
@@ -155,22 +176,22 @@ class ModelRunner:
         return self._run(input_ids, torch.cat(pos).to(self.device), batch)
 
     @torch.inference_mode()
-    def decode(self, items: list[DecodeItem]) -> torch.Tensor:
+    def decode(self, items: list[DecodeItem]) -> RunnerOutput:
         """One new token per sequence, all in one forward; float32 logits [B, V]."""
         if not items:
-            return torch.empty(0, self.config.vocab_size)
+            return RunnerOutput(torch.empty(0, self.config.vocab_size))
         bs = self.block_size
         slots = []
         for it in items:
             self._check_table(it.seq_id, it.block_table, it.position + 1)
             slots.append(it.block_table[it.position // bs] * bs + it.position % bs)
         sel_key = self._graph_key()
-        if sel_key is not None:
+        if sel_key is not None and not self._breakdown_due():
+            timer = OpTimer(self.device) if self.profile else None
             logits = self._decode_graphs().run([it.token_id for it in items], [it.position for it in items], slots,
-                                               [it.block_table for it in items], sel_key, self.selector)
+                                               [it.block_table for it in items], sel_key, self.selector, timer)
             if logits is not None:
-                self.last_timings, self.last_bytes = {}, {}
-                return logits
+                return RunnerOutput(logits, timer.result() if timer is not None else {})
         positions = torch.tensor([it.position for it in items], dtype=torch.int64, device=self.device)
         batch = PagedBatch(
             is_prefill=False,
@@ -198,34 +219,39 @@ class ModelRunner:
     def _decode_graphs(self):
         if self._graphs is None:
             from .cuda_graphs import DecodeGraphs
-            max_pos = getattr(self.config, "max_position_embeddings", None) or 2048
+            max_pos = self.config.max_position_embeddings
             self._graphs = DecodeGraphs(self.model, self.kv, self.device, -(-max_pos // self.block_size))
         return self._graphs
 
     def _graph_key(self):
         """What a decode-step graph depends on besides shapes (the selection policy and
-        its parameters), or None when this step must run eagerly: graphs off, profiling,
-        the torch reference ops (they loop on the host per sequence), or a selection that
-        works on the host every step."""
-        if not self.cuda_graphs or self.profile or kernels.backend_for(self.device) is kernels.reference:
+        its parameters), or None when this step must run eagerly: graphs off, the torch
+        reference ops (they loop on the host per sequence), or a selection that works on
+        the host every step."""
+        if not self.cuda_graphs or kernels.backend_for(self.device) is kernels.reference:
             return None
         return "no selector" if self.selector is None else self.selector.graph_key()
 
-    def _run(self, input_ids, positions, batch: PagedBatch) -> torch.Tensor:
+    def _breakdown_due(self) -> bool:
+        """While profiling, whether this graph-eligible decode step runs eagerly to take
+        the per-op breakdown (the first, then every profile_every-th)."""
         if not self.profile:
-            self.last_timings, self.last_bytes = {}, {}
-            return self.model.forward_paged(input_ids, positions, batch, self.kv).float()
+            return False
+        due = self._graph_steps % self.profile_every == 0
+        self._graph_steps += 1
+        return due
+
+    def _run(self, input_ids, positions, batch: PagedBatch) -> RunnerOutput:
+        if not self.profile:
+            return RunnerOutput(self.model.forward_paged(input_ids, positions, batch, self.kv).float())
         timer = OpTimer(self.device)
-        batch.timer = timer
         counter = _SelectedPages(batch.selector) if batch.selector is not None else None
-        batch.selector = counter
+        batch = dataclasses.replace(batch, timer=timer, selector=counter)
         with timer("total"):
             logits = self.model.forward_paged(input_ids, positions, batch, self.kv).float()
         timings = timer.result()
         timings["other"] = max(0.0, timings["total"] - sum(v for k, v in timings.items() if k != "total"))
-        self.last_timings = timings
-        self.last_bytes = self._bytes_moved(batch, counter)
-        return logits
+        return RunnerOutput(logits, timings, self._bytes_moved(batch, counter))
 
     def _bytes_moved(self, batch: PagedBatch, counter: "_SelectedPages | None") -> dict[str, int]:
         """The fewest bytes each op family must move this step (each input read once,

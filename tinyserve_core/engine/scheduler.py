@@ -1,6 +1,12 @@
 """Continuous-batching scheduler: FCFS admission, prefill steps before decode steps
 (as nano-vllm), preemption by recompute when the block pool runs dry.
 
+The scheduler owns the sequences and their blocks: it admits, preempts and finishes
+them, forks the n-1 siblings of a sampled request after its prefill and registers the
+full blocks of every step with the prefix cache (`postprocess`). The engine only runs
+the model and samples; what changed comes back in the results (preempted sequences in
+`ScheduleResult`, finished requests in `PostprocessResult`), never by a callback.
+
 Every step is either a prefill batch (new or preempted sequences, up to the token
 budget) or a decode batch (one token for every running sequence). When a running
 sequence cannot get a slot, the most recently admitted running sequence is preempted:
@@ -12,9 +18,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import torch
+
 from ..kv.block_manager import BlockManager
-from ..observe.events import EventSink, Preempt
-from .request import Sequence, SeqStatus
+from ..observe.events import EventSink, Finish, Preempt
+from .request import Request, Sequence, SeqStatus
 
 
 @dataclass
@@ -25,19 +33,41 @@ class ScheduleResult:
     preempted: list[Sequence] = field(default_factory=list)
     num_tokens: int = 0
 
+    @property
+    def to_fork(self) -> list[int]:
+        """Rows of `seqs` whose request forks its siblings after this (first) prefill."""
+        if not self.is_prefill:
+            return []
+        return [i for i, s in enumerate(self.seqs) if not s.forked]
+
+
+@dataclass(frozen=True)
+class ChildStart:
+    """A forked sibling's first token, sampled from its parent's prefill logits with the
+    sibling's own generator (which it keeps)."""
+    token: int
+    generator: torch.Generator | None
+
+
+@dataclass
+class PostprocessResult:
+    num_generated: int = 0                                   # tokens appended, forks included
+    finished: list[Request] = field(default_factory=list)   # requests done this step
+
 
 class Scheduler:
     def __init__(self, block_manager: BlockManager, max_num_seqs: int,
-                 max_num_batched_tokens: int, sink: EventSink | None = None,
-                 on_preempt=None):
+                 max_num_batched_tokens: int, sink: EventSink | None = None, *,
+                 max_model_len: int, eos_token_id: int | None = None):
         self.bm = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.sink = sink
+        self.max_model_len = max_model_len
+        self.eos_token_id = eos_token_id
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
-        self.on_preempt = on_preempt  # e.g. the selector forgets the sequence's state
 
     def add(self, seq: Sequence) -> None:
         seq.status = SeqStatus.WAITING
@@ -46,13 +76,14 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def schedule(self) -> ScheduleResult:
-        result = self._schedule_prefill()
+    # -- schedule --------------------------------------------------------------------
+    def schedule(self, now: float = 0.0) -> ScheduleResult:
+        result = self._schedule_prefill(now)
         if result.seqs:
             return result
         return self._schedule_decode()
 
-    def _schedule_prefill(self) -> ScheduleResult:
+    def _schedule_prefill(self, now: float) -> ScheduleResult:
         scheduled: list[Sequence] = []
         num_tokens = 0
         while self.waiting:
@@ -71,6 +102,8 @@ class Scheduler:
             seq.num_computed_tokens = num_cached
             if seq.is_parent and seq.num_preemptions == 0:
                 seq.request.num_cached_tokens = num_cached
+            if seq.request.first_scheduled_s is None:
+                seq.request.first_scheduled_s = now
             num_tokens += len(seq) - num_cached
             self.waiting.popleft()
             seq.status = SeqStatus.RUNNING
@@ -108,14 +141,69 @@ class Scheduler:
         seq.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
-        if self.on_preempt is not None:
-            self.on_preempt(seq)
         if self.sink is not None:
             self.sink.emit(Preempt(seq.request.request_id, seq.seq_id, n_blocks))
 
-    def finish(self, seq: Sequence, reason: str) -> None:
+    # -- after the forward -------------------------------------------------------------
+    def postprocess(self, batch: ScheduleResult, tokens: list[int],
+                    children: dict[int, list[ChildStart]], now: float) -> PostprocessResult:
+        """Append each sequence's sampled token; fork the siblings of a first prefill
+        (`children`: row of `batch.seqs` -> its siblings' first tokens, in order); register
+        the blocks that became full and computed; finish what stops. Called once per
+        step after the model wrote the KV of every scheduled token."""
+        out = PostprocessResult()
+        for i, seq in enumerate(batch.seqs):
+            req = seq.request
+            seq.num_computed_tokens = len(seq)
+            new_seqs = [seq]
+            if i in children:
+                new_seqs += self._fork(seq, children[i])
+            seq.token_ids.append(tokens[i])
+            for s in new_seqs:
+                self.bm.cache_full_blocks(s.seq_id, s.token_ids, s.num_computed_tokens)
+                out.num_generated += 1
+                if req.first_token_s is None:
+                    req.first_token_s = now
+                reason = self._stop_reason(s)
+                if reason is not None:
+                    s.finish_s = now
+                    self._finish(s, reason)
+                    if req.finished:
+                        req.finish_s = now
+                        out.finished.append(req)
+        return out
+
+    def _fork(self, parent: Sequence, starts: list[ChildStart]) -> list[Sequence]:
+        """n parallel samples: children share every prompt block of the parent."""
+        req = parent.request
+        parent.forked = True
+        children = []
+        for start in starts:
+            child = Sequence(req, parent.token_ids + [start.token], start.generator, is_parent=False)
+            child.num_computed_tokens = parent.num_computed_tokens
+            child.status = SeqStatus.RUNNING
+            self.bm.fork(parent.seq_id, child.seq_id)
+            req.seqs.append(child)
+            self.running.append(child)
+            children.append(child)
+        return children
+
+    def _stop_reason(self, seq: Sequence) -> str | None:
+        p = seq.request.params
+        last = seq.token_ids[-1]
+        if not p.ignore_eos and self.eos_token_id is not None and last == self.eos_token_id:
+            return "stop"
+        if last in p.stop_token_ids:
+            return "stop"
+        if seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:
+            return "length"
+        return None
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = reason
         self.bm.free(seq.seq_id)
         if seq in self.running:
             self.running.remove(seq)
+        if self.sink is not None:
+            self.sink.emit(Finish(seq.request.request_id, seq.seq_id, reason, seq.num_output_tokens))

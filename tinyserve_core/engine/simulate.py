@@ -56,7 +56,7 @@ class Simulation:
             params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
                                     max_tokens=w.max_tokens, n=w.n, ignore_eos=True)
             prompt = w.prompt_token_ids if w.prompt_token_ids is not None else w.prompt
-            eng.add_request(prompt, params, arrival_s=w.arrival_s, salt=getattr(w, "salt", None))
+            eng.add_request(prompt, params, arrival_s=w.arrival_s, salt=w.salt)
 
     def restart_arrivals(self, config: EngineConfig) -> None:
         """Live workload change: the arrivals still to come are replaced by the new

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import threading
 import time
 import types
 from pathlib import Path
@@ -31,7 +30,6 @@ SOURCES = ("bindings.cpp", "attention_ops.cu", "cache_ops.cu", "alloc_ops.cu")
 STALE_LOCK_SECONDS = float(os.environ.get("TINYSERVE_BUILD_LOCK_STALE_S", 600))
 
 _warned = False
-_lock = threading.Lock()
 _state: dict = {"status": "not built", "seconds": None, "error": None, "arch": None,
                 "build_dir": None}
 _ext = None
@@ -119,50 +117,49 @@ def clear_stale_lock(folder: Path, max_age_s: float = STALE_LOCK_SECONDS) -> boo
 
 
 def build(verbose: bool = False):
-    """Compile (or load the cached build of) the extension and return it."""
+    """Compile (or load the cached build of) the extension and return it. No thread
+    lock: the first CUDA op of a process runs on its engine's loop (the GUI thread never
+    builds; separate processes are kept apart by torch's file lock in the build folder)."""
     global _ext
-    if _ext is not None:  # every op calls this: stay lock-free once loaded
+    if _ext is not None:
         return _ext
-    with _lock:
-        if _ext is not None:
-            return _ext
-        from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import load
 
-        cap = _target_capability()
-        flag = arch_flag(cap)
-        folder = build_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        clear_stale_lock(folder)
-        _state.update(arch=flag.split("code=")[-1], build_dir=str(folder))
-        print(f"tinyserve: building CUDA kernels for {_state['arch']} in {folder} "
-              "(first use compiles, ~1 min; later runs load the cache) ...",
-              file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            ext = load(
-                name=EXT_NAME,
-                sources=[str(CSRC / s) for s in SOURCES],
-                extra_cflags=["-O3", "-std=c++17"],
-                # No --use_fast_math: page_scores rounds toward +inf to keep its bound exact.
-                extra_cuda_cflags=["-O3", "-std=c++17", flag, "-lineinfo"],
-                extra_include_paths=[str(CSRC)],
-                build_directory=str(folder),
-                verbose=verbose,
-            )
-        except Exception as e:  # report, then let the caller decide (reference or raise)
-            _state.update(status="failed", error=f"{type(e).__name__}: {e}".strip()[-2000:],
-                          seconds=time.perf_counter() - t0)
-            raise
-        # the wrappers get the extension from here (they never import this module, so
-        # loader and wrappers form no import cycle); bound before `_ext` is published,
-        # so the lock-free path above never hands out unbound wrappers
-        from . import _cuda_ops
+    cap = _target_capability()
+    flag = arch_flag(cap)
+    folder = build_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    clear_stale_lock(folder)
+    _state.update(arch=flag.split("code=")[-1], build_dir=str(folder))
+    print(f"tinyserve: building CUDA kernels for {_state['arch']} in {folder} "
+          "(first use compiles, ~1 min; later runs load the cache) ...",
+          file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        ext = load(
+            name=EXT_NAME,
+            sources=[str(CSRC / s) for s in SOURCES],
+            extra_cflags=["-O3", "-std=c++17"],
+            # No --use_fast_math: page_scores rounds toward +inf to keep its bound exact.
+            extra_cuda_cflags=["-O3", "-std=c++17", flag, "-lineinfo"],
+            extra_include_paths=[str(CSRC)],
+            build_directory=str(folder),
+            verbose=verbose,
+        )
+    except Exception as e:  # report, then let the caller decide (reference or raise)
+        _state.update(status="failed", error=f"{type(e).__name__}: {e}".strip()[-2000:],
+                      seconds=time.perf_counter() - t0)
+        raise
+    # the wrappers get the extension from here (they never import this module, so
+    # loader and wrappers form no import cycle); bound before `_ext` is published,
+    # so the early return above never hands out unbound wrappers
+    from . import _cuda_ops
 
-        _cuda_ops.bind(ext)
-        _ext = ext
-        _state.update(status="built", seconds=time.perf_counter() - t0, error=None)
-        print(f"tinyserve: CUDA kernels ready in {_state['seconds']:.1f} s", file=sys.stderr)
-        return _ext
+    _cuda_ops.bind(ext)
+    _ext = ext
+    _state.update(status="built", seconds=time.perf_counter() - t0, error=None)
+    print(f"tinyserve: CUDA kernels ready in {_state['seconds']:.1f} s", file=sys.stderr)
+    return _ext
 
 
 def _unavailable_reason() -> str | None:

@@ -350,7 +350,8 @@ class BlockManager:
             num_evictions=pool.num_evictions)
 
     def blocks_snapshot(self) -> BlocksSnapshot:
-        """Per-block arrays for the GUI: O(num_blocks) memcpy, no Python loop."""
+        """Per-block arrays for the GUI: O(num_blocks) memcpy, no Python loop. Fill is
+        in tokens (`num_tokens`); a view divides by `block_size` itself."""
         pool = self.pool
         ref = pool.ref_cnt.copy()
         cached = pool.is_cached.copy()

@@ -36,11 +36,12 @@ class KVStats:
 
 @dataclass(frozen=True, slots=True)
 class BlocksSnapshot:
-    """Copies of the per-block arrays, safe to read from another thread."""
+    """Copies of the per-block arrays, safe to read from another thread. The one
+    contract of the pool views: these names, these units."""
     block_size: int
     ref_cnt: np.ndarray      # int32
     owner: np.ndarray        # int64, first owning seq id, -1 when none
-    fill: np.ndarray         # int32, tokens stored (a cached-free block stays full)
+    num_tokens: np.ndarray   # int32, tokens stored, always tokens (a cached-free block stays full)
     is_cached: np.ndarray    # bool, has a hash (in the prefix cache)
     evictable: np.ndarray    # bool, ref 0 and hashed
 

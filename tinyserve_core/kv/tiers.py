@@ -24,7 +24,6 @@ is what a real offloading engine would have to transfer under this policy.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +69,6 @@ class _Residency:
 
 class TieredPageCache:
     def __init__(self, capacity_pages: int, policy: str = "lru", decay: float = 0.9):
-        self._lock = threading.Lock()
         self.capacity_pages, self.policy, self.decay = self._validate(capacity_pages, policy, decay)
         self._state: dict[int, dict[int, _Residency]] = {}
         self._clock = 0
@@ -92,16 +90,13 @@ class TieredPageCache:
             self.capacity_pages if capacity_pages is None else capacity_pages,
             self.policy if policy is None else policy,
             self.decay if decay is None else decay)
-        with self._lock:
-            self.capacity_pages, self.policy, self.decay = cap, pol, dec
+        self.capacity_pages, self.policy, self.decay = cap, pol, dec
 
     def forget(self, seq_id: int) -> None:
-        with self._lock:
-            self._state.pop(seq_id, None)
+        self._state.pop(seq_id, None)
 
     def reset_counters(self) -> None:
-        with self._lock:
-            self.totals = TierCounters()
+        self.totals = TierCounters()
 
     def resident_pages(self, seq_id: int, layer: int) -> np.ndarray:
         st = self._state.get(seq_id, {}).get(layer)
@@ -113,26 +108,25 @@ class TieredPageCache:
         sel = np.unique(np.asarray(selected, dtype=np.int64))
         if sel.size and (sel[0] < 0 or sel[-1] >= num_pages):
             raise ValueError(f"selected pages out of range [0, {num_pages}): {sel.tolist()}")
-        with self._lock:
-            self._clock += 1
-            st = self._grow(seq_id, layer, num_pages)
-            n = st.n
-            before = st.resident[:n].copy()
-            hits = int(before[sel].sum())
-            misses = int(sel.size - hits)
-            if self.policy == "lfu":
-                st.freq[:n] *= self.decay
-                st.freq[sel] += 1.0
-            st.resident[sel] = True
-            st.last_used[sel] = self._clock
-            evicted = self._evict(st, sel)
-            acc = TierAccess(hits, misses, misses * int(page_bytes), evicted, before)
-            t = self.totals
-            t.hits += hits
-            t.misses += misses
-            t.bytes_moved += acc.bytes_moved
-            t.evictions += evicted
-            return acc
+        self._clock += 1
+        st = self._grow(seq_id, layer, num_pages)
+        n = st.n
+        before = st.resident[:n].copy()
+        hits = int(before[sel].sum())
+        misses = int(sel.size - hits)
+        if self.policy == "lfu":
+            st.freq[:n] *= self.decay
+            st.freq[sel] += 1.0
+        st.resident[sel] = True
+        st.last_used[sel] = self._clock
+        evicted = self._evict(st, sel)
+        acc = TierAccess(hits, misses, misses * int(page_bytes), evicted, before)
+        t = self.totals
+        t.hits += hits
+        t.misses += misses
+        t.bytes_moved += acc.bytes_moved
+        t.evictions += evicted
+        return acc
 
     def _grow(self, seq_id: int, layer: int, n: int) -> _Residency:
         layers = self._state.setdefault(seq_id, {})

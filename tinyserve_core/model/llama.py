@@ -161,7 +161,8 @@ class PagedBatch:
     num_cached: list[int] = field(default_factory=list)    # prefill only
     logits_indices: torch.Tensor | None = None             # rows whose logits are wanted
     selector: Any = None                                   # decode page-selection hook
-    timer: Callable[[str], Any] = _no_timer                # op-family timer (profiling)
+    # op-family timer while profiling: timer(name) is a context manager around the ops
+    timer: Callable[[str], contextlib.AbstractContextManager] | None = None
 
 
 class LlamaForCausalLM(nn.Module):
@@ -208,7 +209,7 @@ class LlamaForCausalLM(nn.Module):
         """Run packed tokens input_ids[N] at positions[N] against the paged cache `kv`
         (a KVCache). Writes every token's K/V (+ page key min/max) and returns logits
         [len(logits_indices), V] (all N rows when logits_indices is None)."""
-        t = batch.timer
+        t = _no_timer if batch.timer is None else batch.timer
         x = self.model.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(positions, self.model.inv_freq, x.dtype)
         for i, layer in enumerate(self.model.layers):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,11 +42,10 @@ def _us(seconds: float) -> float:
 
 class TraceWriter:
     """Builds the trace one StepRecord at a time, so a running session can be saved
-    at any moment (the GUI's "export trace" while the engine runs). `add` and `save`
-    may be called from different threads."""
+    at any moment (the GUI's "export trace" while the engine runs). The engine host
+    calls `add` and `save` on the engine's own loop, between steps: no lock."""
 
     def __init__(self, process_name: str = "TinyServe engine", metadata: dict[str, Any] | None = None):
-        self._lock = threading.Lock()
         self._process_name = process_name
         self._metadata = dict(metadata or {})
         self._events: list[dict[str, Any]] = []
@@ -59,13 +57,11 @@ class TraceWriter:
 
     # -- feeding ------------------------------------------------------------------
     def add(self, record: StepRecord) -> None:
-        with self._lock:
-            self._add(record)
+        self._add(record)
 
     def extend(self, records: Iterable[StepRecord]) -> None:
-        with self._lock:
-            for r in records:
-                self._add(r)
+        for r in records:
+            self._add(r)
 
     def _add(self, rec: StepRecord) -> None:
         self.num_steps += 1
@@ -143,17 +139,16 @@ class TraceWriter:
 
     # -- output -------------------------------------------------------------------
     def trace(self) -> dict[str, Any]:
-        with self._lock:
-            end = self._last_ts_us
-            events = list(self._events)
-            next_id = len(self._async_ids) + 1   # past every finished request's id
-            for i, (request_id, first_seen) in enumerate(sorted(self._open.items(), key=lambda kv: kv[1])):
-                aid = next_id + i
-                name = f"request {request_id}"
-                events.append(_async("b", name, first_seen, aid,
-                                     {"request_id": request_id, "unfinished": True}))
-                events.append(_async("e", name, max(end, first_seen), aid))
-            meta = dict(self._metadata, num_steps=self.num_steps)
+        end = self._last_ts_us
+        events = list(self._events)
+        next_id = len(self._async_ids) + 1   # past every finished request's id
+        for i, (request_id, first_seen) in enumerate(sorted(self._open.items(), key=lambda kv: kv[1])):
+            aid = next_id + i
+            name = f"request {request_id}"
+            events.append(_async("b", name, first_seen, aid,
+                                 {"request_id": request_id, "unfinished": True}))
+            events.append(_async("e", name, max(end, first_seen), aid))
+        meta = dict(self._metadata, num_steps=self.num_steps)
         # stable: equal timestamps keep their emission order (parent b before child b)
         events.sort(key=lambda e: e["ts"])
         head = [

@@ -2,13 +2,12 @@
 
 A policy turns one decode step of one layer into `page_indices[B, Hkv, S]` (logical
 page numbers, ascending, -1 padding) or None for dense. Parameters live in a frozen
-dataclass that `update(**params)` validates and swaps under a lock, so the GUI can
-retune a running engine and a step always sees one consistent set."""
+dataclass that `update(**params)` validates and swaps whole (all or none), so a
+running engine is retuned between steps and a step always sees one consistent set."""
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -71,7 +70,6 @@ class Policy:
     _validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
 
     def __init__(self, **params):
-        self._lock = threading.Lock()
         self._params = self.Params()
         if params:
             self.update(**params)
@@ -89,10 +87,9 @@ class Policy:
                 allowed = ", ".join(sorted(self._validators)) or "none"
                 raise ConfigError(key, f"not a parameter of the {self.name} policy (allowed: {allowed})")
             clean[key] = check(key, value)
-        with self._lock:
-            new = dataclasses.replace(self._params, **clean)
-            self._check_params(new)
-            self._params = new
+        new = dataclasses.replace(self._params, **clean)
+        self._check_params(new)
+        self._params = new
 
     def _check_params(self, p) -> None:
         """Cross-field checks; raise ConfigError naming the field."""

@@ -15,7 +15,6 @@ baseline, not a fast path. `forget(seq_id)` drops a finished sequence's state.""
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import torch
@@ -63,24 +62,21 @@ class H2OPolicy(Policy):
 
     def __init__(self, **params):
         self._state: dict[int, dict[int, _SeqState]] = {}
-        self._state_lock = threading.Lock()
         super().__init__(**params)
 
     def forget(self, seq_id: int) -> None:
-        with self._state_lock:
-            self._state.pop(seq_id, None)
+        self._state.pop(seq_id, None)
 
     def tracked_sequences(self) -> list[int]:
         return sorted(self._state)
 
     def _state_for(self, seq_id: int, layer: int, hkv: int, n: int, device) -> _SeqState:
-        with self._state_lock:
-            layers = self._state.setdefault(seq_id, {})
-            st = layers.get(layer)
-            if st is None or st.n_seen > n:  # new, or recomputed after preemption
-                st = layers[layer] = _SeqState(hkv, n, device)
-            st.grow(n)
-            return st
+        layers = self._state.setdefault(seq_id, {})
+        st = layers.get(layer)
+        if st is None or st.n_seen > n:  # new, or recomputed after preemption
+            st = layers[layer] = _SeqState(hkv, n, device)
+        st.grow(n)
+        return st
 
     def select(self, ctx: SelectContext) -> Selection:
         p = self.params

@@ -1,13 +1,11 @@
 """The object the model runner calls at each decode step for each layer.
 
 `PageSelector` holds the live policy, the optional two-tier cache and the optional
-statistics; every piece can be swapped or retuned while the engine runs (the GUI
-thread calls `set_policy` / `update` / `set_tiers` / `set_stats`, the engine thread
-calls `select`; each `select` reads one consistent configuration)."""
+statistics; every piece can be swapped or retuned between steps while the engine
+runs (`set_policy` / `update` / `set_tiers` / `set_stats`). Like everything the
+engine holds, it is used from the engine's loop only (see Engine), so no lock."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import torch
@@ -24,7 +22,6 @@ class PageSelector:
     def __init__(self, policy: str | Policy = "dense", *, tier_pages: int | None = None,
                  tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False,
                  sink: EventSink | None = None, **params):
-        self._lock = threading.Lock()
         self._policy = policy if isinstance(policy, Policy) else make_policy(policy, **params)
         if isinstance(policy, Policy) and params:
             self._policy.update(**params)
@@ -49,8 +46,7 @@ class PageSelector:
         """Switch policy (validated before anything changes). Per-sequence state of
         the old policy is dropped with it."""
         new = make_policy(name, **params)
-        with self._lock:
-            self._policy = new
+        self._policy = new
 
     def update(self, **params) -> None:
         """Apply engine-level settings live: `policy` (switch), `tier_pages` (0 or None
@@ -65,8 +61,7 @@ class PageSelector:
             params[key] = shared_validator(key)(key, value)
         if stats is not None and not isinstance(stats, bool):
             raise ConfigError("stats", f"must be true or false, got {stats!r}")
-        with self._lock:
-            current, tiers = self._policy, self._tiers
+        current, tiers = self._policy, self._tiers
         cap = pol = dec = None
         if tier_keys:
             cap = tier_keys.get("tier_pages", tiers.capacity_pages if tiers else None)
@@ -88,24 +83,21 @@ class PageSelector:
                 new_tiers = TieredPageCache(cap, pol, dec)
             else:
                 tiers.update(cap, pol, dec)
-        with self._lock:
-            self._policy, self._tiers = new_policy, new_tiers
+        self._policy, self._tiers = new_policy, new_tiers
         if stats is not None:
             self.set_stats(stats)
 
     def set_tiers(self, tier_pages: int | None, tier_policy: str = "lru", tier_decay: float = 0.9) -> None:
         new = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
-        with self._lock:
-            self._tiers = new
+        self._tiers = new
 
     def set_stats(self, enabled: bool, sink: EventSink | None = None) -> None:
-        with self._lock:
-            if sink is not None:
-                self._sink = sink
-            if not enabled:
-                self._stats = None
-            elif self._stats is None:
-                self._stats = SelectionStats(self._sink)
+        if sink is not None:
+            self._sink = sink
+        if not enabled:
+            self._stats = None
+        elif self._stats is None:
+            self._stats = SelectionStats(self._sink)
 
     def take_summary(self) -> SelectionSummary | None:
         st = self._stats
@@ -113,8 +105,7 @@ class PageSelector:
 
     def forget(self, seq_id: int) -> None:
         """A sequence finished or was preempted: drop its policy and tier state."""
-        with self._lock:
-            policy, tiers = self._policy, self._tiers
+        policy, tiers = self._policy, self._tiers
         policy.forget(seq_id)
         if tiers is not None:
             tiers.forget(seq_id)
@@ -123,10 +114,9 @@ class PageSelector:
         """What a captured decode step bakes in (the policy and its parameters, hashable),
         or None when selection must run on the host every step: statistics, a two-tier
         cache, or a policy that decides on the host (`graph_safe` False)."""
-        with self._lock:
-            if self._stats is not None or self._tiers is not None or not self._policy.graph_safe:
-                return None
-            return (self._policy.name, self._policy.params)
+        if self._stats is not None or self._tiers is not None or not self._policy.graph_safe:
+            return None
+        return (self._policy.name, self._policy.params)
 
     def describe(self) -> dict:
         out = self._policy.describe()
@@ -138,8 +128,7 @@ class PageSelector:
     # ---- the runner hook ------------------------------------------------------------
     def select(self, layer, query: torch.Tensor, kv, layer_idx: int, block_tables: torch.Tensor,
                seq_lens: torch.Tensor, seq_ids) -> torch.Tensor | None:
-        with self._lock:
-            policy, tiers, stats = self._policy, self._tiers, self._stats
+        policy, tiers, stats = self._policy, self._tiers, self._stats
         metas = getattr(kv, "metas", None)
         if metas is None or metas[layer_idx] is None:
             raise ValueError("page selection needs the KV cache's page metadata (kv.metas)")

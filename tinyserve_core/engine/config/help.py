@@ -37,6 +37,8 @@ HELP = {
     "recent_pages": "streaming/h2o: recent window in pages (0 = half the budget)",
     "tier_pages": "fast-tier pages per sequence (0 = no tiering)", "tier_policy": "lru | lfu",
     "stats": "selection statistics on (recall, oracle pages, violations)",
+    "profile": "time each op family per step (the Kernels view, op_ms in traces); CUDA-graph "
+               "steps are timed whole, with an eager per-op breakdown every 16th",
     "trace": "write a Chrome/Perfetto trace JSON here", "metrics": "write per-step metrics CSV here",
     "summary_json": "write the run summary JSON here",
 }

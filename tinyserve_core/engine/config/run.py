@@ -31,7 +31,7 @@ class EngineConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)   # CLI runs only
+    output: OutputConfig = field(default_factory=OutputConfig)   # what a run records and writes
     # Seeds the workload and sampling alike, so it belongs to neither section.
     seed: int = 0
 

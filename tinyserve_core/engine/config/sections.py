@@ -155,10 +155,14 @@ class WorkloadConfig:
 
 @dataclass
 class OutputConfig:
-    """Files a command-line run writes when it ends."""
+    """What a run records: per-op timings in its StepRecords (`profile`, the GUI turns it
+    on) and the files a command-line run writes when it ends."""
+    profile: bool = False
     trace: str | None = None
     metrics: str | None = None
     summary_json: str | None = None
 
     def validate(self) -> None:
         """Any path is accepted: the files are only opened when the run ends."""
+        if not isinstance(self.profile, bool):
+            raise ConfigError("profile", f"must be true or false, got {self.profile!r}")

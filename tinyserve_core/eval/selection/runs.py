@@ -50,7 +50,7 @@ class _Prefilled:
             active = [i for i, t in enumerate(self.tasks) if s < len(t.feed)]
             items = [DecodeItem(i, self.tasks[i].feed[s], len(self.tasks[i].prefill) + s, self.tables[i])
                      for i in active]
-            logp = torch.log_softmax(self.runner.decode(items).float(), dim=-1).cpu()
+            logp = torch.log_softmax(self.runner.decode(items).logits, dim=-1).cpu()
             tgt = torch.tensor([self.tasks[i].targets[s] for i in active])
             step_nll = -logp.gather(1, tgt[:, None]).squeeze(1)
             top = logp.argmax(-1)

@@ -28,7 +28,7 @@ python3 -m tinyserve_core.cli info | tee -a "$OUT/gpu.txt"
 echo "build done at $((SECONDS - t0)) s"
 # Qt-free test folders only: the GPU machine has no PySide6 and no OMPL.
 has tests && timeout 200 python3 -m pytest -m cuda -q -p no:cacheprovider \
-  tests/kernels tests/engine tests/model tests/selection 2>&1 | tee "$OUT/cuda_tests.log" | tail -n 15
+  tests/kernels tests/engine tests/model tests/selection tests/bench tests/eval 2>&1 | tee "$OUT/cuda_tests.log" | tail -n 15
 has tune && timeout 150 python3 tools/gpu_tune.py > "$OUT/tune.log" 2>&1
 has kernels && timeout 200 python3 -m tinyserve_core.cli bench kernels --json "$OUT/bench_kernels.json" \
   > "$OUT/bench_kernels.log" 2>&1

@@ -30,7 +30,8 @@ def _add_lm(sub) -> None:
                                    "re-tokenized with the model's own tokenizer).")
     p.add_argument("--model", default=None, help="HF checkpoint folder (None: the shipped model)")
     p.add_argument("--docs-root", default=None,
-                   help="Python docs sources (None: /usr/share/doc/python3.11/html/_sources)")
+                   help="Python docs sources to split again (None: the shipped held-out doc files, "
+                        "the same on every host)")
     p.add_argument("--stdlib-root", default=None, help="stdlib sources (None: /usr/lib/python3.11)")
     p.add_argument("--heldout-frac", type=float, default=0.05, help="the training run's held-out fraction")
     p.add_argument("--n-passkey", type=int, default=200, help="pass-key samples per length")
@@ -66,7 +67,12 @@ def run_lm(args) -> int:
     context = args.context or min(max_ctx, 2048)
     if context > max_ctx:
         raise ConfigError("--context", f"{context} exceeds the model's max_position_embeddings {max_ctx}")
-    split = corpus.split_documents(corpus.collect_documents(args.docs_root, args.stdlib_root), args.heldout_frac)
+    if args.docs_root is None:   # never what this host has under /usr/share/doc
+        code = [d for d in corpus.collect_code(args.stdlib_root) if corpus.is_heldout(d.name, args.heldout_frac)]
+        split = {"heldout_docs": corpus.shipped_heldout_documents(args.heldout_frac), "heldout_code": code}
+    else:
+        split = corpus.split_documents(corpus.collect_documents(args.docs_root, args.stdlib_root),
+                                       args.heldout_frac)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     data = {k: corpus.tokenize_documents(tok, split[k], eos, desc=k).astype(np.int64)
             for k in ("heldout_docs", "heldout_code") if split[k]}

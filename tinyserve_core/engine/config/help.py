@@ -7,11 +7,11 @@ from __future__ import annotations
 from .sections import POLICIES
 
 HELP = {
-    "model": "Hugging Face checkpoint folder (default: the shipped tinyserve-lm)",
+    "model": "Hugging Face checkpoint folder (None: the shipped tinyserve-lm)",
     "device": "auto | cpu | cuda", "dtype": "auto | float32 | float16 | bfloat16",
     "block_size": "tokens per KV block (power of two, 1..128)",
     "num_blocks": "physical KV blocks in the pool",
-    "max_model_len": "context limit in tokens (default: the model's)",
+    "max_model_len": "context limit in tokens (None: the model's)",
     "enable_prefix_caching": "reuse cached full blocks of shared prefixes (true/false)",
     "max_num_seqs": "most sequences running at once",
     "max_num_batched_tokens": "prompt-token budget of one prefill step",
@@ -26,7 +26,7 @@ HELP = {
     "prompt_sigma": "lognormal spread of prompt lengths",
     "output_len": "typical output length (tokens)", "output_len_max": "longest output (tokens)",
     "output_dist": "fixed | uniform | lognormal", "output_sigma": "lognormal spread of output lengths",
-    "passkey_depth": "passkey workload: key depth 0..1 (default random)",
+    "passkey_depth": "passkey workload: key depth 0..1 (None: random)",
     "shared_prefix_frac": "share of requests starting with a shared system prompt (0..1)",
     "shared_prefix_len": "shared system-prompt length (tokens)",
     "num_prefix_groups": "number of distinct shared system prompts",

@@ -65,18 +65,27 @@ def is_heldout(name: str, heldout_frac: float) -> bool:
 def collect_documents(docs_root: str | Path | None = None, stdlib_root: str | Path | None = None) -> list[Document]:
     """Read every doc source (*.txt) and stdlib module (*.py), sorted by name."""
     docs_root = Path(docs_root) if docs_root is not None else DEFAULT_DOCS_ROOT
-    stdlib_root = Path(stdlib_root) if stdlib_root is not None else default_stdlib_root()
     if not docs_root.is_dir():
         raise ConfigError("--docs-root", f"{docs_root} is not a folder: the Python 3.11 documentation "
                           f"sources are read from it; install the Debian package {DOCS_PACKAGE} "
                           "(or give --docs-root)")
-    if not stdlib_root.is_dir():
-        raise ConfigError("--stdlib-root", f"{stdlib_root} is not a folder")
+    code = collect_code(stdlib_root)
     out: list[Document] = []
     for path in sorted(docs_root.rglob("*.txt")):
         text = path.read_text(encoding="utf-8", errors="replace")
         if text.strip():
             out.append(Document("docs/" + path.relative_to(docs_root).as_posix(), "docs", text))
+    if not out:
+        raise ConfigError("--docs-root", f"no *.txt documentation sources under {docs_root}")
+    return out + code
+
+
+def collect_code(stdlib_root: str | Path | None = None) -> list[Document]:
+    """Every standard-library module (*.py) but tests and generated tables, sorted by name."""
+    stdlib_root = Path(stdlib_root) if stdlib_root is not None else default_stdlib_root()
+    if not stdlib_root.is_dir():
+        raise ConfigError("--stdlib-root", f"{stdlib_root} is not a folder")
+    out: list[Document] = []
     for path in sorted(stdlib_root.rglob("*.py")):
         rel = path.relative_to(stdlib_root)
         if _SKIP_PARTS.intersection(rel.parts[:-1]):
@@ -85,8 +94,6 @@ def collect_documents(docs_root: str | Path | None = None, stdlib_root: str | Pa
         if not text.strip() or _GENERATED_MARKER in text[:2000]:
             continue
         out.append(Document("stdlib/" + rel.as_posix(), "code", text))
-    if not any(d.kind == "docs" for d in out):
-        raise ConfigError("--docs-root", f"no *.txt documentation sources under {docs_root}")
     return out
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyserve_core.observe import events as ev
 from tinyserve_core.observe.record import StepRecord
 
 
@@ -48,7 +49,7 @@ class SelectionHistory:
         hits = misses = 0
         any_sel = False
         for e in rec.events:
-            if e.kind != "page_selection":
+            if not isinstance(e, ev.PageSelection):
                 continue
             any_sel = True
             self._policy = e.policy

@@ -86,17 +86,17 @@ class SnapshotBuilder:
     def ingest(self, rec: StepRecord) -> None:
         preempted_seqs = set()
         for e in rec.events:
-            k = e.kind
-            if k == "alloc":
-                self._alloc.extend(e.block_ids)
-            elif k == "free":
-                self._released.extend(e.released)
-            elif k == "cow_copy":
-                self._cow.append((e.src, e.dst))
-            elif k == "evict":
-                self._evict.append(e.block_id)
-            elif k == "preempt":
-                preempted_seqs.add(e.seq_id)
+            match e:
+                case ev.Alloc():
+                    self._alloc.extend(e.block_ids)
+                case ev.Free():
+                    self._released.extend(e.released)
+                case ev.CowCopy():
+                    self._cow.append((e.src, e.dst))
+                case ev.Evict():
+                    self._evict.append(e.block_id)
+                case ev.Preempt():
+                    preempted_seqs.add(e.seq_id)
         if preempted_seqs:
             for e in rec.events:
                 if isinstance(e, ev.Free) and e.seq_id in preempted_seqs:

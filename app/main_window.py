@@ -169,43 +169,40 @@ class MainWindow(QMainWindow):
         path, _ = fn(self, title, "", filt)
         return path or None
 
-    def _run_file_action(self, what: str, fn, *args):
+    def _file_dialog(self, title: str, filt: str, what: str, fn, done: str, ms: int = 8000,
+                     save: bool = True) -> None:
+        """Ask for a path, run fn(path) and say `done` ({p}: the path, {out}: what fn
+        returned) in the status bar; a bad file is a warning, never a traceback."""
+        p = self._ask_path(title, filt, save)
+        if not p:
+            return
         try:
-            out = fn(*args)
+            out = fn(p)
         except (TinyServeError, OSError, ValueError) as e:
             self.statusBar().showMessage(f"{what} failed: {e}")
             QMessageBox.warning(self, f"TinyServe: {what}", str(e))
-            return None
-        return out
+            return
+        self.statusBar().showMessage(done.format(p=p, out=out), ms)
 
     def screenshot_dialog(self, view: str | None):
-        p = self._ask_path("Save screenshot", "PNG image (*.png)")
-        if p and self._run_file_action("screenshot", self.screenshot, p, view):
-            self.statusBar().showMessage(f"saved {p}", 5000)
+        self._file_dialog("Save screenshot", "PNG image (*.png)", "screenshot",
+                          lambda p: self.screenshot(p, view), "saved {p}", 5000)
 
     def export_trace_dialog(self):
-        p = self._ask_path("Export trace", "Chrome trace (*.json)")
-        if p:
-            n = self._run_file_action("export trace", self.serving.export_trace, p)
-            if n is not None:
-                self.statusBar().showMessage(f"wrote {n} steps to {p} (open it in ui.perfetto.dev)", 8000)
+        self._file_dialog("Export trace", "Chrome trace (*.json)", "export trace", self.serving.export_trace,
+                          "wrote {out} steps to {p} (open it in ui.perfetto.dev)")
 
     def export_metrics_dialog(self):
-        p = self._ask_path("Export metrics", "CSV (*.csv)")
-        if p:
-            n = self._run_file_action("export metrics", self.serving.export_metrics, p)
-            if n is not None:
-                self.statusBar().showMessage(f"wrote {n} rows to {p}", 8000)
+        self._file_dialog("Export metrics", "CSV (*.csv)", "export metrics", self.serving.export_metrics,
+                          "wrote {out} rows to {p}")
 
     def save_config_dialog(self):
-        p = self._ask_path("Save session config", "JSON (*.json)")
-        if p and self._run_file_action("save config", lambda: self.serving.save_config(p) or True):
-            self.statusBar().showMessage(f"saved {p} (tinyserve simulate --config {p})", 8000)
+        self._file_dialog("Save session config", "JSON (*.json)", "save config", self.serving.save_config,
+                          "saved {p} (tinyserve simulate --config {p})")
 
     def open_config_dialog(self):
-        p = self._ask_path("Open session config", "JSON (*.json)", save=False)
-        if p and self._run_file_action("open config", self.serving.open_config, p) is not None:
-            self.statusBar().showMessage(f"loaded {p}; the engine restarts", 8000)
+        self._file_dialog("Open session config", "JSON (*.json)", "open config", self.serving.open_config,
+                          "loaded {p}; the engine restarts", save=False)
 
     # ---- settings ----------------------------------------------------------------------
     def _restore_layout(self):

@@ -196,8 +196,7 @@ class EngineWorker(QObject):
             case m.StepsDone(n=n):
                 self.steps_done = n
             case m.StateChanged(state=state):
-                self.state = state
-                self.state_changed.emit(state)
+                self._set_state(state)
             case m.BlockInfoReply(block_id=block_id, info=info):
                 with self._lock:
                     self._info = (block_id, info)
@@ -213,11 +212,14 @@ class EngineWorker(QObject):
             case m.Failed(message=message, details=details):
                 self.failed.emit(message, details)
 
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.state_changed.emit(state)
+
     def _on_eof(self) -> None:
         if not self._closing:
             code = self._proc.exitcode if self.mode == "process" else None
-            self.state = "error"
-            self.state_changed.emit("error")
+            self._set_state("error")
             self.failed.emit(f"the engine process exited unexpectedly (exit code {code})",
                              "The engine runs in a child process; it stopped without a Python "
                              "error (killed, out of memory or a crash in native code). "

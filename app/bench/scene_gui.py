@@ -14,12 +14,13 @@ imports app). Imports Qt only when run. Runs on the offscreen platform when ther
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from .report import machine, offscreen_without_display, time_stats, write_json
 
 TARGET_ORBIT_FPS = 10.0
 TARGET_QUERY_MS = 150.0
@@ -40,16 +41,8 @@ def add_parser(sub):
     return p
 
 
-def _machine() -> str:
-    from .serving_gui import _machine as machine
-
-    return machine()
-
-
 def _stats(ms) -> dict:
-    a = np.asarray(ms, dtype=float)
-    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max()),
-            "n": int(a.size)}
+    return time_stats(ms, "n")
 
 
 class _Ticks:
@@ -88,8 +81,7 @@ def run(args) -> int:
     except ConfigError as e:
         print(f"tinyserve bench scene-gui: {e}", file=sys.stderr)
         return 2
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    offscreen_without_display()
     from PySide6.QtWidgets import QApplication
     from tqdm import tqdm
 
@@ -182,7 +174,7 @@ def run(args) -> int:
     ]
     plat = app.platformName()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nScene tab benchmark on {_machine()}, Qt platform '{plat}', 1-min load avg {load:.1f}, "
+    print(f"\nScene tab benchmark on {machine()}, Qt platform '{plat}', 1-min load avg {load:.1f}, "
           f"scene loaded in {load_s:.1f} s")
     print(f"{'case':<52} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
     for r in rows:
@@ -195,13 +187,10 @@ def run(args) -> int:
           f"adaptive {orbit[True][0]:.1f} frames/s {ok_ad}; "
           f"query-to-overlay median {med_q:.0f} ms (target <= {TARGET_QUERY_MS:g}) {ok_q}")
     print(f"longest GUI-thread stall: {orbit_stall:.0f} ms while orbiting, {stall:.0f} ms over the whole run")
-    out = {"machine": _machine(), "qt_platform": plat, "load_avg_1m": load, "size": args.size,
+    out = {"machine": machine(), "qt_platform": plat, "load_avg_1m": load, "size": args.size,
            "scene_load_s": load_s, "orbit_fps": orbit_fps, "orbit_fps_adaptive": orbit[True][0], "results": rows,
            "longest_stall_ms": {"orbit": orbit_stall, "all": stall},
            "targets": {"orbit_fps": TARGET_ORBIT_FPS, "query_to_overlay_ms": TARGET_QUERY_MS}}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     return 0
 

@@ -15,12 +15,13 @@ platform when there is no display (pass --platform xcb under Xvfb to include X).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from .report import machine, offscreen_without_display, time_stats, write_json
 
 TARGET_FRAME_MS = 16.0
 TARGET_STALL_MS = 50.0
@@ -41,16 +42,8 @@ def add_parser(sub):
     return p
 
 
-def _machine() -> str:
-    from tinyserve_core.bench.machine import cpu_model
-
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
-
-
 def _stats(ms: list[float]) -> dict:
-    a = np.asarray(ms)
-    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)),
-            "max_ms": float(a.max()), "frames": int(a.size)}
+    return time_stats(ms, "frames")
 
 
 class _ChurningPool:
@@ -213,8 +206,7 @@ def bench_stall(seconds: float, app, config, mode: str = "process") -> dict:
 
 
 def run(args) -> int:
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    offscreen_without_display()
     try:
         sizes = [int(x) for x in str(args.blocks).split(",") if x.strip()]
     except ValueError:
@@ -250,7 +242,7 @@ def run(args) -> int:
             rows.append(bench_stall(args.engine_seconds, app, cfg, n))
 
     platform_name = app.platformName()
-    print(f"\nGUI benchmark on {_machine()}, Qt platform '{platform_name}'")
+    print(f"\nGUI benchmark on {machine()}, Qt platform '{platform_name}'")
     print(f"{'case':<44} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}  target")
     for r in rows:
         if "median_ms" in r:
@@ -268,10 +260,7 @@ def run(args) -> int:
                   f"{r['load_avg_1m']:.1f})")
             print(f"  {r['engine_steps']} engine steps ({r['engine_steps_per_s']:.1f}/s), "
                   f"{r['pool_frames_per_s']:.0f} pool frames/s while measuring")
-    out = {"machine": _machine(), "qt_platform": platform_name, "results": rows,
+    out = {"machine": machine(), "qt_platform": platform_name, "results": rows,
            "targets": {"frame_ms": TARGET_FRAME_MS, "stall_ms": TARGET_STALL_MS}}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     return 0

@@ -33,6 +33,14 @@ def _with_error(form: QFormLayout, name: str, w: QWidget) -> FieldError:
     return err
 
 
+def _button_row(form: QFormLayout, *buttons: QPushButton) -> None:
+    """The action buttons of a panel side by side, as one row of its form."""
+    row = QHBoxLayout()
+    for b in buttons:
+        row.addWidget(b)
+    form.addRow(row)
+
+
 def _readout() -> QLabel:
     lab = QLabel()
     lab.setWordWrap(True)
@@ -74,10 +82,7 @@ class PlanPanel(QGroupBox):
         self.planner_error = _with_error(form, "Planner", self.planner)
         self.go = QPushButton("Plan")
         self.clear = QPushButton("Clear path")
-        row = QHBoxLayout()
-        row.addWidget(self.go)
-        row.addWidget(self.clear)
-        form.addRow(row)
+        _button_row(form, self.go, self.clear)
         self.result = _readout()
         form.addRow(self.result)
 
@@ -93,10 +98,7 @@ class TrainPanel(QGroupBox):
         self.go = QPushButton("Train")
         self.cancel = QPushButton("Cancel")
         self.cancel.setEnabled(False)
-        row = QHBoxLayout()
-        row.addWidget(self.go)
-        row.addWidget(self.cancel)
-        form.addRow(row)
+        _button_row(form, self.go, self.cancel)
         self.bar = QProgressBar()
         self.bar.setTextVisible(True)
         form.addRow(self.bar)

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
+from ..widgets.image_plot import add_image_plot, dark_canvas
 from ..widgets.legend import ColourLegend, flexible
 from . import pool_image as pi
 
@@ -40,17 +41,10 @@ class BlockPoolView(QWidget):
         flexible(self.header)
         self.header.setTextFormat(Qt.TextFormat.PlainText)
         lay.addWidget(self.header)
-        self.glw = pg.GraphicsLayoutWidget()
-        self.glw.setBackground((18, 18, 22))
-        self.plot = self.glw.addPlot()
+        self.glw = dark_canvas()
+        self.plot, self.image = add_image_plot(self.glw, "block id / row width", "block id mod row width")
         self.plot.setAspectLocked(True)
-        self.plot.invertY(True)
-        self.plot.setLabel("left", "block id / row width")
-        self.plot.setLabel("bottom", "block id mod row width")
-        self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.plot.addItem(self.image)
         self.links = pg.PlotCurveItem(pen=pg.mkPen((110, 255, 255), width=2), connect="pairs")
         self.plot.addItem(self.links)
         self.hover_box = pg.PlotCurveItem(pen=pg.mkPen((255, 255, 255), width=1.5))

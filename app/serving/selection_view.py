@@ -15,6 +15,7 @@ from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSpinBox, QToolTip,
                                QVBoxLayout, QWidget)
 
+from ..widgets.image_plot import BACKGROUND, add_image_plot, dark_canvas
 from ..widgets.legend import ColourLegend, flexible
 from .selection_data import SelectionView
 
@@ -23,7 +24,7 @@ OUTLINE = np.array([255, 255, 255, 255], np.uint8)
 HIT = np.array([60, 230, 90, 255], np.uint8)
 MISS = np.array([255, 50, 50, 255], np.uint8)
 NO_SCORE = np.array([70, 72, 84, 255], np.uint8)
-PAST_CTX = np.array([18, 18, 22, 255], np.uint8)
+PAST_CTX = np.array([*BACKGROUND, 255], np.uint8)  # past the context: the canvas shows through
 _CMAP = pg.colormap.get("viridis").getLookupTable(nPts=256, alpha=True).astype(np.uint8)
 LAYER_COLOURS = [(90, 200, 255), (255, 170, 60), (120, 230, 120), (230, 110, 200),
                  (250, 230, 90), (160, 140, 255), (255, 110, 110), (120, 240, 230)]
@@ -103,18 +104,11 @@ class SelectionViewWidget(QWidget):
         flexible(self.info)
         self.info.setWordWrap(True)
         lay.addWidget(self.info)
-        self.glw = pg.GraphicsLayoutWidget()
-        self.glw.setBackground((18, 18, 22))
-        self.heat = self.glw.addPlot(row=0, col=0, colspan=2, title="page scores (per-step normalised)")
-        self.heat.invertY(True)
-        self.heat.setMenuEnabled(False)
-        self.heat.setLabel("left", "page (logical block)")
-        self.heat.setLabel("bottom", "decode step (column, oldest left)")
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.heat.addItem(self.image)
+        self.glw = dark_canvas()
+        self.heat, self.image = add_image_plot(self.glw, "page (logical block)", "decode step (column, oldest left)",
+                                               row=0, col=0, colspan=2, title="page scores (per-step normalised)")
         # recall plots in their own view: they repaint on their own turn, not with the heatmap
-        self.glw2 = pg.GraphicsLayoutWidget()
-        self.glw2.setBackground((18, 18, 22))
+        self.glw2 = dark_canvas()
         self.recall = self.glw2.addPlot(row=0, col=0, title="selection recall (solid), attention-mass recall (dashed)")
         self.recall.setLabel("bottom", "engine step")
         self.recall.setLabel("left", "recall")

@@ -6,10 +6,10 @@ all but their last cells. One ImageItem again; hover names the physical block.""
 from __future__ import annotations
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
+from ..widgets.image_plot import add_image_plot, dark_canvas
 from ..widgets.legend import flexible
 from . import pool_image as pi
 
@@ -28,15 +28,8 @@ class BlockTablesView(QWidget):
         self.header = QLabel("Block tables: no running sequences")
         flexible(self.header)
         lay.addWidget(self.header)
-        self.glw = pg.GraphicsLayoutWidget()
-        self.glw.setBackground((18, 18, 22))
-        self.plot = self.glw.addPlot()
-        self.plot.invertY(True)
-        self.plot.setMenuEnabled(False)
-        self.plot.setLabel("bottom", "logical block (page) index")
-        self.plot.setLabel("left", "running sequence")
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.plot.addItem(self.image)
+        self.glw = dark_canvas()
+        self.plot, self.image = add_image_plot(self.glw, "running sequence", "logical block (page) index")
         lay.addWidget(self.glw, 1)
         self.glw.scene().sigMouseMoved.connect(self._on_move)
         self._key = None

@@ -29,6 +29,19 @@ def pump(app, pred, timeout_ms=WAIT_MS):
         time.sleep(0.005)
 
 
+def plan(qapp, tab, robot: str, radius: str, target: str = "red mug"):
+    """Fill the plan panel as a user would, press Plan and wait for the result (the robot
+    before the radius: choosing a robot resets the radius field)."""
+    p = tab.plan_panel
+    p.target.setCurrentText(target)
+    p.robot.setCurrentText(robot)
+    p.radius.setText(radius)
+    tab.plan_result = None
+    p.go.click()
+    pump(qapp, lambda: tab.plan_result is not None)
+    return tab.plan_result
+
+
 @pytest.fixture(scope="module")
 def tab(qapp, tmp_path_factory):
     from app.scene import SceneTab
@@ -136,35 +149,22 @@ def test_empty_query_is_refused_next_to_the_box(qapp, tab):
 def test_plan_draws_a_collision_free_path(qapp, tab, robot, radius):
     from tinyserve_core.eval.scene import path_clearance
 
-    p = tab.plan_panel
-    p.target.setCurrentText("red mug")
-    p.robot.setCurrentText(robot)
-    p.radius.setText(radius)
-    tab.plan_result = None
-    p.go.click()
-    pump(qapp, lambda: tab.plan_result is not None)
-    res = tab.plan_result
+    res = plan(qapp, tab, robot, radius)
     assert res.solved and res.robot.kind == robot
     # every drawn point is the planned path, and the path is clear of the true geometry
     uv, front = tab.view.overlays.path
     want, _ = tab.frame.result.camera.project(res.path)
     assert np.allclose(uv, want) and len(uv) == len(res.path)
     assert path_clearance(tab.lab.spec, res) >= res.robot.radius
-    text = p.result.text()
+    text = tab.plan_panel.result.text()
     assert "length" in text and "min clearance" in text and "planning" in text
     assert tab.timings["plan_to_draw_ms"] > 0
 
 
 def test_unreachable_goal_says_no_path(qapp, tab):
-    p = tab.plan_panel
-    p.robot.setCurrentText("ground")
-    p.radius.setText("0.9")  # wider than every gap in the room
-    p.target.setCurrentText("red mug")
-    tab.plan_result = None
-    p.go.click()
-    pump(qapp, lambda: tab.plan_result is not None)
+    plan(qapp, tab, "ground", "0.9")  # wider than every gap in the room
     assert not tab.plan_result.solved
-    assert "NO PATH" in p.result.text()
+    assert "NO PATH" in tab.plan_panel.result.text()
     assert tab.view.overlays.path is None
 
 
@@ -187,13 +187,7 @@ def test_exports_are_written_and_valid(qapp, tab, tmp_path):
 
     tab.ask("the red mug")
     pump(qapp, lambda: tab.query_result.query == "the red mug")
-    p = tab.plan_panel
-    p.robot.setCurrentText("ground")
-    p.radius.setText("0.12")
-    p.target.setCurrentText("red mug")
-    tab.plan_result = None
-    p.go.click()
-    pump(qapp, lambda: tab.plan_result is not None and tab.plan_result.solved)
+    assert plan(qapp, tab, "ground", "0.12").solved
 
     png = tab.export_render_png(tmp_path / "render.png")
     img = QImage(str(png))
@@ -376,13 +370,7 @@ def test_3d_view_draws_scene_path_and_frustum(qapp, tab, tmp_path):
     if not tab.view3d.available:
         pytest.skip(f"no OpenGL here: {tab.view3d.reason}")
     pump(qapp, lambda: "scene" in tab.view3d.items)
-    p = tab.plan_panel
-    p.robot.setCurrentText("gripper")
-    p.radius.setText("0.05")
-    p.target.setCurrentText("red mug")
-    tab.plan_result = None
-    p.go.click()
-    pump(qapp, lambda: tab.plan_result is not None and tab.plan_result.solved)
+    assert plan(qapp, tab, "gripper", "0.05").solved
     assert {"scene", "blocked", "path", "ends", "frustum"} <= set(tab.view3d.items)
     qapp.processEvents()
     img = QImage(str(tab.export_3d_png(tmp_path / "3d.png")))

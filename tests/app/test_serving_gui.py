@@ -174,6 +174,34 @@ def test_exports_are_valid_and_config_round_trips(make_window, gui_config, qtbot
     assert (tmp_path / "win.png").stat().st_size > 1000 and (tmp_path / "pool.png").stat().st_size > 1000
 
 
+
+def test_file_dialogs_say_what_they_wrote_and_warn_on_a_bad_path(make_window, gui_config, qtbot, tmp_path,
+                                                                  monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+    w = make_window(gui_config())
+    tab = w.serving
+    tab.worker.step_n(3)
+    qtbot.waitUntil(lambda: tab.worker.steps_done >= 3, timeout=60000)
+    asked = []
+    monkeypatch.setattr(w, "_ask_path", lambda title, filt, save=True: asked.append(save) or str(answer))
+    warned = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a: warned.append(a[1:]))
+    answer = tmp_path / "m.csv"
+    w.export_metrics_dialog()
+    assert answer.exists() and w.statusBar().currentMessage() == f"wrote 3 rows to {answer}"
+    answer = tmp_path / "session.json"
+    w.save_config_dialog()
+    assert EngineConfig.load(answer) == tab.config
+    assert w.statusBar().currentMessage() == f"saved {answer} (tinyserve simulate --config {answer})"
+    answer = tmp_path / "nowhere" / "trace.json"
+    w.export_trace_dialog()
+    assert "export trace failed" in w.statusBar().currentMessage() and "nowhere" in w.statusBar().currentMessage()
+    assert warned and warned[0][0] == "TinyServe: export trace" and not answer.exists()
+    answer = tmp_path / "missing.json"
+    w.open_config_dialog()
+    assert "open config failed" in w.statusBar().currentMessage() and len(warned) == 2
+    assert asked == [True, True, True, False]  # open asks for an existing file
+
 class _FailOnce:
     """A real Simulation whose second step raises, once."""
 

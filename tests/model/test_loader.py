@@ -57,85 +57,60 @@ def test_missing_folder(tmp_path):
     assert "nope" in e.path and "not found" in e.message
 
 
-def test_missing_config(folder):
-    (folder / "config.json").unlink()
+def _unlink(name):
+    return lambda folder: (folder / name).unlink()
+
+
+def _write(name, text):
+    return lambda folder: (folder / name).write_text(text)
+
+
+def _truncate(name, size):
+    return lambda folder: (folder / name).write_bytes((folder / name).read_bytes()[:size])
+
+
+def _config(**changes):
+    return lambda folder: edit_config(folder, **changes)
+
+
+def _weights(fn):
+    return lambda folder: edit_weights(folder, fn)
+
+
+def _shrink_norm(sd):
+    sd["model.norm.weight"] = sd["model.norm.weight"][:10].clone()
+
+
+# (how the folder is broken, the file the error must name or None, words its message must hold)
+BROKEN = [
+    pytest.param(_unlink("config.json"), "config.json", ["missing"], id="missing_config"),
+    pytest.param(_write("config.json", "{not json"), "config.json", ["JSON"], id="corrupt_config"),
+    pytest.param(_config(model_type="gpt2"), "config.json", ["model_type", "gpt2"], id="unsupported_model_type"),
+    pytest.param(_config(hidden_size=...), "config.json", ["hidden_size"], id="missing_config_key"),
+    pytest.param(_config(num_key_value_heads=3), None, ["num_key_value_heads", "divide"], id="heads_not_dividing"),
+    pytest.param(_config(rope_parameters={"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0}), None,
+                 ["rope_type", "yarn"], id="unsupported_rope_type"),
+    pytest.param(_unlink("model.safetensors"), None, ["safetensors"], id="missing_weights"),
+    pytest.param(_truncate("model.safetensors", 200), "model.safetensors", ["corrupt"], id="corrupt_safetensors"),
+    pytest.param(_weights(lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight")), None,
+                 ["missing tensor", "model.layers.1.mlp.up_proj.weight"], id="missing_tensor_named"),
+    pytest.param(_weights(lambda sd: sd.__setitem__("model.layers.0.extra.weight", torch.zeros(2))),
+                 "model.safetensors", ["model.layers.0.extra.weight"], id="unexpected_tensor_named"),
+    pytest.param(_weights(_shrink_norm), None, ["model.norm.weight", "(10,)", "(64,)"], id="misshaped_tensor_named"),
+    pytest.param(_unlink("tokenizer.json"), "tokenizer.json", ["missing"], id="missing_tokenizer"),
+    pytest.param(_write("tokenizer.json", '{"version": "1.0", "model": 7}'), "tokenizer.json", [],
+                 id="corrupt_tokenizer"),
+]
+
+
+@pytest.mark.parametrize("breaks, file, words", BROKEN)
+def test_broken_folder_names_the_file_and_the_problem(folder, breaks, file, words):
+    breaks(folder)
     e = load_error(folder)
-    assert e.path.endswith("config.json") and "missing" in e.message
-
-
-def test_corrupt_config(folder):
-    (folder / "config.json").write_text("{not json")
-    e = load_error(folder)
-    assert e.path.endswith("config.json") and "JSON" in e.message
-
-
-def test_unsupported_model_type(folder):
-    edit_config(folder, model_type="gpt2")
-    e = load_error(folder)
-    assert e.path.endswith("config.json") and "model_type" in e.message and "gpt2" in e.message
-
-
-def test_missing_config_key(folder):
-    edit_config(folder, hidden_size=...)
-    e = load_error(folder)
-    assert e.path.endswith("config.json") and "hidden_size" in e.message
-
-
-def test_heads_not_dividing(folder):
-    edit_config(folder, num_key_value_heads=3)
-    e = load_error(folder)
-    assert "num_key_value_heads" in e.message and "divide" in e.message
-
-
-def test_unsupported_rope_type(folder):
-    edit_config(folder, rope_parameters={"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0})
-    e = load_error(folder)
-    assert "rope_type" in e.message and "yarn" in e.message
-
-
-def test_missing_weights(folder):
-    (folder / "model.safetensors").unlink()
-    e = load_error(folder)
-    assert "safetensors" in e.message
-
-
-def test_corrupt_safetensors(folder):
-    f = folder / "model.safetensors"
-    f.write_bytes(f.read_bytes()[:200])
-    e = load_error(folder)
-    assert e.path.endswith("model.safetensors") and "corrupt" in e.message
-
-
-def test_missing_tensor_named(folder):
-    edit_weights(folder, lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"))
-    e = load_error(folder)
-    assert "missing tensor" in e.message and "model.layers.1.mlp.up_proj.weight" in e.message
-
-
-def test_unexpected_tensor_named(folder):
-    edit_weights(folder, lambda sd: sd.__setitem__("model.layers.0.extra.weight", torch.zeros(2)))
-    e = load_error(folder)
-    assert e.path.endswith("model.safetensors") and "model.layers.0.extra.weight" in e.message
-
-
-def test_misshaped_tensor_named(folder):
-    def shrink(sd):
-        sd["model.norm.weight"] = sd["model.norm.weight"][:10].clone()
-    edit_weights(folder, shrink)
-    e = load_error(folder)
-    assert "model.norm.weight" in e.message and "(10,)" in e.message and "(64,)" in e.message
-
-
-def test_missing_tokenizer(folder):
-    (folder / "tokenizer.json").unlink()
-    e = load_error(folder)
-    assert e.path.endswith("tokenizer.json") and "missing" in e.message
-
-
-def test_corrupt_tokenizer(folder):
-    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": 7}')
-    e = load_error(folder)
-    assert e.path.endswith("tokenizer.json")
+    if file is not None:
+        assert e.path.endswith(file)
+    for w in words:
+        assert w in e.message
 
 
 def test_sharded_checkpoint_loads(folder, good):

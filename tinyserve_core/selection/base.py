@@ -148,11 +148,20 @@ def tokens_per_page(seq_lens: torch.Tensor, max_pages: int, block_size: int) -> 
     return (seq_lens.long()[:, None] - p[None, :] * block_size).clamp(0, block_size)
 
 
+@dataclass(frozen=True, slots=True)
+class TopPagesParams:
+    """The knobs of every top-pages policy (a policy with other defaults subclasses it)."""
+    budget: Budget = Budget(fraction=0.125)
+    sink_pages: int = 0
+    dense_layers: int = 2
+
+
 class TopPagesPolicy(Policy):
     """Keeps, per (sequence, kv-head), the budget's worth of highest-ranked pages; the
     sink pages and the page being written always stay and count against the budget,
     and the first `dense_layers` layers attend densely. Subclasses give the ranking."""
 
+    Params = TopPagesParams
     _validators = {
         "budget": budget_validator,
         "sink_pages": lambda f, v: check_int(f, v, 0),

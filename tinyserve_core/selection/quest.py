@@ -8,20 +8,10 @@ densely, as Quest does (their attention is too flat for the bound to rank well).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
 from .. import kernels
-from .base import TopPagesPolicy
-from .params import Budget
+from .base import TopPagesParams, TopPagesPolicy
 
-
-@dataclass(frozen=True, slots=True)
-class QuestParams:
-    budget: Budget = Budget(fraction=0.125)
-    sink_pages: int = 0
-    dense_layers: int = 2
+QuestParams = TopPagesParams  # the plain top-pages knobs: budget, sink_pages (0), dense_layers
 
 
 class QuestPolicy(TopPagesPolicy):

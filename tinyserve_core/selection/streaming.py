@@ -8,15 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import TopPagesPolicy
-from .params import Budget
+from .base import TopPagesParams, TopPagesPolicy
 
 
 @dataclass(frozen=True, slots=True)
-class StreamingParams:
-    budget: Budget = Budget(fraction=0.125)
-    sink_pages: int = 1
-    dense_layers: int = 2
+class StreamingParams(TopPagesParams):
+    sink_pages: int = 1  # StreamingLLM's attention sink: the first page always stays
 
 
 class StreamingPolicy(TopPagesPolicy):

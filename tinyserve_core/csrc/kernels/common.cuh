@@ -79,27 +79,23 @@ __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
 }
 
 // D(16x8 f32) += A(16x16) * B(16x8), 16-bit inputs, fp32 accumulation.
+// The two specialisations differ only in the PTX type of A and B; an asm template must
+// be a string literal, so a macro pastes the type in rather than a template parameter.
 template <typename T> struct Mma;
-template <> struct Mma<__half> {
-  __device__ __forceinline__ static void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                             uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-};
-template <> struct Mma<__nv_bfloat16> {
-  __device__ __forceinline__ static void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                             uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-};
+#define TINYSERVE_MMA_M16N8K16(T, AB)                                                                  \
+  template <> struct Mma<T> {                                                                          \
+    __device__ __forceinline__ static void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,   \
+                                               uint32_t a3, uint32_t b0, uint32_t b1) {                \
+      asm volatile(                                                                                    \
+          "mma.sync.aligned.m16n8k16.row.col.f32." AB "." AB ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "     \
+          "{%8,%9}, {%0,%1,%2,%3};"                                                                    \
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                             \
+          : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));                                     \
+    }                                                                                                  \
+  };
+TINYSERVE_MMA_M16N8K16(__half, "f16")
+TINYSERVE_MMA_M16N8K16(__nv_bfloat16, "bf16")
+#undef TINYSERVE_MMA_M16N8K16
 
 __host__ __device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 

@@ -82,6 +82,7 @@ class Engine:
         self.num_cow_copies = 0
         self._req_ids = itertools.count()
         self._pending_updates: dict[str, Any] = {}
+        self._pending_cfg = config
 
     # -- selection -------------------------------------------------------------------
     def _build_selector(self, cfg: EngineConfig):
@@ -149,7 +150,9 @@ class Engine:
         bad = set(changes) & RESTART_KEYS
         if bad:
             raise ConfigError(sorted(bad)[0], "needs a new engine (restart), not a live update")
-        new_cfg = EngineConfig.from_dict(changes, base=self.config)
+        # On top of what is already pending: several updates between two steps all apply.
+        base = self._pending_cfg if self._pending_updates else self.config
+        new_cfg = EngineConfig.from_dict(changes, base=base)
         self._pending_updates.update(changes)
         self._pending_cfg = new_cfg
 

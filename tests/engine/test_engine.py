@@ -208,3 +208,14 @@ def test_preempted_and_finished_sequences_leave_the_selector(tiny):
         saw_preempt |= any(e.kind == "preempt" for e in rec.events)
         assert not gone & set(eng.selector.policy.tracked_sequences())
     assert saw_preempt and eng.selector.policy.tracked_sequences() == [] and eng.requests == {}
+
+
+def test_live_updates_between_steps_all_apply(tiny):
+    """Two updates before one step: the second builds on the first (issue 14 item 3)."""
+    eng = make_engine(tiny, max_num_seqs=8, policy="h2o", budget=0.5)
+    eng.update(max_num_seqs=2)
+    eng.update(budget=0.25)
+    eng.add_request(PROMPTS[0], SamplingParams(temperature=0.0, max_tokens=2, ignore_eos=True))
+    eng.step()
+    assert eng.config.scheduler.max_num_seqs == 2 and eng.scheduler.max_num_seqs == 2
+    assert eng.config.selection.budget == 0.25

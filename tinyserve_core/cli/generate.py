@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 from ._parser import nonneg_float, positive_int
+
+EPILOG = """\
+A prompt the engine can never run (empty, too long for the model's context, or more
+KV blocks than the pool holds) prints one line on stderr saying why, and the others
+still run. Exit status 2 when any prompt was rejected, 0 when all ran."""
 
 
 def register(sub) -> None:
     g = sub.add_parser("generate", help="generate text with the paged engine",
-                       description="Generate text with the paged engine; prints each prompt with its continuation.")
+                       description="Generate text with the paged engine; prints each prompt with its continuation.",
+                       epilog=EPILOG)
     g.add_argument("prompt", nargs="+", help="prompt text (several = a batch)")
     g.add_argument("--model", default=None, help="HF checkpoint folder (None: the shipped model)")
     g.add_argument("--max-tokens", type=positive_int("--max-tokens"), default=64, help="tokens to generate")
@@ -30,9 +38,14 @@ def run(args) -> int:
     llm = LLM(model=args.model, device=args.device)
     prompts = list(args.prompt)
     outs = llm.generate(prompts, params)
-    for prompt, out in zip(prompts, outs):
+    rejected = 0
+    for i, (prompt, out) in enumerate(zip(prompts, outs), start=1):
+        if out.rejected is not None:
+            rejected += 1
+            print(f"tinyserve generate: prompt {i} rejected: {out.rejected}", file=sys.stderr)
+            continue
         for c in out.outputs:
             print(prompt + c.text)
             if len(outs) > 1 or len(out.outputs) > 1:
                 print("-" * 40)
-    return 0
+    return 2 if rejected else 0

@@ -68,7 +68,9 @@ def add_train_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="torch.compile the model")
     p.add_argument("--seed", type=int, default=0, help="seed of data order and initialisation")
-    p.add_argument("--resume", default=None, help="training checkpoint to continue from")
+    p.add_argument("--resume", default=None,
+                   help="checkpoint folder to continue from (<checkpoint-dir>/checkpoint: checkpoint.safetensors "
+                        "+ checkpoint.json); anything else, a pickled .pt included, is refused")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0, help="minutes between training checkpoints")
     p.add_argument("--stop-at", type=int, default=None,
                    help="checkpoint and stop at this step; --resume continues the same schedule")

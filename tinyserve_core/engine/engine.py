@@ -82,6 +82,7 @@ class Engine:
         self.num_cow_copies = 0
         self._req_ids = itertools.count()
         self._pending_updates: dict[str, Any] = {}
+        self._pending_cfg = config
 
     # -- selection -------------------------------------------------------------------
     def _build_selector(self, cfg: EngineConfig):
@@ -118,16 +119,24 @@ class Engine:
         return request_id
 
     def _never_fits(self, req: Request) -> str | None:
-        n_prompt = len(req.prompt_token_ids)
+        return self.rejection_reason(req.prompt_token_ids, req.params)
+
+    def rejection_reason(self, prompt_token_ids: list[int], params: SamplingParams) -> str | None:
+        """Why a request could never run, or None. Reasons read `<kind>: <numbers>` with
+        the kinds REJECT_EMPTY, REJECT_TOO_LONG and REJECT_POOL, so summaries count them
+        by kind."""
+        n_prompt = len(prompt_token_ids)
         if n_prompt == 0:
-            return "empty prompt"
+            return REJECT_EMPTY
         if n_prompt >= self.max_model_len:
-            return f"prompt of {n_prompt} tokens does not fit the context of {self.max_model_len}"
-        total = min(n_prompt + req.params.max_tokens, self.max_model_len)
-        need = -(-total // self.config.cache.block_size) * req.params.n
-        if need > self.config.cache.num_blocks:
-            return (f"needs {need} blocks for {total} tokens x {req.params.n} samples, "
-                    f"the pool has {self.config.cache.num_blocks}")
+            return (f"{REJECT_TOO_LONG}: {n_prompt} tokens, the context of {self.max_model_len} "
+                    f"tokens leaves no room for an output token")
+        total = min(n_prompt + params.max_tokens, self.max_model_len)
+        cache = self.config.cache
+        need = peak_blocks(n_prompt, total, params.n, cache.block_size)
+        if need > cache.num_blocks:
+            return (f"{REJECT_POOL}: needs {need} blocks at its peak for {params.n} sample(s) of "
+                    f"{total} tokens, the pool has {cache.num_blocks}")
         return None
 
     def _generator(self, params: SamplingParams, index: int, request_id: str):
@@ -149,7 +158,9 @@ class Engine:
         bad = set(changes) & RESTART_KEYS
         if bad:
             raise ConfigError(sorted(bad)[0], "needs a new engine (restart), not a live update")
-        new_cfg = EngineConfig.from_dict(changes, base=self.config)
+        # On top of what is already pending: several updates between two steps all apply.
+        base = self._pending_cfg if self._pending_updates else self.config
+        new_cfg = EngineConfig.from_dict(changes, base=base)
         self._pending_updates.update(changes)
         self._pending_cfg = new_cfg
 
@@ -267,6 +278,24 @@ class Engine:
     def running_tables(self) -> dict[int, list[int]]:
         return {s.seq_id: list(self.block_manager.block_table(s.seq_id))
                 for s in self.scheduler.running}
+
+
+REJECT_EMPTY = "empty prompt"
+REJECT_TOO_LONG = "prompt too long"
+REJECT_POOL = "pool too small"
+
+
+def peak_blocks(prompt_len: int, total_len: int, n: int, block_size: int) -> int:
+    """Blocks a request holds at its peak when each of its n samples runs to total_len
+    tokens (prompt included). The last sampled token is never written to the cache, so
+    a sample holds total_len - 1 slots. The samples fork after the prefill and share the
+    prompt's blocks; the full ones stay shared, while the partial last one is copied by
+    each sample that writes into it (so a one-token request writes none and shares all)."""
+    slots = total_len - 1
+    if slots <= prompt_len:
+        return -(-prompt_len // block_size)
+    shared = prompt_len // block_size
+    return shared + n * (-(-slots // block_size) - shared)
 
 
 def hash_str(s: str) -> int:

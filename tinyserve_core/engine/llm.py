@@ -19,9 +19,10 @@ class CompletionOutput:
 
 @dataclass
 class RequestOutput:
-    request_id: str
+    request_id: str | None              # None: rejected, never added to the engine
     prompt_token_ids: list[int]
     outputs: list[CompletionOutput]
+    rejected: str | None = None         # why the engine could never run it (no outputs then)
 
 
 class LLM:
@@ -36,8 +37,12 @@ class LLM:
         if not isinstance(params, list):
             params = [params or SamplingParams()] * len(prompts)
         eng = self.engine
-        ids = [eng.add_request(p, sp) for p, sp in zip(prompts, params)]
-        pending = set(ids)
+        tok = eng.tokenizer
+        # Tokenised once here, so a prompt the engine could never run is reported with
+        # its reason instead of silently coming back without outputs.
+        ptoks = [list(p) if isinstance(p, list) else (tok.encode(p) if tok else []) for p in prompts]
+        reasons = [eng.rejection_reason(t, sp) for t, sp in zip(ptoks, params)]
+        ids = [None if why else eng.add_request(t, sp) for t, sp, why in zip(ptoks, params, reasons)]
         results: dict[str, list] = {}
         while eng.has_unfinished():
             rec = eng.step()
@@ -45,13 +50,11 @@ class LLM:
                 results.setdefault(t.request_id, []).append(t)
             if progress is not None:
                 progress(rec)
-        tok = eng.tokenizer
         out = []
-        for rid, prompt in zip(ids, prompts):
+        for rid, toks, why in zip(ids, ptoks, reasons):
             timings = sorted(results.get(rid, []), key=lambda t: t.seq_id)
             comps = [CompletionOutput(i, list(t.output_token_ids),
                                       tok.decode(list(t.output_token_ids)) if tok else "",
                                       t.finish_reason) for i, t in enumerate(timings)]
-            ptoks = prompt if isinstance(prompt, list) else (tok.encode(prompt) if tok else [])
-            out.append(RequestOutput(rid, list(ptoks), comps))
+            out.append(RequestOutput(rid, toks, comps, why))
         return out

@@ -10,6 +10,8 @@ Definitions (vLLM's benchmark_serving where they overlap):
   sequences); TPOT = (finish - first token) / (output tokens - 1), one value per
   sequence with at least two output tokens. Percentiles interpolate linearly
   (numpy's default, as vLLM does).
+* rejected requests are listed with their reasons and counted by the reason's kind
+  (the engine's reasons read `<kind>: <numbers>`, e.g. `pool too small: needs ...`).
 * peak KV usage = max of kv_cache_usage_perc; mean waste = mean memory_waste over the
   steps that held any blocks; prefix-hit rate = cached tokens / queried tokens.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,8 @@ class ServingSummary:
     prefix_cache_hits: int = 0
     num_preemptions: int = 0
     num_cow_copies: int = 0
+    rejections: dict[str, int] = field(default_factory=dict)   # kind of reason -> requests
+    rejected: list[dict[str, str]] = field(default_factory=list)  # {request_id, reason}, in order
 
 
 def _stats_ms(values: list[float]) -> tuple[float | None, float | None, float | None]:
@@ -86,7 +90,12 @@ def summarize(records: Iterable[StepRecord]) -> ServingSummary:
         s.prefix_cache_hits = max(s.prefix_cache_hits, m.prefix_cache_hits)
         s.num_preemptions = max(s.num_preemptions, m.num_preemptions)
         s.num_cow_copies = max(s.num_cow_copies, m.num_cow_copies)
-        s.requests_rejected += sum(isinstance(e, Reject) for e in r.events)
+        for e in r.events:
+            if isinstance(e, Reject):
+                s.requests_rejected += 1
+                s.rejected.append({"request_id": e.request_id, "reason": e.reason})
+                kind = e.reason.split(":", 1)[0]
+                s.rejections[kind] = s.rejections.get(kind, 0) + 1
         for t in r.finished:
             s.sequences_finished += 1
             arrival[t.request_id] = t.arrival_s
@@ -135,6 +144,9 @@ def format_summary_table(summary: ServingSummary, title: str = "Serving summary"
         ("preemptions", f"{s.num_preemptions}", ""),
         ("copy-on-write copies", f"{s.num_cow_copies}", ""),
     ]
+    for kind, count in sorted(s.rejections.items()):
+        example = next(x for x in s.rejected if x["reason"].split(":", 1)[0] == kind)
+        rows.append((f"rejected: {kind}", f"{count}", f"e.g. {example['request_id']}: {example['reason']}"))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     lines = [f"{label:<{w0}}  {value:>{w1}}  {note}".rstrip() for label, value, note in rows]

@@ -67,7 +67,8 @@ def test_resume_continues_the_same_schedule_exactly(tmp_path, tiny_roots, traine
     part = _args(tmp_path, tiny_roots, "part", *common, "--stop-at", "5")
     train_lm.run_training(part)
     ck = tmp_path / "ck-part" / train_lm.CHECKPOINT_NAME
-    assert torch.load(ck, weights_only=False)["step"] == 5
+    assert json.loads((ck / "checkpoint.json").read_text())["step"] == 5
+    assert sorted(p.name for p in ck.iterdir()) == ["checkpoint.json", "checkpoint.safetensors"]
     rest = _args(tmp_path, tiny_roots, "rest", *common, "--resume", str(ck))
     train_lm.run_training(rest)
     from safetensors.torch import load_file
@@ -79,3 +80,38 @@ def test_resume_continues_the_same_schedule_exactly(tmp_path, tiny_roots, traine
 def test_missing_budget_is_a_config_error(tmp_path, tiny_roots):
     with pytest.raises(ConfigError, match="--steps"):
         train_lm.run_training(_args(tmp_path, tiny_roots, "x"))
+
+
+class _MakesMarker:
+    """Unpickling this object creates the marker file: the proof a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_unpickles_a_checkpoint(tmp_path, tiny_roots, trained):
+    import pickle
+
+    from tinyserve_core.errors import InputFileError
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _MakesMarker(marker)}, evil)     # torch.load(weights_only=False) would open()
+    folder = tmp_path / "ck-folder"
+    folder.mkdir()
+    (folder / "checkpoint.pt").write_bytes(evil.read_bytes())
+    named_bytes = pickle.dumps({"model": _MakesMarker(marker)})
+    named = tmp_path / "named"            # the pair's names, but pickles inside
+    named.mkdir()
+    for f in ("checkpoint.json", "checkpoint.safetensors"):
+        (named / f).write_bytes(named_bytes)
+    common = ("--steps", "3", "--no-eval", "--data-dir", str(trained[0] / "data"))
+    for path, words in ((evil, "not a training checkpoint"), (folder, "no checkpoint.safetensors"),
+                        (named / "checkpoint.json", "checkpoint.json")):
+        with pytest.raises(InputFileError) as e:
+            train_lm.run_training(_args(tmp_path, tiny_roots, "evil", *common, "--resume", str(path)))
+        assert words in str(e.value) and str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+    assert not marker.exists()

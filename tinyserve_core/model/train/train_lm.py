@@ -6,6 +6,7 @@ Stages (each skipped when its output exists, so the GPU run gets a prepared corp
   1. prepare: corpus (Python docs + stdlib) -> byte-level BPE -> uint16 token arrays
   2. train: AdamW, warmup + cosine over the step or wall-clock budget, bf16 autocast,
      torch.compile and fused AdamW on CUDA; training checkpoints for --resume
+     (safetensors + JSON, checkpoint.py: a pickle is never loaded)
   3. save (fp16 safetensors, config.json, tokenizer) and evaluate the saved folder
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ...errors import ConfigError
 
 from . import bpe, corpus
+from .checkpoint import CHECKPOINT_NAME, check_matches, checkpoint_folder, load_checkpoint, restore, save_checkpoint
 from .data import BatchSampler
 from .passkey import PasskeyTemplate
 
@@ -38,7 +39,6 @@ SIZES = {
     "small": (384, 6, 8, 2, 64, 960),
     "tiny": (64, 2, 4, 2, 16, 128),  # CPU smoke runs and tests
 }
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 @dataclass
@@ -141,12 +141,10 @@ def train(args, data: dict[str, np.ndarray], tok, device: torch.device) -> dict:
                            args.seed)
     step, elapsed, history = 0, 0.0, []
     if args.resume:
-        ck = torch.load(args.resume, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sampler.set_state(ck["sampler"])
-        step, elapsed, history = ck["step"], ck["elapsed"], ck["history"]
-        torch.set_rng_state(ck["torch_rng"])
+        ck = load_checkpoint(args.resume)   # safetensors + JSON only: never a pickle
+        check_matches(ck, args)
+        restore(ck, model, opt, sampler)
+        step, elapsed, history = ck.step, float(ck.state["elapsed"]), ck.state["history"]
         print(f"resumed from {args.resume} at step {step} ({elapsed:.0f} s trained)", file=sys.stderr)
 
     loss_fn = _loss_fn
@@ -239,14 +237,6 @@ def quick_eval(model, tok, data, args, device, cuda: bool) -> dict:
     return {"heldout_docs_loss": loss["loss"], "passkey_len": length, "passkey_acc": pk["accuracy"]}
 
 
-def save_checkpoint(path: Path, model, opt, sampler, step, elapsed, history, args) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "sampler": sampler.state(),
-                "step": step, "elapsed": elapsed, "history": history, "torch_rng": torch.get_rng_state(),
-                "args": vars(args)}, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint behind
-
-
 # ---------------------------------------------------------------------------- save
 def save_folder(out: Path, model, tok, context: int) -> None:
     """fp16 HF folder: config.json, model.safetensors, generation_config.json, tokenizer."""
@@ -281,8 +271,8 @@ def validate(args) -> None:
             raise ConfigError("--" + name.replace("_", "-"), f"must be positive, got {v}")
     if args.minutes is not None and args.minutes <= 0:
         raise ConfigError("--minutes", f"must be positive, got {args.minutes}")
-    if args.resume and not Path(args.resume).is_file():
-        raise ConfigError("--resume", f"{args.resume} is not a file")
+    if args.resume:
+        checkpoint_folder(Path(args.resume))   # a wrong path fails before the corpus is built
     try:
         args.passkey_lengths = tuple(int(x) for x in str(args.passkey_lengths).split(",") if x)
     except ValueError:

@@ -12,7 +12,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from tinyserve_core.errors import ModelLoadError
+from tinyserve_core.errors import InputFileError, ModelLoadError
 from tinyserve_core.model import default_model_dir, load_model, save_model
 from hf_fixtures import make_hf_folder
 
@@ -65,8 +65,9 @@ def test_missing_config(folder):
 
 def test_corrupt_config(folder):
     (folder / "config.json").write_text("{not json")
-    e = load_error(folder)
-    assert e.path.endswith("config.json") and "JSON" in e.message
+    with pytest.raises(InputFileError) as e:   # the loaders' one error for unreadable files
+        load_model(folder)
+    assert e.value.path.endswith("config.json") and "invalid JSON" in e.value.message
 
 
 def test_unsupported_model_type(folder):

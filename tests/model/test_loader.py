@@ -4,7 +4,6 @@ and the problem."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,6 @@ from safetensors.torch import load_file, save_file
 from tinyserve_core.errors import InputFileError, ModelLoadError
 from tinyserve_core.model import default_model_dir, load_model, save_model
 from hf_fixtures import make_hf_folder
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    path = tmp_path_factory.mktemp("good") / "llama"
-    make_hf_folder(path, "linear")
-    return path
-
-
-@pytest.fixture
-def folder(good, tmp_path):
-    dst = tmp_path / "m"
-    shutil.copytree(good, dst)
-    return dst
 
 
 def load_error(path) -> ModelLoadError:

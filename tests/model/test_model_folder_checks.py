@@ -6,7 +6,6 @@ that loads a model. config.json is fuzzed with hypothesis."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import pytest
@@ -14,7 +13,6 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import load_file, save_file
 
-from hf_fixtures import make_hf_folder
 from tinyserve_core.cli import main
 from tinyserve_core.errors import InputFileError, ModelLoadError, TinyServeError
 from tinyserve_core.model import ModelConfig, default_model_dir, load_model
@@ -22,20 +20,6 @@ from tinyserve_core.model.loader import check_finite, read_safetensors
 
 BASE = dict(model_type="llama", vocab_size=100, hidden_size=64, intermediate_size=96,
             num_hidden_layers=2, num_attention_heads=4)
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    path = tmp_path_factory.mktemp("good") / "llama"
-    make_hf_folder(path, "linear")
-    return path
-
-
-@pytest.fixture
-def folder(good, tmp_path):
-    dst = tmp_path / "m"
-    shutil.copytree(good, dst)
-    return dst
 
 
 def _edit(path, name, **changes):

@@ -18,12 +18,14 @@ class ConfigError(TinyServeError, ValueError):
 
 
 class ModelLoadError(TinyServeError):
-    """A model folder that cannot be loaded: names the file and the problem."""
+    """A model folder that cannot be loaded: names the file, the field (config key,
+    tensor name) when there is one, and the problem: `path: field: problem`."""
 
-    def __init__(self, path: str, message: str):
+    def __init__(self, path: str, message: str, field: str | None = None):
         self.path = str(path)
-        self.message = message
-        super().__init__(f"{path}: {message}")
+        self.field = field
+        self.message = f"{field}: {message}" if field else message
+        super().__init__(f"{path}: {self.message}")
 
 
 class InputFileError(TinyServeError):

@@ -13,12 +13,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import ModelLoadError
+from ..loaders import MiB, load_json
 from ..resources import asset_path
 from .config import ModelConfig
 from .llama import LlamaForCausalLM
 from .tokenizer import Tokenizer
 
 INDEX_FILE = "model.safetensors.index.json"
+# An index lists one line per tensor: ~100 KB for a 70B model.
+MAX_INDEX_BYTES = 16 * MiB
 # Buffers some older exports saved that carry nothing the model needs.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -35,11 +38,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
         raise ModelLoadError(str(path), "model folder not found")
     config = ModelConfig.from_dir(path)
     tokenizer = Tokenizer.from_dir(path)
+    check_tokenizer_fits(tokenizer, config, path)
     tensors = read_safetensors(path)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     load_weights(model, tensors, path)
     model.to(device=device, dtype=dtype)
+    check_finite(model, tensors, path)
     return model.eval(), tokenizer
 
 
@@ -47,12 +52,8 @@ def weight_files(path: Path) -> list[Path]:
     """The safetensors files of a folder: the shards of the index, else model.safetensors,
     else every *.safetensors file."""
     index = path / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise ModelLoadError(str(index), f"not a valid safetensors index (needs 'weight_map'): {e}") from None
+    if index.exists():
+        shards = _index_shards(index)
         for s in shards:
             if not (path / s).is_file():
                 raise ModelLoadError(str(path / s), f"missing: shard listed in {INDEX_FILE}")
@@ -63,6 +64,49 @@ def weight_files(path: Path) -> list[Path]:
     if not files:
         raise ModelLoadError(str(path), "no weights: expected model.safetensors or *.safetensors shards")
     return files
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard file names of a safetensors index: plain names inside the folder."""
+    d = load_json(index, max_bytes=MAX_INDEX_BYTES, field="index")
+    weight_map = d.get("weight_map") if isinstance(d, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelLoadError(str(index), "must be an object of tensor name -> shard file", field="weight_map")
+    for k, v in weight_map.items():
+        if not isinstance(v, str) or not v or Path(v).name != v or v in (".", ".."):
+            raise ModelLoadError(str(index), f"shard of {k!r} must be a file name in the model folder, "
+                                 f"got {str(v)[:60]!r}", field="weight_map")
+    return sorted(set(weight_map.values()))
+
+
+def check_tokenizer_fits(tokenizer: Tokenizer, config: ModelConfig, path: Path) -> None:
+    """Every id the tokenizer can produce must have an embedding row (else IndexError
+    mid-run)."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ModelLoadError(str(path / "tokenizer.json"), f"the tokenizer has {tokenizer.vocab_size} tokens, "
+                             f"more than the model's vocab_size {config.vocab_size}", field="vocab_size")
+    for t in tokenizer.eos_token_ids + [tokenizer.bos_token_id]:
+        if t is not None and not 0 <= t < config.vocab_size:
+            raise ModelLoadError(str(path / "config.json"), f"special token id {t} is outside the "
+                                 f"model's vocab_size {config.vocab_size}", field="vocab_size")
+
+
+def check_finite(model: LlamaForCausalLM, tensors: dict[str, tuple[torch.Tensor, Path]], path: Path) -> None:
+    """NaN/Inf weights poison every logit silently. Checked after the cast to the run
+    dtype (float32 on CPU, where a sum is ~10x cheaper than over fp16, and a weight too
+    large for fp16 shows up too): one float32 sum per tensor is NaN or Inf when any
+    element is; only then are the elements counted, so a sum that merely overflowed
+    passes."""
+    for name, p in model.named_parameters():
+        t = p.detach()
+        if bool(torch.isfinite(t.sum(dtype=torch.float32))):
+            continue
+        nan = int(torch.isnan(t).sum())
+        inf = int(torch.isinf(t).sum())
+        if nan or inf:
+            file = tensors[name][1] if name in tensors else path
+            raise ModelLoadError(str(file), f"{nan} NaN and {inf} infinite values (as {t.dtype})",
+                                 field=f"tensor {name}")
 
 
 def read_safetensors(path: Path) -> dict[str, tuple[torch.Tensor, Path]]:

@@ -11,6 +11,12 @@ from pathlib import Path
 from tokenizers import Tokenizer as _HFTokenizer
 
 from ..errors import ModelLoadError
+from ..loaders import MiB, load_json, read_text
+
+# The largest published tokenizer.json files are ~35 MB (Gemma's 256k vocabulary).
+MAX_TOKENIZER_BYTES = 128 * MiB
+# generation_config.json / tokenizer_config.json: KBs (chat templates make a few hundred).
+MAX_SIDE_FILE_BYTES = 16 * MiB
 
 
 class Tokenizer:
@@ -41,21 +47,23 @@ class Tokenizer:
     def from_dir(cls, path: str | Path) -> "Tokenizer":
         path = Path(path)
         f = path / "tokenizer.json"
-        if not f.is_file():
+        if not f.exists():
             raise ModelLoadError(str(f), "missing: a model folder needs a tokenizer.json")
+        text = read_text(f, max_bytes=MAX_TOKENIZER_BYTES)
         try:
-            tok = _HFTokenizer.from_file(str(f))
+            tok = _HFTokenizer.from_str(text)
         except Exception as e:  # the Rust library raises plain Exception on bad files
-            raise ModelLoadError(str(f), f"cannot parse tokenizer: {e}") from None
+            raise ModelLoadError(str(f), f"cannot parse tokenizer: {_one_line(e)}") from None
+        size = tok.get_vocab_size(with_added_tokens=True)
         eos: list[int] = []
         bos = None
         for name in ("generation_config.json", "config.json"):
-            d = _read_json(path / name)
+            src = path / name
+            d = _read_json(src)
             if not eos and d.get("eos_token_id") is not None:
-                e = d["eos_token_id"]
-                eos = [int(x) for x in (e if isinstance(e, list) else [e])]
-            if bos is None and isinstance(d.get("bos_token_id"), int):
-                bos = d["bos_token_id"]
+                eos = _ids(src, "eos_token_id", d["eos_token_id"], size)
+            if bos is None and d.get("bos_token_id") is not None:
+                bos = _ids(src, "bos_token_id", d["bos_token_id"], size, single=True)[0]
         tc = _read_json(path / "tokenizer_config.json")
         if not eos and (t := _token_str(tc.get("eos_token"))) is not None:
             tid = tok.token_to_id(t)
@@ -84,10 +92,25 @@ def _token_str(t) -> str | None:
 
 
 def _read_json(f: Path) -> dict:
-    if not f.is_file():
+    if not f.exists():
         return {}
-    try:
-        d = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(str(f), f"not valid JSON: {e}") from None
+    d = load_json(f, max_bytes=MAX_SIDE_FILE_BYTES, field="json")
     return d if isinstance(d, dict) else {}
+
+
+def _ids(f: Path, field: str, v, vocab_size: int, single: bool = False) -> list[int]:
+    """A token id, or a list of them where HF allows one (eos), each inside the tokenizer's
+    vocabulary."""
+    ids = v if isinstance(v, list) and not single else [v]
+    kind = "a token id (integer)" if single else "a token id (integer) or a list of them"
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise ModelLoadError(str(f), f"must be {kind}, got {str(v)[:60]}", field=field)
+    for t in ids:
+        if not 0 <= t < vocab_size:
+            raise ModelLoadError(str(f), f"token id {t} is outside the tokenizer's vocabulary "
+                                 f"(0..{vocab_size - 1})", field=field)
+    return ids
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]

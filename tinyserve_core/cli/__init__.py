@@ -13,11 +13,11 @@ import argparse
 import sys
 
 from ..errors import TinyServeError
-from . import bench, eval as eval_, generate, info, simulate, trace, train, workload
+from . import bench, eval as eval_, generate, info, simulate, soak, trace, train, workload
 from ._parser import Parser
 
 # --help lists the commands in this order
-_FAMILIES = (generate, simulate, info, train, workload, trace, bench, eval_)
+_FAMILIES = (generate, simulate, info, train, workload, trace, bench, eval_, soak)
 
 
 def build_parser() -> argparse.ArgumentParser:

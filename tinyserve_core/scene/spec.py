@@ -141,6 +141,17 @@ def vec3_field(value, ctx: FileContext, where: str, lo: float = -MAX_COORD, hi: 
     return tuple(number_field(v, ctx, f"{where}[{i}]", lo, hi, open_lo=open_lo) for i, v in enumerate(value))
 
 
+def box_field(value, ctx: FileContext, where: str, lo_key: str, hi_key: str):
+    """An axis-aligned box {lo_key: [x, y, z], hi_key: [x, y, z]} with hi > lo on every axis."""
+    if not isinstance(value, dict):
+        raise ctx.error(where, f"must be an object with {lo_key} and {hi_key}")
+    lo = vec3_field(value.get(lo_key), ctx, f"{where}.{lo_key}")
+    hi = vec3_field(value.get(hi_key), ctx, f"{where}.{hi_key}")
+    if any(h <= l for l, h in zip(lo, hi)):
+        raise ctx.error(where, f"{hi_key} must exceed {lo_key} on every axis, got {lo} .. {hi}")
+    return lo, hi
+
+
 def _length(value, ctx: FileContext, where: str) -> float:
     return number_field(value, ctx, where, 0.0, 2 * MAX_COORD, open_lo=True)
 
@@ -210,12 +221,7 @@ def parse_scene(data, name: str = "scene", path: str = "") -> SceneSpec:
         raise ctx.error("objects", f"{len(objs)} objects is over the limit of {MAX_OBJECTS}")
     seen: set[str] = set()
     objects = [_object(o, ctx, f"objects[{i}]", seen) for i, o in enumerate(objs)]
-    b = data.get("bounds")
-    if not isinstance(b, dict):
-        raise ctx.error("bounds", "must be an object with min and max")
-    lo, hi = vec3_field(b.get("min"), ctx, "bounds.min"), vec3_field(b.get("max"), ctx, "bounds.max")
-    if any(h <= l for l, h in zip(lo, hi)):
-        raise ctx.error("bounds", f"max must exceed min on every axis, got {lo} .. {hi}")
+    lo, hi = box_field(data.get("bounds"), ctx, "bounds", "min", "max")
     cam = data.get("camera", {})
     if not isinstance(cam, dict):
         raise ctx.error("camera", f"must be an object, got {_show(cam)}")

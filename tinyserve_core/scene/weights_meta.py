@@ -12,7 +12,7 @@ import numpy as np
 
 from ..loaders import MiB, FileContext, decode_utf8, loads_json, read_bytes
 from .field import MAX_GRID_CORNERS, GridSpec
-from .spec import MAX_OBJECTS, number_field, vec3_field
+from .spec import MAX_OBJECTS, box_field, number_field
 
 # The shipped room is 3.5 MB; the largest grid the trainer accepts keeps far less than this.
 MAX_WEIGHTS_BYTES = 512 * MiB
@@ -50,11 +50,7 @@ def check_meta(meta, ctx: FileContext, fmt: str) -> dict:
             or not all(isinstance(s, str) and s for s in labels)):
         raise ctx.error("metadata.labels", f"must be a list of 2 to {MAX_OBJECTS + 1} non-empty strings")
     g = meta.get("grid")
-    if not isinstance(g, dict):
-        raise ctx.error("metadata.grid", "must be an object with lo, hi and voxel")
-    lo, hi = vec3_field(g.get("lo"), ctx, "metadata.grid.lo"), vec3_field(g.get("hi"), ctx, "metadata.grid.hi")
-    if any(h <= l for l, h in zip(lo, hi)):
-        raise ctx.error("metadata.grid", f"hi must exceed lo on every axis, got {lo} .. {hi}")
+    lo, hi = box_field(g, ctx, "metadata.grid", "lo", "hi")
     voxel = number_field(g.get("voxel"), ctx, "metadata.grid.voxel", *VOXEL_RANGE)
     grid = GridSpec(lo, hi, voxel)
     if math.prod(grid.shape) > MAX_GRID_CORNERS or min(grid.shape) < 2:

@@ -53,3 +53,11 @@ def test_soak_cli_prints_the_figures(one_thread, capsys):
         assert word in out
     assert main(["soak", "--minutes", "nan"]) == 2
     assert "--minutes" in capsys.readouterr().err
+
+
+def test_soak_reports_a_lost_live_update(one_thread, monkeypatch):
+    from tinyserve_core.engine.engine import Engine
+
+    monkeypatch.setattr(Engine, "_apply_updates", lambda self: None)
+    r = run_soak(1.0, seed=2, max_updates=1)
+    assert r.failure_kinds["live update lost"] >= 1 and r.updates_applied < r.updates_requested

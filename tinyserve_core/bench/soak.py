@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,6 +31,7 @@ MAX_CONTEXT = 256
 # An episode that needs more steps than this is stuck (its requests need at most a few
 # hundred steps even when preempted over and over): reported as a failure, not a hang.
 MAX_EPISODE_STEPS = 20_000
+MAX_KEPT_FAILURES = 20   # messages kept; all are counted, and the run goes on to its end
 
 
 @dataclass
@@ -47,11 +49,16 @@ class SoakReport:
     updates_applied: int = 0
     policies: set[str] = field(default_factory=set)
     block_sizes: set[int] = field(default_factory=set)
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)   # the first MAX_KEPT_FAILURES
+    failure_kinds: Counter = field(default_factory=Counter)   # kind -> how many
+
+    @property
+    def num_failures(self) -> int:
+        return sum(self.failure_kinds.values())
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.num_failures
 
     def lines(self) -> list[str]:
         return [
@@ -65,7 +72,9 @@ class SoakReport:
             f"policies            {', '.join(sorted(self.policies))}",
             f"block sizes         {', '.join(map(str, sorted(self.block_sizes)))}",
             "invariants          " + ("held after every step; no request lost, no block leaked" if self.ok
-                                      else f"FAILED {len(self.failures)} times; first: {self.failures[0]}"),
+                                      else f"FAILED {self.num_failures} times ("
+                                      + ", ".join(f"{k}: {v}" for k, v in self.failure_kinds.most_common())
+                                      + f"); first: {self.failures[0]}"),
         ]
 
 
@@ -153,13 +162,13 @@ class _Episode:
             lost = {k: v for k, v in self.wanted.items() if eng.config.get(k) != v}
             self.report.updates_applied += len(self.wanted) - len(lost)
             if lost:
-                self.fail(f"live update lost: asked {lost}, in force "
+                self.fail("live update lost", f"asked {lost}, in force "
                           f"{ {k: eng.config.get(k) for k in lost} }")
             self.wanted = {}
         try:
             eng.block_manager.check_invariants()
         except AssertionError as e:
-            self.fail(f"block manager invariant: {e}")
+            self.fail("block manager invariant", str(e))
 
     def finish(self) -> None:
         eng, bm = self.engine, self.engine.block_manager
@@ -171,15 +180,18 @@ class _Episode:
             if got == n:
                 self.report.finished += 1
             else:
-                self.fail(f"request {rid} finished {got} of its {n} samples")
+                self.fail("request lost", f"{rid} finished {got} of its {n} samples")
         if eng.requests:
-            self.fail(f"{len(eng.requests)} requests still held by the engine")
+            self.fail("request lost", f"{len(eng.requests)} requests still held by the engine")
         if bm.seq_ids() or bm.num_free_blocks != bm.num_blocks:
-            self.fail(f"leaked blocks: {bm.num_blocks - bm.num_free_blocks} of {bm.num_blocks} not free, "
+            self.fail("leaked blocks", f"{bm.num_blocks - bm.num_free_blocks} of {bm.num_blocks} not free, "
                       f"{len(bm.seq_ids())} sequences still hold blocks")
 
-    def fail(self, what: str) -> None:
-        self.report.failures.append(f"episode {self.report.episodes}, step {self.engine.step_count}: {what}")
+    def fail(self, kind: str, what: str) -> None:
+        self.report.failure_kinds[kind] += 1
+        if len(self.report.failures) < MAX_KEPT_FAILURES:
+            self.report.failures.append(f"episode {self.report.episodes}, step {self.engine.step_count}: "
+                                        f"{kind}: {what}")
 
 
 def run_soak(seconds: float, seed: int = 0, max_updates: int = 2,
@@ -191,7 +203,7 @@ def run_soak(seconds: float, seed: int = 0, max_updates: int = 2,
     report = SoakReport()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        while time.perf_counter() - t0 < seconds and len(report.failures) < 20:
+        while time.perf_counter() - t0 < seconds:
             ep = _Episode(model, rng, report, max_updates)
             arrivals = rng.randint(3, 12)   # request batches, one before some of the early steps
             for _ in range(MAX_EPISODE_STEPS):
@@ -206,7 +218,7 @@ def run_soak(seconds: float, seed: int = 0, max_updates: int = 2,
                     ep.live_update()
                 ep.step()
             else:
-                ep.fail(f"not drained after {MAX_EPISODE_STEPS} steps")
+                ep.fail("stuck", f"not drained after {MAX_EPISODE_STEPS} steps")
             ep.finish()
             if progress:
                 progress(min(1.0, (time.perf_counter() - t0) / seconds))

@@ -1,5 +1,5 @@
 """`tinyserve`: generate, simulate, info, train-lm, train-scene, workload, check-trace,
-bench …, eval ….
+bench …, eval …, soak.
 
 One module per command family holds its argument parsing, progress bars and printing;
 the library below exposes functions and dataclasses only. Bad flags or config values

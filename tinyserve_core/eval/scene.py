@@ -45,7 +45,7 @@ def load_queries(path: Path, labels: list[str]) -> list[dict]:
             raise ctx.error("line", f"expected a JSON object, got {type(rec).__name__}")
         for key in rec:
             if key not in QUERY_KEYS:
-                raise ctx.error(str(key)[:40], f"unknown key; a query line has {' and '.join(QUERY_KEYS)}")
+                raise ctx.error(_short(key), f"unknown key; a query line has {' and '.join(QUERY_KEYS)}")
         q, exp = rec.get("query"), rec.get("expected")
         if not isinstance(q, str) or not q.strip():
             raise ctx.error("query", f"must be a non-empty string, got {_short(q)}")

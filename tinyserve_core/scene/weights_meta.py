@@ -58,7 +58,7 @@ def check_meta(meta, ctx: FileContext, fmt: str) -> dict:
     for key in ("feat_dim", "hidden"):
         v = meta.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_WIDTH:
-            raise ctx.error(f"metadata.{key}", f"must be an integer in [1, {MAX_WIDTH}], got {str(v)[:40]}")
+            raise ctx.error(f"metadata.{key}", f"must be an integer in [1, {MAX_WIDTH}], got {repr(v)[:40]}")
     if not isinstance(meta.get("stats", {}), dict):
         raise ctx.error("metadata.stats", "must be an object")
     return {**meta, "grid_spec": grid}

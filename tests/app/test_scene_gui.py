@@ -394,3 +394,28 @@ def test_adaptive_motion_size_fits_the_frame_budget(tab):
         assert tab.motion_size() == tab.render_size
     finally:
         tab.adaptive, tab._ms_per_px = True, saved
+
+
+def test_a_bad_scene_file_shows_one_line_naming_the_field(qapp, tmp_path):
+    """A scene with an out-of-range size fails to load with `path: field: problem` in the
+    view and the status bar, not a traceback summary from deep in the renderer."""
+    from app.scene import SceneTab
+    from tinyserve_core.scene.spec import load_scene
+
+    d = json.loads(open(load_scene().path).read())
+    d["objects"][3]["primitives"][0]["size"][1] = 1e300
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    t = SceneTab(scene=str(bad), weights_dir=tmp_path)
+    shown = []
+    t.status_message.connect(lambda msg, ms: shown.append(msg))
+    t.show()
+    try:
+        pump(qapp, lambda: shown)
+        assert shown[0] == f"scene load failed: {bad}: objects[3].primitives[0].size[1]: 1e+300 is out of range (0, 2000]"
+        assert t.view.message == f"load failed: {bad}: objects[3].primitives[0].size[1]: 1e+300 is out of range (0, 2000]"
+    finally:
+        t.shutdown()
+        t.close()
+        t.deleteLater()
+        qapp.processEvents()

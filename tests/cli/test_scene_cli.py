@@ -23,3 +23,64 @@ def test_train_scene_cli_writes_loadable_weights(tmp_path, capsys):
     assert meta["stats"]["steps"] == 4 and "heldout_psnr" in json.loads(summary.read_text())
     assert main(["train-scene", "--scene", "nowhere"]) == 2
     assert "available: room" in capsys.readouterr().err
+
+
+def _room_with(tmp_path, mutate, name="bad.json"):
+    from tinyserve_core.scene.spec import load_scene
+
+    d = json.loads(open(load_scene().path).read())
+    mutate(d)
+    path = tmp_path / name
+    path.write_text(json.dumps(d))
+    return path
+
+
+def _one_line_error(capsys, *parts):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for p in parts:
+        assert p in err, err
+    return err
+
+
+def test_train_scene_refuses_non_finite_values_naming_the_field(tmp_path, capsys):
+    path = _room_with(tmp_path, lambda d: d["objects"][3]["primitives"][0].__setitem__("size", [0.4, 1e300, 0.4]))
+    assert main(["train-scene", "--scene", str(path), "--iters", "1", "--out", str(tmp_path / "w")]) == 2
+    _one_line_error(capsys, f"{path}: objects[3].primitives[0].size[1]: ", "out of range")
+    text = path.read_text().replace('"distance": 3.6', '"distance": NaN')
+    path.write_text(text)
+    assert main(["train-scene", "--scene", str(path), "--iters", "1", "--out", str(tmp_path / "w")]) == 2
+    _one_line_error(capsys, str(path), "NaN is not a number JSON allows")
+
+
+def test_train_scene_refuses_a_grid_that_cannot_fit(tmp_path, capsys):
+    def huge(d):
+        d["bounds"] = {"min": [-900, -900, -900], "max": [900, 900, 900]}
+    path = _room_with(tmp_path, huge)
+    assert main(["train-scene", "--scene", str(path), "--iters", "1", "--size", "8",
+                 "--out", str(tmp_path / "w")]) == 2
+    _one_line_error(capsys, "voxel: ", "over the limit of")
+    assert not (tmp_path / "w").exists()
+
+
+def test_train_scene_refuses_a_directory_and_non_utf8(tmp_path, capsys):
+    folder = tmp_path / "dir.json"
+    folder.mkdir()
+    assert main(["train-scene", "--scene", str(folder), "--iters", "1"]) == 2
+    _one_line_error(capsys, str(folder), "is a directory")
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"objects": "caf\xe9"}')
+    assert main(["train-scene", "--scene", str(latin), "--iters", "1"]) == 2
+    _one_line_error(capsys, f"{latin}:1: file: not UTF-8")
+
+
+def test_eval_scene_refuses_bad_query_files_before_loading_the_lab(tmp_path, capsys):
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"query": "mug", "expected": "red mug"}\n{"query": "a box", "expected": ["blue box", "brown box"]}\n')
+    assert main(["eval", "scene", "--queries", str(q), "--weights", str(tmp_path / "none")]) == 2
+    _one_line_error(capsys, f"{q}:2: expected: ", "ambiguous")
+    assert main(["eval", "scene", "--queries", str(tmp_path), "--weights", str(tmp_path / "none")]) == 2
+    _one_line_error(capsys, str(tmp_path), "is a directory")
+    q.write_bytes(b'{"query": "caf\xe9", "expected": "red mug"}\n')
+    assert main(["eval", "scene", "--queries", str(q)]) == 2
+    _one_line_error(capsys, f"{q}:1: file: not UTF-8")

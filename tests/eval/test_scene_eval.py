@@ -42,3 +42,12 @@ def test_full_eval_meets_the_targets(tmp_path):
     assert rep["views_full"]["psnr"] >= 30 and rep["views_full"]["miou"] >= 0.9
     assert rep["queries"]["accuracy"] >= 0.9
     assert rep["planning"]["collision_free"] == 1.0 and rep["planning"]["solved"] >= 20
+
+
+def test_query_file_errors_stay_on_one_line(tmp_path, spec):
+    """Found by the fuzz test: an unknown key holding a newline was printed raw."""
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"query": "mug", "expected": "red mug", "\\n": 1}\n')
+    with pytest.raises(InputFileError) as e:
+        load_queries(path, spec.labels[1:])
+    assert "\n" not in str(e.value) and "unknown key" in str(e.value)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyserve_core.errors import ConfigError, ModelLoadError
+from tinyserve_core.errors import ConfigError, ModelLoadError, TinyServeError
 from tinyserve_core.scene.analytic import render_analytic
 from tinyserve_core.scene.camera import HELDOUT_RINGS, camera_ring
 from tinyserve_core.scene.geometry import scene_sdf
@@ -65,9 +65,9 @@ def test_weights_roundtrip_and_damaged_file(lab, spec, tmp_path):
     assert torch.allclose(field.sigma(x), lab.field.sigma(x))
     bad = tmp_path / "bad.weights.safetensors"
     bad.write_bytes(b"not a weights file")
-    with pytest.raises(ModelLoadError) as e:
+    with pytest.raises(TinyServeError) as e:
         load_weights(bad)
-    assert "bad.weights.safetensors" in str(e.value)
+    assert str(e.value).startswith(f"{bad}: header: ")
     with pytest.raises(ModelLoadError):
         load_weights(tmp_path / "missing.safetensors")
 

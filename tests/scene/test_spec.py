@@ -37,7 +37,7 @@ def test_malformed_json_names_the_line(tmp_path):
 
 @pytest.mark.parametrize("mutate, field", [
     (lambda d: d["objects"][8]["primitives"][0].pop("radius"), "objects[8].primitives[0].radius"),
-    (lambda d: d["objects"][0]["primitives"][0].__setitem__("color", [2, 0, 0]), "objects[0].primitives[0].color"),
+    (lambda d: d["objects"][0]["primitives"][0].__setitem__("color", [2, 0, 0]), "objects[0].primitives[0].color[0]"),
     (lambda d: d["objects"][1]["primitives"][0].__setitem__("type", "torus"), "objects[1].primitives[0].type"),
     (lambda d: d["objects"][2].__setitem__("label", "floor"), "objects[2].label"),
     (lambda d: d["bounds"].__setitem__("max", [1, 1]), "bounds.max"),
@@ -47,6 +47,6 @@ def test_invalid_fields_are_named(tmp_path, mutate, field):
     mutate(d)
     path = tmp_path / "s.json"
     path.write_text(json.dumps(d))
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(InputFileError) as e:
         load_scene(path)
-    assert e.value.field == field
+    assert str(e.value).startswith(f"{path}: {field}: ")

@@ -1,5 +1,5 @@
 """`tinyserve`: generate, simulate, info, train-lm, train-scene, workload, check-trace,
-bench …, eval ….
+bench …, eval …, soak.
 
 One module per command family holds its argument parsing, progress bars and printing;
 the library below exposes functions and dataclasses only. Bad flags or config values
@@ -13,11 +13,11 @@ import argparse
 import sys
 
 from ..errors import TinyServeError
-from . import bench, eval as eval_, generate, info, simulate, trace, train, workload
+from . import bench, eval as eval_, generate, info, simulate, soak, trace, train, workload
 from ._parser import Parser
 
 # --help lists the commands in this order
-_FAMILIES = (generate, simulate, info, train, workload, trace, bench, eval_)
+_FAMILIES = (generate, simulate, info, train, workload, trace, bench, eval_, soak)
 
 
 def build_parser() -> argparse.ArgumentParser:

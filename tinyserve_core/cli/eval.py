@@ -257,10 +257,13 @@ def run_scene(args) -> int:
             raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
         if args.threads:
             torch.set_num_threads(args.threads)
-        bar = tqdm(total=5, desc="eval scene", unit="stage")
+        bar = None  # starts with the first stage: a bad input fails before it, on one line
 
         def progress(name):
-            if bar.n or name != "held-out views (full quality)":
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=5, desc="eval scene", unit="stage")
+            else:
                 bar.update(1)
             bar.set_postfix_str(name)
 

@@ -122,7 +122,7 @@ def run_train_scene(args) -> int:
 
     from ..errors import ConfigError, TinyServeError
     from ..scene.spec import load_scene
-    from ..scene.train import TrainConfig, evaluate_heldout, train_field
+    from ..scene.train import TrainConfig, evaluate_heldout, train_field, training_grid
     from ..scene.weights import save_weights, weights_path
 
     try:
@@ -137,6 +137,7 @@ def run_train_scene(args) -> int:
         spec = load_scene(args.scene)
         cfg = TrainConfig(size=args.size, iters=args.iters, batch_rays=args.batch_rays, voxel=args.voxel,
                           seed=args.seed).validate()
+        training_grid(spec, cfg)
         bar = tqdm(total=cfg.iters, desc=f"train-scene {spec.name}", unit="step")
 
         def progress(p):

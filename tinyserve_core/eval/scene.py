@@ -5,17 +5,21 @@ planned path checked against the exact primitive geometry, and latencies (p50/p9
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import InputFileError
+from ..loaders import MiB, FileContext, iter_jsonl
 
 TARGETS = {"psnr": 30.0, "miou": 0.9, "query_accuracy": 0.9, "paths_collision_free": 1.0,
            "query_p95_ms": 100.0, "plan_p95_ms": 500.0, "bake_render_p95_ms": 100.0}
+QUERY_KEYS = ("query", "expected")
+# The shipped set is 40 lines in 2 kB; every query is embedded and answered in the run.
+MAX_QUERY_FILE_BYTES = 4 * MiB
+MAX_QUERIES = 10_000
+MAX_QUERY_CHARS = 1000  # the text encoder reads 256 word pieces at most
 PLAN_TARGETS = ("red mug", "stack of books", "desk lamp", "green ball", "blue box", "brown box",
                 "trash bin", "traffic cone", "potted plant", "chair")
 
@@ -27,30 +31,51 @@ def default_queries(scene: str) -> Path:
 
 
 def load_queries(path: Path, labels: list[str]) -> list[dict]:
-    """One JSON object per line: {"query": str, "expected": label | "not found" | "ambiguous"}."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(str(path), None, "no such query file")
-    allowed = set(labels) | {"not found", "ambiguous"}
+    """One JSON object per line: {"query": str, "expected": label | "not found" | "ambiguous"}.
+
+    `expected` is one answer, in the vocabulary of QueryResult.label, because the
+    evaluation scores the top-1 answer by equality. A list of acceptable labels is refused:
+    a query that several objects answer equally expects "ambiguous" (the query rule returns
+    both candidates then), and accepting any of several labels would let a wrong pick
+    count as correct."""
+    answers = set(labels) | {"not found", "ambiguous"}
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputFileError(str(path), n, f"invalid JSON: {e.msg}") from None
+    for ctx, rec in iter_jsonl(path, max_bytes=MAX_QUERY_FILE_BYTES, max_line_chars=4 * MAX_QUERY_CHARS):
         if not isinstance(rec, dict):
-            raise InputFileError(str(path), n, "expected a JSON object")
+            raise ctx.error("line", f"expected a JSON object, got {type(rec).__name__}")
+        for key in rec:
+            if key not in QUERY_KEYS:
+                raise ctx.error(_short(key), f"unknown key; a query line has {' and '.join(QUERY_KEYS)}")
         q, exp = rec.get("query"), rec.get("expected")
         if not isinstance(q, str) or not q.strip():
-            raise InputFileError(str(path), n, "'query' must be a non-empty string")
-        if exp not in allowed:
-            raise InputFileError(str(path), n, f"'expected' must be an object label, 'not found' or 'ambiguous'; got {exp!r}")
-        out.append({"query": q, "expected": exp, "line": n})
+            raise ctx.error("query", f"must be a non-empty string, got {_short(q)}")
+        if len(q) > MAX_QUERY_CHARS:
+            raise ctx.error("query", f"{len(q)} characters is over the limit of {MAX_QUERY_CHARS}")
+        if isinstance(exp, list):
+            raise ctx.error("expected", "must be one answer, not a list: an object label, 'not found', or "
+                                        "'ambiguous' when several objects answer the query")
+        if not isinstance(exp, str) or exp not in answers:
+            raise ctx.error("expected", f"must be an object label, 'not found' or 'ambiguous'; got {_short(exp)}")
+        out.append({"query": q, "expected": exp, "line": ctx.line})
+        if len(out) > MAX_QUERIES:
+            raise ctx.error("file", f"more than {MAX_QUERIES} queries")
     if not out:
-        raise InputFileError(str(path), None, "no queries in the file")
+        raise FileContext(str(path)).error("file", "no queries in the file")
     return out
+
+
+def _short(value) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def scene_queries(scene: str, queries: str | None) -> tuple[Path, list[dict]]:
+    """The query file (given, or the scene's own) checked against the scene's labels; cheap,
+    so callers run it before anything slow to fail early."""
+    from ..scene.spec import load_scene
+
+    qfile = Path(queries) if queries else default_queries(scene)
+    return qfile, load_queries(qfile, load_scene(scene).labels[1:])
 
 
 def path_clearance(spec, result) -> float:
@@ -91,9 +116,8 @@ def evaluate(scene: str = "room", queries: str | None = None, weights: str | Non
     from ..scene.metrics import evaluate_views
     from ..scene.planner import Robot
 
+    qfile, qs = scene_queries(scene, queries)
     lab = SceneLab(scene, weights)
-    qfile = Path(queries) if queries else default_queries(scene)
-    qs = load_queries(qfile, lab.spec.labels[1:])
     report: dict = {"scene": lab.spec.name, "weights": str(lab.weights_file), "torch_threads": torch.get_num_threads()}
     step = progress or (lambda name: None)
 

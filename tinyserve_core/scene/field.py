@@ -18,6 +18,9 @@ from torch import nn
 DENSITY_INIT = -6.0  # softplus(-6) per voxel: nearly transparent at the start
 EMPTY_DENSITY = -10.0  # inactive corners: far below the occupancy threshold
 OCC_THRESHOLD = 3e-3  # density per voxel (above the initial value) below which a cell is skipped
+# Every grid corner costs about 20 bytes of dense bookkeeping (row index, masks, carving)
+# before any parameter: 2^25 corners is ~0.7 GB, and the room at 7.5 mm voxels still fits.
+MAX_GRID_CORNERS = 1 << 25
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,26 @@ object's label, so "table" is one class whether it has one box or five.
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, InputFileError
+from ..errors import ConfigError
+from ..loaders import MiB, FileContext, load_json
 from ..resources import asset_path
 
 SCENES_DIR = asset_path("scenes")
 DEFAULT_SCENE = "room"
 BACKGROUND = "background"
+
+# The room spec is 8 kB; a megabyte is a scene of thousands of primitives.
+MAX_SCENE_BYTES = MiB
+MAX_OBJECTS = 255  # each is a class of the semantic head and three embedded texts: far beyond a room
+MAX_TEXT_CHARS = 1000  # labels and descriptions are embedded as short sentences
+# Scenes are rooms and yards in metres: every coordinate lies within a kilometre, which also
+# keeps squared distances and grid indices far inside float32 (a 1e300 size passes as a
+# float64 but turns into inf in the renderer's tensors).
+MAX_COORD = 1000.0
 
 PRIMITIVE_KEYS = {
     "box": ("center", "size"),
@@ -106,108 +116,130 @@ def scene_path(name_or_path: str | Path) -> Path:
 
 def load_scene(name_or_path: str | Path = DEFAULT_SCENE) -> SceneSpec:
     path = scene_path(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputFileError(str(path), e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
+    data = load_json(path, max_bytes=MAX_SCENE_BYTES)
     return parse_scene(data, name=path.stem, path=str(path))
 
 
-def _vec(value, where: str, n: int = 3, positive: bool = False) -> tuple[float, ...]:
-    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
+def number_field(value, ctx: FileContext, where: str, lo: float, hi: float, *, open_lo: bool = False) -> float:
+    """A finite number in [lo, hi] (or (lo, hi] with open_lo); bools are not numbers."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ctx.error(where, f"expected a number, got {_show(value)}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ctx.error(where, f"must be a finite number, got {value!r}")
+    if x < lo or x > hi or (open_lo and x == lo):
+        raise ctx.error(where, f"{value!r} is out of range {'(' if open_lo else '['}{lo:g}, {hi:g}]")
+    return x
+
+
+def vec3_field(value, ctx: FileContext, where: str, lo: float = -MAX_COORD, hi: float = MAX_COORD,
+         *, open_lo: bool = False) -> tuple[float, float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
     ):
-        raise ConfigError(where, f"expected a list of {n} numbers, got {value!r}")
-    if positive and any(v <= 0 for v in value):
-        raise ConfigError(where, f"every entry must be > 0, got {value!r}")
-    return tuple(float(v) for v in value)
+        raise ctx.error(where, f"expected a list of 3 numbers, got {_show(value)}")
+    return tuple(number_field(v, ctx, f"{where}[{i}]", lo, hi, open_lo=open_lo) for i, v in enumerate(value))
 
 
-def _pos(value, where: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(where, f"expected a number > 0, got {value!r}")
-    return float(value)
+def box_field(value, ctx: FileContext, where: str, lo_key: str, hi_key: str):
+    """An axis-aligned box {lo_key: [x, y, z], hi_key: [x, y, z]} with hi > lo on every axis."""
+    if not isinstance(value, dict):
+        raise ctx.error(where, f"must be an object with {lo_key} and {hi_key}")
+    lo = vec3_field(value.get(lo_key), ctx, f"{where}.{lo_key}")
+    hi = vec3_field(value.get(hi_key), ctx, f"{where}.{hi_key}")
+    if any(h <= l for l, h in zip(lo, hi)):
+        raise ctx.error(where, f"{hi_key} must exceed {lo_key} on every axis, got {lo} .. {hi}")
+    return lo, hi
 
 
-def _color(value, where: str) -> tuple[float, float, float]:
-    c = _vec(value, where)
-    if any(v < 0 or v > 1 for v in c):
-        raise ConfigError(where, f"colour components must lie in [0, 1], got {value!r}")
-    return c
+def _length(value, ctx: FileContext, where: str) -> float:
+    return number_field(value, ctx, where, 0.0, 2 * MAX_COORD, open_lo=True)
 
 
-def _primitive(d, where: str) -> Primitive:
+def _text(value, ctx: FileContext, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ctx.error(where, f"must be a non-empty string, got {_show(value)}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ctx.error(where, f"{len(value)} characters is over the limit of {MAX_TEXT_CHARS}")
+    return value
+
+
+def _show(value) -> str:
+    """A value for a message, cut short: a hostile file may hold megabytes in one field."""
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _primitive(d, ctx: FileContext, where: str) -> Primitive:
     if not isinstance(d, dict):
-        raise ConfigError(where, "expected an object")
+        raise ctx.error(where, "expected an object")
     kind = d.get("type")
-    if kind not in PRIMITIVE_KEYS:
-        raise ConfigError(f"{where}.type", f"must be one of {', '.join(PRIMITIVE_KEYS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in PRIMITIVE_KEYS:
+        raise ctx.error(f"{where}.type", f"must be one of {', '.join(PRIMITIVE_KEYS)}, got {_show(kind)}")
     allowed = set(PRIMITIVE_KEYS[kind]) | {"type", "color"}
     for key in d:
         if key not in allowed:
-            raise ConfigError(f"{where}.{key}", f"unknown key for a {kind}; allowed: {', '.join(sorted(allowed))}")
+            raise ctx.error(f"{where}.{_show(key)[1:-1]}", f"unknown key for a {kind}; allowed: {', '.join(sorted(allowed))}")
     for key in PRIMITIVE_KEYS[kind] + ("color",):
         if key not in d:
-            raise ConfigError(f"{where}.{key}", f"missing (a {kind} needs {', '.join(PRIMITIVE_KEYS[kind])}, color)")
-    kw = {"kind": kind, "color": _color(d["color"], f"{where}.color")}
+            raise ctx.error(f"{where}.{key}", f"missing (a {kind} needs {', '.join(PRIMITIVE_KEYS[kind])}, color)")
+    kw = {"kind": kind, "color": vec3_field(d["color"], ctx, f"{where}.color", 0.0, 1.0)}
     for key in PRIMITIVE_KEYS[kind]:
         if key in ("center", "base"):
-            kw[key] = _vec(d[key], f"{where}.{key}")
+            kw[key] = vec3_field(d[key], ctx, f"{where}.{key}")
         elif key == "size":
-            kw[key] = _vec(d[key], f"{where}.{key}", positive=True)
+            kw[key] = vec3_field(d[key], ctx, f"{where}.{key}", 0.0, 2 * MAX_COORD, open_lo=True)
         else:
-            kw[key] = _pos(d[key], f"{where}.{key}")
+            kw[key] = _length(d[key], ctx, f"{where}.{key}")
     return Primitive(**kw)
 
 
+def _object(o, ctx: FileContext, where: str, seen: set[str]) -> SceneObject:
+    if not isinstance(o, dict):
+        raise ctx.error(where, "expected an object")
+    label = _text(o.get("label"), ctx, f"{where}.label")
+    if label == BACKGROUND or label in seen:
+        raise ctx.error(f"{where}.label", f"{_show(label)} is reserved or already used")
+    seen.add(label)
+    desc = _text(o.get("description"), ctx, f"{where}.description")
+    prims = o.get("primitives")
+    if not isinstance(prims, list) or not prims:
+        raise ctx.error(f"{where}.primitives", "must be a non-empty list")
+    return SceneObject(label, desc, tuple(_primitive(p, ctx, f"{where}.primitives[{j}]") for j, p in enumerate(prims)))
+
+
 def parse_scene(data, name: str = "scene", path: str = "") -> SceneSpec:
+    """A SceneSpec from decoded JSON; every problem is an InputFileError naming `path`
+    and the field (`objects[3].primitives[0].size[1]`)."""
+    ctx = FileContext(path or f"<scene {name}>")
     if not isinstance(data, dict):
-        raise ConfigError("scene", "the top level must be a JSON object")
+        raise ctx.error("scene", "the top level must be a JSON object")
     objs = data.get("objects")
     if not isinstance(objs, list) or not objs:
-        raise ConfigError("objects", "must be a non-empty list of objects")
-    objects, seen = [], set()
-    for i, o in enumerate(objs):
-        where = f"objects[{i}]"
-        if not isinstance(o, dict):
-            raise ConfigError(where, "expected an object")
-        label = o.get("label")
-        if not isinstance(label, str) or not label.strip():
-            raise ConfigError(f"{where}.label", "must be a non-empty string")
-        if label == BACKGROUND or label in seen:
-            raise ConfigError(f"{where}.label", f"{label!r} is reserved or already used")
-        seen.add(label)
-        desc = o.get("description")
-        if not isinstance(desc, str) or not desc.strip():
-            raise ConfigError(f"{where}.description", "must be a non-empty string")
-        prims = o.get("primitives")
-        if not isinstance(prims, list) or not prims:
-            raise ConfigError(f"{where}.primitives", "must be a non-empty list")
-        objects.append(SceneObject(label, desc, tuple(_primitive(p, f"{where}.primitives[{j}]") for j, p in enumerate(prims))))
-    b = data.get("bounds")
-    if not isinstance(b, dict):
-        raise ConfigError("bounds", "must be an object with min and max")
-    lo, hi = _vec(b.get("min"), "bounds.min"), _vec(b.get("max"), "bounds.max")
-    if any(h <= l for l, h in zip(lo, hi)):
-        raise ConfigError("bounds", f"max must exceed min on every axis, got {lo} .. {hi}")
+        raise ctx.error("objects", "must be a non-empty list of objects")
+    if len(objs) > MAX_OBJECTS:
+        raise ctx.error("objects", f"{len(objs)} objects is over the limit of {MAX_OBJECTS}")
+    seen: set[str] = set()
+    objects = [_object(o, ctx, f"objects[{i}]", seen) for i, o in enumerate(objs)]
+    lo, hi = box_field(data.get("bounds"), ctx, "bounds", "min", "max")
     cam = data.get("camera", {})
     if not isinstance(cam, dict):
-        raise ConfigError("camera", "must be an object")
-    target = _vec(cam.get("target", [(l + h) / 2 for l, h in zip(lo, hi)]), "camera.target")
-    distance = _pos(cam.get("distance", 3.5), "camera.distance")
+        raise ctx.error("camera", f"must be an object, got {_show(cam)}")
+    target = vec3_field(cam.get("target", [(l + h) / 2 for l, h in zip(lo, hi)]), ctx, "camera.target")
+    distance = _length(cam.get("distance", 3.5), ctx, "camera.distance")
     floor = data.get("floor_label", "floor")
+    if not isinstance(floor, str):
+        raise ctx.error("floor_label", f"must be a string naming an object, got {_show(floor)}")
     if floor not in seen:
-        raise ConfigError("floor_label", f"{floor!r} is not an object label")
+        raise ctx.error("floor_label", f"{_show(floor)} is not an object label")
     kw = {}
     if "light_dir" in data:
-        kw["light_dir"] = _vec(data["light_dir"], "light_dir")
+        kw["light_dir"] = vec3_field(data["light_dir"], ctx, "light_dir", -1e3, 1e3)
+        if math.hypot(*kw["light_dir"]) < 1e-6:  # normalised for shading: a zero vector gives NaN
+            raise ctx.error("light_dir", f"must not be the zero vector, got {data['light_dir']!r}")
     if "ambient" in data:
-        a = data["ambient"]
-        if not isinstance(a, (int, float)) or not 0 <= a <= 1:
-            raise ConfigError("ambient", f"must be a number in [0, 1], got {a!r}")
-        kw["ambient"] = float(a)
+        kw["ambient"] = number_field(data["ambient"], ctx, "ambient", 0.0, 1.0)
     if "background" in data:
-        kw["background"] = _color(data["background"], "background")
+        kw["background"] = vec3_field(data["background"], ctx, "background", 0.0, 1.0)
     return SceneSpec(name=name, objects=tuple(objects), bounds=(lo, hi), camera_target=target,
                      camera_distance=distance, floor_label=floor, path=path, **kw)

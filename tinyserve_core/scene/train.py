@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .analytic import cast
 from .camera import HELDOUT_RINGS, TRAIN_RINGS, Camera, camera_ring
-from .field import GridSpec, SemanticGridField
+from .field import MAX_GRID_CORNERS, GridSpec, SemanticGridField
 from .metrics import evaluate_views, psnr
 from .spec import SceneSpec
 from .weights import corner_mask
@@ -105,6 +105,18 @@ def carve(grid: GridSpec, views: Views, stride: int = 2) -> torch.Tensor:
     return F.max_pool3d(keep[None, None], 3, stride=1, padding=1)[0, 0] > 0
 
 
+def training_grid(spec: SceneSpec, cfg: TrainConfig) -> GridSpec:
+    """The grid over the scene's bounds at cfg.voxel, refused when it cannot fit in memory
+    (callers check it before a progress bar starts, so the error stays one line)."""
+    grid = GridSpec(spec.bounds[0], spec.bounds[1], cfg.voxel)
+    corners = math.prod(grid.shape)
+    if corners > MAX_GRID_CORNERS:
+        raise ConfigError("voxel", f"{cfg.voxel} m over the bounds of scene {spec.name!r} is a grid of "
+                                   f"{corners:,} corners, over the limit of {MAX_GRID_CORNERS:,}; "
+                                   "use a larger voxel or smaller bounds")
+    return grid
+
+
 def train_field(spec: SceneSpec, cfg: TrainConfig = TrainConfig(),
                 callback: Callable[[Progress], bool | None] | None = None, preview_every: int = 0,
                 views: Views | None = None, device: str = "cpu") -> tuple[SemanticGridField, torch.Tensor, dict]:
@@ -114,7 +126,7 @@ def train_field(spec: SceneSpec, cfg: TrainConfig = TrainConfig(),
     torch.manual_seed(cfg.seed)
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    grid = GridSpec(spec.bounds[0], spec.bounds[1], cfg.voxel)
+    grid = training_grid(spec, cfg)
     t0 = time.perf_counter()
     views = views or make_views(spec, TRAIN_RINGS, cfg.size)
     carved = carve(grid, views)

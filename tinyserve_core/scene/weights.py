@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file, save_file
-from safetensors import safe_open
+from safetensors.numpy import load as safetensors_load, save_file
 
 from ..errors import ModelLoadError
-from .field import GridSpec, SemanticGridField
+from ..loaders import FileContext
+from .field import SemanticGridField
 from .spec import SCENES_DIR, SceneSpec
+from .weights_meta import check_tensors, read_weights_file
 
 FORMAT = "tinyserve-semantic-grid/1"
 
@@ -56,22 +57,20 @@ def save_weights(path: Path, field: SemanticGridField, occ: torch.Tensor, spec: 
 
 
 def load_weights(path: Path, spec: SceneSpec | None = None) -> tuple[SemanticGridField, torch.Tensor, dict]:
-    """(field, occupancy, metadata); errors name the file and what is wrong with it."""
+    """(field, occupancy, metadata); errors name the file, the field and what is wrong."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(str(path), "no trained weights here; run `tinyserve train-scene` first")
+    meta, data = read_weights_file(str(path), FORMAT)
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = json.loads((f.metadata() or {}).get("tinyserve", "{}"))
-        t = load_file(str(path))
+        t = safetensors_load(data)
     except Exception as e:  # safetensors raises several types for a damaged file
         raise ModelLoadError(str(path), f"not a readable weights file ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise ModelLoadError(str(path), f"format {meta.get('format')!r}, expected {FORMAT!r}")
+    ctx = FileContext(str(path))
+    check_tensors(t, meta, ctx)
     if spec is not None and meta["labels"] != spec.labels:
         raise ModelLoadError(str(path), f"trained for labels {meta['labels']}, scene {spec.name!r} has {spec.labels}")
-    g = meta["grid"]
-    grid = GridSpec(tuple(g["lo"]), tuple(g["hi"]), g["voxel"])
+    grid = meta.pop("grid_spec")
     nx, ny, nz = grid.shape
     keep = torch.from_numpy(np.unpackbits(t["keep"])[: nx * ny * nz].astype(bool)).view(nz, ny, nx)
     occ = torch.from_numpy(np.unpackbits(t["occupancy"])[: (nx - 1) * (ny - 1) * (nz - 1)].astype(bool))
@@ -79,5 +78,8 @@ def load_weights(path: Path, spec: SceneSpec | None = None) -> tuple[SemanticGri
     with torch.no_grad():
         field.density.copy_(torch.from_numpy(t["density"]).float())
         field.features.copy_(torch.from_numpy(t["features"]).float())
-        field.mlp.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in t.items() if k.startswith("mlp.")})
+        try:
+            field.mlp.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in t.items() if k.startswith("mlp.")})
+        except RuntimeError as e:  # missing, extra or misshapen MLP tensors
+            raise ctx.error("mlp", str(e).splitlines()[0][:200]) from None
     return field, occ.view(nx - 1, ny - 1, nz - 1), meta

@@ -389,3 +389,11 @@ def test_passkey_with_a_tokenizer_that_groups_digits():
     for r in reqs:
         assert r.prompt_token_ids == grouping(r.prompt)
         assert abs(r.prompt_len - 150) <= 8 and r.passkey in r.prompt    # whole words at the cuts
+
+
+def test_a_text_folder_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    (tmp_path / "a.txt").write_text("Fine text. More fine text.\n")
+    (tmp_path / "b.txt").write_bytes(b"One line.\nCaf\xe9 au lait.\n")
+    with pytest.raises(InputFileError) as e:
+        TextCorpus.from_dir(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'b.txt'}:2: text_dir: not UTF-8 text")

@@ -49,7 +49,8 @@ def test_unknown_key_and_bad_json_are_reported(tmp_path):
     ("[1, 2]", ": config: must be a JSON object of settings, got list"),
     ('{"rate": 1e999}', ": config: number 1e999 is out of range"),
     ('{"rate": -1}', ": rate: must be a number from"),
-    ('{"blok_size": 16}', ": blok_size: unknown setting"),
+    ('{"blok_size": 16}', ': "blok_size": unknown setting'),
+    ('{"": 16}', ': "": unknown setting'),
     ('{"n": 65}', ": n: must be an integer from 1 to 64"),
 ])
 def test_session_files_are_read_under_the_loader_discipline(tmp_path, content, problem):

@@ -79,7 +79,10 @@ class EngineConfig:
         try:
             return cls.from_dict(d)
         except ConfigError as e:
-            raise FileContext(str(path)).error(e.field, e.message) from None
+            # an unknown key is shown as written, quoted: it may be empty or hold ': '
+            known = e.field.replace("-", "_") in _FLAT or e.field == "config"
+            field = e.field if known else json.dumps(e.field, ensure_ascii=False)
+            raise FileContext(str(path)).error(field, e.message) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {key: self.get(key) for key in _FLAT}

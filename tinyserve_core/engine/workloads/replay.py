@@ -71,7 +71,8 @@ def _replay_line(obj: Any, at: FileContext, rng: np.random.Generator, tokenize: 
         raise at.error("line", f"expected a JSON object, got {type(obj).__name__}")
     for key in obj:
         if key not in _REPLAY_KEYS:
-            raise at.error(key, f"unknown field (allowed: {', '.join(_REPLAY_KEYS)})")
+            # shown as written, quoted: it may be empty or hold ': '
+            raise at.error(json.dumps(key, ensure_ascii=False), f"unknown field (allowed: {', '.join(_REPLAY_KEYS)})")
 
     if "arrival_s" not in obj:
         raise at.error("arrival_s", "missing")

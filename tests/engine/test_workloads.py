@@ -322,7 +322,7 @@ def test_generated_workloads_are_checked_against_the_model():
     assert e.value.field == "shared_prefix_len"
     fits = WorkloadSpec(requests=2, prompt_dist="fixed", prompt_len=63, prompt_len_max=1000)
     assert max(r.prompt_len for r in generate_workload(fits, subword_tokenize, limits=limits)) == 63
-    with pytest.raises(ConfigError, match="tokenizer and weights do not match") as e:
+    with pytest.raises(ConfigError, match="tokenizer and weights do not match: a prompt.s token id") as e:
         generate_workload(fits, subword_tokenize, limits=ModelLimits(context=64, vocab_size=3))
     assert e.value.field == "model"
 

@@ -9,8 +9,8 @@ from .sections import (DEVICES, DTYPES, LENGTH_DISTS, POLICIES, TIER_POLICIES, W
                        WorkloadConfig)
 
 __all__ = [
-    "DEVICES", "DTYPES", "HELP", "LENGTH_DISTS", "MAX_CONFIG_BYTES", "POLICIES", "RESTART_KEYS", "SECTIONS", "SELECTION_KEYS",
-    "TIER_POLICIES", "WORKLOADS", "WORKLOAD_KEYS", "CacheConfig", "EngineConfig", "ModelLoadConfig",
+    "DEVICES", "DTYPES", "HELP", "LENGTH_DISTS", "MAX_CONFIG_BYTES", "POLICIES", "RESTART_KEYS", "SECTIONS",
+    "SELECTION_KEYS", "TIER_POLICIES", "WORKLOADS", "WORKLOAD_KEYS", "CacheConfig", "EngineConfig", "ModelLoadConfig",
     "OutputConfig", "SamplingConfig", "SchedulerConfig", "SelectionConfig", "WorkloadConfig", "read_settings",
     "section_keys",
 ]

@@ -31,7 +31,7 @@ from .spec import LENGTH_DISTS, WORKLOAD_KINDS, LengthDist, ModelLimits, Workloa
 from .text import DEFAULT_TEXT_DIR, ModelTokenize, TextCorpus, Tokenize
 
 __all__ = [
-    "DEFAULT_TEXT_DIR", "LENGTH_DISTS", "WORKLOAD_KINDS", "LengthDist", "ModelLimits", "ModelTokenize", "PasskeyBuilder",
-    "TextCorpus", "Tokenize", "WorkloadRequest", "WorkloadSpec", "from_engine_config",
+    "DEFAULT_TEXT_DIR", "LENGTH_DISTS", "WORKLOAD_KINDS", "LengthDist", "ModelLimits", "ModelTokenize",
+    "PasskeyBuilder", "TextCorpus", "Tokenize", "WorkloadRequest", "WorkloadSpec", "from_engine_config",
     "generate_workload", "load_replay", "poisson_arrivals", "save_replay",
 ]

@@ -52,7 +52,7 @@ def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
         for r in requests:
             problem = limits.vocab_problem(r.prompt_token_ids)
             if problem is not None:
-                raise ConfigError("model", f"its tokenizer gives a {problem}: tokenizer and weights do not match")
+                raise ConfigError("model", f"its tokenizer and weights do not match: a prompt's {problem}")
     return requests
 
 

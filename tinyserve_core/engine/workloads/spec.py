@@ -53,7 +53,8 @@ class ModelLimits:
     def vocab_problem(self, ids: list[int]) -> str | None:
         bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
         if bad is not None:
-            return f"token id {bad} is outside the model's vocabulary of {self.vocab_size} ids (0 to {self.vocab_size - 1})"
+            return (f"token id {bad} is outside the model's vocabulary of {self.vocab_size} ids "
+                    f"(0 to {self.vocab_size - 1})")
         return None
 
 

@@ -113,7 +113,8 @@ def _load_corpus(path: str) -> TextCorpus:
         text = read_text(p, max_bytes=MAX_TEXT_DIR_BYTES, field="text_dir")
         total += len(text)
         if total > MAX_TEXT_DIR_BYTES:
-            raise ConfigError("text_dir", f"{root}: its text files hold more than the limit of {MAX_TEXT_DIR_BYTES} characters")
+            raise ConfigError("text_dir", f"{root}: its text files hold more than the limit of "
+                                          f"{MAX_TEXT_DIR_BYTES} characters")
         words.extend(_WORD.findall(text.strip() + "\n\n"))
     if not words:
         raise ConfigError("text_dir", f"{root} holds no {'/'.join(TEXT_SUFFIXES)} files with text")

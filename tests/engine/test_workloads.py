@@ -397,3 +397,9 @@ def test_a_text_folder_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
     with pytest.raises(InputFileError) as e:
         TextCorpus.from_dir(tmp_path)
     assert str(e.value).startswith(f"{tmp_path / 'b.txt'}:2: text_dir: not UTF-8 text")
+
+
+def test_generated_arrivals_stay_within_the_replay_limit():
+    with pytest.raises(ConfigError, match=r"past the limit of 1e\+09 s") as e:
+        generate_workload(WorkloadSpec(rate=1e-8, requests=64, prompt_len=5, prompt_len_max=9))
+    assert e.value.field == "rate"

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from .replay import load_replay
-from .spec import ModelLimits, WorkloadRequest, WorkloadSpec
+from .spec import MAX_ARRIVAL_S, ModelLimits, WorkloadRequest, WorkloadSpec
 from .text import _WORD, ModelTokenize, TextCorpus, Tokenize
 
 
@@ -81,6 +81,9 @@ def _generate(spec: WorkloadSpec, tokenize: Tokenize | None, corpus: TextCorpus,
     else:
         arrivals = poisson_arrivals(arrival_rng, spec.rate, spec.duration, spec.requests)
     num = len(arrivals)
+    if num and arrivals[-1] > MAX_ARRIVAL_S:   # the limit replay files have, for the same reason
+        raise ConfigError("rate", f"{spec.rate:g} requests/s spreads {num} requests over {arrivals[-1]:.3g} s, "
+                                  f"past the limit of {MAX_ARRIVAL_S:g} s")
     prompt_lens = spec.prompt_lengths.sample(length_rng, num) - len(bos)
     output_lens = spec.output_lengths.sample(length_rng, num)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...loaders import MiB, FileContext, iter_jsonl
 from ..config.sections import MAX_SAMPLES, MAX_TOKENS
-from .spec import ModelLimits, WorkloadRequest
+from .spec import MAX_ARRIVAL_S, ModelLimits, WorkloadRequest
 from .text import TextCorpus, Tokenize
 
 _REPLAY_KEYS = ("arrival_s", "prompt", "prompt_token_ids", "prompt_len", "max_tokens", "n",
@@ -21,9 +21,6 @@ MAX_REPLAY_BYTES = 256 * MiB
 # One request's line: a prompt of a 1M-token context is about 4 MB of text; a longer
 # line is no prompt any model here could take.
 MAX_REPLAY_LINE_CHARS = 4 * MiB
-# Arrival times in seconds: about 31 years. Beyond this, microsecond trace times lose
-# all precision (1e305 s became `ts: Infinity`) and durations read as zero.
-MAX_ARRIVAL_S = 1e9
 # The workload generators' request limit, for files too.
 MAX_REPLAY_REQUESTS = 10_000_000
 _MAX_GROUP = 2**31 - 1

@@ -17,6 +17,9 @@ from ..config.sections import MAX_SAMPLES, MAX_TOKENS
 
 WORKLOAD_KINDS = ("poisson", "static", "passkey", "replay")
 LENGTH_DISTS = ("fixed", "uniform", "lognormal")
+# Arrival times in seconds: about 31 years. Beyond this, microsecond trace times lose
+# all precision (1e305 s became `ts: Infinity`) and durations read as zero.
+MAX_ARRIVAL_S = 1e9
 
 
 @dataclass(slots=True)

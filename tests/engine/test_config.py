@@ -9,7 +9,7 @@ import pytest
 from tinyserve_core.engine.config import (HELP, RESTART_KEYS, SELECTION_KEYS, WORKLOAD_KEYS, CacheConfig,
                                           EngineConfig, ModelLoadConfig, OutputConfig, SamplingConfig,
                                           SchedulerConfig, SelectionConfig, WorkloadConfig)
-from tinyserve_core.errors import ConfigError
+from tinyserve_core.errors import ConfigError, InputFileError
 
 
 def test_round_trip_through_json(tmp_path):
@@ -37,9 +37,39 @@ def test_unknown_key_and_bad_json_are_reported(tmp_path):
     assert e.value.field == "blok_size"
     p = tmp_path / "bad.json"
     p.write_text('{"block_size": 16,\n "rate": }')
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(InputFileError) as e:
         EngineConfig.load(p)
-    assert "line 2" in str(e.value)
+    assert str(e.value).startswith(f"{p}:2: config: invalid JSON")
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b'{"rate": "\xff"}', ":1: config: not UTF-8 text"),
+    ('{"rate": ' + "9" * 400 + "}", ": config: integer of 400 digits is out of range"),
+    ("[" * 100_000 + "]" * 100_000, ": config: nested deeper than"),
+    ("[1, 2]", ": config: must be a JSON object of settings, got list"),
+    ('{"rate": 1e999}', ": config: number 1e999 is out of range"),
+    ('{"rate": -1}', ": rate: must be a number from"),
+    ('{"blok_size": 16}', ': "blok_size": unknown setting'),
+    ('{"": 16}', ': "": unknown setting'),
+    ('{"n": 65}', ": n: must be an integer from 1 to 64"),
+])
+def test_session_files_are_read_under_the_loader_discipline(tmp_path, content, problem):
+    """Every problem of a session file is one InputFileError: path[:line]: key: problem."""
+    p = tmp_path / "s.json"
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(InputFileError) as e:
+        EngineConfig.load(p)
+    assert str(e.value).startswith(str(p)) and problem in str(e.value), str(e.value)
+
+
+def test_a_folder_or_an_oversized_file_is_no_session_file(tmp_path):
+    from tinyserve_core.engine.config import MAX_CONFIG_BYTES
+    with pytest.raises(InputFileError, match="config: is a directory"):
+        EngineConfig.load(tmp_path)
+    big = tmp_path / "big.json"
+    big.write_text(" " * (MAX_CONFIG_BYTES + 1))
+    with pytest.raises(InputFileError, match=f"over the limit of {MAX_CONFIG_BYTES}"):
+        EngineConfig.load(big)
 
 
 def test_strings_from_flags_are_coerced():

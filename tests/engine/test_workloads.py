@@ -219,40 +219,112 @@ def test_replay_forms_and_order(tmp_path):
     assert reqs[2].prompt_token_ids == subword_tokenize("Hello there world") and reqs[2].n == 1
 
 
-@pytest.mark.parametrize("line, needle", [
-    ('{"arrival_s": 0.1, "prompt": "x", "max_tokens": 4', "invalid JSON"),
-    ('[1, 2]', "expected a JSON object"),
-    ('{"prompt": "x", "max_tokens": 4}', "'arrival_s'"),
-    ('{"arrival_s": -1, "prompt": "x", "max_tokens": 4}', "'arrival_s'"),
-    ('{"arrival_s": "soon", "prompt": "x", "max_tokens": 4}', "'arrival_s'"),
-    ('{"arrival_s": 0, "prompt": "x"}', "'max_tokens'"),
-    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 0}', "'max_tokens'"),
-    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2.5}', "'max_tokens'"),
-    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "n": true}', "'n'"),
-    ('{"arrival_s": 0, "max_tokens": 2}', "'prompt'"),
-    ('{"arrival_s": 0, "prompt": "", "max_tokens": 2}', "'prompt'"),
-    ('{"arrival_s": 0, "prompt": "x", "prompt_len": 5, "max_tokens": 2}', "not both"),
-    ('{"arrival_s": 0, "prompt_len": "long", "max_tokens": 2}', "'prompt_len'"),
-    ('{"arrival_s": 0, "prompt_token_ids": [1, "a"], "max_tokens": 2}', "'prompt_token_ids'"),
-    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "temperature": 1}', "unknown field 'temperature'"),
+@pytest.mark.parametrize("line, start", [
+    ('{"arrival_s": 0.1, "prompt": "x", "max_tokens": 4', "json: invalid JSON"),
+    ('[1, 2]', "line: expected a JSON object"),
+    ('{"prompt": "x", "max_tokens": 4}', "arrival_s: missing"),
+    ('{"arrival_s": -1, "prompt": "x", "max_tokens": 4}', "arrival_s: must be"),
+    ('{"arrival_s": "soon", "prompt": "x", "max_tokens": 4}', "arrival_s: must be"),
+    ('{"arrival_s": 0, "prompt": "x"}', "max_tokens: missing"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 0}', "max_tokens: must be"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2.5}', "max_tokens: must be"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "n": true}', "n: must be"),
+    ('{"arrival_s": 0, "max_tokens": 2}', "prompt: missing"),
+    ('{"arrival_s": 0, "prompt": "", "max_tokens": 2}', "prompt: must be"),
+    ('{"arrival_s": 0, "prompt": "x", "prompt_len": 5, "max_tokens": 2}', "prompt_len: give 'prompt'"),
+    ('{"arrival_s": 0, "prompt_len": "long", "max_tokens": 2}', "prompt_len: must be"),
+    ('{"arrival_s": 0, "prompt_token_ids": [1, "a"], "max_tokens": 2}', "prompt_token_ids: must be"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "temperature": 1}', '"temperature": unknown field'),
+    # limits stated in the message (issue 14, items 5, 6 and 10)
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "n": 65}', "n: must be an integer from 1 to 64"),
+    ('{"arrival_s": 1e305, "prompt": "x", "max_tokens": 2}', "arrival_s: must be a number of seconds from 0 to 1e+09"),
+    ('{"arrival_s": 0, "prompt_len": 100000000, "max_tokens": 2}', "prompt_len: must be an integer from 1 to 1048576"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "group": -1}', "group: must be an integer from 0"),
+    ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "salt": 3}', "salt: must be a string"),
 ])
-def test_replay_errors_name_line_and_field(tmp_path, line, needle):
+def test_replay_errors_name_line_and_field(tmp_path, line, start):
     path = tmp_path / "bad.jsonl"
     good = json.dumps({"arrival_s": 0.0, "prompt": "fine", "max_tokens": 2})
     path.write_text(f"{good}\n\n{line}\n{good}\n")
     with pytest.raises(InputFileError) as e:
         load_replay(path)
     assert e.value.line == 3
-    assert needle in e.value.message
+    assert e.value.message.startswith(start), e.value.message
     assert str(e.value).startswith(f"{path}:3: ")
 
 
 def test_replay_file_level_errors(tmp_path):
-    with pytest.raises(InputFileError, match="cannot read"):
+    with pytest.raises(InputFileError, match="no such file"):
         load_replay(tmp_path / "nope.jsonl")
-    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(InputFileError, match="is a directory"):
+        load_replay(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("\n\n# only a comment\n")
     with pytest.raises(InputFileError, match="no requests"):
         load_replay(tmp_path / "empty.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"arrival_s": 0, "prompt": "x", "max_tokens": 2}\n'
+                                            b'{"arrival_s": 0, "prompt": "caf\xe9", "max_tokens": 2}\n')
+    with pytest.raises(InputFileError, match="not UTF-8") as e:
+        load_replay(tmp_path / "latin1.jsonl")
+    assert e.value.line == 2
+
+
+def test_a_replay_line_too_long_for_any_prompt_is_refused_unread(tmp_path):
+    from tinyserve_core.engine.workloads.replay import MAX_REPLAY_LINE_CHARS
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps({"arrival_s": 0, "prompt": "w " * (MAX_REPLAY_LINE_CHARS // 2),
+                                "max_tokens": 2}) + "\n")
+    with pytest.raises(InputFileError, match=f"over the limit of {MAX_REPLAY_LINE_CHARS}") as e:
+        load_replay(path)
+    assert e.value.line == 1
+
+
+def test_replay_is_checked_against_the_model_before_any_text_is_built(tmp_path, monkeypatch):
+    from tinyserve_core.engine.workloads import ModelLimits
+
+    limits = ModelLimits(context=64, vocab_size=50_000)   # subword_tokenize's ids are below
+    path = tmp_path / "w.jsonl"
+
+    def load(line):
+        path.write_text(json.dumps({"arrival_s": 0, "prompt": "fine", "max_tokens": 2}) + "\n" + line + "\n")
+        with pytest.raises(InputFileError) as e:
+            load_replay(path, tokenize=subword_tokenize, limits=limits)
+        assert e.value.line == 2
+        return e.value.message
+
+    assert load('{"arrival_s": 0, "prompt_token_ids": [5, 50000], "max_tokens": 2}') == (
+        "prompt_token_ids: token id 50000 is outside the model's vocabulary of 50000 ids (0 to 49999)")
+    assert load('{"arrival_s": 0, "prompt_token_ids": ' + json.dumps([1] * 64) + ', "max_tokens": 2}') \
+        .startswith("prompt_token_ids: 64 tokens do not fit the model's context of 64")
+    assert load('{"arrival_s": 0, "prompt": "' + "word " * 80 + '", "max_tokens": 2}').startswith(
+        "prompt: ")
+    # no text is cut for a length the model cannot take
+    monkeypatch.setattr(TextCorpus, "passage", lambda *a: pytest.fail("text built"))
+    assert load('{"arrival_s": 0, "prompt_len": 64, "max_tokens": 2}').startswith(
+        "prompt_len: 64 tokens do not fit the model's context of 64 (max_model_len; at most 63")
+    # a tokenizer whose ids run past the model's vocabulary
+    big = lambda text: [50_000 + len(w) for w in text.split()]  # noqa: E731
+    path.write_text('{"arrival_s": 0, "prompt": "hello", "max_tokens": 2}\n')
+    with pytest.raises(InputFileError, match="prompt: token id 50005 is outside"):
+        load_replay(path, tokenize=big, limits=limits)
+
+
+def test_generated_workloads_are_checked_against_the_model():
+    from tinyserve_core.engine.workloads import ModelLimits
+
+    limits = ModelLimits(context=64, vocab_size=100_000)
+    with pytest.raises(ConfigError) as e:
+        generate_workload(WorkloadSpec(requests=2, prompt_len=10, prompt_len_max=64), subword_tokenize,
+                          limits=limits)
+    assert e.value.field == "prompt_len_max" and "context of 64" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        generate_workload(WorkloadSpec(requests=2, prompt_len=10, prompt_len_max=20, shared_prefix_frac=0.5,
+                                       shared_prefix_len=63), subword_tokenize, limits=limits)
+    assert e.value.field == "shared_prefix_len"
+    fits = WorkloadSpec(requests=2, prompt_dist="fixed", prompt_len=63, prompt_len_max=1000)
+    assert max(r.prompt_len for r in generate_workload(fits, subword_tokenize, limits=limits)) == 63
+    with pytest.raises(ConfigError, match="tokenizer and weights do not match: a prompt.s token id") as e:
+        generate_workload(fits, subword_tokenize, limits=ModelLimits(context=64, vocab_size=3))
+    assert e.value.field == "model"
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -317,3 +389,17 @@ def test_passkey_with_a_tokenizer_that_groups_digits():
     for r in reqs:
         assert r.prompt_token_ids == grouping(r.prompt)
         assert abs(r.prompt_len - 150) <= 8 and r.passkey in r.prompt    # whole words at the cuts
+
+
+def test_a_text_folder_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    (tmp_path / "a.txt").write_text("Fine text. More fine text.\n")
+    (tmp_path / "b.txt").write_bytes(b"One line.\nCaf\xe9 au lait.\n")
+    with pytest.raises(InputFileError) as e:
+        TextCorpus.from_dir(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'b.txt'}:2: text_dir: not UTF-8 text")
+
+
+def test_generated_arrivals_stay_within_the_replay_limit():
+    with pytest.raises(ConfigError, match=r"past the limit of 1e\+09 s") as e:
+        generate_workload(WorkloadSpec(rate=1e-8, requests=64, prompt_len=5, prompt_len_max=9))
+    assert e.value.field == "rate"

@@ -47,20 +47,16 @@ def _parse_flag(text: str) -> Any:
 def run(args: Any) -> int:
     import numpy as np
 
+    from ..engine.config import EngineConfig, read_settings
     from ..engine.workloads import WorkloadSpec, from_engine_config, save_replay
-    from ..errors import ConfigError
     from ..model.loader import default_model_dir
 
     values: dict[str, Any] = {}
     if args.config:
-        try:
-            data = json.loads(Path(args.config).read_text())
-        except OSError as e:
-            raise ConfigError("config", f"cannot read {args.config}: {e.strerror or e}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError("config", f"{args.config}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("config", "must be a JSON object of settings")
+        # a `simulate` session file: checked whole (its errors name the file), then
+        # only the keys it sets are taken, so flags still decide the rest
+        data = read_settings(args.config)
+        EngineConfig.from_file_dict(data, args.config)
         values.update({k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(WorkloadSpec)}})
     for f in dataclasses.fields(WorkloadSpec):
         if hasattr(args, f.name):

@@ -19,9 +19,11 @@ import torch
 
 from ..errors import ConfigError
 from ..kv.block_manager import BlockManager
+from ..kv.kv_cache import check_pool_fits
 from ..observe.events import Arrive, EventSink, Reject, Schedule
 from ..observe.record import RequestTiming, StepMetrics, StepRecord
 from .config import RESTART_KEYS, SELECTION_KEYS, EngineConfig
+from .config.checks import check_context
 from .request import Request, Sequence
 from .sampling import SamplingParams, sample
 from .scheduler import ChildStart, PostprocessResult, ScheduleResult, Scheduler
@@ -59,8 +61,11 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.model_config = model.config
-        self.max_model_len = config.model.max_model_len or self.model_config.max_position_embeddings
+        self.max_model_len = check_context(config.model.max_model_len, self.model_config.max_position_embeddings)
         self.eos_token_id = tokenizer.eos_token_id if tokenizer is not None else None
+        # before the block manager's and the runner's allocations, which would die slowly
+        check_pool_fits(self.model_config, config.cache.num_blocks, config.cache.block_size,
+                        self.dtype, self.device)
 
         self.sink = EventSink(enabled=True)
         self.block_manager = BlockManager(config.cache.num_blocks, config.cache.block_size,

@@ -22,7 +22,7 @@ class Simulation:
         self.config = config
         self.engine = engine or Engine(config)
         if workload is None:
-            workload = build_workload_for(config, self.engine.tokenizer)
+            workload = build_workload_for(config, self.engine)
         self.workload = sorted(workload, key=lambda r: r.arrival_s)
         self._next = 0
         self.records = []
@@ -61,7 +61,7 @@ class Simulation:
     def restart_arrivals(self, config: EngineConfig) -> None:
         """Live workload change: the arrivals still to come are replaced by the new
         workload's, shifted to start at the engine's now; admitted requests go on."""
-        fresh = build_workload_for(config, self.engine.tokenizer)
+        fresh = build_workload_for(config, self.engine)
         for w in fresh:
             w.arrival_s += self.engine.clock
         self.workload = self.workload[: self._next] + sorted(fresh, key=lambda r: r.arrival_s)
@@ -87,6 +87,9 @@ class Simulation:
         return self.records
 
 
-def build_workload_for(config: EngineConfig, tokenizer):
+def build_workload_for(config: EngineConfig, engine: Engine):
+    """The config's workload in the engine's tokens, checked against its model (context
+    and vocabulary) before the run starts rather than failing in the middle of it."""
     from . import workloads
-    return workloads.from_engine_config(config, tokenizer)
+    limits = workloads.ModelLimits(context=engine.max_model_len, vocab_size=engine.model_config.vocab_size)
+    return workloads.from_engine_config(config, engine.tokenizer, limits=limits)

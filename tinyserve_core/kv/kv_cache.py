@@ -7,10 +7,67 @@ The BlockManager decides which block ids hold what; this class only owns the mem
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .. import kernels
 from ..errors import ConfigError
+
+# The pool may take at most this share of the memory free when it is built: the
+# weights, activations, CUDA graphs and the rest of the process need the remainder.
+POOL_MEMORY_SHARE = 0.9
+# Host memory of one block's bookkeeping in the BlockManager (a Python object and its
+# free-list links: 137 bytes measured), paid on the host whatever the device.
+HOST_BYTES_PER_BLOCK = 160
+
+
+def block_bytes(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
+                dtype: torch.dtype) -> int:
+    """K + V + key-bound metadata of one block, summed over all layers."""
+    elem = torch.empty((), dtype=dtype).element_size()
+    kv = 2 * block_size * num_kv_heads * head_dim
+    meta = 2 * num_kv_heads * head_dim
+    return num_layers * (kv + meta) * elem
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for new allocations on `device`; None when it cannot be told."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:   # MemAvailable counts reclaimable page cache, unlike MemFree
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_pool_fits(config, num_blocks: int, block_size: int, dtype: torch.dtype,
+                    device: torch.device) -> None:
+    """Refuses a pool that cannot fit, before anything is allocated (2^24 blocks once
+    tried for 137 GB and died after 20 s); the message gives the largest that fits."""
+    device = torch.device(device)
+    host = torch.device("cpu")
+    per_block = {device: block_bytes(config.num_hidden_layers, block_size, config.num_key_value_heads,
+                                     config.head_dim, dtype)}   # bytes of one block, per memory
+    per_block[host] = per_block.get(host, 0) + HOST_BYTES_PER_BLOCK
+    for dev, cost in per_block.items():
+        free = available_bytes(dev)
+        if free is None:
+            continue
+        room, need = int(free * POOL_MEMORY_SHARE), cost * num_blocks
+        if need > room:
+            raise ConfigError("num_blocks", (
+                f"{num_blocks} blocks of {block_size} tokens need {need / 2**30:.2f} GiB of {dev.type} memory, "
+                f"over the limit of {room / 2**30:.2f} GiB ({POOL_MEMORY_SHARE:.0%} of the "
+                f"{free / 2**30:.2f} GiB available); at most {room // cost} blocks fit"))
 
 
 class KVCache:
@@ -44,11 +101,7 @@ class KVCache:
 
     @property
     def bytes_per_block(self) -> int:
-        """K + V + key-bound metadata of one block, summed over all layers."""
-        elem = torch.empty((), dtype=self.dtype).element_size()
-        kv = 2 * self.block_size * self.num_kv_heads * self.head_dim
-        meta = 2 * self.num_kv_heads * self.head_dim
-        return self.num_layers * (kv + meta) * elem
+        return block_bytes(self.num_layers, self.block_size, self.num_kv_heads, self.head_dim, self.dtype)
 
     @property
     def total_bytes(self) -> int:

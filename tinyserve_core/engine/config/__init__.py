@@ -2,13 +2,15 @@
 with flat keys (JSON session files, CLI flags, GUI fields)."""
 
 from .help import HELP
-from .run import RESTART_KEYS, SECTIONS, SELECTION_KEYS, WORKLOAD_KEYS, EngineConfig, section_keys
+from .run import (MAX_CONFIG_BYTES, RESTART_KEYS, SECTIONS, SELECTION_KEYS, WORKLOAD_KEYS, EngineConfig,
+                  read_settings, section_keys)
 from .sections import (DEVICES, DTYPES, LENGTH_DISTS, POLICIES, TIER_POLICIES, WORKLOADS, CacheConfig,
                        ModelLoadConfig, OutputConfig, SamplingConfig, SchedulerConfig, SelectionConfig,
                        WorkloadConfig)
 
 __all__ = [
-    "DEVICES", "DTYPES", "HELP", "LENGTH_DISTS", "POLICIES", "RESTART_KEYS", "SECTIONS", "SELECTION_KEYS",
-    "TIER_POLICIES", "WORKLOADS", "WORKLOAD_KEYS", "CacheConfig", "EngineConfig", "ModelLoadConfig",
-    "OutputConfig", "SamplingConfig", "SchedulerConfig", "SelectionConfig", "WorkloadConfig", "section_keys",
+    "DEVICES", "DTYPES", "HELP", "LENGTH_DISTS", "MAX_CONFIG_BYTES", "POLICIES", "RESTART_KEYS", "SECTIONS",
+    "SELECTION_KEYS", "TIER_POLICIES", "WORKLOADS", "WORKLOAD_KEYS", "CacheConfig", "EngineConfig", "ModelLoadConfig",
+    "OutputConfig", "SamplingConfig", "SchedulerConfig", "SelectionConfig", "WorkloadConfig", "read_settings",
+    "section_keys",
 ]

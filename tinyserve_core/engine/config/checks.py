@@ -61,3 +61,14 @@ def float_range(name, value, lo, hi):
     if (not isinstance(value, (int, float)) or isinstance(value, bool)
             or not math.isfinite(value) or not lo <= value <= hi):
         raise ConfigError(name, f"must be a number from {lo:g} to {hi:g}, got {value!r}")
+
+
+def check_context(max_model_len: int | None, context: int) -> int:
+    """The context a run uses: max_model_len, which may not exceed the model's own
+    (positions past it were never trained, and RoPE tables stop there)."""
+    if max_model_len is None:
+        return context
+    if max_model_len > context:
+        raise ConfigError("max_model_len", f"{max_model_len} is above the model's context of {context} "
+                                           "(max_position_embeddings in its config.json)")
+    return max_model_len

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError
+from ...loaders import MiB, FileContext, loads_json, read_text
 from .checks import coerce, int_range
 from .help import HELP
 from .sections import (CacheConfig, ModelLoadConfig, OutputConfig, SamplingConfig,
@@ -68,16 +69,20 @@ class EngineConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "EngineConfig":
-        p = Path(path)
+        """A session file; every problem, read or value, is one InputFileError that
+        reads `path[:line]: key: problem`."""
+        return cls.from_file_dict(read_settings(path), path)
+
+    @classmethod
+    def from_file_dict(cls, d: dict[str, Any], path: str | Path) -> "EngineConfig":
+        """`from_dict` of settings read from `path`, whose errors name the file too."""
         try:
-            text = p.read_text()
-        except OSError as e:
-            raise ConfigError("config", f"cannot read {p}: {e.strerror or e}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError("config", f"{p}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        return cls.from_dict(data)
+            return cls.from_dict(d)
+        except ConfigError as e:
+            # an unknown key is shown as written, quoted: it may be empty or hold ': '
+            known = e.field.replace("-", "_") in _FLAT or e.field == "config"
+            field = e.field if known else json.dumps(e.field, ensure_ascii=False)
+            raise FileContext(str(path)).error(field, e.message) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {key: self.get(key) for key in _FLAT}
@@ -105,6 +110,20 @@ class EngineConfig:
                 else:
                     live[key] = b
         return live, restart
+
+
+# A session file is about 2 KB; anything near this is not one (and is not read whole).
+MAX_CONFIG_BYTES = 1 * MiB
+
+
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a session file, read under the loader discipline (bounded,
+    UTF-8, depth and numbers checked); values are not validated yet."""
+    ctx = FileContext(str(path))
+    data = loads_json(read_text(path, max_bytes=MAX_CONFIG_BYTES, field="config"), ctx, field="config")
+    if not isinstance(data, dict):
+        raise ctx.error("config", f"must be a JSON object of settings, got {type(data).__name__}")
+    return data
 
 
 # section attribute -> its dataclass, in declaration order

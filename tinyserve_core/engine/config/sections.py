@@ -18,6 +18,12 @@ LENGTH_DISTS = ("fixed", "uniform", "lognormal")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 TIER_POLICIES = ("lru", "lfu")
+# Parallel samples per request: the sampler's limit (SamplingParams), so a workload or
+# replay file that asks for more is refused where it is read, not mid-run.
+MAX_SAMPLES = 64
+# Context lengths (max_model_len, prompt and output lengths) in tokens: far above any
+# model this project runs, and low enough that a length never alone exhausts memory.
+MAX_TOKENS = 1 << 20
 
 
 @dataclass
@@ -33,7 +39,7 @@ class ModelLoadConfig:
         choice("device", self.device, DEVICES)
         choice("dtype", self.dtype, DTYPES)
         if self.max_model_len is not None:
-            int_range("max_model_len", self.max_model_len, 2, 1 << 20)
+            int_range("max_model_len", self.max_model_len, 2, MAX_TOKENS)
 
 
 @dataclass
@@ -72,7 +78,7 @@ class SamplingConfig:
         float_range("temperature", self.temperature, 0.0, 10.0)
         float_range("top_p", self.top_p, 1e-6, 1.0)
         int_range("top_k", self.top_k, 0, 1 << 20)
-        int_range("n", self.n, 1, 64)
+        int_range("n", self.n, 1, MAX_SAMPLES)
 
 
 @dataclass
@@ -138,18 +144,18 @@ class WorkloadConfig:
             int_range("requests", self.requests, 1, 10_000_000)
         if self.duration is None and self.requests is None and self.workload != "replay":
             raise ConfigError("requests", "give a number of requests or a duration")
-        int_range("prompt_len", self.prompt_len, 1, 1 << 20)
-        int_range("prompt_len_max", self.prompt_len_max, self.prompt_len, 1 << 20)
+        int_range("prompt_len", self.prompt_len, 1, MAX_TOKENS)
+        int_range("prompt_len_max", self.prompt_len_max, self.prompt_len, MAX_TOKENS)
         choice("prompt_dist", self.prompt_dist, LENGTH_DISTS)
-        int_range("output_len", self.output_len, 1, 1 << 20)
-        int_range("output_len_max", self.output_len_max, self.output_len, 1 << 20)
+        int_range("output_len", self.output_len, 1, MAX_TOKENS)
+        int_range("output_len_max", self.output_len_max, self.output_len, MAX_TOKENS)
         choice("output_dist", self.output_dist, LENGTH_DISTS)
         float_range("prompt_sigma", self.prompt_sigma, 0.0, 5.0)
         float_range("output_sigma", self.output_sigma, 0.0, 5.0)
         if self.passkey_depth is not None:
             float_range("passkey_depth", self.passkey_depth, 0.0, 1.0)
         float_range("shared_prefix_frac", self.shared_prefix_frac, 0.0, 1.0)
-        int_range("shared_prefix_len", self.shared_prefix_len, 1, 1 << 20)
+        int_range("shared_prefix_len", self.shared_prefix_len, 1, MAX_TOKENS)
         int_range("num_prefix_groups", self.num_prefix_groups, 1, 1 << 16)
 
 

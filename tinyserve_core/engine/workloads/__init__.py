@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from .generate import PasskeyBuilder, from_engine_config, generate_workload, poisson_arrivals
 from .replay import load_replay, save_replay
-from .spec import LENGTH_DISTS, WORKLOAD_KINDS, LengthDist, WorkloadRequest, WorkloadSpec
+from .spec import LENGTH_DISTS, WORKLOAD_KINDS, LengthDist, ModelLimits, WorkloadRequest, WorkloadSpec
 from .text import DEFAULT_TEXT_DIR, ModelTokenize, TextCorpus, Tokenize
 
 __all__ = [
-    "DEFAULT_TEXT_DIR", "LENGTH_DISTS", "WORKLOAD_KINDS", "LengthDist", "ModelTokenize", "PasskeyBuilder",
-    "TextCorpus", "Tokenize", "WorkloadRequest", "WorkloadSpec", "from_engine_config",
+    "DEFAULT_TEXT_DIR", "LENGTH_DISTS", "WORKLOAD_KINDS", "LengthDist", "ModelLimits", "ModelTokenize",
+    "PasskeyBuilder", "TextCorpus", "Tokenize", "WorkloadRequest", "WorkloadSpec", "from_engine_config",
     "generate_workload", "load_replay", "poisson_arrivals", "save_replay",
 ]

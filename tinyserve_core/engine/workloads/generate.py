@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import ConfigError
 from .replay import load_replay
-from .spec import WorkloadRequest, WorkloadSpec
+from .spec import MAX_ARRIVAL_S, ModelLimits, WorkloadRequest, WorkloadSpec
 from .text import _WORD, ModelTokenize, TextCorpus, Tokenize
 
 
@@ -31,15 +32,46 @@ def poisson_arrivals(rng: np.random.Generator, rate: float, duration: float | No
 
 def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
                       corpus: TextCorpus | None = None, progress: bool = False,
-                      bos_ids: list[int] | tuple[int, ...] = ()) -> list[WorkloadRequest]:
+                      bos_ids: list[int] | tuple[int, ...] = (),
+                      limits: ModelLimits | None = None) -> list[WorkloadRequest]:
     """The requests of `spec`, sorted by arrival time. `bos_ids` (the tokens the
     model's tokenizer puts before any text, e.g. Llama's BOS) start every prompt's ids
-    and count towards its length."""
+    and count towards its length. With the model's `limits`, lengths that cannot fit
+    its context are refused before any text is built, and ids outside its vocabulary
+    after (a tokenizer larger than the model)."""
     spec.validate()
+    if limits is not None:
+        _check_lengths(spec, limits)
     if corpus is None:
         corpus = TextCorpus.from_dir(spec.text_dir)
     if spec.workload == "replay":
-        return load_replay(spec.replay_file, tokenize=tokenize, corpus=corpus, seed=spec.seed)
+        return load_replay(spec.replay_file, tokenize=tokenize, corpus=corpus, seed=spec.seed,
+                           limits=limits)
+    requests = _generate(spec, tokenize, corpus, progress, bos_ids)
+    if limits is not None and tokenize is not None:
+        for r in requests:
+            problem = limits.vocab_problem(r.prompt_token_ids)
+            if problem is not None:
+                raise ConfigError("model", f"its tokenizer and weights do not match: a prompt's {problem}")
+    return requests
+
+
+def _check_lengths(spec: WorkloadSpec, limits: ModelLimits) -> None:
+    """The longest prompt the spec can ask for against the context (replay files are
+    checked line by line instead)."""
+    if spec.workload == "replay":
+        return
+    field = "prompt_len" if spec.prompt_dist == "fixed" else "prompt_len_max"
+    longest = getattr(spec, field)
+    if spec.shared_prefix_frac > 0 and spec.workload != "passkey" and spec.shared_prefix_len >= longest:
+        field, longest = "shared_prefix_len", spec.shared_prefix_len + 1   # prefix + one body token
+    problem = limits.length_problem(longest)
+    if problem is not None:
+        raise ConfigError(field, f"prompts of up to {problem}")
+
+
+def _generate(spec: WorkloadSpec, tokenize: Tokenize | None, corpus: TextCorpus, progress: bool,
+              bos_ids: list[int] | tuple[int, ...]) -> list[WorkloadRequest]:
     bos = list(bos_ids) if tokenize is not None else []
 
     arrival_rng, length_rng, text_rng, prefix_rng = (
@@ -49,6 +81,9 @@ def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
     else:
         arrivals = poisson_arrivals(arrival_rng, spec.rate, spec.duration, spec.requests)
     num = len(arrivals)
+    if num and arrivals[-1] > MAX_ARRIVAL_S:   # the limit replay files have, for the same reason
+        raise ConfigError("rate", f"{spec.rate:g} requests/s spreads {num} requests over {arrivals[-1]:.3g} s, "
+                                  f"past the limit of {MAX_ARRIVAL_S:g} s")
     prompt_lens = spec.prompt_lengths.sample(length_rng, num) - len(bos)
     output_lens = spec.output_lengths.sample(length_rng, num)
 
@@ -88,19 +123,20 @@ def generate_workload(spec: WorkloadSpec, tokenize: Tokenize | None = None,
     return requests
 
 
-def from_engine_config(config: Any, tokenizer: Any = None, progress: bool = False) -> list[WorkloadRequest]:
+def from_engine_config(config: Any, tokenizer: Any = None, progress: bool = False,
+                       limits: ModelLimits | None = None) -> list[WorkloadRequest]:
     """The workload an EngineConfig describes, in tokens of the model's tokenizer (an
     object with `encode(text, add_special_tokens=...) -> list[int]`), or in words
-    without one."""
+    without one; checked against the model's `limits` when given."""
     spec = WorkloadSpec.from_config(config)
     if tokenizer is None:
-        return generate_workload(spec, progress=progress)
+        return generate_workload(spec, progress=progress, limits=limits)
 
     tokenize = ModelTokenize(tokenizer)
     # whatever encode() adds in front of plain text (BOS) starts every prompt
     plain, full = tokenize("Hello"), list(tokenizer.encode("Hello"))
     bos = full[: len(full) - len(plain)] if full[len(full) - len(plain):] == plain else []
-    return generate_workload(spec, tokenize, progress=progress, bos_ids=bos)
+    return generate_workload(spec, tokenize, progress=progress, bos_ids=bos, limits=limits)
 
 
 class _TokenizerShim:

@@ -13,9 +13,13 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
+from ..config.sections import MAX_SAMPLES, MAX_TOKENS
 
 WORKLOAD_KINDS = ("poisson", "static", "passkey", "replay")
 LENGTH_DISTS = ("fixed", "uniform", "lognormal")
+# Arrival times in seconds: about 31 years. Beyond this, microsecond trace times lose
+# all precision (1e305 s became `ts: Infinity`) and durations read as zero.
+MAX_ARRIVAL_S = 1e9
 
 
 @dataclass(slots=True)
@@ -29,6 +33,32 @@ class WorkloadRequest:
     salt: str | None = None
     group: int | None = None          # shared-prefix group, None = no shared prefix
     passkey: str | None = None        # the expected answer of a passkey prompt
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLimits:
+    """What the model that will run a workload accepts, known once its config is read:
+    prompts of at most `context - 1` tokens (the engine keeps one position for output)
+    made of ids below `vocab_size` (a larger id would index past the embedding)."""
+    context: int
+    vocab_size: int
+
+    @property
+    def max_prompt_len(self) -> int:
+        return self.context - 1
+
+    def length_problem(self, num_tokens: int) -> str | None:
+        if num_tokens > self.max_prompt_len:
+            return (f"{num_tokens} tokens do not fit the model's context of {self.context} "
+                    f"(max_model_len; at most {self.max_prompt_len} prompt tokens)")
+        return None
+
+    def vocab_problem(self, ids: list[int]) -> str | None:
+        bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            return (f"token id {bad} is outside the model's vocabulary of {self.vocab_size} ids "
+                    f"(0 to {self.vocab_size - 1})")
+        return None
 
 
 # -- lengths -----------------------------------------------------------------------
@@ -128,12 +158,12 @@ class WorkloadSpec:
             raise ConfigError("requests", "the static workload needs a number of requests")
         for side in ("prompt", "output"):
             _choice(f"{side}_dist", getattr(self, f"{side}_dist"), LENGTH_DISTS)
-            lo = _integer(f"{side}_len", getattr(self, f"{side}_len"), 1, 1 << 20)
-            _integer(f"{side}_len_max", getattr(self, f"{side}_len_max"), lo, 1 << 20)
+            lo = _integer(f"{side}_len", getattr(self, f"{side}_len"), 1, MAX_TOKENS)
+            _integer(f"{side}_len_max", getattr(self, f"{side}_len_max"), lo, MAX_TOKENS)
             _number(f"{side}_sigma", getattr(self, f"{side}_sigma"), 0.0, 5.0)
-        _integer("n", self.n, 1, 1024)
+        _integer("n", self.n, 1, MAX_SAMPLES)
         _number("shared_prefix_frac", self.shared_prefix_frac, 0.0, 1.0)
-        _integer("shared_prefix_len", self.shared_prefix_len, 1, 1 << 20)
+        _integer("shared_prefix_len", self.shared_prefix_len, 1, MAX_TOKENS)
         _integer("num_prefix_groups", self.num_prefix_groups, 1, 1 << 16)
         if self.passkey_depth is not None:
             _number("passkey_depth", self.passkey_depth, 0.0, 1.0)

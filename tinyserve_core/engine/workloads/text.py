@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
+from ...loaders import MiB, read_text
 from ...resources import asset_path
 
 Tokenize = Callable[[str], list[int]]
@@ -21,6 +22,9 @@ DEFAULT_TEXT_DIR = asset_path("text")
 # Held-out evaluation text (assets/text/heldout) is never prompt text: a folder of this
 # name is skipped wherever it sits under a text folder.
 HELDOUT_DIR = "heldout"
+# Prompt text is held in memory as a list of words (about 10x the bytes): the shipped
+# folder is under 1 MB, and a folder past this is no prompt source but a mistake.
+MAX_TEXT_DIR_BYTES = 64 * MiB
 
 _WORD = re.compile(r"\S+\s*")
 _NON_SPACE = re.compile(r"\S*")
@@ -102,11 +106,15 @@ def _load_corpus(path: str) -> TextCorpus:
                    and HELDOUT_DIR not in p.relative_to(root).parts[:-1]
                    and not p.name.upper().startswith(("README", "LICENSE", "COPYING")))
     words: list[str] = []
+    total = 0
     for p in files:
-        try:
-            text = p.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            raise ConfigError("text_dir", f"cannot read {p}: {e.strerror or e}") from None
+        # a non-UTF-8 or oversized file is named with its line (InputFileError), not
+        # read whole or silently replaced
+        text = read_text(p, max_bytes=MAX_TEXT_DIR_BYTES, field="text_dir")
+        total += len(text)
+        if total > MAX_TEXT_DIR_BYTES:
+            raise ConfigError("text_dir", f"{root}: its text files hold more than the limit of "
+                                          f"{MAX_TEXT_DIR_BYTES} characters")
         words.extend(_WORD.findall(text.strip() + "\n\n"))
     if not words:
         raise ConfigError("text_dir", f"{root} holds no {'/'.join(TEXT_SUFFIXES)} files with text")

@@ -72,7 +72,10 @@ def _pump(app, pred, timeout_s: float = 120.0):
 
 def run(args) -> int:
     from tinyserve_core.errors import ConfigError
+    from tinyserve_core.scene.spec import load_scene
 
+    # a scene that does not load would leave the tab waiting for it: one line here instead
+    load_scene(args.scene)
     try:
         if not 32 <= args.size <= 1024:
             raise ConfigError("--size", f"must lie in [32, 1024] pixels, got {args.size}")

@@ -225,6 +225,12 @@ def run(args) -> int:
         output_len=48, output_len_max=128, n=2, shared_prefix_frac=0.5))
     if args.model:
         cfg = EngineConfig.from_dict({"model": args.model}, base=cfg)
+    if args.engine_seconds > 0:
+        # the stall case starts the engine in a child process, where a bad model folder
+        # would only show as a row that was not measured: load it here first, so it is
+        # one line and exit 2 (TinyServeError, printed by the CLI)
+        from tinyserve_core.model.loader import default_model_dir, load_model
+        load_model(cfg.model.model or default_model_dir(), device="cpu")
 
     app = QApplication.instance() or QApplication(["tinyserve-bench-gui"])
     rows = []
@@ -263,4 +269,5 @@ def run(args) -> int:
     out = {"machine": machine(), "qt_platform": platform_name, "results": rows,
            "targets": {"frame_ms": TARGET_FRAME_MS, "stall_ms": TARGET_STALL_MS}}
     write_json(args.json, out)
-    return 0
+    # a case that could not be measured is a failed benchmark, whatever else ran
+    return 1 if any("error" in r for r in rows) else 0

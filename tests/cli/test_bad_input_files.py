@@ -40,25 +40,14 @@ CASES: dict[str, list[list[str]]] = {
     "eval lm": [["--model", "{folder}"]],
     "eval selection": [["--model", "{folder}"]],
     "eval scene": [["--scene", "{file}"], ["--queries", "{file}"], ["--weights", "{file}"]],
+    "soak": [],
 }
 
 # Known failures that other branches of issue 14 fix; strict, so the marker must go
 # when the fix lands (an XPASS fails the suite).
-PENDING = {
-    ("train-lm", "--resume", "not-utf8"): "item 1: --resume unpickles the file (the train-lm branch)",
-    ("train-lm", "--resume", "not-json"): "item 1: --resume unpickles the file (the train-lm branch)",
-    ("train-scene", "--scene", "not-utf8"): "item 9: non-UTF-8 scene specs (the scene branch)",
-    ("eval scene", "--scene", "not-utf8"): "item 9: non-UTF-8 scene specs (the scene branch)",
-    ("eval scene", "--queries", "not-utf8"): "item 9: non-UTF-8 query files (the scene branch)",
-}
+PENDING: dict[tuple[str, str, str], str] = {}
 # Not run here, and why.
-NOT_RUN = {
-    # the Scene-tab benchmark waits for a scene that never loads: it hangs, not fails
-    ("bench scene-gui", "--scene"): "hangs on a scene that does not load",
-    # read only by the stall case, in the engine host's child process, whose failure
-    # the bench reports as 'engine did not start' with exit 0
-    ("bench gui", "--model"): "a bad model shows as a stall row 'engine did not start'",
-}
+NOT_RUN: dict[tuple[str, str], str] = {}
 # Text folders hold plain text: any UTF-8 is valid prompt text, JSON or not.
 TEXT_ONLY = {("simulate", "--text-dir"), ("workload", "--text-dir")}
 

@@ -29,7 +29,7 @@ def test_rejections_are_listed_and_counted_by_kind():
 def test_simulate_prints_why_requests_were_rejected(tiny_model_dir, tmp_path, capsys):
     summ = tmp_path / "s.json"
     code = main(["simulate", "--model", str(tiny_model_dir), "--device", "cpu", "--requests", "3",
-                 "--rate", "50", "--prompt-len", "40", "--output-len", "4", "--block-size", "8",
+                 "--rate", "50", "--prompt-len", "40", "--prompt-len-max", "60", "--output-len", "4", "--block-size", "8",
                  "--num-blocks", "4", "--summary-json", str(summ)])
     assert code == 0
     out = capsys.readouterr().out

@@ -23,3 +23,19 @@ def test_train_scene_cli_writes_loadable_weights(tmp_path, capsys):
     assert meta["stats"]["steps"] == 4 and "heldout_psnr" in json.loads(summary.read_text())
     assert main(["train-scene", "--scene", "nowhere"]) == 2
     assert "available: room" in capsys.readouterr().err
+
+
+def test_train_scene_weights_follow_the_umask(tmp_path):
+    """Weights are shared files: 0666 & ~umask, not the 0600 of a private temp file."""
+    import os
+    import stat
+
+    out = tmp_path / "w.safetensors"
+    old = os.umask(0o022)
+    try:
+        assert main(["train-scene", "--iters", "2", "--size", "16", "--batch-rays", "128", "--voxel", "0.1",
+                     "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputFileError
+from ...writers import AtomicWriter
 from .spec import WorkloadRequest
 from .text import TextCorpus, Tokenize
 
@@ -113,9 +114,10 @@ def _replay_line(line: str, rng: np.random.Generator, tokenize: Tokenize | None,
                            prompt_len=plen, max_tokens=max_tokens, n=n, salt=salt, group=group)
 
 
-def save_replay(requests: list[WorkloadRequest], path: str | Path) -> None:
-    """Write requests as a replay file that `load_replay` reads back exactly."""
-    with open(path, "w", encoding="utf-8") as f:
+def save_replay(requests: list[WorkloadRequest], path: str | Path, field: str = "out") -> None:
+    """Write requests as a replay file that `load_replay` reads back exactly (through
+    the one atomic writer: all of it or, on failure, the old file untouched)."""
+    with AtomicWriter(path, field) as f:
         for r in requests:
             obj: dict[str, Any] = {"arrival_s": r.arrival_s}
             if r.prompt is not None:

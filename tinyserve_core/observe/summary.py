@@ -53,6 +53,7 @@ class ServingSummary:
     prefix_cache_hits: int = 0
     num_preemptions: int = 0
     num_cow_copies: int = 0
+    partial: bool = False                   # the run was interrupted: figures cover the steps run
 
 
 def _stats_ms(values: list[float]) -> tuple[float | None, float | None, float | None]:
@@ -138,5 +139,7 @@ def format_summary_table(summary: ServingSummary, title: str = "Serving summary"
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     lines = [f"{label:<{w0}}  {value:>{w1}}  {note}".rstrip() for label, value, note in rows]
+    if s.partial:
+        lines.append(f"{'partial':<{w0}}  {'yes':>{w1}}  interrupted: only the {s.num_steps} steps run so far")
     width = max(len(title), *(len(line) for line in lines))
     return "\n".join([title, "-" * width, *lines])

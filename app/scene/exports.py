@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from tinyserve_core.errors import InputFileError
+from tinyserve_core.writers import AtomicWriter, write_text
 
 PATH_CSV_HEADER = ("index", "x", "y", "z", "yaw", "s")  # s: arc length from the start, metres
 
@@ -19,9 +20,8 @@ def _no_path(result) -> bool:
 def write_path_json(path: str | Path, result, scene: str) -> Path:
     if _no_path(result):
         raise InputFileError(str(path), None, "no planned path to export: plan one first")
-    out = Path(path)
-    out.write_text(json.dumps({"scene": scene, **result.to_dict()}, indent=1))
-    return out
+    write_text(path, json.dumps({"scene": scene, **result.to_dict()}, indent=1), "path JSON")
+    return Path(path)
 
 
 def write_path_csv(path: str | Path, result) -> Path:
@@ -31,13 +31,12 @@ def write_path_csv(path: str | Path, result) -> Path:
 
     pts = np.asarray(result.path)
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
-    out = Path(path)
-    with out.open("w", newline="") as f:
-        w = csv.writer(f)
+    with AtomicWriter(path, "path CSV", newline="") as out:
+        w = csv.writer(out.file)
         w.writerow(PATH_CSV_HEADER)
         for i, (p, yaw, si) in enumerate(zip(pts, result.yaw, s)):
             w.writerow([i, f"{p[0]:.5f}", f"{p[1]:.5f}", f"{p[2]:.5f}", f"{float(yaw):.5f}", f"{si:.5f}"])
-    return out
+    return Path(path)
 
 
 def query_record(result, when: float) -> dict:
@@ -55,6 +54,5 @@ def query_record(result, when: float) -> dict:
 def write_query_log(path: str | Path, records: list[dict]) -> Path:
     if not records:
         raise InputFileError(str(path), None, "the query log is empty: ask a query first")
-    out = Path(path)
-    out.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return out
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records), "query log")
+    return Path(path)

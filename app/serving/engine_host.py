@@ -19,6 +19,7 @@ import traceback
 from typing import Any, Callable
 
 from tinyserve_core.engine.config import WORKLOAD_KEYS, EngineConfig
+from tinyserve_core.errors import TinyServeError
 
 from . import messages as m
 from .snapshot import SnapshotBuilder
@@ -110,7 +111,8 @@ class EngineHost:
         self.send(m.ConfigChanged(new))
 
     def _export(self, kind: str, path: str) -> None:
-        """Written here, next to the records: a long run's records never cross the pipe."""
+        """Written here, next to the records: a long run's records never cross the pipe.
+        Through the library's writers: atomic, symlinks followed, non-regular files refused."""
         try:
             recs = self.sim.records if self.sim is not None else []
             if kind == "trace":
@@ -123,6 +125,8 @@ class EngineHost:
             else:
                 raise ValueError(f"unknown export {kind!r}")
             self.send(m.Exported(kind, path, n))
+        except TinyServeError as e:   # already names the path and the problem
+            self.send(m.Exported(kind, path, 0, str(e)))
         except Exception as e:
             self.send(m.Exported(kind, path, 0, f"{type(e).__name__}: {e}"))
 

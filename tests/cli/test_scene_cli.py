@@ -84,3 +84,19 @@ def test_eval_scene_refuses_bad_query_files_before_loading_the_lab(tmp_path, cap
     q.write_bytes(b'{"query": "caf\xe9", "expected": "red mug"}\n')
     assert main(["eval", "scene", "--queries", str(q)]) == 2
     _one_line_error(capsys, f"{q}:1: file: not UTF-8")
+
+
+def test_train_scene_weights_follow_the_umask(tmp_path):
+    """Weights are shared files: 0666 & ~umask, not the 0600 of a private temp file."""
+    import os
+    import stat
+
+    out = tmp_path / "w.safetensors"
+    old = os.umask(0o022)
+    try:
+        assert main(["train-scene", "--iters", "2", "--size", "16", "--batch-rays", "128", "--voxel", "0.1",
+                     "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]

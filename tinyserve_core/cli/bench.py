@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+from ..writers import check_writable, write_json
 from ._parser import Parser, add_from_module, optional
 
 # name -> (module, the third-party package it needs)
@@ -58,6 +59,8 @@ def run_engine(args) -> int:
     from ..bench.engine import compare_with_hf
     from ..errors import ConfigError
 
+    if args.json:
+        check_writable(args.json, "--json")     # before the benchmark, not after it
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError("threads", f"must be >= 1, got {args.threads}")
@@ -76,8 +79,7 @@ def run_engine(args) -> int:
             print(f"{r.scenario:<24} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} "
                   f"{speed:>8} {'match' if r.outputs_match else 'DIFFER':>8}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res.to_json(), f, indent=2)
+        write_json(args.json, res.to_json(), "--json")
         print(f"json -> {args.json}")
     return 0 if all(r.outputs_match for r in rows) else 1
 
@@ -118,6 +120,8 @@ def run_kernels(args) -> int:
     if not torch.cuda.is_available():
         print("tinyserve bench kernels: needs a CUDA GPU (none found)", file=sys.stderr)
         return 2
+    if args.json:
+        check_writable(args.json, "--json")
     from tqdm import tqdm
 
     res = measure_kernels(args.reps, args.quick, not args.no_peers, args.only,
@@ -125,8 +129,7 @@ def run_kernels(args) -> int:
                           progress=lambda it, desc: tqdm(it, desc=desc, file=sys.stderr))
     print(report(res))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
+        write_json(args.json, res, "--json")
         print(f"json -> {args.json}")
     return 0
 
@@ -155,6 +158,8 @@ def _add_decode(sub) -> None:
 def run_decode(args) -> int:
     from ..bench.decode import measure_decode
 
+    if args.json:
+        check_writable(args.json, "--json")
     def progress(r):
         print(f"  ctx {r['context']:>6} batch {r['batch']:>3}: dense {r['dense_ms']:.2f} ms, "
               f"quest {r['quest_ms']:.2f} ms", file=sys.stderr)
@@ -172,8 +177,7 @@ def run_decode(args) -> int:
               f"{r['speedup']:>8.2f}x")
     if args.json:
         keys = ("machine", "dtype", "layers", "shape", "block_size", "budget", "rows")
-        with open(args.json, "w") as f:
-            json.dump({k: res[k] for k in keys}, f, indent=2)
+        write_json(args.json, {k: res[k] for k in keys}, "--json")
     return 0
 
 
@@ -198,6 +202,8 @@ def run_kv(args) -> int:
 
     from ..bench.kv import measure_kv
 
+    if args.json:
+        check_writable(args.json, "--json")
     res = measure_kv(args.num_blocks, args.block_size, args.seqs, args.prompt_len, args.requests, args.seed,
                      progress=lambda total, desc, unit: tqdm(total=total, desc=desc, unit=unit))
     ops, ops_big, waste = res["ops"], res["ops_4x_pool"], res["waste"]
@@ -218,7 +224,6 @@ def run_kv(args) -> int:
     print("waste = empty slots / allocated slots of used blocks, mean over steps; "
           "static = the same with max_model_len (2048) reserved per request")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(args.json, res, "--json")
         print(f"json -> {args.json}")
     return 0

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..writers import check_writable, write_json, write_text
 from ._parser import Parser, optional
 
 
@@ -53,6 +54,7 @@ def run_lm(args) -> int:
     from ..model.train.passkey import PasskeyTemplate
     from ..model.train.train_lm import resolve_device
 
+    check_writable(args.json, "--json", make_parents=True)    # before the evaluation, not after it
     if args.n_passkey < 1:
         raise ConfigError("--n-passkey", f"must be positive, got {args.n_passkey}")
     try:
@@ -84,7 +86,6 @@ def run_lm(args) -> int:
     ev = evaluate_model(model, tok, data, device, context=context, passkey_lengths=lengths,
                         n_passkey=args.n_passkey, eos_id=tokenizer.eos_token_id, bf16=args.bf16)
     ev["model"] = str(folder)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     write_eval(ev, args.json)
     print(format_eval_table(ev))
     print(f"wrote {args.json}")
@@ -170,6 +171,9 @@ def run_selection(args) -> int:
     from ..model.loader import default_model_dir, load_model
 
     spec = spec_from_args(args)
+    for flag in ("json", "md"):
+        if getattr(args, flag):
+            check_writable(getattr(args, flag), f"--{flag}", make_parents=True)
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError("--threads", f"must be >= 1, got {args.threads}")
@@ -198,9 +202,8 @@ def run_selection(args) -> int:
             "text_source": source,
             "spec": asdict(spec), "wall_s": wall, "torch": torch.__version__}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({**info, "results": [asdict(r) for r in results],
-                                               "targets": verdicts}, indent=1) + "\n")
+        write_json(args.json, {**info, "results": [asdict(r) for r in results], "targets": verdicts},
+                   "--json", indent=1, make_parents=True)
     plots = write_plots(results, args.plots) if args.plots else []
     if args.md:
         lines = [f"# Page-selection accuracy ({model_dir.name})", "",
@@ -221,8 +224,7 @@ def run_selection(args) -> int:
             met = {True: "met", False: "**missed**", None: "reported"}[v["met"]]
             lines.append(f"- {v['target']} (block {v['block_size']}): {met} - `{json.dumps(v['value'])}`")
         lines += [""] + [f"![{Path(f).stem}]({Path(f).resolve()})" for f in plots]
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text("\n".join(lines) + "\n")
+        write_text(args.md, "\n".join(lines) + "\n", "--md", make_parents=True)
     return 0
 
 
@@ -253,6 +255,8 @@ def run_scene(args) -> int:
     from ..eval.scene import evaluate, summary_rows
 
     try:
+        if args.json:
+            check_writable(args.json, "--json")
         if args.threads < 0:
             raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
         if args.threads:
@@ -282,6 +286,6 @@ def run_scene(args) -> int:
     for r in misses:
         print(f"  query miss: {r['query']!r} -> {r['answer']} (expected {r['expected']})")
     if args.json:
-        Path(args.json).write_text(json.dumps(rep, indent=2))
+        write_json(args.json, rep, "--json")
         print(f"wrote {args.json}")
     return 0

@@ -7,8 +7,9 @@ key is a flag and a JSON session file (`--config`) takes the same keys."""
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ._parser import with_default
@@ -64,36 +65,134 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..engine.simulate import Simulation
-    from ..observe.summary import format_summary_table, summarize, summary_to_json
 
     cfg = config_from_args(args)
-    sim = Simulation(cfg)
-    bar = tqdm(total=sim._total_seqs, unit="seq", desc="simulate",
-               file=sys.stderr, dynamic_ncols=True)
+    outputs = _check_outputs(cfg.output)    # before the model loads: a bad path costs nothing
+    with _StopOnSignal() as stop:
+        sim = Simulation(cfg)
+        sinks = _open_sinks(cfg.output)
+        try:
+            _run(sim, sinks, stop)
+        except BaseException:   # an engine error: no temporary file stays behind
+            for w in sinks.values():
+                if not isinstance(w, Exception):
+                    w.abort()
+            raise
+        return _finish(sim, sinks, outputs, partial=stop.requested)
+
+
+def _check_outputs(out) -> dict[str, str]:
+    """Every output path (by field), checked for writing; two outputs on one file are
+    refused (the later would silently replace the earlier)."""
+    from ..errors import ConfigError
+    from ..writers import check_writable
+
+    real: dict[str, Path] = {}
+    paths: dict[str, str] = {}
+    for field in ("trace", "metrics", "summary_json"):
+        path = getattr(out, field)
+        if path:
+            target = check_writable(path, field)
+            for other, t in real.items():
+                if t == target:
+                    raise ConfigError(field, f"{path} is also the {other} output")
+            real[field], paths[field] = target, str(path)
+    return paths
+
+
+class _StopOnSignal:
+    """SIGINT and SIGTERM ask the run to stop between steps (a step is never cut in half,
+    so the streamed files stay consistent); a second signal interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():   # signal() works only there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _open_sinks(out) -> dict[str, object]:
+    """Streaming writers for the trace and metrics: written step by step, so a long run
+    holds neither in memory and an interrupted one still has them."""
+    sinks: dict[str, object] = {}
     try:
-        def progress(rec):
+        if out.trace:
+            from ..observe.trace_stream import StreamingTraceWriter
+            sinks["trace"] = StreamingTraceWriter(out.trace)
+        if out.metrics:
+            from ..observe.csv_export import MetricsCsvWriter
+            sinks["metrics"] = MetricsCsvWriter(out.metrics)
+    except BaseException:
+        for w in sinks.values():
+            w.abort()
+        raise
+    return sinks
+
+
+def _run(sim, sinks: dict, stop: _StopOnSignal) -> None:
+    from tqdm import tqdm
+
+    from ..errors import TinyServeError
+
+    bar = tqdm(total=sim._total_seqs, unit="seq", desc="simulate", file=sys.stderr, dynamic_ncols=True)
+    try:
+        while not sim.done and not stop.requested:
+            rec = sim.step()
+            for name, w in list(sinks.items()):
+                try:
+                    w.add(rec)
+                except TinyServeError as e:     # reported at the end; the run and the other outputs go on
+                    sinks[name] = e
             if rec.finished:
                 bar.update(len(rec.finished))
-            bar.set_postfix_str(f"t={rec.t_end:.1f}s kv={rec.metrics.kv_cache_usage_perc:.0%}",
-                                refresh=False)
-        sim.run(progress)
+            bar.set_postfix_str(f"t={rec.t_end:.1f}s kv={rec.metrics.kv_cache_usage_perc:.0%}", refresh=False)
+    except KeyboardInterrupt:                   # a second signal: keep what the steps so far gave
+        stop.requested = True
     finally:
         bar.close()
+
+
+def _finish(sim, sinks: dict, outputs: dict[str, str], *, partial: bool) -> int:
+    """Print the summary and close every output; one failed output never costs the
+    others. Exit 130 after an interrupt, 1 when an output failed, else 0."""
+    from ..errors import TinyServeError
+    from ..observe.summary import format_summary_table, summarize, summary_to_json
+    from ..writers import write_json
+
     summary = summarize(sim.records)
+    summary.partial = partial
     print(format_summary_table(summary))
-    out = cfg.output
-    if out.trace:
-        from ..observe.trace import write_chrome_trace
-        write_chrome_trace(sim.records, out.trace)
-        print(f"trace   -> {out.trace} (open in https://ui.perfetto.dev)")
-    if out.metrics:
-        from ..observe.csv_export import write_metrics_csv
-        write_metrics_csv(sim.records, out.metrics)
-        print(f"metrics -> {out.metrics}")
-    if out.summary_json:
-        Path(out.summary_json).write_text(json.dumps(summary_to_json(summary), indent=2) + "\n")
-        print(f"summary -> {out.summary_json}")
-    return 0
+    failed: list[str] = []
+    done = {"trace": "trace   -> {} (open in https://ui.perfetto.dev)", "metrics": "metrics -> {}",
+            "summary_json": "summary -> {}"}
+    for field, path in outputs.items():
+        try:
+            if field == "summary_json":
+                write_json(path, summary_to_json(summary), field)
+            elif isinstance(sinks[field], TinyServeError):
+                raise sinks[field]
+            else:
+                sinks[field].close()
+            print(done[field].format(path))
+        except TinyServeError as e:
+            failed.append(f"tinyserve simulate: error: not written: {e}")
+    for line in failed:
+        print(line, file=sys.stderr)
+    if partial:
+        print("interrupted: the outputs hold the steps run so far", file=sys.stderr)
+        return 130
+    return 1 if failed else 0

@@ -50,6 +50,7 @@ def run(args: Any) -> int:
     from ..engine.config import EngineConfig, read_settings
     from ..engine.workloads import WorkloadSpec, from_engine_config, save_replay
     from ..model.loader import default_model_dir
+    from ..writers import check_writable
 
     values: dict[str, Any] = {}
     if args.config:
@@ -64,6 +65,7 @@ def run(args: Any) -> int:
     if "duration" in values and "requests" not in values:
         values["requests"] = None     # a duration alone replaces the default request count
     spec = WorkloadSpec.from_dict(values)
+    check_writable(args.out, "out")     # before the generation, which can take a while
 
     tokenizer = None
     model_dir = Path(args.model) if args.model else default_model_dir()

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import InputFileError
+from ..writers import AtomicWriter
 from .record import StepMetrics, StepRecord
 
 STEP_COLUMNS = ("step", "t_start", "t_end", "phase")
@@ -33,17 +35,29 @@ class MetricsCsvWriter:
     """
 
     def __init__(self, target: str | Path | IO[str]):
+        # a path is written through the one atomic writer: the target appears, complete,
+        # at close() (also after an interrupt); abort() leaves the old file as it was
+        self._atomic: AtomicWriter | None = None
         if isinstance(target, (str, Path)):
-            self._file: IO[str] = open(target, "w", newline="", encoding="utf-8")
-            self._owns = True
+            self._atomic = AtomicWriter(target, "metrics", newline="")
+            self._file: IO[str] = self._atomic.file
         else:
-            self._file, self._owns = target, False
+            self._file = target
         self._writer = csv.writer(self._file)
-        self._writer.writerow(CSV_COLUMNS)
         self.num_rows = 0
+        self._row(CSV_COLUMNS)
+
+    def _row(self, row) -> None:
+        try:
+            self._writer.writerow(row)
+        except OSError as e:
+            if self._atomic is None:
+                raise
+            self.abort()
+            raise InputFileError(str(self._atomic.path), None, f"metrics: write failed ({e.strerror or e})") from None
 
     def add(self, record: StepRecord) -> None:
-        self._writer.writerow(metrics_row(record))
+        self._row(metrics_row(record))
         self.num_rows += 1
 
     def extend(self, records: Iterable[StepRecord]) -> None:
@@ -54,14 +68,21 @@ class MetricsCsvWriter:
         self._file.flush()
 
     def close(self) -> None:
-        if self._owns and not self._file.closed:
-            self._file.close()
+        if self._atomic is not None:
+            self._atomic.commit()
+
+    def abort(self) -> None:
+        if self._atomic is not None:
+            self._atomic.abort()
 
     def __enter__(self) -> "MetricsCsvWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_metrics_csv(records: Iterable[StepRecord], path: str | Path) -> int:

@@ -57,6 +57,7 @@ class ServingSummary:
     num_cow_copies: int = 0
     rejections: dict[str, int] = field(default_factory=dict)   # kind of reason -> requests
     rejected: list[dict[str, str]] = field(default_factory=list)  # {request_id, reason}, in order
+    partial: bool = False                   # the run was interrupted: figures cover the steps run
 
 
 def _stats_ms(values: list[float]) -> tuple[float | None, float | None, float | None]:
@@ -150,5 +151,7 @@ def format_summary_table(summary: ServingSummary, title: str = "Serving summary"
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     lines = [f"{label:<{w0}}  {value:>{w1}}  {note}".rstrip() for label, value, note in rows]
+    if s.partial:
+        lines.append(f"{'partial':<{w0}}  {'yes':>{w1}}  interrupted: only the {s.num_steps} steps run so far")
     width = max(len(title), *(len(line) for line in lines))
     return "\n".join([title, "-" * width, *lines])

@@ -21,12 +21,12 @@ the per-phase required keys, b/e pairing and X nesting.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..writers import write_text
 from .events import Arrive, Preempt, Reject
 from .record import RequestTiming, StepRecord
 
@@ -70,23 +70,29 @@ class TraceWriter:
         for ev in rec.events:
             if isinstance(ev, Arrive):
                 self._open.setdefault(ev.request_id, start)
+        out: list[dict[str, Any]] = []
         if rec.phase != "idle":
-            self._events.append(self._step_event(rec, start, end))
+            out.append(self._step_event(rec, start, end))
         self._last_end_us = end
         self._last_ts_us = max(self._last_ts_us, end)
         for ev in rec.events:
             if isinstance(ev, Preempt):
-                self._events.append(_instant(f"preempt {ev.request_id}", end, {
+                out.append(_instant(f"preempt {ev.request_id}", end, {
                     "request_id": ev.request_id, "seq_id": ev.seq_id,
                     "num_blocks_freed": ev.num_blocks_freed}))
             elif isinstance(ev, Reject):
                 self._open.pop(ev.request_id, None)
-                self._events.append(_instant(f"reject {ev.request_id}", end, {
+                out.append(_instant(f"reject {ev.request_id}", end, {
                     "request_id": ev.request_id, "reason": ev.reason}))
-        self._events.extend(_counters(rec, end))
+        out.extend(_counters(rec, end))
         for timing in rec.finished:
             self._open.pop(timing.request_id, None)
-            self._events.extend(self._request_slices(timing, end))
+            out.extend(self._request_slices(timing, end))
+        self._emit(out)
+
+    def _emit(self, events: list[dict[str, Any]]) -> None:
+        """One step's events, in an order valid per track (what validate_trace checks)."""
+        self._events.extend(events)
 
     def _step_event(self, rec: StepRecord, start: float, end: float) -> dict[str, Any]:
         m = rec.metrics
@@ -137,9 +143,10 @@ class TraceWriter:
         return out
 
     # -- output -------------------------------------------------------------------
-    def trace(self) -> dict[str, Any]:
+    def _unfinished(self) -> list[dict[str, Any]]:
+        """Requests still open, as one slice each to the end of the trace."""
         end = self._last_ts_us
-        events = list(self._events)
+        events = []
         next_id = len(self._async_ids) + 1   # past every finished request's id
         for i, (request_id, first_seen) in enumerate(sorted(self._open.items(), key=lambda kv: kv[1])):
             aid = next_id + i
@@ -147,24 +154,29 @@ class TraceWriter:
             events.append(_async("b", name, first_seen, aid,
                                  {"request_id": request_id, "unfinished": True}))
             events.append(_async("e", name, max(end, first_seen), aid))
-        meta = dict(self._metadata, num_steps=self.num_steps)
-        # stable: equal timestamps keep their emission order (parent b before child b)
-        events.sort(key=lambda e: e["ts"])
-        head = [
+        return events
+
+    def _head(self) -> list[dict[str, Any]]:
+        return [
             _meta("process_name", {"name": self._process_name}),
             _meta("thread_name", {"name": "engine steps"}, ENGINE_TID),
             _meta("thread_name", {"name": "requests"}, REQUESTS_TID),
             _meta("thread_sort_index", {"sort_index": 0}, ENGINE_TID),
         ]
-        return {"traceEvents": head + events, "displayTimeUnit": "ms", "otherData": meta}
+
+    def _other_data(self) -> dict[str, Any]:
+        return dict(self._metadata, num_steps=self.num_steps)
+
+    def trace(self) -> dict[str, Any]:
+        events = self._events + self._unfinished()
+        # stable: equal timestamps keep their emission order (parent b before child b)
+        events.sort(key=lambda e: e["ts"])
+        return {"traceEvents": self._head() + events, "displayTimeUnit": "ms", "otherData": self._other_data()}
 
     def save(self, path: str | Path) -> None:
-        """Write the trace so far; the file is replaced atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.trace(), f, separators=(",", ":"))
-        os.replace(tmp, path)
+        """Write the trace so far, atomically, through the one writer (symlinks
+        followed, non-regular targets refused, no temporary file left behind)."""
+        write_text(path, json.dumps(self.trace(), separators=(",", ":")), "trace")
 
 
 def build_trace(records: Iterable[StepRecord], metadata: dict[str, Any] | None = None) -> dict[str, Any]:

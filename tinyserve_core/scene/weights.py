@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load as safetensors_load, save_file
+from safetensors.numpy import load as safetensors_load, save
 
 from ..errors import ModelLoadError
 from ..loaders import FileContext
+from ..writers import write_bytes
 from .field import SemanticGridField
 from .spec import SCENES_DIR, SceneSpec
 from .weights_meta import check_tensors, read_weights_file
@@ -50,10 +51,11 @@ def save_weights(path: Path, field: SemanticGridField, occ: torch.Tensor, spec: 
     meta = {"format": FORMAT, "scene": spec.name, "labels": spec.labels,
             "grid": {"lo": g.lo, "hi": g.hi, "voxel": g.voxel},
             "feat_dim": field.features.shape[1], "hidden": field.mlp[0].out_features, "stats": stats}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"tinyserve": json.dumps(meta)})
-    return path.stat().st_size
+    # serialised in memory (a few MB) and written through the one atomic writer: the
+    # usual umask (safetensors' own writer left 0600), symlinks followed, no torn file
+    data = save(tensors, metadata={"tinyserve": json.dumps(meta)})
+    write_bytes(path, data, "weights", make_parents=True)
+    return len(data)
 
 
 def load_weights(path: Path, spec: SceneSpec | None = None) -> tuple[SemanticGridField, torch.Tensor, dict]:

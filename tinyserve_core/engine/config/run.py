@@ -18,6 +18,7 @@ from typing import Any
 
 from ...errors import ConfigError
 from ...loaders import MiB, FileContext, loads_json, read_text
+from ...writers import write_json
 from .checks import coerce, int_range
 from .help import HELP
 from .sections import (CacheConfig, ModelLoadConfig, OutputConfig, SamplingConfig,
@@ -88,7 +89,7 @@ class EngineConfig:
         return {key: self.get(key) for key in _FLAT}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict(), "config")
 
     def replace(self, **changes) -> "EngineConfig":
         return EngineConfig.from_dict(changes, base=self)

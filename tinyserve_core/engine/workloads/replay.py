@@ -12,6 +12,7 @@ import numpy as np
 from ...loaders import MiB, FileContext, iter_jsonl
 from ..config.sections import MAX_SAMPLES, MAX_TOKENS
 from .spec import MAX_ARRIVAL_S, ModelLimits, WorkloadRequest
+from ...writers import AtomicWriter
 from .text import TextCorpus, Tokenize
 
 _REPLAY_KEYS = ("arrival_s", "prompt", "prompt_token_ids", "prompt_len", "max_tokens", "n",
@@ -126,9 +127,10 @@ def _check_prompt(at: FileContext, field: str, ids: list[int], limits: ModelLimi
         raise at.error(field, problem)
 
 
-def save_replay(requests: list[WorkloadRequest], path: str | Path) -> None:
-    """Write requests as a replay file that `load_replay` reads back exactly."""
-    with open(path, "w", encoding="utf-8") as f:
+def save_replay(requests: list[WorkloadRequest], path: str | Path, field: str = "out") -> None:
+    """Write requests as a replay file that `load_replay` reads back exactly (through
+    the one atomic writer: all of it or, on failure, the old file untouched)."""
+    with AtomicWriter(path, field) as f:
         for r in requests:
             obj: dict[str, Any] = {"arrival_s": r.arrival_s}
             if r.prompt is not None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ...errors import ConfigError
+from ...writers import write_json
 
 from .passkey import make_samples
 
@@ -149,4 +150,4 @@ def format_eval_table(ev: dict) -> str:
 
 
 def write_eval(ev: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(ev, indent=1) + "\n")
+    write_json(path, ev, "json", indent=1, make_parents=True)

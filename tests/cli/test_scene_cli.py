@@ -100,3 +100,14 @@ def test_train_scene_weights_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_train_scene_checks_its_outputs_before_training(tmp_path, capsys):
+    """A bad --out or --json is one line before any training step, not after minutes."""
+    for flag in ("--out", "--json"):
+        argv = ["train-scene", "--iters", "5000", "--size", "16", "--out", str(tmp_path / "w.safetensors"),
+                flag, str(tmp_path)]   # a directory: refused for both outputs
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is a directory" in err and "Traceback" not in err and "train-scene room" not in err
+    assert not (tmp_path / "w.safetensors").exists()

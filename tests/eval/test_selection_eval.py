@@ -119,3 +119,19 @@ def test_bad_flags_name_the_flag(argv, field):
     with pytest.raises(ConfigError) as e:
         spec_from_args(_parse(argv))
     assert e.value.field == field
+
+
+def test_a_failed_output_costs_only_itself(tiny_model_dir, tmp_path, capsys):
+    """--plots cannot be a folder (a file stands there): the JSON and Markdown are still
+    written, the failure is one line and the exit code 1."""
+    (tmp_path / "plots").write_text("a file, not a folder")
+    args = _parse(["--model", str(tiny_model_dir), "--json", str(tmp_path / "r.json"),
+                   "--md", str(tmp_path / "r.md"), "--plots", str(tmp_path / "plots"),
+                   "--policies", "quest", "--budgets", "32", "--block-sizes", "8",
+                   "--context", "96", "--decode-tokens", "2", "--text-samples", "1",
+                   "--passkey-samples", "1", "--dense-layers", "1"])
+    assert args.func(args) == 1
+    assert json.loads((tmp_path / "r.json").read_text())["results"]
+    assert "| quest |" in (tmp_path / "r.md").read_text()
+    err = [line for line in capsys.readouterr().err.splitlines() if "not written" in line]
+    assert len(err) == 1 and "plots" in err[0]

@@ -165,7 +165,7 @@ def spec_from_args(args):
 def run_selection(args) -> int:
     import torch
 
-    from ..errors import ConfigError
+    from ..errors import ConfigError, TinyServeError
     from ..eval.selection import (DTYPES, check_targets, evaluate, heldout_tokens, machine, markdown_table,
                                   tier_table, write_plots)
     from ..model.loader import default_model_dir, load_model
@@ -201,10 +201,20 @@ def run_selection(args) -> int:
     info = {"model": str(model_dir), "machine": machine(device), "device": device, "dtype": args.dtype,
             "text_source": source,
             "spec": asdict(spec), "wall_s": wall, "torch": torch.__version__}
+    # each output on its own: one that fails at the end costs only itself
+    failed: list[str] = []
+
+    def attempt(fn, default=None):
+        try:
+            return fn()
+        except (TinyServeError, OSError) as e:
+            failed.append(f"tinyserve eval selection: error: not written: {e}")
+            return default
+
     if args.json:
-        write_json(args.json, {**info, "results": [asdict(r) for r in results], "targets": verdicts},
-                   "--json", indent=1, make_parents=True)
-    plots = write_plots(results, args.plots) if args.plots else []
+        attempt(lambda: write_json(args.json, {**info, "results": [asdict(r) for r in results],
+                                               "targets": verdicts}, "--json", indent=1, make_parents=True))
+    plots = attempt(lambda: write_plots(results, args.plots), []) if args.plots else []
     if args.md:
         lines = [f"# Page-selection accuracy ({model_dir.name})", "",
                  f"Machine: {info['machine']}; text: {source}; context {spec.context}, "
@@ -224,8 +234,10 @@ def run_selection(args) -> int:
             met = {True: "met", False: "**missed**", None: "reported"}[v["met"]]
             lines.append(f"- {v['target']} (block {v['block_size']}): {met} - `{json.dumps(v['value'])}`")
         lines += [""] + [f"![{Path(f).stem}]({Path(f).resolve()})" for f in plots]
-        write_text(args.md, "\n".join(lines) + "\n", "--md", make_parents=True)
-    return 0
+        attempt(lambda: write_text(args.md, "\n".join(lines) + "\n", "--md", make_parents=True))
+    for line in failed:
+        print(line, file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ---- scene -------------------------------------------------------------------------------

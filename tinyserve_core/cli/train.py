@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -124,6 +123,7 @@ def run_train_scene(args) -> int:
     from ..scene.spec import load_scene
     from ..scene.train import TrainConfig, evaluate_heldout, train_field, training_grid
     from ..scene.weights import save_weights, weights_path
+    from ..writers import check_writable, write_json
 
     try:
         if args.device not in ("cpu", "cuda"):
@@ -138,6 +138,10 @@ def run_train_scene(args) -> int:
         cfg = TrainConfig(size=args.size, iters=args.iters, batch_rays=args.batch_rays, voxel=args.voxel,
                           seed=args.seed).validate()
         training_grid(spec, cfg)
+        out = Path(args.out) if args.out else weights_path(spec)
+        check_writable(out, "--out", make_parents=True)   # before minutes of training, not after
+        if args.json:
+            check_writable(args.json, "--json", make_parents=True)
         bar = tqdm(total=cfg.iters, desc=f"train-scene {spec.name}", unit="step")
 
         def progress(p):
@@ -149,7 +153,6 @@ def run_train_scene(args) -> int:
         bar.close()
         held = evaluate_heldout(spec, field, occ, cfg.size)
         stats.update(heldout_psnr=held["psnr"], heldout_miou=held["miou"])
-        out = Path(args.out) if args.out else weights_path(spec)
         size = save_weights(out, field, occ, spec, stats)
     except TinyServeError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -158,5 +161,9 @@ def run_train_scene(args) -> int:
           f"train PSNR {stats['train_psnr']:.2f} dB, held-out PSNR {held['psnr']:.2f} dB, mIoU {held['miou']:.3f}")
     print(f"wrote {out} ({size / 1e6:.2f} MB)")
     if args.json:
-        Path(args.json).write_text(json.dumps(stats, indent=2))
+        try:
+            write_json(args.json, stats, "--json", make_parents=True)
+        except TinyServeError as e:   # the weights are written; say what was not
+            print(f"not written: {e}", file=sys.stderr)
+            return 1
     return 0

@@ -97,7 +97,7 @@ def test_an_interrupted_simulate_writes_partial_outputs(sig, tiny_model_dir, tmp
     # far more work than the test waits for: the run is always cut short
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyserve_core.cli", "simulate", "--model", str(tiny_model_dir), "--device", "cpu",
-         "--requests", "5000", "--rate", "1000", "--prompt-len", "32", "--output-len", "64",
+         "--requests", "5000", "--rate", "1000", "--prompt-len", "32", "--prompt-len-max", "48", "--output-len", "64",
          "--trace", str(trace), "--metrics", str(metrics), "--summary-json", str(summary)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     try:

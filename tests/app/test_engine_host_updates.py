@@ -1,6 +1,5 @@
 """Live updates through the GUI's engine host: every Update sent between two steps
-reaches the engine, so the engine runs with the config the host reports (issue 14
-item 3). Qt-free: the host is driven directly."""
+reaches the engine, so the engine runs with the config the host reports. Qt-free: the host is driven directly."""
 
 from __future__ import annotations
 

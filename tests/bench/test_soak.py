@@ -18,7 +18,7 @@ def one_thread():
 
 @pytest.mark.slow
 def test_soak_holds_every_invariant(one_thread):
-    # one live update per step boundary; `tinyserve soak` sends up to two (issue 14 item 3)
+    # one live update per step boundary; `tinyserve soak` sends up to two
     r = run_soak(25, seed=14, max_updates=1)
     assert r.ok, "\n".join(r.failures[:5])
     assert r.steps >= 500 and r.finished >= 50 and r.rejected >= 1

@@ -1,6 +1,6 @@
 """Every CLI command turns a bad input file (not UTF-8, or not JSON) given to any of its
 file-taking flags or arguments into exactly one line on stderr and exit 2, never a
-traceback (issue 14). The commands are walked from the parser, so a new command or a
+traceback. The commands are walked from the parser, so a new command or a
 new file flag must be listed here before the suite passes."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ CASES: dict[str, list[list[str]]] = {
     "soak": [],
 }
 
-# Known failures that other branches of issue 14 fix; strict, so the marker must go
+# Known failures, each with its reason; strict, so the marker must go
 # when the fix lands (an XPASS fails the suite).
 PENDING: dict[tuple[str, str, str], str] = {}
 # Not run here, and why.

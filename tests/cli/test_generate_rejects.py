@@ -1,4 +1,4 @@
-"""`tinyserve generate` never drops a prompt silently (issue 14 item 8): each prompt
+"""`tinyserve generate` never drops a prompt silently: each prompt
 prints its output or one line saying why it was rejected, and any rejection makes the
 exit status 2."""
 

@@ -1,5 +1,4 @@
-"""Admission counts exactly the KV slots a request ever holds at its peak (issue 14
-item 11): a sequence writes every token but its last sampled one, and the n samples
+"""Admission counts exactly the KV slots a request ever holds at its peak: a sequence writes every token but its last sampled one, and the n samples
 of a request share the full blocks of its prompt. At the limit the request runs to
 the end without preemption; one block less and it is rejected with the reason."""
 

@@ -211,7 +211,7 @@ def test_preempted_and_finished_sequences_leave_the_selector(tiny):
 
 
 def test_live_updates_between_steps_all_apply(tiny):
-    """Two updates before one step: the second builds on the first (issue 14 item 3)."""
+    """Two updates before one step: the second builds on the first."""
     eng = make_engine(tiny, max_num_seqs=8, policy="h2o", budget=0.5)
     eng.update(max_num_seqs=2)
     eng.update(budget=0.25)

@@ -1,5 +1,5 @@
-"""What cannot fit is refused before a run starts, with the limit in the message
-(issue 14, items 5, 6 and 10): a context above the model's, a KV pool above the memory
+"""What cannot fit is refused before a run starts, with the limit in the message:
+a context above the model's, a KV pool above the memory
 free, replay requests the model cannot take (too many samples, ids outside its
 vocabulary, prompts longer than its context)."""
 

@@ -1,4 +1,4 @@
-"""Fuzzing the session-config and replay loaders (issue 14): random bytes, random JSON
+"""Fuzzing the session-config and replay loaders: random bytes, random JSON
 and mutated valid files either load or raise the one InputFileError that names the
 file (and line) and the field: never another exception, never a hang."""
 

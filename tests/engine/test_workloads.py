@@ -235,7 +235,7 @@ def test_replay_forms_and_order(tmp_path):
     ('{"arrival_s": 0, "prompt_len": "long", "max_tokens": 2}', "prompt_len: must be"),
     ('{"arrival_s": 0, "prompt_token_ids": [1, "a"], "max_tokens": 2}', "prompt_token_ids: must be"),
     ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "temperature": 1}', '"temperature": unknown field'),
-    # limits stated in the message (issue 14, items 5, 6 and 10)
+    # limits stated in the message
     ('{"arrival_s": 0, "prompt": "x", "max_tokens": 2, "n": 65}', "n: must be an integer from 1 to 64"),
     ('{"arrival_s": 1e305, "prompt": "x", "max_tokens": 2}', "arrival_s: must be a number of seconds from 0 to 1e+09"),
     ('{"arrival_s": 0, "prompt_len": 100000000, "max_tokens": 2}', "prompt_len: must be an integer from 1 to 1048576"),

@@ -1,4 +1,4 @@
-"""Rejected requests reach the summary (issue 14 item 11): listed with their reasons in
+"""Rejected requests reach the summary: listed with their reasons in
 the JSON, counted by the kind of reason in the table, not only in the trace."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training checkpoints are a safetensors + JSON pair (issue 14 item 1): a round trip
+"""Training checkpoints are a safetensors + JSON pair: a round trip
 restores model, optimizer, data stream and RNG exactly; a pair that does not belong
 together, a damaged state or a run of another shape is refused with the path."""
 

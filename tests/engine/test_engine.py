@@ -219,3 +219,54 @@ def test_live_updates_between_steps_all_apply(tiny):
     eng.step()
     assert eng.config.scheduler.max_num_seqs == 2 and eng.scheduler.max_num_seqs == 2
     assert eng.config.selection.budget == 0.25
+
+
+def sampled(tiny, requests, **kw):
+    """{request id: outputs} for (id, prompt, params) added together to one engine."""
+    eng = make_engine(tiny, **kw)
+    for rid, prompt, params in requests:
+        eng.add_request(prompt, params, request_id=rid)
+    return outputs_by_request(run_all(eng, check=False))
+
+
+def test_seeded_request_samples_the_same_tokens_in_any_batch(tiny):
+    """A seeded request's tokens depend on its seed, sample index and logits only: alone,
+    first or last in a batch, next to greedy and other seeded requests, the same."""
+    seeded = ("s", PROMPTS[1], SamplingParams(temperature=1.0, top_k=40, top_p=0.95, seed=5, n=3,
+                                              max_tokens=8, ignore_eos=True))
+    others = [(f"o{i}", p, SamplingParams(temperature=t, seed=i, max_tokens=6, ignore_eos=True))
+              for i, (p, t) in enumerate(zip(PROMPTS, (0.0, 1.2, 0.0, 0.5)))]
+    alone = sampled(tiny, [seeded])["s"]
+    assert len({tuple(o) for o in alone}) == 3          # siblings differ
+    assert sampled(tiny, [seeded] + others)["s"] == alone
+    assert sampled(tiny, others[::-1] + [seeded], max_num_seqs=3)["s"] == alone
+    # greedy requests are unchanged by the sampled ones beside them
+    mixed = sampled(tiny, [seeded] + others)
+    assert mixed["o0"] == [dense_greedy(tiny[0], PROMPTS[0], 6)]
+
+
+def test_one_batched_sample_call_per_step(tiny, monkeypatch):
+    """Every step samples all its rows, forked siblings included, in one call that returns
+    a plain list (one device-to-host transfer)."""
+    import tinyserve_core.engine.engine as engine_mod
+    calls = []
+
+    def counting(logits, params, streams):
+        out = real(logits, params, streams)
+        calls.append((len(params), out))
+        return out
+
+    real = engine_mod.sample
+    monkeypatch.setattr(engine_mod, "sample", counting)
+    eng = make_engine(tiny)
+    eng.add_request(PROMPTS[0], SamplingParams(temperature=1.0, seed=1, n=3, max_tokens=4, ignore_eos=True))
+    eng.add_request(PROMPTS[1], SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True))
+    busy = 0
+    while eng.has_unfinished():
+        before = len(calls)
+        if eng.step().phase != "idle":
+            busy += 1
+            assert len(calls) == before + 1
+    assert len(calls) == busy
+    assert calls[0][0] == 2 + 2        # the first prefill: two rows plus two forked siblings
+    assert all(isinstance(out, list) and all(type(t) is int for t in out) for _, out in calls)

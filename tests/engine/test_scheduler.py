@@ -31,7 +31,7 @@ def test_postprocess_forks_siblings_caches_blocks_and_finishes():
     req, parent = _add(sched, list(range(1, 11)), n=3, max_tokens=2, ignore_eos=True)
     batch = sched.schedule(now=1.5)
     assert batch.is_prefill and batch.to_fork == [0] and req.first_scheduled_s == 1.5
-    post = sched.postprocess(batch, [50], {0: [ChildStart(51, None), ChildStart(52, None)]}, now=2.0)
+    post = sched.postprocess(batch, [50], {0: [ChildStart(51, 1), ChildStart(52, 2)]}, now=2.0)
     children = req.seqs[1:]
     assert post.num_generated == 3 and post.finished == [] and req.first_token_s == 2.0
     assert [s.token_ids[-1] for s in req.seqs] == [50, 51, 52]

@@ -117,8 +117,7 @@ class Engine:
             self.sink.emit(Reject(request_id, reason))
             return request_id
         self.requests[request_id] = req
-        gen = self._generator(params, 0, request_id)
-        seq = Sequence(req, token_ids, gen, is_parent=True)
+        seq = Sequence(req, token_ids, self._seed(params, request_id), 0, is_parent=True)
         req.seqs.append(seq)
         self.scheduler.add(seq)
         return request_id
@@ -144,14 +143,13 @@ class Engine:
                     f"{total} tokens, the pool has {cache.num_blocks}")
         return None
 
-    def _generator(self, params: SamplingParams, index: int, request_id: str):
+    def _seed(self, params: SamplingParams, request_id: str) -> int | None:
+        """The request's sampling seed (None for greedy): its own, or one derived from the
+        engine seed and the request id, so reruns of the same workload repeat."""
         if params.greedy:
             return None
-        g = torch.Generator(device=self.device)
-        base = params.seed if params.seed is not None else (
+        return params.seed if params.seed is not None else (
             self.config.seed * 1_000_003 + hash_str(request_id))
-        g.manual_seed((base * 65_537 + index) % (2**63 - 1))
-        return g
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work()
@@ -222,20 +220,29 @@ class Engine:
     def _sample(self, batch: ScheduleResult, logits: torch.Tensor
                 ) -> tuple[list[int], dict[int, list[ChildStart]]]:
         """One token per scheduled sequence, and the first tokens of the siblings that a
-        first prefill forks: each sibling samples the parent's logits row with its own
-        generator (seeded by its index), so its tokens never depend on the batch."""
+        first prefill forks, all in ONE batched `sample` call (one host transfer): each
+        sibling samples the parent's logits row with its own stream (request seed, its
+        sample index, tokens sampled so far), so its tokens never depend on the batch."""
         seqs = batch.seqs
         if not seqs:
             return [], {}
-        tokens = sample(logits, [s.request.params for s in seqs], [s.generator for s in seqs])
+        params = [s.request.params for s in seqs]
+        streams = [None if s.seed is None else (s.seed, s.sample_index, s.num_output_tokens)
+                   for s in seqs]
+        rows = [logits]
+        for i in batch.to_fork:
+            p, parent = seqs[i].request.params, seqs[i]
+            rows.append(logits[i:i + 1].expand(p.n - 1, -1))
+            params += [p] * (p.n - 1)
+            streams += [None if parent.seed is None else
+                        (parent.seed, k, parent.num_output_tokens) for k in range(1, p.n)]
+        drawn = sample(torch.cat(rows) if len(rows) > 1 else logits, params, streams)
+        tokens, at = drawn[:len(seqs)], len(seqs)
         children: dict[int, list[ChildStart]] = {}
         for i in batch.to_fork:
-            req = seqs[i].request
-            starts = []
-            for k in range(1, req.params.n):
-                gen = self._generator(req.params, k, req.request_id)
-                starts.append(ChildStart(sample(logits[i:i + 1], [req.params], [gen])[0], gen))
-            children[i] = starts
+            n = seqs[i].request.params.n
+            children[i] = [ChildStart(t, k) for k, t in enumerate(drawn[at:at + n - 1], start=1)]
+            at += n - 1
         return tokens, children
 
     def _record(self, batch: ScheduleResult, out: RunnerOutput, post: PostprocessResult,

@@ -11,7 +11,6 @@ import enum
 import itertools
 from dataclasses import dataclass, field
 
-import torch
 
 from .sampling import SamplingParams
 
@@ -45,11 +44,11 @@ class Sequence:
     _ids = itertools.count()
 
     __slots__ = ("seq_id", "request", "token_ids", "num_prompt_tokens", "num_computed_tokens",
-                 "status", "finish_reason", "finish_s", "generator", "num_preemptions", "is_parent",
+                 "status", "finish_reason", "finish_s", "seed", "sample_index", "num_preemptions", "is_parent",
                  "forked")
 
-    def __init__(self, request: Request, token_ids: list[int], generator: torch.Generator | None,
-                 is_parent: bool = True):
+    def __init__(self, request: Request, token_ids: list[int], seed: int | None,
+                 sample_index: int = 0, is_parent: bool = True):
         self.seq_id = next(Sequence._ids)
         self.request = request
         self.token_ids = list(token_ids)
@@ -58,7 +57,8 @@ class Sequence:
         self.status = SeqStatus.WAITING
         self.finish_reason: str | None = None
         self.finish_s: float | None = None
-        self.generator = generator
+        self.seed = seed                 # sampling stream: None = greedy
+        self.sample_index = sample_index # which of the request's n samples (0 = parent)
         self.num_preemptions = 0
         self.is_parent = is_parent       # forks its siblings after the first prefill
         self.forked = not is_parent or request.params.n == 1

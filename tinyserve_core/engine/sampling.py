@@ -40,27 +40,96 @@ class SamplingParams:
         return self.temperature == 0
 
 
+# -- the counter-based random stream ---------------------------------------------------
+# Every number is a 32-bit value held in int64; products are split into 16-bit halves so
+# no intermediate exceeds 2**49: nothing overflows, so Python ints, CPU tensors and CUDA
+# tensors compute bit-identical streams (signed int64 overflow is not relied on).
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x, c: int):
+    """x * c mod 2**32 for a 32-bit x (int or int64 tensor) and a 32-bit constant c."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + ((x * hi) & 0xFFFF) * 65_536) & _MASK32
+
+
+def _mix32(x):
+    """Wellons' lowbias32 finalizer: a bijection on 32 bits with full avalanche."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def stream_keys(seed: int, sample_index: int, counter: int) -> tuple[int, int]:
+    """Two 32-bit keys for one draw of one sequence, from its seed (any size), its
+    sample index among n siblings and the number of tokens it sampled before."""
+    seed %= 2**64
+    h = _mix32(seed & _MASK32)
+    for word in (seed >> 32, sample_index & _MASK32, counter & _MASK32):
+        h = _mix32(h ^ _mix32(word ^ 0x9E3779B9))
+    return h, _mix32(h ^ 0x85EBCA6B)
+
+
+def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[rows, vocab] Gumbel(0, 1) noise: uniform(key, vocab index) from the hash, so a
+    row's noise depends only on its keys, never on the other rows or on the device."""
+    v = torch.arange(vocab, device=keys.device, dtype=torch.int64)
+    h = _mix32(_mix32(v[None, :] ^ keys[:, :1]) ^ keys[:, 1:])
+    u = (h.double() + 0.5) / 2.0**32          # strictly inside (0, 1)
+    return -torch.log(-torch.log(u))
+
+
+def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    t = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":   # pinned + non_blocking: the copy never waits on the GPU
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+Stream = tuple[int, int, int]   # (seed, sample index, tokens sampled so far)
+
+
 def sample(logits: torch.Tensor, params: list[SamplingParams],
-           generators: list[torch.Generator | None]) -> list[int]:
-    """One token per row. Greedy rows take the argmax (exactly, so outputs match HF's
-    greedy generate); others are sampled with temperature, top-k and top-p using the
-    row's own generator, so a seeded request samples the same tokens in any batch."""
+           streams: list[Stream | None]) -> list[int]:
+    """One token per row, for the whole batch at once, with ONE device-to-host transfer.
+    Greedy rows take the argmax (exactly, so outputs match HF's greedy generate); the
+    others take argmax(filtered logits / temperature + Gumbel noise) (Gumbel-max: an
+    exact draw from the softmax), top-k and top-p applied batched from one sort. The
+    noise comes from each row's stream, so a seeded request samples the same tokens in
+    any batch and on CPU or CUDA alike."""
+    rows, vocab = logits.shape[0], logits.shape[-1]
+    if rows == 0:
+        return []
     logits = logits.float()
-    out = logits.argmax(dim=-1).tolist()
-    for i, p in enumerate(params):
-        if p.greedy:
-            continue
-        row = logits[i] / p.temperature
-        if p.top_k > 0 and p.top_k < row.numel():
-            kth = torch.topk(row, p.top_k).values[-1]
-            row = row.masked_fill(row < kth, float("-inf"))
-        probs = torch.softmax(row, dim=-1)
-        if p.top_p < 1.0:
-            sorted_p, idx = torch.sort(probs, descending=True)
-            cum = torch.cumsum(sorted_p, dim=-1)
-            # keep the smallest prefix whose mass reaches top_p (the first token always)
-            drop = (cum - sorted_p) >= p.top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(0, idx, sorted_p)
-        out[i] = int(torch.multinomial(probs, 1, generator=generators[i]).item())
-    return out
+    greedy = logits.argmax(dim=-1)
+    if all(p.greedy for p in params):
+        return greedy.tolist()
+    dev = logits.device
+    keys, floats, top_k = [], [], []
+    for p, s in zip(params, streams):
+        keys.append(stream_keys(*s) if not p.greedy else (0, 0))
+        # top_p 1 is off: 2 keeps even the tail that float cumsum rounds up to 1
+        floats.append((1.0 if p.greedy else p.temperature, p.top_p if p.top_p < 1.0 else 2.0,
+                       0.0 if p.greedy else 1.0))
+        top_k.append(p.top_k if 0 < p.top_k < vocab else vocab)
+    f = _to_device(floats, torch.float32, dev)
+    scaled = logits / f[:, :1]
+    if any(not p.greedy and (p.top_p < 1.0 or 0 < p.top_k < vocab) for p in params):
+        scaled = _filter(scaled, _to_device(top_k, torch.int64, dev), f[:, 1:2])
+    noisy = scaled.double() + gumbel_noise(_to_device(keys, torch.int64, dev), vocab)
+    tokens = torch.where(f[:, 2] > 0, noisy.argmax(dim=-1), greedy)
+    return tokens.tolist()
+
+
+def _filter(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """-inf outside each row's top k, then outside the smallest prefix (by probability)
+    whose mass reaches top_p (its first token always stays): one sort for the batch."""
+    sorted_l, idx = torch.sort(scaled, dim=-1, descending=True)
+    pos = torch.arange(scaled.shape[-1], device=scaled.device)[None, :]
+    sorted_l = sorted_l.masked_fill(pos >= top_k[:, None], float("-inf"))
+    probs = torch.softmax(sorted_l, dim=-1)
+    drop = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+    sorted_l = sorted_l.masked_fill(drop, float("-inf"))
+    return torch.full_like(scaled, float("-inf")).scatter_(1, idx, sorted_l)

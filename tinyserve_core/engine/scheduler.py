@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-import torch
 
 from ..kv.block_manager import BlockManager
 from ..observe.events import EventSink, Finish, Preempt
@@ -44,9 +43,9 @@ class ScheduleResult:
 @dataclass(frozen=True)
 class ChildStart:
     """A forked sibling's first token, sampled from its parent's prefill logits with the
-    sibling's own generator (which it keeps)."""
+    sibling's own stream (the request seed and this sample index, which it keeps)."""
     token: int
-    generator: torch.Generator | None
+    sample_index: int
 
 
 @dataclass
@@ -179,7 +178,8 @@ class Scheduler:
         parent.forked = True
         children = []
         for start in starts:
-            child = Sequence(req, parent.token_ids + [start.token], start.generator, is_parent=False)
+            child = Sequence(req, parent.token_ids + [start.token], parent.seed, start.sample_index,
+                             is_parent=False)
             child.num_computed_tokens = parent.num_computed_tokens
             child.status = SeqStatus.RUNNING
             self.bm.fork(parent.seq_id, child.seq_id)

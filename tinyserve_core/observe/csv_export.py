@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import InputFileError
 from ..writers import AtomicWriter
 from .record import StepMetrics, StepRecord
 
@@ -41,23 +40,15 @@ class MetricsCsvWriter:
         if isinstance(target, (str, Path)):
             self._atomic = AtomicWriter(target, "metrics", newline="")
             self._file: IO[str] = self._atomic.file
+            sink: Any = self._atomic   # its write() aborts and names the path on a failure
         else:
-            self._file = target
-        self._writer = csv.writer(self._file)
+            self._file = sink = target
+        self._writer = csv.writer(sink)
         self.num_rows = 0
-        self._row(CSV_COLUMNS)
-
-    def _row(self, row) -> None:
-        try:
-            self._writer.writerow(row)
-        except OSError as e:
-            if self._atomic is None:
-                raise
-            self.abort()
-            raise InputFileError(str(self._atomic.path), None, f"metrics: write failed ({e.strerror or e})") from None
+        self._writer.writerow(CSV_COLUMNS)
 
     def add(self, record: StepRecord) -> None:
-        self._row(metrics_row(record))
+        self._writer.writerow(metrics_row(record))
         self.num_rows += 1
 
     def extend(self, records: Iterable[StepRecord]) -> None:

@@ -161,9 +161,9 @@ class Engine:
         bad = set(changes) & RESTART_KEYS
         if bad:
             raise ConfigError(sorted(bad)[0], "needs a new engine (restart), not a live update")
-        # On top of what is already pending: several updates between two steps all apply.
-        base = self._pending_cfg if self._pending_updates else self.config
-        new_cfg = EngineConfig.from_dict(changes, base=base)
+        # On top of what is already pending (the config itself when nothing is): several
+        # updates between two steps all apply.
+        new_cfg = EngineConfig.from_dict(changes, base=self._pending_cfg)
         self._pending_updates.update(changes)
         self._pending_cfg = new_cfg
 

@@ -82,10 +82,9 @@ def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
 
 
 def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    t = torch.tensor(values, dtype=dtype)
-    if device.type == "cuda":   # pinned + non_blocking: the copy never waits on the GPU
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    # a plain copy: the step ends in one .tolist() that waits for the GPU anyway, so a
+    # pinned, non-blocking copy would only add a staging buffer
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 Stream = tuple[int, int, int]   # (seed, sample index, tokens sampled so far)
@@ -118,9 +117,12 @@ def sample(logits: torch.Tensor, params: list[SamplingParams],
     scaled = logits / f[:, :1]
     if any(not p.greedy and (p.top_p < 1.0 or 0 < p.top_k < vocab) for p in params):
         scaled = _filter(scaled, _to_device(top_k, torch.int64, dev), f[:, 1:2])
-    noisy = scaled.double() + gumbel_noise(_to_device(keys, torch.int64, dev), vocab)
-    tokens = torch.where(f[:, 2] > 0, noisy.argmax(dim=-1), greedy)
-    return tokens.tolist()
+    # noise only for the rows that sample (a row's noise depends on its keys alone)
+    sampled = [i for i, p in enumerate(params) if not p.greedy]
+    idx = _to_device(sampled, torch.int64, dev)
+    noisy = scaled[idx].double() + gumbel_noise(_to_device([keys[i] for i in sampled], torch.int64, dev), vocab)
+    greedy[idx] = noisy.argmax(dim=-1)
+    return greedy.tolist()
 
 
 def _filter(scaled: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,9 @@ def available_bytes(device: torch.device) -> int | None:
     """Memory free for new allocations on `device`; None when it cannot be told."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        # memory torch's allocator holds but no tensor uses (a previous engine's pool in
+        # this process) is free for the new pool too
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     try:   # MemAvailable counts reclaimable page cache, unlike MemFree
         with open("/proc/meminfo") as f:
             for line in f:

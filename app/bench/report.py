@@ -3,7 +3,6 @@ offscreen fallback and the JSON file they write."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -29,9 +28,17 @@ def offscreen_without_display() -> None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def write_json(path: str | None, out: dict) -> None:
-    """Write the results where --json says (nothing without it) and say so."""
+def check_json(path: str | None) -> None:
+    """A bad --json path is one line before the benchmark runs, not after it."""
     if path:
-        with open(path, "w") as f:
-            json.dump(out, f, indent=2)
+        from tinyserve_core.writers import check_writable
+        check_writable(path, "--json")
+
+
+def write_json(path: str | None, out: dict) -> None:
+    """Write the results where --json says (nothing without it), through the one atomic
+    writer, and say so."""
+    if path:
+        from tinyserve_core.writers import write_json as write
+        write(path, out, "--json")
         print(f"wrote {path}")

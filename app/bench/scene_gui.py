@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .report import machine, offscreen_without_display, time_stats, write_json
+from .report import check_json, machine, offscreen_without_display, time_stats, write_json
 
 TARGET_ORBIT_FPS = 10.0
 TARGET_QUERY_MS = 150.0
@@ -74,6 +74,7 @@ def run(args) -> int:
     from tinyserve_core.errors import ConfigError
     from tinyserve_core.scene.spec import load_scene
 
+    check_json(args.json)
     # a scene that does not load would leave the tab waiting for it: one line here instead
     load_scene(args.scene)
     try:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .report import machine, offscreen_without_display, time_stats, write_json
+from .report import check_json, machine, offscreen_without_display, time_stats, write_json
 
 TARGET_FRAME_MS = 16.0
 TARGET_STALL_MS = 50.0
@@ -206,6 +206,7 @@ def bench_stall(seconds: float, app, config, mode: str = "process") -> dict:
 
 
 def run(args) -> int:
+    check_json(args.json)
     offscreen_without_display()
     try:
         sizes = [int(x) for x in str(args.blocks).split(",") if x.strip()]

@@ -8,7 +8,6 @@ benchmark."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 from ..writers import check_writable, write_json
@@ -108,14 +107,14 @@ def run_kernels(args) -> int:
     from ..bench.kernels import measure_kernels, report
 
     if args.report:
-        try:
-            with open(args.report) as fh:
-                res = json.load(fh)
-            print(report(res))
-        except (OSError, ValueError, KeyError) as e:
-            from ..errors import InputFileError
+        from ..loaders import MiB, FileContext, load_json
 
-            raise InputFileError(args.report, None, f"not a bench-kernels JSON file ({e})") from e
+        res = load_json(args.report, max_bytes=64 * MiB, field="report")
+        try:
+            text = report(res)
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            raise FileContext(args.report).error("report", f"not a bench-kernels JSON file ({e!r})") from None
+        print(text)
         return 0
     if not torch.cuda.is_available():
         print("tinyserve bench kernels: needs a CUDA GPU (none found)", file=sys.stderr)

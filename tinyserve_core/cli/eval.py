@@ -263,32 +263,31 @@ def run_scene(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..errors import ConfigError, TinyServeError
+    from ..errors import ConfigError
     from ..eval.scene import evaluate, summary_rows
 
+    if args.json:
+        check_writable(args.json, "--json")
+    if args.threads < 0:
+        raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bar = None  # starts with the first stage: a bad input fails before it, on one line
+
+    def progress(name):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=5, desc="eval scene", unit="stage")
+        else:
+            bar.update(1)
+        bar.set_postfix_str(name)
+
     try:
-        if args.json:
-            check_writable(args.json, "--json")
-        if args.threads < 0:
-            raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        bar = None  # starts with the first stage: a bad input fails before it, on one line
-
-        def progress(name):
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=5, desc="eval scene", unit="stage")
-            else:
-                bar.update(1)
-            bar.set_postfix_str(name)
-
         rep = evaluate(args.scene, args.queries, args.weights, progress)
         bar.update(bar.total - bar.n)
-        bar.close()
-    except TinyServeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    finally:
+        if bar is not None:
+            bar.close()
     rows = summary_rows(rep)
     w = max(len(r[0]) for r in rows)
     print(f"scene {rep['scene']}  (torch threads: {rep['torch_threads']})")

@@ -125,38 +125,36 @@ def run_train_scene(args) -> int:
     from ..scene.weights import save_weights, weights_path
     from ..writers import check_writable, write_json
 
+    if args.device not in ("cpu", "cuda"):
+        raise ConfigError("--device", f"must be cpu or cuda, got {args.device!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", "cuda requested but no CUDA device is available")
+    if args.threads < 0:
+        raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = load_scene(args.scene)
+    cfg = TrainConfig(size=args.size, iters=args.iters, batch_rays=args.batch_rays, voxel=args.voxel,
+                      seed=args.seed).validate()
+    training_grid(spec, cfg)
+    out = Path(args.out) if args.out else weights_path(spec)
+    check_writable(out, "--out", make_parents=True)   # before minutes of training, not after
+    if args.json:
+        check_writable(args.json, "--json", make_parents=True)
+    bar = tqdm(total=cfg.iters, desc=f"train-scene {spec.name}", unit="step")
+
+    def progress(p):
+        bar.update(p.step - bar.n)
+        if p.step % 10 == 0 or p.step == p.total:
+            bar.set_postfix(psnr=f"{p.psnr:.2f} dB", loss=f"{p.loss:.4f}")
+
     try:
-        if args.device not in ("cpu", "cuda"):
-            raise ConfigError("--device", f"must be cpu or cuda, got {args.device!r}")
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device", "cuda requested but no CUDA device is available")
-        if args.threads < 0:
-            raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        spec = load_scene(args.scene)
-        cfg = TrainConfig(size=args.size, iters=args.iters, batch_rays=args.batch_rays, voxel=args.voxel,
-                          seed=args.seed).validate()
-        training_grid(spec, cfg)
-        out = Path(args.out) if args.out else weights_path(spec)
-        check_writable(out, "--out", make_parents=True)   # before minutes of training, not after
-        if args.json:
-            check_writable(args.json, "--json", make_parents=True)
-        bar = tqdm(total=cfg.iters, desc=f"train-scene {spec.name}", unit="step")
-
-        def progress(p):
-            bar.update(p.step - bar.n)
-            if p.step % 10 == 0 or p.step == p.total:
-                bar.set_postfix(psnr=f"{p.psnr:.2f} dB", loss=f"{p.loss:.4f}")
-
         field, occ, stats = train_field(spec, cfg, progress, device=args.device)
+    finally:
         bar.close()
-        held = evaluate_heldout(spec, field, occ, cfg.size)
-        stats.update(heldout_psnr=held["psnr"], heldout_miou=held["miou"])
-        size = save_weights(out, field, occ, spec, stats)
-    except TinyServeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    held = evaluate_heldout(spec, field, occ, cfg.size)
+    stats.update(heldout_psnr=held["psnr"], heldout_miou=held["miou"])
+    size = save_weights(out, field, occ, spec, stats)
     print(f"trained {stats['steps']} steps in {stats['train_seconds']:.1f} s on {stats['device']}: "
           f"train PSNR {stats['train_psnr']:.2f} dB, held-out PSNR {held['psnr']:.2f} dB, mIoU {held['miou']:.3f}")
     print(f"wrote {out} ({size / 1e6:.2f} MB)")

@@ -40,7 +40,7 @@ def _parse_flag(text: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except ValueError:   # JSONDecodeError, and ints too long to convert
         return text
 
 
@@ -57,8 +57,11 @@ def run(args: Any) -> int:
         # a `simulate` session file: checked whole (its errors name the file), then
         # only the keys it sets are taken, so flags still decide the rest
         data = read_settings(args.config)
-        EngineConfig.from_file_dict(data, args.config)
-        values.update({k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(WorkloadSpec)}})
+        cfg = EngineConfig.from_file_dict(data, args.config)
+        names = {f.name for f in dataclasses.fields(WorkloadSpec)}
+        # the validated, converted values (dashed keys and 64.0 for 64 as simulate takes them)
+        keys = {k.replace("-", "_") for k in data} & names
+        values.update({k: cfg.get(k) for k in keys})
     for f in dataclasses.fields(WorkloadSpec):
         if hasattr(args, f.name):
             values[f.name] = _parse_flag(getattr(args, f.name))

@@ -3,9 +3,12 @@ on, the Markdown tables and the accuracy-vs-budget plots."""
 
 from __future__ import annotations
 
+import io
+
 import math
 from pathlib import Path
 
+from ...writers import write_bytes
 from .spec import RunResult
 
 
@@ -103,7 +106,6 @@ def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     panels = (("ppl_vs_dense", "perplexity vs dense (+%)", 100.0), ("passkey_accuracy", "pass-key accuracy", 1.0),
               ("mass_recall", "attention-mass recall", 1.0), ("agreement", "greedy agreement with dense", 1.0))
     files = []
@@ -139,8 +141,10 @@ def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
         fig.suptitle(f"Page selection accuracy vs budget (block size {bs})")
         fig.tight_layout()
         f = out / f"selection_accuracy_bs{bs}.png"
-        fig.savefig(f, dpi=110)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=110)
         plt.close(fig)
+        write_bytes(f, png.getvalue(), "--plots", make_parents=True)
         files.append(str(f))
     return files
 

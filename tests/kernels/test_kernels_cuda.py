@@ -204,6 +204,44 @@ def test_reshape_and_cache_prefill_then_decode(cuda_ops, gen, dtype, bs):
     step([n + 1 for n in lens], [n + 2 for n in lens])
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("bs", [8, 16, 64])
+def test_reshape_and_cache_in_order_updates_bounds_exactly(cuda_ops, gen, dtype, bs):
+    """Tokens in sequence order (the engine's layout; the kernel folds each page's run in
+    registers and merges the old bounds): pages receiving their first token, partial pages,
+    pages continued by the next call, runs crossing the kernel's token chunks (thousands of
+    tokens), and a padding token inside a run. Meta starts as NaN, so a page merged with
+    bounds it never had fails."""
+    hkv, d = 2, 64
+    lens = [5000, 3 * bs + 3, 1, bs - 1, 2 * bs, 777]
+    pages = [math.ceil((n + 2 * bs + 2) / bs) for n in lens]
+    nb = sum(pages) + 3
+    perm = torch.randperm(nb, generator=gen, device=DEV).tolist()
+    tables, at = [], 0
+    for p in pages:
+        tables.append(perm[at:at + p])
+        at += p
+    kc = torch.full((nb, bs, hkv, d), float("nan"), dtype=dtype, device=DEV)
+    ours = [kc, kc.clone(), torch.full((nb, 2, hkv, d), float("nan"), dtype=dtype, device=DEV)]
+    refs = [x.clone() for x in ours]
+
+    def step(starts, ends, pad_at=None):
+        sm = torch.tensor(_fill_order_slots(ends, starts, tables, bs), dtype=torch.int64, device=DEV)
+        if pad_at is not None:
+            sm = torch.cat([sm[:pad_at], sm.new_tensor([-1]), sm[pad_at:]])
+        key, val = rand((sm.numel(), hkv, d), dtype, gen), rand((sm.numel(), hkv, d), dtype, gen)
+        cuda_ops.reshape_and_cache(key, val, *ours, sm)
+        reference.reshape_and_cache(key, val, *refs, sm)
+        for a, b in zip(ours, refs):
+            assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+
+    mid = [n // 2 + 1 for n in lens]
+    step([0] * len(lens), mid, pad_at=7)                  # first chunk of a prefill: partial pages
+    step(mid, lens)                                       # the rest: pages spanning two calls
+    step(lens, [n + 1 for n in lens])                     # decode
+    step([n + 1 for n in lens], [n + bs + 2 for n in lens])  # a few tokens per sequence
+
+
 def test_reshape_and_cache_strided_key_view(cuda_ops, gen):
     """key/value as views into a fused qkv projection (row stride != Hkv*D)."""
     hkv, d, bs, t = 2, 128, 16, 40
@@ -344,3 +382,4 @@ def test_select_pages_matches_topk(cuda_ops, gen, m, k):
             assert sa.unique().numel() == sa.numel()
             # same multiset of selected scores (tie members may differ from torch's choice)
             assert torch.equal(scores[r, g, sa.long()].sort().values, scores[r, g, e[e >= 0].long()].sort().values)
+

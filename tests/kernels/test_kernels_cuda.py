@@ -169,35 +169,43 @@ def _fill_order_slots(lens, starts, tables, bs):
     return slots
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("bs", BLOCK_SIZES)
-def test_reshape_and_cache_prefill_then_decode(cuda_ops, gen, dtype, bs):
-    hkv, d = 4, 64
-    lens = [3 * bs + 5, bs, 7, 2 * bs]
-    pages = [math.ceil((n + 2) / bs) for n in lens]
-    nb = sum(pages) + 4
-    perm = torch.randperm(nb, generator=gen, device=DEV).tolist()
+def _pools(lens, spare_tokens, spare_blocks, bs, hkv, d, dtype, gen):
+    """Block tables with room for `spare_tokens` more tokens per sequence, NaN K/V/meta pools
+    for the kernel and a copy for the reference."""
+    pages = [math.ceil((n + spare_tokens) / bs) for n in lens]
+    perm = torch.randperm(sum(pages) + spare_blocks, generator=gen, device=DEV).tolist()
     tables, at = [], 0
     for p in pages:
         tables.append(perm[at:at + p])
         at += p
-    kc = torch.full((nb, bs, hkv, d), float("nan"), dtype=dtype, device=DEV)
-    vc = kc.clone()
-    meta = torch.full((nb, 2, hkv, d), float("nan"), dtype=dtype, device=DEV)
-    ours = [kc, vc, meta]
-    refs = [kc.clone(), vc.clone(), meta.clone()]
+    kc = torch.full((len(perm), bs, hkv, d), float("nan"), dtype=dtype, device=DEV)
+    ours = [kc, kc.clone(), torch.full((len(perm), 2, hkv, d), float("nan"), dtype=dtype, device=DEV)]
+    return tables, ours, [x.clone() for x in ours]
+
+
+def _write_both(cuda_ops, ours, refs, sm, gen):
+    """Random K/V rows for slot mapping `sm` through the kernel and the reference: equal."""
+    kc = ours[0]
+    key = rand((sm.numel(), *kc.shape[2:]), kc.dtype, gen)
+    val = rand((sm.numel(), *kc.shape[2:]), kc.dtype, gen)
+    cuda_ops.reshape_and_cache(key, val, *ours, sm)
+    reference.reshape_and_cache(key, val, *refs, sm)
+    for a, b in zip(ours, refs):
+        assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("bs", BLOCK_SIZES)
+def test_reshape_and_cache_prefill_then_decode(cuda_ops, gen, dtype, bs):
+    lens = [3 * bs + 5, bs, 7, 2 * bs]
+    tables, ours, refs = _pools(lens, 2, 4, bs, 4, 64, dtype, gen)
 
     def step(starts, ends):
         slots = _fill_order_slots(ends, starts, tables, bs)
         order = torch.randperm(len(slots), generator=gen, device=DEV)  # any token order
         sm = torch.tensor(slots, dtype=torch.int64, device=DEV)[order]
         sm = torch.cat([sm, torch.tensor([-1, -1], device=DEV)])  # padding tokens are skipped
-        key = rand((sm.numel(), hkv, d), dtype, gen)
-        val = rand((sm.numel(), hkv, d), dtype, gen)
-        cuda_ops.reshape_and_cache(key, val, *ours, sm)
-        reference.reshape_and_cache(key, val, *refs, sm)
-        for a, b in zip(ours, refs):
-            assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+        _write_both(cuda_ops, ours, refs, sm, gen)
 
     step([0] * len(lens), lens)                      # prefill: many tokens per page
     step(lens, [n + 1 for n in lens])                # decode: one token each
@@ -212,28 +220,14 @@ def test_reshape_and_cache_in_order_updates_bounds_exactly(cuda_ops, gen, dtype,
     pages continued by the next call, runs crossing the kernel's token chunks (thousands of
     tokens), and a padding token inside a run. Meta starts as NaN, so a page merged with
     bounds it never had fails."""
-    hkv, d = 2, 64
     lens = [5000, 3 * bs + 3, 1, bs - 1, 2 * bs, 777]
-    pages = [math.ceil((n + 2 * bs + 2) / bs) for n in lens]
-    nb = sum(pages) + 3
-    perm = torch.randperm(nb, generator=gen, device=DEV).tolist()
-    tables, at = [], 0
-    for p in pages:
-        tables.append(perm[at:at + p])
-        at += p
-    kc = torch.full((nb, bs, hkv, d), float("nan"), dtype=dtype, device=DEV)
-    ours = [kc, kc.clone(), torch.full((nb, 2, hkv, d), float("nan"), dtype=dtype, device=DEV)]
-    refs = [x.clone() for x in ours]
+    tables, ours, refs = _pools(lens, 2 * bs + 2, 3, bs, 2, 64, dtype, gen)
 
     def step(starts, ends, pad_at=None):
         sm = torch.tensor(_fill_order_slots(ends, starts, tables, bs), dtype=torch.int64, device=DEV)
         if pad_at is not None:
             sm = torch.cat([sm[:pad_at], sm.new_tensor([-1]), sm[pad_at:]])
-        key, val = rand((sm.numel(), hkv, d), dtype, gen), rand((sm.numel(), hkv, d), dtype, gen)
-        cuda_ops.reshape_and_cache(key, val, *ours, sm)
-        reference.reshape_and_cache(key, val, *refs, sm)
-        for a, b in zip(ours, refs):
-            assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+        _write_both(cuda_ops, ours, refs, sm, gen)
 
     mid = [n // 2 + 1 for n in lens]
     step([0] * len(lens), mid, pad_at=7)                  # first chunk of a prefill: partial pages

@@ -377,3 +377,22 @@ def test_select_pages_matches_topk(cuda_ops, gen, m, k):
             # same multiset of selected scores (tie members may differ from torch's choice)
             assert torch.equal(scores[r, g, sa.long()].sort().values, scores[r, g, e[e >= 0].long()].sort().values)
 
+
+def test_tuning_row_drives_the_launch_plans(cuda_ops):
+    """set_tuning (the device's table row) changes the split and page_scores plans; the
+    row in force is this GPU's (or the default)."""
+    from tinyserve_core.kernels import _backend, tuning
+
+    ext = _backend.build()
+    assert tuning.applied()["device"] == torch.cuda.get_device_name(0)
+    try:
+        ext.set_tuning(8, 0.002, 1, 128, 8.0)  # max_splits 1: never split
+        assert ext.decode_num_splits(1, 8, 32768, 128) == 1
+        ext.set_tuning(2, 0.0, 256, 128, 8.0)
+        assert ext.decode_num_splits(1, 8, 32768, 128) > 1
+        ext.set_tuning(8, 0.002, 256, 512, 0.0)  # no CTA floor: the largest CTA
+        assert ext.page_scores_ppc(1, 8, 2048) == 512
+        ext.set_tuning(8, 0.002, 256, 512, 64.0)  # never enough CTAs: the smallest
+        assert ext.page_scores_ppc(1, 8, 2048) == 16
+    finally:
+        tuning.apply(ext)

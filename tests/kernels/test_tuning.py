@@ -62,6 +62,8 @@ def test_apply_hands_the_device_row_to_the_extension(monkeypatch):
     import torch
 
     rows = [{"name": "default", **ROW}, {"name": "GPU X", "sms": 100, **ROW, "score_max_ppc": 512}]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda i: SimpleNamespace(name="GPU X", multi_processor_count=100))
     calls = []
@@ -81,3 +83,12 @@ def test_bench_report_prints_the_tuning_row_and_flashinfer_version():
     text = report(res)
     assert "tuning row GPU X / 100 SMs: split_min_tiles 4" in text
     assert "FlashInfer 0.2.14.post1" in text
+
+
+def test_apply_without_a_gpu_keeps_the_built_in_defaults(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    calls = []
+    assert tuning.apply(SimpleNamespace(set_tuning=lambda *a: calls.append(a))) == {}
+    assert calls == []

@@ -69,11 +69,14 @@ def args_of(row: dict) -> list:
     return [PARAMS[k][0](row[k]) for k in PARAMS]
 
 
-def apply(ext, device_index: int = 0, rows: list[dict] | None = None) -> dict:
-    """Looks up the current GPU's row and hands it to the extension; returns the row."""
+def apply(ext, rows: list[dict] | None = None) -> dict:
+    """Looks up the current GPU's row and hands it to the extension; returns the row (empty
+    without a GPU: a compile check with TINYSERVE_CUDA_ARCH keeps the built-in defaults)."""
     import torch
 
-    props = torch.cuda.get_device_properties(device_index)
+    if not torch.cuda.is_available():
+        return {}
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
     row = row_for(load_table() if rows is None else rows, props.name, props.multi_processor_count)
     ext.set_tuning(*args_of(row))
     _applied.clear()

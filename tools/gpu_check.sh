@@ -6,6 +6,8 @@
 # The FlashInfer peer installs from its sdist when .carry/fi holds it
 # (`.venv/bin/pip download --no-deps --no-binary :all: flashinfer-python==0.2.14.post1 -d .carry/fi`).
 # Results and logs go to $OUT (the device tool brings them back); a short table is printed last.
+# The tune step's $OUT/tune.json holds this GPU's tuning row and the whole table with it
+# ("table"): that is what tinyserve_core/csrc/tuning.json gets when the row is checked in.
 set -uo pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu}

@@ -1,122 +1,152 @@
-"""Tuning sweep for the decode and scoring kernels (GPU only; run by tools/gpu_check.sh).
+"""Per-device tuning sweep (GPU only; run by tools/gpu_check.sh): produces this GPU's row of
+tinyserve_core/csrc/tuning.json.
 
-Times, in one process and on the same data, the decode kernel with and without
-programmatic dependent launch (PDL) and with forced split counts against FlashInfer,
-page_scores' CTA size (0 = the automatic choice), select_pages, sparse attention over 2,048
-selected tokens, and the whole sparse path (scoring + selection + attention) with and
-without PDL. Each variant's output is compared
-with the default's. Writes $OUT/tune.json and prints one table."""
+For each plan parameter set on a small grid, the extension itself says which split count
+(paged decode, the 12 shapes of `bench kernels`) and which page_scores CTA size (32K
+context, batch 1 / 8 / 64) it would pick; every distinct choice is timed once on the same
+data (median of 30), and the parameter set with the lowest summed time relative to the
+best choice of each shape wins (ties: the earlier set, the shipped constants first). Also
+times select_pages and the sparse path's parts with the winning row. Writes $OUT/tune.json
+(every timing, the row, and the whole table with this GPU's row replaced, ready to be
+checked in) and prints one table."""
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
 import sys
 
 import torch
 
 from tinyserve_core.bench import kernels as kb
+from tinyserve_core.kernels import tuning
 from tinyserve_core.kernels._backend import build
+from tinyserve_core.loaders import MiB, load_json
+from tinyserve_core.writers import write_json
+
+REPS = 30
+SPLIT_GRID = {"split_min_tiles": (8, 2, 4, 16, 32), "split_cost": (0.002, 0.0, 0.01, 0.05)}
+SCORE_GRID = {"score_max_ppc": (128, 64, 256, 512), "score_min_ctas_per_sm": (8.0, 0.5, 1.0, 1.5, 2.0, 4.0)}
+
+
+def _grid(grid: dict) -> list[dict]:
+    return [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())]
+
+
+def _best(grid: list[dict], choice, timed, shapes, base: dict, ext) -> tuple[dict, float]:
+    """The grid point whose choices (choice(shape) under it) sum to the least relative time."""
+    best, best_cost = None, float("inf")
+    for point in grid:
+        ext.set_tuning(*tuning.args_of({**base, **point}))
+        cost = 0.0
+        for shape in shapes:
+            t = timed(shape, choice(shape))
+            cost += t / min(timed.known(shape))
+        if cost < best_cost - 1e-9:
+            best, best_cost = point, cost
+    return best, best_cost / len(shapes)
+
+
+class Timed:
+    """Times (shape, choice) once, lazily; remembers every figure."""
+
+    def __init__(self, measure):
+        self.measure, self.us = measure, {}
+
+    def __call__(self, shape, choice):
+        if (shape, choice) not in self.us:
+            self.us[(shape, choice)] = self.measure(shape, choice)
+        return self.us[(shape, choice)]
+
+    def known(self, shape):
+        return [v for (s, _), v in self.us.items() if s == shape]
 
 
 def main() -> int:
     out_dir = os.environ.get("OUT", "out/gpu")
     ext = build()
+    props = torch.cuda.get_device_properties(0)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    reps = 30
-    bw = kb.copy_bandwidth(reps)
-    rows = []
-    try:
-        import flashinfer  # noqa: F401
-        have_fi = True
-    except ImportError:
-        have_fi = False
-    for batch, ctx in ((64, 4096), (64, 16384), (64, 32768), (8, 16384), (8, 32768), (8, 4096), (1, 32768)):
-        case = kb.DecodeCase(batch, ctx, l2, gen)
-        auto = ext.decode_num_splits(batch, kb.HKV, case.pages * kb.BS, kb.HD)
+    l2 = props.L2_cache_size
+    bw = kb.copy_bandwidth(REPS)
+    rows = tuning.load_table()
+    base = dict(tuning.row_for(rows, "default", 0))
 
-        def run(i, splits=0):
-            r = i % case.rot
-            return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
-                                              case.scale, None, splits)
-        ref = run(0).float()
-        split_opts = sorted({0, 2} if batch >= 64 else {0, auto * 2})
-        for splits in split_opts:
-            for pdl in (True, False):
-                ext.set_pdl(pdl)
-                err = ((run(0, splits).float() - ref).norm() / ref.norm()).item()
-                ms = kb.time_ms(lambda i: run(i, splits), reps)
-                rows.append({"op": "decode", "batch": batch, "ctx": ctx, "splits": splits or auto,
-                             "auto": splits == 0, "variant": "pdl" if pdl else "no-pdl", "us": ms * 1e3,
-                             "pct": 100 * case.kv_bytes / ms / 1e6 / bw, "rel_err": err})
-            ext.set_pdl(True)
-        if have_fi:
-            ms, _ = kb.bench_flashinfer(case, reps, None)
-            rows.append({"op": "decode", "batch": batch, "ctx": ctx, "splits": None, "auto": False,
-                         "variant": "flashinfer", "us": ms * 1e3, "pct": 100 * case.kv_bytes / ms / 1e6 / bw,
-                         "rel_err": None})
-        del case
-        torch.cuda.empty_cache()
+    cases: dict = {}
 
-    for batch in (64, 8, 1):
-        case = kb.DecodeCase(batch, 32768, l2, gen)
-        meta = torch.empty(case.k.shape[0], 2, kb.HKV, kb.HD, device="cuda", dtype=torch.float16)
-        meta[:, 0], meta[:, 1] = case.k.amin(1), case.k.amax(1)
-        meta_bytes = batch * kb.HKV * case.pages * 2 * kb.HD * 2
-        ref = None
-        for ppc in (0, 64, 128, 256):
-            def score(i, ppc=ppc):
-                r = i % case.rot
-                return ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, kb.BS, ppc)
-            s = score(0)
-            ref = s if ref is None else ref
-            same = bool(torch.equal(s, ref))
-            ms = kb.time_ms(score, reps)
-            rows.append({"op": "page_scores", "batch": batch, "ctx": 32768, "pages_per_cta": ppc,
-                         "us": ms * 1e3, "pct": 100 * meta_bytes / ms / 1e6 / bw, "same": same})
-        scores = ref
-        ms = kb.time_ms(lambda i: ext.select_pages(scores, 2048 // kb.BS), reps)
-        rows.append({"op": "select_pages", "batch": batch, "ctx": 32768, "us": ms * 1e3})
-        idx = [ext.select_pages(ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale,
-                                                kb.BS, 0), 2048 // kb.BS) for r in range(case.rot)]
-        def attend(i):
-            r = i % case.rot
-            return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
-                                              case.scale, idx[r], 0)
-        ms = kb.time_ms(attend, reps)
-        rows.append({"op": "sparse_attend", "batch": batch, "ctx": 32768, "us": ms * 1e3})
-        def whole(i):  # scoring + selection + attention, as bench kernels times it
-            r = i % case.rot
-            sc = ext.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, kb.BS)
-            return ext.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
-                                              case.scale, ext.select_pages(sc, 2048 // kb.BS), 0)
-        for pdl in (True, False):
-            ext.set_pdl(pdl)
-            ms = kb.time_ms(whole, reps)
-            rows.append({"op": "sparse_total", "batch": batch, "ctx": 32768, "pdl": pdl, "us": ms * 1e3})
-        ext.set_pdl(True)
-        del case, meta
-        torch.cuda.empty_cache()
+    def case(shape):
+        if shape not in cases:
+            cases.clear()
+            torch.cuda.empty_cache()
+            cases[shape] = kb.DecodeCase(shape[0], shape[1], l2, gen)
+        return cases[shape]
 
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "tune.json"), "w") as f:
-        json.dump({"copy_gbps": bw, "gpu": torch.cuda.get_device_name(0), "rows": rows}, f, indent=1)
-    print(f"copy floor {bw:.0f} GB/s on {torch.cuda.get_device_name(0)}")
-    for r in rows:
-        if r["op"] == "decode":
-            err = "" if r["rel_err"] is None else f" err {r['rel_err']:.1e}"
-            print(f"decode {r['batch']:>3}x{r['ctx']:>5} v={r['variant']!s:>10} s={r['splits']!s:>4}"
-                  f"{'*' if r['auto'] else ' '} {r['us']:8.1f} us {r['pct']:6.1f}%{err}")
-        elif r["op"] == "page_scores":
-            print(f"scores {r['batch']:>3}x32K ppc={r['pages_per_cta']:>4} {r['us']:8.1f} us {r['pct']:6.1f}% "
-                  f"same={r['same']}")
-        elif r["op"] == "select_pages":
-            print(f"select {r['batch']:>3}x32K {r['us']:8.1f} us")
-        elif r["op"] == "sparse_total":
-            print(f"total  {r['batch']:>3}x32K pdl={r['pdl']!s:>5} {r['us']:8.1f} us")
-        else:
-            print(f"attend {r['batch']:>3}x32K {r['us']:8.1f} us")
+    def decode_us(shape, splits):
+        c = case(shape)
+        run = lambda i: ext.paged_decode_attention(c.q[i % c.rot], c.k, c.v, c.tables[i % c.rot],  # noqa: E731
+                                                   c.seq_lens, c.scale, None, splits)
+        return kb.time_ms(run, REPS) * 1e3
+
+    shapes = [(b, n) for b in kb.BATCHES for n in kb.CONTEXTS]
+    dec = Timed(decode_us)
+    split_choice = lambda s: ext.decode_num_splits(s[0], kb.HKV, -(-s[1] // kb.BS) * kb.BS, kb.HD)  # noqa: E731
+    # shapes outer, grid inner: each shape's pool is built once
+    for shape in shapes:
+        for point in _grid(SPLIT_GRID):
+            ext.set_tuning(*tuning.args_of({**base, **point}))
+            dec(shape, split_choice(shape))
+    split_best, split_rel = _best(_grid(SPLIT_GRID), split_choice, dec, shapes, base, ext)
+    cases.clear()
+
+    metas: dict = {}
+
+    def score_us(batch, ppc):
+        if batch not in metas:
+            metas.clear()
+            torch.cuda.empty_cache()
+            c = kb.DecodeCase(batch, 32768, l2, gen)
+            meta = torch.empty(c.k.shape[0], 2, kb.HKV, kb.HD, device="cuda", dtype=torch.float16)
+            meta[:, 0], meta[:, 1] = c.k.amin(1), c.k.amax(1)
+            metas[batch] = (c, meta)
+        c, meta = metas[batch]
+        run = lambda i: ext.page_scores(c.q[i % c.rot], meta, c.tables[i % c.rot], c.seq_lens,  # noqa: E731
+                                        c.scale, kb.BS, ppc)
+        return kb.time_ms(run, REPS) * 1e3
+
+    sc = Timed(score_us)
+    pages = 32768 // kb.BS
+    ppc_choice = lambda b: ext.page_scores_ppc(b, kb.HKV, pages)  # noqa: E731
+    for batch in kb.BATCHES:
+        for point in _grid(SCORE_GRID):
+            ext.set_tuning(*tuning.args_of({**base, **point}))
+            sc(batch, ppc_choice(batch))
+    score_best, score_rel = _best(_grid(SCORE_GRID), ppc_choice, sc, list(kb.BATCHES), base, ext)
+    metas.clear()
+
+    # the device keys last: `base` is the default row and carries name 'default'
+    row = {**base, **split_best, **score_best, "name": props.name, "sms": props.multi_processor_count,
+           "source": f"tools/gpu_tune.py, torch {torch.__version__}, copy floor {bw:.0f} GB/s"}
+    ext.set_tuning(*tuning.args_of(row))
+    table = {"about": load_json(tuning.TABLE_PATH, max_bytes=MiB)["about"],
+             "devices": [r for r in rows if (r["name"], r.get("sms")) != (row["name"], row["sms"])] + [row]}
+    result = {"gpu": props.name, "sms": props.multi_processor_count, "copy_gbps": bw,
+              "decode_us": [{"batch": s[0], "ctx": s[1], "splits": k, "us": v} for (s, k), v in dec.us.items()],
+              "page_scores_us": [{"batch": b, "ctx": 32768, "pages_per_cta": k, "us": v}
+                                 for (b, k), v in sc.us.items()],
+              "split_rel_to_best": split_rel, "score_rel_to_best": score_rel, "row": row, "table": table}
+    write_json(os.path.join(out_dir, "tune.json"), result, "tune output", indent=1, make_parents=True)
+    print(f"copy floor {bw:.0f} GB/s on {props.name} ({props.multi_processor_count} SMs)")
+    for s in shapes:
+        got = {k: v for (sh, k), v in dec.us.items() if sh == s}
+        pick = split_choice(s)
+        print(f"decode {s[0]:>3}x{s[1]:>5} " + "  ".join(f"s={k}{'*' if k == pick else ''} {v:.1f}"
+                                                   for k, v in sorted(got.items())) + " us")
+    for b in kb.BATCHES:
+        got = {k: v for (bb, k), v in sc.us.items() if bb == b}
+        print(f"scores {b:>3}x32K " + "  ".join(f"ppc={k}{'*' if k == ppc_choice(b) else ''} {v:.1f}"
+                                              for k, v in sorted(got.items())) + " us")
+    print(f"split plan {split_rel:.3f}x of the best per shape, scoring plan {score_rel:.3f}x")
+    print(tuning.describe(row))
     return 0
 
 

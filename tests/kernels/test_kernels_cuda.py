@@ -169,39 +169,71 @@ def _fill_order_slots(lens, starts, tables, bs):
     return slots
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("bs", BLOCK_SIZES)
-def test_reshape_and_cache_prefill_then_decode(cuda_ops, gen, dtype, bs):
-    hkv, d = 4, 64
-    lens = [3 * bs + 5, bs, 7, 2 * bs]
-    pages = [math.ceil((n + 2) / bs) for n in lens]
-    nb = sum(pages) + 4
-    perm = torch.randperm(nb, generator=gen, device=DEV).tolist()
+def _pools(lens, spare_tokens, spare_blocks, bs, hkv, d, dtype, gen):
+    """Block tables with room for `spare_tokens` more tokens per sequence, NaN K/V/meta pools
+    for the kernel and a copy for the reference."""
+    pages = [math.ceil((n + spare_tokens) / bs) for n in lens]
+    perm = torch.randperm(sum(pages) + spare_blocks, generator=gen, device=DEV).tolist()
     tables, at = [], 0
     for p in pages:
         tables.append(perm[at:at + p])
         at += p
-    kc = torch.full((nb, bs, hkv, d), float("nan"), dtype=dtype, device=DEV)
-    vc = kc.clone()
-    meta = torch.full((nb, 2, hkv, d), float("nan"), dtype=dtype, device=DEV)
-    ours = [kc, vc, meta]
-    refs = [kc.clone(), vc.clone(), meta.clone()]
+    kc = torch.full((len(perm), bs, hkv, d), float("nan"), dtype=dtype, device=DEV)
+    ours = [kc, kc.clone(), torch.full((len(perm), 2, hkv, d), float("nan"), dtype=dtype, device=DEV)]
+    return tables, ours, [x.clone() for x in ours]
+
+
+def _write_both(cuda_ops, ours, refs, sm, gen):
+    """Random K/V rows for slot mapping `sm` through the kernel and the reference: equal."""
+    kc = ours[0]
+    key = rand((sm.numel(), *kc.shape[2:]), kc.dtype, gen)
+    val = rand((sm.numel(), *kc.shape[2:]), kc.dtype, gen)
+    cuda_ops.reshape_and_cache(key, val, *ours, sm)
+    reference.reshape_and_cache(key, val, *refs, sm)
+    for a, b in zip(ours, refs):
+        assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("bs", BLOCK_SIZES)
+def test_reshape_and_cache_prefill_then_decode(cuda_ops, gen, dtype, bs):
+    lens = [3 * bs + 5, bs, 7, 2 * bs]
+    tables, ours, refs = _pools(lens, 2, 4, bs, 4, 64, dtype, gen)
 
     def step(starts, ends):
         slots = _fill_order_slots(ends, starts, tables, bs)
         order = torch.randperm(len(slots), generator=gen, device=DEV)  # any token order
         sm = torch.tensor(slots, dtype=torch.int64, device=DEV)[order]
         sm = torch.cat([sm, torch.tensor([-1, -1], device=DEV)])  # padding tokens are skipped
-        key = rand((sm.numel(), hkv, d), dtype, gen)
-        val = rand((sm.numel(), hkv, d), dtype, gen)
-        cuda_ops.reshape_and_cache(key, val, *ours, sm)
-        reference.reshape_and_cache(key, val, *refs, sm)
-        for a, b in zip(ours, refs):
-            assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+        _write_both(cuda_ops, ours, refs, sm, gen)
 
     step([0] * len(lens), lens)                      # prefill: many tokens per page
     step(lens, [n + 1 for n in lens])                # decode: one token each
     step([n + 1 for n in lens], [n + 2 for n in lens])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("bs", [8, 16, 64])
+def test_reshape_and_cache_in_order_updates_bounds_exactly(cuda_ops, gen, dtype, bs):
+    """Tokens in sequence order (the engine's layout; the kernel folds each page's run in
+    registers and merges the old bounds): pages receiving their first token, partial pages,
+    pages continued by the next call, runs crossing the kernel's token chunks (thousands of
+    tokens), and a padding token inside a run. Meta starts as NaN, so a page merged with
+    bounds it never had fails."""
+    lens = [5000, 3 * bs + 3, 1, bs - 1, 2 * bs, 777]
+    tables, ours, refs = _pools(lens, 2 * bs + 2, 3, bs, 2, 64, dtype, gen)
+
+    def step(starts, ends, pad_at=None):
+        sm = torch.tensor(_fill_order_slots(ends, starts, tables, bs), dtype=torch.int64, device=DEV)
+        if pad_at is not None:
+            sm = torch.cat([sm[:pad_at], sm.new_tensor([-1]), sm[pad_at:]])
+        _write_both(cuda_ops, ours, refs, sm, gen)
+
+    mid = [n // 2 + 1 for n in lens]
+    step([0] * len(lens), mid, pad_at=7)                  # first chunk of a prefill: partial pages
+    step(mid, lens)                                       # the rest: pages spanning two calls
+    step(lens, [n + 1 for n in lens])                     # decode
+    step([n + 1 for n in lens], [n + bs + 2 for n in lens])  # a few tokens per sequence
 
 
 def test_reshape_and_cache_strided_key_view(cuda_ops, gen):
@@ -344,3 +376,23 @@ def test_select_pages_matches_topk(cuda_ops, gen, m, k):
             assert sa.unique().numel() == sa.numel()
             # same multiset of selected scores (tie members may differ from torch's choice)
             assert torch.equal(scores[r, g, sa.long()].sort().values, scores[r, g, e[e >= 0].long()].sort().values)
+
+
+def test_tuning_row_drives_the_launch_plans(cuda_ops):
+    """set_tuning (the device's table row) changes the split and page_scores plans; the
+    row in force is this GPU's (or the default)."""
+    from tinyserve_core.kernels import _backend, tuning
+
+    ext = _backend.build()
+    assert tuning.applied()["device"] == torch.cuda.get_device_name(0)
+    try:
+        ext.set_tuning(8, 0.002, 1, 128, 8.0)  # max_splits 1: never split
+        assert ext.decode_num_splits(1, 8, 32768, 128) == 1
+        ext.set_tuning(2, 0.0, 256, 128, 8.0)
+        assert ext.decode_num_splits(1, 8, 32768, 128) > 1
+        ext.set_tuning(8, 0.002, 256, 512, 0.0)  # no CTA floor: the largest CTA
+        assert ext.page_scores_ppc(1, 8, 2048) == 512
+        ext.set_tuning(8, 0.002, 256, 512, 64.0)  # never enough CTAs: the smallest
+        assert ext.page_scores_ppc(1, 8, 2048) == 16
+    finally:
+        tuning.apply(ext)

@@ -266,11 +266,16 @@ def report(res: dict) -> str:
     """The tables of one run (as written to JSON): also `--report FILE` without a GPU."""
     f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
     us = lambda r, k: f(r[k] * 1e3) if r.get(k) is not None else "-"  # noqa: E731
+    from ..kernels.tuning import describe
+
     bw, out = res["copy_bw_gbps"], []
     sh = res["shape"]
+    if res.get("tuning"):
+        out.append(describe(res["tuning"]))
     if res.get("decode"):
         out.append(f"Paged decode fp16, GQA {sh['hq']}/{sh['hkv']}, head_dim {sh['head_dim']}, block "
-                   f"{sh['block']} on {res['gpu']}; % = K/V bytes / time / copy bandwidth ({bw:.0f} GB/s)")
+                   f"{sh['block']} on {res['gpu']}; % = K/V bytes / time / copy bandwidth ({bw:.0f} GB/s); "
+                   f"torch {res.get('torch', '?')}, FlashInfer {res.get('flashinfer_version', 'absent')}")
         out.append(_table([[r["batch"], r["ctx"], r["splits"], us(r, "ours_ms"), f(r.get("ours_pct_bw")),
                             us(r, "flashinfer_ms"), f(r.get("flashinfer_pct_bw")), us(r, "sdpa_ms"),
                             f(r.get("sdpa_pct_bw"))] for r in res["decode"]],
@@ -304,7 +309,7 @@ def measure_kernels(reps: int = 30, quick: bool = False, peers: bool = True, onl
     """Every figure of the benchmark on GPU 0 (needs CUDA). `log(line)` hears the copy
     bandwidth as soon as it is known; `progress(iterable, desc)` wraps the decode-shape
     loop (tqdm's signature)."""
-    from ..kernels import _backend, _cuda_ops as ops
+    from ..kernels import _backend, _cuda_ops as ops, tuning
 
     _backend.build()
     props = torch.cuda.get_device_properties(0)
@@ -313,7 +318,8 @@ def measure_kernels(reps: int = 30, quick: bool = False, peers: bool = True, onl
     gen.manual_seed(0)
     reps = max(5, reps)
     res = {"gpu": props.name, "sms": props.multi_processor_count, "l2_bytes": l2,
-           "torch": torch.__version__, "shape": {"hq": HQ, "hkv": HKV, "head_dim": HD, "block": BS}}
+           "torch": torch.__version__, "shape": {"hq": HQ, "hkv": HKV, "head_dim": HD, "block": BS},
+           "tuning": tuning.applied()}
     bw = copy_bandwidth(reps)
     res["copy_bw_gbps"] = bw
     if log is not None:
@@ -322,7 +328,9 @@ def measure_kernels(reps: int = 30, quick: bool = False, peers: bool = True, onl
     fi_error = None
     if peers:
         try:
-            import flashinfer  # noqa: F401
+            import flashinfer
+
+            res["flashinfer_version"] = getattr(flashinfer, "__version__", "unknown")
         except Exception as e:  # noqa: BLE001
             fi_error = f"{type(e).__name__}: {e}"
     only = set(only or ("decode", "sparse", "cache", "alloc"))

@@ -33,6 +33,17 @@ int sm_count() {
 
 bool g_pdl = true;  // set_pdl(False) turns programmatic dependent launch off (bench A/B)
 
+// The per-device launch policy (kernels/tuning.py loads the row of csrc/tuning.json for the
+// GPU and passes it to set_tuning). Defaults: the constants measured best on an H100.
+struct Tuning {
+  int split_min_tiles = 2 * kDecodeWarps;  // tiles per split at least (the merge stays negligible)
+  double split_cost = 0.002;               // relative cost of each extra split in the plan
+  int max_splits = 256;
+  int score_max_ppc = 128;                 // page_scores: pages per CTA on large grids ...
+  double score_min_ctas_per_sm = 8.0;      // ... halved until the grid has this many CTAs per SM
+};
+Tuning g_tuning;
+
 bool pdl_supported() {
   static const int major = device_attr(cudaDevAttrComputeCapabilityMajor);
   return g_pdl && major >= 9;
@@ -85,17 +96,18 @@ int decode_ctas_per_sm() {
 
 // Flash-decoding split count: enough CTAs to fill every resident slot of the GPU when
 // batch x kv-heads alone cannot, chosen to minimise (waves x tiles per split), with at
-// least 2 tiles per warp in a split so the merge stays negligible.
+// least g_tuning.split_min_tiles tiles in a split.
 int plan_splits(int64_t units, int64_t max_tokens, int slots) {
   const int64_t tiles = std::max<int64_t>(1, (max_tokens + kDecodeTile - 1) / kDecodeTile);
-  const int64_t max_splits = std::max<int64_t>(1, std::min<int64_t>(256, tiles / (2 * kDecodeWarps)));
+  const int64_t max_splits = std::max<int64_t>(
+      1, std::min<int64_t>(g_tuning.max_splits, tiles / std::max(1, g_tuning.split_min_tiles)));
   int64_t best = 1;
   double best_cost = 1e300;
   for (int64_t s = 1; s <= max_splits; ++s) {
     const int64_t waves = (units * s + slots - 1) / slots;
     const int64_t per = (tiles + s - 1) / s;
     // Each extra split costs a partial write + merge read; weigh it lightly.
-    const double cost = double(waves) * double(per) * (1.0 + 0.002 * s);
+    const double cost = double(waves) * double(per) * (1.0 + g_tuning.split_cost * s);
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
       best = s;
@@ -118,6 +130,24 @@ int splits_for(int64_t units, int64_t max_tokens) {
 }
 
 }  // namespace
+
+void set_tuning(int64_t split_min_tiles, double split_cost, int64_t max_splits, int64_t score_max_ppc,
+                double score_min_ctas_per_sm) {
+  TORCH_CHECK(split_min_tiles >= 1 && max_splits >= 1 && max_splits <= 4096 && split_cost >= 0,
+              "set_tuning: split parameters out of range");
+  TORCH_CHECK(score_max_ppc >= 16 && score_max_ppc <= 4096 && score_min_ctas_per_sm >= 0,
+              "set_tuning: page_scores parameters out of range");
+  g_tuning = Tuning{(int)split_min_tiles, split_cost, (int)max_splits, (int)score_max_ppc, score_min_ctas_per_sm};
+}
+
+// page_scores' pages per CTA: g_tuning.score_max_ppc, halved (down to 16) while the grid
+// would have fewer than score_min_ctas_per_sm CTAs per SM to spread the reads.
+int64_t page_scores_ppc(int64_t batch, int64_t num_kv_heads, int64_t max_blocks) {
+  int64_t ppc = g_tuning.score_max_ppc;
+  while (ppc > 16 && batch * num_kv_heads * ((max_blocks + ppc - 1) / ppc) < g_tuning.score_min_ctas_per_sm * sm_count())
+    ppc /= 2;
+  return ppc;
+}
 
 int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim) {
   return head_dim == 64 ? splits_for<__half, 64>(batch * num_kv_heads, max_tokens)
@@ -242,13 +272,7 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   p.block_size = (int)block_size;
   p.bt_stride = M;
   p.max_blocks = M;
-  // 128 pages per CTA measured best when the grid is large (H100, 64 x 32K); smaller
-  // grids take fewer pages per CTA until there are 8 CTAs per SM to spread the reads.
-  int ppc = (int)pages_per_cta;
-  if (ppc <= 0) {
-    ppc = 128;
-    while (ppc > 16 && (int64_t)B * Hkv * ((M + ppc - 1) / ppc) < 8LL * sm_count()) ppc /= 2;
-  }
+  const int ppc = pages_per_cta > 0 ? (int)pages_per_cta : (int)page_scores_ppc(B, Hkv, M);
   TORCH_CHECK(ppc <= 4096, "pages_per_cta must be <= 4096, got ", ppc);
   p.pages_per_cta = ppc;
   p.scale_lo = p.scale_hi = (float)scale;

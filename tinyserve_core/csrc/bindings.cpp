@@ -11,6 +11,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("seq_lens"), pybind11::arg("scale"), pybind11::arg("page_indices"),
         pybind11::arg("num_splits") = 0);
   m.def("decode_num_splits", &tinyserve::decode_num_splits);
+  m.def("set_tuning", &tinyserve::set_tuning, "the per-device launch policy (kernels/tuning.py)",
+        pybind11::arg("split_min_tiles"), pybind11::arg("split_cost"), pybind11::arg("max_splits"),
+        pybind11::arg("score_max_ppc"), pybind11::arg("score_min_ctas_per_sm"));
+  m.def("page_scores_ppc", &tinyserve::page_scores_ppc);
   m.def("page_scores", &tinyserve::page_scores, pybind11::arg("query"), pybind11::arg("meta"),
         pybind11::arg("block_tables"), pybind11::arg("seq_lens"), pybind11::arg("scale"),
         pybind11::arg("block_size"), pybind11::arg("pages_per_cta") = 0);

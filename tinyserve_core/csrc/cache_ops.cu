@@ -51,30 +51,45 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
   p.num_kv_heads = Hkv;
   p.head_dim = D;
   p.block_size = BS;
+  p.num_blocks = (int)k_cache.size(0);
   torch::Tensor scratch;
+  int meta_blocks = 0;
   if (meta.has_value()) {
     const auto& m = *meta;
     TS_CHECK_CONTIG(m);
     TORCH_CHECK(m.scalar_type() == k_cache.scalar_type(), "meta must have the cache dtype");
     TORCH_CHECK(m.dim() == 4 && m.size(0) == k_cache.size(0) && m.size(1) == 2 && m.size(2) == Hkv &&
                     m.size(3) == D, "meta must be [NB, 2, Hkv, D]");
+    TORCH_CHECK(k_cache.size(0) < (1LL << 30), "reshape_and_cache: too many blocks");
     p.meta = m.data_ptr();
-    scratch = torch::empty({k_cache.size(0)}, slot_mapping.options().dtype(torch::kInt32));
-    TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0xff, scratch.numel() * 4, stream));
-    p.last_offset = scratch.data_ptr<int>();
+    const int64_t head = 2 + 2 * k_cache.size(0);  // counters and per-block state; the list is not read past its count
+    scratch = torch::empty({head + T}, slot_mapping.options().dtype(torch::kInt32));
+    TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0, head * 4, stream));
+    p.scratch = scratch.data_ptr<int>();
+    // Chunks of consecutive tokens, a power of two up to the block size, small enough for
+    // about four CTAs per SM (a 256-sequence decode write gets one token per CTA).
+    static const int sms = [] {
+      int dev = 0, v = 0;
+      TS_CUDA_CHECK(cudaGetDevice(&dev));
+      TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+      return v;
+    }();
+    int chunk = 1;
+    while (chunk * 2 <= BS && (int64_t)chunk * 2 * 4 * sms <= T) chunk *= 2;
+    p.chunk = chunk;
+    meta_blocks = (T + chunk - 1) / chunk;
   }
   const int64_t vectors = (int64_t)T * Hkv * D / vec;
   const int threads = 256;
   const int blocks = (int)std::min<int64_t>((vectors + threads - 1) / threads, 65535LL * 8);
-#define TS_CACHE_CASE(ATYPE, CTYPE)                                             \
-  if (key.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {           \
-    cache_write_kernel<CTYPE><<<blocks, threads, 0, stream>>>(p);              \
-    TS_LAUNCH_CHECK();                                                         \
-    if (p.meta != nullptr) {                                                   \
-      page_meta_kernel<CTYPE><<<T, 128, 0, stream>>>(p);                       \
-      TS_LAUNCH_CHECK();                                                       \
-    }                                                                          \
-    return;                                                                    \
+#define TS_CACHE_CASE(ATYPE, CTYPE)                                                           \
+  if (key.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {                         \
+    if (p.meta != nullptr)                                                                   \
+      cache_write_meta_kernel<CTYPE><<<meta_blocks, kCacheMetaThreads, 0, stream>>>(p);      \
+    else                                                                                     \
+      cache_write_kernel<CTYPE><<<blocks, threads, 0, stream>>>(p);                          \
+    TS_LAUNCH_CHECK();                                                                       \
+    return;                                                                                  \
   }
   TS_CACHE_CASE(at::Half, __half)
   TS_CACHE_CASE(at::BFloat16, __nv_bfloat16)

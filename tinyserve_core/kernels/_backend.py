@@ -153,8 +153,9 @@ def build(verbose: bool = False):
     # the wrappers get the extension from here (they never import this module, so
     # loader and wrappers form no import cycle); bound before `_ext` is published,
     # so the early return above never hands out unbound wrappers
-    from . import _cuda_ops
+    from . import _cuda_ops, tuning
 
+    tuning.apply(ext)  # this GPU's row of csrc/tuning.json (the split and scoring plans)
     _cuda_ops.bind(ext)
     _ext = ext
     _state.update(status="built", seconds=time.perf_counter() - t0, error=None)

@@ -31,7 +31,11 @@ def reshape_and_cache(
     After the call, for every page p that received a token, meta[p] holds the
     channel-wise min/max over the keys in slots 0..o of p, where o is the highest
     offset written in this call (pages fill in order, so that is exactly the
-    page's content; a page that receives offset 0 starts afresh)."""
+    page's content; a page that receives offset 0 starts afresh).
+
+    The CUDA kernel gets the same bounds without reading pages back: from the new keys,
+    merged with the page's old bounds when the call continues the page where the last
+    one stopped; pages whose tokens arrive out of order it recomputes like this."""
     block_size = k_cache.shape[1]
     valid = slot_mapping >= 0
     if not bool(valid.any()):

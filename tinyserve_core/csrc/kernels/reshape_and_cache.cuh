@@ -1,18 +1,29 @@
-// reshape_and_cache: scatter new tokens' K/V rows into their cache slots, then refresh the
-// channel-wise key min/max of every touched page.
+// reshape_and_cache: scatter new tokens' K/V rows into their cache slots and keep the
+// channel-wise key min/max of every touched page exact.
 //
-// Pass 1 copies rows with 16-byte vectors and records, per touched page, the highest offset
-// written (atomicMax into a scratch array holding -1). Pass 2 runs after every row of the
-// call has landed: for each page exactly one token (the one writing that highest offset,
-// chosen by an atomic exchange back to -1) recomputes min/max over slots 0..offset. That
-// is the reference's semantics (pages fill in order; offset 0 starts a page afresh) and it
-// is race-free however many tokens of one page the call carries (prefill); the scratch is
-// left all -1 again.
+// Without metadata, cache_write_kernel copies rows (one thread per 16-byte vector).
+// With metadata, cache_write_meta_kernel does it in one pass: the token array is cut into
+// chunks of consecutive tokens, and a CTA owns every *run* (consecutive tokens on one page)
+// that starts in its chunk, even where the run reaches into the next chunk. Each thread
+// copies one 16-byte column of the run's rows and folds the values into a running min/max
+// in registers, so no page is read back. The page's new bounds are then
+//   - the run's min/max when the run starts at offset 0 (a fresh page), else
+//   - the run's min/max merged with the page's old bounds, which cover slots 0..first-1
+//     because pages fill in order (each call continues where the previous one stopped).
+// Both equal the reference's recomputation over slots 0..last. When that reasoning does not
+// hold - a page written by two runs of one call, or a run whose offsets are not consecutive
+// ascending - the page is listed as irregular, and the CTA that finishes last (a grid-wide
+// counter after a fence) recomputes its bounds from the cache over slots 0..highest offset,
+// as the reference does. Scratch: [done CTAs, irregular count, {runs, highest offset} per
+// block, irregular list], zeroed before the launch.
 #pragma once
 
 #include "common.cuh"
 
 namespace tinyserve {
+
+constexpr int kCacheMetaThreads = 256;  // half copy K (and fold the bounds), half copy V
+constexpr int kCacheMetaUnroll = 8;    // row loads in flight per thread (80 registers, 3 CTAs per SM)
 
 struct CacheWriteParams {
   const void* key;         // [T, Hkv, D], rows strided by key_stride (elements), heads by head_stride
@@ -21,9 +32,10 @@ struct CacheWriteParams {
   void* v_cache;
   void* meta;              // [NB, 2, Hkv, D] or nullptr
   const int64_t* slot_mapping;  // [T], -1 skips
-  int* last_offset;        // [NB] scratch, all -1 on entry and on exit
+  int* scratch;            // [2 + 2 * NB + T] (meta only), see above
   int64_t key_stride, key_head_stride, value_stride, value_head_stride;
-  int num_tokens, num_kv_heads, head_dim, block_size;
+  int num_tokens, num_kv_heads, head_dim, block_size, num_blocks;
+  int chunk;               // tokens per CTA chunk (meta kernel)
 };
 
 // One thread per 16-byte vector of a token's row (K and V together).
@@ -47,75 +59,192 @@ __global__ void __launch_bounds__(256) cache_write_kernel(const __grid_constant_
     const int64_t dst = slot * vec_per_row + v;  // slot * row, in 16-byte vectors
     reinterpret_cast<uint4*>(p.k_cache)[dst] = kv;
     reinterpret_cast<uint4*>(p.v_cache)[dst] = vv;
-    if (p.meta != nullptr && v == 0) {
-      const int64_t blk = slot / p.block_size;
-      atomicMax(p.last_offset + blk, (int)(slot - blk * p.block_size));
-    }
   }
 }
 
-// One CTA per token; only the owner of its page's highest written offset does any work.
-template <typename T>
-__global__ void __launch_bounds__(128) page_meta_kernel(const __grid_constant__ CacheWriteParams p) {
-  constexpr int VEC = 16 / sizeof(T);
-  __shared__ int owner;
-  const int t = blockIdx.x;
-  const int64_t slot = p.slot_mapping[t];
-  if (slot < 0) return;
-  const int64_t blk = slot / p.block_size;
-  const int off = (int)(slot - blk * p.block_size);
-  if (threadIdx.x == 0) {
-    owner = (*(volatile int*)(p.last_offset + blk) == off) && atomicExch(p.last_offset + blk, -1) == off;
+template <typename T, int VEC>
+__device__ __forceinline__ void fold_minmax(const uint4& r, float (&lo)[VEC], float (&hi)[VEC]) {
+  const T* e = reinterpret_cast<const T*>(&r);
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) {
+    lo[i] = fminf(lo[i], to_float(e[i]));
+    hi[i] = fmaxf(hi[i], to_float(e[i]));
   }
-  __syncthreads();
-  if (!owner) return;
+}
 
+template <typename T, int VEC>
+__device__ __forceinline__ uint4 pack_vec(const float (&x)[VEC]) {
+  uint4 r;
+  T* e = reinterpret_cast<T*>(&r);
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) e[i] = from_float<T>(x[i]);  // min/max of representable values: exact
+  return r;
+}
+
+// Slow path for irregular pages (run by one CTA): min/max over slots 0..last of the cache.
+// Reads go through L2 (__ldcg): the rows were written by other CTAs of this grid.
+template <typename T>
+__device__ __noinline__ void recompute_page_meta(const CacheWriteParams& p, int64_t blk, int last) {
+  constexpr int VEC = 16 / sizeof(T);
   const int vec_per_row = p.num_kv_heads * p.head_dim / VEC;
   const uint4* page = reinterpret_cast<const uint4*>(p.k_cache) + blk * p.block_size * vec_per_row;
   uint4* mn = reinterpret_cast<uint4*>(p.meta) + blk * 2 * vec_per_row;
-  uint4* mx = mn + vec_per_row;
   for (int v = threadIdx.x; v < vec_per_row; v += blockDim.x) {
     float lo[VEC], hi[VEC];
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      lo[i] = INFINITY;
-      hi[i] = -INFINITY;
+    for (int i = 0; i < VEC; ++i) lo[i] = INFINITY, hi[i] = -INFINITY;
+    for (int s = 0; s <= last; ++s) fold_minmax<T, VEC>(__ldcg(page + (int64_t)s * vec_per_row + v), lo, hi);
+    mn[v] = pack_vec<T, VEC>(lo);
+    mn[v + vec_per_row] = pack_vec<T, VEC>(hi);
+  }
+}
+
+// Element-wise min / max of two 16-byte vectors of T (exact: the result is one of the inputs;
+// a NaN loses to a number, as fminf).
+template <typename T> struct VecMinMax;
+template <> struct VecMinMax<float> {
+  __device__ __forceinline__ static uint4 min(uint4 a, uint4 b) {
+    return make_uint4(__float_as_uint(fminf(__uint_as_float(a.x), __uint_as_float(b.x))),
+                      __float_as_uint(fminf(__uint_as_float(a.y), __uint_as_float(b.y))),
+                      __float_as_uint(fminf(__uint_as_float(a.z), __uint_as_float(b.z))),
+                      __float_as_uint(fminf(__uint_as_float(a.w), __uint_as_float(b.w))));
+  }
+  __device__ __forceinline__ static uint4 max(uint4 a, uint4 b) {
+    return make_uint4(__float_as_uint(fmaxf(__uint_as_float(a.x), __uint_as_float(b.x))),
+                      __float_as_uint(fmaxf(__uint_as_float(a.y), __uint_as_float(b.y))),
+                      __float_as_uint(fmaxf(__uint_as_float(a.z), __uint_as_float(b.z))),
+                      __float_as_uint(fmaxf(__uint_as_float(a.w), __uint_as_float(b.w))));
+  }
+};
+// The 16-bit types use the paired instructions (__hmin2 / __hmax2), no conversion to float.
+template <typename T2> struct VecMinMax2 {
+  __device__ __forceinline__ static uint32_t mn(uint32_t a, uint32_t b) {
+    const T2 r = __hmin2(*reinterpret_cast<T2*>(&a), *reinterpret_cast<T2*>(&b));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  }
+  __device__ __forceinline__ static uint32_t mx(uint32_t a, uint32_t b) {
+    const T2 r = __hmax2(*reinterpret_cast<T2*>(&a), *reinterpret_cast<T2*>(&b));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  }
+  __device__ __forceinline__ static uint4 min(uint4 a, uint4 b) {
+    return make_uint4(mn(a.x, b.x), mn(a.y, b.y), mn(a.z, b.z), mn(a.w, b.w));
+  }
+  __device__ __forceinline__ static uint4 max(uint4 a, uint4 b) {
+    return make_uint4(mx(a.x, b.x), mx(a.y, b.y), mx(a.z, b.z), mx(a.w, b.w));
+  }
+};
+template <> struct VecMinMax<__half> : VecMinMax2<__half2> {};
+template <> struct VecMinMax<__nv_bfloat16> : VecMinMax2<__nv_bfloat162> {};
+
+// The first kCacheMetaThreads / 2 threads copy K rows and fold them into the page bounds,
+// the others copy V rows: each thread keeps kCacheMetaUnroll row loads in flight.
+template <typename T>
+__global__ void __launch_bounds__(kCacheMetaThreads, 3)
+cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
+  constexpr int VEC = 16 / sizeof(T);
+  constexpr int U = kCacheMetaUnroll;
+  constexpr int HALF = kCacheMetaThreads / 2;
+  using MM = VecMinMax<T>;
+  const int vec_per_head = p.head_dim / VEC;
+  const int vec_per_row = p.num_kv_heads * vec_per_head;
+  const int64_t BS = p.block_size;
+  const bool is_key = threadIdx.x < HALF;
+  const int lane0 = is_key ? threadIdx.x : threadIdx.x - HALF;
+  const T* src_base = static_cast<const T*>(is_key ? p.key : p.value);
+  const int64_t src_stride = is_key ? p.key_stride : p.value_stride;
+  const int64_t src_head_stride = is_key ? p.key_head_stride : p.value_head_stride;
+  uint4* dst_base = reinterpret_cast<uint4*>(is_key ? p.k_cache : p.v_cache);
+  int* done = p.scratch;
+  int* irregular_count = p.scratch + 1;
+  int* page_state = p.scratch + 2;  // {runs, highest offset} per block
+  int* irregular = p.scratch + 2 + 2 * (int64_t)p.num_blocks;
+
+  const int t_end = min(p.num_tokens, (blockIdx.x + 1) * p.chunk);
+  int t = blockIdx.x * p.chunk;
+  if (t > 0 && t < t_end) {  // tokens continuing a run from an earlier chunk are that run's
+    const int64_t prev = p.slot_mapping[t - 1];
+    if (prev >= 0) {
+      const int64_t lo = prev / BS * BS;
+      while (t < t_end) {
+        const int64_t s = p.slot_mapping[t];
+        if (s < lo || s >= lo + BS) break;
+        ++t;
+      }
     }
-    int s = 0;
-    // Four rows in flight per thread: the page is latency-bound, not bandwidth-bound.
-    for (; s + 4 <= off + 1; s += 4) {
-      uint4 r[4];
+  }
+  while (t < t_end) {
+    const int64_t slot0 = p.slot_mapping[t];
+    if (slot0 < 0) {
+      ++t;
+      continue;
+    }
+    const int64_t blk = slot0 / BS, page_lo = blk * BS;
+    const int first = (int)(slot0 - page_lo);
+    int e = t + 1, prev_off = first, last = first;
+    bool in_order = true;  // offsets first, first+1, ...: the run fills slots first..last
+    for (; e < p.num_tokens; ++e) {
+      const int64_t s = p.slot_mapping[e];
+      if (s < page_lo || s >= page_lo + BS) break;  // also ends at a padding token (-1)
+      const int off = (int)(s - page_lo);
+      in_order &= off == prev_off + 1;
+      prev_off = off;
+      last = max(last, off);
+    }
+    uint4* mn = reinterpret_cast<uint4*>(p.meta) + blk * 2 * vec_per_row;
+    const bool merge = in_order && first > 0;
+    for (int v = lane0; v < vec_per_row; v += HALF) {
+      const int h = v / vec_per_head, c = v - h * vec_per_head;
+      const T* src = src_base + h * src_head_stride + c * VEC;
+      uint4 lo, hi;
+      if (is_key && merge) {  // the old bounds; issued before the rows so both round trips overlap
+        lo = mn[v];
+        hi = mn[v + vec_per_row];
+      }
+      for (int i = t; i < e; i += U) {
+        uint4 r[U];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) r[u] = page[(int64_t)(s + u) * vec_per_row + v];
+        for (int u = 0; u < U; ++u)
+          if (i + u < e) r[u] = ld_stream(src + (int64_t)(i + u) * src_stride);
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const T* e = reinterpret_cast<const T*>(&r[u]);
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          lo[i] = fminf(lo[i], to_float(e[i]));
-          hi[i] = fmaxf(hi[i], to_float(e[i]));
+        for (int u = 0; u < U; ++u) {
+          if (i + u < e) {
+            dst_base[p.slot_mapping[i + u] * vec_per_row + v] = r[u];
+            if (is_key) {
+              const bool fresh = i + u == t && !merge;
+              lo = fresh ? r[u] : MM::min(lo, r[u]);
+              hi = fresh ? r[u] : MM::max(hi, r[u]);
+            }
+          }
         }
       }
-    }
-    for (; s <= off; ++s) {
-      const uint4 r = page[(int64_t)s * vec_per_row + v];
-      const T* e = reinterpret_cast<const T*>(&r);
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        lo[i] = fminf(lo[i], to_float(e[i]));
-        hi[i] = fmaxf(hi[i], to_float(e[i]));
+      if (is_key && in_order) {
+        mn[v] = lo;
+        mn[v + vec_per_row] = hi;
       }
     }
-    uint4 olo, ohi;
-    T* el = reinterpret_cast<T*>(&olo);
-    T* eh = reinterpret_cast<T*>(&ohi);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      el[i] = from_float<T>(lo[i]);  // min/max of representable values: exact
-      eh[i] = from_float<T>(hi[i]);
+    if (threadIdx.x == 0) {
+      // A page is irregular once it has a second run or an out-of-order run; the run that
+      // makes it so lists it (exactly once).
+      const int add = in_order ? 1 : 2;
+      const int before = atomicAdd(page_state + 2 * blk, add);
+      atomicMax(page_state + 2 * blk + 1, last);
+      if (before < 2 && before + add >= 2) irregular[atomicAdd(irregular_count, 1)] = (int)blk;
     }
-    mn[v] = olo;
-    mx[v] = ohi;
+    t = e;
+  }
+
+  // The last CTA to finish repairs the irregular pages, after every row of the call landed.
+  __shared__ bool is_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) is_last = atomicAdd(done, 1) == (int)gridDim.x - 1;
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  const int n = *(volatile int*)irregular_count;
+  for (int j = 0; j < n; ++j) {
+    const int blk = *(volatile int*)(irregular + j);
+    recompute_page_meta<T>(p, blk, *(volatile int*)(page_state + 2 * (int64_t)blk + 1));
   }
 }
 

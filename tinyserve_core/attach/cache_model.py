@@ -155,8 +155,6 @@ class CacheModel:
     def apply(self, batch: DecodedBatch, rank: int) -> None:
         """One batch of one rank, in that publisher's sequence order."""
         ts = batch.ts
-        if ts > self.now:
-            self.now = ts
         for e in batch.events:
             if type(e) is BlockStored:
                 self.events["BlockStored"] += 1
@@ -274,6 +272,8 @@ class CacheModel:
         self._tick(ts, 2, len(gone))
 
     def _tick(self, ts: float, col: int, n: int) -> None:
+        if ts > self.now:
+            self.now = ts
         sec = int(ts) if ts >= 0 else 0
         i = sec % self._ring_sec.shape[0]
         if self._ring_sec[i] != sec:
@@ -388,7 +388,9 @@ class CacheModel:
 
     def churn(self) -> Churn:
         order = np.argsort(self._ring_sec)
-        keep = order[self._ring_sec[order] >= 0]
+        newest = self._ring_sec.max()
+        # entries older than the ring's span are stale: their cell was not reused yet
+        keep = order[(self._ring_sec[order] >= 0) & (self._ring_sec[order] > newest - self._ring_sec.shape[0])]
         r = self._ring[keep]
         secs = self._ring_sec[keep]
         if secs.size == 0:

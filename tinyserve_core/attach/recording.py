@@ -24,7 +24,7 @@ from ..loaders import FileContext, read_bytes
 from ..writers import AtomicWriter, write_json
 from .cache_model import CacheModel
 from .subscriber import LIVE, REPLAY, REPLAY_TIMEOUT, Endpoint, Stream
-from .wire import PayloadError, decode_payload
+from .wire import DecodedBatch
 
 MAGIC = b"TSKVREC\0"
 FORMAT = "tinyserve-kv-recording"
@@ -134,11 +134,18 @@ def _chunk(data: bytes, pos: int, ctx: FileContext, field: str) -> tuple[bytes, 
 def play(rec: Recording, model: CacheModel, *, speed: float = 0.0,
          sleep: Callable[[float], None] = time.sleep,
          stop: Callable[[], bool] = lambda: False,
-         on_message: Callable[[Message], None] | None = None) -> list[Stream]:
+         on_message: Callable[[Message], None] | None = None,
+         on_applied: Callable[[Message, int, int, DecodedBatch, bool], None] | None = None,
+         ) -> list[Stream]:
     """Feed a recording into `model` as it was received: the same Streams, so the same
     order, gaps, replays and counts. `speed` x real time; 0 = as fast as possible.
-    `stop()` is asked between messages (Ctrl-C, a GUI's stop button)."""
+    `stop()` is asked between messages (Ctrl-C, a GUI's stop button); `on_applied(message,
+    stream, seq, batch, replayed)` follows each batch applied, in sequence order."""
     streams = [Stream(e, model, can_replay=e.replay_url is not None) for e in rec.endpoints]
+    current: list[Message] = []
+    if on_applied is not None:
+        for i, st in enumerate(streams):
+            st.on_applied = (lambda i: lambda seq, b, r: on_applied(current[0], i, seq, b, r))(i)
     t0 = rec.messages[0].recv_ts if rec.messages else 0.0
     start = time.monotonic()
     for m in rec.messages:
@@ -148,6 +155,7 @@ def play(rec: Recording, model: CacheModel, *, speed: float = 0.0,
             wait = (m.recv_ts - t0) / speed - (time.monotonic() - start)
             if wait > 0:
                 sleep(wait)
+        current[:] = [m]
         st = streams[m.stream]
         frames = list(m.frames)
         if m.kind == LIVE:
@@ -162,42 +170,32 @@ def play(rec: Recording, model: CacheModel, *, speed: float = 0.0,
 
 
 def export_perfetto(rec: Recording, path: str | Path) -> int:
-    """A Chrome-trace JSON (Perfetto UI): one process per rank; per live batch an
-    instant event with its block counts and the counters "live blocks", "stored" and
-    "removed" (blocks in that batch). Time is receive time, from the first message.
-    Returns the number of trace events."""
+    """A Chrome-trace JSON (Perfetto UI): one process per rank; per batch applied (in
+    sequence order, as the live view applied it) an instant event with its block counts
+    and the counters "blocks" (live, stored and removed in that batch). Time is receive
+    time from the first message. Returns the number of trace events."""
     model = CacheModel()
     events: list[dict] = []
-    ranks = sorted({e.rank for e in rec.endpoints})
-    for r in ranks:
+    for r in sorted({e.rank for e in rec.endpoints}):
         events.append({"name": "process_name", "ph": "M", "pid": r + 1, "tid": 0,
                        "args": {"name": f"rank {r}"}})
     t0 = rec.messages[0].recv_ts if rec.messages else 0.0
-    seen: set[tuple[int, int]] = set()
-    for m in rec.messages:
-        if m.kind == REPLAY_TIMEOUT or len(m.frames) < 3:
-            continue
-        ep = rec.endpoints[m.stream]
-        try:
-            seq = int.from_bytes(m.frames[-2], "big", signed=True)
-            batch = decode_payload(m.frames[-1])
-        except (PayloadError, ValueError):
-            continue
-        if seq < 0 or (m.stream, seq) in seen:
-            continue
-        seen.add((m.stream, seq))
-        before = (model.stored, model.removed + model.cleared)
-        model.apply(batch, ep.rank)
-        stored, removed = model.stored - before[0], model.removed + model.cleared - before[1]
+    last = {"stored": 0, "gone": 0}
+
+    def applied(m: Message, stream: int, seq: int, batch: DecodedBatch, replayed: bool) -> None:
+        rank = rec.endpoints[stream].rank
+        gone = model.removed + model.cleared
+        stored, removed = model.stored - last["stored"], gone - last["gone"]
+        last["stored"], last["gone"] = model.stored, gone
         ts = round((m.recv_ts - t0) * 1e6, 3)
-        pid = ep.rank + 1
-        live = model.live_by_rank().get(ep.rank, 0)
-        events.append({"name": "kv batch" if m.kind == LIVE else "kv batch (replayed)", "cat": "kv",
-                       "ph": "i", "s": "p", "ts": ts, "pid": pid, "tid": 1,
+        events.append({"name": "kv batch (replayed)" if replayed else "kv batch", "cat": "kv",
+                       "ph": "i", "s": "p", "ts": ts, "pid": rank + 1, "tid": 1,
                        "args": {"seq": seq, "stored": stored, "removed": removed,
                                 "events": len(batch.events) + batch.other}})
-        events.append({"name": "blocks", "ph": "C", "ts": ts, "pid": pid,
-                       "args": {"live": live, "stored": stored, "removed": removed}})
+        events.append({"name": "blocks", "ph": "C", "ts": ts, "pid": rank + 1,
+                       "args": {"live": model.live_by_rank().get(rank, 0), "stored": stored,
+                                "removed": removed}})
+    play(rec, model, on_applied=applied)
     write_json(path, {"traceEvents": events, "displayTimeUnit": "ms",
                       "otherData": {"source": "tinyserve attach recording"}}, "trace", indent=None)
     return len(events)

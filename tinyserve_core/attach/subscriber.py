@@ -25,7 +25,7 @@ import zmq
 from ..errors import ConfigError
 from ..observe.kv_event_wire import END_SEQ, seq_bytes, seq_from_bytes
 from .cache_model import CacheModel
-from .wire import PayloadError, decode_payload
+from .wire import DecodedBatch, PayloadError, decode_payload
 
 LIVE, REPLAY, REPLAY_TIMEOUT = 0, 1, 2      # kinds of received frames (also in recordings)
 
@@ -94,6 +94,8 @@ class Stream:
         self.expected: int | None = None      # next seq to apply; None: take the first one
         self.pending: dict[int, bytes] = {}   # live batches waiting for a replay
         self.replaying = False
+        # called after each batch is applied: (seq, batch, came by replay)
+        self.on_applied: Callable[[int, DecodedBatch, bool], None] | None = None
 
     # -- live ----------------------------------------------------------------------
     def on_live(self, frames: list[bytes], now: float) -> int | None:
@@ -152,9 +154,9 @@ class Stream:
             self.stats.duplicates += 1
             return False
         was_live = self.pending.pop(seq, None) is not None
-        self._apply(seq, payload)
         if not was_live:             # counted as replayed only when the live stream lost it
             self.stats.replayed_batches += 1
+        self._apply(seq, payload, replayed=not was_live)
         return False
 
     def finish_replay(self, *, timed_out: bool) -> None:
@@ -181,7 +183,7 @@ class Stream:
             self.stats.malformed += 1
             return None
 
-    def _apply(self, seq: int, payload: bytes) -> None:
+    def _apply(self, seq: int, payload: bytes, replayed: bool = False) -> None:
         self.expected = seq + 1
         self.stats.last_seq = seq
         try:
@@ -194,6 +196,8 @@ class Stream:
         for name, n in batch.other_types.items():
             self.stats.other_types[name] = self.stats.other_types.get(name, 0) + n
         self.model.apply(batch, self.endpoint.rank)
+        if self.on_applied is not None:
+            self.on_applied(seq, batch, replayed)
 
 
 FrameSink = Callable[[int, int, list[bytes], float], None]   # (stream index, kind, frames, recv time)

@@ -1,0 +1,83 @@
+"""The cache model: forest shape, bounded token memory, churn, the views' arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyserve_core.attach.cache_model import CacheModel
+
+
+def test_parent_coming_back_relinks_its_children():
+    m = CacheModel()
+    m.store(0, [1, 2, 3], None, [], 2, "GPU", 1.0)
+    m.remove(0, [1], "GPU", 2.0)
+    assert m.forest_counts() == (1, 2)                 # 2-3 is a tree of its own
+    m.store(0, [1], None, [], 2, "GPU", 3.0)           # the root is stored again
+    assert m.forest_counts() == (1, 3)
+    assert m.unknown_removals == 0
+    m.remove(0, [99], None, 4.0)                       # never seen: counted, nothing breaks
+    assert m.unknown_removals == 1 and m.blocks_live == 3
+
+
+def test_same_hash_on_two_media_are_two_blocks():
+    m = CacheModel()
+    m.store(0, [5], None, [], 2, "GPU", 1.0)
+    m.store(0, [5], None, [], 2, "CPU", 1.0)           # offloaded copy
+    m.remove(0, [5], "GPU", 2.0)
+    assert m.live_by_medium() == {"CPU": 1}
+    m.store(0, [6], None, [], 2, "NVME-X", 2.0)        # a medium we do not know by name
+    assert m.live_by_medium() == {"CPU": 1, "NVME-X": 1}
+
+
+def test_junk_parent_cycles_do_not_hang():
+    m = CacheModel()
+    m.store(0, [1], 2, [], 2, "GPU", 1.0)
+    m.store(0, [2], 1, [], 2, "GPU", 1.0)              # 1 -> 2 -> 1
+    m.block_map()
+    m.forest_counts()
+
+
+def test_token_memory_is_capped():
+    m = CacheModel(token_blocks_cap=3, max_tokens_per_block=2)
+    m.store(0, [1, 2, 3, 4], None, list(range(16)), 4, "GPU", 1.0)
+    kept = [m.detail(s).token_ids for s in m.block_map().slot]
+    assert kept == [(0, 1), (4, 5), (8, 9), None]
+    m.remove(0, [1], "GPU", 2.0)                       # frees room for the next block
+    m.store(0, [5], None, [7, 7, 7, 7], 4, "GPU", 2.0)
+    assert m.detail(int(m.block_map().slot[m.block_map().depth == 1][-1])).token_ids in ((7, 7), (4, 5))
+    assert len(m._tokens) == 3
+
+
+def test_block_map_arrays_and_slot_reuse():
+    m = CacheModel(capacity=2)
+    n = 5000
+    m.store(0, list(range(n)), None, [], 16, "GPU", 10.0)     # one deep chain, grows storage
+    m.store(1, list(range(10)), None, [], 16, "CPU", 12.0)
+    m.store(0, [0], None, [], 16, "GPU", 12.0)                # reuse of the root
+    bm = m.block_map()
+    assert len(bm) == n + 10 and bm.capacity == n + 10
+    assert bm.depth.max() == n and np.array_equal(np.sort(bm.depth[bm.rank == 0]), np.arange(1, n + 1))
+    assert len(np.unique(bm.root)) == 2
+    assert bm.media[bm.medium[bm.rank == 1][0]] == "CPU"
+    root = bm.slot[(bm.rank == 0) & (bm.depth == 1)][0]
+    assert bm.reuse[bm.slot == root][0] == 1 and bm.idle_s[bm.slot == root][0] == 0
+    assert bm.age_s[bm.slot == root][0] == 2.0
+    m.remove(0, [n - 1], "GPU", 13.0)
+    m.store(0, [10**9], None, [], 16, "GPU", 13.0)            # takes the freed slot
+    assert m.block_map().capacity == n + 10
+    snap = m.blocks_snapshot(16)
+    assert (snap.ref_cnt[snap.is_cached] == -1).all() and snap.num_blocks == n + 10
+
+
+def test_churn_per_second():
+    m = CacheModel(churn_seconds=4)
+    m.store(0, [1, 2], None, [], 2, "GPU", 100.2)
+    m.store(0, [3], None, [], 2, "GPU", 100.9)
+    m.remove(0, [1], "GPU", 102.5)
+    m.clear(0, 102.7)
+    c = m.churn()
+    assert c.t.tolist() == [100, 101, 102]
+    assert c.stored.tolist() == [3, 0, 0] and c.removed.tolist() == [0, 0, 1] and c.cleared.tolist() == [0, 0, 2]
+    assert c.live[0] == 3 and np.isnan(c.live[1]) and c.live[2] == 0
+    m.store(0, [9], None, [], 2, "GPU", 105.0)                # the ring keeps the last 4 s
+    assert m.churn().t.tolist() == [102, 103, 104, 105]

@@ -38,14 +38,17 @@ def test_junk_parent_cycles_do_not_hang():
 
 
 def test_token_memory_is_capped():
-    m = CacheModel(token_blocks_cap=3, max_tokens_per_block=2)
+    m = CacheModel(token_blocks_cap=6, max_token_bytes=40)
     m.store(0, [1, 2, 3, 4], None, list(range(16)), 4, "GPU", 1.0)
-    kept = [m.detail(s).token_ids for s in m.block_map().slot]
-    assert kept == [(0, 1), (4, 5), (8, 9), None]
-    m.remove(0, [1], "GPU", 2.0)                       # frees room for the next block
-    m.store(0, [5], None, [7, 7, 7, 7], 4, "GPU", 2.0)
-    assert m.detail(int(m.block_map().slot[m.block_map().depth == 1][-1])).token_ids in ((7, 7), (4, 5))
-    assert len(m._tokens) == 3
+    assert [m.tokens(int(s)) for s in m.block_map().slot] == [(0, 1, 2, 3), (4, 5, 6, 7),
+                                                               (8, 9, 10, 11), (12, 13, 14, 15)]
+    m.store(0, [5, 6, 7], None, list(range(12)), 4, "GPU", 1.0)      # would pass the block cap
+    m.store(0, [8], None, list(range(1000, 1040)), 40, "GPU", 1.0)   # over the byte cap
+    assert m.token_blocks == 4 and m.tokens(4) is None and m.tokens(7) is None
+    m.remove(0, [1, 2], "GPU", 2.0)                                  # frees room
+    m.store(0, [9], None, [7, 7, 7, 7], 4, "GPU", 2.0)
+    assert m.token_blocks == 3 and m.detail(int(m.block_map().slot[-1])).token_ids in ((7, 7, 7, 7), None)
+    assert (7, 7, 7, 7) in [m.tokens(int(s)) for s in m.block_map().slot]
 
 
 def test_block_map_arrays_and_slot_reuse():

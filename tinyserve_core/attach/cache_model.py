@@ -6,74 +6,37 @@ names its medium). Each block has a *slot*: a stable integer while it lives, reu
 after it goes (like a physical block id, which the events do not carry), so a block map
 can paint slot i at a fixed cell.
 
-Per slot, in growable numpy arrays (struct of arrays, ~60 bytes a block with the dict
-entry): live flag, rank, medium, parent slot (+ the parent's uid, so a reused slot is
-never mistaken for the parent), first-stored and last-touched time (server time: the
-batch `ts`), re-store count (a `BlockStored` for a live hash is a reuse). What is kept
-is bounded: token ids as packed int32, at most `max_tokens_per_block` per block and only
-while fewer than `token_blocks_cap` blocks hold them (later blocks report tokens as
-unknown); churn per second in a ring of `churn_seconds`; no history of dead blocks
-beyond their counts. Memory grows with the live blocks, which the server bounds.
+Per slot, in growable numpy arrays (struct of arrays): live flag, rank, medium,
+parent slot (+ the parent's uid, so a reused slot is never mistaken for the parent),
+first-stored and last-touched time (server time: the batch `ts`), re-store count (a
+`BlockStored` for a live hash is a reuse), the hash and parent hash (references to the
+decoded objects). What is kept is bounded: token ids stay as the chain's msgpack bytes
+(shared by its blocks, decoded only when a view asks), only while fewer than
+`token_blocks_cap` blocks hold them and a chain's bytes are under `max_token_bytes`
+(later blocks report tokens as unknown); churn per second in a ring of
+`churn_seconds`; nothing of dead blocks beyond their counts. Memory grows with the
+live blocks, which the server bounds (`tinyserve bench attach` measures bytes/block).
 
 Depth and root are derived when asked (`block_map()`): a block whose parent is not
 live is a root; after its parent comes back under the same hash it is linked again."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 import numpy as np
 
 from ..kv.stats import BlocksSnapshot
+from .cache_views import BlockDetail, BlockMap, Churn, churn_series, depth_and_root
 from .wire import AllBlocksCleared, BlockRemoved, BlockStored, DecodedBatch
 
 MEDIA = ("GPU", "CPU", "STORAGE", "?")       # "?" = the server did not say
 
 
-@dataclass(frozen=True, slots=True)
-class BlockMap:
-    """The live blocks as parallel arrays (one entry per live block, by slot order):
-    what a block map paints. `root` is the uid of the block's tree root (a colour per
-    prefix tree), `depth` counts blocks from that root, inclusive."""
-    t: float                   # server time of the newest event applied
-    capacity: int              # slots in use so far: a map of this many cells holds every block
-    slot: np.ndarray           # int32
-    rank: np.ndarray           # int16
-    medium: np.ndarray         # int8, index into `media`
-    depth: np.ndarray          # int32, >= 1
-    root: np.ndarray           # int64
-    age_s: np.ndarray          # float32, since first stored
-    idle_s: np.ndarray         # float32, since last stored again (or first stored)
-    reuse: np.ndarray          # int32, re-stores while live
-    media: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return int(self.slot.shape[0])
-
-
-@dataclass(frozen=True, slots=True)
-class BlockDetail:
-    slot: int
-    rank: int
-    medium: str
-    block_hash: int | bytes
-    parent_hash: int | bytes | None
-    depth: int
-    token_ids: tuple[int, ...] | None      # None: not kept (over the caps)
-    first_stored: float
-    last_touched: float
-    reuse: int
-
-
-@dataclass(frozen=True, slots=True)
-class Churn:
-    """Per second of server time, oldest first: blocks stored / removed / cleared and
-    the live count at the end of that second (NaN for a second with no events)."""
-    t: np.ndarray
-    stored: np.ndarray
-    removed: np.ndarray
-    cleared: np.ndarray
-    live: np.ndarray
+def _objects(items: list) -> np.ndarray:
+    """A 1-D object array of `items` (np.array would nest equal-length bytes)."""
+    a = np.empty(len(items), object)
+    a[:] = items
+    return a
 
 
 class CacheModel:
@@ -81,10 +44,10 @@ class CacheModel:
     `churn`, `detail`, `counts`. Not thread-safe: one thread applies and reads (the
     subscriber's), views get the immutable BlockMap / Churn copies."""
 
-    def __init__(self, *, token_blocks_cap: int = 262_144, max_tokens_per_block: int = 256,
+    def __init__(self, *, token_blocks_cap: int = 262_144, max_token_bytes: int = 1 << 16,
                  churn_seconds: int = 600, capacity: int = 1024):
         self.token_blocks_cap = token_blocks_cap
-        self.max_tokens_per_block = max_tokens_per_block
+        self.max_token_bytes = max_token_bytes      # per BlockStored chain
         self.media: list[str] = list(MEDIA)
         self._maps: dict[tuple[int, int], dict] = {}        # (rank, medium) -> hash -> slot
         self._free: list[int] = []
@@ -92,47 +55,54 @@ class CacheModel:
         self._uid = 0
         self._cap = 0
         self._grow(capacity)
-        self._hash: list = [None] * self._cap
-        self._parent_hash: list = [None] * self._cap
-        self._tokens: dict[int, bytes] = {}
+        self._new_queue()
+        self.token_blocks = 0
+        self._enc = msgspec.msgpack.Encoder()
         n = churn_seconds
         self._ring_sec = np.full(n, -1, np.int64)
         self._ring = np.zeros((n, 4), np.float64)           # stored, removed, cleared, live
         self.now = 0.0
+        self._cur_sec = -1
+        self._cur = [0, 0, 0]
+        self._live_count = 0
         self.stored = self.removed = self.cleared = self.reused = 0
         self.unknown_removals = 0        # removals of hashes not live (joined late, or lost)
         self.events = {"BlockStored": 0, "BlockRemoved": 0, "AllBlocksCleared": 0, "other": 0}
 
     # -- storage -------------------------------------------------------------------
     def _grow(self, cap: int) -> None:
-        def grown(a, dtype, fill=0):
+        def grown(name, dtype, fill=0):
             b = np.full(cap, fill, dtype)
+            a = getattr(self, name, None)
             if a is not None:
                 b[:a.shape[0]] = a
-            return b
-        g = lambda name: getattr(self, name, None)
-        self._live = grown(g("_live"), np.bool_)
-        self._rank = grown(g("_rank"), np.int16)
-        self._med = grown(g("_med"), np.int8)
-        self._parent = grown(g("_parent"), np.int32, -1)
-        self._parent_uid = grown(g("_parent_uid"), np.int64, -1)
-        self._uids = grown(g("_uids"), np.int64, -1)
-        self._first = grown(g("_first"), np.float64)
-        self._last = grown(g("_last"), np.float64)
-        self._reuse = grown(g("_reuse"), np.int32)
-        if self._cap:
-            extra = cap - self._cap
-            self._hash.extend([None] * extra)
-            self._parent_hash.extend([None] * extra)
+            setattr(self, name, b)
+        grown("_live", np.bool_)
+        grown("_rank", np.int16)
+        grown("_med", np.int8)
+        grown("_parent", np.int32, -1)
+        grown("_parent_uid", np.int64, -1)
+        grown("_uids", np.int64, -1)
+        grown("_first", np.float64)
+        grown("_last", np.float64)
+        grown("_reuse", np.int32)
+        grown("_hash", object, None)          # the dict's own key objects: no copies
+        grown("_parent_hash", object, None)
+        grown("_tok", object, None)           # msgpack bytes of the chain's token ids
+        grown("_tok_idx", np.int32)           # this block's index in that chain
+        grown("_bs", np.int32)                # block size (tokens per block)
         self._cap = cap
 
-    def _alloc(self) -> int:
-        if self._free:
-            return self._free.pop()
-        if self._next == self._cap:
-            self._grow(self._cap * 2)
-        self._next += 1
-        return self._next - 1
+    def _alloc(self, k: int) -> list[int]:
+        take = self._free[-k:] if k <= len(self._free) else list(self._free)
+        del self._free[len(self._free) - len(take):]
+        more = k - len(take)
+        if more:
+            if self._next + more > self._cap:
+                self._grow(max(self._cap * 2, self._next + more))
+            take.extend(range(self._next, self._next + more))
+            self._next += more
+        return take
 
     def _medium_code(self, medium: str | None) -> int:
         if medium is None:
@@ -156,112 +126,166 @@ class CacheModel:
         """One batch of one rank, in that publisher's sequence order."""
         ts = batch.ts
         for e in batch.events:
-            if type(e) is BlockStored:
+            if isinstance(e, BlockStored):
                 self.events["BlockStored"] += 1
                 self.store(rank, e.block_hashes, e.parent_block_hash, e.token_ids, e.block_size,
                            e.medium, ts)
-            elif type(e) is BlockRemoved:
+            elif isinstance(e, BlockRemoved):
                 self.events["BlockRemoved"] += 1
                 self.remove(rank, e.block_hashes, e.medium, ts)
-            elif type(e) is AllBlocksCleared:
+            elif isinstance(e, AllBlocksCleared):
                 self.events["AllBlocksCleared"] += 1
                 self.clear(rank, ts)
         self.events["other"] += batch.other
+        self._flush()
 
     def store(self, rank: int, hashes, parent_hash, token_ids, block_size: int,
               medium: str | None, ts: float) -> None:
+        """A chain of blocks (`token_ids`: a list, or the msgpack bytes / Raw of one).
+        The dict work happens now; the array writes are queued and done for a whole
+        batch at once (`_flush`), which is most of the speed of applying."""
+        n = len(hashes)
+        if not n:
+            return
+        self._at(ts)
         med = self._medium_code(medium)
         d = self._map(rank, med)
-        slots: list[int] = []
-        new: list[int] = []
-        old: list[int] = []
-        for h in hashes:
-            s = d.get(h)
-            if s is None:
-                s = self._alloc()
-                d[h] = s
-                self._hash[s] = h
-                new.append(s)
-            else:
-                old.append(s)
-            slots.append(s)
-        if not slots:
-            return
-        p0 = d.get(parent_hash, -1) if parent_hash is not None else -1
-        sl = np.asarray(slots, np.int32)
-        parents = np.empty_like(sl)
-        parents[0] = p0
-        parents[1:] = sl[:-1]
-        if new:
-            nw = np.asarray(new, np.int32)
-            self._live[nw] = True
-            self._rank[nw] = rank
-            self._med[nw] = med
-            self._first[nw] = ts
-            self._reuse[nw] = 0
-            self._uids[nw] = np.arange(self._uid, self._uid + len(new))
-            self._uid += len(new)
-        if old:
-            self._reuse[np.asarray(old, np.int32)] += 1
-            self.reused += len(old)
-        self._last[sl] = ts
-        self._parent[sl] = parents
-        self._parent_uid[sl] = np.where(parents >= 0, self._uids[parents], -1)
-        ph = self._parent_hash
-        ph[slots[0]] = parent_hash if p0 < 0 else self._hash[p0]   # share the key object
-        for i in range(1, len(slots)):
-            ph[slots[i]] = self._hash[slots[i - 1]]
-        self._keep_tokens(slots, token_ids, block_size)
-        self.stored += len(new)
-        self._tick(ts, 0, len(new))
+        get = d.get
+        p0 = get(parent_hash, -1) if parent_hash is not None else -1
+        slots = [get(h, -1) for h in hashes]
+        pos: list[int] | None = None      # chain positions of the new blocks (None: all)
+        if slots.count(-1) == n and len(set(hashes)) == n:
+            new = slots = self._alloc(n)          # the common case: a new chain
+            d.update(zip(hashes, new))
+            keys = hashes
+            old: list[int] = []
+        else:                             # some live already, or a hash repeated in the chain
+            new, pos = [], []
+            for i in range(n):
+                if slots[i] < 0:
+                    s = get(hashes[i], -1)
+                    if s < 0:
+                        s = self._alloc(1)[0]
+                        d[hashes[i]] = s
+                        new.append(s)
+                        pos.append(i)
+                    slots[i] = s
+            keys = [hashes[i] for i in pos]
+            fresh = set(pos)
+            old = [slots[i] for i in range(n) if i not in fresh]
+        q = self._q
+        k = len(new)
+        q["new"] += new
+        q["key"] += keys
+        q["rank"] += [rank] * k
+        q["med"] += [med] * k
+        q["first"] += [ts] * k
+        q["all"] += slots
+        q["last"] += [ts] * n
+        q["parent"].append(p0)
+        q["parent"] += slots[:-1]
+        q["phash"].append(parent_hash)
+        q["phash"] += hashes[:-1]
+        q["old"] += old
+        self._keep_tokens(new, pos, token_ids, block_size)
+        self.stored += k
+        self._live_count += k
+        self.reused += len(old)
+        self._cur[0] += k
 
-    def _keep_tokens(self, slots: list[int], token_ids, block_size: int) -> None:
-        if not token_ids or block_size <= 0:
+    def _new_queue(self) -> None:
+        self._q: dict[str, list] = {k: [] for k in (
+            "new", "key", "rank", "med", "first", "all", "last", "parent", "phash", "old",
+            "tok_slot", "tok_data", "tok_idx", "tok_bs")}
+
+    def _flush(self) -> None:
+        q = self._q
+        if not q["all"]:
             return
-        room = self.token_blocks_cap - len(self._tokens)
-        if room <= 0:
+        nw = np.asarray(q["new"], np.int64)
+        if nw.size:
+            self._live[nw] = True
+            self._rank[nw] = q["rank"]
+            self._med[nw] = q["med"]
+            self._first[nw] = q["first"]
+            self._reuse[nw] = 0
+            self._uids[nw] = np.arange(self._uid, self._uid + nw.size)
+            self._uid += nw.size
+            self._hash[nw] = _objects(q["key"])
+        al = np.asarray(q["all"], np.int64)
+        par = np.asarray(q["parent"], np.int64)
+        self._last[al] = q["last"]
+        self._parent[al] = par
+        self._parent_uid[al] = np.where(par >= 0, self._uids[par], -1)
+        self._parent_hash[al] = _objects(q["phash"])
+        if q["old"]:
+            np.add.at(self._reuse, np.asarray(q["old"], np.int64), 1)
+        if q["tok_slot"]:
+            ts = np.asarray(q["tok_slot"], np.int64)
+            self._tok[ts] = _objects(q["tok_data"])
+            self._tok_idx[ts] = q["tok_idx"]
+            self._bs[ts] = q["tok_bs"]
+        self._new_queue()
+
+    def _keep_tokens(self, new: list[int], pos: list[int] | None, token_ids, block_size: int) -> None:
+        """Only fresh blocks, only under the caps; kept as the chain's msgpack bytes,
+        decoded when a view asks (`tokens`)."""
+        if not new or block_size <= 0 or self.token_blocks + len(new) > self.token_blocks_cap:
             return
-        keep = min(block_size, self.max_tokens_per_block)
-        try:
-            arr = np.asarray(token_ids, np.int32)
-        except (OverflowError, ValueError):
-            return       # ids beyond int32 are not token ids we can decode
-        for i, s in enumerate(slots[:room]):
-            row = arr[i * block_size:i * block_size + keep]
-            if row.size:
-                self._tokens[s] = row.tobytes()
+        if isinstance(token_ids, msgspec.Raw):
+            data = bytes(token_ids)
+        elif token_ids:
+            data = self._enc.encode(token_ids)
+        else:
+            return
+        if len(data) > self.max_token_bytes:
+            return
+        q = self._q
+        q["tok_slot"] += new
+        q["tok_data"] += [data] * len(new)
+        q["tok_idx"] += range(len(new)) if pos is None else pos
+        q["tok_bs"] += [block_size] * len(new)
+        self.token_blocks += len(new)
 
     def _release(self, slots: list[int]) -> None:
         if not slots:
             return
-        self._live[np.asarray(slots, np.int32)] = False
-        tok = self._tokens
-        for s in slots:
-            self._hash[s] = None
-            self._parent_hash[s] = None
-            tok.pop(s, None)
+        self._flush()
+        sl = np.asarray(slots, np.int64)
+        self._live[sl] = False
+        self._live_count -= len(slots)
+        self.token_blocks -= int((self._tok[sl] != None).sum())  # noqa: E711
+        self._hash[sl] = None
+        self._parent_hash[sl] = None
+        self._tok[sl] = None
         self._free.extend(slots)
 
     def remove(self, rank: int, hashes, medium: str | None, ts: float) -> None:
+        self._at(ts)
         med = self._medium_code(medium)
-        maps = [self._map(rank, med)]
-        if medium is None:       # an unnamed medium: whichever of this rank's holds it
-            maps += [d for (r, m), d in self._maps.items() if r == rank and m != med]
-        gone: list[int] = []
-        for h in hashes:
-            for d in maps:
-                s = d.pop(h, None)
-                if s is not None:
-                    gone.append(s)
-                    break
-            else:
-                self.unknown_removals += 1
+        pop = self._map(rank, med).pop
+        found = [pop(h, -1) for h in hashes]
+        gone = [s for s in found if s >= 0]
+        if len(gone) < len(found):
+            others = ([d for (r, m), d in self._maps.items() if r == rank and m != med]
+                      if medium is None else [])     # an unnamed medium: whichever holds it
+            for h, s in zip(hashes, found):
+                if s >= 0:
+                    continue
+                for d in others:
+                    s = d.pop(h, -1)
+                    if s >= 0:
+                        gone.append(s)
+                        break
+                else:
+                    self.unknown_removals += 1
         self._release(gone)
         self.removed += len(gone)
-        self._tick(ts, 1, len(gone))
+        self._cur[1] += len(gone)
 
     def clear(self, rank: int, ts: float) -> None:
         """AllBlocksCleared: this rank's blocks only."""
+        self._at(ts)
         gone: list[int] = []
         for (r, _), d in self._maps.items():
             if r == rank:
@@ -269,23 +293,35 @@ class CacheModel:
                 d.clear()
         self._release(gone)
         self.cleared += len(gone)
-        self._tick(ts, 2, len(gone))
+        self._cur[2] += len(gone)
 
-    def _tick(self, ts: float, col: int, n: int) -> None:
+    def _at(self, ts: float) -> None:
+        """Before an event changes anything: move the clock, and when a new second
+        starts, write the last one (its counts, its final live count) to the ring.
+        Counting stays in plain Python: this runs per event."""
         if ts > self.now:
             self.now = ts
         sec = int(ts) if ts >= 0 else 0
+        if sec != self._cur_sec:
+            self._commit_second()
+            self._cur_sec = sec
+
+    def _commit_second(self) -> None:
+        sec = self._cur_sec
+        if sec < 0:
+            return
         i = sec % self._ring_sec.shape[0]
         if self._ring_sec[i] != sec:
             self._ring_sec[i] = sec
             self._ring[i] = 0.0
-        self._ring[i, col] += n
-        self._ring[i, 3] = self.blocks_live
+        self._ring[i, :3] += self._cur
+        self._ring[i, 3] = self._live_count
+        self._cur = [0, 0, 0]
 
     # -- reading -------------------------------------------------------------------
     @property
     def blocks_live(self) -> int:
-        return sum(len(d) for d in self._maps.values())
+        return self._live_count
 
     def live_by_rank(self) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -318,21 +354,10 @@ class CacheModel:
         return par
 
     def _depth_root(self, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Depth and root slot of each live slot by pointer jumping: O(N log depth)."""
-        par = self._relink(live)
-        up = np.arange(self._next, dtype=np.int64)
-        up[live] = np.where(par >= 0, par, live)
-        hop = np.zeros(self._next, np.int64)
-        hop[live] = (par >= 0)
-        for _ in range(64):          # bounded: junk parent links can form a cycle
-            nxt = up[up]
-            if np.array_equal(nxt, up):
-                break
-            hop += hop[up]
-            up = nxt
-        return (hop[live] + 1).astype(np.int32), up[live]
+        return depth_and_root(live, self._relink(live), self._next)
 
     def block_map(self) -> BlockMap:
+        self._flush()
         live = np.flatnonzero(self._live[:self._next]).astype(np.int64)
         depth, root = self._depth_root(live)
         now = self.now
@@ -345,17 +370,32 @@ class CacheModel:
 
     def forest_counts(self) -> tuple[int, int]:
         """(tree_roots, max_chain_depth) of the live blocks."""
+        self._flush()
         live = np.flatnonzero(self._live[:self._next]).astype(np.int64)
         if live.size == 0:
             return 0, 0
         depth, _ = self._depth_root(live)
         return int((depth == 1).sum()), int(depth.max())
 
+    def tokens(self, slot: int) -> tuple[int, ...] | None:
+        """The token ids of the block in `slot`, when kept (decoded here, on demand)."""
+        self._flush()
+        data = self._tok[slot] if 0 <= slot < self._next else None
+        if data is None:
+            return None
+        try:
+            ids = msgspec.msgpack.decode(data)
+        except msgspec.DecodeError:
+            return None
+        bs, i = int(self._bs[slot]), int(self._tok_idx[slot])
+        row = ids[i * bs:(i + 1) * bs] if isinstance(ids, list) else []
+        return tuple(row) if row and all(type(t) is int for t in row) else None
+
     def detail(self, slot: int) -> BlockDetail | None:
         """What is known of the block in `slot`; None when the slot is free."""
+        self._flush()
         if not (0 <= slot < self._next) or not self._live[slot]:
             return None
-        tok = self._tokens.get(slot)
         depth, s, seen = 1, slot, {slot}
         while True:                                # parent links are checked by uid
             p = int(self._parent[s])
@@ -366,9 +406,8 @@ class CacheModel:
         return BlockDetail(
             slot=slot, rank=int(self._rank[slot]), medium=self.media[int(self._med[slot])],
             block_hash=self._hash[slot], parent_hash=self._parent_hash[slot], depth=depth,
-            token_ids=None if tok is None else tuple(np.frombuffer(tok, np.int32).tolist()),
-            first_stored=float(self._first[slot]), last_touched=float(self._last[slot]),
-            reuse=int(self._reuse[slot]))
+            token_ids=self.tokens(slot), first_stored=float(self._first[slot]),
+            last_touched=float(self._last[slot]), reuse=int(self._reuse[slot]))
 
     def chain_tokens(self, slot: int) -> list[int] | None:
         """Token ids from the tree root down to `slot` (for decoded text on hover);
@@ -387,24 +426,13 @@ class CacheModel:
         return [t for blk in reversed(out) for t in blk]
 
     def churn(self) -> Churn:
-        order = np.argsort(self._ring_sec)
-        newest = self._ring_sec.max()
-        # entries older than the ring's span are stale: their cell was not reused yet
-        keep = order[(self._ring_sec[order] >= 0) & (self._ring_sec[order] > newest - self._ring_sec.shape[0])]
-        r = self._ring[keep]
-        secs = self._ring_sec[keep]
-        if secs.size == 0:
-            z = np.zeros(0)
-            return Churn(z, z, z, z, z)
-        t = np.arange(secs[0], secs[-1] + 1, dtype=np.float64)
-        out = np.zeros((t.size, 4))
-        out[:, 3] = np.nan
-        out[secs - secs[0]] = r
-        return Churn(t, out[:, 0], out[:, 1], out[:, 2], out[:, 3])
+        self._commit_second()
+        return churn_series(self._ring_sec, self._ring)
 
     def blocks_snapshot(self, block_size: int) -> BlocksSnapshot:
         """The engine's pool contract over slots: what the events cannot say is marked
         unknown (ref_cnt -1 and owner -1 on live blocks), never invented."""
+        self._flush()
         n = self._next
         live = self._live[:n]
         ref = np.where(live, -1, 0).astype(np.int32)

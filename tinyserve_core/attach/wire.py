@@ -19,7 +19,19 @@ import msgspec
 from ..observe.kv_event_wire import (EVENT_TYPES, AllBlocksCleared, BlockRemoved, BlockStored,
                                      KVEvent, KVEventBatch)
 
-_FAST = msgspec.msgpack.Decoder(KVEventBatch)
+
+
+class StoredIn(BlockStored, tag="BlockStored"):
+    """BlockStored as the fast path decodes it: token ids left as their msgpack bytes
+    (most of a payload; a view decodes the few it shows, on demand)."""
+    token_ids: msgspec.Raw
+
+
+class _BatchIn(KVEventBatch):
+    events: list[StoredIn | BlockRemoved | AllBlocksCleared]
+
+
+_FAST = msgspec.msgpack.Decoder(_BatchIn)
 _ANY = msgspec.msgpack.Decoder()
 _BY_TAG: dict[str, type] = {t.__name__: t for t in EVENT_TYPES}
 # fields a server may leave out (older vLLM had no lora_name, SGLang may omit medium)
@@ -103,4 +115,4 @@ def _add_event(out: DecodedBatch, item: Any) -> None:
 
 
 __all__ = ["AllBlocksCleared", "BlockRemoved", "BlockStored", "DecodedBatch", "PayloadError",
-           "decode_payload"]
+           "StoredIn", "decode_payload"]

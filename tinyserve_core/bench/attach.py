@@ -20,6 +20,7 @@ import zmq
 
 from ..attach.cache_model import CacheModel
 from ..attach.subscriber import Endpoint, Subscriber
+from ..attach.wire import DecodedBatch
 from ..observe.kv_event_wire import BlockRemoved, BlockStored, EventBatch, seq_bytes
 from .machine import cpu_model
 
@@ -141,11 +142,17 @@ def memory(num_blocks: int = 1_000_000, chain_len: int = 16, block_size: int = 1
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     model = CacheModel()
-    for start in range(0, num_blocks, chain_len):
-        hashes = list(range(start + 1, min(start + chain_len, num_blocks) + 1))
-        # random 63-bit hashes cost what a server's do (small ints are cached objects)
-        hashes = [h * 0x9E3779B97F4A7C15 % (1 << 63) for h in hashes]
-        model.store(0, hashes, None, toks[:len(hashes) * block_size], block_size, "GPU", 0.0)
+    enc = msgspec.msgpack.Encoder()
+    raw_toks = msgspec.Raw(enc.encode(toks))       # token ids as the fast decoder leaves them
+    chains_per_batch = 8
+    for start in range(0, num_blocks, chain_len * chains_per_batch):
+        events = []
+        for c in range(start, min(start + chain_len * chains_per_batch, num_blocks), chain_len):
+            # spread-out 63-bit hashes cost what a server's do (small ints are shared objects)
+            hashes = [h * 0x9E3779B97F4A7C15 % (1 << 63) for h in range(c + 1, min(c + chain_len, num_blocks) + 1)]
+            events.append(BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=raw_toks,
+                                      block_size=block_size, lora_id=None, medium="GPU", lora_name=None))
+        model.apply(DecodedBatch(0.0, events, 0), 0)
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -156,7 +163,7 @@ def memory(num_blocks: int = 1_000_000, chain_len: int = 16, block_size: int = 1
     roots, depth = model.forest_counts()
     forest_ms = (time.perf_counter() - t) * 1e3
     return {"blocks_live": model.blocks_live, "bytes": used, "bytes_per_block": used / model.blocks_live,
-            "token_blocks_kept": len(model._tokens), "block_map_ms": snap_ms,
+            "token_blocks_kept": model.token_blocks, "block_map_ms": snap_ms,
             "forest_counts_ms": forest_ms, "max_chain_depth": depth, "map_cells": len(bm)}
 
 

@@ -84,3 +84,50 @@ def test_churn_per_second():
     assert c.live[0] == 3 and np.isnan(c.live[1]) and c.live[2] == 0
     m.store(0, [9], None, [], 2, "GPU", 105.0)                # the ring keeps the last 4 s
     assert m.churn().t.tolist() == [102, 103, 104, 105]
+
+
+def test_incremental_forest_matches_a_walk_by_hash():
+    """Depth and root kept up to date at store time (and recomputed after removals of
+    inner blocks or a parent's return) equal a plain walk over live hashes."""
+    rng = np.random.default_rng(7)
+    m = CacheModel(capacity=4)
+    parent_of: dict[int, int | None] = {}      # live hash -> parent hash
+    next_h = 1
+    for step in range(300):
+        r = rng.random()
+        live = list(parent_of)
+        if r < 0.55 or not live:
+            parent = int(rng.choice(live)) if live and rng.random() < 0.6 else None
+            if parent is None and parent_of and rng.random() < 0.2:
+                parent = -int(rng.integers(1, 50))          # a parent never seen (late join)
+            n = int(rng.integers(1, 5))
+            hashes = list(range(next_h, next_h + n))
+            next_h += n
+            m.store(0, hashes, parent, [], 2, "GPU", float(step))
+            for i, h in enumerate(hashes):
+                parent_of[h] = parent if i == 0 else hashes[i - 1]
+        elif r < 0.9:
+            gone = [int(h) for h in rng.choice(live, size=min(len(live), int(rng.integers(1, 4))), replace=False)]
+            m.remove(0, gone, "GPU", float(step))
+            for h in gone:
+                del parent_of[h]
+        else:                                               # a removed hash comes back
+            h = next_h - int(rng.integers(1, 10))
+            if h > 0 and h not in parent_of:
+                m.store(0, [h], None, [], 2, "GPU", float(step))
+                parent_of[h] = None
+        if step % 7 == 0 or step == 299:
+            bm = m.block_map()
+            got = {m.detail(int(s)).block_hash: (int(d), int(rt)) for s, d, rt in zip(bm.slot, bm.depth, bm.root)}
+
+            def walk(h):
+                d, root = 1, h
+                while parent_of.get(root) in parent_of:
+                    root = parent_of[root]
+                    d += 1
+                return d, root
+            want = {h: walk(h) for h in parent_of}
+            assert {h: d for h, (d, _) in got.items()} == {h: d for h, (d, _) in want.items()}
+            same_root = {}
+            for h, (_, rt) in got.items():
+                assert same_root.setdefault(want[h][1], rt) == rt

@@ -65,6 +65,9 @@ class CacheModel:
         self._cur_sec = -1
         self._cur = [0, 0, 0]
         self._live_count = 0
+        self._relinked_at = -1           # `stored` when orphans were last looked up
+        self._dirty = False              # depth/root arrays stale (an inner block went)
+        self._orphans = False            # blocks whose parent hash is not live may exist
         self.stored = self.removed = self.cleared = self.reused = 0
         self.unknown_removals = 0        # removals of hashes not live (joined late, or lost)
         self.events = {"BlockStored": 0, "BlockRemoved": 0, "AllBlocksCleared": 0, "other": 0}
@@ -91,6 +94,9 @@ class CacheModel:
         grown("_tok", object, None)           # msgpack bytes of the chain's token ids
         grown("_tok_idx", np.int32)           # this block's index in that chain
         grown("_bs", np.int32)                # block size (tokens per block)
+        grown("_depth", np.int32)             # kept up to date while no inner block goes
+        grown("_root", np.int64, -1)          # uid of the tree's root
+        grown("_nchild", np.int32)            # live children: removing a parent re-shapes trees
         self._cap = cap
 
     def _alloc(self, k: int) -> list[int]:
@@ -182,8 +188,11 @@ class CacheModel:
         q["first"] += [ts] * k
         q["all"] += slots
         q["last"] += [ts] * n
+        q["chain"].append((len(q["all"]) - n, n, p0))
         q["parent"].append(p0)
         q["parent"] += slots[:-1]
+        if p0 < 0 and parent_hash is not None:
+            self._orphans = True          # its parent may be stored later: look again then
         q["phash"].append(parent_hash)
         q["phash"] += hashes[:-1]
         q["old"] += old
@@ -195,7 +204,7 @@ class CacheModel:
 
     def _new_queue(self) -> None:
         self._q: dict[str, list] = {k: [] for k in (
-            "new", "key", "rank", "med", "first", "all", "last", "parent", "phash", "old",
+            "new", "key", "rank", "med", "first", "all", "last", "parent", "phash", "old", "chain",
             "tok_slot", "tok_data", "tok_idx", "tok_bs")}
 
     def _flush(self) -> None:
@@ -220,6 +229,18 @@ class CacheModel:
         self._parent_hash[al] = _objects(q["phash"])
         if q["old"]:
             np.add.at(self._reuse, np.asarray(q["old"], np.int64), 1)
+        if nw.size:
+            pn = self._parent[nw]
+            np.add.at(self._nchild, pn[pn >= 0], 1)
+        depth, root, uids = self._depth, self._root, self._uids
+        for start, n, p0 in q["chain"]:   # in order: a parent stored earlier in the batch is done
+            c = al[start:start + n]
+            if p0 >= 0:
+                depth[c] = np.arange(depth[p0] + 1, depth[p0] + 1 + n)
+                root[c] = root[p0]
+            else:
+                depth[c] = np.arange(1, n + 1)
+                root[c] = uids[c[0]]
         if q["tok_slot"]:
             ts = np.asarray(q["tok_slot"], np.int64)
             self._tok[ts] = _objects(q["tok_data"])
@@ -254,6 +275,13 @@ class CacheModel:
         sl = np.asarray(slots, np.int64)
         self._live[sl] = False
         self._live_count -= len(slots)
+        if self._nchild[sl].any():
+            self._dirty = True            # live children lose their parent: trees re-shape
+        par = self._parent[sl]
+        has = par >= 0
+        has[has] = self._uids[par[has]] == self._parent_uid[sl[has]]
+        np.add.at(self._nchild, par[has], -1)
+        self._nchild[sl] = 0
         self.token_blocks -= int((self._tok[sl] != None).sum())  # noqa: E711
         self._hash[sl] = None
         self._parent_hash[sl] = None
@@ -336,45 +364,68 @@ class CacheModel:
                 out[self.media[m]] = out.get(self.media[m], 0) + len(d)
         return out
 
-    def _relink(self, live: np.ndarray) -> np.ndarray:
+    def _relink(self, live: np.ndarray) -> tuple[np.ndarray, int]:
         """Parent slots of the live slots (-1 for roots), after linking blocks whose
-        parent hash came back live since they were stored."""
+        parent hash came back live since they were stored. Orphans are looked up only
+        when blocks were stored since the last look (only a store brings a parent back)."""
         par = self._parent[live]
-        ok = (par >= 0)
+        ok = par >= 0
         ok[ok] = self._live[par[ok]] & (self._uids[par[ok]] == self._parent_uid[live[ok]])
-        for i in np.flatnonzero(~ok):
-            s = int(live[i])
-            ph = self._parent_hash[s]
-            p = -1 if ph is None else self._maps.get((int(self._rank[s]), int(self._med[s])), {}).get(ph, -1)
-            if p >= 0:
-                self._parent[s], self._parent_uid[s] = p, self._uids[p]
-                par[i] = p
-            else:
-                par[i] = -1
-        return par
+        par[~ok] = -1
+        relinked = 0
+        if self.stored != self._relinked_at:
+            self._relinked_at = self.stored
+            lost = np.flatnonzero(~ok)
+            lost = lost[self._parent_hash[live[lost]] != None]  # noqa: E711 (elementwise)
+            for i in lost.tolist():
+                s = int(live[i])
+                d = self._maps.get((int(self._rank[s]), int(self._med[s])))
+                p = -1 if d is None else d.get(self._parent_hash[s], -1)
+                if p >= 0:
+                    self._parent[s], self._parent_uid[s] = p, self._uids[p]
+                    par[i] = p
+                    relinked += 1
+        return par, relinked
 
-    def _depth_root(self, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return depth_and_root(live, self._relink(live), self._next)
+    def _refresh_forest(self, live: np.ndarray) -> None:
+        """Recompute depth and root (pointer jumping) only when stores keep them wrong:
+        after an inner block was removed, or when an orphan's parent may be back."""
+        look = self._orphans and self.stored != self._relinked_at
+        if not (self._dirty or look):
+            return
+        par, relinked = self._relink(live)
+        if not (self._dirty or relinked):
+            return                         # no parent came back: the arrays still hold
+        depth, root = depth_and_root(live, par, self._next)
+        self._depth[live] = depth
+        self._root[live] = self._uids[root]
+        self._nchild[:] = 0
+        np.add.at(self._nchild, par[par >= 0], 1)
+        self._orphans = bool(((par < 0) & (self._parent_hash[live] != None)).any())  # noqa: E711
+        self._dirty = False
 
-    def block_map(self) -> BlockMap:
+    def _live_slots(self) -> np.ndarray:
         self._flush()
         live = np.flatnonzero(self._live[:self._next]).astype(np.int64)
-        depth, root = self._depth_root(live)
+        self._refresh_forest(live)
+        return live
+
+    def block_map(self) -> BlockMap:
+        live = self._live_slots()
         now = self.now
         return BlockMap(
             t=now, capacity=self._next, slot=live.astype(np.int32), rank=self._rank[live],
-            medium=self._med[live], depth=depth, root=self._uids[root],
+            medium=self._med[live], depth=self._depth[live], root=self._root[live],
             age_s=(now - self._first[live]).astype(np.float32),
             idle_s=(now - self._last[live]).astype(np.float32), reuse=self._reuse[live],
             media=tuple(self.media))
 
     def forest_counts(self) -> tuple[int, int]:
         """(tree_roots, max_chain_depth) of the live blocks."""
-        self._flush()
-        live = np.flatnonzero(self._live[:self._next]).astype(np.int64)
+        live = self._live_slots()
         if live.size == 0:
             return 0, 0
-        depth, _ = self._depth_root(live)
+        depth = self._depth[live]
         return int((depth == 1).sum()), int(depth.max())
 
     def tokens(self, slot: int) -> tuple[int, ...] | None:

@@ -79,3 +79,37 @@ def test_publisher_replays_while_idle():
     assert got == [1, 2]
     d.close(0)
     pub.close()
+
+
+def test_simulate_flag_publishes_and_attach_records_it(tiny_model_dir, tmp_path, capsys):
+    """`tinyserve simulate --kv-events` while a subscriber that bound first listens
+    (our publisher connects to a concrete host, as vLLM's does)."""
+    import threading
+
+    from tinyserve_core.cli import main
+    model = CacheModel()
+    sub = Subscriber([Endpoint("tcp://127.0.0.1:*")], model, bind=True)
+    url = sub.bound_urls()[0]
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            sub.poll(20)
+    t = threading.Thread(target=listen)
+    t.start()
+    try:
+        time.sleep(0.3)
+        code = main(["simulate", "--model", str(tiny_model_dir), "--device", "cpu", "--requests", "6",
+                     "--rate", "50", "--prompt-len", "24", "--prompt-len-max", "32", "--output-len", "3", "--block-size", "8",
+                     "--num-blocks", "64", "--shared-prefix-frac", "1", "--shared-prefix-len", "16",
+                     "--kv-events", url])
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join()
+        sub.close()
+    assert code == 0
+    out = capsys.readouterr().out
+    batches = int(out.split("kv events -> ")[1].split("(")[1].split()[0])
+    assert batches > 0 and sub.streams[0].stats.batches == batches
+    assert model.events["BlockStored"] > 0 and model.forest_counts()[1] >= 2

@@ -66,8 +66,8 @@ def _pub_sub(ctx: zmq.Context, model: CacheModel):
     return pub, sub
 
 
-def throughput(n_batches: int = 400, chains: int = 8, chain_len: int = 16, block_size: int = 16,
-               seed: int = 0, live_cap: int = 100_000) -> dict:
+def throughput(n_batches: int = 2000, chains: int = 8, chain_len: int = 16, block_size: int = 16,
+               seed: int = 0, live_cap: int = 50_000) -> dict:
     """Sustained block events per second decoded and applied (publisher flat out)."""
     payloads, block_events = _batches(n_batches, chains, chain_len, block_size, seed, live_cap)
     ctx = zmq.Context()

@@ -236,7 +236,8 @@ def _add_attach(sub) -> None:
 
     p = sub.add_parser("attach", help="KV-event subscriber: events/s, latency, memory per block",
                        description=attach.__doc__)
-    p.add_argument("--batches", type=int, default=400, help="batches in the throughput run (8 chains of 16 blocks)")
+    p.add_argument("--batches", type=int, default=2000,
+                   help="batches in the throughput run (8 chains of 16 blocks; evictions past 50,000 live)")
     p.add_argument("--latency-batches", type=int, default=2000, help="batches in the latency run (500/s)")
     p.add_argument("--blocks", type=int, default=1_000_000, help="live blocks in the memory run")
     p.add_argument("--json", default=None, help="write the results here")

@@ -84,3 +84,17 @@ def test_scrape_over_http_and_a_dead_server():
 def test_junk_text_is_a_failed_scrape():
     bad = MetricsScraper("http://unused").ingest("vllm:x{ 1 2 3\n", 0.0)
     assert bad.error and bad.error.startswith("not Prometheus text")
+
+
+def test_token_rates_and_the_engine_record_contract():
+    s = MetricsScraper("http://unused")
+    base = (DATA / "vllm_metrics.txt").read_text()
+    counters = ("# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total{engine=\"0\"} %d\n"
+                "# TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total{engine=\"0\"} %d\n")
+    s.ingest(base + counters % (1000, 500), 10.0)
+    later = s.ingest(base + counters % (1400, 700), 12.0)
+    assert later.values["gen_tokens_per_s"] == pytest.approx(100.0)
+    assert later.values["tokens_per_s"] == pytest.approx(300.0)
+    rec = later.step_record(step=3, clock=2.0)
+    assert (rec.step, rec.t_end, rec.phase) == (3, 2.0, "idle")
+    assert rec.metrics.kv_cache_usage_perc == pytest.approx(0.5) and rec.metrics.tokens_per_s == pytest.approx(300.0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..observe.record import StepMetrics
+from ..observe.record import StepMetrics, StepRecord
 
 # family name (as the parser gives it: counters without `_total`) -> our name
 SCALARS: dict[str, str] = {
@@ -122,7 +122,18 @@ class Scrape:
             num_preemptions=int(v.get("num_preemptions", 0)),
             prefix_cache_queries=int(v.get("prefix_cache_queries", 0)),
             prefix_cache_hits=int(v.get("prefix_cache_hits", 0)),
-            gen_tokens_per_s=v.get("gen_tokens_per_s", 0.0))
+            gen_tokens_per_s=v.get("gen_tokens_per_s", 0.0),
+            tokens_per_s=v.get("tokens_per_s", 0.0))
+
+    def step_record(self, step: int, clock: float) -> StepRecord:
+        """This scrape as an idle StepRecord at `clock`: what the serving views ingest
+        from our engine (`SnapshotBuilder.ingest`), so the metric plots take a server's
+        scrapes unchanged (hit rate from the cumulative query/hit counters, as ours)."""
+        return StepRecord(step=step, t_start=clock, t_end=clock, phase="idle", seq_ids=(),
+                          metrics=self.step_metrics())
+
+
+_TOKEN_COUNTERS = ("prompt_tokens", "generation_tokens")
 
 
 class MetricsScraper:
@@ -133,6 +144,7 @@ class MetricsScraper:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self._prev: dict[str, list[tuple[float, float]]] = {}
+        self._prev_counts: tuple[float, dict[str, float]] | None = None
         self.last: Scrape | None = None
 
     def fetch_text(self) -> str:
@@ -141,6 +153,21 @@ class MetricsScraper:
         if len(data) > self.max_bytes:
             raise ValueError(f"over {self.max_bytes} bytes")
         return data.decode("utf-8", errors="replace")
+
+    def _token_rates(self, scalars: dict[str, float], t: float) -> None:
+        """tokens/s from the token counters' change since the previous scrape (a gauge
+        the server reports, like SGLang's gen_throughput, is kept as it is)."""
+        now = {k: scalars[k] for k in _TOKEN_COUNTERS if k in scalars}
+        prev = self._prev_counts
+        self._prev_counts = (t, now)
+        if prev is None or t <= prev[0] or len(now) < 2 or len(prev[1]) < 2:
+            return
+        dt = t - prev[0]
+        gen = (now["generation_tokens"] - prev[1]["generation_tokens"]) / dt
+        total = gen + (now["prompt_tokens"] - prev[1]["prompt_tokens"]) / dt
+        if gen >= 0 and total >= 0:              # a restarted server resets its counters
+            scalars.setdefault("gen_tokens_per_s", gen)
+            scalars["tokens_per_s"] = total
 
     def scrape(self) -> Scrape:
         t = time.time()
@@ -164,5 +191,6 @@ class MetricsScraper:
             for q in QUANTILES:
                 scalars[f"{name}_p{round(q * 100)}"] = histogram_quantile(q, use)
         self._prev = hists
+        self._token_rates(scalars, t)
         self.last = Scrape(self.url, t, scalars)
         return self.last

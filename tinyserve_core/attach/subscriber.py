@@ -271,23 +271,23 @@ class Subscriber:
         """Receive and apply what has arrived (waiting up to `timeout_ms` for the first
         message); returns how many messages were handled."""
         handled = 0
-        events = dict(self.poller.poll(timeout_ms))
-        while events and handled < max_messages:
-            for sock in list(events):
+        ready = [sock for sock, _ in self.poller.poll(timeout_ms)]
+        while ready and handled < max_messages:
+            for sock in ready:                 # drain each ready socket: one poll per burst
                 owner = self._owner.get(sock)
-                if owner is None:
-                    continue
-                i, kind = owner
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
-                except zmq.Again:
-                    continue
-                handled += 1
-                now = time.time()
-                if self.on_frames is not None:
-                    self.on_frames(i, kind, frames, now)
-                self.feed(i, kind, frames, now)
-            events = dict(self.poller.poll(0))
+                while owner is not None and handled < max_messages:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    handled += 1
+                    i, kind = owner
+                    now = time.time()
+                    if self.on_frames is not None:
+                        self.on_frames(i, kind, frames, now)
+                    self.feed(i, kind, frames, now)
+                    owner = self._owner.get(sock)     # a timed-out DEALER may have gone
+            ready = [sock for sock, _ in self.poller.poll(0)]
         self._check_deadlines()
         return handled
 

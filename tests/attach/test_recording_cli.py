@@ -117,3 +117,27 @@ def test_cli_refuses_bad_combinations_before_starting(tmp_path, capsys):
     assert main(["attach", "--from-recording", str(tmp_path / "nope.tskv")]) == 2
     err = capsys.readouterr().err
     assert "trace:" in err and "summary_json" in err and "nope.tskv" in err
+
+
+def test_ctrl_c_ends_cleanly_with_the_summary_written(make_pub, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    pub = make_pub()
+    s = tmp_path / "s.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.Popen([sys.executable, "-m", "tinyserve_core.cli", "attach", "--kv-events", pub.url,
+                          "--summary-json", str(s)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        pub.wait_subscriber(60)
+        pub.send([stored([1, 2])])
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err.decode()
+    summary = json.loads(s.read_text())
+    assert list(summary) == KEYS and summary["blocks_live"] == 2

@@ -115,8 +115,11 @@ def test_cli_refuses_bad_combinations_before_starting(tmp_path, capsys):
     assert main(["attach", "--kv-events", "tcp://127.0.0.1:1",
                  "--summary-json", str(tmp_path / "missing" / "s.json")]) == 2
     assert main(["attach", "--from-recording", str(tmp_path / "nope.tskv")]) == 2
+    assert main(["attach", "--kv-events", "tcp://127.0.0.1:1", "--replay", "http://h:5558"]) == 2
+    assert main(["attach", "--kv-events", "nonsense", "--duration", "0"]) == 2
     err = capsys.readouterr().err
     assert "trace:" in err and "summary_json" in err and "nope.tskv" in err
+    assert "replay: 'http://h:5558'" in err and "kv_events: nonsense" in err
 
 
 def test_ctrl_c_ends_cleanly_with_the_summary_written(make_pub, tmp_path):

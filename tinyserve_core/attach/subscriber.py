@@ -28,6 +28,7 @@ from .cache_model import CacheModel
 from .wire import DecodedBatch, PayloadError, decode_payload
 
 LIVE, REPLAY, REPLAY_TIMEOUT = 0, 1, 2      # kinds of received frames (also in recordings)
+_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 
 def offset_port(url: str, rank: int) -> str:
@@ -71,15 +72,15 @@ def expand_endpoints(urls: list[str], replay_urls: list[str] | None, data_parall
 class StreamStats:
     url: str
     rank: int
+    state: str = "waiting"      # waiting | live | replaying | replay timed out
     batches: int = 0            # distinct seqs decoded and applied
-    malformed: int = 0
-    gaps: int = 0
-    replayed_batches: int = 0
+    malformed: int = 0          # frames, payloads or events that could not be decoded
+    gaps: int = 0               # sequence gaps seen (a late join counts as one)
+    last_seq: int | None = None
+    replayed_batches: int = 0   # applied from a replay (the live stream had lost them)
     duplicates: int = 0
     replay_timeouts: int = 0
-    last_seq: int | None = None
-    last_receive: float | None = None
-    state: str = "waiting"      # waiting | live | replaying | replay timed out
+    last_receive: float | None = None   # wall time of the last live frame: a silent rank
     other_types: dict[str, int] = field(default_factory=dict)
 
 
@@ -212,6 +213,9 @@ class Subscriber:
                  on_frames: FrameSink | None = None, context: zmq.Context | None = None):
         if not endpoints:
             raise ConfigError("kv_events", "at least one endpoint is needed")
+        for e in endpoints:     # checked now: a replay is asked for mid-run, when it is too late
+            if e.replay_url is not None and not e.replay_url.startswith(_SCHEMES):
+                raise ConfigError("replay", f"{e.replay_url!r}: expected tcp://HOST:PORT, ipc:// or inproc://")
         self.model = model
         self.endpoints = endpoints
         self.replay_timeout_s = replay_timeout_s

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..writers import check_writable, write_json
-from ._parser import Parser, add_from_module, optional
+from ._parser import Parser, add_from_module, optional, positive_int
 
 # name -> (module, the third-party package it needs)
 QT_BENCHES = {
@@ -236,10 +236,12 @@ def _add_attach(sub) -> None:
 
     p = sub.add_parser("attach", help="KV-event subscriber: events/s, latency, memory per block",
                        description=attach.__doc__)
-    p.add_argument("--batches", type=int, default=2000,
-                   help="batches in the throughput run (8 chains of 16 blocks; evictions past 50,000 live)")
-    p.add_argument("--latency-batches", type=int, default=2000, help="batches in the latency run (500/s)")
-    p.add_argument("--blocks", type=int, default=1_000_000, help="live blocks in the memory run")
+    sizes = (("--batches", 2000, "batches in the throughput run (8 chains of 16 blocks; "
+                                 "evictions past 50,000 live)"),
+             ("--latency-batches", 2000, "batches in the latency run (500/s)"),
+             ("--blocks", 1_000_000, "live blocks in the memory run"))
+    for flag, default, text in sizes:
+        p.add_argument(flag, type=positive_int(flag), default=default, help=text)
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run_attach)
 
@@ -249,11 +251,7 @@ def run_attach(args) -> int:
 
     from ..bench.attach import latency, memory, throughput
     from ..bench.machine import cpu_model
-    from ..errors import ConfigError
 
-    for flag in ("batches", "latency_batches", "blocks"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(flag, f"must be >= 1, got {getattr(args, flag)}")
     if args.json:
         check_writable(args.json, "--json")
     bar = tqdm(total=3, desc="bench attach", file=sys.stderr)

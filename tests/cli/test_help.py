@@ -24,7 +24,7 @@ def _commands(parser):
 def test_top_level_help_lists_every_command_with_a_line():
     parser = build_parser()
     action, names = _commands(parser)
-    assert names == ["generate", "simulate", "info", "train-lm", "train-scene", "workload", "check-trace",
+    assert names == ["generate", "simulate", "attach", "info", "train-lm", "train-scene", "workload", "check-trace",
                      "bench", "eval", "soak"]
     helps = {c.dest: c.help for c in action._choices_actions}
     text = parser.format_help()

@@ -361,3 +361,26 @@ def test_check_invariants_catches_corruption():
     bm2.pool.used_fill += 1
     with pytest.raises(AssertionError, match="waste"):
         bm2.check_invariants()
+
+
+def test_cache_events_report_each_newly_hashed_chain_once():
+    from tinyserve_core.kv.hashing import hash_prompt_blocks
+    from tinyserve_core.observe.events import Cache
+    sink = EventSink()
+    bm = BlockManager(16, 4, sink=sink)
+    toks = list(range(10))
+    bm.allocate(1, toks)
+    sink.drain()
+    bm.cache_full_blocks(1, toks, 10)
+    (ev,) = [e for e in sink.drain() if isinstance(e, Cache)]
+    hashes = hash_prompt_blocks(toks, 4)
+    assert ev.block_hashes == tuple(hashes) and ev.parent_hash is None
+    assert ev.block_ids == tuple(bm.block_table(1)[:2]) and ev.token_ids == tuple(range(8))
+    bm.cache_full_blocks(1, toks, 10)                 # nothing new: no event
+    assert not [e for e in sink.drain() if isinstance(e, Cache)]
+    longer = toks[:8] + [50, 51, 52, 53, 54]          # hits both cached blocks
+    bm.allocate(2, longer)
+    bm.cache_full_blocks(2, longer, 13)
+    (ev2,) = [e for e in sink.drain() if isinstance(e, Cache)]
+    # blocks 0-1 are hits (already cached); block 2 continues the chain from hash[1]
+    assert ev2.parent_hash == hashes[1] and len(ev2.block_hashes) == 1

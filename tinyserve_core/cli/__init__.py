@@ -1,4 +1,4 @@
-"""`tinyserve`: generate, simulate, info, train-lm, train-scene, workload, check-trace,
+"""`tinyserve`: generate, simulate, attach, info, train-lm, train-scene, workload, check-trace,
 bench …, eval …, soak.
 
 One module per command family holds its argument parsing, progress bars and printing;
@@ -13,11 +13,11 @@ import argparse
 import sys
 
 from ..errors import TinyServeError
-from . import bench, eval as eval_, generate, info, simulate, soak, trace, train, workload
+from . import attach, bench, eval as eval_, generate, info, simulate, soak, trace, train, workload
 from ._parser import Parser
 
 # --help lists the commands in this order
-_FAMILIES = (generate, simulate, info, train, workload, trace, bench, eval_, soak)
+_FAMILIES = (generate, simulate, attach, info, train, workload, trace, bench, eval_, soak)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..writers import check_writable, write_json
-from ._parser import Parser, add_from_module, optional
+from ._parser import Parser, add_from_module, optional, positive_int
 
 # name -> (module, the third-party package it needs)
 QT_BENCHES = {
@@ -30,6 +30,7 @@ def register(sub) -> None:
     add_from_module(what, *QT_BENCHES["gui"])
     optional(lambda: _add_decode(what))
     optional(lambda: _add_kv(what))
+    optional(lambda: _add_attach(what))
     add_from_module(what, *QT_BENCHES["scene-gui"])
 
 
@@ -222,6 +223,61 @@ def run_kv(args) -> int:
               f"{w['peak_usage']:>6.1%} {w['prefix_hit_rate']:>6.1%} {w['preemptions']:>8}")
     print("waste = empty slots / allocated slots of used blocks, mean over steps; "
           "static = the same with max_model_len (2048) reserved per request")
+    if args.json:
+        write_json(args.json, res, "--json")
+        print(f"json -> {args.json}")
+    return 0
+
+
+# ---- attach ------------------------------------------------------------------------------
+
+def _add_attach(sub) -> None:
+    from ..bench import attach
+
+    p = sub.add_parser("attach", help="KV-event subscriber: events/s, latency, memory per block",
+                       description=attach.__doc__)
+    sizes = (("--batches", 2000, "batches in the throughput run (8 chains of 16 blocks; "
+                                 "evictions past 50,000 live)"),
+             ("--latency-batches", 2000, "batches in the latency run (500/s)"),
+             ("--blocks", 1_000_000, "live blocks in the memory run"))
+    for flag, default, text in sizes:
+        p.add_argument(flag, type=positive_int(flag), default=default, help=text)
+    p.add_argument("--json", default=None, help="write the results here")
+    p.set_defaults(func=run_attach)
+
+
+def run_attach(args) -> int:
+    from tqdm import tqdm
+
+    from ..bench.attach import latency, memory, throughput
+    from ..bench.machine import cpu_model
+
+    if args.json:
+        check_writable(args.json, "--json")
+    bar = tqdm(total=3, desc="bench attach", file=sys.stderr)
+    try:
+        tp = throughput(n_batches=args.batches)
+        bar.update(1)
+        lt = latency(n_batches=args.latency_batches)
+        bar.update(1)
+        mem = memory(num_blocks=args.blocks)
+        bar.update(1)
+    finally:
+        bar.close()
+    res = {"machine": cpu_model(), "throughput": tp, "latency": lt, "memory": mem}
+    print(f"\nattach benchmark on {res['machine']}")
+    print(f"{'measure':<44} {'value':>14}")
+    rows = [
+        (f"block events/s decoded + applied ({tp['block_events']} events)", f"{tp['block_events_per_s']:,.0f}"),
+        ("  dropped / gaps / malformed", f"{tp['dropped']} / {tp['gaps']} / {tp['malformed']}"),
+        (f"publish -> applied p50 ({lt['rate_per_s']:.0f} batches/s)", f"{lt['p50_ms']:.2f} ms"),
+        ("publish -> applied p95", f"{lt['p95_ms']:.2f} ms"),
+        (f"memory per live block ({mem['blocks_live']:,} live)", f"{mem['bytes_per_block']:.0f} B"),
+        ("block_map() snapshot", f"{mem['block_map_ms']:.1f} ms"),
+        ("forest_counts() (roots, depth)", f"{mem['forest_counts_ms']:.1f} ms"),
+    ]
+    for k, v in rows:
+        print(f"{k:<44} {v:>14}")
     if args.json:
         write_json(args.json, res, "--json")
         print(f"json -> {args.json}")

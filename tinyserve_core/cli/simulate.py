@@ -71,7 +71,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     outputs = _check_outputs(cfg.output)    # before the model loads: a bad path costs nothing
     with _StopOnSignal() as stop:
         sim = Simulation(cfg)
-        sinks = _open_sinks(cfg.output)
+        sinks = _open_sinks(cfg.output, cfg.cache.block_size)
         try:
             _run(sim, sinks, stop)
         except BaseException:   # an engine error: no temporary file stays behind
@@ -125,7 +125,7 @@ class _StopOnSignal:
             signal.signal(sig, old)
 
 
-def _open_sinks(out) -> dict[str, object]:
+def _open_sinks(out, block_size: int) -> dict[str, object]:
     """Streaming writers for the trace and metrics: written step by step, so a long run
     holds neither in memory and an interrupted one still has them."""
     sinks: dict[str, object] = {}
@@ -136,6 +136,10 @@ def _open_sinks(out) -> dict[str, object]:
         if out.metrics:
             from ..observe.csv_export import MetricsCsvWriter
             sinks["metrics"] = MetricsCsvWriter(out.metrics)
+        if out.kv_events:
+            from ..observe.kv_event_publisher import KVEventPublisher
+            sinks["kv_events"] = KVEventPublisher(out.kv_events, out.kv_events_replay,
+                                                  block_size=block_size)
     except BaseException:
         for w in sinks.values():
             w.abort()
@@ -190,6 +194,10 @@ def _finish(sim, sinks: dict, outputs: dict[str, str], *, partial: bool) -> int:
             print(done[field].format(path))
         except TinyServeError as e:
             failed.append(f"tinyserve simulate: error: not written: {e}")
+    pub = sinks.get("kv_events")
+    if pub is not None and not isinstance(pub, TinyServeError):
+        pub.close()
+        print(f"kv events -> {pub.endpoint} ({pub.batches} batches)")
     for line in failed:
         print(line, file=sys.stderr)
     if partial:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ConfigError
-from ..observe.events import Alloc, CowCopy, EventSink, Fork, Free, PrefixHit
+from ..observe.events import Alloc, Cache, CowCopy, EventSink, Fork, Free, PrefixHit
 from .block_pool import BlockPool, KVCacheBlock, NoFreeBlocksError
 from .hashing import hash_block_tokens, iter_block_hashes, root_hash
 from .stats import BlockInfo, BlocksSnapshot, KVStats
@@ -289,6 +289,8 @@ class BlockManager:
         bs = self.block_size
         num_full = num_computed_tokens // bs
         hashes = s.block_hashes
+        report = self.sink is not None and self.sink.enabled
+        run: list[int] = []           # indices of newly cached blocks, one chain at a time
         for i in range(s.num_cache_checked, num_full):
             if i < len(hashes):
                 block_hash = hashes[i]
@@ -296,9 +298,23 @@ class BlockManager:
                 block_hash = hash_block_tokens(hashes[i - 1] if i else s.root,
                                                token_ids[i * bs:(i + 1) * bs])
                 hashes.append(block_hash)
-            self.pool.cache_block(self.pool.blocks[s.table[i]], block_hash,
-                                  token_ids[i * bs:(i + 1) * bs])
+            block = self.pool.blocks[s.table[i]]
+            was_cached = block.block_hash is not None
+            if self.pool.cache_block(block, block_hash, token_ids[i * bs:(i + 1) * bs]) \
+                    and not was_cached and report:
+                run.append(i)
+            elif run:                 # a block left out breaks the chain: report what we have
+                self._emit_cache(seq_id, s, run, token_ids)
+                run = []
+        if run:
+            self._emit_cache(seq_id, s, run, token_ids)
         s.num_cache_checked = max(s.num_cache_checked, num_full)
+
+    def _emit_cache(self, seq_id: int, s: "_SeqState", run: list[int], token_ids: Sequence[int]) -> None:
+        bs = self.block_size
+        i0, i1 = run[0], run[-1] + 1
+        self._emit(Cache(seq_id, tuple(s.table[i0:i1]), tuple(s.block_hashes[i0:i1]),
+                         s.block_hashes[i0 - 1] if i0 else None, tuple(token_ids[i0 * bs:i1 * bs])))
 
     def fork(self, parent_seq_id: int, child_seq_id: int) -> None:
         """The child shares every block of the parent (refcount + 1, nothing copied)."""

@@ -72,6 +72,19 @@ class Evict(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Cache(Event):
+    """Full blocks newly registered in the prefix cache, as one chain: block_hashes[0]'s
+    parent is `parent_hash` (None for a sequence's first block), each next hash's parent
+    the one before. What a KV-event publisher reports as BlockStored."""
+    kind: ClassVar[str] = "cache"
+    seq_id: int
+    block_ids: tuple[int, ...]
+    block_hashes: tuple[int, ...]
+    parent_hash: int | None
+    token_ids: tuple[int, ...]            # block_size per block
+
+
+@dataclass(frozen=True, slots=True)
 class Preempt(Event):
     """A running request lost its blocks and goes back to waiting (recompute)."""
     kind: ClassVar[str] = "preempt"
@@ -159,6 +172,6 @@ class EventSink:
 
 
 EVENT_KINDS: tuple[str, ...] = tuple(
-    c.kind for c in (Alloc, Free, Fork, CowCopy, PrefixHit, Evict, Preempt, Schedule,
+    c.kind for c in (Alloc, Free, Fork, CowCopy, PrefixHit, Evict, Cache, Preempt, Schedule,
                      Arrive, Reject, Finish, PageSelection)
 )

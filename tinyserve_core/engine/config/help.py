@@ -41,4 +41,6 @@ HELP = {
                "steps are timed whole, with an eager per-op breakdown every 16th",
     "trace": "write a Chrome/Perfetto trace JSON here", "metrics": "write per-step metrics CSV here",
     "summary_json": "write the run summary JSON here",
+    "kv_events": "publish vLLM-format KV-cache events on this ZMQ endpoint (tcp://*:5557 binds)",
+    "kv_events_replay": "answer KV-event replay requests on this endpoint (tcp://*:5558)",
 }

@@ -167,8 +167,17 @@ class OutputConfig:
     trace: str | None = None
     metrics: str | None = None
     summary_json: str | None = None
+    kv_events: str | None = None           # publish vLLM-format KV events here (PUB)
+    kv_events_replay: str | None = None    # and answer replays here (ROUTER)
 
     def validate(self) -> None:
         """Any path is accepted: the files are only opened when the run ends."""
         if not isinstance(self.profile, bool):
             raise ConfigError("profile", f"must be true or false, got {self.profile!r}")
+        for key in ("kv_events", "kv_events_replay"):
+            url = getattr(self, key)
+            if url is not None and not (isinstance(url, str)
+                                        and url.startswith(("tcp://", "ipc://", "inproc://"))):
+                raise ConfigError(key, f"must be a ZMQ endpoint (tcp://HOST:PORT, ipc://, inproc://), got {url!r}")
+        if self.kv_events_replay is not None and self.kv_events is None:
+            raise ConfigError("kv_events_replay", "needs kv_events (the endpoint it replays)")

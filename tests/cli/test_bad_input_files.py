@@ -41,6 +41,9 @@ CASES: dict[str, list[list[str]]] = {
     "eval selection": [["--model", "{folder}"]],
     "eval scene": [["--scene", "{file}"], ["--queries", "{file}"], ["--weights", "{file}"]],
     "soak": [],
+    "attach": [["--from-recording", "{file}"],
+               ["--tokenizer", "{folder}", "--kv-events", "tcp://127.0.0.1:9", "--duration", "0.1"]],
+    "bench attach": [],
 }
 
 # Known failures, each with its reason; strict, so the marker must go

@@ -8,12 +8,15 @@ A mixin of `SceneTab` (tab.py): it reads `frame`, `lab`, `output`, `note`, `view
 
 from __future__ import annotations
 
+from itertools import cycle
+
 import numpy as np
 from PySide6.QtGui import QColor
 
 from .colorize import colorize
 
-CANDIDATE_COLOURS = (QColor(255, 140, 0), QColor(200, 80, 255))
+# one colour per candidate, cycled: an ambiguous answer may name three or more objects
+CANDIDATE_COLOURS = (QColor(255, 140, 0), QColor(200, 80, 255), QColor(0, 170, 120), QColor(230, 60, 120))
 OUTPUT_NOTES = {"Depth": "depth: near bright, far dark; white = nothing hit",
                 "Label entropy": "label entropy: dark = certain, bright = uncertain (object borders)",
                 "Query relevancy": "relevancy to the last query: hot = relevant"}
@@ -48,7 +51,7 @@ class OverlayDrawing:
         ov.boxes = []
         if self.query_result is not None:
             amb = self.query_result.status == "ambiguous"
-            for c, colour in zip(self.query_result.candidates, CANDIDATE_COLOURS):
+            for c, colour in zip(self.query_result.candidates, cycle(CANDIDATE_COLOURS)):
                 if c.extent is not None:
                     uv, front = cam.project(box_corners(c.extent, self.lab.bake.grid.voxel))
                     ov.boxes.append((uv, front, colour, c.label + ("?" if amb else "")))

@@ -265,7 +265,7 @@ def summary_rows(rep: dict) -> list[tuple[str, str, str]]:
         ("solved paths collision-free", f"{p['collision_free'] * 100:.0f}%", "100%"),
         ("approach distance max (ground / gripper), m",
          " / ".join(f"{_max_approach(p['rows'], k):.2f}" for k in ("ground", "gripper")),
-         f"<= {REACH['ground']} / {REACH['gripper']}"),
+         f"<= {REACH['ground']} / radius + {REACH['gripper']} + margin"),
         ("plan latency p50 / p95, ms", f"{p['p50_ms']:.1f} / {p['p95_ms']:.1f}", f"<= {t['plan_p95_ms']:.0f}"),
         ("bake render 256x256 p50 / p95, ms", f"{r['bake_256_p50_ms']:.1f} / {r['bake_256_p95_ms']:.1f}", f"<= {t['bake_render_p95_ms']:.0f}"),
         ("full render 256x256, ms", f"{r['full_256_ms']:.0f}", ""),

@@ -26,9 +26,10 @@ PLANNERS = ("rrtconnect", "rrtstar")
 ROBOTS = ("ground", "gripper")
 GROUND_HEIGHT = 0.5  # the ground robot's body spans the floor up to this height (m)
 FLOOR_GAP = 0.04  # obstacles start this far above the floor plane
-# How far an approach pose's centre may be from the nearest point of the target (m): a
-# ground robot's arm reaches 0.6 m horizontally; a gripper closes within 0.25 m.
-REACH = {"ground": 0.6, "gripper": 0.25}
+# How far the target may be (m): a ground robot's arm reaches 0.6 m horizontally from its
+# centre; a gripper's fingers close on what lies within 0.12 m of its body (beyond its radius
+# and the planning margin, so the limit grows with the gripper: see Planner.reach).
+REACH = {"ground": 0.6, "gripper": 0.12}
 _seeded = False
 
 
@@ -169,6 +170,10 @@ class Planner:
                     todo.append(name)
         return out
 
+    def reach(self, robot: Robot) -> float:
+        """The largest approach distance (robot centre to target) a goal may have."""
+        return REACH["ground"] if robot.kind == "ground" else self._required(robot) + REACH["gripper"]
+
     def _object_mask(self, m: _Map, names: list[str], dims: int) -> np.ndarray:
         mask = np.zeros(m.shape, dtype=bool)
         for n in names:
@@ -192,7 +197,7 @@ class Planner:
         m = self.map(robot.kind)
         dims = 2 if robot.kind == "ground" else 3
         to_obj = ndimage.distance_transform_edt(~self._object_mask(m, [target], dims), sampling=self.voxel)
-        region = to_obj <= REACH[robot.kind]
+        region = to_obj <= self.reach(robot)
         if robot.kind == "ground":  # the body stays outside the outline it cannot stand under
             held = self._object_mask(m, [target, *self.supports(target)], dims)
             region &= ndimage.distance_transform_edt(~held, sampling=self.voxel) >= robot.radius + 0.5 * self.voxel
@@ -250,7 +255,7 @@ class Planner:
             return fail("invalid start", f"the start is within {need:.2f} m of an obstacle or outside the scene")
         goal_idx = self.approach_goal(robot, target, start, free)
         if goal_idx is None:
-            return unreachable(f"no free pose within {REACH[robot.kind]:.2f} m of {target!r} for a "
+            return unreachable(f"no free pose within {self.reach(robot):.2f} m of {target!r} for a "
                                f"{robot.radius:.2f} m {robot.kind}")
         comp = self._components(robot.kind, need, free)
         s_idx = tuple(m.index(start[:dims]))

@@ -13,6 +13,7 @@ per-pixel relevancy from the rendered class distribution.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -60,6 +61,15 @@ def embed(texts: list[str]) -> np.ndarray:
     return text_encoder().encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
 
+@functools.lru_cache(maxsize=512)
+def _embed_one(text: str) -> np.ndarray:
+    """One query text's embedding, kept: the GUI asks the same words again, and relation
+    references ("the table") recur."""
+    v = embed([text])[0]
+    v.flags.writeable = False
+    return v
+
+
 @dataclass
 class Candidate:
     label: str
@@ -100,6 +110,7 @@ class ObjectIndex:
         self.extents = extents or {}
         self.facts = scene_facts(spec)
         texts, owner, names = [], [], []
+        self._names = [{o.label, *o.aliases} for o in spec.objects]
         for k, o in enumerate(spec.objects):
             mine = [o.label, o.description, f"{o.label}, {o.description}", *o.aliases,
                     *(f"something for {f}" for f in o.function), *(f"{o.label} for {f}" for f in o.function)]
@@ -119,7 +130,7 @@ class ObjectIndex:
 
     def similarities(self, head: str) -> tuple[np.ndarray, float]:
         """Per object the best similarity of its texts to the head, and the best of the absent concepts."""
-        q = embed([head])[0]
+        q = _embed_one(head)
         per_text = self._emb @ q
         sims = np.full(len(self.labels), -1.0)
         np.maximum.at(sims, self._owner, per_text)
@@ -183,7 +194,11 @@ class ObjectIndex:
 
     def _resolve(self, ref: str, c2w) -> list[int]:
         """The objects a relation's reference names ("the table"): every candidate of its answer."""
-        picks, _ = self._answer(parse(ref, relations=False), c2w, [])
+        p = parse(ref, relations=False)
+        named = [k for k, n in enumerate(self._names) if p.head in n]
+        if named and not (p.colours or p.materials or p.superlative or p.side or p.size_word):
+            return named  # a label or alias as written needs no encoder
+        picks, _ = self._answer(p, c2w, [])
         return picks
 
     @staticmethod

@@ -7,8 +7,8 @@ from tinyserve_core.scene.phrases import Vocabulary, parse
 
 @pytest.fixture(scope="module")
 def vocab():
-    scene = {"red", "mug", "lamp", "desk", "table", "ball", "box", "chair", "books", "stack"}
-    return Vocabulary(scene, {"piano", "bed", "cat"}, known={"lamb", "eat", "piano", "bed", "the"})
+    scene = {"red", "mug", "lamp", "desk", "table", "ball", "chair", "books", "stack"}
+    return Vocabulary(scene, {"piano", "bed", "cat", "map", "bots"}, known={"lamb", "eat", "piano", "bed", "the"})
 
 
 def test_relation_splits_head_and_reference():
@@ -59,6 +59,11 @@ def test_typos_are_corrected_against_the_vocabulary(vocab):
     p = parse("the red mgu", vocab)
     assert p.text == "the red mug" and p.corrections == {"mgu": "mug"}
     assert vocab.correct("chiar") == "chair"
+    assert vocab.correct("lmap") == "lamp"  # a swap beats a dropped letter ("map" is one edit too)
+    assert vocab.correct("teh") == "the"
+    # at equal distance and likeness, this scene's word beats an absent concept
+    assert Vocabulary({"plank"}, {"blank"}, known=set()).correct("qlank") == "plank"
+    assert Vocabulary({"blank"}, {"plank"}, known=set()).correct("qlank") == "blank"
     assert vocab.correct("pianno") == "piano"  # an absent concept stays absent
     assert vocab.correct("lamb") == "lamb" and vocab.correct("eat") == "eat"  # real words are not typos
     assert vocab.correct("xylophone") == "xylophone"  # nothing close: left alone

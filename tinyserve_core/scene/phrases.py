@@ -114,8 +114,10 @@ class Vocabulary:
         hits = process.extract(word, self.targets, scorer=DamerauLevenshtein.distance, score_cutoff=max_d, limit=8)
         if not hits:
             return word
-        # fewest edits, then the closest spelling, then a word of this scene over a concept
-        best = min(hits, key=lambda h: (h[1], -fuzz.ratio(word, h[0]), h[0] not in self.scene))
+        # fewest edits; then swapped letters (the commonest slip: "lmap" is "lamp", not "map");
+        # then a word of this scene over an absent concept; then the closest spelling
+        best = min(hits, key=lambda h: (h[1], sorted(h[0]) != sorted(word), h[0] not in self.scene,
+                                        -fuzz.ratio(word, h[0])))
         return best[0]
 
 

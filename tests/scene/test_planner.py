@@ -91,3 +91,13 @@ def test_bad_inputs_name_the_field(lab):
     with pytest.raises(ConfigError) as e:
         lab.plan("unicorn")
     assert e.value.field == "target"
+
+
+def test_floor_specks_in_the_bake_are_not_obstacles(lab, spec):
+    """The bake holds a few floor-labelled solid corners at 5 cm; as obstacles they closed
+    the corridor north of the table to a 0.2 m robot."""
+    blocked, lo, voxel = lab.planner.inflated(Robot("ground", 0.2))
+    x, y = np.rint((np.array([0.0, 1.025]) - lo) / voxel).astype(int)
+    assert not blocked[x, y]
+    r = lab.plan("stack of books", Robot("ground", 0.2))
+    assert r.solved and path_clearance(spec, r) >= 0.2

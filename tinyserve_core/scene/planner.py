@@ -120,6 +120,7 @@ class Planner:
         self.voxel = bake.grid.voxel
         self.margin = 1.5 * self.voxel
         self.lo = np.array(bake.grid.lo)
+        self.solid_density = solid_density
         self.solid = bake.solid(solid_density)  # [X, Y, Z] corners
         zs = self.lo[2] + np.arange(self.solid.shape[2]) * self.voxel
         self._body = (zs >= floor_z + FLOOR_GAP) & (zs <= floor_z + GROUND_HEIGHT)
@@ -128,10 +129,21 @@ class Planner:
         self._regions: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._label_pts = bake.object_points(solid_density)
 
+    def _floor_specks(self) -> np.ndarray:
+        """Solid corners [X, Y, Z] the bake labels as the floor: at body height they are
+        specks of the floor's surface (seen at z = 0.05 m), not things a wheel bumps into."""
+        specks = np.zeros_like(self.solid)
+        if self.floor_label in self.bake.labels:
+            xyz, _, lab = self.bake.corner_points(self.solid_density)
+            pts = xyz[lab == self.bake.labels.index(self.floor_label)]
+            specks[tuple(np.rint((pts - self.lo) / self.voxel).astype(int).T)] = True
+        return specks
+
     def map(self, kind: str) -> _Map:
         if kind not in self._maps:
             if kind == "ground":
-                self._maps[kind] = _Map(self.solid[:, :, self._body].any(axis=2), self.lo[:2], self.voxel)
+                body = (self.solid & ~self._floor_specks())[:, :, self._body]
+                self._maps[kind] = _Map(body.any(axis=2), self.lo[:2], self.voxel)
             else:
                 self._maps[kind] = _Map(self.solid, self.lo, self.voxel)
         return self._maps[kind]
@@ -200,7 +212,8 @@ class Planner:
         region = to_obj <= self.reach(robot)
         if robot.kind == "ground":  # the body stays outside the outline it cannot stand under
             held = self._object_mask(m, [target, *self.supports(target)], dims)
-            region &= ndimage.distance_transform_edt(~held, sampling=self.voxel) >= robot.radius + 0.5 * self.voxel
+            # the same margin as obstacles: the true outline may lie a voxel beyond the solid corners
+            region &= ndimage.distance_transform_edt(~held, sampling=self.voxel) >= self._required(robot)
         else:  # approach from above or beside, never from under a surface
             top = pts[:, 2].max()
             region &= (m.lo[2] + np.arange(m.shape[2]) * self.voxel >= top - 0.05)[None, None, :]

@@ -166,9 +166,8 @@ class ObjectIndex:
         refs = self._resolve(p.ref, c2w) if p.relation else []
         if p.relation and not refs:
             notes.append(f"ignored {p.relation!r} {p.ref!r}: nothing here matches {p.ref!r}")
-            p = parse(p.without_relation, relations=False)
-            if p.colours or p.materials:  # words after the relation may carry attributes too
-                return self._answer(p, c2w, notes)
+            # read again as plain words: those after the relation may carry attributes too
+            return self._answer(parse(p.without_relation, relations=False), c2w, notes)
         if refs and p.relation in HOLDS:
             pool = filter_relation(p.relation, pool, refs, facts, c2w)
         if p.generic:

@@ -82,3 +82,18 @@ def test_typos_are_corrected_before_encoding(lab):
 def test_empty_query_is_rejected(lab):
     with pytest.raises(ConfigError):
         lab.query("   ")
+
+
+def test_left_and_right_are_seen_from_the_render_camera(lab):
+    assert lab.query("the box on the left").label == "blue box"  # the default view
+    behind = lab.render(lab.camera(azimuth=210, elevation=40, size=48))
+    assert lab.query("the box on the left", behind).label == "brown box"
+
+
+def test_a_query_head_is_embedded_once(lab):
+    from tinyserve_core.scene.query import _embed_one
+
+    lab.query("the stack of books")
+    hits = _embed_one.cache_info().hits
+    lab.query("the stack of books")
+    assert _embed_one.cache_info().hits > hits and not _embed_one("stack of books").flags.writeable

@@ -43,7 +43,7 @@ def query_record(result, when: float) -> dict:
     """One query log line; `answer` uses the query-file vocabulary (a label, "ambiguous" or
     "not found") so a log can be turned into a regression set for `tinyserve eval scene`."""
     return {"time": when, "query": result.query, "answer": result.label, "status": result.status,
-            "latency_ms": round(result.latency_ms, 2),
+            "latency_ms": round(result.latency_ms, 2), "corrected": result.corrected, "notes": list(result.notes),
             "candidates": [{"label": c.label, "score": round(c.score, 4),
                             "centroid": None if c.extent is None else list(c.extent.centroid),
                             "bbox_min": None if c.extent is None else list(c.extent.bbox_min),

@@ -58,16 +58,20 @@ class FindControl:
         qp = self.query_panel
         self.query_result = q
         self.query_log.append(query_record(q, time.time()))
+        from html import escape
+
         if q.status == "found":
             c = q.candidates[0]
-            qp.status.setText(f"<b>found: {c.label}</b> (similarity {c.score:.2f}, {q.latency_ms:.0f} ms)")
+            qp.status.setText(f"<b>found: {escape(c.label)}</b> (similarity {c.score:.2f}, {q.latency_ms:.0f} ms)")
         elif q.status == "ambiguous":
-            a, b = q.candidates
-            qp.status.setText(f"<b>ambiguous</b>: {a.label} ({a.score:.2f}) or {b.label} ({b.score:.2f})")
+            names = " or ".join(f"{escape(c.label)} ({c.score:.2f})" for c in q.candidates)
+            qp.status.setText(f"<b>ambiguous</b>: {names}; planning takes {escape(q.candidates[0].label)}")
         else:
             best = max(q.scores, key=q.scores.get)
-            qp.status.setText(f"<b>not found</b>: nothing here matches \"{q.query}\" "
-                              f"(closest: {best}, {q.scores[best]:.2f})")
+            qp.status.setText(f"<b>not found</b>: nothing here matches \"{escape(q.query)}\" "
+                              f"(closest: {escape(best)}, {q.scores[best]:.2f})")
+        if q.notes:  # typo corrections and ignored relations: say how the query was read
+            qp.status.setText(qp.status.text() + "<br><i>" + escape("; ".join(q.notes)) + "</i>")
         qp.best_view.setEnabled(bool(q.candidates))
         if q.candidates:
             i = self.plan_panel.target.findText(q.candidates[0].label)

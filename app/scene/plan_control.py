@@ -12,6 +12,11 @@ import time
 from tinyserve_core.errors import ConfigError
 
 
+def _pose(goal) -> str:
+    """Ground goals are x, y, yaw (radians); gripper goals x, y, z."""
+    return "(" + ", ".join(f"{v:.2f}" for v in goal) + ")"
+
+
 class PlanControl:
     def plan_settings(self):
         """(target, Robot, planner) from the fields; a bad value is shown next to its field."""
@@ -59,7 +64,8 @@ class PlanControl:
             p.result.setText(f"<b>path to {res.target}</b> ({res.robot.kind}, r = {res.robot.radius:.2f} m, "
                              f"{res.planner})<br>length <b>{res.length:.2f} m</b>, min clearance "
                              f"<b>{res.min_clearance * 100:.1f} cm</b>, planning <b>{res.planning_ms:.0f} ms</b>, "
-                             f"{len(res.path)} waypoints")
+                             f"{len(res.path)} waypoints<br>goal {_pose(res.goal)}, {res.approach_distance:.2f} m "
+                             f"from {res.target} ({res.approach})")
         else:
             p.result.setText(f"<span style='color:#e0473c'><b>NO PATH</b> ({res.status})</span>: {res.message}")
         self.redraw()

@@ -138,6 +138,17 @@ def test_ambiguous_and_not_found_are_shown_as_such(qapp, tab):
     assert float(tab.relevancy().max()) == 0.0
 
 
+def test_corrections_and_three_way_ambiguity_are_shown(qapp, tab):
+    tab.ask("the red mgu")
+    pump(qapp, lambda: tab.query_result is not None and tab.query_result.query == "the red mgu")
+    assert tab.query_result.label == "red mug" and "mgu" in tab.query_panel.status.text()
+    assert tab.query_log[-1]["corrected"] == "the red mug" and tab.query_log[-1]["notes"]
+    tab.ask("what is on the table")
+    pump(qapp, lambda: tab.query_result.query == "what is on the table")
+    assert sorted(b[3] for b in tab.view.overlays.boxes) == ["desk lamp?", "red mug?", "stack of books?"]
+    assert "planning takes" in tab.query_panel.status.text()
+
+
 def test_empty_query_is_refused_next_to_the_box(qapp, tab):
     n = len(tab.query_log)
     tab.ask("   ")

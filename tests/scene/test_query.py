@@ -33,11 +33,67 @@ def test_ambiguous_returns_both_candidates(lab):
     assert {c.label for c in r.candidates} == {"blue box", "brown box"}
 
 
-def test_not_found_under_the_threshold(lab, frame):
+def test_not_found_has_no_best_and_no_relevancy(lab, frame):
     r = lab.query("a giraffe", frame)
     assert r.status == "not found" and r.candidates == [] and not r.relevancy.any()
+    assert r.best is None
+
+
+def test_not_found_is_calibrated_against_the_scene(lab):
+    idx = lab.index
+    # concepts the scene's own objects are named by are not "absent": the mug keeps "cup" out
+    assert "cup" not in idx.concepts and "piano" in idx.concepts
+    assert lab.query("a piano").best is None and lab.query("a sofa").best is None
+    # a low absolute similarity is still found when no absent concept comes close
+    r = lab.query("something to learn from")
+    assert r.label == "stack of books" and r.best.score < 0.7
+
+
+def test_the_thing_on_the_floor_is_never_the_floor(lab):
+    assert lab.query("the ball on the floor").label == "green ball"
+    r = lab.query("the box on the floor")
+    assert r.status == "ambiguous" and {c.label for c in r.candidates} == {"blue box", "brown box"}
+    assert all("floor" not in c.label for c in lab.query("what is on the floor").candidates)
+
+
+def test_relations_attributes_and_superlatives_use_the_geometry(lab):
+    r = lab.query("what is on the table")
+    assert r.status == "ambiguous" and {c.label for c in r.candidates} == {"red mug", "stack of books", "desk lamp"}
+    assert lab.query("the object next to the table").label == "chair"
+    assert lab.query("the biggest thing on the table").label == "desk lamp"
+    assert lab.query("the biggest box").label == "blue box" and lab.query("the small box").label == "brown box"
+    assert lab.query("something made of rubber").label == "green ball"
+    assert lab.query("the yellow object").label == "desk lamp"
+    assert lab.query("the thing under the table").best is None
+    assert lab.query("the red box").best is None  # nothing red is a box
+
+
+def test_an_unknown_reference_is_ignored_and_said(lab):
+    r = lab.query("the plant near the window")
+    assert r.label == "potted plant" and any("window" in n for n in r.notes)
+
+
+def test_typos_are_corrected_before_encoding(lab):
+    r = lab.query("the red mgu")
+    assert r.label == "red mug" and r.corrected == "the red mug" and any("mgu" in n for n in r.notes)
+    assert lab.query("the trsh bni").label == "trash bin"
 
 
 def test_empty_query_is_rejected(lab):
     with pytest.raises(ConfigError):
         lab.query("   ")
+
+
+def test_left_and_right_are_seen_from_the_render_camera(lab):
+    assert lab.query("the box on the left").label == "blue box"  # the default view
+    behind = lab.render(lab.camera(azimuth=210, elevation=40, size=48))
+    assert lab.query("the box on the left", behind).label == "brown box"
+
+
+def test_a_query_head_is_embedded_once(lab):
+    from tinyserve_core.scene.query import _embed_one
+
+    lab.query("the stack of books")
+    hits = _embed_one.cache_info().hits
+    lab.query("the stack of books")
+    assert _embed_one.cache_info().hits > hits and not _embed_one("stack of books").flags.writeable

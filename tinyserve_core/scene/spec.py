@@ -8,6 +8,7 @@ object's label, so "table" is one class whether it has one box or five.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,11 +62,24 @@ class Primitive:
         return lo, hi
 
 
+SIZE_CLASSES = ("small", "medium", "large")
+# Optional words that describe an object to a person: the query scorer embeds aliases and
+# functions beside the label and description, and the attribute words filter candidates.
+WORD_FIELDS = ("aliases", "function", "colors", "materials")
+MAX_WORDS = 32  # per field: a handful of synonyms, never a thesaurus
+
+
 @dataclass(frozen=True)
 class SceneObject:
     label: str
     description: str
     primitives: tuple[Primitive, ...]
+    aliases: tuple[str, ...] = ()  # other names: "cup", "coffee cup"
+    function: tuple[str, ...] = ()  # what it is for: "drinking coffee or tea"
+    colors: tuple[str, ...] = ()  # colour names a person would use; empty: named from the primitives' RGB
+    materials: tuple[str, ...] = ()
+    size: str = ""  # "small" | "medium" | "large"; empty: from the geometry
+    structure: bool = False  # part of the room (floor, walls): never a generic answer ("something")
 
     def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         los, his = zip(*(p.bounds() for p in self.primitives))
@@ -205,7 +219,23 @@ def _object(o, ctx: FileContext, where: str, seen: set[str]) -> SceneObject:
     prims = o.get("primitives")
     if not isinstance(prims, list) or not prims:
         raise ctx.error(f"{where}.primitives", "must be a non-empty list")
-    return SceneObject(label, desc, tuple(_primitive(p, ctx, f"{where}.primitives[{j}]") for j, p in enumerate(prims)))
+    kw = {key: _words(o[key], ctx, f"{where}.{key}") for key in WORD_FIELDS if key in o}
+    if "size" in o and o["size"] not in SIZE_CLASSES:
+        raise ctx.error(f"{where}.size", f"must be one of {', '.join(SIZE_CLASSES)}, got {_show(o['size'])}")
+    if "structure" in o and not isinstance(o["structure"], bool):
+        raise ctx.error(f"{where}.structure", f"must be true or false, got {_show(o['structure'])}")
+    return SceneObject(label, desc, tuple(_primitive(p, ctx, f"{where}.primitives[{j}]") for j, p in enumerate(prims)),
+                       size=o.get("size", ""), structure=o.get("structure", False), **kw)
+
+
+def _words(value, ctx: FileContext, where: str) -> tuple[str, ...]:
+    """A string or a list of strings (a scene author writes `"colors": "red"` as often as a list)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ctx.error(where, f"must be a string or a non-empty list of strings, got {_show(value)}")
+    if len(items) > MAX_WORDS:
+        raise ctx.error(where, f"{len(items)} entries is over the limit of {MAX_WORDS}")
+    return tuple(_text(v, ctx, f"{where}[{i}]").strip().lower() for i, v in enumerate(items))
 
 
 def parse_scene(data, name: str = "scene", path: str = "") -> SceneSpec:
@@ -232,6 +262,8 @@ def parse_scene(data, name: str = "scene", path: str = "") -> SceneSpec:
         raise ctx.error("floor_label", f"must be a string naming an object, got {_show(floor)}")
     if floor not in seen:
         raise ctx.error("floor_label", f"{_show(floor)} is not an object label")
+    # the floor is structure whether or not the file says so: "the X on the floor" needs it
+    objects = [o if o.label != floor else dataclasses.replace(o, structure=True) for o in objects]
     kw = {}
     if "light_dir" in data:
         kw["light_dir"] = vec3_field(data["light_dir"], ctx, "light_dir", -1e3, 1e3)

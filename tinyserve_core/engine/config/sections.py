@@ -164,6 +164,10 @@ class OutputConfig:
     """What a run records: per-op timings in its StepRecords (`profile`, the GUI turns it
     on) and the files a command-line run writes when it ends."""
     profile: bool = False
+    # Graph-replayed decode steps per eager step that samples the per-op breakdown: an
+    # eager step of the shipped model costs a few graph steps, so 1 in 64 keeps
+    # profiling's cost near 5% (docs/BENCHMARKS.md has the measurement).
+    profile_every: int = 64
     trace: str | None = None
     metrics: str | None = None
     summary_json: str | None = None
@@ -172,3 +176,4 @@ class OutputConfig:
         """Any path is accepted: the files are only opened when the run ends."""
         if not isinstance(self.profile, bool):
             raise ConfigError("profile", f"must be true or false, got {self.profile!r}")
+        int_range("profile_every", self.profile_every, 1, 1 << 20)

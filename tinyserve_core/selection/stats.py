@@ -178,31 +178,44 @@ class StepStats:
                                 records=tuple(records), **{m: tuple(v) for m, v in cols.items()})
 
     def emit(self, sink: EventSink, tiers: list | None) -> None:
-        """One PageSelection per (sequence, layer, kv-head), as the GUI's heatmaps read."""
+        """One PageSelection per (sequence, layer, kv-head), as the GUI's heatmaps read.
+        Arrays become Python lists once per layer (slicing lists is cheap; indexing
+        numpy element by element is not): this runs for every record of every step."""
         M = self.M
+        policy = self.policy
         for li, layer in enumerate(self.layers):
             block = self.packed[li]
+            B, H = block.shape[0], block.shape[1]
+            per_head = block[:, :, :C].tolist()
+            scores = block[:, :, C + 2 * M:].tolist()
+            sel_pages, sel_at = _page_lists(block[:, :, C:C + M] > 0.5)
+            orc_pages, orc_at = _page_lists(block[:, :, C + M:C + 2 * M] > 0.5)
             for b, seq_id in enumerate(self.seq_ids):
                 ta = None if tiers is None else tiers[li][b]
-                n = int(block[b, 0, 1])
-                for h in range(block.shape[1]):
-                    row = block[b, h]
-                    pages = np.flatnonzero(row[C:C + M] > 0.5)
-                    k = int(row[0])
+                seq_id = int(seq_id)
+                for h in range(H):
+                    k_, n_, mass, orc_mass, rec, viol, ent, bud = per_head[b][h]
+                    r = b * H + h
+                    pages = sel_pages[sel_at[r]:sel_at[r + 1]]
                     hits = misses = None
                     if ta is not None:
                         hits = int(ta.resident_before[pages].sum())
-                        misses = k - hits
-                    ent = float(row[6])
+                        misses = int(k_) - hits
                     sink.emit(PageSelection(
-                        seq_id=int(seq_id), layer=layer, kv_head=h, num_pages=k,
-                        pages=tuple(pages.tolist()), policy=self.policy,
-                        scores=tuple(row[C + 2 * M:C + 2 * M + n].tolist()),
-                        oracle_pages=tuple(np.flatnonzero(row[C + M:C + 2 * M] > 0.5).tolist()),
-                        selection_recall=float(row[4]), mass_recall=float(row[2]),
-                        oracle_mass=float(row[3]), bound_violations=int(row[5]),
-                        entropy=None if math.isnan(ent) else ent, budget_pages=int(row[7]),
-                        tier_hits=hits, tier_misses=misses))
+                        seq_id=seq_id, layer=layer, kv_head=h, num_pages=int(k_), pages=tuple(pages),
+                        policy=policy, scores=tuple(scores[b][h][:int(n_)]),
+                        oracle_pages=tuple(orc_pages[orc_at[r]:orc_at[r + 1]]),
+                        selection_recall=rec, mass_recall=mass, oracle_mass=orc_mass,
+                        bound_violations=int(viol), entropy=None if ent != ent else ent,
+                        budget_pages=int(bud), tier_hits=hits, tier_misses=misses))
+
+
+def _page_lists(mask: np.ndarray) -> tuple[list[int], list[int]]:
+    """bool [B, H, M] -> (page numbers of every row concatenated, row offsets [B*H+1])."""
+    counts = mask.sum(-1).ravel()
+    at = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=at[1:])
+    return np.nonzero(mask.reshape(counts.size, -1))[1].tolist(), at.tolist()
 
 
 def summarize_history(history) -> dict[int, dict[str, float]]:

@@ -122,3 +122,34 @@ def test_tier_state_of_a_finished_sequence_goes_after_its_last_step_is_accounted
     union = {int(p) for p in pages.flatten() if p >= 0}
     assert sel.tiers.totals.hits + sel.tiers.totals.misses == len(union)
     assert len(sel.tiers.resident_pages(7, 0)) == 0   # and then forgot it
+
+
+@pytest.mark.parametrize("params", [{"budget": 40}, {"budget": 0.3, "recent_pages": 1, "sink_pages": 1},
+                                    {"budget": 24, "recent_pages": 6}])
+def test_batched_h2o_equals_the_per_sequence_version(make_kv, params):
+    """Same pages, step after step, with a sequence that joins late and one whose
+    context grows past the table width it started with."""
+    from h2o_reference import ReferenceH2O  # noqa: E402  (this folder is on sys.path under pytest)
+    from tinyserve_core.selection import make_policy
+    from tinyserve_core.selection.base import SelectContext
+    g = torch.Generator().manual_seed(3)
+    kv, tables, lens = make_kv([300, 170, 90], num_kv_heads=2, block_size=8, num_layers=1, seed=3)
+    new, old = make_policy("h2o", dense_layers=0, **params), ReferenceH2O(dense_layers=0, **params)
+    for step in range(5):
+        rows = [0, 1] if step < 2 else [0, 1, 2]
+        cut = lens[rows] - 4 + step                       # contexts grow by one token a step
+        width = int((cut.max() + 7) // 8)
+        q = torch.randn(len(rows), 4, 16, generator=g)
+        ctx = SelectContext(query=q, k_cache=kv.k_caches[0], v_cache=kv.v_caches[0], meta=kv.metas[0],
+                            block_tables=tables[rows][:, :width].contiguous(), seq_lens=cut.to(torch.int32),
+                            seq_ids=[10 + r for r in rows], layer_idx=0, scale=0.25, block_size=8)
+        a, b = new.select(ctx), old.select(ctx)
+        assert torch.equal(a.budget_pages, b.budget_pages)
+        for r in range(len(rows)):
+            n = int((cut[r] + 7) // 8)
+            for h in range(2):
+                got = {int(x) for x in a.page_indices[r, h] if x >= 0}
+                want = set(range(n)) if b.page_indices is None else {int(x) for x in b.page_indices[r, h] if x >= 0}
+                assert got == want, (step, r, h)
+    new.forget(10)
+    assert new.tracked_sequences() == [11, 12]

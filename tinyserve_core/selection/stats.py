@@ -30,6 +30,7 @@ import torch
 from .. import kernels
 from ..observe.events import EventSink, PageSelection
 from .base import SelectContext, Selection
+from .true_attention import batched_logits
 
 _METRICS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
             "bound_violations", "entropy", "budget_pages", "tier_hits", "tier_misses", "bytes_moved")
@@ -91,14 +92,10 @@ def layer_stats(ctx: SelectContext, sel: Selection, rtol: float = 1e-5) -> torch
     M = tables.shape[1]
     bs = ctx.block_size
     T = M * bs
-    lens = ctx.seq_lens.long()
     n = ctx.num_pages()
     dev = q.device
     qg = q.view(B, H, G, D)
-    keys = ctx.k_cache[tables].float().reshape(B, T, H, D)                      # junk past each length
-    logits = torch.einsum("bhgd,bthd->bhgt", qg, keys) * ctx.scale             # [B, H, G, T]
-    tok_valid = torch.arange(T, device=dev)[None, :] < lens[:, None]             # [B, T]
-    logits = logits.masked_fill(~tok_valid[:, None, None, :], float("-inf"))
+    logits = batched_logits(ctx)                                                  # [B, H, G, T]
     mass = torch.softmax(logits, dim=-1).view(B, H, G, M, bs).sum(-1).mean(2)   # [B, H, M]
     page_valid = (torch.arange(M, device=dev)[None, :] < n[:, None])[:, None, :]  # [B, 1, M]
 

@@ -44,7 +44,7 @@ class DecodeGraphs:
         self._graphs: dict[tuple, tuple] = {}
         self._failed: set[tuple] = set()
 
-    def run(self, inputs, args, sel_key, selector, timer=None) -> torch.Tensor | None:
+    def run(self, inputs, args, sel_key, selector, timer=None, span=None) -> torch.Tensor | None:
         """float32 logits [B, V] of one decode step from a replay, or None when this step
         must run eagerly (batch above the largest bucket, a capture that failed).
         `inputs`: the runner's DecodeInputs (persistent pinned staging); `args`: (seq_ids,
@@ -74,6 +74,8 @@ class DecodeGraphs:
         # Two asynchronous copies from pinned staging; padding rows: token 0 at position 0
         # (a one-token context), cache slot -1 (nothing written), block 0.
         ints, tab = inputs.build(*args, padded=Bb, width=table.shape[1])
+        if span is not None:
+            span.start()   # the device work of the step begins with these copies
         rows.copy_(ints, non_blocking=True)
         table.copy_(tab, non_blocking=True)
         with timer("total") if timer is not None else contextlib.nullcontext():

@@ -192,9 +192,8 @@ class Engine:
         batch = self.scheduler.schedule(now=t_start)
         for seq in batch.preempted:
             self._forget(seq.seq_id)
-        span = DeviceSpan(self.device)
-        span.start()
-        out = self._run(batch)
+        span = DeviceSpan(self.device)   # started by the runner once the inputs are staged
+        out = self._run(batch, span)
         summaries = self.selector.collect(keep_newest=True)
         tokens, children = self._sample(batch, out.logits)
         span.stop()
@@ -217,7 +216,7 @@ class Engine:
         self.selector.forget(seq_id)
         self.runner.release(seq_id)
 
-    def _run(self, batch: ScheduleResult) -> RunnerOutput:
+    def _run(self, batch: ScheduleResult, span: DeviceSpan | None = None) -> RunnerOutput:
         """Copy-on-write copies, then one forward over the scheduled sequences."""
         from .model_runner import DecodeItem, PrefillItem, RunnerOutput
 
@@ -232,9 +231,9 @@ class Engine:
         table = self.block_manager.block_table
         if batch.is_prefill:
             return self.runner.prefill([PrefillItem(s.seq_id, s.token_ids, s.num_computed_tokens,
-                                                    table(s.seq_id)) for s in seqs])
+                                                    table(s.seq_id)) for s in seqs], span)
         return self.runner.decode([DecodeItem(s.seq_id, s.token_ids[-1], len(s) - 1, table(s.seq_id))
-                                   for s in seqs])
+                                   for s in seqs], span)
 
     def _sample(self, batch: ScheduleResult, logits: torch.Tensor
                 ) -> tuple[list[int], dict[int, list[ChildStart]]]:

@@ -159,7 +159,7 @@ class ModelRunner:
 
     # ---- public API ------------------------------------------------------------------
     @torch.inference_mode()
-    def prefill(self, items: list[PrefillItem]) -> RunnerOutput:
+    def prefill(self, items: list[PrefillItem], span=None) -> RunnerOutput:
         """Compute tokens num_cached..len-1 of every item in one packed forward; its
         logits are float32 [len(items), V] at each item's last position."""
         if not items:
@@ -180,6 +180,8 @@ class ModelRunner:
             starts.append(starts[-1] + L - nc)
             cached.append(nc)
             lens.append(L)
+        if span is not None:
+            span.start()   # the host's share ends here: the rest is device work
         batch = PagedBatch(
             is_prefill=True,
             slot_mapping=torch.cat(slots).to(self.device),
@@ -192,8 +194,10 @@ class ModelRunner:
         return self._run(input_ids, torch.cat(pos).to(self.device), batch)
 
     @torch.inference_mode()
-    def decode(self, items: list[DecodeItem]) -> RunnerOutput:
-        """One new token per sequence, all in one forward; float32 logits [B, V]."""
+    def decode(self, items: list[DecodeItem], span=None) -> RunnerOutput:
+        """One new token per sequence, all in one forward; float32 logits [B, V].
+        `span` (engine/step_timing.DeviceSpan): started when the inputs are staged and
+        the device work begins, so the staging counts as the host's."""
         if not items:
             return RunnerOutput(torch.empty(0, self.config.vocab_size))
         for it in items:
@@ -204,11 +208,13 @@ class ModelRunner:
         sel_key = self._graph_key()
         if sel_key is not None and not self._breakdown_due():
             timer = OpTimer(self.device) if self.profile else None
-            logits = self._decode_graphs().run(self._inputs, args, sel_key, self.selector, timer)
+            logits = self._decode_graphs().run(self._inputs, args, sel_key, self.selector, timer, span)
             if logits is not None:
                 self._end_selection_step(seq_ids)
                 return RunnerOutput(logits, timer=timer)
         ints, tables = self._inputs.build(*args)
+        if span is not None:
+            span.start()
         ints, tables = self._to_device(ints), self._to_device(tables)
         batch = PagedBatch(
             is_prefill=False, slot_mapping=ints[2], block_tables=tables,

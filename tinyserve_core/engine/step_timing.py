@@ -1,11 +1,11 @@
 """How long the device worked on a step, so the host's share is the rest.
 
-On a GPU two CUDA events bracket the step's device work: the first is recorded when
-the step starts queueing work (after scheduling), the second right after sampling's
-sync, when the stream has drained; the span between them is the step's device time
+On a GPU two CUDA events bracket the step's device work: the first is recorded by the
+runner when the step's inputs are staged on the host and the device work begins (the
+input copies), the second right after sampling's sync, when the stream has drained; the span between them is the step's device time
 (gaps in which the GPU waited for launches count as device time: the figure is the
 span the device was held, the host's share is what lies outside it). On the CPU the
-device is the host: the span is the wall time of the forward and sampling. Either way
+device is the host: the span is the wall time from the same point through sampling. Either way
 `host = step wall time - device span`: scheduling, input building, postprocessing,
 events and records."""
 
@@ -22,6 +22,8 @@ class DeviceSpan:
         self._a = self._b = None
 
     def start(self) -> None:
+        if self._a is not None:   # a step has one start: the first device work
+            return
         if self.cuda:
             self._a = torch.cuda.Event(enable_timing=True)
             self._a.record()

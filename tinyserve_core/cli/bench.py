@@ -87,22 +87,22 @@ def format_engine_rows(rows) -> str:
     """The side-by-side scenarios (ours, then HF: speed-up, identical outputs, mean
     first difference), then every row of ours with latencies, host ms/step and GPU busy."""
     f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    out = [f"{'scenario':<34} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} "
+    out = [f"{'scenario':<38} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} "
            f"{'identical':>9} {'1st diff':>8}"]
     peers = [(a, b) for a, b in zip(rows, rows[1:]) if a.system == "tinyserve" and b.system != "tinyserve"]
     for a, b in peers:
         for r in (a, b):
             speed = f"{a.tokens_per_s / b.tokens_per_s:.2f}x" if r is a else ""
-            out.append(f"{r.scenario:<34} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {speed:>8} "
+            out.append(f"{r.scenario:<38} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {speed:>8} "
                        f"{f(None if r.identical_share is None else 100 * r.identical_share, '.0f') + '%':>9} "
                        f"{f(r.first_diff_mean, '.1f'):>8}")
     out.append("")
-    out.append(f"{'tinyserve scenario':<34} {'tok/s':>9} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} "
+    out.append(f"{'tinyserve scenario':<38} {'tok/s':>9} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} "
                f"{'host ms/step':>12} {'GPU busy':>8}")
     for r in rows:
         if r.system != "tinyserve":
             continue
-        out.append(f"{r.scenario:<34} {r.tokens_per_s:>9.1f} "
+        out.append(f"{r.scenario:<38} {r.tokens_per_s:>9.1f} "
                    f"{f(r.ttft_p50_ms, '.1f') + ' / ' + f(r.ttft_p99_ms, '.1f'):>17} "
                    f"{f(r.tpot_p50_ms, '.2f') + ' / ' + f(r.tpot_p99_ms, '.2f'):>17} "
                    f"{f(r.host_ms_per_step, '.3f'):>12} {f(r.device_busy_pct, '.0f') + '%':>8}")

@@ -23,12 +23,12 @@ import torch
 from .. import kernels
 from ..kv.kv_cache import KVCache
 from ..model.llama import LlamaForCausalLM, PagedBatch
+from .config.sections import PROFILE_EVERY
 from .step_inputs import DecodeInputs
 
 
-# Graph-replayed decode steps per eager, per-op profiled one (the breakdown's sample rate);
-# the config key `profile_every` (output section) sets it for an engine.
-PROFILE_EVERY = 64
+# PROFILE_EVERY: graph-replayed decode steps per eager, per-op profiled one (the
+# breakdown's sample rate); the config key `profile_every` sets it for an engine.
 
 
 @dataclass

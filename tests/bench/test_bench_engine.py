@@ -31,8 +31,10 @@ def test_bench_engine_rows_on_the_cpu():
                                          "poisson, GUI: quest + stats + profile", "overload: 6 at 1000/s"]
     for r in res.rows[:6]:
         assert r.identical_share == 1.0 and r.first_diff_mean is None   # fp32 on the CPU: the same tokens
+    assert all((r.serving is None) == (r.system != "tinyserve") for r in res.rows)
     for r in (r for r in res.rows if r.system == "tinyserve"):
-        assert r.tokens_per_s > 0 and r.ttft_p50_ms is not None and r.tpot_p99_ms is not None
-        assert r.host_ms_per_step > 0 and 0 < r.device_busy_pct <= 100
+        v = r.serving
+        assert r.tokens_per_s > 0 and v["ttft_p50_ms"] is not None and v["tpot_p99_ms"] is not None
+        assert v["host_ms_per_step"] > 0 and 0 < v["device_busy_pct"] <= 100
     table = format_engine_rows(res.rows)
     assert "host ms/step" in table and "overload: 6 at 1000/s" in table and "100%" in table

@@ -1,39 +1,16 @@
-"""The h2o policy as it was before it ran batched (one sequence at a time, with host
-syncs): the reference the batched version must match. Not product code.
-
-`h2o`: heavy hitters + a recent window (H2O, Zhang et al. 2023), at page granularity.
-
-Per (sequence, layer, kv-head) the policy keeps a set of live pages. Each step the
-new page joins it; the attention of the current query over the live pages (query
-heads of the group summed) is added to each page's accumulator; then, while the set
-is over budget, the live page with the least accumulated attention outside the
-recent window and the sinks is evicted - for good, as in H2O, so its accumulator
-stops growing. Only decode queries are seen: on a sequence's first decode step every
-prompt page is live and that one query decides the first evictions (H2O proper also
-accumulates over the prompt's queries).
-
-It needs real attention weights, computed here from q and the cache: an accuracy
-baseline, not a fast path. `forget(seq_id)` drops a finished sequence's state."""
+"""The h2o policy as it was before it ran batched: one sequence at a time, with host
+syncs. The batched version (tinyserve_core/selection/h2o.py) must choose the same pages;
+this is the test's reference, not product code."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from tinyserve_core.selection.base import (EXEMPT, Policy, SelectContext, Selection, budget_validator,
-                                           dense_layers_validator)
+from tinyserve_core.selection.base import EXEMPT, SelectContext, Selection
+from tinyserve_core.selection.h2o import H2OParams, H2OPolicy
 from tinyserve_core.selection.true_attention import attention_logits, context_keys, page_mass
-from tinyserve_core.selection.params import Budget, check_int
-
-
-@dataclass(frozen=True, slots=True)
-class H2OParams:
-    budget: Budget = Budget(fraction=0.125)
-    recent_pages: int = 0       # recent window in pages; 0 = half the budget, as in H2O
-    sink_pages: int = 0
-    dense_layers: int = 2
 
 
 class _SeqState:
@@ -53,26 +30,13 @@ class _SeqState:
             self.n_seen = n
 
 
-class ReferenceH2O(Policy):
+class ReferenceH2O(H2OPolicy):
+    """The old per-sequence select; the knobs (Params, validators) are the policy's."""
     name = "h2o-reference"
-    graph_safe = False  # per-sequence work on the host every step
-    Params = H2OParams
-    _validators = {
-        "budget": budget_validator,
-        "recent_pages": lambda f, v: check_int(f, v, 0),
-        "sink_pages": lambda f, v: check_int(f, v, 0),
-        "dense_layers": dense_layers_validator,
-    }
 
     def __init__(self, **params):
-        self._state: dict[int, dict[int, _SeqState]] = {}
         super().__init__(**params)
-
-    def forget(self, seq_id: int) -> None:
-        self._state.pop(seq_id, None)
-
-    def tracked_sequences(self) -> list[int]:
-        return sorted(self._state)
+        self._state: dict[int, dict[int, _SeqState]] = {}
 
     def _state_for(self, seq_id: int, layer: int, hkv: int, n: int, device) -> _SeqState:
         layers = self._state.setdefault(seq_id, {})

@@ -34,13 +34,13 @@ class BenchRow:
     # the mean position of the first differing token over the requests that differ
     identical_share: float | None = None
     first_diff_mean: float | None = None
-    # our engine's rows (None for the peer): latencies on the engine clock, host share
-    ttft_p50_ms: float | None = None
-    ttft_p99_ms: float | None = None
-    tpot_p50_ms: float | None = None
-    tpot_p99_ms: float | None = None
-    host_ms_per_step: float | None = None
-    device_busy_pct: float | None = None
+    # our engine's rows (None for the peer): SERVING_FIGURES -> value (latencies on the
+    # engine clock, host ms per step, device busy %)
+    serving: dict[str, float | None] | None = None
+
+
+SERVING_FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "host_ms_per_step",
+                   "device_busy_pct")
 
 
 def compare_outputs(ours: list[list[int]], peer: list[list[int]]) -> tuple[float, float | None]:
@@ -58,10 +58,9 @@ def compare_outputs(ours: list[list[int]], peer: list[list[int]]) -> tuple[float
 def _with_serving(row: BenchRow, records) -> BenchRow:
     from ..observe.summary import summarize
     s = summarize(records)
-    busy = None if s.device_busy_frac is None else 100.0 * s.device_busy_frac
-    return dataclasses.replace(row, ttft_p50_ms=s.ttft_p50_ms, ttft_p99_ms=s.ttft_p99_ms,
-                               tpot_p50_ms=s.tpot_p50_ms, tpot_p99_ms=s.tpot_p99_ms,
-                               host_ms_per_step=s.host_ms_per_step, device_busy_pct=busy)
+    figures = {k: getattr(s, k, None) for k in SERVING_FIGURES}
+    figures["device_busy_pct"] = None if s.device_busy_frac is None else 100.0 * s.device_busy_frac
+    return dataclasses.replace(row, serving=figures)
 
 
 def run_ours(cfg, model, tok, prompts, max_toks, stream):

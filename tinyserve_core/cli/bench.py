@@ -100,12 +100,13 @@ def format_engine_rows(rows) -> str:
     out.append(f"{'tinyserve scenario':<38} {'tok/s':>9} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} "
                f"{'host ms/step':>12} {'GPU busy':>8}")
     for r in rows:
-        if r.system != "tinyserve":
+        if r.serving is None:
             continue
+        v = r.serving
         out.append(f"{r.scenario:<38} {r.tokens_per_s:>9.1f} "
-                   f"{f(r.ttft_p50_ms, '.1f') + ' / ' + f(r.ttft_p99_ms, '.1f'):>17} "
-                   f"{f(r.tpot_p50_ms, '.2f') + ' / ' + f(r.tpot_p99_ms, '.2f'):>17} "
-                   f"{f(r.host_ms_per_step, '.3f'):>12} {f(r.device_busy_pct, '.0f') + '%':>8}")
+                   f"{f(v['ttft_p50_ms'], '.1f') + ' / ' + f(v['ttft_p99_ms'], '.1f'):>17} "
+                   f"{f(v['tpot_p50_ms'], '.2f') + ' / ' + f(v['tpot_p99_ms'], '.2f'):>17} "
+                   f"{f(v['host_ms_per_step'], '.3f'):>12} {f(v['device_busy_pct'], '.0f') + '%':>8}")
     return "\n".join(out)
 
 

@@ -22,20 +22,18 @@ class DeviceSpan:
         self._a = self._b = None
 
     def start(self) -> None:
-        if self._a is not None:   # a step has one start: the first device work
-            return
-        if self.cuda:
-            self._a = torch.cuda.Event(enable_timing=True)
-            self._a.record()
-        else:
-            self._a = time.perf_counter()
+        if self._a is None:   # a step has one start: its first device work
+            self._a = self._mark()
 
     def stop(self) -> None:
-        if self.cuda:
-            self._b = torch.cuda.Event(enable_timing=True)
-            self._b.record()
-        else:
-            self._b = time.perf_counter()
+        self._b = self._mark()
+
+    def _mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
 
     def seconds(self) -> float:
         """The span; on a GPU this waits for the stop event, which the sampling sync

@@ -153,3 +153,12 @@ def test_batched_h2o_equals_the_per_sequence_version(make_kv, params):
                 assert got == want, (step, r, h)
     new.forget(10)
     assert new.tracked_sequences() == [11, 12]
+
+
+def test_a_step_without_selection_does_not_hold_back_the_previous_one(make_kv):
+    kv, tables, lens = make_kv([90])
+    sel = PageSelector("quest", budget=32, dense_layers=0, stats=True)
+    sel.select(LAYER, torch.randn(1, 4, 16), kv, 0, tables, lens, [1])
+    sel.end_step([1])
+    assert sel.collect(keep_newest=True) == []          # decode step 0 launched: it stays
+    assert [s.step for s in sel.collect(keep_newest=True)] == [0]   # a prefill step next: delivered

@@ -46,6 +46,7 @@ class StatsRecorder:
         self.pending: dict[int, tuple] = {}          # layer -> (packed [B, H, W], policy, page bytes, seq_ids)
         self._inflight: deque[_InFlight] = deque()
         self._issued = 0
+        self._fresh_from = 0     # steps issued from this index on came after the last collect
         self._forgets: list[tuple[int, int]] = []    # (seq_id, steps issued when it was forgotten)
 
     # ---- on the step (device work only) ----------------------------------------------
@@ -92,16 +93,17 @@ class StatsRecorder:
     # ---- one step later (host work) ----------------------------------------------------
     def collect(self, tiers=None, keep_newest: bool = False) -> list[SelectionSummary]:
         """Summaries of the steps whose copies are done, oldest first; each step is
-        delivered exactly once. `keep_newest`: leave the newest step in flight (the one
-        the device is still working on; it comes at the next call)."""
+        delivered exactly once. `keep_newest`: leave in flight the step issued since the
+        last call (the one the device is still working on; it comes at the next call)."""
         out = []
-        while self._inflight and not (keep_newest and len(self._inflight) == 1):
+        while self._inflight and not (keep_newest and self._inflight[0].index >= self._fresh_from):
             f = self._inflight.popleft()
             if f.event is not None:
                 f.event.synchronize()    # older than the step just launched: already done
             summary = self._process(f, tiers)
             if summary is not None:
                 out.append(summary)
+        self._fresh_from = self._issued
         self._apply_forgets(tiers)
         return out
 

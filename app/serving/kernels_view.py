@@ -1,7 +1,12 @@
 """Kernels view: which backend runs the ops (and why), the time each kernel family
 takes per engine step, from StepRecord.op_timings_s (CUDA events on a GPU, wall
 clock on the CPU reference), and the bandwidth it achieved: StepRecord.op_bytes (the
-fewest bytes the family must move) over that time."""
+fewest bytes the family must move) over that time.
+
+On a GPU decode steps replay CUDA graphs while profiling: such a step is timed whole
+("total", a line through every step) and every `profile_every`-th step runs eagerly to
+sample the per-family breakdown (markers at the sampled steps); the table shows the
+breakdown of the last sampled step and names it."""
 
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ class KernelsView(QWidget):
         self.t: list[float] = []
         self.ops: dict[str, list[float]] = {}
         self.bandwidth: dict[str, float] = {}   # op -> GB/s of the newest step that moved bytes
+        self.sampled: tuple | None = None       # (clock, step or None) of the newest breakdown
+        self.whole_only = 0                     # steps timed whole (graph replays) in view
         self._dirty = False
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -64,13 +71,19 @@ class KernelsView(QWidget):
     def reset(self):
         self.t.clear()
         self.bandwidth.clear()
+        self.sampled, self.whole_only = None, 0
         for v in self.ops.values():
             v.clear()
         self._dirty = True
 
     def add(self, timings: list[tuple]) -> None:
+        """(engine clock, op -> s, op -> bytes[, engine step]) per profiled step."""
         for clock, d, *rest in timings:
             moved = rest[0] if rest else {}
+            if any(k != "total" for k in d):
+                self.sampled = (clock, rest[1] if len(rest) > 1 else None)
+            else:
+                self.whole_only += 1
             for k, b in moved.items():
                 if d.get(k, 0.0) > 0:
                     self.bandwidth[k] = b / d[k] / 1e9
@@ -108,7 +121,12 @@ class KernelsView(QWidget):
             y = np.asarray(col) * 1000.0
             c = self.curves.get(k)
             if c is None:
-                c = self.plot.plot([], [], pen=pg.mkPen(COLOURS[len(self.curves) % len(COLOURS)], width=1.6), name=k)
+                colour = COLOURS[len(self.curves) % len(COLOURS)]
+                if k == "total":   # every step, replayed graphs included: a line
+                    c = self.plot.plot([], [], pen=pg.mkPen(colour, width=1.6), name="total (every step)")
+                else:              # the sampled breakdowns: markers, no line across the gaps
+                    c = self.plot.plot([], [], pen=None, symbol="o", symbolSize=5, symbolBrush=colour,
+                                       symbolPen=None, name=k)
                 self.curves[k] = c
             keep = np.isfinite(y)
             c.setData(t[keep], y[keep])
@@ -119,5 +137,15 @@ class KernelsView(QWidget):
             bw_txt = f"{bw:.1f}" if bw is not None else "-"
             for j, txt in enumerate((k, f"{last:.3f}", f"{mean:.3f}", share, bw_txt)):
                 self.table.setItem(i, j, QTableWidgetItem(txt))
-        self.note.setText(f"{len(self.t)} steps in view")
+        self.note.setText(self._note_text())
         return True
+
+    def _note_text(self) -> str:
+        text = f"{len(self.t)} steps in view"
+        if self.whole_only:
+            text += f"; {self.whole_only} replayed as CUDA graphs, timed whole (total)"
+        if self.sampled is not None and self.whole_only:
+            clock, step = self.sampled
+            where = f"step {step}" if step is not None else f"the step at engine time {clock:.3f} s"
+            text += f"; family rows: breakdown sampled eagerly at {where}"
+        return text

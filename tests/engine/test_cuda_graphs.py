@@ -57,9 +57,27 @@ def test_graph_replay_equals_eager(selector_args):
         assert ((a - b).norm() / a.norm()).item() < 1e-2
 
 
-def test_host_side_selection_runs_eagerly():
-    _, runner = _run(True, {"policy": "quest", "budget": 128, "dense_layers": 1, "stats": True})
-    assert runner._graphs is None  # statistics need the host every step
+def test_statistics_and_tiers_are_captured_with_the_step_and_equal_eager():
+    args = {"policy": "quest", "budget": 128, "dense_layers": 1, "stats": True, "tier_pages": 4}
+    _, r0 = _run(False, args)
+    _, r1 = _run(True, args)
+    assert r1._graphs is not None and len(r1._graphs._graphs) == 2   # statistics no longer force eager
+    hist = []
+    for r in (r0, r1):
+        r.selector.take_summary()            # deliver the step still in flight
+        hist.append(list(r.selector.stats.history))
+    assert [s.step for s in hist[1]] == list(range(6)) and len(hist[0]) == 6
+    for a, b in zip(*hist):
+        assert a.records == b.records and a.layers == b.layers
+        assert a.bound_violations == b.bound_violations == (0,) * len(a.layers)
+        assert b.mass_recall == pytest.approx(a.mass_recall, abs=2e-2)
+        assert b.pages_selected == pytest.approx(a.pages_selected, abs=0.5)
+        assert sum(b.tier_hits) + sum(b.tier_misses) > 0
+
+
+def test_host_side_policies_run_eagerly():
+    _, runner = _run(True, {"policy": "h2o", "budget": 128, "dense_layers": 1})
+    assert runner._graphs is None  # h2o decides on the host every step
 
 
 def test_profiling_keeps_graphs_times_replays_whole_and_samples_the_breakdown():
@@ -70,6 +88,8 @@ def test_profiling_keeps_graphs_times_replays_whole_and_samples_the_breakdown():
     kinds = []
     for s in range(5):
         out = runner.decode([DecodeItem(0, 7, len(prompt) + s, table)])
+        assert out.timer is not None or "attention" in out.timings   # a replay's events wait for finish()
+        out.finish()
         assert out.timings["total"] > 0
         kinds.append(sorted(out.timings))
     assert "attention" in kinds[0] and "attention" in kinds[4]      # eager breakdowns

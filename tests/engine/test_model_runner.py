@@ -174,10 +174,10 @@ class FakeGraphs:
     def __init__(self, vocab):
         self.vocab, self.replays = vocab, 0
 
-    def run(self, ids, positions, slots, tables, sel_key, selector, timer=None):
+    def run(self, inputs, args, sel_key, selector, timer=None, span=None):
         self.replays += 1
         with timer("total") if timer is not None else contextlib.nullcontext():
-            return torch.zeros(len(ids), self.vocab)
+            return torch.zeros(len(args[0]), self.vocab)
 
 
 @pytest.mark.parametrize("profile", [False, True])
@@ -191,7 +191,7 @@ def test_profiling_keeps_graph_replays_and_samples_the_breakdown(model, monkeypa
     runner.prefill([PrefillItem(0, toks(5, 12), 0, [0, 1])])
     eager_steps, kinds = [], []
     for step in range(9):
-        out = runner.decode([DecodeItem(0, 3, 5 + step, [0, 1, 2, 3])])
+        out = runner.decode([DecodeItem(0, 3, 5 + step, [0, 1, 2, 3])]).finish()
         if "attention" in out.timings:
             eager_steps.append(step)
             assert out.bytes_moved["attention"] > 0 and out.logits.abs().sum() > 0

@@ -53,6 +53,9 @@ def test_sparse_selection_changes_logits_and_reports_every_head(model):
     sel = PageSelector("quest", budget=32, dense_layers=1, stats=True, sink=sink)
     sparse = _decode_logits(model, sel)
     assert not torch.allclose(sparse, plain)
+    assert sink.drain() == []    # the runner queued the copies; events come when collected
+    assert sel.collect(keep_newest=True) == []   # all four issued since the last collect: in flight
+    assert [s.step for s in sel.collect()] == [0, 1, 2, 3]
     evs = sink.drain()
     assert len(evs) == 4 * 2 * 2 * 2  # steps x sequences x selected layers x kv-heads
     assert {e.layer for e in evs} == {1, 2} and all(e.bound_violations == 0 for e in evs)

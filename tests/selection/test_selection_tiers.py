@@ -100,6 +100,7 @@ def test_per_head_tier_counts_in_events_add_up(make_kv):
     sel = PageSelector("quest", budget=64, dense_layers=0, tier_pages=3, stats=True, sink=sink)
     for _ in range(3):
         sel.select(LAYER, torch.randn(1, 4, 16), kv, 0, tables, lens, [5])
+        sel.take_summary()
     evs = sink.drain()
     assert len(evs) == 6
     for e in evs:

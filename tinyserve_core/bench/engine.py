@@ -30,6 +30,95 @@ class BenchRow:
     seconds: float
     tokens_per_s: float
     outputs_match: bool | None = None
+    # greedy outputs against the peer's: share of requests identical token for token, and
+    # the mean position of the first differing token over the requests that differ
+    identical_share: float | None = None
+    first_diff_mean: float | None = None
+    # our engine's rows (None for the peer): SERVING_FIGURES -> value (latencies on the
+    # engine clock, host ms per step, device busy %)
+    serving: dict[str, float | None] | None = None
+
+
+SERVING_FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "host_ms_per_step",
+                   "device_busy_pct")
+
+
+def compare_outputs(ours: list[list[int]], peer: list[list[int]]) -> tuple[float, float | None]:
+    """(share of requests whose tokens are identical, mean index of the first differing
+    token over the requests that differ; None when none does). fp16 kernels of two
+    systems part at near-ties, so this says how far they agree, not just whether."""
+    firsts = []
+    for a, b in zip(ours, peer):
+        if a != b:
+            firsts.append(next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))))
+    share = 1.0 - len(firsts) / max(len(ours), 1)
+    return share, (float(np.mean(firsts)) if firsts else None)
+
+
+def _with_serving(row: BenchRow, records) -> BenchRow:
+    from ..observe.summary import summarize
+    s = summarize(records)
+    figures = {k: getattr(s, k, None) for k in SERVING_FIGURES}
+    figures["device_busy_pct"] = None if s.device_busy_frac is None else 100.0 * s.device_busy_frac
+    return dataclasses.replace(row, serving=figures)
+
+
+def run_ours(cfg, model, tok, prompts, max_toks, stream):
+    """Our engine on a workload: (seconds, outputs per request, step records). `stream`:
+    arrival times in seconds (None = all at once); the pool holds the whole workload,
+    so this measures compute, not preemption."""
+    from ..engine.engine import Engine
+    from ..engine.sampling import SamplingParams
+    need = sum(-(-(len(p) + m) // cfg.cache.block_size) for p, m in zip(prompts, max_toks))
+    eng = Engine(cfg.replace(num_blocks=need + 8), model=model, tokenizer=tok)
+    order = {}
+    pending = list(range(len(prompts)))
+    outs: dict[int, list[int]] = {}
+    records = []
+    t0 = time.perf_counter()
+    while eng.has_unfinished() or pending:
+        now = time.perf_counter() - t0
+        while pending and (stream is None or stream[pending[0]] <= now):
+            i = pending.pop(0)
+            sp = SamplingParams(temperature=0.0, max_tokens=max_toks[i], ignore_eos=True)
+            order[eng.add_request(prompts[i], sp)] = i
+        if not eng.has_unfinished():
+            time.sleep(max(0.0, stream[pending[0]] - now))
+            continue
+        rec = eng.step()
+        records.append(rec)
+        for t in rec.finished:
+            outs[order[t.request_id]] = list(t.output_token_ids)
+    return time.perf_counter() - t0, [outs[i] for i in range(len(prompts))], records
+
+
+# The GUI's engine configuration (quest with statistics and profiling), its peers, and
+# a stream the engine cannot keep up with: our engine alone, one row each.
+SERVING_CASES = (("quest", dict(policy="quest", budget=0.25, dense_layers=2)),
+                 ("quest + stats", dict(policy="quest", budget=0.25, dense_layers=2, stats=True)),
+                 ("GUI: quest + stats + profile", dict(policy="quest", budget=0.25, dense_layers=2, stats=True,
+                                                       profile=True)))
+
+
+def serving_rows(cfg, model, tok, mixed, arrivals, overload: tuple[int, float], seed: int) -> list[BenchRow]:
+    """The selection configurations on the Poisson stream, then `overload` = (requests,
+    rate) of dense serving on a stream that outruns the engine."""
+    rows = []
+    prompts, max_toks = mixed
+    for name, keys in SERVING_CASES:
+        secs, _, recs = run_ours(cfg.replace(**keys), model, tok, prompts, max_toks, arrivals)
+        total = sum(max_toks)
+        rows.append(_with_serving(BenchRow(f"poisson, {name}", "tinyserve", len(prompts), total, secs,
+                                           total / secs), recs))
+    n, rate = overload
+    prompts, max_toks = _workload(tok, n, max(8, int(np.median([len(p) for p in prompts]))),
+                                  max(4, int(np.median(max_toks))), seed, True)
+    stream = np.cumsum(np.random.default_rng(seed + 1).exponential(1.0 / rate, size=n)).tolist()
+    secs, _, recs = run_ours(cfg.replace(max_num_seqs=max(n, 1)), model, tok, prompts, max_toks, stream)
+    total = sum(max_toks)
+    rows.append(_with_serving(BenchRow(f"overload: {n} at {rate:g}/s", "tinyserve", n, total, secs,
+                                       total / secs), recs))
+    return rows
 
 
 def _workload(tokenizer, n: int, length: int, max_tokens: int, seed: int, mixed: bool):
@@ -86,12 +175,14 @@ class EngineBench:
 
 
 def compare_with_hf(model: str | None = None, device: str = "auto", requests: int = 16, prompt_len: int = 128,
-                    max_tokens: int = 64, rate: float = 8.0, seed: int = 0) -> EngineBench:
+                    max_tokens: int = 64, rate: float = 8.0, seed: int = 0,
+                    overload: tuple[int, float] | None = (256, 1000.0)) -> EngineBench:
     """Both systems on a static uniform batch, a static mixed batch and a Poisson stream;
-    two rows per scenario (ours, then HF)."""
+    two rows per scenario (ours, then HF). Then our engine alone (serving_rows): the GUI
+    configuration and its peers on the stream, and `overload` = (requests, rate) (None:
+    left out)."""
     from ..engine.config import EngineConfig
     from ..engine.engine import Engine, resolve_device, resolve_dtype
-    from ..engine.sampling import SamplingParams
     from ..model.loader import default_model_dir
     from .machine import describe
 
@@ -99,27 +190,6 @@ def compare_with_hf(model: str | None = None, device: str = "auto", requests: in
     dtype = resolve_dtype("auto", device)
     model_dir = model or str(default_model_dir())
     rows: list[BenchRow] = []
-
-    def ours(prompts, max_toks, stream):
-        # a pool that holds the whole workload: this measures compute, not preemption
-        need = sum(-(-(len(p) + m) // cfg.cache.block_size) for p, m in zip(prompts, max_toks))
-        eng = Engine(cfg.replace(num_blocks=need + 8), model=engine.model, tokenizer=tok)
-        order = {}
-        pending = list(range(len(prompts)))
-        outs: dict[int, list[int]] = {}
-        t0 = time.perf_counter()
-        while eng.has_unfinished() or pending:
-            now = time.perf_counter() - t0
-            while pending and (stream is None or stream[pending[0]] <= now):
-                i = pending.pop(0)
-                sp = SamplingParams(temperature=0.0, max_tokens=max_toks[i], ignore_eos=True)
-                order[eng.add_request(prompts[i], sp)] = i
-            if not eng.has_unfinished():
-                time.sleep(max(0.0, stream[pending[0]] - now))
-                continue
-            for t in eng.step().finished:
-                outs[order[t.request_id]] = list(t.output_token_ids)
-        return time.perf_counter() - t0, [outs[i] for i in range(len(prompts))]
 
     def hf_run(prompts, max_toks, stream):
         t0 = time.perf_counter()
@@ -149,14 +219,19 @@ def compare_with_hf(model: str | None = None, device: str = "auto", requests: in
     arrivals = np.cumsum(rng.exponential(1.0 / rate, size=requests)).tolist()
     cases = [("static, uniform", uniform, None), ("static, mixed", mixed, None),
              (f"poisson {rate:g}/s, mixed", mixed, arrivals)]
-    ours(uniform[0][:2], [4, 4], None)  # warm-up: first-call allocations and any kernel build
+    model_ = engine.model
+    run_ours(cfg, model_, tok, uniform[0][:2], [4, 4], None)  # warm-up: first-call allocations, kernel build
     hf_run(uniform[0][:2], [4, 4], None)
     for scenario, (prompts, max_toks), stream in cases:
         total = sum(max_toks)
-        t_ours, out_ours = ours(prompts, max_toks, stream)
+        t_ours, out_ours, recs = run_ours(cfg, model_, tok, prompts, max_toks, stream)
         t_hf, out_hf = hf_run(prompts, max_toks, stream)
         match = out_ours == out_hf
-        rows.append(BenchRow(scenario, "tinyserve", len(prompts), total, t_ours, total / t_ours, match))
-        rows.append(BenchRow(scenario, "hf generate", len(prompts), total, t_hf, total / t_hf, match))
+        share, first = compare_outputs(out_ours, out_hf)
+        rows.append(_with_serving(BenchRow(scenario, "tinyserve", len(prompts), total, t_ours, total / t_ours,
+                                           match, share, first), recs))
+        rows.append(BenchRow(scenario, "hf generate", len(prompts), total, t_hf, total / t_hf, match, share, first))
+    if overload is not None:
+        rows += serving_rows(cfg, model_, tok, mixed, arrivals, overload, seed)
 
     return EngineBench(describe(device), device.type, str(dtype), model_dir, rows)

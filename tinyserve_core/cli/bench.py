@@ -47,6 +47,9 @@ def _add_engine(sub) -> None:
     p.add_argument("--max-tokens", type=int, default=64, help="generated tokens (uniform scenario)")
     p.add_argument("--rate", type=float, default=8.0, help="Poisson arrivals per second")
     p.add_argument("--seed", type=int, default=0, help="seed of prompts and arrivals")
+    p.add_argument("--overload-requests", type=int, default=256,
+                   help="requests of the stream the engine cannot keep up with (0: leave that row out)")
+    p.add_argument("--overload-rate", type=float, default=1000.0, help="its arrivals per second")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for both systems (None: torch's choice)")
     p.add_argument("--json", default=None, help="write the results here")
@@ -65,23 +68,47 @@ def run_engine(args) -> int:
         if args.threads < 1:
             raise ConfigError("threads", f"must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.overload_requests < 0 or args.overload_rate <= 0:
+        raise ConfigError("overload_requests" if args.overload_requests < 0 else "overload_rate",
+                          "must be >= 0 requests at a rate > 0")
+    overload = (args.overload_requests, args.overload_rate) if args.overload_requests else None
     res = compare_with_hf(args.model, args.device, args.requests, args.prompt_len, args.max_tokens,
-                          args.rate, args.seed)
-    rows = res.rows
+                          args.rate, args.seed, overload)
     print(f"\nengine benchmark on {res.machine}; model {res.model}; {args.requests} requests; "
           f"uniform = {args.prompt_len} prompt + {args.max_tokens} generated tokens each, mixed = "
           f"lognormal lengths up to 4x that; greedy, EOS ignored, {res.dtype}")
-    print(f"{'scenario':<24} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} {'outputs':>8}")
-    for i in range(0, len(rows), 2):
-        a, b = rows[i], rows[i + 1]
-        for r in (a, b):
-            speed = f"{a.tokens_per_s / b.tokens_per_s:.2f}x" if r is a else ""
-            print(f"{r.scenario:<24} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} "
-                  f"{speed:>8} {'match' if r.outputs_match else 'DIFFER':>8}")
+    print(format_engine_rows(res.rows))
     if args.json:
         write_json(args.json, res.to_json(), "--json")
         print(f"json -> {args.json}")
-    return 0 if all(r.outputs_match for r in rows) else 1
+    return 0 if all(r.outputs_match for r in res.rows if r.outputs_match is not None) else 1
+
+
+def format_engine_rows(rows) -> str:
+    """The side-by-side scenarios (ours, then HF: speed-up, identical outputs, mean
+    first difference), then every row of ours with latencies, host ms/step and GPU busy."""
+    f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    out = [f"{'scenario':<38} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} "
+           f"{'identical':>9} {'1st diff':>8}"]
+    peers = [(a, b) for a, b in zip(rows, rows[1:]) if a.system == "tinyserve" and b.system != "tinyserve"]
+    for a, b in peers:
+        for r in (a, b):
+            speed = f"{a.tokens_per_s / b.tokens_per_s:.2f}x" if r is a else ""
+            out.append(f"{r.scenario:<38} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {speed:>8} "
+                       f"{f(None if r.identical_share is None else 100 * r.identical_share, '.0f') + '%':>9} "
+                       f"{f(r.first_diff_mean, '.1f'):>8}")
+    out.append("")
+    out.append(f"{'tinyserve scenario':<38} {'tok/s':>9} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} "
+               f"{'host ms/step':>12} {'GPU busy':>8}")
+    for r in rows:
+        if r.serving is None:
+            continue
+        v = r.serving
+        out.append(f"{r.scenario:<38} {r.tokens_per_s:>9.1f} "
+                   f"{f(v['ttft_p50_ms'], '.1f') + ' / ' + f(v['ttft_p99_ms'], '.1f'):>17} "
+                   f"{f(v['tpot_p50_ms'], '.2f') + ' / ' + f(v['tpot_p99_ms'], '.2f'):>17} "
+                   f"{f(v['host_ms_per_step'], '.3f'):>12} {f(v['device_busy_pct'], '.0f') + '%':>8}")
+    return "\n".join(out)
 
 
 # ---- kernels -----------------------------------------------------------------------------

@@ -7,8 +7,9 @@ input buffers and replayed: one graph launch per step. Rows past the real batch 
 padding: cache slot -1 (nothing written), a one-token context in block 0, logits dropped.
 
 A policy whose decisions are made on the GPU (dense, quest, adaptive, streaming) is
-captured with the step; one that works on the host every step (h2o, oracle, or any policy
-with statistics or a two-tier cache) makes the runner run eagerly. A capture that fails
+captured with the step, and so are its statistics and tier bookkeeping (device work whose
+outputs are copied to the host after each replay, selection/recorder.py); one that works
+on the host every step (h2o, oracle) makes the runner run eagerly. A capture that fails
 (an operation that cannot be captured) marks its key eager and says so once."""
 
 from __future__ import annotations
@@ -43,14 +44,17 @@ class DecodeGraphs:
         self._graphs: dict[tuple, tuple] = {}
         self._failed: set[tuple] = set()
 
-    def run(self, ids, positions, slots, tables, sel_key, selector, timer=None) -> torch.Tensor | None:
+    def run(self, inputs, args, sel_key, selector, timer=None, span=None) -> torch.Tensor | None:
         """float32 logits [B, V] of one decode step from a replay, or None when this step
         must run eagerly (batch above the largest bucket, a capture that failed).
-        `sel_key`: the runner's selection key (the policy and its parameters are baked
-        into a graph, so they are part of its key). `timer` (profiling, an OpTimer):
-        the replay is timed as a whole, "total" (CUDA events around it; the kernels
-        inside a graph cannot be timed one by one)."""
-        B = len(ids)
+        `inputs`: the runner's DecodeInputs (persistent pinned staging); `args`: (seq_ids,
+        block tables, token ids, positions). `sel_key`: the runner's selection key (the
+        policy, its parameters and its bookkeeping are baked into a graph, so they are
+        part of its key). `timer` (profiling, an OpTimer): the replay is timed as a whole,
+        "total" (CUDA events around it; the kernels inside a graph cannot be timed one by
+        one)."""
+        seq_ids, tables = args[0], args[1]
+        B = len(seq_ids)
         Bb = _batch_bucket(B)
         if Bb is None:
             return None
@@ -66,19 +70,18 @@ class DecodeGraphs:
             entry = self._capture(key, selector)
             if entry is None:
                 return None
-        graph, rows, table, logits = entry
-        # Two host-to-device copies per step. Padding rows: token 0 at position 0 (a
-        # one-token context), cache slot -1 (nothing written), block 0.
-        host = torch.zeros(3, Bb, dtype=torch.int64)
-        host[2].fill_(-1)
-        host[:, :B] = torch.tensor([ids, positions, slots], dtype=torch.int64)
-        rows.copy_(host)
-        host_table = torch.zeros(table.shape, dtype=torch.int32)
-        for i, t in enumerate(tables):
-            host_table[i, : len(t)] = torch.tensor(t, dtype=torch.int32)
-        table.copy_(host_table)
+        graph, rows, table, logits, recorded = entry
+        # Two asynchronous copies from pinned staging; padding rows: token 0 at position 0
+        # (a one-token context), cache slot -1 (nothing written), block 0.
+        ints, tab = inputs.build(*args, padded=Bb, width=table.shape[1])
+        if span is not None:
+            span.start()   # the device work of the step begins with these copies
+        rows.copy_(ints, non_blocking=True)
+        table.copy_(tab, non_blocking=True)
         with timer("total") if timer is not None else contextlib.nullcontext():
             graph.replay()
+        if recorded:
+            selector.adopt(recorded)  # the replay refilled the captured bookkeeping outputs
         return logits[:B].to(torch.float32, copy=True)  # the static buffer is reused next step
 
     def capture_all(self, max_batch: int, sel_key, selector) -> int:
@@ -107,19 +110,23 @@ class DecodeGraphs:
                                seq_lens=(pos + 1).to(torch.int32), seq_ids=list(range(Bb)), selector=selector)
             return self.model.forward_paged(ids, pos, batch, self.kv)
 
+        take = getattr(selector, "take_pending", lambda: {})
         try:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # warm-up: lazy initialisation happens outside the capture
                 step()
             torch.cuda.current_stream(self.device).wait_stream(side)
+            take()  # the warm-up's bookkeeping is nobody's step
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
                 logits = step()
+            recorded = take()  # static outputs of the captured bookkeeping
         except RuntimeError as exc:
+            take()
             self._failed.add(key)
             print(f"tinyserve: decode step (batch {Bb}, {Mb} pages) runs without a CUDA graph: {exc}",
                   file=sys.stderr)
             return None
-        self._graphs[key] = (graph, rows, table, logits)
+        self._graphs[key] = (graph, rows, table, logits, recorded)
         return self._graphs[key]

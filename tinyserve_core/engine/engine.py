@@ -27,6 +27,7 @@ from .config.checks import check_context
 from .request import Request, Sequence
 from .sampling import SamplingParams, sample
 from .scheduler import ChildStart, PostprocessResult, ScheduleResult, Scheduler
+from .step_timing import DeviceSpan
 
 if TYPE_CHECKING:
     from .model_runner import RunnerOutput
@@ -74,7 +75,8 @@ class Engine:
         self.selector = self._build_selector(config)
         self.runner = ModelRunner(model, config.cache.num_blocks, config.cache.block_size,
                                   self.device, self.dtype, selector=self.selector,
-                                  profile=config.output.profile)
+                                  profile=config.output.profile,
+                                  profile_every=config.output.profile_every)
         self.runner.warm_up(config.scheduler.max_num_seqs)  # CUDA graphs, captured before any request waits
         self.scheduler = Scheduler(self.block_manager, config.scheduler.max_num_seqs,
                                    config.scheduler.max_num_batched_tokens, self.sink,
@@ -175,30 +177,46 @@ class Engine:
         self.scheduler.max_num_seqs = cfg.scheduler.max_num_seqs
         self.scheduler.max_num_batched_tokens = cfg.scheduler.max_num_batched_tokens
         self.runner.profile = cfg.output.profile
+        self.runner.profile_every = cfg.output.profile_every
         if SELECTION_KEYS & set(changes):
             self.selector.update(**cfg.selection.selector_params())
 
     # -- the step ------------------------------------------------------------------------
     def step(self) -> StepRecord:
-        """schedule -> run -> postprocess -> record."""
+        """schedule -> run -> postprocess -> record. The selection bookkeeping of the
+        previous decode step is read while this one runs on the device (between the
+        launch and the sampling sync), so its host work hides behind the GPU's."""
         self._apply_updates()
         t_wall = time.perf_counter()
         t_start = self.clock
         batch = self.scheduler.schedule(now=t_start)
         for seq in batch.preempted:
-            self.selector.forget(seq.seq_id)
-        out = self._run(batch)
+            self._forget(seq.seq_id)
+        span = DeviceSpan(self.device)   # started by the runner once the inputs are staged
+        out = self._run(batch, span)
+        summaries = self.selector.collect(keep_newest=True)
         tokens, children = self._sample(batch, out.logits)
+        span.stop()
+        out.finish()                        # graph timing events, read after sampling's sync
         step_time = time.perf_counter() - t_wall
         self.clock += step_time
         post = self.scheduler.postprocess(batch, tokens, children, now=self.clock)
         for req in post.finished:
             del self.requests[req.request_id]
             for seq in req.seqs:   # per-sequence selection state ends with its blocks
-                self.selector.forget(seq.seq_id)
-        return self._record(batch, out, post, t_start, step_time)
+                self._forget(seq.seq_id)
+        if not self.scheduler.has_work():   # nothing runs next: deliver the last step now
+            summaries += self.selector.collect()
+        rec = self._record(batch, out, post, t_start, step_time, summaries)
+        rec.metrics.device_time_s = span.seconds()
+        rec.metrics.host_time_s = max(0.0, time.perf_counter() - t_wall - rec.metrics.device_time_s)
+        return rec
 
-    def _run(self, batch: ScheduleResult) -> RunnerOutput:
+    def _forget(self, seq_id: int) -> None:
+        self.selector.forget(seq_id)
+        self.runner.release(seq_id)
+
+    def _run(self, batch: ScheduleResult, span: DeviceSpan | None = None) -> RunnerOutput:
         """Copy-on-write copies, then one forward over the scheduled sequences."""
         from .model_runner import DecodeItem, PrefillItem, RunnerOutput
 
@@ -213,9 +231,9 @@ class Engine:
         table = self.block_manager.block_table
         if batch.is_prefill:
             return self.runner.prefill([PrefillItem(s.seq_id, s.token_ids, s.num_computed_tokens,
-                                                    table(s.seq_id)) for s in seqs])
+                                                    table(s.seq_id)) for s in seqs], span)
         return self.runner.decode([DecodeItem(s.seq_id, s.token_ids[-1], len(s) - 1, table(s.seq_id))
-                                   for s in seqs])
+                                   for s in seqs], span)
 
     def _sample(self, batch: ScheduleResult, logits: torch.Tensor
                 ) -> tuple[list[int], dict[int, list[ChildStart]]]:
@@ -246,12 +264,12 @@ class Engine:
         return tokens, children
 
     def _record(self, batch: ScheduleResult, out: RunnerOutput, post: PostprocessResult,
-                t_start: float, step_time: float) -> StepRecord:
+                t_start: float, step_time: float, summaries: list) -> StepRecord:
         self.step_count += 1
         seqs = batch.seqs
         n_prompt = batch.num_tokens if batch.is_prefill else 0   # uncached prompt tokens
         metrics = self._metrics(step_time, n_prompt, post.num_generated)
-        selection = self.selector.take_summary()
+        selection = tuple(summaries)
         return StepRecord(
             step=self.step_count, t_start=t_start, t_end=self.clock,
             phase=("prefill" if batch.is_prefill else "decode") if seqs else "idle",

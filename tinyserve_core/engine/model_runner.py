@@ -23,18 +23,29 @@ import torch
 from .. import kernels
 from ..kv.kv_cache import KVCache
 from ..model.llama import LlamaForCausalLM, PagedBatch
+from .config.sections import PROFILE_EVERY
+from .step_inputs import DecodeInputs
 
 
-# Graph-replayed decode steps per eager, per-op profiled one (the breakdown's sample rate).
-PROFILE_EVERY = 16
+# PROFILE_EVERY: graph-replayed decode steps per eager, per-op profiled one (the
+# breakdown's sample rate); the config key `profile_every` sets it for an engine.
 
 
 @dataclass
 class RunnerOutput:
-    """What one forward of the runner produced."""
+    """What one forward of the runner produced. A replayed graph step's timing events
+    are read by `finish()` (the engine calls it after sampling's sync), so timing adds
+    no sync of its own between the launch and the sampling."""
     logits: torch.Tensor                                          # float32 [items, V]
     timings: dict[str, float] = field(default_factory=dict)       # op family -> s (profiling)
     bytes_moved: dict[str, int] = field(default_factory=dict)     # op family -> bytes (profiling)
+    timer: "OpTimer | None" = None                                # events still to be read
+
+    def finish(self) -> "RunnerOutput":
+        if self.timer is not None:
+            self.timings.update(self.timer.result())
+            self.timer = None
+        return self
 
 
 @dataclass
@@ -90,8 +101,8 @@ class OpTimer:
         return False
 
     def result(self) -> dict[str, float]:
-        if self.cuda:
-            torch.cuda.synchronize()
+        if self.cuda and self.events:
+            self.events[-1][2].synchronize()   # the last end event: every earlier one is done
             for name, a, b in self.events:
                 self.seconds[name] += a.elapsed_time(b) / 1000.0
             self.events.clear()
@@ -138,13 +149,17 @@ class ModelRunner:
             raise ValueError(f"profile_every must be an integer >= 1, got {profile_every!r}")
         self.profile_every = profile_every
         self._graph_steps = 0    # graph-eligible decode steps seen while profiling
+        # Persistent (pinned on a GPU) block-table rows and step staging (engine/step_inputs.py).
+        from .cuda_graphs import _width_bucket
+        self.max_pages = _width_bucket(-(-self.config.max_position_embeddings // block_size))
+        self._inputs = DecodeInputs(block_size, self.max_pages, pin=self.device.type == "cuda")
         # Weight bytes of the matrix products: every forward reads each weight once.
         self._weight_bytes = sum(m.weight.numel() * m.weight.element_size()
                                  for m in self.model.modules() if isinstance(m, torch.nn.Linear))
 
     # ---- public API ------------------------------------------------------------------
     @torch.inference_mode()
-    def prefill(self, items: list[PrefillItem]) -> RunnerOutput:
+    def prefill(self, items: list[PrefillItem], span=None) -> RunnerOutput:
         """Compute tokens num_cached..len-1 of every item in one packed forward; its
         logits are float32 [len(items), V] at each item's last position."""
         if not items:
@@ -156,6 +171,7 @@ class ModelRunner:
             if not 0 <= nc < L:
                 raise ValueError(f"seq {it.seq_id}: num_cached={nc} must be in 0..{L - 1}")
             self._check_table(it.seq_id, it.block_table, L)
+            self._inputs.tables_rows.row(it.seq_id, it.block_table, rewrite=True)  # new after a preemption
             p = torch.arange(nc, L)
             table = torch.tensor(it.block_table, dtype=torch.int64)
             slots.append(table[p // bs] * bs + p % bs)
@@ -164,6 +180,8 @@ class ModelRunner:
             starts.append(starts[-1] + L - nc)
             cached.append(nc)
             lens.append(L)
+        if span is not None:
+            span.start()   # the host's share ends here: the rest is device work
         batch = PagedBatch(
             is_prefill=True,
             slot_mapping=torch.cat(slots).to(self.device),
@@ -176,32 +194,38 @@ class ModelRunner:
         return self._run(input_ids, torch.cat(pos).to(self.device), batch)
 
     @torch.inference_mode()
-    def decode(self, items: list[DecodeItem]) -> RunnerOutput:
-        """One new token per sequence, all in one forward; float32 logits [B, V]."""
+    def decode(self, items: list[DecodeItem], span=None) -> RunnerOutput:
+        """One new token per sequence, all in one forward; float32 logits [B, V].
+        `span` (engine/step_timing.DeviceSpan): started when the inputs are staged and
+        the device work begins, so the staging counts as the host's."""
         if not items:
             return RunnerOutput(torch.empty(0, self.config.vocab_size))
-        bs = self.block_size
-        slots = []
         for it in items:
             self._check_table(it.seq_id, it.block_table, it.position + 1)
-            slots.append(it.block_table[it.position // bs] * bs + it.position % bs)
+        seq_ids = [it.seq_id for it in items]
+        args = (seq_ids, [it.block_table for it in items], [it.token_id for it in items],
+                [it.position for it in items])
         sel_key = self._graph_key()
         if sel_key is not None and not self._breakdown_due():
             timer = OpTimer(self.device) if self.profile else None
-            logits = self._decode_graphs().run([it.token_id for it in items], [it.position for it in items], slots,
-                                               [it.block_table for it in items], sel_key, self.selector, timer)
+            logits = self._decode_graphs().run(self._inputs, args, sel_key, self.selector, timer, span)
             if logits is not None:
-                return RunnerOutput(logits, timer.result() if timer is not None else {})
-        positions = torch.tensor([it.position for it in items], dtype=torch.int64, device=self.device)
+                self._end_selection_step(seq_ids)
+                return RunnerOutput(logits, timer=timer)
+        ints, tables = self._inputs.build(*args)
+        if span is not None:
+            span.start()
+        ints, tables = self._to_device(ints), self._to_device(tables)
         batch = PagedBatch(
-            is_prefill=False,
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=self.device),
-            block_tables=self._tables([it.block_table for it in items]),
-            seq_lens=(positions + 1).to(torch.int32),
-            seq_ids=[it.seq_id for it in items],
-            selector=self.selector)
-        input_ids = torch.tensor([it.token_id for it in items], dtype=torch.int64, device=self.device)
-        return self._run(input_ids, positions, batch)
+            is_prefill=False, slot_mapping=ints[2], block_tables=tables,
+            seq_lens=(ints[1] + 1).to(torch.int32), seq_ids=seq_ids, selector=self.selector)
+        out = self._run(ints[0], ints[1], batch)
+        self._end_selection_step(seq_ids)
+        return out
+
+    def release(self, seq_id: int) -> None:
+        """A sequence finished or was preempted: its block-table row is free again."""
+        self._inputs.tables_rows.release(seq_id)
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         self.kv.copy_blocks(pairs)
@@ -219,9 +243,17 @@ class ModelRunner:
     def _decode_graphs(self):
         if self._graphs is None:
             from .cuda_graphs import DecodeGraphs
-            max_pos = self.config.max_position_embeddings
-            self._graphs = DecodeGraphs(self.model, self.kv, self.device, -(-max_pos // self.block_size))
+            self._graphs = DecodeGraphs(self.model, self.kv, self.device, self.max_pages)
         return self._graphs
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A staging tensor on the device: an asynchronous copy from pinned memory on a
+        GPU; a copy on the CPU too, since the staging buffer is reused next step."""
+        return t.to(self.device, non_blocking=True) if self.device.type == "cuda" else t.clone()
+
+    def _end_selection_step(self, seq_ids: list[int]) -> None:
+        if self.selector is not None and hasattr(self.selector, "end_step"):
+            self.selector.end_step(seq_ids)
 
     def _graph_key(self):
         """What a decode-step graph depends on besides shapes (the selection policy and

@@ -61,6 +61,8 @@ class StepMetrics:
     num_free_blocks: int = 0
     num_cached_free_blocks: int = 0           # evictable
     num_shared_blocks: int = 0                # ref_cnt > 1
+    device_time_s: float = 0.0                # span of the step's device work (engine/step_timing.py)
+    host_time_s: float = 0.0                  # the step's whole wall time minus device_time_s
 
 
 @dataclass(slots=True)
@@ -75,4 +77,6 @@ class StepRecord:
     finished: list[RequestTiming] = field(default_factory=list)
     op_timings_s: dict[str, float] = field(default_factory=dict)  # kernel family -> seconds
     op_bytes: dict[str, int] = field(default_factory=dict)        # kernel family -> bytes moved
-    selection: Any = None  # selection.stats.SelectionSummary of this step (per layer), if any
+    # selection.stats.SelectionSummary of the decode steps whose statistics arrived with
+    # this step (read one step late: usually the previous decode step's; `.step` says)
+    selection: tuple[Any, ...] = ()

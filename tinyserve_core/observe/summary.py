@@ -34,6 +34,8 @@ class ServingSummary:
     num_steps: int = 0
     duration_s: float = 0.0
     busy_s: float = 0.0                     # time in prefill/decode steps
+    host_ms_per_step: float | None = None   # mean of (step wall - device span) over busy steps
+    device_busy_frac: float | None = None   # summed device spans / duration, 0..1
     requests_finished: int = 0
     sequences_finished: int = 0
     requests_rejected: int = 0
@@ -74,7 +76,12 @@ def summarize(records: Iterable[StepRecord]) -> ServingSummary:
     if not records:
         return s
     s.duration_s = max(r.t_end for r in records) - min(r.t_start for r in records)
-    s.busy_s = sum(r.t_end - r.t_start for r in records if r.phase != "idle")
+    busy = [r for r in records if r.phase != "idle"]
+    s.busy_s = sum(r.t_end - r.t_start for r in busy)
+    if busy:
+        s.host_ms_per_step = 1e3 * float(np.mean([r.metrics.host_time_s for r in busy]))
+    if s.duration_s > 0:
+        s.device_busy_frac = min(1.0, sum(r.metrics.device_time_s for r in busy) / s.duration_s)
 
     first_token: dict[str, float] = {}
     arrival: dict[str, float] = {}
@@ -134,6 +141,8 @@ def format_summary_table(summary: ServingSummary, title: str = "Serving summary"
     rows = [
         ("requests finished", f"{s.requests_finished}", f"{s.sequences_finished} sequences, {s.requests_rejected} rejected"),
         ("steps", f"{s.num_steps}", f"busy {s.busy_s:.3f} s of {s.duration_s:.3f} s"),
+        ("host ms / step", _fmt(s.host_ms_per_step, ".3f"),
+         f"step wall minus device time; device busy {_fmt(s.device_busy_frac, '.1f', 100)}%"),
         ("prompt tokens/s", f"{s.prompt_tokens_per_s:.1f}", f"{s.prompt_tokens} computed"),
         ("generation tokens/s", f"{s.generation_tokens_per_s:.1f}", f"{s.generation_tokens} generated"),
         ("total tokens/s", f"{s.total_tokens_per_s:.1f}", ""),

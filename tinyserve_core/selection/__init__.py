@@ -1,17 +1,18 @@
 """Query-aware page selection: which KV pages each decode query attends to.
 
 `PageSelector` is the model runner's hook; policies (`dense`, `quest`, `adaptive`,
-`streaming`, `h2o`, and `oracle` as the measuring stick) are looked up by name in `POLICIES`; `SelectionStats` measures
+`streaming`, `h2o`, and `oracle` as the measuring stick) are looked up by name in `POLICIES`; `StatsRecorder` measures
 them against true attention; the two-tier page cache lives in `kv.tiers`."""
 
 from .base import Policy, SelectContext, Selection
 from .params import Budget
 from .registry import POLICIES, make_policy, policy_names, policy_parameters
 from .selector import PageSelector, build_selector
-from .stats import SelectionStats, SelectionSummary, summarize_history
+from .recorder import StatsRecorder
+from .stats import SelectionSummary, summarize_history
 
 __all__ = [
     "Budget", "POLICIES", "PageSelector", "Policy", "SelectContext", "Selection",
-    "SelectionStats", "SelectionSummary", "build_selector", "make_policy", "policy_names", "policy_parameters",
+    "SelectionSummary", "StatsRecorder", "build_selector", "make_policy", "policy_names", "policy_parameters",
     "summarize_history",
 ]

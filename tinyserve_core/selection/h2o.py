@@ -9,8 +9,10 @@ stops growing. Only decode queries are seen: on a sequence's first decode step e
 prompt page is live and that one query decides the first evictions (H2O proper also
 accumulates over the prompt's queries).
 
-It needs real attention weights, computed here from q and the cache: an accuracy
-baseline, not a fast path. `forget(seq_id)` drops a finished sequence's state."""
+It needs real attention weights, computed here from q and the cache for the whole batch
+at once (no host sync): an accuracy baseline, not a fast path. `forget(seq_id)` drops a
+finished sequence's state. A budget that covers the whole table attends densely and
+leaves the accumulators as they were."""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from .base import (EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator)
-from .true_attention import attention_logits, context_keys, page_mass
 from .params import Budget, check_int
+from .true_attention import batched_page_mass
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,26 +34,9 @@ class H2OParams:
     dense_layers: int = 2
 
 
-class _SeqState:
-    __slots__ = ("acc", "alive", "n_seen")
-
-    def __init__(self, hkv: int, n: int, device):
-        self.acc = torch.zeros(hkv, n, dtype=torch.float32, device=device)
-        self.alive = torch.ones(hkv, n, dtype=torch.bool, device=device)
-        self.n_seen = n
-
-    def grow(self, n: int) -> None:
-        extra = n - self.n_seen
-        if extra > 0:
-            h = self.acc.shape[0]
-            self.acc = torch.cat([self.acc, self.acc.new_zeros(h, extra)], dim=1)
-            self.alive = torch.cat([self.alive, self.alive.new_ones(h, extra)], dim=1)
-            self.n_seen = n
-
-
 class H2OPolicy(Policy):
     name = "h2o"
-    graph_safe = False  # per-sequence work on the host every step
+    graph_safe = False  # per-sequence state lives in Python dicts (gathered, not synced)
     Params = H2OParams
     _validators = {
         "budget": budget_validator,
@@ -61,7 +46,8 @@ class H2OPolicy(Policy):
     }
 
     def __init__(self, **params):
-        self._state: dict[int, dict[int, _SeqState]] = {}
+        # seq -> layer -> (accumulated mass float32 [H, W], alive bool [H, W], pages seen long [])
+        self._state: dict[int, dict[int, tuple]] = {}
         super().__init__(**params)
 
     def forget(self, seq_id: int) -> None:
@@ -70,67 +56,69 @@ class H2OPolicy(Policy):
     def tracked_sequences(self) -> list[int]:
         return sorted(self._state)
 
-    def _state_for(self, seq_id: int, layer: int, hkv: int, n: int, device) -> _SeqState:
-        layers = self._state.setdefault(seq_id, {})
-        st = layers.get(layer)
-        if st is None or st.n_seen > n:  # new, or recomputed after preemption
-            st = layers[layer] = _SeqState(hkv, n, device)
-        st.grow(n)
-        return st
-
     def select(self, ctx: SelectContext) -> Selection:
+        """The whole batch in tensor ops: each sequence's state is gathered into
+        [B, H, M] tensors, updated and evicted there, and stored back; nothing waits
+        for the device (the old per-sequence version synced several times a row)."""
         p = self.params
         if ctx.layer_idx < p.dense_layers:
             return EXEMPT
         B, H = len(ctx.seq_ids), ctx.num_kv_heads
-        group = ctx.query.shape[1] // H
-        budgets = p.budget.pages(ctx.seq_lens, ctx.block_size).tolist()
-        rows, kept_all, budget_out = [], True, []
-        for b, seq_id in enumerate(ctx.seq_ids):
-            L = int(ctx.seq_lens[b])
-            n = (L + ctx.block_size - 1) // ctx.block_size
-            st = self._state_for(seq_id, ctx.layer_idx, H, n, ctx.query.device)
-            keys = context_keys(ctx.k_cache, ctx.block_tables[b], L)
-            logits = attention_logits(ctx.query[b], keys, ctx.scale)
-            live = st.alive[:, :n].repeat_interleave(group, dim=0)
-            mass = page_mass(logits, ctx.block_size, live).view(H, group, n).sum(1)
-            st.acc[:, :n] += mass
-            k = min(max(budgets[b], 1), n)
-            self._evict(st, n, k, p)
-            kept_all &= bool(st.alive[:, :n].all())
-            rows.append(st.alive[:, :n])
-            budget_out.append(k)
-        budget = torch.tensor(budget_out, device=ctx.query.device)[:, None].expand(B, H)
-        if kept_all:
-            return Selection(None, budget_pages=budget)
-        return Selection(_pad_rows(rows), budget_pages=budget)
+        M = ctx.block_tables.shape[1]
+        bs = ctx.block_size
+        n = ctx.num_pages()
+        k = torch.minimum(p.budget.pages(ctx.seq_lens, bs).clamp(min=1), n)       # [B]
+        if p.budget.covers(M, bs):   # decided on the host: nothing is ever evicted, exact dense
+            return Selection(None, budget_pages=k[:, None].expand(B, H))
+        acc, alive = self._gather(ctx.seq_ids, ctx.layer_idx, H, M, n)
+        valid = (torch.arange(M, device=n.device)[None, :] < n[:, None])[:, None, :]  # [B, 1, M]
+        live = alive & valid
+        acc = acc + batched_page_mass(ctx, live)
+        alive = alive & ~self._evictions(acc, live, n, k, p)
+        self._store(ctx.seq_ids, ctx.layer_idx, acc, alive, n)
+        live = alive & valid
+        # Pages alive: at most max(k, recent window + sinks) per row, a host-side bound.
+        kmax = p.budget.max_pages(M, bs)
+        recent = p.recent_pages if p.recent_pages > 0 else math.ceil(kmax / 2)
+        S = min(M, max(kmax, recent + p.sink_pages + 1))
+        idx = torch.arange(M, device=n.device).expand(B, H, M).masked_fill(~live, M)
+        idx = torch.sort(idx, dim=-1).values[..., :S]
+        return Selection(idx.masked_fill(idx == M, -1).to(torch.int32), budget_pages=k[:, None].expand(B, H))
+
+    def _gather(self, seq_ids, layer: int, H: int, M: int, n: torch.Tensor):
+        accs, alives, seen = [], [], []
+        dev = n.device
+        for seq_id in seq_ids:
+            st = self._state.get(seq_id, {}).get(layer)
+            if st is None:
+                st = (torch.zeros(H, M, device=dev), torch.ones(H, M, dtype=torch.bool, device=dev),
+                      torch.zeros((), dtype=torch.long, device=dev))
+            a, al, s = st
+            if a.shape[1] < M:   # the table grew wider: new pages arrive alive, unattended
+                a = torch.nn.functional.pad(a, (0, M - a.shape[1]))
+                al = torch.nn.functional.pad(al, (0, M - al.shape[1]), value=True)
+            accs.append(a[:, :M])
+            alives.append(al[:, :M])
+            seen.append(s)
+        acc, alive, seen = torch.stack(accs), torch.stack(alives), torch.stack(seen)
+        # A context shorter than what was seen was recomputed (a preemption): start over.
+        reset = (seen > n)[:, None, None]
+        return acc.masked_fill(reset, 0.0), alive | reset
+
+    def _store(self, seq_ids, layer: int, acc, alive, n) -> None:
+        for b, seq_id in enumerate(seq_ids):
+            self._state.setdefault(seq_id, {})[layer] = (acc[b], alive[b], n[b])
 
     @staticmethod
-    def _evict(st: _SeqState, n: int, k: int, p: H2OParams) -> None:
-        alive = st.alive[:, :n]
-        over = alive.sum(-1) - k  # [H]
-        if bool((over <= 0).all()):
-            return
-        recent = p.recent_pages if p.recent_pages > 0 else math.ceil(k / 2)
-        pos = torch.arange(n, device=alive.device)
-        protected = (pos >= n - recent) | (pos < p.sink_pages)
-        eligible = alive & ~protected[None, :]
-        key = st.acc[:, :n].masked_fill(~eligible, float("inf"))
-        order = torch.argsort(key, dim=-1)  # least attended first
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(n, device=alive.device).expand_as(order))
-        drop = eligible & (rank < over.clamp(min=0)[:, None])
-        st.alive[:, :n] = alive & ~drop
-
-
-def _pad_rows(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Per-sequence bool [H, n_b] page masks -> int32 [B, H, S] ascending, -1 padded."""
-    H = rows[0].shape[0]
-    S = max(int(r.sum(-1).max()) for r in rows)
-    out = torch.full((len(rows), H, S), -1, dtype=torch.int32, device=rows[0].device)
-    for b, r in enumerate(rows):
-        n = r.shape[1]
-        idx = torch.arange(n, device=r.device).expand(H, n).masked_fill(~r, n)
-        idx = torch.sort(idx, dim=-1).values[:, :S]
-        out[b, :, : idx.shape[1]] = idx.masked_fill(idx == n, -1).to(torch.int32)
-    return out
+    def _evictions(acc, live, n, k, p: H2OParams) -> torch.Tensor:
+        """bool [B, H, M]: live pages to drop, least accumulated attention first, outside
+        the recent window and the sinks, until each row is within its budget."""
+        B, H, M = live.shape
+        over = live.sum(-1) - k[:, None]                                           # [B, H]
+        recent = torch.full_like(k, p.recent_pages) if p.recent_pages > 0 else (k + 1) // 2
+        pos = torch.arange(M, device=live.device)
+        protected = (pos[None, :] >= (n - recent)[:, None]) | (pos[None, :] < p.sink_pages)   # [B, M]
+        eligible = live & ~protected[:, None, :]
+        order = torch.argsort(acc.masked_fill(~eligible, float("inf")), dim=-1, stable=True)
+        rank = torch.empty_like(order).scatter_(-1, order, pos.expand_as(order))
+        return eligible & (rank < over.clamp(min=0)[..., None])

@@ -11,21 +11,17 @@ from __future__ import annotations
 import torch
 
 from .base import TopPagesPolicy
-from .true_attention import attention_logits, context_keys, page_mass
+from .true_attention import batched_page_mass
 from .quest import QuestParams
 
 
 class OraclePolicy(TopPagesPolicy):
     name = "oracle"
-    graph_safe = False  # per-sequence work on the host every step
+    # Batched tensor ops only, but not yet captured and checked in a CUDA graph: eager.
+    graph_safe = False
     Params = QuestParams  # the same knobs as quest, so the two compare at equal settings
 
     def rank(self, ctx, num_pages, max_pages):
-        B, H = ctx.query.shape[0], ctx.num_kv_heads
-        group = ctx.query.shape[1] // H
-        keys = torch.full((B, H, max_pages), float("-inf"), device=ctx.query.device)
-        for b, n in enumerate(num_pages.tolist()):
-            L = int(ctx.seq_lens[b])
-            logits = attention_logits(ctx.query[b], context_keys(ctx.k_cache, ctx.block_tables[b], L), ctx.scale)
-            keys[b, :, :n] = page_mass(logits, ctx.block_size).view(H, group, n).sum(1)
-        return keys, None
+        mass = batched_page_mass(ctx)                                      # [B, H, M], batched
+        valid = torch.arange(max_pages, device=mass.device)[None, :] < num_pages[:, None]
+        return mass.masked_fill(~valid[:, None, :], float("-inf")), None

@@ -3,11 +3,15 @@
 `PageSelector` holds the live policy, the optional two-tier cache and the optional
 statistics; every piece can be swapped or retuned between steps while the engine
 runs (`set_policy` / `update` / `set_tiers` / `set_stats`). Like everything the
-engine holds, it is used from the engine's loop only (see Engine), so no lock."""
+engine holds, it is used from the engine's loop only (see Engine), so no lock.
+
+Statistics and tier accounting go through a StatsRecorder (selection/recorder.py):
+device work during the step, host work one step later. The runner calls `end_step`
+after each decode forward (and hands captured outputs back with `adopt` after a graph
+replay); the engine calls `collect` once the next step is launched."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..kv.tiers import TieredPageCache
@@ -15,7 +19,8 @@ from ..observe.events import EventSink
 from .base import Policy, SelectContext
 from ..errors import ConfigError
 from .registry import POLICIES, make_policy
-from .stats import SelectionStats, SelectionSummary
+from .recorder import StatsRecorder
+from .stats import SelectionSummary
 
 
 class PageSelector:
@@ -27,7 +32,9 @@ class PageSelector:
             self._policy.update(**params)
         self._tiers = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
         self._sink = sink
-        self._stats = SelectionStats(sink) if stats else None
+        self._stats_on = bool(stats)
+        self._recorder: StatsRecorder | None = None
+        self._sync_recorder()
 
     # ---- live configuration -------------------------------------------------------
     @property
@@ -39,8 +46,21 @@ class PageSelector:
         return self._tiers
 
     @property
-    def stats(self) -> SelectionStats | None:
-        return self._stats
+    def stats(self) -> StatsRecorder | None:
+        """The recorder when statistics are on (its `history` holds the summaries)."""
+        r = self._recorder
+        return r if r is not None and r.stats else None
+
+    def _sync_recorder(self) -> None:
+        """A recorder exists while statistics or tiers are on; switching what it
+        computes first delivers what is in flight."""
+        want = self._stats_on or self._tiers is not None
+        r = self._recorder
+        if r is not None and (not want or r.stats != self._stats_on):
+            r.flush(self._tiers)
+            self._recorder = r = None
+        if want and r is None:
+            self._recorder = StatsRecorder(self._stats_on, self._sink)
 
     def set_policy(self, name: str, **params) -> None:
         """Switch policy (validated before anything changes). Per-sequence state of
@@ -83,52 +103,85 @@ class PageSelector:
                 new_tiers = TieredPageCache(cap, pol, dec)
             else:
                 tiers.update(cap, pol, dec)
+        if new_tiers is not tiers and self._recorder is not None:
+            self._recorder.flush(tiers)   # account what is in flight with the tiers it ran under
         self._policy, self._tiers = new_policy, new_tiers
         if stats is not None:
             self.set_stats(stats)
+        self._sync_recorder()
 
     def set_tiers(self, tier_pages: int | None, tier_policy: str = "lru", tier_decay: float = 0.9) -> None:
         new = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
+        if self._recorder is not None:
+            self._recorder.flush(self._tiers)
         self._tiers = new
+        self._sync_recorder()
 
     def set_stats(self, enabled: bool, sink: EventSink | None = None) -> None:
         if sink is not None:
             self._sink = sink
-        if not enabled:
-            self._stats = None
-        elif self._stats is None:
-            self._stats = SelectionStats(self._sink)
+            if self._recorder is not None:
+                self._recorder.sink = sink
+        self._stats_on = bool(enabled)
+        self._sync_recorder()
+
+    # ---- the recorder's step protocol ---------------------------------------------------
+    def end_step(self, seq_ids=None) -> None:
+        """The decode forward of `seq_ids` is queued: start copying its bookkeeping."""
+        if self._recorder is not None:
+            self._recorder.end_step(seq_ids)
+
+    def take_pending(self) -> dict:
+        return {} if self._recorder is None else self._recorder.take_pending()
+
+    def adopt(self, pending: dict) -> None:
+        if self._recorder is not None and pending:
+            self._recorder.adopt(pending)
+
+    def collect(self, keep_newest: bool = False) -> list[SelectionSummary]:
+        """Summaries of finished steps (tier accounting and events done on the way),
+        oldest first, each once; `keep_newest` leaves the step just launched in flight."""
+        r = self._recorder
+        return [] if r is None else r.collect(self._tiers, keep_newest)
 
     def take_summary(self) -> SelectionSummary | None:
-        st = self._stats
-        return None if st is None else st.take_summary()
+        """Everything recorded so far, delivered now (waits for the copies): the newest
+        step's summary, or None without statistics. For callers outside the engine."""
+        r = self._recorder
+        if r is None:
+            return None
+        got = r.flush(self._tiers)
+        return got[-1] if got else None
 
     def forget(self, seq_id: int) -> None:
-        """A sequence finished or was preempted: drop its policy and tier state."""
-        policy, tiers = self._policy, self._tiers
-        policy.forget(seq_id)
-        if tiers is not None:
-            tiers.forget(seq_id)
+        """A sequence finished or was preempted: drop its policy and tier state (the
+        tier state once the steps still in flight are accounted)."""
+        self._policy.forget(seq_id)
+        if self._recorder is not None:
+            self._recorder.forget(seq_id, self._tiers)
+        elif self._tiers is not None:
+            self._tiers.forget(seq_id)
 
     def graph_key(self):
-        """What a captured decode step bakes in (the policy and its parameters, hashable),
-        or None when selection must run on the host every step: statistics, a two-tier
-        cache, or a policy that decides on the host (`graph_safe` False)."""
-        if self._stats is not None or self._tiers is not None or not self._policy.graph_safe:
+        """What a captured decode step bakes in (the policy, its parameters and whether
+        statistics or tier bookkeeping are recorded: all device work, hashable), or None
+        when selection must run on the host every step (`graph_safe` False: h2o, oracle)."""
+        if not self._policy.graph_safe:
             return None
-        return (self._policy.name, self._policy.params)
+        r = self._recorder
+        return (self._policy.name, self._policy.params, None if r is None else ("recorded", r.stats, r.rtol))
 
     def describe(self) -> dict:
         out = self._policy.describe()
         t = self._tiers
         out.update(tier_pages=None if t is None else t.capacity_pages,
-                   tier_policy=None if t is None else t.policy, stats=self._stats is not None)
+                   tier_policy=None if t is None else t.policy, stats=self._stats_on)
         return out
 
     # ---- the runner hook ------------------------------------------------------------
     def select(self, layer, query: torch.Tensor, kv, layer_idx: int, block_tables: torch.Tensor,
                seq_lens: torch.Tensor, seq_ids) -> torch.Tensor | None:
-        policy, tiers, stats = self._policy, self._tiers, self._stats
+        policy, recorder = self._policy, self._recorder
         metas = getattr(kv, "metas", None)
         if metas is None or metas[layer_idx] is None:
             raise ValueError("page selection needs the KV cache's page metadata (kv.metas)")
@@ -141,11 +194,8 @@ class PageSelector:
         sel = policy.select(ctx)
         if sel.exempt:
             return None
-        tier_acc = None
-        if tiers is not None:
-            tier_acc = _account_tiers(tiers, ctx, sel.page_indices, k_cache)
-        if stats is not None:
-            stats.record(ctx, sel, policy.name, tier_acc)
+        if recorder is not None:
+            recorder.record(ctx, sel, policy.name)
         return sel.page_indices
 
 
@@ -155,23 +205,6 @@ def _softmax_scale(layer, head_dim: int) -> float:
         if isinstance(v, (int, float)):
             return float(v)
     return head_dim ** -0.5
-
-
-def _account_tiers(tiers: TieredPageCache, ctx: SelectContext, page_indices, k_cache) -> list:
-    # K and V of every kv-head of one block of this layer
-    page_bytes = 2 * k_cache[0].numel() * k_cache.element_size()
-    n_pages = ctx.num_pages().tolist()
-    rows = None if page_indices is None else page_indices.cpu().numpy()
-    out = []
-    for b, seq_id in enumerate(ctx.seq_ids):
-        n = n_pages[b]
-        if rows is None:
-            sel = np.arange(n)
-        else:
-            r = rows[b].ravel()
-            sel = r[r >= 0]
-        out.append(tiers.access(int(seq_id), ctx.layer_idx, n, sel, page_bytes))
-    return out
 
 
 def shared_validator(key: str):

@@ -12,26 +12,34 @@ query over the whole context is computed and compared with the selected pages:
   the bound is exact, so this must be 0;
 * the policy's chosen budget and entropy, and the tier hits/misses of the head.
 
-Each record becomes an `events.PageSelection` in the sink, and feeds a compact
-per-layer `SelectionSummary` per step for the GUI's time plots. None of this runs
-unless statistics are switched on: it costs a dense attention pass per layer."""
+`layer_stats` computes all of it for the whole batch with tensor ops of static shape
+(no host sync, no per-sequence loop), so it runs inside a captured CUDA graph; the
+recorder (selection/recorder.py) copies the packed result to the host one step late.
+`StepStats` turns one step's host copy into a `SelectionSummary` (per-layer means)
+and the `events.PageSelection` of each record. None of this runs unless statistics
+are on: it costs a dense attention pass per layer."""
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from .. import kernels
 from ..observe.events import EventSink, PageSelection
 from .base import SelectContext, Selection
-from .true_attention import attention_logits, context_keys, page_mass
+from .true_attention import batched_logits
 
 _METRICS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
             "bound_violations", "entropy", "budget_pages", "tier_hits", "tier_misses", "bytes_moved")
 _MEANS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall", "budget_pages")
+# Per-head channels of the packed layer result, then three page planes of width M:
+# selected (0/1), oracle (0/1), page bound scores.
+CHANNELS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
+            "bound_violations", "entropy", "budget_pages")
+C = len(CHANNELS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,142 +67,152 @@ class SelectionSummary:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class _LayerAcc:
-    __slots__ = ("records", "sums", "n_entropy", "n_tier")
+def selected_mask(page_indices: torch.Tensor | None, num_pages: torch.Tensor, H: int, M: int) -> torch.Tensor:
+    """bool [B, H, M]: the pages each (sequence, kv-head) attends (every page of the
+    context when `page_indices` is None)."""
+    valid = torch.arange(M, device=num_pages.device)[None, :] < num_pages[:, None]      # [B, M]
+    if page_indices is None:
+        return valid[:, None, :].expand(-1, H, -1)
+    B = num_pages.shape[0]
+    idx = page_indices.long()
+    m = torch.zeros(B, H, M + 1, dtype=torch.bool, device=num_pages.device)
+    m.scatter_(2, torch.where(idx >= 0, idx, M), True)
+    return m[:, :, :M] & valid[:, None, :]
 
-    def __init__(self):
-        self.records = 0
-        self.sums = dict.fromkeys(_METRICS, 0.0)
-        self.n_entropy = 0
-        self.n_tier = 0
+
+def layer_stats(ctx: SelectContext, sel: Selection, rtol: float = 1e-5) -> torch.Tensor:
+    """float32 [B, Hkv, C + 3M]: the statistics of one layer for every row of the batch
+    (CHANNELS, then the selected, oracle and score planes). Static shapes only: the
+    context is gathered to the block table's full width and masked by its length."""
+    q = ctx.query.float()
+    B, Hq, D = q.shape
+    H = ctx.num_kv_heads
+    G = Hq // H
+    tables = ctx.block_tables.long()
+    M = tables.shape[1]
+    bs = ctx.block_size
+    T = M * bs
+    n = ctx.num_pages()
+    dev = q.device
+    qg = q.view(B, H, G, D)
+    logits = batched_logits(ctx)                                                  # [B, H, G, T]
+    mass = torch.softmax(logits, dim=-1).view(B, H, G, M, bs).sum(-1).mean(2)   # [B, H, M]
+    page_valid = (torch.arange(M, device=dev)[None, :] < n[:, None])[:, None, :]  # [B, 1, M]
+
+    chosen = selected_mask(sel.page_indices, n, H, M)
+    k = chosen.sum(-1)                                                            # [B, H]
+    mass_rec = (mass * chosen).sum(-1)
+    # The oracle: the k highest-mass pages (pages past the context rank last).
+    order = torch.argsort(mass.masked_fill(~page_valid, -1.0), dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(M, device=dev).expand_as(order))
+    oracle = rank < k[..., None]
+    oracle_mass = (mass * oracle).sum(-1)
+    kf = k.float()
+    sel_rec = torch.where(k > 0, (oracle & chosen).sum(-1).float() / kf.clamp(min=1), 1.0)
+
+    scores = sel.scores
+    if scores is None:
+        scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens, ctx.scale, bs)
+    scores = scores.float()                                                       # [B, H, M], -inf past ctx
+    m = ctx.meta[tables].float()                                                  # [B, M, 2, H, D]
+    mag = torch.maximum(m[:, :, 0].abs(), m[:, :, 1].abs())                       # [B, M, H, D]
+    tol = torch.einsum("bhgd,bmhd->bhgm", qg.abs(), mag) * abs(ctx.scale) * rtol + 1e-30
+    lim = (scores[:, :, None, :] + tol)[..., None].expand(B, H, G, M, bs).reshape(B, H, G, T)
+    violations = (logits > lim).sum((2, 3))                                       # -inf logits never count
+
+    nan = torch.full((B, H), float("nan"), device=dev)
+    entropy = nan if sel.entropy is None else sel.entropy.float().expand(B, H)
+    budget = kf if sel.budget_pages is None else sel.budget_pages.float().expand(B, H)
+    per_head = torch.stack([kf, n[:, None].expand(B, H).float(), mass_rec, oracle_mass, sel_rec,
+                            violations.float(), entropy, budget], dim=-1)         # [B, H, C]
+    return torch.cat([per_head, chosen.float(), oracle.float(),
+                      scores.masked_fill(~page_valid, float("nan"))], dim=-1)
 
 
-class SelectionStats:
-    def __init__(self, sink: EventSink | None = None, rtol: float = 1e-5, history: int = 4096):
-        self.sink = sink
-        self.rtol = rtol
-        self.history: deque[SelectionSummary] = deque(maxlen=history)
-        self._layers: dict[int, _LayerAcc] = {}
-        self._step = 0
-        self._policy = ""
+def selection_only(ctx: SelectContext, sel: Selection) -> torch.Tensor:
+    """The packed layout with only what the tiers need (pages selected, context pages
+    and the selected plane) when statistics are off: no dense attention pass."""
+    n = ctx.num_pages()
+    B, H, M = n.shape[0], ctx.num_kv_heads, ctx.block_tables.shape[1]
+    chosen = selected_mask(sel.page_indices, n, H, M)
+    per_head = torch.full((B, H, C), float("nan"), device=n.device)
+    per_head[..., 0] = chosen.sum(-1).float()
+    per_head[..., 1] = n[:, None].float()
+    blank = torch.zeros(B, H, 2 * M, device=n.device)
+    return torch.cat([per_head, chosen.float(), blank], dim=-1)
 
-    def record(self, ctx: SelectContext, sel: Selection, policy: str, tier=None) -> None:
-        """`tier`: per sequence a kv.tiers.TierAccess, or None without tiers."""
-        self._policy = policy
-        scores = sel.scores
-        if scores is None:
-            scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
-                                         ctx.scale, ctx.block_size)
-        scores = scores.float().cpu()
-        H = ctx.num_kv_heads
-        group = ctx.query.shape[1] // H
-        pidx = None if sel.page_indices is None else sel.page_indices.cpu()
-        budget = None if sel.budget_pages is None else sel.budget_pages.cpu()
-        entropy = None if sel.entropy is None else sel.entropy.float().cpu()
-        acc = self._layers.setdefault(ctx.layer_idx, _LayerAcc())
-        for b, seq_id in enumerate(ctx.seq_ids):
-            L = int(ctx.seq_lens[b])
-            bs = ctx.block_size
-            n = (L + bs - 1) // bs
-            keys = context_keys(ctx.k_cache, ctx.block_tables[b], L)
-            q = ctx.query[b].float()
-            logits = attention_logits(q, keys, ctx.scale)                     # [Hq, L]
-            mass = page_mass(logits, bs).view(H, group, n).mean(1).cpu()      # [H, n]
-            chosen = _selected_mask(pidx, b, H, n)                            # [H, n]
-            viol = self._violations(ctx, b, q, logits, scores[b, :, :n]).cpu()  # [H]
-            k = chosen.sum(-1)
-            mass_rec = (mass * chosen).sum(-1)
-            oracle = torch.topk(mass, int(k.max()), dim=-1).indices if n else None
-            ta = None if tier is None else tier[b]
-            if ta is not None:
-                acc.n_tier += 1
-                acc.sums["tier_hits"] += ta.hits
-                acc.sums["tier_misses"] += ta.misses
-                acc.sums["bytes_moved"] += ta.bytes_moved
-                resident = torch.from_numpy(ta.resident_before)
-            for h in range(H):
-                kh = int(k[h])
-                orc = oracle[h, :kh]
-                sel_rec = float(chosen[h, orc].sum()) / kh if kh else 1.0
-                ent = None if entropy is None else float(entropy[b, h])
-                bud = kh if budget is None else int(budget[b, h])
-                acc.records += 1
-                s = acc.sums
-                s["pages_selected"] += kh
-                s["context_pages"] += n
-                s["mass_recall"] += float(mass_rec[h])
-                s["oracle_mass"] += float(mass[h, orc].sum())
-                s["selection_recall"] += sel_rec
-                s["bound_violations"] += int(viol[h])
-                s["budget_pages"] += bud
-                if ent is not None:
-                    s["entropy"] += ent
-                    acc.n_entropy += 1
-                if self.sink is not None and self.sink.enabled:
-                    pages = torch.nonzero(chosen[h]).flatten()
+
+class StepStats:
+    """Host side of one step: `packed` float32 numpy [layers, B, H, C + 3M] (the real
+    rows only), `tiers` per layer a list of kv.tiers.TierAccess per row or None."""
+
+    def __init__(self, step: int, policy: str, layers: list[int], seq_ids: list[int], packed: np.ndarray):
+        self.step, self.policy, self.layers, self.seq_ids, self.packed = step, policy, layers, seq_ids, packed
+        self.M = (packed.shape[-1] - C) // 3
+
+    def selected(self, li: int, b: int) -> np.ndarray:
+        """bool [H, M] of layer position li, row b."""
+        return self.packed[li, b, :, C:C + self.M] > 0.5
+
+    def summary(self, tiers: list | None) -> SelectionSummary:
+        cols: dict[str, list] = {m: [] for m in _METRICS}
+        records = []
+        for li in range(len(self.layers)):
+            ph = self.packed[li, :, :, :C].astype(np.float64)   # [B, H, C]
+            r = ph.shape[0] * ph.shape[1]
+            records.append(r)
+            for m in _MEANS:
+                cols[m].append(float(ph[..., CHANNELS.index(m)].sum()) / max(r, 1))
+            cols["bound_violations"].append(int(ph[..., CHANNELS.index("bound_violations")].sum()))
+            ent = ph[..., CHANNELS.index("entropy")]
+            ent = ent[~np.isnan(ent)]
+            cols["entropy"].append(float(ent.mean()) if ent.size else math.nan)
+            acc = None if tiers is None else tiers[li]
+            cols["tier_hits"].append(0 if acc is None else sum(a.hits for a in acc))
+            cols["tier_misses"].append(0 if acc is None else sum(a.misses for a in acc))
+            cols["bytes_moved"].append(0 if acc is None else sum(a.bytes_moved for a in acc))
+        return SelectionSummary(step=self.step, policy=self.policy, layers=tuple(self.layers),
+                                records=tuple(records), **{m: tuple(v) for m, v in cols.items()})
+
+    def emit(self, sink: EventSink, tiers: list | None) -> None:
+        """One PageSelection per (sequence, layer, kv-head), as the GUI's heatmaps read.
+        Arrays become Python lists once per layer (slicing lists is cheap; indexing
+        numpy element by element is not): this runs for every record of every step."""
+        M = self.M
+        policy = self.policy
+        for li, layer in enumerate(self.layers):
+            block = self.packed[li]
+            B, H = block.shape[0], block.shape[1]
+            per_head = block[:, :, :C].tolist()
+            scores = block[:, :, C + 2 * M:].tolist()
+            sel_pages, sel_at = _page_lists(block[:, :, C:C + M] > 0.5)
+            orc_pages, orc_at = _page_lists(block[:, :, C + M:C + 2 * M] > 0.5)
+            for b, seq_id in enumerate(self.seq_ids):
+                ta = None if tiers is None else tiers[li][b]
+                seq_id = int(seq_id)
+                for h in range(H):
+                    k_, n_, mass, orc_mass, rec, viol, ent, bud = per_head[b][h]
+                    r = b * H + h
+                    pages = sel_pages[sel_at[r]:sel_at[r + 1]]
                     hits = misses = None
                     if ta is not None:
-                        hits = int(resident[pages].sum())
-                        misses = kh - hits
-                    self.sink.emit(PageSelection(
-                        seq_id=int(seq_id), layer=ctx.layer_idx, kv_head=h, num_pages=kh,
-                        pages=tuple(pages.tolist()), policy=policy,
-                        scores=tuple(scores[b, h, :n].tolist()),
-                        oracle_pages=tuple(sorted(orc.tolist())),
-                        selection_recall=sel_rec, mass_recall=float(mass_rec[h]),
-                        oracle_mass=float(mass[h, orc].sum()),
-                        bound_violations=int(viol[h]), entropy=ent, budget_pages=bud,
-                        tier_hits=hits, tier_misses=misses))
-
-    def _violations(self, ctx: SelectContext, b: int, q: torch.Tensor, logits: torch.Tensor,
-                    bounds: torch.Tensor) -> torch.Tensor:
-        """int [Hkv]: (query head, token) pairs of the group whose logit beats the bound."""
-        H = ctx.num_kv_heads
-        hq, L = logits.shape
-        bs = ctx.block_size
-        n = bounds.shape[-1]
-        ids = ctx.block_tables[b, :n].long()
-        m = ctx.meta[ids].float()                                    # [n, 2, H, D]
-        mag = torch.maximum(m[:, 0].abs(), m[:, 1].abs())            # [n, H, D]
-        mag = mag.repeat_interleave(hq // H, dim=1)                  # [n, Hq, D]
-        tol = torch.einsum("hd,nhd->hn", q.abs(), mag) * abs(ctx.scale) * self.rtol + 1e-30
-        bound = bounds.to(logits.device).repeat_interleave(hq // H, dim=0)  # [Hq, n]
-        lim = (bound + tol).repeat_interleave(bs, dim=1)[:, :L]
-        over = (logits > lim).sum(-1)                                # [Hq]
-        return over.view(H, hq // H).sum(-1)
-
-    def take_summary(self) -> SelectionSummary | None:
-        """The summary of everything recorded since the last call (one decode step
-        when the engine calls it after each step); None if nothing was recorded."""
-        if not self._layers:
-            return None
-        layers = sorted(self._layers)
-        cols: dict[str, list] = {m: [] for m in _METRICS}
-        for li in layers:
-            a = self._layers[li]
-            r = max(a.records, 1)
-            for m in _MEANS:
-                cols[m].append(a.sums[m] / r)
-            cols["bound_violations"].append(int(a.sums["bound_violations"]))
-            cols["entropy"].append(a.sums["entropy"] / a.n_entropy if a.n_entropy else math.nan)
-            for m in ("tier_hits", "tier_misses", "bytes_moved"):
-                cols[m].append(int(a.sums[m]))
-        out = SelectionSummary(step=self._step, policy=self._policy, layers=tuple(layers),
-                               records=tuple(self._layers[li].records for li in layers),
-                               **{m: tuple(v) for m, v in cols.items()})
-        self._layers = {}
-        self._step += 1
-        self.history.append(out)
-        return out
+                        hits = int(ta.resident_before[pages].sum())
+                        misses = int(k_) - hits
+                    sink.emit(PageSelection(
+                        seq_id=seq_id, layer=layer, kv_head=h, num_pages=int(k_), pages=tuple(pages),
+                        policy=policy, scores=tuple(scores[b][h][:int(n_)]),
+                        oracle_pages=tuple(orc_pages[orc_at[r]:orc_at[r + 1]]),
+                        selection_recall=rec, mass_recall=mass, oracle_mass=orc_mass,
+                        bound_violations=int(viol), entropy=None if ent != ent else ent,
+                        budget_pages=int(bud), tier_hits=hits, tier_misses=misses))
 
 
-def _selected_mask(pidx: torch.Tensor | None, b: int, H: int, n: int) -> torch.Tensor:
-    if pidx is None:
-        return torch.ones(H, n, dtype=torch.bool)
-    m = torch.zeros(H, n + 1, dtype=torch.bool)
-    row = pidx[b].long()
-    m.scatter_(1, torch.where(row >= 0, row, n), True)
-    return m[:, :n]
+def _page_lists(mask: np.ndarray) -> tuple[list[int], list[int]]:
+    """bool [B, H, M] -> (page numbers of every row concatenated, row offsets [B*H+1])."""
+    counts = mask.sum(-1).ravel()
+    at = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=at[1:])
+    return np.nonzero(mask.reshape(counts.size, -1))[1].tolist(), at.tolist()
 
 
 def summarize_history(history) -> dict[int, dict[str, float]]:

@@ -1,6 +1,7 @@
-"""True attention, per page, for one sequence: what the bounds estimate and what
-h2o accumulates. Gathers the sequence's whole context, so it costs a dense attention
-pass: statistics and the h2o baseline pay it, quest and adaptive never do."""
+"""True attention, per page: what the bounds estimate, what h2o accumulates and what
+the oracle ranks by. Gathers the whole context, so it costs a dense attention pass:
+statistics, h2o and the oracle pay it, quest and adaptive never do. The per-sequence
+helpers serve tests and tools; the policies use `batched_page_mass`."""
 
 from __future__ import annotations
 
@@ -36,3 +37,33 @@ def page_mass(logits: torch.Tensor, block_size: int, page_mask: torch.Tensor | N
     if pad:
         p = torch.nn.functional.pad(p, (0, pad))
     return p.view(hq, n, block_size).sum(-1)
+
+
+def batched_logits(ctx) -> torch.Tensor:
+    """float32 [B, Hkv, G, M * bs]: scale * q . k of every query head (grouped by its
+    kv-head) against every token slot of the block table's full width, -inf past each
+    context: static shapes, no host sync (CUDA-graph safe)."""
+    q = ctx.query.float()
+    B, Hq, D = q.shape
+    H = ctx.num_kv_heads
+    tables = ctx.block_tables.long()
+    T = tables.shape[1] * ctx.block_size
+    keys = ctx.k_cache[tables].float().reshape(B, T, H, D)   # junk past each length, masked below
+    logits = torch.einsum("bhgd,bthd->bhgt", q.view(B, H, Hq // H, D), keys) * ctx.scale
+    past = torch.arange(T, device=q.device)[None, :] >= ctx.seq_lens.long()[:, None]       # [B, T]
+    return logits.masked_fill(past[:, None, None, :], float("-inf"))
+
+
+def batched_page_mass(ctx, live: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 [B, Hkv, M]: the attention mass each query of the batch puts on each page
+    of its context (query heads of a group summed). With `live` (bool [B, Hkv, M])
+    attention runs over those pages only, as sparse attention does."""
+    logits = batched_logits(ctx)
+    B, H, G, T = logits.shape
+    bs = ctx.block_size
+    M = T // bs
+    if live is not None:
+        dead = ~live[..., None].expand(B, H, M, bs).reshape(B, H, 1, T)
+        logits = logits.masked_fill(dead, float("-inf"))
+    prob = torch.nan_to_num(torch.softmax(logits, dim=-1), nan=0.0)
+    return prob.view(B, H, G, M, bs).sum(-1).sum(2)

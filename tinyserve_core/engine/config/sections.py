@@ -24,6 +24,11 @@ MAX_SAMPLES = 64
 # Context lengths (max_model_len, prompt and output lengths) in tokens: far above any
 # model this project runs, and low enough that a length never alone exhausts memory.
 MAX_TOKENS = 1 << 20
+# An eager, per-op-timed decode step of the shipped model is launch bound: a few hundred
+# kernel launches and an event pair per op family and layer, estimated at up to ~6 graph
+# replays of the same step. One in 128 keeps profiling's cost under 5% even then; the
+# `bench engine` GUI row against the quest + stats row measures it.
+PROFILE_EVERY = 128
 
 
 @dataclass
@@ -164,6 +169,8 @@ class OutputConfig:
     """What a run records: per-op timings in its StepRecords (`profile`, the GUI turns it
     on) and the files a command-line run writes when it ends."""
     profile: bool = False
+    # Graph-replayed decode steps per eager step that samples the per-op breakdown.
+    profile_every: int = PROFILE_EVERY
     trace: str | None = None
     metrics: str | None = None
     summary_json: str | None = None
@@ -181,3 +188,4 @@ class OutputConfig:
                 raise ConfigError(key, f"must be a ZMQ endpoint (tcp://HOST:PORT, ipc://, inproc://), got {url!r}")
         if self.kv_events_replay is not None and self.kv_events is None:
             raise ConfigError("kv_events_replay", "needs kv_events (the endpoint it replays)")
+        int_range("profile_every", self.profile_every, 1, 1 << 20)

@@ -1,0 +1,40 @@
+"""`bench engine`: the comparison with HF says how far greedy outputs agree, and our
+engine's rows (the GUI configuration, its peers, an overloaded stream) carry
+latencies, host ms per step and device busy share; run small on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyserve_core.bench.engine import compare_outputs, compare_with_hf
+from tinyserve_core.cli.bench import format_engine_rows
+
+
+def test_compare_outputs_counts_identical_requests_and_first_differences():
+    ours = [[1, 2, 3], [1, 2, 3], [4, 5, 6], [7, 8]]
+    peer = [[1, 2, 3], [1, 9, 3], [0, 5, 6], [7, 8, 9]]
+    share, first = compare_outputs(ours, peer)
+    assert share == 0.25
+    assert first == pytest.approx((1 + 0 + 2) / 3)   # a missing tail differs where it starts
+    assert compare_outputs(ours, ours) == (1.0, None)
+
+
+@pytest.mark.slow
+def test_bench_engine_rows_on_the_cpu():
+    pytest.importorskip("transformers")
+    res = compare_with_hf(None, "cpu", requests=3, prompt_len=16, max_tokens=4, rate=50.0, seed=0,
+                          overload=(6, 1000.0))
+    names = [(r.scenario, r.system) for r in res.rows]
+    assert names[:6:2] == [("static, uniform", "tinyserve"), ("static, mixed", "tinyserve"),
+                           ("poisson 50/s, mixed", "tinyserve")]
+    assert [n for n, _ in names[6:]] == ["poisson, quest", "poisson, quest + stats",
+                                         "poisson, GUI: quest + stats + profile", "overload: 6 at 1000/s"]
+    for r in res.rows[:6]:
+        assert r.identical_share == 1.0 and r.first_diff_mean is None   # fp32 on the CPU: the same tokens
+    assert all((r.serving is None) == (r.system != "tinyserve") for r in res.rows)
+    for r in (r for r in res.rows if r.system == "tinyserve"):
+        v = r.serving
+        assert r.tokens_per_s > 0 and v["ttft_p50_ms"] is not None and v["tpot_p99_ms"] is not None
+        assert v["host_ms_per_step"] > 0 and 0 < v["device_busy_pct"] <= 100
+    table = format_engine_rows(res.rows)
+    assert "host ms/step" in table and "overload: 6 at 1000/s" in table and "100%" in table

@@ -14,6 +14,15 @@ def dark_canvas() -> pg.GraphicsLayoutWidget:
     return glw
 
 
+def no_si_scale(plot: pg.PlotItem) -> None:
+    """Plain numbers on every axis: pyqtgraph's automatic SI scaling writes '(x0.001)'
+    into an empty plot's axis title."""
+    for name in ("left", "bottom", "right", "top"):
+        ax = plot.getAxis(name)
+        if ax is not None:
+            ax.enableAutoSIPrefix(False)
+
+
 def add_image_plot(glw: pg.GraphicsLayoutWidget, left: str, bottom: str,
                    **where) -> tuple[pg.PlotItem, pg.ImageItem]:
     """A plot of `glw` (`where`: addPlot's row/col/colspan/title) holding one image whose
@@ -23,6 +32,8 @@ def add_image_plot(glw: pg.GraphicsLayoutWidget, left: str, bottom: str,
     plot.setMenuEnabled(False)
     plot.setLabel("left", left)
     plot.setLabel("bottom", bottom)
+    no_si_scale(plot)
+    plot.setRange(xRange=(0, 10), yRange=(0, 10), padding=0)   # empty: a sane frame, not +-0.001
     image = pg.ImageItem(axisOrder="row-major")
     plot.addItem(image)
     return plot, image

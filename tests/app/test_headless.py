@@ -10,12 +10,15 @@ from app.main import main, parse_args
 pytestmark = pytest.mark.gui
 
 
+def run_gui(gui_config, tmp_path, *args: str, **cfg) -> int:
+    """`tinyserve-gui --offscreen --config <a small config> ARGS`."""
+    gui_config(**cfg).save(tmp_path / "cfg.json")
+    return main(["--offscreen", "--config", str(tmp_path / "cfg.json"), *args])
+
+
 def test_headless_screenshot(gui_config, tmp_path, qapp):
-    cfg = gui_config(n=2)
-    cfg.save(tmp_path / "cfg.json")
     out = tmp_path / "shot.png"
-    rc = main(["--offscreen", "--config", str(tmp_path / "cfg.json"), "--steps", "5",
-               "--screenshot", str(out), "--size", "1280x800"])
+    rc = run_gui(gui_config, tmp_path, "--steps", "5", "--screenshot", str(out), "--size", "1280x800", n=2)
     assert rc == 0
     img = QImage(str(out))
     assert not img.isNull() and img.width() >= 1280 and img.height() >= 800
@@ -59,10 +62,7 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, words, capsys):
 
 
 def test_bad_output_path_is_refused_before_the_engine_starts(gui_config, tmp_path, capsys, qapp):
-    cfg = gui_config()
-    cfg.save(tmp_path / "cfg.json")
-    rc = main(["--offscreen", "--config", str(tmp_path / "cfg.json"), "--steps", "3",
-               "--summary-json", str(tmp_path / "missing" / "s.json")])
+    rc = run_gui(gui_config, tmp_path, "--steps", "3", "--summary-json", str(tmp_path / "missing" / "s.json"))
     assert rc == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "summary_json" in err and "does not exist" in err
@@ -72,11 +72,8 @@ def test_summary_json_has_the_simulate_keys(gui_config, tmp_path, capsys, qapp):
     import json
 
     from tinyserve_core.observe.summary import ServingSummary, summary_to_json
-    cfg = gui_config(n=2)
-    cfg.save(tmp_path / "cfg.json")
     out = tmp_path / "summary.json"
-    rc = main(["--offscreen", "--config", str(tmp_path / "cfg.json"), "--steps", "6",
-               "--summary-json", str(out), "--size", "1280x720"])
+    rc = run_gui(gui_config, tmp_path, "--steps", "6", "--summary-json", str(out), "--size", "1280x720", n=2)
     assert rc == 0
     got = json.loads(out.read_text())
     assert set(got) == set(summary_to_json(ServingSummary()))

@@ -29,6 +29,8 @@ EVENT_KINDS = ("alloc", "free", "evict", "preempt", "cow")
 _KIND = {k: i for i, k in enumerate(EVENT_KINDS)}
 _DUR = np.array([pal.EVENT_DURATION_S[k] for k in EVENT_KINDS], np.float64)
 MAX_EVENTS = 4096                           # newest kept: a bounded draw per frame
+MAX_GLYPHS = 256                            # newest drawn: more is noise, and costs paint time
+MAX_ARROWS = 16
 
 
 def build_palette() -> np.ndarray:
@@ -41,9 +43,10 @@ def build_palette() -> np.ndarray:
 
 
 def cell_size(num_blocks: int) -> int:
-    """Image pixels per block side: 4 (fill in quarters) up to 32K blocks, then 2, so
-    the image of the biggest pools stays about half a megapixel."""
-    return 4 if num_blocks <= 32768 else 2
+    """Image pixels per block side: 4 (fill in quarters) up to 8K blocks, then 2 (fill
+    in halves): a bigger pool's cells are a few screen pixels until zoomed in, and the
+    image of 131K blocks stays half a megapixel."""
+    return 4 if num_blocks <= 8192 else 2
 
 
 def grid_shape(num_blocks: int, aspect: float = 2.5) -> tuple[int, int]:
@@ -75,8 +78,9 @@ def refcount_index(ref_cnt: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 def cell_image(base: np.ndarray, ref_cnt: np.ndarray, fill: np.ndarray, rows: int,
                cols: int, cell: int) -> np.ndarray:
-    """uint8 [rows*cell, cols*cell] palette indices, block 0 at the top left, row 0 of a
-    cell at its top (the view draws rows top-down)."""
+    """uint16 [rows*cell, cols*cell] palette indices, block 0 at the top left, row 0 of a
+    cell at its top (the view draws rows top-down). uint16, not uint8: pyqtgraph turns
+    uint8 + a lookup table into an Indexed8 QImage that Qt converts on every paint."""
     n = base.shape[0]
     total = rows * cols
     b = np.full(total, PAD, np.uint8)
@@ -88,7 +92,7 @@ def cell_image(base: np.ndarray, ref_cnt: np.ndarray, fill: np.ndarray, rows: in
     levels = np.zeros(total, np.int64)
     used = np.asarray(ref_cnt) > 0
     levels[:n] = np.where(used, np.clip(np.ceil(np.asarray(fill) * cell), 1, cell), cell)
-    img = np.empty((rows, cell, cols, cell), np.uint8)
+    img = np.empty((rows, cell, cols, cell), np.uint16)
     empty = np.where(b == PAD, PAD, FREE).astype(np.uint8).reshape(rows, cols)
     bb = b.reshape(rows, cols)
     lv = levels.reshape(rows, cols)
@@ -120,7 +124,7 @@ class PoolAnimator:
         self.num_blocks = num_blocks
         self.rows, self.cols = grid_shape(num_blocks)
         self.cell = cell_size(num_blocks)
-        self.image = np.full((self.rows * self.cell, self.cols * self.cell), PAD, np.uint8)
+        self.image = np.full((self.rows * self.cell, self.cols * self.cell), PAD, np.uint16)
         # events: block (src for CoW), CoW destination (-1 otherwise), kind code, start
         self.ev_block = np.zeros(0, np.int64)
         self.ev_dst = np.zeros(0, np.int64)

@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
 from ..widgets import palette as pal
-from ..widgets.image_plot import dark_canvas, no_si_scale
+from ..widgets.image_plot import IndexedImageItem, dark_canvas, no_si_scale
 from ..widgets.legend import flexible
 from ..widgets.pool_legend import PoolLegend
 from . import pool_image as pi
@@ -25,11 +25,13 @@ MAX_NUMBERS = 400      # text items kept (a zoomed-in view shows fewer cells any
 
 
 class BlockIdAxis(pg.AxisItem):
-    """Integer ticks only, each named by `fmt(value)`: block ids, not cell coordinates."""
+    """Integer ticks only, named as block ids: the left axis gives the first id of each
+    row (row * cols), the bottom one the offset in the row. (No callback into the view:
+    a reference cycle through a Qt item can crash when the garbage collector breaks it.)"""
 
-    def __init__(self, orientation, fmt):
+    def __init__(self, orientation):
         super().__init__(orientation)
-        self.fmt = fmt
+        self.cols = 1
 
     def tickValues(self, minVal, maxVal, size):
         out = []
@@ -40,7 +42,9 @@ class BlockIdAxis(pg.AxisItem):
         return out
 
     def tickStrings(self, values, scale, spacing):
-        return [self.fmt(int(v)) for v in values]
+        if self.orientation == "left":
+            return [f"{int(v) * self.cols:,}" for v in values]
+        return [f"+{int(v)}" for v in values]
 
 
 class BlockPoolView(QWidget):
@@ -68,9 +72,8 @@ class BlockPoolView(QWidget):
         self.header.setTextFormat(Qt.TextFormat.PlainText)
         lay.addWidget(self.header)
         self.glw = dark_canvas()
-        self._cols = 1
-        self.left_axis = BlockIdAxis("left", lambda r: f"{r * self._cols:,}")
-        self.bottom_axis = BlockIdAxis("bottom", lambda c: f"+{c}")
+        self.left_axis = BlockIdAxis("left")
+        self.bottom_axis = BlockIdAxis("bottom")
         self.plot = self.glw.addPlot(axisItems={"left": self.left_axis, "bottom": self.bottom_axis})
         self.plot.invertY(True)
         self.plot.setMenuEnabled(False)
@@ -78,10 +81,22 @@ class BlockPoolView(QWidget):
         self.plot.hideButtons()
         self.plot.setLabel("left", "first block id of the row")
         self.plot.setLabel("bottom", "block id = row start + column")
-        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image = IndexedImageItem()
+        self.argb = IndexedImageItem.argb_table(self.lut)
         self.plot.addItem(self.image)
-        self.glyphs = pg.ScatterPlotItem(pxMode=True, brush=None)
-        self.plot.addItem(self.glyphs)
+        # one scatter per (event kind, fade step): each draws a single cached symbol,
+        # which pyqtgraph does fast; per-point symbols and pens cost ~20 ms a frame
+        self.glyphs: dict[tuple[int, int], pg.ScatterPlotItem] = {}
+        for k, name in enumerate(pi.EVENT_KINDS):
+            if name == "cow":
+                continue
+            for step in range(pal.FADE_STEPS):
+                a = 255 * (pal.FADE_STEPS - step) // pal.FADE_STEPS
+                item = pg.ScatterPlotItem(pxMode=True, symbol=pal.EVENT_GLYPHS[name], size=10,
+                                          pen=pg.mkPen((*pal.EVENT_RGB, a), width=1.6), brush=None)
+                self.plot.addItem(item)
+                self.glyphs[(k, a)] = item
+        self._glyph_size = 10.0
         # CoW arrows: one line item per fade step (a curve has one pen)
         self.arrows = []
         for k in range(pal.FADE_STEPS):
@@ -98,7 +113,6 @@ class BlockPoolView(QWidget):
         self.plot.vb.sigRangeChanged.connect(self._range_changed)
         self.glw.scene().sigMouseMoved.connect(self._on_move)
         self.glw.scene().sigMouseClicked.connect(self._on_click)
-        self._pens = {}
 
     # ---- data ---------------------------------------------------------------------
     def apply_snapshot(self, snap, now: float | None = None) -> None:
@@ -106,7 +120,7 @@ class BlockPoolView(QWidget):
         if self.animator is None or self.animator.num_blocks != snap.num_blocks:
             self.animator = a = pi.PoolAnimator(snap.num_blocks)
             self._info.clear()
-            self._cols = a.cols
+            self.left_axis.cols = a.cols
             vb = self.plot.vb
             # pan and zoom stay inside the pool: the y range always fits it
             vb.setLimits(xMin=0, xMax=a.cols, yMin=0, yMax=a.rows,
@@ -133,13 +147,12 @@ class BlockPoolView(QWidget):
             return False
         now = time.perf_counter() if now is None else now
         self._last_draw_t = now
-        events = a.animating() or self.glyphs.data.size > 0 or self.link_count() > 0
+        events = a.animating() or self.glyph_count() > 0 or self.link_count() > 0
         if not (self._needs_render or events or self._numbers_stale):
             return False
         if self._needs_render:
             self.last_image = a.image
-            self.image.setImage(a.image, levels=(0, self.lut.shape[0]), lut=self.lut, autoLevels=False)
-            self.image.setRect(QRectF(0, 0, a.cols, a.rows))
+            self.image.set_indices(a.image, self.argb, a.cols, a.rows)
         self._draw_events(now)
         if self._numbers_stale:
             self._draw_numbers()
@@ -147,11 +160,8 @@ class BlockPoolView(QWidget):
         self.frames += 1
         return True
 
-    def _pen(self, alpha: int):
-        p = self._pens.get(alpha)
-        if p is None:
-            p = self._pens[alpha] = pg.mkPen((*pal.EVENT_RGB, int(alpha)), width=1.6)
-        return p
+    def glyph_count(self) -> int:
+        return sum(len(item.data) for item in self.glyphs.values())
 
     def cell_px(self) -> float:
         """On-screen width of one cell in pixels."""
@@ -161,16 +171,23 @@ class BlockPoolView(QWidget):
     def _draw_events(self, now: float) -> None:
         block, dst, kind, alpha = self.animator.live_events(now)
         cow = kind == pi.EVENT_KINDS.index("cow")
-        g = ~cow & (alpha > 0)
-        if g.any():
-            r, c = self.animator.cell_of(block[g])
-            size = float(np.clip(self.cell_px() * 0.8, 7, 16))
-            self.glyphs.setData(x=c + 0.5, y=r + 0.5, size=size,
-                                symbol=[pal.EVENT_GLYPHS[pi.EVENT_KINDS[k]] for k in kind[g]],
-                                pen=[self._pen(int(x)) for x in alpha[g]], brush=None)
-        else:
-            self.glyphs.setData([], [])
-        self._draw_arrows(block[cow], dst[cow], alpha[cow])
+        # the newest only (events are appended in time order)
+        glyph = np.flatnonzero(~cow)[-pi.MAX_GLYPHS:]
+        arrow = np.flatnonzero(cow)[-pi.MAX_ARROWS:]
+        self._draw_arrows(block[arrow], dst[arrow], alpha[arrow])
+        block, kind, alpha = block[glyph], kind[glyph], alpha[glyph]
+        size = float(np.clip(self.cell_px() * 0.8, 7, 16))
+        resize = abs(size - self._glyph_size) > 0.5
+        self._glyph_size = size if resize else self._glyph_size
+        r, c = self.animator.cell_of(block)
+        for (k, a), item in self.glyphs.items():
+            m = (kind == k) & (alpha == a)
+            if m.any():
+                item.setData(x=c[m] + 0.5, y=r[m] + 0.5, size=self._glyph_size)
+            elif len(item.data):
+                item.setData([], [])
+            elif resize:
+                item.setSize(self._glyph_size)
 
     def _draw_arrows(self, src, dst, alpha) -> None:
         """Each arrow: the shaft src -> dst and two head strokes at dst, in cell units."""

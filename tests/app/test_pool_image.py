@@ -113,7 +113,7 @@ def test_image_shape_and_padding(n):
     ref, owner, fill, ev = _pool(n)
     img = a.apply(ref, owner, fill, ev, pi.PoolEvents.empty(), 0.0)
     cell = pi.cell_size(n)
-    assert img.shape == (a.rows * cell, a.cols * cell) and img.dtype == np.uint8
+    assert img.shape == (a.rows * cell, a.cols * cell) and img.dtype == np.uint16
     flat = img[cell - 1::cell, 0::cell].reshape(-1)
     assert (flat[:n] == pi.FREE).all() and (flat[n:] == pi.PAD).all()
 

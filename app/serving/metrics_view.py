@@ -39,7 +39,7 @@ COLUMNS = 5  # the dock is wide and short: two rows of five keep every plot read
 _PERCENT = {"kv_cache_usage_perc", "prefix_hit_rate", "memory_waste"}
 _COUNTS = {"num_preemptions", "num_cow_copies", "num_requests_running", "num_requests_waiting",
            "num_shared_blocks", "num_cached_free_blocks"}
-MIN_PLOT = (170, 96)   # below this the dock scrolls instead of squeezing the plots
+MIN_PLOT = (170, 80)   # below this the dock scrolls instead of squeezing the plots
 
 
 def plot_title(title: str, unit: str, series) -> str:

@@ -36,7 +36,9 @@ def add_image_plot(glw: pg.GraphicsLayoutWidget, left: str, bottom: str,
     plot.setLabel("left", left)
     plot.setLabel("bottom", bottom)
     no_si_scale(plot)
-    plot.setRange(xRange=(0, 10), yRange=(0, 10), padding=0)   # empty: a sane frame, not +-0.001
+    # empty: a sane frame, not +-0.001; the image refits it (auto-range) once it arrives
+    plot.setRange(xRange=(0, 10), yRange=(0, 10), padding=0)
+    plot.enableAutoRange()
     image = pg.ImageItem(axisOrder="row-major")
     plot.addItem(image)
     return plot, image

@@ -151,3 +151,22 @@ class PoolLegend(QWidget):
         p.end()
         if not img.save(path, "PNG"):
             raise OSError(f"could not write {path}")
+
+
+def main(argv=None) -> int:
+    """`python -m app.widgets.pool_legend OUT.png [WIDTH]`: the key for the docs."""
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m app.widgets.pool_legend OUT.png [WIDTH]", file=sys.stderr)
+        return 2
+    app = QApplication.instance() or QApplication(["pool-legend"])
+    PoolLegend().save_png(args[0], int(args[1]) if len(args) > 1 else 900)
+    del app
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

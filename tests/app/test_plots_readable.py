@@ -71,3 +71,22 @@ def test_heatmap_has_a_colour_bar_and_says_how_it_is_normalised(qtbot):
     assert w.colour_bar.values == (0.0, 1.0)
     assert w.norm_note.text() == NORMALISATION and "within its decode step" in NORMALISATION
     assert w.recall.legend is None
+
+
+@pytest.mark.gui
+def test_pool_key_is_painted_from_the_palette(qtbot, tmp_path):
+    from PySide6.QtGui import QColor, QImage
+
+    from app.widgets.pool_legend import PoolLegend
+    key = PoolLegend()
+    qtbot.addWidget(key)
+    texts = [t for _, _, t in key.items]
+    assert any("owner" in t for t in texts) and any("refcount" in t for t in texts)
+    assert {pal.EVENT_SHORT[k] for k in pal.EVENT_GLYPHS} <= set(texts)
+    assert key.heightForWidth(300) > key.heightForWidth(1200)       # it wraps
+    out = tmp_path / "key.png"
+    key.save_png(str(out), 600)
+    img = QImage(str(out))
+    colours = {QColor(img.pixel(x, y)).getRgb()[:3] for x in range(img.width()) for y in range(img.height())}
+    for rgb in pal.OWNER_RGB + (pal.FREE_RGB, pal.CACHED_RGB, pal.REFCOUNT_RGB[-1]):
+        assert tuple(rgb) in colours

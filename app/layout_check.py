@@ -180,6 +180,7 @@ def _plot_findings(plot, where: str) -> list[str]:
 def _graphics(view, where: str) -> list[str]:
     import pyqtgraph as pg
     out = []
+    room = QRectF(view.mapToScene(view.viewport().rect()).boundingRect())
     for item in view.scene().items():
         if not item.isVisible():
             continue
@@ -187,6 +188,11 @@ def _graphics(view, where: str) -> list[str]:
             out += _axis_findings(item, where)
         elif isinstance(item, pg.PlotItem):
             out += _plot_findings(item, where)
+            r = item.sceneBoundingRect()
+            # a title or axis wider than the view stretches the plot past its edge
+            if r.right() > room.right() + SLACK or r.bottom() > room.bottom() + SLACK:
+                out.append(f"{where}: plot is {r.width():.0f}x{r.height():.0f} px, "
+                           f"the view {room.width():.0f}x{room.height():.0f}: its edge is cut")
     return out
 
 

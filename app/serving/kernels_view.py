@@ -42,8 +42,7 @@ class KernelsView(QWidget):
         lay.addWidget(self.backend)
         self.glw = pg.GraphicsLayoutWidget()
         # the table below is the legend (a swatch per family): a legend box would sit on the curves
-        self.plot = self.glw.addPlot(title="time per engine step, by kernel family (colours: table)")
-        self.plot.setLabel("left", "ms")
+        self.plot = self.glw.addPlot(title="ms per engine step, by kernel family")
         self.plot.setLabel("bottom", "engine time", units="s")
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         no_si_scale(self.plot)

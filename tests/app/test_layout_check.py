@@ -90,6 +90,13 @@ def test_si_scaled_empty_axis_is_found(qtbot):
     assert any("scaled" in f for f in check_widget_tree(pw))
 
 
+def test_plot_pushed_past_its_view_is_found(qtbot):
+    glw = pg.GraphicsLayoutWidget()
+    glw.addPlot(title="a title far too long for the little view it has been given, cut")
+    _shown(qtbot, glw, (200, 200))
+    assert any("its edge is cut" in f for f in check_widget_tree(glw))
+
+
 @pytest.mark.parametrize("size", ["1280x720", "1600x1000", "1920x1080"])
 def test_window_layout_is_clean(size, gui_config, tmp_path, qapp, capsys):
     cfg = gui_config(n=2, stats=True, policy="quest", budget=8, requests=12)

@@ -1,8 +1,8 @@
 """Block pool view: every physical block as a cell of ONE ImageItem drawn through a
 lookup table (pool_image.py: owner fill by height + refcount strip), the events of the
 last second as fading white glyphs, copy-on-write as fading arrows, the refcount as a
-number once the cells are big enough. Wheel zooms, drag pans (within the pool), the
-axes give block ids; hover tooltips and click-to-inspect give the block's details."""
+number once the cells are big enough. Wheel zooms, drag pans (within the pool), a
+double click shows the whole pool again, the axes give block ids; hover tooltips and click-to-inspect give the block's details."""
 
 from __future__ import annotations
 
@@ -282,7 +282,15 @@ class BlockPoolView(QWidget):
         r, c = divmod(bid, self.animator.cols)
         self.hover_box.setData([c, c + 1, c + 1, c, c], [r, r, r + 1, r + 1, r])
 
+    def fit(self) -> None:
+        """The whole pool in view (a double click), after wheel zoom and drag."""
+        if self.animator is not None:
+            self.plot.setRange(xRange=(0, self.animator.cols), yRange=(0, self.animator.rows), padding=0)
+
     def _on_click(self, ev):
+        if ev.double():
+            self.fit()
+            return
         bid = self.block_at(ev.scenePos())
         if bid >= 0 and ev.button() == Qt.MouseButton.LeftButton:
             self.block_clicked.emit(bid)

@@ -61,6 +61,12 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, words, capsys):
     assert err.startswith("tinyserve-gui: ") and all(w in err for w in words), err
 
 
+def test_missing_config_file_is_one_line_and_exit_2(tmp_path, capsys, qapp):
+    assert main(["--offscreen", "--config", str(tmp_path / "none.json"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "none.json" in err
+
+
 def test_bad_output_path_is_refused_before_the_engine_starts(gui_config, tmp_path, capsys, qapp):
     rc = run_gui(gui_config, tmp_path, "--steps", "3", "--summary-json", str(tmp_path / "missing" / "s.json"))
     assert rc == 2

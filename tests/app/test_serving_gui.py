@@ -102,6 +102,13 @@ def test_zoomed_in_pool_shows_refcounts_as_numbers(make_window, gui_config, qtbo
     from app.widgets.palette import refcount_label
     assert sorted(shown) == sorted(refcount_label(int(r)) for r in used[used > 0])
     assert shown
+    v.plot.setRange(yRange=(-3, 10 * v.animator.rows), padding=0)   # panned past the pool
+    (_, _), (y0, y1) = v.plot.vb.viewRange()
+    assert y0 >= 0 and y1 <= v.animator.rows                  # the y range stays on the pool
+    v.fit()                                                   # a double click
+    v.render()
+    (x0, x1), (y0, y1) = v.plot.vb.viewRange()
+    assert (x0, x1, y0, y1) == (0, v.animator.cols, 0, v.animator.rows) and v.numbers_shown() == []
 
 
 def test_window_fits_the_screen_and_restores_its_geometry(qtbot, gui_config, settings):

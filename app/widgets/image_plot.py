@@ -8,7 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QImage, QPainter
 
-BACKGROUND = (18, 18, 22)
+from .palette import BACKGROUND_RGB as BACKGROUND
 
 
 def dark_canvas() -> pg.GraphicsLayoutWidget:

@@ -1,6 +1,8 @@
 """`tinyserve-gui`: the desktop lab. With --offscreen --steps N --screenshot out.png it
 runs N engine steps, renders, saves the PNG and exits (how the README's screenshots
-are made)."""
+are made); --summary-json writes the engine summary of those steps and
+--check-layout WxH reports text that does not fit its widget at that window size.
+A bad flag, view or config is one line on stderr and exit 2, before anything runs."""
 
 from __future__ import annotations
 
@@ -11,27 +13,57 @@ import tempfile
 import time
 from pathlib import Path
 
+# the views `--view` can name: the central pool and the Serving tab's docks
+VIEW_NAMES = ("Block pool", "Controls", "Cache selection", "Kernels", "Block details",
+              "Metrics", "Block tables")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (`tinyserve-gui: --size: ...`) and exit 2, like the CLI."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH like 1600x1000, got {text!r}") from None
+    if not (320 <= w <= 16384 and 240 <= h <= 16384):
+        raise argparse.ArgumentTypeError(f"expected a size from 320x240 to 16384x16384, got {text!r}")
+    return w, h
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tinyserve-gui", description="TinyServe desktop lab")
+    p = _OneLineParser(prog="tinyserve-gui", description="TinyServe desktop lab")
     p.add_argument("--config", help="session config JSON (the one `tinyserve simulate --config` reads)")
     p.add_argument("--model", help="model folder (Hugging Face checkpoint); default: the shipped model")
     p.add_argument("--offscreen", action="store_true", help="no window: Qt's offscreen platform")
     p.add_argument("--steps", type=int, default=None, help="run this many engine steps, then (with --screenshot) save and exit")
     p.add_argument("--screenshot", help="PNG to write after --steps")
-    p.add_argument("--view", default=None, help="screenshot one view (e.g. 'Block pool', 'Metrics', 'Cache selection') instead of the window")
-    p.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
+    p.add_argument("--summary-json", help="headless: write the engine summary of the steps run "
+                   "(the keys of `tinyserve simulate --summary-json`)")
+    p.add_argument("--view", default=None, choices=VIEW_NAMES, metavar="VIEW",
+                   help=f"screenshot one view instead of the window: {', '.join(VIEW_NAMES)}")
+    p.add_argument("--size", type=_size, default=None,
+                   help="window size WxH (default: the last size, else 90%% of the screen)")
+    p.add_argument("--check-layout", type=_size, default=None, metavar="WxH",
+                   help="lay the window out at WxH (after --steps, default 30), list text that "
+                        "does not fit or overlaps; exit 1 when there is any")
     p.add_argument("--timeout", type=float, default=600.0, help="headless: give up after this many seconds")
     a = p.parse_args(argv)
     if a.steps is not None and a.steps < 0:
         p.error("--steps: must be >= 0")
-    if a.screenshot and a.steps is None:
-        p.error("--screenshot needs --steps N")
-    try:
-        w, h = (int(x) for x in a.size.lower().split("x"))
-        a.size = (w, h)
-    except ValueError:
-        p.error(f"--size: expected WxH like 1600x1000, got {a.size!r}")
+    if a.check_layout is not None:
+        a.size = a.check_layout
+        a.steps = 30 if a.steps is None else a.steps
+    for flag in ("screenshot", "summary_json"):
+        if getattr(a, flag) and a.steps is None:
+            p.error(f"--{flag.replace('_', '-')} needs --steps N")
+    if a.view and not a.screenshot:
+        p.error("--view needs --screenshot")
     return a
 
 
@@ -41,6 +73,15 @@ def _config(a):
     if a.model:
         cfg = EngineConfig.from_dict({"model": a.model}, base=cfg)
     return cfg
+
+
+def _check_outputs(a) -> None:
+    """Output paths checked before the engine starts, not after N steps."""
+    from tinyserve_core.writers import check_writable
+    if a.screenshot:
+        check_writable(a.screenshot, "screenshot")
+    if a.summary_json:
+        check_writable(a.summary_json, "summary_json")
 
 
 def main(argv=None) -> int:
@@ -54,6 +95,7 @@ def main(argv=None) -> int:
 
     try:
         cfg = _config(a)
+        _check_outputs(a)
     except TinyServeError as e:
         print(f"tinyserve-gui: {e}", file=sys.stderr)
         return 2
@@ -66,12 +108,13 @@ def main(argv=None) -> int:
     if headless:   # reproducible shots: ignore and keep the user's saved layout
         settings = QSettings(str(Path(tempfile.mkdtemp()) / "headless.ini"), QSettings.Format.IniFormat)
     win = MainWindow(cfg, settings=settings, restore_layout=not headless)
-    win.resize(*a.size)
+    if a.size is not None:
+        win.resize(*a.size)
     win.show()
     if not headless:
         rc = app.exec()
     else:
-        rc = run_headless(app, win, a.steps, a.screenshot, a.view, a.timeout)
+        rc = run_headless(app, win, a)
     _dispose(app, win)
     return rc
 
@@ -86,12 +129,23 @@ def _dispose(app, win) -> None:
     app.processEvents()
 
 
-def run_headless(app, win, steps: int, screenshot: str | None, view: str | None,
-                 timeout_s: float) -> int:
+def write_summary(worker, path: str) -> dict:
+    """The engine summary of the steps run, as `tinyserve simulate --summary-json` writes it."""
+    from tinyserve_core.observe.summary import summarize, summary_to_json
+    from tinyserve_core.writers import write_json
+    out = summary_to_json(summarize(worker.records()))
+    write_json(path, out, "summary_json")
+    return out
+
+
+def run_headless(app, win, a: argparse.Namespace) -> int:
+    from tinyserve_core.errors import TinyServeError
+
     tab = win.serving
     tab.show_error_dialogs = False
     worker = tab.worker
-    t_end = time.monotonic() + timeout_s
+    steps = a.steps
+    t_end = time.monotonic() + a.timeout
 
     def pump(pred) -> bool:
         while not pred():
@@ -123,11 +177,28 @@ def run_headless(app, win, steps: int, screenshot: str | None, view: str | None,
     for _ in range(3):
         tab.render_all()
         app.processEvents()
-    if screenshot:
-        win.screenshot(screenshot, view)
-        print(f"tinyserve-gui: {worker.steps_done} steps, wrote {screenshot}")
+    rc = 0
+    try:
+        if a.summary_json:
+            write_summary(worker, a.summary_json)
+            print(f"tinyserve-gui: summary -> {a.summary_json}")
+        if a.screenshot:
+            win.screenshot(a.screenshot, a.view)
+            print(f"tinyserve-gui: {worker.steps_done} steps, wrote {a.screenshot}")
+    except (TinyServeError, OSError) as e:
+        print(f"tinyserve-gui: {e}", file=sys.stderr)
+        rc = 1
+    if a.check_layout is not None:
+        from .layout_check import check_window
+        findings = check_window(win)
+        for f in findings:
+            print(f, file=sys.stderr)
+        w, h = a.check_layout
+        print(f"tinyserve-gui: layout at {w}x{h}: "
+              + (f"{len(findings)} finding(s)" if findings else "clean"))
+        rc = rc or (1 if findings else 0)
     win.close()
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

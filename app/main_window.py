@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
 
 from tinyserve_core.engine.config import EngineConfig
@@ -57,7 +57,6 @@ class MainWindow(QMainWindow):
         if config is None:
             config = last_config(self.settings) or first_run_config()
         self.setWindowTitle("TinyServe lab")
-        self.resize(1600, 1000)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.setCentralWidget(self.tabs)
@@ -67,8 +66,8 @@ class MainWindow(QMainWindow):
         if extra_tabs:
             self._add_optional_tabs()
         self._build_menus()
-        if restore_layout:
-            self._restore_layout()
+        if not (restore_layout and self._restore_layout()):
+            self.fit_to_screen()
         self.statusBar().showMessage("starting the engine...")
 
     def add_tab(self, widget: QWidget, title: str) -> int:
@@ -205,13 +204,26 @@ class MainWindow(QMainWindow):
                           "loaded {p}; the engine restarts", save=False)
 
     # ---- settings ----------------------------------------------------------------------
-    def _restore_layout(self):
+    def fit_to_screen(self, fraction: float = 0.9) -> None:
+        """`fraction` of the screen's available area, centred: a fixed size overflows
+        small screens and wastes large ones."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            self.resize(1600, 1000)
+            return
+        area = screen.availableGeometry()
+        w, h = int(area.width() * fraction), int(area.height() * fraction)
+        self.resize(w, h)
+        self.move(area.x() + (area.width() - w) // 2, area.y() + (area.height() - h) // 2)
+
+    def _restore_layout(self) -> bool:
+        """The last window geometry and dock layout; False when there was none to restore."""
         g = self.settings.value("window/geometry")
-        if isinstance(g, QByteArray):
-            self.restoreGeometry(g)
+        restored = isinstance(g, QByteArray) and self.restoreGeometry(g)
         st = self.settings.value("serving/state")
         if isinstance(st, QByteArray) and self.serving.restoreState(st):
             self.serving.layout_restored = True
+        return bool(restored)
 
     def save_settings(self):
         self.settings.setValue("window/geometry", self.saveGeometry())

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 
+from ..widgets.palette import ERROR_CSS, HINT_CSS
 from tinyserve_core.engine.config import POLICIES, RESTART_KEYS, EngineConfig
 from tinyserve_core.errors import ConfigError
 
@@ -55,6 +56,23 @@ FIELDS = (
 )
 FIELD_BY_KEY = {f.key: f for f in FIELDS}
 
+
+def human(v: float) -> str:
+    """1048576 -> '1,048,576', 0.05 -> '0.05': never '1.04858e+06'."""
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:,g}"
+
+
+def field_hint(f: Field) -> str:
+    """The line under a field: unit, range in plain numbers, and whether it restarts."""
+    parts = [f.unit] if f.unit else []
+    if f.kind in ("int", "float", "spin", "dspin"):
+        parts.append(f"{human(f.lo)} to {human(f.hi)}")
+    text = "; ".join(parts)
+    if f.key in RESTART_KEYS:
+        text += (" — " if text else "") + "restarts the engine"
+    return text
+
+
 class ControlsPanel(QWidget):
     live_change = Signal(dict)            # validated live keys
     restart_requested = Signal(object)    # EngineConfig to rebuild with
@@ -89,23 +107,28 @@ class ControlsPanel(QWidget):
             b.clicked.connect(sig.emit)
             buttons.addWidget(b, 0, i)
         outer.addLayout(buttons)
-        speed_row = QHBoxLayout()
-        speed_row.addWidget(QLabel("speed (steps/s, 0 = max)"))
+        speed_row = QVBoxLayout()
+        speed_row.setSpacing(1)
+        speed_row.addWidget(QLabel("speed (steps/s, 0 = as fast as it goes)"))
         self.speed = QLabeledSlider(Qt.Orientation.Horizontal)
         self.speed.setRange(0, 200)
         self.speed.setValue(0)
         self.speed.valueChanged.connect(lambda v: self.speed_changed.emit(float(v)))
-        speed_row.addWidget(self.speed, 1)
+        speed_row.addWidget(self.speed)
         outer.addLayout(speed_row)
 
         inner = QWidget()
         form = QFormLayout(inner)
+        # the name above its widget: a side-by-side form squeezes the sliders' values
+        # and the hints out of a narrow dock
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setVerticalSpacing(6)
         for f in FIELDS:
             w = self._make(f)
             self.widgets[f.key] = w
             err = QLabel("")
-            err.setStyleSheet("color: #ff6060;")
+            err.setStyleSheet(f"color: {ERROR_CSS};")
             err.setWordWrap(True)
             err.setVisible(False)
             self.errors[f.key] = err
@@ -114,15 +137,11 @@ class ControlsPanel(QWidget):
             v.setContentsMargins(0, 0, 0, 0)
             v.setSpacing(1)
             v.addWidget(w)
-            if f.unit or f.kind in ("int", "float", "spin", "dspin"):
-                rng = f"{f.lo:g} .. {f.hi:g}" if f.kind != "choice" else ""
-                u = QLabel(f"<small>{f.unit}{'; ' if f.unit and rng else ''}{rng}"
-                           + (" — restarts the engine" if f.key in RESTART_KEYS else "") + "</small>")
-                u.setStyleSheet("color: #9a9aa8;")
-                v.addWidget(u)
-            elif f.key in RESTART_KEYS:
-                u = QLabel("<small>restarts the engine</small>")
-                u.setStyleSheet("color: #9a9aa8;")
+            hint = field_hint(f)
+            if hint:
+                u = QLabel(hint)
+                u.setWordWrap(True)
+                u.setStyleSheet(f"color: {HINT_CSS}; font-size: small;")
                 v.addWidget(u)
             v.addWidget(err)
             lab = QLabel(f.label)
@@ -132,6 +151,7 @@ class ControlsPanel(QWidget):
             form.addRow(lab, box)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(inner)
         scroll.setMinimumWidth(260)
         self.setMinimumWidth(280)
@@ -281,7 +301,10 @@ class ControlsPanel(QWidget):
             new = EngineConfig.from_dict({key: value}, base=self.config)
         except ConfigError as e:
             self.clear_errors()
-            self.show_error(e.field if e.field in self.errors else key, e.message)
+            # under the field the user changed; a clash with another field names it
+            other = FIELD_BY_KEY.get(e.field)
+            self.show_error(key, e.message if e.field == key else
+                            f"conflicts with {other.label if other else e.field}: {e.message}")
             self.set_widget(key, self.config.get(key))
             return False
         self.clear_errors()

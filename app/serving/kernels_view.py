@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ..widgets import palette as pal
+from ..widgets.image_plot import no_si_scale
 from ..widgets.legend import flexible
 from tinyserve_core.kernels import backend_info
 
-COLOURS = [(90, 200, 255), (255, 170, 60), (120, 230, 120), (230, 110, 200), (250, 230, 90),
-           (160, 140, 255), (255, 110, 110), (120, 240, 230)]
+COLOURS = pal.SERIES_RGB
 
 
 def backend_text(info: dict) -> str:
@@ -46,12 +48,13 @@ class KernelsView(QWidget):
         self.backend.setWordWrap(True)
         lay.addWidget(self.backend)
         self.glw = pg.GraphicsLayoutWidget()
-        self.plot = self.glw.addPlot(title="time per engine step, by kernel family")
-        self.plot.setLabel("left", "ms")
+        # the table below is the legend (a swatch per family): a legend box would sit on the curves
+        self.plot = self.glw.addPlot(title="ms per engine step, by kernel family")
         self.plot.setLabel("bottom", "engine time", units="s")
         self.plot.showGrid(x=True, y=True, alpha=0.25)
-        self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
+        no_si_scale(self.plot)
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self.colours: dict[str, tuple] = {}
         lay.addWidget(self.glw, 1)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["kernel family", "last step ms", "mean ms",
@@ -122,6 +125,7 @@ class KernelsView(QWidget):
             c = self.curves.get(k)
             if c is None:
                 colour = COLOURS[len(self.curves) % len(COLOURS)]
+                self.colours[k] = colour
                 if k == "total":   # every step, replayed graphs included: a line
                     c = self.plot.plot([], [], pen=pg.mkPen(colour, width=1.6), name="total (every step)")
                 else:              # the sampled breakdowns: markers, no line across the gaps
@@ -135,8 +139,10 @@ class KernelsView(QWidget):
             share = "-" if k == "total" else f"{100 * mean / 1000.0 / total_mean:.1f}%"
             bw = self.bandwidth.get(k)
             bw_txt = f"{bw:.1f}" if bw is not None else "-"
-            for j, txt in enumerate((k, f"{last:.3f}", f"{mean:.3f}", share, bw_txt)):
+            for j, txt in enumerate(("\u25a0 " + k, f"{last:.3f}", f"{mean:.3f}", share, bw_txt)):
                 self.table.setItem(i, j, QTableWidgetItem(txt))
+            # the swatch in the name column is the curve's colour (the plot has no legend)
+            self.table.item(i, 0).setForeground(QColor(*self.colours[k]))
         self.note.setText(self._note_text())
         return True
 

@@ -8,30 +8,55 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QGridLayout, QWidget
+from PySide6.QtGui import QFontMetrics
+from PySide6.QtWidgets import QFrame, QGridLayout, QScrollArea, QVBoxLayout, QWidget
+
+from ..widgets import palette as pal
+from ..widgets.image_plot import no_si_scale
+from ..widgets.ticks import ticks_for_pixels
 
 from .snapshot import COL, METRIC_COLUMNS
 
-_PEN = lambda rgb, style=None: pg.mkPen(rgb, width=1.6, style=style) if style else pg.mkPen(rgb, width=1.6)
+_PEN = lambda rgb: pg.mkPen(rgb, width=1.6)
+C = pal.SERIES_RGB
 
-# (title, unit, [(series, column or special, colour)]); the unit goes into the title: a
-# rotated axis label would eat a short plot's height and get clipped.
+# (title, unit, [(series, column, colour)]): short titles so they fit a plot 200 px
+# wide at 1280; a plot of two series names them in its title, coloured like their
+# curves (a legend box inside the plot would cover them).
 PLOTS = (
-    ("KV cache usage", "%", [("used", "kv_cache_usage_perc", (90, 200, 255))]),
-    ("Throughput", "tokens/s", [("all", "tokens_per_s", (120, 230, 120)),
-                                ("generated", "gen_tokens_per_s", (240, 200, 80))]),
-    ("Latency", "ms", [("TTFT", "ttft", (255, 130, 90)), ("TPOT", "tpot", (200, 140, 255))]),
-    ("Requests", "count", [("running", "num_requests_running", (120, 230, 120)),
-                           ("waiting", "num_requests_waiting", (255, 170, 60))]),
-    ("Preemptions", "cumulative", [("preemptions", "num_preemptions", (255, 90, 90))]),
-    ("Prefix-cache hit rate", "% of queried tokens", [("hit rate", "prefix_hit_rate", (110, 255, 255))]),
-    ("Memory waste", "% of allocated slots", [("waste", "memory_waste", (220, 220, 120))]),
-    ("Copy-on-write", "cumulative copies", [("CoW", "num_cow_copies", (110, 255, 255))]),
-    ("Shared / cached-free blocks", "blocks", [("shared", "num_shared_blocks", (230, 200, 70)),
-                                              ("cached-free", "num_cached_free_blocks", (100, 140, 170))]),
+    ("KV cache used", "%", [("used", "kv_cache_usage_perc", C[0])]),
+    ("Throughput", "tok/s", [("all", "tokens_per_s", C[2]), ("output", "gen_tokens_per_s", C[1])]),
+    ("Latency", "ms", [("TTFT", "ttft", C[5]), ("TPOT", "tpot", C[4])]),
+    ("Requests", "count", [("running", "num_requests_running", C[2]),
+                           ("waiting", "num_requests_waiting", C[1])]),
+    ("Preemptions", "total", [("preemptions", "num_preemptions", C[5])]),
+    ("Prefix hits", "% tokens", [("hit rate", "prefix_hit_rate", C[0])]),
+    ("Memory waste", "% slots", [("waste", "memory_waste", C[3])]),
+    ("Copy-on-write", "total", [("copies", "num_cow_copies", C[6])]),
+    ("Blocks", "count", [("shared", "num_shared_blocks", C[4]), ("cached", "num_cached_free_blocks", C[7])]),
 )
 COLUMNS = 5  # the dock is wide and short: two rows of five keep every plot readable
 _PERCENT = {"kv_cache_usage_perc", "prefix_hit_rate", "memory_waste"}
+_COUNTS = {"num_preemptions", "num_cow_copies", "num_requests_running", "num_requests_waiting",
+           "num_shared_blocks", "num_cached_free_blocks"}
+MIN_PLOT = (170, 80)   # below this the dock scrolls instead of squeezing the plots
+
+
+def plot_title(title: str, unit: str, series) -> str:
+    """One line: a single series is named by the title, two get coloured names."""
+    head = f"{title} <span style='color:#9aa'>({unit})</span>"
+    if len(series) == 1:
+        return head
+    return head + ": " + " ".join(f"<span style='color:{pal.rgb_css(rgb)}'>{name}</span>"
+                                  for name, _, rgb in series)
+
+
+class SecondsAxis(pg.AxisItem):
+    """Engine-clock ticks that carry their unit ('40 s'): an axis title row would cost
+    a short plot its last tick labels."""
+
+    def tickStrings(self, values, scale, spacing):
+        return [f"{v * scale:g} s" for v in values]
 
 
 class MetricsView(QWidget):
@@ -42,7 +67,15 @@ class MetricsView(QWidget):
         self.lat = np.zeros((0, 3))
         self._dirty = False
         self._pending = 0
-        grid = QGridLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        outer.addWidget(scroll)
+        grid = QGridLayout(inner)
         grid.setContentsMargins(2, 2, 2, 2)
         grid.setSpacing(2)
         self.curves: dict[str, pg.PlotDataItem] = {}
@@ -50,17 +83,13 @@ class MetricsView(QWidget):
         self.widgets: list[pg.PlotWidget] = []
         self._plot_cols: list[list[str]] = []
         self._turn = 0
-        rows = -(-len(PLOTS) // COLUMNS)
         # one small view per plot: each repaints alone, so a frame never pays for all nine
         for i, (title, unit, series) in enumerate(PLOTS):
-            w = pg.PlotWidget()
-            w.setMinimumSize(160, 90)
+            w = pg.PlotWidget(axisItems={"bottom": SecondsAxis("bottom")})
+            w.setMinimumSize(*MIN_PLOT)
             p = w.getPlotItem()
-            p.setTitle(f"{title} <span style='color:#9aa'>({unit})</span>", size="9pt")
-            p.getAxis("left").setTickDensity(0.6)  # a short axis: fewer, unclipped tick labels
-            p.getAxis("left").setWidth(34)
-            if i // COLUMNS == rows - 1:
-                p.setLabel("bottom", "engine time", units="s")
+            p.setTitle(plot_title(title, unit, series), size="8pt")
+            no_si_scale(p)
             p.setMenuEnabled(False)
             p.hideButtons()
             # bounded paint cost however many steps are in the window
@@ -69,10 +98,6 @@ class MetricsView(QWidget):
             # ranges are set by hand each redraw: cheaper than auto-range, and a flat
             # zero line gets a sane 0..1 axis instead of a +-1e-3 one
             p.enableAutoRange(x=False, y=False)
-            if any(col in _PERCENT for _, col, _ in series):
-                p.setYRange(0, 100, padding=0.02)
-            if len(series) > 1:
-                p.addLegend(offset=(5, 2), labelTextSize="7pt", verSpacing=-6)
             cols = []
             for name, col, rgb in series:
                 sym = "o" if col in ("ttft", "tpot") else None
@@ -84,6 +109,7 @@ class MetricsView(QWidget):
             self.plots.append(p)
             self.widgets.append(w)
             self._plot_cols.append(cols)
+            self._set_ranges(i, 0.0, window_s, 100.0 if set(cols) & _PERCENT else 1.0)
 
     def reset(self):
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
@@ -124,7 +150,6 @@ class MetricsView(QWidget):
             i = self._turn
             self._turn = (self._turn + 1) % n
             self._pending -= 1
-            self.plots[i].setXRange(max(0.0, t_end - self.window_s), t_end, padding=0.01)
             top = 0.0
             for col in self._plot_cols[i]:
                 curve = self.curves[col]
@@ -143,9 +168,30 @@ class MetricsView(QWidget):
                 curve.setData(x[keep], y[keep])
                 if keep.any():
                     top = max(top, float(y[keep].max()))
-            if not any(c in _PERCENT for c in self._plot_cols[i]):
-                self.plots[i].setYRange(0, max(1.0, top) * 1.08, padding=0)
+            y_top = 100.0 if set(self._plot_cols[i]) & _PERCENT else max(1.0, top) * 1.08
+            self._set_ranges(i, max(0.0, t_end - self.window_s), max(t_end, self.window_s), y_top)
         return True
+
+    def _set_ranges(self, i: int, x0: float, x1: float, y_top: float) -> None:
+        """Both ranges by hand, with y ticks the plot's height can hold: pyqtgraph's own
+        stack their labels on a 60 px axis and turn an empty plot into -400..400 x0.001."""
+        p = self.plots[i]
+        p.setXRange(x0, x1, padding=0.01)
+        p.setYRange(0.0, y_top, padding=0)
+        ax = p.getAxis("left")
+        fm = QFontMetrics(ax.style.get("tickFont") or self.font())
+        h = p.vb.height() if p.vb.height() > 10 else MIN_PLOT[1] - 50
+        integer = set(self._plot_cols[i]) <= _COUNTS
+        ticks = ticks_for_pixels(0.0, y_top, h, fm.height(), integer)
+        ax.setTicks([ticks, []])
+        ax.setWidth(max(fm.horizontalAdvance(t) for _, t in ticks) + 10)
+
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        self._dirty = self._dirty or bool(self.rows.size)   # ticks follow the new height
+        if not self.rows.size:
+            for i, cols in enumerate(self._plot_cols):
+                self._set_ranges(i, 0.0, self.window_s, 100.0 if set(cols) & _PERCENT else 1.0)
 
     def series(self, col: str) -> np.ndarray:
         return self.rows[:, COL[col]]

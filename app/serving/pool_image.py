@@ -1,83 +1,55 @@
-"""The block pool as one indexed image: a palette (lookup table) and the per-frame
-index computation, all vectorised numpy so that 131,072 blocks cost a few ms.
+"""The block pool as one indexed image plus the events to draw over it, all vectorised
+numpy so that 131,072 blocks cost a few ms (the channels are in widgets/palette.py).
 
-Each cell's LUT index = variant * NBASE + base, where `base` is the block's steady
-state (free, cached-free, owner colour x fill shade, shared x refcount) and `variant`
-is an animation stage (a fade toward the free colour, or a flash toward a highlight
-colour). The palette therefore holds every colour the view can show and the image
-stays a small uint16 array that pyqtgraph maps through the LUT in one `take`.
+Every block is a CELL x CELL square of image pixels, each pixel a palette (lookup
+table) index: the left CELL-1 columns are the owner's colour, filled from the bottom
+in proportion to the tokens the block holds (the rest shows the free grey); the right
+column is the refcount strip (a grey ramp, 1 to 8+). Free and cached-free blocks are
+their grey all over. Events never change a fill: `PoolAnimator` keeps them with their
+start time and hands the view the ones still fading, as glyphs and CoW arrows.
 Qt-free on purpose: the numbers are tested without a display.
 """
 
 from __future__ import annotations
 
-import colorsys
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-# steady states
+from ..widgets import palette as pal
+
+# palette indices
 PAD, FREE, CACHED = 0, 1, 2
-NUM_HUES = 24
-NUM_SHADES = 4
 OWNER0 = 3
-SHARED0 = OWNER0 + NUM_HUES * NUM_SHADES
-NUM_SHARED = 4                       # refcount 2, 3, 4, 5+
-NBASE = SHARED0 + NUM_SHARED
+REF0 = OWNER0 + pal.NUM_OWNER_COLOURS      # refcount 1 .. REFCOUNT_MAX
+NBASE = REF0 + pal.REFCOUNT_MAX
 
-FREE_RGB = (34, 36, 44)
-PAD_RGB = (12, 12, 16)
-CACHED_RGB = (62, 92, 118)           # evictable: keeps its hash, reusable by a prefix hit
-SHARED_RGB = ((226, 198, 64), (240, 214, 96), (250, 230, 140), (255, 246, 200))
-
-# animations: (name, target colour, number of stages)
-FADE_STAGES = 4
-FLASH_STAGES = 4
-FLASHES = {"cow": (110, 255, 255), "evict": (255, 64, 64), "preempt": (255, 150, 20)}
-ANIM_NONE, ANIM_FADE_IN, ANIM_FADE_OUT, ANIM_COW, ANIM_EVICT, ANIM_PREEMPT = range(6)
-ANIM_NAMES = {ANIM_FADE_IN: "alloc", ANIM_FADE_OUT: "free", ANIM_COW: "cow",
-              ANIM_EVICT: "evict", ANIM_PREEMPT: "preempt"}
-DURATION_S = {ANIM_FADE_IN: 0.45, ANIM_FADE_OUT: 0.6, ANIM_COW: 0.9, ANIM_EVICT: 0.7,
-              ANIM_PREEMPT: 0.8}
-_FADE_V0 = 1                          # variants 1..4: fade toward free, strongest first
-_FLASH_V0 = _FADE_V0 + FADE_STAGES    # then 4 stages per flash colour
-NUM_VARIANTS = _FLASH_V0 + FLASH_STAGES * len(FLASHES)
-_FLASH_INDEX = {ANIM_COW: 0, ANIM_EVICT: 1, ANIM_PREEMPT: 2}
-
-
-def owner_rgb(hue_index: int, shade: int) -> tuple[int, int, int]:
-    # golden-ratio hue steps: consecutive sequence ids get far-apart hues
-    h = (hue_index * 0.6180339887) % 1.0
-    v = 0.42 + 0.58 * (shade + 1) / NUM_SHADES
-    r, g, b = colorsys.hsv_to_rgb(h, 0.72, v)
-    return int(r * 255), int(g * 255), int(b * 255)
+EVENT_KINDS = ("alloc", "free", "evict", "preempt", "cow")
+_KIND = {k: i for i, k in enumerate(EVENT_KINDS)}
+_DUR = np.array([pal.EVENT_DURATION_S[k] for k in EVENT_KINDS], np.float64)
+MAX_EVENTS = 4096                           # newest kept: a bounded draw per frame
+MAX_GLYPHS = 256                            # newest drawn: more is noise, and costs paint time
+MAX_ARROWS = 16
 
 
 def build_palette() -> np.ndarray:
-    """uint8 [NUM_VARIANTS * NBASE, 3]: every colour the pool view can show."""
-    base = np.zeros((NBASE, 3), np.float32)
-    base[PAD], base[FREE], base[CACHED] = PAD_RGB, FREE_RGB, CACHED_RGB
-    for h in range(NUM_HUES):
-        for s in range(NUM_SHADES):
-            base[OWNER0 + h * NUM_SHADES + s] = owner_rgb(h, s)
-    base[SHARED0:SHARED0 + NUM_SHARED] = SHARED_RGB
-    out = [base]
-    free = np.asarray(FREE_RGB, np.float32)
-    for k in range(FADE_STAGES):          # k=0: mostly free ... k=3: mostly the colour
-        a = (k + 1) / (FADE_STAGES + 1)
-        out.append(free + (base - free) * a)
-    for target in FLASHES.values():
-        t = np.asarray(target, np.float32)
-        for k in range(FLASH_STAGES):     # k=0: full flash ... k=3: faint
-            a = 1.0 - k / FLASH_STAGES
-            out.append(base + (t - base) * a)
-    lut = np.concatenate(out).round().clip(0, 255).astype(np.uint8)
-    lut[PAD::NBASE] = PAD_RGB             # padding never animates
+    """uint8 [NBASE, 3]: every colour a pool cell can show."""
+    lut = np.zeros((NBASE, 3), np.uint8)
+    lut[PAD], lut[FREE], lut[CACHED] = pal.PAD_RGB, pal.FREE_RGB, pal.CACHED_RGB
+    lut[OWNER0:REF0] = pal.OWNER_RGB
+    lut[REF0:NBASE] = pal.REFCOUNT_RGB
     return lut
 
 
-def grid_shape(num_blocks: int, aspect: float = 2.0) -> tuple[int, int]:
+def cell_size(num_blocks: int) -> int:
+    """Image pixels per block side: 4 (fill in quarters) up to 8K blocks, then 2 (fill
+    in halves): a bigger pool's cells are a few screen pixels until zoomed in, and the
+    image of 131K blocks stays half a megapixel."""
+    return 4 if num_blocks <= 8192 else 2
+
+
+def grid_shape(num_blocks: int, aspect: float = 2.5) -> tuple[int, int]:
     """(rows, cols) with cols ~ aspect * rows, cols a multiple of 8 for tidy ids."""
     cols = max(8, int(math.ceil(math.sqrt(num_blocks * aspect) / 8.0)) * 8)
     rows = max(1, -(-num_blocks // cols))
@@ -86,20 +58,48 @@ def grid_shape(num_blocks: int, aspect: float = 2.0) -> tuple[int, int]:
 
 def base_index(ref_cnt: np.ndarray, owner: np.ndarray, fill: np.ndarray,
                evictable: np.ndarray) -> np.ndarray:
-    """Steady-state palette index per block (uint16 [N]).
-
-    fill is the fraction of the block's slots holding tokens (0..1); owner is the
-    sequence id of the (first) owner, -1 for none."""
+    """Fill colour index per block (uint8 [N]): the owner's colour for a block in use
+    (shared ones too: the refcount strip says how shared), else free or cached-free.
+    `fill` is not used here; it shapes the cell (`cell_image`)."""
     n = ref_cnt.shape[0]
-    idx = np.full(n, FREE, np.uint16)
+    idx = np.full(n, FREE, np.uint8)
     idx[evictable & (ref_cnt <= 0)] = CACHED
-    used = ref_cnt == 1
-    shade = np.clip(np.ceil(fill * NUM_SHADES) - 1, 0, NUM_SHADES - 1).astype(np.int64)
-    hue = np.mod(owner, NUM_HUES)
-    idx[used] = (OWNER0 + hue[used] * NUM_SHADES + shade[used]).astype(np.uint16)
-    shared = ref_cnt > 1
-    idx[shared] = (SHARED0 + np.minimum(ref_cnt[shared], 5) - 2).astype(np.uint16)
+    used = ref_cnt > 0
+    idx[used] = (OWNER0 + np.mod(owner[used], pal.NUM_OWNER_COLOURS)).astype(np.uint8)
     return idx
+
+
+def refcount_index(ref_cnt: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """The strip's palette index: the ramp step for refcount >= 1, else the fill's grey."""
+    ref = np.asarray(ref_cnt)
+    strip = (REF0 + np.clip(ref, 1, pal.REFCOUNT_MAX) - 1).astype(np.uint8)
+    return np.where(ref > 0, strip, base).astype(np.uint8)
+
+
+def cell_image(base: np.ndarray, ref_cnt: np.ndarray, fill: np.ndarray, rows: int,
+               cols: int, cell: int) -> np.ndarray:
+    """uint16 [rows*cell, cols*cell] palette indices, block 0 at the top left, row 0 of a
+    cell at its top (the view draws rows top-down). uint16, not uint8: pyqtgraph turns
+    uint8 + a lookup table into an Indexed8 QImage that Qt converts on every paint."""
+    n = base.shape[0]
+    total = rows * cols
+    b = np.full(total, PAD, np.uint8)
+    b[:n] = base
+    strip = np.full(total, PAD, np.uint8)
+    strip[:n] = refcount_index(ref_cnt, base)
+    # sub-rows of the cell that show the owner: ceil(fill * cell) from the bottom, at
+    # least one for any block in use (an empty new block is still owned)
+    levels = np.zeros(total, np.int64)
+    used = np.asarray(ref_cnt) > 0
+    levels[:n] = np.where(used, np.clip(np.ceil(np.asarray(fill) * cell), 1, cell), cell)
+    img = np.empty((rows, cell, cols, cell), np.uint16)
+    empty = np.where(b == PAD, PAD, FREE).astype(np.uint8).reshape(rows, cols)
+    bb = b.reshape(rows, cols)
+    lv = levels.reshape(rows, cols)
+    for r in range(cell):   # sub-row r is coloured when it is among the bottom `level`
+        img[:, r, :, : cell - 1] = np.where(lv > cell - 1 - r, bb, empty)[:, :, None]
+    img[:, :, :, cell - 1] = strip.reshape(rows, cols)[:, None, :]
+    return img.reshape(rows * cell, cols * cell)
 
 
 @dataclass
@@ -118,87 +118,68 @@ class PoolEvents:
 
 
 class PoolAnimator:
-    """Per-block animation state; `frame()` returns the LUT index image for `now`."""
+    """The grid of one pool size, its newest cell image, and the events still fading."""
 
     def __init__(self, num_blocks: int):
         self.num_blocks = num_blocks
         self.rows, self.cols = grid_shape(num_blocks)
-        self.kind = np.zeros(num_blocks, np.int8)
-        self.t0 = np.zeros(num_blocks, np.float64)
-        self.from_base = np.full(num_blocks, FREE, np.uint16)
-        self.prev_base = np.full(num_blocks, FREE, np.uint16)
-        self.base = np.full(num_blocks, FREE, np.uint16)
-        self._dur = np.zeros(6, np.float64)
-        for k, d in DURATION_S.items():
-            self._dur[k] = d
-        self._image = np.full(self.rows * self.cols, PAD, np.uint16)
+        self.cell = cell_size(num_blocks)
+        self.image = np.full((self.rows * self.cell, self.cols * self.cell), PAD, np.uint16)
+        # events: block (src for CoW), CoW destination (-1 otherwise), kind code, start
+        self.ev_block = np.zeros(0, np.int64)
+        self.ev_dst = np.zeros(0, np.int64)
+        self.ev_kind = np.zeros(0, np.int8)
+        self.ev_t0 = np.zeros(0, np.float64)
 
     def cell_of(self, block_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r, c = np.divmod(np.asarray(block_ids, np.int64), self.cols)
         return r, c
 
-    def apply(self, base: np.ndarray, events: PoolEvents, now: float) -> None:
-        """New steady state plus the events that led to it."""
-        self.prev_base, self.base = self.base, base
+    def apply(self, ref_cnt: np.ndarray, owner: np.ndarray, fill: np.ndarray,
+              evictable: np.ndarray, events: PoolEvents, now: float) -> np.ndarray:
+        """New state and the events that led to it; returns the new cell image."""
+        base = base_index(ref_cnt, owner, fill, evictable)
+        self.image = cell_image(base, ref_cnt, fill, self.rows, self.cols, self.cell)
+        preempted = np.asarray(events.preempted, np.int64)
+        freed = np.setdiff1d(np.asarray(events.released, np.int64), preempted)
+        groups = [(events.alloc, "alloc"), (freed, "free"), (preempted, "preempt"),
+                  (events.evict, "evict")]
+        blocks = [np.asarray(ids, np.int64).reshape(-1) for ids, _ in groups]
+        kinds = [np.full(b.size, _KIND[k], np.int8) for b, (_, k) in zip(blocks, groups)]
+        cow = np.asarray(events.cow, np.int64).reshape(-1, 2)
+        dst = [np.full(b.size, -1, np.int64) for b in blocks] + [cow[:, 1]]
+        blocks.append(cow[:, 0])
+        kinds.append(np.full(cow.shape[0], _KIND["cow"], np.int8))
+        new_b = np.concatenate(blocks)
+        ok = (new_b >= 0) & (new_b < self.num_blocks)
+        self.ev_block = np.concatenate([self.ev_block, new_b[ok]])[-MAX_EVENTS:]
+        self.ev_dst = np.concatenate([self.ev_dst, np.concatenate(dst)[ok]])[-MAX_EVENTS:]
+        self.ev_kind = np.concatenate([self.ev_kind, np.concatenate(kinds)[ok]])[-MAX_EVENTS:]
+        self.ev_t0 = np.concatenate([self.ev_t0, np.full(int(ok.sum()), now)])[-MAX_EVENTS:]
+        return self.image
 
-        def start(ids, kind, from_prev=False):
-            ids = np.asarray(ids, np.int64)
-            ids = ids[(ids >= 0) & (ids < self.num_blocks)]
-            if ids.size == 0:
-                return
-            self.kind[ids] = kind
-            self.t0[ids] = now
-            if from_prev:
-                # fade the colour the block had, not its new (free) one
-                keep = self.prev_base[ids]
-                self.from_base[ids] = np.where(keep == FREE, self.from_base[ids], keep)
+    def live_events(self, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(block, dst, kind name index, alpha 0..255) of the events still visible at
+        `now`; drops the finished ones."""
+        age = now - self.ev_t0
+        keep = age < _DUR[self.ev_kind]
+        if not keep.all():
+            self.ev_block, self.ev_dst = self.ev_block[keep], self.ev_dst[keep]
+            self.ev_kind, self.ev_t0 = self.ev_kind[keep], self.ev_t0[keep]
+            age = age[keep]
+        alpha = np.zeros(age.size, np.int64)
+        for k, name in enumerate(EVENT_KINDS):
+            m = self.ev_kind == k
+            if m.any():
+                alpha[m] = pal.fade_alpha(age[m], pal.EVENT_DURATION_S[name])
+        return self.ev_block, self.ev_dst, self.ev_kind, alpha
 
-        start(events.released, ANIM_FADE_OUT, from_prev=True)
-        start(events.alloc, ANIM_FADE_IN)
-        start(events.preempted, ANIM_PREEMPT)
-        start(events.evict, ANIM_EVICT)
-        if events.cow.size:
-            start(events.cow.reshape(-1), ANIM_COW)
+    def animating(self) -> bool:
+        return self.ev_block.size > 0
 
-    def active(self, now: float) -> np.ndarray:
-        return (self.kind > 0) & (now - self.t0 < self._dur[self.kind])
-
-    def frame(self, now: float) -> np.ndarray:
-        """uint16 [rows, cols] palette indices."""
-        idx = self.base.copy()
-        age = now - self.t0
-        frac = age / np.maximum(self._dur[self.kind], 1e-9)
-        live = (self.kind > 0) & (frac < 1.0)
-        self.kind[(self.kind > 0) & ~live] = ANIM_NONE
-        if live.any():
-            ids = np.flatnonzero(live)
-            k = self.kind[ids]
-            f = frac[ids]
-            stage = np.minimum((f * FADE_STAGES).astype(np.int64), FADE_STAGES - 1)
-            variant = np.zeros(ids.size, np.int64)
-            src = self.base[ids].astype(np.int64)
-            fin = k == ANIM_FADE_IN
-            variant[fin] = _FADE_V0 + stage[fin]                      # free -> colour
-            fout = k == ANIM_FADE_OUT
-            variant[fout] = _FADE_V0 + (FADE_STAGES - 1 - stage[fout])  # colour -> free
-            src[fout] = self.from_base[ids[fout]]
-            for kind, j in _FLASH_INDEX.items():
-                m = k == kind
-                variant[m] = _FLASH_V0 + j * FLASH_STAGES + stage[m]
-            idx[ids] = (variant * NBASE + src).astype(np.uint16)
-        img = self._image
-        img[: self.num_blocks] = idx
-        return img.reshape(self.rows, self.cols)
-
-    def decode(self, index_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(variant, base) of palette indices: what a cell shows, for tests and legends."""
-        a = np.asarray(index_image, np.int64)
-        return a // NBASE, a % NBASE
-
-
-def variant_name(variant: int) -> str:
-    if variant == 0:
-        return "steady"
-    if variant < _FLASH_V0:
-        return "fade"
-    return list(FLASHES)[(variant - _FLASH_V0) // FLASH_STAGES]
+    def decode(self, image: np.ndarray) -> np.ndarray:
+        """The fill colour index of every block as drawn (its top-left pixel when the
+        cell is full, else the bottom-left one), for tests and legends."""
+        c = self.cell
+        bottom = image[c - 1::c, 0::c].reshape(-1)[: self.num_blocks]
+        return bottom

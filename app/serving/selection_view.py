@@ -1,8 +1,10 @@
 """Cache selection view: for one (sequence, layer, kv-head), a heatmap of pages x
 decode steps coloured by the page's bound score, selected pages outlined, oracle
-pages marked (green dot = the policy kept it, red dot = a miss); per-layer recall and
-fast-tier hit rate over time below. The heatmap is one RGBA image made in numpy:
-each cell is `CELL` pixels wide so outlines and dots are pixels, not graphics items."""
+pages marked (green dot = the policy kept it, vermilion dot = a miss); per-layer recall
+and fast-tier hit rate over time below. The heatmap is one RGBA image made in numpy:
+each cell is a few pixels wide so marks and dots are pixels, not graphics items.
+Selected pages keep their full colour and get a white corner mark; the others are
+dimmed: full outlines turned a mostly-selected map (the streaming policy) into a grid."""
 
 from __future__ import annotations
 
@@ -15,19 +17,21 @@ from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSpinBox, QToolTip,
                                QVBoxLayout, QWidget)
 
-from ..widgets.image_plot import BACKGROUND, add_image_plot, dark_canvas
+from ..widgets.image_plot import BACKGROUND, add_image_plot, dark_canvas, no_si_scale
+from ..widgets import palette as pal
 from ..widgets.legend import ColourLegend, flexible
 from .selection_data import SelectionView
 
-CELL = 6
-OUTLINE = np.array([255, 255, 255, 255], np.uint8)
-HIT = np.array([60, 230, 90, 255], np.uint8)
-MISS = np.array([255, 50, 50, 255], np.uint8)
-NO_SCORE = np.array([70, 72, 84, 255], np.uint8)
+OUTLINE = np.array([*pal.SELECTED_OUTLINE_RGB, 255], np.uint8)
+HIT = np.array([*pal.ORACLE_KEPT_RGB, 255], np.uint8)
+MISS = np.array([*pal.ORACLE_MISSED_RGB, 255], np.uint8)
+NO_SCORE = np.array([*pal.NO_SCORE_RGB, 255], np.uint8)
 PAST_CTX = np.array([*BACKGROUND, 255], np.uint8)  # past the context: the canvas shows through
-_CMAP = pg.colormap.get("viridis").getLookupTable(nPts=256, alpha=True).astype(np.uint8)
-LAYER_COLOURS = [(90, 200, 255), (255, 170, 60), (120, 230, 120), (230, 110, 200),
-                 (250, 230, 90), (160, 140, 255), (255, 110, 110), (120, 240, 230)]
+CMAP = pg.colormap.get("viridis")
+_CMAP = CMAP.getLookupTable(nPts=256, alpha=True).astype(np.uint8)
+LAYER_COLOURS = pal.SERIES_RGB
+NORMALISATION = ("colour = the page's bound score scaled within its decode step (column): "
+                 "0 = that step's lowest page, 1 = its highest; the raw score is in the tooltip")
 
 
 def cell_pixels(P: int, S: int) -> int:
@@ -51,6 +55,8 @@ def heatmap_rgba(v: SelectionView, cell: int | None = None) -> np.ndarray:
     cells = _CMAP[(norm * 255).astype(np.int64)]
     in_ctx = np.arange(P)[:, None] < v.num_pages[None, :]
     cells[in_ctx & ~finite] = NO_SCORE
+    dim = in_ctx & ~v.selected
+    cells[dim, :3] = (cells[dim, :3] * pal.UNSELECTED_DIM).astype(np.uint8)
     cells[~in_ctx] = PAST_CTX
     # a (page, row-in-cell, step, col-in-cell) view of the image, one uint32 per RGBA
     # pixel: every cell is a block, and outlines/dots touch only the cells they mark
@@ -58,12 +64,11 @@ def heatmap_rgba(v: SelectionView, cell: int | None = None) -> np.ndarray:
     img5 = np.empty((P, cell, S, cell), np.uint32)
     img5[...] = u32(cells).reshape(P, S)[:, None, :, None]
     p, s = np.nonzero(v.selected)
-    if p.size:
+    if p.size and cell >= 4:   # a corner mark: at most a quarter of the cell, never a grid
         o = u32(OUTLINE)[0]
-        img5[p, 0, s] = o
-        img5[p, cell - 1, s] = o
-        img5[p, :, s, 0] = o
-        img5[p, :, s, cell - 1] = o
+        k = max(1, cell // 4)
+        img5[p, :k, s, : 2 * k] = o
+        img5[p, k: 2 * k, s, :k] = o
     if v.has_oracle:
         m = cell // 2
         span = (m,) if cell < 5 else (m - 1, m)   # a 1- or 2-pixel dot inside the outline
@@ -105,30 +110,40 @@ class SelectionViewWidget(QWidget):
         self.info.setWordWrap(True)
         lay.addWidget(self.info)
         self.glw = dark_canvas()
-        self.heat, self.image = add_image_plot(self.glw, "page (logical block)", "decode step (column, oldest left)",
-                                               row=0, col=0, colspan=2, title="page scores (per-step normalised)")
+        self.heat, self.image = add_image_plot(self.glw, "page", "decode step (oldest left)",
+                                               row=0, col=0, title="page scores")
+        self.colour_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=CMAP, interactive=False,
+                                          width=12, label="score in step")
+        self.glw.addItem(self.colour_bar, row=0, col=1)
+        self.norm_note = QLabel(NORMALISATION)
+        self.norm_note.setStyleSheet(f"color: {pal.HINT_CSS};")
+        flexible(self.norm_note)
         # recall plots in their own view: they repaint on their own turn, not with the heatmap
         self.glw2 = dark_canvas()
-        self.recall = self.glw2.addPlot(row=0, col=0, title="selection recall (solid), attention-mass recall (dashed)")
+        self.recall = self.glw2.addPlot(row=0, col=0)
+        self._set_recall_title([])
         self.recall.setLabel("bottom", "engine step")
-        self.recall.setLabel("left", "recall")
         self.recall.setYRange(0, 1.05)
+        no_si_scale(self.recall)
         self.recall.showGrid(x=True, y=True, alpha=0.25)
-        self.recall.addLegend(offset=(5, 5), labelTextSize="8pt")
-        self.tier = self.glw2.addPlot(row=0, col=1, title="fast-tier hit rate")
+        self.tier = self.glw2.addPlot(row=0, col=1)
+        self.tier.setTitle("fast-tier hit rate", size="9pt")
+        self._tier_shown = True
+        self.show_tier(False)
         self.tier.setLabel("bottom", "engine step")
-        self.tier.setLabel("left", "hit rate")
         self.tier.setYRange(0, 1.05)
+        no_si_scale(self.tier)
         self.tier.showGrid(x=True, y=True, alpha=0.25)
         self.tier_curve = self.tier.plot([], [], pen=pg.mkPen((110, 255, 255), width=1.6))
         self.recall_curves: dict[tuple[int, str], pg.PlotDataItem] = {}
         lay.addWidget(self.glw, 3)
-        lay.addWidget(self.glw2, 2)
+        lay.addWidget(self.norm_note)
         lay.addWidget(ColourLegend([
-            (tuple(_CMAP[20][:3]), "low score"), (tuple(_CMAP[235][:3]), "high score"),
-            (tuple(OUTLINE[:3]), "outline = selected"), (tuple(HIT[:3]), "oracle page kept"),
-            (tuple(MISS[:3]), "oracle page missed"), (tuple(NO_SCORE[:3]), "no score (stats off)"),
+            (tuple(OUTLINE[:3]), "white corner, full colour = selected (others dimmed)"),
+            (tuple(HIT[:3]), "oracle page kept"), (tuple(MISS[:3]), "oracle page missed"),
+            (tuple(NO_SCORE[:3]), "no score (stats off)"),
         ]))
+        lay.addWidget(self.glw2, 2)
         self.seq_box.activated.connect(self._user_changed)
         self.layer_box.valueChanged.connect(self._user_changed)
         self.head_box.valueChanged.connect(self._user_changed)
@@ -207,21 +222,41 @@ class SelectionViewWidget(QWidget):
             + ("" if v.has_oracle else " | oracle/recall need statistics on"))
         self.frames += 1
 
+    def _set_recall_title(self, layers) -> None:
+        names = " ".join(f"<span style='color:{pal.rgb_css(LAYER_COLOURS[i % len(LAYER_COLOURS)])}'>"
+                         f"&#9632;&nbsp;layer {l}</span>" for i, l in enumerate(layers))
+        self.recall.setTitle("recall: solid = selection, dashed = attention mass"
+                             + (f"<br>{names}" if names else ""), size="9pt")
+
     def render_series(self):
         v = self.view
+        if list(v.series_layers) != getattr(self, "_title_layers", None):
+            self._title_layers = list(v.series_layers)
+            self._set_recall_title(self._title_layers)
         for i, l in enumerate(v.series_layers):
             rgb = LAYER_COLOURS[i % len(LAYER_COLOURS)]
             for j, (arr, style) in enumerate(((v.selection_recall, None), (v.mass_recall, Qt.PenStyle.DashLine))):
                 c = self.recall_curves.get((l, j))
                 if c is None:
                     pen = pg.mkPen(rgb, width=1.5, style=style) if style else pg.mkPen(rgb, width=1.5)
-                    c = self.recall.plot([], [], pen=pen, name=f"layer {l}" if j == 0 else None)
+                    c = self.recall.plot([], [], pen=pen)
                     self.recall_curves[(l, j)] = c
                 y = arr[:, i]
                 keep = ~np.isnan(y)
                 c.setData(v.series_steps[keep], y[keep])
         keep = ~np.isnan(v.tier_hit_rate)
         self.tier_curve.setData(v.series_steps[keep], v.tier_hit_rate[keep])
+        self.show_tier(bool(keep.any()))
+
+    def show_tier(self, on: bool) -> None:
+        """Without a fast tier the plot would be empty: its room goes to the recall plot."""
+        if on == self._tier_shown:
+            return
+        self._tier_shown = on
+        if on:
+            self.glw2.addItem(self.tier, row=0, col=1)
+        else:
+            self.glw2.removeItem(self.tier)
 
     def _on_move(self, pos):
         v = self.view

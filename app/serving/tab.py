@@ -18,7 +18,7 @@ from ..workers import EngineWorker, default_simulation_factory
 from .controls import ControlsPanel
 from .kernels_view import KernelsView
 from .metrics_view import MetricsView
-from .pool_view import BlockPoolView, format_block_info
+from .pool_view import BlockPoolView
 from .selection_view import SelectionViewWidget
 from .summary import config_summary, summary_line
 from .tables_view import BlockTablesView
@@ -226,7 +226,7 @@ class ServingTab(QMainWindow):
             bid, d = info
             self.pool_view.set_block_info(bid, d)
             if bid == self._clicked_block:
-                self.details.setPlainText(f"block {bid}\n" + "\n".join(format_block_info(d)))
+                self.details.setPlainText(self.pool_view.details_text(bid, d))
 
     # ---- files ----------------------------------------------------------------------
     def export_trace(self, path: str | Path) -> int:

@@ -1,12 +1,14 @@
 """Block tables of the running sequences: one row per sequence, one cell per logical
-block, coloured like its physical block in the pool view (shared blocks gold), so a
-shared prefix reads as a gold run down several rows and a fork as two rows that share
-all but their last cells. One ImageItem again; hover names the physical block."""
+block, drawn exactly like its physical block in the pool view (owner fill by height,
+refcount strip), so a shared prefix reads as a run of bright strips down several rows
+and a fork as two rows that share all but their last cells. One ImageItem again;
+hover names the physical block."""
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtGui import QCursor
+from PySide6.QtCore import QRectF
+from PySide6.QtGui import QCursor, QFontMetrics
 from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
 
 from ..widgets.image_plot import add_image_plot, dark_canvas
@@ -29,7 +31,7 @@ class BlockTablesView(QWidget):
         flexible(self.header)
         lay.addWidget(self.header)
         self.glw = dark_canvas()
-        self.plot, self.image = add_image_plot(self.glw, "running sequence", "logical block (page) index")
+        self.plot, self.image = add_image_plot(self.glw, "", "logical block (page) index")
         lay.addWidget(self.glw, 1)
         self.glw.scene().sigMouseMoved.connect(self._on_move)
         self._key = None
@@ -50,22 +52,35 @@ class BlockTablesView(QWidget):
             t[i, : len(row)] = row
         self.seq_ids, self.table = seqs, t
         base = pi.base_index(p.ref_cnt, p.owner, p.fill, p.evictable)
-        img = np.full(t.shape, pi.PAD, np.uint16)
         valid = t >= 0
-        img[valid] = base[t[valid]]
+        flat, ok = t.reshape(-1), valid.reshape(-1)
+        safe = np.where(ok, flat, 0)
+        img = pi.cell_image(np.where(ok, base[safe], pi.PAD).astype(np.uint8),
+                            np.where(ok, p.ref_cnt[safe], 0), np.where(ok, p.fill[safe], 0.0),
+                            t.shape[0], t.shape[1], 4)
         if len(seqs):
             self.image.setImage(img, levels=(0, self.lut.shape[0]), lut=self.lut, autoLevels=False)
+            self.image.setRect(QRectF(0, 0, t.shape[1], t.shape[0]))
             self.image.setVisible(True)
         else:
             self.image.setVisible(False)
-        ax = self.plot.getAxis("left")
-        step = max(1, len(seqs) // 24)
-        ax.setTicks([[(i + 0.5, f"seq {s}") for i, s in enumerate(seqs)][::step]])
+        self._set_ticks()
         n_shared = int((p.ref_cnt[t[valid]] > 1).sum()) if valid.any() else 0
         self.header.setText(
             f"Block tables: {len(tables)} running sequences"
             + (f" (first {MAX_ROWS} shown)" if len(tables) > MAX_ROWS else "")
-            + f" | {int(valid.sum())} table entries, {n_shared} point at shared blocks (gold)")
+            + f" | {int(valid.sum())} table entries, {n_shared} point at shared blocks (refcount > 1)")
+
+    def _set_ticks(self) -> None:
+        """One label per ~1.6 text lines of the axis as it is now, so they never stack."""
+        room = max(1, int(self.plot.vb.height() / (1.6 * QFontMetrics(self.font()).height())))
+        step = max(1, -(-len(self.seq_ids) // room))
+        self.plot.getAxis("left").setTicks(
+            [[(i + 0.5, f"seq {s}") for i, s in enumerate(self.seq_ids)][::step]])
+
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        self._set_ticks()
 
     def _on_move(self, pos):
         if not self.seq_ids:

@@ -3,15 +3,27 @@ are: rows top-down, no context menu, one row-major ImageItem set whole each fram
 
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QRectF
+from PySide6.QtGui import QImage, QPainter
 
-BACKGROUND = (18, 18, 22)
+from .palette import BACKGROUND_RGB as BACKGROUND
 
 
 def dark_canvas() -> pg.GraphicsLayoutWidget:
     glw = pg.GraphicsLayoutWidget()
     glw.setBackground(BACKGROUND)
     return glw
+
+
+def no_si_scale(plot: pg.PlotItem) -> None:
+    """Plain numbers on every axis: pyqtgraph's automatic SI scaling writes '(x0.001)'
+    into an empty plot's axis title."""
+    for name in ("left", "bottom", "right", "top"):
+        ax = plot.getAxis(name)
+        if ax is not None:
+            ax.enableAutoSIPrefix(False)
 
 
 def add_image_plot(glw: pg.GraphicsLayoutWidget, left: str, bottom: str,
@@ -23,6 +35,49 @@ def add_image_plot(glw: pg.GraphicsLayoutWidget, left: str, bottom: str,
     plot.setMenuEnabled(False)
     plot.setLabel("left", left)
     plot.setLabel("bottom", bottom)
+    no_si_scale(plot)
+    # empty: a sane frame, not +-0.001; the image refits it (auto-range) once it arrives
+    plot.setRange(xRange=(0, 10), yRange=(0, 10), padding=0)
+    plot.enableAutoRange()
     image = pg.ImageItem(axisOrder="row-major")
     plot.addItem(image)
     return plot, image
+
+
+class IndexedImageItem(pg.GraphicsObject):
+    """A palette-index image drawn over the rectangle (0, 0, width, height) in view
+    units: indices -> 0xAARRGGBB through a uint32 table in one numpy `take`, wrapped
+    as an ARGB32_Premultiplied QImage, the one format Qt's raster engine scales
+    without converting it first. (pyqtgraph's ImageItem hands Qt an RGBX8888 image,
+    which is converted on every paint, on several threads, once it is large.)"""
+
+    def __init__(self):
+        super().__init__()
+        self._qimage = None
+        self._pixels = None
+        self._rect = QRectF(0, 0, 1, 1)
+
+    @staticmethod
+    def argb_table(lut_rgb: np.ndarray) -> np.ndarray:
+        rgb = np.asarray(lut_rgb, np.uint32)
+        return (0xFF000000 | (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]).astype(np.uint32)
+
+    def set_indices(self, index_image: np.ndarray, table: np.ndarray, width: float, height: float) -> None:
+        self.prepareGeometryChange()
+        px = np.ascontiguousarray(table[index_image])
+        h, w = px.shape
+        self._pixels = px              # the QImage borrows this buffer
+        self._qimage = QImage(px.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied)
+        self._rect = QRectF(0, 0, width, height)
+        self.update()
+
+    def pixels(self) -> np.ndarray | None:
+        return self._pixels
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(self._rect)
+
+    def paint(self, p: QPainter, *args) -> None:
+        if self._qimage is not None:
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+            p.drawImage(self._rect, self._qimage)

@@ -10,12 +10,15 @@ from app.main import main, parse_args
 pytestmark = pytest.mark.gui
 
 
+def run_gui(gui_config, tmp_path, *args: str, **cfg) -> int:
+    """`tinyserve-gui --offscreen --config <a small config> ARGS`."""
+    gui_config(**cfg).save(tmp_path / "cfg.json")
+    return main(["--offscreen", "--config", str(tmp_path / "cfg.json"), *args])
+
+
 def test_headless_screenshot(gui_config, tmp_path, qapp):
-    cfg = gui_config(n=2)
-    cfg.save(tmp_path / "cfg.json")
     out = tmp_path / "shot.png"
-    rc = main(["--offscreen", "--config", str(tmp_path / "cfg.json"), "--steps", "5",
-               "--screenshot", str(out), "--size", "1280x800"])
+    rc = run_gui(gui_config, tmp_path, "--steps", "5", "--screenshot", str(out), "--size", "1280x800", n=2)
     assert rc == 0
     img = QImage(str(out))
     assert not img.isNull() and img.width() >= 1280 and img.height() >= 800
@@ -37,3 +40,47 @@ def test_cli_arguments_are_checked():
         parse_args(["--screenshot", "x.png"])
     with pytest.raises(SystemExit):
         parse_args(["--steps", "2", "--size", "big"])
+    a = parse_args(["--check-layout", "1280x720"])
+    assert a.size == (1280, 720) and a.steps == 30 and parse_args([]).size is None
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--steps", "1", "--screenshot", "x.png", "--view", "Nope"], ["--view", "invalid choice", "'Nope'"]),
+    (["--steps", "1", "--size", "big"], ["--size", "WxH"]),
+    (["--steps", "1", "--size", "10x10"], ["--size", "320x240"]),
+    (["--steps", "1", "--no-such-flag"], ["unrecognized arguments", "--no-such-flag"]),
+    (["--summary-json", "s.json"], ["--summary-json needs --steps"]),
+    (["--steps", "1", "--view", "Metrics"], ["--view needs --screenshot"]),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--offscreen", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("tinyserve-gui: ") and all(w in err for w in words), err
+
+
+def test_missing_config_file_is_one_line_and_exit_2(tmp_path, capsys, qapp):
+    assert main(["--offscreen", "--config", str(tmp_path / "none.json"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "none.json" in err
+
+
+def test_bad_output_path_is_refused_before_the_engine_starts(gui_config, tmp_path, capsys, qapp):
+    rc = run_gui(gui_config, tmp_path, "--steps", "3", "--summary-json", str(tmp_path / "missing" / "s.json"))
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "summary_json" in err and "does not exist" in err
+
+
+def test_summary_json_has_the_simulate_keys(gui_config, tmp_path, capsys, qapp):
+    import json
+
+    from tinyserve_core.observe.summary import ServingSummary, summary_to_json
+    out = tmp_path / "summary.json"
+    rc = run_gui(gui_config, tmp_path, "--steps", "6", "--summary-json", str(out), "--size", "1280x720", n=2)
+    assert rc == 0
+    got = json.loads(out.read_text())
+    assert set(got) == set(summary_to_json(ServingSummary()))
+    assert got["num_steps"] == 6 and "num_evictions" in got and got["generation_tokens"] > 0

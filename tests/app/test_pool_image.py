@@ -1,5 +1,6 @@
-"""The block-pool image: palette states stay distinct, and events become the right
-animation in the right cells for the right time (pure numpy, no display)."""
+"""The block-pool image and its visual language: one channel per meaning (owner fill,
+fill height, refcount strip, event glyphs), no colour used for two things, events that
+fade and never touch a fill (pure numpy, no display)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from app.serving import pool_image as pi
+from app.widgets import palette as pal
 
 
 def _pool(n=64):
@@ -17,32 +19,86 @@ def _pool(n=64):
     return ref, owner, fill, ev
 
 
-def test_palette_states_are_distinct_colours():
+def _hue(rgb):
+    import colorsys
+    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    return h, s
+
+
+def test_palette_channels_never_share_a_colour():
     lut = pi.build_palette()
-    assert lut.dtype == np.uint8 and lut.shape == (pi.NUM_VARIANTS * pi.NBASE, 3)
-    steady = {tuple(lut[i]) for i in (pi.FREE, pi.CACHED, pi.SHARED0, pi.SHARED0 + 3)}
-    owners = {tuple(lut[pi.OWNER0 + h * pi.NUM_SHADES + 3]) for h in range(pi.NUM_HUES)}
-    assert len(steady) == 4
-    assert len(owners) == pi.NUM_HUES                    # every hue its own colour
-    assert not (steady & owners)
-    # shade = fill: a fuller block is brighter
-    shades = [lut[pi.OWNER0 + s].astype(int).sum() for s in range(pi.NUM_SHADES)]
-    assert shades == sorted(shades) and shades[0] < shades[-1]
+    assert lut.dtype == np.uint8 and lut.shape == (pi.NBASE, 3)
+    owners = [tuple(lut[pi.OWNER0 + k]) for k in range(pal.NUM_OWNER_COLOURS)]
+    greys = [tuple(lut[i]) for i in (pi.PAD, pi.FREE, pi.CACHED)]
+    ramp = [tuple(lut[pi.REF0 + k]) for k in range(pal.REFCOUNT_MAX)]
+    assert len(set(owners)) == pal.NUM_OWNER_COLOURS
+    assert len(set(greys + ramp + owners)) == len(greys + ramp + owners)
+    # free, cached-free, refcount ramp and events carry no hue: only owners are coloured
+    for rgb in greys + ramp + [pal.EVENT_RGB]:
+        assert _hue(rgb)[1] < 0.15
+    for rgb in owners:
+        assert _hue(rgb)[1] > 0.3
+    # the ramp gets brighter with the refcount
+    assert [r[0] for r in ramp] == sorted(r[0] for r in ramp) and ramp[0] != ramp[-1]
 
 
-def test_base_index_states():
+def test_base_index_is_the_owner_for_shared_blocks_too():
     ref, owner, fill, ev = _pool(8)
-    ref[1], owner[1], fill[1] = 1, 5, 1.0        # owned, full
-    ref[2], owner[2], fill[2] = 1, 5, 0.2        # owned, a quarter
-    ref[3], owner[3] = 3, 7                      # shared by 3
-    ev[4] = True                                 # cached-free
-    ref[5], owner[5], fill[5] = 1, 6, 1.0        # another request
+    ref[1], owner[1], fill[1] = 1, 5, 1.0
+    ref[3], owner[3] = 3, 7
+    ev[4] = True
+    ref[5], owner[5], fill[5] = 1, 5 + pal.NUM_OWNER_COLOURS, 0.5
     idx = pi.base_index(ref, owner, fill, ev)
     assert idx[0] == pi.FREE and idx[4] == pi.CACHED
-    assert idx[3] == pi.SHARED0 + 1
-    assert idx[1] == pi.OWNER0 + 5 * pi.NUM_SHADES + 3
-    assert idx[2] == pi.OWNER0 + 5 * pi.NUM_SHADES + 0
-    assert idx[1] != idx[5]                      # colour follows the owner
+    assert idx[1] == pi.OWNER0 + 5 and idx[3] == pi.OWNER0 + 7
+    assert idx[5] == idx[1]                      # hues repeat every 9 owners
+
+
+def test_cell_image_fill_height_and_refcount_strip():
+    ref, owner, fill, ev = _pool(3)
+    ref[0], owner[0], fill[0] = 1, 2, 0.25       # a quarter full, refcount 1
+    ref[1], owner[1], fill[1] = 9, 4, 1.0        # full, shared by 9 -> 8+
+    ev[2] = True                                 # cached-free
+    base = pi.base_index(ref, owner, fill, ev)
+    img = pi.cell_image(base, ref, fill, 1, 8, 4)
+    assert img.shape == (4, 32)
+    c0, c1, c2 = img[:, 0:4], img[:, 4:8], img[:, 8:12]
+    # block 0: only the bottom sub-row shows the owner, the rest the free grey
+    assert (c0[3, :3] == pi.OWNER0 + 2).all() and (c0[:3, :3] == pi.FREE).all()
+    assert (c0[:, 3] == pi.REF0).all()                          # refcount 1
+    assert (c1[:, :3] == pi.OWNER0 + 4).all()
+    assert (c1[:, 3] == pi.REF0 + pal.REFCOUNT_MAX - 1).all()   # 8+
+    assert (c2 == pi.CACHED).all()                              # no strip without a refcount
+    assert (img[:, 12:] == pi.PAD).all()                        # past the last block
+
+
+def test_events_are_glyphs_that_fade_and_never_change_a_fill():
+    n = 64
+    a = pi.PoolAnimator(n)
+    ref, owner, fill, ev = _pool(n)
+    ref[[3, 4, 10]] = 1
+    owner[[3, 4, 10]] = 2
+    fill[[3, 4, 10]] = 1.0
+    events = pi.PoolEvents(alloc=np.array([3, 4]), released=np.array([7, 8]),
+                           preempted=np.array([8]), evict=np.array([9]), cow=np.array([[4, 10]]))
+    img = a.apply(ref, owner, fill, ev, events, now=100.0).copy()
+    base = pi.base_index(ref, owner, fill, ev)
+    assert (a.decode(img) == base).all()                        # fills are the state, nothing else
+    block, dst, kind, alpha = a.live_events(100.01)
+    got = {(int(b), pi.EVENT_KINDS[k], int(d)) for b, k, d in zip(block, kind, dst)}
+    assert got == {(3, "alloc", -1), (4, "alloc", -1), (7, "free", -1), (8, "preempt", -1),
+                   (9, "evict", -1), (4, "cow", 10)}
+    assert (alpha == 255).all()
+    later = a.live_events(100.0 + 0.9 * pal.EVENT_DURATION_S["evict"])
+    assert 0 < later[3][list(later[0]).index(9)] < 255          # fading
+    a.live_events(110.0)
+    assert not a.animating()                                    # all gone
+
+
+def test_fade_alpha_steps_down_to_zero():
+    a = pal.fade_alpha(np.array([0.0, 0.3, 0.6, 0.99, 1.0, 5.0]), 1.0)
+    assert a[0] == 255 and a[-1] == 0 and a[-2] == 0
+    assert list(a) == sorted(a, reverse=True)
 
 
 def test_grid_fits_all_blocks():
@@ -51,65 +107,21 @@ def test_grid_fits_all_blocks():
         assert r * c >= n and (r - 1) * c < n
 
 
-def test_events_animate_then_settle():
-    n = 64
-    a = pi.PoolAnimator(n)
-    ref, owner, fill, ev = _pool(n)
-    ref[[3, 4, 9]] = 1
-    owner[[3, 4, 9]] = 2
-    fill[[3, 4, 9]] = 1.0
-    ref[10], owner[10], fill[10] = 1, 2, 0.5
-    base = pi.base_index(ref, owner, fill, ev)
-    events = pi.PoolEvents(alloc=np.array([3, 4]), released=np.zeros(0, np.int64),
-                           preempted=np.zeros(0, np.int64), evict=np.array([9]),
-                           cow=np.array([[4, 10]]))
-    a.apply(base, events, now=100.0)
-    variant, b = a.decode(a.frame(now=100.01).reshape(-1)[:n])
-    names = {i: pi.variant_name(int(variant[i])) for i in (3, 4, 9, 10, 0)}
-    assert names[3] == "fade"             # allocation fades in
-    assert names[4] == "cow" and names[10] == "cow"   # CoW flashes src and dst
-    assert names[9] == "evict"
-    assert names[0] == "steady"
-    assert (b[:n] == base).all()           # the flash is over the block's own colour
-    # fade-in brightens toward the block's colour
-    lut = pi.build_palette()
-    early = lut[a.frame(now=100.01).reshape(-1)[3]].astype(int).sum()
-    late = lut[a.frame(now=100.0 + 0.9 * pi.DURATION_S[pi.ANIM_FADE_IN]).reshape(-1)[3]].astype(int).sum()
-    assert early < late
-    img = a.frame(now=110.0).reshape(-1)[:n]
-    assert (img == base).all()             # everything settled
-    assert not (a.kind > 0).any()
-
-
-def test_free_fades_out_from_old_colour_and_preempt_flashes():
-    n = 16
-    a = pi.PoolAnimator(n)
-    ref, owner, fill, ev = _pool(n)
-    ref[[1, 2]] = 1
-    owner[[1, 2]] = 4
-    fill[[1, 2]] = 1.0
-    owned = pi.base_index(ref, owner, fill, ev)
-    a.apply(owned, pi.PoolEvents.empty(), now=0.0)
-    freed = pi.base_index(*_pool(n))
-    a.apply(freed, pi.PoolEvents(np.zeros(0, np.int64), np.array([1, 2]), np.array([2]),
-                                 np.zeros(0, np.int64), np.zeros((0, 2), np.int64)), now=1.0)
-    variant, b = a.decode(a.frame(now=1.01).reshape(-1)[:n])
-    assert pi.variant_name(int(variant[1])) == "fade" and b[1] == owned[1]
-    assert pi.variant_name(int(variant[2])) == "preempt"
-
-
 @pytest.mark.parametrize("n", [4096, 131072])
-def test_frame_is_vectorised_shape(n):
+def test_image_shape_and_padding(n):
     a = pi.PoolAnimator(n)
-    img = a.frame(0.0)
-    assert img.shape == pi.grid_shape(n) and img.dtype == np.uint16
-    assert (img.reshape(-1)[n:] == pi.PAD).all()
+    ref, owner, fill, ev = _pool(n)
+    img = a.apply(ref, owner, fill, ev, pi.PoolEvents.empty(), 0.0)
+    cell = pi.cell_size(n)
+    assert img.shape == (a.rows * cell, a.cols * cell) and img.dtype == np.uint16
+    flat = img[cell - 1::cell, 0::cell].reshape(-1)
+    assert (flat[:n] == pi.FREE).all() and (flat[n:] == pi.PAD).all()
 
 
-@pytest.mark.parametrize("tokens_per_seq, fill", [(1, 0.25), (3, 0.75), (4, 1.0)])
-def test_pool_fill_is_tokens_over_block_size(tokens_per_seq, fill):
-    """The snapshot's unit is always tokens; the views' fraction is tokens / block_size.
-    One token per block used to be drawn full (the unit was guessed from the maximum)."""
+@pytest.mark.parametrize("tokens_per_seq, rows", [(1, 1), (3, 3), (4, 4)])
+def test_pool_fill_is_tokens_over_block_size(tokens_per_seq, rows):
+    """The snapshot's unit is always tokens; the views' fraction is tokens / block_size,
+    drawn as that share of the cell's height."""
     from app.serving.snapshot import pool_arrays
     from tinyserve_core.kv.block_manager import BlockManager
 
@@ -120,7 +132,9 @@ def test_pool_fill_is_tokens_over_block_size(tokens_per_seq, fill):
     pool = pool_arrays(snap)
     used = snap.ref_cnt > 0
     assert used.sum() == 3 and (snap.num_tokens[used] == tokens_per_seq).all()
-    assert np.allclose(pool.fill[used], fill) and (pool.fill[~used] == 0).all()
-    shade = (pi.base_index(pool.ref_cnt, pool.owner, pool.fill, pool.evictable)[used]
-             - pi.OWNER0) % pi.NUM_SHADES
-    assert (shade == round(fill * pi.NUM_SHADES) - 1).all()
+    assert np.allclose(pool.fill[used], tokens_per_seq / 4) and (pool.fill[~used] == 0).all()
+    base = pi.base_index(pool.ref_cnt, pool.owner, pool.fill, pool.evictable)
+    img = pi.cell_image(base, pool.ref_cnt, pool.fill, 1, 8, 4)
+    for b in np.flatnonzero(used):
+        col = img[:, 4 * b]
+        assert (col != pi.FREE).sum() == rows and col[3] != pi.FREE

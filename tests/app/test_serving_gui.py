@@ -60,7 +60,7 @@ def test_pause_and_step_advance_exactly_one_step(make_window, gui_config, qtbot)
     assert worker.steps_done == n
 
 
-def test_parallel_sampling_copy_on_write_flashes(make_window, gui_config, qtbot):
+def test_parallel_sampling_copy_on_write_is_an_arrow_not_a_fill(make_window, gui_config, qtbot):
     w = make_window(gui_config(n=2, requests=2, prompt_len=10, prompt_len_max=10))
     tab = w.serving
     seen = {}
@@ -68,19 +68,68 @@ def test_parallel_sampling_copy_on_write_flashes(make_window, gui_config, qtbot)
     def has_cow(s):
         if s.pool_events.cow.size:
             seen["cow"] = s.pool_events.cow.copy()
-            seen["img"] = tab.pool_view.last_image.copy()
+            seen["snap"] = s
             return True
         tab.worker.step_once()
         return False
     tab.worker.step_once()
     pull(tab, qtbot, has_cow)
-    assert tab.pool_view.link_count() >= 1                  # the src -> dst line
-    variant, _ = tab.pool_view.animator.decode(seen["img"].reshape(-1))
-    for src, dst in seen["cow"]:
-        assert pi.variant_name(int(variant[src])) == "cow"
-        assert pi.variant_name(int(variant[dst])) == "cow"
+    v = tab.pool_view
+    assert v.link_count() >= 1                               # the src -> dst arrow
+    block, dst, kind, alpha = v.animator.live_events(v._last_draw_t)
+    arrows = {(int(b), int(d)) for b, d, k in zip(block, dst, kind) if pi.EVENT_KINDS[k] == "cow"}
+    assert {(int(s), int(d)) for s, d in seen["cow"]} <= arrows
+    # the fills show the state only: each block's owner, or its grey
+    p = seen["snap"].pool
+    assert (v.animator.decode(v.last_image) == pi.base_index(p.ref_cnt, p.owner, p.fill, p.evictable)).all()
     cows = [e for r in tab.worker.records() for e in r.events if e.kind == "cow_copy"]
     assert len(cows) >= 1
+
+
+def test_zoomed_in_pool_shows_refcounts_as_numbers(make_window, gui_config, qtbot):
+    w = make_window(gui_config(n=2, requests=2, prompt_len=10, prompt_len_max=10))
+    tab = w.serving
+    tab.worker.step_n(3)
+    snap = pull(tab, qtbot, lambda s: s.step >= 3)
+    v = tab.pool_view
+    tab.frame()
+    assert v.numbers_shown() == []                           # 256 small cells: the strip only
+    v.plot.setRange(xRange=(0, 4), yRange=(0, 2), padding=0)  # what the wheel does
+    qtbot.wait(50)
+    v.render()
+    shown = v.numbers_shown()
+    used = snap.pool.ref_cnt[: v.animator.cols * 2].reshape(2, -1)[:, :4]
+    from app.widgets.palette import refcount_label
+    assert sorted(shown) == sorted(refcount_label(int(r)) for r in used[used > 0])
+    assert shown
+    v.plot.setRange(yRange=(-3, 10 * v.animator.rows), padding=0)   # panned past the pool
+    (_, _), (y0, y1) = v.plot.vb.viewRange()
+    assert y0 >= 0 and y1 <= v.animator.rows                  # the y range stays on the pool
+    v.fit()                                                   # a double click
+    v.render()
+    (x0, x1), (y0, y1) = v.plot.vb.viewRange()
+    assert (x0, x1, y0, y1) == (0, v.animator.cols, 0, v.animator.rows) and v.numbers_shown() == []
+
+
+def test_window_fits_the_screen_and_restores_its_geometry(qtbot, gui_config, settings):
+    from app.main_window import MainWindow
+    w = MainWindow(gui_config(), settings=settings, restore_layout=True, extra_tabs=False)
+    qtbot.addWidget(w)
+    area = w.screen().availableGeometry()
+    assert abs(w.width() - int(area.width() * 0.9)) <= 2 and abs(w.height() - int(area.height() * 0.9)) <= 2
+    w.resize(700, 500)
+    w.save_settings()
+    w.serving.shutdown()
+    w2 = MainWindow(gui_config(), settings=settings, restore_layout=True, extra_tabs=False)
+    qtbot.addWidget(w2)
+    assert (w2.width(), w2.height()) == (700, 500)
+    w2.serving.shutdown()
+
+
+def test_view_names_match_the_window(make_window, gui_config):
+    from app.main import VIEW_NAMES
+    w = make_window(gui_config())
+    assert set(VIEW_NAMES) == set(w.serving.views())
 
 
 def test_invalid_field_shows_message_and_changes_nothing(make_window, gui_config, qtbot):
@@ -89,12 +138,31 @@ def test_invalid_field_shows_message_and_changes_nothing(make_window, gui_config
     before = c.config.to_dict()
     c.widgets["prompt_len_max"].setValue(5)        # below prompt_len = 12
     c.flush()
-    assert c.errors["prompt_len"].isHidden()          # the message sits at the field named
+    assert c.errors["prompt_len"].isHidden()          # the message sits at the field edited
     msg = c.errors["prompt_len_max"].text()
     assert "must be an integer from 12" in msg and not c.errors["prompt_len_max"].isHidden()
     assert c.value("prompt_len_max") == 24           # the widget went back
     assert c.config.to_dict() == before
     assert w.serving.worker.config.workload.prompt_len_max == 24
+
+
+def test_clash_with_another_field_shows_under_the_edited_field(make_window, gui_config):
+    w = make_window(gui_config())
+    c = w.serving.controls
+    c.widgets["prompt_len"].setValue(30)           # above prompt_len_max = 24
+    c.flush()
+    assert c.errors["prompt_len_max"].isHidden()
+    msg = c.errors["prompt_len"].text()
+    assert not c.errors["prompt_len"].isHidden()
+    assert msg.startswith("conflicts with prompt length (max): ") and "got 24" in msg
+    assert c.value("prompt_len") == 12
+
+
+def test_field_hints_use_plain_numbers():
+    from app.serving.controls import FIELD_BY_KEY, field_hint, human
+    assert human(1 << 20) == "1,048,576" and human(0.05) == "0.05" and human(100.0) == "100"
+    hint = field_hint(FIELD_BY_KEY["num_blocks"])
+    assert "1 to 1,048,576" in hint and "e+" not in hint and "restarts the engine" in hint
 
 
 def test_live_change_reaches_engine_without_restart(make_window, gui_config, qtbot):

@@ -32,12 +32,15 @@ def test_click_shows_block_details_with_decoded_text(make_window, gui_config, qt
     text = tab.details.toPlainText()
     info = tab.worker._host.sim.engine.block_manager.block_info(bid)
     assert f"block {bid}" in text
+    assert f"refcount: {info.ref_cnt} (" in text and f"fill: {info.fill} of 4 tokens" in text
+    assert "hash: " in text and "evictable: " in text
     assert "owners (seq ids): " + ", ".join(map(str, info.owners)) in text
     decoded = tab.worker._host.sim.engine.tokenizer.decode(list(info.token_ids))
     assert repr(decoded) in text
     # the tooltip carries the same facts, from the snapshot plus the engine's answer
     tip = tab.pool_view.tooltip_text(bid)
     assert f"refcount {int(snap.pool.ref_cnt[bid])}" in tip and "owners" in tip
+    assert f"fill {info.fill} of 4 tokens" in tip
 
 
 def test_block_tables_and_kernel_timings_follow_the_engine(make_window, gui_config, qtbot):

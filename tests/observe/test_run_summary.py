@@ -68,6 +68,15 @@ def test_throughput_memory_cache_and_counters(run_records):
     assert s.requests_finished == 5
 
 
+def test_evictions_are_counted():
+    from tinyserve_core.observe.events import Evict
+    recs = [StepRecord(0, 0.0, 0.1, "idle", (), [Evict(7, 0x9f3a), Evict(8, 0x1)]),
+            StepRecord(1, 0.1, 0.2, "idle", (), [Evict(7, 0x22)])]
+    s = summarize(recs)
+    assert s.num_evictions == 3 and summary_to_json(s)["num_evictions"] == 3
+    assert "evictions" in format_summary_table(s)
+
+
 def test_rejections_are_counted():
     rec = StepRecord(0, 0.0, 0.1, "idle", (), [Reject("r9", "prompt longer than the context")])
     s = summarize([rec])

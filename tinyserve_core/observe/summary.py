@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .events import Reject
+from .events import Evict, Reject
 from .record import StepRecord
 
 
@@ -57,6 +57,7 @@ class ServingSummary:
     prefix_cache_hits: int = 0
     num_preemptions: int = 0
     num_cow_copies: int = 0
+    num_evictions: int = 0                  # cached-free blocks whose hash was dropped
     rejections: dict[str, int] = field(default_factory=dict)   # kind of reason -> requests
     rejected: list[dict[str, str]] = field(default_factory=list)  # {request_id, reason}, in order
     partial: bool = False                   # the run was interrupted: figures cover the steps run
@@ -98,6 +99,7 @@ def summarize(records: Iterable[StepRecord]) -> ServingSummary:
         s.prefix_cache_hits = max(s.prefix_cache_hits, m.prefix_cache_hits)
         s.num_preemptions = max(s.num_preemptions, m.num_preemptions)
         s.num_cow_copies = max(s.num_cow_copies, m.num_cow_copies)
+        s.num_evictions += sum(isinstance(e, Evict) for e in r.events)
         for e in r.events:
             if isinstance(e, Reject):
                 s.requests_rejected += 1
@@ -153,6 +155,7 @@ def format_summary_table(summary: ServingSummary, title: str = "Serving summary"
         ("prefix-cache hit rate", _fmt(s.prefix_hit_rate, ".1f", 100), f"% ({s.prefix_cache_hits} of {s.prefix_cache_queries} tokens)"),
         ("preemptions", f"{s.num_preemptions}", ""),
         ("copy-on-write copies", f"{s.num_cow_copies}", ""),
+        ("evictions", f"{s.num_evictions}", "cached-free blocks reused"),
     ]
     for kind, count in sorted(s.rejections.items()):
         example = next(x for x in s.rejected if x["reason"].split(":", 1)[0] == kind)

@@ -22,7 +22,7 @@ def test_graph_steps_timed_whole_and_breakdown_from_the_last_sampled_step(qtbot)
     assert view.render()
     assert view.whole_only == 6 and view.sampled == (0.07, 10)
     assert "breakdown sampled eagerly at step 10" in view.note.text()
-    rows = {view.table.item(i, 0).text(): view.table.item(i, 1).text() for i in range(view.table.rowCount())}
+    rows = {view.table.item(i, 0).text().removeprefix("\u25a0 "): view.table.item(i, 1).text() for i in range(view.table.rowCount())}
     assert rows["total"] == "1.100" and rows["attention"] == "1.400"   # newest step / newest sample
     xs, ys = view.curves["total"].getData()
     assert len(xs) == 8                                                 # a value every step

@@ -128,3 +128,17 @@ def test_eval_scene_on_a_missing_gpu_is_one_line(capsys):
     assert main(["eval", "scene", "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "device" in err[0] and "CUDA" in err[0]
+
+
+def test_bench_scene_prints_the_table_and_writes_json(tmp_path, capsys):
+    from tinyserve_core.cli import main
+    from tinyserve_core.loaders import load_json
+
+    out = tmp_path / "scene.json"
+    assert main(["bench", "scene", "--sizes", "32", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "bake 32x32" in text and "motion 32x32" in text and "dB, labels" in text
+    rep = load_json(str(out), max_bytes=1 << 20)
+    assert rep["device"] == "cpu" and rep["results"][0]["bake_32_p50_ms"] > 0
+    assert main(["bench", "scene", "--sizes", "32,x"]) == 2
+    assert "--sizes" in capsys.readouterr().err

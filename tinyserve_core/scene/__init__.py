@@ -11,6 +11,7 @@ planning. Qt-free; the GUI drives `SceneLab`.
     lab.plan(q.candidates[0].label, Robot("ground", 0.12))   # PlanResult: path, length, clearance
 
 Modules: spec (JSON scenes), geometry (ray hits, SDF), camera, analytic (ground truth),
-field (sparse voxel grid + MLP), volume (rendering), train, weights, bake, metrics,
+field (sparse voxel grid + MLP), volume (training rendering), interactive and adaptive
+(frames), train, weights, bake, metrics,
 query, planner, lab, cli (`tinyserve train-scene`).
 """

@@ -144,3 +144,19 @@ def test_bench_scene_prints_the_table_and_writes_json(tmp_path, capsys):
     assert rep["device"] == "cpu" and rep["results"][0]["bake_32_p50_ms"] > 0
     assert main(["bench", "scene", "--sizes", "32,x"]) == 2
     assert "--sizes" in capsys.readouterr().err
+
+
+def test_cell_indices_are_exact_on_grids_past_float_precision():
+    """Above 2^24 cells a float32 dot product rounds odd indices; the table switches to
+    integer arithmetic there."""
+    from tinyserve_core.scene.field import GridSpec
+    from tinyserve_core.scene.interactive import EmptySpace
+
+    grid = GridSpec((0.0, 0.0, 0.0), (2.57, 2.56, 2.56), 0.01)  # 257 x 256 x 256 cells, just past 2^24
+    occ = torch.zeros(257, 256, 256, dtype=torch.bool)
+    occ[256, 255, 255] = True
+    space = EmptySpace(grid, occ)
+    g = torch.tensor([[256.5, 255.5, 255.5], [256.5, 255.5, 254.5], [3.5, 7.5, 11.5]])
+    last = 257 * 256 * 256 - 1  # odd and above 2^24: float32 cannot hold it
+    assert space.cells(g.clone()).tolist() == [last, last - 1, (3 * 256 + 7) * 256 + 11]
+    assert bool(space.occupied[space.cells(g.clone())][0])

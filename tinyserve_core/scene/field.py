@@ -64,7 +64,7 @@ def trilinear_rows(table: torch.Tensor, grid: GridSpec, x: torch.Tensor) -> torc
     top = torch.tensor([nx - 2, ny - 2, nz - 2], dtype=x.dtype, device=x.device)
     i0 = torch.minimum(g.floor().clamp_min_(0), top)
     f = (g - i0).clamp_(0, 1)
-    base = (i0 @ torch.tensor([1.0, nx, nx * ny], dtype=x.dtype, device=x.device)).long()
+    base = (i0.long() * torch.tensor([1, nx, nx * ny], device=x.device)).sum(1)  # exact for any grid size
     offsets = torch.tensor([(dz * ny + dy) * nx + dx for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)],
                            device=x.device)
     rows = table.index_select(0, (base[:, None] + offsets).view(-1)).view(-1, 8, table.shape[1])

@@ -35,10 +35,12 @@ class EmptySpace:
         self.skip = ((dist - CELL_DIAGONAL).clamp_min(0) * grid.voxel).reshape(-1).to(occ.device)
         self.occupied = occ.reshape(-1).clone()
         self._top = torch.tensor([n - 1 for n in self.shape], dtype=torch.float32, device=occ.device)
-        # flat index of cell (x, y, z) is (x * Y + y) * Z + z, as a float dot product: exact
-        # below 2^24 cells (the grid limit is 2^25 corners, about 2^25 cells)
+        # flat index of cell (x, y, z) is (x * Y + y) * Z + z, as a float dot product (one
+        # matmul) where float32 holds every index exactly, in integers above 2^24 cells
         ny, nz = self.shape[1], self.shape[2]
-        self._strides = torch.tensor([ny * nz, nz, 1], dtype=torch.float32, device=occ.device)
+        exact = occ.numel() < (1 << 24)
+        self._strides = torch.tensor([ny * nz, nz, 1], dtype=torch.float32 if exact else torch.long,
+                                     device=occ.device)
         self._lo = torch.tensor(grid.lo, dtype=torch.float32, device=occ.device)
         self._zero = torch.zeros(3, device=occ.device)
 
@@ -57,7 +59,10 @@ class EmptySpace:
 
     def cells(self, g: torch.Tensor) -> torch.Tensor:
         """Flat cell index of points in cell units [..., 3] (in place on g), clamped into the grid."""
-        return (g.floor_().clamp_(self._zero, self._top) @ self._strides).long()
+        c = g.floor_().clamp_(self._zero, self._top)
+        if self._strides.dtype == torch.long:
+            return (c.long() * self._strides).sum(-1)
+        return (c @ self._strides).long()
 
 
 def _trace(space: EmptySpace, og: torch.Tensor, dg: torch.Tensor, t: torch.Tensor, far: torch.Tensor,

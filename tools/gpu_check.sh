@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one device call (build once, then test and benchmark):
 #   device run, carry [".carry/fi"], command: bash tools/gpu_check.sh [STEP ...]
-# STEPs (default: all, in this order): tests tune kernels decode engine.
+# STEPs (default: all, in this order): tests tune kernels decode engine scene.
 # Each step has a time limit so that one slow step cannot eat the whole 10-minute call.
 # The FlashInfer peer installs from its sdist when .carry/fi holds it
 # (`.venv/bin/pip download --no-deps --no-binary :all: flashinfer-python==0.2.14.post1 -d .carry/fi`).
@@ -13,7 +13,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu}
 export OUT
 mkdir -p "$OUT"
-steps=${*:-tests tune kernels decode engine}
+steps=${*:-tests tune kernels decode engine scene}
 has() { [[ " $steps " == *" $1 "* ]]; }
 t0=$SECONDS
 if compgen -G ".carry/fi/*.tar.gz" >/dev/null; then
@@ -30,7 +30,7 @@ python3 -m tinyserve_core.cli info | tee -a "$OUT/gpu.txt"
 echo "build done at $((SECONDS - t0)) s"
 # Qt-free test folders only: the GPU machine has no PySide6 and no OMPL.
 has tests && timeout 200 python3 -m pytest -m cuda -q -p no:cacheprovider \
-  tests/kernels tests/engine tests/model tests/selection tests/bench tests/eval 2>&1 | tee "$OUT/cuda_tests.log" | tail -n 15
+  tests/kernels tests/engine tests/model tests/selection tests/bench tests/eval tests/scene 2>&1 | tee "$OUT/cuda_tests.log" | tail -n 15
 has tune && timeout 150 python3 tools/gpu_tune.py > "$OUT/tune.log" 2>&1
 has kernels && timeout 200 python3 -m tinyserve_core.cli bench kernels --json "$OUT/bench_kernels.json" \
   > "$OUT/bench_kernels.log" 2>&1
@@ -38,7 +38,10 @@ has decode && timeout 120 python3 -m tinyserve_core.cli bench decode --json "$OU
   > "$OUT/bench_decode.log" 2>&1
 has engine && timeout 150 python3 -m tinyserve_core.cli bench engine --device cuda --requests 64 --rate 64 \
   --json "$OUT/bench_engine.json" > "$OUT/bench_engine.log" 2>&1
-for f in tune bench_kernels bench_decode bench_engine; do
+# scene lab frames on the GPU (issue 19: 512x512 <= 5 ms)
+has scene && timeout 120 python3 -m tinyserve_core.cli bench scene --device cuda --sizes 256,512 \
+  --json "$OUT/bench_scene.json" > "$OUT/bench_scene.log" 2>&1
+for f in tune bench_kernels bench_decode bench_engine bench_scene; do
   [ -f "$OUT/$f.log" ] && { echo "== $f"; tail -n 40 "$OUT/$f.log"; }
 done
 echo "total $((SECONDS - t0)) s"

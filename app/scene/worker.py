@@ -48,7 +48,6 @@ class SceneWorker(QThread):
         self._background: deque = deque()
         self._render: tuple | None = None
         self._quit = False
-        self._full_dist = None
         self.busy = False
 
     # ---- called from the GUI thread --------------------------------------------------
@@ -117,11 +116,9 @@ class SceneWorker(QThread):
     # ---- jobs (worker thread) ----------------------------------------------------------
     def load(self, scene: str, weights: str | None = None):
         from tinyserve_core.scene.lab import SceneLab
-        from tinyserve_core.scene.volume import empty_distance
 
         lab = SceneLab(scene, weights)
         lab.bake.extents()
-        self._full_dist = empty_distance(lab.occ)
         self.lab = lab
         return lab
 
@@ -138,17 +135,13 @@ class SceneWorker(QThread):
             res = lab.render(camera, quality)
         else:
             from tinyserve_core.scene.bake import as_result
-            from tinyserve_core.scene.volume import WEIGHT_EPS, render_fast
 
             o, d = camera.rays()
             parts = []
-            with torch.no_grad():
-                for i in range(0, o.shape[0], FULL_CHUNK_RAYS):
-                    if self._newer_render():
-                        raise _Superseded
-                    parts.append(render_fast(lab.field, self._full_dist, o[i:i + FULL_CHUNK_RAYS],
-                                             d[i:i + FULL_CHUNK_RAYS], lab.field.grid.voxel / 2,
-                                             lab.spec.background, app_eps=WEIGHT_EPS))
+            for i in range(0, o.shape[0], FULL_CHUNK_RAYS):
+                if self._newer_render():
+                    raise _Superseded
+                parts.append(lab.render_full_rays(o[i:i + FULL_CHUNK_RAYS], d[i:i + FULL_CHUNK_RAYS]))
             res = as_result({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, camera)
         return Frame(seq, quality, res, (time.perf_counter() - t0) * 1000, submitted)
 

@@ -32,6 +32,7 @@ def register(sub) -> None:
     optional(lambda: _add_kv(what))
     optional(lambda: _add_attach(what))
     add_from_module(what, *QT_BENCHES["scene-gui"])
+    optional(lambda: _add_scene(what))
 
 
 # ---- engine ------------------------------------------------------------------------------
@@ -307,5 +308,61 @@ def run_attach(args) -> int:
         print(f"{k:<44} {v:>14}")
     if args.json:
         write_json(args.json, res, "--json")
+        print(f"json -> {args.json}")
+    return 0
+
+
+# ---- scene -------------------------------------------------------------------------------
+
+def _add_scene(sub) -> None:
+    from ..eval import scene  # noqa: F401  (its third-party needs decide the command)
+
+    p = sub.add_parser("scene", help="scene lab frames: bake and motion render latency, fast vs every-pixel PSNR",
+                       description="Scene lab frame latency over 20 orbit poses (bake and motion quality), with "
+                                   "the adaptive frame's PSNR and label agreement against the every-pixel frame.")
+    p.add_argument("--scene", default="room", help="scene name under assets/scenes or a .json path")
+    p.add_argument("--sizes", default="256", help="comma-separated frame sides in pixels (e.g. 256,512)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where frames are rendered")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.set_defaults(func=run_scene)
+
+
+def run_scene(args) -> int:
+    import os
+
+    import torch
+    from tqdm import tqdm
+
+    from ..errors import ConfigError
+    from ..eval.scene import render_latency
+    from ..scene.lab import SceneLab
+
+    try:
+        sizes = [int(x) for x in args.sizes.split(",")]
+    except ValueError:
+        raise ConfigError("--sizes", f"expected comma-separated integers, got {args.sizes!r}") from None
+    if not sizes or not all(16 <= n <= 2048 for n in sizes):
+        raise ConfigError("--sizes", f"each side must lie in [16, 2048] pixels, got {args.sizes!r}")
+    if args.threads < 0:
+        raise ConfigError("--threads", f"must be >= 0, got {args.threads}")
+    if args.json:
+        check_writable(args.json, "--json")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lab = SceneLab(args.scene, device=args.device)
+    rows = [render_latency(lab, n) for n in tqdm(sizes, desc="bench scene", unit="size", file=sys.stderr)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nscene {lab.spec.name}: frames on {lab.device}, torch threads {torch.get_num_threads()}, "
+          f"1-min load avg {load:.1f}")
+    print(f"{'frame':<16} {'p50 ms':>8} {'p95 ms':>8}   fast vs every-pixel frame")
+    for n, r in zip(sizes, rows):
+        for q in ("bake", "motion"):
+            extra = (f"{r['bake_vs_every_pixel_psnr']:.1f} dB, labels {r['bake_vs_every_pixel_labels'] * 100:.2f}%"
+                     if q == "bake" else "")
+            print(f"{q + f' {n}x{n}':<16} {r[f'{q}_{n}_p50_ms']:>8.1f} {r[f'{q}_{n}_p95_ms']:>8.1f}   {extra}")
+    if args.json:
+        write_json(args.json, {"scene": lab.spec.name, "device": str(lab.device), "load_avg_1m": load,
+                               "torch_threads": torch.get_num_threads(), "sizes": sizes, "results": rows}, "--json")
         print(f"json -> {args.json}")
     return 0

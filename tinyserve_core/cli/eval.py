@@ -256,6 +256,8 @@ def _add_scene(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1: interactive-size work is fastest single-threaded on shared "
                         "cores; 0 = torch's default)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where frames are rendered (auto: the GPU when torch sees one)")
     p.add_argument("--json", default=None, help="write the full report here")
     p.set_defaults(func=run_scene)
 
@@ -284,14 +286,14 @@ def run_scene(args) -> int:
         bar.set_postfix_str(name)
 
     try:
-        rep = evaluate(args.scene, args.queries, args.weights, progress)
+        rep = evaluate(args.scene, args.queries, args.weights, progress, args.device)
         bar.update(bar.total - bar.n)
     finally:
         if bar is not None:
             bar.close()
     rows = summary_rows(rep)
     w = max(len(r[0]) for r in rows)
-    print(f"scene {rep['scene']}  (torch threads: {rep['torch_threads']})")
+    print(f"scene {rep['scene']}  (torch threads: {rep['torch_threads']}, frames on {rep['render']['device']})")
     for name, val, target in rows:
         print(f"  {name:<{w}}  {val:<26} {target}")
     for name, cats in category_rows(rep):

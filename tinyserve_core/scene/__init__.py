@@ -12,7 +12,8 @@ planning. Qt-free; the GUI drives `SceneLab`.
         lab.plan(q, Robot("ground", 0.12))       # PlanResult: path, goal, approach distance, note
 
 Modules: spec (JSON scenes), geometry (ray hits, SDF), camera, analytic (ground truth),
-field (sparse voxel grid + MLP), volume (rendering), train, weights, bake, metrics,
+field (sparse voxel grid + MLP), volume (training rendering), interactive and adaptive
+(frames), train, weights, bake, metrics,
 query (phrases: reading a query; relations: geometry's answers; concepts: absent things),
 planner (passages: why a target is unreachable), lab, cli (`tinyserve train-scene`).
 """

@@ -3,6 +3,7 @@ field, bake, object index and planner, each built on first use."""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,28 @@ from .camera import Camera, orbit_camera
 from .planner import PlanResult, Planner, Robot
 from .query import ObjectIndex, QueryResult
 from .spec import DEFAULT_SCENE, SceneSpec, load_scene
-from .volume import WEIGHT_EPS, empty_distance, ray_aabb, render_fast
+from .interactive import EmptySpace, render_fast
+from .volume import WEIGHT_EPS, ray_aabb
 from .weights import load_weights, weights_path
 
 DEFAULT_STARTS = {"ground": (-0.9, 0.5, 0.0), "gripper": (-1.0, 0.5, 0.9)}
+
+
+def render_device(name: str) -> torch.device:
+    """"auto" is the GPU when torch sees one; a named device that is absent is a ConfigError."""
+    from ..errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", f"must be 'cpu', 'cuda' or 'auto', got {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "CUDA is not available to torch here; use 'cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError("device", f"must be 'cpu', 'cuda' or 'auto', got {name!r}")
+    return dev
 
 
 @dataclass
@@ -32,12 +51,18 @@ class PickResult:
 
 
 class SceneLab:
-    def __init__(self, scene: str | Path = DEFAULT_SCENE, weights: str | Path | None = None):
+    """`device` is where frames are rendered ("cpu", "cuda", "auto": a GPU when there is
+    one); the bake's read-outs (extents, planning, points) stay on the host."""
+
+    def __init__(self, scene: str | Path = DEFAULT_SCENE, weights: str | Path | None = None, device: str = "cpu"):
         self.spec: SceneSpec = load_scene(scene)
         self.weights_file = Path(weights) if weights else weights_path(self.spec)
+        self.device = render_device(device)
         self.field, self.occ, self.meta = load_weights(self.weights_file, self.spec)
         self.bake = Bake.from_field(self.field, self.occ, self.spec.labels, self.spec.background)
-        self._field_dist = empty_distance(self.occ)
+        self._frames = self.bake.to(self.device)
+        self._field = copy.deepcopy(self.field).to(self.device) if self.device.type != "cpu" else self.field
+        self._field_space = EmptySpace(self.field.grid, self.occ.to(self.device))
         self._index: ObjectIndex | None = None
         self._planner: Planner | None = None
 
@@ -67,13 +92,18 @@ class SceneLab:
         """quality="motion" while the camera moves (the bake, coarser march), "bake" for
         navigation (no MLP), "full" for the trained field itself."""
         if quality in ("bake", "motion"):
-            return self.bake.render(cam, coarse=quality == "motion")
+            return self._frames.render(cam, coarse=quality == "motion")
         if quality != "full":
             raise ConfigError("quality", f"must be 'motion', 'bake' or 'full', got {quality!r}")
         o, d = cam.rays()
-        out = render_fast(self.field, self._field_dist, o, d, self.field.grid.voxel / 2, self.spec.background,
-                          app_eps=WEIGHT_EPS)
-        return as_result(out, cam)
+        return as_result(self.render_full_rays(o, d), cam)
+
+    @torch.no_grad()
+    def render_full_rays(self, o: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The trained field itself (MLP colour and classes at every sample) along rays,
+        on the lab's device; the GUI calls it chunk by chunk so a refine can be cut short."""
+        return render_fast(self._field, self._field_space, o.to(self.device), d.to(self.device),
+                           self.field.grid.voxel / 2, self.spec.background, app_eps=WEIGHT_EPS)
 
     @torch.no_grad()
     def pick(self, cam: Camera, x: float, y: float) -> PickResult:

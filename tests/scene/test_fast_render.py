@@ -1,0 +1,162 @@
+"""The interactive renderer: adaptive image-space sampling keeps the every-pixel frame
+(edges cast, interiors interpolated), sphere tracing never skips an occupied cell, and the
+lab's render device is checked."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tinyserve_core.errors import ConfigError
+from tinyserve_core.scene.adaptive import render_image
+from tinyserve_core.scene.bake import as_result
+from tinyserve_core.scene.camera import orbit_camera
+from tinyserve_core.scene.interactive import _trace
+
+
+def _psnr(a, b) -> float:
+    return -10 * math.log10(max(float(np.mean((a - b) ** 2)), 1e-12))
+
+
+def test_adaptive_frame_matches_the_every_pixel_frame_with_fewer_rays(lab):
+    bake = lab.bake
+    cast = []
+
+    def rays(o, d):
+        cast.append(o.shape[0])
+        return bake.render_rays(o, d)
+
+    for az in (20.0, 140.0):
+        cam = lab.camera(azimuth=az, elevation=40, size=128)
+        fast = as_result(render_image(rays, cam, bake.device, bake.grid.voxel), cam)
+        every = bake.render(cam, adaptive=False)
+        assert _psnr(fast.rgb, every.rgb) > 36.0
+        assert (fast.label == every.label).mean() > 0.995
+        assert np.abs(fast.acc - every.acc).mean() < 0.01
+    assert sum(cast) < 0.6 * 2 * 128 * 128  # about 40% of the rays are cast
+
+
+@pytest.mark.parametrize("width,height", [(64, 48), (63, 47)])
+def test_edges_are_cast_and_flat_regions_interpolated(width, height):
+    """A synthetic frame: two flat half-planes meeting at a slanted edge. Interpolation
+    is exact inside each half and the edge's pixels must be cast, so the adaptive frame
+    equals the every-pixel one everywhere (odd sides too), and only a band along the edge
+    is cast."""
+    cam = orbit_camera((0, 0, 0), 0.0, 30.0, 3.0, width, height)
+    seen = []
+
+    def rays(o, d):
+        seen.append(o.shape[0])
+        side = (d[:, 0] + 0.3 * d[:, 1] > 0.05).float()
+        probs = torch.stack([1 - side, side], 1)
+        rgb = torch.stack([side, 0.5 * torch.ones_like(side), 1 - side], 1)
+        return {"rgb": rgb, "depth": 2 + side, "probs": probs, "acc": torch.ones_like(side)}
+
+    fast = render_image(rays, cam, torch.device("cpu"), voxel=0.025)
+    o, d = cam.rays()
+    every = rays(o, d)
+    for key in every:
+        assert torch.equal(fast[key], every[key]), key
+    assert sum(seen[:-1]) < 0.45 * width * height  # the first pass and the edge band, not the frame
+
+
+def test_sphere_tracing_never_passes_an_occupied_cell(lab):
+    """Traced distances are no further than the first occupied cell along each ray,
+    found by a dense march at an eighth of a voxel."""
+    bake, space = lab.bake, lab.bake.space
+    cam = lab.camera(azimuth=75, elevation=35, size=48)
+    o, d = cam.rays()
+    from tinyserve_core.scene.volume import ray_aabb
+
+    near, far = ray_aabb(o, d, bake.grid.lo, bake.grid.hi)
+    t = near.clone()
+    rays = torch.nonzero(far > near).squeeze(1)
+    _trace(space, space.to_grid(o), d / bake.grid.voxel, t, far, rays, 64)
+    step = bake.grid.voxel / 8
+    ts = near[rays, None] + torch.arange(int(float((far - near).max()) / step) + 1) * step
+    inside = ts < far[rays, None]
+    g = space.to_grid(o[rays, None] + ts[..., None] * d[rays, None])
+    occupied = space.occupied[space.cells(g.reshape(-1, 3))].view(ts.shape) & inside
+    first = torch.where(occupied.any(1), ts.gather(1, occupied.float().argmax(1, keepdim=True))[:, 0],
+                        far[rays])
+    assert bool((t[rays] <= first + 1e-5).all())
+    assert float((t[rays] - near[rays]).mean()) > 0.5  # and it does skip: most of the way is empty
+
+
+def test_render_device_is_checked(tmp_path):
+    from tinyserve_core.scene.lab import render_device
+
+    assert render_device("cpu").type == "cpu"
+    assert render_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError) as e:
+        render_device("tpu")
+    assert e.value.field == "device"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError) as e:
+            render_device("cuda")
+        assert "not available" in str(e.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_frames_match_the_cpu_frames_on_random_poses(lab):
+    from tinyserve_core.scene.lab import SceneLab
+
+    gpu = SceneLab("room", device="cuda")
+    rng = np.random.default_rng(19)
+    for _ in range(4):
+        cam = lab.camera(azimuth=float(rng.uniform(0, 360)), elevation=float(rng.uniform(15, 70)), size=96)
+        for quality in ("motion", "bake", "full"):
+            a, b = lab.render(cam, quality), gpu.render(cam, quality)
+            assert _psnr(a.rgb, b.rgb) > 40.0, quality
+            assert (a.label == b.label).mean() > 0.995, quality
+            assert np.abs(a.acc - b.acc).mean() < 0.01, quality
+
+
+def test_render_latency_reports_the_fast_frame_against_the_every_pixel_frame(lab):
+    from tinyserve_core.eval.scene import render_latency
+
+    r = render_latency(lab, size=48)
+    assert r["device"] == "cpu"
+    assert r["bake_48_p95_ms"] >= r["bake_48_p50_ms"] > 0 and r["motion_48_p50_ms"] > 0
+    assert r["bake_vs_every_pixel_psnr"] > 30.0 and r["bake_vs_every_pixel_labels"] > 0.98
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_eval_scene_on_a_missing_gpu_is_one_line(capsys):
+    from tinyserve_core.cli import main
+
+    assert main(["eval", "scene", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "device" in err[0] and "CUDA" in err[0]
+
+
+def test_bench_scene_prints_the_table_and_writes_json(tmp_path, capsys):
+    from tinyserve_core.cli import main
+    from tinyserve_core.loaders import load_json
+
+    out = tmp_path / "scene.json"
+    assert main(["bench", "scene", "--sizes", "32", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "bake 32x32" in text and "motion 32x32" in text and "dB, labels" in text
+    rep = load_json(str(out), max_bytes=1 << 20)
+    assert rep["device"] == "cpu" and rep["results"][0]["bake_32_p50_ms"] > 0
+    assert main(["bench", "scene", "--sizes", "32,x"]) == 2
+    assert "--sizes" in capsys.readouterr().err
+
+
+def test_cell_indices_are_exact_on_grids_past_float_precision():
+    """Above 2^24 cells a float32 dot product rounds odd indices; the table switches to
+    integer arithmetic there."""
+    from tinyserve_core.scene.field import GridSpec
+    from tinyserve_core.scene.interactive import EmptySpace
+
+    grid = GridSpec((0.0, 0.0, 0.0), (2.57, 2.56, 2.56), 0.01)  # 257 x 256 x 256 cells, just past 2^24
+    occ = torch.zeros(257, 256, 256, dtype=torch.bool)
+    occ[256, 255, 255] = True
+    space = EmptySpace(grid, occ)
+    g = torch.tensor([[256.5, 255.5, 255.5], [256.5, 255.5, 254.5], [3.5, 7.5, 11.5]])
+    last = 257 * 256 * 256 - 1  # odd and above 2^24: float32 cannot hold it
+    assert space.cells(g.clone()).tolist() == [last, last - 1, (3 * 256 + 7) * 256 + 11]
+    assert bool(space.occupied[space.cells(g.clone())][0])

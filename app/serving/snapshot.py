@@ -13,6 +13,7 @@ import numpy as np
 
 from tinyserve_core.kv.stats import BlocksSnapshot
 from tinyserve_core.observe import events as ev
+from tinyserve_core.observe.history import DeltaRecorder, StepDelta
 from tinyserve_core.observe.record import StepRecord
 
 from .pool_image import PoolEvents
@@ -63,6 +64,7 @@ class Snapshot:
     summary: dict = field(default_factory=dict)
     engine_config: dict = field(default_factory=dict)   # what the engine runs with now
     generation: int = 0                                 # engines built so far (restarts)
+    history: list[StepDelta] = field(default_factory=list)  # every step since the last take
 
 
 class SnapshotBuilder:
@@ -72,6 +74,7 @@ class SnapshotBuilder:
         self.selection = SelectionHistory(capacity=selection_capacity)
         self._reset_pending()
         self._hits_q = (0, 0)
+        self.recorder = DeltaRecorder()
 
     def _reset_pending(self):
         self._alloc: list[int] = []
@@ -82,6 +85,14 @@ class SnapshotBuilder:
         self._metrics: list[tuple] = []
         self._lat: list[tuple[float, float, float]] = []
         self._ops: list[tuple[float, dict[str, float]]] = []
+        self._deltas: list[StepDelta] = []
+
+    def record_state(self, engine, rec: StepRecord) -> None:
+        """The step's delta for time travel: the engine's state right after `rec`."""
+        running = engine.scheduler.running
+        self._deltas.append(self.recorder.record(
+            rec.step, rec.t_end, engine.block_manager.blocks_snapshot(), engine.running_tables(),
+            rec.events, {s.seq_id: s.request.request_id for s in running}))
 
     def ingest(self, rec: StepRecord) -> None:
         preempted_seqs = set()
@@ -140,7 +151,7 @@ class SnapshotBuilder:
             num_blocks=int(pool.ref_cnt.shape[0]), block_size=bs, pool=pool,
             pool_events=pev, tables=tables, metrics=metrics, latencies=lat,
             op_timings=self._ops, selection=self.selection.view(selection_key),
-            selection_keys=self.selection.sequences(), summary=summary,
+            selection_keys=self.selection.sequences(), summary=summary, history=self._deltas,
         )
         self._reset_pending()
         return snap

@@ -2,8 +2,9 @@
 at any past step, with bounded memory and a bounded cost per jump.
 
 The engine side turns each step into a `StepDelta` (`DeltaRecorder.record`): the
-blocks whose state changed (refcount, first owner, tokens stored, cached/evictable
-flags), the running block tables that changed (kept prefix + appended ids), the step's
+blocks whose state changed (refcount, first owner, cached/evictable flags), apart from
+the blocks whose fill changed (tokens stored: every decode step fills one slot per
+running sequence, so this stream is the busy one and costs 5 bytes an entry), the running block tables that changed (kept prefix + appended ids), the step's
 events and the request of every sequence first seen. The events alone cannot rebuild a
 pool: a decode step fills a slot and a finished block gains its hash without any event,
 so the delta carries the changed cells themselves, found by one vectorised comparison
@@ -41,11 +42,12 @@ TableChange = tuple[int, int, tuple[int, ...]]   # (seq, kept prefix length or -
 class StepDelta:
     step: int
     clock: float
-    blocks: np.ndarray        # int32 [k] ids of the blocks that changed
+    blocks: np.ndarray        # int32 [k] ids of the blocks whose state changed
     ref_cnt: np.ndarray       # int32 [k] their new values ...
     owner: np.ndarray         # int64 [k]
-    num_tokens: np.ndarray    # int32 [k]
     flags: np.ndarray         # uint8 [k] CACHED | EVICTABLE
+    filled: np.ndarray        # int32 [f] ids of the blocks whose fill changed
+    num_tokens: np.ndarray    # uint8 [f] (block sizes are at most 128 tokens)
     tables: tuple[TableChange, ...]
     events: tuple[Event, ...]
     requests: tuple[tuple[int, str], ...]   # (seq id, request id) of sequences first seen
@@ -90,16 +92,17 @@ class DeltaRecorder:
     def record(self, step: int, clock: float, blocks, tables: Mapping[int, Iterable[int]],
                events: Iterable[Event], requests: Mapping[int, str]) -> StepDelta:
         cur = (np.asarray(blocks.ref_cnt, np.int32), np.asarray(blocks.owner, np.int64),
-               np.asarray(blocks.num_tokens, np.int32), _flags(blocks.is_cached, blocks.evictable))
+               _flags(blocks.is_cached, blocks.evictable), np.asarray(blocks.num_tokens, np.uint8))
         prev = self._prev
         if prev is None or prev[0].shape != cur[0].shape:
             n = cur[0].shape[0]
-            prev = (np.zeros(n, np.int32), np.full(n, -1, np.int64), np.zeros(n, np.int32),
+            prev = (np.zeros(n, np.int32), np.full(n, -1, np.int64), np.zeros(n, np.uint8),
                     np.zeros(n, np.uint8))
-        changed = (cur[0] != prev[0]) | (cur[1] != prev[1]) | (cur[2] != prev[2]) | (cur[3] != prev[3])
-        idx = np.flatnonzero(changed)
+        idx = np.flatnonzero((cur[0] != prev[0]) | (cur[1] != prev[1]) | (cur[2] != prev[2]))
+        fidx = np.flatnonzero(cur[3] != prev[3])
         self._prev = cur
-        return StepDelta(int(step), float(clock), idx.astype(np.int32), *(c[idx] for c in cur),
+        return StepDelta(int(step), float(clock), idx.astype(np.int32), cur[0][idx], cur[1][idx],
+                         cur[2][idx], fidx.astype(np.int32), cur[3][fidx],
                          self._table_changes(tables),
                          tuple(e for e in events if e.kind not in SKIPPED_KINDS),
                          self._new_requests(requests))
@@ -155,14 +158,16 @@ class _Column:
         return self.n * self.a.itemsize
 
 
-_FIELDS = (("blocks", np.int32), ("ref_cnt", np.int32), ("owner", np.int64),
-           ("num_tokens", np.int32), ("flags", np.uint8))
+_FIELDS = (("blocks", np.int32), ("ref_cnt", np.int32), ("owner", np.int64), ("flags", np.uint8),
+           ("filled", np.int32), ("num_tokens", np.uint8))
+# (index column, its value columns) in the order of the state arrays
+_STREAMS = (("blocks", ("ref_cnt", "owner", "flags")), ("filled", ("num_tokens",)))
 
 
 @dataclass
 class _Keyframe:
     index: int                         # step index (0 = first step held) this is the state after
-    arrays: tuple[np.ndarray, ...]     # ref_cnt, owner, num_tokens, flags
+    arrays: tuple[np.ndarray, ...]     # ref_cnt, owner, flags, num_tokens
     tables: dict[int, tuple[int, ...]]
 
     @property
@@ -173,19 +178,22 @@ class _Keyframe:
 class History:
     """GUI side: every step since `first_step`, answerable at any step."""
 
-    def __init__(self, num_blocks: int, block_size: int, keyframe_every: int = 512,
-                 max_bytes: int = 256 << 20):
+    def __init__(self, num_blocks: int, block_size: int, keyframe_every: int = 2048,
+                 max_bytes: int = 256 << 20, replay_blocks: int = 4):
         if keyframe_every < 1:
             raise ValueError("keyframe_every must be >= 1")
         self.num_blocks, self.block_size = int(num_blocks), int(block_size)
         self.keyframe_every, self.max_bytes = int(keyframe_every), int(max_bytes)
+        # a keyframe once the entries since the last one reach replay_blocks x the pool:
+        # bounds what a jump replays (one np.unique over them)
+        self._kf_entries = max(1, int(replay_blocks) * int(num_blocks))
         self.first_step = 0                # step of index 0
         self._n = 0
         self._live = (np.zeros(num_blocks, np.int32), np.full(num_blocks, -1, np.int64),
-                      np.zeros(num_blocks, np.int32), np.zeros(num_blocks, np.uint8))
+                      np.zeros(num_blocks, np.uint8), np.zeros(num_blocks, np.uint8))
         self._live_tables: dict[int, tuple[int, ...]] = {}
         self._cols = {name: _Column(dt) for name, dt in _FIELDS}
-        self._off = _Column(np.int64)              # entry offset of each step's first cell
+        self._off = {idx: _Column(np.int64) for idx, _ in _STREAMS}   # each step's first entry
         self._clock = _Column(np.float64)
         self._tab_off: list[int] = []              # offset into _tab of each step's changes
         self._tab: list[TableChange] = []
@@ -208,25 +216,28 @@ class History:
             self.first_step = d.step
         elif d.step != self.last_step + 1:
             raise ValueError(f"step {d.step} does not follow step {self.last_step}")
-        if d.blocks.size and int(d.blocks.max()) >= self.num_blocks:
-            raise ValueError(f"block {int(d.blocks.max())} outside a pool of {self.num_blocks}")
-        self._off.extend(np.array([self._cols["blocks"].n], np.int64))
+        for ids in (d.blocks, d.filled):
+            if ids.size and int(ids.max()) >= self.num_blocks:
+                raise ValueError(f"block {int(ids.max())} outside a pool of {self.num_blocks}")
+        for idx, _ in _STREAMS:
+            self._off[idx].extend(np.array([self._cols[idx].n], np.int64))
         self._clock.extend(np.array([d.clock], np.float64))
         for name, _ in _FIELDS:
             self._cols[name].extend(getattr(d, name))
         live = self._live
-        for arr, vals in zip(live, (d.ref_cnt, d.owner, d.num_tokens, d.flags)):
+        for arr, vals in zip(live[:3], (d.ref_cnt, d.owner, d.flags)):
             arr[d.blocks] = vals
+        live[3][d.filled] = d.num_tokens
         self._tab_off.append(len(self._tab))
         self._tab.extend(d.tables)
         _apply_tables(self._live_tables, d.tables)
         self._events.append(d.events)
         self.requests.update(d.requests)
         self._n += 1
-        self._since_kf += int(d.blocks.size)
+        self._since_kf += int(d.blocks.size + d.filled.size)
         idx = self._n - 1
         if (not self._kf_index or idx - self._kf_index[-1] >= self.keyframe_every
-                or self._since_kf >= self.num_blocks):
+                or self._since_kf >= self._kf_entries):
             self._keyframes.append(_Keyframe(idx, tuple(a.copy() for a in live), dict(self._live_tables)))
             self._kf_index.append(idx)
             self._since_kf = 0
@@ -236,11 +247,13 @@ class History:
     def _drop_oldest(self) -> None:
         """Forget the steps before the second keyframe (it becomes the first one)."""
         k = self._kf_index[1]
-        cut = int(self._off.a[k])
-        for c in self._cols.values():
-            c.drop_before(cut)
-        self._off.a[: self._off.n] -= cut
-        self._off.drop_before(k)
+        for idx, values in _STREAMS:
+            off = self._off[idx]
+            cut = int(off.a[k])
+            for name in (idx, *values):
+                self._cols[name].drop_before(cut)
+            off.a[: off.n] -= cut
+            off.drop_before(k)
         self._clock.drop_before(k)
         tcut = self._tab_off[k]
         self._tab = self._tab[tcut:]
@@ -265,21 +278,24 @@ class History:
         i = self._index(step)
         kf = self._keyframes[bisect.bisect_right(self._kf_index, i) - 1]
         arrays = [a.copy() for a in kf.arrays]
-        lo = int(self._off.a[kf.index + 1]) if kf.index + 1 < self._n else self._cols["blocks"].n
-        hi = int(self._off.a[i + 1]) if i + 1 < self._n else self._cols["blocks"].n
-        if hi > lo:
-            ids = self._cols["blocks"].view(lo, hi)
-            # the last write of each block wins: unique over the reversed entries
-            uniq, first = np.unique(ids[::-1], return_index=True)
-            pos = lo + (hi - lo - 1 - first)
-            for arr, name in zip(arrays, ("ref_cnt", "owner", "num_tokens", "flags")):
-                arr[uniq] = self._cols[name].a[pos]
+        targets = {"ref_cnt": arrays[0], "owner": arrays[1], "flags": arrays[2], "num_tokens": arrays[3]}
+        for idx, values in _STREAMS:
+            off, n = self._off[idx], self._cols[idx].n
+            lo = int(off.a[kf.index + 1]) if kf.index + 1 < self._n else n
+            hi = int(off.a[i + 1]) if i + 1 < self._n else n
+            if hi > lo:
+                ids = self._cols[idx].view(lo, hi)
+                # the last write of each block wins: unique over the reversed entries
+                uniq, first = np.unique(ids[::-1], return_index=True)
+                pos = lo + (hi - lo - 1 - first)
+                for name in values:
+                    targets[name][uniq] = self._cols[name].a[pos]
         tables = dict(kf.tables)
         t_lo = self._tab_off[kf.index + 1] if kf.index + 1 < self._n else len(self._tab)
         t_hi = self._tab_off[i + 1] if i + 1 < self._n else len(self._tab)
         _apply_tables(tables, self._tab[t_lo:t_hi])
-        ref, owner, tokens, flags = arrays
-        pool = PoolState(self.block_size, ref, owner, tokens, (flags & CACHED) > 0,
+        ref, owner, flags, tokens = arrays
+        pool = PoolState(self.block_size, ref, owner, tokens.astype(np.int32), (flags & CACHED) > 0,
                          (flags & EVICTABLE) > 0)
         return PastStep(step, float(self._clock.a[i]), pool, tables, self._events[i])
 
@@ -306,7 +322,8 @@ class History:
     def nbytes(self) -> int:
         """What the history holds: columns, keyframes, table changes and events (estimated
         at 64 bytes per event and per table change plus 8 per block id they name)."""
-        cols = sum(c.nbytes for c in self._cols.values()) + self._off.nbytes + self._clock.nbytes
+        cols = (sum(c.nbytes for c in self._cols.values()) + self._clock.nbytes
+                + sum(o.nbytes for o in self._off.values()))
         kfs = sum(k.nbytes for k in self._keyframes)
         tabs = sum(64 + 8 * len(t[2]) for t in self._tab) + 8 * len(self._tab_off)
         evs = sum(64 * len(e) + 8 for e in self._events)

@@ -45,6 +45,36 @@ def pool_arrays(snap: BlocksSnapshot) -> PoolArrays:
                       fill, snap.evictable.astype(bool, copy=False), snap.is_cached.astype(bool, copy=False))
 
 
+def pool_event_lists(events) -> tuple[list[int], list[int], list[int], list[int], list[tuple[int, int]]]:
+    """What the pool view animates, from one step's events: allocated, released,
+    preempted (the blocks a preemption released), evicted blocks and CoW (src, dst)."""
+    alloc, released, preempted, evict, cow = [], [], [], [], []
+    preempted_seqs = set()
+    for e in events:
+        match e:
+            case ev.Alloc():
+                alloc.extend(e.block_ids)
+            case ev.Free():
+                released.extend(e.released)
+            case ev.CowCopy():
+                cow.append((e.src, e.dst))
+            case ev.Evict():
+                evict.append(e.block_id)
+            case ev.Preempt():
+                preempted_seqs.add(e.seq_id)
+    if preempted_seqs:
+        for e in events:
+            if isinstance(e, ev.Free) and e.seq_id in preempted_seqs:
+                preempted.extend(e.released)
+    return alloc, released, preempted, evict, cow
+
+
+def pool_events(alloc, released, preempted, evict, cow) -> PoolEvents:
+    as_ids = lambda xs: np.array(xs, np.int64) if xs else np.zeros(0, np.int64)
+    return PoolEvents(as_ids(alloc), as_ids(released), as_ids(preempted), as_ids(evict),
+                      np.array(cow, np.int64).reshape(-1, 2))
+
+
 @dataclass
 class Snapshot:
     step: int
@@ -95,23 +125,12 @@ class SnapshotBuilder:
             rec.events, {s.seq_id: s.request.request_id for s in running}))
 
     def ingest(self, rec: StepRecord) -> None:
-        preempted_seqs = set()
-        for e in rec.events:
-            match e:
-                case ev.Alloc():
-                    self._alloc.extend(e.block_ids)
-                case ev.Free():
-                    self._released.extend(e.released)
-                case ev.CowCopy():
-                    self._cow.append((e.src, e.dst))
-                case ev.Evict():
-                    self._evict.append(e.block_id)
-                case ev.Preempt():
-                    preempted_seqs.add(e.seq_id)
-        if preempted_seqs:
-            for e in rec.events:
-                if isinstance(e, ev.Free) and e.seq_id in preempted_seqs:
-                    self._preempted.extend(e.released)
+        alloc, released, preempted, evict, cow = pool_event_lists(rec.events)
+        self._alloc.extend(alloc)
+        self._released.extend(released)
+        self._preempted.extend(preempted)
+        self._evict.extend(evict)
+        self._cow.extend(cow)
         self.selection.ingest(rec)
         m = rec.metrics
         q, h = m.prefix_cache_queries, m.prefix_cache_hits
@@ -139,10 +158,7 @@ class SnapshotBuilder:
         bs = blocks.block_size
         pool = pool_arrays(blocks)
         tables = {int(s): np.array(t, np.int64) for s, t in engine.running_tables().items()}
-        as_ids = lambda xs: np.array(xs, np.int64) if xs else np.zeros(0, np.int64)
-        pev = PoolEvents(as_ids(self._alloc), as_ids(self._released), as_ids(self._preempted),
-                         as_ids(self._evict),
-                         np.array(self._cow, np.int64).reshape(-1, 2))
+        pev = pool_events(self._alloc, self._released, self._preempted, self._evict, self._cow)
         metrics = (np.array(self._metrics, np.float64) if self._metrics
                    else np.zeros((0, len(METRIC_COLUMNS))))
         lat = np.array(self._lat, np.float64).reshape(-1, 3)

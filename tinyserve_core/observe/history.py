@@ -201,7 +201,10 @@ class History:
         self._keyframes: list[_Keyframe] = []
         self._kf_index: list[int] = []
         self._since_kf = 0                          # entries since the last keyframe
+        self._obj_bytes: list[int] = []             # per step: its table changes and events
         self.requests: dict[int, str] = {}          # seq id -> request id (all seen)
+        self._obj_total = 0
+        self._kf_total = 0
 
     # ---- recording ------------------------------------------------------------------
     @property
@@ -232,6 +235,8 @@ class History:
         self._tab.extend(d.tables)
         _apply_tables(self._live_tables, d.tables)
         self._events.append(d.events)
+        self._obj_bytes.append(_object_bytes(d))
+        self._obj_total += self._obj_bytes[-1]
         self.requests.update(d.requests)
         self._n += 1
         self._since_kf += int(d.blocks.size + d.filled.size)
@@ -239,6 +244,7 @@ class History:
         if (not self._kf_index or idx - self._kf_index[-1] >= self.keyframe_every
                 or self._since_kf >= self._kf_entries):
             self._keyframes.append(_Keyframe(idx, tuple(a.copy() for a in live), dict(self._live_tables)))
+            self._kf_total += self._keyframes[-1].nbytes
             self._kf_index.append(idx)
             self._since_kf = 0
         if self.nbytes() > self.max_bytes and len(self._keyframes) > 2:
@@ -259,6 +265,9 @@ class History:
         self._tab = self._tab[tcut:]
         self._tab_off = [o - tcut for o in self._tab_off[k:]]
         self._events = self._events[k:]
+        self._obj_total -= sum(self._obj_bytes[:k])
+        self._obj_bytes = self._obj_bytes[k:]
+        self._kf_total -= self._keyframes[0].nbytes
         self._keyframes = self._keyframes[1:]
         for kf in self._keyframes:
             kf.index -= k
@@ -324,10 +333,14 @@ class History:
         at 64 bytes per event and per table change plus 8 per block id they name)."""
         cols = (sum(c.nbytes for c in self._cols.values()) + self._clock.nbytes
                 + sum(o.nbytes for o in self._off.values()))
-        kfs = sum(k.nbytes for k in self._keyframes)
-        tabs = sum(64 + 8 * len(t[2]) for t in self._tab) + 8 * len(self._tab_off)
-        evs = sum(64 * len(e) + 8 for e in self._events)
-        return cols + kfs + tabs + evs
+        return cols + self._kf_total + self._obj_total
+
+
+def _object_bytes(d: StepDelta) -> int:
+    """An estimate of what a step's table changes and events hold as Python objects:
+    64 bytes per change or event, 8 per block id they name, 16 per step."""
+    ids = sum(len(t[2]) for t in d.tables) + sum(len(getattr(e, "block_ids", ())) for e in d.events)
+    return 16 + 64 * (len(d.tables) + len(d.events)) + 8 * ids
 
 
 def _apply_tables(tables: dict[int, tuple[int, ...]], changes: Iterable[TableChange]) -> None:

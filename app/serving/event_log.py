@@ -5,7 +5,7 @@ block or request in the other views (`entry_clicked`)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QVBoxLayout, QWidget)
@@ -13,7 +13,8 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QListW
 from tinyserve_core.observe.describe import LOG_KINDS, LogEntry, describe
 from tinyserve_core.observe.history import History
 
-MAX_ROWS = 400          # rows shown: rebuilding them stays a few ms per scrub frame
+MAX_ROWS = 400          # rows shown
+SCRUB_MS = 120          # while the timeline moves, the list catches up once it rests this long
 KIND_LABELS = {"arrive": "arrivals", "prefix_hit": "prefix hits", "alloc": "allocations",
                "fork": "forks", "cow_copy": "copy-on-write", "evict": "evictions",
                "preempt": "preemptions", "free": "frees", "finish": "finishes",
@@ -80,6 +81,11 @@ class EventLogView(QWidget):
         self.who.textChanged.connect(lambda *_: self.refresh())
         self.list.itemClicked.connect(self._clicked)
         self._key = None
+        # rebuilding hundreds of rows costs more than a scrub frame: coalesce the steps
+        self._later = QTimer(self)
+        self._later.setSingleShot(True)
+        self._later.setInterval(SCRUB_MS)
+        self._later.timeout.connect(self.refresh)
 
     def set_history(self, hist: History | None) -> None:
         self.history = hist
@@ -87,8 +93,9 @@ class EventLogView(QWidget):
         self.refresh()
 
     def show_step(self, step: int) -> None:
+        """Follow the timeline; the list is rebuilt when it rests (SCRUB_MS)."""
         self.cursor = step
-        self.refresh()
+        self._later.start()
 
     def refresh(self) -> None:
         h = self.history

@@ -25,3 +25,4 @@ def test_time_travel_rows(qapp):
     assert by["time travel jump"]["p95_ms"] > 0 and by["time travel jump"]["steps"] == 250
     assert by["time travel scrub frame"]["p95_ms"] > 0 and by["time travel scrub frame"]["frames"] == 3
     assert by["time travel memory"]["mb_per_10k_steps"] > 0
+    assert by["time travel event log refresh"]["rows"] > 0

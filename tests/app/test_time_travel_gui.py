@@ -43,7 +43,7 @@ def test_timeline_shows_every_view_at_a_past_step_and_end_returns_live(make_wind
     assert "step 4 " in tab.pool_view.header.text()
     assert tab.metrics_view.cursor_clock == pytest.approx(live[past].clock)
     assert all(line.isVisible() for line in tt.cursor_lines)
-    assert tab.time_travel.log.entries and max(e.step for e in tt.log.entries) <= past
+    qtbot.waitUntil(lambda: tt.log.entries and max(e.step for e in tt.log.entries) <= past, timeout=5000)
 
     # the engine goes on; the past stays on screen
     _step_and_pull(tab, qtbot, 2)
@@ -96,7 +96,7 @@ def test_event_log_in_words_filters_and_selects(make_window, gui_config, qtbot):
     # synchronised with time travel: at step 1 only step-1 events, marked as current
     tt.timeline.seek(1)
     log.who.setText("")
-    assert log.entries and {e.step for e in log.entries} == {1}
+    qtbot.waitUntil(lambda: log.entries and {e.step for e in log.entries} == {1}, timeout=5000)
     assert log.list.item(0).background().color() == log.list.item(0).background().color().fromRgb(70, 70, 30)
 
 

@@ -155,7 +155,7 @@ class _Column:
 
     @property
     def nbytes(self) -> int:
-        return self.n * self.a.itemsize
+        return self.a.nbytes          # what is allocated, growth slack included
 
 
 _FIELDS = (("blocks", np.int32), ("ref_cnt", np.int32), ("owner", np.int64), ("flags", np.uint8),
@@ -247,7 +247,7 @@ class History:
             self._kf_total += self._keyframes[-1].nbytes
             self._kf_index.append(idx)
             self._since_kf = 0
-        if self.nbytes() > self.max_bytes and len(self._keyframes) > 2:
+        while self.nbytes() > self.max_bytes and len(self._keyframes) > 2:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
@@ -337,10 +337,12 @@ class History:
 
 
 def _object_bytes(d: StepDelta) -> int:
-    """An estimate of what a step's table changes and events hold as Python objects:
-    64 bytes per change or event, 8 per block id they name, 16 per step."""
-    ids = sum(len(t[2]) for t in d.tables) + sum(len(getattr(e, "block_ids", ())) for e in d.events)
-    return 16 + 64 * (len(d.tables) + len(d.events)) + 8 * ids
+    """What a step's table changes and events hold as Python objects (CPython sizes: a
+    change is a 3-tuple, a tuple of ids and two ints; an event a slotted object and a
+    tuple; every block id an int of 28 bytes and a pointer), plus the step's list slots."""
+    ids = sum(len(t[2]) for t in d.tables) + sum(len(getattr(e, "block_ids", ())) + len(getattr(e, "released", ()))
+                                                for e in d.events)
+    return 120 + 200 * len(d.tables) + 150 * len(d.events) + 36 * ids
 
 
 def _apply_tables(tables: dict[int, tuple[int, ...]], changes: Iterable[TableChange]) -> None:

@@ -19,12 +19,15 @@ KIND_LABELS = {"arrive": "arrivals", "prefix_hit": "prefix hits", "alloc": "allo
                "fork": "forks", "cow_copy": "copy-on-write", "evict": "evictions",
                "preempt": "preemptions", "free": "frees", "finish": "finishes",
                "reject": "rejections"}
-CURRENT = QColor(70, 70, 30)     # rows of the step being shown
+CURRENT = QColor(255, 236, 150)  # rows of the step being shown (dark text stays readable)
+# the default filter: what the blocks did (arrivals and finishes flood a busy log)
+MEMORY_KINDS = frozenset({"prefix_hit", "alloc", "fork", "cow_copy", "evict", "preempt", "free"})
 
 
-def entry_matches(e: LogEntry, kind: str | None, who: str) -> bool:
-    """`who` matches a request id or a sequence number ("req-3", "3", "seq 3")."""
-    if kind is not None and e.kind != kind:
+def entry_matches(e: LogEntry, kind: str | frozenset | None, who: str) -> bool:
+    """`kind`: one kind, a set of kinds or None (all). `who` matches a request id or a
+    sequence number ("req-3", "3", "seq 3")."""
+    if kind is not None and (e.kind not in kind if isinstance(kind, frozenset) else e.kind != kind):
         return False
     if not who:
         return True
@@ -33,7 +36,7 @@ def entry_matches(e: LogEntry, kind: str | None, who: str) -> bool:
         (e.seq_id is not None and w == str(e.seq_id))
 
 
-def recent_entries(hist: History, upto: int, kind: str | None = None, who: str = "",
+def recent_entries(hist: History, upto: int, kind: str | frozenset | None = None, who: str = "",
                    limit: int = MAX_ROWS) -> list[LogEntry]:
     """Up to `limit` matching entries at or before step `upto`, newest first."""
     out: list[LogEntry] = []
@@ -59,6 +62,7 @@ class EventLogView(QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         row = QHBoxLayout()
         self.kind_box = QComboBox()
+        self.kind_box.addItem("memory events", MEMORY_KINDS)
         self.kind_box.addItem("all kinds", None)
         for k in LOG_KINDS:
             self.kind_box.addItem(KIND_LABELS[k], k)
@@ -121,7 +125,7 @@ class EventLogView(QWidget):
         self.list.setUpdatesEnabled(True)
         where = "live" if self.cursor < 0 else f"at step {self.cursor}"
         self.header.setText(f"Event log ({where}): {len(self.entries)} newest "
-                            f"{KIND_LABELS.get(kind, 'events')} up to step {upto}"
+                            f"{KIND_LABELS.get(kind, 'events') if isinstance(kind, str) else 'events'} up to step {upto}"
                             + (f" of '{who}'" if who else "") + "; click one to select it")
 
     def _clicked(self, item: QListWidgetItem) -> None:

@@ -74,6 +74,7 @@ def test_event_log_in_words_filters_and_selects(make_window, gui_config, qtbot):
     _step_and_pull(tab, qtbot, 8)
     log = tt.log
     log.refresh()
+    assert log.kind_box.currentText() == "memory events"
     texts = [e.text for e in log.entries]
     assert any("forked into 2 samples sharing" in t for t in texts)
     assert any(t.startswith("copy-on-write block") for t in texts)
@@ -88,7 +89,10 @@ def test_event_log_in_words_filters_and_selects(make_window, gui_config, qtbot):
     qtbot.waitUntil(lambda: (tab.frame() or True) and
                     tab.details.toPlainText().startswith(f"block {cow.blocks[1]}"), timeout=10000)
 
-    log.kind_box.setCurrentIndex(0)
+    log.kind_box.setCurrentIndex(log.kind_box.findData(None))          # all kinds
+    assert any(e.kind == "arrive" for e in log.entries)
+    log.kind_box.setCurrentIndex(0)                                     # memory events: the default
+    assert log.entries and not any(e.kind in ("arrive", "finish") for e in log.entries)
     req = next(e.request_id for e in log.entries if e.request_id)
     log.who.setText(req)
     assert log.entries and all(e.request_id == req for e in log.entries)
@@ -97,7 +101,8 @@ def test_event_log_in_words_filters_and_selects(make_window, gui_config, qtbot):
     tt.timeline.seek(1)
     log.who.setText("")
     qtbot.waitUntil(lambda: log.entries and {e.step for e in log.entries} == {1}, timeout=5000)
-    assert log.list.item(0).background().color() == log.list.item(0).background().color().fromRgb(70, 70, 30)
+    from app.serving.event_log import CURRENT
+    assert log.list.item(0).background().color() == CURRENT
 
 
 def test_story_caption_names_beats_and_stays_dismissed(make_window, gui_config, qtbot):

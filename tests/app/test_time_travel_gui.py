@@ -116,3 +116,18 @@ def test_story_caption_names_beats_and_stays_dismissed(make_window, gui_config, 
     assert not cap.isVisible()
     _step_and_pull(tab, qtbot, 2)
     assert not cap.isVisible()
+
+
+def test_selection_heatmap_is_cut_at_the_step_shown():
+    from app.serving.selection_data import SelectionView
+    from app.serving.time_travel import selection_until
+    S, T = 6, 8
+    v = SelectionView((1, 0, 0), "quest", np.arange(10, 10 + S), np.random.rand(4, S).astype(np.float32),
+                      np.ones((4, S), bool), np.zeros((4, S), bool), False, np.full(S, 4), [0], [0],
+                      np.arange(8, 8 + T), np.random.rand(T, 1).astype(np.float32),
+                      np.random.rand(T, 1).astype(np.float32), np.zeros(T, np.float32), [0])
+    cut = selection_until(v, 12)
+    assert list(cut.steps) == [10, 11, 12] and cut.scores.shape == (4, 3)
+    np.testing.assert_array_equal(cut.scores, v.scores[:, :3])
+    assert list(cut.series_steps) == [8, 9, 10, 11, 12] and cut.selection_recall.shape == (5, 1)
+    assert selection_until(v, 9) is None and selection_until(None, 50) is None

@@ -7,7 +7,7 @@ controller (time_travel.py) makes every view show it."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QWidget
 
 PLAY_MS = 50          # 20 steps/s: slow enough to follow blocks change
 
@@ -43,6 +43,14 @@ class TimelineWidget(QWidget):
         lay.addWidget(self.slider, 1)
         lay.addWidget(self.fwd_btn)
         lay.addWidget(self.label)
+        # a step from a Perfetto slice (args.step) typed in: the same numbering
+        self.goto = QSpinBox()
+        self.goto.setRange(0, 0)
+        self.goto.setKeyboardTracking(False)
+        self.goto.setPrefix("go to ")
+        self.goto.setToolTip("type a step (a trace slice's args.step) and press Enter")
+        self.goto.editingFinished.connect(lambda: self.seek(self.goto.value()))
+        lay.addWidget(self.goto)
         lay.addWidget(self.live_btn)
         self.timer = QTimer(self)
         self.timer.setInterval(PLAY_MS)
@@ -64,6 +72,7 @@ class TimelineWidget(QWidget):
         self._setting = True
         try:
             self.slider.setRange(first, last)
+            self.goto.setRange(first, last)
             if self.live:
                 self.slider.setValue(last)
             elif self.cursor < first:     # the history dropped the step being shown

@@ -56,6 +56,12 @@ def test_timeline_shows_every_view_at_a_past_step_and_end_returns_live(make_wind
     assert tt.live and tab.metrics_view.cursor_clock is None
     np.testing.assert_array_equal(tab.pool_view.pool.ref_cnt, tab.last_snapshot.pool.ref_cnt)
 
+    # a step typed in (from a trace slice's args.step)
+    tt.timeline.goto.setValue(7)
+    tt.timeline.goto.editingFinished.emit()
+    assert tt.timeline.cursor == 7 and tab.pool_view.header.text().count("step 7 ") == 1
+    qtbot.keyClick(tab.pool_view, Qt.Key.Key_End)
+
     # play forward from the past runs up to the present and goes live
     tt.timeline.seek(9)
     tt.timeline.play(+1)

@@ -136,6 +136,8 @@ class TimelineWidget(QWidget):
         self.seek(value)
 
     def _update_label(self) -> None:
+        if not self.goto.hasFocus():     # never under the user's typing
+            self.goto.setValue(self.last if self.live else self.cursor)
         if self.live:
             self.label.setText(f"live: step {self.last}")
         else:

@@ -35,7 +35,7 @@ def test_timeline_shows_every_view_at_a_past_step_and_end_returns_live(make_wind
     assert tt.live and tt.history.last_step == 10
     past = 4
     tt.timeline.seek(past)
-    assert not tt.live and "step 4 / 10" in tt.timeline.label.text()
+    assert not tt.live and "step 4 / 10" in tt.timeline.label.text() and tt.timeline.goto.value() == 4
     pv, then = tab.pool_view.pool, live[past].pool
     for name in ("ref_cnt", "owner", "fill", "evictable"):
         np.testing.assert_array_equal(getattr(pv, name), getattr(then, name), err_msg=name)

@@ -24,6 +24,7 @@ Qt-free and kv-free (observe sits below kv): the recorder reads any object with 
 from __future__ import annotations
 
 import bisect
+import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -197,7 +198,9 @@ class History:
         self._clock = _Column(np.float64)
         self._tab_off: list[int] = []              # offset into _tab of each step's changes
         self._tab: list[TableChange] = []
-        self._events: list[tuple[Event, ...]] = []
+        # each step's events pickled: block ids as 1..5-byte varints instead of 36-byte
+        # Python ints (most of a long history otherwise); read back only when asked for
+        self._events: list[bytes] = []
         self._keyframes: list[_Keyframe] = []
         self._kf_index: list[int] = []
         self._since_kf = 0                          # entries since the last keyframe
@@ -234,8 +237,9 @@ class History:
         self._tab_off.append(len(self._tab))
         self._tab.extend(d.tables)
         _apply_tables(self._live_tables, d.tables)
-        self._events.append(d.events)
-        self._obj_bytes.append(_object_bytes(d))
+        blob = pickle.dumps(d.events, pickle.HIGHEST_PROTOCOL) if d.events else b""
+        self._events.append(blob)
+        self._obj_bytes.append(_object_bytes(d, blob))
         self._obj_total += self._obj_bytes[-1]
         self.requests.update(d.requests)
         self._n += 1
@@ -306,7 +310,11 @@ class History:
         ref, owner, flags, tokens = arrays
         pool = PoolState(self.block_size, ref, owner, tokens.astype(np.int32), (flags & CACHED) > 0,
                          (flags & EVICTABLE) > 0)
-        return PastStep(step, float(self._clock.a[i]), pool, tables, self._events[i])
+        return PastStep(step, float(self._clock.a[i]), pool, tables, self._step_events(i))
+
+    def _step_events(self, i: int) -> tuple[Event, ...]:
+        blob = self._events[i]
+        return pickle.loads(blob) if blob else ()
 
     def clock_at(self, step: int) -> float:
         return float(self._clock.a[self._index(step)])
@@ -315,12 +323,13 @@ class History:
         """(step, event) for the steps first..last held (clipped to the history)."""
         lo = max(first, self.first_step) - self.first_step
         hi = min(last, self.last_step) - self.first_step
-        return [(self.first_step + i, e) for i in range(lo, hi + 1) for e in self._events[i]]
+        return [(self.first_step + i, e) for i in range(lo, hi + 1) for e in self._step_events(i)]
 
     def first_steps(self, kinds: Iterable[str]) -> dict[str, int]:
         """The first held step with an event of each kind (kinds never seen are absent)."""
         want, out = set(kinds), {}
-        for i, evs in enumerate(self._events):
+        for i in range(self._n):
+            evs = self._step_events(i)
             for e in evs:
                 if e.kind in want and e.kind not in out:
                     out[e.kind] = self.first_step + i
@@ -329,20 +338,19 @@ class History:
         return out
 
     def nbytes(self) -> int:
-        """What the history holds: columns, keyframes, table changes and events (estimated
-        at 64 bytes per event and per table change plus 8 per block id they name)."""
+        """What the history holds: columns (allocated), keyframes, table changes (CPython
+        object sizes) and the pickled events; what `max_bytes` bounds."""
         cols = (sum(c.nbytes for c in self._cols.values()) + self._clock.nbytes
                 + sum(o.nbytes for o in self._off.values()))
         return cols + self._kf_total + self._obj_total
 
 
-def _object_bytes(d: StepDelta) -> int:
-    """What a step's table changes and events hold as Python objects (CPython sizes: a
-    change is a 3-tuple, a tuple of ids and two ints; an event a slotted object and a
-    tuple; every block id an int of 28 bytes and a pointer), plus the step's list slots."""
-    ids = sum(len(t[2]) for t in d.tables) + sum(len(getattr(e, "block_ids", ())) + len(getattr(e, "released", ()))
-                                                for e in d.events)
-    return 120 + 200 * len(d.tables) + 150 * len(d.events) + 36 * ids
+def _object_bytes(d: StepDelta, events_blob: bytes) -> int:
+    """What a step's table changes hold as Python objects (CPython sizes: a change is a
+    3-tuple, a tuple of ids and two ints; every block id an int of 28 bytes and a
+    pointer), its pickled events, and the step's list slots."""
+    ids = sum(len(t[2]) for t in d.tables)
+    return 120 + 200 * len(d.tables) + 36 * ids + len(events_blob) + 33
 
 
 def _apply_tables(tables: dict[int, tuple[int, ...]], changes: Iterable[TableChange]) -> None:

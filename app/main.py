@@ -15,7 +15,7 @@ from pathlib import Path
 
 # the views `--view` can name: the central pool and the Serving tab's docks
 VIEW_NAMES = ("Block pool", "Controls", "Cache selection", "Kernels", "Block details",
-              "Metrics", "Block tables")
+              "Metrics", "Block tables", "Event log")
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -14,20 +14,13 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QMenu, QMessageBox, QTab
 from tinyserve_core.engine.config import EngineConfig
 from tinyserve_core.errors import TinyServeError
 
+from .serving.story import FIRST_RUN  # what a first start shows (the memory story)
 from .serving.tab import ServingTab
 from .workers import default_simulation_factory
 
 
 # (module with make_tab(window) -> QWidget, tab title), added when the module exists
 OPTIONAL_TABS = (("app.scene.tab", "Scene"),)
-
-
-# What a first start shows: a workload where forks, copy-on-write, prefix hits and
-# page selection all happen within seconds (EngineConfig's own defaults are the CLI's).
-FIRST_RUN = {"num_blocks": 2048, "block_size": 16, "requests": 400, "rate": 8.0, "n": 2,
-             "shared_prefix_frac": 0.5, "prompt_len": 128, "prompt_len_max": 512,
-             "output_len": 48, "output_len_max": 160, "policy": "quest", "budget": 128,
-             "stats": True, "max_num_seqs": 16}
 
 
 def first_run_config() -> EngineConfig:

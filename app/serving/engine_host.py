@@ -174,6 +174,7 @@ class EngineHost:
             self.send(m.Failed(f"engine error: {type(e).__name__}: {e}", traceback.format_exc()))
             return
         self.builder.ingest(rec)
+        self.builder.record_state(sim.engine, rec)
         self.steps_done += 1
         self.send(m.StepsDone(self.steps_done))
         self.dirty = True

@@ -83,6 +83,7 @@ class MetricsView(QWidget):
         self.widgets: list[pg.PlotWidget] = []
         self._plot_cols: list[list[str]] = []
         self._turn = 0
+        self.cursor_clock: float | None = None    # time travel: the window ends here
         # one small view per plot: each repaints alone, so a frame never pays for all nine
         for i, (title, unit, series) in enumerate(PLOTS):
             w = pg.PlotWidget(axisItems={"bottom": SecondsAxis("bottom")})
@@ -129,6 +130,12 @@ class MetricsView(QWidget):
         if self.rows.shape[0] > 200_000:
             self.rows = self.rows[-100_000:]
 
+    def set_cursor(self, clock: float | None) -> None:
+        """Time travel: plot the window that ends at `clock` (None = the newest)."""
+        if clock != self.cursor_clock:
+            self.cursor_clock = clock
+            self._dirty = True
+
     def render(self, plots: int | None = None) -> bool:
         """Redraw the next `plots` plots (all by default) from the newest window."""
         if not self.rows.size:
@@ -141,11 +148,12 @@ class MetricsView(QWidget):
             self._pending = n      # every plot owes one redraw for the new rows
             self._dirty = False
         t = self.rows[:, COL["clock"]]
-        t_end = t[-1]
+        t_end = t[-1] if self.cursor_clock is None else min(t[-1], self.cursor_clock)
         lo = np.searchsorted(t, t_end - self.window_s)
-        win = self.rows[lo:]
+        win = self.rows[lo:np.searchsorted(t, t_end, side="right")]
         x = win[:, COL["clock"]]
-        lw = self.lat[self.lat[:, 0] >= t_end - self.window_s] if self.lat.size else self.lat
+        lw = (self.lat[(self.lat[:, 0] >= t_end - self.window_s) & (self.lat[:, 0] <= t_end)]
+              if self.lat.size else self.lat)
         for _ in range(min(todo, self._pending)):
             i = self._turn
             self._turn = (self._turn + 1) % n

@@ -13,6 +13,7 @@ import numpy as np
 
 from tinyserve_core.kv.stats import BlocksSnapshot
 from tinyserve_core.observe import events as ev
+from tinyserve_core.observe.history import DeltaRecorder, StepDelta
 from tinyserve_core.observe.record import StepRecord
 
 from .pool_image import PoolEvents
@@ -44,6 +45,36 @@ def pool_arrays(snap: BlocksSnapshot) -> PoolArrays:
                       fill, snap.evictable.astype(bool, copy=False), snap.is_cached.astype(bool, copy=False))
 
 
+def pool_event_lists(events) -> tuple[list[int], list[int], list[int], list[int], list[tuple[int, int]]]:
+    """What the pool view animates, from one step's events: allocated, released,
+    preempted (the blocks a preemption released), evicted blocks and CoW (src, dst)."""
+    alloc, released, preempted, evict, cow = [], [], [], [], []
+    preempted_seqs = set()
+    for e in events:
+        match e:
+            case ev.Alloc():
+                alloc.extend(e.block_ids)
+            case ev.Free():
+                released.extend(e.released)
+            case ev.CowCopy():
+                cow.append((e.src, e.dst))
+            case ev.Evict():
+                evict.append(e.block_id)
+            case ev.Preempt():
+                preempted_seqs.add(e.seq_id)
+    if preempted_seqs:
+        for e in events:
+            if isinstance(e, ev.Free) and e.seq_id in preempted_seqs:
+                preempted.extend(e.released)
+    return alloc, released, preempted, evict, cow
+
+
+def pool_events(alloc, released, preempted, evict, cow) -> PoolEvents:
+    as_ids = lambda xs: np.array(xs, np.int64) if xs else np.zeros(0, np.int64)
+    return PoolEvents(as_ids(alloc), as_ids(released), as_ids(preempted), as_ids(evict),
+                      np.array(cow, np.int64).reshape(-1, 2))
+
+
 @dataclass
 class Snapshot:
     step: int
@@ -63,6 +94,7 @@ class Snapshot:
     summary: dict = field(default_factory=dict)
     engine_config: dict = field(default_factory=dict)   # what the engine runs with now
     generation: int = 0                                 # engines built so far (restarts)
+    history: list[StepDelta] = field(default_factory=list)  # every step since the last take
 
 
 class SnapshotBuilder:
@@ -72,6 +104,7 @@ class SnapshotBuilder:
         self.selection = SelectionHistory(capacity=selection_capacity)
         self._reset_pending()
         self._hits_q = (0, 0)
+        self.recorder = DeltaRecorder()
 
     def _reset_pending(self):
         self._alloc: list[int] = []
@@ -82,25 +115,22 @@ class SnapshotBuilder:
         self._metrics: list[tuple] = []
         self._lat: list[tuple[float, float, float]] = []
         self._ops: list[tuple[float, dict[str, float]]] = []
+        self._deltas: list[StepDelta] = []
+
+    def record_state(self, engine, rec: StepRecord) -> None:
+        """The step's delta for time travel: the engine's state right after `rec`."""
+        running = engine.scheduler.running
+        self._deltas.append(self.recorder.record(
+            rec.step, rec.t_end, engine.block_manager.blocks_snapshot(), engine.running_tables(),
+            rec.events, {s.seq_id: s.request.request_id for s in running}))
 
     def ingest(self, rec: StepRecord) -> None:
-        preempted_seqs = set()
-        for e in rec.events:
-            match e:
-                case ev.Alloc():
-                    self._alloc.extend(e.block_ids)
-                case ev.Free():
-                    self._released.extend(e.released)
-                case ev.CowCopy():
-                    self._cow.append((e.src, e.dst))
-                case ev.Evict():
-                    self._evict.append(e.block_id)
-                case ev.Preempt():
-                    preempted_seqs.add(e.seq_id)
-        if preempted_seqs:
-            for e in rec.events:
-                if isinstance(e, ev.Free) and e.seq_id in preempted_seqs:
-                    self._preempted.extend(e.released)
+        alloc, released, preempted, evict, cow = pool_event_lists(rec.events)
+        self._alloc.extend(alloc)
+        self._released.extend(released)
+        self._preempted.extend(preempted)
+        self._evict.extend(evict)
+        self._cow.extend(cow)
         self.selection.ingest(rec)
         m = rec.metrics
         q, h = m.prefix_cache_queries, m.prefix_cache_hits
@@ -128,10 +158,7 @@ class SnapshotBuilder:
         bs = blocks.block_size
         pool = pool_arrays(blocks)
         tables = {int(s): np.array(t, np.int64) for s, t in engine.running_tables().items()}
-        as_ids = lambda xs: np.array(xs, np.int64) if xs else np.zeros(0, np.int64)
-        pev = PoolEvents(as_ids(self._alloc), as_ids(self._released), as_ids(self._preempted),
-                         as_ids(self._evict),
-                         np.array(self._cow, np.int64).reshape(-1, 2))
+        pev = pool_events(self._alloc, self._released, self._preempted, self._evict, self._cow)
         metrics = (np.array(self._metrics, np.float64) if self._metrics
                    else np.zeros((0, len(METRIC_COLUMNS))))
         lat = np.array(self._lat, np.float64).reshape(-1, 3)
@@ -140,7 +167,7 @@ class SnapshotBuilder:
             num_blocks=int(pool.ref_cnt.shape[0]), block_size=bs, pool=pool,
             pool_events=pev, tables=tables, metrics=metrics, latencies=lat,
             op_timings=self._ops, selection=self.selection.view(selection_key),
-            selection_keys=self.selection.sequences(), summary=summary,
+            selection_keys=self.selection.sequences(), summary=summary, history=self._deltas,
         )
         self._reset_pending()
         return snap

@@ -22,6 +22,7 @@ from .pool_view import BlockPoolView
 from .selection_view import SelectionViewWidget
 from .summary import config_summary, summary_line
 from .tables_view import BlockTablesView
+from .time_travel import TimeTravel
 
 FRAME_MS = 25          # 40 Hz: the pool animates at this rate
 # Plots redraw in turns, one small piece per turn (3 metric plots, the kernels view,
@@ -79,6 +80,7 @@ class ServingTab(QMainWindow):
         self._dock("Block details", self.details, R)
         self._dock("Metrics", self.metrics_view, B)
         self._dock("Block tables", self.tables_view, B)
+        self.time_travel = TimeTravel(self)   # timeline, event log dock, story caption
         self._sized = False
         self.layout_restored = False   # set when QSettings gave back the user's layout
 
@@ -129,6 +131,7 @@ class ServingTab(QMainWindow):
             self.tabifyDockWidget(self.docks["Cache selection"], self.docks["Kernels"])
             self.tabifyDockWidget(self.docks["Kernels"], self.docks["Block details"])
             self.tabifyDockWidget(self.docks["Metrics"], self.docks["Block tables"])
+            self.tabifyDockWidget(self.docks["Block tables"], self.docks["Event log"])
         self.docks["Cache selection"].raise_()
         self.docks["Metrics"].raise_()
         w, h = max(self.width(), 800), max(self.height(), 600)
@@ -205,11 +208,13 @@ class ServingTab(QMainWindow):
         if snap is not None:
             self.snapshots += 1
             self.last_snapshot = snap
-            self.pool_view.apply_snapshot(snap, now)
-            self.tables_view.apply_snapshot(snap)
+            self.time_travel.ingest(snap)
+            if self.time_travel.live:     # a past step stays on screen until End / L
+                self.pool_view.apply_snapshot(snap, now)
+                self.tables_view.apply_snapshot(snap)
+                self.selection_view.apply_snapshot(snap)
             self.metrics_view.add(snap.metrics, snap.latencies)
             self.kernels_view.add(snap.op_timings)
-            self.selection_view.apply_snapshot(snap)
             self.progress.setValue(int(snap.progress * 1000))
         self.pool_view.render(now)
         if now - self._plots_t >= PLOT_TURN_S:

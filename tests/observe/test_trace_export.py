@@ -207,3 +207,20 @@ def test_raising_validator(run_records):
     trace["traceEvents"].append({"name": "x", "ph": "X", "ts": 0, "pid": 1, "tid": 1})
     with pytest.raises(ValueError, match="'dur'"):
         validate_chrome_trace(trace)
+
+
+def test_step_numbers_in_the_trace_find_the_step_in_the_gui(run_records):
+    """Preemptions and finished requests carry the engine step (the GUI timeline's)."""
+    from tinyserve_core.observe.trace import build_trace
+    events = build_trace(run_records)["traceEvents"]
+    by_step = {r.step: r for r in run_records}
+    preempts = [e for e in events if e["ph"] == "i" and e["name"].startswith("preempt")]
+    assert preempts
+    for e in preempts:
+        assert any(x.kind == "preempt" for x in by_step[e["args"]["step"]].events)
+    outer = [e for e in events if e["ph"] == "b" and e["name"].startswith("request ")
+             and not e.get("args", {}).get("unfinished")]
+    assert outer
+    for e in outer:
+        finished = [t.request_id for t in by_step[e["args"]["finish_step"]].finished]
+        assert e["args"]["request_id"] in finished

@@ -51,9 +51,10 @@ def run_memory_workload(num_requests: int = 400, block_size: int = 16, num_block
                         output_mean: float = 338.0, sigma: float = 0.9,
                         max_model_len: int = 2048, shared_prefix_len: int = 0,
                         num_groups: int = 4, enable_prefix_caching: bool = True,
-                        seed: int = 0, progress=None) -> MemorySimResult:
+                        seed: int = 0, progress=None, sink=None, on_step=None) -> MemorySimResult:
     """Defaults follow the ShareGPT statistics of the vLLM paper (mean input 161,
-    output 338 tokens)."""
+    output 338 tokens). `sink` receives the manager's events; `on_step(step, bm, running)`
+    is called after every step (the time-travel benchmark records the pool through it)."""
     rng = np.random.default_rng(seed)
     plen = lognormal_lengths(rng, num_requests, prompt_mean, sigma, 1, max_model_len // 2)
     olen = lognormal_lengths(rng, num_requests, output_mean, sigma, 1, max_model_len // 2)
@@ -63,7 +64,7 @@ def run_memory_workload(num_requests: int = 400, block_size: int = 16, num_block
         body = rng.integers(0, 32000, int(plen[i])).tolist()
         prompts.append((prefixes[i % num_groups] if shared_prefix_len else []) + body)
 
-    bm = BlockManager(num_blocks, block_size, enable_prefix_caching)
+    bm = BlockManager(num_blocks, block_size, enable_prefix_caching, sink=sink)
     waiting = deque(range(num_requests))
     running: list[int] = []
     tokens: dict[int, list[int]] = {}
@@ -121,6 +122,8 @@ def run_memory_workload(num_requests: int = 400, block_size: int = 16, num_block
             running = [r for r in running if remaining[r] > 0]
             if progress is not None:
                 progress.update(len(done))
+        if on_step is not None:
+            on_step(steps, bm, running)
     st = bm.stats()
     w, wl = np.array(waste), np.array(waste_len)
     exact = not shared_prefix_len

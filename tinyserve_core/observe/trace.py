@@ -3,8 +3,8 @@
 Layout (one process, "TinyServe engine"):
 
 * thread "engine steps": one complete event ("X") per prefill/decode step, with the
-  step's token counts, kernel times and event counts in `args`; preemptions and
-  rejections as instant events ("i") on the same thread;
+  step number (`args.step`, the step the GUI's timeline shows) and the step's token counts, kernel times and event counts in `args`; preemptions and
+  rejections as instant events ("i") on the same thread, with their `step`;
 * one async track per request sequence (cat "request", "b"/"e" with a numeric id): an
   outer "request <id>" slice from arrival to finish with "queued", "prefill" and
   "decode" nested inside it. Perfetto names the track after the first (outer) slice of
@@ -78,16 +78,16 @@ class TraceWriter:
         for ev in rec.events:
             if isinstance(ev, Preempt):
                 out.append(_instant(f"preempt {ev.request_id}", end, {
-                    "request_id": ev.request_id, "seq_id": ev.seq_id,
+                    "step": rec.step, "request_id": ev.request_id, "seq_id": ev.seq_id,
                     "num_blocks_freed": ev.num_blocks_freed}))
             elif isinstance(ev, Reject):
                 self._open.pop(ev.request_id, None)
                 out.append(_instant(f"reject {ev.request_id}", end, {
-                    "request_id": ev.request_id, "reason": ev.reason}))
+                    "step": rec.step, "request_id": ev.request_id, "reason": ev.reason}))
         out.extend(_counters(rec, end))
         for timing in rec.finished:
             self._open.pop(timing.request_id, None)
-            out.extend(self._request_slices(timing, end))
+            out.extend(self._request_slices(timing, end, rec.step))
         self._emit(out)
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
@@ -115,7 +115,7 @@ class TraceWriter:
             self._async_ids[key] = len(self._async_ids) + 1
         return self._async_ids[key]
 
-    def _request_slices(self, t: RequestTiming, trace_end: float) -> list[dict[str, Any]]:
+    def _request_slices(self, t: RequestTiming, trace_end: float, step: int) -> list[dict[str, Any]]:
         aid = self._async_id(t.request_id, t.seq_id)
         # clamp to a monotone chain so nested slices never poke out of their parent
         t0 = _us(t.arrival_s)
@@ -127,6 +127,7 @@ class TraceWriter:
             "request_id": t.request_id, "seq_id": t.seq_id, "prompt_len": t.prompt_len,
             "num_output_tokens": t.num_output_tokens, "num_cached_tokens": t.num_cached_tokens,
             "num_preemptions": t.num_preemptions, "finish_reason": t.finish_reason,
+            "finish_step": step,      # the GUI's timeline and event log count the same steps
         }
         if t.ttft_s is not None:
             args["ttft_ms"] = round(t.ttft_s * 1e3, 4)

@@ -1,0 +1,207 @@
+"""Time travel in the Serving tab: the history of every step (tinyserve_core's History,
+fed by the deltas each snapshot carries), the timeline under the pool, the event log
+dock and the "what you are seeing" caption.
+
+Live, the tab applies each snapshot as before. Once the timeline leaves live, the views
+show the chosen step instead: the pool and block tables as they were (rebuilt from the
+history), the selection heatmap cut at that step, the metric plots ending there with a
+cursor line, and the event log up to it. Snapshots keep arriving and the history keeps
+growing meanwhile; End or L returns to live.
+
+The tab's only hooks: it builds one TimeTravel, passes it each snapshot (`ingest`) and
+applies snapshots to its views only while `live`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+
+from tinyserve_core.observe.describe import LogEntry
+from tinyserve_core.observe.history import History, PastStep
+
+from .event_log import EventLogView
+from .snapshot import Snapshot, pool_arrays, pool_event_lists, pool_events
+from .story import StoryTracker
+from .story_caption import StoryCaption
+from .timeline import TimelineWidget
+
+LOG_REFRESH_S = 0.25       # the live event log redraws at most this often
+CURSOR_PEN = pg.mkPen((255, 230, 120), width=1.2)
+MARK_PEN = pg.mkPen((255, 255, 255), width=2.5)
+
+
+def past_snapshot(past: PastStep, state: str = "past") -> Snapshot:
+    """A Snapshot of a past step, for the views' usual `apply_snapshot`: the pool and
+    tables of that step, and its own events as the pool's animations."""
+    pool = pool_arrays(past.pool)
+    tables = {s: np.asarray(t, np.int64) for s, t in past.tables.items()}
+    return Snapshot(past.step, past.clock, 0.0, state, pool.ref_cnt.shape[0], past.pool.block_size,
+                    pool, pool_events(*pool_event_lists(past.events)), tables,
+                    np.zeros((0, 0)), np.zeros((0, 3)), [], None, {})
+
+
+def selection_until(view, step: int):
+    """The heatmap's columns (and recall series) up to `step`; None when none is that old."""
+    if view is None:
+        return None
+    keep = view.steps <= step
+    if not keep.any():
+        return None
+    ks = view.series_steps <= step
+    return dataclasses.replace(
+        view, steps=view.steps[keep], scores=view.scores[:, keep], selected=view.selected[:, keep],
+        oracle=view.oracle[:, keep], num_pages=view.num_pages[keep], series_steps=view.series_steps[ks],
+        selection_recall=view.selection_recall[ks], mass_recall=view.mass_recall[ks],
+        tier_hit_rate=view.tier_hit_rate[ks])
+
+
+class TimeTravel(QObject):
+    def __init__(self, tab):
+        super().__init__(tab)
+        self.tab = tab
+        self.history: History | None = None
+        self._generation = None
+        self.story = StoryTracker()
+        self.past: PastStep | None = None
+        self.timeline = TimelineWidget()
+        self.caption = StoryCaption()
+        self.log = EventLogView()
+        layout = tab.centralWidget().layout()
+        i = layout.indexOf(tab.pool_view)
+        layout.insertWidget(i, self.caption)
+        layout.insertWidget(i + 2, self.timeline)
+        tab._dock("Event log", self.log, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.timeline.step_changed.connect(self.show_step)
+        self.log.entry_clicked.connect(self.select_entry)
+        for key in ("End", "L"):
+            sc = QShortcut(QKeySequence(key), tab)
+            sc.setContext(Qt.ShortcutContext.WindowShortcut)
+            sc.activated.connect(self.timeline.go_live)
+        self.marks = pg.ScatterPlotItem(symbol="s", size=1.0, pxMode=False, pen=MARK_PEN, brush=None)
+        self.marks.setZValue(10)
+        tab.pool_view.plot.addItem(self.marks)
+        self.cursor_lines = []
+        for p in tab.metrics_view.plots:
+            line = pg.InfiniteLine(angle=90, movable=False, pen=CURSOR_PEN)
+            line.setVisible(False)
+            p.addItem(line, ignoreBounds=True)
+            self.cursor_lines.append(line)
+        self._log_t = 0.0
+        self.selected: LogEntry | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.timeline.live
+
+    # ---- recording ------------------------------------------------------------------
+    def _reset(self, snap) -> None:
+        self.history = History(snap.num_blocks, snap.block_size)
+        self._generation = snap.generation
+        self.story = StoryTracker()
+        self.caption.reset()
+        self.log.set_history(self.history)
+        self.timeline.go_live()
+
+    def ingest(self, snap) -> None:
+        h = self.history
+        if (h is None or snap.generation != self._generation or h.num_blocks != snap.num_blocks
+                or (snap.history and len(h) and snap.history[0].step != h.last_step + 1)):
+            self._reset(snap)
+            h = self.history
+        beats = []
+        for d in snap.history:
+            h.ingest(d)
+            beats += self.story.feed(d.step, d.events, 0.0, h.requests)
+        if snap.metrics.size and len(h):
+            from .snapshot import COL
+            beats += self.story.feed(h.last_step, (), float(snap.metrics[:, COL["kv_cache_usage_perc"]].max()))
+        self.caption.add(beats)
+        if len(h):
+            self.timeline.set_range(h.first_step, h.last_step)
+        now = time.perf_counter()
+        if self.live and now - self._log_t >= LOG_REFRESH_S:
+            self._log_t = now
+            self.log.refresh()
+
+    # ---- showing a step ---------------------------------------------------------------
+    def show_step(self, step: int) -> None:
+        tab = self.tab
+        if step < 0 or self.history is None or not len(self.history):
+            self.past = None
+            tab.metrics_view.set_cursor(None)
+            for line in self.cursor_lines:
+                line.setVisible(False)
+            last = getattr(tab, "last_snapshot", None)
+            if last is not None:
+                tab.pool_view.apply_snapshot(last)
+                tab.tables_view.apply_snapshot(last)
+                tab.selection_view.apply_snapshot(last)
+            self.log.show_step(-1)
+            self._mark(self.selected)
+            return
+        past = self.past = self.history.state_at(step)
+        snap = past_snapshot(past)
+        tab.pool_view.apply_snapshot(snap)
+        tab.tables_view.apply_snapshot(snap)
+        last = getattr(tab, "last_snapshot", None)
+        if last is not None:
+            view = selection_until(last.selection, step)
+            if view is not None:
+                tab.selection_view.apply_snapshot(dataclasses.replace(last, selection=view))
+        tab.metrics_view.set_cursor(past.clock)
+        for line in self.cursor_lines:
+            line.setPos(past.clock)
+            line.setVisible(True)
+        self.log.show_step(step)
+        self._mark(self.selected)
+
+    # ---- selecting from the log ---------------------------------------------------------
+    def _tables(self) -> dict:
+        if self.past is not None:
+            return self.past.tables
+        last = getattr(self.tab, "last_snapshot", None)
+        return {} if last is None else last.tables
+
+    def _mark(self, entry: LogEntry | None) -> None:
+        anim = self.tab.pool_view.animator
+        if entry is None or anim is None:
+            self.marks.setData([])
+            return
+        ids = list(entry.blocks)
+        if entry.seq_id is not None:
+            ids += [int(b) for b in self._tables().get(entry.seq_id, ())]
+        ids = np.unique(np.asarray([b for b in ids if 0 <= b < anim.num_blocks], np.int64))
+        r, c = anim.cell_of(ids)
+        self.marks.setData(x=np.asarray(c) + 0.5, y=np.asarray(r) + 0.5)
+
+    def select_entry(self, entry: LogEntry) -> None:
+        """The entry's blocks (and its sequence's blocks) outlined in the pool, the block
+        in the details panel, the sequence in the selection view."""
+        self.selected = entry
+        self._mark(entry)
+        tab = self.tab
+        if entry.blocks:
+            bid = int(entry.blocks[-1])       # for a copy-on-write: the new copy
+            if self.past is None:
+                tab._on_block_clicked(bid)
+            else:
+                p = self.past.pool
+                tab.details.setPlainText(
+                    f"block {bid} at step {self.past.step} (time travel)\n"
+                    f"refcount {int(p.ref_cnt[bid])}, first owner seq {int(p.owner[bid])}\n"
+                    f"tokens stored {int(p.num_tokens[bid])} of {p.block_size}\n"
+                    f"cached (hashed): {bool(p.is_cached[bid])}, evictable: {bool(p.evictable[bid])}")
+                tab.docks["Block details"].show()
+                tab.docks["Block details"].raise_()
+        if entry.seq_id is not None:
+            sv = tab.selection_view
+            i = sv.seq_box.findData(entry.seq_id)
+            if i >= 0:
+                sv.follow.setChecked(False)
+                sv.seq_box.setCurrentIndex(i)
+                sv.key_changed.emit(sv.current_key())

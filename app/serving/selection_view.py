@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSpinB
 from ..widgets.image_plot import BACKGROUND, add_image_plot, dark_canvas
 from ..widgets.legend import ColourLegend, flexible
 from .selection_data import SelectionView
+from .selection_stages import LEGEND as CANDIDATE_LEGEND, mark_candidates
 
 CELL = 6
 OUTLINE = np.array([255, 255, 255, 255], np.uint8)
@@ -64,6 +65,7 @@ def heatmap_rgba(v: SelectionView, cell: int | None = None) -> np.ndarray:
         img5[p, cell - 1, s] = o
         img5[p, :, s, 0] = o
         img5[p, :, s, cell - 1] = o
+    mark_candidates(img5, v.candidates, v.selected, cell)
     if v.has_oracle:
         m = cell // 2
         span = (m,) if cell < 5 else (m - 1, m)   # a 1- or 2-pixel dot inside the outline
@@ -128,6 +130,7 @@ class SelectionViewWidget(QWidget):
             (tuple(_CMAP[20][:3]), "low score"), (tuple(_CMAP[235][:3]), "high score"),
             (tuple(OUTLINE[:3]), "outline = selected"), (tuple(HIT[:3]), "oracle page kept"),
             (tuple(MISS[:3]), "oracle page missed"), (tuple(NO_SCORE[:3]), "no score (stats off)"),
+            CANDIDATE_LEGEND,
         ]))
         self.seq_box.activated.connect(self._user_changed)
         self.layer_box.valueChanged.connect(self._user_changed)

@@ -91,6 +91,7 @@ class SelectionStats:
         pidx = None if sel.page_indices is None else sel.page_indices.cpu()
         budget = None if sel.budget_pages is None else sel.budget_pages.cpu()
         entropy = None if sel.entropy is None else sel.entropy.float().cpu()
+        cands = None if sel.candidates is None else sel.candidates.cpu()
         acc = self._layers.setdefault(ctx.layer_idx, _LayerAcc())
         for b, seq_id in enumerate(ctx.seq_ids):
             L = int(ctx.seq_lens[b])
@@ -144,7 +145,8 @@ class SelectionStats:
                         selection_recall=sel_rec, mass_recall=float(mass_rec[h]),
                         oracle_mass=float(mass[h, orc].sum()),
                         bound_violations=int(viol[h]), entropy=ent, budget_pages=bud,
-                        tier_hits=hits, tier_misses=misses))
+                        tier_hits=hits, tier_misses=misses,
+                        candidate_pages=None if cands is None else _row_pages(cands[b, h])))
 
     def _violations(self, ctx: SelectContext, b: int, q: torch.Tensor, logits: torch.Tensor,
                     bounds: torch.Tensor) -> torch.Tensor:
@@ -186,6 +188,11 @@ class SelectionStats:
         self._step += 1
         self.history.append(out)
         return out
+
+
+def _row_pages(row: torch.Tensor) -> tuple[int, ...]:
+    """Sorted logical pages of one [S] index row, -1 padding dropped."""
+    return tuple(sorted(int(x) for x in row.tolist() if x >= 0))
 
 
 def _selected_mask(pidx: torch.Tensor | None, b: int, H: int, n: int) -> torch.Tensor:

@@ -1,0 +1,27 @@
+"""CI compile check of the twostage selector's kernels (csrc/kernels/quant_keys.cuh) with nvcc
+alone, for sm_80 and sm_90a: every instance builds, none spills. Skipped without nvcc."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from .test_compile import ARCHS, CSRC, _ptxas_report
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_quant_kernels_compile_without_spills(tmp_path):
+    cmd = ["nvcc", "-std=c++17", "-O3", "-Xptxas", "-v", *ARCHS.values(), "-c",
+           str(CSRC / "instantiate_quant.cu"), "-o", str(tmp_path / "q.o")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    rows = _ptxas_report(r.stderr + r.stdout)
+    assert {r["arch"] for r in rows} == set(ARCHS)
+    names = [r["kernel"] for r in rows]
+    for kernel in ("quantize_keys_kernel", "page_estimates_kernel"):
+        # 3 cache dtypes x 2 bit widths x 2 archs each
+        assert sum(kernel in n for n in names) == 12, f"{kernel} instances missing"
+    spills = [r for r in rows if r.get("spill_st", 0) or r.get("spill_ld", 0) or r.get("stack", 0)]
+    assert not spills, f"local-memory spills: {spills}"

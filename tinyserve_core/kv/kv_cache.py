@@ -113,8 +113,11 @@ class KVCache:
         copy = self._qkeys_by_bits.get(bits)
         if copy is None:
             shape = (self.num_blocks, self.block_size, self.num_kv_heads, self.head_dim * bits // 8)
-            copy = self._qkeys_by_bits[bits] = [torch.zeros(shape, dtype=torch.uint8, device=self.device)
-                                                for _ in range(self.num_layers)]
+            # first asked for inside a decode step (inference mode): made a normal tensor like
+            # the caches, so code outside inference mode may update it too
+            with torch.inference_mode(False):
+                copy = self._qkeys_by_bits[bits] = [torch.zeros(shape, dtype=torch.uint8, device=self.device)
+                                                    for _ in range(self.num_layers)]
             refresh = True
         if refresh:
             # every slot of every page, against its page's current min/max: slots past a

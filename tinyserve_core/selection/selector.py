@@ -28,7 +28,7 @@ class PageSelector:
         self._tiers = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
         self._sink = sink
         self._stats = SelectionStats(sink) if stats else None
-        self._qkeys_for: tuple[int, int] | None = None   # (policy, cache) whose quantised copy is current
+        self._qkeys_for: tuple | None = None   # (policy, cache) whose quantised copy is current
 
     # ---- live configuration -------------------------------------------------------
     @property
@@ -140,9 +140,10 @@ class PageSelector:
                 raise ValueError(f"the {policy.name} policy needs a KV cache that keeps quantised keys")
             # re-quantised whole the first time this policy meets this cache: steps run
             # under another policy (or restored caches) may have bypassed the copy
-            fresh = self._qkeys_for == (id(policy), id(kv))
+            last = self._qkeys_for
+            fresh = last is not None and last[0] is policy and last[1] is kv
             qkeys = kv.ensure_quant_keys(policy.quant_key_bits, refresh=not fresh)[layer_idx]
-            self._qkeys_for = (id(policy), id(kv))
+            self._qkeys_for = (policy, kv)
         ctx = SelectContext(
             query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=metas[layer_idx],
             block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),

@@ -4,20 +4,15 @@ alone, for sm_80 and sm_90a: every instance builds, none spills. Skipped without
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pytest
 
-from .test_compile import ARCHS, CSRC, _ptxas_report
+from .test_compile import ARCHS, compile_unit
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 def test_quant_kernels_compile_without_spills(tmp_path):
-    cmd = ["nvcc", "-std=c++17", "-O3", "-Xptxas", "-v", *ARCHS.values(), "-c",
-           str(CSRC / "instantiate_quant.cu"), "-o", str(tmp_path / "q.o")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-4000:]
-    rows = _ptxas_report(r.stderr + r.stdout)
+    rows = compile_unit("instantiate_quant.cu", tmp_path)
     assert {r["arch"] for r in rows} == set(ARCHS)
     names = [r["kernel"] for r in rows]
     for kernel in ("quantize_keys_kernel", "page_estimates_kernel"):

@@ -8,6 +8,16 @@
 namespace tinyserve {
 
 namespace {
+// Runs `launch` with a value of the CUDA element type of a cache dtype, then checks the launch.
+template <typename F>
+void with_cache_type(at::ScalarType t, const char* op, F&& launch) {
+  if (t == at::kHalf) launch(__half{});
+  else if (t == at::kBFloat16) launch(__nv_bfloat16{});
+  else if (t == at::kFloat) launch(float{});
+  else TORCH_CHECK(false, op, ": unsupported dtype ", t);
+  TS_LAUNCH_CHECK();
+}
+
 void check_qkeys(const torch::Tensor& qkeys, const torch::Tensor& meta, int64_t bits) {
   TS_CHECK_CUDA(qkeys);
   TS_CHECK_CONTIG(qkeys);
@@ -33,27 +43,14 @@ void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torc
   if (T == 0) return;
   const c10::cuda::CUDAGuard guard(k_cache.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  QuantKeysParams p{};
-  p.k_cache = k_cache.data_ptr();
-  p.meta = meta.data_ptr();
-  p.qkeys = qkeys.data_ptr<uint8_t>();
-  p.slot_mapping = slot_mapping.data_ptr<int64_t>();
-  p.num_tokens = T;
-  p.num_kv_heads = k_cache.size(2);
-  p.head_dim = k_cache.size(3);
-  p.block_size = k_cache.size(1);
-#define TS_QUANT_CASE(ATYPE, CTYPE)                                                    \
-  if (k_cache.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {              \
-    if (bits == 8) quantize_keys_kernel<CTYPE, 8><<<T, 128, 0, stream>>>(p);          \
-    else quantize_keys_kernel<CTYPE, 4><<<T, 128, 0, stream>>>(p);                    \
-    TS_LAUNCH_CHECK();                                                                \
-    return;                                                                           \
-  }
-  TS_QUANT_CASE(at::Half, __half)
-  TS_QUANT_CASE(at::BFloat16, __nv_bfloat16)
-  TS_QUANT_CASE(float, float)
-#undef TS_QUANT_CASE
-  TORCH_CHECK(false, "quantize_keys: unsupported dtype");
+  const QuantKeysParams p{k_cache.data_ptr(), meta.data_ptr(), qkeys.data_ptr<uint8_t>(),
+                          slot_mapping.data_ptr<int64_t>(), T, (int)k_cache.size(2), (int)k_cache.size(3),
+                          (int)k_cache.size(1)};
+  with_cache_type(k_cache.scalar_type(), "quantize_keys", [&](auto tag) {
+    using CT = decltype(tag);
+    if (bits == 8) quantize_keys_kernel<CT, 8><<<T, 128, 0, stream>>>(p);
+    else quantize_keys_kernel<CT, 4><<<T, 128, 0, stream>>>(p);
+  });
 }
 
 torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qkeys, const torch::Tensor& meta,
@@ -76,36 +73,19 @@ torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qk
   if (B == 0 || C == 0) return out;
   const c10::cuda::CUDAGuard guard(query.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  PageEstimateParams p{};
-  p.q = query.data_ptr<float>();
-  p.qkeys = qkeys.data_ptr<uint8_t>();
-  p.meta = meta.data_ptr();
-  p.block_tables = block_tables.data_ptr<int>();
-  p.seq_lens = seq_lens.data_ptr<int>();
-  p.candidates = candidates.data_ptr<int>();
-  p.out = out.data_ptr<float>();
-  p.num_q_heads = Hq;
-  p.num_kv_heads = Hkv;
-  p.group = Hq / Hkv;
-  p.head_dim = D;
-  p.block_size = BS;
-  p.bt_stride = block_tables.size(1);
-  p.num_candidates = C;
-  p.scale = (float)scale;
-  const int smem = page_estimates_smem_bytes(p.group, D, BS);
+  const int G = Hq / Hkv;
+  const PageEstimateParams p{query.data_ptr<float>(), qkeys.data_ptr<uint8_t>(), meta.data_ptr(),
+                             block_tables.data_ptr<int>(), seq_lens.data_ptr<int>(), candidates.data_ptr<int>(),
+                             out.data_ptr<float>(), Hq, Hkv, G, D, BS, (int)block_tables.size(1), C,
+                             (float)scale};
+  const int smem = page_estimates_smem_bytes(G, D, BS);
   const dim3 grid(C, Hkv, B);
-#define TS_EST_CASE(ATYPE, CTYPE)                                                                        \
-  if (meta.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {                                   \
-    if (bits == 8) page_estimates_kernel<CTYPE, 8><<<grid, kEstimateThreads, smem, stream>>>(p);        \
-    else page_estimates_kernel<CTYPE, 4><<<grid, kEstimateThreads, smem, stream>>>(p);                  \
-    TS_LAUNCH_CHECK();                                                                                  \
-    return out;                                                                                         \
-  }
-  TS_EST_CASE(at::Half, __half)
-  TS_EST_CASE(at::BFloat16, __nv_bfloat16)
-  TS_EST_CASE(float, float)
-#undef TS_EST_CASE
-  TORCH_CHECK(false, "page_estimates: unsupported meta dtype");
+  with_cache_type(meta.scalar_type(), "page_estimates", [&](auto tag) {
+    using CT = decltype(tag);
+    if (bits == 8) page_estimates_kernel<CT, 8><<<grid, kEstimateThreads, smem, stream>>>(p);
+    else page_estimates_kernel<CT, 4><<<grid, kEstimateThreads, smem, stream>>>(p);
+  });
+  return out;
 }
 
 }  // namespace tinyserve

@@ -52,14 +52,14 @@ def quantize_keys(k_cache: torch.Tensor, meta: torch.Tensor, qkeys: torch.Tensor
     min/max in `meta`. Call it after reshape_and_cache has refreshed `meta`."""
     block_size = k_cache.shape[1]
     bits = quant_bits(qkeys, k_cache.shape[-1])
-    valid = slot_mapping >= 0
-    if not bool(valid.any()):
+    slots = slot_mapping[slot_mapping >= 0].long()
+    # per block, the highest offset written (-1: untouched)
+    last = torch.full((k_cache.shape[0],), -1, dtype=torch.long, device=k_cache.device)
+    last.scatter_reduce_(0, slots // block_size, slots % block_size, "amax")
+    touched = torch.nonzero(last >= 0).flatten()
+    if touched.numel() == 0:
         return
-    slots = slot_mapping[valid].long()
-    blocks = slots // block_size
-    offsets = slots % block_size
-    touched, which = torch.unique(blocks, return_inverse=True)
-    last = torch.full_like(touched, -1).scatter_reduce_(0, which, offsets, "amax")
+    last = last[touched]
     m = meta[touched].float()                                   # [U, 2, Hkv, D]
     codes = quantize(k_cache[touched].float(), m[:, None, 0], m[:, None, 1], bits)  # [U, bs, Hkv, Dq]
     inside = torch.arange(block_size, device=k_cache.device)[None, :] <= last[:, None]  # [U, bs]

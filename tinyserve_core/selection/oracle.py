@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import (EXEMPT, Policy, SelectContext, Selection, TopPagesPolicy, budget_validator,
-                   dense_layers_validator, forced_pages, take_top, top_p_pages)
-from .params import Budget, check_float, check_int
+from .base import (EXEMPT, Policy, SelectContext, Selection, TopPagesParams, TopPagesPolicy, forced_pages,
+                   take_top, top_p_pages)
+from .params import Budget, check_float
 from .quest import QuestParams
 from .true_attention import attention_logits, context_keys, page_mass
 
@@ -44,23 +44,17 @@ class OraclePolicy(TopPagesPolicy):
 
 
 @dataclass(frozen=True, slots=True)
-class OracleTopPParams:
+class OracleTopPParams(TopPagesParams):
+    budget: Budget = Budget(fraction=1.0)  # the most pages it may take: no cap
     top_p_mass: float = 0.95
-    budget: Budget = Budget(fraction=1.0)  # the most pages it may take
-    sink_pages: int = 0
-    dense_layers: int = 2
 
 
 class OracleTopPPolicy(Policy):
     name = "oracle_p"
     graph_safe = False
     Params = OracleTopPParams
-    _validators = {
-        "top_p_mass": lambda f, v: check_float(f, v, 0.0, 1.0, lo_open=True),
-        "budget": budget_validator,
-        "sink_pages": lambda f, v: check_int(f, v, 0),
-        "dense_layers": dense_layers_validator,
-    }
+    _validators = {**TopPagesPolicy._validators,
+                   "top_p_mass": lambda f, v: check_float(f, v, 0.0, 1.0, lo_open=True)}
 
     def select(self, ctx: SelectContext) -> Selection:
         p = self.params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -270,7 +271,9 @@ def run_selection(args) -> int:
         for v in verdicts:
             met = {True: "met", False: "**missed**", None: "reported"}[v["met"]]
             lines.append(f"- {v['target']} (block {v['block_size']}): {met} - `{json.dumps(v['value'])}`")
-        lines += [""] + [f"![{Path(f).stem}]({Path(f).resolve()})" for f in plots]
+        # links relative to the report, so a report and its plots can move together (docs/selection/)
+        md_dir = Path(args.md).resolve().parent
+        lines += [""] + [f"![{Path(f).stem}]({os.path.relpath(Path(f).resolve(), md_dir)})" for f in plots]
         attempt(lambda: write_text(args.md, "\n".join(lines) + "\n", "--md", make_parents=True))
     for line in failed:
         print(line, file=sys.stderr)

@@ -84,6 +84,7 @@ def test_harness_end_to_end(tiny_model_dir, tmp_path):
     md = (tmp_path / "r.md").read_text()
     assert "| 16 | quest | 1/8 |" in md and "| 16 | adaptive p=1 | 32 |" in md and "| 16 | twostage | 1/8 |" in md
     assert "pass-key 160 (95% CI)" in md
+    assert "(plots/selection_accuracy_bs16.png)" in md   # links relative to the report
     for r in rows:  # quest and adaptive runs replay their selections through LRU and LFU tiers
         tiers = r["extra"].get("tiers")
         assert (tiers is not None) == (r["policy"] in ("quest", "adaptive"))

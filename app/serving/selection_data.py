@@ -30,13 +30,14 @@ class SelectionView:
     mass_recall: np.ndarray                   # float32 [T, L]
     tier_hit_rate: np.ndarray                 # float32 [T]
     series_layers: list[int]
+    candidates: np.ndarray | None = None      # bool [P, S]: stage-1 candidates (two-stage policies only)
 
 
 class SelectionHistory:
     def __init__(self, capacity: int = 128, max_seqs: int = 64, series_len: int = 2048):
         self.capacity = capacity
         self.max_seqs = max_seqs
-        # seq -> {(layer, head): deque[(step, num_pages, pages, scores, oracle)]}
+        # seq -> {(layer, head): deque[(step, num_pages, pages, scores, oracle, candidates)]}
         self._hist: OrderedDict[int, dict[tuple[int, int], deque]] = OrderedDict()
         self._policy = "dense"
         self._series: deque = deque(maxlen=series_len)   # (step, {layer: (rec, mass)}, tier)
@@ -65,7 +66,7 @@ class SelectionHistory:
                 dq = by_key[(e.layer, e.kv_head)] = deque(maxlen=self.capacity)
             # num_pages counts the selected pages; the context is what was scored
             ctx = len(e.scores) if e.scores is not None else (max(e.pages) + 1 if e.pages else 0)
-            dq.append((rec.step, ctx, e.pages, e.scores, e.oracle_pages))
+            dq.append((rec.step, ctx, e.pages, e.scores, e.oracle_pages, e.candidate_pages))
             self._layers_seen.add(e.layer)
             if e.selection_recall is not None or e.mass_recall is not None:
                 per_layer.setdefault(e.layer, []).append(
@@ -116,20 +117,25 @@ class SelectionHistory:
         by_key = self._hist[seq]
         entries = list(by_key[(layer, head)])
         S = len(entries)
-        P = max((n for _, n, _, _, _ in entries), default=1)
+        P = max((e[1] for e in entries), default=1)
         scores = np.full((P, S), np.nan, np.float32)
         selected = np.zeros((P, S), bool)
         oracle = np.zeros((P, S), bool)
         steps = np.zeros(S, np.int64)
         npages = np.zeros(S, np.int64)
         has_oracle = False
-        for j, (step, n, pages, sc, orc) in enumerate(entries):
+        cands = None
+        for j, (step, n, pages, sc, orc, cand) in enumerate(entries):
             steps[j] = step
             npages[j] = n
             if sc is not None:
                 scores[: len(sc), j] = sc
             if pages:
                 selected[np.asarray(pages, np.int64), j] = True
+            if cand is not None:
+                if cands is None:
+                    cands = np.zeros((P, S), bool)
+                cands[np.asarray(cand, np.int64), j] = True
             if orc is not None:
                 has_oracle = True
                 if orc:
@@ -152,4 +158,4 @@ class SelectionHistory:
                 mass[i, lpos[l]] = m
         return SelectionView(key, self._policy, steps, scores, selected, oracle, has_oracle,
                              npages, layers_seq, heads_seq, s_steps, rec, mass, tier,
-                             series_layers)
+                             series_layers, cands)

@@ -21,6 +21,7 @@ from ..widgets.image_plot import BACKGROUND, add_image_plot, dark_canvas, no_si_
 from ..widgets import palette as pal
 from ..widgets.legend import ColourLegend, flexible
 from .selection_data import SelectionView
+from .selection_stages import LEGEND as CANDIDATE_LEGEND, mark_candidates
 
 OUTLINE = np.array([*pal.SELECTED_OUTLINE_RGB, 255], np.uint8)
 HIT = np.array([*pal.ORACLE_KEPT_RGB, 255], np.uint8)
@@ -69,6 +70,7 @@ def heatmap_rgba(v: SelectionView, cell: int | None = None) -> np.ndarray:
         k = max(1, cell // 4)
         img5[p, :k, s, : 2 * k] = o
         img5[p, k: 2 * k, s, :k] = o
+    mark_candidates(img5, v.candidates, v.selected, cell)
     if v.has_oracle:
         m = cell // 2
         span = (m,) if cell < 5 else (m - 1, m)   # a 1- or 2-pixel dot inside the outline
@@ -142,6 +144,7 @@ class SelectionViewWidget(QWidget):
             (tuple(OUTLINE[:3]), "white corner, full colour = selected (others dimmed)"),
             (tuple(HIT[:3]), "oracle page kept"), (tuple(MISS[:3]), "oracle page missed"),
             (tuple(NO_SCORE[:3]), "no score (stats off)"),
+            CANDIDATE_LEGEND,
         ]))
         lay.addWidget(self.glw2, 2)
         self.seq_box.activated.connect(self._user_changed)

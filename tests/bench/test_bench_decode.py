@@ -13,7 +13,11 @@ def test_bench_decode_writes_rows_for_each_point(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["context"], r["batch"]) for r in rows] == [(256, 1), (256, 2)]
     assert all(r["dense_ms"] > 0 and r["quest_ms"] > 0 for r in rows)
-    assert "speed-up" in capsys.readouterr().out
+    # twostage beside quest, both eager, at the same page count
+    assert all(r["twostage_ms"] > 0 and r["twostage_vs_quest"] == r["twostage_ms"] / r["quest_eager_ms"]
+               for r in rows)
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "twostage" in out
 
 
 def test_bench_decode_bad_budget_names_the_field(capsys):

@@ -24,6 +24,7 @@ def test_round_trip_through_json(tmp_path):
     ("block_size", 24), ("block_size", 256), ("num_blocks", 0), ("rate", -1),
     ("rate", "fast"), ("policy", "magic"), ("top_p", 0), ("n", 0), ("budget", 0),
     ("shared_prefix_frac", 1.5), ("stats", "maybe"), ("device", "tpu"), ("max_num_seqs", 2.5),
+    ("quant_bits", 6), ("estimate_top_p", 1.5), ("candidates", 0.5),
 ])
 def test_bad_values_name_the_field(key, value):
     with pytest.raises(ConfigError) as e:
@@ -119,7 +120,8 @@ def test_key_sets_follow_the_sections():
     assert RESTART_KEYS == {"model", "device", "dtype", "block_size", "num_blocks",
                             "enable_prefix_caching", "max_model_len"}
     assert SELECTION_KEYS == {"policy", "budget", "top_p_mass", "sink_pages", "dense_layers",
-                              "recent_pages", "tier_pages", "tier_policy", "stats"}
+                              "recent_pages", "candidates", "estimate_top_p", "quant_bits", "tier_pages",
+                              "tier_policy", "stats"}
     # a live change regenerates the arrivals exactly when it touches what the generator reads
     assert WORKLOAD_KEYS == {f.name for f in dataclasses.fields(WorkloadSpec)}
     params = EngineConfig.from_dict({"top_p_mass": 0.7, "top_p": 0.5}).selection.selector_params()
@@ -166,7 +168,8 @@ def test_saving_writes_the_same_flat_file(tmp_path, name):
     old, new = (json.loads((d / name).read_text()) for d in (DATA, tmp_path))
     # keys added since v1 are written with their defaults; the rest keep their order and
     # values (a float field loads 256 as 256.0)
-    added = {"profile": False, "profile_every": 128, "kv_events": None, "kv_events_replay": None}
+    added = {"profile": False, "profile_every": 128, "kv_events": None, "kv_events_replay": None,
+             "candidates": 4.0, "estimate_top_p": 0.0, "quant_bits": 8}
     assert {k: new[k] for k in added} == added
     kept = {k: v for k, v in new.items() if k not in added}
     assert list(kept) == list(old) and kept == old

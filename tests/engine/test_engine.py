@@ -270,3 +270,22 @@ def test_one_batched_sample_call_per_step(tiny, monkeypatch):
     assert len(calls) == busy
     assert calls[0][0] == 2 + 2        # the first prefill: two rows plus two forked siblings
     assert all(isinstance(out, list) and all(type(t) is int for t in out) for _, out in calls)
+
+
+def test_twostage_runs_from_the_engine_config(tiny):
+    """The engine config carries twostage's knobs to the selector and live updates retune
+    them; its decode steps select a subset of pages from the 4-bit key copy, which cache
+    writes keep beside the pool."""
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    eng = make_engine(tiny, policy="twostage", budget=8, candidates=2.0, quant_bits=4, dense_layers=0,
+                      stats=True)
+    assert eng.selector.policy.params.quant_bits == 4
+    eng.update(estimate_top_p=0.9)
+    for p in PROMPTS:
+        eng.add_request(p, params)
+    recs = run_all(eng)
+    assert eng.selector.policy.params.estimate_top_p == 0.9
+    assert eng.runner.kv.qkey_bits == 4 and eng.runner.kv.qkeys[0].shape[-1] == eng.runner.kv.head_dim // 2
+    sel = [s for r in recs if r.selection is not None for s in [r.selection]]
+    assert sel and max(max(s.context_pages) for s in sel) > 2 >= min(min(s.pages_selected) for s in sel)
+    assert len(outputs_by_request(recs)) == len(PROMPTS)

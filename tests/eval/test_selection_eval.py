@@ -46,30 +46,45 @@ def test_harness_end_to_end(tiny_model_dir, tmp_path):
                    "--plots", str(tmp_path / "plots"), "--budgets", "32,1/8", "--block-sizes", "8,16",
                    "--top-p", "0.9,1.0",
                    "--context", "160", "--decode-tokens", "6", "--text-samples", "2",
-                   "--passkey-samples", "2", "--dense-layers", "1"])
+                   "--passkey-samples", "2", "--passkey-lengths", "120,160", "--dense-layers", "1"])
     assert args.func(args) == 0
     rep = json.loads(out.read_text())
     rows = rep["results"]
-    # block sizes x (dense + 4 policies x 2 budgets + adaptive x 2 budgets x 2 top_p)
-    assert len(rows) == 2 * (1 + 4 * 2 + 2 * 2)
+    # block sizes x (dense + 4 policies x 2 budgets + adaptive x 2 budgets x 2 top_p
+    #                + twostage x 2 budgets x (fixed + 2 top_p) + oracle_p x 2 top_p)
+    assert len(rows) == 2 * (1 + 4 * 2 + 2 * 2 + 2 * 3 + 2)
+    assert rep["verdict"] is None and "not measured here" in rep["decode_timing"]
     for r in rows:
         assert r["bound_violations"] == 0
         assert 0.0 <= r["mass_recall"] <= r["oracle_mass"] + 1e-6 <= 1.0 + 2e-6 and 0.0 < r["pages_frac"] <= 1.0
         assert r["perplexity"] > 1.0 and r["passkey_accuracy"] is not None
+        assert set(r["passkey"]) == {"120", "160"} and all(p["n"] == 2 for p in r["passkey"].values())
+        for p in r["passkey"].values():
+            assert p["ci95"][0] <= p["accuracy"] <= p["ci95"][1]
         if r["policy"] == "dense":
             assert r["agreement"] == 1.0 and r["ppl_vs_dense"] == 0.0 and r["pages_frac"] == 1.0
         else:
-            assert r["pages_frac"] < 1.0  # 160 tokens: both budgets select a subset
+            # 160 tokens: both budgets select a subset (oracle_p at p=1 needs every page)
+            assert r["pages_frac"] < 1.0 or (r["policy"], r["top_p"]) == ("oracle_p", 1.0)
             assert set(r["extra"]["per_layer_mass_recall"]) == {"1", "2"}
     q = next(r for r in rows if r["policy"] == "quest" and r["budget"] == "32" and r["block_size"] == 8)
     assert q["mean_pages"] == pytest.approx(4.0)  # 32 tokens / 8 per page
     targets = {t["target"].split(":")[0] for t in rep["targets"]}
-    assert {"quest @1/8", "adaptive", "streaming @1/8", "h2o @1/8", "oracle @1/8"} <= targets
+    assert {"quest @1/8", "adaptive", "streaming @1/8", "h2o @1/8", "oracle @1/8", "twostage @1/8",
+            "twostage top-p", "oracle_p p=0.9"} <= targets
+    two = [r for r in rows if r["policy"] == "twostage" and r["block_size"] == 16]
+    assert sorted((r["budget"], r["top_p"] or 0) for r in two) == [
+        ("1/8", 0), ("1/8", 0.9), ("1/8", 1.0), ("32", 0), ("32", 0.9), ("32", 1.0)]
+    orp = {r["top_p"]: r for r in rows if r["policy"] == "oracle_p" and r["block_size"] == 16}
+    assert orp[0.9]["budget"] is None and orp[0.9]["mass_recall"] >= 0.9 - 1e-6
+    assert orp[0.9]["pages_frac"] < orp[1.0]["pages_frac"]
     oracle = next(r for r in rows if r["policy"] == "oracle" and r["budget"] == "1/8" and r["block_size"] == 16)
     quest = next(r for r in rows if r["policy"] == "quest" and r["budget"] == "1/8" and r["block_size"] == 16)
     assert oracle["mass_recall"] >= quest["mass_recall"] - 1e-6  # the best ranking at the same budget
     md = (tmp_path / "r.md").read_text()
-    assert "| 16 | quest | 1/8 |" in md and "| 16 | adaptive p=1 | 32 |" in md
+    assert "| 16 | quest | 1/8 |" in md and "| 16 | adaptive p=1 | 32 |" in md and "| 16 | twostage | 1/8 |" in md
+    assert "pass-key 160 (95% CI)" in md
+    assert "(plots/selection_accuracy_bs16.png)" in md   # links relative to the report
     for r in rows:  # quest and adaptive runs replay their selections through LRU and LFU tiers
         tiers = r["extra"].get("tiers")
         assert (tiers is not None) == (r["policy"] in ("quest", "adaptive"))
@@ -85,7 +100,8 @@ def test_full_budget_run_equals_dense(tiny_model_dir):
     model, tok = load_model(tiny_model_dir)
     tokens = np.asarray(tok.encode(TEXT), dtype=np.int64)
     spec = ev.EvalSpec(policies=("dense", "quest", "adaptive"), budgets=("1.0",), block_sizes=(8,),
-                       context=96, decode_tokens=5, text_samples=2, passkey_samples=1, top_ps=(1.0,))
+                       context=96, decode_tokens=5, text_samples=2, passkey_samples=1, passkey_lengths=(96,),
+                       top_ps=(1.0,))
     res = ev.evaluate(model, tok, tokens, spec, progress=False)
     dense = res[0]
     for r in res[1:]:
@@ -114,6 +130,7 @@ def test_heldout_text_is_the_shipped_text_whatever_the_host_has(tmp_path, monkey
     (["--decode-tokens", "4096"], "--decode-tokens"),
     (["--top-p", "0"], "--top-p"),
     (["--tier-factors", "2,-1"], "--tier-factors"),
+    (["--passkey-lengths", "8"], "--passkey-lengths"),
 ])
 def test_bad_flags_name_the_flag(argv, field):
     with pytest.raises(ConfigError) as e:
@@ -129,9 +146,44 @@ def test_a_failed_output_costs_only_itself(tiny_model_dir, tmp_path, capsys):
                    "--md", str(tmp_path / "r.md"), "--plots", str(tmp_path / "plots"),
                    "--policies", "quest", "--budgets", "32", "--block-sizes", "8",
                    "--context", "96", "--decode-tokens", "2", "--text-samples", "1",
-                   "--passkey-samples", "1", "--dense-layers", "1"])
+                   "--passkey-samples", "1", "--passkey-lengths", "96", "--dense-layers", "1"])
     assert args.func(args) == 1
     assert json.loads((tmp_path / "r.json").read_text())["results"]
     assert "| quest |" in (tmp_path / "r.md").read_text()
     err = [line for line in capsys.readouterr().err.splitlines() if "not written" in line]
     assert len(err) == 1 and "plots" in err[0]
+
+
+def test_quick_run_writes_json_and_plots_and_judges_nothing(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """--quick alone leaves out/eval-selection-quick.json and its plots (the README's word),
+    prints rounded figures and one 'not a verdict' line instead of met / MISSED."""
+    monkeypatch.chdir(tmp_path)
+    bench = tmp_path / "decode.json"
+    bench.write_text(json.dumps({"machine": "NVIDIA H200", "budget": 4096, "block_size": 16, "rows": [
+        {"context": 32768, "batch": 1, "dense_ms": 9.0, "quest_ms": 8.0, "twostage_ms": 7.0},
+        {"context": 32768, "batch": 64, "dense_ms": 20.0, "quest_ms": 15.0, "twostage_ms": 16.5,
+         "quest_eager_ms": 15.5}]}))
+    args = _parse(["--quick", "--model", str(tiny_model_dir), "--policies", "quest,twostage",
+                   "--budgets", "1/8", "--context", "96", "--decode-tokens", "2", "--text-samples", "1",
+                   "--passkey-samples", "2", "--passkey-lengths", "96", "--dense-layers", "1",
+                   "--decode-json", str(bench)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "quick: 3 samples, not a verdict" in out
+    assert "MISSED" not in out and " met" not in out
+    rep = json.loads((tmp_path / "out" / "eval-selection-quick.json").read_text())
+    assert rep["verdict"] == "quick: 3 samples, not a verdict" and rep["targets"] == []
+    assert [p.name for p in (tmp_path / "out" / "eval-selection-quick").iterdir()] == ["selection_accuracy_bs16.png"]
+    by = {(r["policy"], r["top_p"]): r for r in rep["results"]}
+    # the 32K step of the largest batch, for the runs whose budget is the bench's share (4096/32768 = 1/8)
+    assert by[("dense", None)]["decode_ms"] == 20.0 and by[("twostage", None)]["decode_ms"] == 16.5
+    assert by[("quest", None)]["decode_ms"] == 15.0 and by[("twostage", 0.99)]["decode_ms"] is None
+    row = next(line for line in out.splitlines() if line.startswith("| 16 | quest |"))
+    cells = [c.strip() for c in row.split("|")]
+    assert all(len(c.split(".")[-1].rstrip("%]")) <= 2 for c in cells if "." in c and "[" not in c)  # rounded
+
+
+def test_wilson_interval_is_the_textbook_one():
+    lo, hi = ev.wilson_interval(180, 200)
+    assert lo == pytest.approx(0.8506, abs=1e-3) and hi == pytest.approx(0.9343, abs=1e-3)
+    assert ev.wilson_interval(0, 20)[0] == 0.0 and ev.wilson_interval(20, 20)[1] == pytest.approx(1.0)

@@ -45,13 +45,18 @@ def _short(mangled: str) -> str:
     return " ".join(x for x in (base, targs, dim.group(1) if dim else "") if x)
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
-def test_kernels_compile_without_spills(tmp_path):
+def compile_unit(unit: str, tmp_path) -> list[dict]:
+    """nvcc -Xptxas -v on one compile-check unit of csrc/kernels; its ptxas rows."""
     cmd = ["nvcc", "-std=c++17", "-O3", "-Xptxas", "-v", *ARCHS.values(), "-c",
-           str(CSRC / "instantiate_all.cu"), "-o", str(tmp_path / "k.o")]
+           str(CSRC / unit), "-o", str(tmp_path / "k.o")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
-    rows = _ptxas_report(r.stderr + r.stdout)
+    return _ptxas_report(r.stderr + r.stdout)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_kernels_compile_without_spills(tmp_path):
+    rows = compile_unit("instantiate_all.cu", tmp_path)
     print(f"\n{'kernel':<34} {'arch':<7} {'regs':>5} {'stack':>6} {'spill':>6}")
     for row in rows:
         print(f"{_short(row['kernel']):<34} {row['arch']:<7} {row.get('regs', 0):>5} "

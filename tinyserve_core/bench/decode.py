@@ -1,6 +1,8 @@
 """End-to-end decode step time (`tinyserve bench decode`) at long context, query-aware
-selection (quest) vs dense, through the real ModelRunner (projections, cache writes,
-scoring, selection, attention, MLP, LM head).
+selection (quest, and twostage at the same page count) vs dense, through the real
+ModelRunner (projections, cache writes, scoring, selection, attention, MLP, LM head).
+twostage runs eagerly (no CUDA graph: see selection/twostage.py), so it is also set
+beside quest run eagerly (`quest_eager_ms`): the ratio of the two is the selector's cost.
 
 The shipped model's context is 2,048 tokens, so the long-context figure uses a Llama
 of the usual serving shape (GQA 32/8, head_dim 128) with random weights and few layers:
@@ -93,6 +95,9 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
             prompt = torch.randint(0, vocab, (ctx,), generator=gen).tolist()
             runner.prefill([PrefillItem(i, prompt, 0, tables[i])])
         selectors = {"dense": None, "quest": build_selector("quest", budget=budget, dense_layers=0)}
+        eager = {"quest_eager": build_selector("quest", budget=budget, dense_layers=0),
+                 "twostage": build_selector("twostage", budget=budget, dense_layers=0)}
+        at = len(rows)
         for batch in batches:
             # every timed step writes position `ctx` again: the context stays ctx + 1 tokens
             items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(batch)]
@@ -102,8 +107,19 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
                 result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
             result["speedup"] = result["dense_ms"] / result["quest_ms"]
             rows.append(result)
+        # after every dense and quest point: from its first step on, twostage's key copy is
+        # written with the cache, which those points must not pay
+        graphs = runner.cuda_graphs
+        runner.cuda_graphs = False
+        for result in rows[at:]:
+            items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(result["batch"])]
+            for policy, selector in eager.items():
+                runner.selector = selector
+                result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
+            result["twostage_vs_quest"] = result["twostage_ms"] / result["quest_eager_ms"]
             if progress is not None:
                 progress(result)
+        runner.cuda_graphs = graphs
         del runner
         if cuda:
             torch.cuda.empty_cache()

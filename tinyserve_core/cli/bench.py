@@ -167,7 +167,7 @@ def run_kernels(args) -> int:
 def _add_decode(sub) -> None:
     from ..bench import decode
 
-    p = sub.add_parser("decode", help="decode step time at long context: quest vs dense", description=decode.__doc__)
+    p = sub.add_parser("decode", help="decode step time at long context: quest and twostage vs dense", description=decode.__doc__)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
     p.add_argument("--context", type=int, nargs="+", default=None,
                    help="context lengths (None: 8192 16384 32768 on a GPU, 1024 2048 on a CPU)")
@@ -190,7 +190,7 @@ def run_decode(args) -> int:
         check_writable(args.json, "--json")
     def progress(r):
         print(f"  ctx {r['context']:>6} batch {r['batch']:>3}: dense {r['dense_ms']:.2f} ms, "
-              f"quest {r['quest_ms']:.2f} ms", file=sys.stderr)
+              f"quest {r['quest_ms']:.2f} ms, twostage {r['twostage_ms']:.2f} ms (eager)", file=sys.stderr)
 
     res = measure_decode(args.device, args.context, args.batch, args.budget, args.layers, args.shape,
                          args.block_size, args.reps, progress)
@@ -199,10 +199,13 @@ def run_decode(args) -> int:
           f"head_dim {m['head_dim']}, hidden {m['hidden']}), "
           f"{res['dtype']}, block {res['block_size']}, quest budget {args.budget} tokens (all layers), "
           f"on {res['machine']}")
-    print(f"{'context':>8} {'batch':>6} {'dense ms':>9} {'quest ms':>9} {'speed-up':>9}")
+    print("twostage: candidates 4x the budget, int8 keys, eager; its peer is quest eager, same pages")
+    print(f"{'context':>8} {'batch':>6} {'dense ms':>9} {'quest ms':>9} {'speed-up':>9} "
+          f"{'quest eager':>12} {'twostage':>9} {'ratio':>6}")
     for r in res["rows"]:
         print(f"{r['context']:>8} {r['batch']:>6} {r['dense_ms']:>9.2f} {r['quest_ms']:>9.2f} "
-              f"{r['speedup']:>8.2f}x")
+              f"{r['speedup']:>8.2f}x {r['quest_eager_ms']:>12.2f} {r['twostage_ms']:>9.2f} "
+              f"{r['twostage_vs_quest']:>5.2f}x")
     if args.json:
         keys = ("machine", "dtype", "layers", "shape", "block_size", "budget", "rows")
         write_json(args.json, {k: res[k] for k in keys}, "--json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -94,6 +95,9 @@ def run_lm(args) -> int:
 
 # ---- selection ---------------------------------------------------------------------------
 
+QUICK_JSON = "out/eval-selection-quick.json"
+QUICK_PLOTS = "out/eval-selection-quick"
+
 def _add_selection(sub) -> None:
     from ..eval import selection as ev
 
@@ -103,18 +107,27 @@ def _add_selection(sub) -> None:
     p.add_argument("--json", default=None, help="write every result here")
     p.add_argument("--md", default=None, help="write the Markdown table and target verdicts here")
     p.add_argument("--plots", default=None, help="folder for accuracy-vs-budget PNGs")
-    p.add_argument("--quick", action="store_true", help="small sweep for a 2-core CPU (a few minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"small smoke run, no verdicts; writes {QUICK_JSON} and {QUICK_PLOTS}/ unless "
+                        "--json / --plots say where")
     p.add_argument("--policies", default=None, help=f"comma list (None: {','.join(ev.ALL_POLICIES)})")
     p.add_argument("--budgets", default=None,
-                   help=f"comma list of tokens or fractions (None: {','.join(ev.FULL_BUDGETS)})")
+                   help=f"comma list of tokens or fractions (None: {','.join(ev.TARGET_BUDGETS)}; "
+                        f"the sweep: {','.join(ev.FULL_BUDGETS)})")
     p.add_argument("--block-sizes", default=None, help="comma list (None: 8,16,32)")
-    p.add_argument("--context", type=int, default=None, help="tokens per sample (None: 2048; quick 1024)")
+    p.add_argument("--context", type=int, default=None, help="tokens per text window (None: 2048; quick 1024)")
     p.add_argument("--decode-tokens", type=int, default=None,
                    help="teacher-forced decode steps per text sample (None: 64; quick 32)")
     p.add_argument("--text-samples", type=int, default=None, help="held-out text windows (None: 4; quick 2)")
-    p.add_argument("--passkey-samples", type=int, default=None, help="pass-key samples (None: 16; quick 6)")
+    p.add_argument("--passkey-samples", type=int, default=None,
+                   help="pass-key samples per length (None: 200; quick 6)")
+    p.add_argument("--passkey-lengths", default=None,
+                   help="pass-key prompt lengths, comma list (None: 1024,2048; quick 1024)")
+    p.add_argument("--decode-json", default=None,
+                   help="a `tinyserve bench decode --json` result: its 32K-context step times join the table")
     p.add_argument("--top-p", default=None,
-                   help="adaptive policy's mass targets, comma list (None: 0.95,0.99; quick 0.99)")
+                   help="mass targets of adaptive, twostage (besides its fixed form) and oracle_p, "
+                        "comma list (None: 0.95,0.99; quick 0.99)")
     p.add_argument("--dense-layers", type=int, default=None, help="first layers left dense (None: 2)")
     p.add_argument("--sink-pages", type=int, default=None,
                    help="attention-sink pages every sparse policy keeps (None: each policy's own)")
@@ -154,6 +167,8 @@ def spec_from_args(args):
         spec.tier_factors = _csv("--tier-factors", args.tier_factors, float)
     if args.top_p is not None:
         spec.top_ps = _csv("--top-p", args.top_p, float)
+    if args.passkey_lengths is not None:
+        spec.passkey_lengths = _csv("--passkey-lengths", args.passkey_lengths, int)
     for name in ("context", "decode_tokens", "text_samples", "passkey_samples", "dense_layers", "sink_pages"):
         v = getattr(args, name)
         if v is not None:
@@ -166,14 +181,23 @@ def run_selection(args) -> int:
     import torch
 
     from ..errors import ConfigError, TinyServeError
-    from ..eval.selection import (DTYPES, check_targets, evaluate, heldout_tokens, machine, markdown_table,
-                                  tier_table, write_plots)
+    from ..eval.selection import (DTYPES, attach_decode_times, check_targets, evaluate, heldout_tokens, machine,
+                                  markdown_table, tier_table, write_plots)
     from ..model.loader import default_model_dir, load_model
 
     spec = spec_from_args(args)
+    if args.quick:  # the README's promise: a quick run leaves its JSON and plots behind
+        args.json = args.json or QUICK_JSON
+        args.plots = args.plots or QUICK_PLOTS
     for flag in ("json", "md"):
         if getattr(args, flag):
             check_writable(getattr(args, flag), f"--{flag}", make_parents=True)
+    bench = None
+    if args.decode_json:
+        from ..loaders import load_json
+        bench = load_json(args.decode_json, max_bytes=1 << 22, field="--decode-json")
+        if not isinstance(bench, dict) or not isinstance(bench.get("rows"), list):
+            raise ConfigError("--decode-json", f"{args.decode_json} is not a `tinyserve bench decode --json` result")
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError("--threads", f"must be >= 1, got {args.threads}")
@@ -189,17 +213,24 @@ def run_selection(args) -> int:
     t0 = time.perf_counter()
     results = evaluate(model, tok, tokens, spec, device=device, dtype=dtype)
     wall = time.perf_counter() - t0
-    verdicts = check_targets(results)
-    table = markdown_table(results)
+    timing = (attach_decode_times(results, bench) if bench is not None
+              else "GPU decode step at 32K: not measured here (pass --decode-json from `tinyserve bench decode`)")
+    # a quick run's handful of samples judges nothing: it says so instead of met / MISSED
+    quick_note = f"quick: {spec.quick_samples} samples, not a verdict" if args.quick else None
+    verdicts = [] if args.quick else check_targets(results)
+    table = markdown_table(results, digits=2 if args.quick else 3)
     tiers = tier_table(results)
     print(table)
     if tiers:
         print("\nTwo-tier page cache (selections replayed; residency accounting, no copies):\n" + tiers)
+    print(timing)
+    if quick_note:
+        print(quick_note)
     for v in verdicts:
         met = {True: "met", False: "MISSED", None: "reported"}[v["met"]]
         print(f"- {v['target']} (block {v['block_size']}): {met}: {json.dumps(v['value'])}")
     info = {"model": str(model_dir), "machine": machine(device), "device": device, "dtype": args.dtype,
-            "text_source": source,
+            "text_source": source, "decode_timing": timing, "verdict": quick_note,
             "spec": asdict(spec), "wall_s": wall, "torch": torch.__version__}
     # each output on its own: one that fails at the end costs only itself
     failed: list[str] = []
@@ -212,28 +243,37 @@ def run_selection(args) -> int:
             return default
 
     if args.json:
-        attempt(lambda: write_json(args.json, {**info, "results": [asdict(r) for r in results],
-                                               "targets": verdicts}, "--json", indent=1, make_parents=True))
+        if attempt(lambda: write_json(args.json, {**info, "results": [asdict(r) for r in results],
+                                                  "targets": verdicts}, "--json", indent=1, make_parents=True),
+                   False) is not False:
+            print(f"wrote {args.json}")
     plots = attempt(lambda: write_plots(results, args.plots), []) if args.plots else []
+    if plots:
+        print(f"wrote {len(plots)} plots to {args.plots}")
     if args.md:
         lines = [f"# Page-selection accuracy ({model_dir.name})", "",
-                 f"Machine: {info['machine']}; text: {source}; context {spec.context}, "
+                 f"Machine: {info['machine']}; text: {source}; text windows of {spec.context} tokens, "
                  f"{spec.text_samples} text x {spec.decode_tokens} decode tokens, {spec.passkey_samples} pass-key "
-                 f"samples; first {spec.dense_layers} layers dense; sink pages "
-                 f"{'policy default' if spec.sink_pages is None else spec.sink_pages}; adaptive top_p "
+                 f"samples at each of {', '.join(map(str, spec.passkey_lengths))} tokens; first "
+                 f"{spec.dense_layers} layers dense; sink pages "
+                 f"{'policy default' if spec.sink_pages is None else spec.sink_pages}; top_p "
                  f"{', '.join(f'{p:g}' for p in spec.top_ps)} "
-                 f"(budget = its cap). "
-                 f"Wall time {wall:.0f} s.", "", table, ""]
+                 f"(adaptive, twostage p=, oracle_p; a budget is their cap). "
+                 f"Wall time {wall:.0f} s.", "", timing + ".", "", table, ""]
         if tiers:
             lines += ["## Two-tier page cache", "",
                       "Each run's selections (union over kv-heads per sequence and layer) replayed through a "
                       "fast tier of the given size per (sequence, layer); a miss fetches one page (K+V, all "
                       "kv-heads, cache dtype). Residency accounting: nothing is copied.", "", tiers, ""]
         lines += ["## Targets", ""]
+        if quick_note:
+            lines.append(quick_note)
         for v in verdicts:
             met = {True: "met", False: "**missed**", None: "reported"}[v["met"]]
             lines.append(f"- {v['target']} (block {v['block_size']}): {met} - `{json.dumps(v['value'])}`")
-        lines += [""] + [f"![{Path(f).stem}]({Path(f).resolve()})" for f in plots]
+        # links relative to the report, so a report and its plots can move together (docs/selection/)
+        md_dir = Path(args.md).resolve().parent
+        lines += [""] + [f"![{Path(f).stem}]({os.path.relpath(Path(f).resolve(), md_dir)})" for f in plots]
         attempt(lambda: write_text(args.md, "\n".join(lines) + "\n", "--md", make_parents=True))
     for line in failed:
         print(line, file=sys.stderr)

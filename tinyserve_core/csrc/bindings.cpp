@@ -22,4 +22,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_pdl", &tinyserve::set_pdl, "programmatic dependent launch of the attention-path kernels (sm_90+)");
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
+  m.def("quantize_keys", &tinyserve::quantize_keys);
+  m.def("page_estimates", &tinyserve::page_estimates);
 }

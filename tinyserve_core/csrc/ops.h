@@ -37,6 +37,14 @@ void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor&
 
 torch::Tensor allocate_blocks(torch::Tensor& refcounts, int64_t num);
 
+// quant_ops.cu: the twostage selector's quantised key copy
+void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torch::Tensor& qkeys,
+                   const torch::Tensor& slot_mapping, int64_t bits);
+
+torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qkeys, const torch::Tensor& meta,
+                             const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
+                             const torch::Tensor& candidates, double scale, int64_t bits);
+
 }  // namespace tinyserve
 
 #define TS_CHECK_CUDA(x) TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from . import reference
+from . import quant_reference, reference
 from ._backend import backend_for, backend_info
 
 __all__ = [
@@ -17,6 +17,8 @@ __all__ = [
     "select_pages",
     "copy_blocks",
     "allocate_blocks",
+    "quantize_keys",
+    "page_estimates",
     "backend_for",
     "backend_info",
 ]
@@ -26,8 +28,28 @@ def _ops(t: torch.Tensor):
     return backend_for(t.device)
 
 
-def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping) -> None:
-    return _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping)
+def _quant_ops(t: torch.Tensor):
+    if backend_for(t.device) is reference:
+        return quant_reference
+    from . import _cuda_quant  # only once the extension is loaded
+
+    return _cuda_quant
+
+
+def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=None) -> None:
+    """`qkeys`: the layer's quantised key copy, when it keeps one (quant_reference.py):
+    the written pages are re-quantised after their min/max are refreshed."""
+    _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping)
+    if qkeys is not None:
+        quantize_keys(k_cache, meta, qkeys, slot_mapping)
+
+
+def quantize_keys(k_cache, meta, qkeys, slot_mapping) -> None:
+    return _quant_ops(k_cache).quantize_keys(k_cache, meta, qkeys, slot_mapping)
+
+
+def page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale):
+    return _quant_ops(query).page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale)
 
 
 def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices=None):

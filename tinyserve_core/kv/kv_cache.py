@@ -3,6 +3,9 @@
 Layouts (kernels/reference.py is the spec):
   k_caches[l], v_caches[l]: [num_blocks, block_size, num_kv_heads, head_dim]
   metas[l]:                 [num_blocks, 2, num_kv_heads, head_dim] (key min, key max)
+  qkeys[l] (optional):      uint8 [num_blocks, block_size, num_kv_heads, head_dim * bits / 8],
+                            the quantised key copy of the twostage selector (kernels/quant_reference.py),
+                            allocated on first need and kept current by every cache write
 The BlockManager decides which block ids hold what; this class only owns the memory."""
 
 from __future__ import annotations
@@ -95,6 +98,35 @@ class KVCache:
         self.v_caches = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
         self.metas = [torch.zeros((num_blocks, 2, num_kv_heads, head_dim), dtype=dtype, device=self.device)
                       for _ in range(num_layers)]
+        self.qkeys: list[torch.Tensor] | None = None   # the copy cache writes keep current
+        self.qkey_bits: int | None = None
+        self._qkeys_by_bits: dict[int, list[torch.Tensor]] = {}
+
+    def ensure_quant_keys(self, bits: int, refresh: bool = False) -> list[torch.Tensor]:
+        """The quantised key copy at `bits` (8 or 4), made the one cache writes keep
+        current. Built from the cache when first asked for; `refresh` re-quantises every
+        page in place (after writes that bypassed it: a restored snapshot, decode steps
+        replayed from a CUDA graph captured before the copy existed). A copy is never
+        freed while the cache lives, so a graph that writes it never writes freed memory."""
+        if bits not in (8, 4):
+            raise ConfigError("quant_bits", f"must be 8 or 4, got {bits!r}")
+        copy = self._qkeys_by_bits.get(bits)
+        if copy is None:
+            shape = (self.num_blocks, self.block_size, self.num_kv_heads, self.head_dim * bits // 8)
+            # first asked for inside a decode step (inference mode): made a normal tensor like
+            # the caches, so code outside inference mode may update it too
+            with torch.inference_mode(False):
+                copy = self._qkeys_by_bits[bits] = [torch.zeros(shape, dtype=torch.uint8, device=self.device)
+                                                    for _ in range(self.num_layers)]
+            refresh = True
+        if refresh:
+            # every slot of every page, against its page's current min/max: slots past a
+            # page's content get codes too, but no reader looks past a context's length
+            last = torch.arange(self.num_blocks, device=self.device) * self.block_size + self.block_size - 1
+            for k, m, q in zip(self.k_caches, self.metas, copy):
+                kernels.quantize_keys(k, m, q, last)
+        self.qkeys, self.qkey_bits = copy, bits
+        return copy
 
     @classmethod
     def for_model(cls, config, num_blocks: int, block_size: int, dtype=torch.float32, device="cpu") -> "KVCache":
@@ -116,4 +148,8 @@ class KVCache:
         mapping = torch.as_tensor(pairs, dtype=torch.int64).reshape(-1, 2)
         if int(mapping.min()) < 0 or int(mapping.max()) >= self.num_blocks:
             raise ValueError(f"copy_blocks: block id out of range 0..{self.num_blocks - 1}: {pairs}")
-        kernels.copy_blocks(self.k_caches, self.v_caches, self.metas, mapping.to(self.device))
+        mapping = mapping.to(self.device)
+        kernels.copy_blocks(self.k_caches, self.v_caches, self.metas, mapping)
+        for copy in self._qkeys_by_bits.values():  # rare (copy-on-write): a plain indexed copy
+            for q in copy:
+                q[mapping[:, 1]] = q[mapping[:, 0]]

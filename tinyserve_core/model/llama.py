@@ -221,7 +221,9 @@ class LlamaForCausalLM(nn.Module):
                 v = attn.v_proj(h).view(-1, attn.num_kv_heads, attn.head_dim)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             with t("cache_write"):
-                kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping)
+                qkeys = getattr(kv, "qkeys", None)
+                kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
+                                          None if qkeys is None else qkeys[i])
             if batch.is_prefill:
                 with t("attention"):
                     o = _prefill_attention(attn, q, k, v, kv.k_caches[i], kv.v_caches[i], batch)

@@ -149,6 +149,7 @@ class PageSelection(Event):
     tier_hits: int | None = None
     tier_misses: int | None = None
     oracle_mass: float | None = None   # true mass on oracle_pages: the best mass recall possible
+    candidate_pages: tuple[int, ...] | None = None  # a two-stage policy's stage-1 candidates
 
 
 class EventSink:

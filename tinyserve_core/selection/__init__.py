@@ -1,7 +1,7 @@
 """Query-aware page selection: which KV pages each decode query attends to.
 
 `PageSelector` is the model runner's hook; policies (`dense`, `quest`, `adaptive`,
-`streaming`, `h2o`, and `oracle` as the measuring stick) are looked up by name in `POLICIES`; `StatsRecorder` measures
+`twostage`, `streaming`, `h2o`, and `oracle` / `oracle_p` as the measuring sticks) are looked up by name in `POLICIES`; `StatsRecorder` measures
 them against true attention; the two-tier page cache lives in `kv.tiers`."""
 
 from .base import Policy, SelectContext, Selection

@@ -17,7 +17,7 @@ import torch
 from .. import kernels
 from ..errors import ConfigError
 from .base import (EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator,
-                   forced_pages, take_top, tokens_per_page)
+                   forced_pages, take_top, tokens_per_page, top_p_pages)
 from .params import Budget, check_float, check_int
 
 
@@ -66,9 +66,7 @@ class AdaptivePolicy(Policy):
 
         forced = forced_pages(n, M, p.sink_pages)[:, None, :].expand(B, H, M)
         keys = logits.masked_fill(forced, float("inf"))
-        order = torch.argsort(keys, dim=-1, descending=True)
-        cum = torch.cumsum(torch.gather(prob, -1, order), dim=-1)
-        need = (cum < p.top_p_mass).sum(-1) + 1  # pages until the estimate reaches top_p_mass
+        need = top_p_pages(prob, keys, p.top_p_mass)  # pages until the estimate reaches top_p_mass
 
         nf = forced[:, 0].sum(-1)[:, None]
         lo = p.min_budget.pages(ctx.seq_lens, ctx.block_size)[:, None]

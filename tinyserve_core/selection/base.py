@@ -31,6 +31,7 @@ class SelectContext:
     layer_idx: int
     scale: float
     block_size: int
+    qkeys: torch.Tensor | None = None  # [NB, bs, Hkv, D*bits/8] uint8, for policies that ask for it
 
     @property
     def num_kv_heads(self) -> int:
@@ -45,7 +46,8 @@ class SelectContext:
 class Selection:
     """A policy's answer. `page_indices` None means every page (dense). The optional
     tensors feed statistics: `scores` [B,Hkv,M] the page bounds, `budget_pages` [B,Hkv]
-    the budget the policy chose, `entropy` [B,Hkv] of its mass estimate (nats).
+    the budget the policy chose, `entropy` [B,Hkv] of its mass estimate (nats),
+    `candidates` [B,Hkv,C] the pages a two-stage policy's first stage kept (-1 pad).
     `exempt` marks a layer the policy never selects on (dense policy, the first
     dense layers): statistics and tiers leave it out, it keeps its whole context."""
     page_indices: torch.Tensor | None
@@ -53,6 +55,7 @@ class Selection:
     budget_pages: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
     exempt: bool = False
+    candidates: torch.Tensor | None = None
 
 
 EXEMPT = Selection(None, exempt=True)
@@ -67,6 +70,8 @@ class Policy:
     # True when select() only queues GPU work decided by host values that depend on the
     # shapes and parameters alone, so a CUDA graph of the decode step can include it.
     graph_safe: ClassVar[bool] = True
+    # Bits of the quantised key copy the policy reads (SelectContext.qkeys), or None.
+    quant_key_bits: int | None = None
     _validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
 
     def __init__(self, **params):
@@ -140,6 +145,14 @@ def take_top(keys: torch.Tensor, k: torch.Tensor, kmax: int) -> torch.Tensor:
     idx = idx.masked_fill(rank >= k[..., None], M)
     idx = torch.sort(idx, dim=-1).values
     return idx.masked_fill(idx == M, -1).to(torch.int32)
+
+
+def top_p_pages(prob: torch.Tensor, keys: torch.Tensor, top_p: float) -> torch.Tensor:
+    """int64 [B, H]: how many pages, taken in `keys` order (highest first), it takes for
+    their `prob` [B, H, M] to sum to `top_p`: the fewest pages reaching that mass."""
+    order = torch.argsort(keys, dim=-1, descending=True)
+    cum = torch.cumsum(torch.gather(prob, -1, order), dim=-1)
+    return (cum < top_p).sum(-1) + 1
 
 
 def tokens_per_page(seq_lens: torch.Tensor, max_pages: int, block_size: int) -> torch.Tensor:

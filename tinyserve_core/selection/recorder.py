@@ -30,7 +30,7 @@ class _InFlight:
     policy: str
     layers: list[int]
     seq_ids: list[int]
-    host: torch.Tensor              # pinned float32 [layers, B, H, C + 3M]
+    host: torch.Tensor              # pinned float32 [layers, B, H, C + 4M]
     page_bytes: dict[int, int]
     event: object                   # torch.cuda.Event, None on the CPU
 

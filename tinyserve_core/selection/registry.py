@@ -7,12 +7,14 @@ from .adaptive import AdaptivePolicy
 from .base import Policy
 from .dense import DensePolicy
 from .h2o import H2OPolicy
-from .oracle import OraclePolicy
+from .oracle import OraclePolicy, OracleTopPPolicy
 from .quest import QuestPolicy
 from .streaming import StreamingPolicy
+from .twostage import TwoStagePolicy
 
 POLICIES: dict[str, type[Policy]] = {
-    c.name: c for c in (DensePolicy, QuestPolicy, AdaptivePolicy, StreamingPolicy, H2OPolicy, OraclePolicy)
+    c.name: c for c in (DensePolicy, QuestPolicy, AdaptivePolicy, TwoStagePolicy, StreamingPolicy, H2OPolicy,
+                          OraclePolicy, OracleTopPPolicy)
 }
 
 

@@ -35,6 +35,7 @@ class PageSelector:
         self._stats_on = bool(stats)
         self._recorder: StatsRecorder | None = None
         self._sync_recorder()
+        self._qkeys_for: tuple | None = None   # (policy, cache) whose quantised copy is current
 
     # ---- live configuration -------------------------------------------------------
     @property
@@ -186,11 +187,21 @@ class PageSelector:
         if metas is None or metas[layer_idx] is None:
             raise ValueError("page selection needs the KV cache's page metadata (kv.metas)")
         k_cache = kv.k_caches[layer_idx]
+        qkeys = None
+        if policy.quant_key_bits is not None:
+            if not hasattr(kv, "ensure_quant_keys"):
+                raise ValueError(f"the {policy.name} policy needs a KV cache that keeps quantised keys")
+            # re-quantised whole the first time this policy meets this cache: steps run
+            # under another policy (or restored caches) may have bypassed the copy
+            last = self._qkeys_for
+            fresh = last is not None and last[0] is policy and last[1] is kv
+            qkeys = kv.ensure_quant_keys(policy.quant_key_bits, refresh=not fresh)[layer_idx]
+            self._qkeys_for = (policy, kv)
         ctx = SelectContext(
             query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=metas[layer_idx],
             block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),
             layer_idx=layer_idx, scale=_softmax_scale(layer, query.shape[-1]),
-            block_size=int(k_cache.shape[1]))
+            block_size=int(k_cache.shape[1]), qkeys=qkeys)
         sel = policy.select(ctx)
         if sel.exempt:
             return None

@@ -35,11 +35,12 @@ from .true_attention import batched_logits
 _METRICS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
             "bound_violations", "entropy", "budget_pages", "tier_hits", "tier_misses", "bytes_moved")
 _MEANS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall", "budget_pages")
-# Per-head channels of the packed layer result, then three page planes of width M:
-# selected (0/1), oracle (0/1), page bound scores.
+# Per-head channels of the packed layer result, then four page planes of width M:
+# selected (0/1), oracle (0/1), page bound scores, stage-1 candidates (0/1, NaN: none).
 CHANNELS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
             "bound_violations", "entropy", "budget_pages")
 C = len(CHANNELS)
+PLANES = 4   # selected, oracle, scores, candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,8 @@ def selected_mask(page_indices: torch.Tensor | None, num_pages: torch.Tensor, H:
 
 
 def layer_stats(ctx: SelectContext, sel: Selection, rtol: float = 1e-5) -> torch.Tensor:
-    """float32 [B, Hkv, C + 3M]: the statistics of one layer for every row of the batch
-    (CHANNELS, then the selected, oracle and score planes). Static shapes only: the
+    """float32 [B, Hkv, C + 4M]: the statistics of one layer for every row of the batch
+    (CHANNELS, then the selected, oracle, score and candidate planes). Static shapes only: the
     context is gathered to the block table's full width and masked by its length."""
     q = ctx.query.float()
     B, Hq, D = q.shape
@@ -126,7 +127,15 @@ def layer_stats(ctx: SelectContext, sel: Selection, rtol: float = 1e-5) -> torch
     per_head = torch.stack([kf, n[:, None].expand(B, H).float(), mass_rec, oracle_mass, sel_rec,
                             violations.float(), entropy, budget], dim=-1)         # [B, H, C]
     return torch.cat([per_head, chosen.float(), oracle.float(),
-                      scores.masked_fill(~page_valid, float("nan"))], dim=-1)
+                      scores.masked_fill(~page_valid, float("nan")), candidate_plane(sel, n, H, M)], dim=-1)
+
+
+def candidate_plane(sel: Selection, n: torch.Tensor, H: int, M: int) -> torch.Tensor:
+    """float32 [B, H, M]: 1 on stage-1 candidates of a two-stage selector; NaN when the
+    policy has no candidate stage (so the host can tell "none" from "an empty set")."""
+    if sel.candidates is None:
+        return torch.full((n.shape[0], H, M), float("nan"), device=n.device)
+    return selected_mask(sel.candidates, n, H, M).float()
 
 
 def selection_only(ctx: SelectContext, sel: Selection) -> torch.Tensor:
@@ -139,16 +148,16 @@ def selection_only(ctx: SelectContext, sel: Selection) -> torch.Tensor:
     per_head[..., 0] = chosen.sum(-1).float()
     per_head[..., 1] = n[:, None].float()
     blank = torch.zeros(B, H, 2 * M, device=n.device)
-    return torch.cat([per_head, chosen.float(), blank], dim=-1)
+    return torch.cat([per_head, chosen.float(), blank, candidate_plane(sel, n, H, M)], dim=-1)
 
 
 class StepStats:
-    """Host side of one step: `packed` float32 numpy [layers, B, H, C + 3M] (the real
+    """Host side of one step: `packed` float32 numpy [layers, B, H, C + 4M] (the real
     rows only), `tiers` per layer a list of kv.tiers.TierAccess per row or None."""
 
     def __init__(self, step: int, policy: str, layers: list[int], seq_ids: list[int], packed: np.ndarray):
         self.step, self.policy, self.layers, self.seq_ids, self.packed = step, policy, layers, seq_ids, packed
-        self.M = (packed.shape[-1] - C) // 3
+        self.M = (packed.shape[-1] - C) // PLANES
 
     def selected(self, li: int, b: int) -> np.ndarray:
         """bool [H, M] of layer position li, row b."""
@@ -184,9 +193,12 @@ class StepStats:
             block = self.packed[li]
             B, H = block.shape[0], block.shape[1]
             per_head = block[:, :, :C].tolist()
-            scores = block[:, :, C + 2 * M:].tolist()
+            scores = block[:, :, C + 2 * M:C + 3 * M].tolist()
             sel_pages, sel_at = _page_lists(block[:, :, C:C + M] > 0.5)
             orc_pages, orc_at = _page_lists(block[:, :, C + M:C + 2 * M] > 0.5)
+            cand_plane = block[:, :, C + 3 * M:]
+            has_cands = M > 0 and not np.isnan(cand_plane[..., 0]).all()
+            cand_pages, cand_at = _page_lists(cand_plane > 0.5) if has_cands else (None, None)
             for b, seq_id in enumerate(self.seq_ids):
                 ta = None if tiers is None else tiers[li][b]
                 seq_id = int(seq_id)
@@ -204,7 +216,8 @@ class StepStats:
                         oracle_pages=tuple(orc_pages[orc_at[r]:orc_at[r + 1]]),
                         selection_recall=rec, mass_recall=mass, oracle_mass=orc_mass,
                         bound_violations=int(viol), entropy=None if ent != ent else ent,
-                        budget_pages=int(bud), tier_hits=hits, tier_misses=misses))
+                        budget_pages=int(bud), tier_hits=hits, tier_misses=misses,
+                        candidate_pages=tuple(cand_pages[cand_at[r]:cand_at[r + 1]]) if has_cands else None))
 
 
 def _page_lists(mask: np.ndarray) -> tuple[list[int], list[int]]:

@@ -35,6 +35,9 @@ HELP = {
     "top_p_mass": "adaptive policy: estimated attention mass to keep",
     "sink_pages": "pages at the start always kept", "dense_layers": "first layers kept dense",
     "recent_pages": "streaming/h2o: recent window in pages (0 = half the budget)",
+    "candidates": "twostage: stage-1 candidate pages, as a multiple of the budget",
+    "estimate_top_p": "twostage: 0 keeps the budget; else the fewest pages whose estimated mass reaches it",
+    "quant_bits": "twostage: bits of the quantised key copy (8 | 4)",
     "tier_pages": "fast-tier pages per sequence (0 = no tiering)", "tier_policy": "lru | lfu",
     "stats": "selection statistics on (recall, oracle pages, violations)",
     "profile": "time each op family per step (the Kernels view, op_ms in traces); CUDA-graph "

@@ -96,6 +96,9 @@ class SelectionConfig:
     sink_pages: int = 1
     dense_layers: int = 2
     recent_pages: int = 0               # streaming / h2o: recent window in pages; 0 = half the budget
+    candidates: float = 4.0             # twostage: stage-1 candidates, a multiple of the budget
+    estimate_top_p: float = 0.0         # twostage: 0 keeps the budget, else the fewest pages reaching it
+    quant_bits: int = 8                 # twostage: bits of its key copy (8 or 4)
     tier_pages: int = 0                 # fast-tier pages per sequence; 0 = no tiering
     tier_policy: str = "lru"
     stats: bool = False
@@ -108,6 +111,11 @@ class SelectionConfig:
         int_range("sink_pages", self.sink_pages, 0, 1 << 16)
         int_range("dense_layers", self.dense_layers, 0, 1 << 10)
         int_range("recent_pages", self.recent_pages, 0, 1 << 16)
+        float_range("candidates", self.candidates, 1.0, 1024.0)
+        float_range("estimate_top_p", self.estimate_top_p, 0.0, 1.0)
+        int_range("quant_bits", self.quant_bits, 4, 8)
+        if self.quant_bits not in (8, 4):
+            raise ConfigError("quant_bits", f"must be 8 or 4, got {self.quant_bits}")
         int_range("tier_pages", self.tier_pages, 0, 1 << 24)
         choice("tier_policy", self.tier_policy, TIER_POLICIES)
 

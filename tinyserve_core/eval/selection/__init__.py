@@ -8,27 +8,35 @@ on decode queries.
 
 * perplexity: the last `decode_tokens` tokens of each text window are teacher-forced
   one decode step at a time; NLL of each next token.
-* pass-key accuracy: the prompt minus its last token is prefilled, the last token and
-  the key's first digits are fed as decode steps; correct iff all 5 digits are the
-  argmax (the same verdict greedy decoding gives, see model/train/evaluate.py).
+* pass-key accuracy, per prompt length (default 200 samples at 1,024 and at 2,048 tokens,
+  with 95% Wilson intervals): the prompt minus its last token is prefilled, the last
+  token and the key's first digits are fed as decode steps; correct iff all 5 digits
+  are the argmax (the same verdict greedy decoding gives, see model/train/evaluate.py).
 * greedy agreement: share of decode positions whose argmax equals the dense run's.
 * attention-mass recall, selection recall, pages attended, bound violations: from
   the selector's statistics, over the layers the policy selects on (the first
   `dense_layers` are dense by rule and left out).
 
-Results: a table on stdout, `--json`, `--md` and accuracy-vs-budget PNGs (`--plots`).
+* GPU decode step at 32K context: from a `tinyserve bench decode` JSON (`--decode-json`),
+  for dense, quest and twostage; "not measured here" without one.
+
+The default run is the target run (every policy, budgets 1/8 and 1/4, blocks 8, 16, 32);
+`--budgets 64,128,256,512,1/8,1/4` is the budget sweep. `--quick` is a small smoke run
+whose figures are rounded and never judged ("quick: N samples, not a verdict").
+Results: a table on stdout, `--json`, `--md` and accuracy-vs-budget PNGs (`--plots`);
+`--quick` writes its JSON and plots to out/ unless told where.
 The command itself (flags, printing) is tinyserve_core.cli.eval."""
 
 from __future__ import annotations
 
 from .heldout import heldout_tokens
-from .report import check_targets, machine, markdown_table, tier_table, write_plots
-from .runs import evaluate, replay_tiers
-from .spec import (ALL_POLICIES, DTYPES, FULL_BUDGETS, TIER_POLICIES_EVALUATED, EvalSpec, RunResult, Task,
-                   build_tasks)
+from .report import attach_decode_times, check_targets, machine, markdown_table, tier_table, write_plots
+from .runs import evaluate, replay_tiers, run_configs, wilson_interval
+from .spec import (ALL_POLICIES, DTYPES, FULL_BUDGETS, TARGET_BUDGETS, TIER_POLICIES_EVALUATED, EvalSpec,
+                   RunResult, Task, build_tasks)
 
 __all__ = [
-    "ALL_POLICIES", "DTYPES", "FULL_BUDGETS", "TIER_POLICIES_EVALUATED", "EvalSpec", "RunResult", "Task",
-    "build_tasks", "check_targets", "evaluate", "heldout_tokens", "machine", "markdown_table", "replay_tiers",
-    "tier_table", "write_plots",
+    "ALL_POLICIES", "DTYPES", "FULL_BUDGETS", "TARGET_BUDGETS", "TIER_POLICIES_EVALUATED", "EvalSpec",
+    "RunResult", "Task", "attach_decode_times", "build_tasks", "check_targets", "evaluate", "heldout_tokens",
+    "machine", "markdown_table", "replay_tiers", "run_configs", "tier_table", "wilson_interval", "write_plots",
 ]

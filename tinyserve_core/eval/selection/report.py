@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from ...writers import write_bytes
+from ...selection.params import Budget
 from .spec import RunResult
 
 
@@ -49,6 +50,52 @@ def check_targets(results: list[RunResult], reference_block: int = 16) -> list[d
         out.append({"target": "oracle @1/8: the best page ranking at this budget (report)", "block_size": bs,
                     "value": {"ppl_vs_dense": r.ppl_vs_dense, "passkey_vs_dense": r.passkey_vs_dense,
                               "mass_recall": r.mass_recall}, "met": None})
+    out += _twostage_targets(results, bs)
+    for r in results:
+        if r.block_size == bs and r.policy == "oracle_p":
+            out.append({"target": f"oracle_p p={r.top_p:g}: the fewest pages holding that true mass (report)",
+                        "block_size": bs, "value": {"pages_frac": r.pages_frac, "ppl_vs_dense": r.ppl_vs_dense,
+                                                    "passkey_vs_dense": r.passkey_vs_dense}, "met": None})
+    return out
+
+
+def _dense_level(r: RunResult) -> bool:
+    """Within 1% perplexity and 2 pass-key points of dense (the twostage accuracy target)."""
+    return (r.ppl_vs_dense is not None and r.ppl_vs_dense <= 0.01
+            and (r.passkey_vs_dense is None or r.passkey_vs_dense >= -0.02))
+
+
+def _twostage_targets(results: list[RunResult], bs: int) -> list[dict]:
+    out = []
+    rows = [r for r in results if r.block_size == bs]
+    t = next((r for r in rows if r.policy == "twostage" and r.budget == "1/8" and r.top_p is None), None)
+    if t is not None:
+        # pages round up per sequence: 1/8 of a 65-page context is 9 pages, so one page of slack
+        ctx_pages = min(r.extra.get("min_context_pages", 1) for r in rows)
+        out += [
+            {"target": "twostage @1/8: perplexity within 1% of dense", "block_size": bs, "value": t.ppl_vs_dense,
+             "met": t.ppl_vs_dense is not None and t.ppl_vs_dense <= 0.01},
+            {"target": "twostage @1/8: pass-key accuracy within 2 points of dense", "block_size": bs,
+             "value": t.passkey_vs_dense, "met": t.passkey_vs_dense is not None and t.passkey_vs_dense >= -0.02},
+            {"target": "twostage @1/8: pages attended <= 1/8 (plus the page of rounding up)", "block_size": bs,
+             "value": t.pages_frac, "met": t.pages_frac <= 0.125 + 1.0 / ctx_pages},
+        ]
+    ada = [r for r in rows if r.policy == "twostage" and r.top_p is not None and r.mean_pages and _dense_level(r)]
+    quest = [r for r in rows if r.policy == "quest" and r.mean_pages]
+    if quest and any(r.policy == "twostage" and r.top_p is not None for r in rows):
+        best = min(ada, key=lambda r: r.mean_pages, default=None)
+        good = [q for q in quest if _dense_level(q)]
+        # quest below dense level at every budget tried: it needs more than its largest run
+        need = min(good, key=lambda q: q.mean_pages) if good else max(quest, key=lambda q: q.mean_pages)
+        fewer = None if best is None else 1.0 - best.mean_pages / need.mean_pages
+        out.append({"target": "twostage top-p: dense-level accuracy with >= 30% fewer pages than quest needs for it",
+                    "block_size": bs,
+                    "value": {"fewer_pages": fewer, "twostage": None if best is None else
+                              f"cap {best.budget}, top_p {best.top_p}",
+                              "twostage_pages": best and best.mean_pages, "quest_pages": need.mean_pages,
+                              "quest_reaches_it": bool(good),
+                              "quest_budget": need.budget},
+                    "met": fewer is not None and fewer >= 0.3})
     return out
 
 
@@ -62,7 +109,7 @@ def _fmt(v, pct=False, digits=3):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     if pct:
-        return f"{100 * v:+.1f}%"
+        return f"{100 * v:+.{max(digits - 2, 0)}f}%"
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
@@ -70,18 +117,56 @@ def _label(r: RunResult) -> str:
     return r.policy if r.top_p is None else f"{r.policy} p={r.top_p:g}"
 
 
-def markdown_table(results: list[RunResult]) -> str:
-    head = ("| block | policy | budget | perplexity | vs dense | pass-key | vs dense | agreement | "
-            "mass recall | oracle mass | sel. recall | pages | violations |")
-    lines = [head, "|" + "---|" * 13]
+def _passkey_cell(row: dict | None, digits: int) -> str:
+    if not row:
+        return "-"
+    lo, hi = row["ci95"]
+    return f"{row['accuracy']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def markdown_table(results: list[RunResult], digits: int = 3) -> str:
+    """One row per run. `digits` 2 rounds every figure (quick runs: their samples
+    carry no more). Pass-key columns per prompt length, with 95% Wilson intervals."""
+    lengths = sorted({int(n) for r in results for n in r.passkey}, key=int)
+    timed = any(r.decode_ms is not None for r in results)
+    head = ("| block | policy | budget | perplexity | vs dense | pass-key | vs dense | "
+            + "".join(f"pass-key {n} (95% CI) | " for n in lengths)
+            + "agreement | mass recall | oracle mass | sel. recall | pages | violations |"
+            + (" step ms @32K |" if timed else ""))
+    lines = [head, "|" + "---|" * (13 + len(lengths) + timed)]
     for r in results:
         lines.append(
-            f"| {r.block_size} | {_label(r)} | {r.budget or 'all'} | {_fmt(r.perplexity)} | "
-            f"{_fmt(r.ppl_vs_dense, pct=True)} | {_fmt(r.passkey_accuracy, digits=2)} | "
-            f"{_fmt(r.passkey_vs_dense, pct=True)} | {_fmt(r.agreement)} | {_fmt(r.mass_recall)} | "
-            f"{_fmt(r.oracle_mass)} | "
-            f"{_fmt(r.selection_recall)} | {100 * r.pages_frac:.1f}% | {r.bound_violations} |")
+            f"| {r.block_size} | {_label(r)} | {r.budget or 'all'} | {_fmt(r.perplexity, digits=digits)} | "
+            f"{_fmt(r.ppl_vs_dense, pct=True, digits=digits)} | {_fmt(r.passkey_accuracy, digits=2)} | "
+            f"{_fmt(r.passkey_vs_dense, pct=True, digits=digits)} | "
+            + "".join(f"{_passkey_cell(r.passkey.get(str(n)), 2)} | " for n in lengths)
+            + f"{_fmt(r.agreement, digits=digits)} | {_fmt(r.mass_recall, digits=digits)} | "
+            f"{_fmt(r.oracle_mass, digits=digits)} | "
+            f"{_fmt(r.selection_recall, digits=digits)} | {100 * r.pages_frac:.{digits - 2}f}% | {r.bound_violations} |"
+            + (f" {_fmt(r.decode_ms, digits=2)} |" if timed else ""))
     return "\n".join(lines)
+
+
+def attach_decode_times(results: list[RunResult], bench: dict, context: int = 32768) -> str:
+    """Fills `decode_ms` from a `tinyserve bench decode` JSON: the step at `context` and its
+    largest batch, for dense and for the quest and twostage runs whose budget is the same
+    share of the context as the bench's token budget (4096 tokens of 32K = 1/8); the
+    other policies have no fast path to time.
+    Returns the line that says what was measured where."""
+    rows = [r for r in bench.get("rows", []) if r.get("context") == context]
+    if not rows:
+        return f"GPU decode step: the bench decode results have no {context}-token row; not measured here"
+    row = max(rows, key=lambda r: r["batch"])
+    times = {"dense": row.get("dense_ms"), "quest": row.get("quest_ms"), "twostage": row.get("twostage_ms")}
+    frac = (bench.get("budget") or 0) / context   # a row of the same share of its context
+    for r in results:
+        same = r.budget is not None and Budget.parse("budget", r.budget).fraction == frac
+        if r.top_p is None and (r.policy == "dense" or same):
+            r.decode_ms = times.get(r.policy)
+    return (f"GPU decode step at {context} tokens x batch {row['batch']} on {bench.get('machine', '?')} "
+            f"(bench decode, budget {bench.get('budget')} tokens, block {bench.get('block_size')}): dense "
+            f"{_fmt(times['dense'], digits=2)} ms, quest {_fmt(times['quest'], digits=2)} ms, twostage "
+            f"{_fmt(times['twostage'], digits=2)} ms (eager; quest eager {_fmt(row.get('quest_eager_ms'), digits=2)} ms)")
 
 
 def tier_table(results: list[RunResult]) -> str:
@@ -124,7 +209,7 @@ def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
                 ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker="o", label=policy)
                 labels: dict[tuple[float, float], list[str]] = {}
                 for x, y, b in pts:  # budgets that land on one point (256 = 1/8 of 2048) share a label
-                    labels.setdefault((x, y), []).append(b)
+                    labels.setdefault((x, y), []).append(b or "all")
                 for (x, y), bs_ in labels.items():
                     ax.annotate("=".join(bs_), (x, y * scale), fontsize=7, textcoords="offset points",
                                 xytext=(3, 3))

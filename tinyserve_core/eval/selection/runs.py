@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ...errors import ConfigError
 from ...observe.events import EventSink
 from ...selection import PageSelector, summarize_history
-from .spec import TIER_POLICIES_EVALUATED, EvalSpec, RunResult, Task, build_tasks
+from .spec import TIER_POLICIES_EVALUATED, TOP_P_POLICIES, EvalSpec, RunResult, Task, build_tasks
 
 
 class _Prefilled:
@@ -40,6 +40,8 @@ class _Prefilled:
         kv = self.runner.kv
         for dst, src in zip((*kv.k_caches, *kv.v_caches, *kv.metas), self.snapshot):
             dst.copy_(src)
+        if kv.qkeys is not None:  # the restore bypassed the quantised key copy
+            kv.ensure_quant_keys(kv.qkey_bits, refresh=True)
         self.runner.selector = selector
         nll = [[] for _ in self.tasks]
         argmax = [[] for _ in self.tasks]
@@ -71,13 +73,29 @@ class _Prefilled:
         return 2 * k[0].numel() * k.element_size()
 
 
+def wilson_interval(correct: int, n: int) -> list[float]:
+    """95% Wilson score interval of a binomial proportion (sound at 0 and n correct)."""
+    from scipy.stats import binomtest
+    ci = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
 def _score(tasks, nll, argmax, dense_argmax) -> dict:
     text = [x for t, n in zip(tasks, nll) if t.kind == "text" for x in n]
     keys = [a == t.targets for t, a in zip(tasks, argmax) if t.kind == "passkey"]
     agree = [x == y for a, d in zip(argmax, dense_argmax) for x, y in zip(a, d)]
+    per_len: dict[str, dict] = {}
+    for t, a in zip(tasks, argmax):
+        if t.kind == "passkey":
+            row = per_len.setdefault(str(t.length), {"n": 0, "correct": 0})
+            row["n"] += 1
+            row["correct"] += int(a == t.targets)
+    for row in per_len.values():
+        row["accuracy"] = row["correct"] / row["n"]
+        row["ci95"] = wilson_interval(row["correct"], row["n"])
     return {"perplexity": math.exp(sum(text) / len(text)) if text else None,
             "passkey_accuracy": sum(keys) / len(keys) if keys else None,
-            "agreement": sum(agree) / len(agree)}
+            "agreement": sum(agree) / len(agree), "passkey": per_len}
 
 
 def _selection_stats(selector: PageSelector | None) -> dict:
@@ -105,8 +123,12 @@ def _make_selector(policy: str, budget: str | None, top_p: float | None, spec: E
     params = {"budget": budget, "dense_layers": spec.dense_layers}
     if spec.sink_pages is not None:
         params["sink_pages"] = spec.sink_pages
-    if policy == "adaptive":
+    if budget is None:
+        del params["budget"]      # oracle_p: no cap
+    if policy in ("adaptive", "oracle_p"):
         params["top_p_mass"] = top_p  # the budget is its cap
+    elif policy == "twostage":
+        params["estimate_top_p"] = top_p or 0.0  # None: the fixed-budget form
     # query-aware policies keep their per-head events for the offline tier replay
     sink = EventSink() if policy in TIER_POLICIES_EVALUATED and spec.tier_factors else None
     return PageSelector(policy, stats=True, sink=sink, **params)
@@ -140,18 +162,30 @@ def replay_tiers(per_step_events, mean_pages: float, page_bytes: int, factors) -
     return rows
 
 
+def run_configs(spec: EvalSpec) -> list[tuple[str, str | None, float | None]]:
+    """(policy, budget, top_p) of every run of a block size: dense once, oracle_p once per
+    top_p with no cap, adaptive per budget and top_p, twostage per budget in its fixed
+    form (top_p None) and per top_p, the others per budget."""
+    configs = []
+    for p in spec.policies:
+        budgets = [None] if p in ("dense", "oracle_p") else list(spec.budgets)
+        tops = [None] if p not in TOP_P_POLICIES else (
+            [None, *spec.top_ps] if p == "twostage" else list(spec.top_ps))
+        configs += [(p, b, tp) for b in budgets for tp in tops]
+    return configs
+
+
 def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progress: bool = True,
              dtype: torch.dtype = torch.float32) -> list[RunResult]:
     spec.validate()
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and spec.context > max_pos:
         raise ConfigError("--context", f"{spec.context} exceeds the model's max_position_embeddings {max_pos}")
+    if max_pos is not None and max(spec.passkey_lengths) > max_pos:
+        raise ConfigError("--passkey-lengths", f"{max(spec.passkey_lengths)} exceeds the model's "
+                                               f"max_position_embeddings {max_pos}")
     tasks = build_tasks(tok, tokens, spec)
-    configs = []
-    for p in spec.policies:
-        for b in ([None] if p == "dense" else spec.budgets):
-            for tp in (spec.top_ps if p == "adaptive" else [None]):
-                configs.append((p, b, tp))
+    configs = run_configs(spec)
     steps = max(len(t.feed) for t in tasks)
     results: list[RunResult] = []
     bar = tqdm(total=len(spec.block_sizes) * len(configs) * steps, desc="eval selection", unit="step",
@@ -173,6 +207,7 @@ def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progr
             st = _selection_stats(sel)
             per_layer = st.pop("per_layer_mass_recall", None)
             extra = {"per_layer_mass_recall": per_layer} if per_layer else {}
+            extra["min_context_pages"] = min(-(-(len(t.prefill) + 1) // bs) for t in tasks)
             if events and st["mean_pages"]:
                 extra["tiers"] = replay_tiers(events, st["mean_pages"], pre.page_bytes, spec.tier_factors)
             r = RunResult(policy=policy, budget=budget, block_size=bs, seconds=secs, top_p=top_p, **sc, **st,

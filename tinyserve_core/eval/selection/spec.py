@@ -11,22 +11,25 @@ import torch
 from ...errors import ConfigError
 from ...selection.params import Budget
 
-ALL_POLICIES = ("dense", "quest", "adaptive", "streaming", "h2o", "oracle")
+ALL_POLICIES = ("dense", "quest", "adaptive", "twostage", "streaming", "h2o", "oracle", "oracle_p")
 TIER_POLICIES_EVALUATED = ("quest", "adaptive")
+TOP_P_POLICIES = ("adaptive", "twostage", "oracle_p")   # run once per --top-p value (twostage also without)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-FULL_BUDGETS = ("64", "128", "256", "512", "1/8", "1/4")
+FULL_BUDGETS = ("64", "128", "256", "512", "1/8", "1/4")   # the sweep (--budgets); the target run: 1/8, 1/4
+TARGET_BUDGETS = ("1/8", "1/4")
 
 
 @dataclass
 class EvalSpec:
     policies: tuple[str, ...] = ALL_POLICIES
-    budgets: tuple[str, ...] = FULL_BUDGETS
+    budgets: tuple[str, ...] = TARGET_BUDGETS
     block_sizes: tuple[int, ...] = (8, 16, 32)
-    context: int = 2048
+    context: int = 2048                  # tokens per text window
     decode_tokens: int = 64
     text_samples: int = 4
-    passkey_samples: int = 16
-    top_ps: tuple[float, ...] = (0.95, 0.99)   # adaptive runs once per value (its budget is the cap)
+    passkey_samples: int = 200           # per pass-key length
+    passkey_lengths: tuple[int, ...] = (1024, 2048)
+    top_ps: tuple[float, ...] = (0.95, 0.99)   # TOP_P_POLICIES run once per value (a budget is their cap)
     dense_layers: int = 2
     sink_pages: int | None = None   # None: each policy's default (streaming 1, others 0)
     tier_factors: tuple[float, ...] = (2.0, 4.0)  # fast-tier pages / mean pages a head selects
@@ -35,7 +38,11 @@ class EvalSpec:
     @classmethod
     def quick(cls) -> "EvalSpec":
         return cls(budgets=("64", "1/8", "1/4"), block_sizes=(16,), context=1024, decode_tokens=32,
-                   text_samples=2, passkey_samples=6, top_ps=(0.99,))
+                   text_samples=2, passkey_samples=6, passkey_lengths=(1024,), top_ps=(0.99,))
+
+    @property
+    def quick_samples(self) -> int:
+        return self.text_samples + self.passkey_samples * len(self.passkey_lengths)
 
     def validate(self) -> "EvalSpec":
         for p in self.policies:
@@ -54,6 +61,8 @@ class EvalSpec:
                             ("--sink-pages", 0 if self.sink_pages is None else self.sink_pages, 0)):
             if not isinstance(v, int) or v < lo:
                 raise ConfigError(name, f"must be an integer >= {lo}, got {v!r}")
+        if not self.passkey_lengths or any(not isinstance(n, int) or n < 16 for n in self.passkey_lengths):
+            raise ConfigError("--passkey-lengths", f"each must be an integer >= 16, got {self.passkey_lengths}")
         if self.decode_tokens >= self.context:
             raise ConfigError("--decode-tokens", f"must be below --context {self.context}")
         if self.text_samples + self.passkey_samples == 0:
@@ -71,6 +80,7 @@ class Task:
     prefill: list[int]
     feed: list[int]      # tokens fed at the decode steps
     targets: list[int]   # the token each decode step should predict
+    length: int = 0      # a pass-key sample's prompt + answer tokens
 
 
 @dataclass
@@ -92,13 +102,16 @@ class RunResult:
     top_p: float | None = None
     ppl_vs_dense: float | None = None
     passkey_vs_dense: float | None = None
+    # per pass-key length: {"n", "correct", "accuracy", "ci95": [lo, hi]} (Wilson interval)
+    passkey: dict = field(default_factory=dict)
+    decode_ms: float | None = None   # GPU decode step at 32K from a `bench decode` JSON, when given
     extra: dict = field(default_factory=dict)
 
 
 
 def build_tasks(tok, tokens: np.ndarray, spec: EvalSpec) -> list[Task]:
-    """Text windows at evenly spaced offsets of `tokens`, and pass-key samples whose
-    filler comes from the same tokens; every task is exactly `spec.context` long."""
+    """Text windows of `spec.context` tokens at evenly spaced offsets of `tokens`, and
+    pass-key samples of each of `spec.passkey_lengths` whose filler comes from the same tokens."""
     tasks = []
     C, T = spec.context, spec.decode_tokens
     if spec.text_samples:
@@ -111,7 +124,8 @@ def build_tasks(tok, tokens: np.ndarray, spec: EvalSpec) -> list[Task]:
     if spec.passkey_samples:
         from ...model.train.passkey import make_samples
         raw = getattr(tok, "tokenizer", tok)
-        for smp in make_samples(raw, tokens, spec.passkey_samples, C, spec.seed):
-            p, a = smp.prompt_ids, smp.answer_ids
-            tasks.append(Task("passkey", p[:-1], [p[-1]] + a[:-1], list(a)))
+        for n in spec.passkey_lengths:
+            for smp in make_samples(raw, tokens, spec.passkey_samples, n, spec.seed):
+                p, a = smp.prompt_ids, smp.answer_ids
+                tasks.append(Task("passkey", p[:-1], [p[-1]] + a[:-1], list(a), n))
     return tasks

@@ -1,0 +1,22 @@
+"""CI compile check of the twostage selector's kernels (csrc/kernels/quant_keys.cuh) with nvcc
+alone, for sm_80 and sm_90a: every instance builds, none spills. Skipped without nvcc."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from .test_compile import ARCHS, compile_unit
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_quant_kernels_compile_without_spills(tmp_path):
+    rows = compile_unit("instantiate_quant.cu", tmp_path)
+    assert {r["arch"] for r in rows} == set(ARCHS)
+    names = [r["kernel"] for r in rows]
+    for kernel in ("quantize_keys_kernel", "page_estimates_kernel"):
+        # 3 cache dtypes x 2 bit widths x 2 archs each
+        assert sum(kernel in n for n in names) == 12, f"{kernel} instances missing"
+    spills = [r for r in rows if r.get("spill_st", 0) or r.get("spill_ld", 0) or r.get("stack", 0)]
+    assert not spills, f"local-memory spills: {spills}"

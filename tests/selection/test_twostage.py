@@ -1,0 +1,200 @@
+"""The two-stage selector, its quantised key copy, and the oracle top-p measuring stick."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tinyserve_core import kernels
+from tinyserve_core.errors import ConfigError
+from tinyserve_core.kernels import quant_reference as qr
+from tinyserve_core.kv.kv_cache import KVCache
+from tinyserve_core.observe.events import EventSink, PageSelection
+from tinyserve_core.selection import PageSelector, make_policy
+from tinyserve_core.selection.base import SelectContext
+from tinyserve_core.selection.true_attention import attention_logits, context_keys, page_mass
+
+SCALE = 0.25
+LAYER = type("Attn", (), {"scale": SCALE})()
+
+
+def _all_qkeys(kv, bits, layer=0):
+    """A quantised copy of every page of a test cache, as KVCache.ensure_quant_keys builds it."""
+    k, m = kv.k_caches[layer], kv.metas[layer]
+    nb, bs, h, d = k.shape
+    q = torch.zeros(nb, bs, h, d * bits // 8, dtype=torch.uint8)
+    qr.quantize_keys(k, m, q, torch.arange(nb) * bs + bs - 1)
+    return q
+
+
+def _ctx(kv, tables, lens, q, bits=8):
+    return SelectContext(query=q, k_cache=kv.k_caches[0], v_cache=kv.v_caches[0], meta=kv.metas[0],
+                         block_tables=tables, seq_lens=lens, seq_ids=list(range(len(lens))), layer_idx=0,
+                         scale=SCALE, block_size=kv.block_size, qkeys=_all_qkeys(kv, bits))
+
+
+def _sets(page_indices):
+    return [[set(r[r >= 0].tolist()) for r in row] for row in page_indices]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantised_keys_are_within_half_a_step_of_the_keys(bits):
+    g = torch.Generator().manual_seed(bits)
+    keys = torch.randn(5, 16, 3, 32, generator=g) * 2 + 0.5
+    lo, hi = keys.amin(1, keepdim=True), keys.amax(1, keepdim=True)
+    codes = qr.quantize(keys, lo, hi, bits)
+    assert codes.dtype == torch.uint8 and codes.shape[-1] == 32 * bits // 8
+    back = qr.dequantize(codes, lo, hi, bits)
+    step = (hi - lo) / (2 ** bits - 1)
+    assert ((back - keys).abs() <= step / 2 + 1e-5).all()
+    assert torch.equal(back.amin(1, keepdim=True), lo) and torch.allclose(back.amax(1, keepdim=True), hi)
+
+
+def test_cache_writes_keep_the_copy_equal_to_a_fresh_quantisation():
+    """Token-by-token decode writes widen a page's min/max; the copy must track it (the
+    whole page is re-quantised), and must equal quantising the final cache from scratch."""
+    torch.manual_seed(0)
+    kv = KVCache(1, 12, 8, 2, 16)
+    qk = kv.ensure_quant_keys(8)[0]
+    slots = torch.tensor([3 * 8 + i for i in range(8)] + [7 * 8 + i for i in range(5)])
+    kernels.reshape_and_cache(torch.randn(6, 2, 16), torch.randn(6, 2, 16), kv.k_caches[0], kv.v_caches[0],
+                              kv.metas[0], slots[:6], qk)  # a prefill
+    for s in slots[6:]:  # then decode steps, one token each
+        kernels.reshape_and_cache(torch.randn(1, 2, 16) * 3, torch.randn(1, 2, 16), kv.k_caches[0],
+                                  kv.v_caches[0], kv.metas[0], s[None], qk)
+    fresh = torch.zeros_like(qk)
+    qr.quantize_keys(kv.k_caches[0], kv.metas[0], fresh, torch.tensor([3 * 8 + 7, 7 * 8 + 4]))
+    assert torch.equal(qk[3], fresh[3]) and torch.equal(qk[7, :5], fresh[7, :5])
+    assert int(qk[3].max()) == 255 and int(qk[3].min()) == 0   # the page's range spans the codes
+
+
+def test_page_estimates_match_the_true_page_logsumexp(make_kv):
+    kv, tables, lens = make_kv([100, 37], num_kv_heads=2, block_size=16)
+    q = torch.randn(2, 4, 16)
+    cand = torch.tensor([[[0, 3, 6, -1], [6, 2, -1, -1]], [[0, 1, 2, -1], [2, -1, -1, -1]]], dtype=torch.int32)
+    got = qr.page_estimates(q, _all_qkeys(kv, 8), kv.metas[0], tables, lens, cand, SCALE)
+    assert got.shape == (2, 4, 4)
+    for b, L in enumerate(lens.tolist()):
+        logits = attention_logits(q[b], context_keys(kv.k_caches[0], tables[b], L), SCALE)   # [Hq, L]
+        for hq in range(4):
+            for c, pg in enumerate(cand[b, hq // 2].tolist()):
+                if pg < 0:
+                    assert got[b, hq, c] == float("-inf")
+                    continue
+                want = torch.logsumexp(logits[hq, pg * 16:min(L, pg * 16 + 16)], 0)
+                assert abs(float(got[b, hq, c]) - float(want)) < 0.05   # int8: a small fraction of a nat
+
+
+def test_one_candidate_per_budget_page_keeps_quests_pages(make_kv):
+    """candidates = 1: stage 1 already holds exactly the budget, stage 2 only reorders it."""
+    kv, tables, lens = make_kv([300, 170, 45], num_kv_heads=2, block_size=8, seed=3)
+    q = torch.randn(3, 4, 16) * 2
+    quest = make_policy("quest", budget=48, dense_layers=0, sink_pages=1).select(_ctx(kv, tables, lens, q))
+    two = make_policy("twostage", budget=48, candidates=1, dense_layers=0, sink_pages=1).select(
+        _ctx(kv, tables, lens, q))
+    assert _sets(two.page_indices) == _sets(quest.page_indices)
+    assert two.candidates is not None and _sets(two.candidates) == _sets(quest.page_indices)
+
+
+def _needle(L, H, D, g, page=20, block=16):
+    k = torch.randn(L, H, D, generator=g) * 0.3
+    k[page * block + 3] = 2.0   # one key aligned with an all-ones query: the true needle
+    # decoys: key j of the page is high on channel j alone, so every channel's max is high
+    # (a bound of 16 x 2.5) while every key points away from the query
+    for p in range(30, 38):
+        k[p * block:(p + 1) * block] = -1.0
+        for j in range(block):
+            k[p * block + j, :, j] = 2.5
+    return k
+
+
+def test_stage_two_finds_the_needle_the_bound_ranks_below_decoys(make_kv):
+    kv, tables, lens = make_kv([640], num_kv_heads=1, block_size=16,
+                               key_fn=lambda layer, b, L, H, D, g: _needle(L, H, D, g))
+    q = torch.ones(1, 2, 16)
+    ctx = _ctx(kv, tables, lens, q)
+    quest = make_policy("quest", budget=64, dense_layers=0).select(ctx)   # 4 pages
+    two = make_policy("twostage", budget=64, candidates=4, dense_layers=0).select(ctx)
+    assert 20 not in _sets(quest.page_indices)[0][0]          # the decoys win on the bound
+    assert 20 in _sets(two.candidates)[0][0]                  # but the needle is a candidate
+    assert 20 in _sets(two.page_indices)[0][0] and (two.page_indices >= 0).sum() == 4
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_adaptive_form_keeps_the_fewest_pages_reaching_the_estimated_mass(make_kv, bits):
+    kv, tables, lens = make_kv([640], num_kv_heads=1, block_size=16,
+                               key_fn=lambda layer, b, L, H, D, g: _needle(L, H, D, g))
+    q = torch.ones(1, 2, 16) * 3
+    pol = make_policy("twostage", budget=1 / 8, estimate_top_p=0.9, quant_bits=bits, dense_layers=0)
+    sel = pol.select(_ctx(kv, tables, lens, q, bits))
+    kept = _sets(sel.page_indices)[0][0]
+    assert 20 in kept and 39 in kept                   # the needle, and the page being written
+    assert len(kept) < 5 <= math.ceil(40 / 8)          # fewer than the budget's 5
+    assert int(sel.budget_pages[0, 0]) == len(kept)
+
+
+def test_twostage_parameters_are_checked():
+    with pytest.raises(ConfigError, match="quant_bits"):
+        make_policy("twostage", quant_bits=6)
+    with pytest.raises(ConfigError, match="candidates"):
+        make_policy("twostage", candidates=0.5)
+    assert make_policy("twostage", estimate_top_p=0).params.estimate_top_p == 0.0
+
+
+def test_selector_keeps_the_copy_current_across_policy_switches(make_kv):
+    torch.manual_seed(1)
+    kv = KVCache(2, 40, 8, 2, 16)
+    L = 200
+    slots = torch.arange(L)
+    for i in range(2):
+        kernels.reshape_and_cache(torch.randn(L, 2, 16), torch.randn(L, 2, 16), kv.k_caches[i], kv.v_caches[i],
+                                  kv.metas[i], slots)
+    tables = torch.arange(25, dtype=torch.int32)[None]
+    lens = torch.tensor([L], dtype=torch.int32)
+    sink = EventSink()
+    sel = PageSelector("twostage", budget=32, dense_layers=0, quant_bits=4, stats=True, sink=sink)
+    pi = sel.select(LAYER, torch.randn(1, 4, 16), kv, 1, tables, lens, [0])
+    assert kv.qkey_bits == 4 and kv.qkeys[1].shape == (40, 8, 2, 8) and pi.shape[-1] == 4
+    evs = [e for e in sink.drain() if isinstance(e, PageSelection)]
+    assert evs and all(set(e.pages) <= set(e.candidate_pages) and len(e.candidate_pages) == 16 for e in evs)
+    kv.copy_blocks([(3, 39)])
+    assert torch.equal(kv.qkeys[0][39], kv.qkeys[0][3])
+    # under quest the copy stays (a captured graph may write it) and stays current
+    sel.update(policy="quest")
+    sel.select(LAYER, torch.randn(1, 4, 16), kv, 1, tables, lens, [0])
+    kernels.reshape_and_cache(torch.randn(1, 2, 16) * 5, torch.randn(1, 2, 16), kv.k_caches[1], kv.v_caches[1],
+                              kv.metas[1], torch.tensor([L]), kv.qkeys[1])
+    fresh = torch.zeros_like(kv.qkeys[1])
+    qr.quantize_keys(kv.k_caches[1], kv.metas[1], fresh, torch.tensor([L]))
+    assert torch.equal(kv.qkeys[1][L // 8], fresh[L // 8])
+    # writes that bypassed the copy are caught up when twostage next meets the cache
+    kv.k_caches[1][5] += 3.0
+    kv.metas[1][5] += 3.0
+    sel.update(policy="twostage", quant_bits=4, budget=32, dense_layers=0)
+    sel.select(LAYER, torch.randn(1, 4, 16), kv, 1, tables, lens, [0])
+    qr.quantize_keys(kv.k_caches[1], kv.metas[1], fresh, torch.tensor([5 * 8 + 7]))
+    assert torch.equal(kv.qkeys[1][5], fresh[5])
+
+
+def test_oracle_p_keeps_the_fewest_pages_holding_the_true_mass(make_kv):
+    torch.manual_seed(0)
+    kv, tables, lens = make_kv([300, 170], num_kv_heads=2, block_size=8)
+    q = torch.randn(2, 4, 16) * 3
+    ctx = _ctx(kv, tables, lens, q)
+    sel = make_policy("oracle_p", top_p_mass=0.8, dense_layers=0).select(ctx)
+    for b, L in enumerate(lens.tolist()):
+        n = (L + 7) // 8
+        logits = attention_logits(q[b], context_keys(kv.k_caches[0], tables[b], L), SCALE)
+        mass = page_mass(logits, 8).view(2, 2, n).mean(1)   # [Hkv, n]
+        for h in range(2):
+            kept = sorted(_sets(sel.page_indices)[b][h])
+            assert n - 1 in kept
+            got = float(mass[h, kept].sum())
+            assert got >= 0.8 - 1e-5
+            # minimal: without its least-attended page (other than the forced one) it falls short
+            drop = min((p for p in kept if p != n - 1), key=lambda p: float(mass[h, p]))
+            assert got - float(mass[h, drop]) < 0.8
+    tighter = make_policy("oracle_p", top_p_mass=0.5, dense_layers=0).select(ctx)
+    assert (tighter.page_indices >= 0).sum() < (sel.page_indices >= 0).sum()

@@ -1,0 +1,9 @@
+// Compile-check unit for CI: the quantised-key kernels of the twostage selector, without torch.
+#include "quant_keys.cuh"
+
+namespace tinyserve {
+#define QUANT(T, BITS)                                                                      \
+  template __global__ void quantize_keys_kernel<T, BITS>(const __grid_constant__ QuantKeysParams); \
+  template __global__ void page_estimates_kernel<T, BITS>(const __grid_constant__ PageEstimateParams);
+TINYSERVE_QUANT_INSTANCES(QUANT)
+}  // namespace tinyserve

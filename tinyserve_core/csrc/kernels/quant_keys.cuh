@@ -1,0 +1,144 @@
+// Quantised key copy of the `twostage` selector (spec: tinyserve_core/kernels/quant_reference.py).
+//   qkeys [NB, BS, Hkv, D * BITS / 8] uint8: code_i = rint((k_i - min_i) / (max_i - min_i) * L),
+//   L = 2^BITS - 1, on the page's own channel-wise key range (meta [NB, 2, Hkv, D]); for 4 bits
+//   the even channel sits in the low nibble.
+// quantize_keys_kernel re-quantises the pages a cache write touched; page_estimates_kernel
+// gives, per candidate page and query head, the logsumexp of the estimated logits of the
+// page's tokens. Both are plain (one CTA per token / per candidate page): the estimate
+// reads 1/2 (int8) or 1/4 (int4) of the fp16 key bytes of a few candidate pages, so it is
+// small next to the attention that follows.
+#pragma once
+
+#include "common.cuh"
+
+namespace tinyserve {
+
+struct QuantKeysParams {
+  const void* k_cache;          // [NB, BS, Hkv, D]
+  const void* meta;             // [NB, 2, Hkv, D]
+  uint8_t* qkeys;               // [NB, BS, Hkv, Dq]
+  const int64_t* slot_mapping;  // [T], -1 skips
+  int num_tokens, num_kv_heads, head_dim, block_size;
+};
+
+template <int BITS>
+__device__ __forceinline__ uint32_t quant_code(float k, float lo, float hi) {
+  constexpr float L = float((1 << BITS) - 1);
+  const float rng = hi - lo;
+  if (!(rng > 0.f)) return 0u;
+  // the reference's order of operations, IEEE division: codes match it bit for bit
+  const float x = rintf((k - lo) / rng * L);
+  return (uint32_t)fminf(fmaxf(x, 0.f), L);
+}
+
+template <typename T, int BITS>
+__global__ void quantize_keys_kernel(const __grid_constant__ QuantKeysParams p) {
+  const int t = blockIdx.x;
+  const int64_t s = p.slot_mapping[t];
+  if (s < 0) return;
+  const int64_t blk = s / p.block_size;
+  const int off = (int)(s % p.block_size);
+  if (t + 1 < p.num_tokens) {  // a later token writing further into this page re-quantises it whole
+    const int64_t s2 = p.slot_mapping[t + 1];
+    if (s2 >= 0 && s2 / p.block_size == blk && (int)(s2 % p.block_size) > off) return;
+  }
+  const int H = p.num_kv_heads, D = p.head_dim, Dq = D * BITS / 8;
+  const T* kc = static_cast<const T*>(p.k_cache);
+  const T* mlo = static_cast<const T*>(p.meta) + blk * 2 * H * D;
+  const T* mhi = mlo + (int64_t)H * D;
+  const int n = (off + 1) * H * Dq;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int j = i / (H * Dq), r = i - j * H * Dq, h = r / Dq, c = r - h * Dq;
+    const T* krow = kc + ((blk * p.block_size + j) * H + h) * D;
+    uint32_t byte;
+    if (BITS == 8) {
+      byte = quant_code<8>(to_float(krow[c]), to_float(mlo[h * D + c]), to_float(mhi[h * D + c]));
+    } else {
+      const int d = 2 * c;
+      byte = quant_code<4>(to_float(krow[d]), to_float(mlo[h * D + d]), to_float(mhi[h * D + d])) |
+             (quant_code<4>(to_float(krow[d + 1]), to_float(mlo[h * D + d + 1]), to_float(mhi[h * D + d + 1]))
+              << 4);
+    }
+    p.qkeys[((blk * p.block_size + j) * H + h) * Dq + c] = (uint8_t)byte;
+  }
+}
+
+struct PageEstimateParams {
+  const float* q;              // [B, Hq, D] float32
+  const uint8_t* qkeys;        // [NB, BS, Hkv, Dq]
+  const void* meta;            // [NB, 2, Hkv, D]
+  const int* block_tables;     // [B, bt_stride]
+  const int* seq_lens;         // [B]
+  const int* candidates;       // [B, Hkv, C], -1 pad
+  float* out;                  // [B, Hq, C]
+  int num_q_heads, num_kv_heads, group, head_dim, block_size, bt_stride, num_candidates;
+  float scale;
+};
+
+constexpr int kEstimateThreads = 128;
+
+// Dynamic shared memory: the group's queries, the page's min and step rows, the logits.
+__host__ __device__ constexpr int page_estimates_smem_bytes(int group, int head_dim, int block_size) {
+  return (group * head_dim + 2 * head_dim + group * block_size) * 4;
+}
+
+template <typename T, int BITS>
+__global__ void __launch_bounds__(kEstimateThreads) page_estimates_kernel(const __grid_constant__ PageEstimateParams p) {
+  extern __shared__ float sm[];
+  const int c = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int G = p.group, D = p.head_dim, BS = p.block_size, H = p.num_kv_heads, Dq = D * BITS / 8;
+  float* out = p.out + ((int64_t)b * p.num_q_heads + h * G) * p.num_candidates + c;
+  const int pg = p.candidates[((int64_t)b * H + h) * p.num_candidates + c];
+  const int n_tok = pg < 0 ? 0 : min(BS, p.seq_lens[b] - pg * BS);
+  if (n_tok <= 0) {  // padding, or a page past the context: no mass
+    for (int g = threadIdx.x; g < G; g += blockDim.x) out[(int64_t)g * p.num_candidates] = -INFINITY;
+    return;
+  }
+  const int64_t blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
+  float* sq = sm;                 // [G][D]
+  float* slo = sq + G * D;        // [D]
+  float* sstep = slo + D;         // [D]
+  float* slog = sstep + D;        // [G][BS]
+  const float* qg = p.q + ((int64_t)b * p.num_q_heads + h * G) * D;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i] = qg[i];
+  const T* mlo = static_cast<const T*>(p.meta) + (blk * 2 * H + h) * D;
+  const T* mhi = mlo + (int64_t)H * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const float lo = to_float(mlo[d]);
+    slo[d] = lo;
+    sstep[d] = (to_float(mhi[d]) - lo) / float((1 << BITS) - 1);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * n_tok; i += blockDim.x) {
+    const int g = i / n_tok, t = i - g * n_tok;
+    const uint8_t* row = p.qkeys + ((blk * BS + t) * H + h) * Dq;
+    const float* qh = sq + g * D;
+    float acc = 0.f;
+    for (int d = 0; d < D; ++d) {
+      const uint32_t code = BITS == 8 ? row[d] : (row[d >> 1] >> ((d & 1) * 4)) & 15u;
+      acc = fmaf(qh[d], fmaf((float)code, sstep[d], slo[d]), acc);
+    }
+    slog[g * BS + t] = acc * p.scale;
+  }
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int g = warp; g < G; g += blockDim.x >> 5) {
+    float m = -INFINITY;
+    for (int t = lane; t < n_tok; t += 32) m = fmaxf(m, slog[g * BS + t]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float s = 0.f;
+    for (int t = lane; t < n_tok; t += 32) s += __expf(slog[g * BS + t] - m);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) out[(int64_t)g * p.num_candidates] = m + logf(s);
+  }
+}
+
+#define TINYSERVE_QUANT_INSTANCES(X) \
+  X(float, 8)                        \
+  X(float, 4)                        \
+  X(__half, 8)                       \
+  X(__half, 4)                       \
+  X(__nv_bfloat16, 8)                \
+  X(__nv_bfloat16, 4)
+
+}  // namespace tinyserve

@@ -157,6 +157,8 @@ def test_selector_keeps_the_copy_current_across_policy_switches(make_kv):
     sel = PageSelector("twostage", budget=32, dense_layers=0, quant_bits=4, stats=True, sink=sink)
     pi = sel.select(LAYER, torch.randn(1, 4, 16), kv, 1, tables, lens, [0])
     assert kv.qkey_bits == 4 and kv.qkeys[1].shape == (40, 8, 2, 8) and pi.shape[-1] == 4
+    sel.end_step([0])   # statistics (and their events) arrive when the step is collected
+    sel.collect()
     evs = [e for e in sink.drain() if isinstance(e, PageSelection)]
     assert evs and all(set(e.pages) <= set(e.candidate_pages) and len(e.candidate_pages) == 16 for e in evs)
     kv.copy_blocks([(3, 39)])

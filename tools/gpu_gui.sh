@@ -24,5 +24,5 @@ for size in 1600x1000 1280x800; do
     --size "$size" --screenshot "$OUT/gui_cuda_$size.png" 2>&1 | tail -n 3
   echo "gui $size: $STEPS steps in $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s (start-up included)"
 done
-timeout 200 python3 -m tinyserve_core.cli bench gui --config "$OUT/gui_cuda.json" --frames 40 \
+timeout 200 python3 -m tinyserve_core.cli bench gui --config "$OUT/gui_cuda.json" --frames 30 --blocks 4096,32768 --history-steps 0 \
   --json "$OUT/bench_gui_cuda.json" 2>&1 | tail -n 15

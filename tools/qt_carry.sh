@@ -30,11 +30,11 @@ cp "$SP/PySide6/Qt/plugins/platforms/libqoffscreen.so" "$STAGE/site/PySide6/Qt/p
 cp -r "$SP/shiboken6" "$SP/pyqtgraph" "$SP/superqt" "$SP/qtpy" "$STAGE/site/"
 find "$STAGE/site" -name __pycache__ -prune -exec rm -rf {} +
 rm -rf "$STAGE/site/shiboken6/include" "$STAGE/site/pyqtgraph/examples"
-# attach's compiled needs, as 3.12 wheels (pure prometheus_client is already there)
+# attach's and the scene queries' compiled needs, as 3.12 wheels (prometheus_client is there)
 W=$(mktemp -d)
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_26_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 -d "$W" pyzmq msgspec
+  --platform manylinux2014_x86_64 -d "$W" pyzmq msgspec rapidfuzz
 for w in "$W"/*.whl; do $PY -m zipfile -e "$w" "$STAGE/site/"; done
 # system libraries the Qt modules and the plugin link against, minus the C/C++ runtime
 for f in "$STAGE"/site/PySide6/*.abi3.so "$STAGE/site/PySide6/Qt/plugins/platforms/libqoffscreen.so"; do

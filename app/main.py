@@ -22,11 +22,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--view", default=None, help="screenshot one view (e.g. 'Block pool', 'Metrics', 'Cache selection') instead of the window")
     p.add_argument("--size", default="1600x1000", help="window size WxH (default 1600x1000)")
     p.add_argument("--timeout", type=float, default=600.0, help="headless: give up after this many seconds")
+    from .attach.headless import add_arguments          # issue 15: --attach URL --seconds S
+    add_arguments(p)
     a = p.parse_args(argv)
     if a.steps is not None and a.steps < 0:
         p.error("--steps: must be >= 0")
-    if a.screenshot and a.steps is None:
-        p.error("--screenshot needs --steps N")
+    if a.screenshot and a.steps is None and a.seconds is None:
+        p.error("--screenshot needs --steps N (or --attach URL --seconds S)")
     try:
         w, h = (int(x) for x in a.size.lower().split("x"))
         a.size = (w, h)
@@ -61,14 +63,18 @@ def main(argv=None) -> int:
     app.setApplicationName("tinyserve-gui")
     from .main_window import MainWindow
 
-    headless = a.steps is not None
+    headless = a.steps is not None or a.seconds is not None
     settings = None
     if headless:   # reproducible shots: ignore and keep the user's saved layout
         settings = QSettings(str(Path(tempfile.mkdtemp()) / "headless.ini"), QSettings.Format.IniFormat)
     win = MainWindow(cfg, settings=settings, restore_layout=not headless)
     win.resize(*a.size)
     win.show()
-    if not headless:
+    from .attach.headless import run as run_attach, spec_from_args
+    spec = spec_from_args(a)
+    if spec is not None:                                # issue 15: the Attach tab
+        rc = run_attach(app, win, spec, a.seconds, a.screenshot)
+    elif not headless:
         rc = app.exec()
     else:
         rc = run_headless(app, win, a.steps, a.screenshot, a.view, a.timeout)

@@ -53,10 +53,11 @@ class BlockImage:
 
 
 def map_width(capacity: int, aspect: float = 1.6) -> int:
-    """Cells per row: about `aspect` times wider than tall, in steps of 32 so the
-    layout holds still while the cache grows."""
-    w = int(np.ceil(np.sqrt(max(capacity, 1) * aspect) / 32.0)) * 32
-    return max(32, w)
+    """Cells per row: about `aspect` times wider than tall, in steps (8 cells for small
+    maps, 32 for large) so the layout holds still while the cache grows."""
+    ideal = np.sqrt(max(capacity, 1) * aspect)
+    step = 8 if ideal < 256 else 32
+    return max(8, int(np.ceil(ideal / step)) * step)
 
 
 def shade_of(bm: BlockMap, shade: str) -> tuple[np.ndarray, float]:

@@ -46,6 +46,7 @@ class BlockMapView(QWidget):
         self.glw = dark_canvas()
         self.plot, self.image = add_image_plot(self.glw, "rank / medium", "block (slot order)")
         self.plot.hideButtons()
+        self.plot.setAspectLocked(True)          # square cells, as the serving pool view
         self.hover_box = pg.PlotCurveItem(pen=pg.mkPen((255, 255, 255), width=1.2))
         self.sel_box = pg.PlotCurveItem(pen=pg.mkPen((255, 255, 255), width=2.5))
         self.plot.addItem(self.hover_box)

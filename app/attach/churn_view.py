@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from tinyserve_core.attach.cache_views import Churn
 
 SERIES = (("stored", (0, 158, 115)), ("removed (evicted)", (213, 94, 0)), ("cleared", (204, 121, 167)))
+LIVE_RGB = (86, 180, 233)
 
 
-def _plot(title: str, unit: str) -> tuple[pg.PlotWidget, pg.PlotItem]:
+def _key(series) -> str:
+    """The legend in the title, outside the data."""
+    return " ".join(f"<span style='color:rgb{rgb}'>&#9644; {name}</span>" for name, rgb in series)
+
+
+def _plot(title: str, unit: str, series) -> tuple[pg.PlotWidget, pg.PlotItem]:
     w = pg.PlotWidget()
     w.setMinimumSize(160, 90)
     p = w.getPlotItem()
-    p.setTitle(f"{title} <span style='color:#9aa'>({unit})</span>", size="9pt")
+    p.setTitle(f"{title} <span style='color:#9aa'>({unit})</span><br>{_key(series)}", size="9pt")
     p.setLabel("bottom", "server time", units="s")
     p.getAxis("left").setWidth(44)
     p.setMenuEnabled(False)
@@ -31,14 +38,18 @@ class ChurnView(QWidget):
         self.window_s = window_s
         lay = QHBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
-        w1, self.rate_plot = _plot("Block events", "blocks/s")
-        self.rate_plot.addLegend(offset=(5, 2), labelTextSize="7pt", verSpacing=-6)
-        self.curves = {name: self.rate_plot.plot([], [], pen=pg.mkPen(rgb, width=1.6), name=name,
-                                                 stepMode="center")
-                       for name, rgb in SERIES}
-        w2, self.live_plot = _plot("Live blocks", "blocks")
-        self.live_curve = self.live_plot.plot([], [], pen=pg.mkPen((86, 180, 233), width=1.6),
-                                              connect="finite")
+        w1, self.rate_plot = _plot("Block events", "blocks/s", SERIES)
+        # in a full cache removed runs on top of stored: stored is drawn wide beneath,
+        # removed thin and dashed over it, so both stay visible
+        pens = {"stored": pg.mkPen(SERIES[0][1], width=3.5),
+                "removed (evicted)": pg.mkPen(SERIES[1][1], width=1.4, style=Qt.PenStyle.DashLine),
+                "cleared": pg.mkPen(SERIES[2][1], width=1.6)}
+        self.curves = {name: self.rate_plot.plot([], [], pen=pens[name], stepMode="center")
+                       for name, _ in SERIES}
+        w2, self.live_plot = _plot("Live blocks", "blocks", (("live at the end of each second", LIVE_RGB),))
+        self.live_curve = self.live_plot.plot([], [], pen=pg.mkPen(LIVE_RGB, width=1.6),
+                                              connect="finite", symbol="o", symbolSize=3,
+                                              symbolBrush=LIVE_RGB, symbolPen=None)
         lay.addWidget(w1, 1)
         lay.addWidget(w2, 1)
         self.last: Churn | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from ..widgets.legend import flexible
 from .block_image import TREE_RGB
@@ -32,6 +32,11 @@ class ForestView(QWidget):
         self.tree.setHeaderLabels(["chain", "blocks", "blocks below", "depth"])
         self.tree.setMouseTracking(True)
         self.tree.setUniformRowHeights(True)
+        head = self.tree.header()
+        head.setStretchLastSection(False)
+        head.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in (1, 2, 3):
+            head.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.itemEntered.connect(lambda it, _c: self._hovered(it))
         self.tree.itemClicked.connect(lambda it, _c: self.chain_clicked.emit(int(it.data(0, SLOT_ROLE))))
         lay.addWidget(self.tree, 1)
@@ -47,7 +52,7 @@ class ForestView(QWidget):
         self.tree.clear()
         for t in trees:
             rgb = TREE_RGB[t.root_uid % len(TREE_RGB)]
-            top = self._node(self.tree, t.top, f"tree r{t.rank} {t.medium}: ", QColor(*(int(v) for v in rgb)))
+            top = self._node(self.tree, t.top, f"r{t.rank} {t.medium}: ", QColor(*(int(v) for v in rgb)))
             top.setText(2, f"{t.blocks:,}")
             top.setExpanded(True)
         for slot in expanded:
@@ -56,7 +61,7 @@ class ForestView(QWidget):
 
     def _node(self, parent, node: ChainNode, prefix: str, colour: QColor) -> QTreeWidgetItem:
         it = QTreeWidgetItem(parent)
-        shared = " (shared by %d)" % len(node.children) if len(node.children) > 1 else ""
+        shared = f", shared by {len(node.children)}" if len(node.children) > 1 else ""
         it.setText(0, f"{prefix}{node.length} block{'s' if node.length > 1 else ''}{shared}")
         it.setText(1, str(node.length))
         it.setText(2, f"{node.subtree:,}" + (f" +{node.truncated} chains not drawn" if node.truncated else ""))

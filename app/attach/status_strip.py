@@ -68,6 +68,8 @@ class StatusStrip(QLabel):
         items = [(frame.error, BAD)] if frame.error else []
         items += [stream_state(s, now) for s in frame.streams]
         items += [scrape_state(s, now) for s in frame.scrapes]
+        if not frame.scrapes and frame.state != "error" and frame.progress is None:
+            items.append(("no metrics URL given (File > Attach...)", IDLE))
         self.texts = [t for t, _ in items]
         dots = "&nbsp;&nbsp; ".join(f'<span style="color:{c};">&#9679;</span>&nbsp;{html.escape(t)}'
                                     for t, c in items)

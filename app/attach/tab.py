@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtWidgets import QSplitter, QTextBrowser, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSplitter, QTextBrowser, QVBoxLayout, QWidget
 
 from ..serving.metrics_view import PLOTS, MetricsView
+from ..widgets.legend import flexible
 from .block_map_view import BlockMapView
 from .churn_view import ChurnView
 from .dialog import AttachDialog
@@ -65,9 +66,16 @@ class AttachTab(QWidget):
         top.addWidget(self.block_map)
         top.addWidget(right)
         top.setSizes([640, 360])
+        self.metrics_header = flexible(QLabel("Server metrics"))
+        self.metrics_box = mbox = QWidget()
+        mlay = QVBoxLayout(mbox)
+        mlay.setContentsMargins(0, 0, 0, 0)
+        mlay.addWidget(self.metrics_header)
+        mlay.addWidget(self.metrics, 1)
+        mbox.hide()                          # until a scrape arrives: no empty plots
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(self.churn)
-        bottom.addWidget(self.metrics)
+        bottom.addWidget(mbox)
         bottom.setSizes([380, 620])
         outer = QSplitter(Qt.Orientation.Vertical)
         outer.addWidget(top)
@@ -154,6 +162,11 @@ class AttachTab(QWidget):
         self.churn.set_churn(f.churn)
         self.metrics.add(f.metric_rows, f.latencies)
         self.metrics.render(plots=2)
+        if f.scrapes and self.metrics_box.isHidden():
+            self.metrics_box.show()
+        if f.scrapes:
+            self.metrics_header.setText("Server metrics (Prometheus, vLLM / SGLang names) from "
+                                        + ", ".join(s.url for s in f.scrapes))
         self.status.update_from(f, time.time())
 
     def _replies(self) -> None:

@@ -52,6 +52,8 @@ FIELDS = (
     Field("tier_pages", "fast-tier size", "int", 0, 256, "pages per sequence (0 = off)"),
     Field("stats", "selection statistics", "bool", tip="oracle pages, recall and violations (slower)"),
     Field("seed", "seed", "spin", 0, 2**31 - 1),
+    Field("kv_events", "publish KV events", "text",
+          tip="vLLM-format KV-cache events on this ZMQ endpoint, e.g. tcp://*:5557 (empty = off)"),
 )
 FIELD_BY_KEY = {f.key: f for f in FIELDS}
 
@@ -63,6 +65,7 @@ class ControlsPanel(QWidget):
     step_clicked = Signal()
     reset_clicked = Signal()
     speed_changed = Signal(float)         # steps/s, 0 = unlimited
+    attach_clicked = Signal()             # issue 15: watch a vLLM / SGLang server instead
 
     def __init__(self, config: EngineConfig, parent=None):
         super().__init__(parent)
@@ -89,6 +92,10 @@ class ControlsPanel(QWidget):
             b.clicked.connect(sig.emit)
             buttons.addWidget(b, 0, i)
         outer.addLayout(buttons)
+        attach = QPushButton("Attach to a server...")      # issue 15: the Attach tab's dialog
+        attach.setToolTip("watch a vLLM / SGLang server's KV cache (File > Attach...)")
+        attach.clicked.connect(self.attach_clicked.emit)
+        outer.addWidget(attach)
         speed_row = QHBoxLayout()
         speed_row.addWidget(QLabel("speed (steps/s, 0 = max)"))
         self.speed = QLabeledSlider(Qt.Orientation.Horizontal)
@@ -169,17 +176,18 @@ class ControlsPanel(QWidget):
         elif f.kind == "bool":
             w = QCheckBox()
             w.toggled.connect(lambda _v, k=key: self.commit(k))
-        elif f.kind == "path":
+        elif f.kind in ("path", "text"):
             w = QWidget()
             h = QHBoxLayout(w)
             h.setContentsMargins(0, 0, 0, 0)
             w.edit = QLineEdit()
-            w.edit.setPlaceholderText("shipped model")
+            w.edit.setPlaceholderText("shipped model" if f.kind == "path" else "off")
             w.edit.editingFinished.connect(lambda k=key: self.commit(k))
-            b = QPushButton("Browse...")
-            b.clicked.connect(self._browse_model)
             h.addWidget(w.edit, 1)
-            h.addWidget(b)
+            if f.kind == "path":
+                b = QPushButton("Browse...")
+                b.clicked.connect(self._browse_model)
+                h.addWidget(b)
         else:
             raise ValueError(f.kind)
         return w
@@ -206,7 +214,7 @@ class ControlsPanel(QWidget):
     def set_widget(self, key: str, value: Any) -> None:
         """Show `value` without treating it as a user change."""
         f, w = FIELD_BY_KEY[key], self.widgets[key]
-        target = w.edit if f.kind == "path" else w
+        target = w.edit if f.kind in ("path", "text") else w
         target.blockSignals(True)
         try:
             if f.kind in ("int", "spin"):

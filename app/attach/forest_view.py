@@ -45,6 +45,8 @@ class ForestView(QWidget):
         self._text: dict[int, str] = {}
 
     def set_forest(self, trees: list[Tree]) -> None:
+        if _signature(trees) == _signature(self.trees):
+            return                                   # same shape: keep rows (and tooltips)
         expanded = {int(it.data(0, SLOT_ROLE)) for it in self.items.values() if it.isExpanded()}
         self.trees = trees
         self.items.clear()
@@ -85,3 +87,9 @@ class ForestView(QWidget):
         it = self.items.get(slot)
         if it is not None:
             it.setToolTip(0, text[-1500:])
+
+
+def _signature(trees: list[Tree]) -> tuple:
+    def node(n: ChainNode) -> tuple:
+        return (n.last, n.length, n.subtree, n.truncated, tuple(node(c) for c in n.children))
+    return tuple((t.root_uid, t.blocks, node(t.top)) for t in trees)

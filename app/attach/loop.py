@@ -29,9 +29,9 @@ from .block_image import BlockImage, paint
 from .forest_data import Tree, top_trees
 from .spec import AttachSpec
 
-MIN_BUILD_S, MAX_BUILD_S = 0.03, 0.4
+MIN_BUILD_S, MAX_BUILD_S = 0.015, 0.4
 IDLE_REBUILD_S = 1.0          # ages keep growing with no events: re-shade this often
-FOREST_EVERY_S = 1.5
+FOREST_EVERY_S = 3.0
 
 
 @dataclass(frozen=True)

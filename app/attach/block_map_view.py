@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtGui import QCursor
+from PySide6.QtWidgets import QToolTip, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..widgets.image_plot import add_image_plot, dark_canvas
 from ..widgets.legend import flexible, swatch_html
@@ -103,6 +104,12 @@ class BlockMapView(QWidget):
             self._hover = slot
             self._outline(self.hover_box, slot)
             self.block_hovered.emit(slot)
+            if slot < 0:
+                QToolTip.hideText()
+
+    def show_tip(self, text: str) -> None:
+        """The hovered block's answer from the worker (it owns the model)."""
+        QToolTip.showText(QCursor.pos(), text, self.glw)
 
     def _on_click(self, ev) -> None:
         slot = self.slot_at(ev.scenePos())

@@ -46,7 +46,7 @@ class ChurnView(QWidget):
                 "cleared": pg.mkPen(SERIES[2][1], width=1.6)}
         self.curves = {name: self.rate_plot.plot([], [], pen=pens[name], stepMode="center")
                        for name, _ in SERIES}
-        w2, self.live_plot = _plot("Live blocks", "blocks", (("live at the end of each second", LIVE_RGB),))
+        w2, self.live_plot = _plot("Live blocks", "blocks", (("live, end of each second", LIVE_RGB),))
         self.live_curve = self.live_plot.plot([], [], pen=pg.mkPen(LIVE_RGB, width=1.6),
                                               connect="finite", symbol="o", symbolSize=3,
                                               symbolBrush=LIVE_RGB, symbolPen=None)

@@ -43,6 +43,7 @@ class AttachFrame:
     source: str
     image: BlockImage
     blocks_live: int
+    server_t: float                      # server time (batch ts) of the newest event applied
     tree_roots: int
     max_depth: int
     events: dict
@@ -247,7 +248,7 @@ class AttachLoop:
         self._n += 1
         frame = AttachFrame(
             number=self._n, built_at=time.perf_counter(), state=self.st.state, error=self.st.error,
-            source=self.spec.describe(), image=image, blocks_live=len(bm), tree_roots=roots,
+            source=self.spec.describe(), image=image, blocks_live=len(bm), server_t=bm.t, tree_roots=roots,
             max_depth=int(bm.depth.max()) if len(bm) else 0, events=dict(m.events),
             applied=sum(s.batches for s in streams), churn=m.churn(), streams=streams,
             scrapes=list(self.att.metrics.latest()) if self.att is not None else [],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtWidgets import QLabel, QSplitter, QTextBrowser, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QTextBrowser, QVBoxLayout, QWidget
 
 from ..serving.metrics_view import PLOTS, MetricsView
 from ..widgets.legend import flexible
@@ -40,6 +40,12 @@ def format_detail(slot: int, d, text: str | None) -> str:
     return "\n".join(lines)
 
 
+def hover_text(slot: int, d, text: str | None) -> str:
+    head = (f"slot {slot}: rank {d.rank} {d.medium}, depth {d.depth}, re-stored {d.reuse}x, "
+            f"first stored t = {d.first_stored:.1f} s")
+    return head if text is None else head + "\n" + text[-300:]
+
+
 class AttachTab(QWidget):
     def __init__(self, settings: QSettings | None = None, parent=None):
         super().__init__(parent)
@@ -58,14 +64,10 @@ class AttachTab(QWidget):
         self.churn = ChurnView()
         self.metrics = MetricsView()
         self._server_plots_only()
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.forest)
-        right.addWidget(self.details)
-        right.setSizes([500, 200])
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(self.block_map)
-        top.addWidget(right)
-        top.setSizes([640, 360])
+        # left: the map over its churn; right: forest / details over the server metrics
+        self.side = QTabWidget()
+        self.side.addTab(self.forest, "Prefix forest")
+        self.side.addTab(self.details, "Block details")
         self.metrics_header = flexible(QLabel("Server metrics"))
         self.metrics_box = mbox = QWidget()
         mlay = QVBoxLayout(mbox)
@@ -73,17 +75,22 @@ class AttachTab(QWidget):
         mlay.addWidget(self.metrics_header)
         mlay.addWidget(self.metrics, 1)
         mbox.hide()                          # until a scrape arrives: no empty plots
-        bottom = QSplitter(Qt.Orientation.Horizontal)
-        bottom.addWidget(self.churn)
-        bottom.addWidget(mbox)
-        bottom.setSizes([380, 620])
-        outer = QSplitter(Qt.Orientation.Vertical)
-        outer.addWidget(top)
-        outer.addWidget(bottom)
-        outer.setSizes([640, 300])
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.block_map)
+        left.addWidget(self.churn)
+        left.setSizes([620, 260])
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.side)
+        right.addWidget(mbox)
+        right.setSizes([380, 500])
+        outer = QSplitter(Qt.Orientation.Horizontal)
+        outer.addWidget(left)
+        outer.addWidget(right)
+        outer.setSizes([600, 400])
         lay.addWidget(outer, 1)
         self.block_map.block_clicked.connect(self._ask_detail)
         self.block_map.shade_changed.connect(self._set_shade)
+        self.block_map.block_hovered.connect(lambda s: self._ask(s, "hover"))
         self.forest.chain_hovered.connect(lambda s: self._ask(s, "forest"))
         self.forest.chain_clicked.connect(self._select_chain)
         self.timer = QTimer(self)
@@ -97,7 +104,7 @@ class AttachTab(QWidget):
         for w, (title, _, _) in zip(self.metrics.widgets, PLOTS):
             w.setVisible(title not in ENGINE_ONLY)
         for i, w in enumerate(shown):
-            grid.addWidget(w, i // 3, i % 3)
+            grid.addWidget(w, i // 2, i % 2)
         for p in self.metrics.plots:
             p.setLabel("bottom", "since attach", units="s")
 
@@ -134,6 +141,7 @@ class AttachTab(QWidget):
 
     def _ask_detail(self, slot: int) -> None:
         self.details.setPlainText(f"block in slot {slot}: asking...")
+        self.side.setCurrentWidget(self.details)
         self._ask(slot, "detail")
 
     def _select_chain(self, slot: int) -> None:
@@ -175,6 +183,9 @@ class AttachTab(QWidget):
             r: Reply = q.get_nowait()
             if r.tag == "forest":
                 self.forest.set_text(r.slot, r.text or "(tokens not kept for this chain)")
+            elif r.tag == "hover":
+                if r.slot == self.block_map._hover and r.detail is not None:
+                    self.block_map.show_tip(hover_text(r.slot, r.detail, r.text))
             else:
                 self.details.setPlainText(format_detail(r.slot, r.detail, r.text))
 

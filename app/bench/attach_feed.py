@@ -34,6 +34,7 @@ class RankCache:
         self.children: dict[int, int] = {}
         self.prompts = [self._fresh(int(self.rng.integers(4, 12))) for _ in range(groups)]
         self.convs: list[list[int]] = []
+        self.queried = self.hits = 0                   # prefix-cache blocks asked / found
 
     def _fresh(self, n: int) -> list[int]:
         hs = list(range(self.next_hash, self.next_hash + n))
@@ -45,6 +46,8 @@ class RankCache:
 
     def _store(self, hashes: list[int], parent: int | None, out: list) -> None:
         new = [h for h in hashes if h not in self.live]
+        self.queried += len(hashes)
+        self.hits += len(hashes) - len(new)
         if not new:
             return
         p = parent
@@ -104,18 +107,52 @@ class FeedServer:
         self.pubs = [KVEventPublisher(offset_port(url, r), None if replay is None else offset_port(replay, r),
                                       block_size=block_size, data_parallel_rank=r) for r in range(ranks)]
         self.caches = [RankCache(r, capacity, block_size, seed) for r in range(ranks)]
+        self.sent: list[float] = []          # wall time (the batch ts) of each step's batches
 
     def step(self, requests: int = 1) -> int:
         """`requests` requests on every rank, one batch each; returns the batches sent."""
+        ts = time.time()
         for pub, cache in zip(self.pubs, self.caches):
             events = [e for _ in range(requests) for e in cache.request()]
             if events:
-                pub.publish(events)
+                pub.publish(events, ts=ts)
+        self.sent.append(ts)
         return len(self.pubs)
 
     def close(self) -> None:
         for p in self.pubs:
             p.close()
+
+
+class FeedMetrics:
+    """The feed's state as vLLM-named Prometheus metrics on http://127.0.0.1:PORT/metrics
+    (a registry of its own), so the demo shows the Attach tab's metric plots."""
+
+    def __init__(self, srv: FeedServer, port: int, seed: int = 0):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+        self.srv, self.rng = srv, np.random.default_rng(seed)
+        r = CollectorRegistry()
+        self.usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage", registry=r)
+        self.running = Gauge("vllm:num_requests_running", "running", registry=r)
+        self.waiting = Gauge("vllm:num_requests_waiting", "waiting", registry=r)
+        self.queries = Counter("vllm:prefix_cache_queries", "blocks queried", registry=r)
+        self.hits = Counter("vllm:prefix_cache_hits", "blocks hit", registry=r)
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "TTFT", registry=r,
+                              buckets=(0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6))
+        self._seen = (0, 0)
+        start_http_server(port, addr="127.0.0.1", registry=r)
+
+    def update(self) -> None:
+        cs = self.srv.caches
+        self.usage.set(sum(len(c.live) for c in cs) / sum(c.capacity for c in cs))
+        run = 8 + 6 * np.sin(time.monotonic() / 7.0) + self.rng.normal(0, 1)
+        self.running.set(max(0, round(run)))
+        self.waiting.set(max(0, round(run - 10 + self.rng.normal(0, 1))))
+        q, h = sum(c.queried for c in cs), sum(c.hits for c in cs)
+        self.queries.inc(q - self._seen[0])
+        self.hits.inc(h - self._seen[1])
+        self._seen = (q, h)
+        self.ttft.observe(float(self.rng.lognormal(np.log(0.12), 0.5)))
 
 
 def main(argv=None) -> int:
@@ -126,15 +163,26 @@ def main(argv=None) -> int:
     p.add_argument("--capacity", type=int, default=3000, help="blocks per rank")
     p.add_argument("--rate", type=float, default=40.0, help="requests per second per rank")
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--metrics-port", type=int, default=None, help="serve vLLM-named metrics here")
+    p.add_argument("--delay", type=float, default=0.0, help="wait this long before publishing")
+    p.add_argument("--sent-log", default=None, help="write the publish times (JSON list, wall clock)")
     a = p.parse_args(argv)
     srv = FeedServer(a.url, a.replay, a.ranks, a.capacity)
+    time.sleep(a.delay)                                # a connecting PUB: let the link come up
+    metrics = FeedMetrics(srv, a.metrics_port) if a.metrics_port else None
     end = time.monotonic() + a.seconds
     try:
         while time.monotonic() < end:
+            t = time.monotonic()
             srv.step()
-            time.sleep(1.0 / a.rate)
+            if metrics is not None:
+                metrics.update()
+            time.sleep(max(0.0, 1.0 / a.rate - (time.monotonic() - t)))
     finally:
         srv.close()
+        if a.sent_log:
+            from tinyserve_core.writers import write_json
+            write_json(a.sent_log, srv.sent, "--sent-log")
     return 0
 
 

@@ -28,11 +28,13 @@ TARGET_FRAME_MS = 16.0
 
 
 def add_parser(sub):
+    from tinyserve_core.cli._parser import positive_int
     p = sub.add_parser("attach-gui", help="Attach tab: publish-to-paint latency, block-map frame time")
-    p.add_argument("--blocks", type=int, default=1_000_000, help="live blocks for the frame-time case")
-    p.add_argument("--frames", type=int, default=60, help="frames timed at that size")
-    p.add_argument("--seconds", type=float, default=10.0, help="how long the latency case publishes")
-    p.add_argument("--rate", type=float, default=50.0, help="batches per second the server publishes")
+    for flag, default, what in (("--blocks", 1_000_000, "live blocks for the frame-time case"),
+                                ("--frames", 60, "frames timed at that size"),
+                                ("--seconds", 10, "how long the latency case publishes (s)"),
+                                ("--rate", 50, "batches per second the server publishes")):
+        p.add_argument(flag, type=positive_int(flag), default=default, help=what)
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run)
     return p
@@ -163,10 +165,6 @@ def bench_latency(seconds: float, rate: float, app) -> dict:
 
 def run(args) -> int:
     check_json(args.json)
-    if args.blocks < 1 or args.frames < 1 or args.seconds <= 0 or args.rate <= 0:
-        print("tinyserve bench attach-gui: --blocks, --frames, --seconds and --rate must be positive",
-              file=sys.stderr)
-        return 2
     offscreen_without_display()
     from PySide6.QtWidgets import QApplication
     from tqdm import tqdm

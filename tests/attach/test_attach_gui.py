@@ -16,7 +16,7 @@ from tinyserve_core.attach.cache_model import CacheModel
 from tinyserve_core.attach.session import Attachment
 from tinyserve_core.attach.subscriber import Endpoint
 
-from .publisher import payload, stored
+from .publisher import stored
 
 pytestmark = pytest.mark.gui
 
@@ -150,16 +150,16 @@ def test_dialog_validates_under_the_field_and_remembers(qtbot, tmp_path):
     assert again.read_spec() == d.spec
 
 
-def test_paint_layout_bands_and_shades():
-    from app.attach.block_image import paint
-    m = CacheModel()
-    from tinyserve_core.attach.wire import decode_payload
-    m.apply(decode_payload(payload([stored([1, 2, 3]), stored([7], medium="CPU")], ts=10.0)), 0)
-    m.apply(decode_payload(payload([stored([5])], ts=20.0)), 1)
-    img = paint(m.block_map(), "age", width=32)
-    assert [(b.rank, b.medium, b.blocks) for b in img.bands] == [(0, "GPU", 3), (0, "CPU", 1), (1, "GPU", 1)]
-    assert [b.row0 for b in img.bands] == [0, 2, 4]                 # a blank row between bands
-    newest = img.rgba[4, 0, :3].astype(int).sum()
-    oldest = img.rgba[0, 0, :3].astype(int).sum()
-    assert newest > oldest                                          # age: new is bright
-    assert img.slot_at(4, 0) >= 0 and img.slot_at(1, 0) == -1
+def test_controls_open_attach_and_publish_field(qtbot):
+    from app.serving.controls import ControlsPanel
+    from tinyserve_core.engine.config import EngineConfig
+    c = ControlsPanel(EngineConfig.from_dict({}))
+    qtbot.addWidget(c)
+    with qtbot.waitSignal(c.attach_clicked, timeout=1000):
+        next(b for b in c.findChildren(type(c.start_btn)) if b.text().startswith("Attach")).click()
+    c.widgets["kv_events"].edit.setText("tcp://*:5557")
+    with qtbot.waitSignal(c.live_change, timeout=1000) as sig:
+        c.commit("kv_events")
+    assert sig.args == [{"kv_events": "tcp://*:5557"}]
+    c.widgets["kv_events"].edit.setText("http://nope")
+    assert not c.commit("kv_events") and "ZMQ endpoint" in c.error_text("kv_events")

@@ -160,7 +160,8 @@ def bench_latency(seconds: float, rate: float, app) -> dict:
             lat.append((painted[j][0] - t_pub) * 1e3)
     return {"case": "publish -> painted", "batches": len(sent), "not_painted": len(sent) - len(lat),
             **time_stats(lat or [float("nan")], "n"), "target_ms": TARGET_LATENCY_MS,
-            "gui_frame_ms": time_stats(gui or [float("nan")], "frames")}
+            "gui_frame_ms": time_stats(gui or [float("nan")], "frames"),
+            "latency_ms_series": [round(x, 1) for x in lat]}
 
 
 def run(args) -> int:

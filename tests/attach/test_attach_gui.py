@@ -163,3 +163,23 @@ def test_controls_open_attach_and_publish_field(qtbot):
     assert sig.args == [{"kv_events": "tcp://*:5557"}]
     c.widgets["kv_events"].edit.setText("http://nope")
     assert not c.commit("kv_events") and "ZMQ endpoint" in c.error_text("kv_events")
+
+
+def test_headless_attach_writes_the_screenshot(qapp, tmp_path, make_pub, capsys):
+    import threading
+
+    from PySide6.QtGui import QImage
+
+    from app.main import main
+    pub = make_pub(replay=False)
+
+    def serve():
+        pub.wait_subscriber(timeout_s=60)
+        pub.send([stored([1, 2, 3])])
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    out = tmp_path / "attach.png"
+    rc = main(["--attach", pub.url, "--seconds", "4", "--size", "1280x800", "--screenshot", str(out)])
+    t.join(5)
+    assert rc == 0 and "3 live blocks" in capsys.readouterr().out
+    assert QImage(str(out)).size().width() == 1280

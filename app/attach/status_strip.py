@@ -9,10 +9,10 @@ import time
 
 from PySide6.QtWidgets import QLabel
 
-from ..widgets.legend import flexible
-
 from tinyserve_core.attach.metrics import Scrape
 from tinyserve_core.attach.subscriber import StreamStats
+
+from ..widgets.legend import flexible
 
 SILENT_S = 5.0        # no live frame for this long: the rank is silent (lost or idle)
 OK, WARN, BAD, IDLE = "#7fd17f", "#f0c060", "#ff6a6a", "#9a9aa8"

@@ -183,3 +183,19 @@ def test_headless_attach_writes_the_screenshot(qapp, tmp_path, make_pub, capsys)
     t.join(5)
     assert rc == 0 and "3 live blocks" in capsys.readouterr().out
     assert QImage(str(out)).size().width() == 1280
+
+
+def test_forest_hover_decodes_the_chain_with_the_tokenizer(qtbot, tab, make_pub, tiny_model_dir):
+    from tinyserve_core.model.tokenizer import Tokenizer
+    tok = Tokenizer.from_dir(tiny_model_dir)
+    ids = tok.encode("The list type is a mutable sequence.")[:8]
+    pub = make_pub()
+    tab.attach(spec_of(pub, tokenizer=str(tiny_model_dir)))
+    pub.wait_subscriber()
+    pub.send([stored([1, 2], tokens=ids[:4]), stored([3], parent=2, tokens=ids[4:6])])
+    qtbot.waitUntil(lambda: len(tab.forest.trees) == 1 and tab.forest.trees[0].blocks == 3, timeout=10000)
+    last = tab.forest.trees[0].top.last                     # one chain: root .. block 3
+    tab.forest.chain_hovered.emit(last)
+    qtbot.waitUntil(lambda: last in tab.forest._text, timeout=5000)
+    assert tab.forest._text[last] == tok.decode(ids[:6])
+    assert tab.forest.items[last].toolTip(0) == tok.decode(ids[:6])

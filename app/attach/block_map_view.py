@@ -107,6 +107,10 @@ class BlockMapView(QWidget):
             if slot < 0:
                 QToolTip.hideText()
 
+    @property
+    def hovered(self) -> int:
+        return self._hover
+
     def show_tip(self, text: str) -> None:
         """The hovered block's answer from the worker (it owns the model)."""
         QToolTip.showText(QCursor.pos(), text, self.glw)

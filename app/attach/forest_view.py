@@ -81,6 +81,9 @@ class ForestView(QWidget):
         if slot not in self._text:
             self.chain_hovered.emit(slot)
 
+    def chain_text(self, slot: int) -> str | None:
+        return self._text.get(slot)
+
     def set_text(self, slot: int, text: str) -> None:
         """The chain text of a hovered row, from the worker."""
         self._text[slot] = text

@@ -184,7 +184,7 @@ class AttachTab(QWidget):
             if r.tag == "forest":
                 self.forest.set_text(r.slot, r.text or "(tokens not kept for this chain)")
             elif r.tag == "hover":
-                if r.slot == self.block_map._hover and r.detail is not None:
+                if r.slot == self.block_map.hovered and r.detail is not None:
                     self.block_map.show_tip(hover_text(r.slot, r.detail, r.text))
             else:
                 self.details.setPlainText(format_detail(r.slot, r.detail, r.text))

@@ -67,6 +67,15 @@ def test_blocks_appear_in_the_block_map(qtbot, tab, make_pub):
     tab.block_map.select(slot)
     qtbot.waitUntil(lambda: "depth" in tab.details.toPlainText(), timeout=5000)
     assert "rank 0, GPU" in tab.details.toPlainText()
+    # hovering a cell asks the worker and shows its answer as a tip
+    from PySide6.QtCore import QPointF
+    tips = []
+    tab.block_map.show_tip = tips.append
+    r, c = tab.block_map.image_data.cell_of(slot)
+    tab.block_map.glw.scene().sigMouseMoved.emit(tab.block_map.plot.vb.mapViewToScene(QPointF(c + 0.5, r + 0.5)))
+    assert tab.block_map.hovered == slot
+    qtbot.waitUntil(lambda: bool(tips), timeout=5000)
+    assert tips[0].startswith(f"slot {slot}: rank 0 GPU, depth")
 
 
 def test_junk_frame_and_gap_show_as_states(qtbot, tab, make_pub):
@@ -196,6 +205,6 @@ def test_forest_hover_decodes_the_chain_with_the_tokenizer(qtbot, tab, make_pub,
     qtbot.waitUntil(lambda: len(tab.forest.trees) == 1 and tab.forest.trees[0].blocks == 3, timeout=10000)
     last = tab.forest.trees[0].top.last                     # one chain: root .. block 3
     tab.forest.chain_hovered.emit(last)
-    qtbot.waitUntil(lambda: last in tab.forest._text, timeout=5000)
-    assert tab.forest._text[last] == tok.decode(ids[:6])
+    qtbot.waitUntil(lambda: tab.forest.chain_text(last) is not None, timeout=5000)
+    assert tab.forest.chain_text(last) == tok.decode(ids[:6])
     assert tab.forest.items[last].toolTip(0) == tok.decode(ids[:6])

@@ -101,6 +101,7 @@ class AttachLoop:
         self._built_changes = -1
         self._forest_t = 0.0
         self._lat: list[tuple[float, float, float]] = []
+        self.on_frame = None              # called (worker thread) when a frame is ready to take
 
     # ---- the GUI's side ---------------------------------------------------------------
     def take(self) -> AttachFrame | None:
@@ -263,3 +264,5 @@ class AttachLoop:
                                 latencies=np.concatenate([self._frame.latencies, lat]))
             self._frame = frame
             self._credit = False
+        if self.on_frame is not None:
+            self.on_frame()

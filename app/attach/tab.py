@@ -1,7 +1,8 @@
 """The Attach tab: a server's cache block by block (block map), its prefix forest, its
 churn and its scraped metrics, with the connection states in a strip at the top.
-The worker thread owns the sockets and the model; a 25 ms timer takes the newest
-frame (never one signal per event) and the replies to hover questions."""
+The worker thread owns the sockets and the model; the GUI takes the newest frame when
+the worker says one is ready (one signal per frame, never one per event) and on a
+25 ms timer, which also collects the replies to hover questions."""
 
 from __future__ import annotations
 
@@ -114,6 +115,7 @@ class AttachTab(QWidget):
         self.detach()
         self.metrics.reset()
         self.worker = AttachWorker(spec, record=record, replay_timeout_s=replay_timeout_s)
+        self.worker.frame_ready.connect(self.frame)     # queued: runs on the GUI thread
         self.worker.start()
         self.timer.start()
         self.status.setText(f"<b>{spec.describe()}</b> — attaching...")

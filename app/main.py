@@ -53,15 +53,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="lay the window out at WxH (after --steps, default 30), list text that "
                         "does not fit or overlaps; exit 1 when there is any")
     p.add_argument("--timeout", type=float, default=600.0, help="headless: give up after this many seconds")
+    from .attach.headless import add_arguments          # issue 15: --attach URL --seconds S
+    add_arguments(p)
     a = p.parse_args(argv)
     if a.steps is not None and a.steps < 0:
         p.error("--steps: must be >= 0")
     if a.check_layout is not None:
         a.size = a.check_layout
         a.steps = 30 if a.steps is None else a.steps
-    for flag in ("screenshot", "summary_json"):
-        if getattr(a, flag) and a.steps is None:
-            p.error(f"--{flag.replace('_', '-')} needs --steps N")
+    if a.screenshot and a.steps is None and a.seconds is None:
+        p.error("--screenshot needs --steps N (or --attach URL --seconds S)")
+    if a.summary_json and a.steps is None:
+        p.error("--summary-json needs --steps N")
     if a.view and not a.screenshot:
         p.error("--view needs --screenshot")
     return a
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
     app.setApplicationName("tinyserve-gui")
     from .main_window import MainWindow
 
-    headless = a.steps is not None
+    headless = a.steps is not None or a.seconds is not None
     settings = None
     if headless:   # reproducible shots: ignore and keep the user's saved layout
         settings = QSettings(str(Path(tempfile.mkdtemp()) / "headless.ini"), QSettings.Format.IniFormat)
@@ -111,7 +114,11 @@ def main(argv=None) -> int:
     if a.size is not None:
         win.resize(*a.size)
     win.show()
-    if not headless:
+    from .attach.headless import run as run_attach, spec_from_args
+    spec = spec_from_args(a)
+    if spec is not None:                                # issue 15: the Attach tab
+        rc = run_attach(app, win, spec, a.seconds, a.screenshot)
+    elif not headless:
         rc = app.exec()
     else:
         rc = run_headless(app, win, a)

@@ -20,7 +20,7 @@ from .workers import default_simulation_factory
 
 
 # (module with make_tab(window) -> QWidget, tab title), added when the module exists
-OPTIONAL_TABS = (("app.scene.tab", "Scene"),)
+OPTIONAL_TABS = (("app.scene.tab", "Scene"), ("app.attach.tab", "Attach"))
 
 
 def first_run_config() -> EngineConfig:
@@ -59,6 +59,7 @@ class MainWindow(QMainWindow):
         if extra_tabs:
             self._add_optional_tabs()
         self._build_menus()
+        self.serving.controls.attach_clicked.connect(self.attach_dialog)   # issue 15
         if not (restore_layout and self._restore_layout()):
             self.fit_to_screen()
         self.statusBar().showMessage("starting the engine...")
@@ -106,6 +107,7 @@ class MainWindow(QMainWindow):
         f = self.menuBar().addMenu("&File")
         self._action(f, "Open session config...", self.open_config_dialog, QKeySequence.StandardKey.Open)
         self._action(f, "Save session config...", self.save_config_dialog, QKeySequence.StandardKey.Save)
+        self._action(f, "Attach to a vLLM / SGLang server...", self.attach_dialog, "Ctrl+Shift+A")  # issue 15
         f.addSeparator()
         self._action(f, "Export trace (Chrome JSON, Perfetto)...", self.export_trace_dialog, "Ctrl+E")
         self._action(f, "Export metrics (CSV)...", self.export_metrics_dialog, "Ctrl+Shift+E")
@@ -135,6 +137,11 @@ class MainWindow(QMainWindow):
             self._action(self.view_shots, name + "...", lambda _=False, n=name: self.screenshot_dialog(n))
 
     # ---- file actions ------------------------------------------------------------------
+    def attach_dialog(self):
+        """The Attach tab's dialog (issue 15; the tab is added when missing)."""
+        from .attach.tab import open_attach
+        open_attach(self)
+
     def screenshot(self, path: str | Path, view: str | None = None) -> Path:
         if view is None:
             w = self

@@ -53,6 +53,8 @@ FIELDS = (
     Field("tier_pages", "fast-tier size", "int", 0, 256, "pages per sequence (0 = off)"),
     Field("stats", "selection statistics", "bool", tip="oracle pages, recall and violations (slower)"),
     Field("seed", "seed", "spin", 0, 2**31 - 1),
+    Field("kv_events", "publish KV events", "text",
+          tip="vLLM-format KV-cache events on this ZMQ endpoint, e.g. tcp://*:5557 (empty = off)"),
 )
 FIELD_BY_KEY = {f.key: f for f in FIELDS}
 
@@ -81,6 +83,7 @@ class ControlsPanel(QWidget):
     step_clicked = Signal()
     reset_clicked = Signal()
     speed_changed = Signal(float)         # steps/s, 0 = unlimited
+    attach_clicked = Signal()             # issue 15: watch a vLLM / SGLang server instead
 
     def __init__(self, config: EngineConfig, parent=None):
         super().__init__(parent)
@@ -107,6 +110,10 @@ class ControlsPanel(QWidget):
             b.clicked.connect(sig.emit)
             buttons.addWidget(b, 0, i)
         outer.addLayout(buttons)
+        attach = QPushButton("Attach to a server...")      # issue 15: the Attach tab's dialog
+        attach.setToolTip("watch a vLLM / SGLang server's KV cache (File > Attach...)")
+        attach.clicked.connect(self.attach_clicked.emit)
+        outer.addWidget(attach)
         speed_row = QVBoxLayout()
         speed_row.setSpacing(1)
         speed_row.addWidget(QLabel("speed (steps/s, 0 = as fast as it goes)"))
@@ -189,17 +196,18 @@ class ControlsPanel(QWidget):
         elif f.kind == "bool":
             w = QCheckBox()
             w.toggled.connect(lambda _v, k=key: self.commit(k))
-        elif f.kind == "path":
+        elif f.kind in ("path", "text"):
             w = QWidget()
             h = QHBoxLayout(w)
             h.setContentsMargins(0, 0, 0, 0)
             w.edit = QLineEdit()
-            w.edit.setPlaceholderText("shipped model")
+            w.edit.setPlaceholderText("shipped model" if f.kind == "path" else "off")
             w.edit.editingFinished.connect(lambda k=key: self.commit(k))
-            b = QPushButton("Browse...")
-            b.clicked.connect(self._browse_model)
             h.addWidget(w.edit, 1)
-            h.addWidget(b)
+            if f.kind == "path":
+                b = QPushButton("Browse...")
+                b.clicked.connect(self._browse_model)
+                h.addWidget(b)
         else:
             raise ValueError(f.kind)
         return w
@@ -226,7 +234,7 @@ class ControlsPanel(QWidget):
     def set_widget(self, key: str, value: Any) -> None:
         """Show `value` without treating it as a user change."""
         f, w = FIELD_BY_KEY[key], self.widgets[key]
-        target = w.edit if f.kind == "path" else w
+        target = w.edit if f.kind in ("path", "text") else w
         target.blockSignals(True)
         try:
             if f.kind in ("int", "spin"):

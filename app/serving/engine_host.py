@@ -55,6 +55,8 @@ class EngineHost:
         self.quit = False
         self._last_step_t = 0.0
         self._publish_error: str | None = None
+        self._kv_urls: tuple = ()
+        self.kv_publisher = None      # issue 15: KV events in vLLM's format (config kv_events)
 
     # ---- commands ----------------------------------------------------------------
     def _set_state(self, s: str):
@@ -95,6 +97,7 @@ class EngineHost:
                     self.steps_per_s = max(0.0, float(sps))
                 case m.Quit():
                     self.quit = True
+                    self.close_kv_events()
                 case _:
                     raise TypeError(f"not a command: {cmd!r}")
         except Exception as e:
@@ -108,6 +111,8 @@ class EngineHost:
             if WORKLOAD_KEYS & set(changes):
                 self.sim.restart_arrivals(new)
         self.config = new
+        if {"kv_events", "kv_events_replay"} & set(changes):
+            self.open_kv_events(new)
         self.send(m.ConfigChanged(new))
 
     def _export(self, kind: str, path: str) -> None:
@@ -136,6 +141,32 @@ class EngineHost:
         from .summary import describe_block
         self.send(m.BlockInfoReply(block_id, describe_block(self.sim.engine, block_id)))
 
+    # ---- KV events (issue 15) --------------------------------------------------------
+    def open_kv_events(self, cfg: EngineConfig) -> None:
+        """Publish this engine's KV events where the config says. The same endpoints
+        across a reset keep their publisher (its port stays bound; subscribers keep their
+        sequence) and say AllBlocksCleared: the new engine starts with an empty cache."""
+        url, rep = cfg.get("kv_events"), cfg.get("kv_events_replay")
+        pub = self.kv_publisher
+        if pub is not None and (url, rep) == self._kv_urls:
+            from tinyserve_core.observe.kv_event_wire import AllBlocksCleared
+            pub.block_size = cfg.cache.block_size
+            pub.publish([AllBlocksCleared()])
+            return
+        self.close_kv_events()
+        if url:
+            from tinyserve_core.observe.kv_event_publisher import KVEventPublisher
+            try:
+                self.kv_publisher = KVEventPublisher(url, rep, block_size=cfg.cache.block_size)
+                self._kv_urls = (url, rep)
+            except TinyServeError as e:     # a taken port: say so, keep the engine running
+                self.send(m.Failed(f"KV events: {e}", ""))
+
+    def close_kv_events(self) -> None:
+        if self.kv_publisher is not None:
+            self.kv_publisher.close()
+            self.kv_publisher = None
+
     # ---- the loop ------------------------------------------------------------------
     def _build(self) -> None:
         cfg, self.pending_config = self.pending_config, None
@@ -157,6 +188,7 @@ class EngineHost:
         from .summary import engine_summary
         self.summary = engine_summary(cfg, sim.engine)
         self.summary["generation"] = self.generation
+        self.open_kv_events(cfg)
         self.send(m.ConfigChanged(cfg))
         self.send(m.Ready(self.summary))
         self.dirty = True
@@ -175,6 +207,8 @@ class EngineHost:
             return
         self.builder.ingest(rec)
         self.builder.record_state(sim.engine, rec)
+        if self.kv_publisher is not None:
+            self.kv_publisher.add(rec)
         self.steps_done += 1
         self.send(m.StepsDone(self.steps_done))
         self.dirty = True
@@ -260,3 +294,4 @@ def child_main(cmd_conn, msg_conn, config: EngineConfig, factory) -> None:
                 cmd_conn.poll(block)
             except (EOFError, OSError):
                 break
+    host.close_kv_events()

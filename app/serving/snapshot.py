@@ -152,6 +152,15 @@ class SnapshotBuilder:
         if rec.op_timings_s:
             self._ops.append((rec.t_end, dict(rec.op_timings_s), dict(rec.op_bytes)))
 
+    def take_metrics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(metric rows, latency rows) ingested since the last take, for a view fed
+        without an engine (the Attach tab's scraped metrics)."""
+        rows = (np.array(self._metrics, np.float64) if self._metrics
+                else np.zeros((0, len(METRIC_COLUMNS))))
+        lat = np.array(self._lat, np.float64).reshape(-1, 3)
+        self._metrics, self._lat = [], []
+        return rows, lat
+
     def build(self, engine, *, step: int, clock: float, progress: float, state: str,
               selection_key: tuple[int, int, int] | None, summary: dict) -> Snapshot:
         blocks = engine.block_manager.blocks_snapshot()

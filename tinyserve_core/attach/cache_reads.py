@@ -87,6 +87,13 @@ class CacheReads:
             idle_s=(now - self._last[live]).astype(np.float32), reuse=self._reuse[live],
             media=tuple(self.media))
 
+    def parent_slots(self) -> tuple[np.ndarray, np.ndarray]:
+        """(live slots, each one's live parent slot or -1): the forest's edges, for a
+        view that draws chains and shared prefixes."""
+        live = self._live_slots()
+        par, _ = self._relink(live)
+        return live, par
+
     def forest_counts(self) -> tuple[int, int]:
         """(tree_roots, max_chain_depth) of the live blocks."""
         live = self._live_slots()

@@ -17,6 +17,7 @@ from ._parser import Parser, add_from_module, optional, positive_int
 QT_BENCHES = {
     "gui": ("app.bench.serving_gui", "PySide6"),
     "scene-gui": ("app.bench.scene_gui", "PySide6"),
+    "attach-gui": ("app.bench.attach_gui", "PySide6"),
 }
 
 
@@ -33,6 +34,7 @@ def register(sub) -> None:
     optional(lambda: _add_attach(what))
     add_from_module(what, *QT_BENCHES["scene-gui"])
     optional(lambda: _add_scene(what))
+    add_from_module(what, *QT_BENCHES["attach-gui"])
 
 
 # ---- engine ------------------------------------------------------------------------------

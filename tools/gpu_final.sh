@@ -20,9 +20,9 @@ timeout 60 python3 -m app.main --offscreen --config "$OUT/gui_cuda.json" --steps
 timeout 60 python3 -m app.main --offscreen --config "$OUT/gui_cuda.json" --steps 300 --size 1920x1080 \
   --view Kernels --screenshot "$OUT/gui_cuda_kernels.png" 2>&1 | tail -n 2
 echo "gui done $((SECONDS - t0)) s"
-timeout 150 python3 -m tinyserve_core.cli bench engine --device cuda --requests 64 --rate 64 \
+timeout 120 python3 -m tinyserve_core.cli bench engine --device cuda --requests 64 --rate 64 \
   --json "$OUT/bench_engine.json" > "$OUT/bench_engine.log" 2>&1; tail -n 30 "$OUT/bench_engine.log"
 echo "engine done $((SECONDS - t0)) s"
-timeout 70 python3 -m tinyserve_core.cli bench decode --context 32768 --batch 64 --budget 4096 --reps 10 \
+timeout 50 python3 -m tinyserve_core.cli bench decode --context 32768 --batch 64 --budget 4096 --reps 10 \
   --json "$OUT/bench_decode.json" > "$OUT/bench_decode.log" 2>&1; tail -n 20 "$OUT/bench_decode.log"
 echo "total $((SECONDS - t0)) s"

@@ -100,14 +100,14 @@ class AttachTab(QWidget):
 
     def _server_plots_only(self) -> None:
         """Hide the engine-only plots and close the gaps they leave (one row)."""
-        grid = self.metrics.layout()
+        grid = self.metrics.grid
         shown = [w for w, (title, _, _) in zip(self.metrics.widgets, PLOTS) if title not in ENGINE_ONLY]
         for w, (title, _, _) in zip(self.metrics.widgets, PLOTS):
             w.setVisible(title not in ENGINE_ONLY)
         for i, w in enumerate(shown):
             grid.addWidget(w, i // 2, i % 2)
         for p in self.metrics.plots:
-            p.setLabel("bottom", "since attach", units="s")
+            p.setLabel("bottom", "since attach")   # the ticks say "5 s": no SI-scaled unit
 
     # ---- session ---------------------------------------------------------------------
     def attach(self, spec: AttachSpec, *, record: str | None = None, replay_timeout_s: float = 2.0) -> None:

@@ -66,6 +66,10 @@ class EventLogView(QWidget):
         self.kind_box.addItem("all kinds", None)
         for k in LOG_KINDS:
             self.kind_box.addItem(KIND_LABELS[k], k)
+        # wide enough for its longest entry plus the arrow (the layout self-check's margin)
+        fm = self.kind_box.fontMetrics()
+        self.kind_box.setMinimumWidth(max(fm.horizontalAdvance(self.kind_box.itemText(i))
+                                          for i in range(self.kind_box.count())) + 32)
         self.who = QLineEdit()
         self.who.setPlaceholderText("request or seq, e.g. req-12 or 7")
         self.who.setClearButtonEnabled(True)

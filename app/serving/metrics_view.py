@@ -75,7 +75,7 @@ class MetricsView(QWidget):
         inner = QWidget()
         scroll.setWidget(inner)
         outer.addWidget(scroll)
-        grid = QGridLayout(inner)
+        grid = self.grid = QGridLayout(inner)   # the Attach tab re-flows the plots it shows
         grid.setContentsMargins(2, 2, 2, 2)
         grid.setSpacing(2)
         self.curves: dict[str, pg.PlotDataItem] = {}
@@ -177,8 +177,16 @@ class MetricsView(QWidget):
                 if keep.any():
                     top = max(top, float(y[keep].max()))
             y_top = 100.0 if set(self._plot_cols[i]) & _PERCENT else max(1.0, top) * 1.08
-            self._set_ranges(i, max(0.0, t_end - self.window_s), max(t_end, self.window_s), y_top)
+            self._set_ranges(i, max(0.0, t_end - self.window_s), self._x_end(t_end), y_top)
         return True
+
+    def _x_end(self, t_end: float) -> float:
+        """Right edge of the x axis: the newest time once the window is full; before that a
+        round ceiling just past it, so a short run (a GPU does a few hundred steps in 2 s of
+        engine time) fills the plot instead of a corner of a 30 s axis."""
+        if t_end >= self.window_s:
+            return t_end
+        return next((c for c in (0.5, 1, 2, 5, 10, 20) if c >= t_end * 1.05), self.window_s)
 
     def _set_ranges(self, i: int, x0: float, x1: float, y_top: float) -> None:
         """Both ranges by hand, with y ticks the plot's height can hold: pyqtgraph's own

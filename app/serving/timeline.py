@@ -37,7 +37,7 @@ class TimelineWidget(QWidget):
         self.slider.setToolTip("drag to any past step: every view shows that step")
         self.label = QLabel("live")
         self.label.setMinimumWidth(self.label.fontMetrics().horizontalAdvance("step 000000 / 000000"))
-        self.slider.setMinimumWidth(160)
+        self.slider.setMinimumWidth(100)   # the window must fit 1280 px with every dock shown
         self.setToolTip("time travel: drag to a past step; End or L returns to live")
         lay.addWidget(self.back_btn)
         lay.addWidget(self.slider, 1)

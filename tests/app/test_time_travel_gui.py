@@ -43,7 +43,7 @@ def test_timeline_shows_every_view_at_a_past_step_and_end_returns_live(make_wind
     assert "step 4 " in tab.pool_view.header.text()
     assert tab.metrics_view.cursor_clock == pytest.approx(live[past].clock)
     assert all(line.isVisible() for line in tt.cursor_lines)
-    qtbot.waitUntil(lambda: tt.log.entries and max(e.step for e in tt.log.entries) <= past, timeout=5000)
+    qtbot.waitUntil(lambda: bool(tt.log.entries) and max(e.step for e in tt.log.entries) <= past, timeout=5000)
 
     # the engine goes on; the past stays on screen
     _step_and_pull(tab, qtbot, 2)

@@ -37,6 +37,7 @@ CASES: dict[str, list[list[str]]] = {
     "bench kv": [],
     "bench gui": [["--config", "{file}"], ["--model", "{folder}"]],
     "bench scene-gui": [["--scene", "{file}"]],
+    "bench scene": [["--scene", "{file}"]],
     "bench attach-gui": [],
     "bench attach": [],
     "attach": [["--from-recording", "{file}"]],

@@ -37,6 +37,14 @@ def register(sub) -> None:
     add_from_module(what, *QT_BENCHES["attach-gui"])
 
 
+def _write_results(args, res) -> int:
+    """The results JSON when --json asks for it (its path was checked before the run)."""
+    if args.json:
+        write_json(args.json, res, "--json")
+        print(f"json -> {args.json}")
+    return 0
+
+
 # ---- engine ------------------------------------------------------------------------------
 
 def _add_engine(sub) -> None:
@@ -158,10 +166,7 @@ def run_kernels(args) -> int:
                           log=lambda line: print(line, flush=True),
                           progress=lambda it, desc: tqdm(it, desc=desc, file=sys.stderr))
     print(report(res))
-    if args.json:
-        write_json(args.json, res, "--json")
-        print(f"json -> {args.json}")
-    return 0
+    return _write_results(args, res)
 
 
 # ---- decode ------------------------------------------------------------------------------
@@ -256,10 +261,7 @@ def run_kv(args) -> int:
               f"{w['peak_usage']:>6.1%} {w['prefix_hit_rate']:>6.1%} {w['preemptions']:>8}")
     print("waste = empty slots / allocated slots of used blocks, mean over steps; "
           "static = the same with max_model_len (2048) reserved per request")
-    if args.json:
-        write_json(args.json, res, "--json")
-        print(f"json -> {args.json}")
-    return 0
+    return _write_results(args, res)
 
 
 # ---- attach ------------------------------------------------------------------------------
@@ -311,10 +313,7 @@ def run_attach(args) -> int:
     ]
     for k, v in rows:
         print(f"{k:<44} {v:>14}")
-    if args.json:
-        write_json(args.json, res, "--json")
-        print(f"json -> {args.json}")
-    return 0
+    return _write_results(args, res)
 
 
 # ---- scene -------------------------------------------------------------------------------
@@ -366,8 +365,5 @@ def run_scene(args) -> int:
             extra = (f"{r['bake_vs_every_pixel_psnr']:.1f} dB, labels {r['bake_vs_every_pixel_labels'] * 100:.2f}%"
                      if q == "bake" else "")
             print(f"{q + f' {n}x{n}':<16} {r[f'{q}_{n}_p50_ms']:>8.1f} {r[f'{q}_{n}_p95_ms']:>8.1f}   {extra}")
-    if args.json:
-        write_json(args.json, {"scene": lab.spec.name, "device": str(lab.device), "load_avg_1m": load,
-                               "torch_threads": torch.get_num_threads(), "sizes": sizes, "results": rows}, "--json")
-        print(f"json -> {args.json}")
-    return 0
+    return _write_results(args, {"scene": lab.spec.name, "device": str(lab.device), "load_avg_1m": load,
+                                 "torch_threads": torch.get_num_threads(), "sizes": sizes, "results": rows})

@@ -59,6 +59,7 @@ class BlockPoolView(QWidget):
         self.block_size = 1
         self._hover_id = -1
         self._info: dict[int, dict] = {}
+        self.past_step: int | None = None   # set while time travel shows a past step
         self._needs_render = True
         self._numbers_stale = True
         self.last_image: np.ndarray | None = None
@@ -308,6 +309,9 @@ class BlockPoolView(QWidget):
             tokens = int(round(float(p.fill[bid]) * self.block_size))
             lines.append(f"refcount {ref} ({block_state(ref, bool(p.evictable[bid]))})")
             lines.append(f"fill {tokens} of {self.block_size} tokens")
+        if self.past_step is not None:   # the engine knows its present only
+            lines.append(f"as at step {self.past_step} (time travel; End or L: live)")
+            return "\n".join(lines)
         info = self._info.get(bid)
         if info is None:
             lines.append("owners, hash, text: asking the engine...")

@@ -195,10 +195,14 @@ class ServingTab(QMainWindow):
             box.open()     # not exec(): the frame timer keeps running behind it
 
     def _on_block_clicked(self, block_id: int) -> None:
-        self._clicked_block = block_id
-        self.details.setPlainText(f"block {block_id}: asking the engine...")
         self.docks["Block details"].show()
         self.docks["Block details"].raise_()
+        if self.time_travel.past is not None:   # a past step on screen: the block as it was
+            self._clicked_block = -1
+            self.details.setPlainText(self.time_travel.past_block_text(block_id))
+            return
+        self._clicked_block = block_id
+        self.details.setPlainText(f"block {block_id}: asking the engine...")
         self.worker.request_block_info(block_id)
 
     # ---- the frame ------------------------------------------------------------------

@@ -133,6 +133,7 @@ class TimeTravel(QObject):
         tab = self.tab
         if step < 0 or self.history is None or not len(self.history):
             self.past = None
+            tab.pool_view.past_step = None
             tab.metrics_view.set_cursor(None)
             for line in self.cursor_lines:
                 line.setVisible(False)
@@ -145,6 +146,7 @@ class TimeTravel(QObject):
             self._mark(self.selected)
             return
         past = self.past = self.history.state_at(step)
+        tab.pool_view.past_step = past.step   # hover tips: the past arrays, not the engine's now
         snap = past_snapshot(past)
         tab.pool_view.apply_snapshot(snap)
         tab.tables_view.apply_snapshot(snap)
@@ -159,6 +161,15 @@ class TimeTravel(QObject):
             line.setVisible(True)
         self.log.show_step(step)
         self._mark(self.selected)
+
+    def past_block_text(self, bid: int) -> str:
+        """The Block details of `bid` at the step shown: what the history holds (the
+        engine can only answer for its present)."""
+        p = self.past.pool
+        return (f"block {bid} at step {self.past.step} (time travel)\n"
+                f"refcount {int(p.ref_cnt[bid])}, first owner seq {int(p.owner[bid])}\n"
+                f"tokens stored {int(p.num_tokens[bid])} of {p.block_size}\n"
+                f"cached (hashed): {bool(p.is_cached[bid])}, evictable: {bool(p.evictable[bid])}")
 
     # ---- selecting from the log ---------------------------------------------------------
     def _tables(self) -> dict:
@@ -187,17 +198,7 @@ class TimeTravel(QObject):
         tab = self.tab
         if entry.blocks:
             bid = int(entry.blocks[-1])       # for a copy-on-write: the new copy
-            if self.past is None:
-                tab._on_block_clicked(bid)
-            else:
-                p = self.past.pool
-                tab.details.setPlainText(
-                    f"block {bid} at step {self.past.step} (time travel)\n"
-                    f"refcount {int(p.ref_cnt[bid])}, first owner seq {int(p.owner[bid])}\n"
-                    f"tokens stored {int(p.num_tokens[bid])} of {p.block_size}\n"
-                    f"cached (hashed): {bool(p.is_cached[bid])}, evictable: {bool(p.evictable[bid])}")
-                tab.docks["Block details"].show()
-                tab.docks["Block details"].raise_()
+            tab._on_block_clicked(bid)     # in the past: the block as it was (past_block_text)
         if entry.seq_id is not None:
             sv = tab.selection_view
             i = sv.seq_box.findData(entry.seq_id)

@@ -339,6 +339,8 @@ def test_policy_change_changes_page_selection_events(make_window, gui_config, qt
     tab.controls.commit("policy")                                    # what `activated` does
     worker.step_n(3)
     qtbot.waitUntil(lambda: worker.steps_done >= 7, timeout=60000)
+    # records reach the GUI after the step count does: wait for the streaming ones
+    qtbot.waitUntil(lambda: any(e.policy == "streaming" for e in selections()[n_before:]), timeout=60000)
     after = selections()[n_before:]
     # statistics arrive one step late: the last quest step comes first, then streaming only
     k = next(i for i, e in enumerate(after) if e.policy == "streaming")

@@ -43,6 +43,12 @@ def test_timeline_shows_every_view_at_a_past_step_and_end_returns_live(make_wind
     assert "step 4 " in tab.pool_view.header.text()
     assert tab.metrics_view.cursor_clock == pytest.approx(live[past].clock)
     assert all(line.isVisible() for line in tt.cursor_lines)
+    # a block clicked or hovered in the past is described as it was then, not asked of the engine
+    bid = int(np.flatnonzero(then.ref_cnt)[0])
+    tab._on_block_clicked(bid)
+    assert tab.details.toPlainText().startswith(f"block {bid} at step 4 (time travel)")
+    assert f"refcount {int(then.ref_cnt[bid])}," in tab.details.toPlainText()
+    assert "as at step 4" in tab.pool_view.tooltip_text(bid)
     qtbot.waitUntil(lambda: bool(tt.log.entries) and max(e.step for e in tt.log.entries) <= past, timeout=5000)
 
     # the engine goes on; the past stays on screen

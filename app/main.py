@@ -103,6 +103,11 @@ def main(argv=None) -> int:
         print(f"tinyserve-gui: {e}", file=sys.stderr)
         return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    # Python's cycle collector must run on the GUI thread: triggered by a worker thread (the
+    # scene lab's, the attach worker's) it can destroy a widget there and deadlock or crash
+    # Qt. pyqtgraph's collector turns automatic collection off and collects from a timer.
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+    gc_on_gui_thread = GarbageCollector(interval=1.0)  # noqa: F841  (kept alive by this frame)
     app.setApplicationName("tinyserve-gui")
     from .main_window import MainWindow
 

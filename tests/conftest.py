@@ -3,12 +3,30 @@ tokenizer, built once per session (no downloads), for engine/CLI/GUI tests."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+
+@pytest.fixture(autouse=True)
+def _gui_cycles_collected_on_the_main_thread(request):
+    """GUI tests run with automatic cycle collection off and collect once after, on the main
+    thread, as the app does (pyqtgraph's GarbageCollector in app/main.py): a collection that
+    a worker thread triggers can destroy a widget off the GUI thread (test_scene_gui hung so:
+    the scene worker, importing sentence-transformers, collected a leftover QMenu)."""
+    if request.node.path.parent.name not in ("app", "attach"):
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
+        gc.enable()
+
 
 # Single-threaded torch: on a loaded 2-core machine two threads made small ops up to
 # 100x slower (spinning OpenMP workers), and tests use small tensors anyway.

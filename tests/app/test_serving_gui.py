@@ -330,6 +330,8 @@ def test_policy_change_changes_page_selection_events(make_window, gui_config, qt
 
     worker.step_n(4)
     qtbot.waitUntil(lambda: worker.steps_done >= 4, timeout=60000)
+    # records reach the GUI after the step count does (and statistics one step late)
+    qtbot.waitUntil(lambda: bool(selections()), timeout=60000)
     before = selections()
     assert before and {e.policy for e in before} == {"quest"}
     assert all(len(e.pages) == 4 < len(e.scores) for e in before)   # 16 tokens = 4 pages

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyserve_core.errors import ConfigError
+from tinyserve_core.errors import ConfigError, InputFileError
 from tinyserve_core.cli import build_parser
 from tinyserve_core.cli.eval import spec_from_args
 from tinyserve_core.eval import selection as ev
@@ -187,3 +187,56 @@ def test_wilson_interval_is_the_textbook_one():
     lo, hi = ev.wilson_interval(180, 200)
     assert lo == pytest.approx(0.8506, abs=1e-3) and hi == pytest.approx(0.9343, abs=1e-3)
     assert ev.wilson_interval(0, 20)[0] == 0.0 and ev.wilson_interval(20, 20)[1] == pytest.approx(1.0)
+
+
+# ---- --merge: runs split by block size join into the one run --------------------------
+
+SMALL = ["--budgets", "1/8", "--policies", "quest,twostage", "--top-p", "0.9", "--context", "120",
+         "--decode-tokens", "4", "--text-samples", "1", "--passkey-samples", "2", "--passkey-lengths", "100",
+         "--dense-layers", "1", "--tier-factors", ""]
+
+
+def _run(argv) -> int:
+    args = build_parser().parse_args(["eval", "selection", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_model_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("parts")
+    for name, blocks in (("whole", "8,16"), ("a", "8"), ("b", "16")):
+        assert _run(["--model", str(tiny_model_dir), "--json", str(d / f"{name}.json"),
+                     "--block-sizes", blocks, *SMALL]) == 0
+    return d
+
+
+def _strip(rows):  # timing is the only thing a second run may change
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.slow
+def test_merged_parts_equal_the_single_run(parts, tmp_path, capsys):
+    out, md = tmp_path / "m.json", tmp_path / "m.md"
+    assert _run(["--merge", str(parts / "b.json"), str(parts / "a.json"), "--json", str(out), "--md", str(md)]) == 0
+    whole = json.loads((parts / "whole.json").read_text())
+    merged = json.loads(out.read_text())
+    assert _strip(merged["results"]) == _strip(whole["results"])
+    assert merged["targets"] == whole["targets"] and merged["spec"] == whole["spec"]
+    assert len(merged["part_wall_s"]) == 2 and merged["wall_s"] == max(merged["part_wall_s"])
+    assert "2 parts run by block size" in md.read_text()
+
+
+@pytest.mark.slow
+def test_merge_refuses_what_does_not_belong_together(parts, tmp_path):
+    with pytest.raises(InputFileError, match="block 8 is also in"):
+        _run(["--merge", str(parts / "a.json"), str(parts / "whole.json")])
+    doc = json.loads((parts / "a.json").read_text())
+    doc["spec"]["passkey_samples"] = 3
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match=r"other\.json: spec\.passkey_samples: 3 differs"):
+        _run(["--merge", str(parts / "b.json"), str(tmp_path / "other.json")])
+    doc = json.loads((parts / "a.json").read_text())
+    del doc["results"][0]["mass_recall"]
+    (tmp_path / "broken.json").write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match=r"results\[0\]: missing fields \['mass_recall'\]"):
+        _run(["--merge", str(tmp_path / "broken.json")])

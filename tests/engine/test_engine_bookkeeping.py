@@ -37,11 +37,13 @@ def test_statistics_arrive_one_step_late_and_every_decode_step_once(tiny):
     assert records[-1].selection                                      # the last one is not lost
     first = records.index(decode[0])
     assert records[first].selection == () and records[first + 1].selection[0].step == 0  # a step late
-    sel_events = [e for r in records for e in r.events if e.kind == "page_selection"]
-    per_step = sum(len(r.seq_ids) for r in decode) * (tiny[0].config.num_hidden_layers - 1) \
-        * tiny[0].config.num_key_value_heads
-    assert len(sel_events) == per_step
-    assert all(e.tier_hits is not None for e in sel_events)
+    cfg = tiny[0].config
+    for s in got:   # every (sequence, selected layer, kv-head) record of the step, as columns
+        step_seqs = decode[s.step].seq_ids
+        assert s.detail.seq_ids.tolist() == list(step_seqs)
+        assert s.detail.per_head.shape[:3] == (cfg.num_hidden_layers - 1, len(step_seqs), cfg.num_key_value_heads)
+        assert s.detail.tier_hits is not None
+    assert not any(e.kind == "page_selection" for r in records for e in r.events)   # no event per record
 
 
 def test_each_step_reports_host_and_device_time(tiny):

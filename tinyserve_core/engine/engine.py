@@ -94,7 +94,7 @@ class Engine:
     # -- selection -------------------------------------------------------------------
     def _build_selector(self, cfg: EngineConfig):
         from ..selection import build_selector
-        return build_selector(sink=self.sink, **cfg.selection.selector_params())
+        return build_selector(**cfg.selection.selector_params())
 
     # -- requests --------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,

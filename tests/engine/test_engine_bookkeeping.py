@@ -59,3 +59,35 @@ def test_each_step_reports_host_and_device_time(tiny):
     s = summarize(records)
     assert s.host_ms_per_step == pytest.approx(1e3 * sum(r.metrics.host_time_s for r in records) / len(records))
     assert 0 < s.device_busy_frac <= 1
+
+
+def test_device_span_sums_its_segments_and_leaves_pauses_to_the_host(monkeypatch):
+    from tinyserve_core.engine import step_timing
+    clock = iter([1.0, 3.0, 10.0, 10.5, 20.0]).__next__
+    monkeypatch.setattr(step_timing.time, "perf_counter", clock)
+    span = step_timing.DeviceSpan(torch.device("cpu"))
+    span.resume()                       # nothing started yet: nothing to resume
+    span.start(); span.start()          # one start per step  (1.0; the second is ignored)
+    span.pause(); span.pause()          # 3.0
+    span.resume()                       # 10.0
+    span.stop()                         # 10.5
+    assert span.seconds() == pytest.approx(2.5)
+    assert step_timing.DeviceSpan(torch.device("cpu")).seconds() == 0.0
+
+
+def test_reading_the_selection_records_counts_as_host_time(tiny):
+    import time as _time
+    eng = _engine(tiny, policy="quest", budget=8, dense_layers=1, stats=True)
+    for i in range(2):
+        eng.add_request(list(range(3 + i, 40 + i)), SamplingParams(temperature=0.0, max_tokens=4))
+    collect = eng.selector.collect
+
+    def slow_collect(*a, **k):
+        _time.sleep(0.05)
+        return collect(*a, **k)
+    eng.selector.collect = slow_collect
+    records = []
+    while eng.has_unfinished():
+        records.append(eng.step())
+    for r in records:
+        assert r.metrics.host_time_s >= 0.05 and r.metrics.device_time_s < r.metrics.step_time_s - 0.05

@@ -11,7 +11,6 @@ from tinyserve_core import kernels
 from tinyserve_core.errors import ConfigError
 from tinyserve_core.kernels import quant_reference as qr
 from tinyserve_core.kv.kv_cache import KVCache
-from tinyserve_core.observe.events import EventSink, PageSelection
 from tinyserve_core.selection import PageSelector, make_policy
 from tinyserve_core.selection.base import SelectContext
 from tinyserve_core.selection.true_attention import attention_logits, context_keys, page_mass
@@ -153,14 +152,14 @@ def test_selector_keeps_the_copy_current_across_policy_switches(make_kv):
                                   kv.metas[i], slots)
     tables = torch.arange(25, dtype=torch.int32)[None]
     lens = torch.tensor([L], dtype=torch.int32)
-    sink = EventSink()
-    sel = PageSelector("twostage", budget=32, dense_layers=0, quant_bits=4, stats=True, sink=sink)
+    sel = PageSelector("twostage", budget=32, dense_layers=0, quant_bits=4, stats=True)
     pi = sel.select(LAYER, torch.randn(1, 4, 16), kv, 1, tables, lens, [0])
     assert kv.qkey_bits == 4 and kv.qkeys[1].shape == (40, 8, 2, 8) and pi.shape[-1] == 4
-    sel.end_step([0])   # statistics (and their events) arrive when the step is collected
-    sel.collect()
-    evs = [e for e in sink.drain() if isinstance(e, PageSelection)]
-    assert evs and all(set(e.pages) <= set(e.candidate_pages) and len(e.candidate_pages) == 16 for e in evs)
+    sel.end_step([0])   # statistics (and their records) arrive when the step is collected
+    (summary,) = sel.collect()
+    d = summary.detail
+    assert d.candidates is not None and d.num_records == 2
+    assert not (d.selected & ~d.candidates).any() and (d.candidates.sum(-1) == 16).all()
     kv.copy_blocks([(3, 39)])
     assert torch.equal(kv.qkeys[0][39], kv.qkeys[0][3])
     # under quest the copy stays (a captured graph may write it) and stays current

@@ -63,6 +63,8 @@ def _add_engine(sub) -> None:
     p.add_argument("--overload-rate", type=float, default=1000.0, help="its arrivals per second")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for both systems (None: torch's choice)")
+    p.add_argument("--no-peer", action="store_true",
+                   help="our engine's rows only (the serving configurations and the overload), no HF")
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run_engine)
 
@@ -84,7 +86,7 @@ def run_engine(args) -> int:
                           "must be >= 0 requests at a rate > 0")
     overload = (args.overload_requests, args.overload_rate) if args.overload_requests else None
     res = compare_with_hf(args.model, args.device, args.requests, args.prompt_len, args.max_tokens,
-                          args.rate, args.seed, overload)
+                          args.rate, args.seed, overload, peer=not args.no_peer)
     print(f"\nengine benchmark on {res.machine}; model {res.model}; {args.requests} requests; "
           f"uniform = {args.prompt_len} prompt + {args.max_tokens} generated tokens each, mixed = "
           f"lognormal lengths up to 4x that; greedy, EOS ignored, {res.dtype}")
@@ -97,20 +99,24 @@ def run_engine(args) -> int:
 
 def format_engine_rows(rows) -> str:
     """The side-by-side scenarios (ours, then HF: speed-up, identical outputs, mean
-    first difference), then every row of ours with latencies, host ms/step and GPU busy."""
+    first difference), then every row of ours with latencies, host ms/step, GPU busy and
+    (serving configurations) its time against plain quest on the same workload."""
+    from ..bench.engine import cost_vs_quest
     f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    out = [f"{'scenario':<38} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} "
-           f"{'identical':>9} {'1st diff':>8}"]
+    cost = cost_vs_quest(rows)
     peers = [(a, b) for a, b in zip(rows, rows[1:]) if a.system == "tinyserve" and b.system != "tinyserve"]
+    out = [f"{'scenario':<38} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} "
+           f"{'identical':>9} {'1st diff':>8}"] if peers else []
     for a, b in peers:
         for r in (a, b):
             speed = f"{a.tokens_per_s / b.tokens_per_s:.2f}x" if r is a else ""
             out.append(f"{r.scenario:<38} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {speed:>8} "
                        f"{f(None if r.identical_share is None else 100 * r.identical_share, '.0f') + '%':>9} "
                        f"{f(r.first_diff_mean, '.1f'):>8}")
-    out.append("")
+    if peers:
+        out.append("")
     out.append(f"{'tinyserve scenario':<38} {'tok/s':>9} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} "
-               f"{'host ms/step':>12} {'GPU busy':>8}")
+               f"{'host ms/step':>12} {'GPU busy':>8} {'vs quest':>8}")
     for r in rows:
         if r.serving is None:
             continue
@@ -118,7 +124,8 @@ def format_engine_rows(rows) -> str:
         out.append(f"{r.scenario:<38} {r.tokens_per_s:>9.1f} "
                    f"{f(v['ttft_p50_ms'], '.1f') + ' / ' + f(v['ttft_p99_ms'], '.1f'):>17} "
                    f"{f(v['tpot_p50_ms'], '.2f') + ' / ' + f(v['tpot_p99_ms'], '.2f'):>17} "
-                   f"{f(v['host_ms_per_step'], '.3f'):>12} {f(v['device_busy_pct'], '.0f') + '%':>8}")
+                   f"{f(v['host_ms_per_step'], '.3f'):>12} {f(v['device_busy_pct'], '.0f') + '%':>8} "
+                   f"{f(cost.get(r.scenario), '.2f') + 'x' if r.scenario in cost else '':>8}")
     return "\n".join(out)
 
 

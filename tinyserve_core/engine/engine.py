@@ -94,7 +94,7 @@ class Engine:
     # -- selection -------------------------------------------------------------------
     def _build_selector(self, cfg: EngineConfig):
         from ..selection import build_selector
-        return build_selector(sink=self.sink, **cfg.selection.selector_params())
+        return build_selector(**cfg.selection.selector_params())
 
     # -- requests --------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -194,7 +194,9 @@ class Engine:
             self._forget(seq.seq_id)
         span = DeviceSpan(self.device)   # started by the runner once the inputs are staged
         out = self._run(batch, span)
+        span.pause()                        # host work: counted as the host's on any device
         summaries = self.selector.collect(keep_newest=True)
+        span.resume()
         tokens, children = self._sample(batch, out.logits)
         span.stop()
         out.finish()                        # graph timing events, read after sampling's sync

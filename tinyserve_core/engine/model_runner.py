@@ -33,18 +33,26 @@ from .step_inputs import DecodeInputs
 
 @dataclass
 class RunnerOutput:
-    """What one forward of the runner produced. A replayed graph step's timing events
-    are read by `finish()` (the engine calls it after sampling's sync), so timing adds
-    no sync of its own between the launch and the sampling."""
+    """What one forward of the runner produced. While profiling, the step's timing
+    events and selected-token counts are read by `finish()` (the engine calls it after
+    sampling's sync), so profiling adds no sync of its own between the launch and the
+    sampling: `timings` and `bytes_moved` are complete after `finish()`."""
     logits: torch.Tensor                                          # float32 [items, V]
     timings: dict[str, float] = field(default_factory=dict)       # op family -> s (profiling)
     bytes_moved: dict[str, int] = field(default_factory=dict)     # op family -> bytes (profiling)
     timer: "OpTimer | None" = None                                # events still to be read
+    pending_bytes: "object | None" = None                         # () -> bytes_moved, read at finish
 
     def finish(self) -> "RunnerOutput":
         if self.timer is not None:
             self.timings.update(self.timer.result())
             self.timer = None
+            if len(self.timings) > 1:   # a per-op breakdown: what the families leave of the total
+                self.timings["other"] = max(0.0, self.timings["total"] - sum(
+                    v for k, v in self.timings.items() if k not in ("total", "other")))
+        if self.pending_bytes is not None:
+            self.bytes_moved.update(self.pending_bytes())
+            self.pending_bytes = None
         return self
 
 
@@ -110,10 +118,11 @@ class OpTimer:
 
 
 class _SelectedPages:
-    """Wraps the selector while profiling to count the tokens sparse layers attend."""
+    """Wraps the selector while profiling to count the tokens sparse layers attend. The
+    count stays on the device until `tokens` is read (after the step's sync)."""
 
     def __init__(self, selector):
-        self.selector, self.layers, self.tokens = selector, 0, 0
+        self.selector, self.layers, self._tokens = selector, 0, []
 
     def select(self, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids):
         pages = self.selector.select(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids)
@@ -125,8 +134,12 @@ class _SelectedPages:
             lens = seq_lens.long()
             last = (lens - 1) // bs                                   # [B]
             fill = torch.where(pages == last[:, None, None], (lens - last * bs)[:, None, None], bs)
-            self.tokens += int((fill * valid).sum()) // pages.shape[1]  # per kv-head average
+            self._tokens.append((fill * valid).sum() // pages.shape[1])  # per kv-head average
         return pages
+
+    @property
+    def tokens(self) -> int:
+        return int(torch.stack(self._tokens).sum()) if self._tokens else 0
 
 
 class ModelRunner:
@@ -191,7 +204,7 @@ class ModelRunner:
             query_start=starts, num_cached=cached,
             logits_indices=torch.tensor([s - 1 for s in starts[1:]], device=self.device))
         input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
-        return self._run(input_ids, torch.cat(pos).to(self.device), batch)
+        return self._run(input_ids, torch.cat(pos).to(self.device), batch, lens)
 
     @torch.inference_mode()
     def decode(self, items: list[DecodeItem], span=None) -> RunnerOutput:
@@ -219,7 +232,7 @@ class ModelRunner:
         batch = PagedBatch(
             is_prefill=False, slot_mapping=ints[2], block_tables=tables,
             seq_lens=(ints[1] + 1).to(torch.int32), seq_ids=seq_ids, selector=self.selector)
-        out = self._run(ints[0], ints[1], batch)
+        out = self._run(ints[0], ints[1], batch, [p + 1 for p in args[3]])
         self._end_selection_step(seq_ids)
         return out
 
@@ -273,7 +286,9 @@ class ModelRunner:
         self._graph_steps += 1
         return due
 
-    def _run(self, input_ids, positions, batch: PagedBatch) -> RunnerOutput:
+    def _run(self, input_ids, positions, batch: PagedBatch, ctx: list[int]) -> RunnerOutput:
+        """`ctx`: each item's context length after this step (host values, for the
+        profiled byte counts)."""
         if not self.profile:
             return RunnerOutput(self.model.forward_paged(input_ids, positions, batch, self.kv).float())
         timer = OpTimer(self.device)
@@ -281,19 +296,18 @@ class ModelRunner:
         batch = dataclasses.replace(batch, timer=timer, selector=counter)
         with timer("total"):
             logits = self.model.forward_paged(input_ids, positions, batch, self.kv).float()
-        timings = timer.result()
-        timings["other"] = max(0.0, timings["total"] - sum(v for k, v in timings.items() if k != "total"))
-        return RunnerOutput(logits, timings, self._bytes_moved(batch, counter))
+        new_tokens = int(input_ids.numel())
+        return RunnerOutput(logits, timer=timer, pending_bytes=lambda: self._bytes_moved(
+            batch.is_prefill, ctx, new_tokens, counter))
 
-    def _bytes_moved(self, batch: PagedBatch, counter: "_SelectedPages | None") -> dict[str, int]:
+    def _bytes_moved(self, is_prefill: bool, ctx: list[int], new_tokens: int,
+                     counter: "_SelectedPages | None") -> dict[str, int]:
         """The fewest bytes each op family must move this step (each input read once,
         each output written once): the numerator of the bandwidth the GUI shows."""
         cfg, kv = self.config, self.kv
         layers = cfg.num_hidden_layers
         token_kv = 2 * cfg.num_key_value_heads * cfg.head_dim * kv.k_caches[0].element_size()
-        new_tokens = int(batch.slot_mapping.numel())
-        ctx = batch.seq_lens.long().tolist()
-        if batch.is_prefill:
+        if is_prefill:
             read_tokens = layers * sum(ctx)
         else:
             dense_layers = layers - (counter.layers if counter else 0)

@@ -33,9 +33,9 @@ import numpy as np
 from .events import Event
 
 CACHED, EVICTABLE = 1, 2           # bits of the per-block flags
-# per-step kinds the history leaves out: page selections are the bulk of a step's
-# events (per sequence x layer x head) and have their own view; a schedule is one per step
-SKIPPED_KINDS = frozenset({"page_selection", "schedule"})
+# per-step kinds the history leaves out: a schedule is one per step (page selections
+# are no events: they travel as columns in StepRecord.selection, with their own view)
+SKIPPED_KINDS = frozenset({"schedule"})
 TableChange = tuple[int, int, tuple[int, ...]]   # (seq, kept prefix length or -1 = gone, appended)
 
 

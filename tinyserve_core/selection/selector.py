@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from ..kv.tiers import TieredPageCache
-from ..observe.events import EventSink
 from .base import Policy, SelectContext
 from ..errors import ConfigError
 from .registry import POLICIES, make_policy
@@ -25,13 +24,11 @@ from .stats import SelectionSummary
 
 class PageSelector:
     def __init__(self, policy: str | Policy = "dense", *, tier_pages: int | None = None,
-                 tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False,
-                 sink: EventSink | None = None, **params):
+                 tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False, **params):
         self._policy = policy if isinstance(policy, Policy) else make_policy(policy, **params)
         if isinstance(policy, Policy) and params:
             self._policy.update(**params)
         self._tiers = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
-        self._sink = sink
         self._stats_on = bool(stats)
         self._recorder: StatsRecorder | None = None
         self._sync_recorder()
@@ -61,7 +58,7 @@ class PageSelector:
             r.flush(self._tiers)
             self._recorder = r = None
         if want and r is None:
-            self._recorder = StatsRecorder(self._stats_on, self._sink)
+            self._recorder = StatsRecorder(self._stats_on)
 
     def set_policy(self, name: str, **params) -> None:
         """Switch policy (validated before anything changes). Per-sequence state of
@@ -118,11 +115,7 @@ class PageSelector:
         self._tiers = new
         self._sync_recorder()
 
-    def set_stats(self, enabled: bool, sink: EventSink | None = None) -> None:
-        if sink is not None:
-            self._sink = sink
-            if self._recorder is not None:
-                self._recorder.sink = sink
+    def set_stats(self, enabled: bool) -> None:
         self._stats_on = bool(enabled)
         self._sync_recorder()
 
@@ -140,8 +133,8 @@ class PageSelector:
             self._recorder.adopt(pending)
 
     def collect(self, keep_newest: bool = False) -> list[SelectionSummary]:
-        """Summaries of finished steps (tier accounting and events done on the way),
-        oldest first, each once; `keep_newest` leaves the step just launched in flight."""
+        """Summaries of finished steps (tier accounting done on the way; each carries
+        its step's records as columns, `.detail`), oldest first, each once; `keep_newest` leaves the step just launched in flight."""
         r = self._recorder
         return [] if r is None else r.collect(self._tiers, keep_newest)
 
@@ -227,13 +220,13 @@ def shared_validator(key: str):
     raise ConfigError(key, f"not a selection parameter (known: {', '.join(known)})")
 
 
-def build_selector(policy: str = "dense", *, sink: EventSink | None = None, tier_pages: int | None = 0,
+def build_selector(policy: str = "dense", *, tier_pages: int | None = 0,
                    tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False,
                    **params) -> PageSelector:
     """The engine's constructor: engine-config keys in, a configured selector out.
     Parameters the chosen policy does not take are validated and otherwise ignored,
     so a config file can carry every key for every policy."""
-    sel = PageSelector(make_policy(policy), sink=sink)
+    sel = PageSelector(make_policy(policy))
     sel.update(tier_pages=tier_pages, tier_policy=tier_policy, tier_decay=tier_decay,
                stats=bool(stats), **params)
     return sel

@@ -91,12 +91,26 @@ __device__ RadixState radix_find(const uint32_t* skey, const float* sw, int n, b
     __syncthreads();
     const uint32_t prefix = st.key;
     if (!st.found) break;  // uniform: read after the barrier
-    for (int i = threadIdx.x; i < n; i += THREADS) {
-      const uint32_t k = skey[i];
-      if ((k & mask) != prefix) continue;
-      const int d = (k >> shift) & 255;
-      atomicAdd(&hc[d], 1);
-      if (weighted) atomicAdd(&hw[d], sw[i]);
+    // Keys of one row share their leading bits (the sign and exponent of similar values),
+    // so many lanes hit one bin: the lanes of a warp with the same digit add their count
+    // once (__match_any_sync), whole warps iterate together for that.
+    for (int base = 0; base < n; base += THREADS) {
+      const int i = base + threadIdx.x;
+      const uint32_t k = i < n ? skey[i] : 0u;
+      const bool mine = i < n && (k & mask) == prefix;
+      const int d = mine ? (int)((k >> shift) & 255) : 256;
+      const unsigned peers = __match_any_sync(0xffffffffu, d);
+      const bool leader = mine && (threadIdx.x & 31) == __ffs(peers) - 1;
+      if (leader) atomicAdd(&hc[d], __popc(peers));
+      if (weighted) {  // the same for the weights: each lane sums its digit's group
+        const float w = mine ? sw[i] : 0.f;
+        float sum = 0.f;
+        for (int l = 0; l < 32; ++l) {
+          const float wl = __shfl_sync(0xffffffffu, w, l);
+          if ((peers >> l) & 1u) sum += wl;
+        }
+        if (leader) atomicAdd(&hw[d], sum);
+      }
     }
     __syncthreads();
     if (threadIdx.x < 32) {

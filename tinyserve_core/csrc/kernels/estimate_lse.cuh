@@ -21,9 +21,14 @@ namespace tinyserve {
 
 constexpr int kLseWarps = 4;
 
-// Dynamic shared memory: the group's queries, then per warp its qs table and bias.
+// A warp's qs table row: 4 floats of padding after every 32 channels, so the two lanes of a
+// token (16 or 32 channels apart) read different banks for int4 codes as for int8.
+__host__ __device__ constexpr int qs_row(int head_dim) { return head_dim + head_dim / 8; }
+__device__ __forceinline__ int qs_at(int ch) { return ch + (ch >> 5) * 4; }
+
+// Dynamic shared memory: the group's queries, then per warp its qs table.
 __host__ __device__ constexpr int estimate_lse_smem_bytes(int group, int head_dim) {
-  return (group * head_dim + kLseWarps * (group * head_dim + 8)) * 4;
+  return (group * head_dim + kLseWarps * group * qs_row(head_dim)) * 4;
 }
 
 template <int BITS>
@@ -45,7 +50,8 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
   const int h = blockIdx.y, b = blockIdx.z, G = p.group, H = p.num_kv_heads, BS = p.block_size;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* sq = sm;                                     // [G][D]
-  float* qs = sm + G * D + warp * (G * D + 8);        // [G][D] this warp's q * step (+8: 16-byte rows)
+  constexpr int QR = qs_row(D);
+  float* qs = sm + G * D + warp * G * QR;             // [G][QR] this warp's q * step
   const float* qg = p.q + ((int64_t)b * p.num_q_heads + h * G) * D;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i] = qg[i];
   __syncthreads();
@@ -74,7 +80,7 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
 #pragma unroll
       for (int g = 0; g < GMAX; ++g) {
         if (g < G) {
-          qs[g * D + d] = sq[g * D + d] * step;
+          qs[g * QR + qs_at(d)] = sq[g * D + d] * step;
           bias[g] = fmaf(sq[g * D + d], lo, bias[g]);
         }
       }
@@ -112,7 +118,7 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
 #pragma unroll
               for (int g = 0; g < GMAX; ++g) {
                 if (g < G) {
-                  const float4 w = *reinterpret_cast<const float4*>(qs + g * D + ch);
+                  const float4 w = *reinterpret_cast<const float4*>(qs + g * QR + qs_at(ch));
                   acc[g] = fmaf(w.x, f[0], fmaf(w.y, f[1], fmaf(w.z, f[2], fmaf(w.w, f[3], acc[g]))));
                 }
               }

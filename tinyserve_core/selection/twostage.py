@@ -11,7 +11,10 @@ layer's int8 (or int4) key copy quantised on its page's own min/max
 (`kernels.page_estimates`), softmaxed over the candidates' tokens and averaged over the
 group's query heads. It keeps the budget's worth of pages (`estimate_top_p` 0) or the
 fewest whose estimated mass reaches `estimate_top_p` (the adaptive form, the budget its
-cap). Forced pages (the page being written, sink pages) always stay and count."""
+cap). Forced pages (the page being written, sink pages) always stay and count.
+Both selections are ops (`kernels.twostage_candidates`, `kernels.twostage_keep`; torch spec
+in kernels/twostage_reference.py, fused CUDA kernels on a GPU) that decide on the device
+with output widths fixed on the host, so the decode step is captured in a CUDA graph."""
 
 from __future__ import annotations
 

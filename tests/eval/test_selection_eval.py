@@ -178,6 +178,7 @@ def test_quick_run_writes_json_and_plots_and_judges_nothing(tiny_model_dir, tmp_
     # the 32K step of the largest batch, for the runs whose budget is the bench's share (4096/32768 = 1/8)
     assert by[("dense", None)]["decode_ms"] == 20.0 and by[("twostage", None)]["decode_ms"] == 16.5
     assert by[("quest", None)]["decode_ms"] == 15.0 and by[("twostage", 0.99)]["decode_ms"] is None
+    assert "(twostage eager; quest eager 15.50 ms)" in out   # a bench result from before graph capture
     row = next(line for line in out.splitlines() if line.startswith("| 16 | quest |"))
     cells = [c.strip() for c in row.split("|")]
     assert all(len(c.split(".")[-1].rstrip("%]")) <= 2 for c in cells if "." in c and "[" not in c)  # rounded
@@ -187,6 +188,17 @@ def test_wilson_interval_is_the_textbook_one():
     lo, hi = ev.wilson_interval(180, 200)
     assert lo == pytest.approx(0.8506, abs=1e-3) and hi == pytest.approx(0.9343, abs=1e-3)
     assert ev.wilson_interval(0, 20)[0] == 0.0 and ev.wilson_interval(20, 20)[1] == pytest.approx(1.0)
+
+
+def test_decode_times_say_how_twostage_was_timed():
+    """Results since twostage's graph capture time both policies replayed, eager beside."""
+    from tinyserve_core.eval.selection.report import attach_decode_times
+
+    bench = {"machine": "NVIDIA H200", "budget": 4096, "block_size": 16, "rows": [
+        {"context": 32768, "batch": 64, "dense_ms": 20.0, "quest_ms": 5.0, "twostage_ms": 6.0,
+         "quest_eager_ms": 7.5, "twostage_eager_ms": 9.25}]}
+    line = attach_decode_times([], bench)
+    assert line.endswith("twostage 6.00 ms (both replayed from CUDA graphs; eager: quest 7.50 ms, twostage 9.25 ms)")
 
 
 # ---- --merge: runs split by block size join into the one run --------------------------

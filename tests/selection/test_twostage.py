@@ -179,6 +179,48 @@ def test_selector_keeps_the_copy_current_across_policy_switches(make_kv):
     assert torch.equal(kv.qkeys[1][5], fresh[5])
 
 
+def test_switching_key_bits_back_catches_the_older_copy_up():
+    """8 -> 4 -> 8 bits on one policy: writes made while the 4-bit copy was current
+    bypassed the 8-bit one, which prepare() must re-quantise when it becomes current again."""
+    torch.manual_seed(2)
+    kv = KVCache(1, 6, 8, 2, 16)
+    slots = torch.arange(30)
+    kernels.reshape_and_cache(torch.randn(30, 2, 16), torch.randn(30, 2, 16), kv.k_caches[0], kv.v_caches[0],
+                              kv.metas[0], slots)
+    sel = PageSelector("twostage", budget=16, dense_layers=0)
+    assert sel.prepare(kv) is kv.qkeys and kv.qkey_bits == 8
+    sel.update(quant_bits=4)
+    assert sel.prepare(kv) is kv.qkeys and kv.qkey_bits == 4
+    kernels.reshape_and_cache(torch.randn(10, 2, 16) * 4, torch.randn(10, 2, 16), kv.k_caches[0], kv.v_caches[0],
+                              kv.metas[0], torch.arange(30, 40), kv.qkeys[0])   # the 4-bit copy only
+    sel.update(quant_bits=8)
+    copy = sel.prepare(kv)[0]
+    assert kv.qkey_bits == 8 and torch.equal(copy, _all_qkeys(kv, 8))
+    assert PageSelector("quest").prepare(kv) is None   # a policy without a key copy: nothing to do
+
+
+def test_the_runner_prepares_selection_before_every_decode_step():
+    from tinyserve_core.engine.model_runner import DecodeItem, ModelRunner, PrefillItem
+    from tinyserve_core.model import LlamaForCausalLM, ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    sel = PageSelector("twostage", budget=16, dense_layers=0)
+    calls = []
+    prepare, select = sel.prepare, sel.select
+    sel.prepare = lambda kv: calls.append(("prepare", kv)) or prepare(kv)
+    sel.select = lambda *a: calls.append(("select", a[2])) or select(*a)
+    runner = ModelRunner(LlamaForCausalLM(cfg).eval(), 16, 4, selector=sel)
+    runner.prefill([PrefillItem(0, list(range(1, 30)), 0, list(range(8)))])
+    for s in range(3):
+        calls.clear()
+        runner.decode([DecodeItem(0, 5, 29 + s, list(range(8)))])
+        # host work first: a graph replay calls no select() that could do it
+        assert calls[0][0] == "prepare" and all(kv is runner.kv for _, kv in calls)
+    assert torch.equal(runner.kv.qkeys[1][:8], _all_qkeys(runner.kv, 8, layer=1)[:8])
+
+
 def test_oracle_p_keeps_the_fewest_pages_holding_the_true_mass(make_kv):
     torch.manual_seed(0)
     kv, tables, lens = make_kv([300, 170], num_kv_heads=2, block_size=8)

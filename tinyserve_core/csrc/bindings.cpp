@@ -24,4 +24,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
   m.def("quantize_keys", &tinyserve::quantize_keys);
   m.def("page_estimates", &tinyserve::page_estimates);
+  m.def("estimate_page_lse", &tinyserve::estimate_page_lse);
+  m.def("twostage_candidates", &tinyserve::twostage_candidates);
+  m.def("twostage_keep", &tinyserve::twostage_keep);
 }

@@ -45,6 +45,19 @@ torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qk
                              const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
                              const torch::Tensor& candidates, double scale, int64_t bits);
 
+// twostage_ops.cu: the twostage selector's fused estimate and selections
+torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor& qkeys, const torch::Tensor& meta,
+                                const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
+                                const torch::Tensor& candidates, double scale, int64_t bits);
+
+torch::Tensor twostage_candidates(const torch::Tensor& scores, const torch::Tensor& seq_lens,
+                                  const torch::Tensor& budget, int64_t block_size, double multiple, double top_p,
+                                  int64_t sink_pages, int64_t width);
+
+std::vector<torch::Tensor> twostage_keep(const torch::Tensor& lse, const torch::Tensor& candidates,
+                                         const torch::Tensor& seq_lens, const torch::Tensor& budget,
+                                         int64_t block_size, double top_p, int64_t sink_pages, int64_t width);
+
 }  // namespace tinyserve
 
 #define TS_CHECK_CUDA(x) TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor")

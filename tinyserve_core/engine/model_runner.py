@@ -216,6 +216,8 @@ class ModelRunner:
         for it in items:
             self._check_table(it.seq_id, it.block_table, it.position + 1)
         seq_ids = [it.seq_id for it in items]
+        if self.selector is not None and hasattr(self.selector, "prepare"):
+            self.selector.prepare(self.kv)  # host side of selection (a key copy) before any replay
         args = (seq_ids, [it.block_table for it in items], [it.token_id for it in items],
                 [it.position for it in items])
         sel_key = self._graph_key()

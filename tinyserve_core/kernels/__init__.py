@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from . import quant_reference, reference
+from . import quant_reference, reference, twostage_reference
 from ._backend import backend_for, backend_info
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "allocate_blocks",
     "quantize_keys",
     "page_estimates",
+    "twostage_candidates",
+    "twostage_keep",
     "backend_for",
     "backend_info",
 ]
@@ -28,9 +30,10 @@ def _ops(t: torch.Tensor):
     return backend_for(t.device)
 
 
-def _quant_ops(t: torch.Tensor):
+def _quant_ops(t: torch.Tensor, spec=quant_reference):
+    """The CUDA wrappers of the twostage ops (_cuda_quant.py), or their torch spec."""
     if backend_for(t.device) is reference:
-        return quant_reference
+        return spec
     from . import _cuda_quant  # only once the extension is loaded
 
     return _cuda_quant
@@ -50,6 +53,16 @@ def quantize_keys(k_cache, meta, qkeys, slot_mapping) -> None:
 
 def page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale):
     return _quant_ops(query).page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale)
+
+
+def twostage_candidates(scores, seq_lens, budget, block_size, multiple, top_p, sink_pages, width):
+    return _quant_ops(scores, twostage_reference).twostage_candidates(
+        scores, seq_lens, budget, block_size, multiple, top_p, sink_pages, width)
+
+
+def twostage_keep(lse, candidates, seq_lens, budget, block_size, top_p, sink_pages, width):
+    return _quant_ops(lse, twostage_reference).twostage_keep(
+        lse, candidates, seq_lens, budget, block_size, top_p, sink_pages, width)
 
 
 def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices=None):

@@ -32,7 +32,7 @@ class PageSelector:
         self._stats_on = bool(stats)
         self._recorder: StatsRecorder | None = None
         self._sync_recorder()
-        self._qkeys_for: tuple | None = None   # (policy, cache) whose quantised copy is current
+        self._qkeys_for: tuple | None = None   # (policy, cache, bits) whose quantised copy is current
 
     # ---- live configuration -------------------------------------------------------
     @property
@@ -172,7 +172,25 @@ class PageSelector:
                    tier_policy=None if t is None else t.policy, stats=self._stats_on)
         return out
 
-    # ---- the runner hook ------------------------------------------------------------
+    # ---- the runner hooks -----------------------------------------------------------
+    def prepare(self, kv):
+        """Make the quantised key copy the policy reads current (host work; the runner calls
+        it before every decode step, so a captured step never meets a stale copy and never
+        captures the refresh). The copy is re-quantised whole the first time this policy
+        (at these bits) meets this cache: steps run under another policy, or restored
+        caches, may have bypassed it. Returns the copy (per layer) or None."""
+        policy = self._policy
+        bits = policy.quant_key_bits
+        if bits is None:
+            return None
+        if not hasattr(kv, "ensure_quant_keys"):
+            raise ValueError(f"the {policy.name} policy needs a KV cache that keeps quantised keys")
+        last = self._qkeys_for
+        fresh = last is not None and last[0] is policy and last[1] is kv and last[2] == bits
+        copy = kv.ensure_quant_keys(bits, refresh=not fresh)
+        self._qkeys_for = (policy, kv, bits)
+        return copy
+
     def select(self, layer, query: torch.Tensor, kv, layer_idx: int, block_tables: torch.Tensor,
                seq_lens: torch.Tensor, seq_ids) -> torch.Tensor | None:
         policy, recorder = self._policy, self._recorder
@@ -180,16 +198,8 @@ class PageSelector:
         if metas is None or metas[layer_idx] is None:
             raise ValueError("page selection needs the KV cache's page metadata (kv.metas)")
         k_cache = kv.k_caches[layer_idx]
-        qkeys = None
-        if policy.quant_key_bits is not None:
-            if not hasattr(kv, "ensure_quant_keys"):
-                raise ValueError(f"the {policy.name} policy needs a KV cache that keeps quantised keys")
-            # re-quantised whole the first time this policy meets this cache: steps run
-            # under another policy (or restored caches) may have bypassed the copy
-            last = self._qkeys_for
-            fresh = last is not None and last[0] is policy and last[1] is kv
-            qkeys = kv.ensure_quant_keys(policy.quant_key_bits, refresh=not fresh)[layer_idx]
-            self._qkeys_for = (policy, kv)
+        copy = self.prepare(kv)
+        qkeys = None if copy is None else copy[layer_idx]
         ctx = SelectContext(
             query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=metas[layer_idx],
             block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),

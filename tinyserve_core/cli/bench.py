@@ -142,22 +142,32 @@ def _add_kernels(sub) -> None:
     p.add_argument("--no-peers", action="store_true", help="skip FlashInfer and SDPA")
     p.add_argument("--report", default=None, metavar="JSON",
                    help="print the tables of an earlier run's JSON (no GPU needed)")
-    p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc"), action="append",
-                   help="run only these sections (repeatable; None: all)")
+    p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc", "fp8"), action="append",
+                   help="run only these sections (repeatable; None: all but fp8, the FP8 KV-cache rows)")
     p.set_defaults(func=run_kernels)
+
+
+def _kernels_report(res: dict) -> str:
+    from ..bench.kernels import report
+
+    if not res.get("fp8"):
+        return report(res)
+    from ..bench.kernels_fp8 import report_fp8
+
+    return report(res) + "\n" + report_fp8(res["fp8"], res["copy_bw_gbps"])
 
 
 def run_kernels(args) -> int:
     import torch
 
-    from ..bench.kernels import measure_kernels, report
+    from ..bench.kernels import measure_kernels
 
     if args.report:
         from ..loaders import MiB, FileContext, load_json
 
         res = load_json(args.report, max_bytes=64 * MiB, field="report")
         try:
-            text = report(res)
+            text = _kernels_report(res)
         except (KeyError, TypeError, AttributeError, IndexError) as e:
             raise FileContext(args.report).error("report", f"not a bench-kernels JSON file ({e!r})") from None
         print(text)
@@ -169,10 +179,14 @@ def run_kernels(args) -> int:
         check_writable(args.json, "--json")
     from tqdm import tqdm
 
+    progress = lambda it, desc: tqdm(it, desc=desc, file=sys.stderr)  # noqa: E731
     res = measure_kernels(args.reps, args.quick, not args.no_peers, args.only,
-                          log=lambda line: print(line, flush=True),
-                          progress=lambda it, desc: tqdm(it, desc=desc, file=sys.stderr))
-    print(report(res))
+                          log=lambda line: print(line, flush=True), progress=progress)
+    if args.only and "fp8" in args.only:  # the FP8 KV-cache rows: only when asked for
+        from ..bench.kernels_fp8 import measure_fp8
+
+        res["fp8"] = measure_fp8(args.reps, res["copy_bw_gbps"], args.quick, progress)
+    print(_kernels_report(res))
     return _write_results(args, res)
 
 

@@ -16,7 +16,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,
                                      const torch::Tensor& seq_lens, double scale,
                                      const std::optional<torch::Tensor>& page_indices,
-                                     int64_t num_splits);
+                                     int64_t num_splits, const std::optional<torch::Tensor>& kv_scales);
 
 int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim);
 
@@ -36,6 +36,10 @@ void set_pdl(bool enabled);
 void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping);
 
 torch::Tensor allocate_blocks(torch::Tensor& refcounts, int64_t num);
+
+// fp8_ops.cu: writes into an FP8 (e4m3) cache with per-(page, kv-head) scales
+void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
+                           torch::Tensor& v_cache, torch::Tensor& kv_scales, const torch::Tensor& slot_mapping);
 
 // quant_ops.cu: the twostage selector's quantised key copy
 void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torch::Tensor& qkeys,

@@ -23,7 +23,7 @@ t1=$SECONDS
 timeout 120 python3 -m pytest -m cuda -q -p no:cacheprovider tests/kernels/test_fp8_cuda.py \
   tests/kernels/test_kernels_cuda.py -k "fp8 or decode or sparse" 2>&1 | tee "$OUT/k17_tests.log" | tail -n 12
 echo "tests done at $((SECONDS - t1)) s after the build"
-timeout 110 python3 -m tinyserve_core.cli bench kernels --only fp8 --reps 20 --json "$OUT/bench_fp8.json" \
+timeout 110 python3 -m tinyserve_core.cli bench kernels --only fp8 --no-peers --reps 20 --json "$OUT/bench_fp8.json" \
   > "$OUT/k17_bench.log" 2>&1
 grep -v "it/s\]\|s/it\]" "$OUT/k17_bench.log" | tail -n 20
 echo "total $((SECONDS - t0)) s ($((SECONDS - t1)) s after the build)"

@@ -6,7 +6,9 @@ scales, kernels/fp8_reference.py) against our fp16 kernel, both timed in the sam
 as a share of the copy bandwidth (FP8 moves half the K/V bytes, plus 8 bytes of scales per
 page and kv-head); and the accuracy of both outputs against the float32 reference over the
 fp16 cache (max / mean absolute error, relative L2 error), on the first sequences of the
-batch. Then reshape_and_cache into an FP8 cache next to the fp16 write."""
+batch; at contexts of 8K and more also the selected-pages variant (2,048 tokens of random
+pages per sequence and kv-head), fp8 against fp16. Then reshape_and_cache into an FP8 cache
+next to the fp16 write."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from .kernels import BS, HD, HKV, DecodeCase, _table, bench_ours, time_ms
 SHAPES = ((1, 4096), (1, 32768), (8, 16384), (8, 32768), (64, 4096), (64, 16384), (64, 32768))
 QUICK_SHAPES = ((1, 32768), (64, 4096), (64, 32768))
 ACCURACY_SEQS = 4  # sequences of each batch checked against the float32 reference
+SPARSE_BUDGET = 2048  # tokens of the selected-pages rows (contexts of 8K and more)
 
 
 def quantize_pool(cache: torch.Tensor, chunk: int = 4096):
@@ -65,6 +68,16 @@ def bench_decode_fp8(case: DecodeCase, reps: int, bw: float) -> dict:
 
     row["fp16"] = _errors(_cuda_ops.paged_decode_attention(q, case.k, case.v, tables, lens, case.scale), exact)
     row["fp8"] = _errors(_cuda_fp8.paged_decode_attention(q, kc, vc, scales, tables, lens, case.scale), exact)
+    if case.ctx >= 4 * SPARSE_BUDGET:  # the selected-pages variant: a random budget's worth of pages
+        k = SPARSE_BUDGET // BS
+        sel = [torch.rand(case.batch, HKV, case.pages, device="cuda").argsort(-1)[..., :k].to(torch.int32)
+               for _ in range(case.rot)]
+        row["sparse_fp16_ms"] = time_ms(lambda i: _cuda_ops.paged_decode_attention(
+            case.q[i % case.rot], case.k, case.v, case.tables[i % case.rot], case.seq_lens, case.scale,
+            sel[i % case.rot]), reps)
+        row["sparse_fp8_ms"] = time_ms(lambda i: _cuda_fp8.paged_decode_attention(
+            case.q[i % case.rot], kc, vc, scales, case.tables[i % case.rot], case.seq_lens, case.scale,
+            sel[i % case.rot]), reps)
     return row
 
 
@@ -129,6 +142,12 @@ def report_fp8(fp8: dict, bw: float) -> str:
                         e(r["fp8"]["mean_abs"]), f(100 * r["fp8"]["rel_l2"], 2)] for r in fp8["decode"]],
                       ["batch", "ctx", "fp16 us", "fp16 %", "fp8 us", "fp8 %", "speedup", "fp16 max err",
                        "fp8 max err", "fp8 mean err", "fp8 rel %"]))
+    sparse = [r for r in fp8["decode"] if "sparse_fp8_ms" in r]
+    if sparse:
+        out.append(f"\nSelected-pages attention ({SPARSE_BUDGET} tokens of random pages per sequence and kv-head)")
+        out.append(_table([[r["batch"], r["ctx"], f(r["sparse_fp16_ms"] * 1e3), f(r["sparse_fp8_ms"] * 1e3),
+                            f(r["sparse_fp16_ms"] / r["sparse_fp8_ms"], 2)] for r in sparse],
+                          ["batch", "ctx", "fp16 us", "fp8 us", "speedup"]))
     if fp8.get("cache"):
         out.append("\nreshape_and_cache into fp16 and FP8 caches (no page bounds), % of copy bandwidth")
         out.append(_table([[r["case"], f(r["ms"] * 1e3), f(r["pct_copy_bw"])] for r in fp8["cache"]],

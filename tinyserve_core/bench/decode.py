@@ -8,7 +8,8 @@ The shipped model's context is 2,048 tokens, so the long-context figure uses a L
 of the usual serving shape (GQA 32/8, head_dim 128) with random weights and few layers:
 step time depends on shapes, not on weight values, and the KV cache is filled by a real
 prefill. Each configuration is timed after warm-up as the median of repeated decode
-steps (CUDA events around the step on a GPU)."""
+steps (CUDA events around the step on a GPU), and set beside its floor: the bytes it
+must move at the copy bandwidth measured in the same run (bench/decode_floor.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 import torch
 
 from ..errors import ConfigError
+from .decode_floor import copy_bandwidth, profile_step, step_bytes
 
 
 SHAPES = {  # name: (hidden, intermediate, q heads, kv heads, vocab)
@@ -58,11 +60,25 @@ def _time_steps(runner, items, reps: int, cuda: bool) -> float:
     return statistics.median(times)
 
 
+def _breakdown(runner, items, step_ms: float, device) -> dict:
+    """One eager step of the runner's current policy, profiled per kernel category; the
+    host gap is the (graph) step time minus the GPU busy time."""
+    graphs, runner.cuda_graphs = runner.cuda_graphs, False
+    try:
+        out = profile_step(lambda: runner.decode(items), device)
+    finally:
+        runner.cuda_graphs = graphs
+    out["host_gap"] = max(0.0, step_ms - out["gpu_busy"])
+    return out
+
+
 def measure_decode(device: str = "auto", contexts: list[int] | None = None, batches: list[int] | None = None,
                    budget: int = 2048, layers: int = 4, shape: str = "serving", block_size: int = 16,
-                   reps: int = 20, progress=None) -> dict:
-    """Median decode step time, dense and quest, per (context, batch). `progress(row)`
-    sees each row as it is measured. Returns the rows and what they were measured on."""
+                   reps: int = 20, progress=None, breakdown: bool = False) -> dict:
+    """Median decode step time, dense and quest, per (context, batch), each beside its
+    floor (bench/decode_floor.py); `breakdown`: also where an eager step's GPU time goes.
+    `progress(row)` sees each row as it is measured. Returns the rows and what they were
+    measured on."""
     from ..engine.engine import resolve_device
     from ..engine.model_runner import DecodeItem, ModelRunner, PrefillItem
     from ..selection import build_selector
@@ -79,6 +95,7 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
             raise ConfigError(name, f"must be >= 1, got {v}")
     bs = block_size
     model = _model(shape, layers, device)
+    bandwidth = copy_bandwidth(device)
     vocab = model.config.vocab_size
     rows = []
     batches = sorted(set(batches))
@@ -104,7 +121,12 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
             result = {"context": ctx, "batch": batch}
             for policy, selector in selectors.items():
                 runner.selector = selector
-                result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
+                step_ms = result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
+                moved = step_bytes(runner.model, runner, ctx, batch, policy, budget)
+                floor_ms = moved["total"] / bandwidth * 1000
+                result[policy] = {"bytes": moved, "floor_ms": floor_ms, "vs_floor": step_ms / floor_ms}
+                if breakdown:
+                    result[policy]["breakdown"] = _breakdown(runner, items, step_ms, device)
             result["speedup"] = result["dense_ms"] / result["quest_ms"]
             rows.append(result)
         # after every dense and quest point: from its first step on, twostage's key copy is
@@ -124,7 +146,8 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
         if cuda:
             torch.cuda.empty_cache()
     c = model.config
-    return {"machine": describe(device), "dtype": str(dtype), "layers": layers, "shape": shape,
-            "block_size": bs, "budget": budget, "rows": rows,
+    return {"machine": describe(device), "torch": torch.__version__, "dtype": str(dtype), "layers": layers,
+            "shape": shape, "block_size": bs, "budget": budget, "rows": rows,
+            "copy_bandwidth_gbs": bandwidth / 1e9,
             "model": {"heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads,
                       "head_dim": c.head_dim, "hidden": c.hidden_size}}

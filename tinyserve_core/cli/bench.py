@@ -186,12 +186,15 @@ def _add_decode(sub) -> None:
                    help="model shape: serving = GQA 32/8, head_dim 128; tiny = a quick CPU check")
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.add_argument("--reps", type=int, default=20, help="timed decode steps per point (median)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also profile one eager step per point: GEMM, attention, selection, elementwise, host gap")
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run_decode)
 
 
 def run_decode(args) -> int:
     from ..bench.decode import measure_decode
+    from ..bench.decode_floor import floor_table as decode_floor_table
 
     if args.json:
         check_writable(args.json, "--json")
@@ -200,7 +203,7 @@ def run_decode(args) -> int:
               f"quest {r['quest_ms']:.2f} ms, twostage {r['twostage_ms']:.2f} ms (eager)", file=sys.stderr)
 
     res = measure_decode(args.device, args.context, args.batch, args.budget, args.layers, args.shape,
-                         args.block_size, args.reps, progress)
+                         args.block_size, args.reps, progress, args.breakdown)
     m = res["model"]
     print(f"\ndecode step, {args.layers}-layer Llama (GQA {m['heads']}/{m['kv_heads']}, "
           f"head_dim {m['head_dim']}, hidden {m['hidden']}), "
@@ -213,8 +216,9 @@ def run_decode(args) -> int:
         print(f"{r['context']:>8} {r['batch']:>6} {r['dense_ms']:>9.2f} {r['quest_ms']:>9.2f} "
               f"{r['speedup']:>8.2f}x {r['quest_eager_ms']:>12.2f} {r['twostage_ms']:>9.2f} "
               f"{r['twostage_vs_quest']:>5.2f}x")
+    print(decode_floor_table(res, args.breakdown))
     if args.json:
-        keys = ("machine", "dtype", "layers", "shape", "block_size", "budget", "rows")
+        keys = ("machine", "torch", "dtype", "layers", "shape", "block_size", "budget", "copy_bandwidth_gbs", "rows")
         write_json(args.json, {k: res[k] for k in keys}, "--json")
     return 0
 

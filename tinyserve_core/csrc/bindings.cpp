@@ -24,4 +24,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
   m.def("quantize_keys", &tinyserve::quantize_keys);
   m.def("page_estimates", &tinyserve::page_estimates);
+  m.def("rms_norm", &tinyserve::rms_norm);
+  m.def("rotary_embedding", &tinyserve::rotary_embedding);
+  m.def("silu_and_mul", &tinyserve::silu_and_mul);
 }

@@ -45,6 +45,14 @@ torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qk
                              const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
                              const torch::Tensor& candidates, double scale, int64_t bits);
 
+// fused_ops.cu: fused elementwise steps of a decoder layer (kernels/fused_reference.py)
+std::vector<torch::Tensor> rms_norm(const torch::Tensor& x, const std::optional<torch::Tensor>& delta,
+                                    const torch::Tensor& weight, double eps);
+
+void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& cos, const torch::Tensor& sin);
+
+torch::Tensor silu_and_mul(const torch::Tensor& gate_up);
+
 }  // namespace tinyserve
 
 #define TS_CHECK_CUDA(x) TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor")

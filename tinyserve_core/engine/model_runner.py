@@ -136,6 +136,7 @@ class ModelRunner:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.model.fuse_projections()   # one q/k/v and one gate/up product per layer
         self.config = model.config
         self.block_size = block_size
         self.kv = KVCache.for_model(self.config, num_blocks, block_size, dtype, self.device)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from . import quant_reference, reference
+from . import fused_reference, quant_reference, reference
 from ._backend import backend_for, backend_info
 
 __all__ = [
@@ -19,6 +19,10 @@ __all__ = [
     "allocate_blocks",
     "quantize_keys",
     "page_estimates",
+    "rms_norm",
+    "add_rms_norm",
+    "rotary_embedding",
+    "silu_and_mul",
     "backend_for",
     "backend_info",
 ]
@@ -34,6 +38,14 @@ def _quant_ops(t: torch.Tensor):
     from . import _cuda_quant  # only once the extension is loaded
 
     return _cuda_quant
+
+
+def _fused_ops(t: torch.Tensor):
+    if backend_for(t.device) is reference:
+        return fused_reference
+    from . import _cuda_fused  # only once the extension is loaded
+
+    return _cuda_fused
 
 
 def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=None) -> None:
@@ -73,3 +85,23 @@ def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:
 
 def allocate_blocks(refcounts, num):
     return _ops(refcounts).allocate_blocks(refcounts, num)
+
+
+def rms_norm(x, weight, eps):
+    """HF's RMSNorm of x [..., hidden] (fused_reference.py)."""
+    return _fused_ops(x).rms_norm(x, weight, eps)
+
+
+def add_rms_norm(x, delta, weight, eps):
+    """(x + delta, rms_norm(x + delta)): the residual add fused with the next norm."""
+    return _fused_ops(x).add_rms_norm(x, delta, weight, eps)
+
+
+def rotary_embedding(q, k, cos, sin) -> None:
+    """Rotate-half RoPE of q [N, Hq, D] and k [N, Hkv, D] in place (cos/sin [N, D])."""
+    return _fused_ops(q).rotary_embedding(q, k, cos, sin)
+
+
+def silu_and_mul(gate_up):
+    """silu(gate) * up of gate_up [..., 2I] = [gate | up]."""
+    return _fused_ops(gate_up).silu_and_mul(gate_up)

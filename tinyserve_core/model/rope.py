@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from ..kernels.fused_reference import rotate
 from .config import ModelConfig
 
 
@@ -53,9 +54,6 @@ def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.d
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x[..., H, D] by cos/sin[..., D] (broadcast over the head axis), HF's
-    rotate-half convention (first half paired with second half)."""
-    cos = cos.unsqueeze(-2)
-    sin = sin.unsqueeze(-2)
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    rotate-half convention (first half paired with second half). The math is the spec of
+    the fused rotary op (kernels/fused_reference.py), which serving calls instead."""
+    return rotate(x, cos, sin)

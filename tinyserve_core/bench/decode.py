@@ -14,12 +14,11 @@ must move at the copy bandwidth measured in the same run (bench/decode_floor.py)
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
 from ..errors import ConfigError
-from .decode_floor import copy_bandwidth, profile_step, step_bytes
+from .decode_floor import copy_bandwidth, profile_step, step_bytes, time_once
 
 
 SHAPES = {  # name: (hidden, intermediate, q heads, kv heads, vocab)
@@ -42,22 +41,9 @@ def _model(shape: str, layers: int, device):
 
 
 def _time_steps(runner, items, reps: int, cuda: bool) -> float:
-    times = []
-    for i in range(reps + 3):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            runner.decode(items)
-            b.record()
-            torch.cuda.synchronize()
-            dt = a.elapsed_time(b) / 1000
-        else:
-            t = time.perf_counter()
-            runner.decode(items)
-            dt = time.perf_counter() - t
-        if i >= 3:  # warm-up: kernel build, allocator, caches
-            times.append(dt)
-    return statistics.median(times)
+    # the first 3 are warm-up: kernel build, allocator, caches
+    times = [time_once(lambda: runner.decode(items), cuda) for _ in range(reps + 3)]
+    return statistics.median(times[3:])
 
 
 def _breakdown(runner, items, step_ms: float, device) -> dict:

@@ -34,26 +34,28 @@ def category(name: str) -> str:
     return "elementwise"
 
 
+def time_once(fn, cuda: bool) -> float:
+    """Seconds of one call of `fn`: CUDA events around it on a GPU (the host's share
+    before its first launch counts: the GPU waits for it), perf_counter on a CPU."""
+    if not cuda:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    fn()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / 1000
+
+
 def copy_bandwidth(device: torch.device, nbytes: int | None = None, reps: int = 10) -> float:
     """Bytes/s of a device-to-device copy (read + write counted), the best of `reps`."""
     cuda = device.type == "cuda"
     nbytes = nbytes or ((1 << 30) if cuda else (64 << 20))
     src = torch.empty(nbytes // 2, dtype=torch.float16, device=device).fill_(1)
     dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(reps + 2):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            dst.copy_(src)
-            b.record()
-            b.synchronize()
-            dt = a.elapsed_time(b) / 1000
-        else:
-            t = time.perf_counter()
-            dst.copy_(src)
-            dt = time.perf_counter() - t
-        best = min(best, dt)
+    best = min(time_once(lambda: dst.copy_(src), cuda) for _ in range(reps + 2))
     return 2 * nbytes / best
 
 

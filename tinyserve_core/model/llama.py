@@ -257,6 +257,7 @@ class LlamaForCausalLM(nn.Module):
                 with t("attention"):
                     o = _prefill_attention(attn, q, k, v, kv.k_caches[i], kv.v_caches[i], batch)
             else:
+                q = q.contiguous()   # a view into the q/k/v product: scoring and attention read it whole
                 page_indices = None
                 if batch.selector is not None:
                     with t("selection"):

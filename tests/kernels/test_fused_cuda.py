@@ -41,19 +41,18 @@ def test_rotary_kernel_matches_the_reference_on_packed_views(cuda_ops, gen, dtyp
     from tinyserve_core.kernels import _cuda_fused
     Hq, Hkv, D = 32, 8, 128
     qkv = rand((n, (Hq + 2 * Hkv) * D), dtype, gen)
-    pos = torch.randint(0, 32768, (n,), device=DEV, generator=gen).float()
-    ang = pos[:, None] * (1.0 / 500000 ** (torch.arange(0, D, 2, device=DEV) / D))
-    emb = torch.cat((ang, ang), -1)
-    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    pos = torch.randint(0, 32768, (n,), device=DEV, generator=gen)
+    inv_freq = 1.0 / 500000 ** (torch.arange(0, D, 2, device=DEV, dtype=torch.float32) / D)
     want = qkv.clone()
     for t in (qkv, want):
         q, k, _ = t.split((Hq * D, Hkv * D, Hkv * D), dim=-1)
-        if t is qkv:
-            _cuda_fused.rotary_embedding(q.view(n, Hq, D), k.view(n, Hkv, D), cos, sin)
-        else:
-            fr.rotary_embedding(q.view(n, Hq, D), k.view(n, Hkv, D), cos, sin)
-    # each product and the sum rounded where torch rounds: the same bits
-    assert torch.equal(qkv, want)
+        rotary = _cuda_fused.rotary_embedding if t is qkv else fr.rotary_embedding
+        rotary(q.view(n, Hq, D), k.view(n, Hkv, D), pos, inv_freq)
+    # each product and the sum rounded where torch rounds; the angles' cos/sin may differ
+    # from torch's in the last float32 bit, which rarely moves a rounded value
+    assert rel_err(qkv, want) < TOL[dtype] / 10
+    if dtype != torch.float32:
+        assert (qkv != want).float().mean().item() < 0.01
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -82,3 +81,29 @@ def test_fused_model_gives_the_unfused_logits_on_the_gpu(cuda_ops):
     assert rel_err(got[0], want[98]) < 1e-2
     got = runner.decode([DecodeItem(0, int(ids[0, 99]), 99, table)]).logits
     assert rel_err(got[0], want[99]) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize("n,k,bias", [(6144, 4096, False), (4096, 11008, True), (32000, 4096, False), (100, 24, True)])
+def test_skinny_gemm_matches_a_float32_product(cuda_ops, gen, dtype, rows, n, k, bias):
+    from tinyserve_core.kernels import _cuda_fused
+    x = rand((rows, k), dtype, gen)
+    w = rand((n, k), dtype, gen, 0.02)
+    b = rand((n,), dtype, gen) if bias else None
+    poison_allocator()
+    out = _cuda_fused.linear(x, w, b)
+    want = torch.nn.functional.linear(x.float(), w.float(), None if b is None else b.float())
+    assert out.shape == (rows, n) and out.dtype == dtype
+    assert rel_err(out, want) < TOL[dtype]
+    # a view of a packed product (what the fused q/k/v weights hand out) works the same
+    half = _cuda_fused.linear(x[None], w[: n // 2])
+    assert half.shape == (1, rows, n // 2)
+    assert rel_err(half[0], x.float() @ w[: n // 2].float().T) < TOL[dtype]
+
+
+def test_linear_leaves_larger_batches_to_cublas(cuda_ops, gen):
+    from tinyserve_core.kernels import _cuda_fused
+    x = rand((5, 256), torch.float16, gen)
+    w = rand((64, 256), torch.float16, gen)
+    assert torch.equal(_cuda_fused.linear(x, w), torch.nn.functional.linear(x, w))

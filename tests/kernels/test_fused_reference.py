@@ -38,17 +38,16 @@ def test_rotary_rotates_q_and_k_in_place_inside_a_packed_projection():
     qkv = torch.randn(N, (Hq + 2 * Hkv) * D, generator=g)
     q, k, v = qkv.split((Hq * D, Hkv * D, Hkv * D), dim=-1)
     q, k, v = q.view(N, Hq, D), k.view(N, Hkv, D), v.view(N, Hkv, D)
-    pos = torch.tensor([0.0, 5.0, 17.0])
-    ang = pos[:, None] * (1.0 / 10000 ** (torch.arange(0, D, 2) / D))
-    cos, sin = torch.cat((ang, ang), -1).cos(), torch.cat((ang, ang), -1).sin()
-
+    pos = torch.tensor([0, 5, 17])
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, D, 2, dtype=torch.float32) / D)
+    ang = pos[:, None].float() * inv_freq
     def by_pairs(x):  # each (i, i + D/2) pair turned by its angle, written out
         x1, x2 = x[..., : D // 2], x[..., D // 2:]
         c, s = ang.cos()[:, None], ang.sin()[:, None]
         return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), -1)
 
     want_q, want_k, want_v = by_pairs(q.clone()), by_pairs(k.clone()), v.clone()
-    kernels.rotary_embedding(q, k, cos, sin)
+    kernels.rotary_embedding(q, k, pos, inv_freq)
     torch.testing.assert_close(q, want_q)
     torch.testing.assert_close(k, want_k)
     assert torch.equal(v, want_v)   # v is left alone

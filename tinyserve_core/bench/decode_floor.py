@@ -23,7 +23,7 @@ CATEGORIES = ("gemm", "attention", "selection", "elementwise")
 _PATTERNS = (  # first match wins
     ("selection", re.compile(r"page_scores|select_pages|page_estimates|quantize_keys|topk|sort|radix", re.I)),
     ("attention", re.compile(r"paged_decode|combine|reshape_and_cache|cache_write|attention|sdpa|flash", re.I)),
-    ("gemm", re.compile(r"gemm|gemv|nvjet|cutlass|cublas|splitk|xmma|aten::(?:mm|addmm|bmm|linear|matmul)$", re.I)),
+    ("gemm", re.compile(r"gemm|gemv|skinny|nvjet|cutlass|cublas|splitk|xmma|aten::(?:mm|addmm|bmm|linear|matmul)$", re.I)),
 )
 
 

@@ -27,4 +27,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm", &tinyserve::rms_norm);
   m.def("rotary_embedding", &tinyserve::rotary_embedding);
   m.def("silu_and_mul", &tinyserve::silu_and_mul);
+  m.def("skinny_gemm", &tinyserve::skinny_gemm);
 }

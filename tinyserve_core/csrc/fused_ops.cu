@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/fused_layer.cuh"
+#include "kernels/skinny_gemm.cuh"
 #include "ops.h"
 
 namespace tinyserve {
@@ -60,7 +61,8 @@ std::vector<torch::Tensor> rms_norm(const torch::Tensor& x, const std::optional<
   return delta.has_value() ? std::vector<torch::Tensor>{sum, out} : std::vector<torch::Tensor>{out};
 }
 
-void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& cos, const torch::Tensor& sin) {
+void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& positions,
+                      const torch::Tensor& inv_freq) {
   TS_CHECK_CUDA(q);
   TS_CHECK_CUDA(k);
   TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && q.size(0) == k.size(0) && q.size(2) == k.size(2),
@@ -69,10 +71,11 @@ void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& c
   TORCH_CHECK(D % 2 == 0, "head_dim must be even");
   TORCH_CHECK(q.stride(2) == 1 && q.stride(1) == D && k.stride(2) == 1 && k.stride(1) == D,
               "q and k heads must be dense rows of head_dim");
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && cos.scalar_type() == q.scalar_type() &&
-                  sin.scalar_type() == q.scalar_type(), "q, k, cos, sin must share a dtype");
-  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.numel() == N * D && sin.numel() == N * D,
-              "cos and sin must be contiguous [N, D]");
+  TORCH_CHECK(q.scalar_type() == k.scalar_type(), "q and k must share a dtype");
+  TORCH_CHECK(positions.scalar_type() == torch::kInt64 && positions.is_contiguous() && positions.numel() == N,
+              "positions must be contiguous int64 [N]");
+  TORCH_CHECK(inv_freq.scalar_type() == torch::kFloat32 && inv_freq.is_contiguous() && inv_freq.numel() == D / 2,
+              "inv_freq must be contiguous float32 [head_dim / 2]");
   if (N == 0) return;
   const c10::cuda::CUDAGuard guard(q.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -82,8 +85,7 @@ void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& c
     using T = decltype(tag);
     rotary_kernel<T><<<N, threads, 0, stream>>>(
         reinterpret_cast<T*>(q.data_ptr()), q.stride(0), (int)q.size(1), reinterpret_cast<T*>(k.data_ptr()),
-        k.stride(0), (int)k.size(1), reinterpret_cast<const T*>(cos.data_ptr()),
-        reinterpret_cast<const T*>(sin.data_ptr()), (int)D);
+        k.stride(0), (int)k.size(1), positions.data_ptr<int64_t>(), inv_freq.data_ptr<float>(), (int)D);
   });
 }
 
@@ -105,6 +107,49 @@ torch::Tensor silu_and_mul(const torch::Tensor& gate_up) {
                                                           (int)I);
   });
   return out;
+}
+
+torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, const std::optional<torch::Tensor>& bias) {
+  TS_CHECK_CUDA(x);
+  TS_CHECK_CONTIG(x);
+  TS_CHECK_CONTIG(weight);
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "x [M, K] and weight [N, K]");
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  TORCH_CHECK(M >= 1 && M <= kSkinnyMaxRows, "skinny_gemm takes 1..", kSkinnyMaxRows, " rows");
+  TORCH_CHECK(K % 8 == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 &&
+                  reinterpret_cast<uintptr_t>(weight.data_ptr()) % 16 == 0,
+              "skinny_gemm needs K % 8 == 0 and 16-byte aligned x and weight");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "x and weight must share a dtype");
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->numel() == N && bias->is_contiguous(),
+                "bias must be [N] of x's dtype");
+  }
+  auto y = torch::empty({M, N}, x.options());
+  if (N == 0) return y;
+  const c10::cuda::CUDAGuard guard(x.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const unsigned blocks = (unsigned)((N + kSkinnyWarps - 1) / kSkinnyWarps);
+  auto launch = [&](auto tag, auto rows) {
+    using T = decltype(tag);
+    constexpr int R = decltype(rows)::value;
+    skinny_gemm_kernel<T, R><<<blocks, kSkinnyWarps * 32, 0, stream>>>(
+        reinterpret_cast<const T*>(x.data_ptr()), reinterpret_cast<const T*>(weight.data_ptr()),
+        bias.has_value() ? reinterpret_cast<const T*>(bias->data_ptr()) : nullptr, reinterpret_cast<T*>(y.data_ptr()),
+        (int)N, (int)K);
+  };
+  auto by_rows = [&](auto tag) {
+    switch (M) {
+      case 1: launch(tag, std::integral_constant<int, 1>{}); break;
+      case 2: launch(tag, std::integral_constant<int, 2>{}); break;
+      case 3: launch(tag, std::integral_constant<int, 3>{}); break;
+      default: launch(tag, std::integral_constant<int, 4>{}); break;
+    }
+  };
+  if (x.scalar_type() == at::kHalf) by_rows(__half{});
+  else if (x.scalar_type() == at::kBFloat16) by_rows(__nv_bfloat16{});
+  else TORCH_CHECK(false, "skinny_gemm: no kernel for ", x.scalar_type());
+  TS_LAUNCH_CHECK();
+  return y;
 }
 
 }  // namespace tinyserve

@@ -49,9 +49,12 @@ torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qk
 std::vector<torch::Tensor> rms_norm(const torch::Tensor& x, const std::optional<torch::Tensor>& delta,
                                     const torch::Tensor& weight, double eps);
 
-void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& cos, const torch::Tensor& sin);
+void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& positions,
+                      const torch::Tensor& inv_freq);
 
 torch::Tensor silu_and_mul(const torch::Tensor& gate_up);
+
+torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, const std::optional<torch::Tensor>& bias);
 
 }  // namespace tinyserve
 

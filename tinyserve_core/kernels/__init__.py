@@ -23,6 +23,7 @@ __all__ = [
     "add_rms_norm",
     "rotary_embedding",
     "silu_and_mul",
+    "linear",
     "backend_for",
     "backend_info",
 ]
@@ -97,11 +98,16 @@ def add_rms_norm(x, delta, weight, eps):
     return _fused_ops(x).add_rms_norm(x, delta, weight, eps)
 
 
-def rotary_embedding(q, k, cos, sin) -> None:
-    """Rotate-half RoPE of q [N, Hq, D] and k [N, Hkv, D] in place (cos/sin [N, D])."""
-    return _fused_ops(q).rotary_embedding(q, k, cos, sin)
+def rotary_embedding(q, k, positions, inv_freq) -> None:
+    """Rotate-half RoPE of q [N, Hq, D] and k [N, Hkv, D] in place at positions [N]."""
+    return _fused_ops(q).rotary_embedding(q, k, positions, inv_freq)
 
 
 def silu_and_mul(gate_up):
     """silu(gate) * up of gate_up [..., 2I] = [gate | up]."""
     return _fused_ops(gate_up).silu_and_mul(gate_up)
+
+
+def linear(x, weight, bias=None):
+    """F.linear; on a GPU a bandwidth-bound kernel of its own for 1-4 rows of x."""
+    return _fused_ops(x).linear(x, weight, bias)

@@ -5,10 +5,17 @@ reference."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import fused_reference
 from ._cuda_ops import _extension
+
+
+# TINYSERVE_SKINNY_GEMM=0 leaves every product to cuBLAS (to compare the two in a benchmark).
+SKINNY_GEMM = os.environ.get("TINYSERVE_SKINNY_GEMM", "1").strip() != "0"
+SKINNY_MAX_ROWS = 4
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor | None:
@@ -41,12 +48,13 @@ def add_rms_norm(x, delta, weight, eps):
     return s.view(x.shape), out.view(x.shape)
 
 
-def rotary_embedding(q, k, cos, sin) -> None:
+def rotary_embedding(q, k, positions, inv_freq) -> None:
     D = q.shape[-1]
     dense_heads = all(t.dim() == 3 and t.stride(2) == 1 and t.stride(1) == D for t in (q, k))
-    if not dense_heads or cos.dtype != q.dtype or sin.dtype != q.dtype or k.dtype != q.dtype:
-        return fused_reference.rotary_embedding(q, k, cos, sin)
-    _extension().rotary_embedding(q, k, cos.contiguous(), sin.contiguous())
+    if not dense_heads or k.dtype != q.dtype or inv_freq.numel() != D // 2:
+        return fused_reference.rotary_embedding(q, k, positions, inv_freq)
+    _extension().rotary_embedding(q, k, positions.to(device=q.device, dtype=torch.int64).contiguous(),
+                                  inv_freq.to(device=q.device, dtype=torch.float32).contiguous())
 
 
 def silu_and_mul(gate_up):
@@ -54,3 +62,19 @@ def silu_and_mul(gate_up):
     if rows is None:
         return fused_reference.silu_and_mul(gate_up)
     return _extension().silu_and_mul(rows).view(*gate_up.shape[:-1], gate_up.shape[-1] // 2)
+
+
+def linear(x, weight, bias=None):
+    """x [..., K] @ weight[N, K]^T (+ bias): the skinny kernel for 1-4 rows of fp16/bf16
+    (aligned, K % 8 == 0), cuBLAS otherwise."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    ok = (SKINNY_GEMM and 1 <= rows <= SKINNY_MAX_ROWS and x.dtype in (torch.float16, torch.bfloat16)
+          and weight.dtype == x.dtype and weight.is_contiguous() and x.shape[-1] % 8 == 0
+          and weight.data_ptr() % 16 == 0 and (bias is None or bias.dtype == x.dtype))
+    if not ok:
+        return fused_reference.linear(x, weight, bias)
+    x2 = x.reshape(rows, x.shape[-1])
+    if not x2.is_contiguous() or x2.data_ptr() % 16:
+        x2 = x2.contiguous()
+    b = None if bias is None else bias.contiguous()
+    return _extension().skinny_gemm(x2, weight, b).view(*x.shape[:-1], weight.shape[0])

@@ -54,6 +54,11 @@ def sdpa(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
     return out[0] if squeeze else out
 
 
+def serving_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) through the kernels API (a kernel of its own for a decode step's few rows)."""
+    return kernels.linear(x, layer.weight, layer.bias)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
@@ -85,10 +90,10 @@ class LlamaMLP(nn.Module):
         """The same MLP through the kernels API: one gate/up product when the weights
         are fused (LlamaForCausalLM.fuse_projections), then fused SiLU-and-mul."""
         if self.gate_up_weight is not None:
-            gate_up = F.linear(x, self.gate_up_weight, self.gate_up_bias)
+            gate_up = kernels.linear(x, self.gate_up_weight, self.gate_up_bias)
         else:
-            gate_up = torch.cat((self.gate_proj(x), self.up_proj(x)), dim=-1)
-        return self.down_proj(kernels.silu_and_mul(gate_up))
+            gate_up = torch.cat((serving_linear(self.gate_proj, x), serving_linear(self.up_proj, x)), dim=-1)
+        return serving_linear(self.down_proj, kernels.silu_and_mul(gate_up))
 
 
 class LlamaAttention(nn.Module):
@@ -112,10 +117,10 @@ class LlamaAttention(nn.Module):
         """Unrotated q [N, Hq, D], k, v [N, Hkv, D] of packed x [N, hidden]: one product
         when the weights are fused (q, k, v are then views of its output)."""
         if self.qkv_weight is None:
-            return (self.q_proj(x).view(-1, self.num_heads, self.head_dim),
-                    self.k_proj(x).view(-1, self.num_kv_heads, self.head_dim),
-                    self.v_proj(x).view(-1, self.num_kv_heads, self.head_dim))
-        qkv = F.linear(x, self.qkv_weight, self.qkv_bias)
+            return (serving_linear(self.q_proj, x).view(-1, self.num_heads, self.head_dim),
+                    serving_linear(self.k_proj, x).view(-1, self.num_kv_heads, self.head_dim),
+                    serving_linear(self.v_proj, x).view(-1, self.num_kv_heads, self.head_dim))
+        qkv = kernels.linear(x, self.qkv_weight, self.qkv_bias)
         nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q, k, v = qkv.split((nq, nkv, nkv), dim=-1)
         return (q.view(-1, self.num_heads, self.head_dim), k.view(-1, self.num_kv_heads, self.head_dim),
@@ -242,13 +247,12 @@ class LlamaForCausalLM(nn.Module):
         # MLP output's add.
         norms = [layer.input_layernorm for layer in layers] + [self.model.norm]
         x = self.model.embed_tokens(input_ids)
-        cos, sin = rope_cos_sin(positions, self.model.inv_freq, x.dtype)
         h = kernels.rms_norm(x, norms[0].weight, norms[0].variance_epsilon)
         for i, layer in enumerate(layers):
             attn = layer.self_attn
             with t("matmul"):
                 q, k, v = attn.project(h)
-            kernels.rotary_embedding(q, k, cos, sin)
+            kernels.rotary_embedding(q, k, positions, self.model.inv_freq)
             with t("cache_write"):
                 qkeys = getattr(kv, "qkeys", None)
                 kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
@@ -267,7 +271,7 @@ class LlamaForCausalLM(nn.Module):
                     o = kernels.paged_decode_attention(q, kv.k_caches[i], kv.v_caches[i], batch.block_tables,
                                                        batch.seq_lens, attn.scale, page_indices)
             with t("matmul"):
-                o = attn.o_proj(o.reshape(o.shape[0], -1))
+                o = serving_linear(attn.o_proj, o.reshape(o.shape[0], -1))
             ln = layer.post_attention_layernorm
             x, h = kernels.add_rms_norm(x, o, ln.weight, ln.variance_epsilon)
             with t("matmul"):
@@ -276,7 +280,7 @@ class LlamaForCausalLM(nn.Module):
         if batch.logits_indices is not None:
             h = h[batch.logits_indices]
         with t("matmul"):
-            return self.lm_head(h)
+            return serving_linear(self.lm_head, h)
 
     def fuse_projections(self) -> None:
         """Concatenate each layer's q/k/v weights, and its gate/up weights, into one matrix

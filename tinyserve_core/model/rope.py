@@ -9,7 +9,9 @@ import math
 
 import torch
 
-from ..kernels.fused_reference import rotate
+from ..kernels.fused_reference import rope_cos_sin, rotate
+
+__all__ = ["rope_inv_freq", "rope_cos_sin", "apply_rope"]
 from .config import ModelConfig
 
 
@@ -43,13 +45,6 @@ def _llama3_inv_freq(inv_freq: torch.Tensor, rs: dict) -> torch.Tensor:
     smoothed = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
     is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
     return torch.where(is_medium, smoothed, inv_freq_llama)
-
-
-def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
-    """cos, sin of shape positions.shape + [head_dim], computed in float32 then cast."""
-    freqs = positions[..., None].float() * inv_freq.to(positions.device)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -56,24 +56,26 @@ __global__ void __launch_bounds__(kNormThreads)
 }
 
 // Grid (tokens); threads over (heads of q then k) x half pairs. x [N, H, D] with row
-// stride `*_stride` and head stride D; cos/sin [N, D] contiguous.
+// stride `*_stride` and head stride D. The angle of pair i at position p is
+// float(p) * inv_freq[i] (float32, as torch computes it), its cos and sin rounded to T
+// (the cos/sin tables torch would build and cast), so no table is built per step.
 template <typename T>
 __global__ void rotary_kernel(T* __restrict__ q, int64_t q_stride, int q_heads, T* __restrict__ k, int64_t k_stride,
-                              int k_heads, const T* __restrict__ cos, const T* __restrict__ sin, int head_dim) {
+                              int k_heads, const int64_t* __restrict__ positions, const float* __restrict__ inv_freq,
+                              int head_dim) {
   const int64_t n = blockIdx.x;
   const int half = head_dim / 2;
-  const T* c = cos + n * head_dim;
-  const T* s = sin + n * head_dim;
+  const float pos = (float)positions[n];
   const int pairs = (q_heads + k_heads) * half;
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
     const int h = p / half, i = p % half;
     T* xr = h < q_heads ? q + n * q_stride + h * head_dim : k + n * k_stride + (h - q_heads) * head_dim;
+    const float angle = pos * inv_freq[i];
+    const float c = round_to<T>(cosf(angle)), s = round_to<T>(sinf(angle));
     const float x1 = to_float(xr[i]), x2 = to_float(xr[i + half]);
     // torch: x * cos + cat(-x2, x1) * sin, each product and the sum rounded to T
-    const float o1 = round_to<T>(x1 * to_float(c[i])) + round_to<T>(-x2 * to_float(s[i]));
-    const float o2 = round_to<T>(x2 * to_float(c[i + half])) + round_to<T>(x1 * to_float(s[i + half]));
-    xr[i] = from_float<T>(o1);
-    xr[i + half] = from_float<T>(o2);
+    xr[i] = from_float<T>(round_to<T>(x1 * c) + round_to<T>(-x2 * s));
+    xr[i + half] = from_float<T>(round_to<T>(x2 * c) + round_to<T>(x1 * s));
   }
 }
 

@@ -176,10 +176,10 @@ class FakeGraphs:
     def __init__(self, vocab):
         self.vocab, self.replays = vocab, 0
 
-    def run(self, inputs, args, sel_key, selector, timer=None, span=None):
+    def run(self, items, sel_key, selector, timer=None, span=None, check=None):
         self.replays += 1
         with timer("total") if timer is not None else contextlib.nullcontext():
-            return torch.zeros(len(args[0]), self.vocab)
+            return torch.zeros(len(items), self.vocab)
 
 
 @pytest.mark.parametrize("profile", [False, True])

@@ -10,16 +10,17 @@ The shipped model's context is 2,048 tokens, so the long-context figure uses a L
 of the usual serving shape (GQA 32/8, head_dim 128) with random weights and few layers:
 step time depends on shapes, not on weight values, and the KV cache is filled by a real
 prefill. Each configuration is timed after warm-up as the median of repeated decode
-steps (CUDA events around the step on a GPU)."""
+steps (CUDA events around the step on a GPU), and set beside its floor: the bytes it
+must move at the copy bandwidth measured in the same run (bench/decode_floor.py)."""
 
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
 from ..errors import ConfigError
+from .decode_floor import copy_bandwidth, profile_step, step_bytes, time_once
 
 
 SHAPES = {  # name: (hidden, intermediate, q heads, kv heads, vocab)
@@ -42,30 +43,32 @@ def _model(shape: str, layers: int, device):
 
 
 def _time_steps(runner, items, reps: int, cuda: bool) -> float:
-    times = []
-    for i in range(reps + 3):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            runner.decode(items)
-            b.record()
-            torch.cuda.synchronize()
-            dt = a.elapsed_time(b) / 1000
-        else:
-            t = time.perf_counter()
-            runner.decode(items)
-            dt = time.perf_counter() - t
-        if i >= 3:  # warm-up: kernel build, allocator, caches
-            times.append(dt)
-    return statistics.median(times)
+    # the first 3 are warm-up: kernel build, allocator, caches
+    times = [time_once(lambda: runner.decode(items), cuda) for _ in range(reps + 3)]
+    return statistics.median(times[3:])
+
+
+def _breakdown(runner, items, step_ms: float, device) -> dict:
+    """One eager step of the runner's current policy, profiled per kernel category; the
+    host gap is the (graph) step time minus the GPU busy time."""
+    graphs, runner.cuda_graphs = runner.cuda_graphs, False
+    try:
+        out = profile_step(lambda: runner.decode(items), device)
+    finally:
+        runner.cuda_graphs = graphs
+    out["host_gap"] = max(0.0, step_ms - out["gpu_busy"])
+    return out
 
 
 def measure_decode(device: str = "auto", contexts: list[int] | None = None, batches: list[int] | None = None,
                    budget: int = 2048, layers: int = 4, shape: str = "serving", block_size: int = 16,
-                   reps: int = 20, progress=None, candidates: float = 4.0, quant_bits: int = 8) -> dict:
+                   reps: int = 20, progress=None, candidates: float = 4.0, quant_bits: int = 8,
+                   breakdown: bool = False) -> dict:
     """Median decode step time, dense, quest and twostage (`candidates` x the budget, keys
-    at `quant_bits`), per (context, batch). `progress(row)` sees each row once measured.
-    Returns the rows and what they were measured on."""
+    at `quant_bits`), per (context, batch); dense and quest each beside its floor
+    (bench/decode_floor.py); `breakdown`: also where an eager step's GPU time goes.
+    `progress(row)` sees each row once measured. Returns the rows and what they were
+    measured on."""
     from ..engine.engine import resolve_device
     from ..engine.model_runner import DecodeItem, ModelRunner, PrefillItem
     from ..selection import build_selector
@@ -82,6 +85,7 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
             raise ConfigError(name, f"must be >= 1, got {v}")
     bs = block_size
     model = _model(shape, layers, device)
+    bandwidth = copy_bandwidth(device)
     vocab = model.config.vocab_size
     rows = []
     batches = sorted(set(batches))
@@ -113,7 +117,13 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
             for result in rows[at:]:
                 # every timed step writes position `ctx` again: the context stays ctx + 1 tokens
                 items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(result["batch"])]
-                result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
+                step_ms = result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
+                if policy in ("dense", "quest"):   # the floor: the bytes the step must move
+                    moved = step_bytes(runner.model, runner, ctx, result["batch"], policy, budget)
+                    floor_ms = moved["total"] / bandwidth * 1000
+                    result[policy] = {"bytes": moved, "floor_ms": floor_ms, "vs_floor": step_ms / floor_ms}
+                    if breakdown:
+                        result[policy]["breakdown"] = _breakdown(runner, items, step_ms, device)
         runner.cuda_graphs = graphs
         for result in rows[at:]:
             result["speedup"] = result["dense_ms"] / result["quest_ms"]
@@ -124,8 +134,9 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
         if cuda:
             torch.cuda.empty_cache()
     c = model.config
-    return {"machine": describe(device), "dtype": str(dtype), "layers": layers, "shape": shape,
-            "block_size": bs, "budget": budget, "rows": rows,
+    return {"machine": describe(device), "torch": torch.__version__, "dtype": str(dtype), "layers": layers,
+            "shape": shape, "block_size": bs, "budget": budget, "rows": rows,
+            "copy_bandwidth_gbs": bandwidth / 1e9,
             "twostage": {"candidates": candidates, "quant_bits": quant_bits},
             "model": {"heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads,
                       "head_dim": c.head_dim, "hidden": c.hidden_size}}

@@ -209,12 +209,15 @@ def _add_decode(sub) -> None:
     p.add_argument("--reps", type=int, default=20, help="timed decode steps per point (median)")
     p.add_argument("--candidates", type=float, default=4.0, help="twostage: stage-1 candidates per budget page")
     p.add_argument("--quant-bits", type=int, default=8, choices=(8, 4), help="twostage: bits of its key copy")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also profile one eager step per point: GEMM, attention, selection, elementwise, host gap")
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run_decode)
 
 
 def run_decode(args) -> int:
     from ..bench.decode import measure_decode
+    from ..bench.decode_floor import floor_table as decode_floor_table
 
     if args.json:
         check_writable(args.json, "--json")
@@ -223,7 +226,7 @@ def run_decode(args) -> int:
               f"quest {r['quest_ms']:.2f} ms, twostage {r['twostage_ms']:.2f} ms", file=sys.stderr)
 
     res = measure_decode(args.device, args.context, args.batch, args.budget, args.layers, args.shape,
-                         args.block_size, args.reps, progress, args.candidates, args.quant_bits)
+                         args.block_size, args.reps, progress, args.candidates, args.quant_bits, args.breakdown)
     m = res["model"]
     print(f"\ndecode step, {args.layers}-layer Llama (GQA {m['heads']}/{m['kv_heads']}, "
           f"head_dim {m['head_dim']}, hidden {m['hidden']}), "
@@ -237,8 +240,10 @@ def run_decode(args) -> int:
         print(f"{r['context']:>8} {r['batch']:>6} {r['dense_ms']:>9.2f} {r['quest_ms']:>9.2f} "
               f"{r['speedup']:>8.2f}x {r['twostage_ms']:>9.2f} {r['twostage_vs_quest']:>5.2f}x "
               f"{r['quest_eager_ms']:>12.2f} {r['twostage_eager_ms']:>10.2f}")
+    print(decode_floor_table(res, args.breakdown))
     if args.json:
-        keys = ("machine", "dtype", "layers", "shape", "block_size", "budget", "twostage", "rows")
+        keys = ("machine", "torch", "dtype", "layers", "shape", "block_size", "budget", "copy_bandwidth_gbs",
+                "twostage", "rows")
         write_json(args.json, {k: res[k] for k in keys}, "--json")
     return 0
 

@@ -28,4 +28,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("estimate_page_lse", &tinyserve::estimate_page_lse);
   m.def("twostage_candidates", &tinyserve::twostage_candidates);
   m.def("twostage_keep", &tinyserve::twostage_keep);
+  m.def("rms_norm", &tinyserve::rms_norm);
+  m.def("rotary_embedding", &tinyserve::rotary_embedding);
+  m.def("silu_and_mul", &tinyserve::silu_and_mul);
+  m.def("skinny_gemm", &tinyserve::skinny_gemm);
 }

@@ -62,6 +62,17 @@ std::vector<torch::Tensor> twostage_keep(const torch::Tensor& lse, const torch::
                                          const torch::Tensor& seq_lens, const torch::Tensor& budget,
                                          int64_t block_size, double top_p, int64_t sink_pages, int64_t width);
 
+// fused_ops.cu: fused elementwise steps of a decoder layer (kernels/fused_reference.py)
+std::vector<torch::Tensor> rms_norm(const torch::Tensor& x, const std::optional<torch::Tensor>& delta,
+                                    const torch::Tensor& weight, double eps);
+
+void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& positions,
+                      const torch::Tensor& inv_freq);
+
+torch::Tensor silu_and_mul(const torch::Tensor& gate_up);
+
+torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, const std::optional<torch::Tensor>& bias);
+
 }  // namespace tinyserve
 
 #define TS_CHECK_CUDA(x) TORCH_CHECK((x).is_cuda(), #x " must be a CUDA tensor")

@@ -149,6 +149,7 @@ class ModelRunner:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.model.fuse_projections()   # one q/k/v and one gate/up product per layer
         self.config = model.config
         self.block_size = block_size
         self.kv = KVCache.for_model(self.config, num_blocks, block_size, dtype, self.device)
@@ -165,7 +166,7 @@ class ModelRunner:
         # Persistent (pinned on a GPU) block-table rows and step staging (engine/step_inputs.py).
         from .cuda_graphs import _width_bucket
         self.max_pages = _width_bucket(-(-self.config.max_position_embeddings // block_size))
-        self._inputs = DecodeInputs(block_size, self.max_pages, pin=self.device.type == "cuda")
+        self._inputs = DecodeInputs(block_size, self.max_pages, pin=self.device.type == "cuda", device=self.device)
         # Weight bytes of the matrix products: every forward reads each weight once.
         self._weight_bytes = sum(m.weight.numel() * m.weight.element_size()
                                  for m in self.model.modules() if isinstance(m, torch.nn.Linear))
@@ -213,29 +214,25 @@ class ModelRunner:
         the device work begins, so the staging counts as the host's."""
         if not items:
             return RunnerOutput(torch.empty(0, self.config.vocab_size))
-        for it in items:
-            self._check_table(it.seq_id, it.block_table, it.position + 1)
-        seq_ids = [it.seq_id for it in items]
         if self.selector is not None and hasattr(self.selector, "prepare"):
             self.selector.prepare(self.kv)  # host side of selection (a key copy) before any replay
-        args = (seq_ids, [it.block_table for it in items], [it.token_id for it in items],
-                [it.position for it in items])
         sel_key = self._graph_key()
         if sel_key is not None and not self._breakdown_due():
             timer = OpTimer(self.device) if self.profile else None
-            logits = self._decode_graphs().run(self._inputs, args, sel_key, self.selector, timer, span)
+            logits = self._decode_graphs().run(items, sel_key, self.selector, timer, span, self._check_table)
             if logits is not None:
-                self._end_selection_step(seq_ids)
+                self._end_selection_step(items)
                 return RunnerOutput(logits, timer=timer)
-        ints, tables = self._inputs.build(*args)
+        ints = self._inputs.stage(items, check=self._check_table)
         if span is not None:
             span.start()
-        ints, tables = self._to_device(ints), self._to_device(tables)
+        ints = self._to_device(ints)
         batch = PagedBatch(
-            is_prefill=False, slot_mapping=ints[2], block_tables=tables,
-            seq_lens=(ints[1] + 1).to(torch.int32), seq_ids=seq_ids, selector=self.selector)
-        out = self._run(ints[0], ints[1], batch, [p + 1 for p in args[3]])
-        self._end_selection_step(seq_ids)
+            is_prefill=False, slot_mapping=ints[2],
+            block_tables=self._inputs.table(ints[3], max(len(it.block_table) for it in items)),
+            seq_lens=(ints[1] + 1).to(torch.int32), seq_ids=[it.seq_id for it in items], selector=self.selector)
+        out = self._run(ints[0], ints[1], batch, [it.position + 1 for it in items])
+        self._end_selection_step(items)
         return out
 
     def release(self, seq_id: int) -> None:
@@ -258,7 +255,7 @@ class ModelRunner:
     def _decode_graphs(self):
         if self._graphs is None:
             from .cuda_graphs import DecodeGraphs
-            self._graphs = DecodeGraphs(self.model, self.kv, self.device, self.max_pages)
+            self._graphs = DecodeGraphs(self.model, self.kv, self.device, self._inputs)
         return self._graphs
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -266,9 +263,9 @@ class ModelRunner:
         GPU; a copy on the CPU too, since the staging buffer is reused next step."""
         return t.to(self.device, non_blocking=True) if self.device.type == "cuda" else t.clone()
 
-    def _end_selection_step(self, seq_ids: list[int]) -> None:
+    def _end_selection_step(self, items: list[DecodeItem]) -> None:
         if self.selector is not None and hasattr(self.selector, "end_step"):
-            self.selector.end_step(seq_ids)
+            self.selector.end_step([it.seq_id for it in items])
 
     def _graph_key(self):
         """What a decode-step graph depends on besides shapes (the selection policy and

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from . import fp8_reference, quant_reference, reference, twostage_reference
+from . import fp8_reference, fused_reference, quant_reference, reference, twostage_reference
 from ._backend import backend_for, backend_info
 
 __all__ = [
@@ -23,6 +23,11 @@ __all__ = [
     "page_estimates",
     "twostage_candidates",
     "twostage_keep",
+    "rms_norm",
+    "add_rms_norm",
+    "rotary_embedding",
+    "silu_and_mul",
+    "linear",
     "backend_for",
     "backend_info",
     "FP8",
@@ -42,6 +47,14 @@ def _quant_ops(t: torch.Tensor, spec=quant_reference):
     from . import _cuda_quant  # only once the extension is loaded
 
     return _cuda_quant
+
+
+def _fused_ops(t: torch.Tensor):
+    if backend_for(t.device) is reference:
+        return fused_reference
+    from . import _cuda_fused  # only once the extension is loaded
+
+    return _cuda_fused
 
 
 def _fp8_ops(t: torch.Tensor):
@@ -120,3 +133,28 @@ def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:
 
 def allocate_blocks(refcounts, num):
     return _ops(refcounts).allocate_blocks(refcounts, num)
+
+
+def rms_norm(x, weight, eps):
+    """HF's RMSNorm of x [..., hidden] (fused_reference.py)."""
+    return _fused_ops(x).rms_norm(x, weight, eps)
+
+
+def add_rms_norm(x, delta, weight, eps):
+    """(x + delta, rms_norm(x + delta)): the residual add fused with the next norm."""
+    return _fused_ops(x).add_rms_norm(x, delta, weight, eps)
+
+
+def rotary_embedding(q, k, positions, inv_freq) -> None:
+    """Rotate-half RoPE of q [N, Hq, D] and k [N, Hkv, D] in place at positions [N]."""
+    return _fused_ops(q).rotary_embedding(q, k, positions, inv_freq)
+
+
+def silu_and_mul(gate_up):
+    """silu(gate) * up of gate_up [..., 2I] = [gate | up]."""
+    return _fused_ops(gate_up).silu_and_mul(gate_up)
+
+
+def linear(x, weight, bias=None):
+    """F.linear; on a GPU a bandwidth-bound kernel of its own for 1-4 rows of x."""
+    return _fused_ops(x).linear(x, weight, bias)

@@ -47,7 +47,7 @@ __device__ __forceinline__ uint32_t order_key(float x) {  // larger float -> lar
 }
 
 template <int THREADS>
-__device__ float block_reduce(float x, bool is_max) {
+__device__ __forceinline__ float block_reduce(float x, bool is_max) {
   __shared__ float part[THREADS / 32];
   __shared__ float result;
   for (int o = 16; o > 0; o >>= 1) {
@@ -80,7 +80,7 @@ struct RadixState {
 // The key at which the running total in descending key order first reaches `target`:
 // counts (weighted false) or weights `sw` (weighted true). Every thread must call it.
 template <int THREADS>
-__device__ RadixState radix_find(const uint32_t* skey, const float* sw, int n, bool weighted, float target) {
+__device__ __forceinline__ RadixState radix_find(const uint32_t* skey, const float* sw, int n, bool weighted, float target) {
   __shared__ int hc[256];
   __shared__ float hw[256];
   __shared__ RadixState st;
@@ -172,7 +172,7 @@ __device__ RadixState radix_find(const uint32_t* skey, const float* sw, int n, b
 // The fewest items, in descending key order, whose weights sum to top_p (reference
 // top_p_pages: #{prefixes below top_p} + 1; n + 1 when the total stays below it).
 template <int THREADS>
-__device__ int top_p_count(const uint32_t* skey, const float* sw, int n, float top_p) {
+__device__ __forceinline__ int top_p_count(const uint32_t* skey, const float* sw, int n, float top_p) {
   const RadixState r = radix_find<THREADS>(skey, sw, n, true, top_p);
   if (!r.found) return n + 1;
   // ties at the key found: in index order (the reference's order among ties is unspecified)
@@ -200,7 +200,7 @@ __device__ int top_p_count(const uint32_t* skey, const float* sw, int n, float t
 
 // Writes the ids of the k largest keys in index order to out[0..k), -1 to out[k..width).
 template <int THREADS>
-__device__ void write_top(const uint32_t* skey, int n, int k, const int* ids, int* out, int width) {
+__device__ __forceinline__ void write_top(const uint32_t* skey, int n, int k, const int* ids, int* out, int width) {
   k = min(k, n);
   uint32_t key = 0xFFFFFFFFu;
   int take = 0;
@@ -230,7 +230,7 @@ __device__ void write_top(const uint32_t* skey, int n, int k, const int* ids, in
 
 // STAGE 1: candidates from the bounds; STAGE 2: pages kept from the estimated masses.
 template <int STAGE>
-__global__ void __launch_bounds__(kSelectThreads) twostage_select_kernel(const __grid_constant__ TwoStageSelectParams p) {
+__global__ void __launch_bounds__(kSelectThreads, 2) twostage_select_kernel(const __grid_constant__ TwoStageSelectParams p) {
   extern __shared__ uint8_t smem_raw[];
   const int row = blockIdx.x, b = row / p.num_heads;
   const int N = p.num_items, BS = p.block_size;
@@ -273,6 +273,7 @@ __global__ void __launch_bounds__(kSelectThreads) twostage_select_kernel(const _
     const int* ids = p.ids + (int64_t)row * N;
     for (int i = threadIdx.x; i < N; i += kSelectThreads) sw[i] = 0.f;
     __syncthreads();
+#pragma unroll 1
     for (int g = 0; g < G; ++g) {  // each head's softmax over the candidates: online max and sum
       const float* x = lse + (int64_t)g * N;
       float m = -INFINITY, s = 0.f;
@@ -285,12 +286,14 @@ __global__ void __launch_bounds__(kSelectThreads) twostage_select_kernel(const _
       const float M = block_reduce<kSelectThreads>(m, true);
       const float S = block_reduce<kSelectThreads>(m == -INFINITY ? 0.f : s * __expf(m - M), false);
       if (M == -INFINITY) continue;  // no candidate in context: the reference's nan -> 0
-      for (int i = threadIdx.x; i < N; i += kSelectThreads) sw[i] += __expf(x[i] - M) / S;
+      const float inv = 1.f / S;
+      for (int i = threadIdx.x; i < N; i += kSelectThreads) sw[i] += __expf(x[i] - M) * inv;
     }
     int valid = 0;
+    const float inv_g = 1.f / (float)G;
     for (int i = threadIdx.x; i < N; i += kSelectThreads) {
       const int pg = ids[i];
-      const float mass = sw[i] / (float)G;
+      const float mass = sw[i] * inv_g;
       sw[i] = mass;
       valid += pg >= 0;
       const bool forced = pg >= 0 && pg < n && (pg == n - 1 || pg < p.sink_pages);

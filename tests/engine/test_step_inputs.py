@@ -61,3 +61,12 @@ def test_incremental_tables_equal_tables_from_lists_through_growth_cow_and_rewri
         assert ints[2, :len(ids)].tolist() == want_slots and ints[1, :len(ids)].tolist() == positions
         assert (ints[2, len(ids):] == -1).all() and (tab[len(ids):] == 0).all()
         assert (ints[1, len(ids):] == 0).all()
+
+
+def test_a_table_shorter_than_its_position_is_refused_by_name():
+    import pytest
+    inp = DecodeInputs(4, 16, pin=False)
+    ints, tab = inp.build([3, 9], [[5, 6], [7]], [1, 2], [7, 3])
+    assert ints[2].tolist() == [6 * 4 + 3, 7 * 4 + 3] and tab.tolist() == [[5, 6], [7, 0]]
+    with pytest.raises(ValueError, match="seq 9: block table has 1 blocks, 5 tokens need 2"):
+        inp.build([3, 9], [[5, 6], [7]], [1, 2], [7, 4])

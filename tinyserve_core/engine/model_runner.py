@@ -206,18 +206,21 @@ class ModelRunner:
         input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
         return self._run(input_ids, torch.cat(pos).to(self.device), batch, lens)
 
-    @torch.inference_mode()
     def decode(self, items: list[DecodeItem], span=None) -> RunnerOutput:
-        """One new token per sequence, all in one forward; float32 logits [B, V].
+        """One new token per sequence, all in one forward; float32 logits [B, V]."""
+        return self.decode_columns([it.seq_id for it in items], [it.token_id for it in items],
+                                   [it.position for it in items], [it.block_table for it in items], span)
+
+    @torch.inference_mode()
+    def decode_columns(self, seq_ids: list[int], token_ids: list[int], positions: list[int],
+                       tables: list[list[int]], span=None) -> RunnerOutput:
+        """`decode` from columns (what the engine passes: no object per sequence);
+        `tables` may be the block manager's live lists, read while staging and not kept.
         `span` (engine/step_timing.DeviceSpan): started when the inputs are staged and
         the device work begins, so the staging counts as the host's."""
-        if not items:
+        if not seq_ids:
             return RunnerOutput(torch.empty(0, self.config.vocab_size))
-        for it in items:
-            self._check_table(it.seq_id, it.block_table, it.position + 1)
-        seq_ids = [it.seq_id for it in items]
-        args = (seq_ids, [it.block_table for it in items], [it.token_id for it in items],
-                [it.position for it in items])
+        args = (seq_ids, tables, token_ids, positions)
         sel_key = self._graph_key()
         if sel_key is not None and not self._breakdown_due():
             timer = OpTimer(self.device) if self.profile else None
@@ -225,14 +228,14 @@ class ModelRunner:
             if logits is not None:
                 self._end_selection_step(seq_ids)
                 return RunnerOutput(logits, timer=timer)
-        ints, tables = self._inputs.build(*args)
+        ints, staged = self._inputs.build(*args)
         if span is not None:
             span.start()
-        ints, tables = self._to_device(ints), self._to_device(tables)
+        ints, staged = self._to_device(ints), self._to_device(staged)
         batch = PagedBatch(
-            is_prefill=False, slot_mapping=ints[2], block_tables=tables,
+            is_prefill=False, slot_mapping=ints[2], block_tables=staged,
             seq_lens=(ints[1] + 1).to(torch.int32), seq_ids=seq_ids, selector=self.selector)
-        out = self._run(ints[0], ints[1], batch, [p + 1 for p in args[3]])
+        out = self._run(ints[0], ints[1], batch, [p + 1 for p in positions])
         self._end_selection_step(seq_ids)
         return out
 

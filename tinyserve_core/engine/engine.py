@@ -220,7 +220,7 @@ class Engine:
 
     def _run(self, batch: ScheduleResult, span: DeviceSpan | None = None) -> RunnerOutput:
         """Copy-on-write copies, then one forward over the scheduled sequences."""
-        from .model_runner import DecodeItem, PrefillItem, RunnerOutput
+        from .model_runner import PrefillItem, RunnerOutput
 
         seqs = batch.seqs
         if not seqs:
@@ -230,12 +230,15 @@ class Engine:
         if batch.cow_pairs:
             self.runner.copy_blocks(batch.cow_pairs)
             self.num_cow_copies += len(batch.cow_pairs)
-        table = self.block_manager.block_table
         if batch.is_prefill:
+            table = self.block_manager.block_table
             return self.runner.prefill([PrefillItem(s.seq_id, s.token_ids, s.num_computed_tokens,
                                                     table(s.seq_id)) for s in seqs], span)
-        return self.runner.decode([DecodeItem(s.seq_id, s.token_ids[-1], len(s) - 1, table(s.seq_id))
-                                   for s in seqs], span)
+        # columns, the live block tables (read while staging, not copied)
+        ids = [s.seq_id for s in seqs]
+        tokens = [s.token_ids[-1] for s in seqs]
+        return self.runner.decode_columns(ids, tokens, [len(s.token_ids) - 1 for s in seqs],
+                                          list(map(self.block_manager.live_table, ids)), span)
 
     def _sample(self, batch: ScheduleResult, logits: torch.Tensor
                 ) -> tuple[list[int], dict[int, list[ChildStart]]]:
@@ -308,8 +311,8 @@ class Engine:
 
     # -- views for observers ---------------------------------------------------------------
     def running_tables(self) -> dict[int, list[int]]:
-        return {s.seq_id: list(self.block_manager.block_table(s.seq_id))
-                for s in self.scheduler.running}
+        table = self.block_manager.block_table   # a copy each
+        return {s.seq_id: table(s.seq_id) for s in self.scheduler.running}
 
 
 REJECT_EMPTY = "empty prompt"

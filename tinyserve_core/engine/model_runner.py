@@ -207,6 +207,12 @@ class ModelRunner:
         input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
         return self._run(input_ids, torch.cat(pos).to(self.device), batch, lens)
 
+    def decode_columns(self, seq_ids: list[int], token_ids: list[int], positions: list[int],
+                       tables: list[list[int]], span=None) -> RunnerOutput:
+        """`decode` from columns (what the engine passes); `tables` may be the block
+        manager's live lists: staging reads them and keeps nothing."""
+        return self.decode(list(map(DecodeItem, seq_ids, token_ids, positions, tables)), span)
+
     @torch.inference_mode()
     def decode(self, items: list[DecodeItem], span=None) -> RunnerOutput:
         """One new token per sequence, all in one forward; float32 logits [B, V].

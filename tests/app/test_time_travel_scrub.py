@@ -60,3 +60,22 @@ def test_metric_plots_keep_their_window_while_the_cursor_is_inside(qapp):
     assert mv.render()
     right = mv.plots[0].vb.viewRange()[0][1]
     assert 10.0 <= right < x1 - 20
+
+
+def test_metric_cursor_lines_move_in_turns_and_all_arrive():
+    from types import SimpleNamespace
+    from app.serving.time_travel import TimeTravel
+    lines = [SimpleNamespace(pos=None, shown=False) for _ in range(9)]
+    for ln in lines:
+        ln.setPos = lambda v, ln=ln: setattr(ln, "pos", v)
+        ln.setVisible = lambda v, ln=ln: setattr(ln, "shown", v)
+    tt = SimpleNamespace(cursor_lines=lines, _line_turn=0, _lines_due=[], _line_clock=0.0)
+    tt.move_cursor_lines = lambda n=3: TimeTravel.move_cursor_lines(tt, n)
+    moved = []
+    for clock in (1.0, 2.0, 3.0):          # a drag: one new step per frame
+        TimeTravel.aim_cursor_lines(tt, clock)
+        moved.append([i for i, ln in enumerate(lines) if ln.pos == clock])
+    assert moved == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]   # every plot's line moves during a drag
+    TimeTravel.move_cursor_lines(tt)
+    TimeTravel.move_cursor_lines(tt)
+    assert all(ln.pos == 3.0 and ln.shown for ln in lines)   # at rest: all at the step shown

@@ -15,7 +15,11 @@ object per step) and a keyframe, the whole state, every `keyframe_every` steps o
 soon as the entries since the last keyframe outnumber the blocks. A jump to step s is
 the nearest keyframe at or before s plus the entries after it up to s, applied in one
 vectorised assignment (last write wins): its cost is bounded by the keyframe rule, not
-by the length of the run. When the history outgrows `max_bytes` its oldest keyframe
+by the length of the run. A scrub asks for steps near the one last answered, so that
+answer is kept as a cursor and used as the base whenever fewer entries lie between:
+forward it replays the entries in between, backward it restores the value each entry
+replaced (kept beside it, a few bytes an entry); the block tables have a copy every
+TABLES_EVERY steps (dicts of shared tuples) for the same reason. When the history outgrows `max_bytes` its oldest keyframe
 interval is dropped, so a long session keeps the recent past within a fixed budget.
 
 Qt-free and kv-free (observe sits below kv): the recorder reads any object with the

@@ -80,7 +80,8 @@ class SceneLab:
     @property
     def planner(self) -> Planner:
         if self._planner is None:
-            self._planner = Planner(self.bake, floor_label=self.spec.floor_label)
+            self._planner = Planner(self.bake, floor_label=self.spec.floor_label,
+                                    structure=tuple(o.label for o in self.spec.objects if o.structure))
         return self._planner
 
     def camera(self, azimuth: float = 30.0, elevation: float = 40.0, distance: float | None = None,

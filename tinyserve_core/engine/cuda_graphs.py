@@ -15,7 +15,9 @@ on the host every step (h2o, oracle) makes the runner run eagerly. A capture tha
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import traceback
 
 import torch
 
@@ -147,6 +149,8 @@ class DecodeGraphs:
             take()
             self._failed.add(key)
             print(f"tinyserve: decode step (batch {Bb}, {W} pages) runs without a CUDA graph: {exc}", file=sys.stderr)
+            if os.environ.get("TINYSERVE_DEBUG_GRAPHS"):  # where in the step the capture broke
+                traceback.print_exception(exc, file=sys.stderr)
             return None
         self._graphs[key] = (graph, rows, logits, recorded)
         return self._graphs[key]

@@ -70,3 +70,19 @@ def test_a_table_shorter_than_its_position_is_refused_by_name():
     assert ints[2].tolist() == [6 * 4 + 3, 7 * 4 + 3] and tab.tolist() == [[5, 6], [7, 0]]
     with pytest.raises(ValueError, match="seq 9: block table has 1 blocks, 5 tokens need 2"):
         inp.build([3, 9], [[5, 6], [7]], [1, 2], [7, 4])
+
+
+def test_graph_width_fits_the_tables_only_for_width_bound_selectors():
+    from types import SimpleNamespace
+
+    from tinyserve_core.engine.cuda_graphs import DecodeGraphs
+    from tinyserve_core.selection import PageSelector
+    graphs = SimpleNamespace(min_width=128)
+    width = lambda sel, pages: DecodeGraphs._width(graphs, sel, pages)   # noqa: E731
+    assert PageSelector("quest", budget=0.25, stats=True).width_bound
+    assert not PageSelector("quest", budget=0.25).width_bound
+    assert not PageSelector("quest", budget=0.25, tier_pages=4).width_bound
+    stats = PageSelector("quest", budget=0.25, stats=True)
+    assert [width(stats, p) for p in (1, 9, 16, 17, 45, 128)] == [16, 16, 16, 32, 64, 128]
+    assert [width(None, p) for p in (1, 45, 128)] == [128, 128, 128]
+    assert width(PageSelector("quest", budget=0.25), 45) == 128

@@ -38,7 +38,10 @@ class DecodeGraphs:
     def __init__(self, model, kv, device: torch.device, max_pages: int = 16):
         self.model, self.kv, self.device = model, kv, device
         # One table width for every context up to the model's longest: fewer captures (the
-        # kernels bound their work by the context lengths, not by the table width).
+        # kernels bound their work by the context lengths, not by the table width). A
+        # selector whose captured bookkeeping works over the whole width (statistics: a
+        # dense pass over every page of the table) gets the width of the step's longest
+        # table instead, in power-of-two buckets (`_width`).
         self.min_width = _width_bucket(max(1, max_pages))
         self.pool = torch.cuda.graph_pool_handle()
         self._graphs: dict[tuple, tuple] = {}
@@ -58,7 +61,7 @@ class DecodeGraphs:
         Bb = _batch_bucket(B)
         if Bb is None:
             return None
-        key = (sel_key, Bb, max(self.min_width, _width_bucket(max(len(t) for t in tables))))
+        key = (sel_key, Bb, self._width(selector, max(map(len, tables))))
         if key in self._failed:
             return None
         entry = self._graphs.get(key)
@@ -92,10 +95,15 @@ class DecodeGraphs:
         for Bb in BATCH_BUCKETS:
             if Bb > top:
                 break
-            key = (sel_key, Bb, self.min_width)
+            key = (sel_key, Bb, self._width(selector, 1))
             if key not in self._graphs and key not in self._failed:
                 n += self._capture(key, selector) is not None
         return n
+
+    def _width(self, selector, pages: int) -> int:
+        """The table width of a step whose longest table has `pages` entries."""
+        fit = getattr(selector, "width_bound", False)
+        return _width_bucket(pages) if fit else max(self.min_width, _width_bucket(pages))
 
     def _capture(self, key: tuple, selector):
         from ..model.llama import PagedBatch

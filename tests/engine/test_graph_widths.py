@@ -27,3 +27,19 @@ def test_graph_width_is_the_widest_without_selection_and_follows_the_batch_with_
     assert g._width(object(), 3) == 512              # never below 512 pages
     g.inputs = _Rows(128)
     assert g._width(object(), 3) == g._width(object(), 128) == 128   # the shipped model: one width
+
+
+def test_statistics_fit_the_width_even_below_the_selection_floor():
+    """Statistics work over every page of the captured table, so a selector that records
+    them gets the fitted width even for a small model (where other selectors keep one)."""
+    from types import SimpleNamespace
+
+    from tinyserve_core.selection import PageSelector
+
+    graphs = SimpleNamespace(inputs=SimpleNamespace(tables_rows=SimpleNamespace(max_pages=128)))
+    width = lambda sel, pages: DecodeGraphs._width(graphs, sel, pages)   # noqa: E731
+    stats = PageSelector("quest", budget=0.25, stats=True)
+    assert stats.width_bound and not PageSelector("quest", budget=0.25).width_bound
+    assert [width(stats, p) for p in (1, 9, 17, 24, 25, 45, 128)] == [16, 16, 24, 24, 32, 48, 128]
+    assert [width(PageSelector("quest", budget=0.25), p) for p in (1, 45)] == [128, 128]
+    assert [width(None, p) for p in (1, 45)] == [128, 128]

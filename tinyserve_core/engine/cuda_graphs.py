@@ -120,7 +120,10 @@ class DecodeGraphs:
         max_pages = self.inputs.tables_rows.max_pages
         if selector is None:
             return max_pages
-        return max(_selection_width(pages, max_pages), min(max_pages, SELECTION_MIN_WIDTH))
+        fit = _selection_width(pages, max_pages)
+        if getattr(selector, "width_bound", False):
+            return fit   # statistics make a dense pass over every page of the table: fit it always
+        return max(fit, min(max_pages, SELECTION_MIN_WIDTH))
 
     def _drop_all(self) -> None:
         # A pool whose graphs are all gone must not be captured into again.

@@ -38,7 +38,7 @@ class TableRows:
         rows = torch.zeros(capacity, self.max_pages, dtype=torch.int32, pin_memory=self.pin)
         if old is not None:
             rows[: old.shape[0]] = old
-        self.rows, self._np = rows, rows.numpy()
+        self.rows, self.host = rows, rows.numpy()   # host: the rows' numpy view
         on_host = self.device.type == "cpu"
         self.dev = rows if on_host else rows.to(self.device)
         self.free = list(range(capacity - 1, -1 if old is None else old.shape[0] - 1, -1))
@@ -59,7 +59,7 @@ class TableRows:
             return r   # the common decode step: nothing changed
         if n > self.max_pages:
             raise ValueError(f"seq {seq_id}: block table of {n} blocks, at most {self.max_pages}")
-        a = self._np[r]
+        a = self.host[r]
         if rewrite or known == 0 or n < known or table[known - 1] != last:
             a[n:] = 0   # a reused row: nothing of its last owner past this table
             a[:n] = table
@@ -125,7 +125,7 @@ class DecodeInputs:
         a[0, :B] = [it.token_id for it in items]
         pos[:] = [it.position for it in items]
         bs = self.block_size
-        a[2, :B] = rows_of._np[a[3, :B], pos // bs].astype(np.int64) * bs + pos % bs
+        a[2, :B] = rows_of.host[a[3, :B], pos // bs].astype(np.int64) * bs + pos % bs
         if Bp > B:
             a[:, B:Bp] = 0
             a[2, B:Bp] = -1

@@ -36,6 +36,28 @@ struct DecodeParams {
   float scale_log2;              // softmax scale * log2(e)
 };
 
+// The fields every decode launch fills the same way (host side; the caller adds the
+// selection and the split plan).
+inline DecodeParams make_decode_params(const void* q, const void* k_cache, const void* v_cache,
+                                       const int* block_tables, const int* seq_lens, void* out, int num_q_heads,
+                                       int num_kv_heads, int block_size, int bt_stride, double scale) {
+  DecodeParams p{};
+  p.q = q;
+  p.k_cache = k_cache;
+  p.v_cache = v_cache;
+  p.block_tables = block_tables;
+  p.seq_lens = seq_lens;
+  p.out = out;
+  p.num_q_heads = num_q_heads;
+  p.num_kv_heads = num_kv_heads;
+  p.group = num_q_heads / num_kv_heads;
+  p.block_size = block_size;
+  p.block_shift = (block_size & (block_size - 1)) == 0 ? __builtin_ctz(block_size) : -1;
+  p.bt_stride = bt_stride;
+  p.scale_log2 = float(scale * 1.4426950408889634);  // log2(e)
+  return p;
+}
+
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeTile = 16;
 constexpr int kMaxGroup = 8;
@@ -77,16 +99,27 @@ __device__ __forceinline__ uint32_t decode_swz(int r, int c) {
   return uint32_t(r * (D / 8) + (c ^ (r & 7))) * 16u;
 }
 
+// The K/V row of virtual token `vt` (decode_token_row) for the dense and sparse kernels,
+// whose selected pages are read from global memory. The fused sparse kernel
+// (fused_sparse.cuh) passes its own lookup into shared memory instead.
+template <int D>
+struct DecodeRowsGlobal {
+  const DecodeParams& p;
+  int b, kvh, v_end, seq_len, n_pages;
+  __device__ __forceinline__ int64_t operator()(int vt) const {
+    return decode_token_row(p, b, kvh, vt, v_end, seq_len, n_pages, D);
+  }
+};
+
 // Issue the coalesced asynchronous copies of one tile (K rows, then V rows) into a warp's
 // stage; returns this lane's validity bits (bit h: token g + 8h is inside the
-// split/context/selection). Lanes 0..15 look up one token's row each; D/8 lanes copy a row.
-template <typename T, int D>
-__device__ __forceinline__ uint32_t decode_issue_tile(uint32_t stage, const DecodeParams& p, int b, int kvh,
-                                                      int t0, int v_end, int seq_len, int n_pages, int lane) {
+// split/context/selection). Lanes 0..15 look up one token's row each (rows(vt): element
+// offset or -1); D/8 lanes copy a row.
+template <typename T, int D, typename Rows>
+__device__ __forceinline__ uint32_t decode_issue_tile(uint32_t stage, const T* kc, const T* vc, const Rows& rows,
+                                                      int t0, int lane) {
   constexpr int NCH = D / 8, RPI = 32 / NCH;  // chunks per row, rows per copy instruction
-  const T* kc = static_cast<const T*>(p.k_cache);
-  const T* vc = static_cast<const T*>(p.v_cache);
-  const int64_t mine = lane < kDecodeTile ? decode_token_row(p, b, kvh, t0 + lane, v_end, seq_len, n_pages, D) : -1;
+  const int64_t mine = lane < kDecodeTile ? rows(t0 + lane) : -1;
   const int c = lane % NCH, r0 = lane / NCH;
 #pragma unroll
   for (int i = 0; i < kDecodeTile / RPI; ++i) {
@@ -208,60 +241,37 @@ __device__ __forceinline__ void decode_merge_out4(const DecodeParams& p, int64_t
   out[3] = from_float<T>(num.w * inv);
 }
 
-// Each warp streams its tiles through kDecodeStages shared-memory stages, all but one in
-// flight while one is computed; a warp only ever touches its own stages, so __syncwarp
-// orders the loop.
+// Q of query heads hq0.. as the B operand of QK (column n = head g): k-step ks holds
+// d = 16 ks + 2 q4 (+1) and 16 ks + 8 + 2 q4 (+1); padding heads (g >= group) are zero.
 template <typename T, int D>
-__global__ void __launch_bounds__(kDecodeWarps * 32, 2)
-paged_decode_kernel(const __grid_constant__ DecodeParams p) {
-  constexpr int KS = D / 16;  // k-steps of the QK product
-  constexpr int MT = D / 16;  // m-tiles of the PV product
-
-  __shared__ float sm_m[kDecodeWarps][kMaxGroup];
-  __shared__ float sm_l[kDecodeWarps][kMaxGroup];
-  extern __shared__ uint4 sm_dyn[];
-  float(*sm_o)[kMaxGroup][D] = reinterpret_cast<float(*)[kMaxGroup][D]>(sm_dyn);
-
-  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  wait_prior_grid();
+__device__ __forceinline__ void decode_load_q(uint32_t (&qf)[D / 16][2], const T* q, int64_t first_row, int group,
+                                              int lane) {
   const int g = lane >> 2, q4 = lane & 3;
-  const int seq_len = p.seq_lens[b];
-  const int n_pages = (seq_len + p.block_size - 1) / p.block_size;
-  const int nv = p.page_indices != nullptr ? p.max_sel * p.block_size : seq_len;
-  const int v_begin = split * p.chunk_tokens;
-  const int v_end = min(nv, v_begin + p.chunk_tokens);
-  const int hq0 = kvh * p.group;
-
-  // Q as the B operand of QK (column n = head g): k-step ks holds d = 16 ks + 2 q4 (+1) and
-  // 16 ks + 8 + 2 q4 (+1); padding heads (g >= group) are zero.
-  uint32_t qf[KS][2];
-  {
-    const T* qrow = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + hq0 + g) * D;
+  const T* qrow = q + (first_row + g) * D;
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      qf[ks][0] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
-      qf[ks][1] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
-    }
+  for (int ks = 0; ks < D / 16; ++ks) {
+    qf[ks][0] = g < group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
+    qf[ks][1] = g < group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
   }
+}
 
-  float m[2] = {-INFINITY, -INFINITY};  // running max of heads 2*q4 + e (log2 domain)
-  float l[2] = {0.f, 0.f};              // this lane's share of the running denominators
-  float acc[MT][4];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-
+// One warp's online softmax over the tiles t_first, t_first + kStride, ... below v_end,
+// streamed through its kDecodeStages shared-memory stages at wbuf, all but one in flight
+// while one is computed; a warp only ever touches its own stages, so __syncwarp orders the
+// loop. On return (m, l, acc) hold the warp's state; its copies may still be landing only
+// for tiles past v_end (none), the caller's cp_async_wait<0> retires the empty groups.
+template <typename T, int D, typename Rows>
+__device__ __forceinline__ void decode_stream(uint32_t wbuf, const T* kc, const T* vc, const Rows& rows, int t_first,
+                                              int v_end, const uint32_t (&qf)[D / 16][2], float (&m)[2],
+                                              float (&l)[2], float (&acc)[D / 16][4], float scale_log2, int lane) {
   constexpr int kStride = kDecodeWarps * kDecodeTile;
-  int t0 = v_begin + warp * kDecodeTile;
   constexpr uint32_t SB = decode_stage_bytes<D>();
-  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * kDecodeStages * SB;
+  int t0 = t_first;
   uint32_t okm = 0;  // bits 2*stage + h: validity of the tile copied into each stage
   int t_issue = t0;
 #pragma unroll
   for (int st = 0; st < kDecodeStages - 1; ++st, t_issue += kStride) {
-    if (t_issue < v_end)
-      okm |= decode_issue_tile<T, D>(wbuf + st * SB, p, b, kvh, t_issue, v_end, seq_len, n_pages, lane)
-             << (2 * st);
+    if (t_issue < v_end) okm |= decode_issue_tile<T, D>(wbuf + st * SB, kc, vc, rows, t_issue, lane) << (2 * st);
     cp_async_commit();
   }
   int stage = 0;
@@ -270,18 +280,28 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
     __syncwarp();  // every lane is done reading stage `ist` (computed last iteration)
     okm &= ~(3u << (2 * ist));
     if (t_issue < v_end)
-      okm |= decode_issue_tile<T, D>(wbuf + ist * SB, p, b, kvh, t_issue, v_end, seq_len, n_pages, lane)
-             << (2 * ist);
+      okm |= decode_issue_tile<T, D>(wbuf + ist * SB, kc, vc, rows, t_issue, lane) << (2 * ist);
     cp_async_commit();
     cp_async_wait<kDecodeStages - 1>();  // this lane's copies into `stage` have landed ...
     __syncwarp();                        // ... and so have every other lane's
-    decode_tile_compute<T, D>(wbuf + stage * SB, (okm >> (2 * stage)) & 3u, qf, m, l, acc,
-                                   p.scale_log2, lane);
+    decode_tile_compute<T, D>(wbuf + stage * SB, (okm >> (2 * stage)) & 3u, qf, m, l, acc, scale_log2, lane);
     stage = stage == kDecodeStages - 1 ? 0 : stage + 1;
   }
+}
+
+// Merges the warps' online-softmax states of a CTA through shared memory (sm_o reuses the
+// stage buffers at sm_dyn) and hands each (head h < group, element d) of the result to
+// emit(h, d, o, lse): o normalised, lse the log2-sum-exp of the head's scaled logits
+// (-inf and o = 0 when the head saw no token). Every thread of the CTA must call it.
+template <int D, typename Emit>
+__device__ __forceinline__ void decode_cta_merge(float (&m)[2], float (&l)[2], const float (&acc)[D / 16][4],
+                                                 void* sm_dyn, int group, int warp, int lane, Emit&& emit) {
+  __shared__ float sm_m[kDecodeWarps][kMaxGroup];
+  __shared__ float sm_l[kDecodeWarps][kMaxGroup];
+  float(*sm_o)[kMaxGroup][D] = reinterpret_cast<float(*)[kMaxGroup][D]>(sm_dyn);
+  const int g = lane >> 2, q4 = lane & 3;
   cp_async_wait<0>();
   __syncthreads();  // sm_o below reuses every warp's stage buffers
-
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
     l[e] += __shfl_xor_sync(0xffffffffu, l[e], 4);
@@ -294,12 +314,12 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   }
   // acc[mt][c]: head 2q4 + (c&1), d = 16mt + g + 8(c>>1).
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+  for (int mt = 0; mt < D / 16; ++mt)
 #pragma unroll
     for (int c = 0; c < 4; ++c) sm_o[warp][2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = acc[mt][c];
   __syncthreads();
 
-  for (int idx = threadIdx.x; idx < p.group * D; idx += kDecodeWarps * 32) {
+  for (int idx = threadIdx.x; idx < group * D; idx += kDecodeWarps * 32) {
     const int h = idx / D, d = idx - h * D;
     float mx = -INFINITY;
 #pragma unroll
@@ -313,15 +333,46 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
         num += wt * sm_o[w][h][d];
       }
     }
-    const float o = den > 0.f ? num / den : 0.f;
+    emit(h, d, den > 0.f ? num / den : 0.f, den > 0.f ? mx + log2f(den) : -INFINITY);
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32, 2)
+paged_decode_kernel(const __grid_constant__ DecodeParams p) {
+  extern __shared__ uint4 sm_dyn[];
+  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  wait_prior_grid();
+  const int seq_len = p.seq_lens[b];
+  const int n_pages = (seq_len + p.block_size - 1) / p.block_size;
+  const int nv = p.page_indices != nullptr ? p.max_sel * p.block_size : seq_len;
+  const int v_begin = split * p.chunk_tokens;
+  const int v_end = min(nv, v_begin + p.chunk_tokens);
+  const int hq0 = kvh * p.group;
+
+  uint32_t qf[D / 16][2];
+  decode_load_q<T, D>(qf, static_cast<const T*>(p.q), (int64_t)b * p.num_q_heads + hq0, p.group, lane);
+  float m[2] = {-INFINITY, -INFINITY};  // running max of heads 2*q4 + e (log2 domain)
+  float l[2] = {0.f, 0.f};              // this lane's share of the running denominators
+  float acc[D / 16][4];
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+
+  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) +
+                        warp * kDecodeStages * decode_stage_bytes<D>();
+  const DecodeRowsGlobal<D> rows{p, b, kvh, v_end, seq_len, n_pages};
+  decode_stream<T, D>(wbuf, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache), rows,
+                      v_begin + warp * kDecodeTile, v_end, qf, m, l, acc, p.scale_log2, lane);
+  decode_cta_merge<D>(m, l, acc, sm_dyn, p.group, warp, lane, [&](int h, int d, float o, float lse) {
     const int64_t row = (int64_t)b * p.num_q_heads + hq0 + h;
     if (p.num_splits == 1) {
       static_cast<T*>(p.out)[row * D + d] = from_float<T>(o);
     } else {
       p.part_o[(row * p.num_splits + split) * D + d] = o;
-      if (d == 0) p.part_lse[row * p.num_splits + split] = den > 0.f ? mx + log2f(den) : -INFINITY;
+      if (d == 0) p.part_lse[row * p.num_splits + split] = lse;
     }
-  }
+  });
 }
 
 // out[b, h, :] = sum_s 2^(lse_s - lse_max) o_s / sum_s 2^(lse_s - lse_max). One CTA per

@@ -33,6 +33,15 @@ for s in r.get("sparse", []):
     fused = s.get("fused_ms")
     print(f"{'batch ' + str(s['batch']):<28}{s['path']:>20}{s['dense_ms'] * 1e3:>10.1f}{s['three_ms'] * 1e3:>10.1f}"
           f"{'-' if fused is None else f'{fused * 1e3:.1f}':>10}{s['speedup']:>8.2f}x{target.get(s['batch'], '-'):>8}")
+rows = sorted(r.get("sparse", []), key=lambda s: s["batch"])
+best = [s["batch"] for s in rows if s.get("fused_ms") is not None and s["fused_ms"] < s["three_ms"]]
+upto = 0
+for s in rows:  # the threshold: every measured batch up to it runs faster fused
+    if s["batch"] not in best:
+        break
+    upto = s["batch"]
+print(f"fused faster at batches {best or 'none'}: suggested sparse_fused_max_batch {upto} "
+      f"(in force: {r.get('tuning', {}).get('sparse_fused_max_batch', 16)})")
 for c in r.get("reshape_and_cache", []):
     goal = "80%" if c["case"] == "prefill 16K tokens + meta" else ""
     print(f"{c['case']:<48}{c['ms'] * 1e3:>10.1f} us{c['pct_copy_bw']:>8.1f}% copy bw{goal:>6}")

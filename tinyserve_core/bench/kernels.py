@@ -4,8 +4,10 @@ Every figure is measured in one run on one GPU: the device-to-device copy bandwi
 (bytes read + written; the floor), paged decode attention (fp16, GQA 32/8, head_dim 128,
 block 16) against FlashInfer's BatchDecodeWithPagedKVCacheWrapper (tensor cores) and torch
 SDPA (flash backend, enable_gqa) on contiguous K/V, query-aware sparse decode (scoring +
-top-k + sparse attention) against our dense decode, reshape_and_cache and copy_blocks as
-a share of copy bandwidth, and allocate_blocks against the Python BlockPool.
+top-k + sparse attention: the three kernels and the fused one-launch path, each timed, the
+one the tuning row picks named) against our dense decode, reshape_and_cache (both page-bounds
+kernels) and copy_blocks as a share of copy bandwidth, and allocate_blocks against the
+Python BlockPool.
 
 Timing: CUDA events around each call, all calls queued behind a sleep kernel so the CPU
 launch cost stays out of the numbers; median of many repetitions; inputs rotate over

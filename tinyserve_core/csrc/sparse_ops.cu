@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "kernels/fused_sparse.cuh"
 #include "ops.h"
@@ -42,20 +43,38 @@ void launch_fused(FusedSparseParams& f, int cluster, int max_blocks, int hkv, in
   cfg.blockDim = dim3(kDecodeWarps * 32);
   cfg.stream = stream;
   cfg.attrs = attr;
+  // The attributes and the co-scheduling answers are kept per instance (host calls cost
+  // microseconds; a decode step launches this once per layer).
+  static int smem_set = 0;
+  static bool non_portable = false;
+  static std::map<std::pair<int, int>, bool> fits_cache;  // (cluster, smem) -> co-schedulable
   for (int c = cluster;; c /= 2) {
     f.slice_cap = std::max(1, (max_blocks + c - 1) / c);
     f.sel_cap = std::max(1, (std::min(f.k, max_blocks) + c - 1) / c);
-    cfg.dynamicSmemBytes = fused_smem_bytes<D>(f.slice_cap, f.sel_cap);
+    const int smem = fused_smem_bytes<D>(f.slice_cap, f.sel_cap);
+    cfg.dynamicSmemBytes = smem;
     cfg.gridDim = dim3(c, hkv, batch);
     attr[0].val.clusterDim.x = c;
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
     cfg.numAttrs = 1;
-    TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cfg.dynamicSmemBytes));
-    if (c > 8) TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-    int fits = 0;
-    if (c == 1 || (cudaOccupancyMaxActiveClusters(&fits, kern, &cfg) == cudaSuccess && fits > 0)) break;
-    (void)cudaGetLastError();  // a refused query leaves its error behind
+    if (smem > smem_set) {
+      TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      smem_set = smem;
+    }
+    if (c > 8 && !non_portable) {
+      TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+      non_portable = true;
+    }
+    if (c == 1) break;
+    auto known = fits_cache.find({c, smem});
+    if (known == fits_cache.end()) {
+      int fits = 0;
+      const bool ok = cudaOccupancyMaxActiveClusters(&fits, kern, &cfg) == cudaSuccess && fits > 0;
+      (void)cudaGetLastError();  // a refused query leaves its error behind
+      known = fits_cache.emplace(std::make_pair(c, smem), ok).first;
+    }
+    if (known->second) break;
   }
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   TS_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));

@@ -58,7 +58,8 @@ cache_write_runs_kernel(const __grid_constant__ CacheRunsParams rp) {
   const int vec_per_head = p.head_dim / VEC;
   const int vec_per_row = p.num_kv_heads * vec_per_head;
   const int64_t BS = p.block_size;
-  const uint32_t epoch = uint32_t(rp.header[2]) + 1u;  // every CTA reads it before the last one advances it
+  // every CTA reads the epoch before the last one advances it (at its end)
+  const uint32_t epoch = uint32_t(*reinterpret_cast<volatile unsigned long long*>(rp.header + 2)) + 1u;
   unsigned long long* list = rp.state + p.num_blocks;  // the irregular blocks of this call
 
   const int c0 = blockIdx.x * rp.chunk, t_end = min(p.num_tokens, c0 + rp.chunk);

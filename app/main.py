@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--check-layout", type=_size, default=None, metavar="WxH",
                    help="lay the window out at WxH (after --steps, default 30), list text that "
                         "does not fit or overlaps; exit 1 when there is any")
+    p.add_argument("--scene", default=None, metavar="NAME",
+                   help="the Scene tab's scene: a name under assets/scenes (room, apartment) or a .json path")
     p.add_argument("--timeout", type=float, default=600.0, help="headless: give up after this many seconds")
     from .attach.headless import add_arguments          # issue 15: --attach URL --seconds S
     add_arguments(p)
@@ -79,8 +81,11 @@ def _config(a):
 
 
 def _check_outputs(a) -> None:
-    """Output paths checked before the engine starts, not after N steps."""
+    """Output paths (and the scene named) checked before the engine starts, not after N steps."""
     from tinyserve_core.writers import check_writable
+    if a.scene:
+        from tinyserve_core.scene.spec import scene_path
+        scene_path(a.scene)
     if a.screenshot:
         check_writable(a.screenshot, "screenshot")
     if a.summary_json:
@@ -116,6 +121,8 @@ def main(argv=None) -> int:
     if headless:   # reproducible shots: ignore and keep the user's saved layout
         settings = QSettings(str(Path(tempfile.mkdtemp()) / "headless.ini"), QSettings.Format.IniFormat)
     win = MainWindow(cfg, settings=settings, restore_layout=not headless)
+    if a.scene:
+        _choose_scene(win, a.scene)
     if a.size is not None:
         win.resize(*a.size)
     win.show()
@@ -129,6 +136,14 @@ def main(argv=None) -> int:
         rc = run_headless(app, win, a)
     _dispose(app, win)
     return rc
+
+
+def _choose_scene(win, scene: str) -> None:
+    """Point the Scene tab (when the app has one) at `scene` before it first loads."""
+    for i in range(win.tabs.count()):
+        tab = win.tabs.widget(i)
+        if hasattr(tab, "choose_scene"):
+            tab.choose_scene(scene)
 
 
 def _dispose(app, win) -> None:

@@ -235,10 +235,10 @@ def run(args) -> int:
         output_len=48, output_len_max=128, n=2, shared_prefix_frac=0.5))
     if args.model:
         cfg = EngineConfig.from_dict({"model": args.model}, base=cfg)
-    if args.engine_seconds > 0:
-        # the stall case starts the engine in a child process, where a bad model folder
-        # would only show as a row that was not measured: load it here first, so it is
-        # one line and exit 2 (TinyServeError, printed by the CLI)
+    if args.engine_seconds > 0 or args.history_steps > 0:
+        # the stall case and the time-travel window start the engine in a child process,
+        # where a bad model folder would only show as a row that was not measured: load
+        # it here first, so it is one line and exit 2 (TinyServeError, printed by the CLI)
         from tinyserve_core.model.loader import default_model_dir, load_model
         load_model(cfg.model.model or default_model_dir(), device="cpu")
 
@@ -259,7 +259,7 @@ def run(args) -> int:
         elif kind == "time travel":
             from .time_travel_gui import time_travel_rows
             rows.extend(time_travel_rows(app, TIME_TRAVEL_BLOCKS, args.record_steps,
-                                         args.history_steps, args.frames))
+                                         args.history_steps, args.frames, cfg))
         else:
             rows.append(bench_stall(args.engine_seconds, app, cfg, n))
 

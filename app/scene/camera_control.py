@@ -39,8 +39,8 @@ class CameraControl:
         self._refine_after = self._seq
 
     def _on_frame(self, frame):
-        if self.frame is not None and frame.seq < self.frame.seq:
-            return  # an older request finishing late
+        if self.lab is None or (self.frame is not None and frame.seq < self.frame.seq) or frame.seq < self._first_seq:
+            return  # an older request finishing late, or one of the scene shown before
         self.frame = frame
         if frame.quality == "motion":
             px = frame.result.camera.width * frame.result.camera.height

@@ -16,8 +16,14 @@ _TAB20 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 10
 
 
 def label_palette(n: int) -> np.ndarray:
-    """[n, 3] uint8: class 0 (background) white, then the categorical colours."""
-    pal = np.array([(255, 255, 255)] + [_TAB20[i % len(_TAB20)] for i in range(max(0, n - 1))], dtype=np.uint8)
+    """[n, 3] uint8: class 0 (background) white, then the categorical colours; past the 20
+    of Tableau (the apartment has 27 objects) golden-ratio hues at a darker value, so no
+    two labels share a colour."""
+    import colorsys
+
+    extra = [tuple(round(255 * c) for c in colorsys.hsv_to_rgb((0.05 + 0.618034 * i) % 1.0, 0.7, 0.6))
+             for i in range(max(0, n - 1 - len(_TAB20)))]
+    pal = np.array([(255, 255, 255)] + (_TAB20 + extra)[:max(0, n - 1)], dtype=np.uint8).reshape(-1, 3)
     return pal[:n]
 
 

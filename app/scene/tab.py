@@ -38,6 +38,7 @@ class SceneTab(CameraControl, OverlayDrawing, FindControl, PlanControl, TrainCon
                  parent=None):
         super().__init__(parent)
         self.scene, self.weights = scene, weights
+        self._weights_for: dict[str, str | None] = {scene: weights}  # per scene: the weights it last used
         self.weights_dir = Path(weights_dir) if weights_dir else \
             Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "scenes"
         self.worker = None
@@ -47,6 +48,7 @@ class SceneTab(CameraControl, OverlayDrawing, FindControl, PlanControl, TrainCon
         self.render_size = 256
         self.frame = None  # the displayed worker Frame
         self._seq = 0
+        self._first_seq = 0  # the first frame request of the scene now loaded
         self.adaptive = True  # lower the bake's resolution while moving to keep the frame rate
         self._ms_per_px: float | None = None
         self._refine_after: int | None = None
@@ -62,6 +64,14 @@ class SceneTab(CameraControl, OverlayDrawing, FindControl, PlanControl, TrainCon
 
     # ---- layout -------------------------------------------------------------------------
     def _build(self):
+        from tinyserve_core.scene.spec import available_scenes
+
+        self.scene_box = QComboBox()
+        self.scene_box.setToolTip("the scene to explore: the shipped ones (assets/scenes)")
+        names = available_scenes()
+        self.scene_box.addItems(names if self.scene in names else [self.scene, *names])
+        self.scene_box.setCurrentText(self.scene)
+        self.scene_box.activated.connect(lambda i: self.choose_scene(self.scene_box.itemText(i)))
         self.view = RenderView()
         self.view.dragged.connect(self._on_drag)
         self.view.drag_finished.connect(self._arm_refine)
@@ -82,7 +92,7 @@ class SceneTab(CameraControl, OverlayDrawing, FindControl, PlanControl, TrainCon
         reset = QPushButton("Reset view")
         reset.clicked.connect(self.reset_view)
         bar = QHBoxLayout()
-        for w in (QLabel("Output"), self.output, QLabel("Resolution"), self.size, self.adaptive_box, reset):
+        for w in (QLabel("Scene"), self.scene_box, QLabel("Output"), self.output, QLabel("Resolution"), self.size, self.adaptive_box, reset):
             bar.addWidget(w)
         bar.addStretch(1)
         self.pick_info = QLabel("Click the render to pick a point. Drag: orbit; right-drag or Shift+drag: pan; wheel: zoom.")
@@ -154,8 +164,40 @@ class SceneTab(CameraControl, OverlayDrawing, FindControl, PlanControl, TrainCon
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool):
-        for w in (self.query_panel.edit, self.plan_panel.go, self.train_panel.go, self.output, self.size):
+        for w in (self.query_panel.edit, self.plan_panel.go, self.train_panel.go, self.output, self.size,
+                  self.scene_box):
             w.setEnabled(on)
+
+    def choose_scene(self, name: str) -> bool:
+        """Explore another scene: before the tab starts it only changes what will load;
+        afterwards the worker loads it (after any job in flight) and the views, legend,
+        plan targets and overlays follow. Refused while a training run is going (it
+        trains and reloads the scene it started with)."""
+        if name == self.scene:
+            return True
+        if self.trainer is not None:
+            self.scene_box.setCurrentText(self.scene)
+            self.status_message.emit(f"cannot switch to {name!r} while training {self.scene!r}", 5000)
+            return False
+        self._weights_for[self.scene] = self.weights
+        self.scene, self.weights = name, self._weights_for.get(name)
+        if self.scene_box.findText(name) < 0:
+            self.scene_box.addItem(name)
+        self.scene_box.setCurrentText(name)
+        if not self._started:
+            return True
+        self.lab = self.frame = self._refine_after = None
+        self.clear_path()
+        self.query_result = self.pick_result = None
+        self.query_panel.status.setText("")
+        self.query_panel.best_view.setEnabled(False)
+        self.pick_info.setText("")
+        self._set_enabled(False)
+        self.view.message = f"loading {name}..."
+        self.view.update()
+        self.worker.drop_background()  # the old scene's point cloud must not follow the new one
+        self.worker.submit("load", self.worker.load, self.scene, self.weights)
+        return True
 
     # ---- lifecycle ------------------------------------------------------------------------
     def showEvent(self, ev):
@@ -197,6 +239,9 @@ class SceneTab(CameraControl, OverlayDrawing, FindControl, PlanControl, TrainCon
 
     # ---- worker results -----------------------------------------------------------------
     def _on_done(self, kind: str, res):
+        if self.lab is None and kind != "load":  # asked of the scene shown before a switch
+            self._pending.pop(kind, None)
+            return
         handler = {"load": self._on_loaded, "render": self._on_frame, "pick": self._on_pick,
                    "query": self._on_query, "best_view": self._on_best_view, "plan": self._on_plan,
                    "cloud": self._on_cloud, "index": lambda _: None}[kind]
@@ -225,6 +270,7 @@ class SceneTab(CameraControl, OverlayDrawing, FindControl, PlanControl, TrainCon
         self.plan_result = self.query_result = self.pick_result = None
         self._set_enabled(True)
         self.view.message = ""
+        self._first_seq = self._seq + 1  # frames asked of the scene before this one are stale
         self.request_frame("bake")
         self._still.start()
         # warm the text encoder and build the 3D cloud while the user looks around

@@ -61,6 +61,11 @@ class SceneWorker(QThread):
             self._render = (camera, quality, seq, time.perf_counter())
             self._cv.notify()
 
+    def drop_background(self) -> None:
+        """Forget queued warm-ups (they belong to the scene loaded now)."""
+        with self._cv:
+            self._background.clear()
+
     def stop(self) -> None:
         """Drop queued work and return once the job in progress (seconds at most) ends."""
         with self._cv:

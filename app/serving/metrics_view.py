@@ -84,6 +84,7 @@ class MetricsView(QWidget):
         self._plot_cols: list[list[str]] = []
         self._turn = 0
         self.cursor_clock: float | None = None    # time travel: the window ends here
+        self._shown = (0.0, -1.0)                 # the x range last plotted (none yet)
         # one small view per plot: each repaints alone, so a frame never pays for all nine
         for i, (title, unit, series) in enumerate(PLOTS):
             w = pg.PlotWidget(axisItems={"bottom": SecondsAxis("bottom")})
@@ -116,6 +117,7 @@ class MetricsView(QWidget):
         self.rows = np.zeros((0, len(METRIC_COLUMNS)))
         self.lat = np.zeros((0, 3))
         self._dirty = True
+        self._shown = (0.0, -1.0)
 
     def add(self, rows: np.ndarray, latencies: np.ndarray) -> None:
         if rows.size:
@@ -131,9 +133,14 @@ class MetricsView(QWidget):
             self.rows = self.rows[-100_000:]
 
     def set_cursor(self, clock: float | None) -> None:
-        """Time travel: plot the window that ends at `clock` (None = the newest)."""
-        if clock != self.cursor_clock:
-            self.cursor_clock = clock
+        """Time travel: plot the window that ends at `clock` (None = the newest). While
+        the cursor stays inside the window shown, the plots keep it (a scrub moves only
+        the cursor lines): a new window redraws nine plots and their axes."""
+        if clock == self.cursor_clock:
+            return
+        self.cursor_clock = clock
+        x0, x1 = self._shown
+        if clock is None or not x0 <= clock <= x1:
             self._dirty = True
 
     def render(self, plots: int | None = None) -> bool:
@@ -178,6 +185,7 @@ class MetricsView(QWidget):
                     top = max(top, float(y[keep].max()))
             y_top = 100.0 if set(self._plot_cols[i]) & _PERCENT else max(1.0, top) * 1.08
             self._set_ranges(i, max(0.0, t_end - self.window_s), self._x_end(t_end), y_top)
+        self._shown = (max(0.0, t_end - self.window_s), self._x_end(t_end))
         return True
 
     def _x_end(self, t_end: float) -> float:

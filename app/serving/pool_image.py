@@ -31,6 +31,7 @@ _DUR = np.array([pal.EVENT_DURATION_S[k] for k in EVENT_KINDS], np.float64)
 MAX_EVENTS = 4096                           # newest kept: a bounded draw per frame
 MAX_GLYPHS = 256                            # newest drawn: more is noise, and costs paint time
 MAX_ARROWS = 16
+FULL = "full"                               # take_dirty: the whole image changed
 
 
 def build_palette() -> np.ndarray:
@@ -76,30 +77,101 @@ def refcount_index(ref_cnt: np.ndarray, base: np.ndarray) -> np.ndarray:
     return np.where(ref > 0, strip, base).astype(np.uint8)
 
 
+def cell_channels(base: np.ndarray, ref_cnt: np.ndarray, fill: np.ndarray,
+                  cell: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a block's cell shows, per block: (fill index, strip index, owner sub-rows).
+    Two blocks with equal channels draw the same pixels, so comparing channels finds the
+    cells to redraw."""
+    strip = refcount_index(ref_cnt, base)
+    # sub-rows of the cell that show the owner: ceil(fill * cell) from the bottom, at
+    # least one for any block in use (an empty new block is still owned)
+    used = np.asarray(ref_cnt) > 0
+    levels = np.where(used, np.clip(np.ceil(np.asarray(fill) * cell), 1, cell), cell).astype(np.uint8)
+    return np.asarray(base, np.uint8), strip, levels
+
+
+def cell_pixels(base: np.ndarray, strip: np.ndarray, levels: np.ndarray, cell: int) -> np.ndarray:
+    """uint16 [k, cell, cell]: the pixels of k cells from their channels (row 0 at the top)."""
+    k = base.shape[0]
+    out = np.empty((k, cell, cell), np.uint16)
+    empty = np.where(base == PAD, PAD, FREE).astype(np.uint16)
+    sub = np.arange(cell)[None, :]
+    # sub-row r is coloured when it is among the bottom `level`
+    coloured = levels[:, None].astype(np.int64) > cell - 1 - sub
+    out[:, :, : cell - 1] = np.where(coloured, base[:, None], empty[:, None])[:, :, None]
+    out[:, :, cell - 1] = strip[:, None]
+    return out
+
+
 def cell_image(base: np.ndarray, ref_cnt: np.ndarray, fill: np.ndarray, rows: int,
                cols: int, cell: int) -> np.ndarray:
     """uint16 [rows*cell, cols*cell] palette indices, block 0 at the top left, row 0 of a
     cell at its top (the view draws rows top-down). uint16, not uint8: pyqtgraph turns
     uint8 + a lookup table into an Indexed8 QImage that Qt converts on every paint."""
-    n = base.shape[0]
     total = rows * cols
-    b = np.full(total, PAD, np.uint8)
-    b[:n] = base
-    strip = np.full(total, PAD, np.uint8)
-    strip[:n] = refcount_index(ref_cnt, base)
-    # sub-rows of the cell that show the owner: ceil(fill * cell) from the bottom, at
-    # least one for any block in use (an empty new block is still owned)
-    levels = np.zeros(total, np.int64)
-    used = np.asarray(ref_cnt) > 0
-    levels[:n] = np.where(used, np.clip(np.ceil(np.asarray(fill) * cell), 1, cell), cell)
-    img = np.empty((rows, cell, cols, cell), np.uint16)
-    empty = np.where(b == PAD, PAD, FREE).astype(np.uint8).reshape(rows, cols)
-    bb = b.reshape(rows, cols)
-    lv = levels.reshape(rows, cols)
-    for r in range(cell):   # sub-row r is coloured when it is among the bottom `level`
-        img[:, r, :, : cell - 1] = np.where(lv > cell - 1 - r, bb, empty)[:, :, None]
-    img[:, :, :, cell - 1] = strip.reshape(rows, cols)[:, None, :]
-    return img.reshape(rows * cell, cols * cell)
+    b, strip, levels = _padded(cell_channels(base, ref_cnt, fill, cell), total, cell)
+    return _assemble(cell_pixels(b, strip, levels, cell), rows, cols, cell)
+
+
+def _assemble(px: np.ndarray, rows: int, cols: int, cell: int) -> np.ndarray:
+    """[rows*cols, cell, cell] cell pixels -> the [rows*cell, cols*cell] image."""
+    return px.reshape(rows, cols, cell, cell).transpose(0, 2, 1, 3).reshape(rows * cell, cols * cell)
+
+
+def _padded(channels, total: int, cell: int):
+    """Channels of `total` cells: the blocks', then PAD cells filling the last row."""
+    out = (np.full(total, PAD, np.uint8), np.full(total, PAD, np.uint8), np.full(total, cell, np.uint8))
+    for o, c in zip(out, channels):
+        o[: c.shape[0]] = c
+    return out
+
+
+def cell_pixel_index(ids: np.ndarray, cols: int, cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) image coordinates [k, cell, cell] of the pixels of cells `ids`."""
+    r, c = np.divmod(np.asarray(ids, np.int64), cols)
+    sub = np.arange(cell)
+    return ((r * cell)[:, None, None] + sub[None, :, None],
+            (c * cell)[:, None, None] + sub[None, None, :])
+
+
+class CellGrid:
+    """A rows x cols grid of cells and its index image, redrawn cell by cell: `update`
+    compares the new channels with the drawn ones and repaints only the cells that
+    differ (a step changes a few hundred of 32K blocks); `take_dirty` tells the view
+    which pixels to convert."""
+
+    def __init__(self, rows: int, cols: int, cell: int):
+        self.rows, self.cols, self.cell = rows, cols, cell
+        self.image = np.full((rows * cell, cols * cell), PAD, np.uint16)
+        total = rows * cols
+        self._chans = (np.full(total, PAD, np.uint8), np.full(total, PAD, np.uint8),
+                       np.full(total, cell, np.uint8))
+        self._dirty = None            # None: never drawn; FULL or a list of id arrays
+
+    def update(self, base: np.ndarray, ref_cnt: np.ndarray, fill: np.ndarray) -> None:
+        """New state of cells 0..n-1 (the rest are PAD)."""
+        chans = _padded(cell_channels(base, ref_cnt, fill, self.cell), self.rows * self.cols, self.cell)
+        changed = np.flatnonzero((chans[0] != self._chans[0]) | (chans[1] != self._chans[1])
+                                 | (chans[2] != self._chans[2]))
+        self._chans = chans
+        if self._dirty is None or changed.size * 4 > chans[0].shape[0]:
+            self.image = _assemble(cell_pixels(*chans, self.cell), self.rows, self.cols, self.cell)
+            self._dirty = FULL
+        elif changed.size:
+            rr, cc = cell_pixel_index(changed, self.cols, self.cell)
+            self.image[rr, cc] = cell_pixels(chans[0][changed], chans[1][changed], chans[2][changed],
+                                             self.cell)
+            if self._dirty is not FULL:
+                self._dirty.append(changed)
+
+    def take_dirty(self):
+        """The cells redrawn since the last take: FULL (the whole image) or an array of
+        cell ids (maybe empty)."""
+        d = self._dirty
+        self._dirty = []
+        if d is None or d is FULL:
+            return FULL
+        return np.unique(np.concatenate(d)) if d else np.zeros(0, np.int64)
 
 
 @dataclass
@@ -124,12 +196,16 @@ class PoolAnimator:
         self.num_blocks = num_blocks
         self.rows, self.cols = grid_shape(num_blocks)
         self.cell = cell_size(num_blocks)
-        self.image = np.full((self.rows * self.cell, self.cols * self.cell), PAD, np.uint16)
+        self.grid = CellGrid(self.rows, self.cols, self.cell)
         # events: block (src for CoW), CoW destination (-1 otherwise), kind code, start
         self.ev_block = np.zeros(0, np.int64)
         self.ev_dst = np.zeros(0, np.int64)
         self.ev_kind = np.zeros(0, np.int8)
         self.ev_t0 = np.zeros(0, np.float64)
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.grid.image
 
     def cell_of(self, block_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r, c = np.divmod(np.asarray(block_ids, np.int64), self.cols)
@@ -137,9 +213,17 @@ class PoolAnimator:
 
     def apply(self, ref_cnt: np.ndarray, owner: np.ndarray, fill: np.ndarray,
               evictable: np.ndarray, events: PoolEvents, now: float) -> np.ndarray:
-        """New state and the events that led to it; returns the new cell image."""
-        base = base_index(ref_cnt, owner, fill, evictable)
-        self.image = cell_image(base, ref_cnt, fill, self.rows, self.cols, self.cell)
+        """New state and the events that led to it; returns the new cell image. Only the
+        cells whose channels changed are redrawn (`take_dirty` says which): a step
+        changes a few hundred of 32K blocks."""
+        self.grid.update(base_index(ref_cnt, owner, fill, evictable), ref_cnt, fill)
+        self._add_events(events, now)
+        return self.image
+
+    def take_dirty(self):
+        return self.grid.take_dirty()
+
+    def _add_events(self, events: PoolEvents, now: float) -> None:
         preempted = np.asarray(events.preempted, np.int64)
         freed = np.setdiff1d(np.asarray(events.released, np.int64), preempted)
         groups = [(events.alloc, "alloc"), (freed, "free"), (preempted, "preempt"),
@@ -156,7 +240,6 @@ class PoolAnimator:
         self.ev_dst = np.concatenate([self.ev_dst, np.concatenate(dst)[ok]])[-MAX_EVENTS:]
         self.ev_kind = np.concatenate([self.ev_kind, np.concatenate(kinds)[ok]])[-MAX_EVENTS:]
         self.ev_t0 = np.concatenate([self.ev_t0, np.full(int(ok.sum()), now)])[-MAX_EVENTS:]
-        return self.image
 
     def live_events(self, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(block, dst, kind name index, alpha 0..255) of the events still visible at

@@ -1,15 +1,17 @@
-"""PageSelection events folded into what the Cache selection view draws: a
-pages x decode-steps matrix for one (sequence, layer, kv-head), and per-layer
-recall and fast-tier hit-rate series. Runs in the worker thread."""
+"""The steps' columnar selection records (StepRecord.selection, selection/detail.py)
+folded into what the Cache selection view draws: a pages x decode-steps matrix for one
+(sequence, layer, kv-head), and per-layer recall and fast-tier hit-rate series. Runs
+in the worker (the engine host): ingesting is per step and per sequence, never per
+record; the matrix is cut from the arrays when a view is asked for."""
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from tinyserve_core.observe import events as ev
 from tinyserve_core.observe.record import StepRecord
 
 
@@ -34,11 +36,14 @@ class SelectionView:
 
 
 class SelectionHistory:
+    """Per sequence, the newest `capacity` steps it was decoded in, each as a reference
+    to the step's columnar records (selection/detail.py) and its row in them: ingesting
+    a step is O(batch) with no copy; a view slices the arrays of one key."""
+
     def __init__(self, capacity: int = 128, max_seqs: int = 64, series_len: int = 2048):
         self.capacity = capacity
         self.max_seqs = max_seqs
-        # seq -> {(layer, head): deque[(step, num_pages, pages, scores, oracle, candidates)]}
-        self._hist: OrderedDict[int, dict[tuple[int, int], deque]] = OrderedDict()
+        self._hist: OrderedDict[int, deque] = OrderedDict()   # seq -> deque[(step, detail, row)]
         self._policy = "dense"
         self._series: deque = deque(maxlen=series_len)   # (step, {layer: (rec, mass)}, tier)
         self._layers_seen: set[int] = set()
@@ -46,41 +51,39 @@ class SelectionHistory:
         self._cache: tuple | None = None      # (key, version, view)
 
     def ingest(self, rec: StepRecord) -> None:
-        per_layer: dict[int, list[tuple[float, float]]] = {}
-        hits = misses = 0
-        any_sel = False
-        for e in rec.events:
-            if not isinstance(e, ev.PageSelection):
+        for summary in rec.selection:
+            d = summary.detail
+            if d is None:
                 continue
-            any_sel = True
-            self._policy = e.policy
-            by_key = self._hist.get(e.seq_id)
-            if by_key is None:
-                by_key = self._hist[e.seq_id] = {}
-                while len(self._hist) > self.max_seqs:
-                    self._hist.popitem(last=False)
-            else:
-                self._hist.move_to_end(e.seq_id)
-            dq = by_key.get((e.layer, e.kv_head))
-            if dq is None:
-                dq = by_key[(e.layer, e.kv_head)] = deque(maxlen=self.capacity)
-            # num_pages counts the selected pages; the context is what was scored
-            ctx = len(e.scores) if e.scores is not None else (max(e.pages) + 1 if e.pages else 0)
-            dq.append((rec.step, ctx, e.pages, e.scores, e.oracle_pages, e.candidate_pages))
-            self._layers_seen.add(e.layer)
-            if e.selection_recall is not None or e.mass_recall is not None:
-                per_layer.setdefault(e.layer, []).append(
-                    (np.nan if e.selection_recall is None else e.selection_recall,
-                     np.nan if e.mass_recall is None else e.mass_recall))
-            if e.tier_hits is not None:
-                hits += e.tier_hits
-                misses += e.tier_misses or 0
-        if any_sel:
-            means = {l: tuple(np.nanmean(np.array(v, np.float64), axis=0)) for l, v in per_layer.items()
-                     if len(v)}
-            tier = hits / (hits + misses) if hits + misses else np.nan
+            self._policy = d.policy
+            hist = self._hist
+            for b, seq in enumerate(d.seq_ids.tolist()):
+                dq = hist.get(seq)
+                if dq is None:
+                    dq = hist[seq] = deque(maxlen=self.capacity)
+                else:
+                    hist.move_to_end(seq)
+                dq.append((rec.step, d, b))
+            while len(hist) > self.max_seqs:
+                hist.popitem(last=False)
+            layers = d.layers.tolist()
+            self._layers_seen.update(layers)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)   # a layer whose rows are all NaN
+                rec_mean = np.nanmean(d.channel("selection_recall"), axis=(1, 2)).tolist()
+                mass_mean = np.nanmean(d.channel("mass_recall"), axis=(1, 2)).tolist()
+            means = {l: (r, m) for l, r, m in zip(layers, rec_mean, mass_mean)}
+            tier = np.nan
+            if d.tier_hits is not None:
+                hits, misses = int(d.tier_hits.sum()), int(d.tier_misses.sum())
+                tier = hits / (hits + misses) if hits + misses else np.nan
             self._series.append((rec.step, means, tier))
             self._version += 1
+
+    def _keys(self, seq: int) -> set[tuple[int, int]]:
+        """(layer, kv-head) pairs recorded for `seq` in its kept steps."""
+        shapes = {(tuple(d.layers.tolist()), d.num_heads) for d in {id(d): d for _, d, _ in self._hist[seq]}.values()}
+        return {(l, h) for layers, heads in shapes for l in layers for h in range(heads)}
 
     def sequences(self) -> dict[int, str]:
         """Sequences with selection data, newest first."""
@@ -92,8 +95,8 @@ class SelectionHistory:
         # of the sequences seen lately, the one with the longest history: the newest
         # arrival has a single column and would make a poor default
         recent = list(self._hist)[-16:]
-        seq = max(recent, key=lambda q: (max(len(d) for d in self._hist[q].values()), q))
-        layer, head = min(self._hist[seq])
+        seq = max(recent, key=lambda q: (len(self._hist[q]), q))
+        layer, head = min(self._keys(seq))
         return seq, layer, head
 
     def view(self, key: tuple[int, int, int] | None) -> SelectionView | None:
@@ -102,9 +105,9 @@ class SelectionHistory:
             if key is None:
                 return None
         seq, layer, head = key
-        by_key = self._hist[seq]
-        if (layer, head) not in by_key:
-            layer, head = min(by_key)
+        keys = self._keys(seq)
+        if (layer, head) not in keys:
+            layer, head = min(keys)
             key = (seq, layer, head)
         if self._cache is not None and self._cache[:2] == (key, self._version):
             return self._cache[2]
@@ -114,34 +117,33 @@ class SelectionHistory:
 
     def _build(self, key: tuple[int, int, int]) -> SelectionView:
         seq, layer, head = key
-        by_key = self._hist[seq]
-        entries = list(by_key[(layer, head)])
+        keys = self._keys(seq)
+        # the steps whose records hold this layer (a live change of dense_layers can drop it)
+        entries = []
+        for step, d, b in self._hist[seq]:
+            at = np.flatnonzero(d.layers == layer)
+            if at.size and head < d.num_heads:
+                entries.append((step, d, int(at[0]), b))
         S = len(entries)
-        P = max((e[1] for e in entries), default=1)
+        ctx = [int(d.per_head[li, b, head, 1]) for _, d, li, b in entries]   # context pages
+        P = max(ctx, default=1) or 1
         scores = np.full((P, S), np.nan, np.float32)
         selected = np.zeros((P, S), bool)
         oracle = np.zeros((P, S), bool)
-        steps = np.zeros(S, np.int64)
-        npages = np.zeros(S, np.int64)
-        has_oracle = False
+        steps = np.array([e[0] for e in entries], np.int64)
+        npages = np.array(ctx, np.int64)
         cands = None
-        for j, (step, n, pages, sc, orc, cand) in enumerate(entries):
-            steps[j] = step
-            npages[j] = n
-            if sc is not None:
-                scores[: len(sc), j] = sc
-            if pages:
-                selected[np.asarray(pages, np.int64), j] = True
-            if cand is not None:
+        for j, ((_, d, li, b), n) in enumerate(zip(entries, ctx)):
+            scores[:n, j] = d.scores[li, b, head, :n]
+            selected[:n, j] = d.selected[li, b, head, :n]
+            oracle[:n, j] = d.oracle[li, b, head, :n]
+            if d.candidates is not None:
                 if cands is None:
                     cands = np.zeros((P, S), bool)
-                cands[np.asarray(cand, np.int64), j] = True
-            if orc is not None:
-                has_oracle = True
-                if orc:
-                    oracle[np.asarray(orc, np.int64), j] = True
-        layers_seq = sorted({l for l, _ in by_key})
-        heads_seq = sorted({h for _, h in by_key})
+                cands[:n, j] = d.candidates[li, b, head, :n]
+        has_oracle = S > 0
+        layers_seq = sorted({l for l, _ in keys})
+        heads_seq = sorted({h for _, h in keys})
         series_layers = sorted(self._layers_seen)
         T = len(self._series)
         L = len(series_layers)

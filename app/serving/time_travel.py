@@ -31,6 +31,7 @@ from .story_caption import StoryCaption
 from .timeline import TimelineWidget
 
 LOG_REFRESH_S = 0.25       # the live event log redraws at most this often
+CURSOR_LINES_PER_FRAME = 3  # metric plots whose cursor line moves per frame (of nine)
 CURSOR_PEN = pg.mkPen((255, 230, 120), width=1.2)
 MARK_PEN = pg.mkPen((255, 255, 255), width=2.5)
 
@@ -93,6 +94,9 @@ class TimeTravel(QObject):
             self.cursor_lines.append(line)
         self._log_t = 0.0
         self.selected: LogEntry | None = None
+        self._line_clock = 0.0
+        self._lines_due: list[int] = []        # cursor lines not yet at the step shown
+        self._line_turn = 0
 
     @property
     def live(self) -> bool:
@@ -135,6 +139,7 @@ class TimeTravel(QObject):
             self.past = None
             tab.pool_view.past_step = None
             tab.metrics_view.set_cursor(None)
+            self._lines_due = []
             for line in self.cursor_lines:
                 line.setVisible(False)
             last = getattr(tab, "last_snapshot", None)
@@ -156,11 +161,26 @@ class TimeTravel(QObject):
             if view is not None:
                 tab.selection_view.apply_snapshot(dataclasses.replace(last, selection=view))
         tab.metrics_view.set_cursor(past.clock)
-        for line in self.cursor_lines:
-            line.setPos(past.clock)
-            line.setVisible(True)
+        self.aim_cursor_lines(past.clock)
         self.log.show_step(step)
         self._mark(self.selected)
+
+    def aim_cursor_lines(self, clock: float) -> None:
+        self._line_clock = clock
+        n = len(self.cursor_lines)     # in turns: a drag moves each line every third frame
+        self._lines_due = [(self._line_turn + k) % n for k in range(n)]
+        self.move_cursor_lines()
+
+    def move_cursor_lines(self, n: int = CURSOR_LINES_PER_FRAME) -> None:
+        """Put `n` more metric plots' cursor lines at the step shown (the tab's frame
+        calls this too): a drag repaints a few small plots per frame, in turns like
+        their curves, instead of all nine; every line is there within three frames."""
+        due, self._lines_due = self._lines_due[:n], self._lines_due[n:]
+        if due:
+            self._line_turn = (due[-1] + 1) % len(self.cursor_lines)
+        for i in due:
+            self.cursor_lines[i].setPos(self._line_clock)
+            self.cursor_lines[i].setVisible(True)
 
     def past_block_text(self, bid: int) -> str:
         """The Block details of `bid` at the step shown: what the history holds (the

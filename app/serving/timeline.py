@@ -56,6 +56,12 @@ class TimelineWidget(QWidget):
         self.timer.setInterval(PLAY_MS)
         self.timer.timeout.connect(self._tick)
         self.slider.valueChanged.connect(self._on_slider)
+        self._pending: int | None = None
+        self._coalesce = QTimer(self)
+        self._coalesce.setSingleShot(True)
+        self._coalesce.setInterval(0)
+        self._coalesce.timeout.connect(self._flush_drag)
+        self.slider.sliderReleased.connect(self._flush_drag)
         self.back_btn.clicked.connect(lambda: self.play(-1))
         self.fwd_btn.clicked.connect(lambda: self.play(+1))
         self.live_btn.clicked.connect(self.go_live)
@@ -96,6 +102,7 @@ class TimelineWidget(QWidget):
         self.step_changed.emit(step)
 
     def go_live(self) -> None:
+        self._pending = None     # a drag's last move must not take it back to the past
         self.play(0)
         if self.live:
             return
@@ -133,7 +140,18 @@ class TimelineWidget(QWidget):
     def _on_slider(self, value: int) -> None:
         if self._setting:
             return
+        if self.slider.isSliderDown():
+            # a drag: the newest position wins, shown once the queued moves are handled,
+            # so a slow frame never leaves a backlog of steps to show
+            self._pending = value
+            self._coalesce.start()
+            return
         self.seek(value)
+
+    def _flush_drag(self) -> None:
+        if self._pending is not None:
+            step, self._pending = self._pending, None
+            self.seek(step)
 
     def _update_label(self) -> None:
         if not self.goto.hasFocus():     # never under the user's typing

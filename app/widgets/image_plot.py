@@ -55,6 +55,7 @@ class IndexedImageItem(pg.GraphicsObject):
         super().__init__()
         self._qimage = None
         self._pixels = None
+        self._table = None
         self._rect = QRectF(0, 0, 1, 1)
 
     @staticmethod
@@ -67,8 +68,17 @@ class IndexedImageItem(pg.GraphicsObject):
         px = np.ascontiguousarray(table[index_image])
         h, w = px.shape
         self._pixels = px              # the QImage borrows this buffer
+        self._table = table
         self._qimage = QImage(px.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied)
         self._rect = QRectF(0, 0, width, height)
+        self.update()
+
+    def update_pixels(self, rows: np.ndarray, cols: np.ndarray, indices: np.ndarray) -> None:
+        """Repaint some pixels (palette indices at (rows, cols)) in the buffer the QImage
+        already wraps: no new image, the cost is the pixels changed."""
+        if self._pixels is None or self._table is None:
+            raise RuntimeError("update_pixels before set_indices")
+        self._pixels[rows, cols] = self._table[indices]
         self.update()
 
     def pixels(self) -> np.ndarray | None:

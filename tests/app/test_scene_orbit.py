@@ -77,3 +77,6 @@ def test_relevancy_tints_only_relevant_pixels():
     assert img[0, 0, 0] > 200 and img[0, 0, 2] < 30  # hot
     assert img[1, 1, 0] == img[1, 1, 1] == img[1, 1, 2]  # grey
     assert len({tuple(c) for c in label_palette(14)}) == 14
+    # the apartment's 28 labels and background: past the 20 categorical colours none repeats
+    assert len({tuple(c) for c in label_palette(29)}) == 29 and tuple(label_palette(29)[0]) == (255, 255, 255)
+    assert np.array_equal(label_palette(29)[:14], label_palette(14))

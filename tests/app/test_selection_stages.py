@@ -6,16 +6,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyserve_core.observe.events import PageSelection
 from tinyserve_core.observe.record import StepRecord
+from tinyserve_core.selection.detail import CHANNELS, SelectionDetail
+from tinyserve_core.selection.stats import step_summary
 
 pytestmark = pytest.mark.gui
 
 
-def _record(step, pages, candidates):
-    ev = PageSelection(seq_id=1, layer=2, kv_head=0, num_pages=len(pages), pages=pages, policy="twostage",
-                       scores=tuple(float(i % 5) for i in range(12)), candidate_pages=candidates)
-    return StepRecord(step=step, t_start=0.0, t_end=0.0, phase="decode", seq_ids=(1,), events=[ev])
+def _record(step, pages, candidates, P=12):
+    """A decode step of sequence 1, layer 2, one kv-head: its columnar record."""
+    plane = lambda idx: np.isin(np.arange(P), idx)[None, None, None, :]   # noqa: E731  [1, 1, 1, P]
+    per_head = np.zeros((1, 1, 1, len(CHANNELS)), np.float32)
+    per_head[..., CHANNELS.index("pages_selected")] = len(pages)
+    per_head[..., CHANNELS.index("context_pages")] = P
+    d = SelectionDetail("twostage", np.array([2]), np.array([1]), per_head, plane(pages), plane(()),
+                        (np.arange(P, dtype=np.float32) % 5)[None, None, None, :],
+                        None if candidates is None else plane(candidates))
+    return StepRecord(step=step, t_start=0.0, t_end=0.0, phase="decode", seq_ids=(1,),
+                      selection=(step_summary(step, "twostage", [2], per_head, None, d),))
 
 
 def test_candidates_not_kept_get_corner_ticks_and_nothing_else_does():

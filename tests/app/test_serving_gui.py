@@ -318,7 +318,7 @@ def test_bad_model_folder_is_reported_not_fatal(make_window, gui_config, qtbot, 
     qtbot.waitUntil(lambda: tab.worker.state == "paused", timeout=90000)
 
 
-def test_policy_change_changes_page_selection_events(make_window, gui_config, qtbot):
+def test_policy_change_changes_the_page_selection_records(make_window, gui_config, qtbot):
     w = make_window(gui_config(policy="quest", stats=True, budget=16, dense_layers=0,
                                prompt_len=30, prompt_len_max=40, output_len=12, output_len_max=16,
                                requests=3, rate=100.0))
@@ -326,15 +326,21 @@ def test_policy_change_changes_page_selection_events(make_window, gui_config, qt
     worker = tab.worker
 
     def selections():
-        return [e for r in worker.records() for e in r.events if e.kind == "page_selection"]
+        """(policy, selected pages, context pages) of every (sequence, layer, kv-head) record."""
+        out = []
+        for d in (s.detail for r in worker.records() for s in r.selection if s.detail is not None):
+            ctx = d.channel("context_pages").astype(int)
+            out += [(d.policy, tuple(d.pages(li, b, h).tolist()), int(ctx[li, b, h]))
+                    for li in range(len(d.layers)) for b in range(len(d.seq_ids)) for h in range(d.num_heads)]
+        return out
 
     worker.step_n(4)
     qtbot.waitUntil(lambda: worker.steps_done >= 4, timeout=60000)
     # records reach the GUI after the step count does (and statistics one step late)
     qtbot.waitUntil(lambda: bool(selections()), timeout=60000)
     before = selections()
-    assert before and {e.policy for e in before} == {"quest"}
-    assert all(len(e.pages) == 4 < len(e.scores) for e in before)   # 16 tokens = 4 pages
+    assert before and {e[0] for e in before} == {"quest"}
+    assert all(len(e[1]) == 4 < e[2] for e in before)               # 16 tokens = 4 pages
     n_before = len(before)
     combo = tab.controls.widgets["policy"]
     combo.setCurrentIndex(combo.findData("streaming"))
@@ -342,17 +348,17 @@ def test_policy_change_changes_page_selection_events(make_window, gui_config, qt
     worker.step_n(3)
     qtbot.waitUntil(lambda: worker.steps_done >= 7, timeout=60000)
     # records reach the GUI after the step count does: wait for the streaming ones
-    qtbot.waitUntil(lambda: any(e.policy == "streaming" for e in selections()[n_before:]), timeout=60000)
+    qtbot.waitUntil(lambda: any(e[0] == "streaming" for e in selections()[n_before:]), timeout=60000)
     after = selections()[n_before:]
     # statistics arrive one step late: the last quest step comes first, then streaming only
-    k = next(i for i, e in enumerate(after) if e.policy == "streaming")
-    assert {e.policy for e in after[:k]} <= {"quest"}
+    k = next(i for i, e in enumerate(after) if e[0] == "streaming")
+    assert {e[0] for e in after[:k]} <= {"quest"}
     after = after[k:]
-    assert after and {e.policy for e in after} == {"streaming"}
+    assert after and {e[0] for e in after} == {"streaming"}
     # query-blind sink + recent window: page 0 and the 3 newest pages, whatever the scores
-    window = lambda e: (0,) + tuple(range(len(e.scores) - 3, len(e.scores)))
-    assert all(e.pages == window(e) for e in after)
-    assert any(e.pages != window(e) for e in before)                # quest follows the scores
+    window = lambda e: (0,) + tuple(range(e[2] - 3, e[2]))          # noqa: E731
+    assert all(e[1] == window(e) for e in after)
+    assert any(e[1] != window(e) for e in before)                   # quest follows the scores
     snap = pull(tab, qtbot, lambda s: s.step >= 7 and s.selection is not None)
     tab.selection_view.render()
     assert snap.selection.policy == "streaming"

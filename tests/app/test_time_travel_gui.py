@@ -42,7 +42,10 @@ def test_timeline_shows_every_view_at_a_past_step_and_end_returns_live(make_wind
     assert tab.tables_view.seq_ids == sorted(live[past].tables)
     assert "step 4 " in tab.pool_view.header.text()
     assert tab.metrics_view.cursor_clock == pytest.approx(live[past].clock)
-    assert all(line.isVisible() for line in tt.cursor_lines)
+    assert sum(line.isVisible() for line in tt.cursor_lines) == 3   # a few per frame, in turns
+    for _ in range(2):
+        tab.frame()
+    assert all(line.isVisible() and line.value() == pytest.approx(live[past].clock) for line in tt.cursor_lines)
     # a block clicked or hovered in the past is described as it was then, not asked of the engine
     bid = int(np.flatnonzero(then.ref_cnt)[0])
     tab._on_block_clicked(bid)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tinyserve_core.cli import main
 
 
@@ -9,13 +11,15 @@ def test_bench_decode_writes_rows_for_each_point(tmp_path, capsys):
     out = tmp_path / "d.json"
     assert main(["bench", "decode", "--device", "cpu", "--shape", "tiny", "--layers", "2",
                  "--context", "256", "--batch", "1", "2", "--budget", "64", "--reps", "2",
-                 "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
+                 "--quant-bits", "4", "--candidates", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows = res["rows"]
+    assert res["twostage"] == {"candidates": 2.0, "quant_bits": 4}
     assert [(r["context"], r["batch"]) for r in rows] == [(256, 1), (256, 2)]
     assert all(r["dense_ms"] > 0 and r["quest_ms"] > 0 for r in rows)
-    # twostage beside quest, both eager, at the same page count
-    assert all(r["twostage_ms"] > 0 and r["twostage_vs_quest"] == r["twostage_ms"] / r["quest_eager_ms"]
-               for r in rows)
+    # twostage beside quest at the same page count (graph-replayed on a GPU), and both eager
+    assert all(r["twostage_ms"] > 0 and r["twostage_vs_quest"] == r["twostage_ms"] / r["quest_ms"]
+               and r["twostage_eager_ms"] > 0 and r["quest_eager_ms"] > 0 for r in rows)
     out = capsys.readouterr().out
     assert "speed-up" in out and "twostage" in out
 
@@ -23,3 +27,48 @@ def test_bench_decode_writes_rows_for_each_point(tmp_path, capsys):
 def test_bench_decode_bad_budget_names_the_field(capsys):
     assert main(["bench", "decode", "--device", "cpu", "--shape", "tiny", "--budget", "0"]) == 2
     assert "budget" in capsys.readouterr().err
+
+
+def test_bench_decode_sets_each_step_beside_its_floor_and_breakdown(tmp_path, capsys):
+    out = tmp_path / "d.json"
+    assert main(["bench", "decode", "--device", "cpu", "--shape", "tiny", "--layers", "1",
+                 "--context", "128", "--batch", "1", "--budget", "32", "--reps", "1", "--breakdown",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["copy_bandwidth_gbs"] > 0 and res["torch"]
+    (row,) = res["rows"]
+    for policy in ("dense", "quest"):
+        p = row[policy]
+        assert p["floor_ms"] == pytest.approx(p["bytes"]["total"] / (res["copy_bandwidth_gbs"] * 1e9) * 1e3)
+        assert p["vs_floor"] == pytest.approx(row[f"{policy}_ms"] / p["floor_ms"])
+        b = p["breakdown"]
+        assert b["kernels"] > 0 and b["gpu_busy"] == pytest.approx(
+            sum(b[c] for c in ("gemm", "attention", "selection", "elementwise")), abs=1e-3)
+        assert b["host_gap"] == pytest.approx(max(0.0, row[f"{policy}_ms"] - b["gpu_busy"]))
+    assert row["quest"]["bytes"]["metadata"] > 0 == row["dense"]["bytes"]["metadata"]
+    text = capsys.readouterr().out
+    assert "step/floor" in text and "host gap" in text
+
+
+def test_step_bytes_count_weights_once_and_the_attended_kv():
+    import torch
+
+    from tinyserve_core.bench.decode import _model
+    from tinyserve_core.bench.decode_floor import category, step_bytes
+    from tinyserve_core.engine.model_runner import ModelRunner
+
+    model = _model("tiny", 2, "cpu")
+    runner = ModelRunner(model, 64, 16)
+    cfg = model.config
+    token_kv = 2 * cfg.num_key_value_heads * cfg.head_dim * 4
+    dense = step_bytes(model, runner, 511, 3, "dense", 128)
+    quest = step_bytes(model, runner, 511, 3, "quest", 128)
+    linear = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    norms = (2 * 2 + 1) * 4 * cfg.hidden_size      # two per layer and the final one
+    assert dense["weights"] == linear + norms + 3 * 4 * cfg.hidden_size   # + the batch's embedding rows
+    assert dense["kv"] == 2 * 3 * 512 * token_kv
+    assert quest["kv"] == 2 * 3 * 128 * token_kv           # budget: 8 pages of 16 tokens
+    assert quest["metadata"] == 2 * 3 * 32 * token_kv      # every page's digest scored
+    assert [category(n) for n in ("nvjet_tst_64x8_64x16", "paged_decode_kernel<__half, 128>",
+                                  "page_scores_kernel", "rms_norm_kernel<__half, true>")] == \
+        ["gemm", "attention", "selection", "elementwise"]

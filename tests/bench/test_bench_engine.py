@@ -27,7 +27,8 @@ def test_bench_engine_rows_on_the_cpu():
     names = [(r.scenario, r.system) for r in res.rows]
     assert names[:6:2] == [("static, uniform", "tinyserve"), ("static, mixed", "tinyserve"),
                            ("poisson 50/s, mixed", "tinyserve")]
-    assert [n for n, _ in names[6:]] == ["poisson, quest", "poisson, quest + stats",
+    assert [n for n, _ in names[6:]] == ["static, quest", "static, quest + stats", "static, GUI: quest + stats + profile",
+                                         "poisson, quest", "poisson, quest + stats",
                                          "poisson, GUI: quest + stats + profile", "overload: 6 at 1000/s"]
     for r in res.rows[:6]:
         assert r.identical_share == 1.0 and r.first_diff_mean is None   # fp32 on the CPU: the same tokens
@@ -38,3 +39,15 @@ def test_bench_engine_rows_on_the_cpu():
         assert v["host_ms_per_step"] > 0 and 0 < v["device_busy_pct"] <= 100
     table = format_engine_rows(res.rows)
     assert "host ms/step" in table and "overload: 6 at 1000/s" in table and "100%" in table
+    cost = res.to_json()["cost_vs_quest"]   # each configuration against quest on its workload
+    assert set(cost) == {f"{w}, {c}" for w in ("static", "poisson")
+                         for c in ("quest", "quest + stats", "GUI: quest + stats + profile")}
+    assert cost["static, quest"] == 1.0 and "vs quest" in table
+
+
+def test_bench_engine_without_the_peer_runs_our_rows_only():
+    res = compare_with_hf(None, "cpu", requests=2, prompt_len=8, max_tokens=3, rate=50.0, seed=0,
+                          overload=None, peer=False)
+    assert [r.scenario for r in res.rows] == [f"{w}, {c}" for w in ("static", "poisson")
+                                              for c in ("quest", "quest + stats", "GUI: quest + stats + profile")]
+    assert all(r.system == "tinyserve" and r.serving["host_ms_per_step"] > 0 for r in res.rows)

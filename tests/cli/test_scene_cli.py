@@ -22,7 +22,23 @@ def test_train_scene_cli_writes_loadable_weights(tmp_path, capsys):
     field, occ, meta = load_weights(out)
     assert meta["stats"]["steps"] == 4 and "heldout_psnr" in json.loads(summary.read_text())
     assert main(["train-scene", "--scene", "nowhere"]) == 2
-    assert "available: room" in capsys.readouterr().err
+    assert "available: apartment, room" in capsys.readouterr().err
+
+
+def test_scene_commands_take_the_apartment(tmp_path, capsys):
+    """--scene reaches each command: train-scene trains the apartment's 28 labels, and eval
+    scene checks a query file against the apartment's labels (a room label is refused)."""
+    from tinyserve_core.scene.spec import load_scene
+    from tinyserve_core.scene.weights import load_weights
+
+    out = tmp_path / "w.safetensors"
+    assert main(["train-scene", "--scene", "apartment", "--iters", "2", "--size", "16", "--batch-rays", "128",
+                 "--voxel", "0.1", "--out", str(out)]) == 0
+    assert load_weights(out)[2]["labels"] == load_scene("apartment").labels
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"query": "the mug", "expected": "red mug"}\n')
+    assert main(["eval", "scene", "--scene", "apartment", "--queries", str(q)]) == 2
+    assert "q.jsonl:1: expected:" in capsys.readouterr().err
 
 
 def _room_with(tmp_path, mutate, name="bad.json"):

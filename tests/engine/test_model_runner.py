@@ -151,6 +151,8 @@ def test_profile_records_op_families_only_when_on(model):
     assert out.logits.shape == (1, model.config.vocab_size) and out.logits.dtype == torch.float32
     runner.profile = True
     out = runner.decode([DecodeItem(0, 3, 5, [0, 1])])
+    assert out.timings == {} and out.bytes_moved == {}   # read after the step's sync: finish()
+    out.finish()
     t = out.timings
     assert {"attention", "cache_write", "matmul", "total", "other"} <= set(t)
     assert all(v >= 0 for v in t.values()) and t["total"] > 0
@@ -174,10 +176,10 @@ class FakeGraphs:
     def __init__(self, vocab):
         self.vocab, self.replays = vocab, 0
 
-    def run(self, inputs, args, sel_key, selector, timer=None, span=None):
+    def run(self, items, sel_key, selector, timer=None, span=None, check=None):
         self.replays += 1
         with timer("total") if timer is not None else contextlib.nullcontext():
-            return torch.zeros(len(args[0]), self.vocab)
+            return torch.zeros(len(items), self.vocab)
 
 
 @pytest.mark.parametrize("profile", [False, True])
@@ -267,7 +269,7 @@ def test_runner_on_cuda_matches_dense(dtype, tol):
     tables = [[3, 7, 1], [0, 2, 4, 6]]
     runner.prefill([PrefillItem(i, s[:-1], 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
     runner.profile = True   # the first profiled decode step takes the per-op breakdown
-    out = runner.decode([DecodeItem(i, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    out = runner.decode([DecodeItem(i, s[-1], len(s) - 1, t) for i, (s, t) in enumerate(zip(seqs, tables))]).finish()
     logits = out.logits
     assert logits.device.type == "cuda" and logits.dtype == torch.float32
     assert out.timings["total"] > 0 and out.timings["attention"] > 0
@@ -294,7 +296,7 @@ def test_profiled_bytes_count_the_selected_tokens_of_a_batch(tiny_model_dir):
     tables = [[0, 1, 2], [3, 4]]
     runner.prefill([PrefillItem(i, list(range(1, n + 1)), 0, t) for i, (n, t) in enumerate(zip(lens, tables))])
     runner.profile = True
-    out = runner.decode([DecodeItem(0, 5, 10, tables[0]), DecodeItem(1, 5, 7, tables[1])])
+    out = runner.decode([DecodeItem(0, 5, 10, tables[0]), DecodeItem(1, 5, 7, tables[1])]).finish()
     cfg = model.config
     token_kv = 2 * cfg.num_key_value_heads * cfg.head_dim * 4
     # seq 0: page 0 (4 tokens) + page 2 (3 of 4 slots filled); seq 1: page 0 (4) + page 1 (4)

@@ -4,6 +4,7 @@ the draws follow the softmax (a chi-square check that a wrong temperature fails)
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
@@ -41,6 +42,18 @@ def test_same_stream_same_token_in_any_batch():
     mixed = sample(torch.cat([logits[:1], logits]), [SamplingParams(temperature=0)] + [p] * 6,
                    [None] + [(42 + i, i % 2, 5) for i in range(6)])
     assert mixed[1:] == alone and mixed[0] == int(logits[0].argmax())
+
+
+def test_batched_stream_keys_equal_the_scalar_ones():
+    from tinyserve_core.engine.sampling import stream_keys_batch
+    rng = np.random.default_rng(0)
+    streams = [(int(rng.integers(0, 2**62)) * int(rng.integers(1, 9)), int(rng.integers(0, 64)),
+                int(rng.integers(0, 2**40))) for _ in range(200)]
+    streams += [(-5, 0, 0), (2**64 + 3, 1, 2), (0, 0, 0), (2**63, 2**32 + 1, 2**33)]
+    got = stream_keys_batch(streams)
+    assert got.dtype == np.int64 and got.shape == (len(streams), 2)
+    assert [tuple(r) for r in got.tolist()] == [stream_keys(*s) for s in streams]
+    assert stream_keys_batch([]).shape == (0, 2)
 
 
 def test_streams_differ_by_seed_index_and_counter():

@@ -4,10 +4,12 @@ block-table lists each step; host and device time of a step are reported."""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
+import pytest
 import torch
 
-from tinyserve_core.engine.step_inputs import DecodeInputs
+from tinyserve_core.engine.step_inputs import DecodeInputs, TableRows
 
 
 def _from_lists(tables, positions, bs, width):
@@ -22,6 +24,8 @@ def test_incremental_tables_equal_tables_from_lists_through_growth_cow_and_rewri
     rng = random.Random(0)
     bs, max_pages = 4, 32
     inp = DecodeInputs(bs, max_pages, pin=False)
+    rows = inp.tables_rows
+    rows.dev = rows.rows.clone()   # a separate mirror, as on a GPU: only what changed is copied
     live: dict[int, list[int]] = {}
     lens: dict[int, int] = {}
     next_block, next_seq = 1000, 0
@@ -55,9 +59,37 @@ def test_incremental_tables_equal_tables_from_lists_through_growth_cow_and_rewri
         tables = [list(live[s]) for s in ids]
         positions = [lens[s] for s in ids]
         padded = len(ids) + rng.randint(0, 3)
-        ints, tab = inp.build(ids, tables, [7] * len(ids), positions, padded=padded)
-        want_tab, want_slots = _from_lists(tables, positions, bs, tab.shape[1])
+        items = [SimpleNamespace(seq_id=s, token_id=7, position=lens[s], block_table=list(live[s])) for s in ids]
+        ints = inp.stage(items, padded=padded)
+        assert torch.equal(rows.dev, rows.rows)        # the mirror holds every change
+        tab = inp.table(ints[3], max_pages)
+        want_tab, want_slots = _from_lists(tables, positions, bs, max_pages)
         assert torch.equal(tab[:len(ids)], want_tab)
         assert ints[2, :len(ids)].tolist() == want_slots and ints[1, :len(ids)].tolist() == positions
-        assert (ints[2, len(ids):] == -1).all() and (tab[len(ids):] == 0).all()
-        assert (ints[1, len(ids):] == 0).all()
+        assert ints[0, :len(ids)].tolist() == [7] * len(ids)
+        assert (ints[2, len(ids):] == -1).all() and (ints[:2, len(ids):] == 0).all()
+
+
+def test_an_unchanged_step_copies_nothing_and_growth_is_announced():
+    rows = TableRows(8, pin=False, capacity=2)
+    rows.row(0, [5, 6], rewrite=True)
+    rows.sync()
+    rows.row(0, [5, 6])
+    assert rows._dirty == []                          # the common step: nothing to copy
+    rows.row(0, [5, 6, 9])
+    assert rows._dirty == [(rows.row_of[0], 2, 3)]
+    gen = rows.generation
+    rows.row(1, [1])
+    rows.row(2, [2])                                  # a third sequence outgrows two rows
+    assert rows.generation == gen + 1 and rows.rows.shape[0] == 4
+    assert rows.rows[rows.row_of[0], :3].tolist() == [5, 6, 9]
+
+
+def test_stage_vets_each_table_with_the_check():
+    inp = DecodeInputs(4, 8, pin=False)
+
+    def check(seq_id, table, tokens):
+        raise ValueError(f"seq {seq_id}: {len(table)} blocks for {tokens} tokens")
+
+    with pytest.raises(ValueError, match="seq 3: 1 blocks for 10 tokens"):
+        inp.stage([SimpleNamespace(seq_id=3, token_id=1, position=9, block_table=[4])], check=check)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tinyserve_core.errors import ConfigError
+from tinyserve_core.errors import ConfigError, InputFileError
 from tinyserve_core.cli import build_parser
 from tinyserve_core.cli.eval import spec_from_args
 from tinyserve_core.eval import selection as ev
@@ -178,6 +178,7 @@ def test_quick_run_writes_json_and_plots_and_judges_nothing(tiny_model_dir, tmp_
     # the 32K step of the largest batch, for the runs whose budget is the bench's share (4096/32768 = 1/8)
     assert by[("dense", None)]["decode_ms"] == 20.0 and by[("twostage", None)]["decode_ms"] == 16.5
     assert by[("quest", None)]["decode_ms"] == 15.0 and by[("twostage", 0.99)]["decode_ms"] is None
+    assert "(twostage eager; quest eager 15.50 ms)" in out   # a bench result from before graph capture
     row = next(line for line in out.splitlines() if line.startswith("| 16 | quest |"))
     cells = [c.strip() for c in row.split("|")]
     assert all(len(c.split(".")[-1].rstrip("%]")) <= 2 for c in cells if "." in c and "[" not in c)  # rounded
@@ -187,3 +188,67 @@ def test_wilson_interval_is_the_textbook_one():
     lo, hi = ev.wilson_interval(180, 200)
     assert lo == pytest.approx(0.8506, abs=1e-3) and hi == pytest.approx(0.9343, abs=1e-3)
     assert ev.wilson_interval(0, 20)[0] == 0.0 and ev.wilson_interval(20, 20)[1] == pytest.approx(1.0)
+
+
+def test_decode_times_say_how_twostage_was_timed():
+    """Results since twostage's graph capture time both policies replayed, eager beside."""
+    from tinyserve_core.eval.selection.report import attach_decode_times
+
+    bench = {"machine": "NVIDIA H200", "budget": 4096, "block_size": 16, "rows": [
+        {"context": 32768, "batch": 64, "dense_ms": 20.0, "quest_ms": 5.0, "twostage_ms": 6.0,
+         "quest_eager_ms": 7.5, "twostage_eager_ms": 9.25}]}
+    line = attach_decode_times([], bench)
+    assert line.endswith("twostage 6.00 ms (both replayed from CUDA graphs; eager: quest 7.50 ms, twostage 9.25 ms)")
+
+
+# ---- --merge: runs split by block size join into the one run --------------------------
+
+SMALL = ["--budgets", "1/8", "--policies", "quest,twostage", "--top-p", "0.9", "--context", "120",
+         "--decode-tokens", "4", "--text-samples", "1", "--passkey-samples", "2", "--passkey-lengths", "100",
+         "--dense-layers", "1", "--tier-factors", ""]
+
+
+def _run(argv) -> int:
+    args = build_parser().parse_args(["eval", "selection", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_model_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("parts")
+    for name, blocks in (("whole", "8,16"), ("a", "8"), ("b", "16")):
+        assert _run(["--model", str(tiny_model_dir), "--json", str(d / f"{name}.json"),
+                     "--block-sizes", blocks, *SMALL]) == 0
+    return d
+
+
+def _strip(rows):  # timing is the only thing a second run may change
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.slow
+def test_merged_parts_equal_the_single_run(parts, tmp_path, capsys):
+    out, md = tmp_path / "m.json", tmp_path / "m.md"
+    assert _run(["--merge", str(parts / "b.json"), str(parts / "a.json"), "--json", str(out), "--md", str(md)]) == 0
+    whole = json.loads((parts / "whole.json").read_text())
+    merged = json.loads(out.read_text())
+    assert _strip(merged["results"]) == _strip(whole["results"])
+    assert merged["targets"] == whole["targets"] and merged["spec"] == whole["spec"]
+    assert len(merged["part_wall_s"]) == 2 and merged["wall_s"] == max(merged["part_wall_s"])
+    assert "2 parts run by block size" in md.read_text()
+
+
+@pytest.mark.slow
+def test_merge_refuses_what_does_not_belong_together(parts, tmp_path):
+    with pytest.raises(InputFileError, match="block 8 is also in"):
+        _run(["--merge", str(parts / "a.json"), str(parts / "whole.json")])
+    doc = json.loads((parts / "a.json").read_text())
+    doc["spec"]["passkey_samples"] = 3
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match=r"other\.json: spec\.passkey_samples: 3 differs"):
+        _run(["--merge", str(parts / "b.json"), str(tmp_path / "other.json")])
+    doc = json.loads((parts / "a.json").read_text())
+    del doc["results"][0]["mass_recall"]
+    (tmp_path / "broken.json").write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match=r"results\[0\]: missing fields \['mass_recall'\]"):
+        _run(["--merge", str(tmp_path / "broken.json")])

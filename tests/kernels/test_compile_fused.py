@@ -1,6 +1,5 @@
-"""CI compile check of the fused sparse decode kernel (csrc/kernels/fused_sparse.cuh) with nvcc
-alone: every instance builds for sm_90a (clusters) and, as a trap stub, for sm_80; no spills,
-and at most 2 x 128 x 255 registers' worth so two CTAs fit an SM. Skipped without nvcc."""
+"""CI compile check of the fused decoder-layer kernels (csrc/kernels/fused_layer.cuh) with
+nvcc alone, for sm_80 and sm_90a: every instance builds, none spills. Skipped without nvcc."""
 
 from __future__ import annotations
 
@@ -8,15 +7,19 @@ import shutil
 
 import pytest
 
-from .test_compile import ARCHS, compile_unit
+from .test_compile import compile_unit
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
-def test_fused_sparse_kernel_compiles_without_spills(tmp_path):
+def test_fused_layer_kernels_compile_without_spills(tmp_path):
     rows = compile_unit("instantiate_fused.cu", tmp_path)
-    assert {r["arch"] for r in rows} == set(ARCHS)
-    hopper = [r for r in rows if r["arch"] == "sm_90a" and "fused_sparse_decode_kernel" in r["kernel"]]
-    assert len(hopper) == 4  # fp16 / bf16 x head_dim 64 / 128
-    spills = [r for r in rows if r.get("spill_st", 0) or r.get("spill_ld", 0) or r.get("stack", 0)]
-    assert not spills, f"local-memory spills: {spills}"
-    assert all(r["regs"] <= 255 for r in hopper)
+    names = [r["kernel"] for r in rows]
+    for kernel, per_arch in (("rms_norm_kernel", 6), ("rotary_kernel", 3), ("silu_and_mul_kernel", 3),
+                             ("skinny_gemm_kernel", 8)):
+        # 3 dtypes (x with and without the residual add for the norm; skinny: 2 dtypes x 4
+        # row counts) x 2 archs
+        assert sum(kernel in n for n in names) == 2 * per_arch, f"{kernel} instances missing"
+    assert not [r for r in rows if r.get("spill_st", 0) or r.get("spill_ld", 0)]
+    # only cosf/sinf's reduction of huge angles keeps a small array in local memory
+    assert not [r for r in rows if r.get("stack", 0) and "rotary" not in r["kernel"]]
+    assert all(r.get("stack", 0) <= 64 for r in rows)

@@ -168,6 +168,26 @@ def test_append_at_a_block_boundary_takes_a_new_block_without_copy():
     bm.check_invariants()
 
 
+def test_try_append_slot_says_none_and_changes_nothing_when_the_pool_is_dry():
+    bm, sink = make(num_blocks=3, block_size=4)
+    bm.allocate(0, list(range(6)))
+    bm.allocate(1, list(range(50, 54)))
+    bm.fork(0, 2)
+    sink.drain()
+    before = (bm.block_table(0), bm.block_table(1), bm.num_tokens(0), bm.num_tokens(1), bm.num_free_blocks)
+    assert bm.try_append_slot(1, 5) is None            # a boundary: needs a block
+    assert bm.try_append_slot(0, 7) is None            # shared partial block: needs a CoW copy
+    assert (bm.block_table(0), bm.block_table(1), bm.num_tokens(0), bm.num_tokens(1),
+            bm.num_free_blocks) == before and sink.drain() == []
+    with pytest.raises(NoFreeBlocksError, match="needs 1 blocks, 0 free"):
+        bm.append_slot(0, 7)
+    bm.free(1)
+    pairs = bm.try_append_slot(0, 7)
+    assert len(pairs) == 1 and bm.num_tokens(0) == 7 and bm.live_table(0) == bm.block_table(0)
+    assert bm.live_table(0) is bm.live_table(0)          # the table itself, no copy
+    bm.check_invariants()
+
+
 def test_can_append_and_exhaustion():
     bm, _ = make(num_blocks=3, block_size=4)
     bm.allocate(0, list(range(6)))

@@ -52,3 +52,26 @@ def test_csv_and_summary_of_a_real_run(sim, tmp_path):
     assert s.generation_tokens >= sum(t.num_output_tokens for r in sim.records for t in r.finished)
     assert 0 < s.peak_kv_usage <= 1 and s.ttft_p50_ms is not None
     assert s.prefix_cache_queries > 0 and s.prefix_hit_rate is not None
+
+
+def test_selection_records_are_kept_for_the_newest_steps_and_counted_in_the_trace(tiny_model_dir):
+    from tinyserve_core.engine.config import EngineConfig
+    from tinyserve_core.engine.simulate import Simulation
+    from tinyserve_core.observe.trace import build_trace
+
+    cfg = EngineConfig.from_dict(dict(
+        model=str(tiny_model_dir), device="cpu", requests=3, rate=100.0, prompt_len=24, prompt_len_max=40,
+        output_len=6, output_len_max=8, num_blocks=48, block_size=8, seed=1, policy="quest", budget=8,
+        dense_layers=0, stats=True))
+    s = Simulation(cfg)
+    s.KEEP_SELECTION_DETAIL = 3
+    recs = s.run()
+    with_sel = [r for r in recs if r.selection]
+    assert len(with_sel) > 3
+    # the newest records keep their columns; older ones only the per-layer summary
+    kept = [i for i, r in enumerate(recs) if any(x.detail is not None for x in r.selection)]
+    assert kept and min(kept) >= len(recs) - 3
+    assert all(x.detail is None and x.records for r in recs[:-3] for x in r.selection)
+    xs = {e["args"]["step"]: e["args"] for e in build_trace(recs)["traceEvents"] if e["ph"] == "X"}
+    for r in with_sel:
+        assert xs[r.step]["selection_records"] == sum(sum(x.records) for x in r.selection)

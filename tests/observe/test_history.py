@@ -109,3 +109,29 @@ def test_a_gap_in_the_steps_is_refused():
     step, snap, tables, events = next(run)
     with pytest.raises(ValueError, match="does not follow"):
         hist.ingest(rec.record(step, 0.0, snap, tables, events, {}))
+
+
+def test_a_scrub_replays_only_the_steps_between_forward_and_backward():
+    """Steps near the one last shown are answered from it (the entries between the two,
+    undone when going back), and equal a rebuild from the keyframe at every step."""
+    rec, hist, live = DeltaRecorder(), History(64, 4, keyframe_every=10_000, replay_blocks=1000), {}
+    entries = {}
+    for step, snap, tables, events in _random_run(11, 400):
+        d = rec.record(step, 0.0, snap, tables, events, {})
+        hist.ingest(d)
+        live[step] = (snap, tables)
+        entries[step] = d.blocks.size + d.filled.size
+    rng = np.random.default_rng(3)
+    step = 200
+    hist.state_at(step)
+    for _ in range(150):
+        nxt = int(np.clip(step + rng.integers(-6, 7), 1, 400))
+        _check(hist, nxt, live[nxt])
+        lo, hi = sorted((step, nxt))
+        assert hist.last_replayed == sum(entries[s] for s in range(lo + 1, hi + 1))
+        step = nxt
+    # a far jump is answered from the keyframe, and the scrub goes on from there
+    _check(hist, 3, live[3])
+    assert hist.last_replayed == sum(entries[s] for s in range(2, 4))
+    _check(hist, 2, live[2])
+    _check(hist, 400, live[400])

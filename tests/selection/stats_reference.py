@@ -10,7 +10,10 @@ from collections import deque
 import torch
 
 from tinyserve_core import kernels
-from tinyserve_core.observe.events import EventSink, PageSelection
+from types import SimpleNamespace
+
+import numpy as np
+
 from tinyserve_core.selection.base import SelectContext, Selection
 from tinyserve_core.selection.stats import _MEANS, _METRICS, SelectionSummary
 from tinyserve_core.selection.true_attention import attention_logits, context_keys, page_mass
@@ -27,8 +30,8 @@ class _LayerAcc:
 
 
 class ReferenceStats:
-    def __init__(self, sink: EventSink | None = None, rtol: float = 1e-5, history: int = 4096):
-        self.sink = sink
+    def __init__(self, keep_records: bool = False, rtol: float = 1e-5, history: int = 4096):
+        self.records: list[SimpleNamespace] | None = [] if keep_records else None   # per record, in order
         self.rtol = rtol
         self.history: deque[SelectionSummary] = deque(maxlen=history)
         self._layers: dict[int, _LayerAcc] = {}
@@ -79,18 +82,16 @@ class ReferenceStats:
                 if ent is not None:
                     s["entropy"] += ent
                     acc.n_entropy += 1
-                if self.sink is not None and self.sink.enabled:
+                if self.records is not None:
                     pages = torch.nonzero(chosen[h]).flatten()
-                    hits = misses = None
-                    self.sink.emit(PageSelection(
+                    self.records.append(SimpleNamespace(
                         seq_id=int(seq_id), layer=ctx.layer_idx, kv_head=h, num_pages=kh,
                         pages=tuple(pages.tolist()), policy=policy,
                         scores=tuple(scores[b, h, :n].tolist()),
                         oracle_pages=tuple(sorted(orc.tolist())),
                         selection_recall=sel_rec, mass_recall=float(mass_rec[h]),
                         oracle_mass=float(mass[h, orc].sum()),
-                        bound_violations=int(viol[h]), entropy=ent, budget_pages=bud,
-                        tier_hits=hits, tier_misses=misses))
+                        bound_violations=int(viol[h]), entropy=ent, budget_pages=bud))
 
     def _violations(self, ctx: SelectContext, b: int, q: torch.Tensor, logits: torch.Tensor,
                     bounds: torch.Tensor) -> torch.Tensor:
@@ -141,3 +142,35 @@ def _selected_mask(pidx: torch.Tensor | None, b: int, H: int, n: int) -> torch.T
     row = pidx[b].long()
     m.scatter_(1, torch.where(row >= 0, row, n), True)
     return m[:, :n]
+
+
+def detail_records(detail) -> list[SimpleNamespace]:
+    """The columnar records of a step (selection/detail.py) one by one, in the order
+    the reference records them (layer, row, kv-head), with the reference's fields."""
+    if detail is None:
+        return []
+    out = []
+    ch = lambda name: detail.channel(name)   # noqa: E731
+    L, B, H = detail.per_head.shape[:3]
+    for li in range(L):
+        for b in range(B):
+            for h in range(H):
+                n = int(ch("context_pages")[li, b, h])
+                ent = float(ch("entropy")[li, b, h])
+                out.append(SimpleNamespace(
+                    seq_id=int(detail.seq_ids[b]), layer=int(detail.layers[li]), kv_head=h,
+                    num_pages=int(ch("pages_selected")[li, b, h]), policy=detail.policy,
+                    pages=tuple(detail.pages(li, b, h).tolist()),
+                    scores=tuple(detail.scores[li, b, h, :n].tolist()),
+                    oracle_pages=tuple(detail.pages(li, b, h, "oracle").tolist()),
+                    candidate_pages=(None if detail.candidates is None
+                                     else tuple(detail.pages(li, b, h, "candidates").tolist())),
+                    selection_recall=float(ch("selection_recall")[li, b, h]),
+                    mass_recall=float(ch("mass_recall")[li, b, h]),
+                    oracle_mass=float(ch("oracle_mass")[li, b, h]),
+                    bound_violations=int(ch("bound_violations")[li, b, h]),
+                    entropy=None if np.isnan(ent) else ent,
+                    budget_pages=int(ch("budget_pages")[li, b, h]),
+                    tier_hits=None if detail.tier_hits is None else int(detail.tier_hits[li, b, h]),
+                    tier_misses=None if detail.tier_misses is None else int(detail.tier_misses[li, b, h])))
+    return out

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from tinyserve_core.observe.events import EventSink, PageSelection
 from tinyserve_core.selection import PageSelector, summarize_history
 from tinyserve_core.selection.true_attention import attention_logits, context_keys, page_mass
+
+from stats_reference import detail_records  # noqa: E402  (this folder is on sys.path under pytest)
 
 LAYER = type("Attn", (), {"scale": 0.125})()
 
@@ -39,13 +40,12 @@ def test_broken_bound_is_caught(make_kv):
 def test_recalls_match_a_direct_computation(make_kv):
     kv, tables, lens = make_kv([333], num_kv_heads=2, block_size=16)
     q = torch.randn(1, 4, 16)
-    sink = EventSink()
-    sel = PageSelector("quest", budget=80, dense_layers=0, stats=True, sink=sink)
+    sel = PageSelector("quest", budget=80, dense_layers=0, stats=True)
     pi = sel.select(LAYER, q, kv, 0, tables, lens, [42])
-    assert sink.drain() == []          # events come when the step is collected
-    sel.take_summary()
-    evs = sink.drain()
-    assert [e.kv_head for e in evs] == [0, 1] and all(isinstance(e, PageSelection) for e in evs)
+    d = sel.take_summary().detail      # the records come when the step is collected
+    assert d.layers.tolist() == [0] and d.seq_ids.tolist() == [42] and d.num_heads == 2
+    evs = detail_records(d)
+    assert [e.kv_head for e in evs] == [0, 1]
     keys = context_keys(kv.k_caches[0], tables[0], 333)
     mass = page_mass(attention_logits(q[0], keys, 0.125), 16).view(2, 2, -1).mean(1)
     for h, e in enumerate(evs):
@@ -95,14 +95,14 @@ def test_sparse_recall_is_below_one_and_quest_beats_streaming(make_kv):
 
 def test_stats_off_costs_nothing_and_can_be_switched_live(make_kv):
     kv, tables, lens = make_kv([128])
-    sink = EventSink()
-    sel = PageSelector("quest", budget=32, dense_layers=0, sink=sink)
+    sel = PageSelector("quest", budget=32, dense_layers=0)
     assert sel.stats is None
     sel.select(LAYER, torch.randn(1, 4, 16), kv, 0, tables, lens, [0])
-    assert sink.drain() == [] and sel.take_summary() is None
+    assert sel.take_summary() is None
     sel.set_stats(True)
     sel.select(LAYER, torch.randn(1, 4, 16), kv, 0, tables, lens, [0])
-    assert sel.take_summary() is not None and len(sink.drain()) == 2
+    s = sel.take_summary()
+    assert s is not None and s.detail.num_records == 2
     sel.set_stats(False)
     sel.select(LAYER, torch.randn(1, 4, 16), kv, 0, tables, lens, [0])
-    assert sink.drain() == []
+    assert sel.take_summary() is None

@@ -93,18 +93,21 @@ def test_hits_plus_misses_equal_selected_pages_through_the_selector(make_kv):
     assert len(sel.tiers.resident_pages(1, 1)) == 0
 
 
-def test_per_head_tier_counts_in_events_add_up(make_kv):
-    from tinyserve_core.observe.events import EventSink
+def test_per_head_tier_counts_in_the_records_add_up(make_kv):
     kv, tables, lens = make_kv([256], num_kv_heads=2, block_size=16)
-    sink = EventSink()
-    sel = PageSelector("quest", budget=64, dense_layers=0, tier_pages=3, stats=True, sink=sink)
+    sel = PageSelector("quest", budget=64, dense_layers=0, tier_pages=3, stats=True)
+    resident = np.arange(16) >= 16 - 3   # first sight: the newest pages are on the fast tier
     for _ in range(3):
         sel.select(LAYER, torch.randn(1, 4, 16), kv, 0, tables, lens, [5])
-        sel.take_summary()
-    evs = sink.drain()
-    assert len(evs) == 6
-    for e in evs:
-        assert e.tier_hits + e.tier_misses == e.num_pages == len(e.pages) == 4
+        d = sel.take_summary().detail
+        assert d.num_records == 2
+        # per head: hits are its selected pages resident before the step's access
+        want = (d.selected[0, 0] & resident[None, :d.selected.shape[-1]]).sum(-1)
+        assert d.tier_hits[0, 0].tolist() == want.tolist()
+        assert (d.tier_hits + d.tier_misses == d.channel("pages_selected")).all()
+        assert (d.selected.sum(-1) == 4).all()
+        resident[:] = False
+        resident[sel.tiers.resident_pages(5, 0)] = True
 
 
 @pytest.mark.parametrize("kwargs,field", [

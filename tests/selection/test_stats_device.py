@@ -9,11 +9,10 @@ import math
 import pytest
 import torch
 
-from tinyserve_core.observe.events import EventSink
 from tinyserve_core.selection import PageSelector
 from tinyserve_core.selection.selector import _softmax_scale
 
-from stats_reference import ReferenceStats  # noqa: E402  (this folder is on sys.path under pytest)
+from stats_reference import ReferenceStats, detail_records  # noqa: E402  (this folder is on sys.path under pytest)
 
 LAYER = type("Attn", (), {"scale": 0.125})()
 
@@ -41,9 +40,8 @@ def test_device_statistics_equal_the_reference(make_kv, policy, params, seed):
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(2, 300, (5,), generator=g).tolist()
     kv, tables, lens_t = make_kv(lens, num_kv_heads=2, head_dim=16, block_size=8, num_layers=2, seed=seed)
-    sink_dev, sink_ref = EventSink(), EventSink()
-    sel = PageSelector(policy, dense_layers=0, stats=True, sink=sink_dev, **params)
-    ref = ReferenceStats(sink_ref)
+    sel = PageSelector(policy, dense_layers=0, stats=True, **params)
+    ref = ReferenceStats(keep_records=True)
     ids = [10, 11, 12, 13, 14]
     for _ in range(2):
         q = torch.randn(5, 4, 16, generator=g) * 2
@@ -61,7 +59,8 @@ def test_device_statistics_equal_the_reference(make_kv, policy, params, seed):
                 assert len(got_v) == len(value) and all(_close(a, b) for a, b in zip(got_v, value)), field
             else:
                 assert got_v == value, field
-        dev, exp = sink_dev.drain(), sink_ref.drain()
+        dev, exp = detail_records(got.detail), ref.records
+        ref.records = []
         assert len(dev) == len(exp) == 5 * 2 * 2
         for a, b in zip(dev, exp):
             assert (a.seq_id, a.layer, a.kv_head, a.pages, a.oracle_pages, a.num_pages, a.bound_violations,
@@ -89,8 +88,7 @@ def test_a_broken_bound_counts_the_same_violations(make_kv):
 
 def test_one_step_late_delivers_every_step_once_in_order(make_kv):
     kv, tables, lens = make_kv([90, 170], num_layers=2)
-    sink = EventSink()
-    sel = PageSelector("quest", budget=32, dense_layers=0, stats=True, sink=sink)
+    sel = PageSelector("quest", budget=32, dense_layers=0, stats=True)
     ref = ReferenceStats()
     expected, delivered = [], []
     for step in range(6):
@@ -103,7 +101,7 @@ def test_one_step_late_delivers_every_step_once_in_order(make_kv):
         got = sel.collect(keep_newest=True)       # what the engine does once the next is launched
         assert [s.step for s in got] == ([] if step == 0 else [step - 1])
         delivered += got
-        assert len(sink.drain()) == (0 if step == 0 else 2 * 2 * 2)
+        assert [len(detail_records(s.detail)) for s in got] == ([] if step == 0 else [2 * 2 * 2])
     delivered += sel.collect()                    # the end of the run: the last step too
     assert sel.collect() == [] and [s.step for s in delivered] == list(range(6))
     for got, want in zip(delivered, expected):

@@ -11,7 +11,6 @@ from tinyserve_core import kernels
 from tinyserve_core.errors import ConfigError
 from tinyserve_core.kernels import quant_reference as qr
 from tinyserve_core.kv.kv_cache import KVCache
-from tinyserve_core.observe.events import EventSink, PageSelection
 from tinyserve_core.selection import PageSelector, make_policy
 from tinyserve_core.selection.base import SelectContext
 from tinyserve_core.selection.true_attention import attention_logits, context_keys, page_mass
@@ -153,14 +152,14 @@ def test_selector_keeps_the_copy_current_across_policy_switches(make_kv):
                                   kv.metas[i], slots)
     tables = torch.arange(25, dtype=torch.int32)[None]
     lens = torch.tensor([L], dtype=torch.int32)
-    sink = EventSink()
-    sel = PageSelector("twostage", budget=32, dense_layers=0, quant_bits=4, stats=True, sink=sink)
+    sel = PageSelector("twostage", budget=32, dense_layers=0, quant_bits=4, stats=True)
     pi = sel.select(LAYER, torch.randn(1, 4, 16), kv, 1, tables, lens, [0])
     assert kv.qkey_bits == 4 and kv.qkeys[1].shape == (40, 8, 2, 8) and pi.shape[-1] == 4
-    sel.end_step([0])   # statistics (and their events) arrive when the step is collected
-    sel.collect()
-    evs = [e for e in sink.drain() if isinstance(e, PageSelection)]
-    assert evs and all(set(e.pages) <= set(e.candidate_pages) and len(e.candidate_pages) == 16 for e in evs)
+    sel.end_step([0])   # statistics (and their records) arrive when the step is collected
+    (summary,) = sel.collect()
+    d = summary.detail
+    assert d.candidates is not None and d.num_records == 2
+    assert not (d.selected & ~d.candidates).any() and (d.candidates.sum(-1) == 16).all()
     kv.copy_blocks([(3, 39)])
     assert torch.equal(kv.qkeys[0][39], kv.qkeys[0][3])
     # under quest the copy stays (a captured graph may write it) and stays current
@@ -178,6 +177,48 @@ def test_selector_keeps_the_copy_current_across_policy_switches(make_kv):
     sel.select(LAYER, torch.randn(1, 4, 16), kv, 1, tables, lens, [0])
     qr.quantize_keys(kv.k_caches[1], kv.metas[1], fresh, torch.tensor([5 * 8 + 7]))
     assert torch.equal(kv.qkeys[1][5], fresh[5])
+
+
+def test_switching_key_bits_back_catches_the_older_copy_up():
+    """8 -> 4 -> 8 bits on one policy: writes made while the 4-bit copy was current
+    bypassed the 8-bit one, which prepare() must re-quantise when it becomes current again."""
+    torch.manual_seed(2)
+    kv = KVCache(1, 6, 8, 2, 16)
+    slots = torch.arange(30)
+    kernels.reshape_and_cache(torch.randn(30, 2, 16), torch.randn(30, 2, 16), kv.k_caches[0], kv.v_caches[0],
+                              kv.metas[0], slots)
+    sel = PageSelector("twostage", budget=16, dense_layers=0)
+    assert sel.prepare(kv) is kv.qkeys and kv.qkey_bits == 8
+    sel.update(quant_bits=4)
+    assert sel.prepare(kv) is kv.qkeys and kv.qkey_bits == 4
+    kernels.reshape_and_cache(torch.randn(10, 2, 16) * 4, torch.randn(10, 2, 16), kv.k_caches[0], kv.v_caches[0],
+                              kv.metas[0], torch.arange(30, 40), kv.qkeys[0])   # the 4-bit copy only
+    sel.update(quant_bits=8)
+    copy = sel.prepare(kv)[0]
+    assert kv.qkey_bits == 8 and torch.equal(copy, _all_qkeys(kv, 8))
+    assert PageSelector("quest").prepare(kv) is None   # a policy without a key copy: nothing to do
+
+
+def test_the_runner_prepares_selection_before_every_decode_step():
+    from tinyserve_core.engine.model_runner import DecodeItem, ModelRunner, PrefillItem
+    from tinyserve_core.model import LlamaForCausalLM, ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    sel = PageSelector("twostage", budget=16, dense_layers=0)
+    calls = []
+    prepare, select = sel.prepare, sel.select
+    sel.prepare = lambda kv: calls.append(("prepare", kv)) or prepare(kv)
+    sel.select = lambda *a: calls.append(("select", a[2])) or select(*a)
+    runner = ModelRunner(LlamaForCausalLM(cfg).eval(), 16, 4, selector=sel)
+    runner.prefill([PrefillItem(0, list(range(1, 30)), 0, list(range(8)))])
+    for s in range(3):
+        calls.clear()
+        runner.decode([DecodeItem(0, 5, 29 + s, list(range(8)))])
+        # host work first: a graph replay calls no select() that could do it
+        assert calls[0][0] == "prepare" and all(kv is runner.kv for _, kv in calls)
+    assert torch.equal(runner.kv.qkeys[1][:8], _all_qkeys(runner.kv, 8, layer=1)[:8])
 
 
 def test_oracle_p_keeps_the_fewest_pages_holding_the_true_mass(make_kv):

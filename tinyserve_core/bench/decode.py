@@ -1,23 +1,26 @@
 """End-to-end decode step time (`tinyserve bench decode`) at long context, query-aware
 selection (quest, and twostage at the same page count) vs dense, through the real
 ModelRunner (projections, cache writes, scoring, selection, attention, MLP, LM head).
-twostage runs eagerly (no CUDA graph: see selection/twostage.py), so it is also set
-beside quest run eagerly (`quest_eager_ms`): the ratio of the two is the selector's cost.
+Every policy is timed with its decode step replayed from a CUDA graph (the runner's
+default on a GPU); twostage is also timed eagerly (`twostage_eager_ms`, beside
+`quest_eager_ms`), whose ratio shows what the graph saves. `twostage_vs_quest` compares
+the two graph-replayed steps.
 
 The shipped model's context is 2,048 tokens, so the long-context figure uses a Llama
 of the usual serving shape (GQA 32/8, head_dim 128) with random weights and few layers:
 step time depends on shapes, not on weight values, and the KV cache is filled by a real
 prefill. Each configuration is timed after warm-up as the median of repeated decode
-steps (CUDA events around the step on a GPU)."""
+steps (CUDA events around the step on a GPU), and set beside its floor: the bytes it
+must move at the copy bandwidth measured in the same run (bench/decode_floor.py)."""
 
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
 from ..errors import ConfigError
+from .decode_floor import copy_bandwidth, profile_step, step_bytes, time_once
 
 
 SHAPES = {  # name: (hidden, intermediate, q heads, kv heads, vocab)
@@ -40,29 +43,32 @@ def _model(shape: str, layers: int, device):
 
 
 def _time_steps(runner, items, reps: int, cuda: bool) -> float:
-    times = []
-    for i in range(reps + 3):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            runner.decode(items)
-            b.record()
-            torch.cuda.synchronize()
-            dt = a.elapsed_time(b) / 1000
-        else:
-            t = time.perf_counter()
-            runner.decode(items)
-            dt = time.perf_counter() - t
-        if i >= 3:  # warm-up: kernel build, allocator, caches
-            times.append(dt)
-    return statistics.median(times)
+    # the first 3 are warm-up: kernel build, allocator, caches
+    times = [time_once(lambda: runner.decode(items), cuda) for _ in range(reps + 3)]
+    return statistics.median(times[3:])
+
+
+def _breakdown(runner, items, step_ms: float, device) -> dict:
+    """One eager step of the runner's current policy, profiled per kernel category; the
+    host gap is the (graph) step time minus the GPU busy time."""
+    graphs, runner.cuda_graphs = runner.cuda_graphs, False
+    try:
+        out = profile_step(lambda: runner.decode(items), device)
+    finally:
+        runner.cuda_graphs = graphs
+    out["host_gap"] = max(0.0, step_ms - out["gpu_busy"])
+    return out
 
 
 def measure_decode(device: str = "auto", contexts: list[int] | None = None, batches: list[int] | None = None,
                    budget: int = 2048, layers: int = 4, shape: str = "serving", block_size: int = 16,
-                   reps: int = 20, progress=None) -> dict:
-    """Median decode step time, dense and quest, per (context, batch). `progress(row)`
-    sees each row as it is measured. Returns the rows and what they were measured on."""
+                   reps: int = 20, progress=None, candidates: float = 4.0, quant_bits: int = 8,
+                   breakdown: bool = False) -> dict:
+    """Median decode step time, dense, quest and twostage (`candidates` x the budget, keys
+    at `quant_bits`), per (context, batch); dense and quest each beside its floor
+    (bench/decode_floor.py); `breakdown`: also where an eager step's GPU time goes.
+    `progress(row)` sees each row once measured. Returns the rows and what they were
+    measured on."""
     from ..engine.engine import resolve_device
     from ..engine.model_runner import DecodeItem, ModelRunner, PrefillItem
     from ..selection import build_selector
@@ -79,6 +85,7 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
             raise ConfigError(name, f"must be >= 1, got {v}")
     bs = block_size
     model = _model(shape, layers, device)
+    bandwidth = copy_bandwidth(device)
     vocab = model.config.vocab_size
     rows = []
     batches = sorted(set(batches))
@@ -94,37 +101,42 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
         for i in range(nseq):  # one sequence per prefill keeps activation memory bounded
             prompt = torch.randint(0, vocab, (ctx,), generator=gen).tolist()
             runner.prefill([PrefillItem(i, prompt, 0, tables[i])])
-        selectors = {"dense": None, "quest": build_selector("quest", budget=budget, dense_layers=0)}
-        eager = {"quest_eager": build_selector("quest", budget=budget, dense_layers=0),
-                 "twostage": build_selector("twostage", budget=budget, dense_layers=0)}
+        two = dict(budget=budget, dense_layers=0, candidates=candidates, quant_bits=quant_bits)
+        # Twostage last: from its first step on, its key copy is written with the cache,
+        # which the other points must not pay (their graphs were captured without it).
+        plans = [("dense", None, True), ("quest", build_selector("quest", budget=budget, dense_layers=0), True),
+                 ("quest_eager", build_selector("quest", budget=budget, dense_layers=0), False),
+                 ("twostage", build_selector("twostage", **two), True),
+                 ("twostage_eager", build_selector("twostage", **two), False)]
         at = len(rows)
-        for batch in batches:
-            # every timed step writes position `ctx` again: the context stays ctx + 1 tokens
-            items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(batch)]
-            result = {"context": ctx, "batch": batch}
-            for policy, selector in selectors.items():
-                runner.selector = selector
-                result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
-            result["speedup"] = result["dense_ms"] / result["quest_ms"]
-            rows.append(result)
-        # after every dense and quest point: from its first step on, twostage's key copy is
-        # written with the cache, which those points must not pay
+        rows.extend({"context": ctx, "batch": batch} for batch in batches)
         graphs = runner.cuda_graphs
-        runner.cuda_graphs = False
+        for policy, selector, with_graphs in plans:
+            runner.selector = selector
+            runner.cuda_graphs = graphs and with_graphs
+            for result in rows[at:]:
+                # every timed step writes position `ctx` again: the context stays ctx + 1 tokens
+                items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(result["batch"])]
+                step_ms = result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
+                if policy in ("dense", "quest"):   # the floor: the bytes the step must move
+                    moved = step_bytes(runner.model, runner, ctx, result["batch"], policy, budget)
+                    floor_ms = moved["total"] / bandwidth * 1000
+                    result[policy] = {"bytes": moved, "floor_ms": floor_ms, "vs_floor": step_ms / floor_ms}
+                    if breakdown:
+                        result[policy]["breakdown"] = _breakdown(runner, items, step_ms, device)
+        runner.cuda_graphs = graphs
         for result in rows[at:]:
-            items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(result["batch"])]
-            for policy, selector in eager.items():
-                runner.selector = selector
-                result[f"{policy}_ms"] = _time_steps(runner, items, reps, cuda) * 1000
-            result["twostage_vs_quest"] = result["twostage_ms"] / result["quest_eager_ms"]
+            result["speedup"] = result["dense_ms"] / result["quest_ms"]
+            result["twostage_vs_quest"] = result["twostage_ms"] / result["quest_ms"]
             if progress is not None:
                 progress(result)
-        runner.cuda_graphs = graphs
         del runner
         if cuda:
             torch.cuda.empty_cache()
     c = model.config
-    return {"machine": describe(device), "dtype": str(dtype), "layers": layers, "shape": shape,
-            "block_size": bs, "budget": budget, "rows": rows,
+    return {"machine": describe(device), "torch": torch.__version__, "dtype": str(dtype), "layers": layers,
+            "shape": shape, "block_size": bs, "budget": budget, "rows": rows,
+            "copy_bandwidth_gbs": bandwidth / 1e9,
+            "twostage": {"candidates": candidates, "quant_bits": quant_bits},
             "model": {"heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads,
                       "head_dim": c.head_dim, "hidden": c.hidden_size}}

@@ -92,24 +92,30 @@ def run_ours(cfg, model, tok, prompts, max_toks, stream):
     return time.perf_counter() - t0, [outs[i] for i in range(len(prompts))], records
 
 
-# The GUI's engine configuration (quest with statistics and profiling), its peers, and
-# a stream the engine cannot keep up with: our engine alone, one row each.
+# The GUI's engine configuration (quest with statistics and profiling) and its peers,
+# each on the static mixed batch (throughput-bound: what statistics and profiling cost)
+# and on the Poisson stream (latency), and a stream the engine cannot keep up with: our
+# engine alone, one row each. Each configuration's peer is the quest row of its workload.
 SERVING_CASES = (("quest", dict(policy="quest", budget=0.25, dense_layers=2)),
                  ("quest + stats", dict(policy="quest", budget=0.25, dense_layers=2, stats=True)),
                  ("GUI: quest + stats + profile", dict(policy="quest", budget=0.25, dense_layers=2, stats=True,
                                                        profile=True)))
 
 
-def serving_rows(cfg, model, tok, mixed, arrivals, overload: tuple[int, float], seed: int) -> list[BenchRow]:
-    """The selection configurations on the Poisson stream, then `overload` = (requests,
-    rate) of dense serving on a stream that outruns the engine."""
+def serving_rows(cfg, model, tok, mixed, arrivals, overload: tuple[int, float] | None, seed: int) -> list[BenchRow]:
+    """The selection configurations on the static mixed batch and on the Poisson stream,
+    then `overload` = (requests, rate) of dense serving on a stream that outruns the
+    engine (None: left out)."""
     rows = []
     prompts, max_toks = mixed
-    for name, keys in SERVING_CASES:
-        secs, _, recs = run_ours(cfg.replace(**keys), model, tok, prompts, max_toks, arrivals)
-        total = sum(max_toks)
-        rows.append(_with_serving(BenchRow(f"poisson, {name}", "tinyserve", len(prompts), total, secs,
-                                           total / secs), recs))
+    total = sum(max_toks)
+    for workload, stream in (("static", None), ("poisson", arrivals)):
+        for name, keys in SERVING_CASES:
+            secs, _, recs = run_ours(cfg.replace(**keys), model, tok, prompts, max_toks, stream)
+            rows.append(_with_serving(BenchRow(f"{workload}, {name}", "tinyserve", len(prompts), total, secs,
+                                               total / secs), recs))
+    if overload is None:
+        return rows
     n, rate = overload
     prompts, max_toks = _workload(tok, n, max(8, int(np.median([len(p) for p in prompts]))),
                                   max(4, int(np.median(max_toks))), seed, True)
@@ -119,6 +125,19 @@ def serving_rows(cfg, model, tok, mixed, arrivals, overload: tuple[int, float], 
     rows.append(_with_serving(BenchRow(f"overload: {n} at {rate:g}/s", "tinyserve", n, total, secs,
                                        total / secs), recs))
     return rows
+
+
+def cost_vs_quest(rows: list[BenchRow]) -> dict[str, float]:
+    """scenario -> how many times longer a serving configuration took than plain quest on
+    the same workload (1.15 = 15% slower), for the rows that have that peer."""
+    by_name = {r.scenario: r for r in rows if r.system == "tinyserve"}
+    out = {}
+    for r in by_name.values():
+        workload, _, name = r.scenario.partition(", ")
+        peer = by_name.get(f"{workload}, quest")
+        if peer is not None and name in dict(SERVING_CASES):
+            out[r.scenario] = r.seconds / peer.seconds
+    return out
 
 
 def _workload(tokenizer, n: int, length: int, max_tokens: int, seed: int, mixed: bool):
@@ -171,16 +190,18 @@ class EngineBench:
 
     def to_json(self) -> dict:
         return {"machine": self.machine, "device": self.device, "dtype": self.dtype,
-                "model": self.model, "rows": [asdict(r) for r in self.rows]}
+                "model": self.model, "rows": [asdict(r) for r in self.rows],
+                "cost_vs_quest": cost_vs_quest(self.rows)}
 
 
 def compare_with_hf(model: str | None = None, device: str = "auto", requests: int = 16, prompt_len: int = 128,
                     max_tokens: int = 64, rate: float = 8.0, seed: int = 0,
-                    overload: tuple[int, float] | None = (256, 1000.0)) -> EngineBench:
+                    overload: tuple[int, float] | None = (256, 1000.0), peer: bool = True) -> EngineBench:
     """Both systems on a static uniform batch, a static mixed batch and a Poisson stream;
     two rows per scenario (ours, then HF). Then our engine alone (serving_rows): the GUI
-    configuration and its peers on the stream, and `overload` = (requests, rate) (None:
-    left out)."""
+    configuration and its peers on the static mixed batch and on the stream, and
+    `overload` = (requests, rate) (None: left out). `peer` False: our engine's rows only
+    (no HF model is loaded)."""
     from ..engine.config import EngineConfig
     from ..engine.engine import Engine, resolve_device, resolve_dtype
     from ..model.loader import default_model_dir
@@ -211,7 +232,7 @@ def compare_with_hf(model: str | None = None, device: str = "auto", requests: in
         enable_prefix_caching=False))
     engine = Engine(cfg)
     tok = engine.tokenizer
-    hf = _hf_model(model_dir, device, dtype)
+    hf = _hf_model(model_dir, device, dtype) if peer else None
     pad = tok.eos_token_id if tok.eos_token_id is not None else 0
     uniform = _workload(tok, requests, prompt_len, max_tokens, seed, False)
     mixed = _workload(tok, requests, prompt_len, max_tokens, seed, True)
@@ -221,8 +242,9 @@ def compare_with_hf(model: str | None = None, device: str = "auto", requests: in
              (f"poisson {rate:g}/s, mixed", mixed, arrivals)]
     model_ = engine.model
     run_ours(cfg, model_, tok, uniform[0][:2], [4, 4], None)  # warm-up: first-call allocations, kernel build
-    hf_run(uniform[0][:2], [4, 4], None)
-    for scenario, (prompts, max_toks), stream in cases:
+    if peer:
+        hf_run(uniform[0][:2], [4, 4], None)
+    for scenario, (prompts, max_toks), stream in cases if peer else ():
         total = sum(max_toks)
         t_ours, out_ours, recs = run_ours(cfg, model_, tok, prompts, max_toks, stream)
         t_hf, out_hf = hf_run(prompts, max_toks, stream)
@@ -231,7 +253,6 @@ def compare_with_hf(model: str | None = None, device: str = "auto", requests: in
         rows.append(_with_serving(BenchRow(scenario, "tinyserve", len(prompts), total, t_ours, total / t_ours,
                                            match, share, first), recs))
         rows.append(BenchRow(scenario, "hf generate", len(prompts), total, t_hf, total / t_hf, match, share, first))
-    if overload is not None:
-        rows += serving_rows(cfg, model_, tok, mixed, arrivals, overload, seed)
+    rows += serving_rows(cfg, model_, tok, mixed, arrivals, overload, seed)
 
     return EngineBench(describe(device), device.type, str(dtype), model_dir, rows)

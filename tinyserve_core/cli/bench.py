@@ -63,6 +63,8 @@ def _add_engine(sub) -> None:
     p.add_argument("--overload-rate", type=float, default=1000.0, help="its arrivals per second")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for both systems (None: torch's choice)")
+    p.add_argument("--no-peer", action="store_true",
+                   help="our engine's rows only (the serving configurations and the overload), no HF")
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run_engine)
 
@@ -84,7 +86,7 @@ def run_engine(args) -> int:
                           "must be >= 0 requests at a rate > 0")
     overload = (args.overload_requests, args.overload_rate) if args.overload_requests else None
     res = compare_with_hf(args.model, args.device, args.requests, args.prompt_len, args.max_tokens,
-                          args.rate, args.seed, overload)
+                          args.rate, args.seed, overload, peer=not args.no_peer)
     print(f"\nengine benchmark on {res.machine}; model {res.model}; {args.requests} requests; "
           f"uniform = {args.prompt_len} prompt + {args.max_tokens} generated tokens each, mixed = "
           f"lognormal lengths up to 4x that; greedy, EOS ignored, {res.dtype}")
@@ -97,20 +99,24 @@ def run_engine(args) -> int:
 
 def format_engine_rows(rows) -> str:
     """The side-by-side scenarios (ours, then HF: speed-up, identical outputs, mean
-    first difference), then every row of ours with latencies, host ms/step and GPU busy."""
+    first difference), then every row of ours with latencies, host ms/step, GPU busy and
+    (serving configurations) its time against plain quest on the same workload."""
+    from ..bench.engine import cost_vs_quest
     f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    out = [f"{'scenario':<38} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} "
-           f"{'identical':>9} {'1st diff':>8}"]
+    cost = cost_vs_quest(rows)
     peers = [(a, b) for a, b in zip(rows, rows[1:]) if a.system == "tinyserve" and b.system != "tinyserve"]
+    out = [f"{'scenario':<38} {'system':<12} {'seconds':>8} {'tok/s':>9} {'speed-up':>8} "
+           f"{'identical':>9} {'1st diff':>8}"] if peers else []
     for a, b in peers:
         for r in (a, b):
             speed = f"{a.tokens_per_s / b.tokens_per_s:.2f}x" if r is a else ""
             out.append(f"{r.scenario:<38} {r.system:<12} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {speed:>8} "
                        f"{f(None if r.identical_share is None else 100 * r.identical_share, '.0f') + '%':>9} "
                        f"{f(r.first_diff_mean, '.1f'):>8}")
-    out.append("")
+    if peers:
+        out.append("")
     out.append(f"{'tinyserve scenario':<38} {'tok/s':>9} {'TTFT p50/p99 ms':>17} {'TPOT p50/p99 ms':>17} "
-               f"{'host ms/step':>12} {'GPU busy':>8}")
+               f"{'host ms/step':>12} {'GPU busy':>8} {'vs quest':>8}")
     for r in rows:
         if r.serving is None:
             continue
@@ -118,7 +124,8 @@ def format_engine_rows(rows) -> str:
         out.append(f"{r.scenario:<38} {r.tokens_per_s:>9.1f} "
                    f"{f(v['ttft_p50_ms'], '.1f') + ' / ' + f(v['ttft_p99_ms'], '.1f'):>17} "
                    f"{f(v['tpot_p50_ms'], '.2f') + ' / ' + f(v['tpot_p99_ms'], '.2f'):>17} "
-                   f"{f(v['host_ms_per_step'], '.3f'):>12} {f(v['device_busy_pct'], '.0f') + '%':>8}")
+                   f"{f(v['host_ms_per_step'], '.3f'):>12} {f(v['device_busy_pct'], '.0f') + '%':>8} "
+                   f"{f(cost.get(r.scenario), '.2f') + 'x' if r.scenario in cost else '':>8}")
     return "\n".join(out)
 
 
@@ -135,22 +142,32 @@ def _add_kernels(sub) -> None:
     p.add_argument("--no-peers", action="store_true", help="skip FlashInfer and SDPA")
     p.add_argument("--report", default=None, metavar="JSON",
                    help="print the tables of an earlier run's JSON (no GPU needed)")
-    p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc"), action="append",
-                   help="run only these sections (repeatable; None: all)")
+    p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc", "fp8"), action="append",
+                   help="run only these sections (repeatable; None: all but fp8, the FP8 KV-cache rows)")
     p.set_defaults(func=run_kernels)
+
+
+def _kernels_report(res: dict) -> str:
+    from ..bench.kernels import report
+
+    if not res.get("fp8"):
+        return report(res)
+    from ..bench.kernels_fp8 import report_fp8
+
+    return report(res) + "\n" + report_fp8(res["fp8"], res["copy_bw_gbps"])
 
 
 def run_kernels(args) -> int:
     import torch
 
-    from ..bench.kernels import measure_kernels, report
+    from ..bench.kernels import measure_kernels
 
     if args.report:
         from ..loaders import MiB, FileContext, load_json
 
         res = load_json(args.report, max_bytes=64 * MiB, field="report")
         try:
-            text = report(res)
+            text = _kernels_report(res)
         except (KeyError, TypeError, AttributeError, IndexError) as e:
             raise FileContext(args.report).error("report", f"not a bench-kernels JSON file ({e!r})") from None
         print(text)
@@ -162,10 +179,14 @@ def run_kernels(args) -> int:
         check_writable(args.json, "--json")
     from tqdm import tqdm
 
+    progress = lambda it, desc: tqdm(it, desc=desc, file=sys.stderr)  # noqa: E731
     res = measure_kernels(args.reps, args.quick, not args.no_peers, args.only,
-                          log=lambda line: print(line, flush=True),
-                          progress=lambda it, desc: tqdm(it, desc=desc, file=sys.stderr))
-    print(report(res))
+                          log=lambda line: print(line, flush=True), progress=progress)
+    if args.only and "fp8" in args.only:  # the FP8 KV-cache rows: only when asked for
+        from ..bench.kernels_fp8 import measure_fp8
+
+        res["fp8"] = measure_fp8(args.reps, res["copy_bw_gbps"], args.quick, progress)
+    print(_kernels_report(res))
     return _write_results(args, res)
 
 
@@ -186,35 +207,43 @@ def _add_decode(sub) -> None:
                    help="model shape: serving = GQA 32/8, head_dim 128; tiny = a quick CPU check")
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.add_argument("--reps", type=int, default=20, help="timed decode steps per point (median)")
+    p.add_argument("--candidates", type=float, default=4.0, help="twostage: stage-1 candidates per budget page")
+    p.add_argument("--quant-bits", type=int, default=8, choices=(8, 4), help="twostage: bits of its key copy")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also profile one eager step per point: GEMM, attention, selection, elementwise, host gap")
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=run_decode)
 
 
 def run_decode(args) -> int:
     from ..bench.decode import measure_decode
+    from ..bench.decode_floor import floor_table as decode_floor_table
 
     if args.json:
         check_writable(args.json, "--json")
     def progress(r):
         print(f"  ctx {r['context']:>6} batch {r['batch']:>3}: dense {r['dense_ms']:.2f} ms, "
-              f"quest {r['quest_ms']:.2f} ms, twostage {r['twostage_ms']:.2f} ms (eager)", file=sys.stderr)
+              f"quest {r['quest_ms']:.2f} ms, twostage {r['twostage_ms']:.2f} ms", file=sys.stderr)
 
     res = measure_decode(args.device, args.context, args.batch, args.budget, args.layers, args.shape,
-                         args.block_size, args.reps, progress)
+                         args.block_size, args.reps, progress, args.candidates, args.quant_bits, args.breakdown)
     m = res["model"]
     print(f"\ndecode step, {args.layers}-layer Llama (GQA {m['heads']}/{m['kv_heads']}, "
           f"head_dim {m['head_dim']}, hidden {m['hidden']}), "
           f"{res['dtype']}, block {res['block_size']}, quest budget {args.budget} tokens (all layers), "
           f"on {res['machine']}")
-    print("twostage: candidates 4x the budget, int8 keys, eager; its peer is quest eager, same pages")
-    print(f"{'context':>8} {'batch':>6} {'dense ms':>9} {'quest ms':>9} {'speed-up':>9} "
-          f"{'quest eager':>12} {'twostage':>9} {'ratio':>6}")
+    print(f"twostage: candidates {args.candidates:g}x the budget, int{args.quant_bits} keys, same pages as quest; "
+          "ratio = twostage / quest, both replayed from CUDA graphs on a GPU (eager columns beside)")
+    print(f"{'context':>8} {'batch':>6} {'dense ms':>9} {'quest ms':>9} {'speed-up':>9} {'twostage':>9} "
+          f"{'ratio':>6} {'quest eager':>12} {'two eager':>10}")
     for r in res["rows"]:
         print(f"{r['context']:>8} {r['batch']:>6} {r['dense_ms']:>9.2f} {r['quest_ms']:>9.2f} "
-              f"{r['speedup']:>8.2f}x {r['quest_eager_ms']:>12.2f} {r['twostage_ms']:>9.2f} "
-              f"{r['twostage_vs_quest']:>5.2f}x")
+              f"{r['speedup']:>8.2f}x {r['twostage_ms']:>9.2f} {r['twostage_vs_quest']:>5.2f}x "
+              f"{r['quest_eager_ms']:>12.2f} {r['twostage_eager_ms']:>10.2f}")
+    print(decode_floor_table(res, args.breakdown))
     if args.json:
-        keys = ("machine", "dtype", "layers", "shape", "block_size", "budget", "rows")
+        keys = ("machine", "torch", "dtype", "layers", "shape", "block_size", "budget", "copy_bandwidth_gbs",
+                "twostage", "rows")
         write_json(args.json, {k: res[k] for k in keys}, "--json")
     return 0
 

@@ -125,6 +125,9 @@ def _add_selection(sub) -> None:
                    help="pass-key prompt lengths, comma list (None: 1024,2048; quick 1024)")
     p.add_argument("--decode-json", default=None,
                    help="a `tinyserve bench decode --json` result: its 32K-context step times join the table")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="evaluate nothing: join the --json results of runs split by --block-sizes (e.g. "
+                        "side by side on one GPU) and report them as one run")
     p.add_argument("--top-p", default=None,
                    help="mass targets of adaptive, twostage (besides its fixed form) and oracle_p, "
                         "comma list (None: 0.95,0.99; quick 0.99)")
@@ -177,27 +180,14 @@ def spec_from_args(args):
     return spec.validate()
 
 
-def run_selection(args) -> int:
+def _evaluate(args, spec):
+    """Run the evaluation: (spec, results, model folder, text source, wall seconds, run info)."""
     import torch
 
-    from ..errors import ConfigError, TinyServeError
-    from ..eval.selection import (DTYPES, attach_decode_times, check_targets, evaluate, heldout_tokens, machine,
-                                  markdown_table, tier_table, write_plots)
+    from ..errors import ConfigError
+    from ..eval.selection import DTYPES, evaluate, heldout_tokens, machine
     from ..model.loader import default_model_dir, load_model
 
-    spec = spec_from_args(args)
-    if args.quick:  # the README's promise: a quick run leaves its JSON and plots behind
-        args.json = args.json or QUICK_JSON
-        args.plots = args.plots or QUICK_PLOTS
-    for flag in ("json", "md"):
-        if getattr(args, flag):
-            check_writable(getattr(args, flag), f"--{flag}", make_parents=True)
-    bench = None
-    if args.decode_json:
-        from ..loaders import load_json
-        bench = load_json(args.decode_json, max_bytes=1 << 22, field="--decode-json")
-        if not isinstance(bench, dict) or not isinstance(bench.get("rows"), list):
-            raise ConfigError("--decode-json", f"{args.decode_json} is not a `tinyserve bench decode --json` result")
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError("--threads", f"must be >= 1, got {args.threads}")
@@ -213,6 +203,36 @@ def run_selection(args) -> int:
     t0 = time.perf_counter()
     results = evaluate(model, tok, tokens, spec, device=device, dtype=dtype)
     wall = time.perf_counter() - t0
+    return spec, results, model_dir, source, wall, {"machine": machine(device), "device": device,
+                                                     "dtype": args.dtype, "torch": torch.__version__}
+
+
+def run_selection(args) -> int:
+    from ..errors import ConfigError, TinyServeError
+    from ..eval.selection import attach_decode_times, check_targets, markdown_table, tier_table, write_plots
+
+    spec = spec_from_args(args)
+    if args.quick:  # the README's promise: a quick run leaves its JSON and plots behind
+        args.json = args.json or QUICK_JSON
+        args.plots = args.plots or QUICK_PLOTS
+    for flag in ("json", "md"):
+        if getattr(args, flag):
+            check_writable(getattr(args, flag), f"--{flag}", make_parents=True)
+    bench = None
+    if args.decode_json:
+        from ..loaders import load_json
+        bench = load_json(args.decode_json, max_bytes=1 << 22, field="--decode-json")
+        if not isinstance(bench, dict) or not isinstance(bench.get("rows"), list):
+            raise ConfigError("--decode-json", f"{args.decode_json} is not a `tinyserve bench decode --json` result")
+    if args.merge:
+        if args.quick:
+            raise ConfigError("--merge", "joins full runs; --quick runs are never judged")
+        from ..eval.selection.merge import merge_results
+        spec, results, merged = merge_results(args.merge)
+        model_dir, source, wall = Path(merged["model"] or "?"), merged["text_source"], merged["wall_s"]
+        run_info = {k: merged[k] for k in ("machine", "device", "dtype", "torch", "merged_from", "part_wall_s")}
+    else:
+        spec, results, model_dir, source, wall, run_info = _evaluate(args, spec)
     timing = (attach_decode_times(results, bench) if bench is not None
               else "GPU decode step at 32K: not measured here (pass --decode-json from `tinyserve bench decode`)")
     # a quick run's handful of samples judges nothing: it says so instead of met / MISSED
@@ -229,9 +249,8 @@ def run_selection(args) -> int:
     for v in verdicts:
         met = {True: "met", False: "MISSED", None: "reported"}[v["met"]]
         print(f"- {v['target']} (block {v['block_size']}): {met}: {json.dumps(v['value'])}")
-    info = {"model": str(model_dir), "machine": machine(device), "device": device, "dtype": args.dtype,
-            "text_source": source, "decode_timing": timing, "verdict": quick_note,
-            "spec": asdict(spec), "wall_s": wall, "torch": torch.__version__}
+    info = {"model": str(model_dir), **run_info, "text_source": source, "decode_timing": timing,
+            "verdict": quick_note, "spec": asdict(spec), "wall_s": wall}
     # each output on its own: one that fails at the end costs only itself
     failed: list[str] = []
 
@@ -259,7 +278,10 @@ def run_selection(args) -> int:
                  f"{'policy default' if spec.sink_pages is None else spec.sink_pages}; top_p "
                  f"{', '.join(f'{p:g}' for p in spec.top_ps)} "
                  f"(adaptive, twostage p=, oracle_p; a budget is their cap). "
-                 f"Wall time {wall:.0f} s.", "", timing + ".", "", table, ""]
+                 f"Wall time {wall:.0f} s"
+                 + (f" (the longest of {len(run_info['part_wall_s'])} parts run by block size: "
+                    f"{', '.join(f'{w:.0f}' for w in run_info['part_wall_s'])} s)." if args.merge else "."),
+                 "", timing + ".", "", table, ""]
         if tiers:
             lines += ["## Two-tier page cache", "",
                       "Each run's selections (union over kv-heads per sequence and layer) replayed through a "

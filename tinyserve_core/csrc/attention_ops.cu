@@ -8,6 +8,7 @@
 
 #include "kernels/page_scores.cuh"
 #include "kernels/paged_attention.cuh"
+#include "kernels/paged_attention_fp8.cuh"
 #include "ops.h"
 
 namespace tinyserve {
@@ -124,6 +125,20 @@ void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
     launch_pdl(decode_merge_kernel<T, D>, dim3(p.num_q_heads, batch), D / 4, 0, stream, p);
 }
 
+// The FP8-cache variant: fp16 queries and outputs, the pages' scales beside the cache.
+template <int D>
+void launch_decode_fp8(const DecodeParams& p, const float* scales, int batch, cudaStream_t stream) {
+  static auto kern = [] {
+    auto k = paged_decode_fp8_kernel<D>;
+    TS_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, fp8_decode_smem_bytes<D>()));
+    return k;
+  }();
+  const Fp8DecodeParams fp{p, scales};
+  launch_pdl(kern, dim3(p.num_splits, p.num_kv_heads, batch), kDecodeWarps * 32, fp8_decode_smem_bytes<D>(), stream, fp);
+  if (p.num_splits > 1)
+    launch_pdl(decode_merge_kernel<__half, D>, dim3(p.num_q_heads, batch), D / 4, 0, stream, p);
+}
+
 template <typename T, int D>
 int splits_for(int64_t units, int64_t max_tokens) {
   return plan_splits(units, max_tokens, sm_count() * decode_ctas_per_sm<T, D>());
@@ -158,7 +173,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,
                                      const torch::Tensor& seq_lens, double scale,
                                      const std::optional<torch::Tensor>& page_indices,
-                                     int64_t num_splits) {
+                                     int64_t num_splits, const std::optional<torch::Tensor>& kv_scales) {
   TS_CHECK_CUDA(query);
   TS_CHECK_CUDA(k_cache);
   TS_CHECK_CUDA(v_cache);
@@ -169,8 +184,19 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
   TS_CHECK_CONTIG(seq_lens);
   TORCH_CHECK(query.dim() == 3 && k_cache.dim() == 4, "query [B,Hq,D], k_cache [NB,BS,Hkv,D]");
   TORCH_CHECK(k_cache.sizes() == v_cache.sizes(), "k_cache and v_cache shapes differ");
-  TORCH_CHECK(query.scalar_type() == k_cache.scalar_type() && k_cache.scalar_type() == v_cache.scalar_type(),
-              "query, k_cache and v_cache must share a dtype");
+  // An FP8 (e4m3) cache comes with its pages' scales [NB, 2, Hkv] and fp16 queries.
+  const bool fp8 = k_cache.scalar_type() == at::kFloat8_e4m3fn;
+  TORCH_CHECK(k_cache.scalar_type() == v_cache.scalar_type(), "k_cache and v_cache must share a dtype");
+  TORCH_CHECK(fp8 ? query.scalar_type() == torch::kHalf : query.scalar_type() == k_cache.scalar_type(),
+              "query must have the cache dtype (fp16 for an FP8 cache)");
+  TORCH_CHECK(fp8 == kv_scales.has_value(), "kv_scales go with an FP8 cache, and only with one");
+  if (fp8) {
+    const auto& s = *kv_scales;
+    TS_CHECK_CUDA(s);
+    TS_CHECK_CONTIG(s);
+    TORCH_CHECK(s.scalar_type() == torch::kFloat32 && s.dim() == 3 && s.size(0) == k_cache.size(0) &&
+                    s.size(1) == 2 && s.size(2) == k_cache.size(2), "kv_scales must be float32 [NB, 2, Hkv]");
+  }
   TORCH_CHECK(block_tables.scalar_type() == torch::kInt32 && seq_lens.scalar_type() == torch::kInt32,
               "block_tables and seq_lens must be int32");
   const int B = query.size(0), Hq = query.size(1), D = query.size(2);
@@ -217,7 +243,11 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     p.part_lse = part_lse.data_ptr<float>();
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (half) {
+  if (fp8) {
+    const float* scales = kv_scales->data_ptr<float>();
+    if (D == 64) launch_decode_fp8<64>(p, scales, B, stream);
+    else launch_decode_fp8<128>(p, scales, B, stream);
+  } else if (half) {
     if (D == 64) launch_decode<__half, 64>(p, B, stream);
     else launch_decode<__half, 128>(p, B, stream);
   } else {

@@ -11,7 +11,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &tinyserve::paged_decode_attention, pybind11::arg("query"),
         pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("block_tables"),
         pybind11::arg("seq_lens"), pybind11::arg("scale"), pybind11::arg("page_indices"),
-        pybind11::arg("num_splits") = 0);
+        pybind11::arg("num_splits") = 0, pybind11::arg("kv_scales") = pybind11::none());
   m.def("decode_num_splits", &tinyserve::decode_num_splits);
   m.def("set_tuning", &tinyserve::set_tuning, "the per-device launch policy (kernels/tuning.py)",
         pybind11::arg("split_min_tiles"), pybind11::arg("split_cost"), pybind11::arg("max_splits"),
@@ -30,6 +30,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fused_sparse_decode", &tinyserve::fused_sparse_decode);
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
+  m.def("reshape_and_cache_fp8", &tinyserve::reshape_and_cache_fp8);
   m.def("quantize_keys", &tinyserve::quantize_keys);
   m.def("page_estimates", &tinyserve::page_estimates);
+  m.def("estimate_page_lse", &tinyserve::estimate_page_lse);
+  m.def("twostage_candidates", &tinyserve::twostage_candidates);
+  m.def("twostage_keep", &tinyserve::twostage_keep);
+  m.def("rms_norm", &tinyserve::rms_norm);
+  m.def("rotary_embedding", &tinyserve::rotary_embedding);
+  m.def("silu_and_mul", &tinyserve::silu_and_mul);
+  m.def("skinny_gemm", &tinyserve::skinny_gemm);
 }

@@ -17,7 +17,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,
                                      const torch::Tensor& seq_lens, double scale,
                                      const std::optional<torch::Tensor>& page_indices,
-                                     int64_t num_splits);
+                                     int64_t num_splits, const std::optional<torch::Tensor>& kv_scales);
 
 int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim);
 
@@ -47,6 +47,10 @@ void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor&
 
 torch::Tensor allocate_blocks(torch::Tensor& refcounts, int64_t num);
 
+// fp8_ops.cu: writes into an FP8 (e4m3) cache with per-(page, kv-head) scales
+void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
+                           torch::Tensor& v_cache, torch::Tensor& kv_scales, const torch::Tensor& slot_mapping);
+
 // quant_ops.cu: the twostage selector's quantised key copy
 void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torch::Tensor& qkeys,
                    const torch::Tensor& slot_mapping, int64_t bits);
@@ -54,6 +58,30 @@ void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torc
 torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qkeys, const torch::Tensor& meta,
                              const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
                              const torch::Tensor& candidates, double scale, int64_t bits);
+
+// twostage_ops.cu: the twostage selector's fused estimate and selections
+torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor& qkeys, const torch::Tensor& meta,
+                                const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
+                                const torch::Tensor& candidates, double scale, int64_t bits);
+
+torch::Tensor twostage_candidates(const torch::Tensor& scores, const torch::Tensor& seq_lens,
+                                  const torch::Tensor& budget, int64_t block_size, double multiple, double top_p,
+                                  int64_t sink_pages, int64_t width);
+
+std::vector<torch::Tensor> twostage_keep(const torch::Tensor& lse, const torch::Tensor& candidates,
+                                         const torch::Tensor& seq_lens, const torch::Tensor& budget,
+                                         int64_t block_size, double top_p, int64_t sink_pages, int64_t width);
+
+// fused_ops.cu: fused elementwise steps of a decoder layer (kernels/fused_reference.py)
+std::vector<torch::Tensor> rms_norm(const torch::Tensor& x, const std::optional<torch::Tensor>& delta,
+                                    const torch::Tensor& weight, double eps);
+
+void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& positions,
+                      const torch::Tensor& inv_freq);
+
+torch::Tensor silu_and_mul(const torch::Tensor& gate_up);
+
+torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, const std::optional<torch::Tensor>& bias);
 
 }  // namespace tinyserve
 

@@ -2,9 +2,9 @@
 
 A decode step of a small model is a few hundred short kernels launched from Python; on a
 GPU the launches, not the math, set its time. The step is captured once per (batch bucket,
-block-table width bucket, selection policy and parameters) into a CUDA graph over static
-input buffers and replayed: one graph launch per step. Rows past the real batch are
-padding: cache slot -1 (nothing written), a one-token context in block 0, logits dropped.
+selection policy and parameters, and with selection the block-table width bucket) into a CUDA graph over static input buffers and
+replayed: one graph launch per step. Rows past the real batch are padding: cache slot -1
+(nothing written), a one-token context, logits dropped.
 
 A policy whose decisions are made on the GPU (dense, quest, adaptive, streaming) is
 captured with the step, and so are its statistics and tier bookkeeping (device work whose
@@ -30,54 +30,69 @@ def _width_bucket(m: int) -> int:
     return max(16, 1 << (m - 1).bit_length())
 
 
+def _selection_width(m: int, max_pages: int) -> int:
+    """The table width a step with selection is captured at: the least of 2^k and
+    1.5 * 2^k (at least 16) that holds `m` pages, so the page axis that selection works
+    over is at most 1.5x the batch's widest table (twice as many widths as powers of two)."""
+    p = _width_bucket(m)
+    w = p * 3 // 4 if p >= 32 and p * 3 // 4 >= m else p
+    return min(max_pages, w)
+
+
 class DecodeGraphs:
-    """Captured decode steps of one ModelRunner (its model and KV cache)."""
+    """Captured decode steps of one ModelRunner (its model, KV cache and DecodeInputs).
+
+    A graph's inputs are one static int64 buffer [4, Bb] (token ids, positions, cache
+    slots, block-table rows) and the device copy of the runner's block-table rows: the
+    step's block table is gathered from those rows inside the graph, so a replay needs
+    one small host-to-device copy. Rows past the real batch are padding: cache slot -1
+    (nothing written), a one-token context, logits dropped."""
 
     MAX_GRAPHS = 64  # then every graph is dropped and captures start over in a fresh pool
 
-    def __init__(self, model, kv, device: torch.device, max_pages: int = 16):
-        self.model, self.kv, self.device = model, kv, device
-        # One table width for every context up to the model's longest: fewer captures (the
-        # kernels bound their work by the context lengths, not by the table width).
-        self.min_width = _width_bucket(max(1, max_pages))
+    def __init__(self, model, kv, device: torch.device, inputs):
+        self.model, self.kv, self.device, self.inputs = model, kv, device, inputs
         self.pool = torch.cuda.graph_pool_handle()
         self._graphs: dict[tuple, tuple] = {}
         self._failed: set[tuple] = set()
+        self._generation = inputs.tables_rows.generation
 
-    def run(self, inputs, args, sel_key, selector, timer=None, span=None) -> torch.Tensor | None:
-        """float32 logits [B, V] of one decode step from a replay, or None when this step
-        must run eagerly (batch above the largest bucket, a capture that failed).
-        `inputs`: the runner's DecodeInputs (persistent pinned staging); `args`: (seq_ids,
-        block tables, token ids, positions). `sel_key`: the runner's selection key (the
-        policy, its parameters and its bookkeeping are baked into a graph, so they are
-        part of its key). `timer` (profiling, an OpTimer): the replay is timed as a whole,
-        "total" (CUDA events around it; the kernels inside a graph cannot be timed one by
-        one)."""
-        seq_ids, tables = args[0], args[1]
-        B = len(seq_ids)
+    def run(self, items, sel_key, selector, timer=None, span=None, check=None) -> torch.Tensor | None:
+        """float32 logits [B, V] of one decode step of `items` (DecodeItems) from a
+        replay, or None when this step must run eagerly (batch above the largest bucket,
+        a capture that failed). `sel_key`: the runner's selection key (the policy, its
+        parameters and its bookkeeping are baked into a graph, so they are part of its
+        key). `timer` (profiling, an OpTimer): the replay is timed as a whole, "total"
+        (CUDA events around it; the kernels inside a graph cannot be timed one by one).
+        `check`: vets each block table (DecodeInputs.stage)."""
+        B = len(items)
         Bb = _batch_bucket(B)
         if Bb is None:
             return None
-        key = (sel_key, Bb, max(self.min_width, _width_bucket(max(len(t) for t in tables))))
+        max_pages = self.inputs.tables_rows.max_pages
+        # Attention bounds its work by the context lengths, so without selection one
+        # table width serves every context (one graph per batch bucket). Selection
+        # sizes its page axis by the table width, so it gets the batch's width bucket.
+        W = max_pages if selector is None else _selection_width(
+            max(len(it.block_table) for it in items), max_pages)
+        key = (sel_key, Bb, W)
         if key in self._failed:
             return None
+        ints = self.inputs.stage(items, padded=Bb, check=check)
+        if self.inputs.tables_rows.generation != self._generation:
+            self._drop_all()   # the block-table rows the graphs gather from were reallocated
+            self._generation = self.inputs.tables_rows.generation
         entry = self._graphs.get(key)
         if entry is None:
             if len(self._graphs) >= self.MAX_GRAPHS:
-                # A pool whose graphs are all gone must not be captured into again.
-                self._graphs.clear()
-                self.pool = torch.cuda.graph_pool_handle()
+                self._drop_all()
             entry = self._capture(key, selector)
             if entry is None:
                 return None
-        graph, rows, table, logits, recorded = entry
-        # Two asynchronous copies from pinned staging; padding rows: token 0 at position 0
-        # (a one-token context), cache slot -1 (nothing written), block 0.
-        ints, tab = inputs.build(*args, padded=Bb, width=table.shape[1])
+        graph, rows, logits, recorded = entry
         if span is not None:
-            span.start()   # the device work of the step begins with these copies
+            span.start()   # the device work of the step begins with this copy
         rows.copy_(ints, non_blocking=True)
-        table.copy_(tab, non_blocking=True)
         with timer("total") if timer is not None else contextlib.nullcontext():
             graph.replay()
         if recorded:
@@ -85,28 +100,34 @@ class DecodeGraphs:
         return logits[:B].to(torch.float32, copy=True)  # the static buffer is reused next step
 
     def capture_all(self, max_batch: int, sel_key, selector) -> int:
-        """Capture every batch bucket up to `max_batch` at the default table width now (an
-        engine does it at start-up, so no request waits for a capture); returns how many."""
+        """Capture every batch bucket up to `max_batch` at the widest table (valid for
+        any context) now (an engine does it at start-up, so no request waits for a
+        capture); returns how many."""
         top = _batch_bucket(max_batch) or BATCH_BUCKETS[-1]
         n = 0
         for Bb in BATCH_BUCKETS:
             if Bb > top:
                 break
-            key = (sel_key, Bb, self.min_width)
+            key = (sel_key, Bb, self.inputs.tables_rows.max_pages)
             if key not in self._graphs and key not in self._failed:
                 n += self._capture(key, selector) is not None
         return n
 
+    def _drop_all(self) -> None:
+        # A pool whose graphs are all gone must not be captured into again.
+        self._graphs.clear()
+        self.pool = torch.cuda.graph_pool_handle()
+
     def _capture(self, key: tuple, selector):
         from ..model.llama import PagedBatch
-        _, Bb, Mb = key
-        rows = torch.zeros(3, Bb, dtype=torch.int64, device=self.device)  # token ids, positions, slots
+        _, Bb, W = key
+        rows = torch.zeros(4, Bb, dtype=torch.int64, device=self.device)  # token ids, positions, slots, table rows
         rows[2].fill_(-1)
-        table = torch.zeros(Bb, Mb, dtype=torch.int32, device=self.device)
+        inputs = self.inputs
 
         def step():
-            ids, pos, slots = rows
-            batch = PagedBatch(is_prefill=False, slot_mapping=slots, block_tables=table,
+            ids, pos, slots, table_rows = rows
+            batch = PagedBatch(is_prefill=False, slot_mapping=slots, block_tables=inputs.table(table_rows, W),
                                seq_lens=(pos + 1).to(torch.int32), seq_ids=list(range(Bb)), selector=selector)
             return self.model.forward_paged(ids, pos, batch, self.kv)
 
@@ -125,8 +146,7 @@ class DecodeGraphs:
         except RuntimeError as exc:
             take()
             self._failed.add(key)
-            print(f"tinyserve: decode step (batch {Bb}, {Mb} pages) runs without a CUDA graph: {exc}",
-                  file=sys.stderr)
+            print(f"tinyserve: decode step (batch {Bb}, {W} pages) runs without a CUDA graph: {exc}", file=sys.stderr)
             return None
-        self._graphs[key] = (graph, rows, table, logits, recorded)
+        self._graphs[key] = (graph, rows, logits, recorded)
         return self._graphs[key]

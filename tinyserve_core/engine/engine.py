@@ -94,7 +94,7 @@ class Engine:
     # -- selection -------------------------------------------------------------------
     def _build_selector(self, cfg: EngineConfig):
         from ..selection import build_selector
-        return build_selector(sink=self.sink, **cfg.selection.selector_params())
+        return build_selector(**cfg.selection.selector_params())
 
     # -- requests --------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -194,7 +194,9 @@ class Engine:
             self._forget(seq.seq_id)
         span = DeviceSpan(self.device)   # started by the runner once the inputs are staged
         out = self._run(batch, span)
+        span.pause()                        # host work: counted as the host's on any device
         summaries = self.selector.collect(keep_newest=True)
+        span.resume()
         tokens, children = self._sample(batch, out.logits)
         span.stop()
         out.finish()                        # graph timing events, read after sampling's sync
@@ -218,7 +220,7 @@ class Engine:
 
     def _run(self, batch: ScheduleResult, span: DeviceSpan | None = None) -> RunnerOutput:
         """Copy-on-write copies, then one forward over the scheduled sequences."""
-        from .model_runner import DecodeItem, PrefillItem, RunnerOutput
+        from .model_runner import PrefillItem, RunnerOutput
 
         seqs = batch.seqs
         if not seqs:
@@ -228,12 +230,15 @@ class Engine:
         if batch.cow_pairs:
             self.runner.copy_blocks(batch.cow_pairs)
             self.num_cow_copies += len(batch.cow_pairs)
-        table = self.block_manager.block_table
         if batch.is_prefill:
+            table = self.block_manager.block_table
             return self.runner.prefill([PrefillItem(s.seq_id, s.token_ids, s.num_computed_tokens,
                                                     table(s.seq_id)) for s in seqs], span)
-        return self.runner.decode([DecodeItem(s.seq_id, s.token_ids[-1], len(s) - 1, table(s.seq_id))
-                                   for s in seqs], span)
+        # columns, the live block tables (read while staging, not copied)
+        ids = [s.seq_id for s in seqs]
+        tokens = [s.token_ids[-1] for s in seqs]
+        return self.runner.decode_columns(ids, tokens, [len(s.token_ids) - 1 for s in seqs],
+                                          list(map(self.block_manager.live_table, ids)), span)
 
     def _sample(self, batch: ScheduleResult, logits: torch.Tensor
                 ) -> tuple[list[int], dict[int, list[ChildStart]]]:
@@ -306,8 +311,8 @@ class Engine:
 
     # -- views for observers ---------------------------------------------------------------
     def running_tables(self) -> dict[int, list[int]]:
-        return {s.seq_id: list(self.block_manager.block_table(s.seq_id))
-                for s in self.scheduler.running}
+        table = self.block_manager.block_table   # a copy each
+        return {s.seq_id: table(s.seq_id) for s in self.scheduler.running}
 
 
 REJECT_EMPTY = "empty prompt"

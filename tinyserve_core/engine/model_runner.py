@@ -33,18 +33,26 @@ from .step_inputs import DecodeInputs
 
 @dataclass
 class RunnerOutput:
-    """What one forward of the runner produced. A replayed graph step's timing events
-    are read by `finish()` (the engine calls it after sampling's sync), so timing adds
-    no sync of its own between the launch and the sampling."""
+    """What one forward of the runner produced. While profiling, the step's timing
+    events and selected-token counts are read by `finish()` (the engine calls it after
+    sampling's sync), so profiling adds no sync of its own between the launch and the
+    sampling: `timings` and `bytes_moved` are complete after `finish()`."""
     logits: torch.Tensor                                          # float32 [items, V]
     timings: dict[str, float] = field(default_factory=dict)       # op family -> s (profiling)
     bytes_moved: dict[str, int] = field(default_factory=dict)     # op family -> bytes (profiling)
     timer: "OpTimer | None" = None                                # events still to be read
+    pending_bytes: "object | None" = None                         # () -> bytes_moved, read at finish
 
     def finish(self) -> "RunnerOutput":
         if self.timer is not None:
             self.timings.update(self.timer.result())
             self.timer = None
+            if len(self.timings) > 1:   # a per-op breakdown: what the families leave of the total
+                self.timings["other"] = max(0.0, self.timings["total"] - sum(
+                    v for k, v in self.timings.items() if k not in ("total", "other")))
+        if self.pending_bytes is not None:
+            self.bytes_moved.update(self.pending_bytes())
+            self.pending_bytes = None
         return self
 
 
@@ -110,10 +118,11 @@ class OpTimer:
 
 
 class _SelectedPages:
-    """Wraps the selector while profiling to count the tokens sparse layers attend."""
+    """Wraps the selector while profiling to count the tokens sparse layers attend. The
+    count stays on the device until `tokens` is read (after the step's sync)."""
 
     def __init__(self, selector):
-        self.selector, self.layers, self.tokens = selector, 0, 0
+        self.selector, self.layers, self._tokens = selector, 0, []
 
     def select(self, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids):
         pages = self.selector.select(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids)
@@ -125,8 +134,12 @@ class _SelectedPages:
             lens = seq_lens.long()
             last = (lens - 1) // bs                                   # [B]
             fill = torch.where(pages == last[:, None, None], (lens - last * bs)[:, None, None], bs)
-            self.tokens += int((fill * valid).sum()) // pages.shape[1]  # per kv-head average
+            self._tokens.append((fill * valid).sum() // pages.shape[1])  # per kv-head average
         return pages
+
+    @property
+    def tokens(self) -> int:
+        return int(torch.stack(self._tokens).sum()) if self._tokens else 0
 
 
 class ModelRunner:
@@ -136,6 +149,7 @@ class ModelRunner:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.model.fuse_projections()   # one q/k/v and one gate/up product per layer
         self.config = model.config
         self.block_size = block_size
         self.kv = KVCache.for_model(self.config, num_blocks, block_size, dtype, self.device)
@@ -152,7 +166,7 @@ class ModelRunner:
         # Persistent (pinned on a GPU) block-table rows and step staging (engine/step_inputs.py).
         from .cuda_graphs import _width_bucket
         self.max_pages = _width_bucket(-(-self.config.max_position_embeddings // block_size))
-        self._inputs = DecodeInputs(block_size, self.max_pages, pin=self.device.type == "cuda")
+        self._inputs = DecodeInputs(block_size, self.max_pages, pin=self.device.type == "cuda", device=self.device)
         # Weight bytes of the matrix products: every forward reads each weight once.
         self._weight_bytes = sum(m.weight.numel() * m.weight.element_size()
                                  for m in self.model.modules() if isinstance(m, torch.nn.Linear))
@@ -191,7 +205,13 @@ class ModelRunner:
             query_start=starts, num_cached=cached,
             logits_indices=torch.tensor([s - 1 for s in starts[1:]], device=self.device))
         input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
-        return self._run(input_ids, torch.cat(pos).to(self.device), batch)
+        return self._run(input_ids, torch.cat(pos).to(self.device), batch, lens)
+
+    def decode_columns(self, seq_ids: list[int], token_ids: list[int], positions: list[int],
+                       tables: list[list[int]], span=None) -> RunnerOutput:
+        """`decode` from columns (what the engine passes); `tables` may be the block
+        manager's live lists: staging reads them and keeps nothing."""
+        return self.decode(list(map(DecodeItem, seq_ids, token_ids, positions, tables)), span)
 
     @torch.inference_mode()
     def decode(self, items: list[DecodeItem], span=None) -> RunnerOutput:
@@ -200,27 +220,25 @@ class ModelRunner:
         the device work begins, so the staging counts as the host's."""
         if not items:
             return RunnerOutput(torch.empty(0, self.config.vocab_size))
-        for it in items:
-            self._check_table(it.seq_id, it.block_table, it.position + 1)
-        seq_ids = [it.seq_id for it in items]
-        args = (seq_ids, [it.block_table for it in items], [it.token_id for it in items],
-                [it.position for it in items])
+        if self.selector is not None and hasattr(self.selector, "prepare"):
+            self.selector.prepare(self.kv)  # host side of selection (a key copy) before any replay
         sel_key = self._graph_key()
         if sel_key is not None and not self._breakdown_due():
             timer = OpTimer(self.device) if self.profile else None
-            logits = self._decode_graphs().run(self._inputs, args, sel_key, self.selector, timer, span)
+            logits = self._decode_graphs().run(items, sel_key, self.selector, timer, span, self._check_table)
             if logits is not None:
-                self._end_selection_step(seq_ids)
+                self._end_selection_step(items)
                 return RunnerOutput(logits, timer=timer)
-        ints, tables = self._inputs.build(*args)
+        ints = self._inputs.stage(items, check=self._check_table)
         if span is not None:
             span.start()
-        ints, tables = self._to_device(ints), self._to_device(tables)
+        ints = self._to_device(ints)
         batch = PagedBatch(
-            is_prefill=False, slot_mapping=ints[2], block_tables=tables,
-            seq_lens=(ints[1] + 1).to(torch.int32), seq_ids=seq_ids, selector=self.selector)
-        out = self._run(ints[0], ints[1], batch)
-        self._end_selection_step(seq_ids)
+            is_prefill=False, slot_mapping=ints[2],
+            block_tables=self._inputs.table(ints[3], max(len(it.block_table) for it in items)),
+            seq_lens=(ints[1] + 1).to(torch.int32), seq_ids=[it.seq_id for it in items], selector=self.selector)
+        out = self._run(ints[0], ints[1], batch, [it.position + 1 for it in items])
+        self._end_selection_step(items)
         return out
 
     def release(self, seq_id: int) -> None:
@@ -243,7 +261,7 @@ class ModelRunner:
     def _decode_graphs(self):
         if self._graphs is None:
             from .cuda_graphs import DecodeGraphs
-            self._graphs = DecodeGraphs(self.model, self.kv, self.device, self.max_pages)
+            self._graphs = DecodeGraphs(self.model, self.kv, self.device, self._inputs)
         return self._graphs
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -251,9 +269,9 @@ class ModelRunner:
         GPU; a copy on the CPU too, since the staging buffer is reused next step."""
         return t.to(self.device, non_blocking=True) if self.device.type == "cuda" else t.clone()
 
-    def _end_selection_step(self, seq_ids: list[int]) -> None:
+    def _end_selection_step(self, items: list[DecodeItem]) -> None:
         if self.selector is not None and hasattr(self.selector, "end_step"):
-            self.selector.end_step(seq_ids)
+            self.selector.end_step([it.seq_id for it in items])
 
     def _graph_key(self):
         """What a decode-step graph depends on besides shapes (the selection policy and
@@ -273,7 +291,9 @@ class ModelRunner:
         self._graph_steps += 1
         return due
 
-    def _run(self, input_ids, positions, batch: PagedBatch) -> RunnerOutput:
+    def _run(self, input_ids, positions, batch: PagedBatch, ctx: list[int]) -> RunnerOutput:
+        """`ctx`: each item's context length after this step (host values, for the
+        profiled byte counts)."""
         if not self.profile:
             return RunnerOutput(self.model.forward_paged(input_ids, positions, batch, self.kv).float())
         timer = OpTimer(self.device)
@@ -281,19 +301,18 @@ class ModelRunner:
         batch = dataclasses.replace(batch, timer=timer, selector=counter)
         with timer("total"):
             logits = self.model.forward_paged(input_ids, positions, batch, self.kv).float()
-        timings = timer.result()
-        timings["other"] = max(0.0, timings["total"] - sum(v for k, v in timings.items() if k != "total"))
-        return RunnerOutput(logits, timings, self._bytes_moved(batch, counter))
+        new_tokens = int(input_ids.numel())
+        return RunnerOutput(logits, timer=timer, pending_bytes=lambda: self._bytes_moved(
+            batch.is_prefill, ctx, new_tokens, counter))
 
-    def _bytes_moved(self, batch: PagedBatch, counter: "_SelectedPages | None") -> dict[str, int]:
+    def _bytes_moved(self, is_prefill: bool, ctx: list[int], new_tokens: int,
+                     counter: "_SelectedPages | None") -> dict[str, int]:
         """The fewest bytes each op family must move this step (each input read once,
         each output written once): the numerator of the bandwidth the GUI shows."""
         cfg, kv = self.config, self.kv
         layers = cfg.num_hidden_layers
         token_kv = 2 * cfg.num_key_value_heads * cfg.head_dim * kv.k_caches[0].element_size()
-        new_tokens = int(batch.slot_mapping.numel())
-        ctx = batch.seq_lens.long().tolist()
-        if batch.is_prefill:
+        if is_prefill:
             read_tokens = layers * sum(ctx)
         else:
             dense_layers = layers - (counter.layers if counter else 0)

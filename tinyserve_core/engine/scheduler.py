@@ -114,10 +114,11 @@ class Scheduler:
         scheduled: list[Sequence] = []
         cow: list[tuple[int, int]] = []
         preempted: list[Sequence] = []
-        queue = list(self.running)
+        queue = deque(self.running)
+        append = self.bm.try_append_slot
         while queue:
-            seq = queue.pop(0)
-            while not self.bm.can_append(seq.seq_id):
+            seq = queue.popleft()
+            while (pairs := append(seq.seq_id, len(seq.token_ids))) is None:
                 if queue:
                     victim = queue.pop()  # the most recently admitted goes first
                     self._preempt(victim)
@@ -127,7 +128,8 @@ class Scheduler:
                     preempted.append(seq)
                     break
             else:
-                cow.extend(self.bm.append_slot(seq.seq_id, len(seq)))
+                if pairs:
+                    cow.extend(pairs)
                 scheduled.append(seq)
         self.running = list(scheduled)  # a copy: finishing mutates running, not the batch
         return ScheduleResult(scheduled, False, cow, preempted, num_tokens=len(scheduled))
@@ -151,15 +153,14 @@ class Scheduler:
         the blocks that became full and computed; finish what stops. Called once per
         step after the model wrote the KV of every scheduled token."""
         out = PostprocessResult()
-        for i, seq in enumerate(batch.seqs):
+        cache_full = self.bm.cache_full_blocks
+        for i, (seq, token) in enumerate(zip(batch.seqs, tokens)):
             req = seq.request
-            seq.num_computed_tokens = len(seq)
-            new_seqs = [seq]
-            if i in children:
-                new_seqs += self._fork(seq, children[i])
-            seq.token_ids.append(tokens[i])
+            seq.num_computed_tokens = len(seq.token_ids)
+            new_seqs = (seq,) if not children or i not in children else [seq, *self._fork(seq, children[i])]
+            seq.token_ids.append(token)
             for s in new_seqs:
-                self.bm.cache_full_blocks(s.seq_id, s.token_ids, s.num_computed_tokens)
+                cache_full(s.seq_id, s.token_ids, s.num_computed_tokens)
                 out.num_generated += 1
                 if req.first_token_s is None:
                     req.first_token_s = now

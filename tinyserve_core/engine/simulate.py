@@ -6,17 +6,20 @@ runs, the clock jumps to the next arrival, so a run measures compute, not idling
 
 from __future__ import annotations
 
+import dataclasses
+
 from .config import EngineConfig
 from .engine import Engine
 from .sampling import SamplingParams
 
 
 class Simulation:
-    # Page-selection events (per sequence x layer x kv-head, with per-page scores when
-    # statistics are on) dominate a record's size; observers consume them as steps
-    # arrive and the trace/CSV/summary never read them, so only the newest records
-    # keep them. A long GUI session then grows by a few small events per step.
-    KEEP_SELECTION_EVENTS = 256
+    # The columnar selection records of a step (per sequence x layer x kv-head, with
+    # per-page scores; statistics on) dominate a record's size; observers consume them
+    # as steps arrive and the trace/CSV/summary read only the per-layer summary, so only
+    # the newest records keep them. A long GUI session then grows by a few small
+    # objects per step.
+    KEEP_SELECTION_DETAIL = 256
 
     def __init__(self, config: EngineConfig, engine: Engine | None = None, workload=None):
         self.config = config
@@ -73,10 +76,10 @@ class Simulation:
         rec = self.engine.step()
         self.records.append(rec)
         self._finished_seqs += len(rec.finished)
-        if len(self.records) > self.KEEP_SELECTION_EVENTS:
-            old = self.records[-self.KEEP_SELECTION_EVENTS - 1]
-            if any(e.kind == "page_selection" for e in old.events):
-                old.events = [e for e in old.events if e.kind != "page_selection"]
+        if len(self.records) > self.KEEP_SELECTION_DETAIL:
+            old = self.records[-self.KEEP_SELECTION_DETAIL - 1]
+            if any(s.detail is not None for s in old.selection):
+                old.selection = tuple(dataclasses.replace(s, detail=None) for s in old.selection)
         return rec
 
     def run(self, progress=None):

@@ -3,26 +3,47 @@
 Block tables change little from one decode step to the next: a sequence's table gains
 one block every `block_size` tokens, and a copy-on-write replaces its last block. So
 each running sequence owns a row of one persistent int32 table (`TableRows`), updated
-by what changed (usually nothing), and a step's table is one `index_select` of the
-batch's rows into a staging buffer; slot mappings are computed from it with tensor ops.
-On a GPU the staging buffers are pinned, so the copies to the device are asynchronous.
+by what changed (usually nothing), with a mirror on the device that receives only the
+changed entries. A step's table is then one `index_select` of the batch's rows on the
+device (inside the captured graph), and the host stages just four numbers per sequence
+(token id, position, cache slot, table row) in one pinned buffer: one small copy per
+step. The staging is written through numpy views (a numpy element write costs a tenth
+of a torch one), with no tensor built from Python lists.
+
 A staging buffer is rewritten at the next step only: every step ends with a host sync
 (sampling), so the copy that read it has finished by then."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 class TableRows:
-    """Block tables of sequences, one row each, `max_pages` wide."""
+    """Block tables of sequences, one row each, `max_pages` wide: `rows` on the host
+    (pinned on a GPU) and `dev`, its copy on `device` (the host rows themselves on a
+    CPU). `generation` grows when `dev` is reallocated (more sequences than rows), so a
+    captured graph that reads the old tensor knows to be captured again."""
 
-    def __init__(self, max_pages: int, pin: bool, capacity: int = 64):
+    def __init__(self, max_pages: int, pin: bool, capacity: int = 64, device: torch.device | None = None):
         self.max_pages, self.pin = max_pages, pin
-        self.rows = torch.zeros(capacity, max_pages, dtype=torch.int32, pin_memory=pin)
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         self.row_of: dict[int, int] = {}
         self.known: dict[int, tuple[int, int]] = {}   # row -> (entries written, last entry)
-        self.free: list[int] = list(range(capacity - 1, -1, -1))
+        self.generation = 0
+        self._dirty: list[tuple[int, int, int]] = []  # (row, first, end) changed since the last sync
+        self._alloc(capacity, None)
+
+    def _alloc(self, capacity: int, old: torch.Tensor | None) -> None:
+        rows = torch.zeros(capacity, self.max_pages, dtype=torch.int32, pin_memory=self.pin)
+        if old is not None:
+            rows[: old.shape[0]] = old
+        self.rows, self._np = rows, rows.numpy()
+        on_host = self.device.type == "cpu"
+        self.dev = rows if on_host else rows.to(self.device)
+        self.free = list(range(capacity - 1, -1 if old is None else old.shape[0] - 1, -1))
+        self._dirty.clear()   # a fresh mirror holds everything
+        self.generation += old is not None
 
     def row(self, seq_id: int, table: list[int], rewrite: bool = False) -> int:
         """The row of `seq_id`, made equal to `table`. Only new entries are written
@@ -33,21 +54,30 @@ class TableRows:
             r = self.row_of[seq_id] = self._take()
             rewrite = True
         n = len(table)
+        known, last = self.known.get(r, (0, -1))
+        if not rewrite and n == known and (n == 0 or table[-1] == last):
+            return r   # the common decode step: nothing changed
         if n > self.max_pages:
             raise ValueError(f"seq {seq_id}: block table of {n} blocks, at most {self.max_pages}")
-        known, last = self.known.get(r, (0, -1))
+        a = self._np[r]
         if rewrite or known == 0 or n < known or table[known - 1] != last:
-            self.rows[r, n:] = 0   # a reused row: nothing of its last owner past this table
-            self.rows[r, :n] = torch.tensor(table, dtype=torch.int32)
+            a[n:] = 0   # a reused row: nothing of its last owner past this table
+            a[:n] = table
+            self._dirty.append((r, 0, self.max_pages))
         elif n > known:
-            new = table[known:]
-            if len(new) == 1:
-                self.rows[r, known] = new[0]
-            else:
-                self.rows[r, known:n] = torch.tensor(new, dtype=torch.int32)
+            a[known:n] = table[known:]
+            self._dirty.append((r, known, n))
         if n:
             self.known[r] = (n, table[-1])
         return r
+
+    def sync(self) -> None:
+        """Copy the entries changed since the last sync to the device rows (asynchronous
+        copies from pinned memory, one per changed row segment)."""
+        if self.dev is not self.rows:
+            for r, a, b in self._dirty:
+                self.dev[r, a:b].copy_(self.rows[r, a:b], non_blocking=True)
+        self._dirty.clear()
 
     def release(self, seq_id: int) -> None:
         r = self.row_of.pop(seq_id, None)
@@ -56,44 +86,53 @@ class TableRows:
             self.free.append(r)
 
     def _take(self) -> int:
-        if not self.free:
-            cap = self.rows.shape[0]
-            grown = torch.zeros(2 * cap, self.max_pages, dtype=torch.int32, pin_memory=self.pin)
-            grown[:cap] = self.rows
-            self.rows = grown
-            self.free = list(range(2 * cap - 1, cap - 1, -1))
+        if not self.free:   # the new mirror is copied from the host rows, which hold everything
+            self._alloc(2 * self.rows.shape[0], self.rows)
         return self.free.pop()
 
 
 class DecodeInputs:
-    """Staging of one decode step: `ints` [3, Bp] int64 (token ids, positions, slots)
-    and `tables` [Bp, W] int32, rows past the batch padded (token 0 at position 0,
-    slot -1, block 0: a one-token context that writes nothing)."""
+    """Staging of one decode step: `ints` [4, Bp] int64 (token ids, positions, cache
+    slots, table rows), rows past the batch padded (token 0 at position 0, slot -1:
+    a one-token context that writes nothing). The step's block table is
+    `table(rows)` on the device."""
 
-    def __init__(self, block_size: int, max_pages: int, pin: bool):
+    def __init__(self, block_size: int, max_pages: int, pin: bool, device: torch.device | None = None):
         self.block_size, self.pin = block_size, pin
-        self.tables_rows = TableRows(max_pages, pin)
-        self._ints = torch.zeros(3, 0, dtype=torch.int64)
-        self._tables = torch.zeros(0, max_pages, dtype=torch.int32)
+        # a GPU engine's sequences rarely outgrow 256 rows (growing recaptures the graphs)
+        self.tables_rows = TableRows(max_pages, pin, capacity=256 if pin else 64, device=device)
+        self._alloc(64)
 
-    def build(self, seq_ids: list[int], tables: list[list[int]], token_ids: list[int], positions: list[int],
-              padded: int | None = None, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        B = len(seq_ids)
+    def _alloc(self, n: int) -> None:
+        self._ints = torch.zeros(4, n, dtype=torch.int64, pin_memory=self.pin)
+        self._np = self._ints.numpy()
+
+    def stage(self, items, padded: int | None = None, check=None) -> torch.Tensor:
+        """ints [4, Bp] (host; pinned on a GPU) of `items` (seq_id, token_id, position,
+        block_table each), padded to `padded` rows; the device table rows are brought up
+        to date. `check(seq_id, table, tokens)` vets each table first."""
+        B = len(items)
         Bp = B if padded is None else padded
+        if self._np.shape[1] < Bp:
+            self._alloc(max(Bp, 2 * self._np.shape[1]))
         rows_of = self.tables_rows
-        idx = torch.tensor([rows_of.row(s, t) for s, t in zip(seq_ids, tables)], dtype=torch.int64)
-        W = width if width is not None else max(len(t) for t in tables)
-        if self._ints.shape[1] < Bp:
-            self._ints = torch.zeros(3, Bp, dtype=torch.int64, pin_memory=self.pin)
-            self._tables = torch.zeros(Bp, rows_of.max_pages, dtype=torch.int32, pin_memory=self.pin)
-        ints, tab = self._ints[:, :Bp], self._tables[:Bp, :W]
-        ints[:2, :B] = torch.tensor([token_ids, positions], dtype=torch.int64)
-        tab[:B] = rows_of.rows[idx, :W]
-        pos = ints[1, :B]
+        a = self._np
+        pos = a[1, :B]
+        if check is not None:
+            for it in items:
+                check(it.seq_id, it.block_table, it.position + 1)
+        a[3, :B] = [rows_of.row(it.seq_id, it.block_table) for it in items]
+        a[0, :B] = [it.token_id for it in items]
+        pos[:] = [it.position for it in items]
         bs = self.block_size
-        ints[2, :B] = tab[:B].gather(1, (pos // bs)[:, None]).squeeze(1).long() * bs + pos % bs
+        a[2, :B] = rows_of._np[a[3, :B], pos // bs].astype(np.int64) * bs + pos % bs
         if Bp > B:
-            ints[:, B:] = 0
-            ints[2, B:] = -1
-            tab[B:] = 0
-        return ints, tab
+            a[:, B:Bp] = 0
+            a[2, B:Bp] = -1
+        rows_of.sync()
+        return self._ints[:, :Bp]
+
+    def table(self, rows: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """The block table [len(rows), width] of table rows `rows` (on the device)."""
+        dev = self.tables_rows.dev
+        return (dev if width is None else dev[:, :width]).index_select(0, rows)

@@ -1,13 +1,18 @@
 """How long the device worked on a step, so the host's share is the rest.
 
-On a GPU two CUDA events bracket the step's device work: the first is recorded by the
-runner when the step's inputs are staged on the host and the device work begins (the
-input copies), the second right after sampling's sync, when the stream has drained; the span between them is the step's device time
-(gaps in which the GPU waited for launches count as device time: the figure is the
-span the device was held, the host's share is what lies outside it). On the CPU the
-device is the host: the span is the wall time from the same point through sampling. Either way
-`host = step wall time - device span`: scheduling, input building, postprocessing,
-events and records."""
+The step's device work is one or more segments, each bracketed by two marks: CUDA
+events on a GPU, `perf_counter` on the CPU. The runner starts the first when the step's
+inputs are staged and the device work begins (the input copies); the engine pauses it
+while it reads the previous step's selection records (`collect`: host work that
+overlaps the forward on a GPU) and resumes it for sampling, which ends with the step's
+sync. On a GPU a paused span costs nothing while the host is quicker than the forward:
+the resume event runs right after the pause event, so the gap between them is the time
+the device waited for the host. Gaps in which the GPU waited for kernel launches inside
+a segment count as device time: the figure is the span the device was held.
+
+`host = step wall time - device time`: scheduling, input building, postprocessing,
+selection records, events and the step record (on the CPU, where the forward runs on
+the host, this is the bookkeeping outside the model and the sampling)."""
 
 from __future__ import annotations
 
@@ -19,14 +24,22 @@ import torch
 class DeviceSpan:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self._a = self._b = None
+        self._marks: list = []       # start, end, start, end, ... (an open segment has no end)
 
     def start(self) -> None:
-        if self._a is None:   # a step has one start: its first device work
-            self._a = self._mark()
+        if not self._marks:   # a step has one start: its first device work
+            self._marks.append(self._mark())
+
+    def pause(self) -> None:
+        if len(self._marks) % 2:
+            self._marks.append(self._mark())
+
+    def resume(self) -> None:
+        if self._marks and not len(self._marks) % 2:
+            self._marks.append(self._mark())
 
     def stop(self) -> None:
-        self._b = self._mark()
+        self.pause()
 
     def _mark(self):
         if not self.cuda:
@@ -36,11 +49,12 @@ class DeviceSpan:
         return event
 
     def seconds(self) -> float:
-        """The span; on a GPU this waits for the stop event, which the sampling sync
-        before it has all but reached (microseconds)."""
-        if self._a is None or self._b is None:
+        """The summed segments; on a GPU this waits for the last event, which the
+        sampling sync before it has all but reached (microseconds)."""
+        marks = self._marks[: len(self._marks) // 2 * 2]
+        if not marks:
             return 0.0
         if self.cuda:
-            self._b.synchronize()
-            return self._a.elapsed_time(self._b) / 1000.0
-        return self._b - self._a
+            marks[-1].synchronize()
+            return sum(a.elapsed_time(b) for a, b in zip(marks[::2], marks[1::2])) / 1000.0
+        return sum(b - a for a, b in zip(marks[::2], marks[1::2]))

@@ -20,8 +20,32 @@ QUERY_KEYS = ("query", "expected", "candidates", "category")
 MAX_QUERY_FILE_BYTES = 4 * MiB
 MAX_QUERIES = 10_000
 MAX_QUERY_CHARS = 1000  # the text encoder reads 256 word pieces at most
-PLAN_TARGETS = ("red mug", "stack of books", "desk lamp", "green ball", "blue box", "brown box",
-                "trash bin", "traffic cone", "potted plant", "chair")
+
+
+def plan_targets(spec) -> list[str]:
+    """What the eval plans to: the spec's `planning.targets`, else every object that is not
+    part of the building (floor, walls)."""
+    return list(spec.layout.targets) or [o.label for o in spec.objects if not o.structure]
+
+
+def rooms_crossed(spec, path) -> dict:
+    """Which rooms a path passes through, in order, and whether every change of room
+    happens inside a doorway that joins those two rooms (within half a path step: the
+    waypoints are 2 cm apart). Points outside every room (a wall's thickness) are skipped."""
+    rooms, ok = [], True
+    lay = spec.layout
+    prev = None
+    for x, y in np.asarray(path, dtype=np.float64)[:, :2]:
+        room = lay.room_at(x, y)
+        if not room:
+            continue
+        if prev is not None and room != prev[0]:
+            mid = ((x + prev[1]) / 2, (y + prev[2]) / 2)
+            ok &= any({room, prev[0]} == set(d.rooms) and d.contains(*mid, slack=0.02) for d in lay.doorways)
+        if not rooms or rooms[-1] != room:
+            rooms.append(room)
+        prev = (room, x, y)
+    return {"rooms": rooms, "through_doorways": bool(ok)}
 
 
 def default_queries(scene: str) -> Path:
@@ -243,7 +267,7 @@ def evaluate(scene: str = "room", queries: str | None = None, weights: str | Non
     step("planning")
     plans, plat = [], []
     for robot in (Robot("ground", 0.12), Robot("gripper", 0.05), Robot("ground", 0.2)):
-        for target in PLAN_TARGETS:
+        for target in plan_targets(lab.spec):
             r = lab.plan(target, robot)
             row = {"robot": robot.kind, "radius": robot.radius, "target": target, "status": r.status,
                    "length": r.length, "min_clearance": r.min_clearance, "ms": r.planning_ms,
@@ -253,12 +277,17 @@ def evaluate(scene: str = "room", queries: str | None = None, weights: str | Non
                 plat.append(r.planning_ms)
                 gt = path_clearance(lab.spec, r)
                 row.update(gt_clearance=gt - robot.radius, collision_free=bool(gt >= robot.radius))
+                if lab.spec.layout.rooms and robot.kind == "ground":
+                    row.update(rooms_crossed(lab.spec, r.path))
             plans.append(row)
     solved = [p for p in plans if p["status"] == "solved"]
+    between = [p for p in solved if len(p.get("rooms", [])) > 1]
     report["planning"] = {"n": len(plans), "solved": len(solved),
                           "unreachable": sum(p["status"] != "solved" for p in plans),
                           "collision_free": float(np.mean([p["collision_free"] for p in solved])) if solved else float("nan"),
-                          "p50_ms": pct(plat, 50), "p95_ms": pct(plat, 95), "rows": plans}
+                          "p50_ms": pct(plat, 50), "p95_ms": pct(plat, 95), "rows": plans,
+                          "between_rooms": len(between),
+                          "through_doorways": float(np.mean([p["through_doorways"] for p in between])) if between else None}
     report["targets"] = TARGETS
     return report
 
@@ -279,6 +308,8 @@ def summary_rows(rep: dict) -> list[tuple[str, str, str]]:
         ("query latency p50 / p95, ms", f"{q['p50_ms']:.1f} / {q['p95_ms']:.1f}", f"<= {t['query_p95_ms']:.0f}"),
         ("paths solved / planned", f"{p['solved']} / {p['n']}", ""),
         ("solved paths collision-free", f"{p['collision_free'] * 100:.0f}%", "100%"),
+        *((("ground paths between rooms, through a doorway", f"{p['between_rooms']}, "
+            f"{p['through_doorways'] * 100:.0f}%", "100%"),) if p.get("between_rooms") else ()),
         ("approach distance max (ground / gripper), m",
          " / ".join(f"{_max_approach(p['rows'], k):.2f}" for k in ("ground", "gripper")),
          f"<= {REACH['ground']} / radius + {REACH['gripper']} + margin"),

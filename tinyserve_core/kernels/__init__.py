@@ -1,13 +1,15 @@
 """The ops API: one function per kernel, same signature for the torch reference and
 the CUDA extension. Tensors on a CUDA device go to the extension when it is built
 (or buildable); everything else runs the reference. See reference.py for the spec
-of every op and the cache layouts."""
+of every op and the cache layouts; fp8_reference.py for the FP8 (e4m3) cache, which the
+same ops take (with its per-page scales, `kv_scales`) when the cache dtype is
+torch.float8_e4m3fn."""
 
 from __future__ import annotations
 
 import torch
 
-from . import quant_reference, reference
+from . import fp8_reference, fused_reference, quant_reference, reference, twostage_reference
 from ._backend import backend_for, backend_info
 
 __all__ = [
@@ -20,26 +22,70 @@ __all__ = [
     "allocate_blocks",
     "quantize_keys",
     "page_estimates",
+    "twostage_candidates",
+    "twostage_keep",
+    "rms_norm",
+    "add_rms_norm",
+    "rotary_embedding",
+    "silu_and_mul",
+    "linear",
     "backend_for",
     "backend_info",
+    "FP8",
 ]
+
+FP8 = fp8_reference.FP8
 
 
 def _ops(t: torch.Tensor):
     return backend_for(t.device)
 
 
-def _quant_ops(t: torch.Tensor):
+def _quant_ops(t: torch.Tensor, spec=quant_reference):
+    """The CUDA wrappers of the twostage ops (_cuda_quant.py), or their torch spec."""
     if backend_for(t.device) is reference:
-        return quant_reference
+        return spec
     from . import _cuda_quant  # only once the extension is loaded
 
     return _cuda_quant
 
 
-def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=None) -> None:
+def _fused_ops(t: torch.Tensor):
+    if backend_for(t.device) is reference:
+        return fused_reference
+    from . import _cuda_fused  # only once the extension is loaded
+
+    return _cuda_fused
+
+
+def _fp8_ops(t: torch.Tensor):
+    if backend_for(t.device) is reference:
+        return fp8_reference
+    from . import _cuda_fp8  # only once the extension is loaded
+
+    return _cuda_fp8
+
+
+def _check_fp8(k_cache, kv_scales, extras=()) -> bool:
+    """Whether the cache is FP8; an FP8 cache needs its scales and keeps no page key bounds
+    or quantised key copy (`extras`: those arguments), a 16/32-bit one takes no scales."""
+    if k_cache.dtype != FP8:
+        if kv_scales is not None:
+            raise ValueError(f"kv_scales go with a float8_e4m3fn cache, not {k_cache.dtype}")
+        return False
+    if kv_scales is None:
+        raise ValueError("a float8_e4m3fn cache needs its kv_scales [num_blocks, 2, num_kv_heads]")
+    if any(x is not None for x in extras):
+        raise ValueError("a float8_e4m3fn cache keeps no page key bounds (meta) or quantised key copy")
+    return True
+
+
+def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=None, kv_scales=None) -> None:
     """`qkeys`: the layer's quantised key copy, when it keeps one (quant_reference.py):
-    the written pages are re-quantised after their min/max are refreshed."""
+    the written pages are re-quantised after their min/max are refreshed. `kv_scales`: the
+    per-page scales of an FP8 cache (fp8_reference.py), updated by the write."""
+    if _check_fp8(k_cache, kv_scales, (meta, qkeys)):
+        return _fp8_ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping)
     _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping)
     if qkeys is not None:
         quantize_keys(k_cache, meta, qkeys, slot_mapping)
@@ -53,7 +99,21 @@ def page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale
     return _quant_ops(query).page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale)
 
 
-def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices=None):
+def twostage_candidates(scores, seq_lens, budget, block_size, multiple, top_p, sink_pages, width):
+    return _quant_ops(scores, twostage_reference).twostage_candidates(
+        scores, seq_lens, budget, block_size, multiple, top_p, sink_pages, width)
+
+
+def twostage_keep(lse, candidates, seq_lens, budget, block_size, top_p, sink_pages, width):
+    return _quant_ops(lse, twostage_reference).twostage_keep(
+        lse, candidates, seq_lens, budget, block_size, top_p, sink_pages, width)
+
+
+def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices=None,
+                           kv_scales=None):
+    if _check_fp8(k_cache, kv_scales):
+        return _fp8_ops(query).paged_decode_attention(query, k_cache, v_cache, kv_scales, block_tables,
+                                                      seq_lens, scale, page_indices)
     return _ops(query).paged_decode_attention(
         query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices)
 
@@ -84,3 +144,28 @@ def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:
 
 def allocate_blocks(refcounts, num):
     return _ops(refcounts).allocate_blocks(refcounts, num)
+
+
+def rms_norm(x, weight, eps):
+    """HF's RMSNorm of x [..., hidden] (fused_reference.py)."""
+    return _fused_ops(x).rms_norm(x, weight, eps)
+
+
+def add_rms_norm(x, delta, weight, eps):
+    """(x + delta, rms_norm(x + delta)): the residual add fused with the next norm."""
+    return _fused_ops(x).add_rms_norm(x, delta, weight, eps)
+
+
+def rotary_embedding(q, k, positions, inv_freq) -> None:
+    """Rotate-half RoPE of q [N, Hq, D] and k [N, Hkv, D] in place at positions [N]."""
+    return _fused_ops(q).rotary_embedding(q, k, positions, inv_freq)
+
+
+def silu_and_mul(gate_up):
+    """silu(gate) * up of gate_up [..., 2I] = [gate | up]."""
+    return _fused_ops(gate_up).silu_and_mul(gate_up)
+
+
+def linear(x, weight, bias=None):
+    """F.linear; on a GPU a bandwidth-bound kernel of its own for 1-4 rows of x."""
+    return _fused_ops(x).linear(x, weight, bias)

@@ -110,6 +110,11 @@ class BlockManager:
     def block_table(self, seq_id: int) -> list[int]:
         return list(self._seq(seq_id).table)
 
+    def live_table(self, seq_id: int) -> list[int]:
+        """The block table itself, not a copy: for a reader that is done with it before
+        the next change (the runner staging a step); never modify it."""
+        return self._seq(seq_id).table
+
     def _seq(self, seq_id: int) -> _SeqState:
         try:
             return self._seqs[seq_id]
@@ -241,19 +246,38 @@ class BlockManager:
 
         Returns the copy-on-write pairs (src, dst) the caller must copy (KV and page
         metadata, `kernels.copy_blocks`) before writing the new token."""
+        pairs = self.try_append_slot(seq_id, num_tokens)
+        if pairs is None:
+            raise NoFreeBlocksError(f"seq {seq_id} needs {self._append_need(self._seq(seq_id), num_tokens)} "
+                                    f"blocks, {self.pool.num_free} free")
+        return pairs
+
+    def _append_need(self, s: _SeqState, num_tokens: int) -> int:
+        last = self.pool.blocks[s.table[-1]]
+        return self._blocks_for(num_tokens) - len(s.table) + (s.num_tokens % self.block_size != 0
+                                                              and last.ref_cnt > 1)
+
+    def try_append_slot(self, seq_id: int, num_tokens: int) -> list[tuple[int, int]] | None:
+        """`append_slot`, or None (and nothing changed) when the pool lacks the blocks it
+        needs: the scheduler's one call per sequence and step (no separate `can_append`)."""
         s = self._seq(seq_id)
+        bs = self.block_size
+        if num_tokens == s.num_tokens + 1 and s.num_tokens % bs:
+            # the usual decode step: the next slot of an unshared last block
+            last = self.pool.blocks[s.table[-1]]
+            if last.ref_cnt == 1:
+                self.pool.set_fill(last, num_tokens - (len(s.table) - 1) * bs)
+                s.num_tokens = num_tokens
+                return []
         if num_tokens <= s.num_tokens:
             if num_tokens == s.num_tokens:
                 return []
             raise ValueError(f"seq {seq_id} has {s.num_tokens} tokens; cannot shrink to {num_tokens}")
-        bs = self.block_size
         num_more = self._blocks_for(num_tokens) - len(s.table)
         last = self.pool.blocks[s.table[-1]]
         cow = s.num_tokens % bs != 0 and last.ref_cnt > 1
-        needed = num_more + cow
-        if needed > self.pool.num_free:
-            raise NoFreeBlocksError(f"seq {seq_id} needs {needed} blocks, "
-                                    f"{self.pool.num_free} free")
+        if num_more + cow > self.pool.num_free:
+            return None
         pairs: list[tuple[int, int]] = []
         if s.num_tokens % bs:
             last_index = len(s.table) - 1
@@ -288,6 +312,8 @@ class BlockManager:
             return
         bs = self.block_size
         num_full = num_computed_tokens // bs
+        if num_full <= s.num_cache_checked:
+            return                    # most decode steps: no block became full
         hashes = s.block_hashes
         report = self.sink is not None and self.sink.enabled
         run: list[int] = []           # indices of newly cached blocks, one chain at a time

@@ -21,6 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import kernels
 from .config import ModelConfig
+from ..kernels.fused_reference import rms_norm as rms_norm_math
 from .rope import apply_rope, rope_cos_sin, rope_inv_freq
 
 _NO_TIMER = contextlib.nullcontext()
@@ -53,6 +54,11 @@ def sdpa(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
     return out[0] if squeeze else out
 
 
+def serving_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) through the kernels API (a kernel of its own for a decode step's few rows)."""
+    return kernels.linear(x, layer.weight, layer.bias)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
@@ -61,11 +67,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 and cast back before the weight, exactly as HF does, so
-        # low-precision runs round like the reference model.
-        dtype = x.dtype
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * h.to(dtype)
+        # low-precision runs round like the reference model (plain torch: autocast and
+        # torch.compile see through it; the serving path calls the fused op instead).
+        return rms_norm_math(x, self.weight, self.variance_epsilon)
 
 
 class LlamaMLP(nn.Module):
@@ -75,9 +79,21 @@ class LlamaMLP(nn.Module):
         self.gate_proj = nn.Linear(h, i, bias=b)
         self.up_proj = nn.Linear(h, i, bias=b)
         self.down_proj = nn.Linear(i, h, bias=b)
+        # set by fuse_projections; buffers so that .to() moves them with the weights
+        self.register_buffer("gate_up_weight", None, persistent=False)
+        self.register_buffer("gate_up_bias", None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def forward_serving(self, x: torch.Tensor) -> torch.Tensor:
+        """The same MLP through the kernels API: one gate/up product when the weights
+        are fused (LlamaForCausalLM.fuse_projections), then fused SiLU-and-mul."""
+        if self.gate_up_weight is not None:
+            gate_up = kernels.linear(x, self.gate_up_weight, self.gate_up_bias)
+        else:
+            gate_up = torch.cat((serving_linear(self.gate_proj, x), serving_linear(self.up_proj, x)), dim=-1)
+        return serving_linear(self.down_proj, kernels.silu_and_mul(gate_up))
 
 
 class LlamaAttention(nn.Module):
@@ -94,6 +110,21 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=bias)
         # o_proj has a bias only in Llama's attention_bias mode; Qwen2's never does.
         self.o_proj = nn.Linear(self.num_heads * d, h, bias=bias and config.model_type != "qwen2")
+        self.register_buffer("qkv_weight", None, persistent=False)   # set by fuse_projections
+        self.register_buffer("qkv_bias", None, persistent=False)
+
+    def project(self, x: torch.Tensor):
+        """Unrotated q [N, Hq, D], k, v [N, Hkv, D] of packed x [N, hidden]: one product
+        when the weights are fused (q, k, v are then views of its output)."""
+        if self.qkv_weight is None:
+            return (serving_linear(self.q_proj, x).view(-1, self.num_heads, self.head_dim),
+                    serving_linear(self.k_proj, x).view(-1, self.num_kv_heads, self.head_dim),
+                    serving_linear(self.v_proj, x).view(-1, self.num_kv_heads, self.head_dim))
+        qkv = kernels.linear(x, self.qkv_weight, self.qkv_bias)
+        nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q, k, v = qkv.split((nq, nkv, nkv), dim=-1)
+        return (q.view(-1, self.num_heads, self.head_dim), k.view(-1, self.num_kv_heads, self.head_dim),
+                v.view(-1, self.num_kv_heads, self.head_dim))
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Projected, rotated q [..., Hq, D] and k, v [..., Hkv, D] for x [..., hidden]."""
@@ -210,16 +241,18 @@ class LlamaForCausalLM(nn.Module):
         (a KVCache). Writes every token's K/V (+ page key min/max) and returns logits
         [len(logits_indices), V] (all N rows when logits_indices is None)."""
         t = _no_timer if batch.timer is None else batch.timer
+        layers = self.model.layers
+        # Each norm is fused with the residual add before it: the norm after attention
+        # with the attention output's add, the next layer's (or the final) norm with the
+        # MLP output's add.
+        norms = [layer.input_layernorm for layer in layers] + [self.model.norm]
         x = self.model.embed_tokens(input_ids)
-        cos, sin = rope_cos_sin(positions, self.model.inv_freq, x.dtype)
-        for i, layer in enumerate(self.model.layers):
+        h = kernels.rms_norm(x, norms[0].weight, norms[0].variance_epsilon)
+        for i, layer in enumerate(layers):
             attn = layer.self_attn
-            h = layer.input_layernorm(x)
             with t("matmul"):
-                q = attn.q_proj(h).view(-1, attn.num_heads, attn.head_dim)
-                k = attn.k_proj(h).view(-1, attn.num_kv_heads, attn.head_dim)
-                v = attn.v_proj(h).view(-1, attn.num_kv_heads, attn.head_dim)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                q, k, v = attn.project(h)
+            kernels.rotary_embedding(q, k, positions, self.model.inv_freq)
             with t("cache_write"):
                 qkeys = getattr(kv, "qkeys", None)
                 kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
@@ -228,6 +261,7 @@ class LlamaForCausalLM(nn.Module):
                 with t("attention"):
                     o = _prefill_attention(attn, q, k, v, kv.k_caches[i], kv.v_caches[i], batch)
             else:
+                q = q.contiguous()   # a view into the q/k/v product: scoring and attention read it whole
                 page_indices = None
                 if batch.selector is not None:
                     with t("selection"):
@@ -237,12 +271,53 @@ class LlamaForCausalLM(nn.Module):
                     o = kernels.paged_decode_attention(q, kv.k_caches[i], kv.v_caches[i], batch.block_tables,
                                                        batch.seq_lens, attn.scale, page_indices)
             with t("matmul"):
-                x = x + attn.o_proj(o.reshape(o.shape[0], -1))
-                x = x + layer.mlp(layer.post_attention_layernorm(x))
+                o = serving_linear(attn.o_proj, o.reshape(o.shape[0], -1))
+            ln = layer.post_attention_layernorm
+            x, h = kernels.add_rms_norm(x, o, ln.weight, ln.variance_epsilon)
+            with t("matmul"):
+                m = layer.mlp.forward_serving(h)
+            x, h = kernels.add_rms_norm(x, m, norms[i + 1].weight, norms[i + 1].variance_epsilon)
         if batch.logits_indices is not None:
-            x = x[batch.logits_indices]
+            h = h[batch.logits_indices]
         with t("matmul"):
-            return self.lm_head(self.model.norm(x))
+            return serving_linear(self.lm_head, h)
+
+    def fuse_projections(self) -> None:
+        """Concatenate each layer's q/k/v weights, and its gate/up weights, into one matrix
+        (one product each in forward_paged instead of 3 and 2). The separate projections
+        become views of it: no memory is added, and loading into them or reading them
+        (state_dict, forward_dense) works as before. Call once the model sits on its
+        device and dtype; a later `.to()` that copies the weights undoes the sharing, and
+        calling this again fuses afresh."""
+        for layer in self.model.layers:
+            a, m = layer.self_attn, layer.mlp
+            a.qkv_weight, a.qkv_bias = _fuse((a.q_proj, a.k_proj, a.v_proj), (a.qkv_weight, a.qkv_bias))
+            m.gate_up_weight, m.gate_up_bias = _fuse((m.gate_proj, m.up_proj), (m.gate_up_weight, m.gate_up_bias))
+
+
+def _fuse(linears, fused: tuple):
+    """(weight, bias) of `linears` stacked along the output axis, each Linear's weight and
+    bias re-pointed at its rows; `fused` (the last result) is kept while every weight is
+    still its view."""
+    if fused[0] is not None and all(_views(lin.weight, fused[0]) for lin in linears):
+        return fused
+    weight = torch.cat([lin.weight.detach() for lin in linears])
+    has_bias = [lin.bias is not None for lin in linears]
+    if any(has_bias) and not all(has_bias):
+        return None, None   # mixed biases (no known model): keep the separate products
+    bias = torch.cat([lin.bias.detach() for lin in linears]) if all(has_bias) else None
+    row = 0
+    for lin in linears:
+        n = lin.out_features
+        lin.weight = nn.Parameter(weight[row:row + n], requires_grad=False)
+        if bias is not None:
+            lin.bias = nn.Parameter(bias[row:row + n], requires_grad=False)
+        row += n
+    return weight, bias
+
+
+def _views(part: torch.Tensor, whole: torch.Tensor) -> bool:
+    return part.untyped_storage().data_ptr() == whole.untyped_storage().data_ptr()
 
 
 def _prefill_attention(attn: LlamaAttention, q, k, v, k_cache, v_cache, batch: PagedBatch) -> torch.Tensor:

@@ -9,6 +9,9 @@ import math
 
 import torch
 
+from ..kernels.fused_reference import rope_cos_sin, rotate
+
+__all__ = ["rope_inv_freq", "rope_cos_sin", "apply_rope"]
 from .config import ModelConfig
 
 
@@ -44,18 +47,8 @@ def _llama3_inv_freq(inv_freq: torch.Tensor, rs: dict) -> torch.Tensor:
     return torch.where(is_medium, smoothed, inv_freq_llama)
 
 
-def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
-    """cos, sin of shape positions.shape + [head_dim], computed in float32 then cast."""
-    freqs = positions[..., None].float() * inv_freq.to(positions.device)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x[..., H, D] by cos/sin[..., D] (broadcast over the head axis), HF's
-    rotate-half convention (first half paired with second half)."""
-    cos = cos.unsqueeze(-2)
-    sin = sin.unsqueeze(-2)
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    rotate-half convention (first half paired with second half). The math is the spec of
+    the fused rotary op (kernels/fused_reference.py), which serving calls instead."""
+    return rotate(x, cos, sin)

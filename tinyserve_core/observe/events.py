@@ -1,6 +1,6 @@
 """Typed engine events.
 
-The block manager, scheduler and selection policies emit these into an `EventSink`;
+The block manager and the scheduler emit these into an `EventSink`;
 the engine gathers one step's events into its StepRecord, which observers (GUI
 snapshot, trace writer, CSV) read. Events are small frozen dataclasses so that a
 step with thousands of them stays cheap, and `kind` is a class constant so that
@@ -126,32 +126,6 @@ class Finish(Event):
     num_output_tokens: int
 
 
-@dataclass(frozen=True, slots=True)
-class PageSelection(Event):
-    """Pages attended by one (sequence, layer, kv-head) in one decode step.
-
-    `pages` are logical page indices into the sequence's block table. The optional
-    fields are filled only when selection statistics are on."""
-    kind: ClassVar[str] = "page_selection"
-    seq_id: int
-    layer: int
-    kv_head: int
-    num_pages: int
-    pages: tuple[int, ...]
-    policy: str
-    scores: tuple[float, ...] | None = None
-    oracle_pages: tuple[int, ...] | None = None
-    selection_recall: float | None = None
-    mass_recall: float | None = None
-    bound_violations: int | None = None
-    entropy: float | None = None
-    budget_pages: int | None = None
-    tier_hits: int | None = None
-    tier_misses: int | None = None
-    oracle_mass: float | None = None   # true mass on oracle_pages: the best mass recall possible
-    candidate_pages: tuple[int, ...] | None = None  # a two-stage policy's stage-1 candidates
-
-
 class EventSink:
     """Collects events; the engine drains it once per step.
 
@@ -174,5 +148,5 @@ class EventSink:
 
 EVENT_KINDS: tuple[str, ...] = tuple(
     c.kind for c in (Alloc, Free, Fork, CowCopy, PrefixHit, Evict, Cache, Preempt, Schedule,
-                     Arrive, Reject, Finish, PageSelection)
+                     Arrive, Reject, Finish)
 )

@@ -15,7 +15,11 @@ object per step) and a keyframe, the whole state, every `keyframe_every` steps o
 soon as the entries since the last keyframe outnumber the blocks. A jump to step s is
 the nearest keyframe at or before s plus the entries after it up to s, applied in one
 vectorised assignment (last write wins): its cost is bounded by the keyframe rule, not
-by the length of the run. When the history outgrows `max_bytes` its oldest keyframe
+by the length of the run. A scrub asks for steps near the one last answered, so that
+answer is kept as a cursor and used as the base whenever fewer entries lie between:
+forward it replays the entries in between, backward it restores the value each entry
+replaced (kept beside it, a few bytes an entry); the block tables have a copy every
+TABLES_EVERY steps (dicts of shared tuples) for the same reason. When the history outgrows `max_bytes` its oldest keyframe
 interval is dropped, so a long session keeps the recent past within a fixed budget.
 
 Qt-free and kv-free (observe sits below kv): the recorder reads any object with the
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import pickle
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -33,9 +38,9 @@ import numpy as np
 from .events import Event
 
 CACHED, EVICTABLE = 1, 2           # bits of the per-block flags
-# per-step kinds the history leaves out: page selections are the bulk of a step's
-# events (per sequence x layer x head) and have their own view; a schedule is one per step
-SKIPPED_KINDS = frozenset({"page_selection", "schedule"})
+# per-step kinds the history leaves out: a schedule is one per step (page selections
+# are no events: they travel as columns in StepRecord.selection, with their own view)
+SKIPPED_KINDS = frozenset({"schedule"})
 TableChange = tuple[int, int, tuple[int, ...]]   # (seq, kept prefix length or -1 = gone, appended)
 
 
@@ -163,6 +168,10 @@ _FIELDS = (("blocks", np.int32), ("ref_cnt", np.int32), ("owner", np.int64), ("f
            ("filled", np.int32), ("num_tokens", np.uint8))
 # (index column, its value columns) in the order of the state arrays
 _STREAMS = (("blocks", ("ref_cnt", "owner", "flags")), ("filled", ("num_tokens",)))
+# each value column's value before the entry (what a step backward restores)
+_OLD = tuple((f"old_{name}", dt) for name, dt in _FIELDS if name not in ("blocks", "filled"))
+_STATE = ("ref_cnt", "owner", "flags", "num_tokens")    # the state arrays, in order
+TABLES_EVERY = 32      # a copy of the block tables (shared tuples) every this many steps
 
 
 @dataclass
@@ -193,7 +202,7 @@ class History:
         self._live = (np.zeros(num_blocks, np.int32), np.full(num_blocks, -1, np.int64),
                       np.zeros(num_blocks, np.uint8), np.zeros(num_blocks, np.uint8))
         self._live_tables: dict[int, tuple[int, ...]] = {}
-        self._cols = {name: _Column(dt) for name, dt in _FIELDS}
+        self._cols = {name: _Column(dt) for name, dt in (*_FIELDS, *_OLD)}
         self._off = {idx: _Column(np.int64) for idx, _ in _STREAMS}   # each step's first entry
         self._clock = _Column(np.float64)
         self._tab_off: list[int] = []              # offset into _tab of each step's changes
@@ -208,6 +217,12 @@ class History:
         self.requests: dict[int, str] = {}          # seq id -> request id (all seen)
         self._obj_total = 0
         self._kf_total = 0
+        self._tab_snaps: list[tuple[int, dict[int, tuple[int, ...]]]] = []   # (index, tables after it)
+        self._tab_snap_total = 0
+        # the state last answered (index, arrays, tables): a scrub's next step is near
+        # it, so it is the cheaper base (a few steps of entries, forward or backward)
+        self._cursor: tuple[int, tuple[np.ndarray, ...], dict] | None = None
+        self.last_replayed = 0
 
     # ---- recording ------------------------------------------------------------------
     @property
@@ -228,9 +243,11 @@ class History:
         for idx, _ in _STREAMS:
             self._off[idx].extend(np.array([self._cols[idx].n], np.int64))
         self._clock.extend(np.array([d.clock], np.float64))
+        live = self._live
+        for (name, _), arr, ids in zip(_OLD, live, (d.blocks, d.blocks, d.blocks, d.filled)):
+            self._cols[name].extend(arr[ids])
         for name, _ in _FIELDS:
             self._cols[name].extend(getattr(d, name))
-        live = self._live
         for arr, vals in zip(live[:3], (d.ref_cnt, d.owner, d.flags)):
             arr[d.blocks] = vals
         live[3][d.filled] = d.num_tokens
@@ -245,6 +262,10 @@ class History:
         self._n += 1
         self._since_kf += int(d.blocks.size + d.filled.size)
         idx = self._n - 1
+        if idx % TABLES_EVERY == 0:
+            snap = dict(self._live_tables)
+            self._tab_snaps.append((idx, snap))
+            self._tab_snap_total += sys.getsizeof(snap)
         if (not self._kf_index or idx - self._kf_index[-1] >= self.keyframe_every
                 or self._since_kf >= self._kf_entries):
             self._keyframes.append(_Keyframe(idx, tuple(a.copy() for a in live), dict(self._live_tables)))
@@ -260,7 +281,7 @@ class History:
         for idx, values in _STREAMS:
             off = self._off[idx]
             cut = int(off.a[k])
-            for name in (idx, *values):
+            for name in (idx, *values, *(f"old_{v}" for v in values)):
                 self._cols[name].drop_before(cut)
             off.a[: off.n] -= cut
             off.drop_before(k)
@@ -276,6 +297,10 @@ class History:
         for kf in self._keyframes:
             kf.index -= k
         self._kf_index = [i - k for i in self._kf_index[1:]]
+        kept = [(i - k, t) for i, t in self._tab_snaps if i >= k]
+        self._tab_snap_total -= sum(sys.getsizeof(t) for i, t in self._tab_snaps if i < k)
+        self._tab_snaps = kept
+        self._cursor = None
         self.first_step += k
         self._n -= k
 
@@ -287,30 +312,67 @@ class History:
             raise IndexError(f"step {step} is outside the history ({self.first_step}..{self.last_step})")
         return step - self.first_step
 
+    def _span(self, idx: str, a: int, b: int) -> tuple[int, int]:
+        """Entries [lo, hi) of stream `idx` written by the steps of index a+1 .. b."""
+        off, n = self._off[idx], self._cols[idx].n
+        lo = int(off.a[a + 1]) if a + 1 < self._n else n
+        hi = int(off.a[b + 1]) if b + 1 < self._n else n
+        return lo, hi
+
+    def _entries(self, a: int, b: int) -> int:
+        return sum(hi - lo for lo, hi in (self._span(idx, a, b) for idx, _ in _STREAMS))
+
     def state_at(self, step: int) -> PastStep:
+        """The state after `step`: from the keyframe before it, or from the step last
+        answered when fewer entries lie between (a scrub: forward or backward)."""
         i = self._index(step)
         kf = self._keyframes[bisect.bisect_right(self._kf_index, i) - 1]
-        arrays = [a.copy() for a in kf.arrays]
-        targets = {"ref_cnt": arrays[0], "owner": arrays[1], "flags": arrays[2], "num_tokens": arrays[3]}
+        base_i, base, backward = kf.index, kf.arrays, False
+        cur = self._cursor
+        if cur is not None:
+            lo, hi = sorted((cur[0], i))
+            if self._entries(lo, hi) < self._entries(kf.index, i):
+                base_i, base, backward = cur[0], cur[1], i < cur[0]
+        arrays = tuple(a.copy() for a in base)
+        targets = dict(zip(_STATE, arrays))
+        self.last_replayed = 0          # entries applied for this answer (its cost)
         for idx, values in _STREAMS:
-            off, n = self._off[idx], self._cols[idx].n
-            lo = int(off.a[kf.index + 1]) if kf.index + 1 < self._n else n
-            hi = int(off.a[i + 1]) if i + 1 < self._n else n
-            if hi > lo:
-                ids = self._cols[idx].view(lo, hi)
-                # the last write of each block wins: unique over the reversed entries
+            lo, hi = self._span(idx, *((i, base_i) if backward else (base_i, i)))
+            if hi <= lo:
+                continue
+            ids = self._cols[idx].view(lo, hi)
+            self.last_replayed += hi - lo
+            if backward:   # each block's value before its first entry after step i
+                uniq, first = np.unique(ids, return_index=True)
+                pos, names = lo + first, [f"old_{v}" for v in values]
+            else:          # the last write of each block wins: unique over the reversed entries
                 uniq, first = np.unique(ids[::-1], return_index=True)
-                pos = lo + (hi - lo - 1 - first)
-                for name in values:
-                    targets[name][uniq] = self._cols[name].a[pos]
-        tables = dict(kf.tables)
-        t_lo = self._tab_off[kf.index + 1] if kf.index + 1 < self._n else len(self._tab)
-        t_hi = self._tab_off[i + 1] if i + 1 < self._n else len(self._tab)
-        _apply_tables(tables, self._tab[t_lo:t_hi])
+                pos, names = lo + (hi - lo - 1 - first), values
+            for target, name in zip(values, names):
+                targets[target][uniq] = self._cols[name].a[pos]
+        tables = self._tables_at(i)
+        self._cursor = (i, arrays, tables)
         ref, owner, flags, tokens = arrays
         pool = PoolState(self.block_size, ref, owner, tokens.astype(np.int32), (flags & CACHED) > 0,
                          (flags & EVICTABLE) > 0)
-        return PastStep(step, float(self._clock.a[i]), pool, tables, self._step_events(i))
+        return PastStep(self.first_step + i, float(self._clock.a[i]), pool, tables, self._step_events(i))
+
+    def _tables_at(self, i: int) -> dict[int, tuple[int, ...]]:
+        """The running block tables after step index i: the nearest copy at or before i
+        (a table copy, a keyframe's, or the last answer's), then the changes up to i."""
+        kf = self._keyframes[bisect.bisect_right(self._kf_index, i) - 1]
+        base_i, base = kf.index, kf.tables
+        j = bisect.bisect_right(self._tab_snaps, i, key=lambda t: t[0]) - 1
+        if j >= 0 and self._tab_snaps[j][0] > base_i:
+            base_i, base = self._tab_snaps[j]
+        cur = self._cursor
+        if cur is not None and base_i <= cur[0] <= i:
+            base_i, base = cur[0], cur[2]
+        tables = dict(base)
+        t_lo = self._tab_off[base_i + 1] if base_i + 1 < self._n else len(self._tab)
+        t_hi = self._tab_off[i + 1] if i + 1 < self._n else len(self._tab)
+        _apply_tables(tables, self._tab[t_lo:t_hi])
+        return tables
 
     def _step_events(self, i: int) -> tuple[Event, ...]:
         blob = self._events[i]
@@ -342,7 +404,7 @@ class History:
         object sizes) and the pickled events; what `max_bytes` bounds."""
         cols = (sum(c.nbytes for c in self._cols.values()) + self._clock.nbytes
                 + sum(o.nbytes for o in self._off.values()))
-        return cols + self._kf_total + self._obj_total
+        return cols + self._kf_total + self._obj_total + self._tab_snap_total
 
 
 def _object_bytes(d: StepDelta, events_blob: bytes) -> int:

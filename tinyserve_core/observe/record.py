@@ -78,5 +78,6 @@ class StepRecord:
     op_timings_s: dict[str, float] = field(default_factory=dict)  # kernel family -> seconds
     op_bytes: dict[str, int] = field(default_factory=dict)        # kernel family -> bytes moved
     # selection.stats.SelectionSummary of the decode steps whose statistics arrived with
-    # this step (read one step late: usually the previous decode step's; `.step` says)
+    # this step (read one step late: usually the previous decode step's; `.step` says);
+    # each carries its step's (sequence, layer, kv-head) records as columns, `.detail`
     selection: tuple[Any, ...] = ()

@@ -3,7 +3,8 @@
 Layout (one process, "TinyServe engine"):
 
 * thread "engine steps": one complete event ("X") per prefill/decode step, with the
-  step number (`args.step`, the step the GUI's timeline shows) and the step's token counts, kernel times and event counts in `args`; preemptions and
+  step number (`args.step`, the step the GUI's timeline shows) and the step's token counts, kernel
+  times, event counts and page-selection records (`selection_records`) in `args`; preemptions and
   rejections as instant events ("i") on the same thread, with their `step`;
 * one async track per request sequence (cat "request", "b"/"e" with a numeric id): an
   outer "request <id>" slice from arrival to finish with "queued", "prefill" and
@@ -106,6 +107,8 @@ class TraceWriter:
             args["op_ms"] = {k: round(v * 1e3, 4) for k, v in sorted(rec.op_timings_s.items())}
         if rec.events:
             args["events"] = dict(sorted(Counter(e.kind for e in rec.events).items()))
+        if rec.selection:   # (sequence, layer, kv-head) selection records that arrived with the step
+            args["selection_records"] = sum(sum(s.records) for s in rec.selection)
         return {"name": rec.phase, "cat": "engine", "ph": "X", "ts": start, "dur": round(end - start, 3),
                 "pid": PID, "tid": ENGINE_TID, "args": args}
 

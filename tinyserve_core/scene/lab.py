@@ -21,6 +21,7 @@ from .interactive import EmptySpace, render_fast
 from .volume import WEIGHT_EPS, ray_aabb
 from .weights import load_weights, weights_path
 
+# Where a robot starts when neither the caller nor the scene's `planning.starts` says.
 DEFAULT_STARTS = {"ground": (-0.9, 0.5, 0.0), "gripper": (-1.0, 0.5, 0.9)}
 
 
@@ -79,7 +80,8 @@ class SceneLab:
     @property
     def planner(self) -> Planner:
         if self._planner is None:
-            self._planner = Planner(self.bake, floor_label=self.spec.floor_label)
+            self._planner = Planner(self.bake, floor_label=self.spec.floor_label,
+                                    structure=tuple(o.label for o in self.spec.objects if o.structure))
         return self._planner
 
     def camera(self, azimuth: float = 30.0, elevation: float = 40.0, distance: float | None = None,
@@ -132,7 +134,7 @@ class SceneLab:
              timeout: float = 1.0) -> PlanResult:
         """A path to an object label or to a query's answer. For an ambiguous query the
         candidates are tried best first and the result's `note` says which one was taken."""
-        start = start if start is not None else DEFAULT_STARTS[robot.kind]
+        start = start if start is not None else self.default_start(robot.kind)
         if not isinstance(target, QueryResult):
             return self.planner.plan(robot, target, start, planner, timeout)
         if target.best is None:
@@ -147,6 +149,10 @@ class SceneLab:
             res.note = (f"{target.query!r} is ambiguous ({names}): planned to {res.target!r}"
                         + ("" if res.solved else ", and none of them is reachable"))
         return res
+
+    def default_start(self, kind: str) -> tuple[float, ...]:
+        """The scene's own start for this robot kind (its spec's `planning.starts`), else DEFAULT_STARTS."""
+        return (self.spec.layout.starts or {}).get(kind, DEFAULT_STARTS[kind])
 
     @torch.no_grad()
     def best_view(self, label: str, size: int = 256, probe: int = 32) -> Camera:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -124,7 +125,9 @@ class ObjectIndex:
         keep = (concept_emb @ name_emb.T).max(axis=1) < CONCEPT_DROP
         self.concepts = [c for c, k in zip(GENERIC_CONCEPTS, keep) if k]
         self._concept_emb = concept_emb[keep]
-        scene_words = {w for t in texts for w in words_of(t)}
+        # "the chair in the kitchen": rooms (the spec's layout) are read from the text, not embedded
+        self.rooms = {n: r for r in spec.layout.rooms for n in (r.name, *r.aliases)}
+        scene_words = {w for t in [*texts, *self.rooms] for w in words_of(t)}
         concept_words = {w for c in self.concepts for w in words_of(c)}
         self.vocab = Vocabulary(scene_words, concept_words, known_words())
 
@@ -146,7 +149,10 @@ class ObjectIndex:
         t0 = time.perf_counter()
         p = parse(text.strip(), self.vocab)
         notes = [f"read {a!r} as {b!r}" for a, b in p.corrections.items()]
-        picks, sims = self._answer(p, c2w, notes)
+        p, room = self._room_phrase(p)
+        if room is not None:
+            notes.append(f"only objects in the {room.name}")
+        picks, sims = self._answer(p, c2w, notes, room)
         t1 = time.perf_counter()
         status = "not found" if not picks else "found" if len(picks) == 1 else "ambiguous"
         cands = [Candidate(self.labels[k], float(sims[k]), self.extents.get(self.labels[k])) for k in picks]
@@ -156,9 +162,23 @@ class ObjectIndex:
                            (t2 - t0) * 1000, {"answer_ms": (t1 - t0) * 1000, "relevancy_ms": (t2 - t1) * 1000},
                            p.text, notes)
 
-    def _answer(self, p: Parsed, c2w, notes: list[str]) -> tuple[list[int], np.ndarray]:
+    def _room_phrase(self, p: Parsed):
+        """(the query without "in the <room>", the room) when it names one of the scene's rooms."""
+        for name in sorted(self.rooms, key=len, reverse=True):  # "living room" before "room"
+            for phrase in (f"in the {name}", f"in {name}"):
+                m = re.search(rf"(^| ){phrase}( |$)", p.text)
+                if m:
+                    rest = (p.text[:m.start()] + " " + p.text[m.end():]).strip()
+                    q = parse(rest or "something")
+                    q.corrections = p.corrections
+                    return q, self.rooms[name]
+        return p, None
+
+    def _answer(self, p: Parsed, c2w, notes: list[str], room=None) -> tuple[list[int], np.ndarray]:
         facts = self.facts
         pool = list(range(len(self.labels)))
+        if room is not None:
+            pool = [k for k in pool if room.contains(*facts[k].centre[:2])]
         if p.colours:
             pool = [k for k in pool if facts[k].colours & p.colours]
         if p.materials:
@@ -167,7 +187,7 @@ class ObjectIndex:
         if p.relation and not refs:
             notes.append(f"ignored {p.relation!r} {p.ref!r}: nothing here matches {p.ref!r}")
             # read again as plain words: those after the relation may carry attributes too
-            return self._answer(parse(p.without_relation, relations=False), c2w, notes)
+            return self._answer(parse(p.without_relation, relations=False), c2w, notes, room)
         if refs and p.relation in HOLDS:
             pool = filter_relation(p.relation, pool, refs, facts, c2w)
         if p.generic:

@@ -16,6 +16,8 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..loaders import MiB, FileContext, load_json
 from ..resources import asset_path
+from .fields import MAX_COORD, box_field, number_field, show as _show, vec3_field  # noqa: F401  (re-exported)
+from .layout import Layout, parse_layout
 
 SCENES_DIR = asset_path("scenes")
 DEFAULT_SCENE = "room"
@@ -25,10 +27,12 @@ BACKGROUND = "background"
 MAX_SCENE_BYTES = MiB
 MAX_OBJECTS = 255  # each is a class of the semantic head and three embedded texts: far beyond a room
 MAX_TEXT_CHARS = 1000  # labels and descriptions are embedded as short sentences
-# Scenes are rooms and yards in metres: every coordinate lies within a kilometre, which also
-# keeps squared distances and grid indices far inside float32 (a 1e300 size passes as a
-# float64 but turns into inf in the renderer's tensors).
-MAX_COORD = 1000.0
+
+# Every key a spec may hold: a misspelt one ("colours", "floorlabel") is an error, not ignored.
+SCENE_KEYS = ("description", "bounds", "camera", "floor_label", "light_dir", "ambient", "background", "objects",
+              "rooms", "doorways", "planning")
+OBJECT_KEYS = ("label", "description", "primitives", "aliases", "function", "colors", "materials", "size",
+               "structure")
 
 PRIMITIVE_KEYS = {
     "box": ("center", "size"),
@@ -99,6 +103,7 @@ class SceneSpec:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     path: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+    layout: Layout = field(default_factory=Layout)  # rooms, doorways, planning starts and targets
 
     @property
     def labels(self) -> list[str]:
@@ -134,38 +139,6 @@ def load_scene(name_or_path: str | Path = DEFAULT_SCENE) -> SceneSpec:
     return parse_scene(data, name=path.stem, path=str(path))
 
 
-def number_field(value, ctx: FileContext, where: str, lo: float, hi: float, *, open_lo: bool = False) -> float:
-    """A finite number in [lo, hi] (or (lo, hi] with open_lo); bools are not numbers."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ctx.error(where, f"expected a number, got {_show(value)}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ctx.error(where, f"must be a finite number, got {value!r}")
-    if x < lo or x > hi or (open_lo and x == lo):
-        raise ctx.error(where, f"{value!r} is out of range {'(' if open_lo else '['}{lo:g}, {hi:g}]")
-    return x
-
-
-def vec3_field(value, ctx: FileContext, where: str, lo: float = -MAX_COORD, hi: float = MAX_COORD,
-         *, open_lo: bool = False) -> tuple[float, float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    ):
-        raise ctx.error(where, f"expected a list of 3 numbers, got {_show(value)}")
-    return tuple(number_field(v, ctx, f"{where}[{i}]", lo, hi, open_lo=open_lo) for i, v in enumerate(value))
-
-
-def box_field(value, ctx: FileContext, where: str, lo_key: str, hi_key: str):
-    """An axis-aligned box {lo_key: [x, y, z], hi_key: [x, y, z]} with hi > lo on every axis."""
-    if not isinstance(value, dict):
-        raise ctx.error(where, f"must be an object with {lo_key} and {hi_key}")
-    lo = vec3_field(value.get(lo_key), ctx, f"{where}.{lo_key}")
-    hi = vec3_field(value.get(hi_key), ctx, f"{where}.{hi_key}")
-    if any(h <= l for l, h in zip(lo, hi)):
-        raise ctx.error(where, f"{hi_key} must exceed {lo_key} on every axis, got {lo} .. {hi}")
-    return lo, hi
-
-
 def _length(value, ctx: FileContext, where: str) -> float:
     return number_field(value, ctx, where, 0.0, 2 * MAX_COORD, open_lo=True)
 
@@ -176,12 +149,6 @@ def _text(value, ctx: FileContext, where: str) -> str:
     if len(value) > MAX_TEXT_CHARS:
         raise ctx.error(where, f"{len(value)} characters is over the limit of {MAX_TEXT_CHARS}")
     return value
-
-
-def _show(value) -> str:
-    """A value for a message, cut short: a hostile file may hold megabytes in one field."""
-    r = repr(value)
-    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _primitive(d, ctx: FileContext, where: str) -> Primitive:
@@ -211,6 +178,9 @@ def _primitive(d, ctx: FileContext, where: str) -> Primitive:
 def _object(o, ctx: FileContext, where: str, seen: set[str]) -> SceneObject:
     if not isinstance(o, dict):
         raise ctx.error(where, "expected an object")
+    for key in o:
+        if key not in OBJECT_KEYS:
+            raise ctx.error(f"{where}.{_show(key)[1:-1]}", f"unknown key; an object has {', '.join(OBJECT_KEYS)}")
     label = _text(o.get("label"), ctx, f"{where}.label")
     if label == BACKGROUND or label in seen:
         raise ctx.error(f"{where}.label", f"{_show(label)} is reserved or already used")
@@ -244,6 +214,9 @@ def parse_scene(data, name: str = "scene", path: str = "") -> SceneSpec:
     ctx = FileContext(path or f"<scene {name}>")
     if not isinstance(data, dict):
         raise ctx.error("scene", "the top level must be a JSON object")
+    for key in data:
+        if key not in SCENE_KEYS:
+            raise ctx.error(_show(key)[1:-1], f"unknown key; a scene has {', '.join(SCENE_KEYS)}")
     objs = data.get("objects")
     if not isinstance(objs, list) or not objs:
         raise ctx.error("objects", "must be a non-empty list of objects")
@@ -273,5 +246,6 @@ def parse_scene(data, name: str = "scene", path: str = "") -> SceneSpec:
         kw["ambient"] = number_field(data["ambient"], ctx, "ambient", 0.0, 1.0)
     if "background" in data:
         kw["background"] = vec3_field(data["background"], ctx, "background", 0.0, 1.0)
+    layout = parse_layout(data, ctx, (lo, hi), objects, floor, _words, _text)
     return SceneSpec(name=name, objects=tuple(objects), bounds=(lo, hi), camera_target=target,
-                     camera_distance=distance, floor_label=floor, path=path, **kw)
+                     camera_distance=distance, floor_label=floor, path=path, layout=layout, **kw)

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..loaders import MiB, FileContext, decode_utf8, loads_json, read_bytes
 from .field import MAX_GRID_CORNERS, GridSpec
-from .spec import MAX_OBJECTS, box_field, number_field
+from .fields import box_field, number_field
+from .spec import MAX_OBJECTS
 
 # The shipped room is 3.5 MB; the largest grid the trainer accepts keeps far less than this.
 MAX_WEIGHTS_BYTES = 512 * MiB

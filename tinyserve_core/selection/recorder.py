@@ -4,7 +4,9 @@ computed on the device while the step runs and read on the host one step late.
 Per decode step: each layer's `record` queues tensor ops (selection/stats.py) whose
 packed result waits in `pending`; `end_step` stacks the layers' real rows, starts ONE
 non-blocking copy into pinned host memory and records a CUDA event; `collect` turns
-finished copies into summaries, PageSelection events and tier accounting. The engine
+finished copies into tier accounting and one summary per step that carries every
+(sequence, layer, kv-head) record as columns (selection/detail.py): array slices,
+no object per record. The engine
 collects right after it launched the next step, so this host work overlaps the GPU
 (on the CPU the copy is synchronous; the code path and the one-step lag are the same).
 
@@ -13,15 +15,16 @@ graph's static buffers, which the runner hands back after every replay (`adopt`)
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..observe.events import EventSink
 from .base import SelectContext, Selection
-from .stats import SelectionSummary, StepStats, layer_stats, selection_only
+from .detail import C, PLANES, SelectionDetail
+from .stats import SelectionSummary, layer_stats, selection_only, step_summary
 
 
 @dataclass
@@ -38,9 +41,8 @@ class _InFlight:
 class StatsRecorder:
     """`stats`: compute the full statistics (else only what the tiers need)."""
 
-    def __init__(self, stats: bool, sink: EventSink | None = None, rtol: float = 1e-5, history: int = 4096):
+    def __init__(self, stats: bool, rtol: float = 1e-5, history: int = 4096):
         self.stats = stats
-        self.sink = sink
         self.rtol = rtol
         self.history: deque[SelectionSummary] = deque(maxlen=history)
         self.pending: dict[int, tuple] = {}          # layer -> (packed [B, H, W], policy, page bytes, seq_ids)
@@ -128,21 +130,18 @@ class StatsRecorder:
         self._forgets = keep
 
     def _process(self, f: _InFlight, tiers) -> SelectionSummary | None:
-        step = StepStats(f.index, f.policy, f.layers, f.seq_ids, f.host.numpy())
+        packed = f.host.numpy()                                     # [L, B, H, C + 4M]
         accesses = None
         if tiers is not None:
-            accesses = []
-            for li, layer in enumerate(f.layers):
-                row = []
-                for b, seq_id in enumerate(f.seq_ids):
-                    n = int(step.packed[li, b, 0, 1])
-                    union = np.flatnonzero(step.selected(li, b).any(0))
-                    row.append(tiers.access(int(seq_id), layer, n, union, f.page_bytes[layer]))
-                accesses.append(row)
+            # tier residency is per (sequence, layer) state: one access each
+            n_pages = packed[:, :, 0, 1].astype(np.int64).tolist()   # [L][B]
+            union = packed[..., C:].reshape(*packed.shape[:3], PLANES, -1)[..., 0, :].max(2) > 0.5  # [L, B, M]
+            accesses = [[tiers.access(int(seq_id), layer, n_pages[li][b], np.flatnonzero(union[li, b]),
+                                      f.page_bytes[layer]) for b, seq_id in enumerate(f.seq_ids)]
+                        for li, layer in enumerate(f.layers)]
         if not self.stats:
             return None
-        summary = step.summary(accesses)
-        if self.sink is not None and self.sink.enabled:
-            step.emit(self.sink, accesses)
-        self.history.append(summary)
-        return summary
+        detail = SelectionDetail.from_packed(f.policy, f.layers, f.seq_ids, packed, accesses)
+        summary = step_summary(f.index, f.policy, f.layers, detail.per_head, accesses)
+        self.history.append(summary)               # without the detail: a long history stays small
+        return dataclasses.replace(summary, detail=detail)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from ..kv.tiers import TieredPageCache
-from ..observe.events import EventSink
 from .base import Policy, SelectContext
 from ..errors import ConfigError
 from .registry import POLICIES, make_policy
@@ -25,17 +24,15 @@ from .stats import SelectionSummary
 
 class PageSelector:
     def __init__(self, policy: str | Policy = "dense", *, tier_pages: int | None = None,
-                 tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False,
-                 sink: EventSink | None = None, **params):
+                 tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False, **params):
         self._policy = policy if isinstance(policy, Policy) else make_policy(policy, **params)
         if isinstance(policy, Policy) and params:
             self._policy.update(**params)
         self._tiers = None if tier_pages is None else TieredPageCache(tier_pages, tier_policy, tier_decay)
-        self._sink = sink
         self._stats_on = bool(stats)
         self._recorder: StatsRecorder | None = None
         self._sync_recorder()
-        self._qkeys_for: tuple | None = None   # (policy, cache) whose quantised copy is current
+        self._qkeys_for: tuple | None = None   # (policy, cache, bits) whose quantised copy is current
 
     # ---- live configuration -------------------------------------------------------
     @property
@@ -61,7 +58,7 @@ class PageSelector:
             r.flush(self._tiers)
             self._recorder = r = None
         if want and r is None:
-            self._recorder = StatsRecorder(self._stats_on, self._sink)
+            self._recorder = StatsRecorder(self._stats_on)
 
     def set_policy(self, name: str, **params) -> None:
         """Switch policy (validated before anything changes). Per-sequence state of
@@ -118,11 +115,7 @@ class PageSelector:
         self._tiers = new
         self._sync_recorder()
 
-    def set_stats(self, enabled: bool, sink: EventSink | None = None) -> None:
-        if sink is not None:
-            self._sink = sink
-            if self._recorder is not None:
-                self._recorder.sink = sink
+    def set_stats(self, enabled: bool) -> None:
         self._stats_on = bool(enabled)
         self._sync_recorder()
 
@@ -140,8 +133,8 @@ class PageSelector:
             self._recorder.adopt(pending)
 
     def collect(self, keep_newest: bool = False) -> list[SelectionSummary]:
-        """Summaries of finished steps (tier accounting and events done on the way),
-        oldest first, each once; `keep_newest` leaves the step just launched in flight."""
+        """Summaries of finished steps (tier accounting done on the way; each carries
+        its step's records as columns, `.detail`), oldest first, each once; `keep_newest` leaves the step just launched in flight."""
         r = self._recorder
         return [] if r is None else r.collect(self._tiers, keep_newest)
 
@@ -179,7 +172,25 @@ class PageSelector:
                    tier_policy=None if t is None else t.policy, stats=self._stats_on)
         return out
 
-    # ---- the runner hook ------------------------------------------------------------
+    # ---- the runner hooks -----------------------------------------------------------
+    def prepare(self, kv):
+        """Make the quantised key copy the policy reads current (host work; the runner calls
+        it before every decode step, so a captured step never meets a stale copy and never
+        captures the refresh). The copy is re-quantised whole the first time this policy
+        (at these bits) meets this cache: steps run under another policy, or restored
+        caches, may have bypassed it. Returns the copy (per layer) or None."""
+        policy = self._policy
+        bits = policy.quant_key_bits
+        if bits is None:
+            return None
+        if not hasattr(kv, "ensure_quant_keys"):
+            raise ValueError(f"the {policy.name} policy needs a KV cache that keeps quantised keys")
+        last = self._qkeys_for
+        fresh = last is not None and last[0] is policy and last[1] is kv and last[2] == bits
+        copy = kv.ensure_quant_keys(bits, refresh=not fresh)
+        self._qkeys_for = (policy, kv, bits)
+        return copy
+
     def select(self, layer, query: torch.Tensor, kv, layer_idx: int, block_tables: torch.Tensor,
                seq_lens: torch.Tensor, seq_ids) -> torch.Tensor | None:
         policy, recorder = self._policy, self._recorder
@@ -187,16 +198,8 @@ class PageSelector:
         if metas is None or metas[layer_idx] is None:
             raise ValueError("page selection needs the KV cache's page metadata (kv.metas)")
         k_cache = kv.k_caches[layer_idx]
-        qkeys = None
-        if policy.quant_key_bits is not None:
-            if not hasattr(kv, "ensure_quant_keys"):
-                raise ValueError(f"the {policy.name} policy needs a KV cache that keeps quantised keys")
-            # re-quantised whole the first time this policy meets this cache: steps run
-            # under another policy (or restored caches) may have bypassed the copy
-            last = self._qkeys_for
-            fresh = last is not None and last[0] is policy and last[1] is kv
-            qkeys = kv.ensure_quant_keys(policy.quant_key_bits, refresh=not fresh)[layer_idx]
-            self._qkeys_for = (policy, kv)
+        copy = self.prepare(kv)
+        qkeys = None if copy is None else copy[layer_idx]
         ctx = SelectContext(
             query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=metas[layer_idx],
             block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),
@@ -227,13 +230,13 @@ def shared_validator(key: str):
     raise ConfigError(key, f"not a selection parameter (known: {', '.join(known)})")
 
 
-def build_selector(policy: str = "dense", *, sink: EventSink | None = None, tier_pages: int | None = 0,
+def build_selector(policy: str = "dense", *, tier_pages: int | None = 0,
                    tier_policy: str = "lru", tier_decay: float = 0.9, stats: bool = False,
                    **params) -> PageSelector:
     """The engine's constructor: engine-config keys in, a configured selector out.
     Parameters the chosen policy does not take are validated and otherwise ignored,
     so a config file can carry every key for every policy."""
-    sel = PageSelector(make_policy(policy), sink=sink)
+    sel = PageSelector(make_policy(policy))
     sel.update(tier_pages=tier_pages, tier_policy=tier_policy, tier_decay=tier_decay,
                stats=bool(stats), **params)
     return sel

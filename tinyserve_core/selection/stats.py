@@ -15,32 +15,30 @@ query over the whole context is computed and compared with the selected pages:
 `layer_stats` computes all of it for the whole batch with tensor ops of static shape
 (no host sync, no per-sequence loop), so it runs inside a captured CUDA graph; the
 recorder (selection/recorder.py) copies the packed result to the host one step late.
-`StepStats` turns one step's host copy into a `SelectionSummary` (per-layer means)
-and the `events.PageSelection` of each record. None of this runs unless statistics
-are on: it costs a dense attention pass per layer."""
+`step_summary` turns one step's host copy into a `SelectionSummary` (per-layer means)
+with array reductions; its `detail` (selection/detail.py) holds every record as
+columns. None of this runs unless statistics are on: it costs a dense attention pass
+per layer."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
 from .. import kernels
-from ..observe.events import EventSink, PageSelection
 from .base import SelectContext, Selection
+from .detail import CHANNELS, C, SelectionDetail
 from .true_attention import batched_logits
 
 _METRICS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
             "bound_violations", "entropy", "budget_pages", "tier_hits", "tier_misses", "bytes_moved")
 _MEANS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall", "budget_pages")
-# Per-head channels of the packed layer result, then four page planes of width M:
-# selected (0/1), oracle (0/1), page bound scores, stage-1 candidates (0/1, NaN: none).
-CHANNELS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
-            "bound_violations", "entropy", "budget_pages")
-C = len(CHANNELS)
-PLANES = 4   # selected, oracle, scores, candidates
+# The packed layer result: the per-head CHANNELS (selection/detail.py), then four page
+# planes of width M: selected (0/1), oracle (0/1), page bound scores, stage-1 candidates
+# (0/1, NaN: none).
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +61,12 @@ class SelectionSummary:
     tier_hits: tuple[int, ...]
     tier_misses: tuple[int, ...]
     bytes_moved: tuple[int, ...]
+    # every record of the step, columnar (selection/detail.py); None in the recorder's
+    # history and in records old enough to have dropped it
+    detail: SelectionDetail | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "detail"}
 
 
 def selected_mask(page_indices: torch.Tensor | None, num_pages: torch.Tensor, H: int, M: int) -> torch.Tensor:
@@ -151,81 +152,26 @@ def selection_only(ctx: SelectContext, sel: Selection) -> torch.Tensor:
     return torch.cat([per_head, chosen.float(), blank, candidate_plane(sel, n, H, M)], dim=-1)
 
 
-class StepStats:
-    """Host side of one step: `packed` float32 numpy [layers, B, H, C + 4M] (the real
-    rows only), `tiers` per layer a list of kv.tiers.TierAccess per row or None."""
-
-    def __init__(self, step: int, policy: str, layers: list[int], seq_ids: list[int], packed: np.ndarray):
-        self.step, self.policy, self.layers, self.seq_ids, self.packed = step, policy, layers, seq_ids, packed
-        self.M = (packed.shape[-1] - C) // PLANES
-
-    def selected(self, li: int, b: int) -> np.ndarray:
-        """bool [H, M] of layer position li, row b."""
-        return self.packed[li, b, :, C:C + self.M] > 0.5
-
-    def summary(self, tiers: list | None) -> SelectionSummary:
-        cols: dict[str, list] = {m: [] for m in _METRICS}
-        records = []
-        for li in range(len(self.layers)):
-            ph = self.packed[li, :, :, :C].astype(np.float64)   # [B, H, C]
-            r = ph.shape[0] * ph.shape[1]
-            records.append(r)
-            for m in _MEANS:
-                cols[m].append(float(ph[..., CHANNELS.index(m)].sum()) / max(r, 1))
-            cols["bound_violations"].append(int(ph[..., CHANNELS.index("bound_violations")].sum()))
-            ent = ph[..., CHANNELS.index("entropy")]
-            ent = ent[~np.isnan(ent)]
-            cols["entropy"].append(float(ent.mean()) if ent.size else math.nan)
-            acc = None if tiers is None else tiers[li]
-            cols["tier_hits"].append(0 if acc is None else sum(a.hits for a in acc))
-            cols["tier_misses"].append(0 if acc is None else sum(a.misses for a in acc))
-            cols["bytes_moved"].append(0 if acc is None else sum(a.bytes_moved for a in acc))
-        return SelectionSummary(step=self.step, policy=self.policy, layers=tuple(self.layers),
-                                records=tuple(records), **{m: tuple(v) for m, v in cols.items()})
-
-    def emit(self, sink: EventSink, tiers: list | None) -> None:
-        """One PageSelection per (sequence, layer, kv-head), as the GUI's heatmaps read.
-        Arrays become Python lists once per layer (slicing lists is cheap; indexing
-        numpy element by element is not): this runs for every record of every step."""
-        M = self.M
-        policy = self.policy
-        for li, layer in enumerate(self.layers):
-            block = self.packed[li]
-            B, H = block.shape[0], block.shape[1]
-            per_head = block[:, :, :C].tolist()
-            scores = block[:, :, C + 2 * M:C + 3 * M].tolist()
-            sel_pages, sel_at = _page_lists(block[:, :, C:C + M] > 0.5)
-            orc_pages, orc_at = _page_lists(block[:, :, C + M:C + 2 * M] > 0.5)
-            cand_plane = block[:, :, C + 3 * M:]
-            has_cands = M > 0 and not np.isnan(cand_plane[..., 0]).all()
-            cand_pages, cand_at = _page_lists(cand_plane > 0.5) if has_cands else (None, None)
-            for b, seq_id in enumerate(self.seq_ids):
-                ta = None if tiers is None else tiers[li][b]
-                seq_id = int(seq_id)
-                for h in range(H):
-                    k_, n_, mass, orc_mass, rec, viol, ent, bud = per_head[b][h]
-                    r = b * H + h
-                    pages = sel_pages[sel_at[r]:sel_at[r + 1]]
-                    hits = misses = None
-                    if ta is not None:
-                        hits = int(ta.resident_before[pages].sum())
-                        misses = int(k_) - hits
-                    sink.emit(PageSelection(
-                        seq_id=seq_id, layer=layer, kv_head=h, num_pages=int(k_), pages=tuple(pages),
-                        policy=policy, scores=tuple(scores[b][h][:int(n_)]),
-                        oracle_pages=tuple(orc_pages[orc_at[r]:orc_at[r + 1]]),
-                        selection_recall=rec, mass_recall=mass, oracle_mass=orc_mass,
-                        bound_violations=int(viol), entropy=None if ent != ent else ent,
-                        budget_pages=int(bud), tier_hits=hits, tier_misses=misses,
-                        candidate_pages=tuple(cand_pages[cand_at[r]:cand_at[r + 1]]) if has_cands else None))
-
-
-def _page_lists(mask: np.ndarray) -> tuple[list[int], list[int]]:
-    """bool [B, H, M] -> (page numbers of every row concatenated, row offsets [B*H+1])."""
-    counts = mask.sum(-1).ravel()
-    at = np.zeros(counts.size + 1, dtype=np.int64)
-    np.cumsum(counts, out=at[1:])
-    return np.nonzero(mask.reshape(counts.size, -1))[1].tolist(), at.tolist()
+def step_summary(step: int, policy: str, layers: list[int], per_head: np.ndarray, tiers: list | None,
+                 detail: SelectionDetail | None = None) -> SelectionSummary:
+    """The per-layer summary of one step from its per-head channels, float32 numpy
+    [L, B, H, C] (the real rows only), with array reductions over (row, head); `tiers`
+    per layer a list of kv.tiers.TierAccess per row, or None."""
+    ph = per_head.astype(np.float64)
+    L, B, H = ph.shape[:3]
+    r = B * H
+    ch = {m: ph[..., i].reshape(L, r) for i, m in enumerate(CHANNELS)}
+    cols: dict[str, tuple] = {m: tuple((ch[m].sum(-1) / max(r, 1)).tolist()) for m in _MEANS}
+    cols["bound_violations"] = tuple(int(v) for v in ch["bound_violations"].sum(-1).tolist())
+    ent = ch["entropy"]
+    n_ent = (~np.isnan(ent)).sum(-1)
+    ent_sum = np.nansum(ent, axis=-1)
+    cols["entropy"] = tuple(float(s / k) if k else math.nan for s, k in zip(ent_sum.tolist(), n_ent.tolist()))
+    for m in ("hits", "misses", "bytes_moved"):
+        cols[m if m == "bytes_moved" else f"tier_{m}"] = tuple(
+            0 if tiers is None else sum(getattr(a, m) for a in tiers[li]) for li in range(L))
+    return SelectionSummary(step=step, policy=policy, layers=tuple(layers), records=(r,) * L,
+                            detail=detail, **cols)
 
 
 def summarize_history(history) -> dict[int, dict[str, float]]:

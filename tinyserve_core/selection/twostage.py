@@ -11,19 +11,19 @@ layer's int8 (or int4) key copy quantised on its page's own min/max
 (`kernels.page_estimates`), softmaxed over the candidates' tokens and averaged over the
 group's query heads. It keeps the budget's worth of pages (`estimate_top_p` 0) or the
 fewest whose estimated mass reaches `estimate_top_p` (the adaptive form, the budget its
-cap). Forced pages (the page being written, sink pages) always stay and count."""
+cap). Forced pages (the page being written, sink pages) always stay and count.
+Both selections are ops (`kernels.twostage_candidates`, `kernels.twostage_keep`; torch spec
+in kernels/twostage_reference.py, fused CUDA kernels on a GPU) that decide on the device
+with output widths fixed on the host, so the decode step is captured in a CUDA graph."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-import torch
-
 from .. import kernels
 from ..errors import ConfigError
-from .base import (EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator,
-                   forced_pages, take_top, tokens_per_page, top_p_pages)
+from .base import EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator
 from .params import Budget, check_float, check_int
 
 
@@ -40,9 +40,8 @@ class TwoStageParams:
 
 class TwoStagePolicy(Policy):
     name = "twostage"
-    # Eager steps: the quantised copy is allocated and refreshed on the host when the
-    # policy first meets a cache, which a captured graph would skip.
-    graph_safe = False
+    # Captured with the decode step: the selections run on the device (kernels.twostage_*),
+    # and the quantised copy is made current on the host before a step (PageSelector.prepare).
     Params = TwoStageParams
     _validators = {
         "budget": budget_validator,
@@ -67,40 +66,20 @@ class TwoStagePolicy(Policy):
             return Selection(None)  # keeps everything: exact dense, decided on the host
         if ctx.qkeys is None:
             raise ValueError("twostage needs the layer's quantised keys (SelectContext.qkeys)")
+        bs = ctx.block_size
         scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
-                                     ctx.scale, ctx.block_size)  # [B, Hkv, M], -inf past the context
-        B, H, _ = scores.shape
-        n = ctx.num_pages()
-        forced = forced_pages(n, M, p.sink_pages)[:, None, :].expand(B, H, M)
-        nf = forced[:, 0].sum(-1)[:, None]
-        budget = torch.minimum(torch.maximum(p.budget.pages(ctx.seq_lens, ctx.block_size)[:, None], nf),
-                               n[:, None]).expand(B, H)
-        # stage 1: candidates by the bound (forced pages first)
-        keys1 = scores.masked_fill(forced, float("inf"))
-        bmax = max(p.budget.max_pages(M, ctx.block_size), p.sink_pages + 1)
+                                     ctx.scale, bs)             # [B, Hkv, M], -inf past the context
+        budget = p.budget.pages(ctx.seq_lens, bs)               # [B], clamped by the kernels
+        # host-side widths from the shapes and parameters alone: nothing waits on the device
+        bmax = max(p.budget.max_pages(M, bs), p.sink_pages + 1)
         cmax = min(M, math.ceil(p.candidates * bmax - 1e-9))
-        n_cand = torch.ceil(budget.double() * p.candidates - 1e-9).long()
-        if p.candidate_top_p > 0.0:
-            logits = scores + tokens_per_page(ctx.seq_lens, M, ctx.block_size).float().log()[:, None, :]
-            need = top_p_pages(torch.softmax(logits, dim=-1), keys1, p.candidate_top_p)
-            n_cand = torch.minimum(n_cand, torch.maximum(need, budget))
-        n_cand = torch.minimum(n_cand, n[:, None])
-        cand = take_top(keys1, n_cand, cmax)                      # [B, H, C] ascending, -1 pad
-        # stage 2: estimated attention of the candidates' tokens
+        cand = kernels.twostage_candidates(scores, ctx.seq_lens, budget, bs, p.candidates,
+                                           p.candidate_top_p, p.sink_pages, cmax)   # [B, H, C] ascending
         lse = kernels.page_estimates(ctx.query, ctx.qkeys, ctx.meta, ctx.block_tables, ctx.seq_lens,
-                                     cand, ctx.scale)            # [B, Hq, C]
-        C = cand.shape[-1]
-        mass = torch.nan_to_num(torch.softmax(lse, dim=-1), nan=0.0).view(B, H, -1, C).mean(2)
-        valid = cand >= 0
-        cand_forced = torch.gather(forced, 2, cand.long().clamp(min=0)) & valid
-        keys2 = mass.masked_fill(~valid, float("-inf")).masked_fill(cand_forced, float("inf"))
-        k = budget
-        if p.estimate_top_p > 0.0:
-            k = torch.minimum(torch.maximum(top_p_pages(mass, keys2, p.estimate_top_p), nf), budget)
-        k = torch.minimum(k, n_cand)
-        kept = take_top(keys2, k, min(bmax, C)).long()            # positions in `cand`, ascending
-        pages = torch.gather(cand, 2, kept.clamp(min=0)).masked_fill(kept < 0, -1)
-        return Selection(pages.to(torch.int32), scores=scores, budget_pages=k, candidates=cand)
+                                     cand, ctx.scale)           # [B, Hq, C]
+        pages, k = kernels.twostage_keep(lse, cand, ctx.seq_lens, budget, bs, p.estimate_top_p,
+                                         p.sink_pages, min(bmax, cand.shape[-1]))
+        return Selection(pages, scores=scores, budget_pages=k, candidates=cand)
 
 
 def _check_bits(field: str, value) -> int:

@@ -15,7 +15,8 @@
 //     Selected pages are ranked in page order; CTA r takes ranks [r * sper, (r + 1) * sper)
 //     and writes them to the page_indices output.
 //  4. Attend: the CTA streams its selected pages' K/V through the decode kernel's ring
-//     (decode_stream with a shared-memory page list) and merges its warps.
+//     (decode_stream_tiles over a shared-memory page list) and merges its warps
+//     (decode_merge_warps).
 //  5. Cluster barrier; CTA r merges its share of the row's (head, element) outputs from the
 //     C partial results by log-sum-exp (DSMEM reads) and writes them; a last barrier keeps
 //     every CTA's shared memory alive until the others have read it.
@@ -268,22 +269,26 @@ fused_sparse_decode_kernel(const __grid_constant__ FusedSparseParams f) {
   const int hq0 = kvh * p.group;
   uint32_t qf[D / 16][2];
   decode_load_q<T, D>(qf, static_cast<const T*>(p.q), (int64_t)b * p.num_q_heads + hq0, p.group, lane);
-  float m[2] = {-INFINITY, -INFINITY};
-  float l[2] = {0.f, 0.f};
-  float acc[D / 16][4];
-#pragma unroll
-  for (int i = 0; i < D / 16; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  DecodeState<D> st;
   const FusedRows<D> rows{sel, (s_hi - s_lo) * bs, bs, p.block_shift, p.num_kv_heads, kvh};
-  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) +
-                        warp * kDecodeStages * decode_stage_bytes<D>();
-  decode_stream<T, D>(wbuf, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache), rows,
-                      warp * kDecodeTile, rows.n_tokens, qf, m, l, acc, p.scale_log2, lane);
+  constexpr uint32_t SB = decode_stage_bytes<D>();
+  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * kDecodeStages * SB;
+  decode_stream_tiles<kDecodeStages>(
+      wbuf, SB, warp * kDecodeTile, rows.n_tokens,
+      [&](uint32_t stage, int t) {
+        const int64_t mine = lane < kDecodeTile ? rows(t + lane) : -1;
+        return decode_copy_rows<2 * D>(stage, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache),
+                                       mine, lane);
+      },
+      [&](uint32_t stage, uint32_t ok) { decode_tile_compute<T, D>(stage, ok, qf, st, p.scale_log2, lane); });
   float* part_o = reinterpret_cast<float*>(reinterpret_cast<char*>(sm_dyn) + fused_partial_offset<D>());
   float* part_lse = part_o + kMaxGroup * D;
-  decode_cta_merge<D>(m, l, acc, sm_dyn, p.group, warp, lane, [&](int h, int d, float o, float lse) {
-    part_o[h * D + d] = o;
-    if (d == 0) part_lse[h] = lse;
-  });
+  decode_merge_warps<D>(
+      st, sm_dyn, p.group, [&](float(*o)[D]) { decode_store_acc<D>(o, st, lane); },
+      [&](int h, int d, float o, float lse) {
+        part_o[h * D + d] = o;
+        if (d == 0) part_lse[h] = lse;
+      });
   cluster_sync_all();  // every CTA's partial result is written
 
   // 5. merge the C partial results of this CTA's share of the row's outputs

@@ -83,59 +83,81 @@ __device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b
 template <int D>
 __host__ __device__ constexpr int decode_stage_bytes() { return 2 * kDecodeTile * D * 2; }
 
-// Dynamic shared memory of a CTA: the cp.async stages, which the final merge reuses for
-// its per-warp outputs.
-template <int D>
-__host__ __device__ constexpr int decode_smem_bytes() {
+// Dynamic shared memory of a CTA of STAGES stages per warp: the cp.async stages, which the
+// final merge reuses for its per-warp outputs.
+template <int D, int STAGES, int STAGE_BYTES>
+__host__ __device__ constexpr int decode_smem_bytes_for() {
   constexpr int merge = kDecodeWarps * kMaxGroup * D * 4;
-  constexpr int stages = kDecodeWarps * kDecodeStages * decode_stage_bytes<D>();
+  constexpr int stages = kDecodeWarps * STAGES * STAGE_BYTES;
   return stages > merge ? stages : merge;
 }
-
-// Byte offset of 16-byte chunk `c` of tile row `r` in a stage: chunks are XOR-swizzled by
-// the row's low 3 bits, so the 8 rows one ldmatrix reads at one chunk hit 8 distinct banks.
 template <int D>
-__device__ __forceinline__ uint32_t decode_swz(int r, int c) {
-  return uint32_t(r * (D / 8) + (c ^ (r & 7))) * 16u;
+__host__ __device__ constexpr int decode_smem_bytes() {
+  return decode_smem_bytes_for<D, kDecodeStages, decode_stage_bytes<D>()>();
 }
 
-// The K/V row of virtual token `vt` (decode_token_row) for the dense and sparse kernels,
-// whose selected pages are read from global memory. The fused sparse kernel
-// (fused_sparse.cuh) passes its own lookup into shared memory instead.
+// Byte offset of 16-byte chunk `c` of row `r` of a tile of ROW_BYTES-byte rows: chunks are
+// XOR-swizzled by the row's low 3 bits (64-byte rows: by bits 1-2, two rows share a 128-byte
+// bank line), so the 8 rows one ldmatrix reads at one chunk hit 8 distinct bank groups.
+template <int ROW_BYTES>
+__device__ __forceinline__ uint32_t tile_swz(int r, int c) {
+  constexpr int NCH = ROW_BYTES / 16;
+  static_assert(NCH >= 4, "rows of at least 64 bytes");
+  constexpr int S = NCH >= 8 ? 0 : 1, M = (NCH >= 8 ? 8 : NCH) - 1;
+  return uint32_t(r * ROW_BYTES + 16 * (c ^ ((r >> S) & M)));
+}
 template <int D>
-struct DecodeRowsGlobal {
-  const DecodeParams& p;
-  int b, kvh, v_end, seq_len, n_pages;
-  __device__ __forceinline__ int64_t operator()(int vt) const {
-    return decode_token_row(p, b, kvh, vt, v_end, seq_len, n_pages, D);
-  }
-};
+__device__ __forceinline__ uint32_t decode_swz(int r, int c) { return tile_swz<2 * D>(r, c); }
 
-// Issue the coalesced asynchronous copies of one tile (K rows, then V rows) into a warp's
-// stage; returns this lane's validity bits (bit h: token g + 8h is inside the
-// split/context/selection). Lanes 0..15 look up one token's row each (rows(vt): element
-// offset or -1); D/8 lanes copy a row.
-template <typename T, int D, typename Rows>
-__device__ __forceinline__ uint32_t decode_issue_tile(uint32_t stage, const T* kc, const T* vc, const Rows& rows,
-                                                      int t0, int lane) {
-  constexpr int NCH = D / 8, RPI = 32 / NCH;  // chunks per row, rows per copy instruction
-  const int64_t mine = lane < kDecodeTile ? rows(t0 + lane) : -1;
+// The coalesced asynchronous copies of one tile's K rows, then V rows (ROW_BYTES each), into
+// a warp's stage: lane i < 16 holds the element offset `mine` of token i's row (-1: outside
+// the split/context/selection); ROW_BYTES/16 lanes copy a row. Returns this lane's validity
+// bits (bit h: token g + 8h).
+template <int ROW_BYTES, typename E>
+__device__ __forceinline__ uint32_t decode_copy_rows(uint32_t stage, const E* kc, const E* vc, int64_t mine,
+                                                     int lane) {
+  constexpr int NCH = ROW_BYTES / 16, RPI = 32 / NCH;  // chunks per row, rows per copy instruction
   const int c = lane % NCH, r0 = lane / NCH;
 #pragma unroll
   for (int i = 0; i < kDecodeTile / RPI; ++i) {
     const int r = i * RPI + r0;
     const int64_t row = __shfl_sync(0xffffffffu, mine, r);
     const bool in = row >= 0;
-    const int64_t e = in ? row + 8 * c : 0;
-    const uint32_t off = decode_swz<D>(r, c);
+    const int64_t e = in ? row + (16 / sizeof(E)) * c : 0;
+    const uint32_t off = tile_swz<ROW_BYTES>(r, c);
     // Masked tokens are zero-filled, never whatever the pool holds (NaN * 0 = NaN).
     cp_async16_s(stage + off, kc + e, in ? 16 : 0);
-    cp_async16_s(stage + kDecodeTile * D * 2 + off, vc + e, in ? 16 : 0);
+    cp_async16_s(stage + kDecodeTile * ROW_BYTES + off, vc + e, in ? 16 : 0);
   }
   const int g = lane >> 2;
   return uint32_t(__shfl_sync(0xffffffffu, mine, g) >= 0) |
          (uint32_t(__shfl_sync(0xffffffffu, mine, g + 8) >= 0) << 1);
 }
+
+// Issue the copies of one tile into a warp's stage; returns this lane's validity bits.
+// Lanes 0..15 look up one token's row each.
+template <typename T, int D>
+__device__ __forceinline__ uint32_t decode_issue_tile(uint32_t stage, const DecodeParams& p, int b, int kvh,
+                                                      int t0, int v_end, int seq_len, int n_pages, int lane) {
+  const int64_t mine = lane < kDecodeTile ? decode_token_row(p, b, kvh, t0 + lane, v_end, seq_len, n_pages, D) : -1;
+  return decode_copy_rows<2 * D>(stage, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache), mine,
+                                 lane);
+}
+
+// A decode CTA's place: its (split, kv-head, sequence) and the sequence's range of virtual
+// tokens [v_begin, v_end) it attends (selected pages' tokens in the sparse variant). Waits
+// for the previous grid first: the inputs may be its output.
+struct DecodeCta {
+  int split, kvh, b, seq_len, n_pages, v_begin, v_end;
+  __device__ explicit DecodeCta(const DecodeParams& p) : split(blockIdx.x), kvh(blockIdx.y), b(blockIdx.z) {
+    wait_prior_grid();
+    seq_len = p.seq_lens[b];
+    n_pages = (seq_len + p.block_size - 1) / p.block_size;
+    const int nv = p.page_indices != nullptr ? p.max_sel * p.block_size : seq_len;
+    v_begin = split * p.chunk_tokens;
+    v_end = min(nv, v_begin + p.chunk_tokens);
+  }
+};
 
 // Online softmax of one tile's logits s (tokens g, g+8 x heads 2q4, 2q4+1, log2 domain,
 // already scaled): updates (m, l), turns s into probabilities and returns the accumulator
@@ -173,12 +195,33 @@ __device__ __forceinline__ void decode_rescale(float (&acc)[MT][4], const float 
   }
 }
 
+// A warp's online-softmax state over its tiles: running max and this lane's share of the
+// denominators of heads 2q4, 2q4+1 (log2 domain), and its output accumulators.
+template <int D>
+struct DecodeState {
+  float m[2] = {-INFINITY, -INFINITY};
+  float l[2] = {0.f, 0.f};
+  float acc[D / 16][4] = {};
+};
+
+// One tile's scaled logits s into the state: tokens outside the split/context/selection
+// (validity bits `ok`) masked, probabilities in s, the accumulators rescaled; P^T as the PV
+// B operand (pb0, pb1).
+template <typename T, int D>
+__device__ __forceinline__ void decode_tile_softmax(float (&s)[4], uint32_t ok, DecodeState<D>& st, uint32_t& pb0,
+                                                    uint32_t& pb1) {
+  if (!(ok & 1u)) s[0] = s[1] = -INFINITY;
+  if (!(ok & 2u)) s[2] = s[3] = -INFINITY;
+  float alpha[2];
+  decode_softmax<T>(s, st.m, st.l, alpha, pb0, pb1);
+  decode_rescale<D / 16>(st.acc, alpha);
+}
+
 // One tile from a warp's stage into its online-softmax state (m, l, acc). Q fragments:
 // the accumulator's fragment (mt, c) holds d = 16 mt + g + 8 (c >> 1), head 2 q4 + (c & 1).
 template <typename T, int D>
 __device__ __forceinline__ void decode_tile_compute(uint32_t stage, uint32_t ok, const uint32_t (&qf)[D / 16][2],
-                                                         float (&m)[2], float (&l)[2], float (&acc)[D / 16][4],
-                                                         float scale_log2, int lane) {
+                                                    DecodeState<D>& st, float scale_log2, int lane) {
   constexpr int KS = D / 16, MT = D / 16;
   float s[4] = {0.f, 0.f, 0.f, 0.f};  // (tok g, head 2q4), (g, 2q4+1), (g+8, 2q4), (g+8, 2q4+1)
   float s2[4] = {0.f, 0.f, 0.f, 0.f};
@@ -192,12 +235,8 @@ __device__ __forceinline__ void decode_tile_compute(uint32_t stage, uint32_t ok,
   }
 #pragma unroll
   for (int i = 0; i < 4; ++i) s[i] = (s[i] + s2[i]) * scale_log2;
-  if (!(ok & 1u)) s[0] = s[1] = -INFINITY;
-  if (!(ok & 2u)) s[2] = s[3] = -INFINITY;
-  float alpha[2];
   uint32_t pb0, pb1;
-  decode_softmax<T>(s, m, l, alpha, pb0, pb1);
-  decode_rescale<MT>(acc, alpha);
+  decode_tile_softmax<T, D>(s, ok, st, pb0, pb1);
   // A = V^T[16 d x 16 tok] by ldmatrix.trans of V rows: lanes 0-7 tokens 0-7 at the m-tile's
   // first chunk, 8-15 the same tokens at its second chunk, 16-31 tokens 8-15 likewise.
   const uint32_t vs = stage + kDecodeTile * D * 2;
@@ -206,7 +245,7 @@ __device__ __forceinline__ void decode_tile_compute(uint32_t stage, uint32_t ok,
   for (int mt = 0; mt < MT; ++mt) {
     uint32_t a0, a1, a2, a3;
     ldmatrix_x4_trans(a0, a1, a2, a3, vs + decode_swz<D>(vr, 2 * mt + vh));
-    Mma<T>::run(acc[mt], a0, a1, a2, a3, pb0, pb1);
+    Mma<T>::run(st.acc[mt], a0, a1, a2, a3, pb0, pb1);
   }
 }
 
@@ -241,8 +280,40 @@ __device__ __forceinline__ void decode_merge_out4(const DecodeParams& p, int64_t
   out[3] = from_float<T>(num.w * inv);
 }
 
-// Q of query heads hq0.. as the B operand of QK (column n = head g): k-step ks holds
-// d = 16 ks + 2 q4 (+1) and 16 ks + 8 + 2 q4 (+1); padding heads (g >= group) are zero.
+// The per-warp tile pipeline of the decode kernels: STAGES shared-memory stages of
+// `stage_bytes` each at `wbuf`, all but one in flight while one is computed. A warp only ever
+// touches its own stages, so __syncwarp orders the loop. issue(stage, t) starts the
+// asynchronous copies of the tile at virtual token t and returns its two validity bits;
+// compute(stage, ok) folds a landed tile into the warp's state.
+template <int STAGES, typename Issue, typename Compute>
+__device__ __forceinline__ void decode_stream_tiles(uint32_t wbuf, uint32_t stage_bytes, int t0, int v_end,
+                                                    Issue&& issue, Compute&& compute) {
+  constexpr int kStride = kDecodeWarps * kDecodeTile;
+  uint32_t okm = 0;  // bits 2*stage + h: validity of the tile copied into each stage
+  int t_issue = t0;
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st, t_issue += kStride) {
+    if (t_issue < v_end) okm |= issue(wbuf + st * stage_bytes, t_issue) << (2 * st);
+    cp_async_commit();
+  }
+  int stage = 0;
+  for (; t0 < v_end; t0 += kStride, t_issue += kStride) {
+    const int ist = stage == 0 ? STAGES - 1 : stage - 1;  // the stage computed last
+    __syncwarp();  // every lane is done reading stage `ist` (computed last iteration)
+    okm &= ~(3u << (2 * ist));
+    if (t_issue < v_end) okm |= issue(wbuf + ist * stage_bytes, t_issue) << (2 * ist);
+    cp_async_commit();
+    cp_async_wait<STAGES - 1>();  // this lane's copies into `stage` have landed ...
+    __syncwarp();                 // ... and so have every other lane's
+    compute(wbuf + stage * stage_bytes, (okm >> (2 * stage)) & 3u);
+    stage = stage == STAGES - 1 ? 0 : stage + 1;
+  }
+  cp_async_wait<0>();
+}
+
+// Q of query heads first_row.. as the B operand of the fp16/bf16 QK product (column n =
+// head g): k-step ks holds d = 16 ks + 2 q4 (+1) and 16 ks + 8 + 2 q4 (+1); padding heads
+// (g >= group) are zero.
 template <typename T, int D>
 __device__ __forceinline__ void decode_load_q(uint32_t (&qf)[D / 16][2], const T* q, int64_t first_row, int group,
                                               int lane) {
@@ -255,52 +326,32 @@ __device__ __forceinline__ void decode_load_q(uint32_t (&qf)[D / 16][2], const T
   }
 }
 
-// One warp's online softmax over the tiles t_first, t_first + kStride, ... below v_end,
-// streamed through its kDecodeStages shared-memory stages at wbuf, all but one in flight
-// while one is computed; a warp only ever touches its own stages, so __syncwarp orders the
-// loop. On return (m, l, acc) hold the warp's state; its copies may still be landing only
-// for tiles past v_end (none), the caller's cp_async_wait<0> retires the empty groups.
-template <typename T, int D, typename Rows>
-__device__ __forceinline__ void decode_stream(uint32_t wbuf, const T* kc, const T* vc, const Rows& rows, int t_first,
-                                              int v_end, const uint32_t (&qf)[D / 16][2], float (&m)[2],
-                                              float (&l)[2], float (&acc)[D / 16][4], float scale_log2, int lane) {
-  constexpr int kStride = kDecodeWarps * kDecodeTile;
-  constexpr uint32_t SB = decode_stage_bytes<D>();
-  int t0 = t_first;
-  uint32_t okm = 0;  // bits 2*stage + h: validity of the tile copied into each stage
-  int t_issue = t0;
+// decode_tile_compute's accumulators into a warp's o[head][d]: acc[mt][c] holds head
+// 2q4 + (c&1), d = 16mt + g + 8(c>>1) (the fp8 kernel's layout differs).
+template <int D>
+__device__ __forceinline__ void decode_store_acc(float (*o)[D], const DecodeState<D>& st, int lane) {
+  const int g = lane >> 2, q4 = lane & 3;
 #pragma unroll
-  for (int st = 0; st < kDecodeStages - 1; ++st, t_issue += kStride) {
-    if (t_issue < v_end) okm |= decode_issue_tile<T, D>(wbuf + st * SB, kc, vc, rows, t_issue, lane) << (2 * st);
-    cp_async_commit();
-  }
-  int stage = 0;
-  for (; t0 < v_end; t0 += kStride, t_issue += kStride) {
-    const int ist = stage == 0 ? kDecodeStages - 1 : stage - 1;  // the stage computed last
-    __syncwarp();  // every lane is done reading stage `ist` (computed last iteration)
-    okm &= ~(3u << (2 * ist));
-    if (t_issue < v_end)
-      okm |= decode_issue_tile<T, D>(wbuf + ist * SB, kc, vc, rows, t_issue, lane) << (2 * ist);
-    cp_async_commit();
-    cp_async_wait<kDecodeStages - 1>();  // this lane's copies into `stage` have landed ...
-    __syncwarp();                        // ... and so have every other lane's
-    decode_tile_compute<T, D>(wbuf + stage * SB, (okm >> (2 * stage)) & 3u, qf, m, l, acc, scale_log2, lane);
-    stage = stage == kDecodeStages - 1 ? 0 : stage + 1;
-  }
+  for (int mt = 0; mt < D / 16; ++mt)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) o[2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = st.acc[mt][c];
 }
 
-// Merges the warps' online-softmax states of a CTA through shared memory (sm_o reuses the
-// stage buffers at sm_dyn) and hands each (head h < group, element d) of the result to
-// emit(h, d, o, lse): o normalised, lse the log2-sum-exp of the head's scaled logits
-// (-inf and o = 0 when the head saw no token). Every thread of the CTA must call it.
-template <int D, typename Emit>
-__device__ __forceinline__ void decode_cta_merge(float (&m)[2], float (&l)[2], const float (&acc)[D / 16][4],
-                                                 void* sm_dyn, int group, int warp, int lane, Emit&& emit) {
+// After the tile loop: the warps' softmax states of a CTA merged through shared memory
+// (`smem`, the stage buffers, reused). store_acc(o) writes this lane's accumulators into the
+// warp's o[head][d]; each (head h < group, element d) of the result goes to emit(h, d, o, lse):
+// o normalised, lse the log2-sum-exp of the head's scaled logits (-inf and o = 0 when the
+// head saw no token). Every thread of the CTA must call it.
+template <int D, typename StoreAcc, typename Emit>
+__device__ __forceinline__ void decode_merge_warps(DecodeState<D>& st, void* smem, int group, StoreAcc&& store_acc,
+                                                   Emit&& emit) {
+  float(&m)[2] = st.m;
+  float(&l)[2] = st.l;
   __shared__ float sm_m[kDecodeWarps][kMaxGroup];
   __shared__ float sm_l[kDecodeWarps][kMaxGroup];
-  float(*sm_o)[kMaxGroup][D] = reinterpret_cast<float(*)[kMaxGroup][D]>(sm_dyn);
+  float(*sm_o)[kMaxGroup][D] = reinterpret_cast<float(*)[kMaxGroup][D]>(smem);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q4 = lane & 3;
-  cp_async_wait<0>();
   __syncthreads();  // sm_o below reuses every warp's stage buffers
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
@@ -312,11 +363,7 @@ __device__ __forceinline__ void decode_cta_merge(float (&m)[2], float (&l)[2], c
       sm_l[warp][2 * q4 + e] = l[e];
     }
   }
-  // acc[mt][c]: head 2q4 + (c&1), d = 16mt + g + 8(c>>1).
-#pragma unroll
-  for (int mt = 0; mt < D / 16; ++mt)
-#pragma unroll
-    for (int c = 0; c < 4; ++c) sm_o[warp][2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = acc[mt][c];
+  store_acc(sm_o[warp]);
   __syncthreads();
 
   for (int idx = threadIdx.x; idx < group * D; idx += kDecodeWarps * 32) {
@@ -337,34 +384,13 @@ __device__ __forceinline__ void decode_cta_merge(float (&m)[2], float (&l)[2], c
   }
 }
 
-template <typename T, int D>
-__global__ void __launch_bounds__(kDecodeWarps * 32, 2)
-paged_decode_kernel(const __grid_constant__ DecodeParams p) {
-  extern __shared__ uint4 sm_dyn[];
-  const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  wait_prior_grid();
-  const int seq_len = p.seq_lens[b];
-  const int n_pages = (seq_len + p.block_size - 1) / p.block_size;
-  const int nv = p.page_indices != nullptr ? p.max_sel * p.block_size : seq_len;
-  const int v_begin = split * p.chunk_tokens;
-  const int v_end = min(nv, v_begin + p.chunk_tokens);
+// decode_merge_warps writing the CTA's output (or its split's partial result) for the
+// split-plan kernels.
+template <typename T, int D, typename StoreAcc>
+__device__ __forceinline__ void decode_finish(const DecodeParams& p, DecodeState<D>& st, void* smem, int b, int kvh,
+                                              int split, StoreAcc&& store_acc) {
   const int hq0 = kvh * p.group;
-
-  uint32_t qf[D / 16][2];
-  decode_load_q<T, D>(qf, static_cast<const T*>(p.q), (int64_t)b * p.num_q_heads + hq0, p.group, lane);
-  float m[2] = {-INFINITY, -INFINITY};  // running max of heads 2*q4 + e (log2 domain)
-  float l[2] = {0.f, 0.f};              // this lane's share of the running denominators
-  float acc[D / 16][4];
-#pragma unroll
-  for (int i = 0; i < D / 16; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-
-  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) +
-                        warp * kDecodeStages * decode_stage_bytes<D>();
-  const DecodeRowsGlobal<D> rows{p, b, kvh, v_end, seq_len, n_pages};
-  decode_stream<T, D>(wbuf, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache), rows,
-                      v_begin + warp * kDecodeTile, v_end, qf, m, l, acc, p.scale_log2, lane);
-  decode_cta_merge<D>(m, l, acc, sm_dyn, p.group, warp, lane, [&](int h, int d, float o, float lse) {
+  decode_merge_warps<D>(st, smem, p.group, store_acc, [&](int h, int d, float o, float lse) {
     const int64_t row = (int64_t)b * p.num_q_heads + hq0 + h;
     if (p.num_splits == 1) {
       static_cast<T*>(p.out)[row * D + d] = from_float<T>(o);
@@ -373,6 +399,32 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
       if (d == 0) p.part_lse[row * p.num_splits + split] = lse;
     }
   });
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32, 2)
+paged_decode_kernel(const __grid_constant__ DecodeParams p) {
+  extern __shared__ uint4 sm_dyn[];
+
+  const DecodeCta cta(p);
+  const int kvh = cta.kvh, b = cta.b, v_end = cta.v_end;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int hq0 = kvh * p.group;
+
+  uint32_t qf[D / 16][2];
+  decode_load_q<T, D>(qf, static_cast<const T*>(p.q), (int64_t)b * p.num_q_heads + hq0, p.group, lane);
+  DecodeState<D> st;
+  constexpr uint32_t SB = decode_stage_bytes<D>();
+  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * kDecodeStages * SB;
+  decode_stream_tiles<kDecodeStages>(
+      wbuf, SB, cta.v_begin + warp * kDecodeTile, v_end,
+      [&](uint32_t stage, int t) {
+        return decode_issue_tile<T, D>(stage, p, b, kvh, t, v_end, cta.seq_len, cta.n_pages, lane);
+      },
+      [&](uint32_t stage, uint32_t ok) {
+        decode_tile_compute<T, D>(stage, ok, qf, st, p.scale_log2, lane);
+      });
+  decode_finish<T, D>(p, st, sm_dyn, b, kvh, cta.split, [&](float(*o)[D]) { decode_store_acc<D>(o, st, lane); });
 }
 
 // out[b, h, :] = sum_s 2^(lse_s - lse_max) o_s / sum_s 2^(lse_s - lse_max). One CTA per

@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from ...errors import ConfigError
-from ...observe.events import EventSink
 from ...selection import PageSelector, summarize_history
 from .spec import TIER_POLICIES_EVALUATED, TOP_P_POLICIES, EvalSpec, RunResult, Task, build_tasks
 
@@ -35,7 +34,9 @@ class _Prefilled:
         self.snapshot = [x.clone() for x in (*kv.k_caches, *kv.v_caches, *kv.metas)]
         self.tasks = tasks
 
-    def run(self, selector: PageSelector | None, bar=None):
+    def run(self, selector: PageSelector | None, bar=None, keep_details: bool = False):
+        """(nll, argmax, details): `details` the columnar records of every step
+        (selection/detail.py) when `keep_details`, for the tier replay."""
         from ...engine.model_runner import DecodeItem
         kv = self.runner.kv
         for dst, src in zip((*kv.k_caches, *kv.v_caches, *kv.metas), self.snapshot):
@@ -45,8 +46,7 @@ class _Prefilled:
         self.runner.selector = selector
         nll = [[] for _ in self.tasks]
         argmax = [[] for _ in self.tasks]
-        per_step_events = []
-        sink = getattr(selector, "_sink", None)
+        details = []
         steps = max(len(t.feed) for t in self.tasks)
         for s in range(steps):
             active = [i for i, t in enumerate(self.tasks) if s < len(t.feed)]
@@ -60,12 +60,12 @@ class _Prefilled:
                 nll[i].append(float(step_nll[r]))
                 argmax[i].append(int(top[r]))
             if selector is not None:
-                selector.take_summary()
-            if sink is not None:
-                per_step_events.append(sink.drain())
+                summary = selector.take_summary()
+                if keep_details and summary is not None and summary.detail is not None:
+                    details.append(summary.detail)
             if bar is not None:
                 bar.update(1)
-        return nll, argmax, per_step_events
+        return nll, argmax, details
 
     @property
     def page_bytes(self) -> int:
@@ -129,23 +129,20 @@ def _make_selector(policy: str, budget: str | None, top_p: float | None, spec: E
         params["top_p_mass"] = top_p  # the budget is its cap
     elif policy == "twostage":
         params["estimate_top_p"] = top_p or 0.0  # None: the fixed-budget form
-    # query-aware policies keep their per-head events for the offline tier replay
-    sink = EventSink() if policy in TIER_POLICIES_EVALUATED and spec.tier_factors else None
-    return PageSelector(policy, stats=True, sink=sink, **params)
+    return PageSelector(policy, stats=True, **params)
 
 
-def replay_tiers(per_step_events, mean_pages: float, page_bytes: int, factors) -> list[dict]:
+def replay_tiers(details, mean_pages: float, page_bytes: int, factors) -> list[dict]:
     """Replays a run's selections through two-tier caches of `factor x` the mean
     selected pages per (sequence, layer), LRU and LFU side by side. Residency is
     accounting only, so one decode run serves every tier configuration."""
     from ...kv.tiers import TIER_POLICIES, TieredPageCache
     steps = []
-    for evs in per_step_events:
-        union: dict[tuple[int, int], tuple[int, set]] = {}
-        for e in evs:
-            n, pages = union.setdefault((e.seq_id, e.layer), (len(e.scores), set()))
-            pages.update(e.pages)
-        steps.append(union)
+    for d in details:   # per (sequence, layer): its context and the union over kv-heads
+        union = d.selected.any(2)                                        # [L, B, P]
+        ctx = d.channel("context_pages")[:, :, 0].astype(np.int64)      # [L, B]
+        steps.append({(int(seq), int(layer)): (int(ctx[li, b]), np.flatnonzero(union[li, b]))
+                      for li, layer in enumerate(d.layers) for b, seq in enumerate(d.seq_ids)})
     rows = []
     seqs = {k[0] for st in steps for k in st} or {0}
     for f in factors:
@@ -154,7 +151,7 @@ def replay_tiers(per_step_events, mean_pages: float, page_bytes: int, factors) -
             t = TieredPageCache(cap, pol)
             for st in steps:
                 for (seq, layer), (n, pages) in st.items():
-                    t.access(seq, layer, n, sorted(pages), page_bytes)
+                    t.access(seq, layer, n, pages, page_bytes)
             c = t.totals
             rows.append({"factor": f, "tier_pages": cap, "tier_policy": pol, "hit_rate": c.hit_rate,
                          "misses_per_step": c.misses / max(len(steps), 1),
@@ -199,7 +196,8 @@ def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progr
             bar.set_postfix_str(f"block {bs}: {policy} {budget or ''}".strip())
             sel = _make_selector(policy, budget, top_p, spec)
             t0 = time.perf_counter()
-            nll, argmax, events = pre.run(None if policy == "dense" else sel, bar)
+            keep = policy in TIER_POLICIES_EVALUATED and bool(spec.tier_factors)   # for the tier replay
+            nll, argmax, events = pre.run(None if policy == "dense" else sel, bar, keep)
             secs = time.perf_counter() - t0
             if policy == "dense":
                 dense_argmax = argmax

@@ -1,0 +1,39 @@
+"""`tinyserve bench kernels --only fp8` wiring and its helpers, checked without a GPU."""
+
+from __future__ import annotations
+
+import torch
+
+from tinyserve_core.bench import kernels_fp8
+from tinyserve_core.cli import bench as bench_cli, build_parser
+from tinyserve_core.kernels import fp8_reference as f8
+
+
+def test_only_fp8_is_a_section_left_out_of_the_default():
+    a = build_parser().parse_args(["bench", "kernels", "--only", "fp8", "--quick"])
+    assert a.only == ["fp8"]
+
+
+def test_quantize_pool_is_a_one_call_write_of_every_page():
+    torch.manual_seed(0)
+    nb, bs, hkv, d = 5, 16, 2, 32
+    pool = (torch.randn(nb, bs, hkv, d) * torch.tensor([0.01, 5.0]).view(1, 1, 2, 1)).half()
+    codes, scales = kernels_fp8.quantize_pool(pool, chunk=2)  # chunks must not change a thing
+    kc = torch.zeros(nb, bs, hkv, d, dtype=f8.FP8)
+    sc = torch.zeros(nb, 2, hkv)
+    f8.reshape_and_cache(pool.flatten(0, 1), pool.flatten(0, 1), kc, kc.clone(), sc, torch.arange(nb * bs))
+    assert torch.equal(codes.view(torch.uint8), kc.view(torch.uint8)) and torch.equal(scales, sc[:, 0])
+
+
+def test_report_prints_the_fp8_rows():
+    err = {"max_abs": 1.5e-3, "mean_abs": 2e-4, "rel_l2": 0.031}
+    row = {"batch": 64, "ctx": 32768, "fp16_ms": 2.0, "fp8_ms": 1.1, "fp16_pct_bw": 99.0, "fp8_pct_bw": 90.2,
+           "speedup": 1.82, "fp16": err, "fp8": err, "sparse_fp16_ms": 0.14, "sparse_fp8_ms": 0.08}
+    res = {"copy_bw_gbps": 4250.0, "shape": {"hq": 32, "hkv": 8, "head_dim": 128, "block": 16},
+           "fp8": {"decode": [row], "cache": [{"case": "decode 256 seqs, FP8 cache", "ms": 0.01, "pct_copy_bw": 40.0}]}}
+    out = bench_cli._kernels_report(res)
+    assert "FP8 (e4m3) KV cache" in out and "decode 256 seqs, FP8 cache" in out
+    line = next(x for x in out.splitlines() if x.split()[:2] == ["64", "32768"])
+    assert line.split()[2:8] == ["2000.0", "99.0", "1100.0", "90.2", "1.82", "1.50e-03"]
+    sparse = [x.split() for x in out.splitlines() if x.split()[:2] == ["64", "32768"]][1]
+    assert sparse[2:] == ["140.0", "80.0", "1.75"]

@@ -1,0 +1,172 @@
+"""The FP8 (e4m3) KV-cache kernels against their torch reference (kernels/fp8_reference.py)
+on fresh random non-zero inputs. Runs only with a GPU (`pytest -m cuda`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tinyserve_core import kernels
+from tinyserve_core.kernels import fp8_reference as f8
+
+from .test_kernels_cuda import DEV, poison_allocator, rand, rel_err
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+NAN8 = 0x7F  # an e4m3fn NaN: a slot the kernel must never read
+
+
+def fp8_context(seq_lens, bs, hkv, d, gen, spare_blocks=3):
+    """An FP8 K/V pool holding `seq_lens` tokens per sequence in shuffled blocks, each
+    (page, head) at its own power-of-two scale over four orders of magnitude. Slots past
+    each context hold NaN codes; tables are padded with -1."""
+    pages = [math.ceil(n / bs) for n in seq_lens]
+    nb = sum(pages) + spare_blocks
+    perm = torch.randperm(nb, device=DEV, generator=gen).to(torch.int32)
+    sc = f8.pow2_scale(10.0 ** (torch.rand(nb, 2, hkv, device=DEV, generator=gen) * 4 - 2))
+    x = (torch.randn(2, nb, bs, hkv, d, device=DEV, generator=gen) * 100).clamp(-448, 448)
+    codes = [f8.quantize(x[j], 1.0) for j in range(2)]  # read back as code * the page's scale
+    bt = torch.full((len(seq_lens), max(pages)), -1, dtype=torch.int32, device=DEV)
+    at = 0
+    for i, (n, p) in enumerate(zip(seq_lens, pages)):
+        bt[i, :p] = perm[at:at + p]
+        at += p
+        for c in codes:
+            c[bt[i, p - 1].long(), n - (p - 1) * bs:] = NAN8
+    for c in codes:
+        c[perm[at:].long()] = NAN8
+    kc, vc = (c.view(f8.FP8) for c in codes)
+    return kc, vc, sc, bt, torch.tensor(seq_lens, dtype=torch.int32, device=DEV)
+
+
+def ref_decode(q, kc, vc, sc, bt, sl, scale, pi=None):
+    """The reference in float32 with the NaN slots zeroed (it never uses them either)."""
+    k, v = (f8.dequantize_cache(c, sc, j).nan_to_num() for j, c in enumerate((kc, vc)))
+    from tinyserve_core.kernels import reference
+
+    return reference.paged_decode_attention(q.float(), k, v, bt.clamp(min=0), sl, scale, pi)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("bs", [8, 16, 24, 64])  # 24: no power of two
+@pytest.mark.parametrize("hq,hkv", [(4, 4), (16, 4), (16, 2)])
+def test_fp8_decode_matches_reference(cuda_ops, gen, head_dim, bs, hq, hkv):
+    seq_lens = [1, bs - 1, bs, bs + 1, 37, 700, 2 * bs + 5]
+    kc, vc, sc, bt, sl = fp8_context(seq_lens, bs, hkv, head_dim, gen)
+    q = rand((len(seq_lens), hq, head_dim), torch.float16, gen, scale=0.05)
+    scale = head_dim ** -0.5
+    ref = ref_decode(q, kc, vc, sc, bt, sl, scale)
+    poison_allocator()
+    api = kernels.paged_decode_attention(q, kc, vc, bt, sl, scale, kv_scales=sc)  # the cache dtype picks the path
+    assert rel_err(api, ref) <= 2e-3
+    from tinyserve_core.kernels import _cuda_fp8
+
+    for splits in (0, 1, 5):  # the planner's choice, one CTA per sequence, forced merges
+        poison_allocator()
+        out = _cuda_fp8.paged_decode_attention(q, kc, vc, sc, bt, sl, scale, num_splits=splits)
+        assert out.dtype == torch.float16 and out.shape == q.shape
+        assert rel_err(out, ref) <= 2e-3, f"splits={splits}"
+
+
+def test_fp8_decode_bf16_query_long_context(cuda_ops, gen):
+    kc, vc, sc, bt, sl = fp8_context([32768, 5000, 17], 16, 8, 128, gen)
+    q = rand((3, 32, 128), torch.bfloat16, gen, scale=0.05)
+    ref = ref_decode(q, kc, vc, sc, bt, sl, 128 ** -0.5)
+    poison_allocator()
+    out = kernels.paged_decode_attention(q, kc, vc, bt, sl, 128 ** -0.5, kv_scales=sc)
+    assert out.dtype == torch.bfloat16 and rel_err(out, ref) <= 1e-2
+
+
+@pytest.mark.parametrize("bs", [8, 16, 24])
+def test_fp8_sparse_subset_matches_reference(cuda_ops, gen, bs):
+    from tinyserve_core.kernels import _cuda_fp8
+
+    seq_lens = [3000, 700, 40, 5]
+    hkv, hq, d = 2, 16, 128
+    kc, vc, sc, bt, sl = fp8_context(seq_lens, bs, hkv, d, gen)
+    q = rand((4, hq, d), torch.float16, gen, scale=0.05)
+    sel = 6
+    pi = torch.full((4, hkv, sel), -1, dtype=torch.int32, device=DEV)
+    for b, n in enumerate(seq_lens):
+        p = math.ceil(n / bs)
+        for h in range(hkv):
+            k = min(sel - (h % 2), p)
+            pi[b, h, :k] = torch.randperm(p, device=DEV, generator=gen)[:k]
+    pi[3, 0, :] = -1  # nothing selected: zeros
+    ref = ref_decode(q, kc, vc, sc, bt, sl, d ** -0.5, pi)
+    poison_allocator()
+    out = _cuda_fp8.paged_decode_attention(q, kc, vc, sc, bt, sl, d ** -0.5, pi, num_splits=3)
+    assert rel_err(out, ref) <= 2e-3
+    assert out[3, : hq // hkv].abs().max().item() == 0.0
+
+
+# ---------------------------------------------------------------------- reshape_and_cache
+def _pools(nb, bs, hkv, d, gen):
+    """FP8 pools holding random codes and random scales (stale pages), and a copy."""
+    codes = torch.randint(0, 0x7F, (2, nb, bs, hkv, d), dtype=torch.uint8, device=DEV, generator=gen)
+    codes |= torch.randint(0, 2, codes.shape, dtype=torch.uint8, device=DEV, generator=gen) << 7  # no NaN codes
+    sc = f8.pow2_scale(torch.rand(nb, 2, hkv, device=DEV, generator=gen) * 50)
+    ours = [codes[0].view(f8.FP8), codes[1].view(f8.FP8), sc]
+    return ours, [x.clone() for x in ours]
+
+
+def _write_both(ours, refs, sm, dtype, gen, magnitude):
+    kc = ours[0]
+    shape = (sm.numel(), *kc.shape[2:])
+    mag = torch.tensor(magnitude, device=DEV)[torch.randint(0, len(magnitude), (sm.numel(), 1, 1), device=DEV,
+                                                            generator=gen)]
+    key = (torch.randn(shape, device=DEV, generator=gen) * mag).to(dtype)
+    val = (torch.randn(shape, device=DEV, generator=gen) * mag).to(dtype)
+    kernels.reshape_and_cache(key, val, ours[0], ours[1], None, sm, kv_scales=ours[2])
+    f8.reshape_and_cache(key, val, *refs, sm)
+    for a, b in zip(ours, refs):
+        a = a.view(torch.uint8) if a.dtype == f8.FP8 else a
+        b = b.view(torch.uint8) if b.dtype == f8.FP8 else b
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("bs", [8, 16, 64])
+@pytest.mark.parametrize("hkv,d", [(2, 64), (8, 128)])
+def test_fp8_reshape_and_cache_matches_reference(cuda_ops, gen, dtype, bs, hkv, d):
+    """Bit-exact codes and scales: a prefill in shuffled order with padding, pages spanning
+    chunked calls, decode steps whose tokens outgrow their page's scale (re-quantising the
+    earlier tokens), partial pages, and pages reused from stale content."""
+    lens = [5 * bs + 3, bs, 7, 2 * bs, 333]
+    pages = [math.ceil((n + bs + 2) / bs) for n in lens]
+    nb = sum(pages) + 5
+    perm = torch.randperm(nb, generator=gen, device=DEV).tolist()
+    tables, at = [], 0
+    for p in pages:
+        tables.append(perm[at:at + p])
+        at += p
+    ours, refs = _pools(nb, bs, hkv, d, gen)
+
+    def step(starts, ends, shuffle=False, magnitude=(1.0,)):
+        slots = [row[t // bs] * bs + t % bs for s, n, row in zip(starts, ends, tables) for t in range(s, n)]
+        sm = torch.tensor(slots, dtype=torch.int64, device=DEV)
+        if shuffle:
+            sm = sm[torch.randperm(len(slots), generator=gen, device=DEV)]
+        sm = torch.cat([sm[:3], sm.new_tensor([-1]), sm[3:], sm.new_tensor([-1])])
+        _write_both(ours, refs, sm, dtype, gen, magnitude)
+
+    mid = [n // 2 + 1 for n in lens]
+    step([0] * len(lens), mid, shuffle=True, magnitude=(0.01, 1.0))  # partial pages, any order
+    step(mid, lens, magnitude=(3.0, 0.001))                          # pages spanning two calls
+    for i in range(3):                                                # decode, outgrowing scales
+        step([n + i for n in lens], [n + i + 1 for n in lens], magnitude=(30.0 * 10 ** i,))
+
+
+def test_fp8_reshape_and_cache_strided_views(cuda_ops, gen):
+    hkv, d, bs, t = 2, 128, 16, 40
+    qkv = rand((t, 4 + 2 * hkv, d), torch.float16, gen)
+    key, val = qkv[:, 4:4 + hkv], qkv[:, 4 + hkv:]
+    ours, refs = _pools(4, bs, hkv, d, gen)
+    sm = torch.arange(t, device=DEV) + bs
+    kernels.reshape_and_cache(key, val, ours[0], ours[1], None, sm, kv_scales=ours[2])
+    f8.reshape_and_cache(key, val, *refs, sm)
+    assert torch.equal(ours[0].view(torch.uint8), refs[0].view(torch.uint8))
+    assert torch.equal(ours[1].view(torch.uint8), refs[1].view(torch.uint8)) and torch.equal(ours[2], refs[2])

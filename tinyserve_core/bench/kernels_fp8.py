@@ -1,0 +1,155 @@
+"""FP8 (e4m3) KV-cache rows of `tinyserve bench kernels` (`--only fp8`).
+
+At each decode shape of the main table (fp16, GQA 32/8, head_dim 128, block 16): paged
+decode attention over the FP8 copy of the same cache (per-(page, kv-head) power-of-two
+scales, kernels/fp8_reference.py) against our fp16 kernel, both timed in the same run, each
+as a share of the copy bandwidth (FP8 moves half the K/V bytes, plus 8 bytes of scales per
+page and kv-head); and the accuracy of both outputs against the float32 reference over the
+fp16 cache (max / mean absolute error, relative L2 error), on the first sequences of the
+batch; at contexts of 8K and more also the selected-pages variant (2,048 tokens of random
+pages per sequence and kv-head), fp8 against fp16. Then reshape_and_cache into an FP8 cache
+next to the fp16 write."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .kernels import BS, HD, HKV, DecodeCase, _table, bench_ours, time_ms
+
+SHAPES = ((1, 4096), (1, 32768), (8, 16384), (8, 32768), (64, 4096), (64, 16384), (64, 32768))
+QUICK_SHAPES = ((1, 32768), (64, 4096), (64, 32768))
+ACCURACY_SEQS = 4  # sequences of each batch checked against the float32 reference
+SPARSE_BUDGET = 2048  # tokens of the selected-pages rows (contexts of 8K and more)
+
+
+def quantize_pool(cache: torch.Tensor, chunk: int = 4096):
+    """The FP8 codes and per-(page, kv-head) scales of a whole fp16 pool, as a write of
+    every page in one call would leave them (in chunks of pages: float32 temporaries)."""
+    from ..kernels import fp8_reference as f8
+
+    codes = torch.empty(cache.shape, dtype=f8.FP8, device=cache.device)
+    scales = torch.empty(cache.shape[0], cache.shape[2], dtype=torch.float32, device=cache.device)
+    for s in range(0, cache.shape[0], chunk):
+        x = cache[s:s + chunk].float()
+        scales[s:s + chunk] = f8.pow2_scale(x.abs().amax(dim=(1, 3)))
+        codes[s:s + chunk] = f8.quantize(x, scales[s:s + chunk, None, :, None]).view(f8.FP8)
+    return codes, scales
+
+
+def _errors(out: torch.Tensor, exact: torch.Tensor) -> dict:
+    d = (out.float() - exact).abs()
+    return {"max_abs": d.max().item(), "mean_abs": d.mean().item(),
+            "rel_l2": (d.norm() / exact.norm()).item()}
+
+
+def bench_decode_fp8(case: DecodeCase, reps: int, bw: float) -> dict:
+    from ..kernels import _cuda_fp8, reference
+
+    kc, ks = quantize_pool(case.k)
+    vc, vs = quantize_pool(case.v)
+    scales = torch.stack([ks, vs], dim=1).contiguous()  # [NB, 2, Hkv]
+    del ks, vs
+
+    def fp8(i):
+        r = i % case.rot
+        return _cuda_fp8.paged_decode_attention(case.q[r], kc, vc, scales, case.tables[r], case.seq_lens, case.scale)
+
+    row = {"batch": case.batch, "ctx": case.ctx, "fp16_ms": bench_ours(case, reps), "fp8_ms": time_ms(fp8, reps)}
+    fp8_bytes = case.kv_bytes // 2 + 2 * case.batch * case.pages * HKV * 4
+    row["fp16_pct_bw"] = 100 * case.kv_bytes / row["fp16_ms"] / 1e6 / bw
+    row["fp8_pct_bw"] = 100 * fp8_bytes / row["fp8_ms"] / 1e6 / bw
+    row["speedup"] = row["fp16_ms"] / row["fp8_ms"]
+    n = min(ACCURACY_SEQS, case.batch)
+    q, tables, lens = case.q[0][:n], case.tables[0][:n], case.seq_lens[:n]
+    exact = reference.paged_decode_attention(q.float(), case.k, case.v, tables, lens, case.scale)
+    from ..kernels import _cuda_ops
+
+    row["fp16"] = _errors(_cuda_ops.paged_decode_attention(q, case.k, case.v, tables, lens, case.scale), exact)
+    row["fp8"] = _errors(_cuda_fp8.paged_decode_attention(q, kc, vc, scales, tables, lens, case.scale), exact)
+    if case.ctx >= 4 * SPARSE_BUDGET:  # the selected-pages variant: a random budget's worth of pages
+        k = SPARSE_BUDGET // BS
+        sel = [torch.rand(case.batch, HKV, case.pages, device="cuda").argsort(-1)[..., :k].to(torch.int32)
+               for _ in range(case.rot)]
+        row["sparse_fp16_ms"] = time_ms(lambda i: _cuda_ops.paged_decode_attention(
+            case.q[i % case.rot], case.k, case.v, case.tables[i % case.rot], case.seq_lens, case.scale,
+            sel[i % case.rot]), reps)
+        row["sparse_fp8_ms"] = time_ms(lambda i: _cuda_fp8.paged_decode_attention(
+            case.q[i % case.rot], kc, vc, scales, case.tables[i % case.rot], case.seq_lens, case.scale,
+            sel[i % case.rot]), reps)
+    return row
+
+
+def bench_cache_fp8(reps: int, bw: float, gen) -> list[dict]:
+    """reshape_and_cache of fp16 K/V into an fp16 cache and into an FP8 one (no page bounds)."""
+    from ..kernels import _cuda_fp8, _cuda_ops, fp8_reference as f8
+
+    rows, nb, rot = [], 8192, 8
+    for label, tokens, decode in (("prefill 16K tokens", 16384, False), ("decode 256 seqs", 256, True)):
+        keys = [torch.randn(tokens, HKV, HD, device="cuda", generator=gen, dtype=torch.float16) for _ in range(rot)]
+        vals = [torch.randn_like(k) for k in keys]
+        if decode:  # one token per sequence at a random offset of its own block
+            blocks = torch.randperm(nb, device="cuda", generator=gen)[: tokens * rot].view(rot, tokens)
+            slots = blocks * BS + torch.randint(0, BS, (rot, tokens), device="cuda", generator=gen)
+        else:
+            slots = torch.stack([torch.arange(tokens, device="cuda") + r * tokens for r in range(rot)]) % (nb * BS)
+        row = HKV * HD * 2
+        kc = torch.zeros(nb, BS, HKV, HD, device="cuda", dtype=torch.float16)
+        vc = torch.zeros_like(kc)
+        ms = time_ms(lambda i: _cuda_ops.reshape_and_cache(keys[i % rot], vals[i % rot], kc, vc, None,
+                                                           slots[i % rot]), reps)
+        rows.append({"case": f"{label}, fp16 cache", "ms": ms, "bytes": 4 * tokens * row,
+                     "pct_copy_bw": 100 * 4 * tokens * row / ms / 1e6 / bw})
+        del kc, vc
+        kc8 = torch.zeros(nb, BS, HKV, HD, device="cuda", dtype=f8.FP8)
+        vc8 = torch.zeros_like(kc8)
+        sc = torch.zeros(nb, 2, HKV, device="cuda")
+        ms = time_ms(lambda i: _cuda_fp8.reshape_and_cache(keys[i % rot], vals[i % rot], kc8, vc8, sc,
+                                                           slots[i % rot]), reps)
+        pages = tokens if decode else math.ceil(tokens / BS)
+        moved = 2 * tokens * row + tokens * row + 2 * pages * HKV * 4 * 2  # read fp16, write fp8, scales
+        rows.append({"case": f"{label}, FP8 cache", "ms": ms, "bytes": moved,
+                     "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
+        del kc8, vc8, sc, keys, vals
+    return rows
+
+
+def measure_fp8(reps: int, bw: float, quick: bool = False, progress=None) -> dict:
+    """The FP8 rows on GPU 0 (the extension built), against copy bandwidth `bw` (GB/s)."""
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(0)
+    reps = max(5, reps)
+    shapes = QUICK_SHAPES if quick else SHAPES
+    decode = []
+    for b, ctx in (progress(shapes, "fp8 decode") if progress is not None else shapes):
+        case = DecodeCase(b, ctx, l2, gen)
+        decode.append(bench_decode_fp8(case, reps, bw))
+        del case
+        torch.cuda.empty_cache()
+    return {"decode": decode, "cache": bench_cache_fp8(reps, bw, gen)}
+
+
+def report_fp8(fp8: dict, bw: float) -> str:
+    f = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
+    e = lambda x: f"{x:.2e}"  # noqa: E731
+    out = [f"\nFP8 (e4m3) KV cache, per-(page, kv-head) power-of-two scales: decode vs our fp16 kernel at the "
+           f"same shapes (% of copy bandwidth {bw:.0f} GB/s; FP8 moves half the K/V bytes); errors of each "
+           f"output vs the float32 reference over the fp16 cache (first {ACCURACY_SEQS} sequences)"]
+    out.append(_table([[r["batch"], r["ctx"], f(r["fp16_ms"] * 1e3), f(r["fp16_pct_bw"]), f(r["fp8_ms"] * 1e3),
+                        f(r["fp8_pct_bw"]), f(r["speedup"], 2), e(r["fp16"]["max_abs"]), e(r["fp8"]["max_abs"]),
+                        e(r["fp8"]["mean_abs"]), f(100 * r["fp8"]["rel_l2"], 2)] for r in fp8["decode"]],
+                      ["batch", "ctx", "fp16 us", "fp16 %", "fp8 us", "fp8 %", "speedup", "fp16 max err",
+                       "fp8 max err", "fp8 mean err", "fp8 rel %"]))
+    sparse = [r for r in fp8["decode"] if "sparse_fp8_ms" in r]
+    if sparse:
+        out.append(f"\nSelected-pages attention ({SPARSE_BUDGET} tokens of random pages per sequence and kv-head)")
+        out.append(_table([[r["batch"], r["ctx"], f(r["sparse_fp16_ms"] * 1e3), f(r["sparse_fp8_ms"] * 1e3),
+                            f(r["sparse_fp16_ms"] / r["sparse_fp8_ms"], 2)] for r in sparse],
+                          ["batch", "ctx", "fp16 us", "fp8 us", "speedup"]))
+    if fp8.get("cache"):
+        out.append("\nreshape_and_cache into fp16 and FP8 caches (no page bounds), % of copy bandwidth")
+        out.append(_table([[r["case"], f(r["ms"] * 1e3), f(r["pct_copy_bw"])] for r in fp8["cache"]],
+                          ["op", "us", "% copy bw"]))
+    return "\n".join(out)

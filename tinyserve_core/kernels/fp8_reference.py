@@ -1,0 +1,106 @@
+"""Torch reference (the spec) of the FP8 (e4m3) KV cache.
+
+An FP8 cache keeps the layouts of reference.py (same block tables, same slots) with
+  k_cache, v_cache : float8_e4m3fn [num_blocks, block_size, num_kv_heads, head_dim]
+  kv_scales        : float32 [num_blocks, 2, num_kv_heads]  (page K scale, page V scale)
+A stored value is x / s rounded to e4m3 (nearest even); it reads back as q * s.
+
+Granularity: one scale per (page, kv-head), for K and for V. Per page because pages are
+the unit the cache allocates, shares and copies (the scale travels with its page); per
+kv-head because heads differ in magnitude by an order of magnitude or more (a few key
+heads carry outlier channels), and one scale per page would spend those heads' range on
+the others. Finer (per channel) would cost head_dim scales per page and a multiply per
+element; per (page, head) the attention kernel folds the K scale into each token's logit
+and the V scale into each token's row, once per token.
+
+Scales are powers of two: the smallest 2^e with amax <= 448 * 2^e (e >= -100). That costs
+no precision (e4m3 keeps 3 mantissa bits at any exponent) and makes re-scaling exact: a
+page that receives tokens over several calls (a prefill in chunks, then one token per
+decode step) keeps one scale that only grows while it fills; when a call's tokens need a
+larger scale, the page's earlier tokens are re-quantised by old / new, a power of two, which
+changes no value except those falling into e4m3's subnormal range (below 2^-6 of the new
+scale, i.e. under 1/28,000 of the page's largest value). A page whose offset 0 is written
+starts afresh (it was just allocated or is being refilled). Neither a fixed first-write
+scale (saturating later, larger tokens: a decode step writes one token per page) nor a
+rescale by arbitrary ratios (each rescale rounds every earlier token again) stays correct.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import reference
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+MIN_EXP = -100  # the scale of an all-zero page: any tiny power of two
+
+
+def pow2_scale(amax: torch.Tensor) -> torch.Tensor:
+    """float32: the smallest 2^e (e >= MIN_EXP) with amax <= 448 * 2^e. With amax = m 2^E,
+    m in [0.5, 1) and 448 = 0.875 * 2^9: e = E - 9, or E - 8 when m > 0.875 (exact)."""
+    m, e = torch.frexp(amax.float())
+    e = e - 9 + (m > 0.875).to(e.dtype)
+    e = torch.where(amax > 0, e, torch.full_like(e, MIN_EXP)).clamp(min=MIN_EXP)
+    return torch.ldexp(torch.ones_like(amax, dtype=torch.float32), e.float())
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """uint8 e4m3 codes of x / scale (scale broadcast; |x| <= 448 * scale)."""
+    return (x.float() / scale).to(FP8).view(torch.uint8)
+
+
+def dequantize(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """float32 values of e4m3 codes (uint8 or float8 tensor) times their scale."""
+    return codes.view(FP8).float() * scale
+
+
+def dequantize_cache(cache: torch.Tensor, kv_scales: torch.Tensor, which: int) -> torch.Tensor:
+    """float32 [NB, BS, Hkv, D] of a whole FP8 cache (which: 0 = K, 1 = V)."""
+    return dequantize(cache, kv_scales[:, which, None, :, None])
+
+
+def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping) -> None:
+    """Write new tokens' K/V (any float dtype) into an FP8 cache and update the scales.
+
+    For every page p the call writes, with `first` the lowest offset it writes there and
+    amax the largest |value| of its new tokens per kv-head: the new scale is
+    pow2_scale(amax), or at least the old scale when first > 0 (slots 0..first-1 hold the
+    page's earlier tokens, pages fill in order); those earlier tokens are re-quantised to
+    the new scale where it grew. Then the new tokens are quantised with the new scale.
+    Padding slots (-1) are skipped."""
+    block_size, hkv = k_cache.shape[1], k_cache.shape[2]
+    valid = slot_mapping >= 0
+    if not bool(valid.any()):
+        return
+    slots = slot_mapping[valid].long()
+    blocks, offsets = slots // block_size, slots % block_size
+    touched, which = torch.unique(blocks, return_inverse=True)
+    first = torch.full_like(touched, block_size).scatter_reduce_(0, which, offsets, "amin")
+    keep = (first > 0)[:, None]  # [U, 1]: the page continues, its earlier tokens stay
+    below = torch.arange(block_size, device=slots.device)[None, :] < first[:, None]  # [U, BS]
+    for j, (new, cache) in enumerate(((key, k_cache), (value, v_cache))):
+        codes = cache.view(torch.uint8)
+        x = new[valid].float()  # [N, Hkv, D]
+        amax = torch.zeros(len(touched), hkv, device=x.device).scatter_reduce_(
+            0, which[:, None].expand(-1, hkv), x.abs().amax(-1), "amax")
+        old = kv_scales[touched, j]  # [U, Hkv]
+        scale = torch.where(keep, torch.maximum(pow2_scale(amax), old), pow2_scale(amax))
+        grew = keep & (scale != old)
+        if bool(grew.any()):
+            pages = codes[touched]  # [U, BS, Hkv, D]
+            requant = quantize(dequantize(pages, (old / scale)[:, None, :, None]), 1.0)
+            redo = below[:, :, None, None] & grew[:, None, :, None]
+            codes[touched] = torch.where(redo, requant, pages)
+        kv_scales[touched, j] = scale
+        codes[blocks, offsets] = quantize(x, scale[which][..., None])
+
+
+def paged_decode_attention(query, k_cache, v_cache, kv_scales, block_tables, seq_lens, scale,
+                           page_indices=None) -> torch.Tensor:
+    """reference.paged_decode_attention over the dequantised cache (float32 math), cast to
+    the query's dtype."""
+    out = reference.paged_decode_attention(
+        query.float(), dequantize_cache(k_cache, kv_scales, 0), dequantize_cache(v_cache, kv_scales, 1),
+        block_tables, seq_lens, scale, page_indices)
+    return out.to(query.dtype)

@@ -12,12 +12,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCursor
-from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QToolTip, QVBoxLayout, QWidget
 
 from ..widgets import palette as pal
 from ..widgets.image_plot import IndexedImageItem, dark_canvas, no_si_scale
-from ..widgets.legend import flexible
 from ..widgets.pool_legend import PoolLegend
+from ..widgets.steady_label import SteadyLabel
 from . import pool_image as pi
 
 NUMBER_MIN_PX = 22     # cells at least this wide show their refcount as a number
@@ -68,9 +68,8 @@ class BlockPoolView(QWidget):
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
-        self.header = QLabel("Block pool: waiting for the engine")
-        flexible(self.header)
-        self.header.setTextFormat(Qt.TextFormat.PlainText)
+        # set every frame: a SteadyLabel does not lay the window out again each time
+        self.header = SteadyLabel("Block pool: waiting for the engine")
         lay.addWidget(self.header)
         self.glw = dark_canvas()
         self.left_axis = BlockIdAxis("left")

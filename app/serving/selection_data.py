@@ -6,13 +6,15 @@ record; the matrix is cut from the arrays when a view is asked for."""
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from tinyserve_core.observe.record import StepRecord
+from tinyserve_core.selection.detail import CHANNELS
+
+_RECALLS = [CHANNELS.index("selection_recall"), CHANNELS.index("mass_recall")]
 
 
 @dataclass
@@ -68,11 +70,12 @@ class SelectionHistory:
                 hist.popitem(last=False)
             layers = d.layers.tolist()
             self._layers_seen.update(layers)
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)   # a layer whose rows are all NaN
-                rec_mean = np.nanmean(d.channel("selection_recall"), axis=(1, 2)).tolist()
-                mass_mean = np.nanmean(d.channel("mass_recall"), axis=(1, 2)).tolist()
-            means = {l: (r, m) for l, r, m in zip(layers, rec_mean, mass_mean)}
+            # per layer, the mean over rows and heads of each recall (NaN where none is known)
+            vals = d.per_head[..., _RECALLS]                                  # [L, B, H, 2]
+            known = ~np.isnan(vals)
+            n = known.sum((1, 2))
+            mean = np.where(n > 0, np.where(known, vals, 0.0).sum((1, 2)) / np.maximum(n, 1), np.nan)
+            means = {l: (r, m) for l, (r, m) in zip(layers, mean.tolist())}
             tier = np.nan
             if d.tier_hits is not None:
                 hits, misses = int(d.tier_hits.sum()), int(d.tier_misses.sum())

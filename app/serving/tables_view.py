@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtGui import QCursor, QFontMetrics
-from PySide6.QtWidgets import QLabel, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QToolTip, QVBoxLayout, QWidget
 
 from ..widgets.image_plot import IndexedImageItem, dark_canvas, no_si_scale
-from ..widgets.legend import flexible
+from ..widgets.steady_label import SteadyLabel
 from . import pool_image as pi
 
 MAX_ROWS = 128
@@ -39,8 +39,7 @@ class BlockTablesView(QWidget):
         self.refs = None
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
-        self.header = QLabel("Block tables: no running sequences")
-        flexible(self.header)
+        self.header = SteadyLabel("Block tables: no running sequences")   # set every step
         lay.addWidget(self.header)
         self.glw = dark_canvas()
         self.plot = self.glw.addPlot()

@@ -36,7 +36,11 @@ class TimelineWidget(QWidget):
         self.slider.setRange(0, 0)
         self.slider.setToolTip("drag to any past step: every view shows that step")
         self.label = QLabel("live")
-        self.label.setMinimumWidth(self.label.fontMetrics().horizontalAdvance("step 000000 / 000000"))
+        # a fixed size: its text changes every frame of a drag, and a label whose size
+        # may change asks the window's layout again each time (a whole-window repaint)
+        fm = self.label.fontMetrics()
+        self.label.setFixedSize(fm.horizontalAdvance("live: step 0000000 / 0000000") + 4,
+                                self.label.sizeHint().height())
         self.slider.setMinimumWidth(100)   # the window must fit 1280 px with every dock shown
         self.setToolTip("time travel: drag to a past step; End or L returns to live")
         lay.addWidget(self.back_btn)

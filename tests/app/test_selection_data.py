@@ -76,3 +76,17 @@ def test_history_keeps_the_newest_steps_and_sequences():
     assert hist.view((2, 1, 0)) is hist.view((2, 1, 0))          # cached until the next step
     hist.ingest(StepRecord(step=4, t_start=0.0, t_end=0.0, phase="prefill", seq_ids=(5,)))
     assert hist.view((2, 1, 0)).series_steps.tolist() == [1, 2, 3]   # a step without records adds nothing
+
+
+def test_a_recall_nobody_knows_stays_nan_in_the_series():
+    rng = np.random.default_rng(2)
+    rec = _step(1, [4, 5], [3, 3], rng)
+    d = rec.selection[0].detail
+    d.per_head[1, :, :, CHANNELS.index("mass_recall")] = np.nan       # layer 2: unknown
+    d.per_head[0, 0, 0, CHANNELS.index("selection_recall")] = np.nan  # one unknown row is left out
+    hist = SelectionHistory()
+    hist.ingest(rec)
+    v = hist.view(None)
+    assert np.isnan(v.mass_recall[0, 1]) and not np.isnan(v.mass_recall[0, 0])
+    want = np.nanmean(d.channel("selection_recall")[0])
+    assert v.selection_recall[0, 0] == pytest.approx(want)

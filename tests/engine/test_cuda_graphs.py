@@ -95,3 +95,12 @@ def test_profiling_keeps_graphs_times_replays_whole_and_samples_the_breakdown():
     assert "attention" in kinds[0] and "attention" in kinds[4]      # eager breakdowns
     assert kinds[1] == kinds[2] == kinds[3] == ["total"]             # replays, timed whole
     assert runner._graphs is not None and runner._graphs._graphs
+
+
+def test_with_statistics_the_graph_width_follows_the_longest_table():
+    """Statistics take a dense pass over every page of the table: their graphs are
+    captured at the step's width (45 pages -> 64), the others at the model's longest."""
+    _, plain = _run(True, {"policy": "quest", "budget": 128, "dense_layers": 1})
+    _, stats = _run(True, {"policy": "quest", "budget": 128, "dense_layers": 1, "stats": True})
+    assert {k[2] for k in plain._graphs._graphs} == {plain._graphs.min_width} == {128}
+    assert {k[2] for k in stats._graphs._graphs} == {64}

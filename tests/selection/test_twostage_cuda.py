@@ -83,7 +83,8 @@ def test_twostage_on_the_gpu_keeps_the_reference_pages():
     qkeys = torch.zeros(nb, bs, H, D, dtype=torch.uint8)
     qr.quantize_keys(k, meta, qkeys, torch.arange(nb) * bs + bs - 1)
     g = torch.Generator().manual_seed(5)
-    lens = torch.tensor([1900, 700, 64, 1013], dtype=torch.int32)
+    # contexts within the 40-page tables (at most 640 tokens), as the runner guarantees
+    lens = torch.tensor([637, 400, 64, 513], dtype=torch.int32)
     tables = torch.randperm(nb, generator=g)[:160].view(4, 40).to(torch.int32)
     q = (torch.randn(4, 8, D, generator=g) * 1.5).half()
 

@@ -99,7 +99,9 @@ def test_keep_matches_the_reference(G, C, top_p, sink):
     keys = mass.masked_fill(cand < 0, float("-inf")).masked_fill(forced, float("inf"))
     near = _near_cut(keys, mass, want_k, top_p).flatten().tolist()
     clear = [i for i, nr in enumerate(near) if not nr]
-    assert len(clear) >= 0.8 * B * H
+    # At 7,000 candidates a page holds ~1e-4 of the mass, so the running mass lands within
+    # 1e-5 of top_p in a good share of rows: those rows are left out, at least half remain.
+    assert len(clear) >= 0.5 * B * H
     assert got_k.cpu().flatten()[clear].tolist() == want_k.flatten()[clear].tolist()   # adaptive counts
     ws, gs = _sets(want), _sets(got)
     assert all(ws[i] == gs[i] for i in clear)

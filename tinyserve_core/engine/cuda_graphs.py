@@ -15,11 +15,14 @@ on the host every step (h2o, oracle) makes the runner run eagerly. A capture tha
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import traceback
 
 import torch
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+SELECTION_MIN_WIDTH = 512   # pages: a model of up to 8K tokens in 16-token pages keeps one width
 
 
 def _batch_bucket(n: int) -> int | None:
@@ -69,13 +72,7 @@ class DecodeGraphs:
         Bb = _batch_bucket(B)
         if Bb is None:
             return None
-        max_pages = self.inputs.tables_rows.max_pages
-        # Attention bounds its work by the context lengths, so without selection one
-        # table width serves every context (one graph per batch bucket). Selection
-        # sizes its page axis by the table width, so it gets the batch's width bucket.
-        W = max_pages if selector is None else _selection_width(
-            max(len(it.block_table) for it in items), max_pages)
-        key = (sel_key, Bb, W)
+        key = (sel_key, Bb, self._width(selector, max(len(it.block_table) for it in items)))
         if key in self._failed:
             return None
         ints = self.inputs.stage(items, padded=Bb, check=check)
@@ -100,18 +97,33 @@ class DecodeGraphs:
         return logits[:B].to(torch.float32, copy=True)  # the static buffer is reused next step
 
     def capture_all(self, max_batch: int, sel_key, selector) -> int:
-        """Capture every batch bucket up to `max_batch` at the widest table (valid for
-        any context) now (an engine does it at start-up, so no request waits for a
-        capture); returns how many."""
+        """Capture every batch bucket up to `max_batch` at the narrowest width this
+        selector runs at (the only width without selection) now (an engine does it at
+        start-up, so no request waits for a capture); returns how many."""
         top = _batch_bucket(max_batch) or BATCH_BUCKETS[-1]
         n = 0
         for Bb in BATCH_BUCKETS:
             if Bb > top:
                 break
-            key = (sel_key, Bb, self.inputs.tables_rows.max_pages)
+            key = (sel_key, Bb, self._width(selector, 1))
             if key not in self._graphs and key not in self._failed:
                 n += self._capture(key, selector) is not None
         return n
+
+    def _width(self, selector, pages: int) -> int:
+        """The table width a step whose widest table has `pages` pages is captured at.
+        Attention bounds its work by the context lengths, so without selection one width
+        (the widest) serves every context: one graph per batch bucket. Selection and its
+        statistics size their page axis by the table width, so with a selector the width
+        follows the batch, by half-octaves from SELECTION_MIN_WIDTH up (below it the
+        axis costs too little to be worth more captures)."""
+        max_pages = self.inputs.tables_rows.max_pages
+        if selector is None:
+            return max_pages
+        fit = _selection_width(pages, max_pages)
+        if getattr(selector, "width_bound", False):
+            return fit   # statistics make a dense pass over every page of the table: fit it always
+        return max(fit, min(max_pages, SELECTION_MIN_WIDTH))
 
     def _drop_all(self) -> None:
         # A pool whose graphs are all gone must not be captured into again.
@@ -147,6 +159,8 @@ class DecodeGraphs:
             take()
             self._failed.add(key)
             print(f"tinyserve: decode step (batch {Bb}, {W} pages) runs without a CUDA graph: {exc}", file=sys.stderr)
+            if os.environ.get("TINYSERVE_DEBUG_GRAPHS"):  # where in the step the capture broke
+                traceback.print_exception(exc, file=sys.stderr)
             return None
         self._graphs[key] = (graph, rows, logits, recorded)
         return self._graphs[key]

@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .. import kernels
@@ -179,33 +180,36 @@ class ModelRunner:
         if not items:
             return RunnerOutput(torch.empty(0, self.config.vocab_size))
         bs = self.block_size
-        ids, pos, slots, starts, cached, lens = [], [], [], [0], [], []
+        rows = self._inputs.tables_rows
+        ids, starts, cached, lens, at = [], [0], [], [], []
         for it in items:
             L, nc = len(it.token_ids), it.num_cached
             if not 0 <= nc < L:
                 raise ValueError(f"seq {it.seq_id}: num_cached={nc} must be in 0..{L - 1}")
             self._check_table(it.seq_id, it.block_table, L)
-            self._inputs.tables_rows.row(it.seq_id, it.block_table, rewrite=True)  # new after a preemption
-            p = torch.arange(nc, L)
-            table = torch.tensor(it.block_table, dtype=torch.int64)
-            slots.append(table[p // bs] * bs + p % bs)
-            pos.append(p)
+            at.append(rows.row(it.seq_id, it.block_table, rewrite=True))  # new after a preemption
             ids.extend(it.token_ids[nc:])
             starts.append(starts[-1] + L - nc)
             cached.append(nc)
             lens.append(L)
+        # the batch's tables are the rows just written; positions and slots as arrays
+        tables = rows.host[at, :max(len(it.block_table) for it in items)]
+        pos = np.concatenate([np.arange(nc, L) for nc, L in zip(cached, lens)])
+        item = np.repeat(np.arange(len(items)), np.diff(starts))
+        slots = tables[item, pos // bs].astype(np.int64) * bs + pos % bs
         if span is not None:
             span.start()   # the host's share ends here: the rest is device work
+        dev = self.device
         batch = PagedBatch(
             is_prefill=True,
-            slot_mapping=torch.cat(slots).to(self.device),
-            block_tables=self._tables([it.block_table for it in items]),
-            seq_lens=torch.tensor(lens, dtype=torch.int32, device=self.device),
+            slot_mapping=torch.from_numpy(slots).to(dev),
+            block_tables=torch.from_numpy(tables).to(dev),
+            seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev),
             seq_ids=[it.seq_id for it in items],
             query_start=starts, num_cached=cached,
-            logits_indices=torch.tensor([s - 1 for s in starts[1:]], device=self.device))
-        input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
-        return self._run(input_ids, torch.cat(pos).to(self.device), batch, lens)
+            logits_indices=torch.tensor([s - 1 for s in starts[1:]], device=dev))
+        input_ids = torch.tensor(ids, dtype=torch.int64, device=dev)
+        return self._run(input_ids, torch.from_numpy(pos).to(dev), batch, lens)
 
     def decode_columns(self, seq_ids: list[int], token_ids: list[int], positions: list[int],
                        tables: list[list[int]], span=None) -> RunnerOutput:
@@ -324,13 +328,6 @@ class ModelRunner:
             pages = -(-torch.tensor(ctx) // self.block_size)
             out["selection"] = counter.layers * int(pages.sum()) * token_kv  # min + max per page
         return out
-
-    def _tables(self, tables: list[list[int]]) -> torch.Tensor:
-        width = max(len(t) for t in tables)
-        out = torch.zeros(len(tables), width, dtype=torch.int32)
-        for i, t in enumerate(tables):
-            out[i, : len(t)] = torch.tensor(t, dtype=torch.int32)
-        return out.to(self.device)
 
     def _check_table(self, seq_id, table: list[int], num_tokens: int) -> None:
         need = (num_tokens + self.block_size - 1) // self.block_size

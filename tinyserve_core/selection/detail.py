@@ -46,10 +46,12 @@ class SelectionDetail:
         M = (packed.shape[-1] - C) // PLANES
         per_head = np.ascontiguousarray(packed[..., :C])
         P = int(per_head[..., _CH["context_pages"]].max()) if per_head.size else 0
-        planes = packed[..., C:].reshape(*packed.shape[:-1], PLANES, M)[..., :P]
-        cand = planes[..., 3, :]
+
+        def plane(k: int) -> np.ndarray:   # a view: only what a record keeps is copied
+            return packed[..., C + k * M:C + k * M + P]
+        cand = plane(3)
         has_cands = cand.size > 0 and not np.isnan(cand[..., 0]).all()
-        selected = planes[..., 0, :] > 0.5
+        selected = plane(0) > 0.5
         hits = misses = None
         if tiers is not None:
             resident = np.zeros(selected.shape[:2] + (P,), bool)      # [L, B, P] before the access
@@ -60,8 +62,7 @@ class SelectionDetail:
             hits = (selected & resident[:, :, None, :]).sum(-1)
             misses = per_head[..., _CH["pages_selected"]].astype(np.int64) - hits
         return cls(policy, np.asarray(layers, np.int64), np.asarray(seq_ids, np.int64), per_head, selected,
-                   planes[..., 1, :] > 0.5, np.ascontiguousarray(planes[..., 2, :]),
-                   cand > 0.5 if has_cands else None, hits, misses)
+                   plane(1) > 0.5, np.ascontiguousarray(plane(2)), cand > 0.5 if has_cands else None, hits, misses)
 
     def channel(self, name: str) -> np.ndarray:
         """float32 [L, B, H]: one of CHANNELS."""

@@ -135,7 +135,8 @@ class StatsRecorder:
         if tiers is not None:
             # tier residency is per (sequence, layer) state: one access each
             n_pages = packed[:, :, 0, 1].astype(np.int64).tolist()   # [L][B]
-            union = packed[..., C:].reshape(*packed.shape[:3], PLANES, -1)[..., 0, :].max(2) > 0.5  # [L, B, M]
+            M = (packed.shape[-1] - C) // PLANES
+            union = packed[..., C:C + M].max(2) > 0.5                # [L, B, M] over the kv-heads
             accesses = [[tiers.access(int(seq_id), layer, n_pages[li][b], np.flatnonzero(union[li, b]),
                                       f.page_bytes[layer]) for b, seq_id in enumerate(f.seq_ids)]
                         for li, layer in enumerate(f.layers)]

@@ -165,6 +165,13 @@ class PageSelector:
         r = self._recorder
         return (self._policy.name, self._policy.params, None if r is None else ("recorded", r.stats, r.rtol))
 
+    @property
+    def width_bound(self) -> bool:
+        """Whether the captured per-step work grows with the block table's width, not
+        with the contexts (statistics: a dense pass over every page of the table): the
+        runner's CUDA graphs then fit the width to the step's longest table."""
+        return self.stats is not None
+
     def describe(self) -> dict:
         out = self._policy.describe()
         t = self._tiers

@@ -1,0 +1,60 @@
+"""A header set every frame must not lay its window out again (a QLabel's setText does,
+and in the main window that repaints every dock), yet still wraps and grows in full."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QEvent, QObject
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+pytestmark = pytest.mark.gui
+
+
+class _Requests(QObject):
+    n = 0
+
+    def eventFilter(self, obj, ev):
+        if ev.type() == QEvent.Type.LayoutRequest:
+            self.n += 1
+        return False
+
+
+@pytest.mark.parametrize("steady", [True, False])
+def test_new_text_of_the_same_height_asks_no_layout(qtbot, steady):
+    from app.widgets.steady_label import SteadyLabel
+    top = QWidget()
+    qtbot.addWidget(top)
+    lay = QVBoxLayout(top)
+    label = SteadyLabel("step 1 | t = 0.10 s") if steady else QLabel("step 1 | t = 0.10 s")
+    if not steady:
+        label.setWordWrap(True)
+    lay.addWidget(label)
+    lay.addWidget(QWidget(), 1)
+    top.resize(400, 300)
+    top.show()
+    qtbot.waitExposed(top)
+    qtbot.wait(50)                     # the requests of showing it are done
+    req = _Requests()
+    top.installEventFilter(req)
+    for i in range(2, 12):
+        label.setText(f"step {i} | t = {i * 0.1:.2f} s" + " x" * (i % 3))
+        qtbot.wait(1)
+    # the plain QLabel is the reason for the class: it asks every time
+    assert (req.n == 0) if steady else (req.n > 0)
+
+
+def test_text_that_needs_more_lines_is_shown_in_full(qtbot):
+    from app.widgets.steady_label import SteadyLabel
+    top = QWidget()
+    qtbot.addWidget(top)
+    lay = QVBoxLayout(top)
+    label = SteadyLabel("short")
+    lay.addWidget(label)
+    lay.addWidget(QWidget(), 1)
+    top.resize(300, 400)
+    top.show()
+    qtbot.waitExposed(top)
+    one = label.label.height()
+    label.setText("a much longer header that cannot fit on one line of a 300 pixel wide window " * 2)
+    qtbot.waitUntil(lambda: label.height() >= label.label.heightForWidth(label.width()) > 2 * one)
+    assert label.label.width() == label.width() and label.text().startswith("a much longer")

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     if a.offscreen:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QCoreApplication, QSettings, Qt
     from PySide6.QtWidgets import QApplication
 
     from tinyserve_core.errors import TinyServeError
@@ -107,6 +107,9 @@ def main(argv=None) -> int:
     except TinyServeError as e:
         print(f"tinyserve-gui: {e}", file=sys.stderr)
         return 2
+    # One GL context group for every view: pyqtgraph compiles its shader programs once per
+    # process, and a scene view made after another was destroyed must still be able to use them.
+    QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     # Python's cycle collector must run on the GUI thread: triggered by a worker thread (the
     # scene lab's, the attach worker's) it can destroy a widget there and deadlock or crash

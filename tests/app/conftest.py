@@ -9,6 +9,12 @@ if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
+from PySide6.QtCore import QCoreApplication, Qt
+
+# As the app does (app/main.py): every GL view shares one context group, so pyqtgraph's
+# shader programs, compiled once per process, stay valid in a view made after another
+# was destroyed (the scene chooser test builds and drops a second Scene tab).
+QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
 
 
 @pytest.fixture

@@ -51,18 +51,3 @@ def test_report_rejects_a_foreign_file(tmp_path):
 
     with pytest.raises(InputFileError, match="x.json"):
         bench_cli.run_kernels(_args("--report", str(bad)))
-
-
-def test_report_names_the_sparse_path_and_both_timings():
-    """Each sparse row says which path the tuning row picked and shows both paths' times."""
-    def row(batch, path, cluster=None):
-        r = {"batch": batch, "path": path, "dense_ms": 0.0446, "score_topk_ms": 0.0164, "sparse_attend_ms": 0.0106,
-             "three_ms": 0.0246, "fused_ms": 0.011, "sparse_total_ms": 0.011, "pct_copy_bw": 30.0, "speedup": 4.05}
-        return {**r, "fused_cluster": cluster} if cluster else r
-    res = {"copy_bw_gbps": 4000.0, "gpu": "GPU X", "shape": {"hq": 32, "hkv": 8, "head_dim": 128, "block": 16},
-           "sparse": [row(1, "fused (cluster 16)", 16), row(64, "3 kernels", 1)]}
-    lines = bench.report(res).splitlines()
-    first = next(x.split() for x in lines if x.strip().startswith("1 "))
-    last = next(x.split() for x in lines if x.strip().startswith("64 "))
-    assert first[:2] == ["1", "fused/16"] and last[:2] == ["64", "3-kernel"]
-    assert first[5:7] == ["24.6", "11.0"] and first[-1] == "4.05"

@@ -47,9 +47,6 @@ def test_lookup_by_name_and_sms_then_name_then_default(tmp_path):
     ({"name": "default", **ROW, "split_cost": "x"}, "split_cost"),
     ({"name": "default", **ROW, "max_splits": 2.5}, "max_splits"),
     ({"name": "GPU X", **ROW}, "sms"),
-    ({"name": "default", **ROW, "sparse_fused_max_batch": -1}, "sparse_fused_max_batch"),
-    ({"name": "default", **ROW, "sparse_max_cluster": 32}, "sparse_max_cluster"),
-    ({"name": "default", **ROW, "sparse_max_cluster": 4.0}, "sparse_max_cluster"),
 ])
 def test_bad_rows_name_the_field(tmp_path, bad, field):
     with pytest.raises(InputFileError, match=field):
@@ -70,10 +67,8 @@ def test_apply_hands_the_device_row_to_the_extension(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda i: SimpleNamespace(name="GPU X", multi_processor_count=100))
     calls = []
-    ext = SimpleNamespace(set_tuning=lambda *a: calls.append(a),
-                          set_sparse_tuning=lambda *a: calls.append(("sparse", *a)))
-    row = tuning.apply(ext, rows=rows)
-    assert calls == [(4, 0.01, 128, 512, 1.5), ("sparse", 16, 16)]  # the fused path's defaults
+    row = tuning.apply(SimpleNamespace(set_tuning=lambda *a: calls.append(a)), rows=rows)
+    assert calls == [(4, 0.01, 128, 512, 1.5)]
     assert row["device"] == "GPU X" and tuning.applied()["score_max_ppc"] == 512
     assert "GPU X / 100 SMs" in tuning.describe(row)
 
@@ -97,15 +92,3 @@ def test_apply_without_a_gpu_keeps_the_built_in_defaults(monkeypatch):
     calls = []
     assert tuning.apply(SimpleNamespace(set_tuning=lambda *a: calls.append(a))) == {}
     assert calls == []
-
-
-def test_sparse_keys_are_optional_and_handed_over_when_present(tmp_path):
-    """Rows without the fused-path keys get its defaults; a row's own values win."""
-    rows = tuning.load_table(_table(tmp_path, [
-        {"name": "default", **ROW},
-        {"name": "GPU X", "sms": 132, **ROW, "sparse_fused_max_batch": 64, "sparse_max_cluster": 8},
-    ]))
-    assert tuning.sparse_args_of(tuning.row_for(rows, "GPU Y", 1)) == [16, 16]
-    x = tuning.row_for(rows, "GPU X", 132)
-    assert tuning.sparse_args_of(x) == [64, 8]
-    assert "sparse_fused_max_batch 64, sparse_max_cluster 8" in tuning.describe(x)

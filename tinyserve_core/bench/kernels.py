@@ -4,10 +4,8 @@ Every figure is measured in one run on one GPU: the device-to-device copy bandwi
 (bytes read + written; the floor), paged decode attention (fp16, GQA 32/8, head_dim 128,
 block 16) against FlashInfer's BatchDecodeWithPagedKVCacheWrapper (tensor cores) and torch
 SDPA (flash backend, enable_gqa) on contiguous K/V, query-aware sparse decode (scoring +
-top-k + sparse attention: the three kernels and the fused one-launch path, each timed, the
-one the tuning row picks named) against our dense decode, reshape_and_cache (both page-bounds
-kernels) and copy_blocks as a share of copy bandwidth, and allocate_blocks against the
-Python BlockPool.
+top-k + sparse attention) against our dense decode, reshape_and_cache and copy_blocks as
+a share of copy bandwidth, and allocate_blocks against the Python BlockPool.
 
 Timing: CUDA events around each call, all calls queued behind a sleep kernel so the CPU
 launch cost stays out of the numbers; median of many repetitions; inputs rotate over
@@ -134,11 +132,7 @@ def bench_sdpa(case: DecodeCase, reps: int, gen: torch.Generator):
 
 # ----------------------------------------------------------------------------- sparse
 def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> dict:
-    """sparse_decode_attention as the engine calls it (the path the device's tuning row picks
-    for this batch, named in `path`), each path timed on the same data (`three_ms`: the three
-    kernels, with their parts; `fused_ms`: the one-launch kernel, where the GPU has it), and
-    our dense decode."""
-    from ..kernels import _cuda_ops as ops, _cuda_sparse as sp
+    from ..kernels import _cuda_ops as ops
 
     case = DecodeCase(batch, ctx, l2, gen)
     nb = case.k.shape[0]
@@ -147,10 +141,12 @@ def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> 
     meta[:, 1] = case.k.amax(1)
     k_pages = budget // BS
 
-    def run(path, cluster=0):
-        return lambda i: sp.sparse_decode_attention(case.q[i % case.rot], case.k, case.v, meta,
-                                                    case.tables[i % case.rot], case.seq_lens, case.scale,
-                                                    k_pages, path=path, cluster=cluster)
+    def sparse(i):
+        r = i % case.rot
+        scores = ops.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, BS)
+        idx = ops.select_pages(scores, k_pages)
+        return ops.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
+                                          case.scale, idx)
 
     def score_only(i):
         r = i % case.rot
@@ -163,40 +159,23 @@ def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> 
                                           case.scale, fixed[r])
 
     fixed = [score_only(r) for r in range(case.rot)]
-    q0, t0 = case.q[0], case.tables[0]
-    row = {"batch": batch, "ctx": ctx, "budget_tokens": budget,
-           "path": sp.path_name(q0, case.k, meta, t0), "dense_ms": bench_ours(case, reps)}
-    row["sparse_total_ms"] = time_ms(run("auto"), reps)
-    row["three_ms"] = time_ms(run("three"), reps)
-    row["score_topk_ms"] = time_ms(score_only, reps)
-    row["sparse_attend_ms"] = time_ms(attend_only, reps)
-    cluster = sp.plan(q0, case.k, meta, t0, any_batch=True)
-    if cluster:
-        row["fused_cluster"] = cluster
-        row["fused_ms"] = time_ms(run("fused", cluster), reps)
-    row["speedup"] = row["dense_ms"] / row["sparse_total_ms"]
+    dense_ms = bench_ours(case, reps)
+    sparse_ms = time_ms(sparse, reps)
+    select_ms = time_ms(score_only, reps)
+    attend_ms = time_ms(attend_only, reps)
     # floor: read every page's metadata once plus the selected K/V once
     floor_bytes = batch * HKV * (case.pages * 2 * HD * 2 + budget * 2 * HD * 2)
     bw = _COPY_BW.get("gbps")
-    row["pct_copy_bw"] = None if bw is None else 100 * floor_bytes / row["sparse_total_ms"] / 1e6 / bw
     del case, meta
-    return row
-
-
-def _path_label(r: dict) -> str:
-    """The sparse path of a row without spaces (tables split on them); '-' in older runs."""
-    p = r.get("path")
-    if p is None:
-        return "-"
-    return f"fused/{r['fused_cluster']}" if p.startswith("fused") and "fused_cluster" in r else (
-        "fused" if p.startswith("fused") else "3-kernel")
+    return {"batch": batch, "ctx": ctx, "budget_tokens": budget, "dense_ms": dense_ms,
+            "sparse_total_ms": sparse_ms, "score_topk_ms": select_ms, "sparse_attend_ms": attend_ms,
+            "speedup": dense_ms / sparse_ms,
+            "pct_copy_bw": None if bw is None else 100 * floor_bytes / sparse_ms / 1e6 / bw}
 
 
 # ----------------------------------------------------------------------------- cache ops
 def bench_reshape_and_cache(reps: int, bw: float, gen) -> list[dict]:
-    from ..kernels import _backend, _cuda_ops as ops
-
-    ext = _backend.build()
+    from ..kernels import _cuda_ops as ops
 
     rows = []
     for label, tokens, decode in (("prefill 16K tokens", 16384, False), ("decode 256 seqs", 256, True)):
@@ -216,17 +195,13 @@ def bench_reshape_and_cache(reps: int, bw: float, gen) -> list[dict]:
             slots = torch.stack([torch.arange(tokens, device="cuda") + r * tokens for r in range(rot)])
             slots = slots % (nb * BS)
         row = HKV * HD * 2
-        # the page-bounds kernel in use (runs kernel), then the first one-pass design (A/B)
-        for with_meta, variant, tag in ((False, 1, ""), (True, 1, " + meta"), (True, 0, " + meta, first design")):
-            ext.set_cache_variant(variant)
-            try:
-                ms = time_ms(lambda i: ops.reshape_and_cache(keys[i % rot], vals[i % rot], kc, vc,
-                                                             meta if with_meta else None, slots[i % rot]), reps)
-            finally:
-                ext.set_cache_variant(1)
+        for with_meta in (False, True):
+            ms = time_ms(lambda i: ops.reshape_and_cache(keys[i % rot], vals[i % rot], kc, vc,
+                                                         meta if with_meta else None, slots[i % rot]), reps)
             pages_touched = math.ceil(tokens / BS) if not decode else tokens
             moved = 4 * tokens * row + (2 * row * pages_touched if with_meta else 0)
-            rows.append({"case": label + tag, "ms": ms, "bytes": moved, "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
+            rows.append({"case": label + (" + meta" if with_meta else ""), "ms": ms,
+                         "bytes": moved, "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
         del kc, vc, meta, keys, vals
     return rows
 
@@ -309,14 +284,12 @@ def report(res: dict) -> str:
             out.append(f"FlashInfer: {res['flashinfer_error']}")
     if res.get("sparse"):
         out.append("\nQuery-aware sparse decode, 32K context, 2048-token budget (score + select + attend); "
-                   "path = the one the tuning row picks (total); fused/C = one launch, clusters of C CTAs; "
                    "% = (all page metadata + selected K/V) / time / copy bandwidth")
-        out.append(_table([[r["batch"], _path_label(r), us(r, "dense_ms"), us(r, "score_topk_ms"),
-                            us(r, "sparse_attend_ms"), us(r, "three_ms"), us(r, "fused_ms"),
+        out.append(_table([[r["batch"], us(r, "dense_ms"), us(r, "score_topk_ms"), us(r, "sparse_attend_ms"),
                             us(r, "sparse_total_ms"), f(r.get("pct_copy_bw")), f(r["speedup"], 2)]
                            for r in res["sparse"]],
-                          ["batch", "path", "dense us", "score+select us", "attend us", "3-kernel us",
-                           "fused us", "total us", "total %", "speedup"]))
+                          ["batch", "dense us", "score+select us", "attend us", "total us", "total %",
+                           "speedup"]))
     cache = res.get("reshape_and_cache", []) + ([res["copy_blocks"]] if res.get("copy_blocks") else [])
     if cache:
         out.append(f"\nCache ops, % of copy bandwidth ({bw:.0f} GB/s)")

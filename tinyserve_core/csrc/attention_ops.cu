@@ -209,9 +209,19 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
 
   auto out = torch::empty_like(query);
   if (B == 0) return out;
-  DecodeParams p = make_decode_params(query.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
-                                      block_tables.data_ptr<int>(), seq_lens.data_ptr<int>(), out.data_ptr(), Hq,
-                                      Hkv, BS, block_tables.size(1), scale);
+  DecodeParams p{};
+  p.q = query.data_ptr();
+  p.k_cache = k_cache.data_ptr();
+  p.v_cache = v_cache.data_ptr();
+  p.block_tables = block_tables.data_ptr<int>();
+  p.seq_lens = seq_lens.data_ptr<int>();
+  p.out = out.data_ptr();
+  p.num_q_heads = Hq;
+  p.num_kv_heads = Hkv;
+  p.group = Hq / Hkv;
+  p.block_size = BS;
+  p.block_shift = (BS & (BS - 1)) == 0 ? __builtin_ctz(BS) : -1;
+  p.bt_stride = block_tables.size(1);
   int64_t max_tokens = (int64_t)block_tables.size(1) * BS;
   if (page_indices.has_value()) {
     const auto& pi = *page_indices;
@@ -223,6 +233,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     p.max_sel = pi.size(2);
     max_tokens = (int64_t)p.max_sel * BS;
   }
+  p.scale_log2 = float(scale * M_LOG2E);
 
   const bool half = query.scalar_type() == torch::kHalf;
   TORCH_CHECK(half || query.scalar_type() == torch::kBFloat16, "paged_decode_attention: fp16 or bf16");
@@ -342,7 +353,5 @@ torch::Tensor select_pages(const torch::Tensor& scores, int64_t k) {
 }
 
 void set_pdl(bool enabled) { g_pdl = enabled; }
-
-bool pdl_enabled() { return pdl_supported(); }
 
 }  // namespace tinyserve

@@ -6,8 +6,6 @@
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "TinyServe CUDA kernels";
   m.def("reshape_and_cache", &tinyserve::reshape_and_cache);
-  m.def("set_cache_variant", &tinyserve::set_cache_variant,
-        "reshape_and_cache's page-bounds kernel: 1 runs kernel (default), 0 the first one-pass design");
   m.def("paged_decode_attention", &tinyserve::paged_decode_attention, pybind11::arg("query"),
         pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("block_tables"),
         pybind11::arg("seq_lens"), pybind11::arg("scale"), pybind11::arg("page_indices"),
@@ -22,12 +20,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("block_size"), pybind11::arg("pages_per_cta") = 0);
   m.def("select_pages", &tinyserve::select_pages);
   m.def("set_pdl", &tinyserve::set_pdl, "programmatic dependent launch of the attention-path kernels (sm_90+)");
-  m.def("set_sparse_tuning", &tinyserve::set_sparse_tuning, pybind11::arg("fused_max_batch"),
-        pybind11::arg("max_cluster"));
-  m.def("sparse_decode_plan", &tinyserve::sparse_decode_plan, "cluster size of the fused sparse path, 0 = three kernels",
-        pybind11::arg("batch"), pybind11::arg("num_kv_heads"), pybind11::arg("max_blocks"),
-        pybind11::arg("any_batch") = false);
-  m.def("fused_sparse_decode", &tinyserve::fused_sparse_decode);
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
   m.def("reshape_and_cache_fp8", &tinyserve::reshape_and_cache_fp8);

@@ -4,47 +4,11 @@
 
 #include <algorithm>
 
-#include "kernels/cache_runs.cuh"
 #include "kernels/copy_blocks.cuh"
+#include "kernels/reshape_and_cache.cuh"
 #include "ops.h"
 
 namespace tinyserve {
-namespace {
-
-// Which kernel updates the page bounds: 1 = cache_write_runs_kernel (no memset, whole-page
-// chunks), 0 = cache_write_meta_kernel (the first one-pass design), for A/B runs.
-int g_cache_variant = 1;
-
-int sm_count() {
-  static const int sms = [] {
-    int dev = 0, v = 0;
-    TS_CUDA_CHECK(cudaGetDevice(&dev));
-    TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v;
-  }();
-  return sms;
-}
-
-// cache_write_runs_kernel's persistent state for this device: {header[4], block states
-// [num_blocks], irregular list [tokens]}, zeroed when first made or grown (the kernel keeps
-// it consistent from call to call: see cache_runs.cuh).
-torch::Tensor& runs_state(const torch::Tensor& like, int64_t num_blocks, int64_t tokens) {
-  static std::vector<torch::Tensor> per_device;
-  const int dev = like.get_device();
-  if ((int)per_device.size() <= dev) per_device.resize(dev + 1);
-  torch::Tensor& b = per_device[dev];
-  const int64_t need = 4 + num_blocks + tokens;
-  if (!b.defined() || b.numel() < need)
-    b = torch::zeros({std::max(need, b.defined() ? b.numel() * 3 / 2 : need)}, like.options().dtype(torch::kInt64));
-  return b;
-}
-
-}  // namespace
-
-void set_cache_variant(int64_t variant) {
-  TORCH_CHECK(variant == 0 || variant == 1, "set_cache_variant: 0 (first design) or 1 (runs kernel)");
-  g_cache_variant = (int)variant;
-}
 
 void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
                        torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
@@ -90,7 +54,6 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
   p.num_blocks = (int)k_cache.size(0);
   torch::Tensor scratch;
   int meta_blocks = 0;
-  CacheRunsParams rp{};
   if (meta.has_value()) {
     const auto& m = *meta;
     TS_CHECK_CONTIG(m);
@@ -99,38 +62,29 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
                     m.size(3) == D, "meta must be [NB, 2, Hkv, D]");
     TORCH_CHECK(k_cache.size(0) < (1LL << 30), "reshape_and_cache: too many blocks");
     p.meta = m.data_ptr();
-    if (g_cache_variant == 1) {
-      // Chunks of whole pages (up to kRunMaxChunk tokens) while the grid keeps 2 CTAs per SM busy.
-      int chunk = 1;
-      const int cap = std::min(BS, kRunMaxChunk);
-      while (chunk * 2 <= cap && (int64_t)T / (chunk * 2) >= 2LL * sm_count()) chunk *= 2;
-      torch::Tensor& st = runs_state(key, k_cache.size(0), T);
-      rp.header = reinterpret_cast<unsigned long long*>(st.data_ptr<int64_t>());
-      rp.state = rp.header + 4;
-      rp.chunk = chunk;
-      meta_blocks = (T + chunk - 1) / chunk;
-    } else {
-      const int64_t head = 2 + 2 * k_cache.size(0);  // counters and per-block state; the list is not read past its count
-      scratch = torch::empty({head + T}, slot_mapping.options().dtype(torch::kInt32));
-      TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0, head * 4, stream));
-      p.scratch = scratch.data_ptr<int>();
-      // Chunks of consecutive tokens, a power of two up to the block size, small enough for
-      // about four CTAs per SM (a 256-sequence decode write gets one token per CTA).
-      int chunk = 1;
-      while (chunk * 2 <= BS && (int64_t)chunk * 2 * 4 * sm_count() <= T) chunk *= 2;
-      p.chunk = chunk;
-      meta_blocks = (T + chunk - 1) / chunk;
-    }
+    const int64_t head = 2 + 2 * k_cache.size(0);  // counters and per-block state; the list is not read past its count
+    scratch = torch::empty({head + T}, slot_mapping.options().dtype(torch::kInt32));
+    TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0, head * 4, stream));
+    p.scratch = scratch.data_ptr<int>();
+    // Chunks of consecutive tokens, a power of two up to the block size, small enough for
+    // about four CTAs per SM (a 256-sequence decode write gets one token per CTA).
+    static const int sms = [] {
+      int dev = 0, v = 0;
+      TS_CUDA_CHECK(cudaGetDevice(&dev));
+      TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+      return v;
+    }();
+    int chunk = 1;
+    while (chunk * 2 <= BS && (int64_t)chunk * 2 * 4 * sms <= T) chunk *= 2;
+    p.chunk = chunk;
+    meta_blocks = (T + chunk - 1) / chunk;
   }
   const int64_t vectors = (int64_t)T * Hkv * D / vec;
   const int threads = 256;
   const int blocks = (int)std::min<int64_t>((vectors + threads - 1) / threads, 65535LL * 8);
 #define TS_CACHE_CASE(ATYPE, CTYPE)                                                           \
   if (key.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {                         \
-    if (p.meta != nullptr && g_cache_variant == 1) {                                         \
-      rp.c = p;                                                                              \
-      cache_write_runs_kernel<CTYPE><<<meta_blocks, kRunThreads, 0, stream>>>(rp);           \
-    } else if (p.meta != nullptr)                                                            \
+    if (p.meta != nullptr)                                                                   \
       cache_write_meta_kernel<CTYPE><<<meta_blocks, kCacheMetaThreads, 0, stream>>>(p);      \
     else                                                                                     \
       cache_write_kernel<CTYPE><<<blocks, threads, 0, stream>>>(p);                          \

@@ -11,7 +11,6 @@ namespace tinyserve {
 void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
                        torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
                        const torch::Tensor& slot_mapping);
-void set_cache_variant(int64_t variant);  // reshape_and_cache's bounds kernel (A/B runs)
 
 torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Tensor& k_cache,
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,
@@ -33,15 +32,6 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
 torch::Tensor select_pages(const torch::Tensor& scores, int64_t k);
 
 void set_pdl(bool enabled);
-bool pdl_enabled();  // set_pdl's switch and an sm_90+ device
-
-// sparse_ops.cu: scoring, selection and attention in one launch (small batches)
-void set_sparse_tuning(int64_t fused_max_batch, int64_t max_cluster);
-int64_t sparse_decode_plan(int64_t batch, int64_t num_kv_heads, int64_t max_blocks, bool any_batch);
-std::vector<torch::Tensor> fused_sparse_decode(const torch::Tensor& query, const torch::Tensor& k_cache,
-                                               const torch::Tensor& v_cache, const torch::Tensor& meta,
-                                               const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
-                                               double scale, int64_t k, int64_t cluster);
 
 void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping);
 

@@ -17,7 +17,6 @@ __all__ = [
     "paged_decode_attention",
     "page_scores",
     "select_pages",
-    "sparse_decode_attention",
     "copy_blocks",
     "allocate_blocks",
     "quantize_keys",
@@ -124,16 +123,6 @@ def page_scores(query, meta, block_tables, seq_lens, scale, block_size):
 
 def select_pages(scores, k):
     return _ops(scores).select_pages(scores, k)
-
-
-def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k):
-    """page_scores + select_pages(k) + paged_decode_attention in one op: (output, pages).
-    On CUDA, small batches run as one fused launch (kernels/_cuda_sparse.py)."""
-    if _ops(query) is reference:
-        return reference.sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k)
-    from . import _cuda_sparse  # only once the extension is loaded
-
-    return _cuda_sparse.sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k)
 
 
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:

@@ -229,22 +229,3 @@ def allocate_blocks(refcounts: torch.Tensor, num: int) -> torch.Tensor:
     out[: take.numel()] = take.to(torch.int32)
     refcounts[take] = 1
     return out
-
-
-def sparse_decode_attention(
-    query: torch.Tensor,         # [B, Hq, D]
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    meta: torch.Tensor,          # [num_blocks, 2, Hkv, D]
-    block_tables: torch.Tensor,  # [B, max_blocks]
-    seq_lens: torch.Tensor,      # [B]
-    scale: float,
-    k: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Query-aware sparse decode in one call: page_scores, select_pages(k) and
-    paged_decode_attention over the selected pages. Returns (output [B, Hq, D], the selected
-    logical pages int32 [B, Hkv, k], -1 padded; order within a row unspecified)."""
-    block_size = k_cache.shape[1]
-    scores = page_scores(query, meta, block_tables, seq_lens, scale, block_size)
-    pages = select_pages(scores, k)
-    return paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, pages), pages

@@ -3,9 +3,6 @@
 A row holds the parameters of the two launch plans that depend on the machine:
   split_min_tiles, split_cost, max_splits   paged decode's flash-decoding split plan
   score_max_ppc, score_min_ctas_per_sm      page_scores' pages per CTA
-  sparse_fused_max_batch, sparse_max_cluster  the fused sparse decode path (one launch) serves
-                                            batches up to the first, a row over at most the
-                                            second's CTAs; optional (defaults below)
 Rows are keyed by device name and SM count (a cut-down part with the same name but fewer
 SMs gets the name-only match, then the default). tools/gpu_tune.py measures the candidate
 plans on the GPU it runs on and writes that GPU's row; _backend.build() applies the row of
@@ -26,13 +23,6 @@ PARAMS: dict[str, tuple[type, float, float]] = {
     "max_splits": (int, 1, 4096),
     "score_max_ppc": (int, 16, 4096),
     "score_min_ctas_per_sm": (float, 0.0, 64.0),
-}
-
-# Optional keys (rows written before the fused sparse path have none): name: (lowest,
-# highest, default); the order is set_sparse_tuning's argument order.
-SPARSE_PARAMS: dict[str, tuple[int, int, int]] = {
-    "sparse_fused_max_batch": (0, 65535, 16),
-    "sparse_max_cluster": (1, 16, 16),
 }
 
 _applied: dict[str, Any] = {}
@@ -58,10 +48,6 @@ def load_table(path=TABLE_PATH) -> list[dict]:
                 raise ctx.error(f"{where}.{key}", f"must be {kind.__name__}, got {v!r}")
             if not lo <= v <= hi:
                 raise ctx.error(f"{where}.{key}", f"{v} is outside [{lo}, {hi}]")
-        for key, (lo, hi, _) in SPARSE_PARAMS.items():
-            v = row.get(key, lo)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ctx.error(f"{where}.{key}", f"must be an integer in [{lo}, {hi}], got {v!r}")
     if not any(r["name"] == "default" for r in rows):
         raise ctx.error("devices", "has no 'default' row")
     return rows
@@ -83,11 +69,6 @@ def args_of(row: dict) -> list:
     return [PARAMS[k][0](row[k]) for k in PARAMS]
 
 
-def sparse_args_of(row: dict) -> list:
-    """set_sparse_tuning's arguments, in its order (defaults for keys the row lacks)."""
-    return [int(row.get(k, default)) for k, (_, _, default) in SPARSE_PARAMS.items()]
-
-
 def apply(ext, rows: list[dict] | None = None) -> dict:
     """Looks up the current GPU's row and hands it to the extension; returns the row (empty
     without a GPU: a compile check with TINYSERVE_CUDA_ARCH keeps the built-in defaults)."""
@@ -98,7 +79,6 @@ def apply(ext, rows: list[dict] | None = None) -> dict:
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
     row = row_for(load_table() if rows is None else rows, props.name, props.multi_processor_count)
     ext.set_tuning(*args_of(row))
-    ext.set_sparse_tuning(*sparse_args_of(row))
     _applied.clear()
     _applied.update(row, device=props.name, device_sms=props.multi_processor_count)
     return dict(_applied)
@@ -112,7 +92,6 @@ def applied() -> dict:
 def describe(row: dict) -> str:
     """One line for tables and logs."""
     which = row["name"] if row["name"] == "default" else f"{row['name']} / {row['sms']} SMs"
-    params = ", ".join([f"{k} {row[k]}" for k in PARAMS]
-                       + [f"{k} {v}" for k, v in zip(SPARSE_PARAMS, sparse_args_of(row))])
+    params = ", ".join(f"{k} {row[k]}" for k in PARAMS)
     src = f" ({row['source']})" if row.get("source") else ""
     return f"tuning row {which}: {params}{src}"

@@ -1,7 +1,6 @@
 // Compile-check unit for CI: instantiates every kernel the extension launches, without
 // torch, so `nvcc -Xptxas -v` reports registers and spills per kernel.
 #include "allocate_blocks.cuh"
-#include "cache_runs.cuh"
 #include "copy_blocks.cuh"
 #include "page_scores.cuh"
 #include "paged_attention.cuh"
@@ -16,8 +15,6 @@ TINYSERVE_DECODE_INSTANCES(DECODE)
   template __global__ void cache_write_kernel<T>(const __grid_constant__ CacheWriteParams); \
   template __global__ void cache_write_meta_kernel<T>(const __grid_constant__ CacheWriteParams);
 TINYSERVE_CACHE_INSTANCES(CACHE)
-#define RUNS(T) template __global__ void cache_write_runs_kernel<T>(const __grid_constant__ CacheRunsParams);
-TINYSERVE_RUNS_INSTANCES(RUNS)
 #define SCORE(T, D) \
   template __global__ void page_scores_kernel<T, D>(const __grid_constant__ PageScoreParams);
 TINYSERVE_SCORE_INSTANCES(SCORE)

@@ -49,62 +49,6 @@ __device__ __forceinline__ float sum4_transposed(const float (&a)[4], int li) {
   return v;
 }
 
-// The 16-byte min / max vectors of U pages as floats.
-template <typename T, int U, int VEC = 16 / sizeof(T)>
-__device__ __forceinline__ void unpack_bounds(const uint4 (&lo)[U], const uint4 (&hi)[U], float (&fl)[U][VEC],
-                                              float (&fh)[U][VEC]) {
-#pragma unroll
-  for (int u = 0; u < U; ++u)
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      fl[u][i] = to_float(reinterpret_cast<const T*>(&lo[u])[i]);
-      fh[u][i] = to_float(reinterpret_cast<const T*>(&hi[u])[i]);
-    }
-}
-
-// The unscaled bound of 4 pages, max over the group's query heads, for a lane group of
-// D / VEC lanes holding VEC channels each (fl, fh: the lane's slice of each page's min and
-// max; sq: [group][2][D] q+ and q- in shared memory). Every step rounds up. On return,
-// lanes li with li / (LPP / 4) == u hold page u's bound.
-template <int D, int VEC>
-__device__ __forceinline__ float group_bound4(const float (&fl)[4][VEC], const float (&fh)[4][VEC], const float* sq,
-                                              int group, int li) {
-  constexpr int LPP = D / VEC;
-  float best = -INFINITY;
-  for (int h = 0; h < group; ++h) {
-    float qp[VEC], qn[VEC];
-#pragma unroll
-    for (int i = 0; i < VEC; i += 4) {
-      *reinterpret_cast<float4*>(qp + i) = *reinterpret_cast<const float4*>(sq + (2 * h) * D + li * VEC + i);
-      *reinterpret_cast<float4*>(qn + i) = *reinterpret_cast<const float4*>(sq + (2 * h + 1) * D + li * VEC + i);
-    }
-    float acc[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      acc[u] = 0.f;
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        acc[u] = __fmaf_ru(qp[i], fh[u][i], acc[u]);
-        acc[u] = __fmaf_ru(qn[i], fl[u][i], acc[u]);
-      }
-    }
-    best = fmaxf(best, sum4_transposed<LPP>(acc, li));
-  }
-  return best;
-}
-
-// scale * bound, rounded away from the bound (see PageScoreParams::scale_lo).
-__device__ __forceinline__ float scale_bound(float best, const PageScoreParams& p) {
-  return __fmul_ru(best, best >= 0.f ? p.scale_hi : p.scale_lo);
-}
-
-// q+ = max(q, 0) and q- = min(q, 0) of the group of kv-head kvh of sequence b into
-// sq[h][2][D] (shared memory), by the CTA's threads (no barrier).
-template <typename T, int D>
-__device__ __forceinline__ void load_q_signs(float* sq, const PageScoreParams& p, int b, int kvh) {
-  load_q_signs<T, D>(sq, p, b, kvh);
-}
-
 // Lanes split into groups of LPP, each group scores 4 consecutive pages per step with one
 // 16-byte vector of the min row and one of the max row per lane and page. For each query
 // head, the lane's slice of q+ = max(q, 0) and q- = min(q, 0) is read from shared memory
@@ -150,7 +94,13 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
   const int p_begin = blockIdx.y * p.pages_per_cta;
   const int p_end = min(p.max_blocks, p_begin + p.pages_per_cta);
 
-  load_q_signs<T, D>(sq, p, b, kvh);
+  const T* qg = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + kvh * p.group) * D;
+  for (int i = threadIdx.x; i < p.group * D; i += blockDim.x) {
+    const float v = to_float(qg[i]);
+    const int h = i / D, d = i - h * D;
+    sq[(2 * h) * D + d] = fmaxf(v, 0.f);
+    sq[(2 * h + 1) * D + d] = fminf(v, 0.f);
+  }
   for (int i = threadIdx.x; i < p_end - p_begin; i += blockDim.x) {
     const int pg = p_begin + i;
     sblk[i] = pg < n_pages ? p.block_tables[(int64_t)b * p.bt_stride + pg] : -1;
@@ -170,12 +120,38 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
   for (; wb < p_end; wb += kStride) {
     const int base = wb + sub * U;
     float fl[U][VEC], fh[U][VEC];
-    unpack_bounds<T, U>(lo, hi, fl, fh);
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        fl[u][i] = to_float(reinterpret_cast<const T*>(&lo[u])[i]);
+        fh[u][i] = to_float(reinterpret_cast<const T*>(&hi[u])[i]);
+      }
     if (wb + kStride < p_end)
       score_load<T, D, U>(lo, hi, p, meta, sblk, base + kStride, p_begin, p_end, kvh, li);
-    const float best = group_bound4<D, VEC>(fl, fh, sq, p.group, li);
+    float best = -INFINITY;
+    for (int h = 0; h < p.group; ++h) {
+      float qp[VEC], qn[VEC];
+#pragma unroll
+      for (int i = 0; i < VEC; i += 4) {
+        *reinterpret_cast<float4*>(qp + i) = *reinterpret_cast<const float4*>(sq + (2 * h) * D + li * VEC + i);
+        *reinterpret_cast<float4*>(qn + i) = *reinterpret_cast<const float4*>(sq + (2 * h + 1) * D + li * VEC + i);
+      }
+      float acc[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        acc[u] = 0.f;
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          acc[u] = __fmaf_ru(qp[i], fh[u][i], acc[u]);
+          acc[u] = __fmaf_ru(qn[i], fl[u][i], acc[u]);
+        }
+      }
+      best = fmaxf(best, sum4_transposed<LPP>(acc, li));
+    }
     const int pg = base + my_u;
-    if (li % (LPP / 4) == 0 && pg < p_end) out[pg] = pg < n_pages ? scale_bound(best, p) : -INFINITY;
+    if (li % (LPP / 4) == 0 && pg < p_end)
+      out[pg] = pg < n_pages ? __fmul_ru(best, best >= 0.f ? p.scale_hi : p.scale_lo) : -INFINITY;
   }
 }
 

@@ -36,28 +36,6 @@ struct DecodeParams {
   float scale_log2;              // softmax scale * log2(e)
 };
 
-// The fields every decode launch fills the same way (host side; the caller adds the
-// selection and the split plan).
-inline DecodeParams make_decode_params(const void* q, const void* k_cache, const void* v_cache,
-                                       const int* block_tables, const int* seq_lens, void* out, int num_q_heads,
-                                       int num_kv_heads, int block_size, int bt_stride, double scale) {
-  DecodeParams p{};
-  p.q = q;
-  p.k_cache = k_cache;
-  p.v_cache = v_cache;
-  p.block_tables = block_tables;
-  p.seq_lens = seq_lens;
-  p.out = out;
-  p.num_q_heads = num_q_heads;
-  p.num_kv_heads = num_kv_heads;
-  p.group = num_q_heads / num_kv_heads;
-  p.block_size = block_size;
-  p.block_shift = (block_size & (block_size - 1)) == 0 ? __builtin_ctz(block_size) : -1;
-  p.bt_stride = bt_stride;
-  p.scale_log2 = float(scale * 1.4426950408889634);  // log2(e)
-  return p;
-}
-
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeTile = 16;
 constexpr int kMaxGroup = 8;
@@ -311,40 +289,12 @@ __device__ __forceinline__ void decode_stream_tiles(uint32_t wbuf, uint32_t stag
   cp_async_wait<0>();
 }
 
-// Q of query heads first_row.. as the B operand of the fp16/bf16 QK product (column n =
-// head g): k-step ks holds d = 16 ks + 2 q4 (+1) and 16 ks + 8 + 2 q4 (+1); padding heads
-// (g >= group) are zero.
-template <typename T, int D>
-__device__ __forceinline__ void decode_load_q(uint32_t (&qf)[D / 16][2], const T* q, int64_t first_row, int group,
-                                              int lane) {
-  const int g = lane >> 2, q4 = lane & 3;
-  const T* qrow = q + (first_row + g) * D;
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks) {
-    qf[ks][0] = g < group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
-    qf[ks][1] = g < group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
-  }
-}
-
-// decode_tile_compute's accumulators into a warp's o[head][d]: acc[mt][c] holds head
-// 2q4 + (c&1), d = 16mt + g + 8(c>>1) (the fp8 kernel's layout differs).
-template <int D>
-__device__ __forceinline__ void decode_store_acc(float (*o)[D], const DecodeState<D>& st, int lane) {
-  const int g = lane >> 2, q4 = lane & 3;
-#pragma unroll
-  for (int mt = 0; mt < D / 16; ++mt)
-#pragma unroll
-    for (int c = 0; c < 4; ++c) o[2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = st.acc[mt][c];
-}
-
-// After the tile loop: the warps' softmax states of a CTA merged through shared memory
-// (`smem`, the stage buffers, reused). store_acc(o) writes this lane's accumulators into the
-// warp's o[head][d]; each (head h < group, element d) of the result goes to emit(h, d, o, lse):
-// o normalised, lse the log2-sum-exp of the head's scaled logits (-inf and o = 0 when the
-// head saw no token). Every thread of the CTA must call it.
-template <int D, typename StoreAcc, typename Emit>
-__device__ __forceinline__ void decode_merge_warps(DecodeState<D>& st, void* smem, int group, StoreAcc&& store_acc,
-                                                   Emit&& emit) {
+// After the tile loop: the warps' softmax states merged through shared memory (`smem`, the
+// stage buffers, reused) and the CTA's output written (or its split's partial result).
+// store_acc(o) writes this lane's accumulators into the warp's o[head][d].
+template <typename T, int D, typename StoreAcc>
+__device__ __forceinline__ void decode_finish(const DecodeParams& p, DecodeState<D>& st, void* smem, int b, int kvh,
+                                              int split, StoreAcc&& store_acc) {
   float(&m)[2] = st.m;
   float(&l)[2] = st.l;
   __shared__ float sm_m[kDecodeWarps][kMaxGroup];
@@ -352,6 +302,7 @@ __device__ __forceinline__ void decode_merge_warps(DecodeState<D>& st, void* sme
   float(*sm_o)[kMaxGroup][D] = reinterpret_cast<float(*)[kMaxGroup][D]>(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, q4 = lane & 3;
+  const int hq0 = kvh * p.group;
   __syncthreads();  // sm_o below reuses every warp's stage buffers
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
@@ -366,7 +317,7 @@ __device__ __forceinline__ void decode_merge_warps(DecodeState<D>& st, void* sme
   store_acc(sm_o[warp]);
   __syncthreads();
 
-  for (int idx = threadIdx.x; idx < group * D; idx += kDecodeWarps * 32) {
+  for (int idx = threadIdx.x; idx < p.group * D; idx += kDecodeWarps * 32) {
     const int h = idx / D, d = idx - h * D;
     float mx = -INFINITY;
 #pragma unroll
@@ -380,39 +331,42 @@ __device__ __forceinline__ void decode_merge_warps(DecodeState<D>& st, void* sme
         num += wt * sm_o[w][h][d];
       }
     }
-    emit(h, d, den > 0.f ? num / den : 0.f, den > 0.f ? mx + log2f(den) : -INFINITY);
-  }
-}
-
-// decode_merge_warps writing the CTA's output (or its split's partial result) for the
-// split-plan kernels.
-template <typename T, int D, typename StoreAcc>
-__device__ __forceinline__ void decode_finish(const DecodeParams& p, DecodeState<D>& st, void* smem, int b, int kvh,
-                                              int split, StoreAcc&& store_acc) {
-  const int hq0 = kvh * p.group;
-  decode_merge_warps<D>(st, smem, p.group, store_acc, [&](int h, int d, float o, float lse) {
+    const float o = den > 0.f ? num / den : 0.f;
     const int64_t row = (int64_t)b * p.num_q_heads + hq0 + h;
     if (p.num_splits == 1) {
       static_cast<T*>(p.out)[row * D + d] = from_float<T>(o);
     } else {
       p.part_o[(row * p.num_splits + split) * D + d] = o;
-      if (d == 0) p.part_lse[row * p.num_splits + split] = lse;
+      if (d == 0) p.part_lse[row * p.num_splits + split] = den > 0.f ? mx + log2f(den) : -INFINITY;
     }
-  });
+  }
 }
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kDecodeWarps * 32, 2)
 paged_decode_kernel(const __grid_constant__ DecodeParams p) {
+  constexpr int KS = D / 16;  // k-steps of the QK product
+  constexpr int MT = D / 16;  // m-tiles of the PV product
   extern __shared__ uint4 sm_dyn[];
 
   const DecodeCta cta(p);
   const int kvh = cta.kvh, b = cta.b, v_end = cta.v_end;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, q4 = lane & 3;
   const int hq0 = kvh * p.group;
 
-  uint32_t qf[D / 16][2];
-  decode_load_q<T, D>(qf, static_cast<const T*>(p.q), (int64_t)b * p.num_q_heads + hq0, p.group, lane);
+  // Q as the B operand of QK (column n = head g): k-step ks holds d = 16 ks + 2 q4 (+1) and
+  // 16 ks + 8 + 2 q4 (+1); padding heads (g >= group) are zero.
+  uint32_t qf[KS][2];
+  {
+    const T* qrow = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + hq0 + g) * D;
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      qf[ks][0] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
+      qf[ks][1] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
+    }
+  }
+
   DecodeState<D> st;
   constexpr uint32_t SB = decode_stage_bytes<D>();
   const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * kDecodeStages * SB;
@@ -424,7 +378,13 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
       [&](uint32_t stage, uint32_t ok) {
         decode_tile_compute<T, D>(stage, ok, qf, st, p.scale_log2, lane);
       });
-  decode_finish<T, D>(p, st, sm_dyn, b, kvh, cta.split, [&](float(*o)[D]) { decode_store_acc<D>(o, st, lane); });
+  // acc[mt][c]: head 2q4 + (c&1), d = 16mt + g + 8(c>>1).
+  decode_finish<T, D>(p, st, sm_dyn, b, kvh, cta.split, [&](float(*o)[D]) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) o[2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = st.acc[mt][c];
+  });
 }
 
 // out[b, h, :] = sum_s 2^(lse_s - lse_max) o_s / sum_s 2^(lse_s - lse_max). One CTA per

@@ -136,134 +136,101 @@ template <typename T2> struct VecMinMax2 {
 template <> struct VecMinMax<__half> : VecMinMax2<__half2> {};
 template <> struct VecMinMax<__nv_bfloat16> : VecMinMax2<__nv_bfloat162> {};
 
-// A run: tokens t..e-1 of the call, consecutive in the token array, all on block blk;
-// first / last: offset of its first token / highest offset; in_order: offsets first,
-// first+1, ... (the run fills slots first..last).
-struct CacheRun {
-  int64_t blk;
-  int t, e, first, last;
-  bool in_order;
-};
-
-// The first token at or after t (t < t_end, a chunk start) that starts a run: tokens that
-// continue a run from an earlier chunk belong to that chunk's CTA. slot_at(i) = slot of token i.
-template <typename SlotAt>
-__device__ __forceinline__ int first_owned_token(const SlotAt& slot_at, int t, int t_end, int64_t BS) {
-  if (t == 0 || t >= t_end) return t;
-  const int64_t prev = slot_at(t - 1);
-  if (prev < 0) return t;
-  const int64_t lo = prev / BS * BS;
-  for (; t < t_end; ++t) {
-    const int64_t s = slot_at(t);
-    if (s < lo || s >= lo + BS) break;
-  }
-  return t;
-}
-
-// The run starting at token t (whose slot is >= 0).
-template <typename SlotAt>
-__device__ __forceinline__ CacheRun find_run(const SlotAt& slot_at, int t, int num_tokens, int64_t BS) {
-  const int64_t slot0 = slot_at(t);
-  CacheRun run;
-  run.blk = slot0 / BS;
-  run.t = t;
-  const int64_t page_lo = run.blk * BS;
-  run.first = run.last = (int)(slot0 - page_lo);
-  run.in_order = true;
-  int e = t + 1, prev_off = run.first;
-  for (; e < num_tokens; ++e) {
-    const int64_t s = slot_at(e);
-    if (s < page_lo || s >= page_lo + BS) break;  // also ends at a padding token (-1)
-    const int off = (int)(s - page_lo);
-    run.in_order &= off == prev_off + 1;
-    prev_off = off;
-    run.last = max(run.last, off);
-  }
-  run.e = e;
-  return run;
-}
-
-// Copies 16-byte column v of the run's K (is_key) or V rows into the cache, R rows in flight;
-// for K, folds them into the page's bounds in registers: the run's min/max, merged with the
-// page's old bounds when the run continues the page (they cover slots 0..first-1 because
-// pages fill in order), written when the run is in order.
-template <typename T, int R, typename SlotAt>
-__device__ __forceinline__ void copy_run_column(const CacheWriteParams& p, const CacheRun& run, const SlotAt& slot_at,
-                                                bool is_key, int v, int vec_per_head, int vec_per_row) {
-  constexpr int VEC = 16 / sizeof(T);
-  using MM = VecMinMax<T>;
-  const int h = v / vec_per_head, c = v - h * vec_per_head;
-  const T* src = static_cast<const T*>(is_key ? p.key : p.value) +
-                 h * (is_key ? p.key_head_stride : p.value_head_stride) + c * VEC;
-  const int64_t stride = is_key ? p.key_stride : p.value_stride;
-  uint4* dst = reinterpret_cast<uint4*>(is_key ? p.k_cache : p.v_cache);
-  uint4* mn = reinterpret_cast<uint4*>(p.meta) + run.blk * 2 * vec_per_row;
-  const bool merge = run.in_order && run.first > 0;
-  uint4 lo, hi;
-  if (is_key && merge) {  // the old bounds; issued before the rows so both round trips overlap
-    lo = mn[v];
-    hi = mn[v + vec_per_row];
-  }
-  for (int i = run.t; i < run.e; i += R) {
-    uint4 r[R];
-#pragma unroll
-    for (int u = 0; u < R; ++u)
-      if (i + u < run.e) r[u] = ld_stream(src + (int64_t)(i + u) * stride);
-#pragma unroll
-    for (int u = 0; u < R; ++u) {
-      if (i + u < run.e) {
-        dst[slot_at(i + u) * vec_per_row + v] = r[u];
-        if (is_key) {
-          const bool fresh = i + u == run.t && !merge;
-          lo = fresh ? r[u] : MM::min(lo, r[u]);
-          hi = fresh ? r[u] : MM::max(hi, r[u]);
-        }
-      }
-    }
-  }
-  if (is_key && run.in_order) {
-    mn[v] = lo;
-    mn[v + vec_per_row] = hi;
-  }
-}
-
 // The first kCacheMetaThreads / 2 threads copy K rows and fold them into the page bounds,
 // the others copy V rows: each thread keeps kCacheMetaUnroll row loads in flight.
 template <typename T>
 __global__ void __launch_bounds__(kCacheMetaThreads, 3)
 cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
   constexpr int VEC = 16 / sizeof(T);
+  constexpr int U = kCacheMetaUnroll;
   constexpr int HALF = kCacheMetaThreads / 2;
+  using MM = VecMinMax<T>;
   const int vec_per_head = p.head_dim / VEC;
   const int vec_per_row = p.num_kv_heads * vec_per_head;
   const int64_t BS = p.block_size;
   const bool is_key = threadIdx.x < HALF;
   const int lane0 = is_key ? threadIdx.x : threadIdx.x - HALF;
+  const T* src_base = static_cast<const T*>(is_key ? p.key : p.value);
+  const int64_t src_stride = is_key ? p.key_stride : p.value_stride;
+  const int64_t src_head_stride = is_key ? p.key_head_stride : p.value_head_stride;
+  uint4* dst_base = reinterpret_cast<uint4*>(is_key ? p.k_cache : p.v_cache);
   int* done = p.scratch;
   int* irregular_count = p.scratch + 1;
   int* page_state = p.scratch + 2;  // {runs, highest offset} per block
   int* irregular = p.scratch + 2 + 2 * (int64_t)p.num_blocks;
-  auto slot_at = [&](int i) { return p.slot_mapping[i]; };
 
   const int t_end = min(p.num_tokens, (blockIdx.x + 1) * p.chunk);
-  int t = first_owned_token(slot_at, blockIdx.x * p.chunk, t_end, BS);
+  int t = blockIdx.x * p.chunk;
+  if (t > 0 && t < t_end) {  // tokens continuing a run from an earlier chunk are that run's
+    const int64_t prev = p.slot_mapping[t - 1];
+    if (prev >= 0) {
+      const int64_t lo = prev / BS * BS;
+      while (t < t_end) {
+        const int64_t s = p.slot_mapping[t];
+        if (s < lo || s >= lo + BS) break;
+        ++t;
+      }
+    }
+  }
   while (t < t_end) {
-    if (slot_at(t) < 0) {
+    const int64_t slot0 = p.slot_mapping[t];
+    if (slot0 < 0) {
       ++t;
       continue;
     }
-    const CacheRun run = find_run(slot_at, t, p.num_tokens, BS);
-    for (int v = lane0; v < vec_per_row; v += HALF)
-      copy_run_column<T, kCacheMetaUnroll>(p, run, slot_at, is_key, v, vec_per_head, vec_per_row);
+    const int64_t blk = slot0 / BS, page_lo = blk * BS;
+    const int first = (int)(slot0 - page_lo);
+    int e = t + 1, prev_off = first, last = first;
+    bool in_order = true;  // offsets first, first+1, ...: the run fills slots first..last
+    for (; e < p.num_tokens; ++e) {
+      const int64_t s = p.slot_mapping[e];
+      if (s < page_lo || s >= page_lo + BS) break;  // also ends at a padding token (-1)
+      const int off = (int)(s - page_lo);
+      in_order &= off == prev_off + 1;
+      prev_off = off;
+      last = max(last, off);
+    }
+    uint4* mn = reinterpret_cast<uint4*>(p.meta) + blk * 2 * vec_per_row;
+    const bool merge = in_order && first > 0;
+    for (int v = lane0; v < vec_per_row; v += HALF) {
+      const int h = v / vec_per_head, c = v - h * vec_per_head;
+      const T* src = src_base + h * src_head_stride + c * VEC;
+      uint4 lo, hi;
+      if (is_key && merge) {  // the old bounds; issued before the rows so both round trips overlap
+        lo = mn[v];
+        hi = mn[v + vec_per_row];
+      }
+      for (int i = t; i < e; i += U) {
+        uint4 r[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+          if (i + u < e) r[u] = ld_stream(src + (int64_t)(i + u) * src_stride);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          if (i + u < e) {
+            dst_base[p.slot_mapping[i + u] * vec_per_row + v] = r[u];
+            if (is_key) {
+              const bool fresh = i + u == t && !merge;
+              lo = fresh ? r[u] : MM::min(lo, r[u]);
+              hi = fresh ? r[u] : MM::max(hi, r[u]);
+            }
+          }
+        }
+      }
+      if (is_key && in_order) {
+        mn[v] = lo;
+        mn[v + vec_per_row] = hi;
+      }
+    }
     if (threadIdx.x == 0) {
       // A page is irregular once it has a second run or an out-of-order run; the run that
       // makes it so lists it (exactly once).
-      const int add = run.in_order ? 1 : 2;
-      const int before = atomicAdd(page_state + 2 * run.blk, add);
-      atomicMax(page_state + 2 * run.blk + 1, run.last);
-      if (before < 2 && before + add >= 2) irregular[atomicAdd(irregular_count, 1)] = (int)run.blk;
+      const int add = in_order ? 1 : 2;
+      const int before = atomicAdd(page_state + 2 * blk, add);
+      atomicMax(page_state + 2 * blk + 1, last);
+      if (before < 2 && before + add >= 2) irregular[atomicAdd(irregular_count, 1)] = (int)blk;
     }
-    t = run.e;
+    t = e;
   }
 
   // The last CTA to finish repairs the irregular pages, after every row of the call landed.

@@ -39,7 +39,8 @@ class TimelineWidget(QWidget):
         # a fixed size: its text changes every frame of a drag, and a label whose size
         # may change asks the window's layout again each time (a whole-window repaint)
         fm = self.label.fontMetrics()
-        self.label.setFixedSize(fm.horizontalAdvance("live: step 0000000 / 0000000") + 4,
+        # (the widest text it shows: "step N / M"; "live: step N" is shorter)
+        self.label.setFixedSize(fm.horizontalAdvance("step 0000000 / 0000000") + 4,
                                 self.label.sizeHint().height())
         self.slider.setMinimumWidth(100)   # the window must fit 1280 px with every dock shown
         self.setToolTip("time travel: drag to a past step; End or L returns to live")

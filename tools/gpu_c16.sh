@@ -12,14 +12,9 @@
 #    1000/s (the large-batch host figure), each with host ms/step and its time against quest.
 # Targets: statistics <= 1.15x quest, profiling <= 1.05x statistics, host <= 1 ms per step.
 # Results go to $OUT (JSON + logs.tgz); a short table is printed last.
-set -uo pipefail
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-OUT=${OUT:-out/gpu}; export OUT; mkdir -p "$OUT"
-t0=$SECONDS
+GPU_OUT_DEFAULT=out/gpu source "$(dirname "$0")/gpu_lib.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-if ! python3 -c "from tinyserve_core.kernels._backend import build; build()" > "$OUT/build.log" 2>&1; then
-  grep -m 20 -i "error" "$OUT/build.log"; echo "BUILD FAILED"; exit 1
-fi
+gpu_build "$OUT/build.log"
 echo "build done at $((SECONDS - t0)) s"
 timeout 70 python3 -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
   tests/engine tests/selection tests/observe tests/bench 2>&1 | tee "$OUT/cuda_tests.log" | tail -n 6

@@ -6,19 +6,11 @@
 # policy's defaults) and a cheaper form (int4 keys, 2x candidates, batch 64), each beside quest
 # at the same page count, all replayed from CUDA graphs, eager columns beside. Logs and JSON go
 # to $OUT; a short table is printed last. About 3 minutes after the build.
-set -uo pipefail
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-OUT=${OUT:-out/gpu_f20}
-export OUT
-mkdir -p "$OUT"
+GPU_OUT_DEFAULT=out/gpu_f20 source "$(dirname "$0")/gpu_lib.sh"
 steps=${*:-tests decode}
 has() { [[ " $steps " == *" $1 "* ]]; }
-t0=$SECONDS
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-# a failed build must stop here: the ops would fall back to the torch reference
-if ! python3 -c "from tinyserve_core.kernels._backend import build; build()" > "$OUT/build.log" 2>&1; then
-  grep -m 20 -i "error" "$OUT/build.log"; echo "BUILD FAILED"; exit 1
-fi
+gpu_build "$OUT/build.log"
 tail -n 1 "$OUT/build.log"
 echo "build done at $((SECONDS - t0)) s"
 t1=$SECONDS   # the 3-minute budget starts after the build

@@ -8,16 +8,9 @@
 #  2. `tinyserve bench kernels --only fp8`: FP8 vs fp16 decode at 7 shapes (time, % of copy
 #     bandwidth, errors vs the float32 reference) and the FP8 cache write.
 # Logs and JSON go to $OUT; the tables are printed last.
-set -uo pipefail
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-OUT=${OUT:-out/gpu}
-export OUT
-mkdir -p "$OUT"
-t0=$SECONDS
+GPU_OUT_DEFAULT=out/gpu source "$(dirname "$0")/gpu_lib.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/k17_gpu.txt"
-if ! python3 -c "from tinyserve_core.kernels._backend import build; build()" > "$OUT/k17_build.log" 2>&1; then
-  grep -m 20 -i "error" "$OUT/k17_build.log"; echo "BUILD FAILED"; exit 1
-fi
+gpu_build "$OUT/k17_build.log"
 tail -n 1 "$OUT/k17_build.log"
 t1=$SECONDS
 timeout 120 python3 -m pytest -m cuda -q -p no:cacheprovider tests/kernels/test_fp8_cuda.py \

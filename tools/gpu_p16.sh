@@ -7,15 +7,8 @@
 # 3. the batch-1 8K row again with TINYSERVE_SKINNY_GEMM=0 (cuBLAS for every product).
 # About 2-3 minutes once the extension is built (the serving-shape prefills of 64 x 32K
 # tokens dominate).
-set -uo pipefail
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-OUT=${OUT:-out/gpu_p16}
-export OUT
-mkdir -p "$OUT"
-t0=$SECONDS
-if ! python3 -c "from tinyserve_core.kernels._backend import build; build()" > "$OUT/build.log" 2>&1; then
-  grep -m 20 -i "error" "$OUT/build.log"; echo "BUILD FAILED"; exit 1
-fi
+GPU_OUT_DEFAULT=out/gpu_p16 source "$(dirname "$0")/gpu_lib.sh"
+gpu_build "$OUT/build.log"
 echo "build done at $((SECONDS - t0)) s"
 timeout 150 python3 -m pytest -m cuda -q -p no:cacheprovider \
   tests/kernels/test_fused_cuda.py tests/kernels/test_kernels_cuda.py tests/engine/test_cuda_graphs.py \

@@ -113,3 +113,35 @@ def test_simulate_flag_publishes_and_attach_records_it(tiny_model_dir, tmp_path,
     batches = int(out.split("kv events -> ")[1].split("(")[1].split()[0])
     assert batches > 0 and sub.streams[0].stats.batches == batches
     assert model.events["BlockStored"] > 0 and model.forest_counts()[1] >= 2
+
+
+def test_a_connecting_publisher_loses_neither_its_first_nor_its_last_batch():
+    """A PUB socket drops what it sends before a subscription reaches it and, without
+    linger, what is still queued when it closes: the publisher (an XPUB) waits for the
+    listener's subscription after connecting, and lingers (bounded) when it closes."""
+    import threading
+
+    from tinyserve_core.observe.kv_event_wire import BlockRemoved
+
+    for _ in range(3):
+        sub = Subscriber([Endpoint("tcp://127.0.0.1:*")], CacheModel(), bind=True)
+        stop = threading.Event()
+
+        def listen():   # a live subscriber polls all the time (that is when ZMQ attaches peers)
+            while not stop.is_set():
+                sub.poll(10)
+        t = threading.Thread(target=listen)
+        t.start()
+        try:
+            pub = KVEventPublisher(sub.bound_urls()[0], block_size=8)
+            pub.publish([BlockRemoved(block_hashes=[1], medium="GPU")])   # at once after connecting
+            pub.publish([BlockRemoved(block_hashes=[2], medium="GPU")])
+            pub.close()                                                    # at once after sending
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and sub.streams[0].stats.batches < 2:
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            t.join()
+            sub.close()
+        assert sub.streams[0].stats.batches == 2

@@ -57,6 +57,10 @@ def events_of(record: StepRecord, block_size: int) -> list:
     return out
 
 
+CONNECT_WAIT_S = 1.0     # a listener that is there answers within milliseconds
+CLOSE_LINGER_MS = 1000   # bounded: a vanished listener must not hold the run's exit
+
+
 class KVEventPublisher:
     def __init__(self, endpoint: str, replay_endpoint: str | None = None, *, block_size: int,
                  topic: str = "", buffer_steps: int = 10_000, hwm: int = 100_000,
@@ -69,14 +73,17 @@ class KVEventPublisher:
         self._lock = threading.Lock()
         self._seq = 0
         self._ctx = context or zmq.Context.instance()
-        self._pub = self._ctx.socket(zmq.PUB)
+        self._pub = self._ctx.socket(zmq.XPUB)
         self._pub.setsockopt(zmq.LINGER, 0)
         self._pub.set_hwm(hwm)
         self._router = None
         self._stop = threading.Event()
         self._thread = None
         try:
-            (self._pub.bind if _binds(endpoint) else self._pub.connect)(endpoint)
+            if _binds(endpoint):
+                self._pub.bind(endpoint)
+            else:
+                self._connect(endpoint)
             self.endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
             self.replay_endpoint = None
             if replay_endpoint:
@@ -90,6 +97,15 @@ class KVEventPublisher:
             self._close_sockets()
             raise ConfigError("kv_events", f"{endpoint}: {e}") from None
         self.batches = 0
+
+    def _connect(self, endpoint: str) -> None:
+        """Connect and wait (bounded) until the listener that bound has subscribed: a
+        publisher drops what it sends before the subscription reaches it, so without the
+        wait the run's first batches could be lost to a subscriber that was already there.
+        The socket is an XPUB (the same wire as PUB) because only it sees subscriptions."""
+        self._pub.connect(endpoint)
+        if self._pub.poll(int(CONNECT_WAIT_S * 1000)):
+            self._pub.recv()   # the subscription message itself: nothing else needs it
 
     # -- the run's output interface -------------------------------------------------
     def add(self, record: StepRecord) -> None:
@@ -132,6 +148,7 @@ class KVEventPublisher:
             self._router.send_multipart([ident, b"", b"", END_SEQ, b""])
 
     def _close_sockets(self) -> None:
-        self._pub.close(linger=0)
+        # the last batches may still be queued: give them a bounded time to leave
+        self._pub.close(linger=CLOSE_LINGER_MS)
         if self._router is not None:
             self._router.close(linger=0)

@@ -54,10 +54,15 @@ def test_recording_replays_byte_for_byte(make_pub, tmp_path):
     streams = play(rec, model)
     assert build_summary(rec.endpoints, streams, model, []) == live
     assert live["gaps"] == 1 and live["replayed_batches"] == 1 and live["malformed"] == 1
-    # at speed 2 the waits are half the receive-time gaps
+    # at speed 2 the waits add up to half the recording's span (a fake clock that the fake
+    # sleep advances: the waits are measured against the clock, so a real one would make
+    # them depend on this machine's load)
+    now = [0.0]
     waits = []
-    play(rec, CacheModel(), speed=2.0, sleep=waits.append)
-    assert sum(waits) <= (rec.messages[-1].recv_ts - rec.messages[0].recv_ts) / 2 + 0.01
+    play(rec, CacheModel(), speed=2.0, clock=lambda: now[0],
+         sleep=lambda s: (waits.append(s), now.__setitem__(0, now[0] + s)))
+    span = rec.messages[-1].recv_ts - rec.messages[0].recv_ts
+    assert span > 0 and sum(waits) == pytest.approx(span / 2, abs=1e-9)
     out = tmp_path / "t.json"
     n = export_perfetto(rec, out)
     obj = json.loads(out.read_text())

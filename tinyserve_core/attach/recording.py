@@ -133,6 +133,7 @@ def _chunk(data: bytes, pos: int, ctx: FileContext, field: str) -> tuple[bytes, 
 
 def play(rec: Recording, model: CacheModel, *, speed: float = 0.0,
          sleep: Callable[[float], None] = time.sleep,
+         clock: Callable[[], float] = time.monotonic,
          stop: Callable[[], bool] = lambda: False,
          on_message: Callable[[Message], None] | None = None,
          on_applied: Callable[[Message, int, int, DecodedBatch, bool], None] | None = None,
@@ -147,12 +148,12 @@ def play(rec: Recording, model: CacheModel, *, speed: float = 0.0,
         for i, st in enumerate(streams):
             st.on_applied = (lambda i: lambda seq, b, r: on_applied(current[0], i, seq, b, r))(i)
     t0 = rec.messages[0].recv_ts if rec.messages else 0.0
-    start = time.monotonic()
+    start = clock()
     for m in rec.messages:
         if stop():
             break
         if speed > 0:
-            wait = (m.recv_ts - t0) / speed - (time.monotonic() - start)
+            wait = (m.recv_ts - t0) / speed - (clock() - start)
             if wait > 0:
                 sleep(wait)
         current[:] = [m]

@@ -29,9 +29,15 @@ def render_image(render_rays: Callable[[torch.Tensor, torch.Tensor], dict[str, t
                  device: torch.device, voxel: float, levels: int = LEVELS) -> dict[str, torch.Tensor]:
     """Outputs of render_rays ([H*W, ...], row-major) for every pixel of cam."""
     o, d = (x.to(device) for x in cam.rays())
+    return render_pixels(lambda idx: render_rays(o.index_select(0, idx), d.index_select(0, idx)), cam, device,
+                         voxel, levels)
+
+
+def render_pixels(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], cam: Camera, device: torch.device,
+                  voxel: float, levels: int = LEVELS) -> dict[str, torch.Tensor]:
+    """As render_image, for a caster given flat pixel indices (row-major) rather than rays."""
     pix = torch.arange(cam.height * cam.width, device=device).view(cam.height, cam.width)
-    return _refine(lambda idx: render_rays(o.index_select(0, idx), d.index_select(0, idx)), pix, levels,
-                   MAX_DEPTH_RANGE_VOXELS * voxel)
+    return _refine(cast, pix, levels, MAX_DEPTH_RANGE_VOXELS * voxel)
 
 
 def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.Tensor, levels: int,

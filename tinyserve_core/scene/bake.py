@@ -16,7 +16,9 @@ from .camera import Camera
 from .field import (EMPTY_DENSITY, GridSpec, SemanticGridField, density_activation,
                     occupancy_from_density, sample_grid, trilinear_rows)
 from .adaptive import render_image
+from .frames import CellTable, render_frame
 from .interactive import EmptySpace, render_fast
+from .splat import StartSplat
 from .volume import WEIGHT_EPS
 from .weights import corner_mask
 
@@ -77,6 +79,9 @@ class Bake:
         flat = appearance.view(-1, appearance.shape[-1])
         self._colour, self._probs = flat[:, :3].contiguous(), flat[:, 3:].contiguous()
         self.space = EmptySpace(grid, occ)
+        # the fast frame's tables: corner rows per occupied cell, surface cells to splat
+        self.cells = CellTable(grid, occ, density, self._colour, self._probs)
+        self.splat = StartSplat(grid, occ)
         zero = torch.zeros(1, 3, device=density.device)
         self._shift = grid.normalize(zero)[0]
         self._scale = grid.normalize(zero + 1)[0] - self._shift
@@ -144,6 +149,11 @@ class Bake:
         def rays(o, d):
             return self.render_rays(o, d, preview, coarse)
 
+        if adaptive and preview:
+            step = self.grid.voxel if coarse else self.grid.voxel / 2
+            out = render_frame(self.cells, self.splat, self.space, cam, step, self.background, self.device)
+            if out is not None:
+                return as_result(out, cam)
         if adaptive:
             return as_result(render_image(rays, cam, self.device, self.grid.voxel), cam)
         o, d = cam.rays()

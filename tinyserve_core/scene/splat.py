@@ -1,0 +1,134 @@
+"""Per-pixel start distances by splatting: the occupancy grid's surface cells (occupied
+cells with an empty neighbour, where every ray from empty space enters occupied space)
+are projected into the image once per frame, each as its bounding sphere, and a z-buffer
+keeps per pixel the nearest distance at which a ray through that pixel could reach one.
+
+A ray through a pixel no sphere covers meets no occupied cell (background, nothing to
+march); every other ray may start at its pixel's value without passing an occupied cell.
+This replaces the sphere tracing of a frame's first round (a dozen whole-array steps per
+ray) with a few operations over the surface cells and one scatter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .camera import Camera
+from .field import GridSpec
+
+# pixel-centre slack on a sphere's projected bounds: float rounding must never drop a pixel
+EDGE_SLACK_PX = 0.01
+
+
+def surface_cells(grid: GridSpec, occ: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The occupied cells (occ is [X-1, Y-1, Z-1]) with an empty face neighbour (or the
+    outside of the grid there): world centres [K, 3] and which of their six faces
+    (-x, +x, -y, +y, -z, +z) open onto empty space [K, 6]. A ray crosses from cell to cell
+    through faces, so the first occupied cell along it is one of these, entered through
+    one of its open faces."""
+    empty = F.pad((~occ)[None, None].float(), (1, 1, 1, 1, 1, 1), value=1.0)[0, 0] > 0
+    x, y, z = occ.shape
+    inner = (slice(1, x + 1), slice(1, y + 1), slice(1, z + 1))
+    faces = []
+    for axis in range(3):
+        for shift in (-1, 1):
+            sl = list(inner)
+            sl[axis] = slice(inner[axis].start + shift, inner[axis].stop + shift)
+            faces.append(empty[tuple(sl)])
+    open_faces = torch.stack(faces, -1) & occ[..., None]
+    idx = torch.nonzero(open_faces.any(-1))
+    centres = torch.tensor(grid.lo, dtype=torch.float32) + (idx.float() + 0.5) * grid.voxel
+    return centres, open_faces[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+
+class StartSplat:
+    """The surface cells of a bake, splatted per camera into start distances."""
+
+    def __init__(self, grid: GridSpec, occ: torch.Tensor):
+        centres, faces = surface_cells(grid, occ.cpu())
+        self.centres, self.faces = centres.to(occ.device), faces.to(occ.device)
+        self.half = grid.voxel / 2
+        self.radius = grid.voxel * math.sqrt(3) / 2  # a cell lies inside this sphere about its centre
+
+    def to(self, device) -> "StartSplat":
+        out = object.__new__(StartSplat)
+        out.__dict__.update({k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()})
+        return out
+
+    def starts(self, cam: Camera) -> torch.Tensor | None:
+        """[H * W] ray distance from the camera before which no ray of that pixel meets an
+        occupied cell (inf: it meets none), or None when a surface cell straddles the
+        camera's plane (its projection is unbounded: the caller traces instead)."""
+        dev, r = self.centres.device, self.radius
+        c2w = torch.as_tensor(cam.c2w, dtype=torch.float32, device=dev)
+        rel = self.centres - c2w[:3, 3]
+        # a cell can be entered from the eye only through an open face the eye lies in
+        # front of (the eye beyond the face's plane on its outer side)
+        edge = self.half * (1 - 1e-4)  # float slack: an eye on the plane counts as in front
+        beyond = torch.cat([rel > edge, rel < -edge], 1)[:, [0, 3, 1, 4, 2, 5]]
+        seen = torch.nonzero((beyond & self.faces).any(1)).squeeze(1)
+        rel = rel.index_select(0, seen)
+        p = rel @ c2w[:3, :3]  # camera frame: x right, y up, -z forward
+        x, y, z = p[:, 0], p[:, 1], -p[:, 2]
+        if bool((z.abs() <= r * 1.01).any()):
+            return None
+        front = torch.nonzero(z > r).squeeze(1)
+        x, y, z = x.index_select(0, front), y.index_select(0, front), z.index_select(0, front)
+        start = rel.index_select(0, front).norm(dim=1) - r
+        # exact bounds of a sphere's projection along each image axis: the tangent lines
+        # from the eye in the x-z and y-z planes
+        f, w, h = cam.focal, cam.width, cam.height
+        zz = z * z - r * r
+        sx = r * torch.sqrt(x * x + zz)
+        sy = r * torch.sqrt(y * y + zz)
+        k = f / zz
+        u_lo, u_hi = w / 2 + k * (x * z - sx), w / 2 + k * (x * z + sx)
+        v_lo, v_hi = h / 2 - k * (y * z + sy), h / 2 - k * (y * z - sy)
+        # pixels whose centres (i + 0.5) fall inside the bounds
+        i0 = torch.ceil(u_lo - 0.5 - EDGE_SLACK_PX).clamp_(min=0)
+        i1 = torch.floor(u_hi - 0.5 + EDGE_SLACK_PX).clamp_(max=w - 1)
+        j0 = torch.ceil(v_lo - 0.5 - EDGE_SLACK_PX).clamp_(min=0)
+        j1 = torch.floor(v_hi - 0.5 + EDGE_SLACK_PX).clamp_(max=h - 1)
+        # into blocks of BLOCK x BLOCK pixels: a cell then covers a few blocks per side
+        wb, hb = -(-w // BLOCK), -(-h // BLOCK)
+        i0, i1, j0, j1 = (torch.div(v, BLOCK, rounding_mode="floor").long() for v in (i0, i1, j0, j1))
+        on = torch.nonzero((i1 >= i0) & (j1 >= j0)).squeeze(1)
+        i0, j0, start = i0.index_select(0, on), j0.index_select(0, on), start.index_select(0, on)
+        nw, nh = (i1.index_select(0, on) - i0 + 1), (j1.index_select(0, on) - j0 + 1)
+        blocks = torch.full((hb * wb,), math.inf, device=dev)
+        if on.numel():
+            side = min(int(torch.maximum(nw, nh).max()), MAX_FOOTPRINT)
+            # a dense [K, side, side] block of candidate blocks per cell; offsets past a
+            # cell's box repeat its last row / column, harmless under a minimum
+            steps = torch.arange(side, device=dev)
+            dx = torch.minimum(steps, nw[:, None] - 1) + i0[:, None]
+            dy = torch.minimum(steps, nh[:, None] - 1) + j0[:, None]
+            idx = (dy * wb)[:, :, None] + dx[:, None, :]
+            blocks.scatter_reduce_(0, idx.view(-1), start[:, None].expand(-1, side * side).reshape(-1), "amin")
+            big = torch.nonzero(torch.maximum(nw, nh) > side).squeeze(1)
+            if big.numel():  # cells nearer the camera than a block side allows
+                _splat_boxes(blocks, wb, *(v.index_select(0, big) for v in (i0, j0, nw, nh, start)))
+        full = blocks.view(hb, 1, wb, 1).expand(hb, BLOCK, wb, BLOCK).reshape(hb * BLOCK, wb * BLOCK)
+        return full[:h, :w].reshape(-1)
+
+
+BLOCK = 2  # pixels per side of a splat block
+MAX_FOOTPRINT = 6  # blocks per side splatted densely; larger boxes take the general path
+
+
+def _splat_boxes(out: torch.Tensor, w: int, i0, j0, nw, nh, start) -> None:
+    """The general splat for boxes of any size (cells near the camera): one entry per
+    (cell, covered pixel), its column and row from its rank within the cell."""
+    count = nw * nh
+    total = int(count.sum())
+    dev = out.device
+    cell = torch.repeat_interleave(torch.arange(count.shape[0], device=dev), count)
+    first = torch.cumsum(count, 0) - count
+    rank = torch.arange(total, device=dev) - first.index_select(0, cell)
+    cw = nw.index_select(0, cell)
+    col = i0.index_select(0, cell) + rank % cw
+    row = j0.index_select(0, cell) + torch.div(rank, cw, rounding_mode="floor")
+    out.scatter_reduce_(0, row * w + col, start.index_select(0, cell), "amin")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .camera import Camera
 
@@ -44,7 +43,7 @@ def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.
             max_depth: float) -> dict[str, torch.Tensor]:
     """Values at the pixels `pix` [h, w] (flat image indices): the even rows and columns
     first (recursively, `levels` deep), then the rest interpolated or cast. Everything
-    works on the coarse grid as images: one bilinear upsampling (align_corners: fine
+    works on the coarse grid as images: one bilinear upsampling (aligned corners: fine
     pixel 2i + 1 lies half-way between coarse i and i + 1) and min/max pooling over the
     neighbour pairs and quads, so the cost is a few whole-image operations."""
     h, w = pix.shape
@@ -69,15 +68,32 @@ def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.
     agree[0::2, 1:2 * cw - 1:2] = (torch.maximum(left, right) - torch.minimum(left, right)).amax(1)[0] < 1
     quad = torch.maximum(vmax[..., :-1], vmax[..., 1:]) - torch.minimum(vmin[..., :-1], vmin[..., 1:])
     agree[1:2 * ch - 1:2, 1:2 * cw - 1:2] = quad.amax(1)[0] < 1
-    # the last row / column of an even side has no cast neighbour beyond it: stays cast
-    out = {}
-    for k, v in coarse.items():
-        up = F.interpolate(image(v), size=(2 * ch - 1, 2 * cw - 1), mode="bilinear", align_corners=True)
-        up = F.pad(up, (0, w - (2 * cw - 1), 0, h - (2 * ch - 1)))
-        out[k] = up[0].permute(1, 2, 0).reshape(h * w, *v.shape[1:]).contiguous()
+    # every output as one channels-last image (the layout the outputs already have), so
+    # the upsampling reads and writes it in place of permuted copies; the last row /
+    # column of an even side has no cast neighbour beyond it: it stays cast
+    keys = list(coarse)
+    widths = [coarse[k][0].numel() for k in keys]
+    n = coarse[keys[0]].shape[0]
+    flat = torch.cat([coarse[k].reshape(n, -1) for k in keys], 1)
+    full = torch.zeros(h, w, flat.shape[1], device=flat.device, dtype=flat.dtype)
+    _upsample(flat.view(ch, cw, -1), full)
+    full = full.view(h * w, -1)
     redo = torch.nonzero(~agree.view(-1)).squeeze(1)
     if redo.numel():
         fine = cast(pix.reshape(-1).index_select(0, redo))
-        for k in out:
-            out[k].index_copy_(0, redo, fine[k])
-    return out
+        full.index_copy_(0, redo, torch.cat([fine[k].reshape(redo.numel(), -1) for k in keys], 1))
+    parts = full.split(widths, 1)
+    return {k: p.reshape(h * w, *coarse[k].shape[1:]) for k, p in zip(keys, parts)}
+
+
+def _upsample(c: torch.Tensor, out: torch.Tensor) -> None:
+    """Bilinear 2x upsampling with aligned corners of c [ch, cw, C] into out [>= 2ch - 1,
+    >= 2cw - 1, C]: fine pixel 2i is coarse i and 2i + 1 the mean of coarse i and i + 1
+    (four means on channels-last slices; F.interpolate spent most of its time in layout
+    copies here)."""
+    ch, cw = c.shape[:2]
+    out[0:2 * ch - 1:2, 0:2 * cw - 1:2] = c
+    rows = torch.add(c[:-1], c[1:]).mul_(0.5)  # between coarse rows i and i + 1
+    out[1:2 * ch - 1:2, 0:2 * cw - 1:2] = rows
+    out[0:2 * ch - 1:2, 1:2 * cw - 1:2] = torch.add(c[:, :-1], c[:, 1:]).mul_(0.5)
+    out[1:2 * ch - 1:2, 1:2 * cw - 1:2] = torch.add(rows[:, :-1], rows[:, 1:]).mul_(0.5)

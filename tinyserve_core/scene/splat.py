@@ -49,7 +49,10 @@ class StartSplat:
 
     def __init__(self, grid: GridSpec, occ: torch.Tensor):
         centres, faces = surface_cells(grid, occ.cpu())
-        self.centres, self.faces = centres.to(occ.device), faces.to(occ.device)
+        # planes (one row per coordinate, per face): every per-frame operation below is
+        # one long loop over the cells
+        self.centres = centres.t().contiguous().to(occ.device)  # [3, K]
+        self.faces = faces.t().contiguous().to(occ.device)  # [6, K]: -x, +x, -y, +y, -z, +z
         self.half = grid.voxel / 2
         self.radius = grid.voxel * math.sqrt(3) / 2  # a cell lies inside this sphere about its centre
 
@@ -64,59 +67,60 @@ class StartSplat:
         camera's plane (its projection is unbounded: the caller traces instead)."""
         dev, r = self.centres.device, self.radius
         c2w = torch.as_tensor(cam.c2w, dtype=torch.float32, device=dev)
-        rel = self.centres - c2w[:3, 3]
+        rel = self.centres - c2w[:3, 3, None]  # [3, K]
         # a cell can be entered from the eye only through an open face the eye lies in
-        # front of (the eye beyond the face's plane on its outer side)
-        edge = self.half * (1 - 1e-4)  # float slack: an eye on the plane counts as in front
-        beyond = torch.cat([rel > edge, rel < -edge], 1)[:, [0, 3, 1, 4, 2, 5]]
-        seen = torch.nonzero((beyond & self.faces).any(1)).squeeze(1)
-        rel = rel.index_select(0, seen)
-        p = rel @ c2w[:3, :3]  # camera frame: x right, y up, -z forward
-        x, y, z = p[:, 0], p[:, 1], -p[:, 2]
+        # front of (beyond the face's plane on its outer side; float slack: on it counts)
+        edge = self.half * (1 - 1e-4)
+        seen = self.faces[0] & (rel[0] > edge)
+        for axis in range(3):
+            if axis:
+                seen |= self.faces[2 * axis] & (rel[axis] > edge)
+            seen |= self.faces[2 * axis + 1] & (rel[axis] < -edge)
+        rel = rel.index_select(1, torch.nonzero(seen).squeeze(1))
+        x, y, z = c2w[:3, :3].t() @ rel  # camera frame: x right, y up, -z forward
+        z = -z
         if bool((z.abs() <= r * 1.01).any()):
             return None
-        front = torch.nonzero(z > r).squeeze(1)
-        x, y, z = x.index_select(0, front), y.index_select(0, front), z.index_select(0, front)
-        start = rel.index_select(0, front).norm(dim=1) - r
+        # cells behind the eye keep their (meaningless) boxes with an infinite start
+        start = torch.where(z > r, torch.sqrt(x * x + y * y + z * z) - r, math.inf)
+        z = z.clamp_min(2 * r)
         # exact bounds of a sphere's projection along each image axis: the tangent lines
         # from the eye in the x-z and y-z planes
         f, w, h = cam.focal, cam.width, cam.height
         zz = z * z - r * r
-        sx = r * torch.sqrt(x * x + zz)
-        sy = r * torch.sqrt(y * y + zz)
         k = f / zz
-        u_lo, u_hi = w / 2 + k * (x * z - sx), w / 2 + k * (x * z + sx)
-        v_lo, v_hi = h / 2 - k * (y * z + sy), h / 2 - k * (y * z - sy)
-        # pixels whose centres (i + 0.5) fall inside the bounds
-        i0 = torch.ceil(u_lo - 0.5 - EDGE_SLACK_PX).clamp_(min=0)
-        i1 = torch.floor(u_hi - 0.5 + EDGE_SLACK_PX).clamp_(max=w - 1)
-        j0 = torch.ceil(v_lo - 0.5 - EDGE_SLACK_PX).clamp_(min=0)
-        j1 = torch.floor(v_hi - 0.5 + EDGE_SLACK_PX).clamp_(max=h - 1)
-        # into blocks of BLOCK x BLOCK pixels: a cell then covers a few blocks per side
+        sx = torch.sqrt(x * x + zz).mul_(r)
+        sy = torch.sqrt(y * y + zz).mul_(r)
+        xz, yz = x * z, y * z
+        # pixels whose centres (i + 0.5) fall inside the bounds, as blocks of BLOCK pixels
+        lo = 0.5 + EDGE_SLACK_PX
+        i0 = torch.ceil((xz - sx) * k + (w / 2 - lo)).div_(BLOCK).floor_().clamp_(min=0)
+        i1 = torch.floor(((xz + sx) * k + (w / 2 - 0.5 + EDGE_SLACK_PX)) / BLOCK)
+        j0 = torch.ceil((-yz - sy) * k + (h / 2 - lo)).div_(BLOCK).floor_().clamp_(min=0)
+        j1 = torch.floor(((-yz + sy) * k + (h / 2 - 0.5 + EDGE_SLACK_PX)) / BLOCK)
         wb, hb = -(-w // BLOCK), -(-h // BLOCK)
-        i0, i1, j0, j1 = (torch.div(v, BLOCK, rounding_mode="floor").long() for v in (i0, i1, j0, j1))
-        on = torch.nonzero((i1 >= i0) & (j1 >= j0)).squeeze(1)
-        i0, j0, start = i0.index_select(0, on), j0.index_select(0, on), start.index_select(0, on)
-        nw, nh = (i1.index_select(0, on) - i0 + 1), (j1.index_select(0, on) - j0 + 1)
+        nw = i1.clamp_(max=wb - 1).sub_(i0).add_(1)
+        nh = j1.clamp_(max=hb - 1).sub_(j0).add_(1)
+        # cells whose box misses the image get an infinite start too
+        start = torch.where((nw > 0) & (nh > 0), start, math.inf)
         blocks = torch.full((hb * wb,), math.inf, device=dev)
-        if on.numel():
-            side = min(int(torch.maximum(nw, nh).max()), MAX_FOOTPRINT)
-            # a dense [K, side, side] block of candidate blocks per cell; offsets past a
-            # cell's box repeat its last row / column, harmless under a minimum
-            steps = torch.arange(side, device=dev)
-            dx = torch.minimum(steps, nw[:, None] - 1) + i0[:, None]
-            dy = torch.minimum(steps, nh[:, None] - 1) + j0[:, None]
-            idx = (dy * wb)[:, :, None] + dx[:, None, :]
-            blocks.scatter_reduce_(0, idx.view(-1), start[:, None].expand(-1, side * side).reshape(-1), "amin")
-            big = torch.nonzero(torch.maximum(nw, nh) > side).squeeze(1)
-            if big.numel():  # cells nearer the camera than a block side allows
-                _splat_boxes(blocks, wb, *(v.index_select(0, big) for v in (i0, j0, nw, nh, start)))
+        # a dense [K, SIDE, SIDE] block of candidate blocks per cell; offsets past a cell's
+        # box repeat its last row / column, harmless under a minimum
+        steps = torch.arange(SIDE, dtype=torch.float32, device=dev)
+        dx = torch.minimum(steps, (nw - 1).clamp_(min=0)[:, None]).add_(i0[:, None])
+        dy = torch.minimum(steps, (nh - 1).clamp_(min=0)[:, None]).add_(j0[:, None]).mul_(wb)
+        idx = (dy[:, :, None] + dx[:, None, :]).view(-1).long().clamp_(0, hb * wb - 1)
+        blocks.scatter_reduce_(0, idx, start[:, None].expand(-1, SIDE * SIDE).reshape(-1), "amin")
+        big = torch.nonzero(((nw > SIDE) | (nh > SIDE)) & torch.isfinite(start)).squeeze(1)
+        if big.numel():  # cells nearer the camera than SIDE blocks allow
+            _splat_boxes(blocks, wb, *(v.index_select(0, big).long() for v in (i0, j0, nw, nh)),
+                         start.index_select(0, big))
         full = blocks.view(hb, 1, wb, 1).expand(hb, BLOCK, wb, BLOCK).reshape(hb * BLOCK, wb * BLOCK)
         return full[:h, :w].reshape(-1)
 
 
-BLOCK = 2  # pixels per side of a splat block
-MAX_FOOTPRINT = 6  # blocks per side splatted densely; larger boxes take the general path
+BLOCK = 2  # pixels per side of a splat block: a cell covers 1-4 of them at 256 px
+SIDE = 3  # blocks per side splatted densely for every cell; larger boxes also take the general path
 
 
 def _splat_boxes(out: torch.Tensor, w: int, i0, j0, nw, nh, start) -> None:

@@ -121,6 +121,10 @@ def test_render_latency_reports_the_fast_frame_against_the_every_pixel_frame(lab
     assert r["device"] == "cpu"
     assert r["bake_48_p95_ms"] >= r["bake_48_p50_ms"] > 0 and r["motion_48_p50_ms"] > 0
     assert r["bake_vs_every_pixel_psnr"] > 30.0 and r["bake_vs_every_pixel_labels"] > 0.98
+    # both frames against the finer reference: the every-pixel frame has its own error
+    assert 25.0 < r["every_pixel_vs_reference_psnr"] < 60.0 and r["bake_vs_reference_psnr"] > 25.0
+    assert r["bake_vs_reference_labels"] > 0.97 and r["every_pixel_vs_reference_labels"] > 0.97
+    assert "bake_vs_reference_psnr" not in render_latency(lab, size=32, reference_poses=0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
@@ -140,6 +144,7 @@ def test_bench_scene_prints_the_table_and_writes_json(tmp_path, capsys):
     assert main(["bench", "scene", "--sizes", "32", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "bake 32x32" in text and "motion 32x32" in text and "dB, labels" in text
+    assert "1/8-voxel reference" in text
     rep = load_json(str(out), max_bytes=1 << 20)
     assert rep["device"] == "cpu" and rep["results"][0]["bake_32_p50_ms"] > 0
     assert main(["bench", "scene", "--sizes", "32,x"]) == 2

@@ -24,6 +24,7 @@ from .weights import corner_mask
 
 BAKE_MIN_DENSITY = 0.02  # per voxel; below it a corner is air in the bake
 PREVIEW_WEIGHT_EPS = 0.03
+REFERENCE_SUBDIVIDE = 8  # samples per voxel of the reference frame (the frames take 1 or 2)
 
 
 @dataclass
@@ -158,6 +159,17 @@ class Bake:
             return as_result(render_image(rays, cam, self.device, self.grid.voxel), cam)
         o, d = cam.rays()
         return as_result(rays(o.to(self.device), d.to(self.device)), cam)
+
+    def render_reference(self, cam: Camera, subdivide: int = REFERENCE_SUBDIVIDE) -> RenderResult:
+        """Every pixel, 1/subdivide of a voxel per sample (preview colour and peak labels as
+        the fast frames): the finer quadrature both the every-pixel and the fast frame
+        approximate, so their distances from it say how much of their difference from
+        each other is one's error rather than the other's sampling."""
+        o, d = cam.rays()
+        out = render_fast(self, self.space, o.to(self.device), d.to(self.device), self.grid.voxel / subdivide,
+                          self.background, window=5 * subdivide, rounds=16, app_eps=PREVIEW_WEIGHT_EPS,
+                          peak_labels=True)
+        return as_result(out, cam)
 
     def render_rays(self, o: torch.Tensor, d: torch.Tensor, preview: bool = True,
                     coarse: bool = False) -> dict[str, torch.Tensor]:

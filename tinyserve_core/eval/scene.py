@@ -198,8 +198,9 @@ def pct(xs, q) -> float:
 
 
 def render_latency(lab, size: int = 256, reference_poses: int = 3) -> dict:
-    """Bake and motion frames at 20 orbit poses: latency p50/p95, and the adaptive bake
-    frame's PSNR and label agreement against the every-pixel frame of the same pose; on
+    """Bake and motion frames at 20 orbit poses: latency p50/p95, the adaptive bake
+    frame's PSNR and label agreement against the every-pixel frame of the same pose, the
+    motion frame's against the bake frame; on
     `reference_poses` of them, both against the 1/8-voxel reference frame
     (`Bake.render_reference`), which tells the fast frame's error from the every-pixel
     frame's own sampling."""
@@ -207,7 +208,7 @@ def render_latency(lab, size: int = 256, reference_poses: int = 3) -> dict:
 
     lab.render(lab.camera(size=size))
     times: dict[str, list[float]] = {"bake": [], "motion": []}
-    mse, agree = [], []
+    mse, agree, motion_mse, motion_agree = [], [], [], []
     vs_ref: dict[str, list[tuple[float, float]]] = {"bake": [], "every_pixel": []}
     poses = list(range(0, 360, 18))
     ref_poses = set(poses[::max(1, len(poses) // reference_poses)][:reference_poses]) if reference_poses else set()
@@ -217,7 +218,11 @@ def render_latency(lab, size: int = 256, reference_poses: int = 3) -> dict:
             t = time.perf_counter()
             frame = lab.render(c, quality)
             ms.append((time.perf_counter() - t) * 1000)
+            if quality == "motion":  # against the still frame it stands in for
+                motion_mse.append(float(np.mean((frame.rgb - still.rgb) ** 2)))
+                motion_agree.append(float((frame.label == still.label).mean()))
             if quality == "bake":
+                still = frame
                 every = lab.bake.render(c, adaptive=False)
                 mse.append(float(np.mean((frame.rgb - every.rgb) ** 2)))
                 agree.append(float((frame.label == every.label).mean()))
@@ -228,7 +233,8 @@ def render_latency(lab, size: int = 256, reference_poses: int = 3) -> dict:
                                              float((img.label == ref.label).mean())))
     out = {f"{q}_{size}_p{p}_ms": pct(ms, p) for q, ms in times.items() for p in (50, 95)} | {
         "device": str(lab.device), "bake_vs_every_pixel_psnr": psnr(float(np.mean(mse))),
-        "bake_vs_every_pixel_labels": float(np.mean(agree))}
+        "bake_vs_every_pixel_labels": float(np.mean(agree)), "motion_vs_bake_psnr": psnr(float(np.mean(motion_mse))),
+        "motion_vs_bake_labels": float(np.mean(motion_agree))}
     for name, rows in vs_ref.items():
         if rows:
             out[f"{name}_vs_reference_psnr"] = psnr(float(np.mean([m for m, _ in rows])))
@@ -332,6 +338,8 @@ def summary_rows(rep: dict) -> list[tuple[str, str, str]]:
         ("plan latency p50 / p95, ms", f"{p['p50_ms']:.1f} / {p['p95_ms']:.1f}", f"<= {t['plan_p95_ms']:.0f}"),
         ("bake render 256x256 p50 / p95, ms", f"{r['bake_256_p50_ms']:.1f} / {r['bake_256_p95_ms']:.1f}", f"<= {t['bake_render_p95_ms']:.0f}"),
         ("motion render 256x256 p50 / p95, ms", f"{r['motion_256_p50_ms']:.1f} / {r['motion_256_p95_ms']:.1f}", ""),
+        ("motion frame vs bake frame", f"{r['motion_vs_bake_psnr']:.1f} dB, labels "
+                                       f"{r['motion_vs_bake_labels'] * 100:.2f}%", ""),
         ("bake frame vs every-pixel frame", f"{r['bake_vs_every_pixel_psnr']:.1f} dB, labels "
                                             f"{r['bake_vs_every_pixel_labels'] * 100:.2f}%", ""),
         *((("bake / every-pixel frame vs 1/8-voxel reference",

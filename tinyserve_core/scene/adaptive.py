@@ -33,14 +33,17 @@ def render_image(render_rays: Callable[[torch.Tensor, torch.Tensor], dict[str, t
 
 
 def render_pixels(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], cam: Camera, device: torch.device,
-                  voxel: float, levels: int = LEVELS) -> dict[str, torch.Tensor]:
-    """As render_image, for a caster given flat pixel indices (row-major) rather than rays."""
+                  voxel: float, levels: int = LEVELS, colour_edges: bool = True) -> dict[str, torch.Tensor]:
+    """As render_image, for a caster given flat pixel indices (row-major) rather than rays.
+    colour_edges=False casts again only where the labels change (object outlines), interpolating
+    colour, depth and opacity edges within an object or against the background: fewer
+    rays, a softer frame with the same labels (the frame drawn while the camera moves)."""
     pix = torch.arange(cam.height * cam.width, device=device).view(cam.height, cam.width)
-    return _refine(cast, pix, levels, MAX_DEPTH_RANGE_VOXELS * voxel)
+    return _refine(cast, pix, levels, MAX_DEPTH_RANGE_VOXELS * voxel, colour_edges)
 
 
 def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.Tensor, levels: int,
-            max_depth: float) -> dict[str, torch.Tensor]:
+            max_depth: float, colour_edges: bool = True) -> dict[str, torch.Tensor]:
     """Values at the pixels `pix` [h, w] (flat image indices): the even rows and columns
     first (recursively, `levels` deep), then the rest interpolated or cast. Everything
     works on the coarse grid as images: one bilinear upsampling (aligned corners: fine
@@ -49,25 +52,10 @@ def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.
     h, w = pix.shape
     if levels == 0 or min(h, w) < MIN_SIDE:
         return cast(pix.reshape(-1))
-    coarse = _refine(cast, pix[0::2, 0::2], levels - 1, 2 * max_depth)
+    coarse = _refine(cast, pix[0::2, 0::2], levels - 1, 2 * max_depth, colour_edges)
     ch, cw = (h + 1) // 2, (w + 1) // 2
-
-    def image(t: torch.Tensor) -> torch.Tensor:  # [N, C] or [N] -> [1, C, ch, cw]
-        return t.reshape(ch, cw, -1).permute(2, 0, 1)[None]
-
-    # one image of every agreement test, scaled so that 1 is each one's tolerance
-    test = torch.cat([image(coarse["probs"].argmax(1).float()), image(coarse["acc"]) / MAX_ACC_RANGE,
-                      image(coarse["depth"]) / max_depth, image(coarse["rgb"]) / MAX_RGB_RANGE], 1)
     agree = torch.zeros(h, w, dtype=torch.bool, device=pix.device)
-    agree[0::2, 0::2] = True  # cast already
-    # odd rows between two cast rows, odd columns between two cast columns, and both
-    # (slices, not pooling: max_pool2d was a tenth of a CPU frame)
-    up, down, left, right = test[..., :-1, :], test[..., 1:, :], test[..., :, :-1], test[..., :, 1:]
-    vmax, vmin = torch.maximum(up, down), torch.minimum(up, down)
-    agree[1:2 * ch - 1:2, 0::2] = (vmax - vmin).amax(1)[0] < 1
-    agree[0::2, 1:2 * cw - 1:2] = (torch.maximum(left, right) - torch.minimum(left, right)).amax(1)[0] < 1
-    quad = torch.maximum(vmax[..., :-1], vmax[..., 1:]) - torch.minimum(vmin[..., :-1], vmin[..., 1:])
-    agree[1:2 * ch - 1:2, 1:2 * cw - 1:2] = quad.amax(1)[0] < 1
+    _agreement(coarse, agree, max_depth, labels_only=not colour_edges)
     # every output as one channels-last image (the layout the outputs already have), so
     # the upsampling reads and writes it in place of permuted copies; the last row /
     # column of an even side has no cast neighbour beyond it: it stays cast
@@ -84,6 +72,33 @@ def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.
         full.index_copy_(0, redo, torch.cat([fine[k].reshape(redo.numel(), -1) for k in keys], 1))
     parts = full.split(widths, 1)
     return {k: p.reshape(h * w, *coarse[k].shape[1:]) for k, p in zip(keys, parts)}
+
+
+def _agreement(coarse: dict[str, torch.Tensor], agree: torch.Tensor, max_depth: float,
+               labels_only: bool = False) -> None:
+    """Marks in agree [h, w] the pixels whose cast neighbours in coarse (the even rows and
+    columns) agree (in label only, with labels_only): those are interpolated, the rest
+    cast."""
+    h, w = agree.shape
+    ch, cw = (h + 1) // 2, (w + 1) // 2
+
+    def image(t: torch.Tensor) -> torch.Tensor:  # [N, C] or [N] -> [1, C, ch, cw]
+        return t.reshape(ch, cw, -1).permute(2, 0, 1)[None]
+
+    # one image of every agreement test, scaled so that 1 is each one's tolerance
+    labels = image(coarse["probs"].argmax(1).float())
+    test = labels if labels_only else torch.cat(
+        [labels, image(coarse["acc"]) / MAX_ACC_RANGE, image(coarse["depth"]) / max_depth,
+         image(coarse["rgb"]) / MAX_RGB_RANGE], 1)
+    agree[0::2, 0::2] = True  # cast already
+    # odd rows between two cast rows, odd columns between two cast columns, and both
+    # (slices, not pooling: max_pool2d was a tenth of a CPU frame)
+    up, down, left, right = test[..., :-1, :], test[..., 1:, :], test[..., :, :-1], test[..., :, 1:]
+    vmax, vmin = torch.maximum(up, down), torch.minimum(up, down)
+    agree[1:2 * ch - 1:2, 0::2] = (vmax - vmin).amax(1)[0] < 1
+    agree[0::2, 1:2 * cw - 1:2] = (torch.maximum(left, right) - torch.minimum(left, right)).amax(1)[0] < 1
+    quad = torch.maximum(vmax[..., :-1], vmax[..., 1:]) - torch.minimum(vmin[..., :-1], vmin[..., 1:])
+    agree[1:2 * ch - 1:2, 1:2 * cw - 1:2] = quad.amax(1)[0] < 1
 
 
 def _upsample(c: torch.Tensor, out: torch.Tensor) -> None:

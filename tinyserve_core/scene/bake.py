@@ -143,16 +143,22 @@ class Bake:
     def render(self, cam: Camera, preview: bool = True, coarse: bool = False, adaptive: bool = True) -> RenderResult:
         """A frame from the bake; preview=True drops the faintest samples' colour lookups
         and reads each pixel's classes at its peak sample (preview=False: every sample).
-        coarse=True marches a whole voxel per sample instead of half: about 25% faster
-        and about 35 dB from the half-voxel frame, for frames drawn while the camera moves.
-        adaptive=True casts about 40% of the pixels and interpolates the rest (see
-        `adaptive`); False casts every pixel, the reference the fast frame is measured by."""
+        coarse=True marches a whole voxel per sample instead of half and, adaptive, casts
+        again only across label changes: about 34 dB from the bake frame at 256 px, for
+        frames drawn while the camera moves. adaptive=True casts about 40% of the pixels
+        and interpolates the rest (see `adaptive`), starting every ray at its splatted start
+        distance (`frames`); False casts every pixel, traced from the eye, the reference the
+        fast frame is measured by."""
         def rays(o, d):
             return self.render_rays(o, d, preview, coarse)
 
         if adaptive and preview:
             step = self.grid.voxel if coarse else self.grid.voxel / 2
-            out = render_frame(self.cells, self.splat, self.space, cam, step, self.background, self.device)
+            # the motion frame casts again only across label changes (object outlines),
+            # interpolating colour and depth edges: 12% fewer rays, 34 dB from the bake
+            # frame at 256 px (35 when it cast those too), labels the same
+            out = render_frame(self.cells, self.splat, self.space, cam, step, self.background, self.device,
+                               colour_edges=not coarse)
             if out is not None:
                 return as_result(out, cam)
         if adaptive:

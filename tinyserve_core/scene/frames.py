@@ -75,10 +75,10 @@ class CellTable:
         self.top = tuple(float(v) - 1e-3 for v in occ.shape)
         self.stride_x, self.stride_y = float(cy * cz), float(cz)
         self.wide = nx * ny * grid.shape[2] >= (1 << 24)
-        # classes are read once per ray: per cell its 8 corners' rows of a table [K, C] of
-        # only the corners of occupied cells (C rows, a few MB: the reads stay in cache)
+        # classes are read once per ray: per cell its 8 corners' rows of a table [C, K] of
+        # only the corners of occupied cells (a row, K floats, is one or two cache lines)
         used, inverse = torch.unique(corners, return_inverse=True)
-        self.probs = torch.cat([probs.index_select(0, used), torch.zeros(1, probs.shape[1], device=dev)]).t().contiguous()
+        self.probs = torch.cat([probs.index_select(0, used), torch.zeros(1, probs.shape[1], device=dev)])
         self.corner_rows = torch.cat([inverse.view(k, 8), torch.full((1, 8), used.numel(), device=dev)]).t().contiguous()
 
     def cells(self, g: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -96,9 +96,9 @@ class CellTable:
         g = list(g.t().contiguous())
         c, flat = self.cells(g)
         ids = self.corner_rows.index_select(1, self.row.index_select(0, flat))  # [8, N]
-        rows = self.probs.index_select(1, ids.view(-1)).view(self.probs.shape[0], 8, flat.numel())
+        rows = self.probs.index_select(0, ids.view(-1)).view(8, flat.numel(), self.probs.shape[1])
         f = torch.stack([(v - cv).float() for v, cv in zip(g, c)])
-        p = lerp_planes(rows, f, dim=1).t().clamp_min(0)
+        p = lerp_planes(rows, f[:, :, None]).clamp_min(0)
         return p / p.sum(1, keepdim=True).clamp_min_(1e-6)
 
     def to(self, device) -> "CellTable":
@@ -184,7 +184,7 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
         t.index_copy_(0, active, ta)
         active = active[(tr_end > t_stop) & (ta < fa)]
     acc = 1 - trans
-    probs = torch.zeros(n, table.probs.shape[0], device=dev)
+    probs = torch.zeros(n, table.probs.shape[1], device=dev)
     hit = torch.nonzero(peak_w > 0).squeeze(1)
     g_peak = torch.addcmul(og.index_select(0, hit), peak_t.index_select(0, hit)[:, None], dg.index_select(0, hit))
     probs.index_copy_(0, hit, table.class_probs(g_peak) * acc.index_select(0, hit)[:, None])
@@ -196,7 +196,8 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
 
 @torch.no_grad()
 def render_frame(table: CellTable, splat: StartSplat, space: EmptySpace, cam: Camera, step: float, background,
-                 device: torch.device, levels: int = 1, **march) -> dict[str, torch.Tensor] | None:
+                 device: torch.device, levels: int = 1, colour_edges: bool = True,
+                 **march) -> dict[str, torch.Tensor] | None:
     """An adaptive frame (`adaptive.render_pixels`) with splatted starts; None when the
     camera sits among surface cells (no bounded splat: the caller traces from the eye)."""
     start = splat.starts(cam)
@@ -209,7 +210,7 @@ def render_frame(table: CellTable, splat: StartSplat, space: EmptySpace, cam: Ca
         return render_cells(table, space, *(x.index_select(0, idx) for x in (o, d, start, near, far)), step,
                             background, **march)
 
-    return render_pixels(cast, cam, device, table.voxel, levels)
+    return render_pixels(cast, cam, device, table.voxel, levels, colour_edges)
 
 
 @functools.lru_cache(maxsize=4)

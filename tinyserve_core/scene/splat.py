@@ -82,7 +82,10 @@ class StartSplat:
         if bool((z.abs() <= r * 1.01).any()):
             return None
         # cells behind the eye keep their (meaningless) boxes with an infinite start
-        start = torch.where(z > r, torch.sqrt(x * x + y * y + z * z) - r, math.inf)
+        # the start: the eye's distance to the nearest point of the cell (tighter than
+        # to its bounding sphere, which the projected bounds below use)
+        gap = (rel.abs() - self.half).clamp_(min=0)
+        start = torch.where(z > r, (gap * gap).sum(0).sqrt_(), math.inf)
         z = z.clamp_min(2 * r)
         # exact bounds of a sphere's projection along each image axis: the tangent lines
         # from the eye in the x-z and y-z planes

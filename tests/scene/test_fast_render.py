@@ -98,7 +98,7 @@ def test_without_colour_edges_only_label_changes_are_cast():
     assert counts[False] < counts[True]
 
 
-def test_sphere_tracing_never_passes_an_occupied_cell(lab):
+def test_sphere_tracing_never_passes_an_occupied_cell(lab, first_occupied):
     """Traced distances are no further than the first occupied cell along each ray,
     found by a dense march at an eighth of a voxel."""
     bake, space = lab.bake, lab.bake.space
@@ -110,13 +110,7 @@ def test_sphere_tracing_never_passes_an_occupied_cell(lab):
     t = near.clone()
     rays = torch.nonzero(far > near).squeeze(1)
     _trace(space, space.to_grid(o), d / bake.grid.voxel, t, far, rays, 64)
-    step = bake.grid.voxel / 8
-    ts = near[rays, None] + torch.arange(int(float((far - near).max()) / step) + 1) * step
-    inside = ts < far[rays, None]
-    g = space.to_grid(o[rays, None] + ts[..., None] * d[rays, None])
-    occupied = space.occupied[space.cells(g.reshape(-1, 3))].view(ts.shape) & inside
-    first = torch.where(occupied.any(1), ts.gather(1, occupied.float().argmax(1, keepdim=True))[:, 0],
-                        far[rays])
+    first = first_occupied(o, d, rays, near, far, far[rays])
     assert bool((t[rays] <= first + 1e-5).all())
     assert float((t[rays] - near[rays]).mean()) > 0.5  # and it does skip: most of the way is empty
 

@@ -67,8 +67,9 @@ class CellTable:
                                   torch.full((1, 8), AIR, device=dev)]).t().contiguous()
         self.colour = torch.cat([colour.index_select(0, corners).view(k, 24),
                                  torch.zeros(1, 24, device=dev)]).t().contiguous()
-        self.row = torch.full((occ.numel(),), k, dtype=torch.long, device=dev)
-        self.row[cells] = torch.arange(k, device=dev)
+        # int32: the table every sample reads stays half the size in cache
+        self.row = torch.full((occ.numel(),), k, dtype=torch.int32, device=dev)
+        self.row[cells] = torch.arange(k, dtype=torch.int32, device=dev)
         self.voxel, self.lo, self.hi = grid.voxel, grid.lo, grid.hi
         # a point's cell, in cell units: clamped just inside the grid, flat index as
         # x * stride_x + y * stride_y + z, exact in float32 below 2^24 corners (else float64)
@@ -95,7 +96,7 @@ class CellTable:
         zero outside occupied cells)."""
         g = list(g.t().contiguous())
         c, flat = self.cells(g)
-        ids = self.corner_rows.index_select(1, self.row.index_select(0, flat))  # [8, N]
+        ids = self.corner_rows.index_select(1, self.row.index_select(0, flat).long())  # [8, N]
         rows = self.probs.index_select(0, ids.view(-1)).view(8, flat.numel(), self.probs.shape[1])
         f = torch.stack([(v - cv).float() for v, cv in zip(g, c)])
         p = lerp_planes(rows, f[:, :, None]).clamp_min(0)
@@ -157,7 +158,7 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
         # only samples in occupied cells are evaluated (packed)
         solid = torch.nonzero((row < air) & (ts < fa).view(-1)).squeeze(1)
         f = torch.stack([(v - cv).float().view(-1) for v, cv in zip(g, c)]).index_select(1, solid)  # [3, S]
-        rows = row.index_select(0, solid)
+        rows = row.index_select(0, solid).long()
         raw = lerp_planes(table.density.index_select(1, rows), f)
         tau = torch.zeros(win * a, device=dev).index_copy_(
             0, solid, torch.nn.functional.softplus(raw).mul_(step / table.voxel)).view(win, a)
@@ -204,11 +205,11 @@ def render_frame(table: CellTable, splat: StartSplat, space: EmptySpace, cam: Ca
     if start is None:
         return None
     o, d = frame_rays(cam, device)
-    near, far = ray_aabb(o, d, table.lo, table.hi)
 
     def cast(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return render_cells(table, space, *(x.index_select(0, idx) for x in (o, d, start, near, far)), step,
-                            background, **march)
+        oi, di = o.index_select(0, idx), d.index_select(0, idx)
+        return render_cells(table, space, oi, di, start.index_select(0, idx), *ray_aabb(oi, di, table.lo, table.hi),
+                            step, background, **march)
 
     return render_pixels(cast, cam, device, table.voxel, levels, colour_edges)
 

@@ -80,7 +80,8 @@ class CellTable:
         # only the corners of occupied cells (a row, K floats, is one or two cache lines)
         used, inverse = torch.unique(corners, return_inverse=True)
         self.probs = torch.cat([probs.index_select(0, used), torch.zeros(1, probs.shape[1], device=dev)])
-        self.corner_rows = torch.cat([inverse.view(k, 8), torch.full((1, 8), used.numel(), device=dev)]).t().contiguous()
+        self.corner_rows = torch.cat([inverse.view(k, 8),
+                                      torch.full((1, 8), used.numel(), device=dev)]).t().contiguous()
 
     def cells(self, g: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Planes of points g (x, y, z in cell units, clamped in place into the grid) ->

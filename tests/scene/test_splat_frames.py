@@ -20,8 +20,11 @@ def _psnr(a, b) -> float:
 
 
 @pytest.mark.parametrize("az,elev,dist,w,h", [(20.0, 40.0, None, 64, 64), (200.0, 65.0, 2.2, 63, 47),
-                                              (305.0, 25.0, 2.6, 48, 40)])
+                                              (305.0, 25.0, 2.6, 48, 40), (120.0, 20.0, 1.0, 56, 56),
+                                              (10.0, 5.0, 1.3, 40, 64)])
 def test_starts_never_pass_an_occupied_cell(lab, first_occupied, az, elev, dist, w, h):
+    """From orbit poses and from eyes inside the room, whose image plane cuts the walls
+    and the floor out of view."""
     bake = lab.bake
     cam = orbit_camera(lab.spec.camera_target, az, elev, dist or lab.spec.camera_distance, w, h)
     start = bake.splat.starts(cam)
@@ -46,6 +49,13 @@ def test_a_camera_among_the_surface_cells_falls_back_to_tracing(lab):
     centre = bake.splat.centres[:, 0].double().numpy()
     cam = Camera(look_at(centre, centre + np.array([1.0, 0.3, 0.2])), 32, 32)
     assert bake.splat.starts(cam) is None
+    # an eye inside a solid, away from any surface cell, starts in an occupied cell
+    occ = bake.occ
+    inner = occ[1:-1, 1:-1, 1:-1] & occ[:-2, 1:-1, 1:-1] & occ[2:, 1:-1, 1:-1] & occ[1:-1, :-2, 1:-1] \
+        & occ[1:-1, 2:, 1:-1] & occ[1:-1, 1:-1, :-2] & occ[1:-1, 1:-1, 2:]
+    deep = torch.nonzero(inner)[0] + 1
+    eye = np.array(bake.grid.lo) + (deep.numpy() + 0.5) * bake.grid.voxel
+    assert bake.splat.starts(Camera(look_at(eye, eye + np.array([0.0, 1.0, 0.0])), 16, 16)) is None
     frame = bake.render(cam)
     traced = as_result(render_image(lambda o, d: bake.render_rays(o, d), cam, bake.device, bake.grid.voxel), cam)
     assert np.array_equal(frame.rgb, traced.rgb) and np.array_equal(frame.label, traced.label)

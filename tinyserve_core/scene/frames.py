@@ -32,10 +32,10 @@ from .splat import StartSplat
 from .volume import ray_aabb
 
 AIR = -1.0e4  # raw density of the sentinel row: softplus gives exactly 0
-# window lengths in voxels: the first, from a ray's splatted start, covers the way from
-# the first occupied cell to an opaque surface for about 85% of rays (3.6 voxels at the
-# median, 4.3 at the 75th percentile, 13 at the 90th in the room, from a sphere-bound start up to a voxel
-# early); the rays it leaves go on tracing with longer windows
+# window lengths in voxels: the first, from a ray's splatted start (up to about a voxel
+# early), covers the way from the first occupied cell to an opaque surface for about 85%
+# of rays (3.6 voxels at the median, 4.3 at the 75th percentile, 13 at the 90th in the
+# room); the rays it leaves go on, tracing, with windows as long as the traced renderer's
 FIRST_WINDOW = 7.0
 WINDOW = 8.0
 PREVIEW_EPS = 0.03  # samples below this weight take no colour lookup (bake.PREVIEW_WEIGHT_EPS)
@@ -109,15 +109,14 @@ class CellTable:
         return out
 
 
-
-def lerp_planes(rows: torch.Tensor, f: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """Trilinear blend of corner planes (8 along `dim`, corners z-major, then y, then x;
-    points innermost) at fractions f [3, N] (x, y, z): three lerps, x then y then z."""
-    head = (slice(None),) * dim
+def lerp_planes(rows: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Trilinear blend of corner planes [8, ...] (corners z-major, then y, then x; points
+    along the dimension f broadcasts over) at fractions f [3, ...] (x, y, z): three lerps,
+    x then y then z."""
     fx, fy, fz = f
-    a = torch.lerp(rows[head + (slice(0, None, 2),)], rows[head + (slice(1, None, 2),)], fx)
-    b = torch.lerp(a[head + (slice(0, None, 2),)], a[head + (slice(1, None, 2),)], fy)
-    return torch.lerp(b[head + (0,)], b[head + (1,)], fz)
+    a = torch.lerp(rows[0::2], rows[1::2], fx)
+    b = torch.lerp(a[0::2], a[1::2], fy)
+    return torch.lerp(b[0], b[1], fz)
 
 
 @torch.no_grad()

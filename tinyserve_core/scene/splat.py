@@ -1,12 +1,14 @@
 """Per-pixel start distances by splatting: the occupancy grid's surface cells (occupied
-cells with an empty neighbour, where every ray from empty space enters occupied space)
-are projected into the image once per frame, each as its bounding sphere, and a z-buffer
-keeps per pixel the nearest distance at which a ray through that pixel could reach one.
+cells with an empty face neighbour, through which every ray from empty space enters
+occupied space) are projected into the image once per frame, those whose open face the
+eye lies in front of, each as the exact pixel bounds of its bounding sphere, and a
+z-buffer of 2x2-pixel blocks keeps the smallest distance from the eye to any of those
+cells (to its nearest point) that a ray of the block could reach.
 
-A ray through a pixel no sphere covers meets no occupied cell (background, nothing to
+A ray through a pixel no cell covers meets no occupied cell (background, nothing to
 march); every other ray may start at its pixel's value without passing an occupied cell.
 This replaces the sphere tracing of a frame's first round (a dozen whole-array steps per
-ray) with a few operations over the surface cells and one scatter.
+ray, repeated) with a few operations over the surface cells and one scatter.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class StartSplat:
         self.faces = faces.t().contiguous().to(occ.device)  # [6, K]: -x, +x, -y, +y, -z, +z
         self.half = grid.voxel / 2
         self.radius = grid.voxel * math.sqrt(3) / 2  # a cell lies inside this sphere about its centre
+        self.occ, self.lo, self.voxel = occ, grid.lo, grid.voxel
 
     def to(self, device) -> "StartSplat":
         out = object.__new__(StartSplat)
@@ -63,9 +66,13 @@ class StartSplat:
 
     def starts(self, cam: Camera) -> torch.Tensor | None:
         """[H * W] ray distance from the camera before which no ray of that pixel meets an
-        occupied cell (inf: it meets none), or None when a surface cell straddles the
-        camera's plane (its projection is unbounded: the caller traces instead)."""
+        occupied cell (inf: it meets none), or None when the eye is in an occupied cell
+        (its rays start in one, not at a surface cell) or a surface cell straddles the
+        camera's plane (its projection is unbounded): the caller traces instead."""
         dev, r = self.centres.device, self.radius
+        cell = [math.floor((float(e) - lo) / self.voxel) for e, lo in zip(cam.c2w[:3, 3], self.lo)]
+        if all(0 <= i < n for i, n in zip(cell, self.occ.shape)) and bool(self.occ[tuple(cell)]):
+            return None
         c2w = torch.as_tensor(cam.c2w, dtype=torch.float32, device=dev)
         rel = self.centres - c2w[:3, 3, None]  # [3, K]
         # a cell can be entered from the eye only through an open face the eye lies in
@@ -79,17 +86,23 @@ class StartSplat:
         rel = rel.index_select(1, torch.nonzero(seen).squeeze(1))
         x, y, z = c2w[:3, :3].t() @ rel  # camera frame: x right, y up, -z forward
         z = -z
-        if bool((z.abs() <= r * 1.01).any()):
+        f, w, h = cam.focal, cam.width, cam.height
+        # a sphere across the camera's plane has no bounded projection; it matters only
+        # where a ray of the view could reach it: within the frustum's width at its depth
+        straddle = z.abs() <= r * 1.01
+        reach = z.abs() + r
+        if bool((straddle & (x.abs() - r <= reach * (w / 2 / f) + 1e-6)
+                 & (y.abs() - r <= reach * (h / 2 / f) + 1e-6)).any()):
             return None
-        # cells behind the eye keep their (meaningless) boxes with an infinite start
         # the start: the eye's distance to the nearest point of the cell (tighter than
-        # to its bounding sphere, which the projected bounds below use)
+        # to its bounding sphere, which the projected bounds below use); cells behind the
+        # eye or across its plane (out of view, above) keep meaningless boxes and an
+        # infinite start
         gap = (rel.abs() - self.half).clamp_(min=0)
-        start = torch.where(z > r, (gap * gap).sum(0).sqrt_(), math.inf)
+        start = torch.where(z > r * 1.01, (gap * gap).sum(0).sqrt_(), math.inf)
         z = z.clamp_min(2 * r)
         # exact bounds of a sphere's projection along each image axis: the tangent lines
         # from the eye in the x-z and y-z planes
-        f, w, h = cam.focal, cam.width, cam.height
         zz = z * z - r * r
         k = f / zz
         sx = torch.sqrt(x * x + zz).mul_(r)

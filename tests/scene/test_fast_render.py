@@ -61,7 +61,44 @@ def test_edges_are_cast_and_flat_regions_interpolated(width, height):
     assert sum(seen[:-1]) < 0.45 * width * height  # the first pass and the edge band, not the frame
 
 
-def test_sphere_tracing_never_passes_an_occupied_cell(lab):
+def test_without_colour_edges_only_label_changes_are_cast():
+    """A synthetic frame of one label whose colour steps at a slanted line, and a second
+    label past another line: colour_edges=False interpolates across the colour step but
+    still casts along the label change, so labels equal the every-pixel frame's."""
+    from tinyserve_core.scene.adaptive import render_pixels
+
+    cam = orbit_camera((0, 0, 0), 0.0, 30.0, 3.0, 64, 48)
+    o, d = cam.rays()
+
+    def rays(o, d):
+        # the camera looks along -x: world y runs across the image, z up it
+        step = (d[:, 1] + 0.3 * d[:, 2] > 0.05).float()
+        other = (d[:, 1] - 0.2 * d[:, 2] < -0.15).float()
+        probs = torch.stack([1 - other, other], 1)
+        rgb = torch.stack([step, 0.5 * torch.ones_like(step), 1 - step], 1)
+        return {"rgb": rgb, "depth": 2 + other, "probs": probs, "acc": torch.ones_like(step)}
+
+    every = rays(o, d)
+    assert 0 < float(every["rgb"][:, 0].mean()) < 1 and 0 < float(every["probs"][:, 1].mean()) < 1
+    counts = {}
+    for colour_edges in (True, False):
+        seen = []
+
+        def cast(idx):
+            seen.append(idx.numel())
+            return rays(o.index_select(0, idx), d.index_select(0, idx))
+
+        out = render_pixels(cast, cam, torch.device("cpu"), voxel=0.025, colour_edges=colour_edges)
+        counts[colour_edges] = sum(seen[1:])
+        assert torch.equal(out["probs"].argmax(1), every["probs"].argmax(1))
+        if colour_edges:
+            assert torch.equal(out["rgb"], every["rgb"])
+        else:
+            assert not torch.equal(out["rgb"], every["rgb"])  # the colour step was interpolated
+    assert counts[False] < counts[True]
+
+
+def test_sphere_tracing_never_passes_an_occupied_cell(lab, first_occupied):
     """Traced distances are no further than the first occupied cell along each ray,
     found by a dense march at an eighth of a voxel."""
     bake, space = lab.bake, lab.bake.space
@@ -73,13 +110,7 @@ def test_sphere_tracing_never_passes_an_occupied_cell(lab):
     t = near.clone()
     rays = torch.nonzero(far > near).squeeze(1)
     _trace(space, space.to_grid(o), d / bake.grid.voxel, t, far, rays, 64)
-    step = bake.grid.voxel / 8
-    ts = near[rays, None] + torch.arange(int(float((far - near).max()) / step) + 1) * step
-    inside = ts < far[rays, None]
-    g = space.to_grid(o[rays, None] + ts[..., None] * d[rays, None])
-    occupied = space.occupied[space.cells(g.reshape(-1, 3))].view(ts.shape) & inside
-    first = torch.where(occupied.any(1), ts.gather(1, occupied.float().argmax(1, keepdim=True))[:, 0],
-                        far[rays])
+    first = first_occupied(o, d, rays, near, far, far[rays])
     assert bool((t[rays] <= first + 1e-5).all())
     assert float((t[rays] - near[rays]).mean()) > 0.5  # and it does skip: most of the way is empty
 
@@ -121,6 +152,11 @@ def test_render_latency_reports_the_fast_frame_against_the_every_pixel_frame(lab
     assert r["device"] == "cpu"
     assert r["bake_48_p95_ms"] >= r["bake_48_p50_ms"] > 0 and r["motion_48_p50_ms"] > 0
     assert r["bake_vs_every_pixel_psnr"] > 30.0 and r["bake_vs_every_pixel_labels"] > 0.98
+    # both frames against the finer reference: the every-pixel frame has its own error
+    assert 25.0 < r["every_pixel_vs_reference_psnr"] < 60.0 and r["bake_vs_reference_psnr"] > 25.0
+    assert r["bake_vs_reference_labels"] > 0.97 and r["every_pixel_vs_reference_labels"] > 0.97
+    assert r["motion_vs_bake_psnr"] > 25.0 and r["motion_vs_bake_labels"] > 0.95
+    assert "bake_vs_reference_psnr" not in render_latency(lab, size=32, reference_poses=0)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
@@ -140,6 +176,7 @@ def test_bench_scene_prints_the_table_and_writes_json(tmp_path, capsys):
     assert main(["bench", "scene", "--sizes", "32", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "bake 32x32" in text and "motion 32x32" in text and "dB, labels" in text
+    assert "1/8-voxel reference" in text and "vs the bake frame" in text
     rep = load_json(str(out), max_bytes=1 << 20)
     assert rep["device"] == "cpu" and rep["results"][0]["bake_32_p50_ms"] > 0
     assert main(["bench", "scene", "--sizes", "32,x"]) == 2

@@ -392,7 +392,13 @@ def run_scene(args) -> int:
     for n, r in zip(sizes, rows):
         for q in ("bake", "motion"):
             extra = (f"{r['bake_vs_every_pixel_psnr']:.1f} dB, labels {r['bake_vs_every_pixel_labels'] * 100:.2f}%"
-                     if q == "bake" else "")
+                     if q == "bake" else f"vs the bake frame: {r['motion_vs_bake_psnr']:.1f} dB, labels "
+                                         f"{r['motion_vs_bake_labels'] * 100:.2f}%")
             print(f"{q + f' {n}x{n}':<16} {r[f'{q}_{n}_p50_ms']:>8.1f} {r[f'{q}_{n}_p95_ms']:>8.1f}   {extra}")
+        if "bake_vs_reference_psnr" in r:
+            print(f"  against the 1/8-voxel reference frame ({n}x{n}, 3 poses): fast "
+                  f"{r['bake_vs_reference_psnr']:.1f} dB, labels {r['bake_vs_reference_labels'] * 100:.2f}%; "
+                  f"every-pixel {r['every_pixel_vs_reference_psnr']:.1f} dB, "
+                  f"labels {r['every_pixel_vs_reference_labels'] * 100:.2f}%")
     return _write_results(args, {"scene": lab.spec.name, "device": str(lab.device), "load_avg_1m": load,
                                  "torch_threads": torch.get_num_threads(), "sizes": sizes, "results": rows})

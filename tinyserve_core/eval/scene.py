@@ -197,27 +197,49 @@ def pct(xs, q) -> float:
     return float(np.percentile(xs, q)) if len(xs) else float("nan")
 
 
-def render_latency(lab, size: int = 256) -> dict:
-    """Bake and motion frames at 20 orbit poses: latency p50/p95, and the adaptive bake
-    frame's PSNR and label agreement against the every-pixel frame of the same pose."""
+def render_latency(lab, size: int = 256, reference_poses: int = 3) -> dict:
+    """Bake and motion frames at 20 orbit poses: latency p50/p95, the adaptive bake
+    frame's PSNR and label agreement against the every-pixel frame of the same pose, the
+    motion frame's against the bake frame; on
+    `reference_poses` of them, both against the 1/8-voxel reference frame
+    (`Bake.render_reference`), which tells the fast frame's error from the every-pixel
+    frame's own sampling."""
     from ..scene.metrics import psnr
 
     lab.render(lab.camera(size=size))
     times: dict[str, list[float]] = {"bake": [], "motion": []}
-    mse, agree = [], []
-    for az in range(0, 360, 18):
+    mse, agree, motion_mse, motion_agree = [], [], [], []
+    vs_ref: dict[str, list[tuple[float, float]]] = {"bake": [], "every_pixel": []}
+    poses = list(range(0, 360, 18))
+    ref_poses = set(poses[::max(1, len(poses) // reference_poses)][:reference_poses]) if reference_poses else set()
+    for az in poses:
         c = lab.camera(azimuth=az, elevation=40, size=size)
         for quality, ms in times.items():
             t = time.perf_counter()
             frame = lab.render(c, quality)
             ms.append((time.perf_counter() - t) * 1000)
+            if quality == "motion":  # against the still frame it stands in for
+                motion_mse.append(float(np.mean((frame.rgb - still.rgb) ** 2)))
+                motion_agree.append(float((frame.label == still.label).mean()))
             if quality == "bake":
+                still = frame
                 every = lab.bake.render(c, adaptive=False)
                 mse.append(float(np.mean((frame.rgb - every.rgb) ** 2)))
                 agree.append(float((frame.label == every.label).mean()))
-    return {f"{q}_{size}_p{p}_ms": pct(ms, p) for q, ms in times.items() for p in (50, 95)} | {
+                if az in ref_poses:
+                    ref = lab.bake.render_reference(c)
+                    for name, img in (("bake", frame), ("every_pixel", every)):
+                        vs_ref[name].append((float(np.mean((img.rgb - ref.rgb) ** 2)),
+                                             float((img.label == ref.label).mean())))
+    out = {f"{q}_{size}_p{p}_ms": pct(ms, p) for q, ms in times.items() for p in (50, 95)} | {
         "device": str(lab.device), "bake_vs_every_pixel_psnr": psnr(float(np.mean(mse))),
-        "bake_vs_every_pixel_labels": float(np.mean(agree))}
+        "bake_vs_every_pixel_labels": float(np.mean(agree)), "motion_vs_bake_psnr": psnr(float(np.mean(motion_mse))),
+        "motion_vs_bake_labels": float(np.mean(motion_agree))}
+    for name, rows in vs_ref.items():
+        if rows:
+            out[f"{name}_vs_reference_psnr"] = psnr(float(np.mean([m for m, _ in rows])))
+            out[f"{name}_vs_reference_labels"] = float(np.mean([a for _, a in rows]))
+    return out
 
 
 def evaluate(scene: str = "room", queries: str | None = None, weights: str | None = None,
@@ -316,7 +338,13 @@ def summary_rows(rep: dict) -> list[tuple[str, str, str]]:
         ("plan latency p50 / p95, ms", f"{p['p50_ms']:.1f} / {p['p95_ms']:.1f}", f"<= {t['plan_p95_ms']:.0f}"),
         ("bake render 256x256 p50 / p95, ms", f"{r['bake_256_p50_ms']:.1f} / {r['bake_256_p95_ms']:.1f}", f"<= {t['bake_render_p95_ms']:.0f}"),
         ("motion render 256x256 p50 / p95, ms", f"{r['motion_256_p50_ms']:.1f} / {r['motion_256_p95_ms']:.1f}", ""),
+        ("motion frame vs bake frame", f"{r['motion_vs_bake_psnr']:.1f} dB, labels "
+                                       f"{r['motion_vs_bake_labels'] * 100:.2f}%", ""),
         ("bake frame vs every-pixel frame", f"{r['bake_vs_every_pixel_psnr']:.1f} dB, labels "
                                             f"{r['bake_vs_every_pixel_labels'] * 100:.2f}%", ""),
+        *((("bake / every-pixel frame vs 1/8-voxel reference",
+            f"{r['bake_vs_reference_psnr']:.1f} / {r['every_pixel_vs_reference_psnr']:.1f} dB, labels "
+            f"{r['bake_vs_reference_labels'] * 100:.2f} / {r['every_pixel_vs_reference_labels'] * 100:.2f}%", ""),)
+          if "bake_vs_reference_psnr" in r else ()),
         ("full render 256x256, ms", f"{r['full_256_ms']:.0f}", ""),
     ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .camera import Camera
 
@@ -29,31 +28,68 @@ def render_image(render_rays: Callable[[torch.Tensor, torch.Tensor], dict[str, t
                  device: torch.device, voxel: float, levels: int = LEVELS) -> dict[str, torch.Tensor]:
     """Outputs of render_rays ([H*W, ...], row-major) for every pixel of cam."""
     o, d = (x.to(device) for x in cam.rays())
+    return render_pixels(lambda idx: render_rays(o.index_select(0, idx), d.index_select(0, idx)), cam, device,
+                         voxel, levels)
+
+
+def render_pixels(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], cam: Camera, device: torch.device,
+                  voxel: float, levels: int = LEVELS, colour_edges: bool = True) -> dict[str, torch.Tensor]:
+    """As render_image, for a caster given flat pixel indices (row-major) rather than rays.
+    colour_edges=False casts again only where the labels change (object outlines), interpolating
+    colour, depth and opacity edges within an object or against the background: fewer
+    rays, a softer frame with the same labels (the frame drawn while the camera moves)."""
     pix = torch.arange(cam.height * cam.width, device=device).view(cam.height, cam.width)
-    return _refine(lambda idx: render_rays(o.index_select(0, idx), d.index_select(0, idx)), pix, levels,
-                   MAX_DEPTH_RANGE_VOXELS * voxel)
+    return _refine(cast, pix, levels, MAX_DEPTH_RANGE_VOXELS * voxel, colour_edges)
 
 
 def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.Tensor, levels: int,
-            max_depth: float) -> dict[str, torch.Tensor]:
+            max_depth: float, colour_edges: bool = True) -> dict[str, torch.Tensor]:
     """Values at the pixels `pix` [h, w] (flat image indices): the even rows and columns
     first (recursively, `levels` deep), then the rest interpolated or cast. Everything
-    works on the coarse grid as images: one bilinear upsampling (align_corners: fine
+    works on the coarse grid as images: one bilinear upsampling (aligned corners: fine
     pixel 2i + 1 lies half-way between coarse i and i + 1) and min/max pooling over the
     neighbour pairs and quads, so the cost is a few whole-image operations."""
     h, w = pix.shape
     if levels == 0 or min(h, w) < MIN_SIDE:
         return cast(pix.reshape(-1))
-    coarse = _refine(cast, pix[0::2, 0::2], levels - 1, 2 * max_depth)
+    coarse = _refine(cast, pix[0::2, 0::2], levels - 1, 2 * max_depth, colour_edges)
+    ch, cw = (h + 1) // 2, (w + 1) // 2
+    agree = torch.zeros(h, w, dtype=torch.bool, device=pix.device)
+    _agreement(coarse, agree, max_depth, labels_only=not colour_edges)
+    # every output as one channels-last image (the layout the outputs already have), so
+    # the upsampling reads and writes it in place of permuted copies; the last row /
+    # column of an even side has no cast neighbour beyond it: it stays cast
+    keys = list(coarse)
+    widths = [coarse[k][0].numel() for k in keys]
+    n = coarse[keys[0]].shape[0]
+    flat = torch.cat([coarse[k].reshape(n, -1) for k in keys], 1)
+    full = torch.zeros(h, w, flat.shape[1], device=flat.device, dtype=flat.dtype)
+    _upsample(flat.view(ch, cw, -1), full)
+    full = full.view(h * w, -1)
+    redo = torch.nonzero(~agree.view(-1)).squeeze(1)
+    if redo.numel():
+        fine = cast(pix.reshape(-1).index_select(0, redo))
+        full.index_copy_(0, redo, torch.cat([fine[k].reshape(redo.numel(), -1) for k in keys], 1))
+    parts = full.split(widths, 1)
+    return {k: p.reshape(h * w, *coarse[k].shape[1:]) for k, p in zip(keys, parts)}
+
+
+def _agreement(coarse: dict[str, torch.Tensor], agree: torch.Tensor, max_depth: float,
+               labels_only: bool = False) -> None:
+    """Marks in agree [h, w] the pixels whose cast neighbours in coarse (the even rows and
+    columns) agree (in label only, with labels_only): those are interpolated, the rest
+    cast."""
+    h, w = agree.shape
     ch, cw = (h + 1) // 2, (w + 1) // 2
 
     def image(t: torch.Tensor) -> torch.Tensor:  # [N, C] or [N] -> [1, C, ch, cw]
         return t.reshape(ch, cw, -1).permute(2, 0, 1)[None]
 
     # one image of every agreement test, scaled so that 1 is each one's tolerance
-    test = torch.cat([image(coarse["probs"].argmax(1).float()), image(coarse["acc"]) / MAX_ACC_RANGE,
-                      image(coarse["depth"]) / max_depth, image(coarse["rgb"]) / MAX_RGB_RANGE], 1)
-    agree = torch.zeros(h, w, dtype=torch.bool, device=pix.device)
+    labels = image(coarse["probs"].argmax(1).float())
+    test = labels if labels_only else torch.cat(
+        [labels, image(coarse["acc"]) / MAX_ACC_RANGE, image(coarse["depth"]) / max_depth,
+         image(coarse["rgb"]) / MAX_RGB_RANGE], 1)
     agree[0::2, 0::2] = True  # cast already
     # odd rows between two cast rows, odd columns between two cast columns, and both
     # (slices, not pooling: max_pool2d was a tenth of a CPU frame)
@@ -63,15 +99,16 @@ def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.
     agree[0::2, 1:2 * cw - 1:2] = (torch.maximum(left, right) - torch.minimum(left, right)).amax(1)[0] < 1
     quad = torch.maximum(vmax[..., :-1], vmax[..., 1:]) - torch.minimum(vmin[..., :-1], vmin[..., 1:])
     agree[1:2 * ch - 1:2, 1:2 * cw - 1:2] = quad.amax(1)[0] < 1
-    # the last row / column of an even side has no cast neighbour beyond it: stays cast
-    out = {}
-    for k, v in coarse.items():
-        up = F.interpolate(image(v), size=(2 * ch - 1, 2 * cw - 1), mode="bilinear", align_corners=True)
-        up = F.pad(up, (0, w - (2 * cw - 1), 0, h - (2 * ch - 1)))
-        out[k] = up[0].permute(1, 2, 0).reshape(h * w, *v.shape[1:]).contiguous()
-    redo = torch.nonzero(~agree.view(-1)).squeeze(1)
-    if redo.numel():
-        fine = cast(pix.reshape(-1).index_select(0, redo))
-        for k in out:
-            out[k].index_copy_(0, redo, fine[k])
-    return out
+
+
+def _upsample(c: torch.Tensor, out: torch.Tensor) -> None:
+    """Bilinear 2x upsampling with aligned corners of c [ch, cw, C] into out [>= 2ch - 1,
+    >= 2cw - 1, C]: fine pixel 2i is coarse i and 2i + 1 the mean of coarse i and i + 1
+    (four means on channels-last slices; F.interpolate spent most of its time in layout
+    copies here)."""
+    ch, cw = c.shape[:2]
+    out[0:2 * ch - 1:2, 0:2 * cw - 1:2] = c
+    rows = torch.add(c[:-1], c[1:]).mul_(0.5)  # between coarse rows i and i + 1
+    out[1:2 * ch - 1:2, 0:2 * cw - 1:2] = rows
+    out[0:2 * ch - 1:2, 1:2 * cw - 1:2] = torch.add(c[:, :-1], c[:, 1:]).mul_(0.5)
+    out[1:2 * ch - 1:2, 1:2 * cw - 1:2] = torch.add(rows[:, :-1], rows[:, 1:]).mul_(0.5)

@@ -16,12 +16,15 @@ from .camera import Camera
 from .field import (EMPTY_DENSITY, GridSpec, SemanticGridField, density_activation,
                     occupancy_from_density, sample_grid, trilinear_rows)
 from .adaptive import render_image
+from .frames import CellTable, render_frame
 from .interactive import EmptySpace, render_fast
+from .splat import StartSplat
 from .volume import WEIGHT_EPS
 from .weights import corner_mask
 
 BAKE_MIN_DENSITY = 0.02  # per voxel; below it a corner is air in the bake
 PREVIEW_WEIGHT_EPS = 0.03
+REFERENCE_SUBDIVIDE = 8  # samples per voxel of the reference frame (the frames take 1 or 2)
 
 
 @dataclass
@@ -77,6 +80,9 @@ class Bake:
         flat = appearance.view(-1, appearance.shape[-1])
         self._colour, self._probs = flat[:, :3].contiguous(), flat[:, 3:].contiguous()
         self.space = EmptySpace(grid, occ)
+        # the fast frame's tables: corner rows per occupied cell, surface cells to splat
+        self.cells = CellTable(grid, occ, density, self._colour, self._probs)
+        self.splat = StartSplat(grid, occ)
         zero = torch.zeros(1, 3, device=density.device)
         self._shift = grid.normalize(zero)[0]
         self._scale = grid.normalize(zero + 1)[0] - self._shift
@@ -137,17 +143,39 @@ class Bake:
     def render(self, cam: Camera, preview: bool = True, coarse: bool = False, adaptive: bool = True) -> RenderResult:
         """A frame from the bake; preview=True drops the faintest samples' colour lookups
         and reads each pixel's classes at its peak sample (preview=False: every sample).
-        coarse=True marches a whole voxel per sample instead of half: about 25% faster
-        and about 35 dB from the half-voxel frame, for frames drawn while the camera moves.
-        adaptive=True casts about 40% of the pixels and interpolates the rest (see
-        `adaptive`); False casts every pixel, the reference the fast frame is measured by."""
+        coarse=True marches a whole voxel per sample instead of half and, adaptive, casts
+        again only across label changes: about 34 dB from the bake frame at 256 px, for
+        frames drawn while the camera moves. adaptive=True casts about 40% of the pixels
+        and interpolates the rest (see `adaptive`), starting every ray at its splatted start
+        distance (`frames`); False casts every pixel, traced from the eye, the reference the
+        fast frame is measured by."""
         def rays(o, d):
             return self.render_rays(o, d, preview, coarse)
 
+        if adaptive and preview:
+            step = self.grid.voxel if coarse else self.grid.voxel / 2
+            # the motion frame casts again only across label changes (object outlines),
+            # interpolating colour and depth edges: 12% fewer rays, 34 dB from the bake
+            # frame at 256 px (35 when it cast those too), labels the same
+            out = render_frame(self.cells, self.splat, self.space, cam, step, self.background, self.device,
+                               colour_edges=not coarse)
+            if out is not None:
+                return as_result(out, cam)
         if adaptive:
             return as_result(render_image(rays, cam, self.device, self.grid.voxel), cam)
         o, d = cam.rays()
         return as_result(rays(o.to(self.device), d.to(self.device)), cam)
+
+    def render_reference(self, cam: Camera, subdivide: int = REFERENCE_SUBDIVIDE) -> RenderResult:
+        """Every pixel, 1/subdivide of a voxel per sample (preview colour and peak labels as
+        the fast frames): the finer quadrature both the every-pixel and the fast frame
+        approximate, so their distances from it say how much of their difference from
+        each other is one's error rather than the other's sampling."""
+        o, d = cam.rays()
+        out = render_fast(self, self.space, o.to(self.device), d.to(self.device), self.grid.voxel / subdivide,
+                          self.background, window=5 * subdivide, rounds=16, app_eps=PREVIEW_WEIGHT_EPS,
+                          peak_labels=True)
+        return as_result(out, cam)
 
     def render_rays(self, o: torch.Tensor, d: torch.Tensor, preview: bool = True,
                     coarse: bool = False) -> dict[str, torch.Tensor]:

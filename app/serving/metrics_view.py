@@ -86,6 +86,7 @@ class MetricsView(QWidget):
         self.cursor_clock: float | None = None    # time travel: the window ends here
         self._shown = (0.0, -1.0)                 # the x range last plotted (none yet)
         self._y_ticks: dict[int, list] = {}       # the y ticks each plot shows
+        self._ahead = 0.1                         # share of a new window past the cursor
         # one small view per plot: each repaints alone, so a frame never pays for all nine
         for i, (title, unit, series) in enumerate(PLOTS):
             w = pg.PlotWidget(axisItems={"bottom": SecondsAxis("bottom")})
@@ -139,16 +140,20 @@ class MetricsView(QWidget):
             self.rows = self.rows[-100_000:]
 
     def set_cursor(self, clock: float | None) -> None:
-        """Time travel: plot a window around `clock` (None = the newest). While the
+        """Time travel: plot a window holding `clock` (None = the newest). While the
         cursor stays inside the window shown, the plots keep it (a scrub moves only the
-        cursor lines): a new window redraws nine plots and their axes. A new window puts
-        the cursor in its middle (up to the newest row), so a drag in either direction
-        crosses half a window before the plots move again, not one step."""
+        cursor lines): a new window redraws nine plots and their axes. A new window lies
+        mostly ahead of the cursor in the direction it left the last one (9/10 of it,
+        up to the newest row), so a drag crosses most of a window before the plots move
+        again, not one step (a window ending at the cursor moved on every frame)."""
         if clock == self.cursor_clock:
             return
         self.cursor_clock = clock
         x0, x1 = self._shown
-        if clock is None or not x0 <= clock <= x1:
+        if clock is None:
+            self._dirty = True
+        elif not x0 <= clock <= x1:
+            self._ahead = 0.9 if clock > x1 else 0.1
             self._dirty = True
 
     def render(self, plots: int | None = None) -> bool:
@@ -163,7 +168,7 @@ class MetricsView(QWidget):
             self._pending = n      # every plot owes one redraw for the new rows
             self._dirty = False
         t = self.rows[:, COL["clock"]]
-        t_end = t[-1] if self.cursor_clock is None else min(t[-1], self.cursor_clock + self.window_s / 2)
+        t_end = t[-1] if self.cursor_clock is None else min(t[-1], self.cursor_clock + self._ahead * self.window_s)
         lo = np.searchsorted(t, t_end - self.window_s)
         win = self.rows[lo:np.searchsorted(t, t_end, side="right")]
         x = win[:, COL["clock"]]

@@ -98,7 +98,6 @@ class BlockPoolView(QWidget):
                 self.glyph_styles[(k, a)] = len(styles)
                 styles.append((pal.EVENT_GLYPHS[name], pg.mkPen((*pal.EVENT_RGB, a), width=1.6)))
         self.glyphs = GlyphLayer(styles, 10.0, QRectF(0, 0, 1, 1))
-        self.glyphs.setVisible(False)
         self.plot.addItem(self.glyphs)
         # CoW arrows: one line item per fade step (a curve has one pen)
         self.arrows = []

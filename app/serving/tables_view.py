@@ -20,7 +20,6 @@ from . import pool_image as pi
 
 MAX_ROWS = 128
 RANGE_STEP = 8
-GRID_COL_STEP = 32
 TABLE_CELL = 4          # image pixels per cell side: fill in quarters, like a small pool
 
 
@@ -35,6 +34,17 @@ def table_matrix(rows: list) -> np.ndarray:
             flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64, int(lens.sum()))
         t[np.repeat(np.arange(len(rows)), lens), np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)] = flat
     return t
+
+
+def grid_columns(n: int) -> int:
+    """Columns shown for tables up to `n` blocks long: 8, 12, 16, 24, 32, 48, ... (each
+    step 1.5x or 1.33x the last), so the tables fill at least 2/3 of the width, and
+    tables growing a few blocks a frame (a time-travel drag) rarely need a new grid and
+    new axes: steps of 8 refit the view every third frame of a drag at 32K blocks."""
+    c = RANGE_STEP
+    while c < n:
+        c = c * 3 // 2 if (c & (c - 1)) == 0 else c * 4 // 3
+    return c
 
 
 class RowLabelAxis(pg.AxisItem):
@@ -118,7 +128,6 @@ class BlockTablesView(QWidget):
         self._key = None
         self.grid: pi.CellGrid | None = None
         self._ticks_for: tuple | None = None
-        self._view: tuple | None = None      # (rows, columns) the view's range shows
 
     def apply_snapshot(self, snap) -> None:
         tables = snap.tables
@@ -136,22 +145,17 @@ class BlockTablesView(QWidget):
         ids = t[valid]
         if len(seqs):
             # only the blocks the tables point at: a cell per table entry, not per block
-            # the view's range in steps of 8 cells: a table growing by one block neither
-            # refits the view (both axes redrawn) nor redraws all rows; the grid's columns
-            # in steps of 32 (the cells past the range are blank and out of view), so the
-            # tables of a scrub, growing a few blocks a frame, rarely need a new grid
-            view = tuple(-(-n // RANGE_STEP) * RANGE_STEP for n in t.shape)
-            shape = (view[0], -(-t.shape[1] // GRID_COL_STEP) * GRID_COL_STEP)
+            # the grid (and the view's range) in steps: a table growing by a block neither
+            # refits the view (both axes redrawn) nor redraws all rows
+            shape = (-(-t.shape[0] // RANGE_STEP) * RANGE_STEP, grid_columns(t.shape[1]))
             if self.grid is None or (self.grid.rows, self.grid.cols) != shape:
                 self.grid = pi.CellGrid(*shape, TABLE_CELL)
-            else:
-                self._move_rows(old_seqs, seqs)
-            if view != self._view:
-                self._view = view
-                self.plot.setRange(xRange=(0, view[1]), yRange=(0, view[0]), padding=0)
+                self.plot.setRange(xRange=(0, shape[1]), yRange=(0, shape[0]), padding=0)
                 # now, not in the paint: pyqtgraph moves the items when it paints, which
                 # asks for a second paint of the whole view
                 self.plot.vb.updateMatrix()
+            else:
+                self._move_rows(old_seqs, seqs)
             cells = np.full(shape, -1, np.int64)
             cells[: t.shape[0], : t.shape[1]] = t
             flat = cells.reshape(-1)

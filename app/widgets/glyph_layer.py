@@ -32,6 +32,7 @@ class GlyphLayer(pg.GraphicsObject):
         self.x = self.y = np.zeros(0)
         self.style = np.zeros(0, np.int64)
         self._frags = PrimitiveArray(QPainter.PixmapFragment, 10)
+        self.setVisible(False)          # hidden while empty: no paint, no bounds queries
 
     def __len__(self) -> int:
         return int(self.x.size)

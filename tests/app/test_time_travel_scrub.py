@@ -47,14 +47,20 @@ def test_block_tables_redraw_matches_a_fresh_view_at_every_step(qapp):
             assert list(row[row >= 0]) == list(snap.tables[s])
 
 
-def test_metric_plots_keep_their_window_while_the_cursor_is_inside(qapp):
+def _metrics(rows: int, seconds: float):
+    """A 30 s metrics view of `rows` zero rows over `seconds` of engine clock, drawn."""
     from app.serving.metrics_view import MetricsView
     from app.serving.snapshot import COL, METRIC_COLUMNS
     mv = MetricsView(window_s=30.0)
-    rows = np.zeros((100, len(METRIC_COLUMNS)))
-    rows[:, COL["clock"]] = np.linspace(0.0, 60.0, 100)
-    mv.add(rows, np.zeros((0, 3)))
+    data = np.zeros((rows, len(METRIC_COLUMNS)))
+    data[:, COL["clock"]] = np.linspace(0.0, seconds, rows)
+    mv.add(data, np.zeros((0, 3)))
     mv.render()
+    return mv
+
+
+def test_metric_plots_keep_their_window_while_the_cursor_is_inside(qapp):
+    mv = _metrics(100, 60.0)
     x0, x1 = mv.plots[0].vb.viewRange()[0]
     mv.set_cursor(45.0)                # inside 30..60: only the cursor lines move
     assert not mv.render()
@@ -107,13 +113,7 @@ def test_a_frame_after_a_shown_step_moves_no_more_cursor_lines():
 
 
 def test_metric_window_lies_ahead_of_the_cursor_and_same_ticks_are_not_set_again(qapp):
-    from app.serving.metrics_view import MetricsView
-    from app.serving.snapshot import COL, METRIC_COLUMNS
-    mv = MetricsView(window_s=30.0)
-    rows = np.zeros((200, len(METRIC_COLUMNS)))
-    rows[:, COL["clock"]] = np.linspace(0.0, 200.0, 200)
-    mv.add(rows, np.zeros((0, 3)))
-    mv.render()
+    mv = _metrics(200, 200.0)
     mv.set_cursor(100.0)               # left the window going back: most of the new one behind
     mv.render()
     assert mv.plots[0].vb.viewRange()[0][1] == pytest.approx(103.0, abs=0.5)

@@ -208,3 +208,34 @@ def test_block_tables_rows_move_and_labels_name_the_rows_shown(qapp):
         if before and before != v.seq_ids and shape == (v.grid.rows, v.grid.cols):
             assert step in moved               # rows shifted: moved, not redrawn
     assert moved
+
+
+def test_a_growing_timeline_does_not_lay_the_window_out_again(qapp):
+    """The history grows with every snapshot: the timeline's range follows it without
+    asking its parent's layout again (that repainted the whole window per snapshot)."""
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QVBoxLayout, QWidget
+    from app.serving.timeline import TimelineWidget
+    parent = QWidget()
+    tl = TimelineWidget()
+    QVBoxLayout(parent).addWidget(tl)
+    parent.show()
+    tl.set_range(0, 10)
+    for _ in range(5):                 # the first layout settles
+        qapp.processEvents()
+
+    class Count(QObject):
+        n = 0
+
+        def eventFilter(self, obj, ev):
+            Count.n += ev.type() == QEvent.Type.LayoutRequest
+            return False
+    spy = Count()
+    tl.installEventFilter(spy)
+    parent.installEventFilter(spy)
+    for last in (11, 500, 99_999, 1_000_000):
+        tl.set_range(0, last)
+        qapp.processEvents()
+    assert Count.n == 0
+    assert tl.goto.maximum() == 1_000_000 and tl.label.text() == "live: step 1000000"
+    assert tl.goto.width() >= tl.goto.fontMetrics().horizontalAdvance("go to 1000000")

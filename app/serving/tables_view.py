@@ -88,13 +88,18 @@ class RowLabelAxis(pg.AxisItem):
         pen, flags = self.tickPen(), int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
                                          | Qt.TextFlag.TextDontClip)
         ticks, texts = [], []
+        last = None                       # the text rectangle of the last label kept
         for v, text in self.labels:
             y = y0 + v * dy
             if not b.top() <= y <= b.bottom():
                 continue
             w = fm.horizontalAdvance(text)
+            rect = QRectF(right - gap - w, y - h / 2, w, h)
+            if last is not None and abs(rect.center().y() - last.center().y()) < h:
+                continue                  # rows closer than a line (a view not laid out yet)
+            last = rect
             ticks.append((pen, QPointF(right, y), QPointF(right - tl, y)))
-            texts.append((QRectF(right - gap - w, y - h / 2, w, h), flags, text))
+            texts.append((rect, flags, text))
         return axis, ticks, texts
 
 

@@ -181,10 +181,9 @@ class CellGrid:
         """A copy of `pixels` (rows * k rows: this grid's image, or its channels with
         k = 1) with its cell rows moved as `move_rows(src)` moves them; blank rows
         filled with `blank`."""
-        rows = pixels.reshape(self.rows, -1)
-        out = np.full_like(rows, blank)
-        keep = np.asarray(src) >= 0
-        out[keep] = rows[np.asarray(src)[keep]]
+        src = np.asarray(src)
+        out = pixels.reshape(self.rows, -1)[np.maximum(src, 0)]     # one gather of whole rows
+        out[src < 0] = blank
         return out.reshape(pixels.shape)
 
     def take_dirty(self):

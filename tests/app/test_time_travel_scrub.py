@@ -59,6 +59,24 @@ def _metrics(rows: int, seconds: float):
     return mv
 
 
+def _layout_requests(*widgets):
+    """Counts the layout requests the widgets get from now on (`.n`): a widget whose
+    size may change asks its parents again, up to the main window, which then repaints
+    every dock."""
+    from PySide6.QtCore import QEvent, QObject
+
+    class Count(QObject):
+        n = 0
+
+        def eventFilter(self, obj, ev):
+            self.n += ev.type() == QEvent.Type.LayoutRequest
+            return False
+    spy = Count(widgets[0])
+    for w in widgets:
+        w.installEventFilter(spy)
+    return spy
+
+
 def test_metric_plots_keep_their_window_while_the_cursor_is_inside(qapp):
     mv = _metrics(100, 60.0)
     x0, x1 = mv.plots[0].vb.viewRange()[0]
@@ -138,7 +156,6 @@ def test_selection_view_does_not_lay_the_window_out_again_for_the_same_choices(q
     """QSpinBox.setRange asks the layout again every time: applying snapshots with the
     same layers and heads must not, or every dock of the window repaints per frame."""
     from types import SimpleNamespace
-    from PySide6.QtCore import QEvent, QObject
     from app.serving.selection_data import SelectionView
     from app.serving.selection_view import SelectionViewWidget
     S = 5
@@ -147,21 +164,13 @@ def test_selection_view_does_not_lay_the_window_out_again_for_the_same_choices(q
                       np.arange(0), np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), [0, 1])
     w = SelectionViewWidget()
     w.show()
-
-    class Count(QObject):
-        n = 0
-
-        def eventFilter(self, obj, ev):
-            Count.n += ev.type() == QEvent.Type.LayoutRequest
-            return False
     w.apply_snapshot(SimpleNamespace(selection=v, selection_keys={1: "req-1"}))
     qapp.processEvents()
-    spy = Count()
-    w.installEventFilter(spy)
+    asked = _layout_requests(w)
     for _ in range(3):
         w.apply_snapshot(SimpleNamespace(selection=v, selection_keys={1: "req-1"}))
         qapp.processEvents()
-    assert Count.n == 0
+    assert asked.n == 0
     assert (w.layer_box.maximum(), w.head_box.maximum()) == (1, 1)
     w.apply_snapshot(SimpleNamespace(selection=dataclasses.replace(v, layers=[0, 1, 2]), selection_keys={1: "req-1"}))
     assert w.layer_box.maximum() == 2                 # a real change still applies
@@ -224,7 +233,6 @@ def test_block_tables_rows_move_and_labels_name_the_rows_shown(qapp):
 def test_a_growing_timeline_does_not_lay_the_window_out_again(qapp):
     """The history grows with every snapshot: the timeline's range follows it without
     asking its parent's layout again (that repainted the whole window per snapshot)."""
-    from PySide6.QtCore import QEvent, QObject
     from PySide6.QtWidgets import QVBoxLayout, QWidget
     from app.serving.timeline import TimelineWidget
     parent = QWidget()
@@ -234,19 +242,10 @@ def test_a_growing_timeline_does_not_lay_the_window_out_again(qapp):
     tl.set_range(0, 10)
     for _ in range(5):                 # the first layout settles
         qapp.processEvents()
-
-    class Count(QObject):
-        n = 0
-
-        def eventFilter(self, obj, ev):
-            Count.n += ev.type() == QEvent.Type.LayoutRequest
-            return False
-    spy = Count()
-    tl.installEventFilter(spy)
-    parent.installEventFilter(spy)
+    asked = _layout_requests(tl, parent)
     for last in (11, 500, 99_999, 1_000_000):
         tl.set_range(0, last)
         qapp.processEvents()
-    assert Count.n == 0
+    assert asked.n == 0
     assert tl.goto.maximum() == 1_000_000 and tl.label.text() == "live: step 1000000"
     assert tl.goto.width() >= tl.goto.fontMetrics().horizontalAdvance("go to 1000000")

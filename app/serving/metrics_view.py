@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import QFrame, QGridLayout, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGraphicsItem, QGridLayout, QScrollArea, QVBoxLayout, QWidget
 
 from ..widgets import palette as pal
-from ..widgets.image_plot import no_si_scale
+from ..widgets.image_plot import cache_axes, no_si_scale
 from ..widgets.ticks import ticks_for_pixels
 
 from .snapshot import COL, METRIC_COLUMNS
@@ -85,6 +85,8 @@ class MetricsView(QWidget):
         self._turn = 0
         self.cursor_clock: float | None = None    # time travel: the window ends here
         self._shown = (0.0, -1.0)                 # the x range last plotted (none yet)
+        self._y_ticks: dict[int, list] = {}       # the y ticks each plot shows
+        self._ahead = 0.1                         # share of a new window past the cursor
         # one small view per plot: each repaints alone, so a frame never pays for all nine
         for i, (title, unit, series) in enumerate(PLOTS):
             w = pg.PlotWidget(axisItems={"bottom": SecondsAxis("bottom")})
@@ -92,6 +94,7 @@ class MetricsView(QWidget):
             p = w.getPlotItem()
             p.setTitle(plot_title(title, unit, series), size="8pt")
             no_si_scale(p)
+            cache_axes(p)
             p.setMenuEnabled(False)
             p.hideButtons()
             # bounded paint cost however many steps are in the window
@@ -105,6 +108,10 @@ class MetricsView(QWidget):
                 sym = "o" if col in ("ttft", "tpot") else None
                 c = p.plot([], [], pen=None if sym else _PEN(rgb), name=name, symbol=sym,
                            symbolSize=4, symbolBrush=rgb if sym else None, symbolPen=None)
+                # kept as pixmaps: a time-travel cursor line moving over the plot repaints
+                # it without replaying the curves in Python
+                for item in (c.curve, c.scatter):
+                    item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
                 self.curves[col] = c
                 cols.append(col)
             grid.addWidget(w, i // COLUMNS, i % COLUMNS)
@@ -133,14 +140,20 @@ class MetricsView(QWidget):
             self.rows = self.rows[-100_000:]
 
     def set_cursor(self, clock: float | None) -> None:
-        """Time travel: plot the window that ends at `clock` (None = the newest). While
-        the cursor stays inside the window shown, the plots keep it (a scrub moves only
-        the cursor lines): a new window redraws nine plots and their axes."""
+        """Time travel: plot a window holding `clock` (None = the newest). While the
+        cursor stays inside the window shown, the plots keep it (a scrub moves only the
+        cursor lines): a new window redraws nine plots and their axes. A new window lies
+        mostly ahead of the cursor in the direction it left the last one (9/10 of it,
+        up to the newest row), so a drag crosses most of a window before the plots move
+        again, not one step (a window ending at the cursor moved on every frame)."""
         if clock == self.cursor_clock:
             return
         self.cursor_clock = clock
         x0, x1 = self._shown
-        if clock is None or not x0 <= clock <= x1:
+        if clock is None:
+            self._dirty = True
+        elif not x0 <= clock <= x1:
+            self._ahead = 0.9 if clock > x1 else 0.1
             self._dirty = True
 
     def render(self, plots: int | None = None) -> bool:
@@ -155,7 +168,7 @@ class MetricsView(QWidget):
             self._pending = n      # every plot owes one redraw for the new rows
             self._dirty = False
         t = self.rows[:, COL["clock"]]
-        t_end = t[-1] if self.cursor_clock is None else min(t[-1], self.cursor_clock)
+        t_end = t[-1] if self.cursor_clock is None else min(t[-1], self.cursor_clock + self._ahead * self.window_s)
         lo = np.searchsorted(t, t_end - self.window_s)
         win = self.rows[lo:np.searchsorted(t, t_end, side="right")]
         x = win[:, COL["clock"]]
@@ -202,13 +215,16 @@ class MetricsView(QWidget):
         p = self.plots[i]
         p.setXRange(x0, x1, padding=0.01)
         p.setYRange(0.0, y_top, padding=0)
+        p.vb.updateMatrix()   # now: deferred to the paint, it would ask for a second paint
         ax = p.getAxis("left")
         fm = QFontMetrics(ax.style.get("tickFont") or self.font())
         h = p.vb.height() if p.vb.height() > 10 else MIN_PLOT[1] - 50
         integer = set(self._plot_cols[i]) <= _COUNTS
         ticks = ticks_for_pixels(0.0, y_top, h, fm.height(), integer)
-        ax.setTicks([ticks, []])
-        ax.setWidth(max(fm.horizontalAdvance(t) for _, t in ticks) + 10)
+        if ticks != self._y_ticks.get(i):   # new ticks redraw the axis: only on a change
+            self._y_ticks[i] = ticks
+            ax.setTicks([ticks, []])
+            ax.setWidth(max(fm.horizontalAdvance(t) for _, t in ticks) + 10)
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)

@@ -164,6 +164,28 @@ class CellGrid:
             if self._dirty is not FULL:
                 self._dirty.append(changed)
 
+    def move_rows(self, src: np.ndarray) -> None:
+        """Row i now shows what row src[i] showed (-1: blank): a list of block tables
+        whose rows shift when a sequence ends or starts, moved as rows instead of
+        redrawn cell by cell (`update` then redraws only what else changed). A view
+        keeping converted pixels moves them the same way (`moved_pixels`)."""
+        src = np.asarray(src, np.int64)
+        if src.shape != (self.rows,):
+            raise ValueError(f"move_rows: {src.shape[0]} rows for a grid of {self.rows}")
+        blank = (PAD, PAD, self.cell)      # a blank cell's channels: PAD pixels all over
+        self._chans = tuple(self.moved_pixels(c.reshape(self.rows, self.cols), src, b).reshape(-1)
+                            for c, b in zip(self._chans, blank))
+        self.image = self.moved_pixels(self.image, src, PAD)
+
+    def moved_pixels(self, pixels: np.ndarray, src: np.ndarray, blank) -> np.ndarray:
+        """A copy of `pixels` (rows * k rows: this grid's image, or its channels with
+        k = 1) with its cell rows moved as `move_rows(src)` moves them; blank rows
+        filled with `blank`."""
+        src = np.asarray(src)
+        out = pixels.reshape(self.rows, -1)[np.maximum(src, 0)]     # one gather of whole rows
+        out[src < 0] = blank
+        return out.reshape(pixels.shape)
+
     def take_dirty(self):
         """The cells redrawn since the last take: FULL (the whole image) or an array of
         cell ids (maybe empty)."""

@@ -182,10 +182,13 @@ class SelectionViewWidget(QWidget):
                 i = self.seq_box.findData(seq if self.follow.isChecked() or current is None else current)
                 if i >= 0:
                     self.seq_box.setCurrentIndex(i)
-                self.layer_box.setRange(min(v.layers), max(v.layers))
-                self.head_box.setRange(min(v.heads), max(v.heads))
-                self.layer_box.setValue(layer)
-                self.head_box.setValue(head)
+                for box, vals, val in ((self.layer_box, v.layers, layer), (self.head_box, v.heads, head)):
+                    # only on a change: QSpinBox.setRange asks the window's layout again
+                    # every time (updateGeometry), which repainted every dock per snapshot
+                    if (box.minimum(), box.maximum()) != (min(vals), max(vals)):
+                        box.setRange(min(vals), max(vals))
+                    if box.value() != val:       # (setValue repaints the box even when equal)
+                        box.setValue(val)
         finally:
             self._updating = False
         if v is not None and v is not self.view:

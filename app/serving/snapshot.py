@@ -7,6 +7,7 @@ built in the engine's worker thread so the GUI never touches live engine state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,7 +86,7 @@ class Snapshot:
     block_size: int
     pool: PoolArrays
     pool_events: PoolEvents
-    tables: dict[int, np.ndarray]               # running seq id -> physical block ids
+    tables: dict[int, Sequence[int]]            # running seq id -> physical block ids (array or tuple)
     metrics: np.ndarray                         # [k, len(METRIC_COLUMNS)] rows since last take
     latencies: np.ndarray                       # [k, 3] (clock, ttft_s, tpot_s) finished since last take
     op_timings: list[tuple[float, dict[str, float], dict[str, int]]]  # (clock, op -> s, op -> bytes)

@@ -221,7 +221,7 @@ class ServingTab(QMainWindow):
             self.kernels_view.add(snap.op_timings)
             self.progress.setValue(int(snap.progress * 1000))
         self.pool_view.render(now)
-        self.time_travel.move_cursor_lines()
+        self.time_travel.frame_cursor_lines()
         if now - self._plots_t >= PLOT_TURN_S:
             self._plots_t = now
             self._plot_turn = (self._plot_turn + 1) % 7

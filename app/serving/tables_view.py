@@ -6,11 +6,15 @@ hover names the physical block."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
-from PySide6.QtGui import QCursor, QFontMetrics
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QCursor, QFont, QFontMetrics
 from PySide6.QtWidgets import QToolTip, QVBoxLayout, QWidget
 
-from ..widgets.image_plot import IndexedImageItem, dark_canvas, no_si_scale
+from ..widgets.image_plot import IndexedImageItem, cache_axes, dark_canvas, no_si_scale
 from ..widgets.steady_label import SteadyLabel
 from . import pool_image as pi
 
@@ -24,9 +28,79 @@ def table_matrix(rows: list) -> np.ndarray:
     lens = np.fromiter((len(r) for r in rows), np.int64, len(rows))
     t = np.full((len(rows), max(int(lens.max(initial=0)), 1)), -1, np.int64)
     if lens.sum():
-        flat = np.concatenate([np.asarray(r, np.int64) for r in rows])
+        if isinstance(rows[0], np.ndarray):
+            flat = np.concatenate([np.asarray(r, np.int64) for r in rows])
+        else:   # the history's tuples: one pass over the ids, no array per row
+            flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64, int(lens.sum()))
         t[np.repeat(np.arange(len(rows)), lens), np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)] = flat
     return t
+
+
+def grid_columns(n: int) -> int:
+    """Columns shown for tables up to `n` blocks long: 8, 12, 16, 24, 32, 48, ... (each
+    step 1.5x or 1.33x the last), so the tables fill at least 2/3 of the width, and
+    tables growing a few blocks a frame (a time-travel drag) rarely need a new grid and
+    new axes: steps of 8 refit the view every third frame of a drag at 32K blocks."""
+    c = RANGE_STEP
+    while c < n:
+        c = c * 3 // 2 if (c & (c - 1)) == 0 else c * 4 // 3
+    return c
+
+
+class RowLabelAxis(pg.AxisItem):
+    """The tables' left axis: a "seq N" label at the middle of each labelled row. The
+    labels change whenever a sequence starts or ends (in a time-travel scrub, most
+    frames), and pyqtgraph's general tick layout took ~1 ms to place them; this one maps
+    each row onto the axis and measures its text, and pyqtgraph draws the result."""
+
+    def __init__(self):
+        super().__init__("left")
+        self.labels: list[tuple[float, str]] = []
+
+    def set_labels(self, labels: list[tuple[float, str]]) -> None:
+        """(row centre in view units, text) for each labelled row."""
+        self.labels = list(labels)
+        self.picture = None
+        self.update()
+        # the width only grows: an axis that narrows and widens as sequences come and go
+        # lays the plot out again (and repaints it twice) in the frames it changes
+        fm = QFontMetrics(self.style["tickFont"] or QFont())
+        need = max((fm.horizontalAdvance(t) for _, t in self.labels), default=0)
+        need += max(0, self.style["tickLength"]) + self.style["tickTextOffset"][0] + 2
+        if need > (self.fixedWidth or 0):
+            self.setWidth(need)
+
+    def generateDrawSpecs(self, p):
+        if self.style["tickFont"] is not None:
+            p.setFont(self.style["tickFont"])
+        b = self.mapRectFromParent(self.geometry())
+        right = b.right()
+        axis = (self.pen(), QPointF(right - 1, b.top() - 1), QPointF(right - 1, b.bottom() + 1))
+        vb = self.linkedView()
+        if vb is None:
+            return axis, [], []
+        # view y -> this axis' y (an affine map: the rows are evenly spaced)
+        y0 = self.mapFromItem(vb.childGroup, QPointF(0, 0)).y()
+        dy = self.mapFromItem(vb.childGroup, QPointF(0, 1)).y() - y0
+        fm = QFontMetrics(p.font())
+        h, tl = fm.height(), self.style["tickLength"]
+        gap = max(0, tl) + self.style["tickTextOffset"][0]
+        pen, flags = self.tickPen(), int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                                         | Qt.TextFlag.TextDontClip)
+        ticks, texts = [], []
+        last = None                       # the text rectangle of the last label kept
+        for v, text in self.labels:
+            y = y0 + v * dy
+            if not b.top() <= y <= b.bottom():
+                continue
+            w = fm.horizontalAdvance(text)
+            rect = QRectF(right - gap - w, y - h / 2, w, h)
+            if last is not None and abs(rect.center().y() - last.center().y()) < h:
+                continue                  # rows closer than a line (a view not laid out yet)
+            last = rect
+            ticks.append((pen, QPointF(right, y), QPointF(right - tl, y)))
+            texts.append((rect, flags, text))
+        return axis, ticks, texts
 
 
 class BlockTablesView(QWidget):
@@ -42,12 +116,13 @@ class BlockTablesView(QWidget):
         self.header = SteadyLabel("Block tables: no running sequences")   # set every step
         lay.addWidget(self.header)
         self.glw = dark_canvas()
-        self.plot = self.glw.addPlot()
+        self.plot = self.glw.addPlot(axisItems={"left": RowLabelAxis()})
         self.plot.invertY(True)
         self.plot.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setLabel("bottom", "logical block (page) index")
         no_si_scale(self.plot)
+        cache_axes(self.plot)
         self.plot.setRange(xRange=(0, 10), yRange=(0, 10), padding=0)
         # the same palette-index image as the pool (an ARGB32 QImage Qt scales as is)
         self.image = IndexedImageItem()
@@ -69,17 +144,23 @@ class BlockTablesView(QWidget):
         p = snap.pool
         self.refs = p.ref_cnt
         t = table_matrix([tables[s] for s in seqs])
+        old_seqs = self.seq_ids
         self.seq_ids, self.table = seqs, t
         valid = t >= 0
         ids = t[valid]
         if len(seqs):
             # only the blocks the tables point at: a cell per table entry, not per block
-            shape = tuple(-(-n // RANGE_STEP) * RANGE_STEP for n in t.shape)
+            # the grid (and the view's range) in steps: a table growing by a block neither
+            # refits the view (both axes redrawn) nor redraws all rows
+            shape = (-(-t.shape[0] // RANGE_STEP) * RANGE_STEP, grid_columns(t.shape[1]))
             if self.grid is None or (self.grid.rows, self.grid.cols) != shape:
-                # the grid (and the view's range) in steps of 8 cells: a table growing by
-                # one block neither refits the view (both axes redrawn) nor redraws all rows
                 self.grid = pi.CellGrid(*shape, TABLE_CELL)
                 self.plot.setRange(xRange=(0, shape[1]), yRange=(0, shape[0]), padding=0)
+                # now, not in the paint: pyqtgraph moves the items when it paints, which
+                # asks for a second paint of the whole view
+                self.plot.vb.updateMatrix()
+            else:
+                self._move_rows(old_seqs, seqs)
             cells = np.full(shape, -1, np.int64)
             cells[: t.shape[0], : t.shape[1]] = t
             flat = cells.reshape(-1)
@@ -105,6 +186,20 @@ class BlockTablesView(QWidget):
             + (f" (first {MAX_ROWS} shown)" if len(tables) > MAX_ROWS else "")
             + f" | {int(ids.size)} table entries, {n_shared} point at shared blocks (refcount > 1)")
 
+    def _move_rows(self, old: list[int], new: list[int]) -> None:
+        """Each sequence's row moved to where it is now (a sequence that ends or starts
+        shifts every row after it): the cells then redrawn are only those whose block
+        changed, not every shifted row."""
+        g, px = self.grid, self.image.pixels()
+        if old == new or px is None or px.shape != g.image.shape:
+            return
+        at = {s: i for i, s in enumerate(old)}
+        src = np.full(g.rows, -1, np.int64)
+        src[: len(new)] = [at.get(s, -1) for s in new]
+        g.move_rows(src)
+        px[...] = g.moved_pixels(px, src, self.argb[pi.PAD])   # in the buffer Qt draws
+        self.image.update()
+
     def _set_ticks(self) -> None:
         """One label per ~1.6 text lines of the axis as it is now, so they never stack.
         Set only when the rows or the height change: new ticks redraw the axis."""
@@ -113,8 +208,7 @@ class BlockTablesView(QWidget):
         if self._ticks_for == (tuple(self.seq_ids), step):
             return
         self._ticks_for = (tuple(self.seq_ids), step)
-        self.plot.getAxis("left").setTicks(
-            [[(i + 0.5, f"seq {s}") for i, s in enumerate(self.seq_ids)][::step]])
+        self.plot.getAxis("left").set_labels([(i + 0.5, f"seq {s}") for i, s in enumerate(self.seq_ids)][::step])
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)

@@ -4,7 +4,7 @@ dock and the "what you are seeing" caption.
 
 Live, the tab applies each snapshot as before. Once the timeline leaves live, the views
 show the chosen step instead: the pool and block tables as they were (rebuilt from the
-history), the selection heatmap cut at that step, the metric plots ending there with a
+history), the selection heatmap cut at that step, the metric plots around it with a
 cursor line, and the event log up to it. Snapshots keep arriving and the history keeps
 growing meanwhile; End or L returns to live.
 
@@ -40,9 +40,10 @@ def past_snapshot(past: PastStep, state: str = "past") -> Snapshot:
     """A Snapshot of a past step, for the views' usual `apply_snapshot`: the pool and
     tables of that step, and its own events as the pool's animations."""
     pool = pool_arrays(past.pool)
-    tables = {s: np.asarray(t, np.int64) for s, t in past.tables.items()}
+    # the history's tuples as they are: the block tables view makes one matrix of them
+    # (an array per table here cost ~0.5 ms of each scrub frame)
     return Snapshot(past.step, past.clock, 0.0, state, pool.ref_cnt.shape[0], past.pool.block_size,
-                    pool, pool_events(*pool_event_lists(past.events)), tables,
+                    pool, pool_events(*pool_event_lists(past.events)), dict(past.tables),
                     np.zeros((0, 0)), np.zeros((0, 3)), [], None, {})
 
 
@@ -85,6 +86,7 @@ class TimeTravel(QObject):
             sc.activated.connect(self.timeline.go_live)
         self.marks = pg.ScatterPlotItem(symbol="s", size=1.0, pxMode=False, pen=MARK_PEN, brush=None)
         self.marks.setZValue(10)
+        self.marks.setVisible(False)
         tab.pool_view.plot.addItem(self.marks)
         self.cursor_lines = []
         for p in tab.metrics_view.plots:
@@ -97,6 +99,7 @@ class TimeTravel(QObject):
         self._line_clock = 0.0
         self._lines_due: list[int] = []        # cursor lines not yet at the step shown
         self._line_turn = 0
+        self._lines_moved = False
 
     @property
     def live(self) -> bool:
@@ -170,11 +173,21 @@ class TimeTravel(QObject):
         n = len(self.cursor_lines)     # in turns: a drag moves each line every third frame
         self._lines_due = [(self._line_turn + k) % n for k in range(n)]
         self.move_cursor_lines()
+        self._lines_moved = True       # this frame's turn is taken (see frame_cursor_lines)
+
+    def frame_cursor_lines(self) -> None:
+        """The tab's frame: the next turn of lines, unless a step shown since the last
+        frame already moved this frame's (a drag would otherwise repaint six plots a
+        frame, not three)."""
+        if self._lines_moved:
+            self._lines_moved = False
+            return
+        self.move_cursor_lines()
 
     def move_cursor_lines(self, n: int = CURSOR_LINES_PER_FRAME) -> None:
-        """Put `n` more metric plots' cursor lines at the step shown (the tab's frame
-        calls this too): a drag repaints a few small plots per frame, in turns like
-        their curves, instead of all nine; every line is there within three frames."""
+        """Put `n` more metric plots' cursor lines at the step shown: a drag repaints
+        a few small plots per frame, in turns like their curves, instead of all nine;
+        every line is there within three frames."""
         due, self._lines_due = self._lines_due[:n], self._lines_due[n:]
         if due:
             self._line_turn = (due[-1] + 1) % len(self.cursor_lines)
@@ -201,7 +214,9 @@ class TimeTravel(QObject):
     def _mark(self, entry: LogEntry | None) -> None:
         anim = self.tab.pool_view.animator
         if entry is None or anim is None:
-            self.marks.setData([])
+            if len(self.marks.data):
+                self.marks.setData([])
+            self.marks.setVisible(False)   # an empty scatter still costs every pool paint
             return
         ids = list(entry.blocks)
         if entry.seq_id is not None:
@@ -209,6 +224,7 @@ class TimeTravel(QObject):
         ids = np.unique(np.asarray([b for b in ids if 0 <= b < anim.num_blocks], np.int64))
         r, c = anim.cell_of(ids)
         self.marks.setData(x=np.asarray(c) + 0.5, y=np.asarray(r) + 0.5)
+        self.marks.setVisible(True)
 
     def select_entry(self, entry: LogEntry) -> None:
         """The entry's blocks (and its sequence's blocks) outlined in the pool, the block

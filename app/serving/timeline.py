@@ -54,6 +54,12 @@ class TimelineWidget(QWidget):
         self.goto.setKeyboardTracking(False)
         self.goto.setPrefix("go to ")
         self.goto.setToolTip("type a step (a trace slice's args.step) and press Enter")
+        # a fixed size, wide enough for any step: its range grows with every snapshot,
+        # and QSpinBox.setRange asks the window's layout again each time (a whole-window
+        # repaint per snapshot) unless the box's size cannot change
+        self.goto.setRange(0, 9_999_999)
+        self.goto.setFixedSize(self.goto.sizeHint())
+        self.goto.setRange(0, 0)
         self.goto.editingFinished.connect(lambda: self.seek(self.goto.value()))
         lay.addWidget(self.goto)
         lay.addWidget(self.live_btn)

@@ -7,6 +7,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QGraphicsItem
 
 from .palette import BACKGROUND_RGB as BACKGROUND
 
@@ -24,6 +25,16 @@ def no_si_scale(plot: pg.PlotItem) -> None:
         ax = plot.getAxis(name)
         if ax is not None:
             ax.enableAutoSIPrefix(False)
+
+
+def cache_axes(plot: pg.PlotItem) -> None:
+    """Each axis kept as a pixmap, redrawn only when its ticks or size change: a view
+    whose data changes every frame (a time-travel scrub) would otherwise replay every
+    axis it touches in Python on each paint (~0.3 ms an axis)."""
+    for name in ("left", "bottom", "right", "top"):
+        ax = plot.getAxis(name)
+        if ax is not None:
+            ax.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
 
 def add_image_plot(glw: pg.GraphicsLayoutWidget, left: str, bottom: str,

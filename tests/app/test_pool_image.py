@@ -171,3 +171,45 @@ def test_cell_by_cell_redraw_equals_a_full_rebuild_forward_and_back(n):
         assert set(changed.tolist()) >= set(dirty.tolist())   # never more than what changed
         assert dirty.size < n // 4                            # a partial redraw, not the whole
         prev = cur
+
+
+def test_moved_rows_then_redrawn_cells_equal_a_fresh_grid():
+    """A list of tables whose rows shift (a sequence ended, another started): the grid
+    moves its rows and then redraws only the cells that differ from the moved ones, and
+    shows exactly what a fresh grid of the new rows shows."""
+    rng = np.random.default_rng(0)
+    rows, cols, cell = 8, 16, 4
+    table = {s: rng.integers(0, 40, rng.integers(1, cols)) for s in range(12)}
+    ref = rng.integers(0, 4, 40)
+    owner, fill, ev = rng.integers(0, 9, 40), rng.random(40).astype(np.float32), np.zeros(40, bool)
+
+    def channels(seqs):
+        ids = np.full((rows, cols), -1, np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, : table[s].size] = table[s]
+        flat = ids.reshape(-1)
+        ok, safe = flat >= 0, np.maximum(flat, 0)
+        base = np.where(ok, pi.base_index(ref[safe], owner[safe], fill[safe], ev[safe]), pi.PAD).astype(np.uint8)
+        return base, np.where(ok, ref[safe], 0), np.where(ok, fill[safe], 0.0)
+
+    old, new = [0, 1, 2, 3, 4, 5], [0, 2, 3, 4, 5, 7, 8]        # seq 1 ended; 7 and 8 started
+    g = pi.CellGrid(rows, cols, cell)
+    g.update(*channels(old))
+    g.take_dirty()
+    at = {s: i for i, s in enumerate(old)}
+    src = np.array([at.get(s, -1) for s in new] + [-1] * (rows - len(new)))
+    g.move_rows(src)
+    g.update(*channels(new))
+    fresh = pi.CellGrid(rows, cols, cell)
+    fresh.update(*channels(new))
+    np.testing.assert_array_equal(g.image, fresh.image)
+    redrawn = set(g.take_dirty().tolist())
+    new_rows = {i for i, s in enumerate(new) if s not in at}
+    assert redrawn == {r * cols + c for r in new_rows for c in range(table[new[r]].size)}
+    # a copy of the pixels (a view's converted image) moves the same way
+    px = np.arange(rows * cell * cols * cell).reshape(rows * cell, cols * cell)
+    moved = g.moved_pixels(px, src, -1)
+    assert (moved[: cell] == px[: cell]).all() and (moved[cell: 2 * cell] == px[2 * cell: 3 * cell]).all()
+    assert (moved[len(new) * cell:] == -1).all()
+    with pytest.raises(ValueError):
+        g.move_rows(src[:-1])

@@ -43,6 +43,8 @@ def test_timeline_shows_every_view_at_a_past_step_and_end_returns_live(make_wind
     assert "step 4 " in tab.pool_view.header.text()
     assert tab.metrics_view.cursor_clock == pytest.approx(live[past].clock)
     assert sum(line.isVisible() for line in tt.cursor_lines) == 3   # a few per frame, in turns
+    tab.frame()     # the frame the step was shown in: its three lines have moved already
+    assert sum(line.isVisible() for line in tt.cursor_lines) == 3
     for _ in range(2):
         tab.frame()
     assert all(line.isVisible() and line.value() == pytest.approx(live[past].clock) for line in tt.cursor_lines)

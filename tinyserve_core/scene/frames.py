@@ -81,8 +81,7 @@ class CellTable:
         self.wide = nx * ny * grid.shape[2] >= (1 << 24)
         # classes are read once per ray, and a cell's corners mix only a few classes: per
         # cell the CLASSES_PER_CELL classes with the most probability over its 8 corners,
-        # as planes [8, M, K + 1] of those corners' probabilities and [M, K + 1] of the
-        # class ids; a lookup gathers 8 * M values rather than 8 * C (C = 28 in the
+        # as planes [8, M, K + 1] of those corners' probabilities and the class ids; a lookup gathers 8 * M values rather than 8 * C (C = 28 in the
         # apartment, where the full rows cost 25 ms a frame)
         c = probs.shape[1]
         m = min(CLASSES_PER_CELL, c)
@@ -92,7 +91,8 @@ class CellTable:
             total += probs.index_select(0, by_corner[j])
         ids = total.topk(m, 1).indices  # [K, M]
         kept = torch.stack([probs.index_select(0, by_corner[j]).gather(1, ids) for j in range(8)])  # [8, K, M]
-        self.class_ids = torch.cat([ids, torch.zeros(1, m, dtype=ids.dtype, device=dev)]).t().contiguous()
+        # ids as rows [K + 1, M]: read whole per ray (4 longs, one cache line)
+        self.class_ids = torch.cat([ids, torch.zeros(1, m, dtype=ids.dtype, device=dev)])
         self.class_corners = torch.cat([kept, torch.zeros(8, 1, m, device=dev)], 1).permute(0, 2, 1).contiguous()
         self.num_classes = c
 
@@ -112,13 +112,13 @@ class CellTable:
         g = list(g.t().contiguous())
         c, flat = self.cells(g)
         col = self.row.index_select(0, flat).long()
-        m = self.class_ids.shape[0]
+        m = self.class_ids.shape[1]
         rows = self.class_corners.view(8 * m, -1).index_select(1, col).view(8, m, -1)
         f = torch.stack([(v - cv).float() for v, cv in zip(g, c)])
         p = lerp_planes(rows, f).clamp_min_(0)  # [M, N]
         p = p.div_(p.sum(0).clamp_min_(1e-6)).t()
         out = torch.zeros(flat.numel(), self.num_classes, device=p.device)
-        return out.scatter_(1, self.class_ids.index_select(1, col).t(), p)
+        return out.scatter_(1, self.class_ids.index_select(0, col), p)
 
     def to(self, device) -> "CellTable":
         out = object.__new__(CellTable)
@@ -174,7 +174,9 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
         row = table.row.index_select(0, flat.view(-1))
         # only samples in occupied cells are evaluated (packed)
         solid = torch.nonzero((row < air) & (ts < fa).view(-1)).squeeze(1)
-        f = torch.stack([(v - cv).float().view(-1) for v, cv in zip(g, c)]).index_select(1, solid)  # [3, S]
+        # fractions within the cell of the packed samples only (g is clamped into the grid,
+        # so >= 0, and frac is g minus its cell's corner)
+        f = torch.stack(g).view(3, -1).index_select(1, solid).float().frac_()  # [3, S]
         rows = row.index_select(0, solid).long()
         raw = lerp_planes(table.density.index_select(1, rows), f)
         tau = torch.zeros(win * a, device=dev).index_copy_(

@@ -152,3 +152,30 @@ def test_rays_that_meet_nothing_are_background_without_marching(lab):
     assert float(out["acc"].abs().max()) == 0.0
     assert torch.allclose(out["rgb"], torch.tensor(bake.background).expand(24 * 24, 3))
     assert bool((out["probs"].argmax(1) == 0).all())
+
+
+def test_the_last_rays_finish_in_one_long_window(lab, monkeypatch):
+    """Once few rays are left, one window takes them to their far bound (within
+    TAIL_SAMPLES samples) instead of a round of tracing and marching each: fewer rounds,
+    the same frame up to where its samples fall."""
+    import tinyserve_core.scene.frames as frames
+
+    bake = lab.bake
+    cam = lab.camera(azimuth=60.0, elevation=40, size=128)
+    o, d = frame_rays(cam, bake.device)
+    near, far = ray_aabb(o, d, bake.grid.lo, bake.grid.hi)
+    start = bake.splat.starts(cam)
+    traces = []
+    real_trace = frames._trace
+    monkeypatch.setattr(frames, "_trace", lambda *a: traces.append(a[-2].numel()) or real_trace(*a))
+
+    def render(tail: int):
+        traces.clear()
+        out = frames.render_cells(bake.cells, bake.space, o, d, start, near, far, bake.grid.voxel / 2,
+                                  bake.background, tail_samples=tail)
+        return as_result(out, cam), len(traces)
+
+    (tail, tail_rounds), (plain, plain_rounds) = render(frames.TAIL_SAMPLES), render(0)
+    assert tail_rounds < plain_rounds
+    assert _psnr(tail.rgb, plain.rgb) > 45.0
+    assert (tail.label == plain.label).mean() > 0.999

@@ -38,6 +38,7 @@ AIR = -1.0e4  # raw density of the sentinel row: softplus gives exactly 0
 # room); the rays it leaves go on, tracing, with windows as long as the traced renderer's
 FIRST_WINDOW = 7.0
 WINDOW = 8.0
+TAIL_SAMPLES = 1 << 15  # samples of one window for the last rays (below)
 PREVIEW_EPS = 0.03  # samples below this weight take no colour lookup (bake.PREVIEW_WEIGHT_EPS)
 # classes kept per occupied cell for a frame's labels: a cell's corners mix at most two or
 # three objects (and the background), the rest of a softmax is a faint tail
@@ -140,7 +141,7 @@ def lerp_planes(rows: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.Tensor, start: torch.Tensor,
                  near: torch.Tensor, far: torch.Tensor, step: float, background, first_window: float = FIRST_WINDOW,
                  window: float = WINDOW, rounds: int = 8, max_trace: int = 16, t_stop: float = 0.02,
-                 app_eps: float = PREVIEW_EPS) -> dict[str, torch.Tensor]:
+                 app_eps: float = PREVIEW_EPS, tail_samples: int = TAIL_SAMPLES) -> dict[str, torch.Tensor]:
     """rgb [N,3], depth [N], probs [N,K], acc [N], as `interactive.render_fast` gives for
     a preview frame (colour from samples above app_eps, their ray's dropped weight shared
     among them; classes read once per ray at its highest-weight sample), for rays that
@@ -166,6 +167,11 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
             break
         ta, fa, tr0 = (x.index_select(0, active) for x in (t, far, trans))
         win = max(1, round((first_window if r == 0 else window) * table.voxel / step))
+        if r and a < tail_samples // win:
+            # the last few rays (a few hundred of 20,000 after the third round) cost a
+            # round's fixed dozens of operations each time: one long window instead,
+            # to their far bound within tail_samples samples in all
+            win = max(win, min(tail_samples // a, int(float((fa - ta).max()) / step) + 1))
         ts = torch.addcmul(ta, (torch.arange(win, dtype=o.dtype, device=dev) + 0.5)[:, None],
                            torch.full_like(ta, step))  # [W, A]
         oa, da = og.index_select(0, active).t(), dg.index_select(0, active).t()

@@ -82,8 +82,10 @@ class CellTable:
         self.wide = nx * ny * grid.shape[2] >= (1 << 24)
         # classes are read once per ray, and a cell's corners mix only a few classes: per
         # cell the CLASSES_PER_CELL classes with the most probability over its 8 corners,
-        # as planes [8, M, K + 1] of those corners' probabilities and the class ids; a lookup gathers 8 * M values rather than 8 * C (C = 28 in the
-        # apartment, where the full rows cost 25 ms a frame)
+        # as rows [K + 1, 8 * M] of those corners' probabilities and [K + 1, M] of the
+        # class ids. A lookup gathers 8 * M values rather than 8 * C (C = 28 in the
+        # apartment, where the full rows cost 25 ms a frame), and as one row per ray (two
+        # cache lines) where planes cost a cache miss per value
         c = probs.shape[1]
         m = min(CLASSES_PER_CELL, c)
         by_corner = corners.view(k, 8).t()
@@ -92,9 +94,8 @@ class CellTable:
             total += probs.index_select(0, by_corner[j])
         ids = total.topk(m, 1).indices  # [K, M]
         kept = torch.stack([probs.index_select(0, by_corner[j]).gather(1, ids) for j in range(8)])  # [8, K, M]
-        # ids as rows [K + 1, M]: read whole per ray (4 longs, one cache line)
         self.class_ids = torch.cat([ids, torch.zeros(1, m, dtype=ids.dtype, device=dev)])
-        self.class_corners = torch.cat([kept, torch.zeros(8, 1, m, device=dev)], 1).permute(0, 2, 1).contiguous()
+        self.class_corners = torch.cat([kept.permute(1, 0, 2).reshape(k, 8 * m), torch.zeros(1, 8 * m, device=dev)])
         self.num_classes = c
 
     def cells(self, g: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -114,7 +115,8 @@ class CellTable:
         c, flat = self.cells(g)
         col = self.row.index_select(0, flat).long()
         m = self.class_ids.shape[1]
-        rows = self.class_corners.view(8 * m, -1).index_select(1, col).view(8, m, -1)
+        # rows gathered, then planes [8, M, N] for the blend's long loops
+        rows = self.class_corners.index_select(0, col).t().contiguous().view(8, m, -1)
         f = torch.stack([(v - cv).float() for v, cv in zip(g, c)])
         p = lerp_planes(rows, f).clamp_min_(0)  # [M, N]
         p = p.div_(p.sum(0).clamp_min_(1e-6)).t()

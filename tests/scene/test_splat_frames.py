@@ -81,7 +81,7 @@ def test_cell_tables_give_the_bakes_own_lookups(lab):
     f = torch.stack([v - cv for v, cv in zip(planes, c)])
     sigma = torch.nn.functional.softplus(lerp_planes(table.density.index_select(1, rows), f)) / bake.grid.voxel
     assert torch.allclose(sigma, bake.sigma(x), rtol=1e-4, atol=1e-3)
-    colour = lerp_planes(table.colour.index_select(1, rows).view(8, 3, -1), f).t()
+    colour = lerp_planes(table.colour.index_select(0, rows).t().reshape(8, 3, -1), f).t()
     assert torch.allclose(colour, bake.colour(x), atol=1e-5)
     # classes: the cell's few most probable ones, normalised over them; the label is the
     # full distribution's at all but a few points in 10,000 (inside solids, where untrained

@@ -46,10 +46,10 @@ CLASSES_PER_CELL = 4
 
 
 class CellTable:
-    """Per occupied cell (occ [X-1, Y-1, Z-1]) its 8 corners' raw density [8, K + 1] and
-    colour [24, K + 1] (corner-major: corners z-major, then y, then x, as
-    `trilinear_rows`), and the few most probable classes of those corners; column K is the
-    sentinel every empty cell maps to (no density, no colour, no classes)."""
+    """Per occupied cell (occ [X-1, Y-1, Z-1]) its 8 corners' raw density as planes
+    [8, K + 1] and colour as rows [K + 1, 24] (corner-major: corners z-major, then y, then
+    x, as `trilinear_rows`), and the few most probable classes of those corners; cell K is
+    the sentinel every empty cell maps to (no density, no colour, no classes)."""
 
     def __init__(self, grid: GridSpec, occ: torch.Tensor, density: torch.Tensor, colour: torch.Tensor,
                  probs: torch.Tensor):
@@ -65,12 +65,12 @@ class CellTable:
                                device=occ.device)
         corners = (base[:, None] + offsets).view(-1)
         dev = density.device
-        # planes (corner and channel major, cells innermost): a gather along the cells
-        # gives planes that the blend reads in long contiguous loops
+        # density as planes (corner major, cells innermost): a gather along the cells gives
+        # planes that the blend reads in long contiguous loops; colour, read only for the
+        # few weighted samples, as rows (one 96-byte read per sample, then transposed)
         self.density = torch.cat([density.reshape(-1).index_select(0, corners).view(k, 8),
                                   torch.full((1, 8), AIR, device=dev)]).t().contiguous()
-        self.colour = torch.cat([colour.index_select(0, corners).view(k, 24),
-                                 torch.zeros(1, 24, device=dev)]).t().contiguous()
+        self.colour = torch.cat([colour.index_select(0, corners).view(k, 24), torch.zeros(1, 24, device=dev)])
         # int32: the table every sample reads stays half the size in cache
         self.row = torch.full((occ.numel(),), k, dtype=torch.int32, device=dev)
         self.row[cells] = torch.arange(k, dtype=torch.int32, device=dev)
@@ -198,7 +198,9 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
         # the dropped weight goes to the kept samples of the ray
         kept = torch.zeros(a, device=dev).index_add_(0, ray_of, lw)
         lw = lw * (w.sum(0) / kept.clamp_min(1e-8)).index_select(0, ray_of)
-        cols = table.colour.index_select(1, rows.index_select(0, live)).view(8, 3, -1)
+        # a live sample's colour corners as one row (96 bytes), then planes for the blend:
+        # about 10% faster than 24 gathers from planes, a cache miss each
+        cols = table.colour.index_select(0, rows.index_select(0, live)).t().contiguous().view(8, 3, -1)
         rgb.index_add_(1, active.index_select(0, ray_of), lerp_planes(cols, f.index_select(1, live)).mul_(lw))
         wmax, arg = w.max(0)
         pw = peak_w.index_select(0, active)

@@ -63,7 +63,9 @@ def _refine(cast: Callable[[torch.Tensor], dict[str, torch.Tensor]], pix: torch.
     widths = [coarse[k][0].numel() for k in keys]
     n = coarse[keys[0]].shape[0]
     flat = torch.cat([coarse[k].reshape(n, -1) for k in keys], 1)
-    full = torch.zeros(h, w, flat.shape[1], device=flat.device, dtype=flat.dtype)
+    # uninitialised: the upsampling writes every pixel but the last row / column of an
+    # even side, and those never agree (below), so they are cast and written too
+    full = torch.empty(h, w, flat.shape[1], device=flat.device, dtype=flat.dtype)
     _upsample(flat.view(ch, cw, -1), full)
     full = full.view(h * w, -1)
     redo = torch.nonzero(~agree.view(-1)).squeeze(1)

@@ -32,6 +32,9 @@ class TimelineWidget(QWidget):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         for b in (self.back_btn, self.fwd_btn):   # glyph buttons: the slider gets the width
             b.setFixedWidth(b.fontMetrics().horizontalAdvance("\u25a0") + 22)
+        # sized for its word, not the style's 80 px minimum: with the go-to box sized for
+        # any step, the row must still let the window fit 1280 px with every dock shown
+        self.live_btn.setFixedWidth(self.live_btn.fontMetrics().horizontalAdvance("Live") + 28)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 0)
         self.slider.setToolTip("drag to any past step: every view shows that step")
@@ -42,7 +45,7 @@ class TimelineWidget(QWidget):
         # (the widest text it shows: "step N / M"; "live: step N" is shorter)
         self.label.setFixedSize(fm.horizontalAdvance("step 0000000 / 0000000") + 4,
                                 self.label.sizeHint().height())
-        self.slider.setMinimumWidth(100)   # the window must fit 1280 px with every dock shown
+        self.slider.setMinimumWidth(90)    # the window must fit 1280 px with every dock shown
         self.setToolTip("time travel: drag to a past step; End or L returns to live")
         lay.addWidget(self.back_btn)
         lay.addWidget(self.slider, 1)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn.attention import sdpa_kernel
 
-from ..model.llama import SDPA_BACKENDS
+from ..kernels.prefill_reference import SDPA_BACKENDS
 
 
 @dataclass
@@ -172,7 +172,7 @@ def _hf_generate(model, prompts: list[list[int]], max_tokens: int, pad_id: int,
         ids[i, width - len(p):] = torch.tensor(p)
         mask[i, width - len(p):] = 1
     # The peer gets the same SDPA backends as the engine: with cuDNN, every decode step's
-    # new KV length builds a new cuDNN graph on the host (see model.llama.SDPA_BACKENDS).
+    # new KV length builds a new cuDNN graph on the host (see kernels.prefill_reference.SDPA_BACKENDS).
     with torch.inference_mode(), sdpa_kernel(SDPA_BACKENDS):
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=max_tokens, min_new_tokens=max_tokens,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from . import fp8_reference, fused_reference, quant_reference, reference, twostage_reference
+from . import fp8_reference, fused_reference, prefill_reference, quant_reference, reference, twostage_reference
 from ._backend import backend_for, backend_info
 
 __all__ = [
     "reshape_and_cache",
     "paged_decode_attention",
+    "prefill_attention",
     "page_scores",
     "select_pages",
     "copy_blocks",
@@ -115,6 +116,19 @@ def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scal
                                                       seq_lens, scale, page_indices)
     return _ops(query).paged_decode_attention(
         query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices)
+
+
+def prefill_attention(q, k, v, k_cache, v_cache, block_tables, query_start, num_cached, scale):
+    """Causal attention of a prefill step's packed new tokens over their cached prefixes
+    and themselves (prefill_reference.py is the spec); a 16-bit cache only (the caller
+    passes K/V of an FP8 cache dequantised, as the reference reads them)."""
+    if backend_for(q.device) is reference:
+        return prefill_reference.prefill_attention(q, k, v, k_cache, v_cache, block_tables, query_start,
+                                                   num_cached, scale)
+    from . import _cuda_prefill  # only once the extension is loaded
+
+    return _cuda_prefill.prefill_attention(q, k, v, k_cache, v_cache, block_tables, query_start, num_cached,
+                                           scale)
 
 
 def page_scores(query, meta, block_tables, seq_lens, scale, block_size):

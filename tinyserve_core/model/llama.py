@@ -17,11 +17,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import kernels
 from .config import ModelConfig
 from ..kernels.fused_reference import rms_norm as rms_norm_math
+from ..kernels.prefill_reference import sdpa
 from .rope import apply_rope, rope_cos_sin, rope_inv_freq
 
 _NO_TIMER = contextlib.nullcontext()
@@ -29,29 +29,6 @@ _NO_TIMER = contextlib.nullcontext()
 
 def _no_timer(_name: str):
     return _NO_TIMER
-
-
-# Every backend but cuDNN: cuDNN builds a new execution graph for each new sequence length
-# (milliseconds of host time per call), and prefill sees a new length almost every call.
-# vLLM turns it off process-wide for the same reason; here it is scoped to our calls.
-SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-def sdpa(q, k, v, mask, causal: bool, scale: float) -> torch.Tensor:
-    """SDPA over [B, H, T, D] (or [H, T, D]) with grouped kv heads. The kv heads are
-    repeated rather than passed with enable_gqa: torch's CPU GQA path is several times
-    slower, and on CUDA a GQA call that the flash kernel refuses falls back to the math
-    kernel, which materialises [H, T, T] scores (8 GiB at 16K tokens). Inputs go in as
-    4-D: the fused CUDA kernels want a batch dimension."""
-    groups = q.shape[-3] // k.shape[-3]
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
-    squeeze = q.dim() == 3
-    if squeeze:
-        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
-    with sdpa_kernel(SDPA_BACKENDS) if q.is_cuda else contextlib.nullcontext():
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
-    return out[0] if squeeze else out
 
 
 def serving_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -259,7 +236,8 @@ class LlamaForCausalLM(nn.Module):
                                           None if qkeys is None else qkeys[i])
             if batch.is_prefill:
                 with t("attention"):
-                    o = _prefill_attention(attn, q, k, v, kv.k_caches[i], kv.v_caches[i], batch)
+                    o = kernels.prefill_attention(q, k, v, kv.k_caches[i], kv.v_caches[i], batch.block_tables,
+                                                 batch.query_start, batch.num_cached, attn.scale)
             else:
                 q = q.contiguous()   # a view into the q/k/v product: scoring and attention read it whole
                 page_indices = None
@@ -318,29 +296,3 @@ def _fuse(linears, fused: tuple):
 
 def _views(part: torch.Tensor, whole: torch.Tensor) -> bool:
     return part.untyped_storage().data_ptr() == whole.untyped_storage().data_ptr()
-
-
-def _prefill_attention(attn: LlamaAttention, q, k, v, k_cache, v_cache, batch: PagedBatch) -> torch.Tensor:
-    """Causal attention of each sequence's new tokens over (its cached prefix + itself).
-
-    The linear layers ran packed; attention goes sequence by sequence because each has
-    its own length and prefix (a loop over sequences, never over tokens or heads)."""
-    out = torch.empty_like(q)
-    block_size = k_cache.shape[1]
-    for b in range(len(batch.query_start) - 1):
-        s, e = batch.query_start[b], batch.query_start[b + 1]
-        nc = batch.num_cached[b]
-        qs, ks, vs = q[s:e], k[s:e], v[s:e]
-        mask, causal = None, True
-        if nc > 0:
-            pages = batch.block_tables[b, : (nc + block_size - 1) // block_size].long()
-            kp = k_cache[pages].flatten(0, 1)[:nc].to(ks.dtype)
-            vp = v_cache[pages].flatten(0, 1)[:nc].to(vs.dtype)
-            ks, vs = torch.cat((kp, ks)), torch.cat((vp, vs))
-            # Query i sits at position nc+i: it sees keys 0..nc+i (bottom-right causal).
-            T, L = e - s, nc + e - s
-            mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(diagonal=nc)
-            causal = False
-        o = sdpa(qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1), mask, causal, attn.scale)
-        out[s:e] = o.transpose(0, 1)
-    return out

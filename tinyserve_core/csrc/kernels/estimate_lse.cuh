@@ -38,14 +38,32 @@ __device__ __forceinline__ float code_at(uint32_t w, int e) {
   return __uint_as_float(0x4B000000u | c) - 8388608.f;
 }
 
+// One candidate page's loads, issued a page ahead of its math (see the kernel).
+template <typename T, int BITS, int D>
+struct LsePage {
+  static constexpr int NM = D / 32;            // channels of the metadata per lane
+  static constexpr int CPL = D * BITS / 8 / 32;  // 16-byte code chunks per lane and token
+  int c, n_tok;
+  long long blk;
+  T lo[NM], hi[NM];
+  uint4 v[CPL];                                // the first token step's codes
+};
+
 // PageEstimateParams (quant_keys.cuh); `pages_per_warp` candidate pages per warp.
+// Latency, not arithmetic, set this kernel's time: each page used to wait on four dependent
+// global reads in turn (candidate id, block id, metadata, codes). Now lane i resolves the
+// candidate and block of the warp's i-th page once, up front, and every page's metadata
+// and first codes are loaded one page ahead, while the previous page is computed.
 template <typename T, int BITS, int D, int GMAX>
 __global__ void __launch_bounds__(kLseWarps * 32, 4)
     estimate_lse_kernel(const __grid_constant__ PageEstimateParams p, int pages_per_warp) {
   static_assert((D * BITS) % 256 == 0, "two lanes per row, 16-byte chunks each");
+  using Page = LsePage<T, BITS, D>;
   constexpr int DQ = D * BITS / 8;            // bytes per quantised row
-  constexpr int CPL = DQ / 32;                // 16-byte chunks per lane (two lanes per row)
+  constexpr int CPL = Page::CPL;
   constexpr int CODES = 16 * 8 / BITS;        // codes per chunk
+  // The next page's codes too, where registers allow (8 query heads per kv-head would spill)
+  constexpr bool kCodesAhead = GMAX <= 4;
   extern __shared__ float sm[];
   const int h = blockIdx.y, b = blockIdx.z, G = p.group, H = p.num_kv_heads, BS = p.block_size;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -54,29 +72,56 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
   float* qs = sm + G * D + warp * G * QR;             // [G][QR] this warp's q * step
   const float* qg = p.q + ((int64_t)b * p.num_q_heads + h * G) * D;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i] = qg[i];
-  __syncthreads();
   const int seq_len = p.seq_lens[b];
   const int j = lane >> 1, part = lane & 1;
   const int c0 = blockIdx.x * kLseWarps * pages_per_warp;
+  // lane i: the warp's i-th page (its candidate slot, live tokens and cache block)
+  int my_n = 0;
+  long long my_blk = 0;
+  {
+    const int c = c0 + lane * kLseWarps + warp;
+    if (lane < pages_per_warp && c < p.num_candidates) {
+      const int pg = p.candidates[((int64_t)b * H + h) * p.num_candidates + c];
+      my_n = pg < 0 ? 0 : min(BS, seq_len - pg * BS);
+      if (my_n > 0) my_blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
+    }
+  }
+  auto load = [&](int it, Page& P) {
+    P.c = c0 + it * kLseWarps + warp;
+    P.n_tok = __shfl_sync(0xffffffffu, my_n, it);
+    P.blk = __shfl_sync(0xffffffffu, my_blk, it);
+    if (P.c >= p.num_candidates || P.n_tok <= 0) return;
+    const T* mlo = static_cast<const T*>(p.meta) + (P.blk * 2 * H + h) * D;
+#pragma unroll
+    for (int k = 0; k < Page::NM; ++k) P.lo[k] = mlo[lane + 32 * k], P.hi[k] = mlo[(int64_t)H * D + lane + 32 * k];
+    if (kCodesAhead && j < P.n_tok) {
+      const uint8_t* row = p.qkeys + ((P.blk * BS + j) * H + h) * DQ;
+#pragma unroll
+      for (int i = 0; i < CPL; ++i) P.v[i] = ld_stream(row + (i * 2 + part) * 16);
+    }
+  };
+  __syncthreads();
+  Page cur, nxt;
+  load(0, cur);
   for (int it = 0; it < pages_per_warp; ++it) {
-    const int c = c0 + it * kLseWarps + warp;
-    if (c >= p.num_candidates) break;
-    float* out = p.out + ((int64_t)b * p.num_q_heads + h * G) * p.num_candidates + c;
-    const int pg = p.candidates[((int64_t)b * H + h) * p.num_candidates + c];
-    const int n_tok = pg < 0 ? 0 : min(BS, seq_len - pg * BS);
+    if (cur.c >= p.num_candidates) break;
+    if (it + 1 < pages_per_warp) load(it + 1, nxt);   // in flight during this page's math
+    float* out = p.out + ((int64_t)b * p.num_q_heads + h * G) * p.num_candidates + cur.c;
+    const int n_tok = cur.n_tok;
     if (n_tok <= 0) {  // padding, or a page past the context: no mass
       if (lane < G) out[(int64_t)lane * p.num_candidates] = -INFINITY;
+      cur = nxt;
       continue;
     }
-    const int64_t blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
-    const T* mlo = static_cast<const T*>(p.meta) + (blk * 2 * H + h) * D;
-    const T* mhi = mlo + (int64_t)H * D;
+    const long long blk = cur.blk;
     float bias[GMAX];
 #pragma unroll
     for (int g = 0; g < GMAX; ++g) bias[g] = 0.f;
-    for (int d = lane; d < D; d += 32) {
-      const float lo = to_float(mlo[d]);
-      const float step = (to_float(mhi[d]) - lo) / float((1 << BITS) - 1);
+#pragma unroll
+    for (int k = 0; k < Page::NM; ++k) {
+      const int d = lane + 32 * k;
+      const float lo = to_float(cur.lo[k]);
+      const float step = (to_float(cur.hi[k]) - lo) / float((1 << BITS) - 1);
 #pragma unroll
       for (int g = 0; g < GMAX; ++g) {
         if (g < G) {
@@ -101,12 +146,19 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
 #pragma unroll
       for (int g = 0; g < GMAX; ++g) acc[g] = 0.f;
       if (active) {
-        const uint8_t* row = p.qkeys + ((blk * BS + t) * H + h) * DQ;
+        uint4 vv[CPL];
+        if (kCodesAhead && t0 == 0) {
+#pragma unroll
+          for (int i = 0; i < CPL; ++i) vv[i] = cur.v[i];
+        } else {
+          const uint8_t* row = p.qkeys + ((blk * BS + t) * H + h) * DQ;
+#pragma unroll
+          for (int i = 0; i < CPL; ++i) vv[i] = ld_stream(row + (i * 2 + part) * 16);
+        }
 #pragma unroll
         for (int i = 0; i < CPL; ++i) {
           const int ci = i * 2 + part;
-          const uint4 v = ld_stream(row + ci * 16);
-          const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+          const uint32_t words[4] = {vv[i].x, vv[i].y, vv[i].z, vv[i].w};
 #pragma unroll
           for (int wi = 0; wi < 4; ++wi) {
 #pragma unroll
@@ -149,6 +201,7 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
         if (g < G) out[(int64_t)g * p.num_candidates] = m[g] + logf(s[g]);
     }
     __syncwarp();  // the next page rewrites qs
+    cur = nxt;
   }
 }
 

@@ -49,10 +49,22 @@ def test_cache_write_quantises_like_the_reference(dtype, bits, block_size):
     assert torch.equal(gpu[3].cpu(), cpu[3])
 
 
+@pytest.fixture(params=["tensor cores", "cuda cores"])
+def lse_kernel(request):
+    """Both stage-2 estimate kernels (kernels/estimate_lse_mma.cuh, the default on sm_80+,
+    and kernels/estimate_lse.cuh)."""
+    from tinyserve_core.kernels._backend import build
+    ext = build()
+    ext.set_lse_mma(request.param == "tensor cores")
+    yield request.param
+    ext.set_lse_mma(True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("group,head_dim,block_size", [(1, 64, 16), (4, 128, 16), (8, 64, 32), (2, 128, 8)])
-def test_page_estimates_match_the_reference(dtype, bits, group, head_dim, block_size):
+@pytest.mark.parametrize("group,head_dim,block_size", [(1, 64, 16), (4, 128, 16), (8, 64, 32), (2, 128, 8),
+                                                       (8, 128, 16), (3, 128, 40)])
+def test_page_estimates_match_the_reference(dtype, bits, group, head_dim, block_size, lse_kernel):
     H = 2
     nb = 64
     k, _, meta = _cache(nb, block_size, H, head_dim, dtype, seed=group * 7 + bits)

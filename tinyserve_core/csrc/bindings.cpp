@@ -26,6 +26,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize_keys", &tinyserve::quantize_keys);
   m.def("page_estimates", &tinyserve::page_estimates);
   m.def("estimate_page_lse", &tinyserve::estimate_page_lse);
+  m.def("set_lse_mma", &tinyserve::set_lse_mma, "twostage stage 2 on tensor cores (sm_80+) or CUDA cores");
   m.def("twostage_candidates", &tinyserve::twostage_candidates);
   m.def("twostage_keep", &tinyserve::twostage_keep);
   m.def("rms_norm", &tinyserve::rms_norm);

@@ -5,12 +5,14 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/estimate_lse.cuh"
+#include "kernels/estimate_lse_mma.cuh"
 #include "kernels/twostage_select.cuh"
 #include "ops.h"
 
 namespace tinyserve {
 
 namespace {
+bool g_lse_mma = true;
 // Raises a kernel's dynamic shared memory cap once (host-side attribute, not a stream op).
 template <typename K>
 void allow_smem(K kernel, int bytes) {
@@ -35,6 +37,34 @@ void launch_lse_typed(int bits, int D, int gmax, dim3 grid, int smem, cudaStream
   else if (bits == 8) launch_lse<T, 8, 128>(gmax, grid, smem, stream, p, ppw);
   else if (D == 64) launch_lse<T, 4, 64>(gmax, grid, smem, stream, p, ppw);
   else launch_lse<T, 4, 128>(gmax, grid, smem, stream, p, ppw);
+}
+
+template <typename T, int BITS, int D>
+void launch_lse_mma(int gmax, dim3 grid, int smem, cudaStream_t stream, const PageEstimateParams& p, int ppw) {
+  const int threads = kMmaLseWarps * 32;
+  switch (gmax) {
+    case 1: estimate_lse_mma_kernel<T, BITS, D, 1><<<grid, threads, smem, stream>>>(p, ppw); break;
+    case 2: estimate_lse_mma_kernel<T, BITS, D, 2><<<grid, threads, smem, stream>>>(p, ppw); break;
+    case 4: estimate_lse_mma_kernel<T, BITS, D, 4><<<grid, threads, smem, stream>>>(p, ppw); break;
+    default: estimate_lse_mma_kernel<T, BITS, D, 8><<<grid, threads, smem, stream>>>(p, ppw); break;
+  }
+}
+
+template <typename T>
+void launch_lse_mma_typed(int bits, int D, int gmax, dim3 grid, int smem, cudaStream_t stream,
+                          const PageEstimateParams& p, int ppw) {
+  if (bits == 8 && D == 64) launch_lse_mma<T, 8, 64>(gmax, grid, smem, stream, p, ppw);
+  else if (bits == 8) launch_lse_mma<T, 8, 128>(gmax, grid, smem, stream, p, ppw);
+  else if (D == 64) launch_lse_mma<T, 4, 64>(gmax, grid, smem, stream, p, ppw);
+  else launch_lse_mma<T, 4, 128>(gmax, grid, smem, stream, p, ppw);
+}
+
+// The tensor-core estimate on sm_80+ unless set_lse_mma(False) asks for the CUDA-core one
+// (the only one before Ampere; kept switchable for A/B runs and tests).
+bool use_lse_mma(int device) {
+  int major = 0;
+  TS_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return g_lse_mma && major >= 8;
 }
 
 void check_index(const torch::Tensor& t, const char* name) {
@@ -78,9 +108,17 @@ torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor&
   int ppw = 4;
   while (ppw > 1 && warps_needed / (kLseWarps * ppw) < 4 * sms) ppw >>= 1;
   const dim3 grid(ceil_div(C, kLseWarps * ppw), Hkv, B);
-  const int smem = estimate_lse_smem_bytes(G, D);
-  if (meta.scalar_type() == torch::kHalf) launch_lse_typed<__half>(bits, D, gmax, grid, smem, stream, p, ppw);
-  else launch_lse_typed<__nv_bfloat16>(bits, D, gmax, grid, smem, stream, p, ppw);
+  static_assert(kLseWarps == kMmaLseWarps, "one grid for both estimate kernels");
+  const bool half = meta.scalar_type() == torch::kHalf;
+  if (use_lse_mma(query.get_device())) {
+    const int smem = estimate_mma_smem_bytes(D);
+    if (half) launch_lse_mma_typed<__half>(bits, D, gmax, grid, smem, stream, p, ppw);
+    else launch_lse_mma_typed<__nv_bfloat16>(bits, D, gmax, grid, smem, stream, p, ppw);
+  } else {
+    const int smem = estimate_lse_smem_bytes(G, D);
+    if (half) launch_lse_typed<__half>(bits, D, gmax, grid, smem, stream, p, ppw);
+    else launch_lse_typed<__nv_bfloat16>(bits, D, gmax, grid, smem, stream, p, ppw);
+  }
   TS_LAUNCH_CHECK();
   return out;
 }
@@ -151,5 +189,7 @@ std::vector<torch::Tensor> twostage_keep(const torch::Tensor& lse, const torch::
   launch_select<2>(p, B * H, lse);
   return {out, kept};
 }
+
+void set_lse_mma(bool enabled) { g_lse_mma = enabled; }
 
 }  // namespace tinyserve

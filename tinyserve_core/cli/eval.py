@@ -134,6 +134,9 @@ def _add_selection(sub) -> None:
     p.add_argument("--dense-layers", type=int, default=None, help="first layers left dense (None: 2)")
     p.add_argument("--sink-pages", type=int, default=None,
                    help="attention-sink pages every sparse policy keeps (None: each policy's own)")
+    p.add_argument("--twostage-candidates", type=float, default=None,
+                   help="twostage: stage-1 candidates as a multiple of the budget (None: 4)")
+    p.add_argument("--twostage-bits", type=int, default=None, help="twostage: bits of its key copy, 8 or 4 (None: 8)")
     p.add_argument("--tier-factors", default=None,
                    help="fast-tier sizes to replay, as multiples of the mean pages selected (None: 2,4; '' = none)")
     p.add_argument("--data-dir", default=None, help="train-lm corpus folder with heldout_docs.npy")
@@ -172,7 +175,8 @@ def spec_from_args(args):
         spec.top_ps = _csv("--top-p", args.top_p, float)
     if args.passkey_lengths is not None:
         spec.passkey_lengths = _csv("--passkey-lengths", args.passkey_lengths, int)
-    for name in ("context", "decode_tokens", "text_samples", "passkey_samples", "dense_layers", "sink_pages"):
+    for name in ("context", "decode_tokens", "text_samples", "passkey_samples", "dense_layers", "sink_pages",
+                 "twostage_candidates", "twostage_bits"):
         v = getattr(args, name)
         if v is not None:
             setattr(spec, name, v)
@@ -275,7 +279,8 @@ def run_selection(args) -> int:
                  f"{spec.text_samples} text x {spec.decode_tokens} decode tokens, {spec.passkey_samples} pass-key "
                  f"samples at each of {', '.join(map(str, spec.passkey_lengths))} tokens; first "
                  f"{spec.dense_layers} layers dense; sink pages "
-                 f"{'policy default' if spec.sink_pages is None else spec.sink_pages}; top_p "
+                 f"{'policy default' if spec.sink_pages is None else spec.sink_pages}; twostage "
+                 f"{spec.twostage_candidates:g}x candidates, int{spec.twostage_bits} keys; top_p "
                  f"{', '.join(f'{p:g}' for p in spec.top_ps)} "
                  f"(adaptive, twostage p=, oracle_p; a budget is their cap). "
                  f"Wall time {wall:.0f} s"

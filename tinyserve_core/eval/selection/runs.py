@@ -129,6 +129,8 @@ def _make_selector(policy: str, budget: str | None, top_p: float | None, spec: E
         params["top_p_mass"] = top_p  # the budget is its cap
     elif policy == "twostage":
         params["estimate_top_p"] = top_p or 0.0  # None: the fixed-budget form
+        params["candidates"] = spec.twostage_candidates
+        params["quant_bits"] = spec.twostage_bits
     return PageSelector(policy, stats=True, **params)
 
 

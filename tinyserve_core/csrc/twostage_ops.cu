@@ -19,44 +19,30 @@ void allow_smem(K kernel, int bytes) {
   if (bytes > 48 * 1024) TS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
 }
 
-template <typename T, int BITS, int D>
+// One estimate kernel: on tensor cores (MMA) or CUDA cores; both take the same grid.
+template <bool MMA, typename T, int BITS, int D, int G>
+void launch_one(dim3 grid, int smem, cudaStream_t stream, const PageEstimateParams& p, int ppw) {
+  if constexpr (MMA) estimate_lse_mma_kernel<T, BITS, D, G><<<grid, kMmaLseWarps * 32, smem, stream>>>(p, ppw);
+  else estimate_lse_kernel<T, BITS, D, G><<<grid, kLseWarps * 32, smem, stream>>>(p, ppw);
+}
+
+template <bool MMA, typename T, int BITS, int D>
 void launch_lse(int gmax, dim3 grid, int smem, cudaStream_t stream, const PageEstimateParams& p, int ppw) {
-  const int threads = kLseWarps * 32;
   switch (gmax) {
-    case 1: estimate_lse_kernel<T, BITS, D, 1><<<grid, threads, smem, stream>>>(p, ppw); break;
-    case 2: estimate_lse_kernel<T, BITS, D, 2><<<grid, threads, smem, stream>>>(p, ppw); break;
-    case 4: estimate_lse_kernel<T, BITS, D, 4><<<grid, threads, smem, stream>>>(p, ppw); break;
-    default: estimate_lse_kernel<T, BITS, D, 8><<<grid, threads, smem, stream>>>(p, ppw); break;
+    case 1: launch_one<MMA, T, BITS, D, 1>(grid, smem, stream, p, ppw); break;
+    case 2: launch_one<MMA, T, BITS, D, 2>(grid, smem, stream, p, ppw); break;
+    case 4: launch_one<MMA, T, BITS, D, 4>(grid, smem, stream, p, ppw); break;
+    default: launch_one<MMA, T, BITS, D, 8>(grid, smem, stream, p, ppw); break;
   }
 }
 
-template <typename T>
+template <bool MMA, typename T>
 void launch_lse_typed(int bits, int D, int gmax, dim3 grid, int smem, cudaStream_t stream,
                       const PageEstimateParams& p, int ppw) {
-  if (bits == 8 && D == 64) launch_lse<T, 8, 64>(gmax, grid, smem, stream, p, ppw);
-  else if (bits == 8) launch_lse<T, 8, 128>(gmax, grid, smem, stream, p, ppw);
-  else if (D == 64) launch_lse<T, 4, 64>(gmax, grid, smem, stream, p, ppw);
-  else launch_lse<T, 4, 128>(gmax, grid, smem, stream, p, ppw);
-}
-
-template <typename T, int BITS, int D>
-void launch_lse_mma(int gmax, dim3 grid, int smem, cudaStream_t stream, const PageEstimateParams& p, int ppw) {
-  const int threads = kMmaLseWarps * 32;
-  switch (gmax) {
-    case 1: estimate_lse_mma_kernel<T, BITS, D, 1><<<grid, threads, smem, stream>>>(p, ppw); break;
-    case 2: estimate_lse_mma_kernel<T, BITS, D, 2><<<grid, threads, smem, stream>>>(p, ppw); break;
-    case 4: estimate_lse_mma_kernel<T, BITS, D, 4><<<grid, threads, smem, stream>>>(p, ppw); break;
-    default: estimate_lse_mma_kernel<T, BITS, D, 8><<<grid, threads, smem, stream>>>(p, ppw); break;
-  }
-}
-
-template <typename T>
-void launch_lse_mma_typed(int bits, int D, int gmax, dim3 grid, int smem, cudaStream_t stream,
-                          const PageEstimateParams& p, int ppw) {
-  if (bits == 8 && D == 64) launch_lse_mma<T, 8, 64>(gmax, grid, smem, stream, p, ppw);
-  else if (bits == 8) launch_lse_mma<T, 8, 128>(gmax, grid, smem, stream, p, ppw);
-  else if (D == 64) launch_lse_mma<T, 4, 64>(gmax, grid, smem, stream, p, ppw);
-  else launch_lse_mma<T, 4, 128>(gmax, grid, smem, stream, p, ppw);
+  if (bits == 8 && D == 64) launch_lse<MMA, T, 8, 64>(gmax, grid, smem, stream, p, ppw);
+  else if (bits == 8) launch_lse<MMA, T, 8, 128>(gmax, grid, smem, stream, p, ppw);
+  else if (D == 64) launch_lse<MMA, T, 4, 64>(gmax, grid, smem, stream, p, ppw);
+  else launch_lse<MMA, T, 4, 128>(gmax, grid, smem, stream, p, ppw);
 }
 
 // The tensor-core estimate on sm_80+ unless set_lse_mma(False) asks for the CUDA-core one
@@ -112,12 +98,12 @@ torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor&
   const bool half = meta.scalar_type() == torch::kHalf;
   if (use_lse_mma(query.get_device())) {
     const int smem = estimate_mma_smem_bytes(D);
-    if (half) launch_lse_mma_typed<__half>(bits, D, gmax, grid, smem, stream, p, ppw);
-    else launch_lse_mma_typed<__nv_bfloat16>(bits, D, gmax, grid, smem, stream, p, ppw);
+    if (half) launch_lse_typed<true, __half>(bits, D, gmax, grid, smem, stream, p, ppw);
+    else launch_lse_typed<true, __nv_bfloat16>(bits, D, gmax, grid, smem, stream, p, ppw);
   } else {
     const int smem = estimate_lse_smem_bytes(G, D);
-    if (half) launch_lse_typed<__half>(bits, D, gmax, grid, smem, stream, p, ppw);
-    else launch_lse_typed<__nv_bfloat16>(bits, D, gmax, grid, smem, stream, p, ppw);
+    if (half) launch_lse_typed<false, __half>(bits, D, gmax, grid, smem, stream, p, ppw);
+    else launch_lse_typed<false, __nv_bfloat16>(bits, D, gmax, grid, smem, stream, p, ppw);
   }
   TS_LAUNCH_CHECK();
   return out;

@@ -275,16 +275,6 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
   }
 }
 
-#define TINYSERVE_LSE_MMA_INSTANCES(X)                                                                    \
-  X(__half, 8, 64, 1) X(__half, 8, 64, 2) X(__half, 8, 64, 4) X(__half, 8, 64, 8)                         \
-  X(__half, 8, 128, 1) X(__half, 8, 128, 2) X(__half, 8, 128, 4) X(__half, 8, 128, 8)                     \
-  X(__half, 4, 64, 1) X(__half, 4, 64, 2) X(__half, 4, 64, 4) X(__half, 4, 64, 8)                         \
-  X(__half, 4, 128, 1) X(__half, 4, 128, 2) X(__half, 4, 128, 4) X(__half, 4, 128, 8)                     \
-  X(__nv_bfloat16, 8, 64, 1) X(__nv_bfloat16, 8, 64, 2) X(__nv_bfloat16, 8, 64, 4)                       \
-  X(__nv_bfloat16, 8, 64, 8) X(__nv_bfloat16, 8, 128, 1) X(__nv_bfloat16, 8, 128, 2)                     \
-  X(__nv_bfloat16, 8, 128, 4) X(__nv_bfloat16, 8, 128, 8) X(__nv_bfloat16, 4, 64, 1)                     \
-  X(__nv_bfloat16, 4, 64, 2) X(__nv_bfloat16, 4, 64, 4) X(__nv_bfloat16, 4, 64, 8)                       \
-  X(__nv_bfloat16, 4, 128, 1) X(__nv_bfloat16, 4, 128, 2) X(__nv_bfloat16, 4, 128, 4)                    \
-  X(__nv_bfloat16, 4, 128, 8)
+// Instances: TINYSERVE_LSE_INSTANCES (estimate_lse.cuh), the same list for both kernels.
 
 }  // namespace tinyserve

@@ -9,7 +9,7 @@ namespace tinyserve {
 TINYSERVE_LSE_INSTANCES(LSE)
 #define LSE_MMA(T, BITS, D, G) \
   template __global__ void estimate_lse_mma_kernel<T, BITS, D, G>(const __grid_constant__ PageEstimateParams, int);
-TINYSERVE_LSE_MMA_INSTANCES(LSE_MMA)
+TINYSERVE_LSE_INSTANCES(LSE_MMA)
 template __global__ void twostage_select_kernel<1>(const __grid_constant__ TwoStageSelectParams);
 template __global__ void twostage_select_kernel<2>(const __grid_constant__ TwoStageSelectParams);
 }  // namespace tinyserve

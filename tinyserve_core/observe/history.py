@@ -28,6 +28,7 @@ Qt-free and kv-free (observe sits below kv): the recorder reads any object with 
 from __future__ import annotations
 
 import bisect
+import itertools
 import pickle
 import sys
 from collections.abc import Iterable, Mapping
@@ -81,6 +82,11 @@ class PastStep:
     pool: PoolState
     tables: dict[int, tuple[int, ...]]     # running seq -> physical block ids
     events: tuple[Event, ...]              # what happened in this step
+    # which answer this is (unique across histories), and against the answer before it
+    # (its serial, the ids of the blocks whose state may differ from it; a superset):
+    # a view that shows that answer redraws only those blocks. None: no answer before.
+    serial: int = -1
+    changed_since: tuple[int, np.ndarray] | None = None
 
 
 def _flags(is_cached: np.ndarray, evictable: np.ndarray) -> np.ndarray:
@@ -172,6 +178,7 @@ _STREAMS = (("blocks", ("ref_cnt", "owner", "flags")), ("filled", ("num_tokens",
 _OLD = tuple((f"old_{name}", dt) for name, dt in _FIELDS if name not in ("blocks", "filled"))
 _STATE = ("ref_cnt", "owner", "flags", "num_tokens")    # the state arrays, in order
 TABLES_EVERY = 32      # a copy of the block tables (shared tuples) every this many steps
+_SERIALS = itertools.count(1)    # PastStep.serial: one counter for every History
 
 
 @dataclass
@@ -219,9 +226,9 @@ class History:
         self._kf_total = 0
         self._tab_snaps: list[tuple[int, dict[int, tuple[int, ...]]]] = []   # (index, tables after it)
         self._tab_snap_total = 0
-        # the state last answered (index, arrays, tables): a scrub's next step is near
-        # it, so it is the cheaper base (a few steps of entries, forward or backward)
-        self._cursor: tuple[int, tuple[np.ndarray, ...], dict] | None = None
+        # the state last answered (index, arrays, tables, serial): a scrub's next step is
+        # near it, so it is the cheaper base (a few steps of entries, forward or backward)
+        self._cursor: tuple[int, tuple[np.ndarray, ...], dict, int] | None = None
         self.last_replayed = 0
 
     # ---- recording ------------------------------------------------------------------
@@ -336,6 +343,7 @@ class History:
         arrays = tuple(a.copy() for a in base)
         targets = dict(zip(_STATE, arrays))
         self.last_replayed = 0          # entries applied for this answer (its cost)
+        touched = []                    # the blocks written (from the last answer: all that changed)
         for idx, values in _STREAMS:
             lo, hi = self._span(idx, *((i, base_i) if backward else (base_i, i)))
             if hi <= lo:
@@ -348,14 +356,30 @@ class History:
             else:          # the last write of each block wins: unique over the reversed entries
                 uniq, first = np.unique(ids[::-1], return_index=True)
                 pos, names = lo + (hi - lo - 1 - first), values
+            touched.append(uniq)
             for target, name in zip(values, names):
                 targets[target][uniq] = self._cols[name].a[pos]
+        changed = None
+        if cur is not None:
+            if base is cur[1]:      # both streams' blocks, each once, in order
+                mark = np.zeros(self.num_blocks, bool)
+                for t in touched:
+                    mark[t] = True
+                changed = np.flatnonzero(mark)
+            else:          # from a keyframe: compare with the last answer (a few memcmps)
+                diff = arrays[0] != cur[1][0]
+                for a, b in zip(arrays[1:], cur[1][1:]):
+                    diff |= a != b
+                changed = np.flatnonzero(diff)
+            changed = (cur[3], changed)
         tables = self._tables_at(i)
-        self._cursor = (i, arrays, tables)
+        serial = next(_SERIALS)
+        self._cursor = (i, arrays, tables, serial)
         ref, owner, flags, tokens = arrays
         pool = PoolState(self.block_size, ref, owner, tokens.astype(np.int32), (flags & CACHED) > 0,
                          (flags & EVICTABLE) > 0)
-        return PastStep(self.first_step + i, float(self._clock.a[i]), pool, tables, self._step_events(i))
+        return PastStep(self.first_step + i, float(self._clock.a[i]), pool, tables, self._step_events(i),
+                        serial, changed)
 
     def _tables_at(self, i: int) -> dict[int, tuple[int, ...]]:
         """The running block tables after step index i: the nearest copy at or before i

@@ -32,7 +32,7 @@ import itertools
 import pickle
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -82,11 +82,24 @@ class PastStep:
     pool: PoolState
     tables: dict[int, tuple[int, ...]]     # running seq -> physical block ids
     events: tuple[Event, ...]              # what happened in this step
-    # which answer this is (unique across histories), and against the answer before it
-    # (its serial, the ids of the blocks whose state may differ from it; a superset):
-    # a view that shows that answer redraws only those blocks. None: no answer before.
-    serial: int = -1
-    changed_since: tuple[int, np.ndarray] | None = None
+    serial: int = -1      # which answer this is (unique across histories)
+    # (serial of the answer before, the ids changed since) or, from a keyframe, (serial,
+    # that answer's arrays, these arrays): compared only when asked (a jump stays cheap)
+    since: tuple | None = field(default=None, repr=False)
+
+    @property
+    def changed_since(self) -> tuple[int, np.ndarray] | None:
+        """(serial of the history's answer before this one, ids of the blocks whose state
+        may differ from it: a superset), or None when there was none: a view that shows
+        that answer redraws only those blocks."""
+        s = self.since
+        if s is not None and len(s) == 3:
+            serial, before, after = s
+            diff = after[0] != before[0]
+            for a, b in zip(after[1:], before[1:]):
+                diff |= a != b
+            self.since = s = (serial, np.flatnonzero(diff))
+        return s
 
 
 def _flags(is_cached: np.ndarray, evictable: np.ndarray) -> np.ndarray:
@@ -359,19 +372,15 @@ class History:
             touched.append(uniq)
             for target, name in zip(values, names):
                 targets[target][uniq] = self._cols[name].a[pos]
-        changed = None
+        since = None
         if cur is not None:
             if base is cur[1]:      # both streams' blocks, each once, in order
                 mark = np.zeros(self.num_blocks, bool)
                 for t in touched:
                     mark[t] = True
-                changed = np.flatnonzero(mark)
-            else:          # from a keyframe: compare with the last answer (a few memcmps)
-                diff = arrays[0] != cur[1][0]
-                for a, b in zip(arrays[1:], cur[1][1:]):
-                    diff |= a != b
-                changed = np.flatnonzero(diff)
-            changed = (cur[3], changed)
+                since = (cur[3], np.flatnonzero(mark))
+            else:                   # from a keyframe: compared with the last answer if asked
+                since = (cur[3], cur[1], arrays)
         tables = self._tables_at(i)
         serial = next(_SERIALS)
         self._cursor = (i, arrays, tables, serial)
@@ -379,7 +388,7 @@ class History:
         pool = PoolState(self.block_size, ref, owner, tokens.astype(np.int32), (flags & CACHED) > 0,
                          (flags & EVICTABLE) > 0)
         return PastStep(self.first_step + i, float(self._clock.a[i]), pool, tables, self._step_events(i),
-                        serial, changed)
+                        serial, since)
 
     def _tables_at(self, i: int) -> dict[int, tuple[int, ...]]:
         """The running block tables after step index i: the nearest copy at or before i

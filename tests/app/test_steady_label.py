@@ -58,3 +58,34 @@ def test_text_that_needs_more_lines_is_shown_in_full(qtbot):
     label.setText("a much longer header that cannot fit on one line of a 300 pixel wide window " * 2)
     qtbot.waitUntil(lambda: label.height() >= label.label.heightForWidth(label.width()) > 2 * one)
     assert label.label.width() == label.width() and label.text().startswith("a much longer")
+
+
+def test_a_new_text_repaints_the_label_not_its_parents(qtbot):
+    """A see-through widget is painted over its parents: each new text would first have
+    every ancestor (in the app: the dock, the tab, the main window) paint under it."""
+    from PySide6.QtCore import QEvent, QObject
+    from app.widgets.steady_label import SteadyLabel
+
+    class Paints(QObject):
+        n = 0
+
+        def eventFilter(self, obj, ev):
+            self.n += ev.type() == QEvent.Type.Paint
+            return False
+    top = QWidget()
+    qtbot.addWidget(top)
+    lay = QVBoxLayout(top)
+    label = SteadyLabel("step 1")
+    lay.addWidget(label)
+    lay.addWidget(QWidget(), 1)
+    top.resize(400, 300)
+    top.show()
+    qtbot.waitExposed(top)
+    qtbot.wait(50)
+    under, own = Paints(), Paints()
+    top.installEventFilter(under)
+    label.label.installEventFilter(own)
+    for i in range(2, 6):
+        label.setText(f"step {i}")
+        qtbot.wait(5)
+    assert own.n > 0 and under.n == 0

@@ -249,3 +249,34 @@ def test_a_growing_timeline_does_not_lay_the_window_out_again(qapp):
     assert asked.n == 0
     assert tl.goto.maximum() == 1_000_000 and tl.label.text() == "live: step 1000000"
     assert tl.goto.width() >= tl.goto.fontMetrics().horizontalAdvance("go to 1000000")
+
+
+def test_a_drag_repaints_the_timeline_not_the_widgets_under_it(qapp):
+    """The slider, step label and go-to box change every frame of a drag: the timeline
+    fills its own background, so its parents (in the app: the tab and the main window)
+    do not paint under them first."""
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QVBoxLayout, QWidget
+    from app.serving.timeline import TimelineWidget
+
+    class Paints(QObject):
+        n = 0
+
+        def eventFilter(self, obj, ev):
+            self.n += ev.type() == QEvent.Type.Paint
+            return False
+    parent = QWidget()
+    tl = TimelineWidget()
+    QVBoxLayout(parent).addWidget(tl)
+    parent.resize(800, 100)
+    parent.show()
+    tl.set_range(0, 500)
+    for _ in range(5):
+        qapp.processEvents()
+    under, own = Paints(parent), Paints(parent)
+    parent.installEventFilter(under)
+    tl.slider.installEventFilter(own)
+    for step in (10, 50, 90):
+        tl.seek(step)
+        qapp.processEvents()
+    assert own.n > 0 and under.n == 0

@@ -1,14 +1,14 @@
 """Time travel over an engine run: what the pool, the block tables and the events were
 at any past step, with bounded memory and a bounded cost per jump.
 
-The engine side turns each step into a `StepDelta` (`DeltaRecorder.record`): the
-blocks whose state changed (refcount, first owner, cached/evictable flags), apart from
-the blocks whose fill changed (tokens stored: every decode step fills one slot per
-running sequence, so this stream is the busy one and costs 5 bytes an entry), the running block tables that changed (kept prefix + appended ids), the step's
-events and the request of every sequence first seen. The events alone cannot rebuild a
-pool: a decode step fills a slot and a finished block gains its hash without any event,
-so the delta carries the changed cells themselves, found by one vectorised comparison
-with the previous step (O(num_blocks) memcmp, tens of microseconds at 32K blocks).
+The engine side turns each step into a `StepDelta` (`DeltaRecorder.record`): the blocks
+whose state changed (refcount, first owner, cached/evictable flags), apart from the blocks
+whose fill changed (tokens stored: every decode step fills one slot per running sequence,
+so this stream is the busy one and costs 5 bytes an entry), the running block tables that
+changed (kept prefix + appended ids), the step's events and the request of every sequence
+first seen. The events alone cannot rebuild a pool: a decode step fills a slot and a
+finished block gains its hash without any event, so the delta carries the changed cells
+themselves, found by one vectorised comparison with the previous step.
 
 `History` stores the deltas in flat columns (one growing numpy array per field, no
 object per step) and a keyframe, the whole state, every `keyframe_every` steps or as
@@ -19,8 +19,8 @@ by the length of the run. A scrub asks for steps near the one last answered, so 
 answer is kept as a cursor and used as the base whenever fewer entries lie between:
 forward it replays the entries in between, backward it restores the value each entry
 replaced (kept beside it, a few bytes an entry); the block tables have a copy every
-TABLES_EVERY steps (dicts of shared tuples) for the same reason. When the history outgrows `max_bytes` its oldest keyframe
-interval is dropped, so a long session keeps the recent past within a fixed budget.
+TABLES_EVERY steps. Each answer names the blocks changed since the one before (a view
+redraws only those); past `max_bytes` the oldest keyframe interval is dropped.
 
 Qt-free and kv-free (observe sits below kv): the recorder reads any object with the
 `BlocksSnapshot` array names."""
@@ -83,23 +83,19 @@ class PastStep:
     tables: dict[int, tuple[int, ...]]     # running seq -> physical block ids
     events: tuple[Event, ...]              # what happened in this step
     serial: int = -1      # which answer this is (unique across histories)
-    # (serial of the answer before, the ids changed since) or, from a keyframe, (serial,
-    # that answer's arrays, these arrays): compared only when asked (a jump stays cheap)
+    # (serial of the answer before, ids changed since) or from a keyframe (serial, that
+    # answer's arrays, these): compared only when asked, so a jump stays cheap
     since: tuple | None = field(default=None, repr=False)
 
     @property
     def changed_since(self) -> tuple[int, np.ndarray] | None:
-        """(serial of the history's answer before this one, ids of the blocks whose state
-        may differ from it: a superset), or None when there was none: a view that shows
-        that answer redraws only those blocks."""
-        s = self.since
-        if s is not None and len(s) == 3:
-            serial, before, after = s
-            diff = after[0] != before[0]
-            for a, b in zip(after[1:], before[1:]):
-                diff |= a != b
-            self.since = s = (serial, np.flatnonzero(diff))
-        return s
+        """(serial of the history's answer before this one, ids of the blocks that may
+        differ from it), None when there was none: a view that drew that answer redraws
+        only those blocks."""
+        if self.since is not None and len(self.since) == 3:
+            serial, before, after = self.since
+            self.since = (serial, np.flatnonzero(np.any([a != b for a, b in zip(after, before)], axis=0)))
+        return self.since
 
 
 def _flags(is_cached: np.ndarray, evictable: np.ndarray) -> np.ndarray:
@@ -373,14 +369,12 @@ class History:
             for target, name in zip(values, names):
                 targets[target][uniq] = self._cols[name].a[pos]
         since = None
-        if cur is not None:
-            if base is cur[1]:      # both streams' blocks, each once, in order
-                mark = np.zeros(self.num_blocks, bool)
-                for t in touched:
-                    mark[t] = True
-                since = (cur[3], np.flatnonzero(mark))
-            else:                   # from a keyframe: compared with the last answer if asked
-                since = (cur[3], cur[1], arrays)
+        if cur is not None and base is cur[1]:     # the blocks its entries wrote, each once
+            mark = np.zeros(self.num_blocks, bool)
+            mark[np.concatenate([np.zeros(0, np.int64), *touched])] = True
+            since = (cur[3], np.flatnonzero(mark))
+        elif cur is not None:                      # from a keyframe: compared if asked
+            since = (cur[3], cur[1], arrays)
         tables = self._tables_at(i)
         serial = next(_SERIALS)
         self._cursor = (i, arrays, tables, serial)

@@ -150,7 +150,11 @@ class CellGrid:
 
     def update(self, base: np.ndarray, ref_cnt: np.ndarray, fill: np.ndarray) -> None:
         """New state of cells 0..n-1 (the rest are PAD)."""
-        chans = _padded(cell_channels(base, ref_cnt, fill, self.cell), self.rows * self.cols, self.cell)
+        self.update_channels(_padded(cell_channels(base, ref_cnt, fill, self.cell), self.rows * self.cols,
+                                     self.cell))
+
+    def update_channels(self, chans: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """New channels (fill index, strip index, owner sub-rows) of every cell."""
         changed = np.flatnonzero((chans[0] != self._chans[0]) | (chans[1] != self._chans[1])
                                  | (chans[2] != self._chans[2]))
         self._chans = chans
@@ -158,11 +162,26 @@ class CellGrid:
             self.image = _assemble(cell_pixels(*chans, self.cell), self.rows, self.cols, self.cell)
             self._dirty = FULL
         elif changed.size:
-            rr, cc = cell_pixel_index(changed, self.cols, self.cell)
-            self.image[rr, cc] = cell_pixels(chans[0][changed], chans[1][changed], chans[2][changed],
-                                             self.cell)
-            if self._dirty is not FULL:
-                self._dirty.append(changed)
+            self._redraw(changed, tuple(c[changed] for c in chans))
+
+    def update_cells(self, ids: np.ndarray, chans: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """New channels of cells `ids` only (unique; every other cell as it was): the
+        cells of the blocks a time-travel step changed, not all of them."""
+        if self._dirty is None:
+            raise RuntimeError("update_cells before a whole update")
+        old = self._chans
+        differ = (chans[0] != old[0][ids]) | (chans[1] != old[1][ids]) | (chans[2] != old[2][ids])
+        if differ.any():
+            ids, chans = ids[differ], tuple(c[differ] for c in chans)
+            for o, c in zip(old, chans):
+                o[ids] = c
+            self._redraw(ids, chans)
+
+    def _redraw(self, ids: np.ndarray, chans) -> None:
+        rr, cc = cell_pixel_index(ids, self.cols, self.cell)
+        self.image[rr, cc] = cell_pixels(*chans, self.cell)
+        if self._dirty is not FULL:
+            self._dirty.append(ids)
 
     def move_rows(self, src: np.ndarray) -> None:
         """Row i now shows what row src[i] showed (-1: blank): a list of block tables
@@ -186,6 +205,9 @@ class CellGrid:
         out[src < 0] = blank
         return out.reshape(pixels.shape)
 
+    def drawn(self) -> bool:
+        return self._dirty is not None
+
     def take_dirty(self):
         """The cells redrawn since the last take: FULL (the whole image) or an array of
         cell ids (maybe empty)."""
@@ -193,7 +215,45 @@ class CellGrid:
         self._dirty = []
         if d is None or d is FULL:
             return FULL
+        if len(d) == 1:       # one update's cells: unique already
+            return d[0]
         return np.unique(np.concatenate(d)) if d else np.zeros(0, np.int64)
+
+
+class BlockChannels:
+    """Every block's cell channels at one cell size (`cell_channels`), with a PAD cell
+    after the last block (index -1: what a grid's empty cells gather). Kept from one
+    time-travel answer to the next by recomputing only the blocks the answer names as
+    changed (`Snapshot.changes`); any other state is computed whole."""
+
+    def __init__(self, cell: int):
+        self.cell = cell
+        self.chans: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.serial: int | None = None     # the answer these channels show (None: live)
+
+    def update(self, ref_cnt, owner, fill, evictable, changes=None) -> tuple[np.ndarray, ...]:
+        """The channels of this state; `changes` = (serial of the state before or None,
+        serial of this one, ids of the blocks that may differ) or None (a live state).
+        Returns arrays of num_blocks + 1 entries, changed in place by the next update."""
+        n = ref_cnt.shape[0]
+        if self.follows(changes) and self.chans[0].shape[0] == n + 1:
+            ids = changes[2]
+            if ids.size:
+                ref = ref_cnt[ids]
+                new = cell_channels(base_index(ref, owner[ids], None, evictable[ids]), ref, fill[ids], self.cell)
+                for o, c in zip(self.chans, new):
+                    o[ids] = c
+        else:
+            new = cell_channels(base_index(ref_cnt, owner, fill, evictable), ref_cnt, fill, self.cell)
+            self.chans = tuple(np.append(c, pad).astype(np.uint8)
+                               for c, pad in zip(new, (PAD, PAD, self.cell)))
+        self.serial = None if changes is None else changes[1]
+        return self.chans
+
+    def follows(self, changes) -> bool:
+        """Whether `changes` lead from the state these channels show."""
+        return (changes is not None and changes[0] is not None and self.chans is not None
+                and changes[0] == self.serial)
 
 
 @dataclass
@@ -219,6 +279,7 @@ class PoolAnimator:
         self.rows, self.cols = grid_shape(num_blocks)
         self.cell = cell_size(num_blocks)
         self.grid = CellGrid(self.rows, self.cols, self.cell)
+        self.channels = BlockChannels(self.cell)
         # events: block (src for CoW), CoW destination (-1 otherwise), kind code, start
         self.ev_block = np.zeros(0, np.int64)
         self.ev_dst = np.zeros(0, np.int64)
@@ -234,11 +295,19 @@ class PoolAnimator:
         return r, c
 
     def apply(self, ref_cnt: np.ndarray, owner: np.ndarray, fill: np.ndarray,
-              evictable: np.ndarray, events: PoolEvents, now: float) -> np.ndarray:
+              evictable: np.ndarray, events: PoolEvents, now: float, changes=None) -> np.ndarray:
         """New state and the events that led to it; returns the new cell image. Only the
         cells whose channels changed are redrawn (`take_dirty` says which): a step
-        changes a few hundred of 32K blocks."""
-        self.grid.update(base_index(ref_cnt, owner, fill, evictable), ref_cnt, fill)
+        changes a few hundred of 32K blocks. With `changes` (a time-travel answer after
+        the one drawn, see BlockChannels) only the blocks it names are looked at."""
+        incremental = self.channels.follows(changes) and self.grid.drawn()
+        chans = self.channels.update(ref_cnt, owner, fill, evictable, changes)
+        n = self.num_blocks
+        if incremental:
+            ids = np.asarray(changes[2], np.int64)
+            self.grid.update_cells(ids, tuple(c[ids] for c in chans))
+        else:
+            self.grid.update_channels(_padded(tuple(c[:n] for c in chans), self.rows * self.cols, self.cell))
         self._add_events(events, now)
         return self.image
 

@@ -97,6 +97,10 @@ class BlockPoolView(QWidget):
                 a = 255 * (pal.FADE_STEPS - step) // pal.FADE_STEPS
                 self.glyph_styles[(k, a)] = len(styles)
                 styles.append((pal.EVENT_GLYPHS[name], pg.mkPen((*pal.EVENT_RGB, a), width=1.6)))
+        # the same as a table (event kind, alpha) -> style, -1 for none: one gather a frame
+        self.style_of = np.full((len(pi.EVENT_KINDS), 256), -1, np.int64)
+        for (k, a), i in self.glyph_styles.items():
+            self.style_of[k, a] = i
         self.glyphs = GlyphLayer(styles, 10.0, QRectF(0, 0, 1, 1))
         self.plot.addItem(self.glyphs)
         # CoW arrows: one line item per fade step (a curve has one pen)
@@ -134,7 +138,8 @@ class BlockPoolView(QWidget):
         p = snap.pool
         self.pool = p
         self.block_size = snap.block_size
-        self.animator.apply(p.ref_cnt, p.owner, p.fill, p.evictable, snap.pool_events, now)
+        self.animator.apply(p.ref_cnt, p.owner, p.fill, p.evictable, snap.pool_events, now,
+                            getattr(snap, "changes", None))
         self._info.clear()   # block contents changed; hover asks again
         used = int((p.ref_cnt > 0).sum())
         self.header.setText(
@@ -189,9 +194,7 @@ class BlockPoolView(QWidget):
         size = float(np.clip(self.cell_px() * 0.8, 7, 16))
         if abs(size - self.glyphs.size) <= 0.5:
             size = self.glyphs.size
-        style = np.full(block.size, -1, np.int64)
-        for (k, a), i in self.glyph_styles.items():
-            style[(kind == k) & (alpha == a)] = i
+        style = self.style_of[kind, alpha]
         shown = style >= 0
         r, c = self.animator.cell_of(block[shown])
         self.glyphs.set_glyphs(c + 0.5, r + 0.5, style[shown], size)

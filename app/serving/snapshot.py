@@ -96,6 +96,10 @@ class Snapshot:
     engine_config: dict = field(default_factory=dict)   # what the engine runs with now
     generation: int = 0                                 # engines built so far (restarts)
     history: list[StepDelta] = field(default_factory=list)  # every step since the last take
+    # a time-travel step only: (serial of the history's answer before, this answer's
+    # serial, ids of the blocks whose state may differ from it; both None for a first
+    # answer): a view that drew that answer redraws only those blocks
+    changes: tuple[int | None, int, np.ndarray | None] | None = None
 
 
 class SnapshotBuilder:

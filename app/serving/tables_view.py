@@ -10,8 +10,8 @@ import itertools
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QCursor, QFont, QFontMetrics
+from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
+from PySide6.QtGui import QCursor, QFont, QFontMetrics, QPainter, QStaticText
 from PySide6.QtWidgets import QToolTip, QVBoxLayout, QWidget
 
 from ..widgets.image_plot import IndexedImageItem, cache_axes, dark_canvas, no_si_scale
@@ -23,17 +23,24 @@ RANGE_STEP = 8
 TABLE_CELL = 4          # image pixels per cell side: fill in quarters, like a small pool
 
 
-def table_matrix(rows: list) -> np.ndarray:
-    """int64 [len(rows), longest] of block ids, -1 past each row's end (one assignment)."""
+def table_cells(rows: list, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """int64 [rows, cols] of block ids, -1 past each row's end (one assignment); `shape`
+    (at least the rows and the longest row) pads it to a grid, else it fits them."""
     lens = np.fromiter((len(r) for r in rows), np.int64, len(rows))
-    t = np.full((len(rows), max(int(lens.max(initial=0)), 1)), -1, np.int64)
-    if lens.sum():
+    if shape is None:
+        shape = (len(rows), max(int(lens.max(initial=0)), 1))
+    t = np.full(shape[0] * shape[1], -1, np.int64)
+    total = int(lens.sum())
+    if total:
         if isinstance(rows[0], np.ndarray):
             flat = np.concatenate([np.asarray(r, np.int64) for r in rows])
         else:   # the history's tuples: one pass over the ids, no array per row
-            flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64, int(lens.sum()))
-        t[np.repeat(np.arange(len(rows)), lens), np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)] = flat
-    return t
+            flat = np.fromiter(itertools.chain.from_iterable(rows), np.int64, total)
+        # entry j of row r lands at r * cols + j: the row's offset in the grid minus
+        # where its entries start in `flat`, plus the entry's index in `flat`
+        starts = np.cumsum(lens) - lens
+        t[np.repeat(np.arange(len(rows)) * shape[1] - starts, lens) + np.arange(total)] = flat
+    return t.reshape(shape)
 
 
 def grid_columns(n: int) -> int:
@@ -51,16 +58,18 @@ class RowLabelAxis(pg.AxisItem):
     """The tables' left axis: a "seq N" label at the middle of each labelled row. The
     labels change whenever a sequence starts or ends (in a time-travel scrub, most
     frames), and pyqtgraph's general tick layout took ~1 ms to place them; this one maps
-    each row onto the axis and measures its text, and pyqtgraph draws the result."""
+    each row onto the axis and measures its text, and paints the labels straight from
+    laid-out texts kept per label (pyqtgraph records a QPicture and lays each text out
+    again in every paint: ~0.4 ms of each scrub frame)."""
 
     def __init__(self):
         super().__init__("left")
         self.labels: list[tuple[float, str]] = []
+        self._static: dict[str, QStaticText] = {}
 
     def set_labels(self, labels: list[tuple[float, str]]) -> None:
         """(row centre in view units, text) for each labelled row."""
         self.labels = list(labels)
-        self.picture = None
         self.update()
         # the width only grows: an axis that narrows and widens as sequences come and go
         # lays the plot out again (and repaints it twice) in the frames it changes
@@ -102,6 +111,27 @@ class RowLabelAxis(pg.AxisItem):
             texts.append((rect, flags, text))
         return axis, ticks, texts
 
+    def paint(self, p, *args) -> None:
+        if self.style["tickFont"] is not None:
+            p.setFont(self.style["tickFont"])
+        (pen, a, b), ticks, texts = self.generateDrawSpecs(p)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        p.setRenderHint(QPainter.RenderHint.TextAntialiasing, True)
+        p.setPen(pen)
+        p.drawLine(a, b)
+        if ticks:
+            p.setPen(ticks[0][0])
+            p.drawLines([QLineF(a, b) for _, a, b in ticks])
+        p.setPen(self.textPen())
+        if len(self._static) > 4 * MAX_ROWS:      # sequence ids only grow: drop the old ones
+            self._static.clear()
+        for rect, _, text in texts:               # rect: the text's advance x one line, right-aligned
+            st = self._static.get(text)
+            if st is None:
+                st = self._static[text] = QStaticText(text)
+                st.setTextFormat(Qt.TextFormat.PlainText)
+            p.drawStaticText(rect.topLeft(), st)
+
 
 class BlockTablesView(QWidget):
     def __init__(self, parent=None):
@@ -131,28 +161,31 @@ class BlockTablesView(QWidget):
         lay.addWidget(self.glw, 1)
         self.glw.scene().sigMouseMoved.connect(self._on_move)
         self._key = None
+        self.channels = pi.BlockChannels(TABLE_CELL)
         self.grid: pi.CellGrid | None = None
         self._ticks_for: tuple | None = None
+        self._line_h = QFontMetrics(self.font()).height()
 
     def apply_snapshot(self, snap) -> None:
         tables = snap.tables
         seqs = sorted(tables)[:MAX_ROWS]
-        key = (tuple(seqs), tuple(len(tables[s]) for s in seqs), snap.step)
+        rows = [tables[s] for s in seqs]
+        key = (tuple(seqs), tuple(len(r) for r in rows), snap.step)
         if key == self._key:
             return
         self._key = key
         p = snap.pool
         self.refs = p.ref_cnt
-        t = table_matrix([tables[s] for s in seqs])
+        # every block's cell channels, updated for the blocks a time-travel step changed
+        chans = self.channels.update(p.ref_cnt, p.owner, p.fill, p.evictable, getattr(snap, "changes", None))
         old_seqs = self.seq_ids
-        self.seq_ids, self.table = seqs, t
-        valid = t >= 0
-        ids = t[valid]
+        self.seq_ids = seqs
+        longest = max(key[1], default=0)
         if len(seqs):
             # only the blocks the tables point at: a cell per table entry, not per block
             # the grid (and the view's range) in steps: a table growing by a block neither
             # refits the view (both axes redrawn) nor redraws all rows
-            shape = (-(-t.shape[0] // RANGE_STEP) * RANGE_STEP, grid_columns(t.shape[1]))
+            shape = (-(-len(seqs) // RANGE_STEP) * RANGE_STEP, grid_columns(longest))
             if self.grid is None or (self.grid.rows, self.grid.cols) != shape:
                 self.grid = pi.CellGrid(*shape, TABLE_CELL)
                 self.plot.setRange(xRange=(0, shape[1]), yRange=(0, shape[0]), padding=0)
@@ -161,14 +194,11 @@ class BlockTablesView(QWidget):
                 self.plot.vb.updateMatrix()
             else:
                 self._move_rows(old_seqs, seqs)
-            cells = np.full(shape, -1, np.int64)
-            cells[: t.shape[0], : t.shape[1]] = t
+            cells = table_cells(rows, shape)
+            self.table = cells[: len(seqs), : max(longest, 1)]
             flat = cells.reshape(-1)
-            ok = flat >= 0
-            safe = np.where(ok, flat, 0)
-            base = np.where(ok, pi.base_index(p.ref_cnt[safe], p.owner[safe], p.fill[safe],
-                                              p.evictable[safe]), pi.PAD).astype(np.uint8)
-            self.grid.update(base, np.where(ok, p.ref_cnt[safe], 0), np.where(ok, p.fill[safe], 0.0))
+            # an empty cell (-1) gathers the PAD entry after the last block
+            self.grid.update_channels(tuple(c[flat] for c in chans))
             dirty = self.grid.take_dirty()
             g = self.grid
             if dirty is pi.FULL:
@@ -177,8 +207,11 @@ class BlockTablesView(QWidget):
                 rr, cc = pi.cell_pixel_index(dirty, g.cols, g.cell)
                 self.image.update_pixels(rr, cc, g.image[rr, cc])
             self.image.setVisible(True)
+            ids = flat[flat >= 0]
         else:
+            self.table = np.zeros((0, 1), np.int64)
             self.image.setVisible(False)
+            ids = np.zeros(0, np.int64)
         self._set_ticks()
         n_shared = int((p.ref_cnt[ids] > 1).sum())
         self.header.setText(
@@ -203,12 +236,14 @@ class BlockTablesView(QWidget):
     def _set_ticks(self) -> None:
         """One label per ~1.6 text lines of the axis as it is now, so they never stack.
         Set only when the rows or the height change: new ticks redraw the axis."""
-        room = max(1, int(self.plot.vb.height() / (1.6 * QFontMetrics(self.font()).height())))
+        room = max(1, int(self.plot.vb.height() / (1.6 * self._line_h)))
         step = max(1, -(-len(self.seq_ids) // room))
-        if self._ticks_for == (tuple(self.seq_ids), step):
+        shown = (self.seq_ids[::step], step)
+        if self._ticks_for == shown:
             return
-        self._ticks_for = (tuple(self.seq_ids), step)
-        self.plot.getAxis("left").set_labels([(i + 0.5, f"seq {s}") for i, s in enumerate(self.seq_ids)][::step])
+        self._ticks_for = shown
+        self.plot.getAxis("left").set_labels([(i + 0.5, f"seq {s}") for i, s in
+                                              zip(range(0, len(self.seq_ids), step), shown[0])])
 
     def resizeEvent(self, ev):
         super().resizeEvent(ev)

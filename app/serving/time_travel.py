@@ -40,11 +40,12 @@ def past_snapshot(past: PastStep, state: str = "past") -> Snapshot:
     """A Snapshot of a past step, for the views' usual `apply_snapshot`: the pool and
     tables of that step, and its own events as the pool's animations."""
     pool = pool_arrays(past.pool)
+    since, ids = past.changed_since or (None, None)
     # the history's tuples as they are: the block tables view makes one matrix of them
     # (an array per table here cost ~0.5 ms of each scrub frame)
     return Snapshot(past.step, past.clock, 0.0, state, pool.ref_cnt.shape[0], past.pool.block_size,
                     pool, pool_events(*pool_event_lists(past.events)), dict(past.tables),
-                    np.zeros((0, 0)), np.zeros((0, 3)), [], None, {})
+                    np.zeros((0, 0)), np.zeros((0, 3)), [], None, {}, changes=(since, past.serial, ids))
 
 
 def selection_until(view, step: int):

@@ -17,6 +17,9 @@ class TimelineWidget(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        # opaque: the slider, step label and go-to box change every frame of a drag, and a
+        # see-through widget repaints every ancestor under them first (up to the window)
+        self.setAutoFillBackground(True)
         self.first, self.last = 0, 0
         self.cursor = -1                 # -1 = live
         self._direction = 0

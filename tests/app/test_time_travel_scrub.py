@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from event_counts import layout_requests, paints
 
 pytestmark = pytest.mark.gui
 
@@ -57,24 +58,6 @@ def _metrics(rows: int, seconds: float):
     mv.add(data, np.zeros((0, 3)))
     mv.render()
     return mv
-
-
-def _layout_requests(*widgets):
-    """Counts the layout requests the widgets get from now on (`.n`): a widget whose
-    size may change asks its parents again, up to the main window, which then repaints
-    every dock."""
-    from PySide6.QtCore import QEvent, QObject
-
-    class Count(QObject):
-        n = 0
-
-        def eventFilter(self, obj, ev):
-            self.n += ev.type() == QEvent.Type.LayoutRequest
-            return False
-    spy = Count(widgets[0])
-    for w in widgets:
-        w.installEventFilter(spy)
-    return spy
 
 
 def test_metric_plots_keep_their_window_while_the_cursor_is_inside(qapp):
@@ -166,7 +149,7 @@ def test_selection_view_does_not_lay_the_window_out_again_for_the_same_choices(q
     w.show()
     w.apply_snapshot(SimpleNamespace(selection=v, selection_keys={1: "req-1"}))
     qapp.processEvents()
-    asked = _layout_requests(w)
+    asked = layout_requests(w)
     for _ in range(3):
         w.apply_snapshot(SimpleNamespace(selection=v, selection_keys={1: "req-1"}))
         qapp.processEvents()
@@ -242,10 +225,31 @@ def test_a_growing_timeline_does_not_lay_the_window_out_again(qapp):
     tl.set_range(0, 10)
     for _ in range(5):                 # the first layout settles
         qapp.processEvents()
-    asked = _layout_requests(tl, parent)
+    asked = layout_requests(tl, parent)
     for last in (11, 500, 99_999, 1_000_000):
         tl.set_range(0, last)
         qapp.processEvents()
     assert asked.n == 0
     assert tl.goto.maximum() == 1_000_000 and tl.label.text() == "live: step 1000000"
     assert tl.goto.width() >= tl.goto.fontMetrics().horizontalAdvance("go to 1000000")
+
+
+def test_a_drag_repaints_the_timeline_not_the_widgets_under_it(qapp):
+    """The slider, step label and go-to box change every frame of a drag: the timeline
+    fills its own background, so its parents (in the app: the tab and the main window)
+    do not paint under them first."""
+    from PySide6.QtWidgets import QVBoxLayout, QWidget
+    from app.serving.timeline import TimelineWidget
+    parent = QWidget()
+    tl = TimelineWidget()
+    QVBoxLayout(parent).addWidget(tl)
+    parent.resize(800, 100)
+    parent.show()
+    tl.set_range(0, 500)
+    for _ in range(5):
+        qapp.processEvents()
+    under, own = paints(parent), paints(tl.slider)
+    for step in (10, 50, 90):
+        tl.seek(step)
+        qapp.processEvents()
+    assert own.n > 0 and under.n == 0

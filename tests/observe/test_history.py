@@ -135,3 +135,41 @@ def test_a_scrub_replays_only_the_steps_between_forward_and_backward():
     assert hist.last_replayed == sum(entries[s] for s in range(2, 4))
     _check(hist, 2, live[2])
     _check(hist, 400, live[400])
+
+
+def test_each_answer_names_the_blocks_changed_since_the_one_before():
+    """`changed_since` = (serial of the answer before, ids): every block whose state
+    differs between the two answers is named, forward, backward, across many keyframes
+    (a far jump) and after the oldest steps are dropped (then no answer before)."""
+    rec, hist, live = DeltaRecorder(), History(64, 4, keyframe_every=16, replay_blocks=1000), {}
+    for step, snap, tables, events in _random_run(5, 500):
+        hist.ingest(rec.record(step, 0.0, snap, tables, events, {}))
+        live[step] = (snap, tables)
+    first = hist.state_at(250)
+    assert first.changed_since is None and first.serial > 0
+    prev, rng = first, np.random.default_rng(7)
+    named = []
+    for _ in range(200):
+        jump = int(rng.choice([rng.integers(-5, 6), rng.integers(-300, 300)]))
+        step = int(np.clip(prev.step + jump, 1, 500))
+        got = hist.state_at(step)
+        np.testing.assert_array_equal(got.pool.ref_cnt, live[step][0].ref_cnt)
+        base, ids = got.changed_since
+        assert base == prev.serial and got.serial > prev.serial
+        assert ids.size == np.unique(ids).size
+        diff = np.zeros(64, bool)
+        for name in ("ref_cnt", "owner", "num_tokens", "is_cached", "evictable"):
+            diff |= getattr(got.pool, name) != getattr(prev.pool, name)
+        assert set(np.flatnonzero(diff).tolist()) <= set(ids.tolist()), (prev.step, step)
+        named.append(ids.size)
+        prev = got
+    assert min(named) < 64                   # near steps name a part of the pool, not all of it
+    small = History(64, 4, keyframe_every=8, max_bytes=1)    # drops its oldest steps as it grows
+    rec = DeltaRecorder()
+    runs = list(_random_run(6, 60))
+    for step, snap, tables, events in runs[:40]:
+        small.ingest(rec.record(step, 0.0, snap, tables, events, {}))
+    small.state_at(small.last_step)
+    for step, snap, tables, events in runs[40:]:
+        small.ingest(rec.record(step, 0.0, snap, tables, events, {}))
+    assert small.state_at(small.last_step).changed_since is None

@@ -1,14 +1,14 @@
 """Time travel over an engine run: what the pool, the block tables and the events were
 at any past step, with bounded memory and a bounded cost per jump.
 
-The engine side turns each step into a `StepDelta` (`DeltaRecorder.record`): the
-blocks whose state changed (refcount, first owner, cached/evictable flags), apart from
-the blocks whose fill changed (tokens stored: every decode step fills one slot per
-running sequence, so this stream is the busy one and costs 5 bytes an entry), the running block tables that changed (kept prefix + appended ids), the step's
-events and the request of every sequence first seen. The events alone cannot rebuild a
-pool: a decode step fills a slot and a finished block gains its hash without any event,
-so the delta carries the changed cells themselves, found by one vectorised comparison
-with the previous step (O(num_blocks) memcmp, tens of microseconds at 32K blocks).
+The engine side turns each step into a `StepDelta` (`DeltaRecorder.record`): the blocks
+whose state changed (refcount, first owner, cached/evictable flags), apart from the blocks
+whose fill changed (tokens stored: every decode step fills one slot per running sequence,
+so this stream is the busy one and costs 5 bytes an entry), the running block tables that
+changed (kept prefix + appended ids), the step's events and the request of every sequence
+first seen. The events alone cannot rebuild a pool: a decode step fills a slot and a
+finished block gains its hash without any event, so the delta carries the changed cells
+themselves, found by one vectorised comparison with the previous step.
 
 `History` stores the deltas in flat columns (one growing numpy array per field, no
 object per step) and a keyframe, the whole state, every `keyframe_every` steps or as
@@ -19,8 +19,8 @@ by the length of the run. A scrub asks for steps near the one last answered, so 
 answer is kept as a cursor and used as the base whenever fewer entries lie between:
 forward it replays the entries in between, backward it restores the value each entry
 replaced (kept beside it, a few bytes an entry); the block tables have a copy every
-TABLES_EVERY steps (dicts of shared tuples) for the same reason. When the history outgrows `max_bytes` its oldest keyframe
-interval is dropped, so a long session keeps the recent past within a fixed budget.
+TABLES_EVERY steps. Each answer names the blocks changed since the one before (a view
+redraws only those); past `max_bytes` the oldest keyframe interval is dropped.
 
 Qt-free and kv-free (observe sits below kv): the recorder reads any object with the
 `BlocksSnapshot` array names."""
@@ -28,10 +28,11 @@ Qt-free and kv-free (observe sits below kv): the recorder reads any object with 
 from __future__ import annotations
 
 import bisect
+import itertools
 import pickle
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -81,6 +82,20 @@ class PastStep:
     pool: PoolState
     tables: dict[int, tuple[int, ...]]     # running seq -> physical block ids
     events: tuple[Event, ...]              # what happened in this step
+    serial: int = -1      # which answer this is (unique across histories)
+    # (serial of the answer before, ids changed since) or from a keyframe (serial, that
+    # answer's arrays, these): compared only when asked, so a jump stays cheap
+    since: tuple | None = field(default=None, repr=False)
+
+    @property
+    def changed_since(self) -> tuple[int, np.ndarray] | None:
+        """(serial of the history's answer before this one, ids of the blocks that may
+        differ from it), None when there was none: a view that drew that answer redraws
+        only those blocks."""
+        if self.since is not None and len(self.since) == 3:
+            serial, before, after = self.since
+            self.since = (serial, np.flatnonzero(np.any([a != b for a, b in zip(after, before)], axis=0)))
+        return self.since
 
 
 def _flags(is_cached: np.ndarray, evictable: np.ndarray) -> np.ndarray:
@@ -172,6 +187,7 @@ _STREAMS = (("blocks", ("ref_cnt", "owner", "flags")), ("filled", ("num_tokens",
 _OLD = tuple((f"old_{name}", dt) for name, dt in _FIELDS if name not in ("blocks", "filled"))
 _STATE = ("ref_cnt", "owner", "flags", "num_tokens")    # the state arrays, in order
 TABLES_EVERY = 32      # a copy of the block tables (shared tuples) every this many steps
+_SERIALS = itertools.count(1)    # PastStep.serial: one counter for every History
 
 
 @dataclass
@@ -219,9 +235,9 @@ class History:
         self._kf_total = 0
         self._tab_snaps: list[tuple[int, dict[int, tuple[int, ...]]]] = []   # (index, tables after it)
         self._tab_snap_total = 0
-        # the state last answered (index, arrays, tables): a scrub's next step is near
-        # it, so it is the cheaper base (a few steps of entries, forward or backward)
-        self._cursor: tuple[int, tuple[np.ndarray, ...], dict] | None = None
+        # the state last answered (index, arrays, tables, serial): a scrub's next step is
+        # near it, so it is the cheaper base (a few steps of entries, forward or backward)
+        self._cursor: tuple[int, tuple[np.ndarray, ...], dict, int] | None = None
         self.last_replayed = 0
 
     # ---- recording ------------------------------------------------------------------
@@ -336,6 +352,7 @@ class History:
         arrays = tuple(a.copy() for a in base)
         targets = dict(zip(_STATE, arrays))
         self.last_replayed = 0          # entries applied for this answer (its cost)
+        touched = []                    # the blocks written (from the last answer: all that changed)
         for idx, values in _STREAMS:
             lo, hi = self._span(idx, *((i, base_i) if backward else (base_i, i)))
             if hi <= lo:
@@ -348,14 +365,24 @@ class History:
             else:          # the last write of each block wins: unique over the reversed entries
                 uniq, first = np.unique(ids[::-1], return_index=True)
                 pos, names = lo + (hi - lo - 1 - first), values
+            touched.append(uniq)
             for target, name in zip(values, names):
                 targets[target][uniq] = self._cols[name].a[pos]
+        since = None
+        if cur is not None and base is cur[1]:     # the blocks its entries wrote, each once
+            mark = np.zeros(self.num_blocks, bool)
+            mark[np.concatenate([np.zeros(0, np.int64), *touched])] = True
+            since = (cur[3], np.flatnonzero(mark))
+        elif cur is not None:                      # from a keyframe: compared if asked
+            since = (cur[3], cur[1], arrays)
         tables = self._tables_at(i)
-        self._cursor = (i, arrays, tables)
+        serial = next(_SERIALS)
+        self._cursor = (i, arrays, tables, serial)
         ref, owner, flags, tokens = arrays
         pool = PoolState(self.block_size, ref, owner, tokens.astype(np.int32), (flags & CACHED) > 0,
                          (flags & EVICTABLE) > 0)
-        return PastStep(self.first_step + i, float(self._clock.a[i]), pool, tables, self._step_events(i))
+        return PastStep(self.first_step + i, float(self._clock.a[i]), pool, tables, self._step_events(i),
+                        serial, since)
 
     def _tables_at(self, i: int) -> dict[int, tuple[int, ...]]:
         """The running block tables after step index i: the nearest copy at or before i

@@ -9,7 +9,8 @@
 // high part and an fp16 remainder (two mmas into one fp32 accumulator), so the product keeps
 // ~22 bits, as the fp32 kernel: no fp16 rounding of the estimate. The CUDA-core kernel spent
 // a conversion, a shared-memory read and one FMA per head on every code; here a code costs
-// under one instruction (two codes per bit operation into an fp16 pair).
+// about one instruction (two codes per bit operation into an fp16 pair, then one fp16-pair
+// subtract or multiply-add) and the heads' products are the tensor cores'.
 //
 // Channels are summed in an order of our choosing: lane t of a quad owns a contiguous
 // quarter of the row (its `chunk`), so its A fragments are whole 32-bit words of codes; the

@@ -75,17 +75,9 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
   const int seq_len = p.seq_lens[b];
   const int j = lane >> 1, part = lane & 1;
   const int c0 = blockIdx.x * kLseWarps * pages_per_warp;
-  // lane i: the warp's i-th page (its candidate slot, live tokens and cache block)
-  int my_n = 0;
-  long long my_blk = 0;
-  {
-    const int c = c0 + lane * kLseWarps + warp;
-    if (lane < pages_per_warp && c < p.num_candidates) {
-      const int pg = p.candidates[((int64_t)b * H + h) * p.num_candidates + c];
-      my_n = pg < 0 ? 0 : min(BS, seq_len - pg * BS);
-      if (my_n > 0) my_blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
-    }
-  }
+  int my_n;   // lane i: the warp's i-th page
+  long long my_blk;
+  resolve_page(p, b, h, H, BS, c0 + lane * kLseWarps + warp, lane < pages_per_warp, seq_len, my_n, my_blk);
   auto load = [&](int it, Page& P) {
     P.c = c0 + it * kLseWarps + warp;
     P.n_tok = __shfl_sync(0xffffffffu, my_n, it);

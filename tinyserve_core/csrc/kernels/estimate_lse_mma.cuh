@@ -117,16 +117,9 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
     if (((i >> 2) & 7) >= G) tab[i] = make_uint4(0, 0, 0, 0);
   const int seq_len = p.seq_lens[b];
   const int c0 = blockIdx.x * kMmaLseWarps * pages_per_warp;
-  int my_n = 0;
-  long long my_blk = 0;
-  {
-    const int c = c0 + lane * kMmaLseWarps + warp;
-    if (lane < pages_per_warp && c < p.num_candidates) {
-      const int pg = p.candidates[((int64_t)b * H + h) * p.num_candidates + c];
-      my_n = pg < 0 ? 0 : min(BS, seq_len - pg * BS);
-      if (my_n > 0) my_blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
-    }
-  }
+  int my_n;   // lane i: the warp's i-th page
+  long long my_blk;
+  resolve_page(p, b, h, H, BS, c0 + lane * kMmaLseWarps + warp, lane < pages_per_warp, seq_len, my_n, my_blk);
   auto load_rows = [&](long long blk, int row0, int n_tok, uint32_t (&w)[2][CW]) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {

@@ -75,6 +75,19 @@ struct PageEstimateParams {
   float scale;
 };
 
+// Lane i of an estimate kernel's warp resolves the warp's i-th candidate page (slot c) once,
+// up front (`mine`: the lane has a page): its live tokens and cache block, so no page waits
+// on the candidate and block-table reads in turn (kernels/estimate_lse*.cuh).
+__device__ __forceinline__ void resolve_page(const PageEstimateParams& p, int b, int h, int H, int BS, int c, bool mine,
+                                             int seq_len, int& n_tok, long long& blk) {
+  n_tok = 0, blk = 0;
+  if (mine && c < p.num_candidates) {
+    const int pg = p.candidates[((int64_t)b * H + h) * p.num_candidates + c];
+    n_tok = pg < 0 ? 0 : min(BS, seq_len - pg * BS);
+    if (n_tok > 0) blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
+  }
+}
+
 constexpr int kEstimateThreads = 128;
 
 // Dynamic shared memory: the group's queries, the page's min and step rows, the logits.

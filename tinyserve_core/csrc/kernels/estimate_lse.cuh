@@ -79,9 +79,7 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
   long long my_blk;
   resolve_page(p, b, h, H, BS, c0 + lane * kLseWarps + warp, lane < pages_per_warp, seq_len, my_n, my_blk);
   auto load = [&](int it, Page& P) {
-    P.c = c0 + it * kLseWarps + warp;
-    P.n_tok = __shfl_sync(0xffffffffu, my_n, it);
-    P.blk = __shfl_sync(0xffffffffu, my_blk, it);
+    page_at(it, c0, kLseWarps, warp, my_n, my_blk, P.c, P.n_tok, P.blk);
     if (P.c >= p.num_candidates || P.n_tok <= 0) return;
     const T* mlo = static_cast<const T*>(p.meta) + (P.blk * 2 * H + h) * D;
 #pragma unroll

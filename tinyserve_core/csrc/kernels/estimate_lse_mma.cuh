@@ -145,9 +145,7 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
     }
   };
   auto load = [&](int it, Page& P) {
-    P.c = c0 + it * kMmaLseWarps + warp;
-    P.n_tok = __shfl_sync(0xffffffffu, my_n, it);
-    P.blk = __shfl_sync(0xffffffffu, my_blk, it);
+    page_at(it, c0, kMmaLseWarps, warp, my_n, my_blk, P.c, P.n_tok, P.blk);
     if (P.c >= p.num_candidates || P.n_tok <= 0) return;
     const T* mlo = static_cast<const T*>(p.meta) + (P.blk * 2 * H + h) * D;
     if (writer) {

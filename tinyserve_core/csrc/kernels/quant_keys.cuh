@@ -88,6 +88,15 @@ __device__ __forceinline__ void resolve_page(const PageEstimateParams& p, int b,
   }
 }
 
+// Page `it` of the warp (candidate slot c0 + it * warps + warp), its tokens and block
+// broadcast from the lane that resolved it (resolve_page).
+__device__ __forceinline__ void page_at(int it, int c0, int warps, int warp, int my_n, long long my_blk, int& c,
+                                        int& n_tok, long long& blk) {
+  c = c0 + it * warps + warp;
+  n_tok = __shfl_sync(0xffffffffu, my_n, it);
+  blk = __shfl_sync(0xffffffffu, my_blk, it);
+}
+
 constexpr int kEstimateThreads = 128;
 
 // Dynamic shared memory: the group's queries, the page's min and step rows, the logits.

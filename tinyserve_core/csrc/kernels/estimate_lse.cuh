@@ -91,18 +91,8 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
     }
   };
   __syncthreads();
-  Page cur, nxt;
-  load(0, cur);
-  for (int it = 0; it < pages_per_warp; ++it) {
-    if (cur.c >= p.num_candidates) break;
-    if (it + 1 < pages_per_warp) load(it + 1, nxt);   // in flight during this page's math
-    float* out = p.out + ((int64_t)b * p.num_q_heads + h * G) * p.num_candidates + cur.c;
+  pipeline_pages<Page>(p, b, h, lane, pages_per_warp, load, [&](const Page& cur, float* out) {
     const int n_tok = cur.n_tok;
-    if (n_tok <= 0) {  // padding, or a page past the context: no mass
-      if (lane < G) out[(int64_t)lane * p.num_candidates] = -INFINITY;
-      cur = nxt;
-      continue;
-    }
     const long long blk = cur.blk;
     float bias[GMAX];
 #pragma unroll
@@ -191,8 +181,7 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
         if (g < G) out[(int64_t)g * p.num_candidates] = m[g] + logf(s[g]);
     }
     __syncwarp();  // the next page rewrites qs
-    cur = nxt;
-  }
+  });
 }
 
 #define TINYSERVE_LSE_INSTANCES(X)                                                                   \

@@ -154,18 +154,8 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
     }
     if (kCodesAhead) load_rows(P.blk, 0, P.n_tok, P.w);
   };
-  Page cur, nxt;
-  load(0, cur);
-  for (int it = 0; it < pages_per_warp; ++it) {
-    if (cur.c >= p.num_candidates) break;
-    if (it + 1 < pages_per_warp) load(it + 1, nxt);   // in flight during this page's math
-    float* out = p.out + ((int64_t)b * p.num_q_heads + h * G) * p.num_candidates + cur.c;
+  pipeline_pages<Page>(p, b, h, lane, pages_per_warp, load, [&](const Page& cur, float* out) {
     const int n_tok = cur.n_tok;
-    if (n_tok <= 0) {  // padding, or a page past the context: no mass
-      if (lane < G) out[(int64_t)lane * p.num_candidates] = -INFINITY;
-      cur = nxt;
-      continue;
-    }
     // B table of this page: q * step split into fp16 high and low parts; bias q . lo
     float bias[GMAX];
 #pragma unroll
@@ -263,8 +253,7 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
         if (2 * t + e < G) out[(int64_t)(2 * t + e) * p.num_candidates] = m[e] + logf(s[e]);
     }
     __syncwarp();  // the next page rewrites the table
-    cur = nxt;
-  }
+  });
 }
 
 // Instances: TINYSERVE_LSE_INSTANCES (estimate_lse.cuh), the same list for both kernels.

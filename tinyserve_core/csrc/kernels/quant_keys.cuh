@@ -97,6 +97,27 @@ __device__ __forceinline__ void page_at(int it, int c0, int warps, int warp, int
   blk = __shfl_sync(0xffffffffu, my_blk, it);
 }
 
+// The page loop of an estimate kernel: page it + 1 is loaded (`load(it, page)`) before page
+// it's math (`math(page, out)`, `out` its head-0 output), so its reads are in flight during
+// that math; a page without live tokens (padding, past the context) gets -inf, no math.
+template <typename Page, typename Load, typename Math>
+__device__ __forceinline__ void pipeline_pages(const PageEstimateParams& p, int b, int h, int lane, int pages_per_warp,
+                                               Load&& load, Math&& math) {
+  Page cur, nxt;
+  load(0, cur);
+  for (int it = 0; it < pages_per_warp; ++it) {
+    if (cur.c >= p.num_candidates) break;
+    if (it + 1 < pages_per_warp) load(it + 1, nxt);
+    float* out = p.out + ((int64_t)b * p.num_q_heads + h * p.group) * p.num_candidates + cur.c;
+    if (cur.n_tok <= 0) {
+      if (lane < p.group) out[(int64_t)lane * p.num_candidates] = -INFINITY;
+    } else {
+      math(cur, out);
+    }
+    cur = nxt;
+  }
+}
+
 constexpr int kEstimateThreads = 128;
 
 // Dynamic shared memory: the group's queries, the page's min and step rows, the logits.

@@ -93,3 +93,19 @@ def test_stage_vets_each_table_with_the_check():
 
     with pytest.raises(ValueError, match="seq 3: 1 blocks for 10 tokens"):
         inp.stage([SimpleNamespace(seq_id=3, token_id=1, position=9, block_table=[4])], check=check)
+
+
+@pytest.mark.parametrize("padded", [None, 2, 3, 8, 64, 100])
+def test_staged_ints_are_one_contiguous_block_at_every_padding(padded):
+    # A strided view of the staging buffer makes torch copy it to the device through a
+    # pageable temporary (a synchronous copy before every graph replay).
+    bs = 4
+    inp = DecodeInputs(bs, 16, pin=False)
+    items = [SimpleNamespace(seq_id=s, token_id=10 + s, position=p, block_table=[7 * s + i for i in range(4)])
+             for s, p in ((0, 5), (1, 0))]
+    ints = inp.stage(items, padded=padded)
+    Bp = padded or 2
+    assert ints.shape == (4, Bp) and ints.is_contiguous()
+    assert ints[0, :2].tolist() == [10, 11] and ints[1, :2].tolist() == [5, 0]
+    assert ints[2, :2].tolist() == [1 * bs + 1, 7 * bs + 0]
+    assert (ints[2, 2:] == -1).all() and (ints[:2, 2:] == 0).all()

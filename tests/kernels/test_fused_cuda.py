@@ -19,10 +19,14 @@ TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows,hidden", [(1, 4096), (64, 4096), (7, 1000)])
-def test_rms_norm_kernels_match_the_reference(cuda_ops, gen, dtype, rows, hidden):
+# (1, 4096) .. (7, 1000): rows held in registers as 16-byte vectors; 1001 (not whole
+# vectors), 16384 (more vectors than the block holds) and `shift` (rows that start off a
+# 16-byte boundary) take the scalar loop
+@pytest.mark.parametrize("rows,hidden,shift", [(1, 4096, 0), (64, 4096, 0), (7, 1000, 0), (2, 1001, 0),
+                                               (3, 16384, 0), (5, 4096, 1)])
+def test_rms_norm_kernels_match_the_reference(cuda_ops, gen, dtype, rows, hidden, shift):
     from tinyserve_core.kernels import _cuda_fused
-    x = rand((rows, hidden), dtype, gen, 3.0)
+    x = rand((rows, hidden + shift), dtype, gen, 3.0)[:, shift:]
     d = rand((rows, hidden), dtype, gen)
     w = (torch.rand(hidden, device=DEV, generator=gen) + 0.5).to(dtype)
     poison_allocator()

@@ -27,6 +27,65 @@ __device__ __forceinline__ float block_sum(float v) {
   return t;
 }
 
+// The row in 16-byte vectors held in registers (up to kNormVecs per thread), all loads
+// issued before any math: a batch-1 step's norm is one block, and the scalar loop below
+// waits one memory latency per element it strides over (16 at hidden 4096: ~7 us a call).
+// Returns false (nothing done) when the row does not fit or is not 16-byte aligned.
+constexpr int kNormVecs = 4;
+template <typename T, bool HAS_DELTA>
+__device__ __forceinline__ bool rms_norm_row_vec(const T* xr, const T* dr, const T* weight, T* sumr, T* outr,
+                                                 int hidden, float eps) {
+  constexpr int VEC = 16 / sizeof(T);
+  const int nvec = hidden / VEC;
+  auto aligned = [](const void* q) { return (reinterpret_cast<uintptr_t>(q) & 15) == 0; };
+  if (hidden % VEC != 0 || nvec > kNormVecs * kNormThreads || !aligned(xr) || !aligned(weight) || !aligned(outr) ||
+      (HAS_DELTA && (!aligned(dr) || !aligned(sumr))))
+    return false;  // the same for every thread of the block: one row
+  uint4 xv[kNormVecs], dv[kNormVecs], wv[kNormVecs];
+#pragma unroll
+  for (int c = 0; c < kNormVecs; ++c) {
+    const int v = threadIdx.x + c * kNormThreads;
+    if (v < nvec) {
+      xv[c] = reinterpret_cast<const uint4*>(xr)[v];
+      if constexpr (HAS_DELTA) dv[c] = reinterpret_cast<const uint4*>(dr)[v];
+      wv[c] = reinterpret_cast<const uint4*>(weight)[v];   // needed after the sum: load it now
+    }
+  }
+  float sq = 0.f;
+#pragma unroll
+  for (int c = 0; c < kNormVecs; ++c) {
+    const int v = threadIdx.x + c * kNormThreads;
+    if (v < nvec) {
+      T* e = reinterpret_cast<T*>(&xv[c]);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        float f = to_float(e[i]);
+        if constexpr (HAS_DELTA) {
+          f = round_to<T>(f + to_float(reinterpret_cast<const T*>(&dv[c])[i]));
+          e[i] = from_float<T>(f);
+        }
+        sq += f * f;
+      }
+      if constexpr (HAS_DELTA) reinterpret_cast<uint4*>(sumr)[v] = xv[c];
+    }
+  }
+  const float r = rsqrtf(block_sum(sq) / hidden + eps);
+#pragma unroll
+  for (int c = 0; c < kNormVecs; ++c) {
+    const int v = threadIdx.x + c * kNormThreads;
+    if (v < nvec) {
+      uint4 o;
+      const T* e = reinterpret_cast<const T*>(&xv[c]);
+      const T* w = reinterpret_cast<const T*>(&wv[c]);
+      T* oe = reinterpret_cast<T*>(&o);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) oe[i] = from_float<T>(to_float(w[i]) * round_to<T>(to_float(e[i]) * r));
+      reinterpret_cast<uint4*>(outr)[v] = o;
+    }
+  }
+  return true;
+}
+
 // One block per row. HAS_DELTA: sum = x + delta (rounded to T, stored to `sum`), then the
 // norm of the sum; else the norm of x. out = w * T(s * rsqrt(mean(s^2) + eps)).
 template <typename T, bool HAS_DELTA>
@@ -37,6 +96,8 @@ __global__ void __launch_bounds__(kNormThreads)
   const T* xr = x + row * x_stride;
   T* outr = out + row * hidden;
   T* sumr = HAS_DELTA ? sum + row * hidden : nullptr;
+  const T* dr = HAS_DELTA ? delta + row * delta_stride : nullptr;
+  if (rms_norm_row_vec<T, HAS_DELTA>(xr, dr, weight, sumr, outr, hidden, eps)) return;
   float sq = 0.f;
   for (int i = threadIdx.x; i < hidden; i += kNormThreads) {
     float s = to_float(xr[i]);

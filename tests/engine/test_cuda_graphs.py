@@ -105,3 +105,21 @@ def test_with_statistics_the_graph_width_follows_the_longest_table():
     _, stats = _run(True, {"policy": "quest", "budget": 128, "dense_layers": 1, "stats": True})
     assert {k[2] for k in plain._graphs._graphs} == {plain._inputs.tables_rows.max_pages} == {128}
     assert {k[2] for k in stats._graphs._graphs} == {48}
+
+
+@pytest.mark.parametrize("selector_args", [None, {"policy": "quest", "budget": 128, "dense_layers": 1}])
+def test_programmatic_dependent_launch_inside_graphs_changes_no_bit(selector_args):
+    # Every kernel of the step is captured with PDL (csrc/launch.h): the next grid is
+    # scheduled early and waits for the last one in griddepcontrol.wait. A kernel that
+    # touched memory before that wait would race; the same graphs without PDL are the truth.
+    from tinyserve_core.kernels._backend import build
+    ext = build()
+    try:
+        ext.set_pdl(False)
+        plain, _ = _run(True, selector_args)
+        ext.set_pdl(True)
+        pdl, _ = _run(True, selector_args)
+    finally:
+        ext.set_pdl(True)
+    for a, b in zip(plain, pdl):
+        assert torch.equal(a, b)

@@ -9,6 +9,7 @@
 #include "kernels/page_scores.cuh"
 #include "kernels/paged_attention.cuh"
 #include "kernels/paged_attention_fp8.cuh"
+#include "launch.h"
 #include "ops.h"
 
 namespace tinyserve {
@@ -18,21 +19,6 @@ template <typename T> struct CudaType;
 template <> struct CudaType<at::Half> { using type = __half; };
 template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
 template <> struct CudaType<float> { using type = float; };
-
-// An attribute of the current device, read once (the process drives one GPU).
-int device_attr(cudaDeviceAttr attr) {
-  int dev = 0, v = 0;
-  TS_CUDA_CHECK(cudaGetDevice(&dev));
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
-  return v;
-}
-
-int sm_count() {
-  static const int n = device_attr(cudaDevAttrMultiProcessorCount);
-  return n;
-}
-
-bool g_pdl = true;  // set_pdl(False) turns programmatic dependent launch off (bench A/B)
 
 // The per-device launch policy (kernels/tuning.py loads the row of csrc/tuning.json for the
 // GPU and passes it to set_tuning). Defaults: the constants measured best on an H100.
@@ -44,32 +30,6 @@ struct Tuning {
   double score_min_ctas_per_sm = 8.0;      // ... halved until the grid has this many CTAs per SM
 };
 Tuning g_tuning;
-
-bool pdl_supported() {
-  static const int major = device_attr(cudaDevAttrComputeCapabilityMajor);
-  return g_pdl && major >= 9;
-}
-
-// Launches a kernel that calls wait_prior_grid() first, with programmatic dependent launch
-// where supported: its CTAs are scheduled while the previous kernel drains, hiding the
-// launch gap between the scoring, selection and attention kernels of a decode step.
-template <typename... KArgs, typename... Args>
-void launch_pdl(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  // Inside a CUDA-graph capture the graph already launches its kernels back to back.
-  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-  TS_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
-  cfg.numAttrs = pdl_supported() && capturing == cudaStreamCaptureStatusNone ? 1 : 0;
-  TS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, args...));
-}
 
 // The decode kernel instance, with its dynamic shared memory allowed (once per instance;
 // the static merge arrays count against the 48 KB default too).

@@ -6,6 +6,7 @@
 
 #include "kernels/copy_blocks.cuh"
 #include "kernels/reshape_and_cache.cuh"
+#include "launch.h"
 #include "ops.h"
 
 namespace tinyserve {
@@ -68,12 +69,7 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
     p.scratch = scratch.data_ptr<int>();
     // Chunks of consecutive tokens, a power of two up to the block size, small enough for
     // about four CTAs per SM (a 256-sequence decode write gets one token per CTA).
-    static const int sms = [] {
-      int dev = 0, v = 0;
-      TS_CUDA_CHECK(cudaGetDevice(&dev));
-      TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-      return v;
-    }();
+    const int sms = sm_count();
     int chunk = 1;
     while (chunk * 2 <= BS && (int64_t)chunk * 2 * 4 * sms <= T) chunk *= 2;
     p.chunk = chunk;
@@ -85,9 +81,9 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
 #define TS_CACHE_CASE(ATYPE, CTYPE)                                                           \
   if (key.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {                         \
     if (p.meta != nullptr)                                                                   \
-      cache_write_meta_kernel<CTYPE><<<meta_blocks, kCacheMetaThreads, 0, stream>>>(p);      \
+      launch_pdl(cache_write_meta_kernel<CTYPE>, dim3(meta_blocks), dim3(kCacheMetaThreads), 0, stream, p); \
     else                                                                                     \
-      cache_write_kernel<CTYPE><<<blocks, threads, 0, stream>>>(p);                          \
+      launch_pdl(cache_write_kernel<CTYPE>, dim3(blocks), dim3(threads), 0, stream, p);      \
     TS_LAUNCH_CHECK();                                                                       \
     return;                                                                                  \
   }

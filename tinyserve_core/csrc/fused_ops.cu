@@ -4,6 +4,7 @@
 
 #include "kernels/fused_layer.cuh"
 #include "kernels/skinny_gemm.cuh"
+#include "launch.h"
 #include "ops.h"
 
 namespace tinyserve {
@@ -50,12 +51,12 @@ std::vector<torch::Tensor> rms_norm(const torch::Tensor& x, const std::optional<
     const T* wp = reinterpret_cast<const T*>(weight.data_ptr());
     T* op = reinterpret_cast<T*>(out.data_ptr());
     if (delta.has_value()) {
-      rms_norm_kernel<T, true><<<N, kNormThreads, 0, stream>>>(
-          xp, x.stride(0), reinterpret_cast<const T*>(delta->data_ptr()), delta->stride(0), wp,
-          reinterpret_cast<T*>(sum.data_ptr()), op, (int)H, (float)eps);
+      launch_pdl(rms_norm_kernel<T, true>, dim3((unsigned)N), dim3(kNormThreads), 0, stream, xp, x.stride(0),
+                 reinterpret_cast<const T*>(delta->data_ptr()), delta->stride(0), wp,
+                 reinterpret_cast<T*>(sum.data_ptr()), op, (int)H, (float)eps);
     } else {
-      rms_norm_kernel<T, false><<<N, kNormThreads, 0, stream>>>(xp, x.stride(0), nullptr, 0, wp, nullptr, op,
-                                                                (int)H, (float)eps);
+      launch_pdl(rms_norm_kernel<T, false>, dim3((unsigned)N), dim3(kNormThreads), 0, stream, xp, x.stride(0),
+                 static_cast<const T*>(nullptr), int64_t{0}, wp, static_cast<T*>(nullptr), op, (int)H, (float)eps);
     }
   });
   return delta.has_value() ? std::vector<torch::Tensor>{sum, out} : std::vector<torch::Tensor>{out};
@@ -83,9 +84,10 @@ void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& p
   const int threads = std::min(1024, ((pairs + 31) / 32) * 32);
   for_element_type(q, "rotary_embedding", [&](auto tag) {
     using T = decltype(tag);
-    rotary_kernel<T><<<N, threads, 0, stream>>>(
-        reinterpret_cast<T*>(q.data_ptr()), q.stride(0), (int)q.size(1), reinterpret_cast<T*>(k.data_ptr()),
-        k.stride(0), (int)k.size(1), positions.data_ptr<int64_t>(), inv_freq.data_ptr<float>(), (int)D);
+    launch_pdl(rotary_kernel<T>, dim3((unsigned)N), dim3(threads), 0, stream, reinterpret_cast<T*>(q.data_ptr()),
+               q.stride(0), (int)q.size(1), reinterpret_cast<T*>(k.data_ptr()), k.stride(0), (int)k.size(1),
+               static_cast<const int64_t*>(positions.data_ptr<int64_t>()),
+               static_cast<const float*>(inv_freq.data_ptr<float>()), (int)D);
   });
 }
 
@@ -102,9 +104,8 @@ torch::Tensor silu_and_mul(const torch::Tensor& gate_up) {
   const dim3 grid((unsigned)N, (unsigned)((I + threads - 1) / threads));
   for_element_type(gate_up, "silu_and_mul", [&](auto tag) {
     using T = decltype(tag);
-    silu_and_mul_kernel<T><<<grid, threads, 0, stream>>>(reinterpret_cast<const T*>(gate_up.data_ptr()),
-                                                          gate_up.stride(0), reinterpret_cast<T*>(out.data_ptr()),
-                                                          (int)I);
+    launch_pdl(silu_and_mul_kernel<T>, grid, dim3(threads), 0, stream, reinterpret_cast<const T*>(gate_up.data_ptr()),
+               gate_up.stride(0), reinterpret_cast<T*>(out.data_ptr()), (int)I);
   });
   return out;
 }
@@ -132,10 +133,10 @@ torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, c
   auto launch = [&](auto tag, auto rows) {
     using T = decltype(tag);
     constexpr int R = decltype(rows)::value;
-    skinny_gemm_kernel<T, R><<<blocks, kSkinnyWarps * 32, 0, stream>>>(
-        reinterpret_cast<const T*>(x.data_ptr()), reinterpret_cast<const T*>(weight.data_ptr()),
-        bias.has_value() ? reinterpret_cast<const T*>(bias->data_ptr()) : nullptr, reinterpret_cast<T*>(y.data_ptr()),
-        (int)N, (int)K);
+    launch_pdl(skinny_gemm_kernel<T, R>, dim3(blocks), dim3(kSkinnyWarps * 32), 0, stream,
+               reinterpret_cast<const T*>(x.data_ptr()), reinterpret_cast<const T*>(weight.data_ptr()),
+               bias.has_value() ? reinterpret_cast<const T*>(bias->data_ptr()) : static_cast<const T*>(nullptr),
+               reinterpret_cast<T*>(y.data_ptr()), (int)N, (int)K);
   };
   auto by_rows = [&](auto tag) {
     switch (M) {

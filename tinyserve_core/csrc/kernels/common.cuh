@@ -142,4 +142,21 @@ __device__ __forceinline__ void wait_prior_grid() {
 #endif
 }
 
+// Lets the next PDL-launched kernel be scheduled once every CTA of this grid has called it
+// (it still waits for this grid's completion in wait_prior_grid): called right after the
+// wait, so the next grid's launch overlaps this kernel's whole run, not only its tail.
+// Every CTA of this grid is resident or done by then, so the waiting CTAs of the next grid
+// cannot keep one of ours from being scheduled.
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+// Both, at the entry of a kernel launched with launch_pdl (csrc/launch.h).
+__device__ __forceinline__ void pdl_entry() {
+  wait_prior_grid();
+  allow_dependents();
+}
+
 }  // namespace tinyserve

@@ -97,6 +97,7 @@ __global__ void __launch_bounds__(kNormThreads)
   T* outr = out + row * hidden;
   T* sumr = HAS_DELTA ? sum + row * hidden : nullptr;
   const T* dr = HAS_DELTA ? delta + row * delta_stride : nullptr;
+  pdl_entry();
   if (rms_norm_row_vec<T, HAS_DELTA>(xr, dr, weight, sumr, outr, hidden, eps)) return;
   float sq = 0.f;
   for (int i = threadIdx.x; i < hidden; i += kNormThreads) {
@@ -124,6 +125,7 @@ template <typename T>
 __global__ void rotary_kernel(T* __restrict__ q, int64_t q_stride, int q_heads, T* __restrict__ k, int64_t k_stride,
                               int k_heads, const int64_t* __restrict__ positions, const float* __restrict__ inv_freq,
                               int head_dim) {
+  pdl_entry();
   const int64_t n = blockIdx.x;
   const int half = head_dim / 2;
   const float pos = (float)positions[n];
@@ -143,6 +145,7 @@ __global__ void rotary_kernel(T* __restrict__ q, int64_t q_stride, int q_heads, 
 // out [N, I] = silu(gate) * up for gate_up [N, 2I] (row stride `stride`); grid (N, ceil(I / threads)).
 template <typename T>
 __global__ void silu_and_mul_kernel(const T* __restrict__ gate_up, int64_t stride, T* __restrict__ out, int inter) {
+  pdl_entry();
   const int64_t n = blockIdx.x;
   const int i = blockIdx.y * blockDim.x + threadIdx.x;
   if (i >= inter) return;

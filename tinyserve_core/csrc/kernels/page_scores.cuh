@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
   static_assert(LPP <= 32 && 32 % LPP == 0, "head_dim must fill whole lanes");
   extern __shared__ __align__(16) float sq[];  // [group][2][D] (q+, q-), then int [pages_per_cta]
   int* sblk = reinterpret_cast<int*>(sq + 2 * p.group * D);
-  wait_prior_grid();
+  pdl_entry();
 
   // kv-head is the fastest grid index: the CTAs of one page range run side by side and read
   // the same metadata blocks ([2, Hkv, D] each) together.
@@ -177,7 +177,7 @@ select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restr
   constexpr int WARPS = kSelectThreads / 32;
   __shared__ int counts[2][WARPS];  // double-buffered: one barrier per step
   const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  wait_prior_grid();
+  pdl_entry();
   const float* s = scores + (int64_t)row * M;
   int* o = out + (int64_t)row * k;
   const int base = threadIdx.x * ITEMS;

@@ -128,7 +128,7 @@ __device__ __forceinline__ uint32_t decode_issue_tile(uint32_t stage, const Deco
 struct DecodeCta {
   int split, kvh, b, seq_len, n_pages, v_begin, v_end;
   __device__ explicit DecodeCta(const DecodeParams& p) : split(blockIdx.x), kvh(blockIdx.y), b(blockIdx.z) {
-    wait_prior_grid();
+    pdl_entry();
     seq_len = p.seq_lens[b];
     n_pages = (seq_len + p.block_size - 1) / p.block_size;
     const int nv = p.page_indices != nullptr ? p.max_sel * p.block_size : seq_len;
@@ -391,7 +391,7 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
 // (head, sequence), one thread per 4 output elements.
 template <typename T, int D>
 __global__ void __launch_bounds__(D / 4) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
-  wait_prior_grid();
+  pdl_entry();
   decode_merge_out4<T, D>(p, (int64_t)blockIdx.y * p.num_q_heads + blockIdx.x, threadIdx.x);
 }
 

@@ -45,6 +45,7 @@ __global__ void __launch_bounds__(256) cache_write_kernel(const __grid_constant_
   const int vec_per_head = p.head_dim / VEC;
   const int vec_per_row = p.num_kv_heads * vec_per_head;
   const int64_t total = (int64_t)p.num_tokens * vec_per_row;
+  pdl_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int t = (int)(i / vec_per_row);
@@ -158,6 +159,7 @@ cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
   int* irregular_count = p.scratch + 1;
   int* page_state = p.scratch + 2;  // {runs, highest offset} per block
   int* irregular = p.scratch + 2 + 2 * (int64_t)p.num_blocks;
+  pdl_entry();
 
   const int t_end = min(p.num_tokens, (blockIdx.x + 1) * p.chunk);
   int t = blockIdx.x * p.chunk;

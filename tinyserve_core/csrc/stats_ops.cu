@@ -49,13 +49,13 @@ const int* index_ptr(const std::optional<torch::Tensor>& t, int B, int H, const 
   return t->data_ptr<int>();
 }
 
-// A float32 tensor broadcast to [B, H] (strides may be 0); null when absent.
-const float* bh_ptr(const std::optional<torch::Tensor>& t, int B, int H, int64_t* sb, int64_t* sh) {
+// A [B, H] tensor, possibly a broadcast view (strides may be 0); null when absent.
+const void* bh_ptr(const std::optional<torch::Tensor>& t, int B, int H, int64_t* sb, int64_t* sh) {
   if (!t.has_value()) return nullptr;
-  TORCH_CHECK(t->is_cuda() && t->scalar_type() == torch::kFloat32 && t->dim() == 2 && t->size(0) == B &&
-                  t->size(1) == H, "entropy and budget must be float32 [B, Hkv] (broadcast views welcome)");
+  TORCH_CHECK(t->is_cuda() && t->dim() == 2 && t->size(0) == B && t->size(1) == H,
+              "entropy and budget must be [B, Hkv] CUDA tensors (broadcast views welcome)");
   *sb = t->stride(0), *sh = t->stride(1);
-  return t->data_ptr<float>();
+  return t->data_ptr();
 }
 }  // namespace
 
@@ -102,8 +102,12 @@ torch::Tensor selection_stats(const torch::Tensor& query, const torch::Tensor& k
   p.candidates = index_ptr(candidates, B, H, "candidates");
   p.num_selected = page_indices ? page_indices->size(2) : 0;
   p.num_candidates = candidates ? candidates->size(2) : 0;
-  p.entropy = bh_ptr(entropy, B, H, &p.entropy_sb, &p.entropy_sh);
+  TORCH_CHECK(!entropy || entropy->scalar_type() == torch::kFloat32, "entropy must be float32");
+  TORCH_CHECK(!budget || budget->scalar_type() == torch::kFloat32 || budget->scalar_type() == torch::kInt64,
+              "budget must be float32 or int64");
+  p.entropy = static_cast<const float*>(bh_ptr(entropy, B, H, &p.entropy_sb, &p.entropy_sh));
   p.budget = bh_ptr(budget, B, H, &p.budget_sb, &p.budget_sh);
+  p.budget_i64 = budget && budget->scalar_type() == torch::kInt64;
   p.out = out.data_ptr<float>();
   p.num_kv_heads = H, p.group = G, p.block_size = BS, p.max_pages = M;
   p.query_f32 = query.scalar_type() == torch::kFloat32 && dt != torch::kFloat32;

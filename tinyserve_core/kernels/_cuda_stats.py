@@ -31,9 +31,12 @@ def _unsupported(query, k_cache, meta, max_pages: int) -> str | None:
     return None
 
 
-def _per_head(t: torch.Tensor | None, B: int, H: int) -> torch.Tensor | None:
-    """float32 broadcast to [B, H] as a view (the kernel reads its strides)."""
-    return None if t is None else t.float().expand(B, H)
+def _per_head(t: torch.Tensor | None, B: int, H: int, dtypes=(torch.float32,)) -> torch.Tensor | None:
+    """`t` broadcast to [B, H] as a view (the kernel reads its strides); cast to float32
+    unless the kernel reads its dtype as it is (int64 budgets, the policies' own)."""
+    if t is None:
+        return None
+    return (t if t.dtype in dtypes else t.float()).expand(B, H)
 
 
 def selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores, page_indices=None,
@@ -49,4 +52,4 @@ def selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores,
     return _extension().selection_stats(
         q.contiguous(), k_cache, meta, _i32(block_tables, dev), _i32(seq_lens, dev), scores.float().contiguous(),
         None if page_indices is None else _i32(page_indices, dev), None if candidates is None else _i32(candidates, dev),
-        _per_head(entropy, B, H), _per_head(budget, B, H), float(scale), float(rtol))
+        _per_head(entropy, B, H), _per_head(budget, B, H, (torch.float32, torch.int64)), float(scale), float(rtol))

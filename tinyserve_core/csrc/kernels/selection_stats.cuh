@@ -36,10 +36,10 @@ struct SelectionStatsParams {
   const int* page_indices;   // [B, Hkv, num_selected] logical pages, -1 pad; null: dense
   const int* candidates;     // [B, Hkv, num_candidates] likewise; null: no stage 1
   const float* entropy;      // (b, h) at b * entropy_sb + h * entropy_sh (broadcast); null: NaN
-  const float* budget;       // likewise; null: the pages selected
+  const void* budget;        // likewise, float32 or int64 (budget_i64); null: the pages selected
   int64_t entropy_sb, entropy_sh, budget_sb, budget_sh;
   float* out;                // [B, Hkv, kStatsChannels + 4M]
-  int num_kv_heads, group, block_size, max_pages, num_selected, num_candidates, query_f32;
+  int num_kv_heads, group, block_size, max_pages, num_selected, num_candidates, query_f32, budget_i64;
   float scale, rtol;
 };
 
@@ -186,6 +186,7 @@ template <typename T, int D, int GMAX>
 __global__ void __launch_bounds__(kStatsThreads, 2) selection_stats_kernel(const __grid_constant__ SelectionStatsParams p) {
   constexpr int VEC = 16 / sizeof(T), L = D / VEC;
   static_assert(D % VEC == 0 && L <= 32 && 32 % L == 0, "a token's head_dim spans 1..32 lanes");
+  static_assert(GMAX <= kStatsWarps, "phase 2 gives each query head a warp");
   extern __shared__ __align__(16) unsigned char smem[];
   const StatsSmem lay = stats_smem(p.group, D, p.max_pages);
   float* lse = reinterpret_cast<float*>(smem);         // [G, M], phase 1-2
@@ -278,7 +279,10 @@ __global__ void __launch_bounds__(kStatsThreads, 2) selection_stats_kernel(const
     out[4] = k > 0 ? orc[1] / (float)k : 1.f;
     out[5] = acc[2];
     out[6] = p.entropy ? p.entropy[b * p.entropy_sb + h * p.entropy_sh] : NAN;
-    out[7] = p.budget ? p.budget[b * p.budget_sb + h * p.budget_sh] : (float)k;
+    const int64_t bi = b * p.budget_sb + h * p.budget_sh;
+    out[7] = p.budget == nullptr ? (float)k
+             : p.budget_i64     ? (float)static_cast<const int64_t*>(p.budget)[bi]
+                                : static_cast<const float*>(p.budget)[bi];
   }
 }
 

@@ -127,11 +127,13 @@ __device__ __forceinline__ void bitonic_sort_desc(uint64_t* key, int n2) {
 // lane's count of bound violations (only the first lane of a token counts).
 template <typename T, int D, int GMAX>
 __device__ __forceinline__ int stats_page(const SelectionStatsParams& p, const float (&qr)[GMAX][16 / sizeof(T)],
-                                          int b, int h, int page, int len, float* lse) {
+                                          int b, int h, int page, int64_t blk, int len, float* lse) {
   constexpr int VEC = 16 / sizeof(T), L = D / VEC, TPW = 32 / L;
+  // K rows in flight per lane: the page's loads are issued before its math (8 query heads
+  // per kv-head keep 2, for registers)
+  constexpr int AHEAD = GMAX <= 4 ? 4 : 2;
   const int lane = threadIdx.x & 31, sub = lane / L, li = lane % L;
   const int H = p.num_kv_heads, M = p.max_pages, bs = p.block_size;
-  const int64_t blk = p.block_tables[(int64_t)b * M + page];
   const T* mrow = static_cast<const T*>(p.meta) + (blk * 2 * H + h) * D + li * VEC;
   float lo[VEC], hi[VEC];
   unpack16<T>(__ldg(reinterpret_cast<const uint4*>(mrow)), lo);
@@ -150,22 +152,31 @@ __device__ __forceinline__ int stats_page(const SelectionStatsParams& p, const f
   const int ntok = min(bs, len - page * bs);
   const T* krow = static_cast<const T*>(p.k_cache) + (blk * bs * H + h) * D + li * VEC;
   int viol = 0;
-  for (int t0 = 0; t0 < ntok; t0 += TPW) {
-    const int t = t0 + sub;
-    const bool ok = t < ntok;
-    float k[VEC];
-    unpack16<T>(ok ? ld_stream(krow + (int64_t)t * H * D) : make_uint4(0, 0, 0, 0), k);
+  for (int t0 = 0; t0 < ntok; t0 += TPW * AHEAD) {
+    uint4 raw[AHEAD];
 #pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-      if (g >= p.group) break;  // uniform: every lane runs the shuffles
-      float d = 0.f;
+    for (int a = 0; a < AHEAD; ++a) {
+      const int t = t0 + a * TPW + sub;
+      raw[a] = t < ntok ? ld_stream(krow + (int64_t)t * H * D) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) d = fmaf(qr[g][i], k[i], d);
-      const float x = token_sum<L>(d) * p.scale;
-      if (ok) {
-        viol += li == 0 && x > lim[g];
-        if (x > m[g]) s[g] = s[g] * expf(m[g] - x) + 1.f, m[g] = x;
-        else s[g] += expf(x - m[g]);
+    for (int a = 0; a < AHEAD; ++a) {
+      if (t0 + a * TPW >= ntok) break;  // uniform: no token of the warp's pass is left
+      const bool ok = t0 + a * TPW + sub < ntok;
+      float k[VEC];
+      unpack16<T>(raw[a], k);
+#pragma unroll
+      for (int g = 0; g < GMAX; ++g) {
+        if (g >= p.group) break;  // uniform: every lane runs the shuffles
+        float d = 0.f;
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) d = fmaf(qr[g][i], k[i], d);
+        const float x = token_sum<L>(d) * p.scale;
+        if (ok) {
+          viol += li == 0 && x > lim[g];
+          if (x > m[g]) s[g] = s[g] * expf(m[g] - x) + 1.f, m[g] = x;
+          else s[g] += expf(x - m[g]);
+        }
       }
     }
   }
@@ -182,8 +193,9 @@ __device__ __forceinline__ int stats_page(const SelectionStatsParams& p, const f
   return viol;
 }
 
+// Two CTAs an SM (128 registers) up to 4 query heads per kv-head; 8 need more registers.
 template <typename T, int D, int GMAX>
-__global__ void __launch_bounds__(kStatsThreads, 2) selection_stats_kernel(const __grid_constant__ SelectionStatsParams p) {
+__global__ void __launch_bounds__(kStatsThreads, GMAX <= 4 ? 2 : 1) selection_stats_kernel(const __grid_constant__ SelectionStatsParams p) {
   constexpr int VEC = 16 / sizeof(T), L = D / VEC;
   static_assert(D % VEC == 0 && L <= 32 && 32 % L == 0, "a token's head_dim spans 1..32 lanes");
   static_assert(GMAX <= kStatsWarps, "phase 2 gives each query head a warp");
@@ -231,7 +243,13 @@ __global__ void __launch_bounds__(kStatsThreads, 2) selection_stats_kernel(const
 #pragma unroll
     for (int i = 0; i < VEC; ++i) qr[g][i] = g < G ? q_s[g * D + li * VEC + i] : 0.f;
   int viol = 0;
-  for (int pg = warp; pg < n; pg += kStatsWarps) viol += stats_page<T, D, GMAX>(p, qr, b, h, pg, len, lse);
+  const int* table = p.block_tables + (int64_t)b * M;
+  int blk = warp < n ? table[warp] : 0;
+  for (int pg = warp; pg < n; pg += kStatsWarps) {
+    const int next = pg + kStatsWarps < n ? table[pg + kStatsWarps] : 0;  // one page ahead
+    viol += stats_page<T, D, GMAX>(p, qr, b, h, pg, blk, len, lse);
+    blk = next;
+  }
   __syncthreads();
 
   // 2. masses: warp g reduces head g's page logsumexps

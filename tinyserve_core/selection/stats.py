@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import kernels
-from ..kernels.stats_reference import candidate_plane, page_mask as selected_mask
+from ..kernels.stats_reference import candidate_plane, page_mask
 from .base import SelectContext, Selection
 from .detail import CHANNELS, C, SelectionDetail
 
@@ -84,7 +84,7 @@ def selection_only(ctx: SelectContext, sel: Selection) -> torch.Tensor:
     and the selected plane) when statistics are off: no dense attention pass."""
     n = ctx.num_pages()
     B, H, M = n.shape[0], ctx.num_kv_heads, ctx.block_tables.shape[1]
-    chosen = selected_mask(sel.page_indices, n, H, M)
+    chosen = page_mask(sel.page_indices, n, H, M)
     per_head = torch.full((B, H, C), float("nan"), device=n.device)
     per_head[..., 0] = chosen.sum(-1).float()
     per_head[..., 1] = n[:, None].float()

@@ -63,7 +63,8 @@ bool selection_stats_fits(int64_t group, int64_t head_dim, int64_t max_pages) {
   int device = 0, optin = 0;
   TS_CUDA_CHECK(cudaGetDevice(&device));
   TS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return stats_smem((int)group, (int)head_dim, (int)max_pages).total <= optin;
+  // the opt-in limit also holds the kernel's static shared memory (reductions: under 1 KB)
+  return stats_smem((int)group, (int)head_dim, (int)max_pages).total + 1024 <= optin;
 }
 
 torch::Tensor selection_stats(const torch::Tensor& query, const torch::Tensor& k_cache, const torch::Tensor& meta,

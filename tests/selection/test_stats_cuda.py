@@ -23,9 +23,10 @@ def _to(kv, device):
                            block_size=kv.block_size)
 
 
-def test_gpu_statistics_equal_the_cpu_and_arrive_through_pinned_memory(make_kv):
-    kv, tables, lens = make_kv([300, 45, 170, 260], num_kv_heads=2, head_dim=16, block_size=16, num_layers=2)
-    q = torch.randn(4, 4, 16)
+@pytest.mark.parametrize("head_dim", [16, 64])   # 64: the statistics kernel; 16: its torch spec
+def test_gpu_statistics_equal_the_cpu_and_arrive_through_pinned_memory(make_kv, head_dim):
+    kv, tables, lens = make_kv([300, 45, 170, 260], num_kv_heads=2, head_dim=head_dim, block_size=16, num_layers=2)
+    q = torch.randn(4, 4, head_dim)
     summaries = []
     for dev in ("cpu", "cuda"):
         sel = PageSelector("quest", budget=64, dense_layers=0, stats=True)

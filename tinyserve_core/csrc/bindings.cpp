@@ -29,6 +29,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_lse_mma", &tinyserve::set_lse_mma, "twostage stage 2 on tensor cores (sm_80+) or CUDA cores");
   m.def("twostage_candidates", &tinyserve::twostage_candidates);
   m.def("twostage_keep", &tinyserve::twostage_keep);
+  m.def("selection_stats_fits", &tinyserve::selection_stats_fits,
+        "whether the statistics kernel's shared memory fits this GPU for (group, head_dim, max_pages)");
+  m.def("selection_stats", &tinyserve::selection_stats);
   m.def("rms_norm", &tinyserve::rms_norm);
   m.def("rotary_embedding", &tinyserve::rotary_embedding);
   m.def("silu_and_mul", &tinyserve::silu_and_mul);

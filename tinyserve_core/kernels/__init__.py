@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from . import fp8_reference, fused_reference, prefill_reference, quant_reference, reference, twostage_reference
+from . import (fp8_reference, fused_reference, prefill_reference, quant_reference, reference, stats_reference,
+               twostage_reference)
 from ._backend import backend_for, backend_info
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "page_estimates",
     "twostage_candidates",
     "twostage_keep",
+    "selection_stats",
     "rms_norm",
     "add_rms_norm",
     "rotary_embedding",
@@ -107,6 +109,21 @@ def twostage_candidates(scores, seq_lens, budget, block_size, multiple, top_p, s
 def twostage_keep(lse, candidates, seq_lens, budget, block_size, top_p, sink_pages, width):
     return _quant_ops(lse, twostage_reference).twostage_keep(
         lse, candidates, seq_lens, budget, block_size, top_p, sink_pages, width)
+
+
+def selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores=None, page_indices=None,
+                    candidates=None, entropy=None, budget=None, rtol=1e-5):
+    """One layer's selection statistics for the whole batch, packed float32 [B, Hkv, C + 4M]
+    (stats_reference.py is the spec); `scores` None: the Quest page bounds (page_scores).
+    On a GPU one kernel launch (csrc/kernels/selection_stats.cuh)."""
+    if scores is None:
+        scores = page_scores(query, meta, block_tables, seq_lens, scale, k_cache.shape[1])
+    if backend_for(query.device) is reference:
+        ops = stats_reference
+    else:
+        from . import _cuda_stats as ops  # only once the extension is loaded
+    return ops.selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores, page_indices,
+                               candidates, entropy, budget, rtol)
 
 
 def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices=None,

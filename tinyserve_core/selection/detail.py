@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Per-head channels of the packed layer result (selection/stats.py), in order.
-CHANNELS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
-            "bound_violations", "entropy", "budget_pages")
-C = len(CHANNELS)
-PLANES = 4   # then four page planes of width M: selected, oracle, scores, candidates
+# Per-head channels of the packed layer result, in order, then PLANES page planes of width M:
+# selected, oracle, scores, candidates (the op's spec, kernels/stats_reference.py, owns them).
+from ..kernels.stats_reference import C, CHANNELS, PLANES
+
 _CH = {name: i for i, name in enumerate(CHANNELS)}
 
 

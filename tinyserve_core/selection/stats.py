@@ -12,8 +12,9 @@ query over the whole context is computed and compared with the selected pages:
   the bound is exact, so this must be 0;
 * the policy's chosen budget and entropy, and the tier hits/misses of the head.
 
-`layer_stats` computes all of it for the whole batch with tensor ops of static shape
-(no host sync, no per-sequence loop), so it runs inside a captured CUDA graph; the
+`layer_stats` computes all of it for the whole batch in one op of static shape
+(`kernels.selection_stats`: one CUDA kernel on a GPU, tensor ops elsewhere; no host sync,
+no per-sequence loop), so it runs inside a captured CUDA graph; the
 recorder (selection/recorder.py) copies the packed result to the host one step late.
 `step_summary` turns one step's host copy into a `SelectionSummary` (per-layer means)
 with array reductions; its `detail` (selection/detail.py) holds every record as
@@ -29,16 +30,16 @@ import numpy as np
 import torch
 
 from .. import kernels
+from ..kernels.stats_reference import candidate_plane, page_mask
 from .base import SelectContext, Selection
 from .detail import CHANNELS, C, SelectionDetail
-from .true_attention import batched_logits
 
 _METRICS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall",
             "bound_violations", "entropy", "budget_pages", "tier_hits", "tier_misses", "bytes_moved")
 _MEANS = ("pages_selected", "context_pages", "mass_recall", "oracle_mass", "selection_recall", "budget_pages")
-# The packed layer result: the per-head CHANNELS (selection/detail.py), then four page
-# planes of width M: selected (0/1), oracle (0/1), page bound scores, stage-1 candidates
-# (0/1, NaN: none).
+# The packed layer result (kernels/stats_reference.py): the per-head CHANNELS, then four
+# page planes of width M: selected (0/1), oracle (0/1), page bound scores, stage-1
+# candidates (0/1, NaN: none).
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,74 +70,13 @@ class SelectionSummary:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "detail"}
 
 
-def selected_mask(page_indices: torch.Tensor | None, num_pages: torch.Tensor, H: int, M: int) -> torch.Tensor:
-    """bool [B, H, M]: the pages each (sequence, kv-head) attends (every page of the
-    context when `page_indices` is None)."""
-    valid = torch.arange(M, device=num_pages.device)[None, :] < num_pages[:, None]      # [B, M]
-    if page_indices is None:
-        return valid[:, None, :].expand(-1, H, -1)
-    B = num_pages.shape[0]
-    idx = page_indices.long()
-    m = torch.zeros(B, H, M + 1, dtype=torch.bool, device=num_pages.device)
-    m.scatter_(2, torch.where(idx >= 0, idx, M), True)
-    return m[:, :, :M] & valid[:, None, :]
-
-
 def layer_stats(ctx: SelectContext, sel: Selection, rtol: float = 1e-5) -> torch.Tensor:
     """float32 [B, Hkv, C + 4M]: the statistics of one layer for every row of the batch
-    (CHANNELS, then the selected, oracle, score and candidate planes). Static shapes only: the
-    context is gathered to the block table's full width and masked by its length."""
-    q = ctx.query.float()
-    B, Hq, D = q.shape
-    H = ctx.num_kv_heads
-    G = Hq // H
-    tables = ctx.block_tables.long()
-    M = tables.shape[1]
-    bs = ctx.block_size
-    T = M * bs
-    n = ctx.num_pages()
-    dev = q.device
-    qg = q.view(B, H, G, D)
-    logits = batched_logits(ctx)                                                  # [B, H, G, T]
-    mass = torch.softmax(logits, dim=-1).view(B, H, G, M, bs).sum(-1).mean(2)   # [B, H, M]
-    page_valid = (torch.arange(M, device=dev)[None, :] < n[:, None])[:, None, :]  # [B, 1, M]
-
-    chosen = selected_mask(sel.page_indices, n, H, M)
-    k = chosen.sum(-1)                                                            # [B, H]
-    mass_rec = (mass * chosen).sum(-1)
-    # The oracle: the k highest-mass pages (pages past the context rank last).
-    order = torch.argsort(mass.masked_fill(~page_valid, -1.0), dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(M, device=dev).expand_as(order))
-    oracle = rank < k[..., None]
-    oracle_mass = (mass * oracle).sum(-1)
-    kf = k.float()
-    sel_rec = torch.where(k > 0, (oracle & chosen).sum(-1).float() / kf.clamp(min=1), 1.0)
-
-    scores = sel.scores
-    if scores is None:
-        scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens, ctx.scale, bs)
-    scores = scores.float()                                                       # [B, H, M], -inf past ctx
-    m = ctx.meta[tables].float()                                                  # [B, M, 2, H, D]
-    mag = torch.maximum(m[:, :, 0].abs(), m[:, :, 1].abs())                       # [B, M, H, D]
-    tol = torch.einsum("bhgd,bmhd->bhgm", qg.abs(), mag) * abs(ctx.scale) * rtol + 1e-30
-    lim = (scores[:, :, None, :] + tol)[..., None].expand(B, H, G, M, bs).reshape(B, H, G, T)
-    violations = (logits > lim).sum((2, 3))                                       # -inf logits never count
-
-    nan = torch.full((B, H), float("nan"), device=dev)
-    entropy = nan if sel.entropy is None else sel.entropy.float().expand(B, H)
-    budget = kf if sel.budget_pages is None else sel.budget_pages.float().expand(B, H)
-    per_head = torch.stack([kf, n[:, None].expand(B, H).float(), mass_rec, oracle_mass, sel_rec,
-                            violations.float(), entropy, budget], dim=-1)         # [B, H, C]
-    return torch.cat([per_head, chosen.float(), oracle.float(),
-                      scores.masked_fill(~page_valid, float("nan")), candidate_plane(sel, n, H, M)], dim=-1)
-
-
-def candidate_plane(sel: Selection, n: torch.Tensor, H: int, M: int) -> torch.Tensor:
-    """float32 [B, H, M]: 1 on stage-1 candidates of a two-stage selector; NaN when the
-    policy has no candidate stage (so the host can tell "none" from "an empty set")."""
-    if sel.candidates is None:
-        return torch.full((n.shape[0], H, M), float("nan"), device=n.device)
-    return selected_mask(sel.candidates, n, H, M).float()
+    (CHANNELS, then the selected, oracle, score and candidate planes): the ops API's
+    `selection_stats` (one CUDA kernel on a GPU; kernels/stats_reference.py is the spec)."""
+    return kernels.selection_stats(ctx.query, ctx.k_cache, ctx.meta, ctx.block_tables, ctx.seq_lens, ctx.scale,
+                                   sel.scores, sel.page_indices, sel.candidates, sel.entropy, sel.budget_pages,
+                                   rtol)
 
 
 def selection_only(ctx: SelectContext, sel: Selection) -> torch.Tensor:
@@ -144,12 +84,12 @@ def selection_only(ctx: SelectContext, sel: Selection) -> torch.Tensor:
     and the selected plane) when statistics are off: no dense attention pass."""
     n = ctx.num_pages()
     B, H, M = n.shape[0], ctx.num_kv_heads, ctx.block_tables.shape[1]
-    chosen = selected_mask(sel.page_indices, n, H, M)
+    chosen = page_mask(sel.page_indices, n, H, M)
     per_head = torch.full((B, H, C), float("nan"), device=n.device)
     per_head[..., 0] = chosen.sum(-1).float()
     per_head[..., 1] = n[:, None].float()
     blank = torch.zeros(B, H, 2 * M, device=n.device)
-    return torch.cat([per_head, chosen.float(), blank, candidate_plane(sel, n, H, M)], dim=-1)
+    return torch.cat([per_head, chosen.float(), blank, candidate_plane(sel.candidates, n, H, M)], dim=-1)
 
 
 def step_summary(step: int, policy: str, layers: list[int], per_head: np.ndarray, tiers: list | None,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.stats_reference import paged_logits
+
 
 def context_keys(k_cache: torch.Tensor, block_table_row: torch.Tensor, seq_len: int) -> torch.Tensor:
     """float32 [L, Hkv, D]: the keys of one sequence's context in token order."""
@@ -42,16 +44,9 @@ def page_mass(logits: torch.Tensor, block_size: int, page_mask: torch.Tensor | N
 def batched_logits(ctx) -> torch.Tensor:
     """float32 [B, Hkv, G, M * bs]: scale * q . k of every query head (grouped by its
     kv-head) against every token slot of the block table's full width, -inf past each
-    context: static shapes, no host sync (CUDA-graph safe)."""
-    q = ctx.query.float()
-    B, Hq, D = q.shape
-    H = ctx.num_kv_heads
-    tables = ctx.block_tables.long()
-    T = tables.shape[1] * ctx.block_size
-    keys = ctx.k_cache[tables].float().reshape(B, T, H, D)   # junk past each length, masked below
-    logits = torch.einsum("bhgd,bthd->bhgt", q.view(B, H, Hq // H, D), keys) * ctx.scale
-    past = torch.arange(T, device=q.device)[None, :] >= ctx.seq_lens.long()[:, None]       # [B, T]
-    return logits.masked_fill(past[:, None, None, :], float("-inf"))
+    context: static shapes, no host sync (CUDA-graph safe). The statistics op's spec
+    (kernels/stats_reference.py) owns the math."""
+    return paged_logits(ctx.query, ctx.k_cache, ctx.block_tables, ctx.seq_lens, ctx.scale)
 
 
 def batched_page_mass(ctx, live: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,279 @@
+"""The selection-statistics kernel (csrc/kernels/selection_stats.cuh) against its torch spec
+(kernels/stats_reference.py) on the same GPU tensors: random non-zero caches with NaN in
+every slot no context token holds (a kernel reading past a context shows it), block tables
+shuffled and padded with -1, outputs poisoned first. Runs only with a GPU (`pytest -m cuda`).
+
+What must match exactly: the integer channels (pages selected, context pages, bound
+violations), the passthroughs (entropy, budget), and the selected, score and candidate
+planes. The oracle plane and selection recall too, except on rows whose k-th and (k+1)-th
+page masses (in the spec's order) lie within NEAR_TIE of each other without being equal:
+the kernel sums each page's softmax from per-page logsumexps and its dot products in
+another order, so its masses differ from torch's by ~1e-6 relative, and such a pair may
+swap; those rows (counted in the messages) must still agree on the oracle's size and, within
+MASS_TOL, its mass. Exact ties (identical pages) must break as the spec does: lower page
+first. Mass recall and oracle mass: sums of at most 2048 float32 masses in another order,
+each mass off by ~1e-6 relative: MASS_TOL = 1e-4 absolute + relative."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tinyserve_core import kernels
+from tinyserve_core.kernels import reference, stats_reference as sr
+
+from .test_kernels_cuda import DEV
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+SCALE = 0.125
+NEAR_TIE = 1e-4   # relative gap between the k-th and (k+1)-th mass that may swap
+MASS_TOL = 1e-4
+EXACT = {"pages_selected": 0, "context_pages": 1, "bound_violations": 5, "entropy": 6, "budget_pages": 7}
+
+
+@pytest.fixture(autouse=True)
+def _full_float32_matmuls():
+    """The spec's logits are a float32 einsum: TF32 (10-bit mantissas) would be the spec's error, not the kernel's."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _poison(value: float = -12345.0, nbytes: int = 64 << 20) -> None:
+    """Fill freed cached memory with `value`: an output element the kernel does not write shows it."""
+    x = torch.full((nbytes // 4,), value, device=DEV)
+    del x
+
+
+def _case(lens, G, D, bs, dtype, gen, H=2, integer=False):
+    """query [B, H*G, D], k_cache and meta written through the reference op (NaN in every
+    other slot), block tables [B, M] of shuffled blocks padded with -1, seq_lens."""
+    B, pages = len(lens), [math.ceil(L / bs) for L in lens]
+    nb = sum(pages) + 2
+    perm = torch.randperm(nb, device=DEV, generator=gen).to(torch.int32)
+    kc = torch.full((nb, bs, H, D), float("nan"), dtype=dtype, device=DEV)
+    vc = torch.zeros_like(kc)
+    meta = torch.full((nb, 2, H, D), float("nan"), dtype=dtype, device=DEV)
+    bt = torch.full((B, max(pages)), -1, dtype=torch.int32, device=DEV)
+
+    def draw(shape, scale):
+        if integer:   # small integers: every dot product exact in float32, whatever the order
+            return torch.randint(-3, 4, shape, device=DEV, generator=gen).to(dtype)
+        return (torch.randn(shape, device=DEV, generator=gen) * scale + 0.2).to(dtype)
+
+    at = 0
+    for b, (L, n) in enumerate(zip(lens, pages)):
+        bt[b, :n] = perm[at:at + n]
+        at += n
+        pos = torch.arange(L, device=DEV)
+        slots = bt[b, pos // bs].long() * bs + pos % bs
+        reference.reshape_and_cache(draw((L, H, D), 1.5), draw((L, H, D), 1.0), kc, vc, meta, slots)
+    q = draw((B, H * G, D), 2.0)
+    return q, kc, meta, bt, torch.tensor(lens, dtype=torch.int32, device=DEV)
+
+
+def _page_lists(lens, bs, H, width, gen, empty_row=True):
+    """int32 [B, H, width]: per row a random subset of its pages in random order, -1 pad and
+    one page listed twice; row (0, 0) lists none when `empty_row`."""
+    out = torch.full((len(lens), H, width), -1, dtype=torch.int32, device=DEV)
+    for b, L in enumerate(lens):
+        n = math.ceil(L / bs)
+        for h in range(H):
+            s = int(torch.randint(0, min(n, width - 1) + 1, (1,), generator=gen, device=DEV))
+            if empty_row and b == h == 0:
+                s = 0
+            perm = torch.randperm(n, device=DEV, generator=gen).to(torch.int32)
+            out[b, h, :s] = perm[:s]
+            if 0 < s < width:
+                out[b, h, s] = perm[0]
+    return out
+
+
+def _policy(mode, lens, bs, H, M, gen):
+    """(page_indices, candidates, entropy, budget) of a dense, sparse or two-stage policy."""
+    B = len(lens)
+    if mode == "dense":
+        return None, None, None, None
+    pi = _page_lists(lens, bs, H, M // 2 + 2, gen)
+    if mode == "sparse":   # the top-pages policies: an int64 budget per sequence, broadcast
+        budget = torch.randint(1, 50, (B, 1), device=DEV, generator=gen).expand(B, H)
+        return pi, None, torch.rand(B, H, device=DEV, generator=gen) * 3, budget
+    cand = _page_lists(lens, bs, H, M, gen, empty_row=False)
+    return pi, cand, None, torch.rand(B, H, device=DEV, generator=gen) * 40
+
+
+def _kernel(*args):
+    """The CUDA op itself (never its fallback to the reference)."""
+    from tinyserve_core.kernels import _cuda_stats
+    q, kc, meta, bt = args[:4]
+    why = _cuda_stats._unsupported(q, kc, meta, bt.shape[1])
+    assert why is None, f"the kernel does not take this case: {why}"
+    _poison()
+    return _cuda_stats.selection_stats(*args)
+
+
+def _spec_mass(q, kc, bt, sl):
+    logits = sr.paged_logits(q, kc, bt, sl, SCALE)
+    B, H, G, T = logits.shape
+    bs = kc.shape[1]
+    return torch.softmax(logits, dim=-1).view(B, H, G, T // bs, bs).sum(-1).mean(2)
+
+
+def _near_ties(mass, n, k):
+    """bool [B, H]: rows whose k-th and (k+1)-th masses (descending) are within NEAR_TIE but unequal."""
+    B, H, M = mass.shape
+    valid = torch.arange(M, device=DEV)[None, None, :] < n[:, None, None]
+    s = mass.masked_fill(~valid, -1.0).sort(dim=-1, descending=True).values
+    kk = k.clamp(1, M - 1)[..., None]
+    a, b = s.gather(-1, kk - 1)[..., 0], s.gather(-1, kk)[..., 0]
+    inside = (k > 0) & (k < n[:, None])
+    return inside & (a != b) & (a - b <= NEAR_TIE * a.abs())
+
+
+def _check(got, want, mass, n, label):
+    M = (want.shape[-1] - sr.C) // sr.PLANES
+    C = sr.C
+    assert got.shape == want.shape, f"{label}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    assert not (got == -12345.0).any(), f"{label}: unwritten output elements"
+    for name, c in EXACT.items():
+        torch.testing.assert_close(got[..., c], want[..., c], rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m, name=name: f"{label}: channel {name}: {m}")
+    for plane, sl in (("selected", slice(C, C + M)), ("scores", slice(C + 2 * M, C + 3 * M)),
+                      ("candidates", slice(C + 3 * M, C + 4 * M))):
+        torch.testing.assert_close(got[..., sl], want[..., sl], rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m, plane=plane: f"{label}: {plane} plane: {m}")
+    for name, c in (("mass_recall", 2), ("oracle_mass", 3)):
+        torch.testing.assert_close(got[..., c], want[..., c], rtol=MASS_TOL, atol=MASS_TOL, equal_nan=True,
+                                   msg=lambda m, name=name: f"{label}: channel {name}: {m}")
+    k = want[..., 0].long()
+    near = _near_ties(mass, n, k)
+    oracle_g, oracle_w = got[..., C + M:C + 2 * M], want[..., C + M:C + 2 * M]
+    differ = (oracle_g != oracle_w).any(-1)
+    bad = differ & ~near
+    assert not bad.any(), (f"{label}: oracle plane differs on {int(bad.sum())} of {bad.numel()} rows "
+                           f"(first at {bad.nonzero()[0].tolist()}) that are no near-ties "
+                           f"({int(near.sum())} near-tie rows)")
+    assert torch.equal(oracle_g.sum(-1), oracle_w.sum(-1)), f"{label}: oracle sizes differ"
+    rec_g, rec_w = got[..., 4], want[..., 4]
+    assert torch.equal(rec_g[~near], rec_w[~near]), f"{label}: selection recall differs off near-ties"
+    assert ((rec_g - rec_w).abs()[near] <= 1.0 / k.clamp(min=1)[near] + 1e-6).all(), \
+        f"{label}: selection recall off by more than one page on a near-tie"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("G,D,bs", [(1, 64, 16), (4, 64, 16), (4, 128, 32), (1, 128, 32)])
+@pytest.mark.parametrize("mode", ["dense", "sparse", "twostage"])
+def test_kernel_matches_the_spec(cuda_ops, gen, dtype, G, D, bs, mode):
+    lens = [1, bs, 3 * bs, 5 * bs + 7, 399, int(torch.randint(2, 600, (1,), generator=gen, device=DEV))]
+    q, kc, meta, bt, sl = _case(lens, G, D, bs, dtype, gen)
+    H, M = kc.shape[2], bt.shape[1]
+    scores = reference.page_scores(q, meta, bt, sl, SCALE, bs)
+    args = (q, kc, meta, bt, sl, SCALE, scores, *_policy(mode, lens, bs, H, M, gen), 1e-5)
+    want = sr.selection_stats(*args)
+    got = _kernel(*args)
+    n = (sl.long() + bs - 1) // bs
+    _check(got, want, _spec_mass(q, kc, bt, sl), n, f"{dtype} G={G} D={D} bs={bs} {mode}")
+    assert (got[..., 5] == 0).all(), "the Quest bound is exact: no violations on true page scores"
+
+
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16))
+@pytest.mark.parametrize("G", [4, 8])
+def test_kernel_matches_the_spec_at_2048_pages(cuda_ops, gen, dtype, G):
+    """32K-token contexts at block 16: the bitonic sort over 2048 pages; G = 8 needs more than
+    48 KB of shared memory (the opt-in path)."""
+    bs = 16
+    lens = [2048 * bs, 2048 * bs - 5, 1, 777]
+    q, kc, meta, bt, sl = _case(lens, G, 128, bs, dtype, gen)
+    H, M = kc.shape[2], bt.shape[1]
+    assert M == 2048
+    scores = reference.page_scores(q, meta, bt, sl, SCALE, bs)
+    args = (q, kc, meta, bt, sl, SCALE, scores, *_policy("sparse", lens, bs, H, M, gen), 1e-5)
+    n = (sl.long() + bs - 1) // bs
+    _check(_kernel(*args), sr.selection_stats(*args), _spec_mass(q, kc, bt, sl), n, f"{dtype} G={G} M=2048")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("G", [1, 4])
+def test_bound_violations_counted_exactly(cuda_ops, gen, dtype, G):
+    """Integer keys and queries (exact logits) against scores half a step between logit
+    values, so every comparison is clear-cut: the counts must be equal and not zero."""
+    bs = 16
+    lens = [1, 16, 100, 257]
+    q, kc, meta, bt, sl = _case(lens, G, 64, bs, dtype, gen, integer=True)
+    B, H, M = len(lens), kc.shape[2], bt.shape[1]
+    scores = (torch.randint(-12, 12, (B, H, M), device=DEV, generator=gen).float() + 0.5) * SCALE
+    reference.mask_pages_past_context(scores, sl, bs)
+    args = (q, kc, meta, bt, sl, SCALE, scores, *_policy("sparse", lens, bs, H, M, gen), 1e-5)
+    want, got = sr.selection_stats(*args), _kernel(*args)
+    assert want[..., 5].sum() > 0, "the test needs violations to count"
+    torch.testing.assert_close(got[..., 5], want[..., 5], rtol=0, atol=0, msg=lambda m: f"violations: {m}")
+    n = (sl.long() + bs - 1) // bs
+    _check(got, want, _spec_mass(q, kc, bt, sl), n, f"{dtype} G={G} integer data, low scores")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tied_pages_break_ties_like_the_spec(cuda_ops, gen, dtype):
+    """Every full page but the last of each context is one physical block (equal masses,
+    bit for bit): the oracle takes the lowest tied pages, in the spec and the kernel."""
+    bs, lens, H = 16, [16 * 40, 16 * 33 + 5, 16 * 7], 2
+    q, kc, meta, bt, sl = _case(lens, 4, 64, bs, dtype, gen, integer=True)
+    for b, L in enumerate(lens):
+        bt[b, 1:math.ceil(L / bs) - 1] = bt[b, 0]
+    M = bt.shape[1]
+    scores = reference.page_scores(q, meta, bt, sl, SCALE, bs)
+    pi = _page_lists(lens, bs, H, M, gen, empty_row=False)
+    args = (q, kc, meta, bt, sl, SCALE, scores, pi, None, None, None, 1e-5)
+    want, got = sr.selection_stats(*args), _kernel(*args)
+    C = sr.C
+    oracle_w = want[..., C + M:C + 2 * M]
+    torch.testing.assert_close(got[..., C + M:C + 2 * M], oracle_w, rtol=0, atol=0,
+                               msg=lambda m: f"oracle plane on tied pages: {m}")
+    mass = _spec_mass(q, kc, bt, sl)
+    for b, L in enumerate(lens):
+        n = math.ceil(L / bs)
+        for h in range(H):
+            k = int(want[b, h, 0])
+            tied_in = oracle_w[b, h, :n - 1].nonzero().flatten().tolist()
+            # the tied pages the oracle keeps are the lowest ones
+            assert tied_in == list(range(len(tied_in))), f"row {b},{h}: tied pages {tied_in} (k={k})"
+            assert len(tied_in) >= min(k, n - 1) - 1, f"row {b},{h}: {len(tied_in)} tied pages for k={k}"
+            assert bool((mass[b, h, 1:n - 1] == mass[b, h, 0]).all()), "premise: the spec's tied masses are equal"
+
+
+def test_one_launch_captured_in_a_cuda_graph_replays_new_inputs(cuda_ops, gen):
+    """The op is one kernel launch for the engine's tensors, and a graph captured on static
+    buffers gives the spec's answer for inputs copied in after the capture."""
+    bs, G, D = 16, 4, 64
+    lens = [300, 45, 170, 16]
+    q, kc, meta, bt, sl = _case(lens, G, D, bs, torch.float16, gen)
+    H, M = kc.shape[2], bt.shape[1]
+    scores = reference.page_scores(q, meta, bt, sl, SCALE, bs)
+    pi, _, ent, budget = _policy("sparse", lens, bs, H, M, gen)
+    call = lambda: kernels.selection_stats(q, kc, meta, bt, sl, SCALE, scores, pi, None, ent, budget)  # noqa: E731
+    call()   # warm: builds, sets the shared-memory attribute
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    launched = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                and not e.name.startswith("Activity Buffer")]   # CUPTI's own bookkeeping
+    assert len(launched) == 1 and "selection_stats_kernel" in launched[0], f"kernels launched: {launched}"
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = call()
+    new_lens = [299, 46, 1, 16]
+    q.copy_((torch.randn(q.shape, device=DEV, generator=gen) * 2).to(q.dtype))
+    sl.copy_(torch.tensor(new_lens, dtype=torch.int32))
+    scores.copy_(reference.page_scores(q, meta, bt, sl, SCALE, bs))
+    pi.copy_(_page_lists(new_lens, bs, H, pi.shape[-1], gen))
+    graph.replay()
+    torch.cuda.synchronize()
+    want = sr.selection_stats(q, kc, meta, bt, sl, SCALE, scores, pi, None, ent, budget)
+    n = (sl.long() + bs - 1) // bs
+    _check(out.clone(), want, _spec_mass(q, kc, bt, sl), n, "graph replay")

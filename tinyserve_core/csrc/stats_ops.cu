@@ -1,0 +1,129 @@
+// Glue for the selection-statistics kernel (kernels/selection_stats.cuh; spec:
+// kernels/stats_reference.py). One launch per layer, the output's shape from the arguments
+// and no host sync, so a captured decode graph holds it.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/selection_stats.cuh"
+#include "ops.h"
+
+namespace tinyserve {
+
+namespace {
+int group_bound(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8; }
+
+template <typename T, int D, int G>
+void launch_stats(const SelectionStatsParams& p, dim3 grid, int smem, cudaStream_t stream) {
+  // The dynamic shared memory cap, raised per instance as far as a launch needed so far
+  // (a host-side attribute: the first, uncaptured, call of a shape sets it).
+  static int allowed = 48 * 1024;
+  if (smem > allowed) {
+    TS_CUDA_CHECK(cudaFuncSetAttribute(selection_stats_kernel<T, D, G>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    allowed = smem;
+  }
+  selection_stats_kernel<T, D, G><<<grid, kStatsThreads, smem, stream>>>(p);
+}
+
+template <typename T, int D>
+void launch_group(int gmax, const SelectionStatsParams& p, dim3 grid, int smem, cudaStream_t stream) {
+  switch (gmax) {
+    case 1: launch_stats<T, D, 1>(p, grid, smem, stream); break;
+    case 2: launch_stats<T, D, 2>(p, grid, smem, stream); break;
+    case 4: launch_stats<T, D, 4>(p, grid, smem, stream); break;
+    default: launch_stats<T, D, 8>(p, grid, smem, stream); break;
+  }
+}
+
+template <typename T>
+void launch_typed(int D, int gmax, const SelectionStatsParams& p, dim3 grid, int smem, cudaStream_t stream) {
+  if (D == 64) launch_group<T, 64>(gmax, p, grid, smem, stream);
+  else launch_group<T, 128>(gmax, p, grid, smem, stream);
+}
+
+const int* index_ptr(const std::optional<torch::Tensor>& t, int B, int H, const char* name) {
+  if (!t.has_value()) return nullptr;
+  TORCH_CHECK(t->is_cuda() && t->is_contiguous() && t->scalar_type() == torch::kInt32, name,
+              " must be a contiguous int32 CUDA tensor");
+  TORCH_CHECK(t->dim() == 3 && t->size(0) == B && t->size(1) == H, name, " must be [B, Hkv, S]");
+  return t->data_ptr<int>();
+}
+
+// A [B, H] tensor, possibly a broadcast view (strides may be 0); null when absent.
+const void* bh_ptr(const std::optional<torch::Tensor>& t, int B, int H, int64_t* sb, int64_t* sh) {
+  if (!t.has_value()) return nullptr;
+  TORCH_CHECK(t->is_cuda() && t->dim() == 2 && t->size(0) == B && t->size(1) == H,
+              "entropy and budget must be [B, Hkv] CUDA tensors (broadcast views welcome)");
+  *sb = t->stride(0), *sh = t->stride(1);
+  return t->data_ptr();
+}
+}  // namespace
+
+bool selection_stats_fits(int64_t group, int64_t head_dim, int64_t max_pages) {
+  int device = 0, optin = 0;
+  TS_CUDA_CHECK(cudaGetDevice(&device));
+  TS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  // the opt-in limit also holds the kernel's static shared memory (reductions: under 1 KB)
+  return stats_smem((int)group, (int)head_dim, (int)max_pages).total + 1024 <= optin;
+}
+
+torch::Tensor selection_stats(const torch::Tensor& query, const torch::Tensor& k_cache, const torch::Tensor& meta,
+                              const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
+                              const torch::Tensor& scores, const std::optional<torch::Tensor>& page_indices,
+                              const std::optional<torch::Tensor>& candidates,
+                              const std::optional<torch::Tensor>& entropy, const std::optional<torch::Tensor>& budget,
+                              double scale, double rtol) {
+  for (const torch::Tensor* t : {&query, &k_cache, &meta, &block_tables, &seq_lens, &scores}) {
+    TORCH_CHECK(t->is_cuda() && t->is_contiguous(), "selection_stats: inputs must be contiguous CUDA tensors");
+  }
+  const auto dt = k_cache.scalar_type();
+  TORCH_CHECK(dt == torch::kHalf || dt == torch::kBFloat16 || dt == torch::kFloat32, "cache must be fp16/bf16/fp32");
+  TORCH_CHECK(meta.scalar_type() == dt, "meta must have the cache dtype");
+  TORCH_CHECK(query.scalar_type() == dt || query.scalar_type() == torch::kFloat32,
+              "query must have the cache dtype or be float32");
+  TORCH_CHECK(block_tables.scalar_type() == torch::kInt32 && seq_lens.scalar_type() == torch::kInt32,
+              "block_tables and seq_lens must be int32");
+  TORCH_CHECK(scores.scalar_type() == torch::kFloat32, "scores must be float32");
+  const int B = query.size(0), Hq = query.size(1), D = query.size(2);
+  const int BS = k_cache.size(1), H = k_cache.size(2), M = block_tables.size(1);
+  TORCH_CHECK(D == 64 || D == 128, "head_dim must be 64 or 128");
+  TORCH_CHECK(Hq % H == 0 && Hq / H <= 8, "1..8 query heads per kv-head");
+  TORCH_CHECK(k_cache.size(3) == D && meta.size(1) == 2 && meta.size(2) == H && meta.size(3) == D, "cache shapes");
+  TORCH_CHECK(scores.dim() == 3 && scores.size(0) == B && scores.size(1) == H && scores.size(2) == M,
+              "scores must be [B, Hkv, M]");
+  TORCH_CHECK(block_tables.size(0) == B && seq_lens.numel() == B, "block_tables [B, M] and seq_lens [B]");
+  auto out = torch::empty({B, H, kStatsChannels + 4 * M}, query.options().dtype(torch::kFloat32));
+  if (B == 0 || H == 0) return out;
+  const int G = Hq / H;
+  SelectionStatsParams p{};
+  p.query = query.data_ptr(), p.k_cache = k_cache.data_ptr(), p.meta = meta.data_ptr();
+  p.block_tables = block_tables.data_ptr<int>(), p.seq_lens = seq_lens.data_ptr<int>();
+  p.scores = scores.data_ptr<float>();
+  p.page_indices = index_ptr(page_indices, B, H, "page_indices");
+  p.candidates = index_ptr(candidates, B, H, "candidates");
+  p.num_selected = page_indices ? page_indices->size(2) : 0;
+  p.num_candidates = candidates ? candidates->size(2) : 0;
+  TORCH_CHECK(!entropy || entropy->scalar_type() == torch::kFloat32, "entropy must be float32");
+  TORCH_CHECK(!budget || budget->scalar_type() == torch::kFloat32 || budget->scalar_type() == torch::kInt64,
+              "budget must be float32 or int64");
+  p.entropy = static_cast<const float*>(bh_ptr(entropy, B, H, &p.entropy_sb, &p.entropy_sh));
+  p.budget = bh_ptr(budget, B, H, &p.budget_sb, &p.budget_sh);
+  p.budget_i64 = budget && budget->scalar_type() == torch::kInt64;
+  p.out = out.data_ptr<float>();
+  p.num_kv_heads = H, p.group = G, p.block_size = BS, p.max_pages = M;
+  p.query_f32 = query.scalar_type() == torch::kFloat32 && dt != torch::kFloat32;
+  p.scale = (float)scale, p.rtol = (float)rtol;
+  const int smem = stats_smem(G, D, M).total;
+  TORCH_CHECK(selection_stats_fits(G, D, M), "selection_stats: ", smem, " bytes of shared memory do not fit");
+  const c10::cuda::CUDAGuard guard(query.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid(H, B);
+  const int gmax = group_bound(G);
+  if (dt == torch::kHalf) launch_typed<__half>(D, gmax, p, grid, smem, stream);
+  else if (dt == torch::kBFloat16) launch_typed<__nv_bfloat16>(D, gmax, p, grid, smem, stream);
+  else launch_typed<float>(D, gmax, p, grid, smem, stream);
+  TS_LAUNCH_CHECK();
+  return out;
+}
+
+}  // namespace tinyserve

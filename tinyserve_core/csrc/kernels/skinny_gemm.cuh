@@ -12,29 +12,24 @@ namespace tinyserve {
 
 constexpr int kSkinnyWarps = 8;       // output columns per block
 constexpr int kSkinnyMaxRows = 4;
-constexpr int kSkinnyPrefetch = 4;   // weight chunks per lane loaded before the PDL wait
 
 template <typename T, int M>
 __global__ void __launch_bounds__(kSkinnyWarps * 32)
     skinny_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                        T* __restrict__ y, int N, int K) {
+  pdl_entry();
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kSkinnyWarps + (threadIdx.x >> 5);
-  const uint4* wr = reinterpret_cast<const uint4*>(w + (int64_t)min(n, N - 1) * K);
+  if (n >= N) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + (int64_t)n * K);
   const uint4* xr = reinterpret_cast<const uint4*>(x);
   const int chunks = K / 8;   // 8 values of T per 16 bytes
-  // The first weight chunks are requested before the PDL wait, while the kernel that
-  // writes x drains: weights are parameters, never written by the step's kernels.
-  uint4 first[kSkinnyPrefetch];
-#pragma unroll
-  for (int i = 0; i < kSkinnyPrefetch; ++i)
-    if (lane + 32 * i < chunks) first[i] = ld_stream(wr + lane + 32 * i);
-  pdl_entry();
-  if (n >= N) return;
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
-  auto fma_chunk = [&](const uint4& wv, int c) {
+#pragma unroll 4
+  for (int c = lane; c < chunks; c += 32) {
+    const uint4 wv = ld_stream(wr + c);
     const T* wh = reinterpret_cast<const T*>(&wv);
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -43,12 +38,7 @@ __global__ void __launch_bounds__(kSkinnyWarps * 32)
 #pragma unroll
       for (int j = 0; j < 8; ++j) acc[m] = fmaf(to_float(wh[j]), to_float(xh[j]), acc[m]);
     }
-  };
-#pragma unroll
-  for (int i = 0; i < kSkinnyPrefetch; ++i)
-    if (lane + 32 * i < chunks) fma_chunk(first[i], lane + 32 * i);
-#pragma unroll 4
-  for (int c = lane + 32 * kSkinnyPrefetch; c < chunks; c += 32) fma_chunk(ld_stream(wr + c), c);
+  }
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float v = acc[m];

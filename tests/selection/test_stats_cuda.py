@@ -54,7 +54,8 @@ def test_engine_keeps_graphs_with_statistics_and_profiling():
     from tinyserve_core.engine.engine import Engine
     from tinyserve_core.engine.sampling import SamplingParams
     cfg = EngineConfig.from_dict(dict(device="cuda", num_blocks=512, block_size=16, policy="quest", budget=64,
-                                      dense_layers=2, stats=True, profile=True, profile_every=4))
+                                      dense_layers=2, stats=True, profile=True, profile_every=4,
+                                      profile_budget=0.0))   # the fixed cadence
     eng = Engine(cfg)
     for p in ("The list type", "def read_file(path):", "A dictionary maps keys to"):
         eng.add_request(p * 20, SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))

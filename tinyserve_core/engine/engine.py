@@ -76,7 +76,8 @@ class Engine:
         self.runner = ModelRunner(model, config.cache.num_blocks, config.cache.block_size,
                                   self.device, self.dtype, selector=self.selector,
                                   profile=config.output.profile,
-                                  profile_every=config.output.profile_every)
+                                  profile_every=config.output.profile_every,
+                                  profile_budget=config.output.profile_budget)
         self.runner.warm_up(config.scheduler.max_num_seqs)  # CUDA graphs, captured before any request waits
         self.scheduler = Scheduler(self.block_manager, config.scheduler.max_num_seqs,
                                    config.scheduler.max_num_batched_tokens, self.sink,
@@ -178,6 +179,7 @@ class Engine:
         self.scheduler.max_num_batched_tokens = cfg.scheduler.max_num_batched_tokens
         self.runner.profile = cfg.output.profile
         self.runner.profile_every = cfg.output.profile_every
+        self.runner.profile_budget = cfg.output.profile_budget
         if SELECTION_KEYS & set(changes):
             self.selector.update(**cfg.selection.selector_params())
 

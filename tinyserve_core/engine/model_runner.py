@@ -25,6 +25,7 @@ from .. import kernels
 from ..kv.kv_cache import KVCache
 from ..model.llama import LlamaForCausalLM, PagedBatch
 from .config.sections import PROFILE_EVERY
+from .breakdown_sampler import BreakdownSampler
 from .step_inputs import DecodeInputs
 
 
@@ -43,6 +44,7 @@ class RunnerOutput:
     bytes_moved: dict[str, int] = field(default_factory=dict)     # op family -> bytes (profiling)
     timer: "OpTimer | None" = None                                # events still to be read
     pending_bytes: "object | None" = None                         # () -> bytes_moved, read at finish
+    account: "object | None" = None                               # (timings) -> None, told at finish
 
     def finish(self) -> "RunnerOutput":
         if self.timer is not None:
@@ -54,6 +56,9 @@ class RunnerOutput:
         if self.pending_bytes is not None:
             self.bytes_moved.update(self.pending_bytes())
             self.pending_bytes = None
+        if self.account is not None:
+            self.account(self.timings)
+            self.account = None
         return self
 
 
@@ -146,7 +151,8 @@ class _SelectedPages:
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, selector=None,
-                 cuda_graphs: bool = True, profile: bool = False, profile_every: int = PROFILE_EVERY):
+                 cuda_graphs: bool = True, profile: bool = False, profile_every: int = PROFILE_EVERY,
+                 profile_budget: float = 0.0):
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
@@ -163,7 +169,10 @@ class ModelRunner:
         if not (isinstance(profile_every, int) and profile_every >= 1):
             raise ValueError(f"profile_every must be an integer >= 1, got {profile_every!r}")
         self.profile_every = profile_every
-        self._graph_steps = 0    # graph-eligible decode steps seen while profiling
+        # > 0: breakdown samples paid for from this share of the replayed time
+        # (engine/breakdown_sampler.py); 0: the fixed cadence of profile_every
+        self.profile_budget = profile_budget
+        self._sampler = BreakdownSampler()
         # Persistent (pinned on a GPU) block-table rows and step staging (engine/step_inputs.py).
         from .cuda_graphs import _width_bucket
         self.max_pages = _width_bucket(-(-self.config.max_position_embeddings // block_size))
@@ -227,12 +236,15 @@ class ModelRunner:
         if self.selector is not None and hasattr(self.selector, "prepare"):
             self.selector.prepare(self.kv)  # host side of selection (a key copy) before any replay
         sel_key = self._graph_key()
-        if sel_key is not None and not self._breakdown_due():
+        sample = sel_key is not None and self._breakdown_due()
+        if sel_key is not None and not sample:
             timer = OpTimer(self.device) if self.profile else None
             logits = self._decode_graphs().run(items, sel_key, self.selector, timer, span, self._check_table)
             if logits is not None:
                 self._end_selection_step(items)
-                return RunnerOutput(logits, timer=timer)
+                account = None if timer is None else (
+                    lambda t: self._sampler.replayed(t, self.profile_budget))
+                return RunnerOutput(logits, timer=timer, account=account)
         ints = self._inputs.stage(items, check=self._check_table)
         if span is not None:
             span.start()
@@ -243,6 +255,8 @@ class ModelRunner:
             seq_lens=(ints[1] + 1).to(torch.int32), seq_ids=[it.seq_id for it in items], selector=self.selector)
         out = self._run(ints[0], ints[1], batch, [it.position + 1 for it in items])
         self._end_selection_step(items)
+        if sample:
+            out.account = self._sampler.sampled
         return out
 
     def release(self, seq_id: int) -> None:
@@ -288,12 +302,8 @@ class ModelRunner:
 
     def _breakdown_due(self) -> bool:
         """While profiling, whether this graph-eligible decode step runs eagerly to take
-        the per-op breakdown (the first, then every profile_every-th)."""
-        if not self.profile:
-            return False
-        due = self._graph_steps % self.profile_every == 0
-        self._graph_steps += 1
-        return due
+        the per-op breakdown (engine/breakdown_sampler.py)."""
+        return self.profile and self._sampler.due(self.profile_every, self.profile_budget)
 
     def _run(self, input_ids, positions, batch: PagedBatch, ctx: list[int]) -> RunnerOutput:
         """`ctx`: each item's context length after this step (host values, for the

@@ -25,10 +25,12 @@ MAX_SAMPLES = 64
 # model this project runs, and low enough that a length never alone exhausts memory.
 MAX_TOKENS = 1 << 20
 # An eager, per-op-timed decode step of the shipped model is launch bound: a few hundred
-# kernel launches and an event pair per op family and layer, estimated at up to ~6 graph
-# replays of the same step. One in 128 keeps profiling's cost under 5% even then; the
-# `bench engine` GUI row against the quest + stats row measures it.
+# kernel launches and an event pair per op family and layer, ~20 graph replays of the same
+# step at batch 64 on an H200. So breakdown samples are paid for from PROFILE_BUDGET of the
+# replayed time (engine/breakdown_sampler.py), at most one per PROFILE_EVERY graph steps;
+# the `bench engine` GUI row against the quest + stats row measures the cost.
 PROFILE_EVERY = 128
+PROFILE_BUDGET = 0.05
 
 
 @dataclass
@@ -177,8 +179,10 @@ class OutputConfig:
     """What a run records: per-op timings in its StepRecords (`profile`, the GUI turns it
     on) and the files a command-line run writes when it ends."""
     profile: bool = False
-    # Graph-replayed decode steps per eager step that samples the per-op breakdown.
+    # Graph-replayed decode steps per eager step that samples the per-op breakdown (at least).
     profile_every: int = PROFILE_EVERY
+    # Share of the replayed time the samples may cost (0: a sample every profile_every steps).
+    profile_budget: float = PROFILE_BUDGET
     trace: str | None = None
     metrics: str | None = None
     summary_json: str | None = None
@@ -197,3 +201,4 @@ class OutputConfig:
         if self.kv_events_replay is not None and self.kv_events is None:
             raise ConfigError("kv_events_replay", "needs kv_events (the endpoint it replays)")
         int_range("profile_every", self.profile_every, 1, 1 << 20)
+        float_range("profile_budget", self.profile_budget, 0.0, 1.0)

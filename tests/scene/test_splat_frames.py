@@ -179,3 +179,31 @@ def test_the_last_rays_finish_in_one_long_window(lab, monkeypatch):
     assert tail_rounds < plain_rounds
     assert _psnr(tail.rgb, plain.rgb) > 45.0
     assert (tail.label == plain.label).mean() > 0.999
+
+
+def test_a_frame_from_one_shared_eye_matches_per_ray_origins(lab):
+    """`render_cells` broadcasts an eye given once (an expanded tensor, as a camera's rays
+    are) instead of gathering it per ray: the frame is the one per-ray origins give."""
+    import tinyserve_core.scene.frames as frames
+
+    bake = lab.bake
+    cam = lab.camera(azimuth=250.0, elevation=35, size=64)
+    o, d = frame_rays(cam, bake.device)
+    assert o.stride(0) == 0  # the camera's one eye, expanded
+    near, far = ray_aabb(o, d, bake.grid.lo, bake.grid.hi)
+    start = bake.splat.starts(cam)
+    shared, per_ray = (as_result(frames.render_cells(bake.cells, bake.space, oo, d, start, near, far,
+                                                     bake.grid.voxel / 2, bake.background), cam)
+                       for oo in (o, o.contiguous().clone()))
+    assert _psnr(shared.rgb, per_ray.rgb) > 80.0
+    assert np.array_equal(shared.label, per_ray.label)
+    assert np.allclose(shared.depth, per_ray.depth, atol=1e-4)
+
+
+def test_flat_cells_of_stacked_points_are_the_cells_of_planes(lab):
+    table = lab.bake.cells
+    gen = torch.Generator().manual_seed(11)
+    top = torch.tensor(lab.bake.occ.shape, dtype=torch.float32)[:, None]
+    g = torch.rand(3, 3000, generator=gen) * (top + 2) - 1  # some points outside: both clamp
+    _, flat = table.cells(list(g.clone()))
+    assert torch.equal(table.flat_cells(g.clone()), flat)

@@ -123,14 +123,16 @@ class CellTable:
         """Class distribution [N, C] at points g [N, 3] in cell units: trilinear over the
         cell's CLASSES_PER_CELL most probable classes, normalised over them (the other
         classes read 0); zero outside occupied cells."""
-        g = list(g.t().contiguous())
-        c, flat = self.cells(g)
+        return self.class_probs_planes(g.t().contiguous())
+
+    def class_probs_planes(self, g: torch.Tensor) -> torch.Tensor:
+        """`class_probs` of points given as planes g [3, N] (clamped in place)."""
+        flat = self.flat_cells(g)
         col = self.row.index_select(0, flat).long()
         m = self.class_ids.shape[1]
         # rows gathered, then planes [8, M, N] for the blend's long loops
         rows = self.class_corners.index_select(0, col).t().contiguous().view(8, m, -1)
-        f = torch.stack([(v - cv).float() for v, cv in zip(g, c)])
-        p = lerp_planes(rows, f).clamp_min_(0)  # [M, N]
+        p = lerp_planes(rows, g.frac_()).clamp_min_(0)  # [M, N]
         p = p.div_(p.sum(0).clamp_min_(1e-6)).t()
         out = torch.zeros(flat.numel(), self.num_classes, device=p.device)
         return out.scatter_(1, self.class_ids.index_select(0, col), p)
@@ -204,8 +206,14 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
         raw = lerp_planes(table.density.index_select(1, rows), f)
         tau = torch.zeros(win * a, device=dev).index_copy_(
             0, solid, torch.nn.functional.softplus(raw).mul_(step / table.voxel)).view(win, a)
-        tr = torch.exp(torch.cumsum(tau, 0).sub_(tau).neg_()).mul_(tr0)
-        w = tr * (1 - torch.exp(-tau))
+        # transmittance after each sample, e[k] = exp(-sum tau[..k]); a sample's weight is
+        # what it takes of the transmittance, e[k - 1] - e[k] (four whole-window passes
+        # fewer than tr * (1 - exp(-tau)))
+        e = torch.cumsum(tau, 0).neg_().exp_()
+        w = torch.empty_like(e)
+        torch.sub(e[:-1], e[1:], out=w[1:])
+        w[0].copy_(e[0]).neg_().add_(1.0)
+        w.mul_(tr0)
         ws = w.view(-1).index_select(0, solid)
         live = torch.nonzero(ws > app_eps).squeeze(1)
         ray_of = solid.index_select(0, live).remainder_(a)
@@ -223,7 +231,7 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
         peak_w.index_copy_(0, active, torch.where(better, wmax, pw))
         peak_t.index_copy_(0, active, torch.where(better, ts.gather(0, arg[None])[0], peak_t.index_select(0, active)))
         depth.index_add_(0, active, (w * ts).sum(0))
-        tr_end = tr[-1] * torch.exp(-tau[-1])
+        tr_end = e[-1] * tr0
         trans.index_copy_(0, active, tr_end)
         ta = ta + win * step
         t.index_copy_(0, active, ta)
@@ -231,9 +239,9 @@ def render_cells(table: CellTable, space: EmptySpace, o: torch.Tensor, d: torch.
     acc = 1 - trans
     probs = torch.zeros(n, table.num_classes, device=dev)
     hit = torch.nonzero(peak_w > 0).squeeze(1)
-    g_peak = torch.addcmul(og if shared else og.index_select(0, hit), peak_t.index_select(0, hit)[:, None],
-                           dg.index_select(0, hit))
-    probs.index_copy_(0, hit, table.class_probs(g_peak) * acc.index_select(0, hit)[:, None])
+    g_peak = torch.addcmul(og_p if shared else og_p.index_select(1, hit), peak_t.index_select(0, hit),
+                           dg_p.index_select(1, hit))  # planes [3, H]
+    probs.index_copy_(0, hit, table.class_probs_planes(g_peak).mul_(acc.index_select(0, hit)[:, None]))
     probs[:, 0] += trans
     depth += trans * far.clamp_min(near)
     rgb = rgb.t() + trans[:, None] * torch.tensor(background, dtype=rgb.dtype, device=dev)

@@ -230,3 +230,19 @@ def test_tracing_from_one_shared_eye_matches_per_ray_origins(lab):
     _trace(space, space.to_grid(o[:1]), d / bake.grid.voxel, shared, far, rays, 32)
     assert torch.allclose(shared, per_ray, atol=1e-5)
     assert float((shared[rays] - near[rays]).mean()) > 0.5
+
+
+@pytest.mark.parametrize("ch,cw", [(5, 7), (8, 8), (1, 4)])
+def test_upsampling_is_bilinear_with_aligned_corners(ch, cw):
+    """`adaptive._upsample` writes its means straight into the output's strided slices: the
+    result is the aligned-corners bilinear image of the coarse one, channels last."""
+    import torch.nn.functional as F
+
+    from tinyserve_core.scene.adaptive import _upsample
+
+    c = torch.rand(ch, cw, 5, generator=torch.Generator().manual_seed(ch * 31 + cw))
+    out = torch.full((2 * ch - 1, 2 * cw - 1, 5), float("nan"))
+    _upsample(c, out)
+    want = F.interpolate(c.permute(2, 0, 1)[None], size=(2 * ch - 1, 2 * cw - 1), mode="bilinear",
+                         align_corners=True)[0].permute(1, 2, 0)
+    assert torch.allclose(out, want, atol=1e-6)

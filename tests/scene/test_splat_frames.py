@@ -207,3 +207,21 @@ def test_flat_cells_of_stacked_points_are_the_cells_of_planes(lab):
     g = torch.rand(3, 3000, generator=gen) * (top + 2) - 1  # some points outside: both clamp
     _, flat = table.cells(list(g.clone()))
     assert torch.equal(table.flat_cells(g.clone()), flat)
+
+
+def test_box_bounds_from_one_eye_are_ray_aabbs():
+    """The frame's entry / exit distances, computed once per frame on direction planes, are
+    `ray_aabb`'s exactly, axis-parallel directions (a zero component) included."""
+    from tinyserve_core.scene.frames import eye_box_bounds
+
+    gen = torch.Generator().manual_seed(5)
+    d = torch.nn.functional.normalize(torch.randn(5000, 3, generator=gen), dim=1)
+    d[:30, 1:] = 0.0
+    d[:30, 0] = 1.0
+    d[30:60, 0] = 0.0
+    lo, hi = (-1.0, -0.5, 0.0), (2.0, 1.5, 1.2)
+    for eye in ((0.3, 0.2, 0.5), (3.0, -2.0, 2.5)):  # inside the box and outside it
+        e = torch.tensor(eye)
+        near, far = ray_aabb(e.expand_as(d), d, lo, hi)
+        n2, f2 = eye_box_bounds(e, d.t().contiguous(), lo, hi)
+        assert torch.equal(n2, near) and torch.equal(f2, far)

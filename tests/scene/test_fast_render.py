@@ -197,3 +197,52 @@ def test_cell_indices_are_exact_on_grids_past_float_precision():
     last = 257 * 256 * 256 - 1  # odd and above 2^24: float32 cannot hold it
     assert space.cells(g.clone()).tolist() == [last, last - 1, (3 * 256 + 7) * 256 + 11]
     assert bool(space.occupied[space.cells(g.clone())][0])
+
+
+def test_the_tracers_padded_table_reads_what_clamping_into_the_grid_reads(lab):
+    """A traced point may sit up to a cell outside the grid's box (float rounding at the
+    entry and exit faces): the tracer's padded skip table gives it the clamped cell's skip."""
+    space = lab.bake.space
+    gen = torch.Generator().manual_seed(7)
+    top = torch.tensor(space.shape, dtype=torch.float32)
+    inside = torch.rand(4000, 3, generator=gen) * top
+    # just outside every face, and at the far faces exactly (a ray's exit point)
+    outside = torch.cat([inside.clone().index_fill_(1, torch.tensor([k]), v) for k in range(3)
+                         for v in (-0.3, float(top[k]), float(top[k]) + 0.4)])
+    g = torch.cat([inside, outside])
+    clamped = space.skip[space.cells(g.clone())]
+    padded = space.trace_skip[space.trace_cells(g + 1)]
+    assert torch.equal(padded, clamped)
+
+
+def test_tracing_from_one_shared_eye_matches_per_ray_origins(lab):
+    """A camera's rays share one eye: given as one row [1, 3] it is broadcast, not gathered,
+    and the traced distances are the same as with a row per ray."""
+    bake, space = lab.bake, lab.bake.space
+    cam = lab.camera(azimuth=130, elevation=30, size=40)
+    o, d = cam.rays()
+    from tinyserve_core.scene.volume import ray_aabb
+
+    near, far = ray_aabb(o, d, bake.grid.lo, bake.grid.hi)
+    rays = torch.nonzero(far > near).squeeze(1)
+    per_ray, shared = near.clone(), near.clone()
+    _trace(space, space.to_grid(o), d / bake.grid.voxel, per_ray, far, rays, 32)
+    _trace(space, space.to_grid(o[:1]), d / bake.grid.voxel, shared, far, rays, 32)
+    assert torch.allclose(shared, per_ray, atol=1e-5)
+    assert float((shared[rays] - near[rays]).mean()) > 0.5
+
+
+@pytest.mark.parametrize("ch,cw", [(5, 7), (8, 8), (1, 4)])
+def test_upsampling_is_bilinear_with_aligned_corners(ch, cw):
+    """`adaptive._upsample` writes its means straight into the output's strided slices: the
+    result is the aligned-corners bilinear image of the coarse one, channels last."""
+    import torch.nn.functional as F
+
+    from tinyserve_core.scene.adaptive import _upsample
+
+    c = torch.rand(ch, cw, 5, generator=torch.Generator().manual_seed(ch * 31 + cw))
+    out = torch.full((2 * ch - 1, 2 * cw - 1, 5), float("nan"))
+    _upsample(c, out)
+    want = F.interpolate(c.permute(2, 0, 1)[None], size=(2 * ch - 1, 2 * cw - 1), mode="bilinear",
+                         align_corners=True)[0].permute(1, 2, 0)
+    assert torch.allclose(out, want, atol=1e-6)

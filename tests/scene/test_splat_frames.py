@@ -179,3 +179,49 @@ def test_the_last_rays_finish_in_one_long_window(lab, monkeypatch):
     assert tail_rounds < plain_rounds
     assert _psnr(tail.rgb, plain.rgb) > 45.0
     assert (tail.label == plain.label).mean() > 0.999
+
+
+def test_a_frame_from_one_shared_eye_matches_per_ray_origins(lab):
+    """`render_cells` broadcasts an eye given once (an expanded tensor, as a camera's rays
+    are) instead of gathering it per ray: the frame is the one per-ray origins give."""
+    import tinyserve_core.scene.frames as frames
+
+    bake = lab.bake
+    cam = lab.camera(azimuth=250.0, elevation=35, size=64)
+    o, d = frame_rays(cam, bake.device)
+    assert o.stride(0) == 0  # the camera's one eye, expanded
+    near, far = ray_aabb(o, d, bake.grid.lo, bake.grid.hi)
+    start = bake.splat.starts(cam)
+    shared, per_ray = (as_result(frames.render_cells(bake.cells, bake.space, oo, d, start, near, far,
+                                                     bake.grid.voxel / 2, bake.background), cam)
+                       for oo in (o, o.contiguous().clone()))
+    assert _psnr(shared.rgb, per_ray.rgb) > 80.0
+    assert np.array_equal(shared.label, per_ray.label)
+    assert np.allclose(shared.depth, per_ray.depth, atol=1e-4)
+
+
+def test_flat_cells_of_stacked_points_are_the_cells_of_planes(lab):
+    table = lab.bake.cells
+    gen = torch.Generator().manual_seed(11)
+    top = torch.tensor(lab.bake.occ.shape, dtype=torch.float32)[:, None]
+    g = torch.rand(3, 3000, generator=gen) * (top + 2) - 1  # some points outside: both clamp
+    _, flat = table.cells(list(g.clone()))
+    assert torch.equal(table.flat_cells(g.clone()), flat)
+
+
+def test_box_bounds_from_one_eye_are_ray_aabbs():
+    """The frame's entry / exit distances, computed once per frame on direction planes, are
+    `ray_aabb`'s exactly, axis-parallel directions (a zero component) included."""
+    from tinyserve_core.scene.frames import eye_box_bounds
+
+    gen = torch.Generator().manual_seed(5)
+    d = torch.nn.functional.normalize(torch.randn(5000, 3, generator=gen), dim=1)
+    d[:30, 1:] = 0.0
+    d[:30, 0] = 1.0
+    d[30:60, 0] = 0.0
+    lo, hi = (-1.0, -0.5, 0.0), (2.0, 1.5, 1.2)
+    for eye in ((0.3, 0.2, 0.5), (3.0, -2.0, 2.5)):  # inside the box and outside it
+        e = torch.tensor(eye)
+        near, far = ray_aabb(e.expand_as(d), d, lo, hi)
+        n2, f2 = eye_box_bounds(e, d.t().contiguous(), lo, hi)
+        assert torch.equal(n2, near) and torch.equal(f2, far)

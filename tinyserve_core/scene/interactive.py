@@ -32,7 +32,17 @@ class EmptySpace:
         dist = torch.from_numpy(distance_transform_edt(~occ.cpu().numpy()).astype("float32"))
         self.grid = grid
         self.shape = tuple(occ.shape)
-        self.skip = ((dist - CELL_DIAGONAL).clamp_min(0) * grid.voxel).reshape(-1).to(occ.device)
+        skip = (dist - CELL_DIAGONAL).clamp_min(0) * grid.voxel
+        self.skip = skip.reshape(-1).to(occ.device)
+        # the tracer's copy, padded by one cell on every side with the edge cells' values: a
+        # traced point lies in the grid's box up to float rounding (at most a cell outside),
+        # where it reads what clamping it into the grid would give, so a step needs no clamp
+        # (a clamp with per-axis bounds was a fifth of a step on one thread)
+        padded = torch.nn.functional.pad(skip[None, None], (1, 1, 1, 1, 1, 1), mode="replicate")[0, 0]
+        self.trace_skip = padded.reshape(-1).to(occ.device)
+        py, pz = padded.shape[1], padded.shape[2]
+        self._trace_strides = torch.tensor([py * pz, pz, 1], device=occ.device,
+                                           dtype=torch.float32 if padded.numel() < (1 << 24) else torch.long)
         self.occupied = occ.reshape(-1).clone()
         self._top = torch.tensor([n - 1 for n in self.shape], dtype=torch.float32, device=occ.device)
         # flat index of cell (x, y, z) is (x * Y + y) * Z + z, as a float dot product (one
@@ -57,6 +67,14 @@ class EmptySpace:
         """World points [..., 3] in cell units."""
         return (x - self._lo) / self.grid.voxel
 
+    def trace_cells(self, g1: torch.Tensor) -> torch.Tensor:
+        """Flat index into `trace_skip` of points [..., 3] in cell units plus one (the padded
+        grid's units), within a cell of the grid (in place on g1)."""
+        c = g1.floor_()
+        if self._trace_strides.dtype == torch.long:
+            return (c.long() * self._trace_strides).sum(-1)
+        return (c @ self._trace_strides).long()
+
     def cells(self, g: torch.Tensor) -> torch.Tensor:
         """Flat cell index of points in cell units [..., 3] (in place on g), clamped into the grid."""
         c = g.floor_().clamp_(self._zero, self._top)
@@ -67,20 +85,27 @@ class EmptySpace:
 
 def _trace(space: EmptySpace, og: torch.Tensor, dg: torch.Tensor, t: torch.Tensor, far: torch.Tensor,
            rays: torch.Tensor, iters: int) -> None:
-    """Sphere tracing in place on t[rays] (og, dg: origins and directions in cell units).
+    """Sphere tracing in place on t[rays] (og, dg: origins and directions in cell units;
+    og may be one row [1, 3], the eye every ray shares).
     Every TRACE_BLOCK steps the rays that stopped moving leave the working set, so late
     steps touch only the grazing rays; a step is a handful of whole-array operations."""
-    ol, dl, tl, fl = (x.index_select(0, rays) for x in (og, dg, t, far))
+    # og [1, 3]: one eye for every ray, broadcast rather than gathered
+    shared = og.shape[0] == 1
+    dl, tl, fl = (x.index_select(0, rays) for x in (dg, t, far))
+    ol = (og if shared else og.index_select(0, rays)) + 1  # in the padded grid's cell units
     mark = tl
     for i in range(iters):
-        tl = torch.minimum(tl + space.skip.index_select(0, space.cells(torch.addcmul(ol, tl[:, None], dl))), fl)
+        tl = torch.minimum(tl + space.trace_skip.index_select(0, space.trace_cells(torch.addcmul(ol, tl[:, None], dl))),
+                           fl)
         if i % TRACE_BLOCK == TRACE_BLOCK - 1 or i == iters - 1:
             t.index_copy_(0, rays, tl)
             # a ray that did not move over the block never will (same cell, no skip)
             keep = torch.nonzero((tl > mark) & (tl < fl)).squeeze(1)
             if keep.numel() == 0:
                 return
-            rays, ol, dl, tl, fl = (x.index_select(0, keep) for x in (rays, ol, dl, tl, fl))
+            rays, dl, tl, fl = (x.index_select(0, keep) for x in (rays, dl, tl, fl))
+            if not shared:
+                ol = ol.index_select(0, keep)
             mark = tl
 
 

@@ -129,7 +129,8 @@ class StartSplat:
         dy = torch.minimum(steps, (nh - 1).clamp_(min=0).long()).add_(j0.long()).mul_(wb)
         idx = torch.add(dy[:, None], dx[None]).view(-1).clamp_(0, hb * wb - 1)
         blocks.scatter_reduce_(0, idx, start.repeat(SIDE * SIDE), "amin")
-        big = torch.nonzero(((nw > SIDE) | (nh > SIDE)) & torch.isfinite(start)).squeeze(1)
+        # (start < inf: isfinite is several whole-array passes)
+        big = torch.nonzero(((nw > SIDE) | (nh > SIDE)) & (start < math.inf)).squeeze(1)
         if big.numel():  # cells nearer the camera than SIDE blocks allow
             _splat_boxes(blocks, wb, *(v.index_select(0, big).long() for v in (i0, j0, nw, nh)),
                          start.index_select(0, big))

@@ -183,12 +183,13 @@ def _pools(lens, spare_tokens, spare_blocks, bs, hkv, d, dtype, gen):
     return tables, ours, [x.clone() for x in ours]
 
 
-def _write_both(cuda_ops, ours, refs, sm, gen):
-    """Random K/V rows for slot mapping `sm` through the kernel and the reference: equal."""
+def _write_both(cuda_ops, ours, refs, sm, gen, one_per_page=False):
+    """Random K/V rows for slot mapping `sm` through the kernel and the reference: equal.
+    `one_per_page`: no two tokens share a page (a decode step), the kernel's per-token path."""
     kc = ours[0]
     key = rand((sm.numel(), *kc.shape[2:]), kc.dtype, gen)
     val = rand((sm.numel(), *kc.shape[2:]), kc.dtype, gen)
-    cuda_ops.reshape_and_cache(key, val, *ours, sm)
+    cuda_ops.reshape_and_cache(key, val, *ours, sm, one_per_page=one_per_page)
     reference.reshape_and_cache(key, val, *refs, sm)
     for a, b in zip(ours, refs):
         assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
@@ -196,20 +197,22 @@ def _write_both(cuda_ops, ours, refs, sm, gen):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("bs", BLOCK_SIZES)
-def test_reshape_and_cache_prefill_then_decode(cuda_ops, gen, dtype, bs):
+@pytest.mark.parametrize("decode_path", [False, True])
+def test_reshape_and_cache_prefill_then_decode(cuda_ops, gen, dtype, bs, decode_path):
+    # lens: the decode steps write a page's first slot (bs, 2 * bs), its second (7 + 1), ...
     lens = [3 * bs + 5, bs, 7, 2 * bs]
     tables, ours, refs = _pools(lens, 2, 4, bs, 4, 64, dtype, gen)
 
-    def step(starts, ends):
+    def step(starts, ends, one_per_page=False):
         slots = _fill_order_slots(ends, starts, tables, bs)
         order = torch.randperm(len(slots), generator=gen, device=DEV)  # any token order
         sm = torch.tensor(slots, dtype=torch.int64, device=DEV)[order]
         sm = torch.cat([sm, torch.tensor([-1, -1], device=DEV)])  # padding tokens are skipped
-        _write_both(cuda_ops, ours, refs, sm, gen)
+        _write_both(cuda_ops, ours, refs, sm, gen, one_per_page)
 
     step([0] * len(lens), lens)                      # prefill: many tokens per page
-    step(lens, [n + 1 for n in lens])                # decode: one token each
-    step([n + 1 for n in lens], [n + 2 for n in lens])
+    step(lens, [n + 1 for n in lens], decode_path)   # decode: one token each
+    step([n + 1 for n in lens], [n + 2 for n in lens], decode_path)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -233,7 +236,10 @@ def test_reshape_and_cache_in_order_updates_bounds_exactly(cuda_ops, gen, dtype,
     step([0] * len(lens), mid, pad_at=7)                  # first chunk of a prefill: partial pages
     step(mid, lens)                                       # the rest: pages spanning two calls
     step(lens, [n + 1 for n in lens])                     # decode
-    step([n + 1 for n in lens], [n + bs + 2 for n in lens])  # a few tokens per sequence
+    sm = torch.tensor(_fill_order_slots([n + 2 for n in lens], [n + 1 for n in lens], tables, bs),
+                      dtype=torch.int64, device=DEV)
+    _write_both(cuda_ops, ours, refs, sm, gen, one_per_page=True)   # decode, the per-token path
+    step([n + 2 for n in lens], [n + bs + 2 for n in lens])  # a few tokens per sequence
 
 
 def test_reshape_and_cache_strided_key_view(cuda_ops, gen):

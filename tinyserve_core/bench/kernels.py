@@ -195,13 +195,16 @@ def bench_reshape_and_cache(reps: int, bw: float, gen) -> list[dict]:
             slots = torch.stack([torch.arange(tokens, device="cuda") + r * tokens for r in range(rot)])
             slots = slots % (nb * BS)
         row = HKV * HD * 2
-        for with_meta in (False, True):
+        # a decode write also through the per-token path (no two tokens share a page)
+        variants = ((False, False), (True, False)) + (((True, True),) if decode else ())
+        for with_meta, one_per_page in variants:
             ms = time_ms(lambda i: ops.reshape_and_cache(keys[i % rot], vals[i % rot], kc, vc,
-                                                         meta if with_meta else None, slots[i % rot]), reps)
+                                                         meta if with_meta else None, slots[i % rot],
+                                                         one_per_page=one_per_page), reps)
             pages_touched = math.ceil(tokens / BS) if not decode else tokens
             moved = 4 * tokens * row + (2 * row * pages_touched if with_meta else 0)
-            rows.append({"case": label + (" + meta" if with_meta else ""), "ms": ms,
-                         "bytes": moved, "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
+            case = label + (" + meta" if with_meta else "") + (", one token per page" if one_per_page else "")
+            rows.append({"case": case, "ms": ms, "bytes": moved, "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
         del kc, vc, meta, keys, vals
     return rows
 

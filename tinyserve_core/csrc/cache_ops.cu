@@ -13,7 +13,7 @@ namespace tinyserve {
 
 void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
                        torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
-                       const torch::Tensor& slot_mapping) {
+                       const torch::Tensor& slot_mapping, bool one_per_page) {
   TS_CHECK_CUDA(key);
   TS_CHECK_CUDA(k_cache);
   TS_CHECK_CONTIG(k_cache);
@@ -63,6 +63,21 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
                     m.size(3) == D, "meta must be [NB, 2, Hkv, D]");
     TORCH_CHECK(k_cache.size(0) < (1LL << 30), "reshape_and_cache: too many blocks");
     p.meta = m.data_ptr();
+    if (one_per_page) {   // no two tokens in one page: one CTA per token, no scratch
+      const int threads = std::min(256, (2 * Hkv * D / vec + 31) / 32 * 32);
+      TORCH_CHECK(T <= INT32_MAX, "reshape_and_cache: too many tokens");
+#define TS_TOKEN_CASE(ATYPE, CTYPE)                                                                        \
+      if (key.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {                                 \
+        launch_pdl(cache_write_token_meta_kernel<CTYPE>, dim3(T), dim3(threads), 0, stream, p);          \
+        TS_LAUNCH_CHECK();                                                                               \
+        return;                                                                                          \
+      }
+      TS_TOKEN_CASE(at::Half, __half)
+      TS_TOKEN_CASE(at::BFloat16, __nv_bfloat16)
+      TS_TOKEN_CASE(float, float)
+#undef TS_TOKEN_CASE
+      TORCH_CHECK(false, "reshape_and_cache: unsupported dtype");
+    }
     const int64_t head = 2 + 2 * k_cache.size(0);  // counters and per-block state; the list is not read past its count
     scratch = torch::empty({head + T}, slot_mapping.options().dtype(torch::kInt32));
     TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0, head * 4, stream));

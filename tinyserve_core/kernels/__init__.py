@@ -82,13 +82,18 @@ def _check_fp8(k_cache, kv_scales, extras=()) -> bool:
     return True
 
 
-def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=None, kv_scales=None) -> None:
+def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=None, kv_scales=None,
+                      one_per_page=False) -> None:
     """`qkeys`: the layer's quantised key copy, when it keeps one (quant_reference.py):
     the written pages are re-quantised after their min/max are refreshed. `kv_scales`: the
-    per-page scales of an FP8 cache (fp8_reference.py), updated by the write."""
+    per-page scales of an FP8 cache (fp8_reference.py), updated by the write.
+    `one_per_page`: the caller promises that no two tokens of the call lie in one page (a
+    decode step: one token per sequence, in its own last page); the CUDA op then updates
+    the page bounds per token, without the bookkeeping a call of many tokens per page needs.
+    The result is the same."""
     if _check_fp8(k_cache, kv_scales, (meta, qkeys)):
         return _fp8_ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping)
-    _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping)
+    _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, one_per_page)
     if qkeys is not None:
         quantize_keys(k_cache, meta, qkeys, slot_mapping)
 

@@ -25,6 +25,7 @@ def reshape_and_cache(
     v_cache: torch.Tensor,
     meta: torch.Tensor | None,
     slot_mapping: torch.Tensor,  # [T] int64, slot = block * block_size + offset, -1 skips
+    one_per_page: bool = False,  # the caller's promise: no two tokens in one page (a decode step)
 ) -> None:
     """Write new tokens' K/V into their slots and refresh the pages' key min/max.
 

@@ -233,7 +233,8 @@ class LlamaForCausalLM(nn.Module):
             with t("cache_write"):
                 qkeys = getattr(kv, "qkeys", None)
                 kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
-                                          None if qkeys is None else qkeys[i])
+                                          None if qkeys is None else qkeys[i],
+                                          one_per_page=not batch.is_prefill)   # a decode step: one token a sequence
             if batch.is_prefill:
                 with t("attention"):
                     o = kernels.prefill_attention(q, k, v, kv.k_caches[i], kv.v_caches[i], batch.block_tables,

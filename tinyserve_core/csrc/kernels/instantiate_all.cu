@@ -13,7 +13,8 @@ namespace tinyserve {
 TINYSERVE_DECODE_INSTANCES(DECODE)
 #define CACHE(T)                                                                    \
   template __global__ void cache_write_kernel<T>(const __grid_constant__ CacheWriteParams); \
-  template __global__ void cache_write_meta_kernel<T>(const __grid_constant__ CacheWriteParams);
+  template __global__ void cache_write_meta_kernel<T>(const __grid_constant__ CacheWriteParams); \
+  template __global__ void cache_write_token_meta_kernel<T>(const __grid_constant__ CacheWriteParams);
 TINYSERVE_CACHE_INSTANCES(CACHE)
 #define SCORE(T, D) \
   template __global__ void page_scores_kernel<T, D>(const __grid_constant__ PageScoreParams);

@@ -250,6 +250,46 @@ cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
   }
 }
 
+// One CTA per token, for a call whose tokens all lie in different pages (the caller says so:
+// a decode step writes one token per sequence, each into its own last page). A token's
+// page bounds are then its K row when it takes the page's first slot, else the old bounds
+// (slots before it, written by earlier calls: pages fill in order) merged with the row, as
+// the meta kernel's runs of one token give; without its call-wide bookkeeping there is no
+// scratch to clear (a memset per layer), no atomics and no grid-wide fence.
+template <typename T>
+__global__ void __launch_bounds__(256) cache_write_token_meta_kernel(const __grid_constant__ CacheWriteParams p) {
+  constexpr int VEC = 16 / sizeof(T);
+  using MM = VecMinMax<T>;
+  const int vec_per_head = p.head_dim / VEC;
+  const int vec_per_row = p.num_kv_heads * vec_per_head;
+  pdl_entry();
+  const int t = blockIdx.x;
+  const int64_t slot = p.slot_mapping[t];
+  if (slot < 0) return;  // padding
+  const int64_t blk = slot / p.block_size;
+  const bool fresh = slot == blk * p.block_size;
+  uint4* mn = reinterpret_cast<uint4*>(p.meta) + blk * 2 * vec_per_row;
+  for (int i = threadIdx.x; i < 2 * vec_per_row; i += blockDim.x) {
+    const bool is_key = i < vec_per_row;
+    const int v = is_key ? i : i - vec_per_row;
+    const int h = v / vec_per_head, c = v - h * vec_per_head;
+    const T* src = is_key ? static_cast<const T*>(p.key) + t * p.key_stride + h * p.key_head_stride
+                          : static_cast<const T*>(p.value) + t * p.value_stride + h * p.value_head_stride;
+    const uint4 r = *reinterpret_cast<const uint4*>(src + c * VEC);
+    reinterpret_cast<uint4*>(is_key ? p.k_cache : p.v_cache)[slot * vec_per_row + v] = r;
+    if (is_key) {
+      if (fresh) {
+        mn[v] = r;
+        mn[v + vec_per_row] = r;
+      } else {
+        const uint4 lo = mn[v], hi = mn[v + vec_per_row];
+        mn[v] = MM::min(lo, r);
+        mn[v + vec_per_row] = MM::max(hi, r);
+      }
+    }
+  }
+}
+
 #define TINYSERVE_CACHE_INSTANCES(X) \
   X(float)                           \
   X(__half)                          \

@@ -65,18 +65,10 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
     p.meta = m.data_ptr();
     if (one_per_page) {   // no two tokens in one page: one CTA per token, no scratch
       const int threads = std::min(256, (2 * Hkv * D / vec + 31) / 32 * 32);
-      TORCH_CHECK(T <= INT32_MAX, "reshape_and_cache: too many tokens");
-#define TS_TOKEN_CASE(ATYPE, CTYPE)                                                                        \
-      if (key.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {                                 \
-        launch_pdl(cache_write_token_meta_kernel<CTYPE>, dim3(T), dim3(threads), 0, stream, p);          \
-        TS_LAUNCH_CHECK();                                                                               \
-        return;                                                                                          \
-      }
-      TS_TOKEN_CASE(at::Half, __half)
-      TS_TOKEN_CASE(at::BFloat16, __nv_bfloat16)
-      TS_TOKEN_CASE(float, float)
-#undef TS_TOKEN_CASE
-      TORCH_CHECK(false, "reshape_and_cache: unsupported dtype");
+      for_element_type(key, "reshape_and_cache", [&](auto tag) {
+        launch_pdl(cache_write_token_meta_kernel<decltype(tag)>, dim3(T), dim3(threads), 0, stream, p);
+      });
+      return;
     }
     const int64_t head = 2 + 2 * k_cache.size(0);  // counters and per-block state; the list is not read past its count
     scratch = torch::empty({head + T}, slot_mapping.options().dtype(torch::kInt32));
@@ -93,20 +85,13 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
   const int64_t vectors = (int64_t)T * Hkv * D / vec;
   const int threads = 256;
   const int blocks = (int)std::min<int64_t>((vectors + threads - 1) / threads, 65535LL * 8);
-#define TS_CACHE_CASE(ATYPE, CTYPE)                                                           \
-  if (key.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value) {                         \
-    if (p.meta != nullptr)                                                                   \
-      launch_pdl(cache_write_meta_kernel<CTYPE>, dim3(meta_blocks), dim3(kCacheMetaThreads), 0, stream, p); \
-    else                                                                                     \
-      launch_pdl(cache_write_kernel<CTYPE>, dim3(blocks), dim3(threads), 0, stream, p);      \
-    TS_LAUNCH_CHECK();                                                                       \
-    return;                                                                                  \
-  }
-  TS_CACHE_CASE(at::Half, __half)
-  TS_CACHE_CASE(at::BFloat16, __nv_bfloat16)
-  TS_CACHE_CASE(float, float)
-#undef TS_CACHE_CASE
-  TORCH_CHECK(false, "reshape_and_cache: unsupported dtype");
+  for_element_type(key, "reshape_and_cache", [&](auto tag) {
+    using T = decltype(tag);
+    if (p.meta != nullptr)
+      launch_pdl(cache_write_meta_kernel<T>, dim3(meta_blocks), dim3(kCacheMetaThreads), 0, stream, p);
+    else
+      launch_pdl(cache_write_kernel<T>, dim3(blocks), dim3(threads), 0, stream, p);
+  });
 }
 
 void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping) {

@@ -10,18 +10,6 @@
 namespace tinyserve {
 
 namespace {
-// `launch(T{})` with the CUDA element type of `t`: fp32, fp16 or bf16.
-template <typename F>
-void for_element_type(const torch::Tensor& t, const char* op, F&& launch) {
-  switch (t.scalar_type()) {
-    case at::kFloat: launch(float{}); break;
-    case at::kHalf: launch(__half{}); break;
-    case at::kBFloat16: launch(__nv_bfloat16{}); break;
-    default: TORCH_CHECK(false, op, ": no kernel for ", t.scalar_type());
-  }
-  TS_LAUNCH_CHECK();
-}
-
 // Rows of a [N, C] matrix: the last dimension dense, any row stride.
 void check_rows(const torch::Tensor& t, const char* name) {
   TS_CHECK_CUDA(t);

@@ -11,6 +11,8 @@
 // attribute as a programmatic edge of the graph (CUDA 12.3+).
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "ops.h"
@@ -35,6 +37,18 @@ inline bool g_pdl = true;  // set_pdl(False) turns programmatic dependent launch
 inline bool pdl_supported() {
   static const int major = device_attr(cudaDevAttrComputeCapabilityMajor);
   return g_pdl && major >= 9;
+}
+
+// `launch(T{})` with the CUDA element type of `t`: fp32, fp16 or bf16.
+template <typename F>
+void for_element_type(const torch::Tensor& t, const char* op, F&& launch) {
+  switch (t.scalar_type()) {
+    case at::kFloat: launch(float{}); break;
+    case at::kHalf: launch(__half{}); break;
+    case at::kBFloat16: launch(__nv_bfloat16{}); break;
+    default: TORCH_CHECK(false, op, ": no kernel for ", t.scalar_type());
+  }
+  TS_LAUNCH_CHECK();
 }
 
 // Launches a kernel that calls wait_prior_grid() first, with PDL where supported.

@@ -82,7 +82,8 @@ def test_host_side_policies_run_eagerly():
 
 def test_profiling_keeps_graphs_times_replays_whole_and_samples_the_breakdown():
     model, _ = load_model(str(default_model_dir()), device="cpu", dtype=torch.float32)
-    runner = ModelRunner(model, 64, BS, device="cuda", dtype=torch.float16, profile=True, profile_every=4)
+    runner = ModelRunner(model, 64, BS, device="cuda", dtype=torch.float16, profile=True, profile_every=4,
+                         profile_budget=0.0)   # the fixed cadence
     prompt, table = list(range(1, 40)), [1, 2, 3, 4]
     runner.prefill([PrefillItem(0, prompt, 0, table)])
     kinds = []

@@ -24,7 +24,7 @@ import torch
 from .. import kernels
 from ..kv.kv_cache import KVCache
 from ..model.llama import LlamaForCausalLM, PagedBatch
-from .config.sections import PROFILE_EVERY
+from .config.sections import PROFILE_BUDGET, PROFILE_EVERY
 from .breakdown_sampler import BreakdownSampler
 from .step_inputs import DecodeInputs
 
@@ -152,7 +152,7 @@ class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, selector=None,
                  cuda_graphs: bool = True, profile: bool = False, profile_every: int = PROFILE_EVERY,
-                 profile_budget: float = 0.0):
+                 profile_budget: float = PROFILE_BUDGET):
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()

@@ -7,6 +7,8 @@ torch.float8_e4m3fn."""
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from . import (fp8_reference, fused_reference, prefill_reference, quant_reference, reference, stats_reference,
@@ -43,29 +45,25 @@ def _ops(t: torch.Tensor):
     return backend_for(t.device)
 
 
-def _quant_ops(t: torch.Tensor, spec=quant_reference):
-    """The CUDA wrappers of the twostage ops (_cuda_quant.py), or their torch spec."""
+def _impl(t: torch.Tensor, spec, cuda: str):
+    """The CUDA wrappers `cuda` (a module of this package, imported only once the extension
+    is loaded) for a tensor the extension serves, else the torch spec `spec`."""
     if backend_for(t.device) is reference:
         return spec
-    from . import _cuda_quant  # only once the extension is loaded
+    return importlib.import_module(f".{cuda}", __name__)
 
-    return _cuda_quant
+
+def _quant_ops(t: torch.Tensor, spec=quant_reference):
+    """The twostage ops (_cuda_quant.py) or their torch spec."""
+    return _impl(t, spec, "_cuda_quant")
 
 
 def _fused_ops(t: torch.Tensor):
-    if backend_for(t.device) is reference:
-        return fused_reference
-    from . import _cuda_fused  # only once the extension is loaded
-
-    return _cuda_fused
+    return _impl(t, fused_reference, "_cuda_fused")
 
 
 def _fp8_ops(t: torch.Tensor):
-    if backend_for(t.device) is reference:
-        return fp8_reference
-    from . import _cuda_fp8  # only once the extension is loaded
-
-    return _cuda_fp8
+    return _impl(t, fp8_reference, "_cuda_fp8")
 
 
 def _check_fp8(k_cache, kv_scales, extras=()) -> bool:
@@ -123,12 +121,8 @@ def selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores=
     On a GPU one kernel launch (csrc/kernels/selection_stats.cuh)."""
     if scores is None:
         scores = page_scores(query, meta, block_tables, seq_lens, scale, k_cache.shape[1])
-    if backend_for(query.device) is reference:
-        ops = stats_reference
-    else:
-        from . import _cuda_stats as ops  # only once the extension is loaded
-    return ops.selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores, page_indices,
-                               candidates, entropy, budget, rtol)
+    return _impl(query, stats_reference, "_cuda_stats").selection_stats(
+        query, k_cache, meta, block_tables, seq_lens, scale, scores, page_indices, candidates, entropy, budget, rtol)
 
 
 def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices=None,

@@ -250,6 +250,20 @@ class BlockChannels:
         self.serial = None if changes is None else changes[1]
         return self.chans
 
+    def at(self, ids, ref_cnt, owner, fill, evictable, changes=None) -> tuple[np.ndarray, ...]:
+        """The channels of blocks `ids` (-1: the PAD cell), for a view that shows only some
+        blocks (the block tables). A live state computes just those blocks: a pass over the
+        whole pool every frame would cost 1.5 ms at 32K blocks for ~12K table entries; a
+        time-travel answer keeps every block's channels (`update`) and gathers."""
+        if changes is None:
+            self.chans, self.serial = None, None   # the next time-travel answer starts whole
+            ok = ids >= 0
+            safe = np.where(ok, ids, 0)
+            ref = ref_cnt[safe]
+            new = cell_channels(base_index(ref, owner[safe], fill[safe], evictable[safe]), ref, fill[safe], self.cell)
+            return tuple(np.where(ok, c, pad).astype(np.uint8) for c, pad in zip(new, (PAD, PAD, self.cell)))
+        return tuple(c[ids] for c in self.update(ref_cnt, owner, fill, evictable, changes))
+
     def follows(self, changes) -> bool:
         """Whether `changes` lead from the state these channels show."""
         return (changes is not None and changes[0] is not None and self.chans is not None

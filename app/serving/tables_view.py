@@ -176,8 +176,6 @@ class BlockTablesView(QWidget):
         self._key = key
         p = snap.pool
         self.refs = p.ref_cnt
-        # every block's cell channels, updated for the blocks a time-travel step changed
-        chans = self.channels.update(p.ref_cnt, p.owner, p.fill, p.evictable, getattr(snap, "changes", None))
         old_seqs = self.seq_ids
         self.seq_ids = seqs
         longest = max(key[1], default=0)
@@ -197,8 +195,10 @@ class BlockTablesView(QWidget):
             cells = table_cells(rows, shape)
             self.table = cells[: len(seqs), : max(longest, 1)]
             flat = cells.reshape(-1)
-            # an empty cell (-1) gathers the PAD entry after the last block
-            self.grid.update_channels(tuple(c[flat] for c in chans))
+            # the entries' cell channels (an empty cell, -1, is PAD): in time travel from
+            # every block's channels, updated for the blocks the step changed
+            self.grid.update_channels(self.channels.at(flat, p.ref_cnt, p.owner, p.fill, p.evictable,
+                                                       getattr(snap, "changes", None)))
             dirty = self.grid.take_dirty()
             g = self.grid
             if dirty is pi.FULL:

@@ -33,8 +33,7 @@ class EmptySpace:
         self.grid = grid
         self.shape = tuple(occ.shape)
         skip = (dist - CELL_DIAGONAL).clamp_min(0) * grid.voxel
-        self.skip = skip.reshape(-1).to(occ.device)
-        # the tracer's copy, padded by one cell on every side with the edge cells' values: a
+        # the tracer's table, padded by one cell on every side with the edge cells' values: a
         # traced point lies in the grid's box up to float rounding (at most a cell outside),
         # where it reads what clamping it into the grid would give, so a step needs no clamp
         # (a clamp with per-axis bounds was a fifth of a step on one thread)
@@ -56,7 +55,7 @@ class EmptySpace:
 
     @property
     def device(self) -> torch.device:
-        return self.skip.device
+        return self.trace_skip.device
 
     def to(self, device) -> "EmptySpace":
         out = object.__new__(EmptySpace)

@@ -289,3 +289,26 @@ def test_twostage_runs_from_the_engine_config(tiny):
     sel = [s for r in recs for s in r.selection]   # a tuple per step: the summaries that arrived with it
     assert sel and max(max(s.context_pages) for s in sel) > 2 >= min(min(s.pages_selected) for s in sel)
     assert len(outputs_by_request(recs)) == len(PROMPTS)
+
+
+def test_a_decode_step_writes_one_token_per_page(tiny, monkeypatch):
+    # Decode steps promise the cache write that no two tokens share a page
+    # (reshape_and_cache(one_per_page=True): its per-token bounds update races otherwise).
+    # Forked samples share a half-full last page until copy-on-write gives each writer its own.
+    from tinyserve_core import kernels
+    real, promised = kernels.reshape_and_cache, []
+
+    def checked(key, value, k_cache, v_cache, meta, slot_mapping, *args, one_per_page=False, **kw):
+        if one_per_page:
+            pages = [int(s) // k_cache.shape[1] for s in slot_mapping.tolist() if s >= 0]
+            assert len(pages) == len(set(pages)), f"two tokens of a decode step in one page: {pages}"
+            promised.append(len(pages))
+        return real(key, value, k_cache, v_cache, meta, slot_mapping, *args, one_per_page=one_per_page, **kw)
+
+    monkeypatch.setattr(kernels, "reshape_and_cache", checked)
+    eng = make_engine(tiny)
+    eng.add_request([3, 1, 4, 1, 5, 9, 2, 6, 5, 3], SamplingParams(temperature=1.0, seed=7, n=3, max_tokens=5,
+                                                                   ignore_eos=True))
+    eng.add_request([2, 7, 1, 8], SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
+    run_all(eng)
+    assert promised and max(promised) >= 4   # decode steps with the three siblings and the other request

@@ -27,14 +27,24 @@ class RadianceField(Protocol):
     def appearance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+def slab_bounds(to_lo, to_hi, d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit distances through a box, from each axis's offsets to its faces
+    (`to_lo[i]` = lo - origin, `to_hi[i]` = hi - origin) and directions (`d[i]`), any
+    shapes that broadcast; far <= near means a miss."""
+    near = far = None
+    for i in range(3):
+        inv = 1.0 / torch.where(d[i].abs() < 1e-9, torch.full_like(d[i], 1e-9), d[i])
+        t1, t2 = to_lo[i] * inv, to_hi[i] * inv
+        enter, leave = torch.minimum(t1, t2), torch.maximum(t1, t2)
+        near = enter if near is None else torch.maximum(near, enter)
+        far = leave if far is None else torch.minimum(far, leave)
+    return near.clamp_min(0), far
+
+
 def ray_aabb(o: torch.Tensor, d: torch.Tensor, lo, hi) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entry and exit distances of rays through a box; far <= near means a miss."""
-    inv = 1.0 / torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
-    t1 = (torch.tensor(lo, dtype=o.dtype, device=o.device) - o) * inv
-    t2 = (torch.tensor(hi, dtype=o.dtype, device=o.device) - o) * inv
-    near = torch.minimum(t1, t2).max(dim=-1).values.clamp_min(0)
-    far = torch.maximum(t1, t2).min(dim=-1).values
-    return near, far
+    """Entry and exit distances of rays (rows o, d [..., 3]) through the box lo..hi."""
+    lo, hi = (torch.tensor(v, dtype=o.dtype, device=o.device) for v in (lo, hi))
+    return slab_bounds((lo - o).unbind(-1), (hi - o).unbind(-1), d.unbind(-1))
 
 
 BLOCK = 4  # cells per coarse block side, and fine samples per coarse step

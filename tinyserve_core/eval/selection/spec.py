@@ -10,6 +10,8 @@ import torch
 
 from ...errors import ConfigError
 from ...selection.params import Budget
+from ...selection.selector import shared_validator
+from ...selection.twostage import TwoStageParams
 
 ALL_POLICIES = ("dense", "quest", "adaptive", "twostage", "streaming", "h2o", "oracle", "oracle_p")
 TIER_POLICIES_EVALUATED = ("quest", "adaptive")
@@ -33,8 +35,9 @@ class EvalSpec:
     dense_layers: int = 2
     sink_pages: int | None = None   # None: each policy's default (streaming 1, others 0)
     tier_factors: tuple[float, ...] = (2.0, 4.0)  # fast-tier pages / mean pages a head selects
-    twostage_candidates: float = 4.0     # stage-1 candidates as a multiple of the budget
-    twostage_bits: int = 8               # bits of twostage's key copy (8 or 4)
+    # twostage's form: stage-1 candidates as a multiple of the budget, bits of its key copy
+    twostage_candidates: float = TwoStageParams().candidates
+    twostage_bits: int = TwoStageParams().quant_bits
     seed: int = 0
 
     @classmethod
@@ -71,10 +74,9 @@ class EvalSpec:
             raise ConfigError("--text-samples", "text and pass-key samples cannot both be 0")
         if any(not (f > 0) for f in self.tier_factors):
             raise ConfigError("--tier-factors", f"must be > 0, got {self.tier_factors}")
-        if not (isinstance(self.twostage_candidates, (int, float)) and 1.0 <= self.twostage_candidates <= 1024.0):
-            raise ConfigError("--twostage-candidates", f"must be a multiple in 1..1024, got {self.twostage_candidates!r}")
-        if self.twostage_bits not in (8, 4):
-            raise ConfigError("--twostage-bits", f"must be 8 or 4, got {self.twostage_bits!r}")
+        # the policy's own checks, naming the flag
+        shared_validator("candidates")("--twostage-candidates", self.twostage_candidates)
+        shared_validator("quant_bits")("--twostage-bits", self.twostage_bits)
         if not self.top_ps or any(not (0.0 < p <= 1.0) for p in self.top_ps):
             raise ConfigError("--top-p", f"each must be in (0, 1], got {self.top_ps}")
         return self

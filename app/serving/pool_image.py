@@ -220,6 +220,15 @@ class CellGrid:
         return np.unique(np.concatenate(d)) if d else np.zeros(0, np.int64)
 
 
+def _with_pad(c: np.ndarray, pad: int) -> np.ndarray:
+    """uint8 `c` with `pad` after its last entry, in one allocation (a live pool recomputes
+    every block's channels each frame)."""
+    out = np.empty(c.shape[0] + 1, np.uint8)
+    out[:-1] = c
+    out[-1] = pad
+    return out
+
+
 class BlockChannels:
     """Every block's cell channels at one cell size (`cell_channels`), with a PAD cell
     after the last block (index -1: what a grid's empty cells gather). Kept from one
@@ -245,8 +254,7 @@ class BlockChannels:
                     o[ids] = c
         else:
             new = cell_channels(base_index(ref_cnt, owner, fill, evictable), ref_cnt, fill, self.cell)
-            self.chans = tuple(np.append(c, pad).astype(np.uint8)
-                               for c, pad in zip(new, (PAD, PAD, self.cell)))
+            self.chans = tuple(_with_pad(c, pad) for c, pad in zip(new, (PAD, PAD, self.cell)))
         self.serial = None if changes is None else changes[1]
         return self.chans
 

@@ -75,12 +75,16 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
     TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0, head * 4, stream));
     p.scratch = scratch.data_ptr<int>();
     // Chunks of consecutive tokens, a power of two up to the block size, small enough for
-    // about four CTAs per SM (a 256-sequence decode write gets one token per CTA).
-    const int sms = sm_count();
+    // a full grid (a 256-sequence decode write gets one token per chunk). Chunks of a whole
+    // page go to a persistent grid (about kCacheMetaCtasPerSm per SM, taking chunks k,
+    // k + grid, ...). Smaller chunks get a CTA each: runs start only in some of them, and a
+    // stride over chunks could hand every run to the same few CTAs.
+    const int full = kCacheMetaCtasPerSm * sm_count();
     int chunk = 1;
-    while (chunk * 2 <= BS && (int64_t)chunk * 2 * 4 * sms <= T) chunk *= 2;
+    while (chunk * 2 <= BS && (int64_t)chunk * 2 * full <= T) chunk *= 2;
     p.chunk = chunk;
-    meta_blocks = (T + chunk - 1) / chunk;
+    const int chunks = (T + chunk - 1) / chunk;
+    meta_blocks = chunk == BS ? std::min(chunks, full) : chunks;
   }
   const int64_t vectors = (int64_t)T * Hkv * D / vec;
   const int threads = 256;

@@ -4,9 +4,10 @@
 // Without metadata, cache_write_kernel copies rows (one thread per 16-byte vector).
 // With metadata, cache_write_meta_kernel does it in one pass: the token array is cut into
 // chunks of consecutive tokens, and a CTA owns every *run* (consecutive tokens on one page)
-// that starts in its chunk, even where the run reaches into the next chunk. Each thread
-// copies one 16-byte column of the run's rows and folds the values into a running min/max
-// in registers, so no page is read back. The page's new bounds are then
+// that starts in its chunk, even where the run reaches into the next chunk. Its threads
+// copy the run's rows (a row group each, one 16-byte column per thread) and fold the key
+// values into min/max partials in registers, which meet in shared memory, so no page is
+// read back. The page's new bounds are then
 //   - the run's min/max when the run starts at offset 0 (a fresh page), else
 //   - the run's min/max merged with the page's old bounds, which cover slots 0..first-1
 //     because pages fill in order (each call continues where the previous one stopped).
@@ -22,8 +23,9 @@
 
 namespace tinyserve {
 
-constexpr int kCacheMetaThreads = 256;  // half copy K (and fold the bounds), half copy V
-constexpr int kCacheMetaUnroll = 8;    // row loads in flight per thread (80 registers, 3 CTAs per SM)
+constexpr int kCacheMetaThreads = 256;  // row groups x a column team (see the meta kernel)
+constexpr int kCacheMetaRows = 8;       // K and V rows per thread in flight: 16 loads
+constexpr int kCacheMetaCtasPerSm = 2;  // 128 registers
 
 struct CacheWriteParams {
   const void* key;         // [T, Hkv, D], rows strided by key_stride (elements), heads by head_stride
@@ -137,109 +139,158 @@ template <typename T2> struct VecMinMax2 {
 template <> struct VecMinMax<__half> : VecMinMax2<__half2> {};
 template <> struct VecMinMax<__nv_bfloat16> : VecMinMax2<__nv_bfloat162> {};
 
-// The first kCacheMetaThreads / 2 threads copy K rows and fold them into the page bounds,
-// the others copy V rows: each thread keeps kCacheMetaUnroll row loads in flight.
-template <typename T>
-__global__ void __launch_bounds__(kCacheMetaThreads, 3)
+// Row-parallel: a CTA's threads form G row groups of a column team of C threads (C covers a
+// row's 16-byte vectors, G = threads / C); thread (g, c) copies the K and V rows g, g+G, ...
+// of a run in column c, kCacheMetaRows of each in flight, and folds its K rows into a partial
+// min/max; the G partials meet in shared memory. (The earlier layout, half the CTA per K or V
+// and each thread looping over all rows of a run, reached 62% of copy bandwidth on an H200;
+// this one, with a persistent grid and the run scan done from a warp-wide slot window, 80%+.)
+// CTAs are persistent (about two per SM) and take chunks k, k + grid, ...; a warp holds the
+// slots of tokens [chunk start - 1, chunk start + 31) in one register (one coalesced load,
+// prefetched for the next chunk while this one streams), so finding the runs costs shuffles,
+// not a dependent global load per token.
+template <typename T, int R = kCacheMetaRows, int MINB = kCacheMetaCtasPerSm>
+__global__ void __launch_bounds__(kCacheMetaThreads, MINB)
 cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
   constexpr int VEC = 16 / sizeof(T);
-  constexpr int U = kCacheMetaUnroll;
-  constexpr int HALF = kCacheMetaThreads / 2;
   using MM = VecMinMax<T>;
   const int vec_per_head = p.head_dim / VEC;
   const int vec_per_row = p.num_kv_heads * vec_per_head;
+  const int C = min(kCacheMetaThreads / 2, (vec_per_row + 31) / 32 * 32);  // whole warps
+  const int G = kCacheMetaThreads / C;
+  const int g = threadIdx.x / C, c = threadIdx.x - g * C;  // g is uniform within a warp
+  const int lane = threadIdx.x & 31;
   const int64_t BS = p.block_size;
-  const bool is_key = threadIdx.x < HALF;
-  const int lane0 = is_key ? threadIdx.x : threadIdx.x - HALF;
-  const T* src_base = static_cast<const T*>(is_key ? p.key : p.value);
-  const int64_t src_stride = is_key ? p.key_stride : p.value_stride;
-  const int64_t src_head_stride = is_key ? p.key_head_stride : p.value_head_stride;
-  uint4* dst_base = reinterpret_cast<uint4*>(is_key ? p.k_cache : p.v_cache);
   int* done = p.scratch;
   int* irregular_count = p.scratch + 1;
   int* page_state = p.scratch + 2;  // {runs, highest offset} per block
   int* irregular = p.scratch + 2 + 2 * (int64_t)p.num_blocks;
+  __shared__ uint4 part[2][kCacheMetaThreads];
+  __shared__ bool has[kCacheMetaThreads];
+  __shared__ bool is_last;
   pdl_entry();
 
-  const int t_end = min(p.num_tokens, (blockIdx.x + 1) * p.chunk);
-  int t = blockIdx.x * p.chunk;
-  if (t > 0 && t < t_end) {  // tokens continuing a run from an earlier chunk are that run's
-    const int64_t prev = p.slot_mapping[t - 1];
-    if (prev >= 0) {
-      const int64_t lo = prev / BS * BS;
-      while (t < t_end) {
-        const int64_t s = p.slot_mapping[t];
-        if (s < lo || s >= lo + BS) break;
+  const int nchunks = (p.num_tokens + p.chunk - 1) / p.chunk;
+  auto window = [&](int ck) -> int64_t {  // slot of token ck * chunk - 1 + lane (-2: none)
+    const int tok = ck * p.chunk - 1 + lane;
+    return ck < nchunks && tok >= 0 && tok < p.num_tokens ? p.slot_mapping[tok] : -2;
+  };
+  int64_t win = window(blockIdx.x);
+  for (int ck = blockIdx.x; ck < nchunks; ck += gridDim.x) {
+    const int t0 = ck * p.chunk, t_end = min(p.num_tokens, t0 + p.chunk);
+    const int64_t win_here = win;
+    win = window(ck + gridDim.x);  // in flight while this chunk streams
+    // Every call is made by whole warps with warp-uniform arguments (the shuffle needs all lanes).
+    auto slot_at = [&](int tok) -> int64_t {
+      const int j = tok - (t0 - 1);
+      const int64_t w = __shfl_sync(0xffffffffu, win_here, j & 31);
+      return j >= 0 && j < 32 ? w : p.slot_mapping[tok];
+    };
+    int t = t0;
+    if (t > 0) {  // tokens continuing a run from an earlier chunk are that run's
+      const int64_t prev = slot_at(t - 1);
+      if (prev >= 0) {
+        const int64_t lo = prev / BS * BS;
+        while (t < t_end) {
+          const int64_t s = slot_at(t);
+          if (s < lo || s >= lo + BS) break;
+          ++t;
+        }
+      }
+    }
+    while (t < t_end) {
+      const int64_t slot0 = slot_at(t);
+      if (slot0 < 0) {
         ++t;
+        continue;
       }
-    }
-  }
-  while (t < t_end) {
-    const int64_t slot0 = p.slot_mapping[t];
-    if (slot0 < 0) {
-      ++t;
-      continue;
-    }
-    const int64_t blk = slot0 / BS, page_lo = blk * BS;
-    const int first = (int)(slot0 - page_lo);
-    int e = t + 1, prev_off = first, last = first;
-    bool in_order = true;  // offsets first, first+1, ...: the run fills slots first..last
-    for (; e < p.num_tokens; ++e) {
-      const int64_t s = p.slot_mapping[e];
-      if (s < page_lo || s >= page_lo + BS) break;  // also ends at a padding token (-1)
-      const int off = (int)(s - page_lo);
-      in_order &= off == prev_off + 1;
-      prev_off = off;
-      last = max(last, off);
-    }
-    uint4* mn = reinterpret_cast<uint4*>(p.meta) + blk * 2 * vec_per_row;
-    const bool merge = in_order && first > 0;
-    for (int v = lane0; v < vec_per_row; v += HALF) {
-      const int h = v / vec_per_head, c = v - h * vec_per_head;
-      const T* src = src_base + h * src_head_stride + c * VEC;
-      uint4 lo, hi;
-      if (is_key && merge) {  // the old bounds; issued before the rows so both round trips overlap
-        lo = mn[v];
-        hi = mn[v + vec_per_row];
+      const int64_t blk = slot0 / BS, page_lo = blk * BS;
+      const int first = (int)(slot0 - page_lo);
+      int e = t + 1, prev_off = first, last = first;
+      bool in_order = true;  // offsets first, first+1, ...: the run fills slots first..last
+      for (; e < p.num_tokens; ++e) {
+        const int64_t s = slot_at(e);
+        if (s < page_lo || s >= page_lo + BS) break;  // also ends at a padding token (-1)
+        const int off = (int)(s - page_lo);
+        in_order &= off == prev_off + 1;
+        prev_off = off;
+        last = max(last, off);
       }
-      for (int i = t; i < e; i += U) {
-        uint4 r[U];
+      uint4* mn = reinterpret_cast<uint4*>(p.meta) + blk * 2 * vec_per_row;
+      const bool merge = in_order && first > 0;
+      for (int v0 = 0; v0 < vec_per_row; v0 += C) {
+        const int v = v0 + c;
+        const bool act = v < vec_per_row;
+        const int h = v / vec_per_head, cv = v - h * vec_per_head;
+        const uint4* ks = reinterpret_cast<const uint4*>(static_cast<const T*>(p.key) + h * p.key_head_stride + cv * VEC);
+        const uint4* vs = reinterpret_cast<const uint4*>(static_cast<const T*>(p.value) + h * p.value_head_stride + cv * VEC);
+        const int64_t ks_row = p.key_stride / VEC, vs_row = p.value_stride / VEC;  // in 16-byte vectors
+        uint4 lo, hi;
+        bool have = false;
+        for (int i0 = t + g; i0 < e; i0 += G * R) {
+          uint4 rk[R], rv[R];
 #pragma unroll
-        for (int u = 0; u < U; ++u)
-          if (i + u < e) r[u] = ld_stream(src + (int64_t)(i + u) * src_stride);
+          for (int u = 0; u < R; ++u) {
+            const int i = i0 + u * G;
+            if (act && i < e) {
+              rk[u] = ks[(int64_t)i * ks_row];
+              rv[u] = vs[(int64_t)i * vs_row];
+            }
+          }
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-          if (i + u < e) {
-            dst_base[p.slot_mapping[i + u] * vec_per_row + v] = r[u];
-            if (is_key) {
-              const bool fresh = i + u == t && !merge;
-              lo = fresh ? r[u] : MM::min(lo, r[u]);
-              hi = fresh ? r[u] : MM::max(hi, r[u]);
+          for (int u = 0; u < R; ++u) {
+            const int i = i0 + u * G;
+            if (i < e) {  // warp-uniform
+              const int64_t dst = slot_at(i) * vec_per_row + v;
+              if (act) {
+                reinterpret_cast<uint4*>(p.k_cache)[dst] = rk[u];
+                reinterpret_cast<uint4*>(p.v_cache)[dst] = rv[u];
+                lo = have ? MM::min(lo, rk[u]) : rk[u];
+                hi = have ? MM::max(hi, rk[u]) : rk[u];
+                have = true;
+              }
             }
           }
         }
+        if (in_order) {  // uniform: the partials meet in shared memory
+          part[0][threadIdx.x] = lo;
+          part[1][threadIdx.x] = hi;
+          has[threadIdx.x] = have;
+          __syncthreads();
+          for (int k = g; k < 2; k += G) {  // g 0: the minimum, g 1: the maximum (G = 1: both)
+            if (!act) break;
+            uint4 b = merge ? mn[v + k * vec_per_row] : make_uint4(0, 0, 0, 0);  // the old bounds
+            bool any = merge;
+            for (int gg = 0; gg < G; ++gg) {
+              const int j = gg * C + c;
+              if (!has[j]) continue;
+              b = !any ? part[k][j] : (k == 0 ? MM::min(b, part[k][j]) : MM::max(b, part[k][j]));
+              any = true;
+            }
+            mn[v + k * vec_per_row] = b;
+          }
+          __syncthreads();
+        }
       }
-      if (is_key && in_order) {
-        mn[v] = lo;
-        mn[v + vec_per_row] = hi;
+      if (threadIdx.x == 0) {
+        // A page is irregular once it has a second run or an out-of-order run; the run that
+        // makes it so lists it (exactly once).
+        const int add = in_order ? 1 : 2;
+        const int before = atomicAdd(page_state + 2 * blk, add);
+        atomicMax(page_state + 2 * blk + 1, last);
+        if (before < 2 && before + add >= 2) irregular[atomicAdd(irregular_count, 1)] = (int)blk;
       }
+      t = e;
     }
-    if (threadIdx.x == 0) {
-      // A page is irregular once it has a second run or an out-of-order run; the run that
-      // makes it so lists it (exactly once).
-      const int add = in_order ? 1 : 2;
-      const int before = atomicAdd(page_state + 2 * blk, add);
-      atomicMax(page_state + 2 * blk + 1, last);
-      if (before < 2 && before + add >= 2) irregular[atomicAdd(irregular_count, 1)] = (int)blk;
-    }
-    t = e;
   }
 
-  // The last CTA to finish repairs the irregular pages, after every row of the call landed.
-  __shared__ bool is_last;
-  __threadfence();
+  // The last CTA to finish repairs the irregular pages, after every row of the call landed:
+  // the barrier orders the CTA's writes before thread 0's fence, which is cumulative.
   __syncthreads();
-  if (threadIdx.x == 0) is_last = atomicAdd(done, 1) == (int)gridDim.x - 1;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    is_last = atomicAdd(done, 1) == (int)gridDim.x - 1;
+  }
   __syncthreads();
   if (!is_last) return;
   __threadfence();

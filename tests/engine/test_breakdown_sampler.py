@@ -26,8 +26,9 @@ def _run(sampler, steps, every, budget, replay_s=1e-3, sample_s=None, timing_s=0
 
 
 def test_budget_zero_keeps_the_fixed_cadence_from_the_first_step():
-    taken, _ = _run(BreakdownSampler(), 13, 4, 0.0, sample_s=0.02)
-    assert taken == [0, 4, 8, 12]
+    s = BreakdownSampler()
+    taken, _ = _run(s, 13, 4, 0.0, sample_s=0.02)
+    assert taken == [0, 4, 8, 12] and s.samples == 4 and s.spent_s == 0.0
 
 
 @pytest.mark.parametrize("timing_s", [0.0, 1e-5])
@@ -38,7 +39,7 @@ def test_profiling_costs_at_most_the_budget_of_the_replayed_time(sample_s, timin
     plain = 20000 * 1e-3     # the same steps unprofiled
     # by construction: what was spent never exceeds what was earned by more than the one
     # sample whose cost was only estimated when it was taken
-    assert taken and extra <= 0.05 * plain + sample_s
+    assert taken and extra <= 0.05 * plain + sample_s and s.samples == len(taken)
     assert s.spent_s == pytest.approx(extra) and s.earned_s == pytest.approx(0.05 * plain)
     # and the budget is used, not hoarded: short of it by at most one sample's cost and
     # the credit the first sample waited for (its cost was estimated, not known)

@@ -147,6 +147,8 @@ def test_a_sample_is_charged_its_wall_time_with_the_host_work(model, monkeypatch
     # (8.5 + 29) ms / 0.5 ms = 75 replays, and the next sample after them
     assert sampled[0] == 40 and sampled[1] - sampled[0] == 76
     assert s.spent_s <= s.earned_s + s.cost_s
+    assert runner.profile_account() == {"profile_spent_s": s.spent_s, "profile_earned_s": s.earned_s,
+                                        "breakdowns": len(sampled)}
 
 
 def test_the_replays_timing_is_charged(model, monkeypatch):

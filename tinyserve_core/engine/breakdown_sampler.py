@@ -39,6 +39,7 @@ class BreakdownSampler:
         self.cost_s: float | None = None     # what the last sample cost beyond a replay
         self.earned_s = 0.0     # totals over the run, for reports and tests
         self.spent_s = 0.0
+        self.samples = 0
 
     def due(self, every: int, budget: float) -> bool:
         """Whether this graph-eligible step runs eagerly for the breakdown (call once per
@@ -46,6 +47,7 @@ class BreakdownSampler:
         if budget <= 0:
             due = self.steps % every == 0
             self.steps += 1
+            self.samples += due
             return due
         self.steps += 1
         if self.steps < every or self.replay_s is None:
@@ -54,6 +56,7 @@ class BreakdownSampler:
         if self.credit_s < cost:
             return False
         self.steps = 0
+        self.samples += 1
         return True
 
     def replayed(self, wall_s: float, overhead_s: float, budget: float) -> None:

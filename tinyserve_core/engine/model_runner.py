@@ -277,6 +277,12 @@ class ModelRunner:
             out.account = lambda t: self._sampler.sampled(clock() - t0, self.profile_budget)
         return out
 
+    def profile_account(self) -> dict[str, float]:
+        """What profiling's graph steps were charged and earned so far (host seconds, on
+        the sampler's clock) and how many breakdowns were sampled."""
+        s = self._sampler
+        return {"profile_spent_s": s.spent_s, "profile_earned_s": s.earned_s, "breakdowns": s.samples}
+
     def release(self, seq_id: int) -> None:
         """A sequence finished or was preempted: its block-table row is free again."""
         self._inputs.tables_rows.release(seq_id)

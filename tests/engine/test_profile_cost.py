@@ -21,10 +21,10 @@ class FakeEvent:
     now_ms = 0.0
 
     def __init__(self):
-        self.t, self.records = None, 0
+        self.t, self.records, self.stream = None, 0, None
 
-    def record(self):
-        self.t, self.records = FakeEvent.now_ms, self.records + 1
+    def record(self, stream=None):
+        self.t, self.records, self.stream = FakeEvent.now_ms, self.records + 1, stream
 
     def synchronize(self):
         assert self.t is not None, "waited on an event that was never recorded"
@@ -60,6 +60,19 @@ def test_op_timer_reuses_pooled_events_across_steps():
                      "matmul": pytest.approx(2.5e-4)}
         assert timer.events == []          # every pair read and given back
     assert pool.created == 6               # one step's worth, then reused
+
+
+def test_a_timer_looks_its_stream_up_once():
+    lookups = []
+    pool = EventPool(FakeEvent, stream=lambda: lookups.append(1) or "the step's stream")
+    timer = OpTimer(pool)
+    with timer("total"):
+        for name in ("attention", "matmul", "attention"):
+            with timer(name):
+                pass
+    events = [e for _, a, b in timer.events for e in (a, b)]
+    assert len(events) == 8 and all(e.stream == "the step's stream" for e in events)
+    assert lookups == [1]
 
 
 def test_device_span_gives_its_events_back():

@@ -89,6 +89,7 @@ class OpTimer:
 
     def __init__(self, events: EventPool | None = None, clock=time.perf_counter):
         self.pool, self.clock = events, clock
+        self._record = events.recorder() if events is not None else None
         self.host_s = 0.0
         self.seconds: dict[str, float] = defaultdict(float)
         self.events: list[tuple[str, object, object]] = []
@@ -102,9 +103,8 @@ class OpTimer:
     def __enter__(self):
         t = self.clock()
         name = self._pending.pop()
-        if self.pool is not None:
-            start = self.pool.take()
-            start.record()
+        if self._record is not None:
+            start = self._record()
         else:
             start = time.perf_counter()
         self._stack.append((name, start))
@@ -114,10 +114,8 @@ class OpTimer:
     def __exit__(self, *exc):
         t = self.clock()
         name, start = self._stack.pop()
-        if self.pool is not None:
-            end = self.pool.take()
-            end.record()
-            self.events.append((name, start, end))
+        if self._record is not None:
+            self.events.append((name, start, self._record()))
         else:
             self.seconds[name] += time.perf_counter() - start
         self.host_s += self.clock() - t

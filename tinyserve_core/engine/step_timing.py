@@ -25,12 +25,25 @@ class EventPool:
     """Timing events reused from step to step. Creating a CUDA event pair per timed span
     and destroying it after the read cost host time on every step (and a profiled step
     has several spans); an event is recorded again only after its last reading, when it
-    comes back with `give`. `factory` makes a new event when none is free."""
+    comes back with `give`. `factory` makes a new event when none is free; `stream` gives
+    the stream to record on (None: the event's own default)."""
 
-    def __init__(self, factory=None):
-        self._factory = factory or (lambda: torch.cuda.Event(enable_timing=True))
+    def __init__(self, factory, stream=lambda: None):
+        self._factory, self._stream = factory, stream
         self._free: list = []
         self.created = 0
+
+    def recorder(self):
+        """`mark()`: a free event, recorded on the stream current now, returned. The stream
+        is looked up once (a step's work runs on one stream; looking it up is a Python
+        object per record otherwise)."""
+        stream, take = self._stream(), self.take
+
+        def mark():
+            event = take()
+            event.record(stream)
+            return event
+        return mark
 
     def take(self):
         if self._free:
@@ -44,7 +57,9 @@ class EventPool:
 
 def for_device(device: torch.device) -> EventPool | None:
     """A pool of CUDA events for `device`, or None on the CPU (host timers there)."""
-    return EventPool() if device.type == "cuda" else None
+    if device.type != "cuda":
+        return None
+    return EventPool(lambda: torch.cuda.Event(enable_timing=True), torch.cuda.current_stream)
 
 
 class DeviceSpan:
@@ -53,6 +68,7 @@ class DeviceSpan:
 
     def __init__(self, events: EventPool | None):
         self.events = events
+        self._record = events.recorder() if events is not None else None
         self._marks: list = []       # start, end, start, end, ... (an open segment has no end)
 
     def start(self) -> None:
@@ -71,11 +87,7 @@ class DeviceSpan:
         self.pause()
 
     def _mark(self):
-        if self.events is None:
-            return time.perf_counter()
-        event = self.events.take()
-        event.record()
-        return event
+        return time.perf_counter() if self._record is None else self._record()
 
     def seconds(self) -> float:
         """The summed segments; on a GPU this waits for the last event, which the

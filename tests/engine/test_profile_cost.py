@@ -171,3 +171,15 @@ def test_the_replays_timing_is_charged(model, monkeypatch):
     s = runner._sampler
     # nothing sampled: all that was spent is the timers' own host time, 3 us a replay
     assert s.spent_s == pytest.approx(50 * 3e-6)
+
+
+def test_a_prefill_is_charged_its_timing_and_earns_nothing(model):
+    clock = Clock(tick=1e-6)
+    runner = ModelRunner(model, 16, BS, profile=True, profile_budget=0.05)
+    runner._sampler = BreakdownSampler(clock)
+    out = runner.prefill([PrefillItem(0, [1, 2, 3, 4, 5], 0, [0, 1])])
+    timer = out.timer
+    out.finish()
+    s = runner._sampler
+    assert "attention" in out.timings and timer.host_s > 0     # broken down, as every prefill
+    assert s.spent_s == pytest.approx(timer.host_s) and s.earned_s == 0.0 and s.samples == 0

@@ -137,7 +137,7 @@ def format_engine_rows(rows) -> str:
     for r in rows:
         if r.serving is not None and "profile_charged_pct" in r.serving:
             out.append(f"  {r.scenario}: profiling charged {r.serving['profile_charged_pct']:.2f}% of the run "
-                       f"({r.serving['breakdowns']} sampled breakdowns; graph steps only)")
+                       f"({r.serving['breakdowns']} sampled breakdowns)")
     return "\n".join(out)
 
 

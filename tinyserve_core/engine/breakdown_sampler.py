@@ -11,6 +11,8 @@ wall-clock time on the host (the `clock`), which is what a run loses:
 * a sampled step is charged its wall time beyond an unprofiled replay (a running mean):
   the eager forward's launches and its event pairs, reading them, the bytes and selected
   token counts, everything the host did for it, not only the GPU time its events saw;
+* an eager step that is broken down anyway (prefill; a decode step with no graph) is
+  charged the host time its timing took, and earns nothing;
 * a sample is taken once the credit covers what the last one cost (before the first, an
   estimate of FIRST_COST replays), and at least `every` graph steps after the last.
 
@@ -74,6 +76,12 @@ class BreakdownSampler:
             return
         self.cost_s = max(wall_s - self.replay_s, 0.0)
         self._account(budget * self.replay_s, self.cost_s)
+
+    def charged(self, overhead_s: float, budget: float) -> None:
+        """An eager step broken down anyway (prefill, no graph for it): the host time its
+        timing took, which earns nothing (only replays earn)."""
+        if budget > 0:
+            self._account(0.0, overhead_s)
 
     def _account(self, earned: float, spent: float) -> None:
         self.credit_s += earned - spent

@@ -332,14 +332,17 @@ class ModelRunner:
         profiled byte counts)."""
         if not self.profile:
             return RunnerOutput(self.model.forward_paged(input_ids, positions, batch, self.kv).float())
-        timer = OpTimer(self.events)
+        timer = OpTimer(self.events, self._sampler.clock)
         counter = _SelectedPages(batch.selector) if batch.selector is not None else None
         batch = dataclasses.replace(batch, timer=timer, selector=counter)
         with timer("total"):
             logits = self.model.forward_paged(input_ids, positions, batch, self.kv).float()
         new_tokens = int(input_ids.numel())
+        # an eager step (prefill, CPU, no graph for it) is broken down every time: profiling
+        # is charged its timer's host time (a sampled decode step replaces this account)
         return RunnerOutput(logits, timer=timer, pending_bytes=lambda: self._bytes_moved(
-            batch.is_prefill, ctx, new_tokens, counter))
+            batch.is_prefill, ctx, new_tokens, counter),
+            account=lambda t: self._sampler.charged(timer.host_s, self.profile_budget))
 
     def _bytes_moved(self, is_prefill: bool, ctx: list[int], new_tokens: int,
                      counter: "_SelectedPages | None") -> dict[str, int]:

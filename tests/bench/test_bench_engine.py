@@ -51,3 +51,10 @@ def test_bench_engine_without_the_peer_runs_our_rows_only():
     assert [r.scenario for r in res.rows] == [f"{w}, {c}" for w in ("static", "poisson")
                                               for c in ("quest", "quest + stats", "GUI: quest + stats + profile")]
     assert all(r.system == "tinyserve" and r.serving["host_ms_per_step"] > 0 for r in res.rows)
+    # the profiled rows say what profiling was charged: on the CPU (no graphs, every step
+    # broken down, no breakdown sampled) the timers' own host time
+    profiled = [r for r in res.rows if "profile" in r.scenario]
+    assert profiled and all(0 < r.serving["profile_charged_pct"] < 100 and r.serving["breakdowns"] == 0
+                            for r in profiled)
+    assert all("profile_charged_pct" not in r.serving for r in res.rows if r not in profiled)
+    assert "profiling charged" in format_engine_rows(res.rows)

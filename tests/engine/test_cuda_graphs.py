@@ -98,6 +98,23 @@ def test_profiling_keeps_graphs_times_replays_whole_and_samples_the_breakdown():
     assert runner._graphs is not None and runner._graphs._graphs
 
 
+def test_profiled_steps_reuse_their_timing_events():
+    # the replays' event pairs, the eager breakdowns' and the engine's DeviceSpan marks come
+    # from one pool: once a breakdown step has filled it, steps create no more events
+    from tinyserve_core.engine.config import EngineConfig
+    from tinyserve_core.engine.engine import Engine
+    from tinyserve_core.engine.sampling import SamplingParams
+    eng = Engine(EngineConfig.from_dict(dict(device="cuda", num_blocks=128, block_size=BS, profile=True,
+                                             profile_every=4, profile_budget=0.0)))
+    eng.add_request(list(range(1, 40)), SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True))
+    created = []
+    while eng.has_unfinished():
+        rec = eng.step()
+        assert rec.op_timings_s["total"] > 0 and rec.metrics.device_time_s > 0
+        created.append(eng.runner.events.created)
+    assert len(created) == 24 and created[-1] == created[6]
+
+
 def test_with_statistics_the_graph_width_follows_the_longest_table():
     """Statistics take a dense pass over every page of the table: their graphs are
     captured at the step's width in half-octave buckets (45 pages -> 48), the others at

@@ -207,22 +207,6 @@ def test_profiling_keeps_graph_replays_and_samples_the_breakdown(model, monkeypa
         assert eager_steps == [] and fake.replays == 9 and all(k == set() for k in kinds)
 
 
-def test_with_a_budget_the_replays_pay_for_the_samples(model, monkeypatch):
-    # The runner tells its sampler each replay's and each sample's time when the step's
-    # events are read (finish()): no sample until the replays have earned the estimate of
-    # the first one, then one whenever the measured cost is earned again.
-    from tinyserve_core.engine.breakdown_sampler import FIRST_COST
-    runner = ModelRunner(model, 16, BS, profile=True, profile_every=2, profile_budget=0.5)
-    runner._graphs = FakeGraphs(model.config.vocab_size)
-    monkeypatch.setattr(runner, "_graph_key", lambda: "no selector")
-    runner.prefill([PrefillItem(0, toks(5, 12), 0, [0, 1])])
-    eager = [step for step in range(80)
-             if "attention" in runner.decode([DecodeItem(0, 3, 5, [0, 1, 2, 3])]).finish().timings]
-    s = runner._sampler
-    assert eager and eager[0] >= FIRST_COST / 0.5 - 1     # the first waited for its estimate
-    assert s.replay_s > 0 and s.cost_s is not None        # both kinds of step were accounted
-
-
 def test_profile_every_must_be_positive(model):
     with pytest.raises(ValueError, match="profile_every"):
         ModelRunner(model, 16, BS, profile_every=0)

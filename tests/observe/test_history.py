@@ -173,3 +173,25 @@ def test_each_answer_names_the_blocks_changed_since_the_one_before():
     for step, snap, tables, events in runs[40:]:
         small.ingest(rec.record(step, 0.0, snap, tables, events, {}))
     assert small.state_at(small.last_step).changed_since is None
+
+
+def test_an_answer_from_a_keyframe_compares_only_when_asked_and_once(monkeypatch):
+    """A jump answered from a keyframe stays cheap: the comparison with the answer before
+    runs on the first read of `changed_since`, and a second read returns the same ids."""
+    from tinyserve_core.observe import history
+    calls = []
+    compare = history._changed_blocks
+    monkeypatch.setattr(history, "_changed_blocks", lambda *a: calls.append(1) or compare(*a))
+    rec, hist = DeltaRecorder(), History(64, 4, keyframe_every=4, replay_blocks=1000)
+    for step, snap, tables, events in _random_run(3, 100):
+        hist.ingest(rec.record(step, 0.0, snap, tables, events, {}))
+    before = hist.state_at(90)
+    got = hist.state_at(5)                  # far back: from the keyframe at or before it
+    assert calls == []
+    base, ids = got.changed_since
+    assert base == before.serial and calls == [1]
+    assert got.changed_since[1] is ids and calls == [1]
+    diff = np.zeros(64, bool)
+    for name in ("ref_cnt", "owner", "num_tokens", "is_cached", "evictable"):
+        diff |= getattr(got.pool, name) != getattr(before.pool, name)
+    np.testing.assert_array_equal(ids, np.flatnonzero(diff))

@@ -63,10 +63,11 @@ def _with_serving(row: BenchRow, records) -> BenchRow:
     return dataclasses.replace(row, serving=figures)
 
 
-def run_ours(cfg, model, tok, prompts, max_toks, stream):
+def run_ours(cfg, model, tok, prompts, max_toks, stream, profile: dict | None = None):
     """Our engine on a workload: (seconds, outputs per request, step records). `stream`:
     arrival times in seconds (None = all at once); the pool holds the whole workload,
-    so this measures compute, not preemption."""
+    so this measures compute, not preemption. `profile`: filled with what profiling was
+    charged (ModelRunner.profile_account)."""
     from ..engine.engine import Engine
     from ..engine.sampling import SamplingParams
     need = sum(-(-(len(p) + m) // cfg.cache.block_size) for p, m in zip(prompts, max_toks))
@@ -89,6 +90,8 @@ def run_ours(cfg, model, tok, prompts, max_toks, stream):
         records.append(rec)
         for t in rec.finished:
             outs[order[t.request_id]] = list(t.output_token_ids)
+    if profile is not None:
+        profile.update(eng.runner.profile_account())
     return time.perf_counter() - t0, [outs[i] for i in range(len(prompts))], records
 
 
@@ -111,9 +114,14 @@ def serving_rows(cfg, model, tok, mixed, arrivals, overload: tuple[int, float] |
     total = sum(max_toks)
     for workload, stream in (("static", None), ("poisson", arrivals)):
         for name, keys in SERVING_CASES:
-            secs, _, recs = run_ours(cfg.replace(**keys), model, tok, prompts, max_toks, stream)
-            rows.append(_with_serving(BenchRow(f"{workload}, {name}", "tinyserve", len(prompts), total, secs,
-                                               total / secs), recs))
+            account: dict = {}
+            secs, _, recs = run_ours(cfg.replace(**keys), model, tok, prompts, max_toks, stream, account)
+            row = _with_serving(BenchRow(f"{workload}, {name}", "tinyserve", len(prompts), total, secs,
+                                         total / secs), recs)
+            if keys.get("profile"):   # what the breakdown sampler charged, as a share of the run
+                row.serving.update(profile_charged_pct=100.0 * account["profile_spent_s"] / secs,
+                                   breakdowns=account["breakdowns"])
+            rows.append(row)
     if overload is None:
         return rows
     n, rate = overload

@@ -31,16 +31,11 @@ struct Tuning {
 };
 Tuning g_tuning;
 
-// The decode kernel instance, with its dynamic shared memory allowed (once per instance;
-// the static merge arrays count against the 48 KB default too).
+// The decode kernel instance, with its dynamic shared memory allowed.
 template <typename T, int D>
 auto decode_kernel() {
-  static auto k = [] {
-    auto kern = paged_decode_kernel<T, D>;
-    TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, decode_smem_bytes<D>()));
-    return kern;
-  }();
-  return k;
+  allow_smem<paged_decode_kernel<T, D>>(decode_smem_bytes<D>());
+  return paged_decode_kernel<T, D>;
 }
 
 // Resident CTAs per SM: the split plan fills them.
@@ -88,13 +83,9 @@ void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
 // The FP8-cache variant: fp16 queries and outputs, the pages' scales beside the cache.
 template <int D>
 void launch_decode_fp8(const DecodeParams& p, const float* scales, int batch, cudaStream_t stream) {
-  static auto kern = [] {
-    auto k = paged_decode_fp8_kernel<D>;
-    TS_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, fp8_decode_smem_bytes<D>()));
-    return k;
-  }();
+  allow_smem<paged_decode_fp8_kernel<D>>(fp8_decode_smem_bytes<D>());
   const Fp8DecodeParams fp{p, scales};
-  launch_pdl(kern, dim3(p.num_splits, p.num_kv_heads, batch), kDecodeWarps * 32, fp8_decode_smem_bytes<D>(), stream, fp);
+  launch_pdl(paged_decode_fp8_kernel<D>, dim3(p.num_splits, p.num_kv_heads, batch), kDecodeWarps * 32, fp8_decode_smem_bytes<D>(), stream, fp);
   if (p.num_splits > 1)
     launch_pdl(decode_merge_kernel<__half, D>, dim3(p.num_q_heads, batch), D / 4, 0, stream, p);
 }
@@ -274,8 +265,8 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 #define TS_SCORE_CASE(ATYPE, DIM)                                                              \
   if (query.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value && D == DIM) {            \
-    auto kern = page_scores_kernel<CudaType<ATYPE>::type, DIM>;                               \
-    if (smem > 48 * 1024) TS_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)); \
+    constexpr auto kern = page_scores_kernel<CudaType<ATYPE>::type, DIM>;                     \
+    allow_smem<kern>(smem);                                                                   \
     launch_pdl(kern, grid, kScoreWarps * 32, smem, stream, p);                                \
     return out;                                                                               \
   }

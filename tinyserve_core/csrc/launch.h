@@ -1,5 +1,5 @@
-// Launch helpers shared by the op files: device attributes, and programmatic dependent
-// launch (PDL, sm_90+).
+// Launch helpers shared by the op files: cached device attributes, the dynamic shared-memory
+// cap, and programmatic dependent launch (PDL, sm_90+).
 //
 // A decode step is a chain of short dependent kernels, captured into a CUDA graph. Even
 // in a graph each kernel boundary costs ~3 us on an H200 (the next grid is scheduled only
@@ -15,28 +15,76 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+
 #include "ops.h"
 
 namespace tinyserve {
 
-// An attribute of the current device, read once (the process drives one GPU).
-inline int device_attr(cudaDeviceAttr attr) {
-  int dev = 0, v = 0;
+// The attributes the launches need, read once per device index (the first call for a
+// device reads them; call_once makes concurrent first calls safe).
+struct DeviceAttrs {
+  int sm_count = 0;
+  int cc_major = 0;    // compute capability, major
+  int smem_optin = 0;  // opt-in dynamic + static shared memory per block, bytes
+};
+
+inline int current_device() {
+  int dev = 0;
   TS_CUDA_CHECK(cudaGetDevice(&dev));
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
-  return v;
+  return dev;
 }
 
-inline int sm_count() {
-  static const int n = device_attr(cudaDevAttrMultiProcessorCount);
-  return n;
+inline const DeviceAttrs& device_attrs(int device) {
+  static const int count = [] {
+    int n = 0;
+    TS_CUDA_CHECK(cudaGetDeviceCount(&n));
+    return n;
+  }();
+  static const std::unique_ptr<std::once_flag[]> once(new std::once_flag[count]);
+  static const std::unique_ptr<DeviceAttrs[]> attrs(new DeviceAttrs[count]);
+  TORCH_CHECK(device >= 0 && device < count, "no CUDA device ", device);
+  std::call_once(once[device], [device] {
+    DeviceAttrs& a = attrs[device];
+    TS_CUDA_CHECK(cudaDeviceGetAttribute(&a.sm_count, cudaDevAttrMultiProcessorCount, device));
+    TS_CUDA_CHECK(cudaDeviceGetAttribute(&a.cc_major, cudaDevAttrComputeCapabilityMajor, device));
+    TS_CUDA_CHECK(cudaDeviceGetAttribute(&a.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  });
+  return attrs[device];
 }
+
+// Of `device`, or without an argument of the current device (the caller's CUDAGuard).
+inline int sm_count(int device = current_device()) { return device_attrs(device).sm_count; }
+inline int cc_major(int device = current_device()) { return device_attrs(device).cc_major; }
+inline int smem_optin(int device = current_device()) { return device_attrs(device).smem_optin; }
 
 inline bool g_pdl = true;  // set_pdl(False) turns programmatic dependent launch off (bench A/B)
 
-inline bool pdl_supported() {
-  static const int major = device_attr(cudaDevAttrComputeCapabilityMajor);
-  return g_pdl && major >= 9;
+inline bool pdl_supported() { return g_pdl && cc_major() >= 9; }
+
+// Lets `Kernel` launch with `bytes` of dynamic shared memory: raises its cap (a host-side
+// function attribute, not a stream op, so also fine while a graph is being captured) when
+// `bytes` exceeds it, to max(bytes, raise_to) (callers whose largest need is known raise
+// once to it). The starting cap is the kernel's own (48 KB less its static shared memory),
+// so kernels with static arrays are covered too. The cap raised so far is kept per kernel
+// instance for the whole process, as the four copies this replaced did.
+template <auto Kernel>
+void allow_smem(size_t bytes, size_t raise_to = 0) {
+  static std::atomic<size_t> allowed{[] {
+    cudaFuncAttributes a{};
+    TS_CUDA_CHECK(cudaFuncGetAttributes(&a, Kernel));
+    return (size_t)a.maxDynamicSharedSizeBytes;
+  }()};
+  if (bytes <= allowed.load(std::memory_order_acquire)) return;
+  static std::mutex raising;
+  const std::lock_guard<std::mutex> lock(raising);
+  const size_t cap = std::max(bytes, raise_to);
+  if (bytes <= allowed.load(std::memory_order_relaxed)) return;
+  TS_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cap));
+  allowed.store(cap, std::memory_order_release);
 }
 
 // `launch(T{})` with the CUDA element type of `t`: fp32, fp16 or bf16.

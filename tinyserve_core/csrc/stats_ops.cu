@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/selection_stats.cuh"
+#include "launch.h"
 #include "ops.h"
 
 namespace tinyserve {
@@ -14,14 +15,7 @@ int group_bound(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4
 
 template <typename T, int D, int G>
 void launch_stats(const SelectionStatsParams& p, dim3 grid, int smem, cudaStream_t stream) {
-  // The dynamic shared memory cap, raised per instance as far as a launch needed so far
-  // (a host-side attribute: the first, uncaptured, call of a shape sets it).
-  static int allowed = 48 * 1024;
-  if (smem > allowed) {
-    TS_CUDA_CHECK(cudaFuncSetAttribute(selection_stats_kernel<T, D, G>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    allowed = smem;
-  }
+  allow_smem<selection_stats_kernel<T, D, G>>(smem);  // as far as a launch needed so far
   selection_stats_kernel<T, D, G><<<grid, kStatsThreads, smem, stream>>>(p);
 }
 
@@ -60,11 +54,9 @@ const void* bh_ptr(const std::optional<torch::Tensor>& t, int B, int H, int64_t*
 }  // namespace
 
 bool selection_stats_fits(int64_t group, int64_t head_dim, int64_t max_pages) {
-  int device = 0, optin = 0;
-  TS_CUDA_CHECK(cudaGetDevice(&device));
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  // the opt-in limit also holds the kernel's static shared memory (reductions: under 1 KB)
-  return stats_smem((int)group, (int)head_dim, (int)max_pages).total + 1024 <= optin;
+  // the current device's (selection_stats calls it under its CUDAGuard); the opt-in limit
+  // also holds the kernel's static shared memory (reductions: under 1 KB)
+  return stats_smem((int)group, (int)head_dim, (int)max_pages).total + 1024 <= smem_optin();
 }
 
 torch::Tensor selection_stats(const torch::Tensor& query, const torch::Tensor& k_cache, const torch::Tensor& meta,
@@ -92,6 +84,7 @@ torch::Tensor selection_stats(const torch::Tensor& query, const torch::Tensor& k
   TORCH_CHECK(scores.dim() == 3 && scores.size(0) == B && scores.size(1) == H && scores.size(2) == M,
               "scores must be [B, Hkv, M]");
   TORCH_CHECK(block_tables.size(0) == B && seq_lens.numel() == B, "block_tables [B, M] and seq_lens [B]");
+  const c10::cuda::CUDAGuard guard(query.device());  // before the fit check: the limit is this device's
   auto out = torch::empty({B, H, kStatsChannels + 4 * M}, query.options().dtype(torch::kFloat32));
   if (B == 0 || H == 0) return out;
   const int G = Hq / H;
@@ -115,7 +108,6 @@ torch::Tensor selection_stats(const torch::Tensor& query, const torch::Tensor& k
   p.scale = (float)scale, p.rtol = (float)rtol;
   const int smem = stats_smem(G, D, M).total;
   TORCH_CHECK(selection_stats_fits(G, D, M), "selection_stats: ", smem, " bytes of shared memory do not fit");
-  const c10::cuda::CUDAGuard guard(query.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const dim3 grid(H, B);
   const int gmax = group_bound(G);

@@ -7,17 +7,13 @@
 #include "kernels/estimate_lse.cuh"
 #include "kernels/estimate_lse_mma.cuh"
 #include "kernels/twostage_select.cuh"
+#include "launch.h"
 #include "ops.h"
 
 namespace tinyserve {
 
 namespace {
 bool g_lse_mma = true;
-// Raises a kernel's dynamic shared memory cap once (host-side attribute, not a stream op).
-template <typename K>
-void allow_smem(K kernel, int bytes) {
-  if (bytes > 48 * 1024) TS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-}
 
 // One estimate kernel: on tensor cores (MMA) or CUDA cores; both take the same grid.
 template <bool MMA, typename T, int BITS, int D, int G>
@@ -47,11 +43,7 @@ void launch_lse_typed(int bits, int D, int gmax, dim3 grid, int smem, cudaStream
 
 // The tensor-core estimate on sm_80+ unless set_lse_mma(False) asks for the CUDA-core one
 // (the only one before Ampere; kept switchable for A/B runs and tests).
-bool use_lse_mma(int device) {
-  int major = 0;
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  return g_lse_mma && major >= 8;
-}
+bool use_lse_mma(int device) { return g_lse_mma && cc_major(device) >= 8; }
 
 void check_index(const torch::Tensor& t, const char* name) {
   TS_CHECK_CUDA(t);
@@ -88,8 +80,7 @@ torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor&
                              (float)scale};
   // pages per warp: up to 4 (the group's queries are loaded once per CTA), fewer while
   // that leaves under ~4 CTAs per SM
-  int sms = 0;
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, query.get_device()));
+  const int sms = sm_count(query.get_device());
   const int64_t warps_needed = (int64_t)B * Hkv * C;
   int ppw = 4;
   while (ppw > 1 && warps_needed / (kLseWarps * ppw) < 4 * sms) ppw >>= 1;
@@ -136,11 +127,8 @@ void launch_select(const TwoStageSelectParams& p, int rows, const torch::Tensor&
   if (rows == 0) return;
   const c10::cuda::CUDAGuard guard(like.device());
   const int smem = select_smem_bytes(p.num_items);
-  static int allowed = 0;  // per stage: the cap raised so far (host state, set outside any graph first)
-  if (smem > allowed && smem > 48 * 1024) {
-    allow_smem(twostage_select_kernel<STAGE>, select_smem_bytes(kMaxSelectItems));
-    allowed = select_smem_bytes(kMaxSelectItems);
-  }
+  // raised straight to the largest row's need, so no later shape has to raise it again
+  allow_smem<twostage_select_kernel<STAGE>>(smem, select_smem_bytes(kMaxSelectItems));
   twostage_select_kernel<STAGE><<<rows, kSelectThreads, smem, c10::cuda::getCurrentCUDAStream()>>>(p);
   TS_LAUNCH_CHECK();
 }

@@ -194,7 +194,7 @@ class Engine:
         batch = self.scheduler.schedule(now=t_start)
         for seq in batch.preempted:
             self._forget(seq.seq_id)
-        span = DeviceSpan(self.device)   # started by the runner once the inputs are staged
+        span = DeviceSpan(self.runner.events)   # started by the runner once the inputs are staged
         out = self._run(batch, span)
         span.pause()                        # host work: counted as the host's on any device
         summaries = self.selector.collect(keep_newest=True)

@@ -7,9 +7,9 @@ one token per sequence in a single batched forward, replayed from a CUDA graph o
 (the last position), and, when profiling, the step's per-op timings and bytes moved.
 
 Profiling never switches CUDA graphs off: a replayed step is timed whole ("total",
-CUDA events around the replay) and every `profile_every`-th graph step runs eagerly
-instead, to sample the per-op breakdown. Eager steps (CPU, prefill) are broken down
-every time."""
+CUDA events around the replay) and now and then a graph step runs eagerly instead, to
+sample the per-op breakdown, within `profile_budget` of the replayed steps' wall time
+(engine/breakdown_sampler.py). Eager steps (CPU, prefill) are broken down every time."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ..model.llama import LlamaForCausalLM, PagedBatch
 from .config.sections import PROFILE_BUDGET, PROFILE_EVERY
 from .breakdown_sampler import BreakdownSampler
 from .step_inputs import DecodeInputs
+from .step_timing import EventPool, for_device
 
 
 # PROFILE_EVERY: graph-replayed decode steps per eager, per-op profiled one (the
@@ -79,12 +80,17 @@ class DecodeItem:
 
 
 class OpTimer:
-    """Wall time per op family. CPU: perf_counter around the op (CPU ops are
-    synchronous). CUDA: event pairs resolved once per step, so timing adds no sync
-    inside the forward. Scopes may nest (a 'total' around the families)."""
+    """Wall time per op family. CPU (`events` None): perf_counter around the op (CPU ops
+    are synchronous). CUDA (`events`, an EventPool): event pairs resolved once per step,
+    after the step's sync, and given back to the pool, so timing adds no sync inside the
+    forward and creates no events once the pool holds a step's worth. Scopes may nest (a
+    'total' around the families). `host_s`: the host time the timer itself took, on
+    `clock` (what a replayed step's profiling costs; engine/breakdown_sampler.py)."""
 
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+    def __init__(self, events: EventPool | None = None, clock=time.perf_counter):
+        self.pool, self.clock = events, clock
+        self._record = events.recorder() if events is not None else None
+        self.host_s = 0.0
         self.seconds: dict[str, float] = defaultdict(float)
         self.events: list[tuple[str, object, object]] = []
         self._pending: list[str] = []
@@ -95,32 +101,39 @@ class OpTimer:
         return self
 
     def __enter__(self):
+        t = self.clock()
         name = self._pending.pop()
-        if self.cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            start.record()
+        if self._record is not None:
+            start = self._record()
         else:
             start = time.perf_counter()
         self._stack.append((name, start))
+        self.host_s += self.clock() - t
         return self
 
     def __exit__(self, *exc):
+        t = self.clock()
         name, start = self._stack.pop()
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self.events.append((name, start, end))
+        if self._record is not None:
+            self.events.append((name, start, self._record()))
         else:
             self.seconds[name] += time.perf_counter() - start
+        self.host_s += self.clock() - t
         return False
 
     def result(self) -> dict[str, float]:
-        if self.cuda and self.events:
-            self.events[-1][2].synchronize()   # the last end event: every earlier one is done
+        t = self.clock()
+        if self.events:
+            # called after the step's sampling sync, which came after every end event:
+            # this wait returns at once
+            self.events[-1][2].synchronize()
             for name, a, b in self.events:
                 self.seconds[name] += a.elapsed_time(b) / 1000.0
+                self.pool.give((a, b))
             self.events.clear()
-        return dict(self.seconds)
+        out = dict(self.seconds)
+        self.host_s += self.clock() - t
+        return out
 
 
 class _SelectedPages:
@@ -173,6 +186,7 @@ class ModelRunner:
         # (engine/breakdown_sampler.py); 0: the fixed cadence of profile_every
         self.profile_budget = profile_budget
         self._sampler = BreakdownSampler()
+        self.events = for_device(self.device)   # timing events, shared with the engine's DeviceSpan
         # Persistent (pinned on a GPU) block-table rows and step staging (engine/step_inputs.py).
         from .cuda_graphs import _width_bucket
         self.max_pages = _width_bucket(-(-self.config.max_position_embeddings // block_size))
@@ -233,17 +247,19 @@ class ModelRunner:
         the device work begins, so the staging counts as the host's."""
         if not items:
             return RunnerOutput(torch.empty(0, self.config.vocab_size))
+        clock = self._sampler.clock
+        t0 = clock()   # a profiled graph step's wall time is charged from here to its finish()
         if self.selector is not None and hasattr(self.selector, "prepare"):
             self.selector.prepare(self.kv)  # host side of selection (a key copy) before any replay
         sel_key = self._graph_key()
         sample = sel_key is not None and self._breakdown_due()
         if sel_key is not None and not sample:
-            timer = OpTimer(self.device) if self.profile else None
+            timer = OpTimer(self.events, clock) if self.profile else None
             logits = self._decode_graphs().run(items, sel_key, self.selector, timer, span, self._check_table)
             if logits is not None:
                 self._end_selection_step(items)
                 account = None if timer is None else (
-                    lambda t: self._sampler.replayed(t, self.profile_budget))
+                    lambda t: self._sampler.replayed(clock() - t0, timer.host_s, self.profile_budget))
                 return RunnerOutput(logits, timer=timer, account=account)
         ints = self._inputs.stage(items, check=self._check_table)
         if span is not None:
@@ -256,8 +272,14 @@ class ModelRunner:
         out = self._run(ints[0], ints[1], batch, [it.position + 1 for it in items])
         self._end_selection_step(items)
         if sample:
-            out.account = self._sampler.sampled
+            out.account = lambda t: self._sampler.sampled(clock() - t0, self.profile_budget)
         return out
+
+    def profile_account(self) -> dict[str, float]:
+        """What profiling's graph steps were charged and earned so far (host seconds, on
+        the sampler's clock) and how many breakdowns were sampled."""
+        s = self._sampler
+        return {"profile_spent_s": s.spent_s, "profile_earned_s": s.earned_s, "breakdowns": s.samples}
 
     def release(self, seq_id: int) -> None:
         """A sequence finished or was preempted: its block-table row is free again."""
@@ -310,14 +332,17 @@ class ModelRunner:
         profiled byte counts)."""
         if not self.profile:
             return RunnerOutput(self.model.forward_paged(input_ids, positions, batch, self.kv).float())
-        timer = OpTimer(self.device)
+        timer = OpTimer(self.events, self._sampler.clock)
         counter = _SelectedPages(batch.selector) if batch.selector is not None else None
         batch = dataclasses.replace(batch, timer=timer, selector=counter)
         with timer("total"):
             logits = self.model.forward_paged(input_ids, positions, batch, self.kv).float()
         new_tokens = int(input_ids.numel())
+        # an eager step (prefill, CPU, no graph for it) is broken down every time: profiling
+        # is charged its timer's host time (a sampled decode step replaces this account)
         return RunnerOutput(logits, timer=timer, pending_bytes=lambda: self._bytes_moved(
-            batch.is_prefill, ctx, new_tokens, counter))
+            batch.is_prefill, ctx, new_tokens, counter),
+            account=lambda t: self._sampler.charged(timer.host_s, self.profile_budget))
 
     def _bytes_moved(self, is_prefill: bool, ctx: list[int], new_tokens: int,
                      counter: "_SelectedPages | None") -> dict[str, int]:

@@ -21,9 +21,54 @@ import time
 import torch
 
 
+class EventPool:
+    """Timing events reused from step to step. Creating a CUDA event pair per timed span
+    and destroying it after the read cost host time on every step (and a profiled step
+    has several spans); an event is recorded again only after its last reading, when it
+    comes back with `give`. `factory` makes a new event when none is free; `stream` gives
+    the stream to record on (None: the event's own default)."""
+
+    def __init__(self, factory, stream=lambda: None):
+        self._factory, self._stream = factory, stream
+        self._free: list = []
+        self.created = 0
+
+    def recorder(self):
+        """`mark()`: a free event, recorded on the stream current now, returned. The stream
+        is looked up once (a step's work runs on one stream; looking it up is a Python
+        object per record otherwise)."""
+        stream, take = self._stream(), self.take
+
+        def mark():
+            event = take()
+            event.record(stream)
+            return event
+        return mark
+
+    def take(self):
+        if self._free:
+            return self._free.pop()
+        self.created += 1
+        return self._factory()
+
+    def give(self, events) -> None:
+        self._free.extend(events)
+
+
+def for_device(device: torch.device) -> EventPool | None:
+    """A pool of CUDA events for `device`, or None on the CPU (host timers there)."""
+    if device.type != "cuda":
+        return None
+    return EventPool(lambda: torch.cuda.Event(enable_timing=True), torch.cuda.current_stream)
+
+
 class DeviceSpan:
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+    """`events`: an EventPool on a GPU (the marks are its events, given back once read),
+    None on the CPU."""
+
+    def __init__(self, events: EventPool | None):
+        self.events = events
+        self._record = events.recorder() if events is not None else None
         self._marks: list = []       # start, end, start, end, ... (an open segment has no end)
 
     def start(self) -> None:
@@ -42,11 +87,7 @@ class DeviceSpan:
         self.pause()
 
     def _mark(self):
-        if not self.cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
+        return time.perf_counter() if self._record is None else self._record()
 
     def seconds(self) -> float:
         """The summed segments; on a GPU this waits for the last event, which the
@@ -54,7 +95,10 @@ class DeviceSpan:
         marks = self._marks[: len(self._marks) // 2 * 2]
         if not marks:
             return 0.0
-        if self.cuda:
+        if self.events is not None:
             marks[-1].synchronize()
-            return sum(a.elapsed_time(b) for a, b in zip(marks[::2], marks[1::2])) / 1000.0
+            ms = sum(a.elapsed_time(b) for a, b in zip(marks[::2], marks[1::2]))
+            self.events.give(self._marks)
+            self._marks = []
+            return ms / 1000.0
         return sum(b - a for a, b in zip(marks[::2], marks[1::2]))

@@ -28,10 +28,11 @@ Qt-free and kv-free (observe sits below kv): the recorder reads any object with 
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import pickle
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,19 +84,20 @@ class PastStep:
     tables: dict[int, tuple[int, ...]]     # running seq -> physical block ids
     events: tuple[Event, ...]              # what happened in this step
     serial: int = -1      # which answer this is (unique across histories)
-    # (serial of the answer before, ids changed since) or from a keyframe (serial, that
-    # answer's arrays, these): compared only when asked, so a jump stays cheap
-    since: tuple | None = field(default=None, repr=False)
+    since: int | None = None   # serial of the history's answer before this one
+    # ids changed since it, or (from a keyframe) a comparison run when asked: jumps stay cheap
+    changed: np.ndarray | Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
-    @property
+    @functools.cached_property
     def changed_since(self) -> tuple[int, np.ndarray] | None:
-        """(serial of the history's answer before this one, ids of the blocks that may
-        differ from it), None when there was none: a view that drew that answer redraws
-        only those blocks."""
-        if self.since is not None and len(self.since) == 3:
-            serial, before, after = self.since
-            self.since = (serial, np.flatnonzero(np.any([a != b for a, b in zip(after, before)], axis=0)))
-        return self.since
+        """(since, ids of the blocks that may differ from that answer), None when there
+        was none: a view that drew that answer redraws only those blocks."""
+        ids = self.changed() if callable(self.changed) else self.changed
+        return None if self.since is None else (self.since, ids)
+
+
+def _changed_blocks(before: tuple, after: tuple) -> np.ndarray:   # ids whose state differs
+    return np.flatnonzero(np.any([a != b for a, b in zip(after, before)], axis=0))
 
 
 def _flags(is_cached: np.ndarray, evictable: np.ndarray) -> np.ndarray:
@@ -368,13 +370,11 @@ class History:
             touched.append(uniq)
             for target, name in zip(values, names):
                 targets[target][uniq] = self._cols[name].a[pos]
-        since = None
+        since = changed = None
         if cur is not None and base is cur[1]:     # the blocks its entries wrote, each once
-            mark = np.zeros(self.num_blocks, bool)
-            mark[np.concatenate([np.zeros(0, np.int64), *touched])] = True
-            since = (cur[3], np.flatnonzero(mark))
+            since, changed = cur[3], np.unique(np.concatenate([np.zeros(0, np.int64), *touched]))
         elif cur is not None:                      # from a keyframe: compared if asked
-            since = (cur[3], cur[1], arrays)
+            since, changed = cur[3], functools.partial(_changed_blocks, cur[1], arrays)
         tables = self._tables_at(i)
         serial = next(_SERIALS)
         self._cursor = (i, arrays, tables, serial)
@@ -382,7 +382,7 @@ class History:
         pool = PoolState(self.block_size, ref, owner, tokens.astype(np.int32), (flags & CACHED) > 0,
                          (flags & EVICTABLE) > 0)
         return PastStep(self.first_step + i, float(self._clock.a[i]), pool, tables, self._step_events(i),
-                        serial, since)
+                        serial, since, changed)
 
     def _tables_at(self, i: int) -> dict[int, tuple[int, ...]]:
         """The running block tables after step index i: the nearest copy at or before i

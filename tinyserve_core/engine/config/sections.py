@@ -26,8 +26,9 @@ MAX_SAMPLES = 64
 MAX_TOKENS = 1 << 20
 # An eager, per-op-timed decode step of the shipped model is launch bound: a few hundred
 # kernel launches and an event pair per op family and layer, ~20 graph replays of the same
-# step at batch 64 on an H200. So breakdown samples are paid for from PROFILE_BUDGET of the
-# replayed time (engine/breakdown_sampler.py), at most one per PROFILE_EVERY graph steps;
+# step at batch 64 on an H200. So profiling (the replays' timing and the breakdown samples,
+# in host wall time) is paid for from PROFILE_BUDGET of the replayed steps' wall time
+# (engine/breakdown_sampler.py), at most one sample per PROFILE_EVERY graph steps;
 # the `bench engine` GUI row against the quest + stats row measures the cost.
 PROFILE_EVERY = 128
 PROFILE_BUDGET = 0.05

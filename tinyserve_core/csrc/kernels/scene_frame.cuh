@@ -69,11 +69,6 @@ struct FrameParams {
   float* probs;  // [n, C]
 };
 
-// torch.lerp's formula (exact at both ends), so the blends round as the torch frame's do
-SCENE_HD float lerp(float a, float b, float w) {
-  return w < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
-}
-
 // Plain minimum and maximum: fminf / fmaxf carry NaN rules that keep g++ from inlining
 // them (a library call each, six per sample), and no value here is NaN.
 SCENE_HD float mn(float a, float b) { return a < b ? a : b; }
@@ -111,12 +106,22 @@ SCENE_HD float transmit(float raw, float s) {
   return expf(-s * log1pf(fast_exp(raw)));  // any other step: rare, the library's accuracy
 }
 
-// Trilinear blend of 8 corner values at stride `s` (corners z-major, then y, then x), as
-// frames.lerp_planes: x first, then y, then z.
-SCENE_HD float blend8(const float* c, int s, float fx, float fy, float fz) {
-  float a0 = lerp(c[0], c[s], fx), a1 = lerp(c[2 * s], c[3 * s], fx);
-  float a2 = lerp(c[4 * s], c[5 * s], fx), a3 = lerp(c[6 * s], c[7 * s], fx);
-  return lerp(lerp(a0, a1, fy), lerp(a2, a3, fy), fz);
+// Trilinear weights of a cell's 8 corners (z-major, then y, then x, as the tables) at
+// fractions f: computed once per sample and shared by density, colour and classes, where
+// a blend of lerps per value cost three times the arithmetic.
+SCENE_HD void corner_weights(const float f[3], float w[8]) {
+  const float yz[4] = {(1.0f - f[1]) * (1.0f - f[2]), f[1] * (1.0f - f[2]), (1.0f - f[1]) * f[2], f[1] * f[2]};
+  for (int j = 0; j < 4; ++j) {
+    w[2 * j] = yz[j] * (1.0f - f[0]);
+    w[2 * j + 1] = yz[j] * f[0];
+  }
+}
+
+// The blend of 8 corner values at stride `s` with corner weights w.
+SCENE_HD float blend8(const float* c, int s, const float w[8]) {
+  float v = 0.0f;
+  for (int j = 0; j < 8; ++j) v += w[j] * c[j * s];
+  return v;
 }
 
 // A point in cell units -> its occupied row (or air) and fractions within the cell, as
@@ -189,10 +194,11 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
     for (int k = 0; k < win; ++k) {
       const float ts = t + ((float)k + 0.5f) * p.step;
       if (!(ts < far_t)) break;  // the rest of the window is outside: no weight
-      float f[3];
+      float f[3], cw[8];
       const int32_t row = cell_row(p, og[0] + ts * dg[0], og[1] + ts * dg[1], og[2] + ts * dg[2], f);
       if (row >= p.air) continue;  // empty cell: no density by construction
-      const float e = e_prev * transmit(blend8(p.density + 8 * (int64_t)row, 1, f[0], f[1], f[2]), tau_scale);
+      corner_weights(f, cw);
+      const float e = e_prev * transmit(blend8(p.density + 8 * (int64_t)row, 1, cw), tau_scale);
       const float w = (e_prev - e) * trans;
       e_prev = e;
       depth += w * ts;
@@ -203,7 +209,7 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
       }
       if (w > p.app_eps) {
         const float* col = p.colour + 24 * (int64_t)row;
-        for (int ch = 0; ch < 3; ++ch) c[ch] += w * blend8(col + ch, 3, f[0], f[1], f[2]);
+        for (int ch = 0; ch < 3; ++ch) c[ch] += w * blend8(col + ch, 3, cw);
         w_kept += w;
       }
       // a surface is opaque within two or three samples and the first window runs on
@@ -224,15 +230,16 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
   if (peak_w > 0.0f) {
     // classes once per ray at its peak sample: the cell's kept classes, blended,
     // clamped at 0 and normalised over them (CellTable.class_probs_planes)
-    float f[3];
+    float f[3], cw[8];
     const int32_t row = cell_row(p, og[0] + peak_t * dg[0], og[1] + peak_t * dg[1], og[2] + peak_t * dg[2], f);
+    corner_weights(f, cw);
     const int m = p.kept_classes;
     const float* corners = p.class_corners + (int64_t)row * 8 * m;
     const int32_t* ids = p.class_ids + (int64_t)row * m;
     float sum = 0.0f;
-    for (int k = 0; k < m; ++k) sum += mx(blend8(corners + k, m, f[0], f[1], f[2]), 0.0f);
+    for (int k = 0; k < m; ++k) sum += mx(blend8(corners + k, m, cw), 0.0f);
     const float norm = acc / mx(sum, 1e-6f);
-    for (int k = 0; k < m; ++k) out[ids[k]] = mx(blend8(corners + k, m, f[0], f[1], f[2]), 0.0f) * norm;
+    for (int k = 0; k < m; ++k) out[ids[k]] = mx(blend8(corners + k, m, cw), 0.0f) * norm;
   }
   out[0] += trans;
   p.depth[i] = depth + trans * mx(far_t, near_t);

@@ -101,9 +101,14 @@ def test_the_adaptive_frame_with_compiled_rays_matches_the_torch_one(lab, compil
     assert float((every.label == ref.label).mean()) >= 0.99  # every pixel vs interpolated
 
 
-def test_the_lab_renders_with_the_compiled_frames(lab, compiled):
+def test_the_lab_renders_with_the_compiled_frames(lab, compiled, monkeypatch):
+    cast = []
+    render = compiled.render
+    monkeypatch.setattr(compiled, "render", lambda *a, **k: cast.append(a[2]) or render(*a, **k))
     cam = Camera(look_at(np.array([1.2, -1.0, 0.9]), np.array(lab.spec.camera_target)), 48, 40)
     frame = lab.render(cam, "bake")
+    # adaptive on the CPU: the even pixels, then the edges between them
+    assert len(cast) == 2 and cast[0].numel() == 24 * 20
     assert frame.rgb.shape == (40, 48, 3) and frame.probs.shape == (40, 48, lab.bake.num_classes)
     assert set(np.unique(frame.label)) - {0}  # some object is seen
 
@@ -186,3 +191,23 @@ def test_the_cache_lives_outside_the_package(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert native.cache_dir() == tmp_path / "tinyserve" / "scene_frames"
     assert package_dir() not in native.cache_dir().parents
+
+
+def test_the_apartment_too():
+    """The second scene (more classes than a cell keeps, two rooms): its own tables, the
+    same agreement, from two orbit poses."""
+    from tinyserve_core.scene.lab import SceneLab
+
+    lab = SceneLab("apartment")
+    bake = lab.bake
+    compiled = bake.compiled()
+    if compiled is None:
+        pytest.skip("no C++ compiler here")
+    for cam in (lab.camera(azimuth=50, size=64), lab.camera(azimuth=230, elevation=25, size=72)):
+        start = bake.splat.starts(cam)
+        step = bake.grid.voxel / 2
+        out = compiled.render(cam, start, None, step, bake.background)
+        exact = _torch_frame(bake, cam, start, step, rounds=native_frames.MAX_ROUNDS, tail_samples=0)
+        assert _psnr(out["rgb"], exact["rgb"]) >= EXACT_PSNR_DB
+        assert torch.equal(out["probs"].argmax(1), exact["probs"].argmax(1))
+        assert out["probs"].shape[1] == bake.num_classes > 14

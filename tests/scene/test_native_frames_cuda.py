@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tinyserve_core.scene import native_frames
+from tinyserve_core.scene.bake import as_result
 from tinyserve_core.scene.camera import orbit_camera
 from tinyserve_core.scene.frames import eye_box_bounds, frame_rays, render_cells
 
@@ -76,4 +77,6 @@ def test_gpu_pixel_subsets_and_the_lab_frame(gpu_lab):
     for k in every:
         assert torch.equal(some[k], every[k].index_select(0, idx)), k
     frame, host = gpu_lab.render(cam, "bake"), gpu_lab.bake.render(cam)
+    # on the GPU the lab's bake frame is every pixel through the kernel, nothing interpolated
+    assert np.array_equal(frame.rgb, as_result(every, cam).rgb)
     assert float((frame.label == host.label).mean()) >= 0.99  # GPU every-pixel vs CPU adaptive

@@ -119,6 +119,8 @@ def build(kind: str, command: list[str], source: str, machine: str, out_dir: Pat
             return lib
         tmp = out_dir / f".scene_frame_{kind}-{key}.{os.getpid()}.so"
         cmd = [*command, f"-I{csrc}", str(csrc / source), "-o", str(tmp)]
+        print(f"tinyserve: building the scene frame loop for {kind} in {out_dir} (first use, a few seconds) ...",
+              file=sys.stderr, flush=True)
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
             if r.returncode != 0:

@@ -212,8 +212,9 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
         for (int ch = 0; ch < 3; ++ch) c[ch] += w * blend8(col + ch, 3, cw);
         w_kept += w;
       }
-      // a surface is opaque within two or three samples and the first window runs on
-      // several voxels behind it: those samples (a third of a frame's) cannot change it
+      // a surface is opaque within a few samples and the first window runs on several
+      // voxels behind it: those samples (a sixth of the room's occupied ones) cannot
+      // change the pixel by more than t_negligible
       if (trans * e < p.t_negligible) break;
     }
     if (w_kept > 0.0f) {  // the window's dropped weight goes to its kept samples

@@ -211,3 +211,27 @@ def test_the_apartment_too():
         assert _psnr(out["rgb"], exact["rgb"]) >= EXACT_PSNR_DB
         assert torch.equal(out["probs"].argmax(1), exact["probs"].argmax(1))
         assert out["probs"].shape[1] == bake.num_classes > 14
+
+
+def test_a_build_waits_for_another_builder_and_takes_its_library(monkeypatch, tmp_path):
+    """Two processes (here: two threads with their own lock handles) building the same
+    library: the second waits on the file lock and then loads what the first wrote."""
+    import fcntl
+    import threading
+
+    command = ["c++", "-O3"]
+    key = native.build_key([native.csrc_dir() / native.CPU_SOURCE, native.csrc_dir() / native.HEADER], command, "m")
+    lib = tmp_path / f"scene_frame_cpu-{key}.so"
+    ran = []
+    monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: ran.append(a) or pytest.fail("built twice"))
+    with open(tmp_path / f"scene_frame_cpu-{key}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the first builder, mid-build
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(native.build("cpu", command, native.CPU_SOURCE, "m",
+                                                                          tmp_path)))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not got  # waiting on the lock, not compiling
+        lib.write_bytes(b"built by the first")
+    waiter.join(5)
+    assert got == [lib] and not ran

@@ -78,6 +78,9 @@ def test_wheel_ships_model_text_scenes_and_cuda_sources_only(wheel_venv):
                  "tinyserve_core/assets/text/LICENSE",
                  "tinyserve_core/assets/text/heldout/library/csv.rst.txt",
                  "tinyserve_core/csrc/bindings.cpp", "tinyserve_core/csrc/kernels/common.cuh",
+                 # the scene's compiled frames build from these on first use
+                 "tinyserve_core/csrc/scene_cpu.cpp", "tinyserve_core/csrc/scene_ops.cu",
+                 "tinyserve_core/csrc/kernels/scene_frame.cuh",
                  "tinyserve_core/py.typed"):
         assert must in names
     assert sum(n.startswith("tinyserve_core/csrc/") and n.endswith(".cu") for n in names) >= 4

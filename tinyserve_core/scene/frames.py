@@ -256,13 +256,22 @@ def _offsets(win: int, step: float, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def render_frame(table: CellTable, splat: StartSplat, space: EmptySpace, cam: Camera, step: float, background,
-                 device: torch.device, levels: int = 1, colour_edges: bool = True,
+                 device: torch.device, levels: int = 1, colour_edges: bool = True, native=None,
                  **march) -> dict[str, torch.Tensor] | None:
-    """An adaptive frame (`adaptive.render_pixels`) with splatted starts; None when the
-    camera sits among surface cells (no bounded splat: the caller traces from the eye)."""
+    """An adaptive frame (`adaptive.render_pixels`; levels=0: every pixel cast) with
+    splatted starts; None when the camera sits among surface cells (no bounded splat: the
+    caller traces from the eye). With `native` (a `native_frames.NativeFrames`) the rays
+    are cast by the compiled per-ray loop, else by `render_cells`."""
     start = splat.starts(cam)
     if start is None:
         return None
+    if native is not None:
+        def cast_native(idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+            return native.render(cam, start, idx, step, background, **march)
+
+        if levels == 0:  # every pixel in one call: no index list to build
+            return cast_native(None)
+        return render_pixels(cast_native, cam, device, table.voxel, levels, colour_edges)
     o, d = frame_rays(cam, device)
     near, far = eye_box_bounds(o[0], d.t().contiguous(), table.lo, table.hi)  # every pixel's, once
 

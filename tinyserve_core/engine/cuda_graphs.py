@@ -18,11 +18,28 @@ import contextlib
 import os
 import sys
 import traceback
+import warnings
 
 import torch
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SELECTION_MIN_WIDTH = 512   # pages: a model of up to 8K tokens in 16-token pages keeps one width
+
+
+def release_rng_after_failed_capture(device: torch.device) -> None:
+    """A capture that raised leaves torch's default CUDA generator marked as capturing:
+    torch.cuda.graph's exit calls capture_end, which raises on the invalidated capture
+    before the generator's epilogue runs, and from then on every random draw on the
+    device raises "Offset increment outside graph capture encountered unexpectedly"
+    (found on an H200: a runner whose capture fell back to eager broke the next test's
+    torch.randint). An empty capture runs the prologue and epilogue again, clearing it."""
+    try:
+        with torch.cuda.device(device), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # "The CUDA Graph is empty"
+            with torch.cuda.graph(torch.cuda.CUDAGraph()):
+                pass
+    except RuntimeError as exc:   # nothing more to do: say why random draws may fail
+        print(f"tinyserve: after a failed capture the CUDA generator could not be reset: {exc}", file=sys.stderr)
 
 
 def _batch_bucket(n: int) -> int | None:
@@ -156,6 +173,7 @@ class DecodeGraphs:
                 logits = step()
             recorded = take()  # static outputs of the captured bookkeeping
         except RuntimeError as exc:
+            release_rng_after_failed_capture(self.device)
             take()
             self._failed.add(key)
             print(f"tinyserve: decode step (batch {Bb}, {W} pages) runs without a CUDA graph: {exc}", file=sys.stderr)

@@ -155,10 +155,10 @@ def test_a_sample_is_charged_its_wall_time_with_the_host_work(model, monkeypatch
     assert s.replay_s == pytest.approx(1e-3)
     # the forward's 20 ms and the 10 ms after it, less the replay it replaced
     assert s.cost_s == pytest.approx(0.029)
-    # first after FIRST_COST replays of credit at 50%; then the measured cost is repaid
-    # (the sampled step earns 0.5 ms itself: credit -8.5 ms after it) and earned again:
-    # (8.5 + 29) ms / 0.5 ms = 75 replays, and the next sample after them
-    assert sampled[0] == 40 and sampled[1] - sampled[0] == 76
+    # first after `every` (2) steps, on the allowance of one sample; then the measured
+    # cost is repaid (the replay before it and the sampled step earn 0.5 ms each: credit
+    # -28 ms after it) and earned again: (28 + 29) ms / 0.5 ms = 114 replays, then the next
+    assert sampled[0] == 1 and sampled[1] - sampled[0] == 115
     assert s.spent_s <= s.earned_s + s.cost_s
     assert runner.profile_account() == {"profile_spent_s": s.spent_s, "profile_earned_s": s.earned_s,
                                         "breakdowns": len(sampled)}
@@ -167,6 +167,7 @@ def test_a_sample_is_charged_its_wall_time_with_the_host_work(model, monkeypatch
 def test_the_replays_timing_is_charged(model, monkeypatch):
     clock = Clock(tick=1e-6)   # each clock reading: 1 us of host work
     runner = _profiled_runner(model, monkeypatch, clock, 0.05, eager_s=0.02, host_s=0.0)
+    runner.profile_every = 100   # no sample in these steps
     assert _steps(runner, 50) == []
     s = runner._sampler
     # nothing sampled: all that was spent is the timers' own host time, 3 us a replay

@@ -13,22 +13,26 @@ wall-clock time on the host (the `clock`), which is what a run loses:
   token counts, everything the host did for it, not only the GPU time its events saw;
 * an eager step that is broken down anyway (prefill; a decode step with no graph) is
   charged the host time its timing took, and earns nothing;
-* a sample is taken once the credit covers what the last one cost (before the first, an
-  estimate of FIRST_COST replays), and at least `every` graph steps after the last.
+* a sample is taken once the credit covers what the last one cost, and at least `every`
+  graph steps after the last; the first, whose cost is not known yet, once `every` graph
+  steps passed with what was charged so far repaid (credit not below zero).
 
 What a sample really cost is charged when it is known, so the credit may go below zero
 and the next sample waits until it is repaid: over a run, profiling costs at most
-`budget` of the unprofiled replayed time plus one sample. (Were the timing events alone
-to cost more than the budget, no breakdown would be sampled; graph times still come
-every step.) `budget` 0 keeps the fixed cadence: the first graph step, then every
-`every`-th, with no accounting."""
+`budget` of the unprofiled replayed time plus one sample. The first sample is taken on
+that one sample's allowance rather than after credit for a guessed price: a price of ~20
+replays at a 5% budget meant 400 replays before any decode breakdown (none in the
+64-request bench runs on an H200, and none for a GUI user's single short request), while
+`every` now says when the first comes. (Were the timing events alone to cost more than
+the budget, no breakdown would be sampled; graph times still come every step.) `budget`
+0 keeps the fixed cadence: the first graph step, then every `every`-th, with no
+accounting."""
 
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-FIRST_COST = 20.0   # replays: an eager per-op-timed step of the shipped model at batch 64, before one is measured
 _EMA = 0.1          # weight of a new replay time in the running mean
 
 
@@ -54,7 +58,9 @@ class BreakdownSampler:
         self.steps += 1
         if self.steps < every or self.replay_s is None:
             return False
-        cost = self.cost_s if self.cost_s is not None else FIRST_COST * self.replay_s
+        # before any sample was measured its price is 0: the first waits only for `every`
+        # steps and for the charges so far (prefill timing, replays' timing) to be repaid
+        cost = self.cost_s if self.cost_s is not None else 0.0
         if self.credit_s < cost:
             return False
         self.steps = 0

@@ -137,8 +137,32 @@ def test_without_a_compiler_the_torch_frames_run_and_say_so_once(lab, monkeypatc
     assert bake.render(lab.camera(size=32)).rgb.shape == (32, 32, 3)
     monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv(native.ENV, "compiled")
-    with pytest.raises(RuntimeError, match="not available"):
+    with pytest.raises(ConfigError, match="not available"):   # a person's error: one line in the CLI
         native.library(torch.device("cpu"))
+
+
+def test_cxx_may_carry_words_of_its_own(monkeypatch):
+    """$CXX as make reads it ("ccache g++", "g++ -m64"): split into the command's words,
+    not run as one file name (which fails and falls back to the torch frames)."""
+    monkeypatch.setenv("CXX", "ccache  g++ -m64")
+    assert native._cpu_command()[:3] == ["ccache", "g++", "-m64"]
+    monkeypatch.setenv("CXX", "")
+    command = native._cpu_command()
+    assert command is None or (command[0] and command[1:] == list(native.CPU_FLAGS))
+
+
+def test_an_unwritable_cache_says_how_to_move_it(monkeypatch, tmp_path, capsys):
+    """A cache that cannot be created (a read-only home; here a file in the way, as this
+    runs as root) falls back to the torch frames, naming TINYSERVE_CACHE."""
+    if native._cpu_command() is None:
+        pytest.skip("no C++ compiler")
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("TINYSERVE_CACHE", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setattr(native, "_said", set())
+    assert native.library(torch.device("cpu")) is None
+    err = capsys.readouterr().err
+    assert "set TINYSERVE_CACHE to a writable folder" in err and "using the torch frames" in err
 
 
 def test_a_failed_build_falls_back(monkeypatch, tmp_path, capsys):

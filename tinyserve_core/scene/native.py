@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -108,7 +109,11 @@ def build(kind: str, command: list[str], source: str, machine: str, out_dir: Pat
     csrc = csrc_dir()
     key = build_key([csrc / source, csrc / HEADER], command, machine)
     out_dir = out_dir or cache_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only home, say: name the way out, not only the errno
+        raise OSError(f"cannot create the build cache {out_dir} ({e.strerror or e}); "
+                      f"set TINYSERVE_CACHE to a writable folder") from e
     lib = out_dir / f"scene_frame_{kind}-{key}.so"
     if lib.exists():
         return lib
@@ -132,8 +137,10 @@ def build(kind: str, command: list[str], source: str, machine: str, out_dir: Pat
 
 
 def _cpu_command() -> list[str] | None:
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    return [cxx, *CPU_FLAGS] if cxx else None
+    # $CXX as make reads it: a compiler with words of its own ("ccache g++", "g++ -m64")
+    cxx = shlex.split(os.environ.get("CXX", "")) or [
+        c for c in (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++"),) if c]
+    return [*cxx, *CPU_FLAGS] if cxx else None
 
 
 def _cuda_command(device: torch.device) -> list[str] | None:
@@ -183,7 +190,7 @@ def library(device: torch.device) -> ctypes.CDLL | None:
             why = f"build failed: {str(e).strip()[-800:]}"
     if lib is None:
         if m == "compiled":
-            raise RuntimeError(f"{ENV}=compiled but the {kind} frame library is not available: {why}")
+            raise ConfigError(ENV, f"compiled, but the {kind} frame library is not available: {why}")
         _say_once(tag, f"compiled scene frames for {kind} not available ({why}); using the torch frames")
     _libs[tag] = lib
     return lib

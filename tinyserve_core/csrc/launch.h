@@ -38,12 +38,17 @@ inline int current_device() {
   return dev;
 }
 
-inline const DeviceAttrs& device_attrs(int device) {
+inline int device_count() {
   static const int count = [] {
     int n = 0;
     TS_CUDA_CHECK(cudaGetDeviceCount(&n));
     return n;
   }();
+  return count;
+}
+
+inline const DeviceAttrs& device_attrs(int device) {
+  const int count = device_count();
   static const std::unique_ptr<std::once_flag[]> once(new std::once_flag[count]);
   static const std::unique_ptr<DeviceAttrs[]> attrs(new DeviceAttrs[count]);
   TORCH_CHECK(device >= 0 && device < count, "no CUDA device ", device);
@@ -65,26 +70,38 @@ inline bool g_pdl = true;  // set_pdl(False) turns programmatic dependent launch
 
 inline bool pdl_supported() { return g_pdl && cc_major() >= 9; }
 
-// Lets `Kernel` launch with `bytes` of dynamic shared memory: raises its cap (a host-side
-// function attribute, not a stream op, so also fine while a graph is being captured) when
-// `bytes` exceeds it, to max(bytes, raise_to) (callers whose largest need is known raise
-// once to it). The starting cap is the kernel's own (48 KB less its static shared memory),
-// so kernels with static arrays are covered too. The cap raised so far is kept per kernel
-// instance for the whole process, as the four copies this replaced did.
+// Lets `Kernel` launch with `bytes` of dynamic shared memory on the current device (the
+// caller's CUDAGuard): raises its cap (a host-side function attribute, not a stream op, so
+// also fine while a graph is being captured) when `bytes` exceeds it, to max(bytes,
+// raise_to) (callers whose largest need is known raise once to it). The starting cap is
+// the kernel's own (48 KB less its static shared memory), so kernels with static arrays
+// are covered too. The attribute belongs to the kernel in one device's context, so the cap
+// raised so far is kept per kernel instance and device: a process driving two GPUs raises
+// it on each (one cap for the process would skip the raise on the second GPU, whose launch
+// then fails; page_scores, which set the attribute on every call, had no such cache).
 template <auto Kernel>
 void allow_smem(size_t bytes, size_t raise_to = 0) {
-  static std::atomic<size_t> allowed{[] {
+  struct Cap {
+    std::once_flag read;
+    std::atomic<size_t> allowed{0};
+    std::mutex raising;
+  };
+  const int count = device_count();
+  static const std::unique_ptr<Cap[]> caps(new Cap[count]);
+  const int device = current_device();
+  TORCH_CHECK(device >= 0 && device < count, "no CUDA device ", device);
+  Cap& cap = caps[device];
+  std::call_once(cap.read, [&cap] {  // under the current device: this device's attributes
     cudaFuncAttributes a{};
     TS_CUDA_CHECK(cudaFuncGetAttributes(&a, Kernel));
-    return (size_t)a.maxDynamicSharedSizeBytes;
-  }()};
-  if (bytes <= allowed.load(std::memory_order_acquire)) return;
-  static std::mutex raising;
-  const std::lock_guard<std::mutex> lock(raising);
-  const size_t cap = std::max(bytes, raise_to);
-  if (bytes <= allowed.load(std::memory_order_relaxed)) return;
-  TS_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)cap));
-  allowed.store(cap, std::memory_order_release);
+    cap.allowed.store((size_t)a.maxDynamicSharedSizeBytes, std::memory_order_release);
+  });
+  if (bytes <= cap.allowed.load(std::memory_order_acquire)) return;
+  const std::lock_guard<std::mutex> lock(cap.raising);
+  if (bytes <= cap.allowed.load(std::memory_order_relaxed)) return;
+  const size_t to = std::max(bytes, raise_to);
+  TS_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)to));
+  cap.allowed.store(to, std::memory_order_release);
 }
 
 // `launch(T{})` with the CUDA element type of `t`: fp32, fp16 or bf16.

@@ -242,6 +242,32 @@ def test_reshape_and_cache_in_order_updates_bounds_exactly(cuda_ops, gen, dtype,
     step([n + 2 for n in lens], [n + bs + 2 for n in lens])  # a few tokens per sequence
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("bs,hkv,d", [(32, 2, 64), (128, 2, 64), (16, 6, 128), (64, 10, 128)])
+def test_reshape_and_cache_whole_page_chunks_and_wide_rows(cuda_ops, gen, dtype, bs, hkv, d):
+    """What the tests above do not reach (review r25; written when no GPU was left, to be
+    run): calls long enough for chunks of a whole page (the persistent grid, chunk == BS:
+    T >= BS x 2 CTAs per SM) at block sizes whose runs outgrow the warp's 32-token slot
+    window, and rows of 96 16-byte vectors (fp16, 6 x 128: a column team of 96 leaves 64
+    threads over its 2 row groups) or of 160 and 320 (10 x 128: column passes with idle
+    lanes). In sequence order with a padding token, each page continued by a second call."""
+    sms = torch.cuda.get_device_properties(DEV).multi_processor_count
+    half = bs * 2 * sms + 5                     # tokens per call: enough for chunk == bs
+    lens = [half, half + bs // 2 + 3, 2 * half - bs // 2 + 1, bs - 1]
+    tables, ours, refs = _pools(lens, 2, 3, bs, hkv, d, dtype, gen)
+
+    def step(starts, ends, pad_at=None):
+        sm = torch.tensor(_fill_order_slots(ends, starts, tables, bs), dtype=torch.int64, device=DEV)
+        if pad_at is not None:
+            sm = torch.cat([sm[:pad_at], sm.new_tensor([-1]), sm[pad_at:]])
+        _write_both(cuda_ops, ours, refs, sm, gen)
+
+    mid = [n // 2 + 1 for n in lens]                 # mid-page: the second call merges the bounds
+    step([0] * len(lens), mid, pad_at=bs + 40)
+    step(mid, lens)
+    step(lens, [n + 1 for n in lens])
+
+
 def test_reshape_and_cache_strided_key_view(cuda_ops, gen):
     """key/value as views into a fused qkv projection (row stride != Hkv*D)."""
     hkv, d, bs, t = 2, 128, 16, 40

@@ -12,6 +12,7 @@ right after the first (64-78 dB at 256 px), labels >= 99.96% equal.
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numpy as np
@@ -259,3 +260,23 @@ def test_a_build_waits_for_another_builder_and_takes_its_library(monkeypatch, tm
         lib.write_bytes(b"built by the first")
     waiter.join(5)
     assert got == [lib] and not ran
+
+
+def test_a_cached_library_that_does_not_load_is_built_again(monkeypatch, tmp_path, capsys):
+    """A cached file cut short (a crash between the compile and the disk) is not a reason
+    to run the torch frames for good: it is built once more and loaded."""
+    command = native._cpu_command()
+    if command is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setenv("TINYSERVE_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setattr(native, "_said", set())
+    key = native.build_key([native.csrc_dir() / native.CPU_SOURCE, native.csrc_dir() / native.HEADER], command,
+                           native._machine())
+    broken = native.cache_dir() / f"scene_frame_cpu-{key}.so"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"\x7fELF cut short")
+    lib = native.library(torch.device("cpu"))
+    assert lib is not None and lib.scene_frame_params_size() == ctypes.sizeof(native.FrameParams)
+    assert broken.read_bytes()[:4] == b"\x7fELF" and broken.stat().st_size > 1000
+    assert "not available" not in capsys.readouterr().err

@@ -168,6 +168,18 @@ def _load(kind: str, path: Path) -> ctypes.CDLL:
     return lib
 
 
+def _build_and_load(kind: str, command: list[str], source: str, machine: str) -> ctypes.CDLL:
+    path = build(kind, command, source, machine)
+    try:
+        return _load(kind, path)
+    except OSError:
+        # a cached file that does not load (cut short when a machine went down between the
+        # compile and the disk, say) would fall back to the torch frames for good: built
+        # once more (a process that has it loaded keeps its copy)
+        path.unlink(missing_ok=True)
+        return _load(kind, build(kind, command, source, machine))
+
+
 def library(device: torch.device) -> ctypes.CDLL | None:
     """The compiled frame loop for `device` (built on first use), or None: the torch
     frames run instead, having said why once."""
@@ -184,8 +196,8 @@ def library(device: torch.device) -> ctypes.CDLL | None:
         why = "no nvcc (set CUDA_HOME)" if kind == "cuda" else "no C++ compiler (c++, g++, clang++ or $CXX)"
     else:
         try:
-            lib = _load(kind, build(kind, command, CUDA_SOURCE if kind == "cuda" else CPU_SOURCE,
-                                    command[-1] if kind == "cuda" else _machine()))
+            lib = _build_and_load(kind, command, CUDA_SOURCE if kind == "cuda" else CPU_SOURCE,
+                                  command[-1] if kind == "cuda" else _machine())
         except (OSError, RuntimeError, subprocess.SubprocessError, InputFileError) as e:
             why = f"build failed: {str(e).strip()[-800:]}"
     if lib is None:

@@ -14,16 +14,25 @@ extern "C" {
 int scene_frame_params_size() { return (int)sizeof(FrameParams); }
 
 // The launch's error code (0: launched); the params are copied into the launch, so the
-// host struct may go once this returns. `device`: the tensors' GPU (this library's runtime
-// keeps its own current device, not torch's).
+// host struct may go once this returns. `device`: the tensors' GPU, made current for the
+// launch and the caller's current device restored after it: the thread's current context
+// is the driver's, which torch's runtime reads too, so leaving `device` current would move
+// torch's current device under it (a bake on cuda:1 drawn while cuda:0 is current).
 int scene_frame_render(const FrameParams* p, void* stream, int device) {
   if (p->n <= 0) return 0;
-  const cudaError_t set = cudaSetDevice(device);
-  if (set != cudaSuccess) return (int)set;
+  int before = device;
+  cudaError_t err = cudaGetDevice(&before);
+  if (err != cudaSuccess) return (int)err;
+  if (before != device && (err = cudaSetDevice(device)) != cudaSuccess) return (int)err;
   const int threads = 128;
   const unsigned blocks = (unsigned)((p->n + threads - 1) / threads);
   tinyserve::scene::scene_frame_kernel<<<blocks, threads, 0, (cudaStream_t)stream>>>(*p);
-  return (int)cudaGetLastError();
+  err = cudaGetLastError();
+  if (before != device) {
+    const cudaError_t back = cudaSetDevice(before);
+    if (err == cudaSuccess) err = back;
+  }
+  return (int)err;
 }
 
 const char* scene_frame_error(int code) { return cudaGetErrorString((cudaError_t)code); }

@@ -75,6 +75,17 @@ def test_a_timer_looks_its_stream_up_once():
     assert lookups == [1]
 
 
+def test_a_gpu_pool_records_on_its_own_devices_stream(monkeypatch):
+    """A runner on cuda:1 while cuda:0 is current: its events go on cuda:1's stream."""
+    from tinyserve_core.engine import step_timing
+
+    asked = []
+    monkeypatch.setattr(step_timing.torch.cuda, "current_stream", lambda device=None: asked.append(device) or "s")
+    pool = step_timing.for_device(torch.device("cuda", 1))
+    assert pool._stream() == "s" and asked == [torch.device("cuda", 1)]
+    assert step_timing.for_device(torch.device("cpu")) is None
+
+
 def test_device_span_gives_its_events_back():
     pool = EventPool(FakeEvent)
     for _ in range(3):

@@ -59,7 +59,9 @@ def for_device(device: torch.device) -> EventPool | None:
     """A pool of CUDA events for `device`, or None on the CPU (host timers there)."""
     if device.type != "cuda":
         return None
-    return EventPool(lambda: torch.cuda.Event(enable_timing=True), torch.cuda.current_stream)
+    # the stream of `device`, not of whichever GPU is current: a runner on cuda:1 times
+    # its own work
+    return EventPool(lambda: torch.cuda.Event(enable_timing=True), lambda: torch.cuda.current_stream(device))
 
 
 class DeviceSpan:

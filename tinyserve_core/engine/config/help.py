@@ -42,7 +42,8 @@ HELP = {
     "stats": "selection statistics on (recall, oracle pages, violations)",
     "profile": "time each op family per step (the Kernels view, op_ms in traces); CUDA-graph "
                "steps are timed whole, with an eager per-op breakdown within profile_budget",
-    "profile_every": "profiling: graph-replayed decode steps per eager per-op breakdown, at least (>= 1)",
+    "profile_every": "profiling: graph-replayed decode steps per eager per-op breakdown, at least, "
+                     "and before the first (>= 1)",
     "profile_budget": "profiling: share of the replayed steps' wall time that timing and the eager "
                       "breakdowns may cost (0 = one every profile_every steps)",
     "trace": "write a Chrome/Perfetto trace JSON here", "metrics": "write per-step metrics CSV here",

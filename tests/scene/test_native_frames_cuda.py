@@ -83,3 +83,23 @@ def test_gpu_pixel_subsets_and_the_lab_frame(gpu_lab):
     # on the GPU the lab's bake frame is every pixel through the kernel, nothing interpolated
     assert np.array_equal(frame.rgb, as_result(every, cam).rgb)
     assert float((frame.label == host.label).mean()) >= 0.99  # GPU every-pixel vs CPU adaptive
+
+
+def test_a_frame_on_another_gpu_leaves_the_current_device_alone(gpu_lab):
+    """A bake on cuda:1 drawn while cuda:0 is current (review r25; written when no GPU was
+    left, to be run on a machine with two): the library makes cuda:1 current for its launch
+    and gives cuda:0 back, so torch's current device does not move under the caller."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("one GPU")
+    from tinyserve_core.scene.lab import SceneLab
+
+    bake = SceneLab("room", device="cuda:1")._frames
+    compiled = bake.compiled()
+    cam = gpu_lab.camera(azimuth=75, size=64)
+    with torch.cuda.device(0):
+        out = compiled.render(cam, bake.splat.starts(cam), None, bake.grid.voxel / 2, bake.background)
+        assert torch.cuda.current_device() == 0
+        assert out["rgb"].device == torch.device("cuda", 1)
+    every = gpu_lab._frames.compiled().render(cam, gpu_lab._frames.splat.starts(cam), None,
+                                              gpu_lab._frames.grid.voxel / 2, gpu_lab._frames.background)
+    assert _psnr(out["rgb"].cpu(), every["rgb"].cpu()) >= 85.0   # the frame drawn on cuda:0

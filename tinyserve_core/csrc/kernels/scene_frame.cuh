@@ -213,6 +213,9 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
       if (w > peak_w) {  // strict: the first of equal peaks, as torch's max
         peak_w = w;
         peak_t = ts;
+        // the classes are read at the peak once the ray ends: start their lines now
+        SCENE_PREFETCH(p.class_corners + (int64_t)row * 8 * p.kept_classes);
+        SCENE_PREFETCH(p.class_corners + (int64_t)row * 8 * p.kept_classes + 16);
       }
       if (w > p.app_eps) {
         const float* col = p.colour + 24 * (int64_t)row;

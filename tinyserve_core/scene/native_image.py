@@ -11,7 +11,6 @@ them) and what the GPU runs: the GPU casts every pixel and splats with torch."""
 from __future__ import annotations
 
 import ctypes
-import math
 
 import torch
 
@@ -78,9 +77,7 @@ class NativeImage:
     def starts(self, cam: Camera) -> torch.Tensor | None:
         """What `StartSplat.starts` gives for cam (None: the eye sits in an occupied cell
         or a surface cell the view could reach straddles the camera's plane)."""
-        cell = [math.floor((float(e) - lo) / self.splat.voxel) for e, lo in zip(cam.c2w[:3, 3], self.splat.lo)]
-        occ = self.splat.occ
-        if all(0 <= i < n for i, n in zip(cell, occ.shape)) and bool(occ[tuple(cell)]):
+        if self.splat.eye_in_solid(cam):
             return None
         w, h, f = cam.width, cam.height, cam.focal
         s = SplatParams.from_buffer_copy(self._splat)

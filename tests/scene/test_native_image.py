@@ -144,6 +144,12 @@ def test_a_library_without_the_call_keeps_the_cast_path(lab):
         pass
 
     assert not native_image._bind(NoCall())
+    # frames on a GPU keep their every-pixel launch and torch splat
+    from types import SimpleNamespace
+
+    on_gpu = SimpleNamespace(device=torch.device("cuda", 0), lib=lab.bake.compiled().lib)
+    assert native_image.native_image(on_gpu, lab.bake.splat) is None
+    assert native_image.native_image(None, lab.bake.splat) is None
 
     class Mismatch:
         def __getattr__(self, name):

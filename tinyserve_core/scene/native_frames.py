@@ -59,6 +59,25 @@ class NativeFrames:
         """rgb [N,3], depth [N], probs [N,C], acc [N] of the pixels (flat, row-major; None:
         every pixel of cam) whose rays start at `start` [H*W] (the splat's): what
         `frames.render_cells` gives for them."""
+        out, p = self.prepare(cam, start, pixels, step, background, first_window, window, app_eps)
+        if p.n == 0:
+            return out
+        if self.device.type == "cuda":
+            dev = self.device
+            index = dev.index if dev.index is not None else torch.cuda.current_device()
+            code = self.lib.scene_frame_render(ctypes.byref(p), torch.cuda.current_stream(dev).cuda_stream, index)
+            if code:
+                raise RuntimeError(f"scene frame kernel: {self.lib.scene_frame_error(code).decode()}")
+        else:
+            self.lib.scene_frame_render(ctypes.byref(p))
+        return out
+
+    def prepare(self, cam: Camera, start: torch.Tensor, pixels: torch.Tensor | None, step: float, background,
+                first_window: float = FIRST_WINDOW, window: float = WINDOW,
+                app_eps: float = PREVIEW_EPS) -> tuple[dict[str, torch.Tensor], FrameParams]:
+        """The outputs (uninitialised) and the FrameParams of a cast as `render` describes
+        it; the params point into the outputs and into `start` and `pixels` as converted
+        here, which the params keep alive."""
         dev = self.device
         start = start.to(device=dev, dtype=torch.float32).contiguous()
         if start.numel() != cam.width * cam.height:
@@ -77,16 +96,8 @@ class NativeFrames:
         p.window = max(1, round(window * self.voxel / step))
         p.start, p.pixels, p.n = start.data_ptr(), (pixels.data_ptr() if pixels is not None else None), n
         p.rgb, p.depth, p.acc, p.probs = (out[k].data_ptr() for k in ("rgb", "depth", "acc", "probs"))
-        if n == 0:
-            return out
-        if dev.type == "cuda":
-            index = dev.index if dev.index is not None else torch.cuda.current_device()
-            code = self.lib.scene_frame_render(ctypes.byref(p), torch.cuda.current_stream(dev).cuda_stream, index)
-            if code:
-                raise RuntimeError(f"scene frame kernel: {self.lib.scene_frame_error(code).decode()}")
-        else:
-            self.lib.scene_frame_render(ctypes.byref(p))
-        return out
+        p._keep = (start, pixels)  # the tensors p points into live as long as p
+        return out, p
 
 
 def native_frames(table: CellTable, space: EmptySpace) -> NativeFrames | None:

@@ -64,14 +64,18 @@ class StartSplat:
         out.__dict__.update({k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()})
         return out
 
+    def eye_in_solid(self, cam: Camera) -> bool:
+        """Whether cam's eye lies in an occupied cell (no splat: its rays start inside)."""
+        cell = [math.floor((float(e) - lo) / self.voxel) for e, lo in zip(cam.c2w[:3, 3], self.lo)]
+        return all(0 <= i < n for i, n in zip(cell, self.occ.shape)) and bool(self.occ[tuple(cell)])
+
     def starts(self, cam: Camera) -> torch.Tensor | None:
         """[H * W] ray distance from the camera before which no ray of that pixel meets an
         occupied cell (inf: it meets none), or None when the eye is in an occupied cell
         (its rays start in one, not at a surface cell) or a surface cell straddles the
         camera's plane (its projection is unbounded): the caller traces instead."""
         dev, r = self.centres.device, self.radius
-        cell = [math.floor((float(e) - lo) / self.voxel) for e, lo in zip(cam.c2w[:3, 3], self.lo)]
-        if all(0 <= i < n for i, n in zip(cell, self.occ.shape)) and bool(self.occ[tuple(cell)]):
+        if self.eye_in_solid(cam):
             return None
         c2w = torch.as_tensor(cam.c2w, dtype=torch.float32, device=dev)
         rel = self.centres - c2w[:3, 3, None]  # [3, K]

@@ -20,8 +20,11 @@
 
 #ifdef __CUDACC__
 #define SCENE_HD __host__ __device__ __forceinline__
+#define SCENE_PREFETCH(addr) ((void)0)
 #else
 #define SCENE_HD inline
+// CPU only (the GPU build compiles it away): a cache-line hint, no effect on any value
+#define SCENE_PREFETCH(addr) __builtin_prefetch(addr)
 #endif
 
 namespace tinyserve {
@@ -197,6 +200,10 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
       float f[3], cw[8];
       const int32_t row = cell_row(p, og[0] + ts * dg[0], og[1] + ts * dg[1], og[2] + ts * dg[2], f);
       if (row >= p.air) continue;  // empty cell: no density by construction
+      // the colour row's two cache lines, read after the transmittance: their misses
+      // overlap the density row's instead of following it
+      SCENE_PREFETCH(p.colour + 24 * (int64_t)row);
+      SCENE_PREFETCH(p.colour + 24 * (int64_t)row + 16);
       corner_weights(f, cw);
       const float e = e_prev * transmit(blend8(p.density + 8 * (int64_t)row, 1, cw), tau_scale);
       const float w = (e_prev - e) * trans;
@@ -206,6 +213,9 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
       if (w > peak_w) {  // strict: the first of equal peaks, as torch's max
         peak_w = w;
         peak_t = ts;
+        // the classes are read at the peak once the ray ends: start their lines now
+        SCENE_PREFETCH(p.class_corners + (int64_t)row * 8 * p.kept_classes);
+        SCENE_PREFETCH(p.class_corners + (int64_t)row * 8 * p.kept_classes + 16);
       }
       if (w > p.app_eps) {
         const float* col = p.colour + 24 * (int64_t)row;

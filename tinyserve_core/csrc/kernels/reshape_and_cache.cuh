@@ -149,10 +149,11 @@ template <> struct VecMinMax<__nv_bfloat16> : VecMinMax2<__nv_bfloat162> {};
 // slots of tokens [chunk start - 1, chunk start + 31) in one register (one coalesced load,
 // prefetched for the next chunk while this one streams), so finding the runs costs shuffles,
 // not a dependent global load per token.
-template <typename T, int R = kCacheMetaRows, int MINB = kCacheMetaCtasPerSm>
-__global__ void __launch_bounds__(kCacheMetaThreads, MINB)
+template <typename T>
+__global__ void __launch_bounds__(kCacheMetaThreads, kCacheMetaCtasPerSm)
 cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
   constexpr int VEC = 16 / sizeof(T);
+  constexpr int R = kCacheMetaRows;
   using MM = VecMinMax<T>;
   const int vec_per_head = p.head_dim / VEC;
   const int vec_per_row = p.num_kv_heads * vec_per_head;
@@ -227,7 +228,9 @@ cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
         const int64_t ks_row = p.key_stride / VEC, vs_row = p.value_stride / VEC;  // in 16-byte vectors
         uint4 lo, hi;
         bool have = false;
-        for (int i0 = t + g; i0 < e; i0 += G * R) {
+        // threads past the last whole row group (C not dividing the CTA, e.g. 96) idle: a third
+        // group would re-copy group 0's rows
+        for (int i0 = t + g; g < G && i0 < e; i0 += G * R) {
           uint4 rk[R], rv[R];
 #pragma unroll
           for (int u = 0; u < R; ++u) {
@@ -257,8 +260,8 @@ cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
           part[1][threadIdx.x] = hi;
           has[threadIdx.x] = have;
           __syncthreads();
-          for (int k = g; k < 2; k += G) {  // g 0: the minimum, g 1: the maximum (G = 1: both)
-            if (!act) break;
+          if (g < 2 && act) {  // g 0: the minimum, g 1: the maximum (C <= 128, so G >= 2)
+            const int k = g;
             uint4 b = merge ? mn[v + k * vec_per_row] : make_uint4(0, 0, 0, 0);  // the old bounds
             bool any = merge;
             for (int gg = 0; gg < G; ++gg) {

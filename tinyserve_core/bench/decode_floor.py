@@ -97,11 +97,11 @@ def _without_pdl(cuda: bool):
     if ext is None:
         yield
         return
-    ext.set_pdl(False)
+    was = ext.set_pdl(False)
     try:
         yield
     finally:
-        ext.set_pdl(True)
+        ext.set_pdl(was)   # as the caller had it (an A/B run may have turned it off)
 
 
 def profile_step(run_step, device: torch.device) -> dict:

@@ -303,6 +303,10 @@ torch::Tensor select_pages(const torch::Tensor& scores, int64_t k) {
   return out;
 }
 
-void set_pdl(bool enabled) { g_pdl = enabled; }
+bool set_pdl(bool enabled) {  // returns the setting it replaced, so a caller can restore it
+  const bool was = g_pdl;
+  g_pdl = enabled;
+  return was;
+}
 
 }  // namespace tinyserve

@@ -244,7 +244,8 @@ cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
           for (int u = 0; u < R; ++u) {
             const int i = i0 + u * G;
             if (i < e) {  // warp-uniform
-              const int64_t dst = slot_at(i) * vec_per_row + v;
+              // in order, the run fills consecutive slots: no shuffle, nor a load past the window
+              const int64_t dst = (in_order ? slot0 + (i - t) : slot_at(i)) * vec_per_row + v;
               if (act) {
                 reinterpret_cast<uint4*>(p.k_cache)[dst] = rk[u];
                 reinterpret_cast<uint4*>(p.v_cache)[dst] = rv[u];

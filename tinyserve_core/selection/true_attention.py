@@ -41,19 +41,13 @@ def page_mass(logits: torch.Tensor, block_size: int, page_mask: torch.Tensor | N
     return p.view(hq, n, block_size).sum(-1)
 
 
-def batched_logits(ctx) -> torch.Tensor:
-    """float32 [B, Hkv, G, M * bs]: scale * q . k of every query head (grouped by its
-    kv-head) against every token slot of the block table's full width, -inf past each
-    context: static shapes, no host sync (CUDA-graph safe). The statistics op's spec
-    (kernels/stats_reference.py) owns the math."""
-    return paged_logits(ctx.query, ctx.k_cache, ctx.block_tables, ctx.seq_lens, ctx.scale)
-
-
 def batched_page_mass(ctx, live: torch.Tensor | None = None) -> torch.Tensor:
     """float32 [B, Hkv, M]: the attention mass each query of the batch puts on each page
     of its context (query heads of a group summed). With `live` (bool [B, Hkv, M])
     attention runs over those pages only, as sparse attention does."""
-    logits = batched_logits(ctx)
+    # scale * q . k against every slot of the table's full width, -inf past each context:
+    # static shapes, no host sync (CUDA-graph safe); the statistics op's spec owns the math
+    logits = paged_logits(ctx.query, ctx.k_cache, ctx.block_tables, ctx.seq_lens, ctx.scale)
     B, H, G, T = logits.shape
     bs = ctx.block_size
     M = T // bs

@@ -124,6 +124,7 @@ class SceneWorker(QThread):
 
         lab = SceneLab(scene, weights)
         lab.bake.extents()
+        lab.prepare_frames()   # the frame library is built or loaded here, not on the first camera move
         self.lab = lab
         return lab
 

@@ -192,14 +192,15 @@ class Bake:
             # frame at 256 px (35 when it cast those too), labels the same
             image = self.compiled_image()
             if image is not None:  # splat, casts and refinement in one compiled call
+                # None: the eye among surface cells, where no splat applies (the torch splat
+                # would say so too, after projecting every cell): the traced frame below
                 out = image.render(cam, step, self.background, levels=COMPILED_LEVELS["cpu"],
                                    colour_edges=not coarse)
-                if out is not None:
-                    return as_result(out, cam)
-            native = self.compiled()
-            out = render_frame(self.cells, self.splat, self.space, cam, step, self.background, self.device,
-                               levels=COMPILED_LEVELS.get(self.device.type, 1) if native else 1,
-                               colour_edges=not coarse, native=native)
+            else:
+                native = self.compiled()
+                out = render_frame(self.cells, self.splat, self.space, cam, step, self.background, self.device,
+                                   levels=COMPILED_LEVELS.get(self.device.type, 1) if native else 1,
+                                   colour_edges=not coarse, native=native)
             if out is not None:
                 return as_result(out, cam)
         if adaptive:

@@ -89,6 +89,11 @@ class SceneLab:
         return orbit_camera(target if target is not None else self.spec.camera_target, azimuth, elevation,
                             distance or self.spec.camera_distance, size, size, fov_y)
 
+    def prepare_frames(self) -> None:
+        """Builds or loads the compiled frame library now (about a second on a first use,
+        longer with nvcc), so the first interactive frame does not wait for it."""
+        self._frames.compiled_image()
+
     @torch.no_grad()
     def render(self, cam: Camera, quality: str = "bake") -> RenderResult:
         """quality="motion" while the camera moves (the bake, coarser march), "bake" for

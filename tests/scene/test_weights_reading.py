@@ -43,7 +43,10 @@ def _write(tmp_path, tensors, meta, raw_meta=None):
     (lambda t, m: m.__setitem__("format", ["x"]), "metadata.format"),
     (lambda t, m: t.__setitem__("density", t["density"][:-1]), "density"),
     (lambda t, m: t.__setitem__("keep", t["keep"][:10]), "keep"),
-    (lambda t, m: t["features"].__setitem__((0, 0), np.nan), "features"),
+    (lambda t, m: t["features_step"].__setitem__(0, np.nan), "features_step"),
+    (lambda t, m: t["features_step"].__setitem__(0, 0.0), "features_step"),
+    (lambda t, m: t.pop("features_lo"), "features_lo"),
+    (lambda t, m: t.__setitem__("features", t["features"].astype(np.float16)), "features"),
     (lambda t, m: t.pop("mlp.0.weight"), "mlp"),
     (lambda t, m: t.__setitem__("mlp.0.weight", np.zeros((3, 3), np.float32)), "mlp"),
 ])
@@ -78,3 +81,18 @@ def test_directory_and_roundtrip_of_the_shipped_file(tmp_path, shipped):
     path = _write(tmp_path, *shipped)
     field, occ, meta = load_weights(path)
     assert meta["labels"] == shipped[1]["labels"] and occ.any()
+
+
+def test_format_1_fp16_features_still_load(tmp_path, shipped):
+    """Weights written before the uint8 features (format /1, fp16 features) still load:
+    the shipped file re-encoded as /1 gives the same field as the /2 file, to fp16."""
+    tensors, meta = shipped
+    assert tensors["features"].dtype == np.uint8 and meta["format"] == "tinyserve-semantic-grid/2"
+    feats = tensors["features"].astype(np.float32) * tensors["features_step"] + tensors["features_lo"]
+    old = {k: v for k, v in tensors.items() if not k.startswith("features")}
+    old["features"] = feats.astype(np.float16)
+    old_field, old_occ, _ = load_weights(_write(tmp_path, old, {**meta, "format": "tinyserve-semantic-grid/1"}))
+    new_field, new_occ, _ = load_weights(_write(tmp_path, *shipped))
+    assert old_occ.equal(new_occ)
+    assert np.allclose(old_field.features.detach().numpy(), new_field.features.detach().numpy(), atol=1e-2)
+    assert old_field.density.detach().equal(new_field.density.detach())

@@ -22,7 +22,7 @@ VOXEL_RANGE = (0.005, 0.2)  # TrainConfig's range, in metres
 MAX_WIDTH = 1024  # feature and hidden widths; the trainer uses 8 and 32
 
 
-def read_weights_file(path: str, fmt: str) -> tuple[dict, bytes]:
+def read_weights_file(path: str, fmts: tuple[str, ...]) -> tuple[dict, bytes]:
     """(checked metadata, the file's bytes): size, header and metadata validated; the
     tensors are checked by check_tensors once the grid is known."""
     data = read_bytes(path, max_bytes=MAX_WEIGHTS_BYTES)
@@ -38,14 +38,14 @@ def read_weights_file(path: str, fmt: str) -> tuple[dict, bytes]:
     if not isinstance(raw, str):
         raise ctx.error("metadata.tinyserve", "missing: not a scene weights file")
     meta = loads_json(raw, ctx, field="metadata.tinyserve")
-    return check_meta(meta, ctx, fmt), data
+    return check_meta(meta, ctx, fmts), data
 
 
-def check_meta(meta, ctx: FileContext, fmt: str) -> dict:
+def check_meta(meta, ctx: FileContext, fmts: tuple[str, ...]) -> dict:
     if not isinstance(meta, dict):
         raise ctx.error("metadata.tinyserve", "must be a JSON object")
-    if meta.get("format") != fmt:
-        raise ctx.error("metadata.format", f"{str(meta.get('format'))[:40]!r}, expected {fmt!r}")
+    if meta.get("format") not in fmts:
+        raise ctx.error("metadata.format", f"{str(meta.get('format'))[:40]!r}, expected one of {', '.join(fmts)}")
     labels = meta.get("labels")
     if (not isinstance(labels, list) or not 2 <= len(labels) <= MAX_OBJECTS + 1
             or not all(isinstance(s, str) and s for s in labels)):
@@ -65,9 +65,11 @@ def check_meta(meta, ctx: FileContext, fmt: str) -> dict:
     return {**meta, "grid_spec": grid}
 
 
-def check_tensors(t: dict[str, np.ndarray], meta: dict, ctx: FileContext) -> None:
+def check_tensors(t: dict[str, np.ndarray], meta: dict, ctx: FileContext, quantised: bool) -> None:
     """Bitmask lengths match the grid, density and features match the kept corners, and
-    every stored value is finite (a NaN corner would blank every ray through it)."""
+    every stored value is finite (a NaN corner would blank every ray through it).
+    `quantised`: features are uint8 codes with per-channel `features_lo` and a positive
+    `features_step`."""
     nx, ny, nz = meta["grid_spec"].shape
     sizes = {"keep": nx * ny * nz, "occupancy": (nx - 1) * (ny - 1) * (nz - 1)}
     for name, bits in sizes.items():
@@ -80,6 +82,16 @@ def check_tensors(t: dict[str, np.ndarray], meta: dict, ctx: FileContext) -> Non
         a = t.get(name)
         if a is None or a.shape != shape:
             raise ctx.error(name, f"expected shape {shape} for {m} kept corners, got {None if a is None else a.shape}")
+    if quantised:
+        if t["features"].dtype != np.uint8:
+            raise ctx.error("features", f"expected uint8 codes, got {t['features'].dtype}")
+        for name in ("features_lo", "features_step"):
+            a = t.get(name)
+            if a is None or a.dtype != np.float32 or a.shape != (meta["feat_dim"],):
+                raise ctx.error(name, f"expected float32 of shape ({meta['feat_dim']},), got "
+                                      f"{None if a is None else f'{a.dtype} {a.shape}'}")
     for name, a in t.items():
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise ctx.error(name, "holds NaN or infinite values")
+    if quantised and not (t["features_step"] > 0).all():
+        raise ctx.error("features_step", "must be positive")

@@ -215,7 +215,7 @@ class Bake:
         each other is one's error rather than the other's sampling."""
         o, d = cam.rays()
         out = render_fast(self, self.space, o.to(self.device), d.to(self.device), self.grid.voxel / subdivide,
-                          self.background, window=5 * subdivide, rounds=16, app_eps=PREVIEW_WEIGHT_EPS,
+                          self.background, window=5 * subdivide, app_eps=PREVIEW_WEIGHT_EPS,
                           peak_labels=True)
         return as_result(out, cam)
 

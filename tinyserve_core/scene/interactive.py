@@ -110,7 +110,7 @@ def _trace(space: EmptySpace, og: torch.Tensor, dg: torch.Tensor, t: torch.Tenso
 
 @torch.no_grad()
 def render_fast(field: RadianceField, space: EmptySpace, o: torch.Tensor, d: torch.Tensor, step: float,
-                background=(1.0, 1.0, 1.0), window: int = 10, rounds: int = 8, max_trace: int = 16,
+                background=(1.0, 1.0, 1.0), window: int = 10, rounds: int = 64, max_trace: int = 16,
                 t_stop: float = 0.02, app_eps: float = WEIGHT_EPS, peak_labels: bool = False) -> dict[str, torch.Tensor]:
     """rgb [N,3] over the background, depth [N] (expected ray distance, far where empty),
     probs [N,K] (class 0 takes the empty remainder), acc [N]: the outputs of render_rays.
@@ -119,7 +119,12 @@ def render_fast(field: RadianceField, space: EmptySpace, o: torch.Tensor, d: tor
     dropped weight is given to the kept samples of the same ray in proportion, so a
     preview can trade a little edge fidelity for far fewer lookups. With peak_labels
     (fields that offer `colour` and `class_probs`, i.e. the bake) the class distribution
-    is read once per ray, at its highest-weight sample, instead of at every sample."""
+    is read once per ray, at its highest-weight sample, instead of at every sample.
+
+    Rounds (a trace, then a window of samples) go on until a ray is opaque or leaves the
+    grid; `rounds` only bounds a degenerate ray, as the compiled frames' MAX_ROUNDS. At 8
+    rounds, rays crossing several walls and tops of the apartment were cut short and
+    showed the background: held-out PSNR 29.1 instead of 30.4 dB, worst view 26.3."""
     dev, n, kc = o.device, o.shape[0], field.num_classes
     near, far = ray_aabb(o, d, field.grid.lo, field.grid.hi)
     og, dg = space.to_grid(o), d / field.grid.voxel

@@ -30,11 +30,11 @@ def cast(spec: SceneSpec, o: torch.Tensor, d: torch.Tensor, chunk: int = 1 << 15
 
 
 def _cast(spec: SceneSpec, o: torch.Tensor, d: torch.Tensor) -> Hits:
-    n = o.shape[0]
-    best = torch.full((n,), float("inf"))
-    label = torch.zeros(n, dtype=torch.int64)
-    normal = torch.zeros(n, 3)
-    albedo = torch.tensor(spec.background).expand(n, 3).clone()
+    n, dev = o.shape[0], o.device
+    best = torch.full((n,), float("inf"), device=dev)
+    label = torch.zeros(n, dtype=torch.int64, device=dev)
+    normal = torch.zeros(n, 3, device=dev)
+    albedo = torch.tensor(spec.background, device=dev).expand(n, 3).clone()
     for cls, obj in enumerate(spec.objects, start=1):
         for prim in obj.primitives:
             t, nrm = intersect(prim, o, d)
@@ -43,8 +43,8 @@ def _cast(spec: SceneSpec, o: torch.Tensor, d: torch.Tensor) -> Hits:
             label = torch.where(closer, cls, label)
             c = closer[:, None]
             normal = torch.where(c, nrm, normal)
-            albedo = torch.where(c, torch.tensor(prim.color), albedo)
-    light = torch.tensor(spec.light_dir)
+            albedo = torch.where(c, torch.tensor(prim.color, device=dev), albedo)
+    light = torch.tensor(spec.light_dir, device=dev)
     light = light / light.norm()
     lambert = (normal @ light).clamp_min(0)
     shade = spec.ambient + (1 - spec.ambient) * lambert

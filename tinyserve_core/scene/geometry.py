@@ -35,10 +35,10 @@ def _valid(t: torch.Tensor, ok: torch.Tensor, tmin: float) -> torch.Tensor:
 
 def intersect(p: Primitive, o: torch.Tensor, d: torch.Tensor, tmin: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Ray distances t [N] (inf on a miss) and outward unit normals [N, 3]."""
-    dt = o.dtype
+    dt, dev = o.dtype, o.device
     if p.kind == "box":
-        c = torch.tensor(p.center, dtype=dt)
-        h = torch.tensor(p.size, dtype=dt) / 2
+        c = torch.tensor(p.center, dtype=dt, device=dev)
+        h = torch.tensor(p.size, dtype=dt, device=dev) / 2
         inv = 1.0 / _safe_dir(d)
         t1, t2 = (c - h - o) * inv, (c + h - o) * inv
         tnear, axis = torch.minimum(t1, t2).max(dim=-1)
@@ -47,7 +47,7 @@ def intersect(p: Primitive, o: torch.Tensor, d: torch.Tensor, tmin: float = 1e-6
         n.scatter_(1, axis[:, None], -torch.sign(d.gather(1, axis[:, None])))
         return _valid(tnear, tfar >= tnear, tmin), n
     if p.kind == "sphere":
-        c = torch.tensor(p.center, dtype=dt)
+        c = torch.tensor(p.center, dtype=dt, device=dev)
         oc = o - c
         b = (oc * d).sum(-1)
         disc = b * b - ((oc * oc).sum(-1) - p.radius**2)

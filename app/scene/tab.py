@@ -84,10 +84,12 @@ class SceneTab(CameraControl, OverlayDrawing, FindControl, PlanControl, TrainCon
         self.size.addItems([f"{s} x {s}" for s in RENDER_SIZES])
         self.size.setCurrentIndex(RENDER_SIZES.index(self.render_size))
         self.size.currentIndexChanged.connect(self._on_size)
-        self.adaptive_box = QCheckBox("Adaptive while moving")
+        # a short label: with "while moving" spelt out the bar alone was wider than the
+        # render column at 1280x800 and the tab grew past the window
+        self.adaptive_box = QCheckBox("Adaptive")
         self.adaptive_box.setChecked(True)
-        self.adaptive_box.setToolTip("lower the bake's resolution while the camera moves to keep >= 10 frames/s; "
-                                     "the still refine restores full resolution")
+        self.adaptive_box.setToolTip("adaptive while moving: lower the bake's resolution while the camera moves to "
+                                     "keep >= 10 frames/s; the still refine restores full resolution")
         self.adaptive_box.toggled.connect(lambda on: setattr(self, "adaptive", on))
         reset = QPushButton("Reset view")
         reset.clicked.connect(self.reset_view)

@@ -15,7 +15,7 @@ from .field import MAX_GRID_CORNERS, GridSpec
 from .fields import box_field, number_field
 from .spec import MAX_OBJECTS
 
-# The shipped room is 3.5 MB; the largest grid the trainer accepts keeps far less than this.
+# The shipped weights are 2-7 MB; the largest grid the trainer accepts keeps far less than this.
 MAX_WEIGHTS_BYTES = 512 * MiB
 MAX_HEADER_BYTES = 4 * MiB
 VOXEL_RANGE = (0.005, 0.2)  # TrainConfig's range, in metres

@@ -5,6 +5,7 @@ fresh view, and the metric plots keep their window while the cursor moves inside
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -245,11 +246,19 @@ def test_a_drag_repaints_the_timeline_not_the_widgets_under_it(qapp):
     QVBoxLayout(parent).addWidget(tl)
     parent.resize(800, 100)
     parent.show()
+    # on a loaded X server the window is exposed (and so painted) some time after show():
+    # counting starts once it is, and each seek is given until its own repaint arrives
+    from PySide6.QtTest import QTest
+    assert QTest.qWaitForWindowExposed(parent, 10000)
     tl.set_range(0, 500)
     for _ in range(5):
         qapp.processEvents()
     under, own = paints(parent), paints(tl.slider)
     for step in (10, 50, 90):
+        seen = own.n
         tl.seek(step)
-        qapp.processEvents()
+        deadline = time.monotonic() + 5.0
+        while own.n == seen and time.monotonic() < deadline:
+            qapp.processEvents()
+            time.sleep(0.005)
     assert own.n > 0 and under.n == 0

@@ -10,6 +10,8 @@
 // not in the shared header: the GPU casts every pixel and splats with torch.
 #include <math.h>
 
+#include <vector>
+
 #include "kernels/scene_frame.cuh"
 
 using tinyserve::scene::FrameParams;
@@ -49,28 +51,27 @@ struct Frame {
   const FrameParams& p;
   const AdaptiveParams& a;
   int64_t cast = 0;
-  // channels of a pixel as adaptive.py concatenates them: rgb, depth, probs, acc
-  int channels() const { return 5 + p.classes; }
-  float* ch(int64_t pix, int c) const {
-    if (c < 3) return p.rgb + 3 * pix + c;
-    if (c == 3) return p.depth + pix;
-    if (c < 4 + p.classes) return p.probs + pix * p.classes + (c - 4);
-    return p.acc + pix;
-  }
+  // each pixel's label once its values are in (-1: not yet asked): a cast pixel is the
+  // neighbour of up to eight others, and each agreement test wanted its argmax over C
+  std::vector<int16_t> labels = std::vector<int16_t>((size_t)p.width * p.height, -1);
   void render(int64_t pix) {
     tinyserve::scene::render_ray(p, pix);
     ++cast;
   }
-  int label(int64_t pix) const {  // argmax, the first of equal maxima (torch's)
-    const float* pr = p.probs + pix * p.classes;
-    int best = 0;
-    for (int k = 1; k < p.classes; ++k)
-      if (pr[k] > pr[best]) best = k;
-    return best;
+  int label(int64_t pix) {  // argmax, the first of equal maxima (torch's)
+    int16_t& l = labels[pix];
+    if (l < 0) {
+      const float* pr = p.probs + pix * p.classes;
+      int best = 0;
+      for (int k = 1; k < p.classes; ++k)
+        if (pr[k] > pr[best]) best = k;
+      l = (int16_t)best;
+    }
+    return l;
   }
   // whether the cast pixels q[0..n) agree (adaptive._agreement): one label and, with
   // colour edges, opacity, depth and colour each within its tolerance
-  bool agree(const int64_t* q, int n, float max_depth) const {
+  bool agree(const int64_t* q, int n, float max_depth) {
     const int l0 = label(q[0]);
     for (int i = 1; i < n; ++i)
       if (label(q[i]) != l0) return false;
@@ -101,7 +102,6 @@ struct Frame {
       return;
     }
     refine(2 * s, levels - 1, 2 * max_depth);
-    const int nc = channels();
     for (int r = 0; r < hs; ++r) {
       for (int c = 0; c < ws; ++c) {
         const bool odd_r = r & 1, odd_c = c & 1;
@@ -125,17 +125,22 @@ struct Frame {
           continue;
         }
         const int64_t pix = at(r, c);
-        for (int k = 0; k < nc; ++k) {
-          float v;
+        // channel by channel as adaptive._upsample, over each output array's own run
+        // (rgb, depth, probs, acc) rather than a lookup per channel
+        auto mix = [&](float* base, int width) {
+          float* out = base + pix * width;
+          const float *a0 = base + q[0] * width, *a1 = base + q[1] * width;
           if (n == 2) {
-            v = (*ch(q[0], k) + *ch(q[1], k)) * 0.5f;
-          } else {  // the column means of the two rows, then their mean (as _upsample)
-            const float left = (*ch(q[0], k) + *ch(q[2], k)) * 0.5f;
-            const float right = (*ch(q[1], k) + *ch(q[3], k)) * 0.5f;
-            v = (left + right) * 0.5f;
-          }
-          *ch(pix, k) = v;
-        }
+            for (int k = 0; k < width; ++k) out[k] = (a0[k] + a1[k]) * 0.5f;
+            return;
+          }  // the column means of the two rows, then their mean
+          const float *a2 = base + q[2] * width, *a3 = base + q[3] * width;
+          for (int k = 0; k < width; ++k) out[k] = ((a0[k] + a2[k]) * 0.5f + (a1[k] + a3[k]) * 0.5f) * 0.5f;
+        };
+        mix(p.rgb, 3);
+        mix(p.depth, 1);
+        mix(p.probs, p.classes);
+        mix(p.acc, 1);
       }
     }
   }

@@ -23,8 +23,14 @@
 #define SCENE_PREFETCH(addr) ((void)0)
 #else
 #define SCENE_HD inline
-// CPU only (the GPU build compiles it away): a cache-line hint, no effect on any value
+// CPU only (the GPU build compiles it away): a cache-line hint, no effect on any value.
+// On x86 as a volatile asm: g++ 12 -O3 deleted __builtin_prefetch calls of a helper once
+// it was inlined (the lookahead below compiled to nothing).
+#if defined(__x86_64__) || defined(__i386__)
+#define SCENE_PREFETCH(addr) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char*)(addr)))
+#else
 #define SCENE_PREFETCH(addr) __builtin_prefetch(addr)
+#endif
 #endif
 
 namespace tinyserve {
@@ -142,6 +148,34 @@ SCENE_HD int32_t cell_row(const FrameParams& p, float gx, float gy, float gz, fl
   return p.row[flat];
 }
 
+#ifndef __CUDACC__
+// CPU only: a frame is bound by the latency of its table reads (a cell's row, then that
+// row's densities and colours), one ray at a time, so the loop asks for them a few samples
+// ahead: the row entry LOOK_ROW samples ahead, and the densities and colours LOOK_DENSITY
+// samples ahead, whose row entry was asked for LOOK_ROW - LOOK_DENSITY samples earlier.
+// Prefetches change no value; a lookahead past the window's end asks for what the next
+// window usually reads (it starts where this one ends unless the ray traces through free
+// space). With the 2 cm apartment (tables of 10-50 MB) this took a 256 px bake frame from
+// about 70 to 60 ms on the 2-core dev machine (6 / 3 samples measured best of 3-8 ahead).
+constexpr int LOOK_ROW = 6, LOOK_DENSITY = 3;
+inline const int32_t* row_entry(const FrameParams& p, float gx, float gy, float gz) {
+  const float g[3] = {gx, gy, gz};
+  int64_t flat = 0;
+  for (int a = 0; a < 3; ++a) flat = flat * p.cells[a] + (int32_t)mn(mx(g[a], 0.0f), (float)p.cells[a] - 1e-3f);
+  return p.row + flat;
+}
+inline void prefetch_ahead(const FrameParams& p, const float og[3], const float dg[3], float ts) {
+  const float ta = ts + (float)LOOK_ROW * p.step, tb = ts + (float)LOOK_DENSITY * p.step;
+  const int32_t rb = *row_entry(p, og[0] + tb * dg[0], og[1] + tb * dg[1], og[2] + tb * dg[2]);
+  SCENE_PREFETCH(row_entry(p, og[0] + ta * dg[0], og[1] + ta * dg[1], og[2] + ta * dg[2]));
+  if (rb < p.air) {
+    SCENE_PREFETCH(p.density + 8 * (int64_t)rb);
+    SCENE_PREFETCH(p.colour + 24 * (int64_t)rb);
+    SCENE_PREFETCH(p.colour + 24 * (int64_t)rb + 16);
+  }
+}
+#endif
+
 // Sphere tracing over the padded skip table (interactive._trace): advance by the free
 // distance of the current cell until it is 0 (next to occupancy) or the ray leaves.
 SCENE_HD float trace(const FrameParams& p, const float og[3], const float dg[3], float t, float far_t) {
@@ -194,9 +228,18 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
     // torch frame's exp(-cumsum tau), here as a running product), a sample's weight
     // (e[k-1] - e[k]) times the transmittance before the window
     float e_prev = 1.0f, w_sum = 0.0f, w_kept = 0.0f, c[3] = {0.0f, 0.0f, 0.0f};
+#ifndef __CUDACC__
+    for (int k = 0; k < LOOK_ROW; ++k) {  // the window's first row entries, all at once
+      const float ts = t + ((float)k + 0.5f) * p.step;
+      SCENE_PREFETCH(row_entry(p, og[0] + ts * dg[0], og[1] + ts * dg[1], og[2] + ts * dg[2]));
+    }
+#endif
     for (int k = 0; k < win; ++k) {
       const float ts = t + ((float)k + 0.5f) * p.step;
       if (!(ts < far_t)) break;  // the rest of the window is outside: no weight
+#ifndef __CUDACC__
+      prefetch_ahead(p, og, dg, ts);
+#endif
       float f[3], cw[8];
       const int32_t row = cell_row(p, og[0] + ts * dg[0], og[1] + ts * dg[1], og[2] + ts * dg[2], f);
       if (row >= p.air) continue;  // empty cell: no density by construction
@@ -216,6 +259,7 @@ SCENE_HD void render_ray(const FrameParams& p, int64_t i) {
         // the classes are read at the peak once the ray ends: start their lines now
         SCENE_PREFETCH(p.class_corners + (int64_t)row * 8 * p.kept_classes);
         SCENE_PREFETCH(p.class_corners + (int64_t)row * 8 * p.kept_classes + 16);
+        SCENE_PREFETCH(p.class_ids + (int64_t)row * p.kept_classes);
       }
       if (w > p.app_eps) {
         const float* col = p.colour + 24 * (int64_t)row;

@@ -248,7 +248,7 @@ def test_a_build_waits_for_another_builder_and_takes_its_library(monkeypatch, tm
     import threading
 
     command = ["c++", "-O3"]
-    key = native.build_key([native.csrc_dir() / native.CPU_SOURCE, native.csrc_dir() / native.HEADER], command, "m")
+    key = native.build_key(native.build_sources(native.CPU_SOURCE), command, "m")
     lib = tmp_path / f"scene_frame_cpu-{key}.so"
     ran = []
     monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: ran.append(a) or pytest.fail("built twice"))
@@ -274,8 +274,7 @@ def test_a_cached_library_that_does_not_load_is_built_again(monkeypatch, tmp_pat
     monkeypatch.setenv("TINYSERVE_CACHE", str(tmp_path))
     monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setattr(native, "_said", set())
-    key = native.build_key([native.csrc_dir() / native.CPU_SOURCE, native.csrc_dir() / native.HEADER], command,
-                           native._machine())
+    key = native.build_key(native.build_sources(native.CPU_SOURCE), command, native._machine())
     broken = native.cache_dir() / f"scene_frame_cpu-{key}.so"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"\x7fELF cut short")

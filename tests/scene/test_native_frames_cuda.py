@@ -13,8 +13,10 @@ import torch
 
 from tinyserve_core.scene import native_frames
 from tinyserve_core.scene.bake import as_result
-from tinyserve_core.scene.camera import orbit_camera
+from tinyserve_core.scene.camera import Camera, look_at, orbit_camera
 from tinyserve_core.scene.frames import eye_box_bounds, frame_rays, render_cells
+
+from .test_native_image import POSES, _same_starts
 
 pytestmark = pytest.mark.cuda
 
@@ -103,3 +105,32 @@ def test_a_frame_on_another_gpu_leaves_the_current_device_alone(gpu_lab):
     every = gpu_lab._frames.compiled().render(cam, gpu_lab._frames.splat.starts(cam), None,
                                               gpu_lab._frames.grid.voxel / 2, gpu_lab._frames.background)
     assert _psnr(out["rgb"].cpu(), every["rgb"].cpu()) >= 85.0   # the frame drawn on cuda:0
+
+
+@pytest.mark.parametrize("az,elev,dist,w,h", POSES + [(40.0, 35.0, None, 512, 512)])
+def test_the_gpu_splat_is_the_torch_splat(gpu_lab, az, elev, dist, w, h):
+    """The compiled splat on the GPU (a thread per surface cell, an atomic minimum per
+    block) against the torch splat on the same device, at the CPU test's poses."""
+    bake = gpu_lab._frames
+    compiled = bake.compiled_splat()
+    assert compiled is not None and compiled.device.type == "cuda"
+    cam = orbit_camera(gpu_lab.spec.camera_target, az, elev, dist or gpu_lab.spec.camera_distance, w, h)
+    ref = bake.splat.starts(cam)
+    assert ref is not None
+    got = compiled.starts(cam)
+    assert got.device.type == "cuda"
+    _same_starts(got.cpu(), ref.cpu())
+
+
+def test_the_gpu_splat_falls_back_where_the_torch_one_does(gpu_lab):
+    bake = gpu_lab._frames
+    compiled = bake.compiled_splat()
+    centre = bake.splat.centres[:, 0].double().cpu().numpy()
+    cam = Camera(look_at(centre, centre + np.array([1.0, 0.3, 0.2])), 32, 32)
+    assert bake.splat.starts(cam) is None and compiled.starts(cam) is None
+    k = int(torch.nonzero(bake.splat.faces[0])[0])
+    c = bake.splat.centres[:, k].double().cpu().numpy()
+    eye = c - np.array([0.8 * bake.grid.voxel, 0.0, 0.0])
+    cam = Camera(look_at(eye, eye + np.array([0.0, 1.0, 0.05])), 32, 32)
+    assert bake.splat.starts(cam) is None and compiled.starts(cam) is None
+    assert gpu_lab.render(cam).rgb.shape == (32, 32, 3)  # the traced frame instead

@@ -4,17 +4,20 @@
 // loaded with ctypes (tinyserve_core/scene/native.py); no torch headers.
 //
 // Besides the plain cast of a list of pixels, the whole CPU frame in one call
-// (scene/native_image.py): the splatted start distances (scene/splat.py's StartSplat) and
-// the adaptive image-space refinement (scene/adaptive.py: even pixels cast, the rest
-// interpolated where their cast neighbours agree, else cast). Both are CPU-only code here,
-// not in the shared header: the GPU casts every pixel and splats with torch.
+// (scene/native_image.py): the splatted start distances (scene/splat.py's StartSplat, per
+// cell the shared kernels/scene_splat.cuh, which the GPU library runs a thread per cell)
+// and the adaptive image-space refinement (scene/adaptive.py: even pixels cast, the rest
+// interpolated where their cast neighbours agree, else cast), CPU-only code: the GPU
+// casts every pixel.
 #include <math.h>
 
 #include <vector>
 
 #include "kernels/scene_frame.cuh"
+#include "kernels/scene_splat.cuh"
 
 using tinyserve::scene::FrameParams;
+using tinyserve::scene::SplatParams;
 using tinyserve::scene::mn;
 using tinyserve::scene::mx;
 
@@ -27,24 +30,6 @@ namespace {
 struct AdaptiveParams {
   float max_acc, max_depth, max_rgb;
   int32_t min_side, levels, colour_edges;
-};
-
-// scene/native_image.py SplatParams: StartSplat's surface cells as planes and one camera.
-struct SplatParams {
-  const float* centres;   // [3, K] world centres
-  const uint8_t* faces;   // [6, K] open faces -x, +x, -y, +y, -z, +z
-  int64_t k;
-  // the torch splat's constants, rounded to float32 from the same double arithmetic:
-  // half a voxel, the open-face margin, the cell's bounding sphere radius, its square and
-  // the camera-plane margin (1.01 r), the view's half-width and half-height over the
-  // focal length, the pixel-centre offsets of a box's first and last column and row
-  float half, edge, radius, radius2, plane;
-  float tan_x, tan_y, x_lo, x_hi, y_lo, y_hi;
-  float eye[3], rot[9];   // camera-to-world, rotation row-major
-  float focal;
-  int32_t width, height, block;
-  float* blocks;          // [ceil(H / block) * ceil(W / block)] scratch
-  float* start;           // [H * W] out
 };
 
 struct Frame {
@@ -169,48 +154,19 @@ int64_t scene_frame_adaptive(const FrameParams* p, const AdaptiveParams* a) {
 
 // StartSplat.starts for one camera into s->start; 1 where a surface cell the view could
 // reach straddles the camera's plane (no bounded projection: the caller traces), else 0.
-// The same arithmetic in float32 as the torch splat, cell by cell.
 int scene_splat_starts(const SplatParams* s) {
   const int w = s->width, h = s->height, b = s->block;
   const int wb = (w + b - 1) / b, hb = (h + b - 1) / b;
-  const float r = s->radius, edge = s->edge;
   for (int64_t i = 0; i < (int64_t)wb * hb; ++i) s->blocks[i] = INFINITY;
   for (int64_t i = 0; i < s->k; ++i) {
-    float rel[3];
-    bool seen = false;
-    for (int a = 0; a < 3; ++a) {
-      rel[a] = s->centres[a * s->k + i] - s->eye[a];
-      seen |= (s->faces[2 * a * s->k + i] && rel[a] > edge) || (s->faces[(2 * a + 1) * s->k + i] && rel[a] < -edge);
-    }
-    if (!seen) continue;
-    // camera frame: x right, y up, z forward (R^T rel, negated z)
-    float cam[3];
-    for (int j = 0; j < 3; ++j) cam[j] = s->rot[j] * rel[0] + s->rot[3 + j] * rel[1] + s->rot[6 + j] * rel[2];
-    const float x = cam[0], y = cam[1];
-    float z = -cam[2];
-    if (fabsf(z) <= s->plane) {
-      const float reach = fabsf(z) + r;
-      if (fabsf(x) - r <= reach * s->tan_x + 1e-6f && fabsf(y) - r <= reach * s->tan_y + 1e-6f) return 1;
-      continue;  // across the plane, out of view
-    }
-    if (!(z > s->plane)) continue;  // behind the eye
-    float g2 = 0.0f;
-    for (int a = 0; a < 3; ++a) {
-      const float g = mx(fabsf(rel[a]) - s->half, 0.0f);
-      g2 += g * g;
-    }
-    const float start = sqrtf(g2);
-    z = mx(z, 2.0f * r);
-    const float zz = z * z - s->radius2, k = s->focal / zz;
-    const float sx = sqrtf(x * x + zz) * r, sy = sqrtf(y * y + zz) * r, xz = x * z, yz = y * z;
-    const int i0 = (int)mx(floorf(ceilf((xz - sx) * k + s->x_lo) / (float)b), 0.0f);
-    const int i1 = (int)mn(floorf(((xz + sx) * k + s->x_hi) / (float)b), (float)(wb - 1));
-    const int j0 = (int)mx(floorf(ceilf((-yz - sy) * k + s->y_lo) / (float)b), 0.0f);
-    const int j1 = (int)mn(floorf(((-yz + sy) * k + s->y_hi) / (float)b), (float)(hb - 1));
-    for (int bj = j0; bj <= j1; ++bj)
-      for (int bi = i0; bi <= i1; ++bi) {
+    tinyserve::scene::CellBox box;
+    const int kind = tinyserve::scene::splat_cell(*s, i, box);
+    if (kind == tinyserve::scene::kStraddles) return 1;
+    if (kind != tinyserve::scene::kBox) continue;
+    for (int bj = box.j0; bj <= box.j1; ++bj)
+      for (int bi = box.i0; bi <= box.i1; ++bi) {
         float& v = s->blocks[(int64_t)bj * wb + bi];
-        v = mn(v, start);
+        v = mn(v, box.start);
       }
   }
   for (int y = 0; y < h; ++y)

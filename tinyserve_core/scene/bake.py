@@ -20,6 +20,7 @@ from .frames import CellTable, render_frame
 from .interactive import EmptySpace, render_fast
 from .native_frames import NativeFrames, native_frames
 from .native_image import NativeImage, native_image
+from .native_splat import NativeSplat, native_splat
 from .splat import StartSplat
 from .volume import WEIGHT_EPS
 from .weights import corner_mask
@@ -109,6 +110,7 @@ class Bake:
         self._points: dict[str, np.ndarray] | None = None
         self._native: NativeFrames | None | bool = False  # False: not looked for yet
         self._image: NativeImage | None | bool = False
+        self._splat: NativeSplat | None | bool = False
 
     def compiled(self) -> NativeFrames | None:
         """The compiled frame loop on this bake's device (built or loaded on the first
@@ -122,6 +124,13 @@ class Bake:
         if self._image is False:
             self._image = native_image(self.compiled(), self.splat)
         return self._image
+
+    def compiled_splat(self) -> NativeSplat | None:
+        """The compiled start splat on this bake's device, or None: the torch splat."""
+        if self._splat is False:
+            native = self.compiled()
+            self._splat = native_splat(native.lib, self.splat) if native is not None else None
+        return self._splat
 
     @property
     def device(self) -> torch.device:
@@ -198,7 +207,8 @@ class Bake:
                                    colour_edges=not coarse)
             else:
                 native = self.compiled()
-                out = render_frame(self.cells, self.splat, self.space, cam, step, self.background, self.device,
+                out = render_frame(self.cells, self.compiled_splat() or self.splat, self.space, cam, step,
+                                   self.background, self.device,
                                    levels=COMPILED_LEVELS.get(self.device.type, 1) if native else 1,
                                    colour_edges=not coarse, native=native)
             if out is not None:

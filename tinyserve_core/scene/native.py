@@ -33,7 +33,7 @@ from ..loaders import read_bytes, read_text
 from ..resources import csrc_dir
 
 ENV = "TINYSERVE_SCENE_FRAMES"
-HEADER = Path("kernels") / "scene_frame.cuh"
+HEADERS = (Path("kernels") / "scene_frame.cuh", Path("kernels") / "scene_splat.cuh")
 CPU_SOURCE, CUDA_SOURCE = "scene_cpu.cpp", "scene_ops.cu"
 # -fno-math-errno: floorf and friends inline (the loop never reads errno); no fast-math,
 # which would let the compiler reassociate the compositing sums away from the torch frame's
@@ -103,11 +103,17 @@ def _say_once(key: str, msg: str) -> None:
         print(f"tinyserve: {msg}", file=sys.stderr)
 
 
+def build_sources(source: str) -> list[Path]:
+    """The files a library built from csrc/`source` is made of (what its name hashes)."""
+    csrc = csrc_dir()
+    return [csrc / source, *(csrc / h for h in HEADERS)]
+
+
 def build(kind: str, command: list[str], source: str, machine: str, out_dir: Path | None = None) -> Path:
     """The library built from csrc/`source` by `command` (compiler and flags; the source,
     include folder and output are added), from the cache when it is there."""
     csrc = csrc_dir()
-    key = build_key([csrc / source, csrc / HEADER], command, machine)
+    key = build_key(build_sources(source), command, machine)
     out_dir = out_dir or cache_dir()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

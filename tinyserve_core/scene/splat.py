@@ -58,16 +58,19 @@ class StartSplat:
         self.half = grid.voxel / 2
         self.radius = grid.voxel * math.sqrt(3) / 2  # a cell lies inside this sphere about its centre
         self.occ, self.lo, self.voxel = occ, grid.lo, grid.voxel
+        # the eye's cell is looked up on the host: on a GPU one element read is a sync
+        self._occ_host = occ.cpu()
 
     def to(self, device) -> "StartSplat":
         out = object.__new__(StartSplat)
-        out.__dict__.update({k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()})
+        out.__dict__.update({k: (v.to(device) if torch.is_tensor(v) and k != "_occ_host" else v)
+                             for k, v in self.__dict__.items()})
         return out
 
     def eye_in_solid(self, cam: Camera) -> bool:
         """Whether cam's eye lies in an occupied cell (no splat: its rays start inside)."""
         cell = [math.floor((float(e) - lo) / self.voxel) for e, lo in zip(cam.c2w[:3, 3], self.lo)]
-        return all(0 <= i < n for i, n in zip(cell, self.occ.shape)) and bool(self.occ[tuple(cell)])
+        return all(0 <= i < n for i, n in zip(cell, self._occ_host.shape)) and bool(self._occ_host[tuple(cell)])
 
     def starts(self, cam: Camera) -> torch.Tensor | None:
         """[H * W] ray distance from the camera before which no ray of that pixel meets an

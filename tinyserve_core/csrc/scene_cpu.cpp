@@ -77,7 +77,15 @@ struct Frame {
   }
   // adaptive._refine over the pixels (r * s, c * s) of the image: the grid at stride 2s
   // first, then each other pixel interpolated from its (two or four) cast neighbours as
-  // adaptive._upsample does, or cast
+  // adaptive._upsample does, or cast.
+  //
+  // In tiles of kTile x kTile pixels of this grid, raster order: a tile's rays read
+  // neighbouring cells, so its cells' table rows stay in cache between its casts (a whole
+  // coarse pass first touched megabytes of tables before the second pass came back to
+  // them). Where the coarser grid is plain casts (levels == 1, the CPU frame's setting)
+  // they are made on demand, tile by tile, as its pixels need them. The order changes no
+  // value: a cast depends on its own ray, an interpolation on cast neighbours only.
+  static constexpr int kTile = 16;
   void refine(int s, int levels, float max_depth) {
     const int w = p.width, hs = (p.height + s - 1) / s, ws = (w + s - 1) / s;
     auto at = [&](int r, int c) { return (int64_t)r * s * w + (int64_t)c * s; };
@@ -86,48 +94,69 @@ struct Frame {
         for (int c = 0; c < ws; ++c) render(at(r, c));
       return;
     }
-    refine(2 * s, levels - 1, 2 * max_depth);
-    for (int r = 0; r < hs; ++r) {
-      for (int c = 0; c < ws; ++c) {
-        const bool odd_r = r & 1, odd_c = c & 1;
-        if (!odd_r && !odd_c) continue;  // cast at the coarser level
-        // a last odd row / column of an even side has no cast neighbour beyond it
-        if ((odd_r && r + 1 >= hs) || (odd_c && c + 1 >= ws)) {
-          render(at(r, c));
-          continue;
-        }
-        const int r0 = r - odd_r, c0 = c - odd_c;
-        int64_t q[4];
-        int n = 0;
-        // the cast neighbours: one step of this grid either side (so q is top-left,
-        // top-right, bottom-left, bottom-right of a quad)
-        q[n++] = at(r0, c0);
-        if (odd_c) q[n++] = at(r0, c0 + 2);
-        if (odd_r) q[n++] = at(r0 + 2, c0);
-        if (odd_r && odd_c) q[n++] = at(r0 + 2, c0 + 2);
-        if (!agree(q, n, max_depth)) {
-          render(at(r, c));
-          continue;
-        }
-        const int64_t pix = at(r, c);
-        // channel by channel as adaptive._upsample, over each output array's own run
-        // (rgb, depth, probs, acc) rather than a lookup per channel
-        auto mix = [&](float* base, int width) {
-          float* out = base + pix * width;
-          const float *a0 = base + q[0] * width, *a1 = base + q[1] * width;
-          if (n == 2) {
-            for (int k = 0; k < width; ++k) out[k] = (a0[k] + a1[k]) * 0.5f;
-            return;
-          }  // the column means of the two rows, then their mean
-          const float *a2 = base + q[2] * width, *a3 = base + q[3] * width;
-          for (int k = 0; k < width; ++k) out[k] = ((a0[k] + a2[k]) * 0.5f + (a1[k] + a3[k]) * 0.5f) * 0.5f;
-        };
-        mix(p.rgb, 3);
-        mix(p.depth, 1);
-        mix(p.probs, p.classes);
-        mix(p.acc, 1);
+    const bool lazy = levels == 1;
+    if (!lazy) refine(2 * s, levels - 1, 2 * max_depth);
+    std::vector<uint8_t> done(lazy ? (size_t)hs * ws : 0, 0);
+    auto coarse = [&](int r, int c) {  // a pixel of the coarser grid, cast once
+      const int64_t pix = at(r, c);
+      if (lazy && !done[(size_t)r * ws + c]) {
+        done[(size_t)r * ws + c] = 1;
+        render(pix);
+      }
+      return pix;
+    };
+    for (int tr = 0; tr < hs; tr += kTile) {
+      const int r1 = tr + kTile < hs ? tr + kTile : hs;
+      for (int tc = 0; tc < ws; tc += kTile) {
+        const int c1 = tc + kTile < ws ? tc + kTile : ws;
+        for (int r = tr; r < r1; r += 2)  // tiles start on even rows and columns
+          for (int c = tc; c < c1; c += 2) coarse(r, c);
+        for (int r = tr; r < r1; ++r)
+          for (int c = tc; c < c1; ++c) fine(r, c, hs, ws, max_depth, at, coarse);
       }
     }
+  }
+  // Pixel (r, c) of the grid at(): skipped if it is of the coarser grid, else
+  // interpolated from the coarser neighbours that agree, or cast.
+  template <class At, class Coarse>
+  void fine(int r, int c, int hs, int ws, float max_depth, At at, Coarse coarse) {
+    const bool odd_r = r & 1, odd_c = c & 1;
+    if (!odd_r && !odd_c) return;  // of the coarser grid
+    // a last odd row / column of an even side has no cast neighbour beyond it
+    if ((odd_r && r + 1 >= hs) || (odd_c && c + 1 >= ws)) {
+      render(at(r, c));
+      return;
+    }
+    const int r0 = r - odd_r, c0 = c - odd_c;
+    int64_t q[4];
+    int n = 0;
+    // the cast neighbours: one step of this grid either side (so q is top-left,
+    // top-right, bottom-left, bottom-right of a quad)
+    q[n++] = coarse(r0, c0);
+    if (odd_c) q[n++] = coarse(r0, c0 + 2);
+    if (odd_r) q[n++] = coarse(r0 + 2, c0);
+    if (odd_r && odd_c) q[n++] = coarse(r0 + 2, c0 + 2);
+    if (!agree(q, n, max_depth)) {
+      render(at(r, c));
+      return;
+    }
+    const int64_t pix = at(r, c);
+    // channel by channel as adaptive._upsample, over each output array's own run
+    // (rgb, depth, probs, acc) rather than a lookup per channel
+    auto mix = [&](float* base, int width) {
+      float* out = base + pix * width;
+      const float *a0 = base + q[0] * width, *a1 = base + q[1] * width;
+      if (n == 2) {
+        for (int k = 0; k < width; ++k) out[k] = (a0[k] + a1[k]) * 0.5f;
+        return;
+      }  // the column means of the two rows, then their mean
+      const float *a2 = base + q[2] * width, *a3 = base + q[3] * width;
+      for (int k = 0; k < width; ++k) out[k] = ((a0[k] + a2[k]) * 0.5f + (a1[k] + a3[k]) * 0.5f) * 0.5f;
+    };
+    mix(p.rgb, 3);
+    mix(p.depth, 1);
+    mix(p.probs, p.classes);
+    mix(p.acc, 1);
   }
 };
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tinyserve_core import kernels
-from tinyserve_core.kernels import reference
+from tinyserve_core.kernels import cache_runs, reference
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
@@ -183,13 +183,19 @@ def _pools(lens, spare_tokens, spare_blocks, bs, hkv, d, dtype, gen):
     return tables, ours, [x.clone() for x in ours]
 
 
-def _write_both(cuda_ops, ours, refs, sm, gen, one_per_page=False):
+def _write_both(cuda_ops, ours, refs, sm, gen, one_per_page=False, runs=False):
     """Random K/V rows for slot mapping `sm` through the kernel and the reference: equal.
-    `one_per_page`: no two tokens share a page (a decode step), the kernel's per-token path."""
+    `one_per_page`: no two tokens share a page (a decode step), the kernel's per-token path.
+    `runs`: the call's page runs passed (cache_runs.page_runs), the kernel's runs path."""
     kc = ours[0]
     key = rand((sm.numel(), *kc.shape[2:]), kc.dtype, gen)
     val = rand((sm.numel(), *kc.shape[2:]), kc.dtype, gen)
-    cuda_ops.reshape_and_cache(key, val, *ours, sm, one_per_page=one_per_page)
+    page_runs = None
+    if runs:
+        page_runs = cache_runs.page_runs(sm.cpu().numpy(), kc.shape[1])
+        assert page_runs is not None
+        page_runs = torch.from_numpy(page_runs).to(DEV)
+    cuda_ops.reshape_and_cache(key, val, *ours, sm, one_per_page=one_per_page, runs=page_runs)
     reference.reshape_and_cache(key, val, *refs, sm)
     for a, b in zip(ours, refs):
         assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
@@ -266,6 +272,27 @@ def test_reshape_and_cache_whole_page_chunks_and_wide_rows(cuda_ops, gen, dtype,
     step([0] * len(lens), mid, pad_at=bs + 40)
     step(mid, lens)
     step(lens, [n + 1 for n in lens])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("bs,hkv,d", [(8, 2, 64), (16, 8, 128), (64, 2, 64), (16, 6, 128), (32, 10, 128)])
+def test_reshape_and_cache_with_the_callers_page_runs(cuda_ops, gen, dtype, bs, hkv, d):
+    """The runs path (a prefill's page runs given): pages receiving their first token,
+    partial pages, pages continued by the next call (bounds merged with the old ones), one
+    token per page, long calls, wide rows (column teams of 96 and passes with idle lanes).
+    Meta starts as NaN, so a page merged with bounds it never had fails."""
+    lens = [1500, 3 * bs + 3, 1, bs - 1, 2 * bs, 777]
+    tables, ours, refs = _pools(lens, 2 * bs + 2, 3, bs, hkv, d, dtype, gen)
+
+    def step(starts, ends):
+        sm = torch.tensor(_fill_order_slots(ends, starts, tables, bs), dtype=torch.int64, device=DEV)
+        _write_both(cuda_ops, ours, refs, sm, gen, runs=True)
+
+    mid = [n // 2 + 1 for n in lens]
+    step([0] * len(lens), mid)                            # a prefill's first chunk: partial pages
+    step(mid, lens)                                       # the rest: pages spanning two calls
+    step(lens, [n + 1 for n in lens])                     # one token per sequence
+    step([n + 1 for n in lens], [n + bs + 2 for n in lens])
 
 
 def test_reshape_and_cache_strided_key_view(cuda_ops, gen):

@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from ..kernels.cache_runs import page_runs
+
 HQ, HKV, HD, BS = 32, 8, 128, 16
 BATCHES = (1, 8, 64)
 CONTEXTS = (1024, 4096, 16384, 32768)
@@ -195,15 +197,20 @@ def bench_reshape_and_cache(reps: int, bw: float, gen) -> list[dict]:
             slots = torch.stack([torch.arange(tokens, device="cuda") + r * tokens for r in range(rot)])
             slots = slots % (nb * BS)
         row = HKV * HD * 2
-        # a decode write also through the per-token path (no two tokens share a page)
-        variants = ((False, False), (True, False)) + (((True, True),) if decode else ())
-        for with_meta, one_per_page in variants:
+        # a decode write also through the per-token path (no two tokens share a page), a
+        # prefill also with its page runs given (what the engine's prefill passes)
+        runs = [None if decode else torch.from_numpy(page_runs(s.cpu().numpy(), BS)).cuda() for s in slots]
+        variants = ((False, False, False), (True, False, False)) + (
+            ((True, True, False),) if decode else ((True, False, True),))
+        for with_meta, one_per_page, given in variants:
             ms = time_ms(lambda i: ops.reshape_and_cache(keys[i % rot], vals[i % rot], kc, vc,
                                                          meta if with_meta else None, slots[i % rot],
-                                                         one_per_page=one_per_page), reps)
+                                                         one_per_page=one_per_page,
+                                                         runs=runs[i % rot] if given else None), reps)
             pages_touched = math.ceil(tokens / BS) if not decode else tokens
             moved = 4 * tokens * row + (2 * row * pages_touched if with_meta else 0)
-            case = label + (" + meta" if with_meta else "") + (", one token per page" if one_per_page else "")
+            case = label + (" + meta" if with_meta else "") + (", one token per page" if one_per_page else "") + (
+                ", page runs given" if given else "")
             rows.append({"case": case, "ms": ms, "bytes": moved, "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
         del kc, vc, meta, keys, vals
     return rows

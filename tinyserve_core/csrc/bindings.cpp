@@ -7,7 +7,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "TinyServe CUDA kernels";
   m.def("reshape_and_cache", &tinyserve::reshape_and_cache, pybind11::arg("key"), pybind11::arg("value"),
         pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("meta"), pybind11::arg("slot_mapping"),
-        pybind11::arg("one_per_page") = false);
+        pybind11::arg("one_per_page") = false, pybind11::arg("runs") = pybind11::none());
   m.def("paged_decode_attention", &tinyserve::paged_decode_attention, pybind11::arg("query"),
         pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("block_tables"),
         pybind11::arg("seq_lens"), pybind11::arg("scale"), pybind11::arg("page_indices"),

@@ -13,7 +13,8 @@ namespace tinyserve {
 
 void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
                        torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
-                       const torch::Tensor& slot_mapping, bool one_per_page) {
+                       const torch::Tensor& slot_mapping, bool one_per_page,
+                       const std::optional<torch::Tensor>& runs) {
   TS_CHECK_CUDA(key);
   TS_CHECK_CUDA(k_cache);
   TS_CHECK_CONTIG(k_cache);
@@ -63,6 +64,22 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
                     m.size(3) == D, "meta must be [NB, 2, Hkv, D]");
     TORCH_CHECK(k_cache.size(0) < (1LL << 30), "reshape_and_cache: too many blocks");
     p.meta = m.data_ptr();
+    TORCH_CHECK(!(one_per_page && runs.has_value()), "reshape_and_cache: one_per_page or runs, not both");
+    if (runs.has_value()) {   // the caller's page runs: one CTA per run, no scratch
+      const auto& r = *runs;
+      TS_CHECK_CUDA(r);
+      TS_CHECK_CONTIG(r);
+      TORCH_CHECK(r.scalar_type() == torch::kInt32 && r.dim() == 2 && r.size(1) == 2,
+                  "runs must be int32 [R, 2] (first token, count)");
+      p.runs = r.data_ptr<int>();
+      p.num_runs = (int)r.size(0);
+      if (p.num_runs == 0) return;
+      const int grid = std::min(p.num_runs, 65535);
+      for_element_type(key, "reshape_and_cache", [&](auto tag) {
+        launch_pdl(cache_write_runs_meta_kernel<decltype(tag)>, dim3(grid), dim3(kCacheMetaThreads), 0, stream, p);
+      });
+      return;
+    }
     if (one_per_page) {   // no two tokens in one page: one CTA per token, no scratch
       const int threads = std::min(256, (2 * Hkv * D / vec + 31) / 32 * 32);
       for_element_type(key, "reshape_and_cache", [&](auto tag) {

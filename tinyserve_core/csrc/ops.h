@@ -10,7 +10,8 @@ namespace tinyserve {
 
 void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
                        torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
-                       const torch::Tensor& slot_mapping, bool one_per_page = false);
+                       const torch::Tensor& slot_mapping, bool one_per_page = false,
+                       const std::optional<torch::Tensor>& runs = std::nullopt);
 
 torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Tensor& k_cache,
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import kernels
+from ..kernels.cache_runs import page_runs
 from ..kv.kv_cache import KVCache
 from ..model.llama import LlamaForCausalLM, PagedBatch
 from .config.sections import PROFILE_BUDGET, PROFILE_EVERY
@@ -220,6 +221,7 @@ class ModelRunner:
         pos = np.concatenate([np.arange(nc, L) for nc, L in zip(cached, lens)])
         item = np.repeat(np.arange(len(items)), np.diff(starts))
         slots = tables[item, pos // bs].astype(np.int64) * bs + pos % bs
+        runs = page_runs(slots, bs)  # each sequence fills its own pages in order: the write's runs
         if span is not None:
             span.start()   # the host's share ends here: the rest is device work
         dev = self.device
@@ -230,7 +232,8 @@ class ModelRunner:
             seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev),
             seq_ids=[it.seq_id for it in items],
             query_start=starts, num_cached=cached,
-            logits_indices=torch.tensor([s - 1 for s in starts[1:]], device=dev))
+            logits_indices=torch.tensor([s - 1 for s in starts[1:]], device=dev),
+            cache_runs=None if runs is None else torch.from_numpy(runs).to(dev))
         input_ids = torch.tensor(ids, dtype=torch.int64, device=dev)
         return self._run(input_ids, torch.from_numpy(pos).to(dev), batch, lens)
 

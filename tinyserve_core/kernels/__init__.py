@@ -81,17 +81,19 @@ def _check_fp8(k_cache, kv_scales, extras=()) -> bool:
 
 
 def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=None, kv_scales=None,
-                      one_per_page=False) -> None:
+                      one_per_page=False, runs=None) -> None:
     """`qkeys`: the layer's quantised key copy, when it keeps one (quant_reference.py):
     the written pages are re-quantised after their min/max are refreshed. `kv_scales`: the
     per-page scales of an FP8 cache (fp8_reference.py), updated by the write.
     `one_per_page`: the caller promises that no two tokens of the call lie in one page (a
     decode step: one token per sequence, in its own last page); the CUDA op then updates
     the page bounds per token, without the bookkeeping a call of many tokens per page needs.
-    The result is the same."""
+    `runs`: the call's page runs as `cache_runs.page_runs` gives them (int32 [R, 2]; a
+    prefill's), which the CUDA op then takes instead of finding them. The result is the
+    same either way."""
     if _check_fp8(k_cache, kv_scales, (meta, qkeys)):
         return _fp8_ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping)
-    _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, one_per_page)
+    _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, one_per_page, runs)
     if qkeys is not None:
         quantize_keys(k_cache, meta, qkeys, slot_mapping)
 

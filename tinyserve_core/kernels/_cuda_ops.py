@@ -44,11 +44,12 @@ def _aligned_rows(t: torch.Tensor) -> torch.Tensor:
     return t if ok else t.contiguous()
 
 
-def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, one_per_page=False) -> None:
+def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, one_per_page=False, runs=None) -> None:
     key = _aligned_rows(key.to(k_cache.dtype))
     value = _aligned_rows(value.to(v_cache.dtype))
     slots = slot_mapping.to(device=k_cache.device, dtype=torch.int64).contiguous()
-    _extension().reshape_and_cache(key, value, k_cache, v_cache, meta, slots, bool(one_per_page))
+    runs = None if runs is None or meta is None else _i32(runs, k_cache.device)
+    _extension().reshape_and_cache(key, value, k_cache, v_cache, meta, slots, bool(one_per_page), runs)
 
 
 def _attention_supported(query, k_cache) -> str | None:

@@ -26,6 +26,7 @@ def reshape_and_cache(
     meta: torch.Tensor | None,
     slot_mapping: torch.Tensor,  # [T] int64, slot = block * block_size + offset, -1 skips
     one_per_page: bool = False,  # the caller's promise: no two tokens in one page (a decode step)
+    runs: torch.Tensor | None = None,  # the caller's page runs (cache_runs.page_runs): a layout, not data
 ) -> None:
     """Write new tokens' K/V into their slots and refresh the pages' key min/max.
 

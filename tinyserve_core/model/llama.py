@@ -168,6 +168,7 @@ class PagedBatch:
     query_start: list[int] = field(default_factory=list)   # prefill only, len B+1
     num_cached: list[int] = field(default_factory=list)    # prefill only
     logits_indices: torch.Tensor | None = None             # rows whose logits are wanted
+    cache_runs: torch.Tensor | None = None                 # prefill: page runs of slot_mapping (cache_runs.py)
     selector: Any = None                                   # decode page-selection hook
     # op-family timer while profiling: timer(name) is a context manager around the ops
     timer: Callable[[str], contextlib.AbstractContextManager] | None = None
@@ -234,7 +235,8 @@ class LlamaForCausalLM(nn.Module):
                 qkeys = getattr(kv, "qkeys", None)
                 kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
                                           None if qkeys is None else qkeys[i],
-                                          one_per_page=not batch.is_prefill)   # a decode step: one token a sequence
+                                          one_per_page=not batch.is_prefill,   # a decode step: one token a sequence
+                                          runs=batch.cache_runs)
             if batch.is_prefill:
                 with t("attention"):
                     o = kernels.prefill_attention(q, k, v, kv.k_caches[i], kv.v_caches[i], batch.block_tables,

@@ -14,6 +14,7 @@ TINYSERVE_DECODE_INSTANCES(DECODE)
 #define CACHE(T)                                                                    \
   template __global__ void cache_write_kernel<T>(const __grid_constant__ CacheWriteParams); \
   template __global__ void cache_write_meta_kernel<T>(const __grid_constant__ CacheWriteParams); \
+  template __global__ void cache_write_runs_meta_kernel<T>(const __grid_constant__ CacheWriteParams); \
   template __global__ void cache_write_token_meta_kernel<T>(const __grid_constant__ CacheWriteParams);
 TINYSERVE_CACHE_INSTANCES(CACHE)
 #define SCORE(T, D) \

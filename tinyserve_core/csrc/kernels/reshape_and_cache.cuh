@@ -35,6 +35,8 @@ struct CacheWriteParams {
   void* meta;              // [NB, 2, Hkv, D] or nullptr
   const int64_t* slot_mapping;  // [T], -1 skips
   int* scratch;            // [2 + 2 * NB + T] (meta only), see above
+  const int* runs;         // [R, 2] first token, token count of each run (the runs kernel), or nullptr
+  int num_runs;
   int64_t key_stride, key_head_stride, value_stride, value_head_stride;
   int num_tokens, num_kv_heads, head_dim, block_size, num_blocks;
   int chunk;               // tokens per CTA chunk (meta kernel)
@@ -139,6 +141,83 @@ template <typename T2> struct VecMinMax2 {
 template <> struct VecMinMax<__half> : VecMinMax2<__half2> {};
 template <> struct VecMinMax<__nv_bfloat16> : VecMinMax2<__nv_bfloat162> {};
 
+// Tokens t..e-1, one run on one page starting at slot0: copies their K and V rows (thread
+// (g, c) takes rows g, g+G, ... in 16-byte column c, kCacheMetaRows of each in flight) and,
+// when the run is in order (slots slot0, slot0+1, ...), sets the page's bounds `mn` to the
+// run's min/max, merged with the old bounds when `merge` (the run continues the page). The
+// CTA's G partials meet in shared memory (`part`, `has`). slot_at(i) gives an out-of-order
+// run's slots (called by whole warps with warp-uniform arguments).
+template <typename T, class SlotAt>
+__device__ __forceinline__ void write_run(const CacheWriteParams& p, int t, int e, int64_t slot0, bool in_order,
+                                          bool merge, uint4* mn, SlotAt slot_at, uint4 (&part)[2][kCacheMetaThreads],
+                                          bool (&has)[kCacheMetaThreads]) {
+  constexpr int VEC = 16 / sizeof(T);
+  constexpr int R = kCacheMetaRows;
+  using MM = VecMinMax<T>;
+  const int vec_per_head = p.head_dim / VEC;
+  const int vec_per_row = p.num_kv_heads * vec_per_head;
+  const int C = min(kCacheMetaThreads / 2, (vec_per_row + 31) / 32 * 32);  // whole warps
+  const int G = kCacheMetaThreads / C;
+  const int g = threadIdx.x / C, c = threadIdx.x - g * C;  // g is uniform within a warp
+  for (int v0 = 0; v0 < vec_per_row; v0 += C) {
+    const int v = v0 + c;
+    const bool act = v < vec_per_row;
+    const int h = v / vec_per_head, cv = v - h * vec_per_head;
+    const uint4* ks = reinterpret_cast<const uint4*>(static_cast<const T*>(p.key) + h * p.key_head_stride + cv * VEC);
+    const uint4* vs = reinterpret_cast<const uint4*>(static_cast<const T*>(p.value) + h * p.value_head_stride + cv * VEC);
+    const int64_t ks_row = p.key_stride / VEC, vs_row = p.value_stride / VEC;  // in 16-byte vectors
+    uint4 lo, hi;
+    bool have = false;
+    // threads past the last whole row group (C not dividing the CTA, e.g. 96) idle: a third
+    // group would re-copy group 0's rows
+    for (int i0 = t + g; g < G && i0 < e; i0 += G * R) {
+      uint4 rk[R], rv[R];
+#pragma unroll
+      for (int u = 0; u < R; ++u) {
+        const int i = i0 + u * G;
+        if (act && i < e) {
+          rk[u] = ks[(int64_t)i * ks_row];
+          rv[u] = vs[(int64_t)i * vs_row];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < R; ++u) {
+        const int i = i0 + u * G;
+        if (i < e) {  // warp-uniform
+          // in order, the run fills consecutive slots: no shuffle, nor a load past the window
+          const int64_t dst = (in_order ? slot0 + (i - t) : slot_at(i)) * vec_per_row + v;
+          if (act) {
+            reinterpret_cast<uint4*>(p.k_cache)[dst] = rk[u];
+            reinterpret_cast<uint4*>(p.v_cache)[dst] = rv[u];
+            lo = have ? MM::min(lo, rk[u]) : rk[u];
+            hi = have ? MM::max(hi, rk[u]) : rk[u];
+            have = true;
+          }
+        }
+      }
+    }
+    if (in_order) {  // uniform: the partials meet in shared memory
+      part[0][threadIdx.x] = lo;
+      part[1][threadIdx.x] = hi;
+      has[threadIdx.x] = have;
+      __syncthreads();
+      if (g < 2 && act) {  // g 0: the minimum, g 1: the maximum (C <= 128, so G >= 2)
+        const int k = g;
+        uint4 b = merge ? mn[v + k * vec_per_row] : make_uint4(0, 0, 0, 0);  // the old bounds
+        bool any = merge;
+        for (int gg = 0; gg < G; ++gg) {
+          const int j = gg * C + c;
+          if (!has[j]) continue;
+          b = !any ? part[k][j] : (k == 0 ? MM::min(b, part[k][j]) : MM::max(b, part[k][j]));
+          any = true;
+        }
+        mn[v + k * vec_per_row] = b;
+      }
+      __syncthreads();
+    }
+  }
+}
+
 // Row-parallel: a CTA's threads form G row groups of a column team of C threads (C covers a
 // row's 16-byte vectors, G = threads / C); thread (g, c) copies the K and V rows g, g+G, ...
 // of a run in column c, kCacheMetaRows of each in flight, and folds its K rows into a partial
@@ -153,13 +232,7 @@ template <typename T>
 __global__ void __launch_bounds__(kCacheMetaThreads, kCacheMetaCtasPerSm)
 cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
   constexpr int VEC = 16 / sizeof(T);
-  constexpr int R = kCacheMetaRows;
-  using MM = VecMinMax<T>;
-  const int vec_per_head = p.head_dim / VEC;
-  const int vec_per_row = p.num_kv_heads * vec_per_head;
-  const int C = min(kCacheMetaThreads / 2, (vec_per_row + 31) / 32 * 32);  // whole warps
-  const int G = kCacheMetaThreads / C;
-  const int g = threadIdx.x / C, c = threadIdx.x - g * C;  // g is uniform within a warp
+  const int vec_per_row = p.num_kv_heads * p.head_dim / VEC;
   const int lane = threadIdx.x & 31;
   const int64_t BS = p.block_size;
   int* done = p.scratch;
@@ -218,64 +291,7 @@ cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
         last = max(last, off);
       }
       uint4* mn = reinterpret_cast<uint4*>(p.meta) + blk * 2 * vec_per_row;
-      const bool merge = in_order && first > 0;
-      for (int v0 = 0; v0 < vec_per_row; v0 += C) {
-        const int v = v0 + c;
-        const bool act = v < vec_per_row;
-        const int h = v / vec_per_head, cv = v - h * vec_per_head;
-        const uint4* ks = reinterpret_cast<const uint4*>(static_cast<const T*>(p.key) + h * p.key_head_stride + cv * VEC);
-        const uint4* vs = reinterpret_cast<const uint4*>(static_cast<const T*>(p.value) + h * p.value_head_stride + cv * VEC);
-        const int64_t ks_row = p.key_stride / VEC, vs_row = p.value_stride / VEC;  // in 16-byte vectors
-        uint4 lo, hi;
-        bool have = false;
-        // threads past the last whole row group (C not dividing the CTA, e.g. 96) idle: a third
-        // group would re-copy group 0's rows
-        for (int i0 = t + g; g < G && i0 < e; i0 += G * R) {
-          uint4 rk[R], rv[R];
-#pragma unroll
-          for (int u = 0; u < R; ++u) {
-            const int i = i0 + u * G;
-            if (act && i < e) {
-              rk[u] = ks[(int64_t)i * ks_row];
-              rv[u] = vs[(int64_t)i * vs_row];
-            }
-          }
-#pragma unroll
-          for (int u = 0; u < R; ++u) {
-            const int i = i0 + u * G;
-            if (i < e) {  // warp-uniform
-              // in order, the run fills consecutive slots: no shuffle, nor a load past the window
-              const int64_t dst = (in_order ? slot0 + (i - t) : slot_at(i)) * vec_per_row + v;
-              if (act) {
-                reinterpret_cast<uint4*>(p.k_cache)[dst] = rk[u];
-                reinterpret_cast<uint4*>(p.v_cache)[dst] = rv[u];
-                lo = have ? MM::min(lo, rk[u]) : rk[u];
-                hi = have ? MM::max(hi, rk[u]) : rk[u];
-                have = true;
-              }
-            }
-          }
-        }
-        if (in_order) {  // uniform: the partials meet in shared memory
-          part[0][threadIdx.x] = lo;
-          part[1][threadIdx.x] = hi;
-          has[threadIdx.x] = have;
-          __syncthreads();
-          if (g < 2 && act) {  // g 0: the minimum, g 1: the maximum (C <= 128, so G >= 2)
-            const int k = g;
-            uint4 b = merge ? mn[v + k * vec_per_row] : make_uint4(0, 0, 0, 0);  // the old bounds
-            bool any = merge;
-            for (int gg = 0; gg < G; ++gg) {
-              const int j = gg * C + c;
-              if (!has[j]) continue;
-              b = !any ? part[k][j] : (k == 0 ? MM::min(b, part[k][j]) : MM::max(b, part[k][j]));
-              any = true;
-            }
-            mn[v + k * vec_per_row] = b;
-          }
-          __syncthreads();
-        }
-      }
+      write_run<T>(p, t, e, slot0, in_order, in_order && first > 0, mn, slot_at, part, has);
       if (threadIdx.x == 0) {
         // A page is irregular once it has a second run or an out-of-order run; the run that
         // makes it so lists it (exactly once).
@@ -302,6 +318,30 @@ cache_write_meta_kernel(const __grid_constant__ CacheWriteParams p) {
   for (int j = 0; j < n; ++j) {
     const int blk = *(volatile int*)(irregular + j);
     recompute_page_meta<T>(p, blk, *(volatile int*)(page_state + 2 * (int64_t)blk + 1));
+  }
+}
+
+// The caller's runs (`runs`: first token and count of each; `page_runs` in
+// kernels/cache_runs.py builds them from the slot mapping): every run lies on one page, its
+// slots consecutive ascending, no page twice in the call, and a run that starts past
+// offset 0 continues its page where an earlier call stopped. The runs are then the meta
+// kernel's in-order runs without its bookkeeping: no scratch to clear, no run scan, no
+// atomics and no grid-wide fence. CTAs take runs r, r + grid, ...
+template <typename T>
+__global__ void __launch_bounds__(kCacheMetaThreads, kCacheMetaCtasPerSm)
+cache_write_runs_meta_kernel(const __grid_constant__ CacheWriteParams p) {
+  constexpr int VEC = 16 / sizeof(T);
+  const int vec_per_row = p.num_kv_heads * p.head_dim / VEC;
+  __shared__ uint4 part[2][kCacheMetaThreads];
+  __shared__ bool has[kCacheMetaThreads];
+  pdl_entry();
+  for (int r = blockIdx.x; r < p.num_runs; r += gridDim.x) {
+    const int t = p.runs[2 * r], e = t + p.runs[2 * r + 1];
+    const int64_t slot0 = p.slot_mapping[t];
+    const int64_t blk = slot0 / p.block_size;
+    uint4* mn = reinterpret_cast<uint4*>(p.meta) + blk * 2 * vec_per_row;
+    write_run<T>(p, t, e, slot0, true, slot0 > blk * p.block_size, mn, [](int) { return (int64_t)0; }, part,
+                 has);
   }
 }
 

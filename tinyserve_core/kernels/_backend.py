@@ -11,7 +11,6 @@ anything."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 import types
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..resources import csrc_dir
+from ..toolchain import arch_flag, nvcc_path
 from . import reference
 
 EXT_NAME = "tinyserve_kernels"
@@ -50,21 +50,6 @@ def _say_once(msg: str) -> None:
     if not _warned:
         print(f"tinyserve: {msg}", file=sys.stderr)
         _warned = True
-
-
-def nvcc_path() -> str | None:
-    from torch.utils.cpp_extension import CUDA_HOME
-
-    if CUDA_HOME and (Path(CUDA_HOME) / "bin" / "nvcc").exists():
-        return str(Path(CUDA_HOME) / "bin" / "nvcc")
-    return shutil.which("nvcc")
-
-
-def arch_flag(capability: tuple[int, int]) -> str:
-    """-gencode for a compute capability; Hopper gets its arch-specific sm_90a target."""
-    major, minor = capability
-    suffix = "a" if (major, minor) == (9, 0) else ""
-    return f"-gencode=arch=compute_{major}{minor}{suffix},code=sm_{major}{minor}{suffix}"
 
 
 def _target_capability() -> tuple[int, int]:

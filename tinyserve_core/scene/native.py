@@ -31,6 +31,7 @@ import torch
 from ..errors import ConfigError, InputFileError
 from ..loaders import read_bytes, read_text
 from ..resources import csrc_dir
+from ..toolchain import arch_flag, nvcc_path
 
 ENV = "TINYSERVE_SCENE_FRAMES"
 HEADERS = (Path("kernels") / "scene_frame.cuh", Path("kernels") / "scene_splat.cuh")
@@ -150,15 +151,10 @@ def _cpu_command() -> list[str] | None:
 
 
 def _cuda_command(device: torch.device) -> list[str] | None:
-    from torch.utils.cpp_extension import CUDA_HOME
-
-    nvcc = str(Path(CUDA_HOME) / "bin" / "nvcc") if CUDA_HOME and (Path(CUDA_HOME) / "bin" / "nvcc").exists() \
-        else shutil.which("nvcc")
+    nvcc = nvcc_path()
     if nvcc is None:
         return None
-    major, minor = torch.cuda.get_device_capability(device)
-    arch = f"{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")  # Hopper's own target
-    return [nvcc, *CUDA_FLAGS, f"-gencode=arch=compute_{arch},code=sm_{arch}"]
+    return [nvcc, *CUDA_FLAGS, arch_flag(torch.cuda.get_device_capability(device))]
 
 
 def _load(kind: str, path: Path) -> ctypes.CDLL:

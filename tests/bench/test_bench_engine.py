@@ -58,3 +58,11 @@ def test_bench_engine_without_the_peer_runs_our_rows_only():
                             for r in profiled)
     assert all("profile_charged_pct" not in r.serving for r in res.rows if r not in profiled)
     assert "profiling charged" in format_engine_rows(res.rows)
+    # the static batch's configurations ran three times in turn; each row is its median run
+    for r in res.rows:
+        runs = r.serving.get("runs_tok_per_s")
+        if r.scenario.startswith("static"):
+            assert len(runs) == 3 and runs == sorted(runs) and r.tokens_per_s == pytest.approx(runs[1])
+        else:
+            assert runs is None
+    assert "median of 3 runs" in format_engine_rows(res.rows)

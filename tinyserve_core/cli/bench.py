@@ -134,6 +134,12 @@ def format_engine_rows(rows) -> str:
                    f"{f(v['tpot_p50_ms'], '.2f') + ' / ' + f(v['tpot_p99_ms'], '.2f'):>17} "
                    f"{f(v['host_ms_per_step'], '.3f'):>12} {f(v['device_busy_pct'], '.0f') + '%':>8} "
                    f"{f(cost.get(r.scenario), '.2f') + 'x' if r.scenario in cost else '':>8}")
+    spread = [r for r in rows if r.serving is not None and r.serving.get("runs_tok_per_s")]
+    if spread:
+        out.append("  static rows: median of " + str(len(spread[0].serving["runs_tok_per_s"])) +
+                   " runs each, in turn; tok/s of the runs: " + "; ".join(
+                       f"{r.scenario.split(', ', 1)[1]} " + " / ".join(f"{x:,.0f}" for x in r.serving["runs_tok_per_s"])
+                       for r in spread))
     for r in rows:
         if r.serving is not None and "profile_charged_pct" in r.serving:
             out.append(f"  {r.scenario}: profiling charged {r.serving['profile_charged_pct']:.2f}% of the run "

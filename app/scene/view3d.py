@@ -14,26 +14,43 @@ from PySide6.QtWidgets import QLabel, QStackedLayout, QWidget
 
 MAX_POINTS = 80_000
 MAX_BLOCKED = 40_000
+# On a software renderer (Mesa's llvmpipe under Xvfb or a remote X server) every paint
+# rasterises on the CPU, in the GUI thread: 80,000 scene points with 40,000 translucent
+# obstacle points took 60-85 ms a paint and 421 ms for the first after a plan (2-core
+# machine); 40,000 + 15,000 take 20-30 ms.
+SOFTWARE_MAX_POINTS = 40_000
+SOFTWARE_MAX_BLOCKED = 15_000
+SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
 FRUSTUM_DEPTH = 0.35  # metres drawn in front of the camera
 
 
-def gl_available() -> tuple[bool, str]:
-    """(ok, reason): can this process make a current OpenGL context?"""
+def gl_available() -> tuple[bool, str, str]:
+    """(ok, reason, renderer): can this process make a current OpenGL context, and the
+    GL_RENDERER string of one ("" when none)."""
     from PySide6.QtGui import QGuiApplication, QOffscreenSurface, QOpenGLContext
 
     plat = QGuiApplication.platformName()
     if plat in ("offscreen", "minimal", "vnc"):
-        return False, f"the '{plat}' Qt platform has no OpenGL"
+        return False, f"the '{plat}' Qt platform has no OpenGL", ""
     ctx = QOpenGLContext()
     if not ctx.create():
-        return False, "no OpenGL context could be created"
+        return False, "no OpenGL context could be created", ""
     surf = QOffscreenSurface()
     surf.setFormat(ctx.format())
     surf.create()
     ok = ctx.makeCurrent(surf)
+    renderer = ""
     if ok:
+        renderer = str(ctx.functions().glGetString(0x1F01) or "")  # GL_RENDERER
         ctx.doneCurrent()
-    return ok, "" if ok else "an OpenGL context was created but could not be made current"
+    return ok, "" if ok else "an OpenGL context was created but could not be made current", renderer
+
+
+def point_caps(renderer: str) -> tuple[int, int]:
+    """(scene points, obstacle points) the 3D view draws at most: fewer on a software
+    renderer, whose paints block the GUI thread."""
+    soft = any(name in renderer.lower() for name in SOFTWARE_RENDERERS)
+    return (SOFTWARE_MAX_POINTS, SOFTWARE_MAX_BLOCKED) if soft else (MAX_POINTS, MAX_BLOCKED)
 
 
 class Scene3DView(QWidget):
@@ -43,7 +60,8 @@ class Scene3DView(QWidget):
         self._stack = QStackedLayout(self)
         self.gl = None
         self.items: dict[str, object] = {}
-        self.available, self.reason = gl_available()
+        self.available, self.reason, self.renderer = gl_available()
+        self.max_points, self.max_blocked = point_caps(self.renderer)
         if self.available:
             try:
                 import pyqtgraph.opengl as gl
@@ -77,7 +95,7 @@ class Scene3DView(QWidget):
             return
         import pyqtgraph.opengl as gl
 
-        keep = _subsample(len(xyz), MAX_POINTS)
+        keep = _subsample(len(xyz), self.max_points)
         colour = np.concatenate([rgb[keep], np.ones((len(keep), 1))], 1).astype(np.float32)
         item = gl.GLScatterPlotItem(pos=xyz[keep], color=colour, size=3.0, pxMode=True)
         item.setGLOptions("opaque")  # the default additive blending washes a dense cloud out to white
@@ -103,7 +121,7 @@ class Scene3DView(QWidget):
             shell = mask & ~ndimage.binary_erosion(mask)
             idx = np.argwhere(shell)
             pts = np.asarray(lo) + idx * voxel
-        pts = pts[_subsample(len(pts), MAX_BLOCKED)]
+        pts = pts[_subsample(len(pts), self.max_blocked)]
         colour = np.tile(np.array([[0.95, 0.25, 0.2, 0.12]], np.float32), (len(pts), 1))
         item = gl.GLScatterPlotItem(pos=pts, color=colour, size=3.0, pxMode=True)
         item.setGLOptions("translucent")

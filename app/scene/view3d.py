@@ -16,8 +16,9 @@ MAX_POINTS = 80_000
 MAX_BLOCKED = 40_000
 # On a software renderer (Mesa's llvmpipe under Xvfb or a remote X server) every paint
 # rasterises on the CPU, in the GUI thread: 80,000 scene points with 40,000 translucent
-# obstacle points took 60-85 ms a paint and 421 ms for the first after a plan (2-core
-# machine); 40,000 + 15,000 take 20-30 ms.
+# obstacle points took 60-85 ms a paint on the 2-core dev machine, 40,000 + 15,000 take
+# 20-30 ms. (The first paint after a plan still takes 240-300 ms there, whatever the
+# counts: not the shader of the translucent state, which a warm-up item did not move.)
 SOFTWARE_MAX_POINTS = 40_000
 SOFTWARE_MAX_BLOCKED = 15_000
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")

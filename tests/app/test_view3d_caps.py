@@ -1,5 +1,6 @@
 """The 3D view draws thinner clouds on a software OpenGL renderer, whose paints run on the
-CPU in the GUI thread (Mesa's llvmpipe: 60-85 ms a paint at the full caps, 421 ms once)."""
+CPU in the GUI thread (Mesa's llvmpipe: 60-85 ms a paint at the full caps, 20-30 ms at the
+smaller ones)."""
 
 from __future__ import annotations
 

@@ -51,3 +51,14 @@ def test_report_rejects_a_foreign_file(tmp_path):
 
     with pytest.raises(InputFileError, match="x.json"):
         bench_cli.run_kernels(_args("--report", str(bad)))
+
+
+def test_report_of_the_h200_run(capsys):
+    """The stored H200 run (sixth session, FlashInfer 0.2.14.post1 in the same run) prints its
+    tuning row, every decode shape with both peers, and the cache write's runs path."""
+    assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h200_full.json"))) == 0
+    out = capsys.readouterr().out
+    assert "NVIDIA H200" in out and "FlashInfer 0.2.14.post1" in out and "tuning row NVIDIA H200" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "8 ", "64 "))]
+    assert len([r for r in rows if len(r) == 9]) == 12
+    assert "page runs given" in out

@@ -221,7 +221,9 @@ class ModelRunner:
         pos = np.concatenate([np.arange(nc, L) for nc, L in zip(cached, lens)])
         item = np.repeat(np.arange(len(items)), np.diff(starts))
         slots = tables[item, pos // bs].astype(np.int64) * bs + pos % bs
-        runs = page_runs(slots, bs)  # each sequence fills its own pages in order: the write's runs
+        # each sequence fills its own pages in order: the write's runs, which only the CUDA
+        # op reads (the torch reference finds the pages from the slots itself)
+        runs = page_runs(slots, bs) if self.device.type == "cuda" else None
         if span is not None:
             span.start()   # the host's share ends here: the rest is device work
         dev = self.device

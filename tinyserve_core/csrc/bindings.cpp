@@ -29,6 +29,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("page_estimates", &tinyserve::page_estimates);
   m.def("estimate_page_lse", &tinyserve::estimate_page_lse);
   m.def("set_lse_mma", &tinyserve::set_lse_mma, "twostage stage 2 on tensor cores (sm_80+) or CUDA cores");
+  m.def("set_lse_pages_per_warp", &tinyserve::set_lse_pages_per_warp,
+        "the most candidate pages one warp of the stage-2 estimate takes (1..32; default 32)");
   m.def("twostage_candidates", &tinyserve::twostage_candidates);
   m.def("twostage_keep", &tinyserve::twostage_keep);
   m.def("selection_stats_fits", &tinyserve::selection_stats_fits,

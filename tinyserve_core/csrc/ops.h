@@ -52,6 +52,7 @@ torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qk
 
 // twostage_ops.cu: the twostage selector's fused estimate and selections
 void set_lse_mma(bool enabled);
+void set_lse_pages_per_warp(int64_t most);
 torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor& qkeys, const torch::Tensor& meta,
                                 const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
                                 const torch::Tensor& candidates, double scale, int64_t bits);

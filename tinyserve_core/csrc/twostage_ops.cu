@@ -14,6 +14,7 @@ namespace tinyserve {
 
 namespace {
 bool g_lse_mma = true;
+int g_lse_max_ppw = 32;   // set_lse_pages_per_warp: the most candidate pages a warp takes
 
 // One estimate kernel: on tensor cores (MMA) or CUDA cores; both take the same grid.
 template <bool MMA, typename T, int BITS, int D, int G>
@@ -78,12 +79,13 @@ torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor&
                              block_tables.data_ptr<int>(), seq_lens.data_ptr<int>(), candidates.data_ptr<int>(),
                              out.data_ptr<float>(), Hq, Hkv, G, D, BS, (int)block_tables.size(1), C,
                              (float)scale};
-  // pages per warp: up to 4 (the group's queries are loaded once per CTA), fewer while
-  // that leaves under ~4 CTAs per SM
+  // Pages per warp: as many as leave at least two waves of 4 CTAs per SM. A CTA's prologue
+  // (the group's queries, then candidate -> block -> first page: three dependent reads) is
+  // paid once for all of its pages; at 4 pages a warp it was most of a page's time.
   const int sms = sm_count(query.get_device());
   const int64_t warps_needed = (int64_t)B * Hkv * C;
-  int ppw = 4;
-  while (ppw > 1 && warps_needed / (kLseWarps * ppw) < 4 * sms) ppw >>= 1;
+  int ppw = g_lse_max_ppw;
+  while (ppw > 1 && warps_needed / (kLseWarps * ppw) < 8 * sms) ppw >>= 1;
   const dim3 grid(ceil_div(C, kLseWarps * ppw), Hkv, B);
   static_assert(kLseWarps == kMmaLseWarps, "one grid for both estimate kernels");
   const bool half = meta.scalar_type() == torch::kHalf;
@@ -165,5 +167,10 @@ std::vector<torch::Tensor> twostage_keep(const torch::Tensor& lse, const torch::
 }
 
 void set_lse_mma(bool enabled) { g_lse_mma = enabled; }
+
+void set_lse_pages_per_warp(int64_t most) {
+  TORCH_CHECK(most >= 1 && most <= 32, "pages per warp must be in 1..32 (a lane resolves each)");
+  g_lse_max_ppw = (int)most;
+}
 
 }  // namespace tinyserve

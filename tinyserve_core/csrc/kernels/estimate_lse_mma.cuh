@@ -85,6 +85,45 @@ struct MmaLsePage {
   uint32_t w[2][CW];                               // the first tile's codes, rows g and g + 8
 };
 
+// 2^x and log2(x) on the special-function unit, denormals flushed (the estimate's sums are
+// >= 1 and its exponents <= 0; ex2(-inf) = 0).
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float lg2_approx(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Warp sum of v[0..N) as a reduce-scatter: at each butterfly step a lane keeps the half of
+// its heads on its side of the step's lane bit and adds the partner's copy of that half;
+// once one head is left the steps are a plain sum. Lane l ends with v[0] = the sum of head
+// l / (32 / N) over all 32 lanes.
+template <int N>
+__device__ __forceinline__ void bias_scatter(float (&v)[N], int lane) {
+  int n = N;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    if (n > 1) {
+      const bool up = lane & o;
+      const int half = n >> 1;
+#pragma unroll
+      for (int i = 0; i < N / 2; ++i) {
+        if (i < half) {
+          const float send = up ? v[i] : v[i + half], keep = up ? v[i + half] : v[i];
+          v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+        }
+      }
+      n = half;
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+    }
+  }
+}
+
 template <typename T, int BITS, int D, int GMAX>
 __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
     estimate_lse_mma_kernel(const __grid_constant__ PageEstimateParams p, int pages_per_warp) {
@@ -154,49 +193,42 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
     }
     if (kCodesAhead) load_rows(P.blk, 0, P.n_tok, P.w);
   };
+  // Logits in base 2: the softmax runs on ex2/lg2 without the denormal fix-ups of expf/logf.
+  const float scale2 = p.scale * 1.4426950408889634f;
+  constexpr float kInvL = 1.f / L;   // step = range * (1/L): within an ulp of range / L
+  // After bias_scatter, lane `lane` holds the whole bias of head lane / (32 / GMAX); the lanes
+  // that start each such run write that head's output.
+  constexpr int kRun = 32 / GMAX;
+  const int my_head = lane / kRun;
+  const bool head_writer = lane % kRun == 0 && my_head < G;
   pipeline_pages<Page>(p, b, h, lane, pages_per_warp, load, [&](const Page& cur, float* out) {
     const int n_tok = cur.n_tok;
-    // B table of this page: q * step split into fp16 high and low parts; bias q . lo
+    // B table of this page: q * step split into fp16 high and low parts; bias q . lo. Heads
+    // past the group have q = 0, so their entries and bias are zero without a branch.
     float bias[GMAX];
-#pragma unroll
-    for (int n = 0; n < GMAX; ++n) bias[n] = 0.f;
-    if (writer) {
+    {
       float lo[4], st[4];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) lo[k] = to_float(cur.lo[k]), st[k] = (to_float(cur.hi[k]) - lo[k]) / L;
+      for (int k = 0; k < 4; ++k) lo[k] = to_float(cur.lo[k]), st[k] = (to_float(cur.hi[k]) - lo[k]) * kInvL;
 #pragma unroll
       for (int n = 0; n < GMAX; ++n) {
-        if (n < G) {
-          float x[4];
+        float x[4];
+        bias[n] = 0.f;
 #pragma unroll
-          for (int k = 0; k < 4; ++k) x[k] = qv[n][k] * st[k], bias[n] = fmaf(qv[n][k], lo[k], bias[n]);
-          const __half2 h01 = __floats2half2_rn(x[0], x[1]), h23 = __floats2half2_rn(x[2], x[3]);
-          const float2 f01 = __half22float2(h01), f23 = __half22float2(h23);
-          const __half2 l01 = __floats2half2_rn(x[0] - f01.x, x[1] - f01.y),
-                        l23 = __floats2half2_rn(x[2] - f23.x, x[3] - f23.y);
-          tab[(g * 8 + n) * 4 + t] = make_uint4(h2_bits(h01), h2_bits(h23), h2_bits(l01), h2_bits(l23));
-        }
+        for (int k = 0; k < 4; ++k) x[k] = qv[n][k] * st[k], bias[n] = fmaf(qv[n][k], lo[k], bias[n]);
+        const __half2 h01 = __floats2half2_rn(x[0], x[1]), h23 = __floats2half2_rn(x[2], x[3]);
+        const float2 f01 = __half22float2(h01), f23 = __half22float2(h23);
+        const __half2 l01 = __floats2half2_rn(x[0] - f01.x, x[1] - f01.y),
+                      l23 = __floats2half2_rn(x[2] - f23.x, x[3] - f23.y);
+        if (writer) tab[(g * 8 + n) * 4 + t] = make_uint4(h2_bits(h01), h2_bits(h23), h2_bits(l01), h2_bits(l23));
+        else bias[n] = 0.f;   // head_dim 64: lanes past the 4 steps repeat step 0's channels
       }
     }
-    // every lane: the full bias of heads 2t and 2t+1 (the accumulator columns it holds)
-#pragma unroll
-    for (int n = 0; n < GMAX; ++n) {
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) bias[n] += __shfl_xor_sync(0xffffffffu, bias[n], o);
-    }
-    float bcol[2] = {0.f, 0.f};
-#pragma unroll
-    for (int n = 0; n < GMAX; ++n) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-      // sm_80's compiler turns the selection below into a local-memory array indexed by 2t;
-      // a multiply-add keeps it in registers there (on sm_90 it costs a spill at 128 registers)
-      bcol[0] = fmaf(bias[n], float(n == 2 * t), bcol[0]);
-      bcol[1] = fmaf(bias[n], float(n == 2 * t + 1), bcol[1]);
-#else
-      if (n == 2 * t) bcol[0] = bias[n];
-      if (n == 2 * t + 1) bcol[1] = bias[n];
-#endif
-    }
+    // The bias is the same for every token of the page, so it leaves the softmax: the page's
+    // logsumexp is scale * bias + that of scale * (q * step) . codes. Its warp sum is a
+    // reduce-scatter (each butterfly step halves the heads a lane carries): log2(GMAX) + 5
+    // shuffle rounds instead of 5 per head, and no per-lane selection of heads 2t, 2t + 1.
+    bias_scatter<GMAX>(bias, lane);
     __syncwarp();
     float m[2] = {-INFINITY, -INFINITY}, s[2] = {0.f, 0.f};
     for (int row0 = 0; row0 < n_tok; row0 += 16) {
@@ -209,7 +241,15 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
       } else {
         load_rows(cur.blk, row0, n_tok, w);
       }
-      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      // Two accumulators (high and low parts) on sm_90: one chained through all 2 * STEPS
+      // mmas waited out each mma's latency in turn (on sm_80 the second spilled at int8,
+      // head_dim 128, 4 heads, so it stays one chain there).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+      constexpr int LO = 0;
+#else
+      constexpr int LO = 1;
+#endif
+      float acc4[2][4] = {};
 #pragma unroll
       for (int sp = 0; sp < STEPS; sp += (BITS == 8 ? 1 : 2)) {
         uint32_t a[2][4];          // [step within the word][a0..a3]
@@ -226,31 +266,37 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
 #pragma unroll
         for (int k = 0; k < (BITS == 8 ? 1 : 2); ++k) {
           const uint4 bt = tab[((sp + k) * 8 + g) * 4 + t];
-          mma_16816(acc, a[k], bt.x, bt.y);   // high parts of q * step
-          mma_16816(acc, a[k], bt.z, bt.w);   // their fp16 remainders
+          mma_16816(acc4[0], a[k], bt.x, bt.y);    // high parts of q * step
+          mma_16816(acc4[LO], a[k], bt.z, bt.w);   // their fp16 remainders
         }
       }
-      // acc: rows g (acc 0, 1) and g + 8 (acc 2, 3), heads 2t (acc 0, 2) and 2t + 1 (acc 1, 3)
+      // acc: rows g (0, 1) and g + 8 (2, 3), heads 2t (0, 2) and 2t + 1 (1, 3)
+      const bool v0 = row0 + g < n_tok, v1 = row0 + g + 8 < n_tok;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const bool v0 = row0 + g < n_tok, v1 = row0 + g + 8 < n_tok;
-        const float l0 = v0 ? (acc[e] + bcol[e]) * p.scale : -INFINITY;
-        const float l1 = v1 ? (acc[2 + e] + bcol[e]) * p.scale : -INFINITY;
+        const float a0 = LO ? acc4[0][e] + acc4[1][e] : acc4[0][e];
+        const float a1 = LO ? acc4[0][2 + e] + acc4[1][2 + e] : acc4[0][2 + e];
+        const float l0 = v0 ? a0 * scale2 : -INFINITY;
+        const float l1 = v1 ? a1 * scale2 : -INFINITY;
         float mx = fmaxf(l0, l1);
 #pragma unroll
         for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         const float mn = fmaxf(m[e], mx);   // finite: row row0 is live
-        float sum = (v0 ? __expf(l0 - mn) : 0.f) + (v1 ? __expf(l1 - mn) : 0.f);
+        float sum = ex2_ftz(l0 - mn) + ex2_ftz(l1 - mn);   // ex2(-inf) = 0
 #pragma unroll
         for (int o = 4; o < 32; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        s[e] = s[e] * __expf(m[e] - mn) + sum;
+        s[e] = s[e] * ex2_ftz(m[e] - mn) + sum;
         m[e] = mn;
       }
     }
-    if (g == 0) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        if (2 * t + e < G) out[(int64_t)(2 * t + e) * p.num_candidates] = m[e] + logf(s[e]);
+    // Head n's max and sum sit in every lane of quad position n / 2 (entry n % 2).
+    const int src = my_head >> 1;
+    const float m0 = __shfl_sync(0xffffffffu, m[0], src), m1 = __shfl_sync(0xffffffffu, m[1], src);
+    const float s0 = __shfl_sync(0xffffffffu, s[0], src), s1 = __shfl_sync(0xffffffffu, s[1], src);
+    if (head_writer) {
+      const bool odd = my_head & 1;
+      const float lse2 = (odd ? m1 : m0) + lg2_approx(odd ? s1 : s0);
+      out[(int64_t)my_head * p.num_candidates] = fmaf(bias[0], p.scale, lse2 * 0.6931471805599453f);
     }
     __syncwarp();  // the next page rewrites the table
   });

@@ -159,12 +159,16 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
   int my_n;   // lane i: the warp's i-th page
   long long my_blk;
   resolve_page(p, b, h, H, BS, c0 + lane * kMmaLseWarps + warp, lane < pages_per_warp, seq_len, my_n, my_blk);
+  // Code rows: page base + this lane's row g and quarter t, rows g + 8 one stride on.
+  const int64_t page_bytes = (int64_t)BS * H * DQ;
+  const int row_bytes = H * DQ, lane_off = (g * H + h) * DQ + t * CB;
   auto load_rows = [&](long long blk, int row0, int n_tok, uint32_t (&w)[2][CW]) {
+    const uint8_t* base = p.qkeys + blk * page_bytes + lane_off + row0 * row_bytes;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + g + 8 * r;
       if (row < n_tok) {
-        const uint8_t* src = p.qkeys + ((blk * BS + row) * H + h) * DQ + t * CB;
+        const uint8_t* src = base + r * 8 * row_bytes;
         if constexpr (CB == 32) {
           const uint4 a = ld_stream(src), c = ld_stream(src + 16);
           w[r][0] = a.x, w[r][1] = a.y, w[r][2] = a.z, w[r][3] = a.w;
@@ -183,14 +187,24 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
       }
     }
   };
+  // A page's min and max on this lane's 4 channels: int8 takes 4 consecutive channels (one
+  // 8-byte load each), int4 the pairs (c, c + 1) and (c + 4, c + 5) (two 4-byte loads each).
+  auto load_bounds = [&](const T* row, T (&v)[4]) {
+    if constexpr (BITS == 8) {
+      const uint2 u = *reinterpret_cast<const uint2*>(row + ch[0]);
+      memcpy(&v[0], &u.x, 4), memcpy(&v[2], &u.y, 4);
+    } else {
+      const uint32_t a = *reinterpret_cast<const uint32_t*>(row + ch[0]);
+      const uint32_t c = *reinterpret_cast<const uint32_t*>(row + ch[1]);
+      memcpy(&v[0], &a, 2), memcpy(&v[2], reinterpret_cast<const char*>(&a) + 2, 2);
+      memcpy(&v[1], &c, 2), memcpy(&v[3], reinterpret_cast<const char*>(&c) + 2, 2);
+    }
+  };
   auto load = [&](int it, Page& P) {
     page_at(it, c0, kMmaLseWarps, warp, my_n, my_blk, P.c, P.n_tok, P.blk);
     if (P.c >= p.num_candidates || P.n_tok <= 0) return;
     const T* mlo = static_cast<const T*>(p.meta) + (P.blk * 2 * H + h) * D;
-    if (writer) {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) P.lo[k] = mlo[ch[k]], P.hi[k] = mlo[(int64_t)H * D + ch[k]];
-    }
+    if (writer) load_bounds(mlo, P.lo), load_bounds(mlo + (int64_t)H * D, P.hi);
     if (kCodesAhead) load_rows(P.blk, 0, P.n_tok, P.w);
   };
   // Logits in base 2: the softmax runs on ex2/lg2 without the denormal fix-ups of expf/logf.

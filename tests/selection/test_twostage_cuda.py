@@ -86,6 +86,43 @@ def test_page_estimates_match_the_reference(dtype, bits, group, head_dim, block_
     torch.testing.assert_close(got[fin], want[fin], atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_page_estimates_do_not_depend_on_pages_per_warp(bits, lse_kernel):
+    """A warp takes up to 32 candidate pages (lane i resolves the i-th, set_lse_pages_per_warp
+    caps it): a grid of long rows, large enough for the cap to bind on a big GPU, gives
+    bit-identical estimates at every cap, and a sample of rows matches the reference."""
+    from tinyserve_core.kernels._backend import build
+    ext = build()
+    B, H, G, D, bs, C = 16, 8, 4, 128, 16, 2048
+    nb = B * C + 1
+    g = torch.Generator(device=DEV).manual_seed(bits)
+    lo = torch.randn(nb, H, D, device=DEV, generator=g).half()
+    meta = torch.stack([lo, lo + torch.rand(nb, H, D, device=DEV, generator=g).half() * 3], 1).contiguous()
+    qkeys = torch.randint(0, 256, (nb, bs, H, D * bits // 8), device=DEV, generator=g, dtype=torch.uint8)
+    tables = (torch.randperm(nb - 1, device=DEV, generator=g) + 1).view(B, C).to(torch.int32)
+    lens = torch.full((B,), C * bs - 5, dtype=torch.int32, device=DEV)        # a partial last page
+    cand = torch.stack([torch.randperm(C, device=DEV, generator=g) for _ in range(B * H)]).view(B, H, C)
+    cand[:, :, -3:] = -1                                                       # padding
+    cand = cand.to(torch.int32).contiguous()
+    q = torch.randn(B, H * G, D, device=DEV, generator=g)
+    outs = []
+    try:
+        for most in (1, 4, 32):
+            ext.set_lse_pages_per_warp(most)
+            outs.append(kernels.page_estimates(q, qkeys, meta, tables, lens, cand, D ** -0.5))
+    finally:
+        ext.set_lse_pages_per_warp(32)
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])
+    assert torch.isinf(outs[0]).any() and torch.isfinite(outs[0]).any()
+    rows = [0, B - 1]   # the reference over two sequences' rows (their pages only)
+    want = qr.page_estimates(q[rows].cpu(), qkeys.cpu(), meta.cpu(), tables[rows].cpu(), lens[rows].cpu(),
+                             cand[rows].cpu(), D ** -0.5)
+    got = outs[0][rows].cpu()
+    fin = torch.isfinite(want)
+    assert torch.equal(torch.isinf(got), torch.isinf(want))
+    torch.testing.assert_close(got[fin], want[fin], atol=2e-4, rtol=1e-4)
+
+
 def test_twostage_on_the_gpu_keeps_the_reference_pages():
     H, D, bs = 2, 128, 16
     nb = 160

@@ -54,10 +54,15 @@ class PlanControl:
 
     def _plan_job(self, target, robot, planner):
         res = self.lab.plan(target, robot, planner=planner)
-        return res, self.lab.planner.inflated(robot)
+        if self.view3d is None or self.view3d.gl is None:
+            return res, None
+        from .view3d import blocked_points
+
+        blocked, lo, voxel = self.lab.planner.inflated(robot)
+        return res, blocked_points(blocked, lo, voxel, self.view3d.max_blocked)
 
     def _on_plan(self, out):
-        res, (blocked, lo, voxel) = out
+        res, blocked = out
         self.plan_result = res
         p = self.plan_panel
         if res.solved:
@@ -71,7 +76,7 @@ class PlanControl:
         self.redraw()
         self.view.repaint()
         if self.view3d is not None:
-            self.view3d.set_blocked(blocked, lo, voxel)
+            self.view3d.set_blocked(blocked)
             self.view3d.set_path(res.path if res.solved else None)
         self.timings["plan_to_draw_ms"] = (time.perf_counter() - self._pending.pop("plan")) * 1000
 
@@ -80,5 +85,5 @@ class PlanControl:
         self.plan_panel.result.setText("")
         if self.view3d is not None:
             self.view3d.set_path(None)
-            self.view3d.set_blocked(None, None, 0.0)
+            self.view3d.set_blocked(None)
         self.redraw()

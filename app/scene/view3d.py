@@ -17,8 +17,8 @@ MAX_BLOCKED = 40_000
 # On a software renderer (Mesa's llvmpipe under Xvfb or a remote X server) every paint
 # rasterises on the CPU, in the GUI thread: 80,000 scene points with 40,000 translucent
 # obstacle points took 60-85 ms a paint on the 2-core dev machine, 40,000 + 15,000 take
-# 20-30 ms. (The first paint after a plan still takes 240-300 ms there, whatever the
-# counts: not the shader of the translucent state, which a warm-up item did not move.)
+# 20-30 ms. (The long paints seen after plans were the GIL, not the rasteriser: see the
+# switch interval in worker.py.)
 SOFTWARE_MAX_POINTS = 40_000
 SOFTWARE_MAX_BLOCKED = 15_000
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")

@@ -81,7 +81,7 @@ torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor&
                              (float)scale};
   // Pages per warp: as many as leave at least two waves of 4 CTAs per SM. A CTA's prologue
   // (the group's queries, then candidate -> block -> first page: three dependent reads) is
-  // paid once for all of its pages; at 4 pages a warp it was most of a page's time.
+  // paid once for all of its pages: 4 -> 32 pages a warp took 341 -> 308 us (H200, 64 x 32K).
   const int sms = sm_count(query.get_device());
   const int64_t warps_needed = (int64_t)B * Hkv * C;
   int ppw = g_lse_max_ppw;

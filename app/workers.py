@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
-import sys
 import threading
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from tinyserve_core.engine.config import EngineConfig
 
+from .gil import favour_gui_thread
 from .serving import messages as m
 from .serving.engine_host import EngineHost, child_main, default_simulation_factory
 from .serving.snapshot import Snapshot
@@ -93,7 +93,7 @@ class EngineWorker(QObject):
         else:
             # the engine thread holds the GIL for most of a step; hand it back to the
             # GUI thread quickly (the process transport has no such contention)
-            sys.setswitchinterval(0.0005)
+            favour_gui_thread(0.0005)
             self._cmds: queue.Queue = queue.Queue()
             self._wake = threading.Event()
             self._host = EngineHost(config, factory, self._deliver)

@@ -11,7 +11,6 @@ spin-waiting on each other made a 256x256 bake frame 50x slower (0.27 s -> 13 s)
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import traceback
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from PySide6.QtCore import QThread, Signal
+
+from ..gil import favour_gui_thread
 
 FULL_CHUNK_RAYS = 8192
 
@@ -50,15 +51,10 @@ class SceneWorker(QThread):
         self._render: tuple | None = None
         self._quit = False
         self.busy = False
-        # OMPL's solve holds the GIL between its Python validity callbacks, and each
-        # PyOpenGL call of a 3D paint gives the GIL up and waits to get it back: at the
-        # default 5 ms switch interval a paint during a plan stalled the GUI thread for
-        # 150-550 ms (py-spy: the GUI thread in GLLinePlotItem.paint, the worker in
-        # Planner._ompl's `valid`). `bench scene-gui --scene apartment`, same period: the
-        # whole run's longest stall 424 ms at 5 ms, 146-160 at 1 ms (0.5 ms: no better,
-        # refines slower); planning within the runs' spread. The serving tab's engine
-        # thread sets 0.5 ms; the lower of the two stays.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+        # OMPL's solve keeps the GIL between its Python callbacks (app/gil.py). `bench
+        # scene-gui --scene apartment`, same period: the whole run's longest stall 424 ms
+        # at the default 5 ms, 146-160 ms at 1 ms (0.5 ms no better, refines slower).
+        favour_gui_thread(0.001)
 
     # ---- called from the GUI thread --------------------------------------------------
     def submit(self, kind: str, fn: Callable[..., Any], *args, background: bool = False) -> None:

@@ -100,6 +100,12 @@ def test_skinny_gemm_matches_a_float32_product(cuda_ops, gen, dtype, rows, n, k,
     want = torch.nn.functional.linear(x.float(), w.float(), None if b is None else b.float())
     assert out.shape == (rows, n) and out.dtype == dtype
     assert rel_err(out, want) < TOL[dtype]
+    # weight loads issued before the PDL wait sum in the same order: the same bits
+    assert torch.equal(_cuda_fused.linear(x, w, b, static_weight=True), out)
+    # ... also when its input comes from the kernel just before it (a norm, as in a layer)
+    ones = torch.ones(k, dtype=dtype, device=x.device)
+    h = _cuda_fused.rms_norm(x, ones, 1e-6)
+    assert torch.equal(_cuda_fused.linear(h, w, b, static_weight=True), _cuda_fused.linear(h.clone(), w, b))
     # a view of a packed product (what the fused q/k/v weights hand out) works the same
     half = _cuda_fused.linear(x[None], w[: n // 2])
     assert half.shape == (1, rows, n // 2)

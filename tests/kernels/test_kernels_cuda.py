@@ -83,6 +83,25 @@ def test_decode_matches_reference(cuda_ops, gen, dtype, head_dim, bs, hq, hkv):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_decode_table_wider_than_the_contexts(cuda_ops, gen, dtype):
+    """A CUDA graph captures the step at the model's widest table (8,192 pages for a 128K
+    model) and the split plan follows that width: each sequence's own tokens are shared by
+    the splits, whatever the width, and the merge takes any split count (300: more than
+    its table of weights holds)."""
+    seq_lens = [8192, 700, 100, 1]
+    kc, vc, bt, sl = paged_context(seq_lens, 16, 8, 128, dtype, gen)
+    wide = torch.full((len(seq_lens), 8192), -1, dtype=torch.int32, device=DEV)
+    wide[:, :bt.shape[1]] = bt
+    q = rand((len(seq_lens), 32, 128), dtype, gen, scale=2.0)
+    ref = ref_decode(q, kc, vc, bt, sl, 128 ** -0.5)
+    assert cuda_ops.decode_num_splits(len(seq_lens), 8, wide.shape[1] * 16, 128) > 1
+    for splits in (0, 33, 300):
+        poison_allocator()
+        out = cuda_ops.paged_decode_attention(q, kc, vc, wide, sl, 128 ** -0.5, num_splits=splits)
+        assert rel_err(out, ref) <= TOL[dtype], f"splits={splits}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_decode_long_context_split_k(cuda_ops, gen, dtype):
     seq_lens = [32768, 5000, 17]
     kc, vc, bt, sl = paged_context(seq_lens, 16, 8, 128, dtype, gen)

@@ -77,7 +77,7 @@ void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
   const dim3 grid(p.num_splits, p.num_kv_heads, batch);
   launch_pdl(decode_kernel<T, D>(), grid, kDecodeWarps * 32, decode_smem_bytes<D>(), stream, p);
   if (p.num_splits > 1)
-    launch_pdl(decode_merge_kernel<T, D>, dim3(p.num_q_heads, batch), D / 4, 0, stream, p);
+    launch_pdl(decode_merge_kernel<T, D>, dim3(p.num_q_heads, batch), D / 4 * kMergeParts, 0, stream, p);
 }
 
 // The FP8-cache variant: fp16 queries and outputs, the pages' scales beside the cache.
@@ -87,7 +87,7 @@ void launch_decode_fp8(const DecodeParams& p, const float* scales, int batch, cu
   const Fp8DecodeParams fp{p, scales};
   launch_pdl(paged_decode_fp8_kernel<D>, dim3(p.num_splits, p.num_kv_heads, batch), kDecodeWarps * 32, fp8_decode_smem_bytes<D>(), stream, fp);
   if (p.num_splits > 1)
-    launch_pdl(decode_merge_kernel<__half, D>, dim3(p.num_q_heads, batch), D / 4, 0, stream, p);
+    launch_pdl(decode_merge_kernel<__half, D>, dim3(p.num_q_heads, batch), D / 4 * kMergeParts, 0, stream, p);
 }
 
 template <typename T, int D>

@@ -98,7 +98,8 @@ torch::Tensor silu_and_mul(const torch::Tensor& gate_up) {
   return out;
 }
 
-torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, const std::optional<torch::Tensor>& bias) {
+torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, const std::optional<torch::Tensor>& bias,
+                          bool weight_first) {
   TS_CHECK_CUDA(x);
   TS_CHECK_CONTIG(x);
   TS_CHECK_CONTIG(weight);
@@ -124,7 +125,7 @@ torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, c
     launch_pdl(skinny_gemm_kernel<T, R>, dim3(blocks), dim3(kSkinnyWarps * 32), 0, stream,
                reinterpret_cast<const T*>(x.data_ptr()), reinterpret_cast<const T*>(weight.data_ptr()),
                bias.has_value() ? reinterpret_cast<const T*>(bias->data_ptr()) : static_cast<const T*>(nullptr),
-               reinterpret_cast<T*>(y.data_ptr()), (int)N, (int)K);
+               reinterpret_cast<T*>(y.data_ptr()), (int)N, (int)K, weight_first);
   };
   auto by_rows = [&](auto tag) {
     switch (M) {

@@ -83,7 +83,10 @@ void rotary_embedding(torch::Tensor& q, torch::Tensor& k, const torch::Tensor& p
 
 torch::Tensor silu_and_mul(const torch::Tensor& gate_up);
 
-torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, const std::optional<torch::Tensor>& bias);
+// weight_first: the weight and bias are not written by the kernel launched just before
+// (a model's weights): the product starts loading them before that kernel finishes.
+torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, const std::optional<torch::Tensor>& bias,
+                          bool weight_first);
 
 }  // namespace tinyserve
 

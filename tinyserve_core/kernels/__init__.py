@@ -187,6 +187,9 @@ def silu_and_mul(gate_up):
     return _fused_ops(gate_up).silu_and_mul(gate_up)
 
 
-def linear(x, weight, bias=None):
-    """F.linear; on a GPU a bandwidth-bound kernel of its own for 1-4 rows of x."""
-    return _fused_ops(x).linear(x, weight, bias)
+def linear(x, weight, bias=None, static_weight: bool = False):
+    """F.linear; on a GPU a bandwidth-bound kernel of its own for 1-4 rows of x.
+    `static_weight`: the weight and bias are not written by the op launched just before
+    this one (a model's weights while it serves), so the kernel may start reading them
+    while that op still runs (programmatic dependent launch, sm_90+). Same result."""
+    return _fused_ops(x).linear(x, weight, bias, static_weight)

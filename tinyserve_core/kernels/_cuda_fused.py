@@ -64,7 +64,7 @@ def silu_and_mul(gate_up):
     return _extension().silu_and_mul(rows).view(*gate_up.shape[:-1], gate_up.shape[-1] // 2)
 
 
-def linear(x, weight, bias=None):
+def linear(x, weight, bias=None, static_weight: bool = False):
     """x [..., K] @ weight[N, K]^T (+ bias): the skinny kernel for 1-4 rows of fp16/bf16
     (aligned, K % 8 == 0), cuBLAS otherwise."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
@@ -77,4 +77,4 @@ def linear(x, weight, bias=None):
     if not x2.is_contiguous() or x2.data_ptr() % 16:
         x2 = x2.contiguous()
     b = None if bias is None else bias.contiguous()
-    return _extension().skinny_gemm(x2, weight, b).view(*x.shape[:-1], weight.shape[0])
+    return _extension().skinny_gemm(x2, weight, b, bool(static_weight)).view(*x.shape[:-1], weight.shape[0])

@@ -64,5 +64,8 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           static_weight: bool = False) -> torch.Tensor:
+    # static_weight is a scheduling promise for the CUDA kernel (it may read the weight
+    # before its predecessor ends); it does not change the result.
     return F.linear(x, weight, bias)

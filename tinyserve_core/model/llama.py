@@ -32,8 +32,9 @@ def _no_timer(_name: str):
 
 
 def serving_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """layer(x) through the kernels API (a kernel of its own for a decode step's few rows)."""
-    return kernels.linear(x, layer.weight, layer.bias)
+    """layer(x) through the kernels API (a kernel of its own for a decode step's few rows).
+    Weights are not written while serving: the kernel may load them ahead of its input."""
+    return kernels.linear(x, layer.weight, layer.bias, static_weight=True)
 
 
 class RMSNorm(nn.Module):
@@ -67,7 +68,7 @@ class LlamaMLP(nn.Module):
         """The same MLP through the kernels API: one gate/up product when the weights
         are fused (LlamaForCausalLM.fuse_projections), then fused SiLU-and-mul."""
         if self.gate_up_weight is not None:
-            gate_up = kernels.linear(x, self.gate_up_weight, self.gate_up_bias)
+            gate_up = kernels.linear(x, self.gate_up_weight, self.gate_up_bias, static_weight=True)
         else:
             gate_up = torch.cat((serving_linear(self.gate_proj, x), serving_linear(self.up_proj, x)), dim=-1)
         return serving_linear(self.down_proj, kernels.silu_and_mul(gate_up))
@@ -97,7 +98,7 @@ class LlamaAttention(nn.Module):
             return (serving_linear(self.q_proj, x).view(-1, self.num_heads, self.head_dim),
                     serving_linear(self.k_proj, x).view(-1, self.num_kv_heads, self.head_dim),
                     serving_linear(self.v_proj, x).view(-1, self.num_kv_heads, self.head_dim))
-        qkv = kernels.linear(x, self.qkv_weight, self.qkv_bias)
+        qkv = kernels.linear(x, self.qkv_weight, self.qkv_bias, static_weight=True)
         nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q, k, v = qkv.split((nq, nkv, nkv), dim=-1)
         return (q.view(-1, self.num_heads, self.head_dim), k.view(-1, self.num_kv_heads, self.head_dim),

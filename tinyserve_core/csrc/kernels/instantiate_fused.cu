@@ -16,6 +16,6 @@ TINYSERVE_FUSED_INSTANCES(FUSED)
 
 namespace tinyserve {
 #define SKINNY(T, M) \
-  template __global__ void skinny_gemm_kernel<T, M>(const T*, const T*, const T*, T*, int, int);
+  template __global__ void skinny_gemm_kernel<T, M>(const T*, const T*, const T*, T*, int, int, bool);
 TINYSERVE_SKINNY_INSTANCES(SKINNY)
 }  // namespace tinyserve

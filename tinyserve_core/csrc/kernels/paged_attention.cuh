@@ -132,8 +132,18 @@ struct DecodeCta {
     seq_len = p.seq_lens[b];
     n_pages = (seq_len + p.block_size - 1) / p.block_size;
     const int nv = p.page_indices != nullptr ? p.max_sel * p.block_size : seq_len;
-    v_begin = split * p.chunk_tokens;
-    v_end = min(nv, v_begin + p.chunk_tokens);
+    // Dense: the sequence's own tiles are shared evenly by the grid's splits. The split
+    // count is planned for the block table's width, which inside a CUDA graph is the
+    // model's longest context (8,192 pages for a 128K model): chunks of width / splits
+    // left a batch-1 step at 8K context to 3 splits of 4K tokens each per kv-head (65 us
+    // against 8 us of bytes, H200). The selected-pages variant has a fixed-width list.
+    int chunk = p.chunk_tokens;
+    if (p.page_indices == nullptr) {
+      const int tiles = (seq_len + kDecodeTile - 1) / kDecodeTile;
+      chunk = (tiles + p.num_splits - 1) / p.num_splits * kDecodeTile;
+    }
+    v_begin = split * chunk;
+    v_end = min(nv, v_begin + chunk);
   }
 };
 
@@ -227,28 +237,65 @@ __device__ __forceinline__ void decode_tile_compute(uint32_t stage, uint32_t ok,
   }
 }
 
-// Merges the num_splits partial results of 4 consecutive output elements (row = b * Hq + head,
-// d4 = element / 4) by log-sum-exp and writes them.
+// Merges the num_splits partial results of one output row (row = b * Hq + head) by
+// log-sum-exp. kMergeParts threads share each group of 4 output elements, each summing
+// every kMergeParts-th split, so a thread's loads (a few splits, all issued together)
+// cost one or two memory latencies instead of one per split in turn (a batch-1 step has
+// 33 splits: 7 us per merge on an H200 with one thread per 4 elements).
+constexpr int kMergeParts = 4;
+constexpr int kMergeMaxSplits = 256;   // the plan's ceiling (attention_ops.cu: max_splits)
+
 template <typename T, int D>
-__device__ __forceinline__ void decode_merge_out4(const DecodeParams& p, int64_t row, int d4) {
-  const float* lse = p.part_lse + row * p.num_splits;
-  const float4* po = reinterpret_cast<const float4*>(p.part_o + row * p.num_splits * D) + d4;
+__device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t row) {
+  constexpr int kWarps = D / 4 * kMergeParts / 32;
+  __shared__ float sm_w[kMergeMaxSplits];   // exp2(lse - max) of each split
+  __shared__ float sm_max[kWarps];
+  __shared__ float4 sm_num[kMergeParts][D / 4];
+  __shared__ float sm_den[kMergeParts];
+  const int S = p.num_splits;
+  const int d4 = threadIdx.x % (D / 4), part = threadIdx.x / (D / 4);
+  const float* lse = p.part_lse + row * S;
+  // The max over splits: each thread loads its share, then a block reduction.
   float mx = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) mx = fmaxf(mx, lse[s]);
+  for (int s = threadIdx.x; s < S; s += blockDim.x) mx = fmaxf(mx, __ldg(lse + s));
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if ((threadIdx.x & 31) == 0) sm_max[threadIdx.x >> 5] = mx;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_max[w]);
+  auto weight = [&](int s) {
+    const float ls = __ldg(lse + s);
+    return (mx == -INFINITY || ls == -INFINITY) ? 0.f : exp2f(ls - mx);
+  };
+  const bool table = S <= kMergeMaxSplits;   // more splits (an explicit num_splits): weigh in the loop
+  if (table)
+    for (int s = threadIdx.x; s < S; s += blockDim.x) sm_w[s] = weight(s);
+  __syncthreads();
+  const float4* po = reinterpret_cast<const float4*>(p.part_o + row * S * D) + d4;
   float den = 0.f;
   float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (mx != -INFINITY) {
-#pragma unroll 4
-    for (int s = 0; s < p.num_splits; ++s) {
-      const float ls = lse[s];
-      const float4 o = po[(int64_t)s * (D / 4)];
-      const float wt = ls == -INFINITY ? 0.f : exp2f(ls - mx);
-      den += wt;
-      num.x += wt * o.x;
-      num.y += wt * o.y;
-      num.z += wt * o.z;
-      num.w += wt * o.w;
-    }
+#pragma unroll 8
+  for (int s = part; s < S; s += kMergeParts) {
+    const float wt = table ? sm_w[s] : weight(s);
+    const float4 o = po[(int64_t)s * (D / 4)];
+    den += wt;
+    num.x += wt * o.x;
+    num.y += wt * o.y;
+    num.z += wt * o.z;
+    num.w += wt * o.w;
+  }
+  sm_num[part][d4] = num;
+  if (d4 == 0) sm_den[part] = den;
+  __syncthreads();
+  if (part != 0) return;
+#pragma unroll
+  for (int q = 1; q < kMergeParts; ++q) {
+    const float4 o = sm_num[q][d4];
+    num.x += o.x;
+    num.y += o.y;
+    num.z += o.z;
+    num.w += o.w;
+    den += sm_den[q];
   }
   const float inv = den > 0.f ? 1.f / den : 0.f;
   T* out = static_cast<T*>(p.out) + row * D + 4 * d4;
@@ -390,9 +437,9 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
 // out[b, h, :] = sum_s 2^(lse_s - lse_max) o_s / sum_s 2^(lse_s - lse_max). One CTA per
 // (head, sequence), one thread per 4 output elements.
 template <typename T, int D>
-__global__ void __launch_bounds__(D / 4) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
+__global__ void __launch_bounds__(D / 4 * kMergeParts) decode_merge_kernel(const __grid_constant__ DecodeParams p) {
   pdl_entry();
-  decode_merge_out4<T, D>(p, (int64_t)blockIdx.y * p.num_q_heads + blockIdx.x, threadIdx.x);
+  decode_merge_row<T, D>(p, (int64_t)blockIdx.y * p.num_q_heads + blockIdx.x);
 }
 
 // Every (dtype, head_dim) the extension builds; CI instantiates the same list.

@@ -12,24 +12,37 @@ namespace tinyserve {
 
 constexpr int kSkinnyWarps = 8;       // output columns per block
 constexpr int kSkinnyMaxRows = 4;
+constexpr int kSkinnyAhead = 4;       // 16-byte weight loads a lane issues before the PDL wait
 
+// `weight_first`: the weight and bias are not written by the kernel launched just before
+// this one (a model's weights during serving), so each lane issues its first
+// kSkinnyAhead weight loads before wait_prior_grid(). Under programmatic dependent launch
+// this kernel's CTAs become resident while their predecessor still runs (a norm, the
+// attention merge: one to a few hundred CTAs), and at batch 1 the weights are all of
+// the product's bytes: their first loads then overlap the predecessor instead of each
+// product starting from an idle memory system.
 template <typename T, int M>
 __global__ void __launch_bounds__(kSkinnyWarps * 32)
     skinny_gemm_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                       T* __restrict__ y, int N, int K) {
-  pdl_entry();
+                       T* __restrict__ y, int N, int K, bool weight_first) {
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * kSkinnyWarps + (threadIdx.x >> 5);
-  if (n >= N) return;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + (int64_t)n * K);
-  const uint4* xr = reinterpret_cast<const uint4*>(x);
+  const uint4* wr = reinterpret_cast<const uint4*>(w + (int64_t)(n < N ? n : 0) * K);
   const int chunks = K / 8;   // 8 values of T per 16 bytes
+  uint4 ahead[kSkinnyAhead];
+  const int first = weight_first ? kSkinnyAhead * 32 : 0;   // chunks taken by the loads ahead
+  if (weight_first && n < N) {
+#pragma unroll
+    for (int a = 0; a < kSkinnyAhead; ++a)
+      if (lane + 32 * a < chunks) ahead[a] = ld_stream(wr + lane + 32 * a);
+  }
+  pdl_entry();
+  if (n >= N) return;
+  const uint4* xr = reinterpret_cast<const uint4*>(x);
   float acc[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.f;
-#pragma unroll 4
-  for (int c = lane; c < chunks; c += 32) {
-    const uint4 wv = ld_stream(wr + c);
+  auto fma_chunk = [&](const uint4& wv, int c) {
     const T* wh = reinterpret_cast<const T*>(&wv);
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -38,7 +51,14 @@ __global__ void __launch_bounds__(kSkinnyWarps * 32)
 #pragma unroll
       for (int j = 0; j < 8; ++j) acc[m] = fmaf(to_float(wh[j]), to_float(xh[j]), acc[m]);
     }
+  };
+  if (weight_first) {
+#pragma unroll
+    for (int a = 0; a < kSkinnyAhead; ++a)
+      if (lane + 32 * a < chunks) fma_chunk(ahead[a], lane + 32 * a);
   }
+#pragma unroll 4
+  for (int c = first + lane; c < chunks; c += 32) fma_chunk(ld_stream(wr + c), c);
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float v = acc[m];

@@ -117,6 +117,21 @@ __global__ void __launch_bounds__(kNormThreads)
   }
 }
 
+// The cos and sin of a token's head_dim / 2 angles float(pos) * inv_freq[i], rounded to T,
+// into shared memory, once per token rather than once per head: cosf/sinf of angles up to
+// ~1e5 rad cost ~40 instructions each, and a batch-1 step's one CTA recomputing them for
+// 40 heads took ~3 us (H200). Every thread of the block must call it (a barrier).
+constexpr int kRopeMaxPairs = 256;   // head_dim up to 512 takes the table
+template <typename T>
+__device__ __forceinline__ void rope_table(float* cs, float* sn, float pos, const float* inv_freq, int half) {
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    const float angle = pos * inv_freq[i];
+    cs[i] = round_to<T>(cosf(angle));
+    sn[i] = round_to<T>(sinf(angle));
+  }
+  __syncthreads();
+}
+
 // Grid (tokens); threads over (heads of q then k) x half pairs. x [N, H, D] with row
 // stride `*_stride` and head stride D. The angle of pair i at position p is
 // float(p) * inv_freq[i] (float32, as torch computes it), its cos and sin rounded to T
@@ -129,12 +144,15 @@ __global__ void rotary_kernel(T* __restrict__ q, int64_t q_stride, int q_heads, 
   const int64_t n = blockIdx.x;
   const int half = head_dim / 2;
   const float pos = (float)positions[n];
+  __shared__ float cs[kRopeMaxPairs], sn[kRopeMaxPairs];
+  const bool table = half <= kRopeMaxPairs;   // the same for the whole block
+  if (table) rope_table<T>(cs, sn, pos, inv_freq, half);
   const int pairs = (q_heads + k_heads) * half;
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
     const int h = p / half, i = p % half;
     T* xr = h < q_heads ? q + n * q_stride + h * head_dim : k + n * k_stride + (h - q_heads) * head_dim;
     const float angle = pos * inv_freq[i];
-    const float c = round_to<T>(cosf(angle)), s = round_to<T>(sinf(angle));
+    const float c = table ? cs[i] : round_to<T>(cosf(angle)), s = table ? sn[i] : round_to<T>(sinf(angle));
     const float x1 = to_float(xr[i]), x2 = to_float(xr[i + half]);
     // torch: x * cos + cat(-x2, x1) * sin, each product and the sum rounded to T
     xr[i] = from_float<T>(round_to<T>(x1 * c) + round_to<T>(-x2 * s));

@@ -60,50 +60,6 @@ def test_rotary_kernel_matches_the_reference_on_packed_views(cuda_ops, gen, dtyp
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("hq,hkv,d", [(32, 8, 128), (8, 2, 64)])
-def test_rotary_and_cache_is_the_two_kernels_in_one(cuda_ops, gen, dtype, hq, hkv, d):
-    """A decode step's RoPE + cache write in one launch gives the bits of rotary_embedding
-    then reshape_and_cache(one_per_page) on packed q/k/v views: rotated q and k, both
-    caches, and the page bounds (a page's first slot, later slots merged, padding)."""
-    from tinyserve_core.kernels import _cuda_fused, _cuda_ops
-    bs, nb = 16, 40
-    slots = torch.tensor([3 * bs, 7 * bs + 5, -1, 12 * bs + 15, 20 * bs + 1], device=DEV)   # fresh, mid, pad, last
-    n = slots.numel()
-    pos = torch.randint(0, 32768, (n,), device=DEV, generator=gen)
-    inv_freq = 1.0 / (500000.0 ** (torch.arange(0, d, 2, device=DEV, dtype=torch.float32) / d))
-    qkv = rand((n, (hq + 2 * hkv) * d), dtype, gen, 2.0)
-    caches = [rand((nb, bs, hkv, d), dtype, gen) for _ in range(2)] + [rand((nb, 2, hkv, d), dtype, gen)]
-
-    def views(t):
-        q, k, v = t.split((hq * d, hkv * d, hkv * d), dim=-1)
-        return q.view(n, hq, d), k.view(n, hkv, d), v.view(n, hkv, d)
-
-    outs = []
-    for fused in (True, False):
-        t, (kc, vc, meta) = qkv.clone(), [c.clone() for c in caches]
-        q, k, v = views(t)
-        poison_allocator()
-        if fused:
-            _cuda_fused.rotary_and_cache(q, k, v, pos, inv_freq, kc, vc, meta, slots)
-        else:
-            _cuda_fused.rotary_embedding(q, k, pos, inv_freq)
-            _cuda_ops.reshape_and_cache(k, v, kc, vc, meta, slots, one_per_page=True)
-        outs.append((t, kc, vc, meta))
-    for got, want, name in zip(outs[0], outs[1], ("q/k/v", "k_cache", "v_cache", "meta")):
-        assert torch.equal(got, want), name
-    # and the spec: the rotation within the dtype's rounding, the rows in their slots
-    t, (kc, vc, meta) = qkv.clone(), [c.clone() for c in caches]
-    q, k, v = views(t)
-    fr.rotary_and_cache(q, k, v, pos, inv_freq, kc, vc, meta, slots)
-    assert rel_err(outs[0][0], t) < TOL[dtype] / 10
-    valid = slots >= 0
-    b, o = slots[valid] // bs, slots[valid] % bs
-    assert rel_err(outs[0][1][b, o], kc[b, o]) < TOL[dtype] / 10
-    assert torch.equal(outs[0][2], vc)
-    assert torch.equal(outs[0][3][3, 0], outs[0][1][3, 0]) and torch.equal(outs[0][3][3, 1], outs[0][1][3, 0])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows,inter", [(1, 11008), (64, 11008), (3, 100)])
 def test_silu_and_mul_kernel_matches_the_reference(cuda_ops, gen, dtype, rows, inter):
     from tinyserve_core.kernels import _cuda_fused

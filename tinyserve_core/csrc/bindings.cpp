@@ -38,7 +38,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("selection_stats", &tinyserve::selection_stats);
   m.def("rms_norm", &tinyserve::rms_norm);
   m.def("rotary_embedding", &tinyserve::rotary_embedding);
-  m.def("rotary_and_cache", &tinyserve::rotary_and_cache);
   m.def("silu_and_mul", &tinyserve::silu_and_mul);
   m.def("skinny_gemm", &tinyserve::skinny_gemm);
 }

@@ -6,16 +6,15 @@
 
 #include "kernels/copy_blocks.cuh"
 #include "kernels/reshape_and_cache.cuh"
-#include "kernels/rotary_cache.cuh"
 #include "launch.h"
 #include "ops.h"
 
 namespace tinyserve {
 
-namespace {
-// The checks and launch parameters every cache write shares (key/value rows, caches, slots).
-CacheWriteParams cache_write_params(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
-                                    torch::Tensor& v_cache, const torch::Tensor& slot_mapping) {
+void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
+                       torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
+                       const torch::Tensor& slot_mapping, bool one_per_page,
+                       const std::optional<torch::Tensor>& runs) {
   TS_CHECK_CUDA(key);
   TS_CHECK_CUDA(k_cache);
   TS_CHECK_CONTIG(k_cache);
@@ -36,6 +35,10 @@ CacheWriteParams cache_write_params(const torch::Tensor& key, const torch::Tenso
                     reinterpret_cast<uintptr_t>(t->data_ptr()) % 16 == 0,
                 "key/value rows must be 16-byte aligned with a contiguous head_dim");
   }
+  if (T == 0) return;
+  const c10::cuda::CUDAGuard guard(key.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
   CacheWriteParams p{};
   p.key = key.data_ptr();
   p.value = value.data_ptr();
@@ -51,33 +54,15 @@ CacheWriteParams cache_write_params(const torch::Tensor& key, const torch::Tenso
   p.head_dim = D;
   p.block_size = BS;
   p.num_blocks = (int)k_cache.size(0);
-  return p;
-}
-
-void check_meta(const torch::Tensor& m, const torch::Tensor& k_cache) {
-  TS_CHECK_CONTIG(m);
-  TORCH_CHECK(m.scalar_type() == k_cache.scalar_type(), "meta must have the cache dtype");
-  TORCH_CHECK(m.dim() == 4 && m.size(0) == k_cache.size(0) && m.size(1) == 2 && m.size(2) == k_cache.size(2) &&
-                  m.size(3) == k_cache.size(3), "meta must be [NB, 2, Hkv, D]");
-  TORCH_CHECK(k_cache.size(0) < (1LL << 30), "reshape_and_cache: too many blocks");
-}
-}  // namespace
-
-void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
-                       torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
-                       const torch::Tensor& slot_mapping, bool one_per_page,
-                       const std::optional<torch::Tensor>& runs) {
-  CacheWriteParams p = cache_write_params(key, value, k_cache, v_cache, slot_mapping);
-  const int T = p.num_tokens, Hkv = p.num_kv_heads, D = p.head_dim, BS = p.block_size;
-  const int vec = 16 / (int)key.element_size();
-  if (T == 0) return;
-  const c10::cuda::CUDAGuard guard(key.device());
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   torch::Tensor scratch;
   int meta_blocks = 0;
   if (meta.has_value()) {
     const auto& m = *meta;
-    check_meta(m, k_cache);
+    TS_CHECK_CONTIG(m);
+    TORCH_CHECK(m.scalar_type() == k_cache.scalar_type(), "meta must have the cache dtype");
+    TORCH_CHECK(m.dim() == 4 && m.size(0) == k_cache.size(0) && m.size(1) == 2 && m.size(2) == Hkv &&
+                    m.size(3) == D, "meta must be [NB, 2, Hkv, D]");
+    TORCH_CHECK(k_cache.size(0) < (1LL << 30), "reshape_and_cache: too many blocks");
     p.meta = m.data_ptr();
     TORCH_CHECK(!(one_per_page && runs.has_value()), "reshape_and_cache: one_per_page or runs, not both");
     if (runs.has_value()) {   // the caller's page runs: one CTA per run, no scratch
@@ -127,44 +112,6 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
       launch_pdl(cache_write_meta_kernel<T>, dim3(meta_blocks), dim3(kCacheMetaThreads), 0, stream, p);
     else
       launch_pdl(cache_write_kernel<T>, dim3(blocks), dim3(threads), 0, stream, p);
-  });
-}
-
-void rotary_and_cache(torch::Tensor& q, torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
-                      torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
-                      const torch::Tensor& slot_mapping, const torch::Tensor& positions,
-                      const torch::Tensor& inv_freq) {
-  RotaryCacheParams rp{};
-  rp.c = cache_write_params(key, value, k_cache, v_cache, slot_mapping);
-  const int T = rp.c.num_tokens, D = rp.c.head_dim;
-  const int vec = 16 / (int)key.element_size();
-  TS_CHECK_CUDA(q);
-  TORCH_CHECK(q.scalar_type() == key.scalar_type() && q.dim() == 3 && q.size(0) == T && q.size(2) == D,
-              "q must be [T, Hq, D] of the key's dtype");
-  TORCH_CHECK(q.stride(2) == 1 && q.stride(1) == D && q.stride(0) % vec == 0 &&
-                  reinterpret_cast<uintptr_t>(q.data_ptr()) % 16 == 0,
-              "q heads must be dense 16-byte aligned rows");
-  TORCH_CHECK((D / 2) % vec == 0 && D / 2 <= kRopeMaxPairs,
-              "rotary_and_cache: half of head_dim must be a multiple of ", vec, " and at most ", kRopeMaxPairs);
-  TORCH_CHECK(positions.scalar_type() == torch::kInt64 && positions.is_contiguous() && positions.numel() == T,
-              "positions must be contiguous int64 [T]");
-  TORCH_CHECK(inv_freq.scalar_type() == torch::kFloat32 && inv_freq.is_contiguous() && inv_freq.numel() == D / 2,
-              "inv_freq must be contiguous float32 [head_dim / 2]");
-  if (meta.has_value()) {
-    check_meta(*meta, k_cache);
-    rp.c.meta = meta->data_ptr();
-  }
-  rp.q = q.data_ptr();
-  rp.k = key.data_ptr();
-  rp.q_stride = q.stride(0);
-  rp.q_heads = (int)q.size(1);
-  rp.positions = positions.data_ptr<int64_t>();
-  rp.inv_freq = inv_freq.data_ptr<float>();
-  if (T == 0) return;
-  const c10::cuda::CUDAGuard guard(key.device());
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  for_element_type(key, "rotary_and_cache", [&](auto tag) {
-    launch_pdl(rotary_cache_token_kernel<decltype(tag)>, dim3(T), dim3(256), 0, stream, rp);
   });
 }
 

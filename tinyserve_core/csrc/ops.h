@@ -12,12 +12,6 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
                        torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
                        const torch::Tensor& slot_mapping, bool one_per_page = false,
                        const std::optional<torch::Tensor>& runs = std::nullopt);
-// RoPE of q and key in place, then key and value into the cache as reshape_and_cache with
-// one_per_page (a decode step), in one launch.
-void rotary_and_cache(torch::Tensor& q, torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
-                      torch::Tensor& v_cache, const std::optional<torch::Tensor>& meta,
-                      const torch::Tensor& slot_mapping, const torch::Tensor& positions,
-                      const torch::Tensor& inv_freq);
 
 torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Tensor& k_cache,
                                      const torch::Tensor& v_cache, const torch::Tensor& block_tables,

@@ -31,7 +31,6 @@ __all__ = [
     "rms_norm",
     "add_rms_norm",
     "rotary_embedding",
-    "rotary_and_cache",
     "silu_and_mul",
     "linear",
     "backend_for",
@@ -181,12 +180,6 @@ def add_rms_norm(x, delta, weight, eps):
 def rotary_embedding(q, k, positions, inv_freq) -> None:
     """Rotate-half RoPE of q [N, Hq, D] and k [N, Hkv, D] in place at positions [N]."""
     return _fused_ops(q).rotary_embedding(q, k, positions, inv_freq)
-
-
-def rotary_and_cache(q, k, v, positions, inv_freq, k_cache, v_cache, meta, slot_mapping) -> None:
-    """A decode step's rotary_embedding(q, k, ...) then reshape_and_cache(k, v, ...,
-    one_per_page=True) (no two tokens of the call in one page), in one launch on a GPU."""
-    return _fused_ops(q).rotary_and_cache(q, k, v, positions, inv_freq, k_cache, v_cache, meta, slot_mapping)
 
 
 def silu_and_mul(gate_up):

@@ -10,7 +10,6 @@ import os
 import torch
 
 from . import fused_reference
-from . import _cuda_ops
 from ._cuda_ops import _extension
 
 
@@ -55,28 +54,6 @@ def rotary_embedding(q, k, positions, inv_freq) -> None:
     if not dense_heads or k.dtype != q.dtype or inv_freq.numel() != D // 2:
         return fused_reference.rotary_embedding(q, k, positions, inv_freq)
     _extension().rotary_embedding(q, k, positions.to(device=q.device, dtype=torch.int64).contiguous(),
-                                  inv_freq.to(device=q.device, dtype=torch.float32).contiguous())
-
-
-def rotary_and_cache(q, k, v, positions, inv_freq, k_cache, v_cache, meta, slot_mapping) -> None:
-    vec = 16 // q.element_size()
-    D = q.shape[-1]
-    fits = (q.dim() == 3 and q.stride(2) == 1 and q.stride(1) == D and q.stride(0) % vec == 0
-            and q.data_ptr() % 16 == 0 and (D // 2) % vec == 0 and D // 2 <= 256 and inv_freq.numel() == D // 2
-            and q.dtype == k.dtype == v.dtype == k_cache.dtype)
-    if not fits:   # the two ops' kernels (or references) one after the other
-        rotary_embedding(q, k, positions, inv_freq)
-        _cuda_ops.reshape_and_cache(k, v, k_cache, v_cache, meta, slot_mapping, one_per_page=True)
-        return
-    rows = _cuda_ops._aligned_rows
-    if rows(k) is not k:   # k is rotated in place: it must be written where the caller reads it
-        k_rows = k.contiguous()
-        rotary_and_cache(q, k_rows, v, positions, inv_freq, k_cache, v_cache, meta, slot_mapping)
-        k.copy_(k_rows)
-        return
-    _extension().rotary_and_cache(q, k, rows(v), k_cache, v_cache, meta,
-                                  slot_mapping.to(device=k_cache.device, dtype=torch.int64).contiguous(),
-                                  positions.to(device=q.device, dtype=torch.int64).contiguous(),
                                   inv_freq.to(device=q.device, dtype=torch.float32).contiguous())
 
 

@@ -14,8 +14,6 @@ fused kernel that rounds where these round gives the same numbers:
   k [N, Hkv, D] in place at int64 positions [N]: cos/sin tables as `rope_cos_sin` builds
   them (float32 angles, cast to q's dtype), then x*cos + rot(x)*sin with each product and
   the sum rounded to the input dtype.
-* `rotary_and_cache(q, k, v, positions, inv_freq, k_cache, v_cache, meta, slots)`: the
-  above, then the decode step's cache write (reshape_and_cache, one token per page).
 * `silu_and_mul(gate_up)`: silu(gate) * up for gate_up [N, 2I] = [gate | up].
 * `linear(x, w, b)`: F.linear; the CUDA backend runs its own kernel for 1-4 rows of x (a
   decode step at small batch), where cuBLAS leaves a quarter of the bandwidth unused."""
@@ -24,8 +22,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from . import reference
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -61,13 +57,6 @@ def rotary_embedding(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, 
     cos, sin = rope_cos_sin(positions, inv_freq, q.dtype)
     q.copy_(rotate(q, cos, sin))
     k.copy_(rotate(k, cos, sin))
-
-
-def rotary_and_cache(q, k, v, positions, inv_freq, k_cache, v_cache, meta, slot_mapping) -> None:
-    """rotary_embedding of q and k in place, then reshape_and_cache of (k, v) with
-    one_per_page (a decode step: no two tokens of the call in one page)."""
-    rotary_embedding(q, k, positions, inv_freq)
-    reference.reshape_and_cache(k, v, k_cache, v_cache, meta, slot_mapping, one_per_page=True)
 
 
 def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:

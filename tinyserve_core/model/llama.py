@@ -231,20 +231,13 @@ class LlamaForCausalLM(nn.Module):
             attn = layer.self_attn
             with t("matmul"):
                 q, k, v = attn.project(h)
-            qkeys = getattr(kv, "qkeys", None)
-            if not batch.is_prefill and qkeys is None:
-                # a decode step (one token a sequence) without a quantised key copy: RoPE
-                # and the cache write are one launch
-                with t("cache_write"):
-                    kernels.rotary_and_cache(q, k, v, positions, self.model.inv_freq, kv.k_caches[i],
-                                             kv.v_caches[i], kv.metas[i], batch.slot_mapping)
-            else:
-                kernels.rotary_embedding(q, k, positions, self.model.inv_freq)
-                with t("cache_write"):
-                    kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
-                                              None if qkeys is None else qkeys[i],
-                                              one_per_page=not batch.is_prefill,   # a decode step: one token a sequence
-                                              runs=batch.cache_runs)
+            kernels.rotary_embedding(q, k, positions, self.model.inv_freq)
+            with t("cache_write"):
+                qkeys = getattr(kv, "qkeys", None)
+                kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
+                                          None if qkeys is None else qkeys[i],
+                                          one_per_page=not batch.is_prefill,   # a decode step: one token a sequence
+                                          runs=batch.cache_runs)
             if batch.is_prefill:
                 with t("attention"):
                     o = kernels.prefill_attention(q, k, v, kv.k_caches[i], kv.v_caches[i], batch.block_tables,

@@ -119,8 +119,8 @@ __global__ void __launch_bounds__(kNormThreads)
 
 // The cos and sin of a token's head_dim / 2 angles float(pos) * inv_freq[i], rounded to T,
 // into shared memory, once per token rather than once per head: cosf/sinf of angles up to
-// ~1e5 rad cost ~40 instructions each, and a batch-1 step's one CTA recomputing them for
-// 40 heads took ~3 us (H200). Every thread of the block must call it (a barrier).
+// ~1e5 rad cost ~40 instructions each, and a token's heads (40 in a GQA 32/8 layer) share
+// the same angles. Every thread of the block must call it (a barrier).
 constexpr int kRopeMaxPairs = 256;   // head_dim up to 512 takes the table
 template <typename T>
 __device__ __forceinline__ void rope_table(float* cs, float* sn, float pos, const float* inv_freq, int half) {
@@ -151,7 +151,7 @@ __global__ void rotary_kernel(T* __restrict__ q, int64_t q_stride, int q_heads, 
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
     const int h = p / half, i = p % half;
     T* xr = h < q_heads ? q + n * q_stride + h * head_dim : k + n * k_stride + (h - q_heads) * head_dim;
-    const float angle = pos * inv_freq[i];
+    const float angle = table ? 0.f : pos * inv_freq[i];
     const float c = table ? cs[i] : round_to<T>(cosf(angle)), s = table ? sn[i] : round_to<T>(sinf(angle));
     const float x1 = to_float(xr[i]), x2 = to_float(xr[i + half]);
     // torch: x * cos + cat(-x2, x1) * sin, each product and the sum rounded to T

@@ -19,10 +19,3 @@ namespace tinyserve {
   template __global__ void skinny_gemm_kernel<T, M>(const T*, const T*, const T*, T*, int, int, bool);
 TINYSERVE_SKINNY_INSTANCES(SKINNY)
 }  // namespace tinyserve
-
-#include "rotary_cache.cuh"
-
-namespace tinyserve {
-#define ROTARY_CACHE(T) template __global__ void rotary_cache_token_kernel<T>(const __grid_constant__ RotaryCacheParams);
-TINYSERVE_FUSED_INSTANCES(ROTARY_CACHE)
-}  // namespace tinyserve

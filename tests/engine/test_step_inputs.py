@@ -109,3 +109,31 @@ def test_staged_ints_are_one_contiguous_block_at_every_padding(padded):
     assert ints[0, :2].tolist() == [10, 11] and ints[1, :2].tolist() == [5, 0]
     assert ints[2, :2].tolist() == [1 * bs + 1, 7 * bs + 0]
     assert (ints[2, 2:] == -1).all() and (ints[:2, 2:] == 0).all()
+
+
+@pytest.mark.parametrize("B", [1, 5, 16, 17, 40])
+def test_few_and_many_sequences_stage_the_same_slots(B):
+    # up to 16 sequences are staged from lists, more with numpy passes: both equal the lists
+    bs, rnd = 4, random.Random(B)
+    inp = DecodeInputs(bs, 32, pin=False)
+    tables = [rnd.sample(range(1, 500), rnd.randint(1, 30)) for _ in range(B)]
+    items = [SimpleNamespace(seq_id=100 + s, token_id=rnd.randrange(1000),
+                             position=rnd.randrange(len(t) * bs), block_table=t) for s, t in enumerate(tables)]
+    ints = inp.stage(items, padded=64)
+    _, slots = _from_lists(tables, [it.position for it in items], bs, 32)
+    assert ints[2, :B].tolist() == slots
+    assert ints[0, :B].tolist() == [it.token_id for it in items]
+    assert ints[1, :B].tolist() == [it.position for it in items]
+    assert [inp.tables_rows.row(it.seq_id, it.block_table) for it in items] == ints[3, :B].tolist()
+    assert (ints[2, B:] == -1).all()
+
+
+def test_staging_views_stay_put_and_a_larger_batch_announces_a_new_buffer():
+    # a captured graph copies from staging(Bp) itself: its address must not move under it
+    inp = DecodeInputs(4, 16, pin=False)
+    first = inp.staging(8)
+    item = SimpleNamespace(seq_id=0, token_id=3, position=1, block_table=[2])
+    assert inp.stage([item], padded=8).data_ptr() == first.data_ptr() and inp.generation == 0
+    inp.stage([item] * 1, padded=200)   # beyond the CPU buffer's 64 rows
+    assert inp.generation == 1 and inp.staging(8).data_ptr() != first.data_ptr()
+    assert any(r.data_ptr() == first.data_ptr() for r in inp._retired)   # kept alive

@@ -62,10 +62,10 @@ def _selection_width(m: int, max_pages: int) -> int:
 class DecodeGraphs:
     """Captured decode steps of one ModelRunner (its model, KV cache and DecodeInputs).
 
-    A graph's inputs are one static int64 buffer [4, Bb] (token ids, positions, cache
-    slots, block-table rows) and the device copy of the runner's block-table rows: the
-    step's block table is gathered from those rows inside the graph, so a replay needs
-    one small host-to-device copy. Rows past the real batch are padding: cache slot -1
+    A graph's inputs are the host's pinned staging [4, Bb] (token ids, positions, cache
+    slots, block-table rows), which the graph's first node copies to the device, and the
+    device copy of the runner's block-table rows: the step's block table is gathered from
+    those rows inside the graph, so a replay is one launch. Rows past the real batch are padding: cache slot -1
     (nothing written), a one-token context, logits dropped."""
 
     MAX_GRAPHS = 64  # then every graph is dropped and captures start over in a fresh pool
@@ -75,7 +75,7 @@ class DecodeGraphs:
         self.pool = torch.cuda.graph_pool_handle()
         self._graphs: dict[tuple, tuple] = {}
         self._failed: set[tuple] = set()
-        self._generation = inputs.tables_rows.generation
+        self._generation = self._inputs_generation()
 
     def run(self, items, sel_key, selector, timer=None, span=None, check=None) -> torch.Tensor | None:
         """float32 logits [B, V] of one decode step of `items` (DecodeItems) from a
@@ -92,10 +92,10 @@ class DecodeGraphs:
         key = (sel_key, Bb, self._width(selector, max(len(it.block_table) for it in items)))
         if key in self._failed:
             return None
-        ints = self.inputs.stage(items, padded=Bb, check=check)
-        if self.inputs.tables_rows.generation != self._generation:
-            self._drop_all()   # the block-table rows the graphs gather from were reallocated
-            self._generation = self.inputs.tables_rows.generation
+        self.inputs.stage(items, padded=Bb, check=check)
+        if self._inputs_generation() != self._generation:
+            self._drop_all()   # the block-table rows or the staging the graphs read were reallocated
+            self._generation = self._inputs_generation()
         entry = self._graphs.get(key)
         if entry is None:
             if len(self._graphs) >= self.MAX_GRAPHS:
@@ -103,10 +103,9 @@ class DecodeGraphs:
             entry = self._capture(key, selector)
             if entry is None:
                 return None
-        graph, rows, logits, recorded = entry
+        graph, logits, recorded = entry
         if span is not None:
-            span.start()   # the device work of the step begins with this copy
-        rows.copy_(ints, non_blocking=True)
+            span.start()   # the device work of the step begins with the graph's staging copy
         with timer("total") if timer is not None else contextlib.nullcontext():
             graph.replay()
         if recorded:
@@ -142,6 +141,9 @@ class DecodeGraphs:
             return fit   # statistics make a dense pass over every page of the table: fit it always
         return max(fit, min(max_pages, SELECTION_MIN_WIDTH))
 
+    def _inputs_generation(self) -> tuple[int, int]:
+        return self.inputs.tables_rows.generation, self.inputs.generation
+
     def _drop_all(self) -> None:
         # A pool whose graphs are all gone must not be captured into again.
         self._graphs.clear()
@@ -150,11 +152,17 @@ class DecodeGraphs:
     def _capture(self, key: tuple, selector):
         from ..model.llama import PagedBatch
         _, Bb, W = key
-        rows = torch.zeros(4, Bb, dtype=torch.int64, device=self.device)  # token ids, positions, slots, table rows
+        # token ids, positions, slots, table rows: the host's pinned staging, copied by
+        # the graph itself (one launch per step instead of a copy call and a launch)
+        # (the warm-up reads a padding batch instead: slot -1 writes nothing)
+        rows = torch.zeros(4, Bb, dtype=torch.int64, device=self.device)
         rows[2].fill_(-1)
         inputs = self.inputs
+        staged = inputs.staging(Bb)
 
-        def step():
+        def step(copy: bool):
+            if copy:
+                rows.copy_(staged, non_blocking=True)
             ids, pos, slots, table_rows = rows
             batch = PagedBatch(is_prefill=False, slot_mapping=slots, block_tables=inputs.table(table_rows, W),
                                seq_lens=(pos + 1).to(torch.int32), seq_ids=list(range(Bb)), selector=selector)
@@ -165,12 +173,12 @@ class DecodeGraphs:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # warm-up: lazy initialisation happens outside the capture
-                step()
+                step(False)
             torch.cuda.current_stream(self.device).wait_stream(side)
             take()  # the warm-up's bookkeeping is nobody's step
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
-                logits = step()
+                logits = step(True)
             recorded = take()  # static outputs of the captured bookkeeping
         except RuntimeError as exc:
             release_rng_after_failed_capture(self.device)
@@ -180,5 +188,5 @@ class DecodeGraphs:
             if os.environ.get("TINYSERVE_DEBUG_GRAPHS"):  # where in the step the capture broke
                 traceback.print_exception(exc, file=sys.stderr)
             return None
-        self._graphs[key] = (graph, rows, logits, recorded)
+        self._graphs[key] = (graph, logits, recorded)
         return self._graphs[key]

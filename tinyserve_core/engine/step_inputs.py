@@ -95,20 +95,43 @@ class DecodeInputs:
     """Staging of one decode step: `ints` [4, Bp] int64 (token ids, positions, cache
     slots, table rows), rows past the batch padded (token 0 at position 0, slot -1:
     a one-token context that writes nothing). The step's block table is
-    `table(rows)` on the device."""
+    `table(rows)` on the device.
+
+    A captured decode graph copies `staging(Bp)` to the device itself (the copy is a
+    node of the graph), so that view's address must outlive the graph: the buffer is
+    sized for the largest graph batch up front, a larger eager batch gets a new buffer
+    while the old one is kept, and `generation` tells graphs to be captured again."""
+
+    GRAPH_ROWS = 256   # cuda_graphs.BATCH_BUCKETS[-1]: the widest staging a graph reads
 
     def __init__(self, block_size: int, max_pages: int, pin: bool, device: torch.device | None = None):
         self.block_size, self.pin = block_size, pin
         # a GPU engine's sequences rarely outgrow 256 rows (growing recaptures the graphs)
         self.tables_rows = TableRows(max_pages, pin, capacity=256 if pin else 64, device=device)
-        self._alloc(64)
+        self.generation = 0
+        self._retired: list[torch.Tensor] = []
+        self._alloc(self.GRAPH_ROWS if pin else 64)
 
     def _alloc(self, n: int) -> None:
         # Flat, so that a step's [4, Bp] view of its first 4 * Bp entries is contiguous:
         # a strided slice of a pinned [4, n] buffer made torch copy it through a pageable
         # temporary, a synchronous copy that held the host ~0.1 ms before every replay.
+        if getattr(self, "_flat", None) is not None:
+            self._retired.append(self._flat)   # a captured copy may still read it
+            self.generation += 1
         self._flat = torch.zeros(4 * n, dtype=torch.int64, pin_memory=self.pin)
         self._cap = n
+        self._views: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
+
+    def staging(self, Bp: int) -> torch.Tensor:
+        """The [4, Bp] staging view `stage(..., padded=Bp)` fills (host; pinned on a GPU)."""
+        if self._cap < Bp:
+            self._alloc(max(Bp, 2 * self._cap))
+        v = self._views.get(Bp)
+        if v is None:
+            t = self._flat[: 4 * Bp].view(4, Bp)
+            v = self._views[Bp] = (t, t.numpy())
+        return v[0]
 
     def stage(self, items, padded: int | None = None, check=None) -> torch.Tensor:
         """ints [4, Bp] (host; pinned on a GPU) of `items` (seq_id, token_id, position,
@@ -116,20 +139,23 @@ class DecodeInputs:
         to date. `check(seq_id, table, tokens)` vets each table first."""
         B = len(items)
         Bp = B if padded is None else padded
-        if self._cap < Bp:
-            self._alloc(max(Bp, 2 * self._cap))
+        ints = self.staging(Bp)
+        a = self._views[Bp][1]
         rows_of = self.tables_rows
-        ints = self._flat[: 4 * Bp].view(4, Bp)
-        a = ints.numpy()
-        pos = a[1, :B]
         if check is not None:
             for it in items:
                 check(it.seq_id, it.block_table, it.position + 1)
-        a[3, :B] = [rows_of.row(it.seq_id, it.block_table) for it in items]
-        a[0, :B] = [it.token_id for it in items]
-        pos[:] = [it.position for it in items]
+        rows = [rows_of.row(it.seq_id, it.block_table) for it in items]
         bs = self.block_size
-        a[2, :B] = rows_of.host[a[3, :B], pos // bs].astype(np.int64) * bs + pos % bs
+        if B <= 16:   # a few sequences: one assignment from lists beats four numpy passes
+            a[:, :B] = [[it.token_id for it in items], [it.position for it in items],
+                        [it.block_table[it.position // bs] * bs + it.position % bs for it in items], rows]
+        else:
+            a[3, :B] = rows
+            a[0, :B] = [it.token_id for it in items]
+            pos = a[1, :B]
+            pos[:] = [it.position for it in items]
+            a[2, :B] = rows_of.host[a[3, :B], pos // bs].astype(np.int64) * bs + pos % bs
         if Bp > B:
             a[:, B:Bp] = 0
             a[2, B:Bp] = -1

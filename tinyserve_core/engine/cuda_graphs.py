@@ -65,8 +65,8 @@ class DecodeGraphs:
     A graph's inputs are the host's pinned staging [4, Bb] (token ids, positions, cache
     slots, block-table rows), which the graph's first node copies to the device, and the
     device copy of the runner's block-table rows: the step's block table is gathered from
-    those rows inside the graph, so a replay is one launch. Rows past the real batch are padding: cache slot -1
-    (nothing written), a one-token context, logits dropped."""
+    those rows inside the graph, so a replay is one launch. Rows past the real batch are
+    padding: cache slot -1 (nothing written), a one-token context, logits dropped."""
 
     MAX_GRAPHS = 64  # then every graph is dropped and captures start over in a fresh pool
 
@@ -153,8 +153,8 @@ class DecodeGraphs:
         from ..model.llama import PagedBatch
         _, Bb, W = key
         # token ids, positions, slots, table rows: the host's pinned staging, copied by
-        # the graph itself (one launch per step instead of a copy call and a launch)
-        # (the warm-up reads a padding batch instead: slot -1 writes nothing)
+        # the graph itself (one launch per step instead of a copy call and a launch); the
+        # warm-up reads a padding batch instead (slot -1 writes nothing)
         rows = torch.zeros(4, Bb, dtype=torch.int64, device=self.device)
         rows[2].fill_(-1)
         inputs = self.inputs

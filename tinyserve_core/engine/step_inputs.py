@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .cuda_graphs import BATCH_BUCKETS
+
 
 class TableRows:
     """Block tables of sequences, one row each, `max_pages` wide: `rows` on the host
@@ -102,21 +104,21 @@ class DecodeInputs:
     sized for the largest graph batch up front, a larger eager batch gets a new buffer
     while the old one is kept, and `generation` tells graphs to be captured again."""
 
-    GRAPH_ROWS = 256   # cuda_graphs.BATCH_BUCKETS[-1]: the widest staging a graph reads
-
     def __init__(self, block_size: int, max_pages: int, pin: bool, device: torch.device | None = None):
         self.block_size, self.pin = block_size, pin
         # a GPU engine's sequences rarely outgrow 256 rows (growing recaptures the graphs)
         self.tables_rows = TableRows(max_pages, pin, capacity=256 if pin else 64, device=device)
         self.generation = 0
+        self._flat: torch.Tensor | None = None
         self._retired: list[torch.Tensor] = []
-        self._alloc(self.GRAPH_ROWS if pin else 64)
+        # pinned (a GPU): room for the largest batch a graph is captured at
+        self._alloc(BATCH_BUCKETS[-1] if pin else 64)
 
     def _alloc(self, n: int) -> None:
         # Flat, so that a step's [4, Bp] view of its first 4 * Bp entries is contiguous:
         # a strided slice of a pinned [4, n] buffer made torch copy it through a pageable
         # temporary, a synchronous copy that held the host ~0.1 ms before every replay.
-        if getattr(self, "_flat", None) is not None:
+        if self._flat is not None:
             self._retired.append(self._flat)   # a captured copy may still read it
             self.generation += 1
         self._flat = torch.zeros(4 * n, dtype=torch.int64, pin_memory=self.pin)

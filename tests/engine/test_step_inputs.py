@@ -134,6 +134,6 @@ def test_staging_views_stay_put_and_a_larger_batch_announces_a_new_buffer():
     first = inp.staging(8)
     item = SimpleNamespace(seq_id=0, token_id=3, position=1, block_table=[2])
     assert inp.stage([item], padded=8).data_ptr() == first.data_ptr() and inp.generation == 0
-    inp.stage([item] * 1, padded=200)   # beyond the CPU buffer's 64 rows
+    inp.stage([item], padded=200)   # beyond the CPU buffer's 64 rows
     assert inp.generation == 1 and inp.staging(8).data_ptr() != first.data_ptr()
     assert any(r.data_ptr() == first.data_ptr() for r in inp._retired)   # kept alive

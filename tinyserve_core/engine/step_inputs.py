@@ -127,13 +127,17 @@ class DecodeInputs:
 
     def staging(self, Bp: int) -> torch.Tensor:
         """The [4, Bp] staging view `stage(..., padded=Bp)` fills (host; pinned on a GPU)."""
+        return self._view(Bp)[0]
+
+    def _view(self, Bp: int) -> tuple[torch.Tensor, np.ndarray]:
+        """The staging view of Bp rows and its numpy alias (made once per Bp)."""
         if self._cap < Bp:
             self._alloc(max(Bp, 2 * self._cap))
         v = self._views.get(Bp)
         if v is None:
             t = self._flat[: 4 * Bp].view(4, Bp)
             v = self._views[Bp] = (t, t.numpy())
-        return v[0]
+        return v
 
     def stage(self, items, padded: int | None = None, check=None) -> torch.Tensor:
         """ints [4, Bp] (host; pinned on a GPU) of `items` (seq_id, token_id, position,
@@ -141,15 +145,16 @@ class DecodeInputs:
         to date. `check(seq_id, table, tokens)` vets each table first."""
         B = len(items)
         Bp = B if padded is None else padded
-        ints = self.staging(Bp)
-        a = self._views[Bp][1]
+        ints, a = self._view(Bp)
         rows_of = self.tables_rows
         if check is not None:
             for it in items:
                 check(it.seq_id, it.block_table, it.position + 1)
         rows = [rows_of.row(it.seq_id, it.block_table) for it in items]
         bs = self.block_size
-        if B <= 16:   # a few sequences: one assignment from lists beats four numpy passes
+        # a few sequences: one assignment from lists beats four numpy passes (batch 8:
+        # 3.7 against 8.5 us on the dev CPU); from ~48 on, the numpy passes win
+        if B <= 16:
             a[:, :B] = [[it.token_id for it in items], [it.position for it in items],
                         [it.block_table[it.position // bs] * bs + it.position % bs for it in items], rows]
         else:

@@ -2,8 +2,9 @@
 tinyserve_core/csrc/tuning.json.
 
 For each plan parameter set on a small grid, the extension itself says which split count
-(paged decode, the 12 shapes of `bench kernels`) and which page_scores CTA size (32K
-context, batch 1 / 8 / 64) it would pick; every distinct choice is timed once on the same
+(paged decode, the 12 shapes of `bench kernels`, with and without the L2::256B hint on the
+K/V copies) and which page_scores CTA size (32K context, batch 1 / 8 / 64) it would pick;
+every distinct choice is timed once on the same
 data (median of 30), and the parameter set with the lowest summed time relative to the
 best choice of each shape wins (ties: the earlier set, the shipped constants first). Also
 times select_pages and the sparse path's parts with the winning row. Writes $OUT/tune.json
@@ -25,7 +26,8 @@ from tinyserve_core.loaders import MiB, load_json
 from tinyserve_core.writers import write_json
 
 REPS = 30
-SPLIT_GRID = {"split_min_tiles": (8, 2, 4, 16, 32), "split_cost": (0.002, 0.0, 0.01, 0.05)}
+SPLIT_GRID = {"split_min_tiles": (8, 2, 4, 16, 32), "split_cost": (0.002, 0.0, 0.01, 0.05),
+              "decode_l2_prefetch": (0, 1)}
 SCORE_GRID = {"score_max_ppc": (128, 64, 256, 512), "score_min_ctas_per_sm": (8.0, 0.5, 1.0, 1.5, 2.0, 4.0)}
 
 
@@ -34,13 +36,13 @@ def _grid(grid: dict) -> list[dict]:
 
 
 def _best(grid: list[dict], choice, timed, shapes, base: dict, ext) -> tuple[dict, float]:
-    """The grid point whose choices (choice(shape) under it) sum to the least relative time."""
+    """The grid point whose choices (choice(shape, point) under it) sum to the least relative time."""
     best, best_cost = None, float("inf")
     for point in grid:
         ext.set_tuning(*tuning.args_of({**base, **point}))
         cost = 0.0
         for shape in shapes:
-            t = timed(shape, choice(shape))
+            t = timed(shape, choice(shape, point))
             cost += t / min(timed.known(shape))
         if cost < best_cost - 1e-9:
             best, best_cost = point, cost
@@ -81,7 +83,8 @@ def main() -> int:
             cases[shape] = kb.DecodeCase(shape[0], shape[1], l2, gen)
         return cases[shape]
 
-    def decode_us(shape, splits):
+    def decode_us(shape, pick):
+        splits, _ = pick  # the hint is the tuning in force (set with the grid point)
         c = case(shape)
         run = lambda i: ext.paged_decode_attention(c.q[i % c.rot], c.k, c.v, c.tables[i % c.rot],  # noqa: E731
                                                    c.seq_lens, c.scale, None, splits)
@@ -89,12 +92,13 @@ def main() -> int:
 
     shapes = [(b, n) for b in kb.BATCHES for n in kb.CONTEXTS]
     dec = Timed(decode_us)
-    split_choice = lambda s: ext.decode_num_splits(s[0], kb.HKV, -(-s[1] // kb.BS) * kb.BS, kb.HD)  # noqa: E731
+    split_choice = lambda s, pt: (ext.decode_num_splits(s[0], kb.HKV, -(-s[1] // kb.BS) * kb.BS, kb.HD),  # noqa: E731
+                                  pt["decode_l2_prefetch"])
     # shapes outer, grid inner: each shape's pool is built once
     for shape in shapes:
         for point in _grid(SPLIT_GRID):
             ext.set_tuning(*tuning.args_of({**base, **point}))
-            dec(shape, split_choice(shape))
+            dec(shape, split_choice(shape, point))
     split_best, split_rel = _best(_grid(SPLIT_GRID), split_choice, dec, shapes, base, ext)
     cases.clear()
 
@@ -115,7 +119,7 @@ def main() -> int:
 
     sc = Timed(score_us)
     pages = 32768 // kb.BS
-    ppc_choice = lambda b: ext.page_scores_ppc(b, kb.HKV, pages)  # noqa: E731
+    ppc_choice = lambda b, pt=None: ext.page_scores_ppc(b, kb.HKV, pages)  # noqa: E731
     for batch in kb.BATCHES:
         for point in _grid(SCORE_GRID):
             ext.set_tuning(*tuning.args_of({**base, **point}))
@@ -130,7 +134,8 @@ def main() -> int:
     table = {"about": load_json(tuning.TABLE_PATH, max_bytes=MiB)["about"],
              "devices": [r for r in rows if (r["name"], r.get("sms")) != (row["name"], row["sms"])] + [row]}
     result = {"gpu": props.name, "sms": props.multi_processor_count, "copy_gbps": bw,
-              "decode_us": [{"batch": s[0], "ctx": s[1], "splits": k, "us": v} for (s, k), v in dec.us.items()],
+              "decode_us": [{"batch": s[0], "ctx": s[1], "splits": k[0], "l2_prefetch": k[1], "us": v}
+                            for (s, k), v in dec.us.items()],
               "page_scores_us": [{"batch": b, "ctx": 32768, "pages_per_cta": k, "us": v}
                                  for (b, k), v in sc.us.items()],
               "split_rel_to_best": split_rel, "score_rel_to_best": score_rel, "row": row, "table": table}
@@ -138,9 +143,9 @@ def main() -> int:
     print(f"copy floor {bw:.0f} GB/s on {props.name} ({props.multi_processor_count} SMs)")
     for s in shapes:
         got = {k: v for (sh, k), v in dec.us.items() if sh == s}
-        pick = split_choice(s)
-        print(f"decode {s[0]:>3}x{s[1]:>5} " + "  ".join(f"s={k}{'*' if k == pick else ''} {v:.1f}"
-                                                   for k, v in sorted(got.items())) + " us")
+        pick = split_choice(s, row)
+        print(f"decode {s[0]:>3}x{s[1]:>5} " + "  ".join(
+            f"s={k[0]}{'/L2' if k[1] else ''}{'*' if k == pick else ''} {v:.1f}" for k, v in sorted(got.items())) + " us")
     for b in kb.BATCHES:
         got = {k: v for (bb, k), v in sc.us.items() if bb == b}
         print(f"scores {b:>3}x32K " + "  ".join(f"ppc={k}{'*' if k == ppc_choice(b) else ''} {v:.1f}"

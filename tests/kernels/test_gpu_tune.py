@@ -15,7 +15,7 @@ gpu_tune = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gpu_tune)
 
 BASE = {"name": "default", "split_min_tiles": 8, "split_cost": 0.002, "max_splits": 256,
-        "score_max_ppc": 128, "score_min_ctas_per_sm": 8.0}
+        "score_max_ppc": 128, "score_min_ctas_per_sm": 8.0, "decode_l2_prefetch": 0}
 
 
 class FakeExt:
@@ -27,7 +27,7 @@ class FakeExt:
     def set_tuning(self, *args):
         self.args = args
 
-    def choice(self, shape):
+    def choice(self, shape, point=None):
         return self.args[0]
 
 

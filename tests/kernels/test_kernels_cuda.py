@@ -464,13 +464,43 @@ def test_tuning_row_drives_the_launch_plans(cuda_ops):
     ext = _backend.build()
     assert tuning.applied()["device"] == torch.cuda.get_device_name(0)
     try:
-        ext.set_tuning(8, 0.002, 1, 128, 8.0)  # max_splits 1: never split
+        ext.set_tuning(8, 0.002, 1, 128, 8.0, 0)  # max_splits 1: never split
         assert ext.decode_num_splits(1, 8, 32768, 128) == 1
-        ext.set_tuning(2, 0.0, 256, 128, 8.0)
+        ext.set_tuning(2, 0.0, 256, 128, 8.0, 0)
         assert ext.decode_num_splits(1, 8, 32768, 128) > 1
-        ext.set_tuning(8, 0.002, 256, 512, 0.0)  # no CTA floor: the largest CTA
+        ext.set_tuning(8, 0.002, 256, 512, 0.0, 0)  # no CTA floor: the largest CTA
         assert ext.page_scores_ppc(1, 8, 2048) == 512
-        ext.set_tuning(8, 0.002, 256, 512, 64.0)  # never enough CTAs: the smallest
+        ext.set_tuning(8, 0.002, 256, 512, 64.0, 0)  # never enough CTAs: the smallest
         assert ext.page_scores_ppc(1, 8, 2048) == 16
     finally:
         tuning.apply(ext)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_decode_l2_prefetch_hint_changes_no_result(cuda_ops, dtype):
+    """The tuning row's L2 prefetch hint only changes how K/V are fetched: the decode
+    output (dense and selected pages, with splits) is bit-identical with and without it."""
+    from tinyserve_core.kernels import _backend, tuning
+
+    ext = _backend.build()
+    g = torch.Generator(device="cuda").manual_seed(5)
+    B, Hq, Hkv, D, BS, NB = 3, 8, 2, 128, 16, 64
+    q = torch.randn(B, Hq, D, device="cuda", dtype=dtype, generator=g)
+    k = torch.randn(NB, BS, Hkv, D, device="cuda", dtype=dtype, generator=g)
+    v = torch.randn(NB, BS, Hkv, D, device="cuda", dtype=dtype, generator=g)
+    tables = torch.randperm(NB, device="cuda", generator=g)[: B * 20].view(B, 20).to(torch.int32)
+    lens = torch.tensor([300, 17, 320], device="cuda", dtype=torch.int32)
+    pages = torch.tensor([[0, 3, 5, -1], [0, -1, -1, -1], [1, 2, 19, 7]], device="cuda",
+                         dtype=torch.int32)[:, None, :].expand(B, Hkv, 4).contiguous()
+    outs = {}
+    try:
+        for hint in (0, 1):
+            ext.set_tuning(8, 0.002, 256, 128, 8.0, hint)
+            outs[hint] = [ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, None, s) for s in (1, 4)]
+            outs[hint].append(ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, pages, 1))
+    finally:
+        tuning.apply(ext)
+    ref = reference.paged_decode_attention(q.float(), k.float(), v.float(), tables, lens, D ** -0.5)
+    assert (outs[0][0].float() - ref).abs().max().item() < 2e-2
+    for a, b in zip(outs[0], outs[1]):
+        assert torch.equal(a, b)

@@ -28,6 +28,9 @@ struct Tuning {
   int max_splits = 256;
   int score_max_ppc = 128;                 // page_scores: pages per CTA on large grids ...
   double score_min_ctas_per_sm = 8.0;      // ... halved until the grid has this many CTAs per SM
+  // Decode K/V copies with the L2::256B hint: off unless a device's row measured it faster
+  // (an H200 streamed 7% slower with it; the H100 row keeps the hint it was tuned with).
+  int decode_l2_prefetch = 0;
 };
 Tuning g_tuning;
 
@@ -98,12 +101,14 @@ int splits_for(int64_t units, int64_t max_tokens) {
 }  // namespace
 
 void set_tuning(int64_t split_min_tiles, double split_cost, int64_t max_splits, int64_t score_max_ppc,
-                double score_min_ctas_per_sm) {
+                double score_min_ctas_per_sm, int64_t decode_l2_prefetch) {
   TORCH_CHECK(split_min_tiles >= 1 && max_splits >= 1 && max_splits <= 4096 && split_cost >= 0,
               "set_tuning: split parameters out of range");
   TORCH_CHECK(score_max_ppc >= 16 && score_max_ppc <= 4096 && score_min_ctas_per_sm >= 0,
               "set_tuning: page_scores parameters out of range");
-  g_tuning = Tuning{(int)split_min_tiles, split_cost, (int)max_splits, (int)score_max_ppc, score_min_ctas_per_sm};
+  TORCH_CHECK(decode_l2_prefetch == 0 || decode_l2_prefetch == 1, "set_tuning: decode_l2_prefetch is 0 or 1");
+  g_tuning = Tuning{(int)split_min_tiles, split_cost, (int)max_splits, (int)score_max_ppc, score_min_ctas_per_sm,
+                    (int)decode_l2_prefetch};
 }
 
 // page_scores' pages per CTA: g_tuning.score_max_ppc, halved (down to 16) while the grid
@@ -185,6 +190,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     max_tokens = (int64_t)p.max_sel * BS;
   }
   p.scale_log2 = float(scale * M_LOG2E);
+  p.l2_prefetch = g_tuning.decode_l2_prefetch;
 
   const bool half = query.scalar_type() == torch::kHalf;
   TORCH_CHECK(half || query.scalar_type() == torch::kBFloat16, "paged_decode_attention: fp16 or bf16");

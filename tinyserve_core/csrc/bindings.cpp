@@ -15,7 +15,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_num_splits", &tinyserve::decode_num_splits);
   m.def("set_tuning", &tinyserve::set_tuning, "the per-device launch policy (kernels/tuning.py)",
         pybind11::arg("split_min_tiles"), pybind11::arg("split_cost"), pybind11::arg("max_splits"),
-        pybind11::arg("score_max_ppc"), pybind11::arg("score_min_ctas_per_sm"));
+        pybind11::arg("score_max_ppc"), pybind11::arg("score_min_ctas_per_sm"), pybind11::arg("decode_l2_prefetch"));
   m.def("page_scores_ppc", &tinyserve::page_scores_ppc);
   m.def("page_scores", &tinyserve::page_scores, pybind11::arg("query"), pybind11::arg("meta"),
         pybind11::arg("block_tables"), pybind11::arg("seq_lens"), pybind11::arg("scale"),

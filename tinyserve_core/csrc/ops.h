@@ -22,7 +22,7 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
 int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim);
 
 void set_tuning(int64_t split_min_tiles, double split_cost, int64_t max_splits, int64_t score_max_ppc,
-                double score_min_ctas_per_sm);
+                double score_min_ctas_per_sm, int64_t decode_l2_prefetch);
 
 int64_t page_scores_ppc(int64_t batch, int64_t num_kv_heads, int64_t max_blocks);
 

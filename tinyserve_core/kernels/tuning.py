@@ -1,8 +1,10 @@
 """The per-device launch policy of the CUDA kernels: one row per GPU in csrc/tuning.json.
 
-A row holds the parameters of the two launch plans that depend on the machine:
+A row holds the launch choices that depend on the machine:
   split_min_tiles, split_cost, max_splits   paged decode's flash-decoding split plan
   score_max_ppc, score_min_ctas_per_sm      page_scores' pages per CTA
+  decode_l2_prefetch                        1: paged decode's K/V copies carry the L2::256B
+                                            prefetch hint (an H200 streams 7% slower with it)
 Rows are keyed by device name and SM count (a cut-down part with the same name but fewer
 SMs gets the name-only match, then the default). tools/gpu_tune.py measures the candidate
 plans on the GPU it runs on and writes that GPU's row; _backend.build() applies the row of
@@ -23,6 +25,7 @@ PARAMS: dict[str, tuple[type, float, float]] = {
     "max_splits": (int, 1, 4096),
     "score_max_ppc": (int, 16, 4096),
     "score_min_ctas_per_sm": (float, 0.0, 64.0),
+    "decode_l2_prefetch": (int, 0, 1),
 }
 
 _applied: dict[str, Any] = {}
@@ -92,6 +95,7 @@ def applied() -> dict:
 def describe(row: dict) -> str:
     """One line for tables and logs."""
     which = row["name"] if row["name"] == "default" else f"{row['name']} / {row['sms']} SMs"
-    params = ", ".join(f"{k} {row[k]}" for k in PARAMS)
+    # a report written before a parameter existed lacks its key
+    params = ", ".join(f"{k} {row[k]}" for k in PARAMS if k in row)
     src = f" ({row['source']})" if row.get("source") else ""
     return f"tuning row {which}: {params}{src}"

@@ -41,13 +41,18 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
   return r;
 }
 
-// Asynchronous 16-byte global->shared copy through L2 only (cp.async.cg). The 256-byte L2
-// prefetch hint: a warp's 16-byte copies cover a K/V row (256 bytes at head_dim 128) in
-// several instructions, and the hint turns the first into one full DRAM request.
-// src_bytes = 0 reads nothing and writes zeros.
-__device__ __forceinline__ void cp_async16_s(uint32_t smem, const void* gmem, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(smem), "l"(gmem), "r"(src_bytes)
-               : "memory");
+// Asynchronous 16-byte global->shared copy through L2 only (cp.async.cg); src_bytes = 0
+// reads nothing and writes zeros. l2_256: with the L2::256B prefetch hint, which makes the
+// first 16-byte copy of a 256-byte K/V row one full-row DRAM request. It is a per-device
+// choice (csrc/tuning.json `decode_l2_prefetch`): on an H200 the decode K/V stream ran 7%
+// slower with it (64 x 32K: 2,034 vs 1,896 us, 100% vs 108% of the copy bandwidth).
+__device__ __forceinline__ void cp_async16_s(uint32_t smem, const void* gmem, int src_bytes, bool l2_256) {
+  if (l2_256)
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(smem), "l"(gmem), "r"(src_bytes)
+                 : "memory");
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem), "l"(gmem), "r"(src_bytes)
+                 : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 // Wait until at most N of this thread's committed copy groups are still in flight.

@@ -34,6 +34,7 @@ struct DecodeParams {
   int bt_stride, max_sel;
   int num_splits, chunk_tokens;  // chunk_tokens: virtual tokens per split, a multiple of 16
   float scale_log2;              // softmax scale * log2(e)
+  int l2_prefetch;               // K/V copies carry the L2::256B hint (per-device tuning)
 };
 
 constexpr int kDecodeWarps = 4;
@@ -90,10 +91,10 @@ __device__ __forceinline__ uint32_t decode_swz(int r, int c) { return tile_swz<2
 // The coalesced asynchronous copies of one tile's K rows, then V rows (ROW_BYTES each), into
 // a warp's stage: lane i < 16 holds the element offset `mine` of token i's row (-1: outside
 // the split/context/selection); ROW_BYTES/16 lanes copy a row. Returns this lane's validity
-// bits (bit h: token g + 8h).
+// bits (bit h: token g + 8h). l2_256: the copies' L2 prefetch hint (cp_async16_s).
 template <int ROW_BYTES, typename E>
 __device__ __forceinline__ uint32_t decode_copy_rows(uint32_t stage, const E* kc, const E* vc, int64_t mine,
-                                                     int lane) {
+                                                     int lane, bool l2_256) {
   constexpr int NCH = ROW_BYTES / 16, RPI = 32 / NCH;  // chunks per row, rows per copy instruction
   const int c = lane % NCH, r0 = lane / NCH;
 #pragma unroll
@@ -104,8 +105,8 @@ __device__ __forceinline__ uint32_t decode_copy_rows(uint32_t stage, const E* kc
     const int64_t e = in ? row + (16 / sizeof(E)) * c : 0;
     const uint32_t off = tile_swz<ROW_BYTES>(r, c);
     // Masked tokens are zero-filled, never whatever the pool holds (NaN * 0 = NaN).
-    cp_async16_s(stage + off, kc + e, in ? 16 : 0);
-    cp_async16_s(stage + kDecodeTile * ROW_BYTES + off, vc + e, in ? 16 : 0);
+    cp_async16_s(stage + off, kc + e, in ? 16 : 0, l2_256);
+    cp_async16_s(stage + kDecodeTile * ROW_BYTES + off, vc + e, in ? 16 : 0, l2_256);
   }
   const int g = lane >> 2;
   return uint32_t(__shfl_sync(0xffffffffu, mine, g) >= 0) |
@@ -119,7 +120,7 @@ __device__ __forceinline__ uint32_t decode_issue_tile(uint32_t stage, const Deco
                                                       int t0, int v_end, int seq_len, int n_pages, int lane) {
   const int64_t mine = lane < kDecodeTile ? decode_token_row(p, b, kvh, t0 + lane, v_end, seq_len, n_pages, D) : -1;
   return decode_copy_rows<2 * D>(stage, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache), mine,
-                                 lane);
+                                 lane, p.l2_prefetch != 0);
 }
 
 // A decode CTA's place: its (split, kv-head, sequence) and the sequence's range of virtual

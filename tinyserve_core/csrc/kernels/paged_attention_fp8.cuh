@@ -77,7 +77,7 @@ __device__ __forceinline__ uint32_t fp8_issue_tile(uint32_t stage, const DecodeP
     st_shared_f32(stage + 2 * kDecodeTile * D + 4 * (kDecodeTile + lane), vs);
   }
   return decode_copy_rows<D>(stage, static_cast<const uint8_t*>(p.k_cache), static_cast<const uint8_t*>(p.v_cache),
-                             mine, lane);
+                             mine, lane, p.l2_prefetch != 0);
 }
 
 // One fp8 tile from a warp's stage into its online-softmax state (see the header comment for

@@ -13,6 +13,7 @@ checked in) and prints one table."""
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import os
 import sys
@@ -129,7 +130,8 @@ def main() -> int:
 
     # the device keys last: `base` is the default row and carries name 'default'
     row = {**base, **split_best, **score_best, "name": props.name, "sms": props.multi_processor_count,
-           "source": f"tools/gpu_tune.py, torch {torch.__version__}, copy floor {bw:.0f} GB/s"}
+           "source": f"tools/gpu_tune.py on an {props.name}, {datetime.date.today()}, torch {torch.__version__}, "
+                     f"copy floor {bw:.0f} GB/s"}
     ext.set_tuning(*tuning.args_of(row))
     table = {"about": load_json(tuning.TABLE_PATH, max_bytes=MiB)["about"],
              "devices": [r for r in rows if (r["name"], r.get("sms")) != (row["name"], row["sms"])] + [row]}

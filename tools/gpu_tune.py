@@ -6,8 +6,9 @@ For each plan parameter set on a small grid, the extension itself says which spl
 K/V copies) and which page_scores CTA size (32K context, batch 1 / 8 / 64) it would pick;
 every distinct choice is timed once on the same
 data (median of 30), and the parameter set with the lowest summed time relative to the
-best choice of each shape wins (ties: the earlier set, the shipped constants first). Also
-times select_pages and the sparse path's parts with the winning row. Writes $OUT/tune.json
+best choice of each shape wins (ties: the earlier set, the shipped constants first). Then
+the one-launch sparse decode against the three launches at batches 1, 2, 4, ...: the row's
+sparse_fused_max_batch is the largest batch of that series where one launch wins. Writes $OUT/tune.json
 (every timing, the row, and the whole table with this GPU's row replaced, ready to be
 checked in) and prints one table."""
 
@@ -21,7 +22,7 @@ import sys
 import torch
 
 from tinyserve_core.bench import kernels as kb
-from tinyserve_core.kernels import tuning
+from tinyserve_core.kernels import _cuda_ops as ops, tuning
 from tinyserve_core.kernels._backend import build
 from tinyserve_core.loaders import MiB, load_json
 from tinyserve_core.writers import write_json
@@ -29,6 +30,8 @@ from tinyserve_core.writers import write_json
 REPS = 30
 SPLIT_GRID = {"split_min_tiles": (8, 2, 4, 16, 32), "split_cost": (0.002, 0.0, 0.01, 0.05),
               "decode_l2_prefetch": (0, 1)}
+SPARSE_BATCHES = (1, 2, 4, 8, 16, 32)
+SPARSE_PAGES = 2048 // 16  # the bench's 2,048-token budget at block 16
 SCORE_GRID = {"score_max_ppc": (128, 64, 256, 512), "score_min_ctas_per_sm": (8.0, 0.5, 1.0, 1.5, 2.0, 4.0)}
 
 
@@ -128,8 +131,28 @@ def main() -> int:
     score_best, score_rel = _best(_grid(SCORE_GRID), ppc_choice, sc, list(kb.BATCHES), base, ext)
     metas.clear()
 
+    # the one-launch sparse path up to the largest batch (of a doubling series from 1)
+    # where it beats the three launches, with the split and scoring plans just chosen
+    ext.set_tuning(*tuning.args_of({**base, **split_best, **score_best}))
+    sparse, fused_max = [], 0
+    for batch in SPARSE_BATCHES:
+        if not ext.sparse_decode_splits(batch, kb.HKV, pages, SPARSE_PAGES, kb.BS, kb.HD):
+            break
+        c = kb.DecodeCase(batch, 32768, l2, gen)
+        meta = torch.empty(c.k.shape[0], 2, kb.HKV, kb.HD, device="cuda", dtype=torch.float16)
+        meta[:, 0], meta[:, 1] = c.k.amin(1), c.k.amax(1)
+        us = {fused: kb.time_ms(lambda i: ops.sparse_decode_attention(  # noqa: B023
+            c.q[i % c.rot], c.k, c.v, meta, c.tables[i % c.rot], c.seq_lens, c.scale, SPARSE_PAGES, fused=fused),
+            REPS) * 1e3 for fused in (True, False)}
+        sparse.append({"batch": batch, "one_launch_us": us[True], "three_launches_us": us[False]})
+        del c, meta
+        torch.cuda.empty_cache()
+        if us[True] >= us[False]:
+            break
+        fused_max = batch
+
     # the device keys last: `base` is the default row and carries name 'default'
-    row = {**base, **split_best, **score_best, "name": props.name, "sms": props.multi_processor_count,
+    row = {**base, **split_best, **score_best, "sparse_fused_max_batch": fused_max, "name": props.name, "sms": props.multi_processor_count,
            "source": f"tools/gpu_tune.py on an {props.name}, {datetime.date.today()}, torch {torch.__version__}, "
                      f"copy floor {bw:.0f} GB/s"}
     ext.set_tuning(*tuning.args_of(row))
@@ -140,7 +163,7 @@ def main() -> int:
                             for (s, k), v in dec.us.items()],
               "page_scores_us": [{"batch": b, "ctx": 32768, "pages_per_cta": k, "us": v}
                                  for (b, k), v in sc.us.items()],
-              "split_rel_to_best": split_rel, "score_rel_to_best": score_rel, "row": row, "table": table}
+              "sparse_us": sparse, "split_rel_to_best": split_rel, "score_rel_to_best": score_rel, "row": row, "table": table}
     write_json(os.path.join(out_dir, "tune.json"), result, "tune output", indent=1, make_parents=True)
     print(f"copy floor {bw:.0f} GB/s on {props.name} ({props.multi_processor_count} SMs)")
     for s in shapes:
@@ -152,6 +175,8 @@ def main() -> int:
         got = {k: v for (bb, k), v in sc.us.items() if bb == b}
         print(f"scores {b:>3}x32K " + "  ".join(f"ppc={k}{'*' if k == ppc_choice(b) else ''} {v:.1f}"
                                               for k, v in sorted(got.items())) + " us")
+    for r in sparse:
+        print(f"sparse {r['batch']:>3}x32K one launch {r['one_launch_us']:.1f} us, three {r['three_launches_us']:.1f} us")
     print(f"split plan {split_rel:.3f}x of the best per shape, scoring plan {score_rel:.3f}x")
     print(tuning.describe(row))
     return 0

@@ -464,13 +464,13 @@ def test_tuning_row_drives_the_launch_plans(cuda_ops):
     ext = _backend.build()
     assert tuning.applied()["device"] == torch.cuda.get_device_name(0)
     try:
-        ext.set_tuning(8, 0.002, 1, 128, 8.0, 0)  # max_splits 1: never split
+        ext.set_tuning(8, 0.002, 1, 128, 8.0, 0, 8)  # max_splits 1: never split
         assert ext.decode_num_splits(1, 8, 32768, 128) == 1
-        ext.set_tuning(2, 0.0, 256, 128, 8.0, 0)
+        ext.set_tuning(2, 0.0, 256, 128, 8.0, 0, 8)
         assert ext.decode_num_splits(1, 8, 32768, 128) > 1
-        ext.set_tuning(8, 0.002, 256, 512, 0.0, 0)  # no CTA floor: the largest CTA
+        ext.set_tuning(8, 0.002, 256, 512, 0.0, 0, 8)  # no CTA floor: the largest CTA
         assert ext.page_scores_ppc(1, 8, 2048) == 512
-        ext.set_tuning(8, 0.002, 256, 512, 64.0, 0)  # never enough CTAs: the smallest
+        ext.set_tuning(8, 0.002, 256, 512, 64.0, 0, 8)  # never enough CTAs: the smallest
         assert ext.page_scores_ppc(1, 8, 2048) == 16
     finally:
         tuning.apply(ext)
@@ -495,7 +495,7 @@ def test_decode_l2_prefetch_hint_changes_no_result(cuda_ops, dtype):
     outs = {}
     try:
         for hint in (0, 1):
-            ext.set_tuning(8, 0.002, 256, 128, 8.0, hint)
+            ext.set_tuning(8, 0.002, 256, 128, 8.0, hint, 8)
             outs[hint] = [ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, None, s) for s in (1, 4)]
             outs[hint].append(ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, pages, 1))
     finally:

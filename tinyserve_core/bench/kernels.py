@@ -23,6 +23,7 @@ from ..kernels.cache_runs import page_runs
 
 HQ, HKV, HD, BS = 32, 8, 128, 16
 BATCHES = (1, 8, 64)
+SPARSE_BATCHES = (1, 2, 4, 8, 16, 64)  # where one launch stops paying
 CONTEXTS = (1024, 4096, 16384, 32768)
 
 
@@ -134,6 +135,9 @@ def bench_sdpa(case: DecodeCase, reps: int, gen: torch.Generator):
 
 # ----------------------------------------------------------------------------- sparse
 def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> dict:
+    """Quest at one batch: the three launches (page_scores, select_pages, decode over the
+    pages) and their parts, the one-launch path where the shape fits it, and the path the
+    op picks by itself (`kernels.sparse_decode_attention`), against dense decode."""
     from ..kernels import _cuda_ops as ops
 
     case = DecodeCase(batch, ctx, l2, gen)
@@ -143,12 +147,10 @@ def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> 
     meta[:, 1] = case.k.amax(1)
     k_pages = budget // BS
 
-    def sparse(i):
-        r = i % case.rot
-        scores = ops.page_scores(case.q[r], meta, case.tables[r], case.seq_lens, case.scale, BS)
-        idx = ops.select_pages(scores, k_pages)
-        return ops.paged_decode_attention(case.q[r], case.k, case.v, case.tables[r], case.seq_lens,
-                                          case.scale, idx)
+    def run(fused):
+        return lambda i: ops.sparse_decode_attention(case.q[i % case.rot], case.k, case.v, meta,
+                                                     case.tables[i % case.rot], case.seq_lens, case.scale,
+                                                     k_pages, fused=fused)
 
     def score_only(i):
         r = i % case.rot
@@ -162,7 +164,10 @@ def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> 
 
     fixed = [score_only(r) for r in range(case.rot)]
     dense_ms = bench_ours(case, reps)
-    sparse_ms = time_ms(sparse, reps)
+    chain_ms = time_ms(run(False), reps)
+    splits = ops._extension().sparse_decode_splits(batch, HKV, case.pages, k_pages, BS, HD)
+    fused_ms = time_ms(run(True), reps) if splits else None
+    auto_ms = time_ms(run(None), reps)
     select_ms = time_ms(score_only, reps)
     attend_ms = time_ms(attend_only, reps)
     # floor: read every page's metadata once plus the selected K/V once
@@ -170,9 +175,10 @@ def bench_sparse(batch: int, ctx: int, budget: int, reps: int, l2: int, gen) -> 
     bw = _COPY_BW.get("gbps")
     del case, meta
     return {"batch": batch, "ctx": ctx, "budget_tokens": budget, "dense_ms": dense_ms,
-            "sparse_total_ms": sparse_ms, "score_topk_ms": select_ms, "sparse_attend_ms": attend_ms,
-            "speedup": dense_ms / sparse_ms,
-            "pct_copy_bw": None if bw is None else 100 * floor_bytes / sparse_ms / 1e6 / bw}
+            "sparse_3launch_ms": chain_ms, "sparse_1launch_ms": fused_ms, "sparse_1launch_splits": splits,
+            "sparse_total_ms": auto_ms, "score_topk_ms": select_ms, "sparse_attend_ms": attend_ms,
+            "speedup": dense_ms / auto_ms,
+            "pct_copy_bw": None if bw is None else 100 * floor_bytes / auto_ms / 1e6 / bw}
 
 
 # ----------------------------------------------------------------------------- cache ops
@@ -293,13 +299,14 @@ def report(res: dict) -> str:
         if res.get("flashinfer_error"):
             out.append(f"FlashInfer: {res['flashinfer_error']}")
     if res.get("sparse"):
-        out.append("\nQuery-aware sparse decode, 32K context, 2048-token budget (score + select + attend); "
-                   "% = (all page metadata + selected K/V) / time / copy bandwidth")
+        out.append("\nQuery-aware sparse decode, 32K context, 2048-token budget: three launches (score + "
+                   "select, attend) or one; total = the path the op picks; % = (all page metadata + selected "
+                   "K/V) / time / copy bandwidth")
         out.append(_table([[r["batch"], us(r, "dense_ms"), us(r, "score_topk_ms"), us(r, "sparse_attend_ms"),
-                            us(r, "sparse_total_ms"), f(r.get("pct_copy_bw")), f(r["speedup"], 2)]
-                           for r in res["sparse"]],
-                          ["batch", "dense us", "score+select us", "attend us", "total us", "total %",
-                           "speedup"]))
+                            us(r, "sparse_3launch_ms"), us(r, "sparse_1launch_ms"), us(r, "sparse_total_ms"),
+                            f(r.get("pct_copy_bw")), f(r["speedup"], 2)] for r in res["sparse"]],
+                          ["batch", "dense us", "score+select us", "attend us", "3 launches us", "1 launch us",
+                           "total us", "total %", "speedup"]))
     cache = res.get("reshape_and_cache", []) + ([res["copy_blocks"]] if res.get("copy_blocks") else [])
     if cache:
         out.append(f"\nCache ops, % of copy bandwidth ({bw:.0f} GB/s)")
@@ -374,7 +381,7 @@ def measure_kernels(reps: int = 30, quick: bool = False, peers: bool = True, onl
     res["flashinfer_error"] = fi_error if peers else "skipped (--no-peers)"
 
     sparse = [bench_sparse(b, 32768, 2048, reps, l2, gen)
-              for b in ((1, 64) if quick else BATCHES)] if "sparse" in only else []
+              for b in ((1, 64) if quick else SPARSE_BATCHES)] if "sparse" in only else []
     torch.cuda.empty_cache()
     res["sparse"] = sparse
     if "cache" in only:

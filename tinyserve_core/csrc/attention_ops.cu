@@ -6,8 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/page_scores.cuh"
-#include "kernels/paged_attention.cuh"
+#include "attention_params.h"
 #include "kernels/paged_attention_fp8.cuh"
 #include "launch.h"
 #include "ops.h"
@@ -31,6 +30,9 @@ struct Tuning {
   // Decode K/V copies with the L2::256B hint: off unless a device's row measured it faster
   // (an H200 streamed 7% slower with it; the H100 row keeps the hint it was tuned with).
   int decode_l2_prefetch = 0;
+  // Query-aware sparse decode runs as one launch (sparse_ops.cu) up to this batch size,
+  // as page_scores + select_pages + paged decode above it.
+  int sparse_fused_max_batch = 0;
 };
 Tuning g_tuning;
 
@@ -101,15 +103,21 @@ int splits_for(int64_t units, int64_t max_tokens) {
 }  // namespace
 
 void set_tuning(int64_t split_min_tiles, double split_cost, int64_t max_splits, int64_t score_max_ppc,
-                double score_min_ctas_per_sm, int64_t decode_l2_prefetch) {
+                double score_min_ctas_per_sm, int64_t decode_l2_prefetch, int64_t sparse_fused_max_batch) {
   TORCH_CHECK(split_min_tiles >= 1 && max_splits >= 1 && max_splits <= 4096 && split_cost >= 0,
               "set_tuning: split parameters out of range");
   TORCH_CHECK(score_max_ppc >= 16 && score_max_ppc <= 4096 && score_min_ctas_per_sm >= 0,
               "set_tuning: page_scores parameters out of range");
   TORCH_CHECK(decode_l2_prefetch == 0 || decode_l2_prefetch == 1, "set_tuning: decode_l2_prefetch is 0 or 1");
+  TORCH_CHECK(sparse_fused_max_batch >= 0 && sparse_fused_max_batch <= 256,
+              "set_tuning: sparse_fused_max_batch is 0..256");
   g_tuning = Tuning{(int)split_min_tiles, split_cost, (int)max_splits, (int)score_max_ppc, score_min_ctas_per_sm,
-                    (int)decode_l2_prefetch};
+                    (int)decode_l2_prefetch, (int)sparse_fused_max_batch};
 }
+
+int decode_l2_prefetch() { return g_tuning.decode_l2_prefetch; }
+
+int64_t sparse_fused_max_batch() { return g_tuning.sparse_fused_max_batch; }
 
 // page_scores' pages per CTA: g_tuning.score_max_ppc, halved (down to 16) while the grid
 // would have fewer than score_min_ctas_per_sm CTAs per SM to spread the reads.
@@ -165,19 +173,8 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
 
   auto out = torch::empty_like(query);
   if (B == 0) return out;
-  DecodeParams p{};
-  p.q = query.data_ptr();
-  p.k_cache = k_cache.data_ptr();
-  p.v_cache = v_cache.data_ptr();
-  p.block_tables = block_tables.data_ptr<int>();
-  p.seq_lens = seq_lens.data_ptr<int>();
-  p.out = out.data_ptr();
-  p.num_q_heads = Hq;
-  p.num_kv_heads = Hkv;
-  p.group = Hq / Hkv;
-  p.block_size = BS;
-  p.block_shift = (BS & (BS - 1)) == 0 ? __builtin_ctz(BS) : -1;
-  p.bt_stride = block_tables.size(1);
+  DecodeParams p = decode_params(query, k_cache, v_cache, block_tables, seq_lens, scale, out,
+                                 g_tuning.decode_l2_prefetch);
   int64_t max_tokens = (int64_t)block_tables.size(1) * BS;
   if (page_indices.has_value()) {
     const auto& pi = *page_indices;
@@ -189,8 +186,6 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     p.max_sel = pi.size(2);
     max_tokens = (int64_t)p.max_sel * BS;
   }
-  p.scale_log2 = float(scale * M_LOG2E);
-  p.l2_prefetch = g_tuning.decode_l2_prefetch;
 
   const bool half = query.scalar_type() == torch::kHalf;
   TORCH_CHECK(half || query.scalar_type() == torch::kBFloat16, "paged_decode_attention: fp16 or bf16");
@@ -246,25 +241,9 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   const c10::cuda::CUDAGuard guard(query.device());
   auto out = torch::empty({B, Hkv, M}, query.options().dtype(torch::kFloat32));
   if (B == 0 || M == 0) return out;
-  PageScoreParams p{};
-  p.q = query.data_ptr();
-  p.meta = meta.data_ptr();
-  p.block_tables = block_tables.data_ptr<int>();
-  p.seq_lens = seq_lens.data_ptr<int>();
-  p.out = out.data_ptr<float>();
-  p.num_q_heads = Hq;
-  p.num_kv_heads = Hkv;
-  p.group = Hq / Hkv;
-  p.head_dim = D;
-  p.block_size = (int)block_size;
-  p.bt_stride = M;
-  p.max_blocks = M;
   const int ppc = pages_per_cta > 0 ? (int)pages_per_cta : (int)page_scores_ppc(B, Hkv, M);
   TORCH_CHECK(ppc <= 4096, "pages_per_cta must be <= 4096, got ", ppc);
-  p.pages_per_cta = ppc;
-  p.scale_lo = p.scale_hi = (float)scale;
-  if ((double)p.scale_hi < scale) p.scale_hi = std::nextafter(p.scale_hi, INFINITY);
-  if ((double)p.scale_lo > scale) p.scale_lo = std::nextafter(p.scale_lo, 0.f);
+  const PageScoreParams p = page_score_params(query, meta, block_tables, seq_lens, scale, (int)block_size, ppc, out);
   TORCH_CHECK((M + p.pages_per_cta - 1) / p.pages_per_cta <= 65535 && B <= 65535, "page_scores: too many pages or sequences for one launch");
   const dim3 grid(Hkv, (M + p.pages_per_cta - 1) / p.pages_per_cta, B);
   const size_t smem = page_scores_smem_bytes(p.group, D, p.pages_per_cta);

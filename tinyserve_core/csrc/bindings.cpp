@@ -15,7 +15,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_num_splits", &tinyserve::decode_num_splits);
   m.def("set_tuning", &tinyserve::set_tuning, "the per-device launch policy (kernels/tuning.py)",
         pybind11::arg("split_min_tiles"), pybind11::arg("split_cost"), pybind11::arg("max_splits"),
-        pybind11::arg("score_max_ppc"), pybind11::arg("score_min_ctas_per_sm"), pybind11::arg("decode_l2_prefetch"));
+        pybind11::arg("score_max_ppc"), pybind11::arg("score_min_ctas_per_sm"), pybind11::arg("decode_l2_prefetch"),
+        pybind11::arg("sparse_fused_max_batch"));
+  m.def("sparse_fused_max_batch", &tinyserve::sparse_fused_max_batch);
+  m.def("sparse_decode_splits", &tinyserve::sparse_decode_splits);
+  m.def("sparse_decode_attention", &tinyserve::sparse_decode_attention, pybind11::arg("query"),
+        pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("meta"), pybind11::arg("block_tables"),
+        pybind11::arg("seq_lens"), pybind11::arg("scale"), pybind11::arg("k"), pybind11::arg("sink_pages") = 0,
+        pybind11::arg("force_last") = false, pybind11::arg("num_splits") = 0);
   m.def("page_scores_ppc", &tinyserve::page_scores_ppc);
   m.def("page_scores", &tinyserve::page_scores, pybind11::arg("query"), pybind11::arg("meta"),
         pybind11::arg("block_tables"), pybind11::arg("seq_lens"), pybind11::arg("scale"),

@@ -22,7 +22,21 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
 int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim);
 
 void set_tuning(int64_t split_min_tiles, double split_cost, int64_t max_splits, int64_t score_max_ppc,
-                double score_min_ctas_per_sm, int64_t decode_l2_prefetch);
+                double score_min_ctas_per_sm, int64_t decode_l2_prefetch, int64_t sparse_fused_max_batch);
+// the tuning in force: the decode copies' L2 hint, the largest batch of the one-launch sparse path
+int decode_l2_prefetch();
+int64_t sparse_fused_max_batch();
+
+// sparse_ops.cu: query-aware sparse decode in one launch for small batches. Splits per
+// (sequence, kv-head) row of its plan, 0 when the shape does not fit one launch.
+int64_t sparse_decode_splits(int64_t batch, int64_t num_kv_heads, int64_t max_blocks, int64_t k,
+                             int64_t block_size, int64_t head_dim);
+// {out [B, Hq, D], page_indices int32 [B, Hkv, k], scores float32 [B, Hkv, M]}
+std::vector<torch::Tensor> sparse_decode_attention(const torch::Tensor& query, const torch::Tensor& k_cache,
+                                                   const torch::Tensor& v_cache, const torch::Tensor& meta,
+                                                   const torch::Tensor& block_tables,
+                                                   const torch::Tensor& seq_lens, double scale, int64_t k,
+                                                   int64_t sink_pages, bool force_last, int64_t num_splits);
 
 int64_t page_scores_ppc(int64_t batch, int64_t num_kv_heads, int64_t max_blocks);
 

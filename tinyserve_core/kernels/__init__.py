@@ -21,6 +21,7 @@ __all__ = [
     "prefill_attention",
     "page_scores",
     "select_pages",
+    "sparse_decode_attention",
     "copy_blocks",
     "allocate_blocks",
     "quantize_keys",
@@ -155,6 +156,16 @@ def page_scores(query, meta, block_tables, seq_lens, scale, block_size):
 
 def select_pages(scores, k):
     return _ops(scores).select_pages(scores, k)
+
+
+def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k, sink_pages=0,
+                            force_last=False):
+    """Quest in one op: page bounds, the k best pages per (sequence, kv-head), attention
+    over them (reference.py is the spec). Returns (out, page_indices, scores). On a GPU
+    small batches run as one launch (csrc/kernels/sparse_decode.cuh; up to the tuning
+    row's `sparse_fused_max_batch`), larger ones as page_scores + select_pages + decode."""
+    return _ops(query).sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k,
+                                               sink_pages, force_last)
 
 
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:

@@ -25,7 +25,8 @@ from . import reference
 EXT_NAME = "tinyserve_kernels"
 CSRC = csrc_dir()
 SOURCES = ("bindings.cpp", "attention_ops.cu", "cache_ops.cu", "alloc_ops.cu", "quant_ops.cu",
-           "twostage_ops.cu", "fp8_ops.cu", "fused_ops.cu", "stats_ops.cu")
+           "twostage_ops.cu", "fp8_ops.cu", "fused_ops.cu", "stats_ops.cu",
+           "sparse_ops.cu")
 # A build lock older than this with no process building in its folder was left by an
 # interrupted build (torch's FileBaton would otherwise wait on it forever).
 STALE_LOCK_SECONDS = float(os.environ.get("TINYSERVE_BUILD_LOCK_STALE_S", 600))

@@ -11,6 +11,7 @@ import sys
 import torch
 
 from . import reference
+from .ranking import forced_pages
 
 _noted: set[str] = set()
 _ext = None  # the compiled extension, bound by _backend.build() when it loads
@@ -91,6 +92,39 @@ def select_pages(scores, k):
     if scores.shape[-1] > 4096 or scores.dtype != torch.float32:
         return reference.select_pages(scores, k)  # torch.topk handles the long rows
     return _extension().select_pages(scores.contiguous(), int(k))
+
+
+def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k, sink_pages=0,
+                            force_last=False, fused: bool | None = None, num_splits: int = 0):
+    """`fused` None: one launch when the batch is at most the tuning row's
+    sparse_fused_max_batch and the shape fits one launch; True / False force a path (a
+    forced launch that cannot fit raises)."""
+    why = _attention_supported(query, k_cache) or (
+        None if query.shape[-1] in (64, 128) and scale > 0 and k >= 1 else "sparse decode needs k >= 1")
+    if why is not None:
+        _note_once(why)
+        return reference.sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k,
+                                                 sink_pages, force_last)
+    ext, dev = _extension(), query.device
+    B, M = block_tables.shape
+    q = query.to(k_cache.dtype).contiguous()
+    tables, lens = _i32(block_tables, dev), _i32(seq_lens, dev)
+    if fused is None:
+        fused = (B <= ext.sparse_fused_max_batch() and M <= 4096 and
+                 ext.sparse_decode_splits(B, k_cache.shape[2], M, int(k), k_cache.shape[1], q.shape[-1]) > 0)
+    if fused:
+        out, pages, scores = ext.sparse_decode_attention(q, k_cache, v_cache, meta.contiguous(), tables, lens,
+                                                         float(scale), int(k), int(sink_pages), bool(force_last),
+                                                         int(num_splits))
+        return out.to(query.dtype), pages, scores
+    scores = page_scores(q, meta, tables, lens, scale, k_cache.shape[1])
+    keys = scores
+    if sink_pages or force_last:
+        n = (lens.long() + k_cache.shape[1] - 1) // k_cache.shape[1]
+        keys = scores.masked_fill(forced_pages(n, M, sink_pages, bool(force_last))[:, None, :], float("inf"))
+    pages = select_pages(keys, k)
+    out = paged_decode_attention(q, k_cache, v_cache, tables, lens, scale, pages)
+    return out.to(query.dtype), pages, scores
 
 
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:

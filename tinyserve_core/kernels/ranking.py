@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 
 
-def forced_pages(num_pages: torch.Tensor, max_pages: int, sink_pages: int) -> torch.Tensor:
+def forced_pages(num_pages: torch.Tensor, max_pages: int, sink_pages: int, last: bool = True) -> torch.Tensor:
     """bool [B, M]: pages every sparse policy keeps: the page being written (the
-    last one) and the first `sink_pages` attention-sink pages."""
+    last one; unless `last` is False) and the first `sink_pages` attention-sink pages."""
     p = torch.arange(max_pages, device=num_pages.device)
     n = num_pages[:, None]
-    return ((p[None, :] == n - 1) | (p[None, :] < sink_pages)) & (p[None, :] < n)
+    return (((p[None, :] == n - 1) & last) | (p[None, :] < sink_pages)) & (p[None, :] < n)
 
 
 def take_top(keys: torch.Tensor, k: torch.Tensor, kmax: int) -> torch.Tensor:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .ranking import forced_pages
+
 
 def reshape_and_cache(
     key: torch.Tensor,          # [T, Hkv, D]
@@ -191,6 +193,36 @@ def select_pages(scores: torch.Tensor, k: int) -> torch.Tensor:
         pad = idx.new_full((*idx.shape[:-1], int(k) - kk), -1)
         idx = torch.cat([idx, pad], dim=-1)
     return idx
+
+
+def top_pages(scores, seq_lens, block_size: int, k: int, sink_pages: int = 0, force_last: bool = False):
+    """The k pages of highest score in each (sequence, kv-head) row of page_scores' output,
+    ties to the lower page, with the first `sink_pages` pages and, when `force_last`, the
+    context's last page always among them (they count against k): int32 [B, Hkv, k] in
+    ascending order, -1 padding (pages past the context are never taken)."""
+    B, H, M = scores.shape
+    forced = forced_pages((seq_lens.long() + block_size - 1) // block_size, M, sink_pages, bool(force_last))
+    keys = scores.masked_fill(forced[:, None, :], float("inf"))
+    kk = min(int(k), M)
+    top = torch.sort(keys, dim=-1, descending=True, stable=True)
+    idx = top.indices[..., :kk].masked_fill(top.values[..., :kk] == float("-inf"), M)
+    idx = torch.sort(idx, dim=-1).values
+    pages = torch.full((B, H, int(k)), -1, dtype=torch.int32, device=scores.device)
+    pages[..., :kk] = idx.masked_fill(idx == M, -1).to(torch.int32)
+    return pages
+
+
+def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale: float, k: int,
+                            sink_pages: int = 0, force_last: bool = False):
+    """Query-aware sparse decode (Quest) as one op: the page bounds (page_scores), the
+    top_pages of them, and decode attention over those pages. Returns (out [B, Hq, D],
+    page_indices int32 [B, Hkv, k], scores float32 [B, Hkv, M]: the bounds, before the
+    forced pages)."""
+    bs = k_cache.shape[1]
+    scores = page_scores(query, meta, block_tables, seq_lens, scale, bs)
+    pages = top_pages(scores, seq_lens, bs, k, sink_pages, force_last)
+    out = paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, pages)
+    return out, pages, scores
 
 
 def mask_pages_past_context(scores: torch.Tensor, seq_lens: torch.Tensor, block_size: int) -> torch.Tensor:

@@ -5,6 +5,8 @@ A row holds the launch choices that depend on the machine:
   score_max_ppc, score_min_ctas_per_sm      page_scores' pages per CTA
   decode_l2_prefetch                        1: paged decode's K/V copies carry the L2::256B
                                             prefetch hint (an H200 streams 7% slower with it)
+  sparse_fused_max_batch                    query-aware sparse decode runs as one launch up to
+                                            this batch size (0: never), as three above it
 Rows are keyed by device name and SM count (a cut-down part with the same name but fewer
 SMs gets the name-only match, then the default). tools/gpu_tune.py measures the candidate
 plans on the GPU it runs on and writes that GPU's row; _backend.build() applies the row of
@@ -26,6 +28,7 @@ PARAMS: dict[str, tuple[type, float, float]] = {
     "score_max_ppc": (int, 16, 4096),
     "score_min_ctas_per_sm": (float, 0.0, 64.0),
     "decode_l2_prefetch": (int, 0, 1),
+    "sparse_fused_max_batch": (int, 0, 256),
 }
 
 _applied: dict[str, Any] = {}

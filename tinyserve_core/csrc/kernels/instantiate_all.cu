@@ -5,6 +5,7 @@
 #include "page_scores.cuh"
 #include "paged_attention.cuh"
 #include "reshape_and_cache.cuh"
+#include "sparse_decode.cuh"
 
 namespace tinyserve {
 #define DECODE(T, D)                                                             \
@@ -22,4 +23,7 @@ TINYSERVE_CACHE_INSTANCES(CACHE)
 TINYSERVE_SCORE_INSTANCES(SCORE)
 #define SELECT(N) template __global__ void select_pages_kernel<N>(const float*, int, int, int*);
 TINYSERVE_SELECT_INSTANCES(SELECT)
+#define SPARSE(T, D) \
+  template __global__ void sparse_decode_kernel<T, D>(const __grid_constant__ SparseDecodeParams);
+TINYSERVE_SPARSE_INSTANCES(SPARSE)
 }  // namespace tinyserve

@@ -73,25 +73,21 @@ __device__ __forceinline__ void score_load(uint4 (&lo)[U], uint4 (&hi)[U], const
   }
 }
 
+// The scores of pages [p_begin, p_begin + pages_per_cta) of row (b, kvh) by one
+// kScoreWarps-warp CTA; `sq` is page_scores_smem_bytes of shared memory. Ends with the
+// CTA's own writes issued (no barrier after them).
 template <typename T, int D>
-__global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __grid_constant__ PageScoreParams p) {
+__device__ __forceinline__ void score_page_range(const PageScoreParams& p, float* sq, int b, int kvh, int p_begin) {
   constexpr int VEC = 16 / sizeof(T);
   constexpr int LPP = D / VEC;           // lanes per page group
   constexpr int GPW = 32 / LPP;          // page groups per warp
   constexpr int U = 4;                   // pages per group per step
   static_assert(LPP <= 32 && 32 % LPP == 0, "head_dim must fill whole lanes");
-  extern __shared__ __align__(16) float sq[];  // [group][2][D] (q+, q-), then int [pages_per_cta]
-  int* sblk = reinterpret_cast<int*>(sq + 2 * p.group * D);
-  pdl_entry();
-
-  // kv-head is the fastest grid index: the CTAs of one page range run side by side and read
-  // the same metadata blocks ([2, Hkv, D] each) together.
-  const int b = blockIdx.z, kvh = blockIdx.x;
+  int* sblk = reinterpret_cast<int*>(sq + 2 * p.group * D);  // after [group][2][D] (q+, q-)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int sub = lane / LPP, li = lane % LPP;
   const int seq_len = p.seq_lens[b];
   const int n_pages = (seq_len + p.block_size - 1) / p.block_size;
-  const int p_begin = blockIdx.y * p.pages_per_cta;
   const int p_end = min(p.max_blocks, p_begin + p.pages_per_cta);
 
   const T* qg = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + kvh * p.group) * D;
@@ -155,73 +151,126 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
   }
 }
 
+template <typename T, int D>
+__global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __grid_constant__ PageScoreParams p) {
+  extern __shared__ __align__(16) float sq[];
+  pdl_entry();
+  // kv-head is the fastest grid index: the CTAs of one page range run side by side and read
+  // the same metadata blocks ([2, Hkv, D] each) together.
+  score_page_range<T, D>(p, sq, blockIdx.z, blockIdx.x, blockIdx.y * p.pages_per_cta);
+}
+
 // select_pages: the k highest-scoring pages of each (sequence, kv-head) row, one 256-thread
 // CTA per row, ITEMS consecutive pages per thread in registers. The k-th largest score is
 // found exactly by a bitwise binary search over the order-preserving integer image of the
-// floats: 32 steps, each a warp reduction of per-thread counts, one barrier and a second
-// reduction of the per-warp counts. (Two or four bits per step, one warp per row and a
-// 1024-thread CTA all measured slower on an H100, see NOTES.md.) Pages above it are taken,
-// ties at it by lowest page index, and a block-wide scan writes them in page order. Pages
-// scoring -inf (past the context) come out as -1, as do slots past the row's length.
+// floats (select_kth): up to 16 steps of two bits, each warp reductions of per-thread
+// counts, one barrier and reductions of the per-warp counts, stopping once exactly k keys
+// are at or above the candidate. (One warp per row and a 1024-thread CTA measured slower
+// on an H100, see NOTES.md.) Pages
+// above it are taken, ties at it by lowest page index, and a block-wide scan writes them
+// in page order. Pages scoring -inf (past the context) come out as -1, as do slots past
+// the row's length.
 constexpr int kSelectThreads = 256;
 constexpr int kSelectMaxItems = 16;  // rows up to 4096 pages in registers; longer rows: torch.topk
 
 __device__ __forceinline__ uint32_t order_key(float f) {
-  const uint32_t u = __float_as_uint(f);
+  const uint32_t u = __float_as_uint(f + 0.f);  // -0 + 0 = +0: the two zeros tie, as they compare
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-template <int ITEMS>
-__global__ void __launch_bounds__(kSelectThreads)
-select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restrict__ out) {
-  constexpr int WARPS = kSelectThreads / 32;
-  __shared__ int counts[2][WARPS];  // double-buffered: one barrier per step
-  const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  pdl_entry();
-  const float* s = scores + (int64_t)row * M;
-  int* o = out + (int64_t)row * k;
-  const int base = threadIdx.x * ITEMS;
-  uint32_t key[ITEMS];
-#pragma unroll
-  for (int j = 0; j < ITEMS; ++j) key[j] = base + j < M ? order_key(__ldg(s + base + j)) : 0u;
-
-  // Largest v with #(key >= v) >= k: the k-th largest key (0 when the row has < k pages;
-  // padding keys are 0 and every candidate is above 0).
+// The k-th largest key of the block (each thread's first `nitems` of `key`, a multiple of
+// 4; padding keys are 0, below every real key): the largest v with #(key >= v) >= k
+// (0 when the block has fewer than k keys), found two bits at a time from the top: each
+// step counts the keys at or above the three candidates for the next two bits (one
+// barrier), 16 steps at most. It stops as soon as exactly k keys are >= v: every v
+// between the k-th and the (k+1)-th key selects the same pages, and select_take treats
+// such a v alike (distinct scores usually part after 10-12 steps).
+template <int THREADS, int ITEMS>
+__device__ __forceinline__ uint32_t select_kth(const uint32_t (&key)[ITEMS], int nitems, int k) {
+  static_assert(ITEMS % 4 == 0, "keys come in groups of 4");
+  static_assert(THREADS * ITEMS < 65536, "a count must fit 16 bits");
+  constexpr int WARPS = THREADS / 32;
+  __shared__ int counts[2][2][WARPS];  // double-buffered: one barrier per step
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint32_t kth = 0;
 #pragma unroll 1
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t cand = kth | (1u << bit);
-    int n = 0;
+  for (int bit = 30; bit >= 0; bit -= 2) {
+    const uint32_t c1 = kth | (1u << bit), c2 = kth | (2u << bit), c3 = kth | (3u << bit);
+    int n12 = 0, n3 = 0;  // (keys >= c1) | (keys >= c2) << 16, keys >= c3
 #pragma unroll
-    for (int j = 0; j < ITEMS; ++j) n += key[j] >= cand;
-    n = __reduce_add_sync(0xffffffffu, n);
-    if (lane == 0) counts[bit & 1][warp] = n;
+    for (int j = 0; j < ITEMS; ++j)
+      if ((j & ~3) < nitems) {  // block-uniform
+        n12 += (key[j] >= c1) + ((key[j] >= c2) << 16);
+        n3 += key[j] >= c3;
+      }
+    n12 = __reduce_add_sync(0xffffffffu, n12);
+    n3 = __reduce_add_sync(0xffffffffu, n3);
+    const int buf = (bit >> 1) & 1;
+    if (lane == 0) {
+      counts[buf][0][warp] = n12;
+      counts[buf][1][warp] = n3;
+    }
     __syncthreads();
-    if (__reduce_add_sync(0xffffffffu, lane < WARPS ? counts[bit & 1][lane] : 0) >= k) kth = cand;
+    const int t12 = __reduce_add_sync(0xffffffffu, lane < WARPS ? counts[buf][0][lane] : 0);
+    const int t3 = __reduce_add_sync(0xffffffffu, lane < WARPS ? counts[buf][1][lane] : 0);
+    const int t1 = t12 & 0xffff, t2 = t12 >> 16;
+    const int j = t3 >= k ? 3 : t2 >= k ? 2 : t1 >= k ? 1 : 0;
+    kth |= uint32_t(j) << bit;
+    if (j != 0 && (j == 3 ? t3 : j == 2 ? t2 : t1) == k) break;
   }
+  return kth;
+}
+
+// The selection at threshold `kth`: keys above it, and ties at it by lowest page index
+// until k are taken. Returns this thread's taken keys as bits (bit j: key j, page
+// base + j); `pos` gets the list position of its first taken page (pages in ascending
+// order) and `written` the pages taken by the block (<= k; the list's tail is -1).
+template <int THREADS, int ITEMS>
+__device__ __forceinline__ uint32_t select_take(const uint32_t (&key)[ITEMS], int nitems, int base, int M, int k,
+                                                uint32_t kth, int& pos, int& written) {
   // One scan of (pages above kth) << 16 | (real pages at kth): counts stay below 2^16.
   int n_gt = 0, n_eq = 0;
 #pragma unroll
-  for (int j = 0; j < ITEMS; ++j) {
-    n_gt += key[j] > kth;
-    n_eq += base + j < M && key[j] == kth;
-  }
+  for (int j = 0; j < ITEMS; ++j)
+    if (j < nitems) {
+      n_gt += key[j] > kth;
+      n_eq += base + j < M && key[j] == kth;
+    }
   int tot;
-  const int pre = block_exclusive_scan<kSelectThreads>((n_gt << 16) | n_eq, &tot);
+  const int pre = block_exclusive_scan<THREADS>((n_gt << 16) | n_eq, &tot);
   const int need_eq = k - (tot >> 16);
   int eq_rank = pre & 0xffff;
   uint32_t take = 0;
   int n_take = 0;
 #pragma unroll
-  for (int j = 0; j < ITEMS; ++j) {
-    const bool eq = base + j < M && key[j] == kth;
-    const bool t = key[j] > kth || (eq && eq_rank < need_eq);
-    eq_rank += eq;
-    take |= uint32_t(t) << j;
-    n_take += t;
-  }
-  int written;
-  int pos = block_exclusive_scan<kSelectThreads>(n_take, &written);
+  for (int j = 0; j < ITEMS; ++j)
+    if (j < nitems) {
+      const bool eq = base + j < M && key[j] == kth;
+      const bool t = key[j] > kth || (eq && eq_rank < need_eq);
+      eq_rank += eq;
+      take |= uint32_t(t) << j;
+      n_take += t;
+    }
+  pos = block_exclusive_scan<THREADS>(n_take, &written);
+  return take;
+}
+
+template <int ITEMS>
+__global__ void __launch_bounds__(kSelectThreads)
+select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restrict__ out) {
+  constexpr int NK = ITEMS < 4 ? 4 : ITEMS;  // key groups of 4 (the extra keys are padding)
+  const int row = blockIdx.x;
+  pdl_entry();
+  const float* s = scores + (int64_t)row * M;
+  int* o = out + (int64_t)row * k;
+  const int base = threadIdx.x * ITEMS;
+  uint32_t key[NK];
+#pragma unroll
+  for (int j = 0; j < NK; ++j) key[j] = j < ITEMS && base + j < M ? order_key(__ldg(s + base + j)) : 0u;
+
+  const uint32_t kth = select_kth<kSelectThreads, NK>(key, NK, k);
+  int pos, written;
+  const uint32_t take = select_take<kSelectThreads, NK>(key, ITEMS, base, M, k, kth, pos, written);
   const uint32_t neg_inf = order_key(-INFINITY);
 #pragma unroll
   for (int j = 0; j < ITEMS; ++j) {

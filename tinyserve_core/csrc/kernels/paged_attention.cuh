@@ -42,6 +42,16 @@ constexpr int kDecodeTile = 16;
 constexpr int kMaxGroup = 8;
 constexpr int kDecodeStages = 3;  // tiles in flight per warp: kDecodeStages - 1
 
+// Element offset of the K/V row of token `off` of logical page `lp` for this kv-head, or -1
+// when the page is padding (-1) or the token lies past the context.
+__device__ __forceinline__ int64_t decode_page_row(const DecodeParams& p, int b, int kvh, int lp, int off,
+                                                   int seq_len, int n_pages, int D) {
+  const int bs = p.block_size;
+  if (lp < 0 || lp >= n_pages || lp * bs + off >= seq_len) return -1;
+  const int64_t blk = __ldg(p.block_tables + (int64_t)b * p.bt_stride + lp);
+  return ((blk * bs + off) * p.num_kv_heads + kvh) * (int64_t)D;
+}
+
 // Element offset of virtual token `vt`'s K/V row for this kv-head, or -1 when the token is
 // outside the split, the context, or the selected pages.
 __device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b, int kvh, int vt,
@@ -53,9 +63,7 @@ __device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b
   int lp = vp;
   if (p.page_indices != nullptr)
     lp = __ldg(p.page_indices + ((int64_t)b * p.num_kv_heads + kvh) * p.max_sel + vp);
-  if (lp < 0 || lp >= n_pages || lp * bs + off >= seq_len) return -1;
-  const int64_t blk = __ldg(p.block_tables + (int64_t)b * p.bt_stride + lp);
-  return ((blk * bs + off) * p.num_kv_heads + kvh) * (int64_t)D;
+  return decode_page_row(p, b, kvh, lp, off, seq_len, n_pages, D);
 }
 
 // Bytes of one warp's stage: the K and V rows of a 16-token tile (16-bit elements).
@@ -111,16 +119,6 @@ __device__ __forceinline__ uint32_t decode_copy_rows(uint32_t stage, const E* kc
   const int g = lane >> 2;
   return uint32_t(__shfl_sync(0xffffffffu, mine, g) >= 0) |
          (uint32_t(__shfl_sync(0xffffffffu, mine, g + 8) >= 0) << 1);
-}
-
-// Issue the copies of one tile into a warp's stage; returns this lane's validity bits.
-// Lanes 0..15 look up one token's row each.
-template <typename T, int D>
-__device__ __forceinline__ uint32_t decode_issue_tile(uint32_t stage, const DecodeParams& p, int b, int kvh,
-                                                      int t0, int v_end, int seq_len, int n_pages, int lane) {
-  const int64_t mine = lane < kDecodeTile ? decode_token_row(p, b, kvh, t0 + lane, v_end, seq_len, n_pages, D) : -1;
-  return decode_copy_rows<2 * D>(stage, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache), mine,
-                                 lane, p.l2_prefetch != 0);
 }
 
 // A decode CTA's place: its (split, kv-head, sequence) and the sequence's range of virtual
@@ -390,48 +388,62 @@ __device__ __forceinline__ void decode_finish(const DecodeParams& p, DecodeState
   }
 }
 
+// Q as the B operand of QK (column n = head g): k-step ks holds d = 16 ks + 2 q4 (+1) and
+// 16 ks + 8 + 2 q4 (+1); padding heads (g >= group) are zero.
+template <typename T, int D>
+__device__ __forceinline__ void decode_load_q(const DecodeParams& p, int b, int hq0, int lane,
+                                              uint32_t (&qf)[D / 16][2]) {
+  const int g = lane >> 2, q4 = lane & 3;
+  const T* qrow = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + hq0 + g) * D;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    qf[ks][0] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
+    qf[ks][1] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
+  }
+}
+
+// A warp's accumulators into its o[head][d] (decode_finish's store_acc): acc[mt][c] holds
+// head 2q4 + (c&1), d = 16mt + g + 8(c>>1).
+template <int D>
+__device__ __forceinline__ void decode_store_acc(const DecodeState<D>& st, float (*o)[D], int lane) {
+  const int g = lane >> 2, q4 = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < D / 16; ++mt)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) o[2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = st.acc[mt][c];
+}
+
+// A decode CTA's attention over virtual tokens [v_begin, v_end): every warp streams its
+// tiles through the cp.async ring (lanes 0..15 ask row(vt) for token vt's K/V element
+// offset: -1 when masked, also for vt >= v_end) and the CTA's result or split partial is
+// written (decode_finish).
+template <typename T, int D, typename Row>
+__device__ __forceinline__ void decode_attend(const DecodeParams& p, void* smem, int b, int kvh, int split,
+                                              int v_begin, int v_end, Row&& row) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  uint32_t qf[D / 16][2];
+  decode_load_q<T, D>(p, b, kvh * p.group, lane, qf);
+  DecodeState<D> st;
+  constexpr uint32_t SB = decode_stage_bytes<D>();
+  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(smem)) + warp * kDecodeStages * SB;
+  decode_stream_tiles<kDecodeStages>(
+      wbuf, SB, v_begin + warp * kDecodeTile, v_end,
+      [&](uint32_t stage, int t) {
+        const int64_t mine = lane < kDecodeTile ? row(t + lane) : -1;
+        return decode_copy_rows<2 * D>(stage, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache),
+                                       mine, lane, p.l2_prefetch != 0);
+      },
+      [&](uint32_t stage, uint32_t ok) { decode_tile_compute<T, D>(stage, ok, qf, st, p.scale_log2, lane); });
+  decode_finish<T, D>(p, st, smem, b, kvh, split, [&](float(*o)[D]) { decode_store_acc<D>(st, o, lane); });
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kDecodeWarps * 32, 2)
 paged_decode_kernel(const __grid_constant__ DecodeParams p) {
-  constexpr int KS = D / 16;  // k-steps of the QK product
-  constexpr int MT = D / 16;  // m-tiles of the PV product
   extern __shared__ uint4 sm_dyn[];
-
   const DecodeCta cta(p);
-  const int kvh = cta.kvh, b = cta.b, v_end = cta.v_end;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, q4 = lane & 3;
-  const int hq0 = kvh * p.group;
-
-  // Q as the B operand of QK (column n = head g): k-step ks holds d = 16 ks + 2 q4 (+1) and
-  // 16 ks + 8 + 2 q4 (+1); padding heads (g >= group) are zero.
-  uint32_t qf[KS][2];
-  {
-    const T* qrow = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + hq0 + g) * D;
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      qf[ks][0] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 2 * q4) : 0u;
-      qf[ks][1] = g < p.group ? *reinterpret_cast<const uint32_t*>(qrow + 16 * ks + 8 + 2 * q4) : 0u;
-    }
-  }
-
-  DecodeState<D> st;
-  constexpr uint32_t SB = decode_stage_bytes<D>();
-  const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * kDecodeStages * SB;
-  decode_stream_tiles<kDecodeStages>(
-      wbuf, SB, cta.v_begin + warp * kDecodeTile, v_end,
-      [&](uint32_t stage, int t) {
-        return decode_issue_tile<T, D>(stage, p, b, kvh, t, v_end, cta.seq_len, cta.n_pages, lane);
-      },
-      [&](uint32_t stage, uint32_t ok) {
-        decode_tile_compute<T, D>(stage, ok, qf, st, p.scale_log2, lane);
-      });
-  // acc[mt][c]: head 2q4 + (c&1), d = 16mt + g + 8(c>>1).
-  decode_finish<T, D>(p, st, sm_dyn, b, kvh, cta.split, [&](float(*o)[D]) {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) o[2 * q4 + (c & 1)][16 * mt + g + 8 * (c >> 1)] = st.acc[mt][c];
+  decode_attend<T, D>(p, sm_dyn, cta.b, cta.kvh, cta.split, cta.v_begin, cta.v_end, [&](int vt) {
+    return decode_token_row(p, cta.b, cta.kvh, vt, cta.v_end, cta.seq_len, cta.n_pages, D);
   });
 }
 

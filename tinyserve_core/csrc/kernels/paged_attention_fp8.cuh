@@ -59,7 +59,7 @@ __device__ __forceinline__ float ld_shared_f32(uint32_t addr) {
 
 // The coalesced asynchronous copies of one tile's fp8 K and V rows into a stage, and the
 // tokens' page scales (0 for masked tokens, whose rows are zero-filled). Returns this lane's
-// validity bits as decode_issue_tile does.
+// validity bits as decode_attend's copies do.
 template <int D>
 __device__ __forceinline__ uint32_t fp8_issue_tile(uint32_t stage, const DecodeParams& p, const float* scales,
                                                    int b, int kvh, int t0, int v_end, int seq_len, int n_pages,

@@ -24,7 +24,7 @@ import torch
 from .. import kernels
 from ..kernels.cache_runs import page_runs
 from ..kv.kv_cache import KVCache
-from ..model.llama import LlamaForCausalLM, PagedBatch
+from ..model.llama import LlamaForCausalLM, PagedBatch, selector_attend
 from .config.sections import PROFILE_BUDGET, PROFILE_EVERY
 from .breakdown_sampler import BreakdownSampler
 from .step_inputs import DecodeInputs
@@ -144,8 +144,8 @@ class _SelectedPages:
     def __init__(self, selector):
         self.selector, self.layers, self._tokens = selector, 0, []
 
-    def select(self, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids):
-        pages = self.selector.select(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids)
+    def select_attend(self, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids):
+        pages, out = selector_attend(self.selector, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids)
         if pages is not None:
             self.layers += 1
             bs = kv.block_size
@@ -155,7 +155,7 @@ class _SelectedPages:
             last = (lens - 1) // bs                                   # [B]
             fill = torch.where(pages == last[:, None, None], (lens - last * bs)[:, None, None], bs)
             self._tokens.append((fill * valid).sum() // pages.shape[1])  # per kv-head average
-        return pages
+        return pages, out
 
     @property
     def tokens(self) -> int:

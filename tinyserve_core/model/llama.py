@@ -37,6 +37,15 @@ def serving_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return kernels.linear(x, layer.weight, layer.bias, static_weight=True)
 
 
+def selector_attend(selector, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids):
+    """(pages or None, attention output or None) from a decode step's page-selection hook:
+    `select_attend` when the hook has it (the engine's PageSelector: quest on a GPU returns
+    the attention with the pages), else `select` (the plain hook contract: pages only)."""
+    if hasattr(selector, "select_attend"):
+        return selector.select_attend(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids)
+    return selector.select(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids), None
+
+
 class RMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
@@ -244,14 +253,15 @@ class LlamaForCausalLM(nn.Module):
                                                  batch.query_start, batch.num_cached, attn.scale)
             else:
                 q = q.contiguous()   # a view into the q/k/v product: scoring and attention read it whole
-                page_indices = None
+                page_indices = o = None
                 if batch.selector is not None:
-                    with t("selection"):
-                        page_indices = batch.selector.select(
-                            attn, q, kv, i, batch.block_tables, batch.seq_lens, batch.seq_ids)
-                with t("attention"):
-                    o = kernels.paged_decode_attention(q, kv.k_caches[i], kv.v_caches[i], batch.block_tables,
-                                                       batch.seq_lens, attn.scale, page_indices)
+                    with t("selection"):   # quest on a GPU attends here too (one op)
+                        page_indices, o = selector_attend(
+                            batch.selector, attn, q, kv, i, batch.block_tables, batch.seq_lens, batch.seq_ids)
+                if o is None:
+                    with t("attention"):
+                        o = kernels.paged_decode_attention(q, kv.k_caches[i], kv.v_caches[i], batch.block_tables,
+                                                           batch.seq_lens, attn.scale, page_indices)
             with t("matmul"):
                 o = serving_linear(attn.o_proj, o.reshape(o.shape[0], -1))
             ln = layer.post_attention_layernorm

@@ -33,6 +33,9 @@ class SelectContext:
     scale: float
     block_size: int
     qkeys: torch.Tensor | None = None  # [NB, bs, Hkv, D*bits/8] uint8, for policies that ask for it
+    # The caller takes the attention output with the selection: a policy that can compute
+    # both in one op (quest on a GPU: kernels.sparse_decode_attention) sets Selection.output.
+    attend: bool = False
 
     @property
     def num_kv_heads(self) -> int:
@@ -48,7 +51,8 @@ class Selection:
     """A policy's answer. `page_indices` None means every page (dense). The optional
     tensors feed statistics: `scores` [B,Hkv,M] the page bounds, `budget_pages` [B,Hkv]
     the budget the policy chose, `entropy` [B,Hkv] of its mass estimate (nats),
-    `candidates` [B,Hkv,C] the pages a two-stage policy's first stage kept (-1 pad).
+    `candidates` [B,Hkv,C] the pages a two-stage policy's first stage kept (-1 pad),
+    `output` the attention over `page_indices` when the policy computed it too.
     `exempt` marks a layer the policy never selects on (dense policy, the first
     dense layers): statistics and tiers leave it out, it keeps its whole context."""
     page_indices: torch.Tensor | None
@@ -57,6 +61,7 @@ class Selection:
     entropy: torch.Tensor | None = None
     exempt: bool = False
     candidates: torch.Tensor | None = None
+    output: torch.Tensor | None = None  # [B, Hq, D] attention over page_indices (SelectContext.attend)
 
 
 EXEMPT = Selection(None, exempt=True)
@@ -146,6 +151,10 @@ class TopPagesPolicy(Policy):
         "dense_layers": dense_layers_validator,
     }
 
+    # True when rank() is the Quest page bound, which kernels.sparse_decode_attention
+    # ranks by as well (the policy then hands the attention over with the pages).
+    fuses_attention: ClassVar[bool] = False
+
     def rank(self, ctx: SelectContext, num_pages: torch.Tensor, max_pages: int):
         """(keys [B, Hkv, M]: higher = kept first, -inf never; scores to report or None)."""
         raise NotImplementedError
@@ -158,13 +167,20 @@ class TopPagesPolicy(Policy):
         if p.budget.covers(M, ctx.block_size):  # decided on the host: no sync, exact dense
             return Selection(None)
         n = ctx.num_pages()
-        keys, scores = self.rank(ctx, n, M)
-        B, H, _ = keys.shape
+        B, H = ctx.query.shape[0], ctx.num_kv_heads
         forced = forced_pages(n, M, p.sink_pages)
         k = torch.minimum(torch.maximum(p.budget.pages(ctx.seq_lens, ctx.block_size), forced.sum(-1)), n)
         budget = k[:, None].expand(B, H)
-        keys = keys.masked_fill(forced[:, None, :], float("inf"))
         kmax = max(p.budget.max_pages(M, ctx.block_size), p.sink_pages + 1)
+        if self.fuses_attention and ctx.attend and ctx.query.is_cuda and p.budget.tokens is not None:
+            # the same pages as below, and the attention over them, in one op (one launch
+            # at small batches)
+            out, pages, scores = kernels.sparse_decode_attention(
+                ctx.query, ctx.k_cache, ctx.v_cache, ctx.meta, ctx.block_tables, ctx.seq_lens, ctx.scale, kmax,
+                p.sink_pages, force_last=True)
+            return Selection(pages, scores=scores, budget_pages=budget, output=out)
+        keys, scores = self.rank(ctx, n, M)
+        keys = keys.masked_fill(forced[:, None, :], float("inf"))
         if keys.is_cuda and p.budget.tokens is not None:
             # A token budget gives every row the same k (>= its forced pages), so
             # the k best keys (pages past the context score -inf and come out as -1) are

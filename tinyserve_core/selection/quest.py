@@ -17,6 +17,7 @@ QuestParams = TopPagesParams  # the plain top-pages knobs: budget, sink_pages (0
 class QuestPolicy(TopPagesPolicy):
     name = "quest"
     Params = QuestParams
+    fuses_attention = True
 
     def rank(self, ctx, num_pages, max_pages):
         scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,

@@ -200,6 +200,14 @@ class PageSelector:
 
     def select(self, layer, query: torch.Tensor, kv, layer_idx: int, block_tables: torch.Tensor,
                seq_lens: torch.Tensor, seq_ids) -> torch.Tensor | None:
+        """The pages this layer attends (None: all)."""
+        return self.select_attend(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids, attend=False)[0]
+
+    def select_attend(self, layer, query: torch.Tensor, kv, layer_idx: int, block_tables: torch.Tensor,
+                      seq_lens: torch.Tensor, seq_ids, attend: bool = True):
+        """(pages or None, the attention output over them or None): the output comes with
+        the pages when the policy computes both in one op (quest on a GPU); else the
+        caller attends."""
         policy, recorder = self._policy, self._recorder
         metas = getattr(kv, "metas", None)
         if metas is None or metas[layer_idx] is None:
@@ -211,13 +219,13 @@ class PageSelector:
             query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=metas[layer_idx],
             block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),
             layer_idx=layer_idx, scale=_softmax_scale(layer, query.shape[-1]),
-            block_size=int(k_cache.shape[1]), qkeys=qkeys)
+            block_size=int(k_cache.shape[1]), qkeys=qkeys, attend=attend)
         sel = policy.select(ctx)
         if sel.exempt:
-            return None
+            return None, None
         if recorder is not None:
             recorder.record(ctx, sel, policy.name)
-        return sel.page_indices
+        return sel.page_indices, sel.output
 
 
 def _softmax_scale(layer, head_dim: int) -> float:

@@ -29,18 +29,27 @@ def _gpu_ctx(kv, tables, lens_t, attend=False):
                          scale=0.125, block_size=16, attend=attend)
 
 
-@pytest.mark.parametrize("attend", [False, True])
+@pytest.mark.parametrize("attend,one_launch", [(False, 8), (True, 0), (True, 8)])
 @pytest.mark.parametrize("sink_pages", [0, 1, 3])
 @pytest.mark.parametrize("budget", [16, 100, 512])
-def test_quest_token_budget_on_gpu_equals_take_top(make_kv, sink_pages, budget, attend):
-    """Also when the caller takes the attention with the pages (one op)."""
+def test_quest_token_budget_on_gpu_equals_take_top(make_kv, sink_pages, budget, attend, one_launch):
+    """Also when the caller takes the attention with the pages: with the one-launch path
+    enabled (tuning `sparse_fused_max_batch` 8) quest hands over its output, without it the
+    caller attends."""
+    from tinyserve_core.kernels import _backend, tuning
+
     lens = [700, 95, 33, 250, 2]
     kv, tables, lens_t = make_kv(lens, num_kv_heads=2, head_dim=64, block_size=16, seed=budget + sink_pages)
     ctx = _gpu_ctx(kv, tables, lens_t, attend)
     pol = make_policy("quest", budget=budget, sink_pages=sink_pages, dense_layers=0)
-    sel = pol.select(ctx)
-    assert (sel.output is not None) == attend
-    if attend:
+    ext = _backend.build()
+    try:
+        ext.set_tuning(*tuning.args_of({**tuning.applied(), "sparse_fused_max_batch": one_launch}))
+        sel = pol.select(ctx)
+    finally:
+        tuning.apply(ext)
+    assert (sel.output is not None) == (attend and one_launch > 0)
+    if sel.output is not None:
         want = kernels.paged_decode_attention(ctx.query, ctx.k_cache, ctx.v_cache, ctx.block_tables, ctx.seq_lens,
                                               ctx.scale, sel.page_indices)
         assert (sel.output.float() - want.float()).abs().max().item() < 2e-3

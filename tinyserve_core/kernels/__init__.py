@@ -22,6 +22,7 @@ __all__ = [
     "page_scores",
     "select_pages",
     "sparse_decode_attention",
+    "sparse_decode_one_launch",
     "copy_blocks",
     "allocate_blocks",
     "quantize_keys",
@@ -166,6 +167,13 @@ def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_len
     row's `sparse_fused_max_batch`), larger ones as page_scores + select_pages + decode."""
     return _ops(query).sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k,
                                                sink_pages, force_last)
+
+
+def sparse_decode_one_launch(query, k_cache, block_tables, k) -> bool:
+    """Whether sparse_decode_attention would run this shape as one launch (a GPU whose
+    tuning row enables it, a small enough batch); False for the torch reference."""
+    ops = _ops(query)
+    return ops is not reference and ops.sparse_decode_one_launch(query, k_cache, block_tables, k)
 
 
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:

@@ -94,6 +94,15 @@ def select_pages(scores, k):
     return _extension().select_pages(scores.contiguous(), int(k))
 
 
+def sparse_decode_one_launch(query, k_cache, block_tables, k) -> bool:
+    """Whether sparse_decode_attention runs this shape as one launch: a batch of at most the
+    tuning row's sparse_fused_max_batch that the one-launch plan fits."""
+    ext = _extension()
+    B, M = block_tables.shape
+    return (_attention_supported(query, k_cache) is None and B <= ext.sparse_fused_max_batch() and M <= 4096
+            and ext.sparse_decode_splits(B, k_cache.shape[2], M, int(k), k_cache.shape[1], query.shape[-1]) > 0)
+
+
 def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k, sink_pages=0,
                             force_last=False, fused: bool | None = None, num_splits: int = 0):
     """`fused` None: one launch when the batch is at most the tuning row's
@@ -110,8 +119,7 @@ def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_len
     q = query.to(k_cache.dtype).contiguous()
     tables, lens = _i32(block_tables, dev), _i32(seq_lens, dev)
     if fused is None:
-        fused = (B <= ext.sparse_fused_max_batch() and M <= 4096 and
-                 ext.sparse_decode_splits(B, k_cache.shape[2], M, int(k), k_cache.shape[1], q.shape[-1]) > 0)
+        fused = sparse_decode_one_launch(query, k_cache, block_tables, k)
     if fused:
         out, pages, scores = ext.sparse_decode_attention(q, k_cache, v_cache, meta.contiguous(), tables, lens,
                                                          float(scale), int(k), int(sink_pages), bool(force_last),

@@ -172,9 +172,11 @@ class TopPagesPolicy(Policy):
         k = torch.minimum(torch.maximum(p.budget.pages(ctx.seq_lens, ctx.block_size), forced.sum(-1)), n)
         budget = k[:, None].expand(B, H)
         kmax = max(p.budget.max_pages(M, ctx.block_size), p.sink_pages + 1)
-        if self.fuses_attention and ctx.attend and ctx.query.is_cuda and p.budget.tokens is not None:
-            # the same pages as below, and the attention over them, in one op (one launch
-            # at small batches)
+        if (self.fuses_attention and ctx.attend and p.budget.tokens is not None
+                and kernels.sparse_decode_one_launch(ctx.query, ctx.k_cache, ctx.block_tables, kmax)):
+            # the same pages as below and the attention over them in one launch (where the
+            # GPU's tuning row says it beats three; else the step's selection and attention
+            # stay apart, and so do their timings)
             out, pages, scores = kernels.sparse_decode_attention(
                 ctx.query, ctx.k_cache, ctx.v_cache, ctx.meta, ctx.block_tables, ctx.seq_lens, ctx.scale, kmax,
                 p.sink_pages, force_last=True)

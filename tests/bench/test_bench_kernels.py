@@ -33,13 +33,19 @@ def test_table_aligns_columns():
 DATA = __import__("pathlib").Path(__file__).parents[1] / "kernels" / "data"
 
 
+def _decode_rows(out: str) -> list[list[str]]:
+    """The decode table's shape rows (the sections after it have rows of their own)."""
+    head = out.split("Query-aware sparse decode")[0]
+    rows = [line.split() for line in head.splitlines() if line.strip().startswith(("1 ", "8 ", "64 "))]
+    return [r for r in rows if len(r) == 9]
+
+
 def test_report_of_the_h100_run(capsys):
     """The stored H100 run (tests/kernels/data) prints every section with its floor and peers."""
     assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h100_full.json"))) == 0
     out = capsys.readouterr().out
     assert "NVIDIA H100" in out and "copy bandwidth (3004 GB/s)" in out
-    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "8 ", "64 "))]
-    assert len([r for r in rows if len(r) == 9]) == 12  # 3 batches x 4 contexts, ours + FI + SDPA
+    assert len(_decode_rows(out)) == 12  # 3 batches x 4 contexts, ours + FI + SDPA
     for section in ("Query-aware sparse decode", "Cache ops", "allocate_blocks"):
         assert section in out
 
@@ -59,6 +65,17 @@ def test_report_of_the_h200_run(capsys):
     assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h200_full.json"))) == 0
     out = capsys.readouterr().out
     assert "NVIDIA H200" in out and "FlashInfer 0.2.14.post1" in out and "tuning row NVIDIA H200" in out
-    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "8 ", "64 "))]
-    assert len([r for r in rows if len(r) == 9]) == 12
+    assert len(_decode_rows(out)) == 12
     assert "page runs given" in out
+
+
+def test_report_of_the_h200_sparse_run(capsys):
+    """The eleventh session's run: the sparse table gives the three launches, the one launch
+    (none where its grid does not fit) and the op's choice per batch."""
+    assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h200_sparse.json"))) == 0
+    out = capsys.readouterr().out
+    assert "sparse_fused_max_batch 0" in out and "1 launch us" in out
+    rows = {r[0]: r for r in (line.split() for line in out.split("Query-aware sparse decode")[1].splitlines())
+            if r and r[0].isdigit()}
+    assert list(rows) == ["1", "2", "4", "8", "16", "64"]
+    assert rows["1"][4:7] == ["22.3", "35.9", "21.8"] and rows["64"][5] == "-"

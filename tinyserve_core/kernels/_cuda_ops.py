@@ -109,7 +109,7 @@ def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_len
     sparse_fused_max_batch and the shape fits one launch; True / False force a path (a
     forced launch that cannot fit raises)."""
     why = _attention_supported(query, k_cache) or (
-        None if query.shape[-1] in (64, 128) and scale > 0 and k >= 1 else "sparse decode needs k >= 1")
+        None if scale > 0 and k >= 1 else "sparse_decode_attention kernel needs scale > 0 and k >= 1")
     if why is not None:
         _note_once(why)
         return reference.sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k,

@@ -39,8 +39,8 @@ def serving_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 def selector_attend(selector, layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids):
     """(pages or None, attention output or None) from a decode step's page-selection hook:
-    `select_attend` when the hook has it (the engine's PageSelector: quest on a GPU returns
-    the attention with the pages), else `select` (the plain hook contract: pages only)."""
+    `select_attend` when the hook has it (the engine's PageSelector: quest returns the attention
+    with the pages where its one-launch kernel runs), else `select` (the plain hook contract: pages only)."""
     if hasattr(selector, "select_attend"):
         return selector.select_attend(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids)
     return selector.select(layer, query, kv, layer_idx, block_tables, seq_lens, seq_ids), None
@@ -255,7 +255,7 @@ class LlamaForCausalLM(nn.Module):
                 q = q.contiguous()   # a view into the q/k/v product: scoring and attention read it whole
                 page_indices = o = None
                 if batch.selector is not None:
-                    with t("selection"):   # quest on a GPU attends here too (one op)
+                    with t("selection"):   # quest in one launch attends here too
                         page_indices, o = selector_attend(
                             batch.selector, attn, q, kv, i, batch.block_tables, batch.seq_lens, batch.seq_ids)
                 if o is None:

@@ -34,7 +34,7 @@ class SelectContext:
     block_size: int
     qkeys: torch.Tensor | None = None  # [NB, bs, Hkv, D*bits/8] uint8, for policies that ask for it
     # The caller takes the attention output with the selection: a policy that can compute
-    # both in one op (quest on a GPU: kernels.sparse_decode_attention) sets Selection.output.
+    # both in one launch (quest: kernels.sparse_decode_attention) sets Selection.output.
     attend: bool = False
 
     @property

@@ -206,8 +206,8 @@ class PageSelector:
     def select_attend(self, layer, query: torch.Tensor, kv, layer_idx: int, block_tables: torch.Tensor,
                       seq_lens: torch.Tensor, seq_ids, attend: bool = True):
         """(pages or None, the attention output over them or None): the output comes with
-        the pages when the policy computes both in one op (quest on a GPU); else the
-        caller attends."""
+        the pages when the policy computes both in one launch (quest, where the GPU's
+        tuning row enables it); else the caller attends."""
         policy, recorder = self._policy, self._recorder
         metas = getattr(kv, "metas", None)
         if metas is None or metas[layer_idx] is None:

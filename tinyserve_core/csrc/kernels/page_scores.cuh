@@ -162,14 +162,11 @@ __global__ void __launch_bounds__(kScoreWarps * 32) page_scores_kernel(const __g
 
 // select_pages: the k highest-scoring pages of each (sequence, kv-head) row, one 256-thread
 // CTA per row, ITEMS consecutive pages per thread in registers. The k-th largest score is
-// found exactly by a bitwise binary search over the order-preserving integer image of the
-// floats (select_kth): up to 16 steps of two bits, each warp reductions of per-thread
-// counts, one barrier and reductions of the per-warp counts, stopping once exactly k keys
-// are at or above the candidate. (One warp per row and a 1024-thread CTA measured slower
-// on an H100, see NOTES.md.) Pages
-// above it are taken, ties at it by lowest page index, and a block-wide scan writes them
-// in page order. Pages scoring -inf (past the context) come out as -1, as do slots past
-// the row's length.
+// found exactly by a radix select over the order-preserving integer image of the floats
+// (select_kth). (One warp per row and a 1024-thread CTA measured slower on an H100, see
+// NOTES.md.) Pages above it are taken, ties at it by lowest page index, and a block-wide
+// scan writes them in page order. Pages scoring -inf (past the context) come out as -1, as
+// do slots past the row's length.
 constexpr int kSelectThreads = 256;
 constexpr int kSelectMaxItems = 16;  // rows up to 4096 pages in registers; longer rows: torch.topk
 
@@ -179,46 +176,100 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 }
 
 // The k-th largest key of the block (each thread's first `nitems` of `key`, a multiple of
-// 4; padding keys are 0, below every real key): the largest v with #(key >= v) >= k
-// (0 when the block has fewer than k keys), found two bits at a time from the top: each
-// step counts the keys at or above the three candidates for the next two bits (one
-// barrier), 16 steps at most. It stops as soon as exactly k keys are >= v: every v
-// between the k-th and the (k+1)-th key selects the same pages, and select_take treats
-// such a v alike (distinct scores usually part after 10-12 steps).
+// 4; padding keys are 0, below every real key), or a value v that exactly k keys reach
+// (every v between the k-th and the (k+1)-th key selects the same pages, and select_take
+// treats such a v alike), or 0 when the block has fewer than k keys: a radix select over
+// digits of up to 8 bits. The block's largest and smallest real keys come first: the bits
+// they share are the k-th key's too, so the passes start at their highest differing bit.
+// Each pass counts the keys that match the prefix found so far into a shared histogram of
+// the next digit (one shared-memory atomic a key), scans the bins from the top to the one
+// that holds the k-th key and stops as soon as that bin holds exactly the keys still to be
+// taken (two or three passes on a row of 2,048 bounds). Three barriers a pass; the two-bit
+// search it replaced spent one barrier and four warp reductions on every two bits, 1.7x the
+// cycles (H200, csrc/NOTES.md).
 template <int THREADS, int ITEMS>
 __device__ __forceinline__ uint32_t select_kth(const uint32_t (&key)[ITEMS], int nitems, int k) {
   static_assert(ITEMS % 4 == 0, "keys come in groups of 4");
-  static_assert(THREADS * ITEMS < 65536, "a count must fit 16 bits");
-  constexpr int WARPS = THREADS / 32;
-  __shared__ int counts[2][2][WARPS];  // double-buffered: one barrier per step
+  static_assert(THREADS == 128 || THREADS == 256, "a thread scans 256 / THREADS bins");
+  constexpr int WARPS = THREADS / 32, BPT = 256 / THREADS;
+  __shared__ int hist[2][256];
+  __shared__ uint32_t red[3][WARPS];
+  __shared__ int wsum[WARPS];
+  __shared__ int state[3];  // digit, keys still to take after the bin's higher neighbours, keys in the bin
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  uint32_t kth = 0;
+  // 1. the real (nonzero) keys' count, largest and smallest; both histograms zeroed
+  uint32_t mx = 0, mn = 0xffffffffu;
+  int n = 0;
+#pragma unroll
+  for (int j = 0; j < ITEMS; ++j)
+    if ((j & ~3) < nitems && key[j] != 0u) {
+      mx = max(mx, key[j]);
+      mn = min(mn, key[j]);
+      ++n;
+    }
+#pragma unroll
+  for (int i = 0; i < 2 * BPT; ++i) (&hist[0][0])[threadIdx.x + i * THREADS] = 0;
+  mx = __reduce_max_sync(0xffffffffu, mx);
+  mn = __reduce_min_sync(0xffffffffu, mn);
+  n = __reduce_add_sync(0xffffffffu, n);
+  if (lane == 0) {
+    red[0][warp] = mx;
+    red[1][warp] = mn;
+    red[2][warp] = n;
+  }
+  __syncthreads();
+  mx = 0, mn = 0xffffffffu, n = 0;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) {
+    mx = max(mx, red[0][w]);
+    mn = min(mn, red[1][w]);
+    n += (int)red[2][w];
+  }
+  if (n < k) return 0u;
+  if (mx == mn) return mx;  // one distinct value, held by >= k keys
+  // 2. digits from the highest bit where the keys differ
+  uint32_t prefix = mx & ~((2u << (31 - __clz(mx ^ mn))) - 1u);
+  int hi = 31 - __clz(mx ^ mn), k_rem = k;
 #pragma unroll 1
-  for (int bit = 30; bit >= 0; bit -= 2) {
-    const uint32_t c1 = kth | (1u << bit), c2 = kth | (2u << bit), c3 = kth | (3u << bit);
-    int n12 = 0, n3 = 0;  // (keys >= c1) | (keys >= c2) << 16, keys >= c3
+  for (int pass = 0;; ++pass) {
+    const int sh = max(hi - 7, 0);
+    const uint32_t above = ~((2u << hi) - 1u);  // bits already decided (0 for hi = 31)
+    int* h = hist[pass & 1];
 #pragma unroll
     for (int j = 0; j < ITEMS; ++j)
-      if ((j & ~3) < nitems) {  // block-uniform
-        n12 += (key[j] >= c1) + ((key[j] >= c2) << 16);
-        n3 += key[j] >= c3;
+      if ((j & ~3) < nitems && key[j] != 0u && ((key[j] ^ prefix) & above) == 0u)
+        atomicAdd(h + ((key[j] >> sh) & 0xffu & ((2u << (hi - sh)) - 1u)), 1);
+    __syncthreads();
+    // this thread's bins, highest first: 255 - BPT * t - i; each zeroed for the pass after next
+    int c[BPT], mine = 0;
+#pragma unroll
+    for (int i = 0; i < BPT; ++i) {
+      const int bin = 255 - BPT * (int)threadIdx.x - i;
+      c[i] = h[bin];
+      h[bin] = 0;
+      mine += c[i];
+    }
+    const int inc = warp_inclusive_scan(mine);
+    if (lane == 31) wsum[warp] = inc;
+    __syncthreads();
+    int before = inc - mine;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) before += w < warp ? wsum[w] : 0;
+#pragma unroll
+    for (int i = 0; i < BPT; ++i) {
+      if (before < k_rem && before + c[i] >= k_rem) {
+        state[0] = 255 - BPT * (int)threadIdx.x - i;
+        state[1] = k_rem - before;
+        state[2] = c[i];
       }
-    n12 = __reduce_add_sync(0xffffffffu, n12);
-    n3 = __reduce_add_sync(0xffffffffu, n3);
-    const int buf = (bit >> 1) & 1;
-    if (lane == 0) {
-      counts[buf][0][warp] = n12;
-      counts[buf][1][warp] = n3;
+      before += c[i];
     }
     __syncthreads();
-    const int t12 = __reduce_add_sync(0xffffffffu, lane < WARPS ? counts[buf][0][lane] : 0);
-    const int t3 = __reduce_add_sync(0xffffffffu, lane < WARPS ? counts[buf][1][lane] : 0);
-    const int t1 = t12 & 0xffff, t2 = t12 >> 16;
-    const int j = t3 >= k ? 3 : t2 >= k ? 2 : t1 >= k ? 1 : 0;
-    kth |= uint32_t(j) << bit;
-    if (j != 0 && (j == 3 ? t3 : j == 2 ? t2 : t1) == k) break;
+    prefix |= (uint32_t)state[0] << sh;
+    k_rem = state[1];
+    if (state[2] == k_rem || sh == 0) return prefix;
+    hi = sh - 1;
   }
-  return kth;
 }
 
 // The selection at threshold `kth`: keys above it, and ties at it by lowest page index

@@ -279,7 +279,9 @@ __device__ __forceinline__ uint32_t select_kth(const uint32_t (&key)[ITEMS], int
 template <int THREADS, int ITEMS>
 __device__ __forceinline__ uint32_t select_take(const uint32_t (&key)[ITEMS], int nitems, int base, int M, int k,
                                                 uint32_t kth, int& pos, int& written) {
-  // One scan of (pages above kth) << 16 | (real pages at kth): counts stay below 2^16.
+  // One scan of (pages above kth) << 16 | (real pages at kth): counts stay below 2^16. It
+  // also gives the list positions: the pages taken before this thread's are all those above
+  // kth plus the first need_eq of those at it, so no second scan is needed.
   int n_gt = 0, n_eq = 0;
 #pragma unroll
   for (int j = 0; j < ITEMS; ++j)
@@ -289,10 +291,11 @@ __device__ __forceinline__ uint32_t select_take(const uint32_t (&key)[ITEMS], in
     }
   int tot;
   const int pre = block_exclusive_scan<THREADS>((n_gt << 16) | n_eq, &tot);
-  const int need_eq = k - (tot >> 16);
+  const int need_eq = max(k - (tot >> 16), 0);
   int eq_rank = pre & 0xffff;
+  pos = (pre >> 16) + min(eq_rank, need_eq);
+  written = (tot >> 16) + min(tot & 0xffff, need_eq);
   uint32_t take = 0;
-  int n_take = 0;
 #pragma unroll
   for (int j = 0; j < ITEMS; ++j)
     if (j < nitems) {
@@ -300,9 +303,7 @@ __device__ __forceinline__ uint32_t select_take(const uint32_t (&key)[ITEMS], in
       const bool t = key[j] > kth || (eq && eq_rank < need_eq);
       eq_rank += eq;
       take |= uint32_t(t) << j;
-      n_take += t;
     }
-  pos = block_exclusive_scan<THREADS>(n_take, &written);
   return take;
 }
 

@@ -248,12 +248,18 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   const dim3 grid(Hkv, (M + p.pages_per_cta - 1) / p.pages_per_cta, B);
   const size_t smem = page_scores_smem_bytes(p.group, D, p.pages_per_cta);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-#define TS_SCORE_CASE(ATYPE, DIM)                                                              \
-  if (query.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value && D == DIM) {            \
-    constexpr auto kern = page_scores_kernel<CudaType<ATYPE>::type, DIM>;                     \
+  // the head loop unrolled for groups of 4 query heads (TINYSERVE_SCORE_GROUPS)
+  const int g = p.group == 4 ? 4 : 0;
+#define TS_SCORE_G(ATYPE, DIM, G)                                                              \
+  if (g == G) {                                                                               \
+    constexpr auto kern = page_scores_kernel<CudaType<ATYPE>::type, DIM, G>;                  \
     allow_smem<kern>(smem);                                                                   \
     launch_pdl(kern, grid, kScoreWarps * 32, smem, stream, p);                                \
     return out;                                                                               \
+  }
+#define TS_SCORE_CASE(ATYPE, DIM)                                                              \
+  if (query.scalar_type() == c10::CppTypeToScalarType<ATYPE>::value && D == DIM) {            \
+    TINYSERVE_SCORE_GROUPS(TS_SCORE_G, ATYPE, DIM)                                            \
   }
   TS_SCORE_CASE(at::Half, 64)
   TS_SCORE_CASE(at::Half, 128)
@@ -262,6 +268,7 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   TS_SCORE_CASE(float, 64)
   TS_SCORE_CASE(float, 128)
 #undef TS_SCORE_CASE
+#undef TS_SCORE_G
   TORCH_CHECK(false, "page_scores: unsupported dtype");
 }
 

@@ -18,8 +18,9 @@ TINYSERVE_DECODE_INSTANCES(DECODE)
   template __global__ void cache_write_runs_meta_kernel<T>(const __grid_constant__ CacheWriteParams); \
   template __global__ void cache_write_token_meta_kernel<T>(const __grid_constant__ CacheWriteParams);
 TINYSERVE_CACHE_INSTANCES(CACHE)
-#define SCORE(T, D) \
-  template __global__ void page_scores_kernel<T, D>(const __grid_constant__ PageScoreParams);
+#define SCORE_G(T, D, G) \
+  template __global__ void page_scores_kernel<T, D, G>(const __grid_constant__ PageScoreParams);
+#define SCORE(T, D) TINYSERVE_SCORE_GROUPS(SCORE_G, T, D)
 TINYSERVE_SCORE_INSTANCES(SCORE)
 #define SELECT(N) template __global__ void select_pages_kernel<N>(const float*, int, int, int*);
 TINYSERVE_SELECT_INSTANCES(SELECT)

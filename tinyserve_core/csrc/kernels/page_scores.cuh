@@ -287,6 +287,7 @@ __device__ __forceinline__ uint32_t select_kth(const uint32_t (&key)[ITEMS], int
 template <int THREADS, int ITEMS>
 __device__ __forceinline__ uint32_t select_take(const uint32_t (&key)[ITEMS], int nitems, int base, int M, int k,
                                                 uint32_t kth, int& pos, int& written) {
+  static_assert(THREADS * ITEMS < 65536, "a count must fit 16 bits");
   // One scan of (pages above kth) << 16 | (real pages at kth): counts stay below 2^16. It
   // also gives the list positions: the pages taken before this thread's are all those above
   // kth plus the first need_eq of those at it, so no second scan is needed.

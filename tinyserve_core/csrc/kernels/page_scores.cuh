@@ -257,6 +257,8 @@ __device__ __forceinline__ uint32_t select_kth(const uint32_t (&key)[ITEMS], int
       h[bin] = 0;
       mine += c[i];
     }
+    // block_exclusive_scan's three barriers are more than this needs: every thread adds the
+    // earlier warps' totals itself after one barrier
     const int inc = warp_inclusive_scan(mine);
     if (lane == 31) wsum[warp] = inc;
     __syncthreads();

@@ -3,7 +3,7 @@ tinyserve_core/csrc/tuning.json.
 
 For each plan parameter set on a small grid, the extension itself says which split count
 (paged decode, the 12 shapes of `bench kernels`, with and without the L2::256B hint on the
-K/V copies) and which page_scores CTA size (32K context, batch 1 / 8 / 64) it would pick;
+K/V copies, split partials merged in the decode launch or by a second kernel) and which page_scores CTA size (32K context, batch 1 / 8 / 64) it would pick;
 every distinct choice is timed once on the same
 data (median of 30), and the parameter set with the lowest summed time relative to the
 best choice of each shape wins (ties: the earlier set, the shipped constants first). Then
@@ -29,7 +29,7 @@ from tinyserve_core.writers import write_json
 
 REPS = 30
 SPLIT_GRID = {"split_min_tiles": (8, 2, 4, 16, 32), "split_cost": (0.002, 0.0, 0.01, 0.05),
-              "decode_l2_prefetch": (0, 1)}
+              "decode_l2_prefetch": (0, 1), "decode_merge_max_splits": (4, 0, 8, 4096)}
 SPARSE_BATCHES = (1, 2, 4, 8, 16, 32)
 SPARSE_PAGES = 2048 // 16  # the bench's 2,048-token budget at block 16
 SCORE_GRID = {"score_max_ppc": (128, 64, 256, 512), "score_min_ctas_per_sm": (8.0, 0.5, 1.0, 1.5, 2.0, 4.0)}
@@ -88,7 +88,7 @@ def main() -> int:
         return cases[shape]
 
     def decode_us(shape, pick):
-        splits, _ = pick  # the hint is the tuning in force (set with the grid point)
+        splits, _, _ = pick  # the hint and the merge are the tuning in force (set with the grid point)
         c = case(shape)
         run = lambda i: ext.paged_decode_attention(c.q[i % c.rot], c.k, c.v, c.tables[i % c.rot],  # noqa: E731
                                                    c.seq_lens, c.scale, None, splits)
@@ -96,8 +96,10 @@ def main() -> int:
 
     shapes = [(b, n) for b in kb.BATCHES for n in kb.CONTEXTS]
     dec = Timed(decode_us)
-    split_choice = lambda s, pt: (ext.decode_num_splits(s[0], kb.HKV, -(-s[1] // kb.BS) * kb.BS, kb.HD),  # noqa: E731
-                                  pt["decode_l2_prefetch"])
+    def split_choice(s, pt):  # (splits, hint, 1: merged in the decode launch)
+        splits = ext.decode_num_splits(s[0], kb.HKV, -(-s[1] // kb.BS) * kb.BS, kb.HD)
+        return splits, pt["decode_l2_prefetch"], int(1 < splits <= pt["decode_merge_max_splits"])
+
     # shapes outer, grid inner: each shape's pool is built once
     for shape in shapes:
         for point in _grid(SPLIT_GRID):
@@ -159,7 +161,8 @@ def main() -> int:
     table = {"about": load_json(tuning.TABLE_PATH, max_bytes=MiB)["about"],
              "devices": [r for r in rows if (r["name"], r.get("sms")) != (row["name"], row["sms"])] + [row]}
     result = {"gpu": props.name, "sms": props.multi_processor_count, "copy_gbps": bw,
-              "decode_us": [{"batch": s[0], "ctx": s[1], "splits": k[0], "l2_prefetch": k[1], "us": v}
+              "decode_us": [{"batch": s[0], "ctx": s[1], "splits": k[0], "l2_prefetch": k[1], "fused_merge": k[2],
+                             "us": v}
                             for (s, k), v in dec.us.items()],
               "page_scores_us": [{"batch": b, "ctx": 32768, "pages_per_cta": k, "us": v}
                                  for (b, k), v in sc.us.items()],
@@ -170,7 +173,8 @@ def main() -> int:
         got = {k: v for (sh, k), v in dec.us.items() if sh == s}
         pick = split_choice(s, row)
         print(f"decode {s[0]:>3}x{s[1]:>5} " + "  ".join(
-            f"s={k[0]}{'/L2' if k[1] else ''}{'*' if k == pick else ''} {v:.1f}" for k, v in sorted(got.items())) + " us")
+            f"s={k[0]}{'/L2' if k[1] else ''}{'/M' if k[2] else ''}{'*' if k == pick else ''} {v:.1f}"
+            for k, v in sorted(got.items())) + " us")
     for b in kb.BATCHES:
         got = {k: v for (bb, k), v in sc.us.items() if bb == b}
         print(f"scores {b:>3}x32K " + "  ".join(f"ppc={k}{'*' if k == ppc_choice(b) else ''} {v:.1f}"

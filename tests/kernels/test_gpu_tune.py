@@ -16,7 +16,7 @@ spec.loader.exec_module(gpu_tune)
 
 BASE = {"name": "default", "split_min_tiles": 8, "split_cost": 0.002, "max_splits": 256,
         "score_max_ppc": 128, "score_min_ctas_per_sm": 8.0, "decode_l2_prefetch": 0,
-        "sparse_fused_max_batch": 8}
+        "sparse_fused_max_batch": 8, "decode_merge_max_splits": 4}
 
 
 class FakeExt:

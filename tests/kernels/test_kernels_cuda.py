@@ -476,6 +476,63 @@ def test_tuning_row_drives_the_launch_plans(cuda_ops):
         tuning.apply(ext)
 
 
+@pytest.mark.parametrize("dtype, D, group", [(torch.float16, 128, 4), (torch.bfloat16, 64, 8),
+                                             (torch.float16, 64, 1)])
+def test_decode_split_merge_in_the_launch_matches_the_merge_kernel(cuda_ops, dtype, D, group):
+    """decode_merge_max_splits: each row's last CTA merges the splits (a counter per row, reset by
+    that CTA) instead of a second kernel. Same result as the merge kernel and the reference
+    on random data, at several split counts, one call after another (the counters must be
+    back at zero for the next call to merge every row), inside a CUDA graph, and with more
+    rows than counters (the merge kernel then)."""
+    from tinyserve_core.kernels import _backend, tuning
+
+    ext = _backend.build()
+    g = torch.Generator(device="cuda").manual_seed(11)
+    Hkv, BS, NB = 2, 16, 160
+    Hq = Hkv * group
+    B = 5
+    q = torch.randn(B, Hq, D, device="cuda", dtype=dtype, generator=g)
+    k = torch.randn(NB, BS, Hkv, D, device="cuda", dtype=dtype, generator=g)
+    v = torch.randn(NB, BS, Hkv, D, device="cuda", dtype=dtype, generator=g)
+    tables = torch.randperm(NB, device="cuda", generator=g)[: B * 30].view(B, 30).to(torch.int32)
+    lens = torch.tensor([480, 1, 100, 479, 257], device="cuda", dtype=torch.int32)
+    ref = reference.paged_decode_attention(q.float(), k.float(), v.float(), tables, lens, D ** -0.5)
+    row = {**tuning.applied()}
+    outs = {}
+    try:
+        for fused in (0, 1):  # never / up to any split count
+            ext.set_tuning(*tuning.args_of({**row, "decode_merge_max_splits": 4096 * fused}))
+            outs[fused] = [ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, None, s)
+                           for s in (2, 3, 7, 30, 3)]
+        for fused in (0, 1):
+            for out in outs[fused]:
+                assert (out.float() - ref).abs().max().item() < 2e-2
+        for a, b in zip(outs[0], outs[1]):  # the merges sum in different orders
+            assert (a.float() - b.float()).abs().max().item() < 1e-2
+        assert torch.equal(outs[1][1], outs[1][4])  # the counters were at zero again
+        # captured (the counters exist already) and replayed: every replay merges every row
+        ext.set_tuning(*tuning.args_of({**row, "decode_merge_max_splits": 4096}))
+        static = ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, None, 7)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static = ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, None, 7)
+        for _ in range(3):
+            static.zero_()
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(static, outs[1][2])
+        # more rows than the counters serve: the merge kernel
+        Bw = 4097 // Hkv + 1
+        qw = torch.randn(Bw, Hq, D, device="cuda", dtype=dtype, generator=g)
+        tw = tables[torch.arange(Bw, device="cuda") % B]
+        lw = lens[torch.arange(Bw, device="cuda") % B]
+        wide = ext.paged_decode_attention(qw, k, v, tw, lw, D ** -0.5, None, 3)
+        refw = reference.paged_decode_attention(qw[:B].float(), k.float(), v.float(), tw[:B], lw[:B], D ** -0.5)
+        assert (wide[:B].float() - refw).abs().max().item() < 2e-2
+    finally:
+        tuning.apply(ext)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_decode_l2_prefetch_hint_changes_no_result(cuda_ops, dtype):
     """The tuning row's L2 prefetch hint only changes how K/V are fetched: the decode
@@ -495,7 +552,7 @@ def test_decode_l2_prefetch_hint_changes_no_result(cuda_ops, dtype):
     outs = {}
     try:
         for hint in (0, 1):
-            ext.set_tuning(8, 0.002, 256, 128, 8.0, hint, 8)
+            ext.set_tuning(8, 0.002, 256, 128, 8.0, hint, 8, 4)
             outs[hint] = [ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, None, s) for s in (1, 4)]
             outs[hint].append(ext.paged_decode_attention(q, k, v, tables, lens, D ** -0.5, pages, 1))
     finally:

@@ -12,7 +12,8 @@ from tinyserve_core.errors import InputFileError
 from tinyserve_core.kernels import tuning
 
 ROW = {"split_min_tiles": 4, "split_cost": 0.01, "max_splits": 128, "score_max_ppc": 256,
-       "score_min_ctas_per_sm": 1.5, "decode_l2_prefetch": 1, "sparse_fused_max_batch": 4}
+       "score_min_ctas_per_sm": 1.5, "decode_l2_prefetch": 1, "sparse_fused_max_batch": 4,
+       "decode_merge_max_splits": 0}
 
 
 def _table(tmp_path, rows):
@@ -51,6 +52,7 @@ def test_lookup_by_name_and_sms_then_name_then_default(tmp_path):
     ({"name": "default", **ROW, "decode_l2_prefetch": True}, "decode_l2_prefetch"),
     ({"name": "default", **ROW, "sparse_fused_max_batch": -1}, "sparse_fused_max_batch"),
     ({"name": "default", **ROW, "sparse_fused_max_batch": 2.0}, "sparse_fused_max_batch"),
+    ({"name": "default", **ROW, "decode_merge_max_splits": -1}, "decode_merge_max_splits"),
 ])
 def test_bad_rows_name_the_field(tmp_path, bad, field):
     with pytest.raises(InputFileError, match=field):
@@ -72,7 +74,7 @@ def test_apply_hands_the_device_row_to_the_extension(monkeypatch):
                         lambda i: SimpleNamespace(name="GPU X", multi_processor_count=100))
     calls = []
     row = tuning.apply(SimpleNamespace(set_tuning=lambda *a: calls.append(a)), rows=rows)
-    assert calls == [(4, 0.01, 128, 512, 1.5, 1, 4)]
+    assert calls == [(4, 0.01, 128, 512, 1.5, 1, 4, 0)]
     assert row["device"] == "GPU X" and tuning.applied()["score_max_ppc"] == 512
     assert "GPU X / 100 SMs" in tuning.describe(row)
 

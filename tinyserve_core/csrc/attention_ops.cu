@@ -33,14 +33,20 @@ struct Tuning {
   // Query-aware sparse decode runs as one launch (sparse_ops.cu) up to this batch size,
   // as page_scores + select_pages + paged decode above it.
   int sparse_fused_max_batch = 0;
+  // Paged decode's split partials are merged by each row's last CTA in the decode launch
+  // when there are at most this many splits, by decode_merge_kernel after it otherwise
+  // (0: always). The last CTA reads the S partials after its own work, so few splits pay
+  // (an H200 gained 0.3-0.7 us at batch 8 with 4 splits, lost 0.6 us at batch 1 with 32).
+  int decode_merge_max_splits = 4;
 };
 Tuning g_tuning;
 
-// The decode kernel instance, with its dynamic shared memory allowed.
-template <typename T, int D>
+// The decode kernel instance (MERGE: the splits merged in the launch), with its dynamic
+// shared memory allowed.
+template <typename T, int D, bool MERGE = false>
 auto decode_kernel() {
-  allow_smem<paged_decode_kernel<T, D>>(decode_smem_bytes<D>());
-  return paged_decode_kernel<T, D>;
+  allow_smem<paged_decode_kernel<T, D, MERGE>>(decode_smem_bytes<D>());
+  return paged_decode_kernel<T, D, MERGE>;
 }
 
 // Resident CTAs per SM: the split plan fills them.
@@ -80,6 +86,10 @@ int plan_splits(int64_t units, int64_t max_tokens, int slots) {
 template <typename T, int D>
 void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
   const dim3 grid(p.num_splits, p.num_kv_heads, batch);
+  if (p.split_counters != nullptr) {  // set only with splits
+    launch_pdl(decode_kernel<T, D, true>(), grid, kDecodeWarps * 32, decode_smem_bytes<D>(), stream, p);
+    return;
+  }
   launch_pdl(decode_kernel<T, D>(), grid, kDecodeWarps * 32, decode_smem_bytes<D>(), stream, p);
   if (p.num_splits > 1)
     launch_pdl(decode_merge_kernel<T, D>, dim3(p.num_q_heads, batch), D / 4 * kMergeParts, 0, stream, p);
@@ -103,7 +113,8 @@ int splits_for(int64_t units, int64_t max_tokens) {
 }  // namespace
 
 void set_tuning(int64_t split_min_tiles, double split_cost, int64_t max_splits, int64_t score_max_ppc,
-                double score_min_ctas_per_sm, int64_t decode_l2_prefetch, int64_t sparse_fused_max_batch) {
+                double score_min_ctas_per_sm, int64_t decode_l2_prefetch, int64_t sparse_fused_max_batch,
+                int64_t decode_merge_max_splits) {
   TORCH_CHECK(split_min_tiles >= 1 && max_splits >= 1 && max_splits <= 4096 && split_cost >= 0,
               "set_tuning: split parameters out of range");
   TORCH_CHECK(score_max_ppc >= 16 && score_max_ppc <= 4096 && score_min_ctas_per_sm >= 0,
@@ -111,8 +122,10 @@ void set_tuning(int64_t split_min_tiles, double split_cost, int64_t max_splits, 
   TORCH_CHECK(decode_l2_prefetch == 0 || decode_l2_prefetch == 1, "set_tuning: decode_l2_prefetch is 0 or 1");
   TORCH_CHECK(sparse_fused_max_batch >= 0 && sparse_fused_max_batch <= 256,
               "set_tuning: sparse_fused_max_batch is 0..256");
+  TORCH_CHECK(decode_merge_max_splits >= 0 && decode_merge_max_splits <= 4096,
+              "set_tuning: decode_merge_max_splits is 0..4096");
   g_tuning = Tuning{(int)split_min_tiles, split_cost, (int)max_splits, (int)score_max_ppc, score_min_ctas_per_sm,
-                    (int)decode_l2_prefetch, (int)sparse_fused_max_batch};
+                    (int)decode_l2_prefetch, (int)sparse_fused_max_batch, (int)decode_merge_max_splits};
 }
 
 int decode_l2_prefetch() { return g_tuning.decode_l2_prefetch; }
@@ -206,6 +219,10 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
     p.part_lse = part_lse.data_ptr<float>();
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  // The FP8 kernel keeps the separate merge; so does a batch with more rows than counters,
+  // and a first call made inside a CUDA-graph capture (row_counters: nullptr).
+  if (p.num_splits > 1 && p.num_splits <= g_tuning.decode_merge_max_splits && !fp8 && (int64_t)B * Hkv <= kCounterRows)
+    p.split_counters = row_counters(2, stream);
   if (fp8) {
     const float* scales = kv_scales->data_ptr<float>();
     if (D == 64) launch_decode_fp8<64>(p, scales, B, stream);

@@ -5,12 +5,44 @@
 
 #include <torch/extension.h>
 
+#include <c10/cuda/CUDAStream.h>
+
 #include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "launch.h"
 
 #include "kernels/page_scores.cuh"
 #include "kernels/paged_attention.cuh"
 
 namespace tinyserve {
+
+// Per-row counters the kernels' in-launch split merges keep between calls: per device, zeroed
+// once when first needed, and left at zero by every launch that uses them (the row's last
+// CTA resets its count), so a launch needs no memset node before it. Regions: 0 and 1 for
+// the one-launch sparse decode (chunks scored, splits done), 2 for paged decode's merge.
+// One set per device: two launches running at once on two streams of one device would
+// share them (the engine runs one stream). The first call must come outside CUDA-graph
+// capture (a capture would record the zeroing instead of doing it): nullptr then.
+constexpr int kCounterRows = 4096;  // rows (sequence x kv-head) a region serves
+constexpr int kCounterRegions = 3;
+
+inline int* row_counters(int region, cudaStream_t stream) {
+  static std::mutex mu;
+  static auto* bufs = new std::vector<torch::Tensor>(device_count());  // never freed: outlives the CUDA context
+  const int dev = current_device();
+  const std::lock_guard<std::mutex> lock(mu);
+  torch::Tensor& t = (*bufs)[dev];
+  if (!t.defined()) {
+    cudaStreamCaptureStatus status;
+    TS_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+    if (status != cudaStreamCaptureStatusNone) return nullptr;
+    t = torch::zeros({kCounterRegions * kCounterRows}, torch::TensorOptions().dtype(torch::kInt32).device(torch::kCUDA, dev));
+    TS_CUDA_CHECK(cudaStreamSynchronize(c10::cuda::getCurrentCUDAStream(dev)));
+  }
+  return t.data_ptr<int>() + (int64_t)region * kCounterRows;
+}
 
 // Dense decode over the whole block table (the caller sets the selection and the splits).
 inline DecodeParams decode_params(const torch::Tensor& query, const torch::Tensor& k_cache,

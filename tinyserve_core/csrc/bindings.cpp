@@ -16,7 +16,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_tuning", &tinyserve::set_tuning, "the per-device launch policy (kernels/tuning.py)",
         pybind11::arg("split_min_tiles"), pybind11::arg("split_cost"), pybind11::arg("max_splits"),
         pybind11::arg("score_max_ppc"), pybind11::arg("score_min_ctas_per_sm"), pybind11::arg("decode_l2_prefetch"),
-        pybind11::arg("sparse_fused_max_batch"));
+        pybind11::arg("sparse_fused_max_batch"), pybind11::arg("decode_merge_max_splits") = 4);
   m.def("sparse_fused_max_batch", &tinyserve::sparse_fused_max_batch);
   m.def("sparse_decode_splits", &tinyserve::sparse_decode_splits);
   m.def("sparse_decode_attention", &tinyserve::sparse_decode_attention, pybind11::arg("query"),

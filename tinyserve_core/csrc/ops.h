@@ -22,7 +22,8 @@ torch::Tensor paged_decode_attention(const torch::Tensor& query, const torch::Te
 int64_t decode_num_splits(int64_t batch, int64_t num_kv_heads, int64_t max_tokens, int64_t head_dim);
 
 void set_tuning(int64_t split_min_tiles, double split_cost, int64_t max_splits, int64_t score_max_ppc,
-                double score_min_ctas_per_sm, int64_t decode_l2_prefetch, int64_t sparse_fused_max_batch);
+                double score_min_ctas_per_sm, int64_t decode_l2_prefetch, int64_t sparse_fused_max_batch,
+                int64_t decode_merge_max_splits);
 // the tuning in force: the decode copies' L2 hint, the largest batch of the one-launch sparse path
 int decode_l2_prefetch();
 int64_t sparse_fused_max_batch();

@@ -5,7 +5,6 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
-#include <mutex>
 
 #include "attention_params.h"
 #include "kernels/sparse_decode.cuh"
@@ -17,7 +16,7 @@ namespace {
 
 // Rows (sequence x kv-head) one launch may serve: the grid has at least one CTA a row and
 // fits on the GPU at once, so this bounds the counters every device keeps.
-constexpr int kSparseMaxRows = 4096;
+constexpr int kSparseMaxRows = kCounterRows;
 
 template <typename T, int D>
 auto sparse_kernel() {
@@ -69,26 +68,6 @@ SparsePlan plan_sparse(int64_t batch, int64_t hkv, int64_t max_blocks, int64_t k
   plan.pages_per_chunk = (int)((per_cta + 63) / 64 * 64);
   plan.chunks = (int)((max_blocks + plan.pages_per_chunk - 1) / plan.pages_per_chunk);
   return plan;
-}
-
-// The device's counters, zeroed once when first needed and left at zero by every launch.
-// The first call must come outside CUDA-graph capture (a capture would record the zeroing
-// instead of doing it); the engine's warm-up step is such a call.
-int* sparse_counters(cudaStream_t stream) {
-  static std::mutex mu;
-  static auto* bufs = new std::vector<torch::Tensor>(device_count());  // never freed: outlives the CUDA context
-  const int dev = current_device();
-  const std::lock_guard<std::mutex> lock(mu);
-  torch::Tensor& t = (*bufs)[dev];
-  if (!t.defined()) {
-    cudaStreamCaptureStatus status;
-    TS_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
-    TORCH_CHECK(status == cudaStreamCaptureStatusNone,
-                "sparse_decode_attention: the first call on a device must come before CUDA-graph capture");
-    t = torch::zeros({2 * kSparseMaxRows}, torch::TensorOptions().dtype(torch::kInt32).device(torch::kCUDA, dev));
-    TS_CUDA_CHECK(cudaStreamSynchronize(c10::cuda::getCurrentCUDAStream(dev)));
-  }
-  return t.data_ptr<int>();
 }
 
 }  // namespace
@@ -146,7 +125,9 @@ std::vector<torch::Tensor> sparse_decode_attention(const torch::Tensor& query, c
   sp.score = page_score_params(query, meta, block_tables, seq_lens, scale, BS, plan.pages_per_chunk, scores);
   sp.page_indices = pages.data_ptr<int>();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  sp.counters = sparse_counters(stream);
+  sp.counters = row_counters(0, stream);  // regions 0 and 1
+  TORCH_CHECK(sp.counters != nullptr,
+              "sparse_decode_attention: the first call on a device must come before CUDA-graph capture");
   sp.k = (int)k;
   sp.sink_pages = (int)std::min<int64_t>(sink_pages, M);
   sp.force_last = force_last ? 1 : 0;

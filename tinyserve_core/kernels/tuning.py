@@ -7,6 +7,9 @@ A row holds the launch choices that depend on the machine:
                                             prefetch hint (an H200 streams 7% slower with it)
   sparse_fused_max_batch                    query-aware sparse decode runs as one launch up to
                                             this batch size (0: never), as three above it
+  decode_merge_max_splits                   paged decode's split partials are merged by each
+                                            row's last CTA in the decode launch up to this
+                                            many splits, by a second kernel above (0: always)
 Rows are keyed by device name and SM count (a cut-down part with the same name but fewer
 SMs gets the name-only match, then the default). tools/gpu_tune.py measures the candidate
 plans on the GPU it runs on and writes that GPU's row; _backend.build() applies the row of
@@ -29,6 +32,7 @@ PARAMS: dict[str, tuple[type, float, float]] = {
     "score_min_ctas_per_sm": (float, 0.0, 64.0),
     "decode_l2_prefetch": (int, 0, 1),
     "sparse_fused_max_batch": (int, 0, 256),
+    "decode_merge_max_splits": (int, 0, 4096),
 }
 
 _applied: dict[str, Any] = {}

@@ -9,7 +9,8 @@
 
 namespace tinyserve {
 #define DECODE(T, D)                                                             \
-  template __global__ void paged_decode_kernel<T, D>(const __grid_constant__ DecodeParams); \
+  template __global__ void paged_decode_kernel<T, D, false>(const __grid_constant__ DecodeParams); \
+  template __global__ void paged_decode_kernel<T, D, true>(const __grid_constant__ DecodeParams); \
   template __global__ void decode_merge_kernel<T, D>(const __grid_constant__ DecodeParams);
 TINYSERVE_DECODE_INSTANCES(DECODE)
 #define CACHE(T)                                                                    \

@@ -12,7 +12,8 @@
 // with movmatrix. (A register path that loaded tile i+1 in fragment order while computing
 // tile i ran 2-5% slower on an H100 at every shape measured, see NOTES.md.)
 // Each warp keeps its own online-softmax state; warps merge through shared memory, and
-// splits (flash-decoding) merge in decode_merge_kernel by log-sum-exp (base 2).
+// splits (flash-decoding) merge by log-sum-exp (base 2): in the kernel, by the last CTA of
+// each (sequence, kv-head) row to finish (a counter per row), or in decode_merge_kernel.
 #pragma once
 
 #include "common.cuh"
@@ -29,6 +30,8 @@ struct DecodeParams {
   void* out;                 // [B, Hq, D]
   float* part_o;             // [B, Hq, num_splits, D]   (num_splits > 1)
   float* part_lse;           // [B, Hq, num_splits]      log2-sum-exp of the scaled logits
+  int* split_counters;       // [B * Hkv] zeros: the row's last CTA merges its splits and
+                             // resets the count; nullptr: decode_merge_kernel merges
   int num_q_heads, num_kv_heads, group;
   int block_size, block_shift;  // block_shift = log2(block_size), or -1 when not a power of 2
   int bt_stride, max_sel;
@@ -304,6 +307,71 @@ __device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t 
   out[3] = from_float<T>(num.w * inv);
 }
 
+// The group's query heads of one (sequence, kv-head) row merged from the S partial results
+// the row's CTAs wrote in this launch, by one CTA of kDecodeWarps warps (read through L2:
+// __ldg's non-coherent path may hold stale lines). Splits are summed in order, so the
+// result does not depend on which CTA merges.
+template <typename T, int D>
+__device__ __forceinline__ void decode_merge_group(const DecodeParams& p, int b, int hq0) {
+  const int S = p.num_splits;
+  for (int idx = threadIdx.x; idx < p.group * (D / 4); idx += kDecodeWarps * 32) {
+    const int h = idx / (D / 4), d4 = idx - h * (D / 4);
+    const int64_t rq = (int64_t)b * p.num_q_heads + hq0 + h;
+    const float* lse = p.part_lse + rq * S;
+    // the max in groups of 8 independent loads: one L2 round trip per group, not per split
+    float mx = -INFINITY;
+    for (int s0 = 0; s0 < S; s0 += 8) {
+      float v[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = s0 + j < S ? __ldcg(lse + s0 + j) : -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) mx = fmaxf(mx, v[j]);
+    }
+    const float4* po = reinterpret_cast<const float4*>(p.part_o + rq * S * D) + d4;
+    float den = 0.f;
+    float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int s = 0; s < S; ++s) {
+      const float ls = __ldcg(lse + s);
+      const float w = (mx == -INFINITY || ls == -INFINITY) ? 0.f : exp2f(ls - mx);
+      const float4 o = __ldcg(po + (int64_t)s * (D / 4));
+      den += w;
+      num.x += w * o.x;
+      num.y += w * o.y;
+      num.z += w * o.z;
+      num.w += w * o.w;
+    }
+    const float inv = den > 0.f ? 1.f / den : 0.f;
+    T* out = static_cast<T*>(p.out) + rq * D + 4 * d4;
+    out[0] = from_float<T>(num.x * inv);
+    out[1] = from_float<T>(num.y * inv);
+    out[2] = from_float<T>(num.z * inv);
+    out[3] = from_float<T>(num.w * inv);
+  }
+}
+
+// After decode_finish has written this CTA's split partial: a fenced increment of the
+// row's `counter` (split-K's serial reduction), and the row's last CTA merges the group's
+// splits. Returns true in that CTA, whose caller resets the counter. No CTA waits for
+// another, so any grid size works. Saves the separate merge launch and its kernel boundary.
+// `flag`: one int of shared memory the CTA no longer reads (the stage buffers after
+// decode_finish), not a static __shared__ variable, which would move the dynamic stage
+// buffers off their 256-byte alignment.
+template <typename T, int D>
+__device__ __forceinline__ bool decode_merge_if_last(const DecodeParams& p, int* counter, int b, int hq0,
+                                                     volatile int* flag) {
+  __syncthreads();  // every thread's partial stores (and shared reads) come before thread 0's release
+  if (threadIdx.x == 0) {
+    __threadfence();
+    *flag = atomicAdd(counter, 1) == p.num_splits - 1;
+  }
+  __syncthreads();
+  if (!*flag) return false;
+  __threadfence();
+  decode_merge_group<T, D>(p, b, hq0);
+  return true;
+}
+
 // The per-warp tile pipeline of the decode kernels: STAGES shared-memory stages of
 // `stage_bytes` each at `wbuf`, all but one in flight while one is computed. A warp only ever
 // touches its own stages, so __syncwarp orders the loop. issue(stage, t) starts the
@@ -437,7 +505,20 @@ __device__ __forceinline__ void decode_attend(const DecodeParams& p, void* smem,
   decode_finish<T, D>(p, st, smem, b, kvh, split, [&](float(*o)[D]) { decode_store_acc<D>(st, o, lane); });
 }
 
+// The in-launch merge of paged_decode_kernel<T, D, true>, kept out of line: inlined (behind a
+// runtime branch or this template flag), it changed how ptxas compiled the tile loop before
+// it (132 registers instead of 138) and the kernel streamed 13% slower even where no merge
+// runs (64 x 32K: 2,241-2,247 us against FlashInfer's 1,952 in the same run, H200; the
+// loop alone has run at 1,940-1,958).
 template <typename T, int D>
+__device__ __noinline__ void decode_merge_tail(DecodeParams p, int b, int kvh, int* flag) {
+  int* counter = p.split_counters + b * p.num_kv_heads + kvh;
+  if (decode_merge_if_last<T, D>(p, counter, b, kvh * p.group, flag) && threadIdx.x == 0) *counter = 0;
+}
+
+// MERGE: the split partials are merged in this launch (p.split_counters, p.num_splits > 1);
+// without it a split grid is followed by decode_merge_kernel.
+template <typename T, int D, bool MERGE>
 __global__ void __launch_bounds__(kDecodeWarps * 32, 2)
 paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   extern __shared__ uint4 sm_dyn[];
@@ -445,6 +526,7 @@ paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   decode_attend<T, D>(p, sm_dyn, cta.b, cta.kvh, cta.split, cta.v_begin, cta.v_end, [&](int vt) {
     return decode_token_row(p, cta.b, cta.kvh, vt, cta.v_end, cta.seq_len, cta.n_pages, D);
   });
+  if constexpr (MERGE) decode_merge_tail<T, D>(p, cta.b, cta.kvh, reinterpret_cast<int*>(sm_dyn));
 }
 
 // out[b, h, :] = sum_s 2^(lse_s - lse_max) o_s / sum_s 2^(lse_s - lse_max). One CTA per

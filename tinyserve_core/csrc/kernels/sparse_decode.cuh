@@ -46,54 +46,13 @@ __device__ __forceinline__ int ld_acquire_gpu(const int* p) {
   return v;
 }
 
-// The group's query heads of one row, merged from the S partial results the row's CTAs
-// wrote in this launch (read through L2: __ldg's non-coherent path may hold stale lines).
-template <typename T, int D>
-__device__ __forceinline__ void sparse_merge_row(const DecodeParams& p, int b, int hq0) {
-  const int S = p.num_splits;
-  for (int idx = threadIdx.x; idx < p.group * (D / 4); idx += kSparseThreads) {
-    const int h = idx / (D / 4), d4 = idx - h * (D / 4);
-    const int64_t rq = (int64_t)b * p.num_q_heads + hq0 + h;
-    const float* lse = p.part_lse + rq * S;
-    // the max in groups of 8 independent loads: one L2 round trip per group, not per split
-    float mx = -INFINITY;
-    for (int s0 = 0; s0 < S; s0 += 8) {
-      float v[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = s0 + j < S ? __ldcg(lse + s0 + j) : -INFINITY;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) mx = fmaxf(mx, v[j]);
-    }
-    const float4* po = reinterpret_cast<const float4*>(p.part_o + rq * S * D) + d4;
-    float den = 0.f;
-    float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-    for (int s = 0; s < S; ++s) {
-      const float ls = __ldcg(lse + s);
-      const float w = (mx == -INFINITY || ls == -INFINITY) ? 0.f : exp2f(ls - mx);
-      const float4 o = __ldcg(po + (int64_t)s * (D / 4));
-      den += w;
-      num.x += w * o.x;
-      num.y += w * o.y;
-      num.z += w * o.z;
-      num.w += w * o.w;
-    }
-    const float inv = den > 0.f ? 1.f / den : 0.f;
-    T* out = static_cast<T*>(p.out) + rq * D + 4 * d4;
-    out[0] = from_float<T>(num.x * inv);
-    out[1] = from_float<T>(num.y * inv);
-    out[2] = from_float<T>(num.z * inv);
-    out[3] = from_float<T>(num.w * inv);
-  }
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__(kSparseThreads, 2)
 sparse_decode_kernel(const __grid_constant__ SparseDecodeParams sp) {
   static_assert(kScoreWarps == kDecodeWarps, "one CTA shape serves every stage");
-  extern __shared__ uint4 sm_dyn[];
+  // the stage buffers 256-byte aligned after the static arrays (3,424 bytes), as in the decode kernel
+  extern __shared__ __align__(256) uint4 sm_dyn[];
   __shared__ int sel[kSparseMaxSplitPages];
-  __shared__ int last;
   const DecodeParams& p = sp.dec;
   const int rows = gridDim.x / p.num_splits;  // B * Hkv
   const int Hkv = p.num_kv_heads;
@@ -173,16 +132,8 @@ sparse_decode_kernel(const __grid_constant__ SparseDecodeParams sp) {
     if (threadIdx.x == 0) sp.counters[row] = 0;
     return;
   }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    last = atomicAdd(sp.counters + rows + row, 1) == p.num_splits - 1;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  sparse_merge_row<T, D>(p, b, hq0);
-  if (threadIdx.x == 0) {
+  if (decode_merge_if_last<T, D>(p, sp.counters + rows + row, b, hq0, reinterpret_cast<int*>(sm_dyn)) &&
+      threadIdx.x == 0) {
     sp.counters[row] = 0;
     sp.counters[rows + row] = 0;
   }

@@ -247,6 +247,21 @@ __device__ __forceinline__ void decode_tile_compute(uint32_t stage, uint32_t ok,
 constexpr int kMergeParts = 4;
 constexpr int kMergeMaxSplits = 256;   // the plan's ceiling (attention_ops.cu: max_splits)
 
+// num += w * o, and out[0..3] = num * inv: the merges' per-4-element steps.
+__device__ __forceinline__ void merge_acc4(float4& num, float w, const float4& o) {
+  num.x += w * o.x;
+  num.y += w * o.y;
+  num.z += w * o.z;
+  num.w += w * o.w;
+}
+template <typename T>
+__device__ __forceinline__ void merge_store4(T* out, const float4& num, float inv) {
+  out[0] = from_float<T>(num.x * inv);
+  out[1] = from_float<T>(num.y * inv);
+  out[2] = from_float<T>(num.z * inv);
+  out[3] = from_float<T>(num.w * inv);
+}
+
 template <typename T, int D>
 __device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t row) {
   constexpr int kWarps = D / 4 * kMergeParts / 32;
@@ -281,10 +296,7 @@ __device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t 
     const float wt = table ? sm_w[s] : weight(s);
     const float4 o = po[(int64_t)s * (D / 4)];
     den += wt;
-    num.x += wt * o.x;
-    num.y += wt * o.y;
-    num.z += wt * o.z;
-    num.w += wt * o.w;
+    merge_acc4(num, wt, o);
   }
   sm_num[part][d4] = num;
   if (d4 == 0) sm_den[part] = den;
@@ -292,19 +304,10 @@ __device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t 
   if (part != 0) return;
 #pragma unroll
   for (int q = 1; q < kMergeParts; ++q) {
-    const float4 o = sm_num[q][d4];
-    num.x += o.x;
-    num.y += o.y;
-    num.z += o.z;
-    num.w += o.w;
+    merge_acc4(num, 1.f, sm_num[q][d4]);
     den += sm_den[q];
   }
-  const float inv = den > 0.f ? 1.f / den : 0.f;
-  T* out = static_cast<T*>(p.out) + row * D + 4 * d4;
-  out[0] = from_float<T>(num.x * inv);
-  out[1] = from_float<T>(num.y * inv);
-  out[2] = from_float<T>(num.z * inv);
-  out[3] = from_float<T>(num.w * inv);
+  merge_store4(static_cast<T*>(p.out) + row * D + 4 * d4, num, den > 0.f ? 1.f / den : 0.f);
 }
 
 // The group's query heads of one (sequence, kv-head) row merged from the S partial results
@@ -336,17 +339,9 @@ __device__ __forceinline__ void decode_merge_group(const DecodeParams& p, int b,
       const float w = (mx == -INFINITY || ls == -INFINITY) ? 0.f : exp2f(ls - mx);
       const float4 o = __ldcg(po + (int64_t)s * (D / 4));
       den += w;
-      num.x += w * o.x;
-      num.y += w * o.y;
-      num.z += w * o.z;
-      num.w += w * o.w;
+      merge_acc4(num, w, o);
     }
-    const float inv = den > 0.f ? 1.f / den : 0.f;
-    T* out = static_cast<T*>(p.out) + rq * D + 4 * d4;
-    out[0] = from_float<T>(num.x * inv);
-    out[1] = from_float<T>(num.y * inv);
-    out[2] = from_float<T>(num.z * inv);
-    out[3] = from_float<T>(num.w * inv);
+    merge_store4(static_cast<T*>(p.out) + rq * D + 4 * d4, num, den > 0.f ? 1.f / den : 0.f);
   }
 }
 

@@ -3,7 +3,8 @@ tinyserve_core/csrc/tuning.json.
 
 For each plan parameter set on a small grid, the extension itself says which split count
 (paged decode, the 12 shapes of `bench kernels`, with and without the L2::256B hint on the
-K/V copies, split partials merged in the decode launch or by a second kernel) and which page_scores CTA size (32K context, batch 1 / 8 / 64) it would pick;
+K/V copies, split partials merged in the decode launch or by a second kernel) and which
+page_scores CTA size (32K context, batch 1 / 8 / 64) it would pick;
 every distinct choice is timed once on the same
 data (median of 30), and the parameter set with the lowest summed time relative to the
 best choice of each shape wins (ties: the earlier set, the shipped constants first). Then

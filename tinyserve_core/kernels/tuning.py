@@ -9,7 +9,8 @@ A row holds the launch choices that depend on the machine:
                                             this batch size (0: never), as three above it
   decode_merge_max_splits                   paged decode's split partials are merged by each
                                             row's last CTA in the decode launch up to this
-                                            many splits, by a second kernel above (0: always)
+                                            many splits, by a second kernel above (0: never in
+                                            the launch)
 Rows are keyed by device name and SM count (a cut-down part with the same name but fewer
 SMs gets the name-only match, then the default). tools/gpu_tune.py measures the candidate
 plans on the GPU it runs on and writes that GPU's row; _backend.build() applies the row of

@@ -41,12 +41,12 @@ struct Tuning {
 };
 Tuning g_tuning;
 
-// The decode kernel instance (MERGE: the splits merged in the launch), with its dynamic
-// shared memory allowed.
-template <typename T, int D, bool MERGE = false>
+// The decode kernel instance (MERGE: the splits merged in the launch; WINDOW: the page
+// lookups from a window per warp), with its dynamic shared memory allowed.
+template <typename T, int D, bool MERGE = false, bool WINDOW = false>
 auto decode_kernel() {
-  allow_smem<paged_decode_kernel<T, D, MERGE>>(decode_smem_bytes<D>());
-  return paged_decode_kernel<T, D, MERGE>;
+  allow_smem<paged_decode_kernel<T, D, MERGE, WINDOW>>(decode_smem_bytes<D>());
+  return paged_decode_kernel<T, D, MERGE, WINDOW>;
 }
 
 // Resident CTAs per SM: the split plan fills them.
@@ -83,16 +83,23 @@ int plan_splits(int64_t units, int64_t max_tokens, int slots) {
   return (int)best;
 }
 
-template <typename T, int D>
-void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
+// Block sizes that are a power of 2 of at least one tile take the windowed page lookups.
+template <typename T, int D, bool WINDOW>
+void launch_decode_as(DecodeParams& p, int batch, cudaStream_t stream) {
   const dim3 grid(p.num_splits, p.num_kv_heads, batch);
   if (p.split_counters != nullptr) {  // set only with splits
-    launch_pdl(decode_kernel<T, D, true>(), grid, kDecodeWarps * 32, decode_smem_bytes<D>(), stream, p);
+    launch_pdl(decode_kernel<T, D, true, WINDOW>(), grid, kDecodeWarps * 32, decode_smem_bytes<D>(), stream, p);
     return;
   }
-  launch_pdl(decode_kernel<T, D>(), grid, kDecodeWarps * 32, decode_smem_bytes<D>(), stream, p);
+  launch_pdl(decode_kernel<T, D, false, WINDOW>(), grid, kDecodeWarps * 32, decode_smem_bytes<D>(), stream, p);
   if (p.num_splits > 1)
     launch_pdl(decode_merge_kernel<T, D>, dim3(p.num_q_heads, batch), D / 4 * kMergeParts, 0, stream, p);
+}
+
+template <typename T, int D>
+void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
+  if (p.block_shift >= 4) launch_decode_as<T, D, true>(p, batch, stream);
+  else launch_decode_as<T, D, false>(p, batch, stream);
 }
 
 // The FP8-cache variant: fp16 queries and outputs, the pages' scales beside the cache.

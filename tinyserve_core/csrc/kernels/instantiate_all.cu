@@ -9,8 +9,10 @@
 
 namespace tinyserve {
 #define DECODE(T, D)                                                             \
-  template __global__ void paged_decode_kernel<T, D, false>(const __grid_constant__ DecodeParams); \
-  template __global__ void paged_decode_kernel<T, D, true>(const __grid_constant__ DecodeParams); \
+  template __global__ void paged_decode_kernel<T, D, false, false>(const __grid_constant__ DecodeParams); \
+  template __global__ void paged_decode_kernel<T, D, true, false>(const __grid_constant__ DecodeParams); \
+  template __global__ void paged_decode_kernel<T, D, false, true>(const __grid_constant__ DecodeParams); \
+  template __global__ void paged_decode_kernel<T, D, true, true>(const __grid_constant__ DecodeParams); \
   template __global__ void decode_merge_kernel<T, D>(const __grid_constant__ DecodeParams);
 TINYSERVE_DECODE_INSTANCES(DECODE)
 #define CACHE(T)                                                                    \

@@ -477,12 +477,12 @@ __device__ __forceinline__ void decode_store_acc(const DecodeState<D>& st, float
 }
 
 // A decode CTA's attention over virtual tokens [v_begin, v_end): every warp streams its
-// tiles through the cp.async ring (lanes 0..15 ask row(vt) for token vt's K/V element
-// offset: -1 when masked, also for vt >= v_end) and the CTA's result or split partial is
-// written (decode_finish).
-template <typename T, int D, typename Row>
-__device__ __forceinline__ void decode_attend(const DecodeParams& p, void* smem, int b, int kvh, int split,
-                                              int v_begin, int v_end, Row&& row) {
+// tiles through the cp.async ring and the CTA's result or split partial is written
+// (decode_finish). tile_row(t), called by the whole warp for each of its tiles in order,
+// gives lane i < 16 the K/V element offset of token t + i (-1 when masked, also past v_end).
+template <typename T, int D, typename TileRow>
+__device__ __forceinline__ void decode_attend_tiles(const DecodeParams& p, void* smem, int b, int kvh, int split,
+                                                    int v_begin, int v_end, TileRow&& tile_row) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint32_t qf[D / 16][2];
   decode_load_q<T, D>(p, b, kvh * p.group, lane, qf);
@@ -492,13 +492,73 @@ __device__ __forceinline__ void decode_attend(const DecodeParams& p, void* smem,
   decode_stream_tiles<kDecodeStages>(
       wbuf, SB, v_begin + warp * kDecodeTile, v_end,
       [&](uint32_t stage, int t) {
-        const int64_t mine = lane < kDecodeTile ? row(t + lane) : -1;
         return decode_copy_rows<2 * D>(stage, static_cast<const T*>(p.k_cache), static_cast<const T*>(p.v_cache),
-                                       mine, lane, p.l2_prefetch != 0);
+                                       tile_row(t), lane, p.l2_prefetch != 0);
       },
       [&](uint32_t stage, uint32_t ok) { decode_tile_compute<T, D>(stage, ok, qf, st, p.scale_log2, lane); });
   decode_finish<T, D>(p, st, smem, b, kvh, split, [&](float(*o)[D]) { decode_store_acc<D>(st, o, lane); });
 }
+
+// decode_attend_tiles with a lookup per token: row(vt) is token vt's K/V element offset.
+template <typename T, int D, typename Row>
+__device__ __forceinline__ void decode_attend(const DecodeParams& p, void* smem, int b, int kvh, int split,
+                                              int v_begin, int v_end, Row&& row) {
+  const int lane = threadIdx.x & 31;
+  decode_attend_tiles<T, D>(p, smem, b, kvh, split, v_begin, v_end,
+                            [&](int t) -> int64_t { return lane < kDecodeTile ? row(t + lane) : -1; });
+}
+
+// A warp's K/V rows by tile from a window of page lookups, for block sizes that are a power
+// of 2 >= 16 (a tile lies in one page). Lane l holds the logical page and the cache block of
+// the warp's tile k0 + l for the 32 tiles from k0; the next window's pages are requested when
+// a window starts and their blocks half-way through it, so they have landed when it ends.
+// The per-token lookup made every tile's copies wait on its block-table load (and, with
+// selected pages, on the page-list load before it); the window took 0.9-1.9% off the dense
+// stream at 8 x 16K-32K and 64 x 32K and 5% at 8 x 1K (H200, csrc/NOTES.md).
+template <int D>
+struct DecodeWindow {
+  const DecodeParams& p;
+  const int* pages;   // the row's selected pages, or nullptr (dense)
+  const int* blocks;  // the sequence's block table
+  int kvh, t0, v_end, seq_len, n_pages, lane;
+  int cur_lp, cur_blk, nxt_lp, nxt_blk;
+  static constexpr int kStride = kDecodeWarps * kDecodeTile;  // a warp's tiles lie kStride tokens apart
+
+  // this lane's tile of the window from k0: its logical page (-1: none)
+  __device__ __forceinline__ int page_at(int k0) const {
+    const int vt = t0 + (k0 + lane) * kStride;
+    if (vt >= v_end) return -1;
+    const int vp = vt >> p.block_shift;
+    return pages != nullptr ? __ldg(pages + vp) : vp;
+  }
+  __device__ __forceinline__ int block_of(int lp) const { return lp >= 0 && lp < n_pages ? __ldg(blocks + lp) : -1; }
+
+  __device__ DecodeWindow(const DecodeParams& p_, const DecodeCta& cta)
+      : p(p_), kvh(cta.kvh), v_end(cta.v_end), seq_len(cta.seq_len), n_pages(cta.n_pages), lane(threadIdx.x & 31) {
+    pages = p.page_indices != nullptr ? p.page_indices + ((int64_t)cta.b * p.num_kv_heads + kvh) * p.max_sel : nullptr;
+    blocks = p.block_tables + (int64_t)cta.b * p.bt_stride;
+    t0 = cta.v_begin + (threadIdx.x >> 5) * kDecodeTile;
+    cur_lp = page_at(0);
+    cur_blk = block_of(cur_lp);
+    nxt_lp = page_at(32);
+    nxt_blk = -1;
+  }
+
+  // lane i < 16: token t + i's K/V element offset (-1: masked)
+  __device__ __forceinline__ int64_t operator()(int t) {
+    const int k = (t - t0) / kStride, j = k & 31;
+    if (j == 0 && k > 0) {
+      cur_lp = nxt_lp;
+      cur_blk = nxt_blk;
+      nxt_lp = page_at(k + 32);
+    }
+    if (j == 16) nxt_blk = block_of(nxt_lp);
+    const int blk = __shfl_sync(0xffffffffu, cur_blk, j), lp = __shfl_sync(0xffffffffu, cur_lp, j);
+    const int vt = t + lane, off = vt & (p.block_size - 1);
+    if (lane >= kDecodeTile || vt >= v_end || blk < 0 || lp * p.block_size + off >= seq_len) return -1;
+    return (((int64_t)blk * p.block_size + off) * p.num_kv_heads + kvh) * (int64_t)D;
+  }
+};
 
 // The in-launch merge of paged_decode_kernel<T, D, true>, kept out of line: inlined (behind a
 // runtime branch or this template flag), it changed how ptxas compiled the tile loop before
@@ -512,15 +572,20 @@ __device__ __noinline__ void decode_merge_tail(DecodeParams p, int b, int kvh, i
 }
 
 // MERGE: the split partials are merged in this launch (p.split_counters, p.num_splits > 1);
-// without it a split grid is followed by decode_merge_kernel.
-template <typename T, int D, bool MERGE>
+// without it a split grid is followed by decode_merge_kernel. WINDOW: the K/V rows come from
+// DecodeWindow (block sizes a power of 2 >= 16), else from a lookup per token.
+template <typename T, int D, bool MERGE, bool WINDOW>
 __global__ void __launch_bounds__(kDecodeWarps * 32, 2)
 paged_decode_kernel(const __grid_constant__ DecodeParams p) {
   extern __shared__ uint4 sm_dyn[];
   const DecodeCta cta(p);
-  decode_attend<T, D>(p, sm_dyn, cta.b, cta.kvh, cta.split, cta.v_begin, cta.v_end, [&](int vt) {
-    return decode_token_row(p, cta.b, cta.kvh, vt, cta.v_end, cta.seq_len, cta.n_pages, D);
-  });
+  if constexpr (WINDOW) {
+    decode_attend_tiles<T, D>(p, sm_dyn, cta.b, cta.kvh, cta.split, cta.v_begin, cta.v_end, DecodeWindow<D>(p, cta));
+  } else {
+    decode_attend<T, D>(p, sm_dyn, cta.b, cta.kvh, cta.split, cta.v_begin, cta.v_end, [&](int vt) {
+      return decode_token_row(p, cta.b, cta.kvh, vt, cta.v_end, cta.seq_len, cta.n_pages, D);
+    });
+  }
   if constexpr (MERGE) decode_merge_tail<T, D>(p, cta.b, cta.kvh, reinterpret_cast<int*>(sm_dyn));
 }
 

@@ -40,15 +40,25 @@ def _sets(page_indices):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_quantised_keys_are_within_half_a_step_of_the_keys(bits):
+    """One step per (page, kv-head): the widest channel's range over L, for every channel."""
     g = torch.Generator().manual_seed(bits)
     keys = torch.randn(5, 16, 3, 32, generator=g) * 2 + 0.5
+    keys[..., 7] *= 0.25                                   # a narrow channel shares the wide step
     lo, hi = keys.amin(1, keepdim=True), keys.amax(1, keepdim=True)
     codes = qr.quantize(keys, lo, hi, bits)
     assert codes.dtype == torch.uint8 and codes.shape[-1] == 32 * bits // 8
     back = qr.dequantize(codes, lo, hi, bits)
-    step = (hi - lo) / (2 ** bits - 1)
-    assert ((back - keys).abs() <= step / 2 + 1e-5).all()
-    assert torch.equal(back.amin(1, keepdim=True), lo) and torch.allclose(back.amax(1, keepdim=True), hi)
+    L = 2 ** bits - 1
+    r = (hi - lo).amax(-1, keepdim=True)
+    assert ((back - keys).abs() <= r / L / 2 + 1e-5).all()
+    assert torch.equal(back.amin(1, keepdim=True), lo)
+    widest = (hi - lo).argmax(-1, keepdim=True)            # reaches code L, so its max comes back
+    assert torch.allclose(back.amax(1, keepdim=True).gather(-1, widest), hi.gather(-1, widest), atol=1e-5)
+    if bits == 4:
+        codes = torch.stack((codes & 15, codes >> 4), -1).flatten(-2)
+    narrow = (hi - lo)[..., 7] / r[..., 0] * L             # levels the narrow channel spans
+    assert (codes[..., 7].amax(1).float() <= narrow[:, 0].ceil() + 0.5).all()
+    assert (codes[..., 7].amax(1).float() < L).all()
 
 
 def test_cache_writes_keep_the_copy_equal_to_a_fresh_quantisation():
@@ -187,7 +197,7 @@ def test_switching_key_bits_back_catches_the_older_copy_up():
     slots = torch.arange(30)
     kernels.reshape_and_cache(torch.randn(30, 2, 16), torch.randn(30, 2, 16), kv.k_caches[0], kv.v_caches[0],
                               kv.metas[0], slots)
-    sel = PageSelector("twostage", budget=16, dense_layers=0)
+    sel = PageSelector("twostage", budget=16, dense_layers=0, quant_bits=8)
     assert sel.prepare(kv) is kv.qkeys and kv.qkey_bits == 8
     sel.update(quant_bits=4)
     assert sel.prepare(kv) is kv.qkeys and kv.qkey_bits == 4
@@ -218,7 +228,7 @@ def test_the_runner_prepares_selection_before_every_decode_step():
         runner.decode([DecodeItem(0, 5, 29 + s, list(range(8)))])
         # host work first: a graph replay calls no select() that could do it
         assert calls[0][0] == "prepare" and all(kv is runner.kv for _, kv in calls)
-    assert torch.equal(runner.kv.qkeys[1][:8], _all_qkeys(runner.kv, 8, layer=1)[:8])
+    assert torch.equal(runner.kv.qkeys[1][:8], _all_qkeys(runner.kv, runner.kv.qkey_bits, layer=1)[:8])
 
 
 def test_oracle_p_keeps_the_fewest_pages_holding_the_true_mass(make_kv):

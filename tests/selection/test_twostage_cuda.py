@@ -49,6 +49,27 @@ def test_cache_write_quantises_like_the_reference(dtype, bits, block_size):
     assert torch.equal(gpu[3].cpu(), cpu[3])
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("head_dim", [128, 36])
+def test_quantize_keys_matches_the_reference_bit_for_bit(dtype, bits, head_dim):
+    """Both paths of the kernel: 8-channel vectors a thread (head_dim % 8 == 0) and a byte a
+    thread (36), on pages written in full, in part, and by two tokens of one call."""
+    H, bs, nb = 3, 16, 10
+    k, _, meta = _cache(nb, bs, H, head_dim, dtype, seed=bits + head_dim)
+    meta[:, 0] = k.float().amin(1).to(dtype)
+    meta[:, 1] = (k.float().amax(1) + torch.rand(nb, H, head_dim) * 0.3).to(dtype)   # ranges differ by channel
+    g = torch.Generator().manual_seed(5)
+    q0 = torch.randint(0, 256, (nb, bs, H, head_dim * bits // 8), generator=g, dtype=torch.uint8)  # poison
+    slots = torch.tensor([2 * bs + 15, 4 * bs + 3, 4 * bs + 9, 7 * bs, -1, 9 * bs + 11])
+    want = q0.clone()
+    qr.quantize_keys(k, meta, want, slots)
+    got = q0.to(DEV)
+    kernels.quantize_keys(k.to(DEV), meta.to(DEV), got, slots.to(DEV))
+    assert not torch.equal(want, q0)
+    assert torch.equal(got.cpu(), want)
+
+
 @pytest.fixture(params=["tensor cores", "cuda cores"])
 def lse_kernel(request):
     """Both stage-2 estimate kernels (kernels/estimate_lse_mma.cuh, the default on sm_80+,

@@ -46,10 +46,11 @@ void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torc
   const QuantKeysParams p{k_cache.data_ptr(), meta.data_ptr(), qkeys.data_ptr<uint8_t>(),
                           slot_mapping.data_ptr<int64_t>(), T, (int)k_cache.size(2), (int)k_cache.size(3),
                           (int)k_cache.size(1)};
+  const size_t smem = sizeof(float) * p.num_kv_heads;   // one page range per kv-head
   with_cache_type(k_cache.scalar_type(), "quantize_keys", [&](auto tag) {
     using CT = decltype(tag);
-    if (bits == 8) quantize_keys_kernel<CT, 8><<<T, 128, 0, stream>>>(p);
-    else quantize_keys_kernel<CT, 4><<<T, 128, 0, stream>>>(p);
+    if (bits == 8) quantize_keys_kernel<CT, 8><<<T, 128, smem, stream>>>(p);
+    else quantize_keys_kernel<CT, 4><<<T, 128, smem, stream>>>(p);
   });
 }
 

@@ -90,7 +90,7 @@ torch::Tensor estimate_page_lse(const torch::Tensor& query, const torch::Tensor&
   static_assert(kLseWarps == kMmaLseWarps, "one grid for both estimate kernels");
   const bool half = meta.scalar_type() == torch::kHalf;
   if (use_lse_mma(query.get_device())) {
-    const int smem = estimate_mma_smem_bytes(D);
+    const int smem = estimate_mma_smem_bytes(D, (int)bits, 2);   // fp16 or bf16 bounds
     if (half) launch_lse_typed<true, __half>(bits, D, gmax, grid, smem, stream, p, ppw);
     else launch_lse_typed<true, __nv_bfloat16>(bits, D, gmax, grid, smem, stream, p, ppw);
   } else {

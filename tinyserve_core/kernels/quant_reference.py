@@ -3,12 +3,15 @@
 A layer that keeps a quantised key copy holds, beside its cache,
   qkeys : uint8 [num_blocks, block_size, num_kv_heads, head_dim * bits / 8]
 with bits 8 (one code per channel) or 4 (two codes per byte, the even channel in the
-low nibble). A key's code on channel i is round((k_i - min_i) / (max_i - min_i) * L),
-L = 2^bits - 1, against its page's channel-wise key range in `meta` (the same min/max
-the bounding-box bound reads): the page's own digest is the quantisation grid, so the
-copy costs no scale tensors. Because the range changes while a page fills, a write
-re-quantises the written pages whole (slots 0..highest offset written).
-Dequantised key: min_i + code_i * (max_i - min_i) / L. All math in float32.
+low nibble). The grid is the page's own digest, so the copy costs no scale tensors: per
+(page, kv-head), lo_i = the channel minimum in `meta` (the min/max the bounding-box bound
+reads) and one range r = max_i(max_i - min_i) for all channels. A key's code on channel i
+is round((k_i - lo_i) / r * L), L = 2^bits - 1; dequantised, lo_i + code_i * r / L.
+One step per page (not one per channel) makes the estimate q . lo + (r / L) * (q . codes):
+an integer-code dot product scaled once per page, so the stage-2 kernel keeps the query
+in registers (csrc/NOTES.md; the accuracy of both grids: docs/BENCHMARKS.md, ninth session).
+Because the range changes while a page fills, a write re-quantises the written pages
+whole (slots 0..highest offset written). All math in float32.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ def quant_bits(qkeys: torch.Tensor, head_dim: int) -> int:
     raise ValueError(f"qkeys' last dim {qkeys.shape[-1]} is neither head_dim {head_dim} (int8) nor half of it (int4)")
 
 
+def page_range(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The grid's one range per page: max over channels (last dim) of hi - lo, keepdim."""
+    return (hi - lo).amax(-1, keepdim=True)
+
+
 def quantize(keys: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int) -> torch.Tensor:
-    """uint8 codes of float32 `keys` [..., D] on the grid lo..hi (broadcast), packed for 4 bits."""
+    """uint8 codes of float32 `keys` [..., D] on the page grid of lo, hi [..., D]
+    (broadcast against keys), packed for 4 bits."""
     levels = float(2 ** bits - 1)
-    rng = hi - lo
+    rng = page_range(lo, hi)
     x = (keys - lo) / torch.where(rng > 0, rng, torch.ones_like(rng)) * levels
     codes = torch.round(x).clamp(0, levels).masked_fill(~(rng > 0), 0).to(torch.uint8)
     if bits == 4:
@@ -41,7 +50,7 @@ def dequantize(codes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: in
     if bits == 4:
         c = codes.to(torch.int32)
         codes = torch.stack((c & 15, c >> 4), dim=-1).flatten(-2)
-    step = (hi - lo) / float(2 ** bits - 1)
+    step = page_range(lo, hi) / float(2 ** bits - 1)
     return lo + codes.float() * step
 
 
@@ -71,7 +80,8 @@ def page_estimates(query: torch.Tensor, qkeys: torch.Tensor, meta: torch.Tensor,
                    seq_lens: torch.Tensor, candidates: torch.Tensor, scale: float) -> torch.Tensor:
     """Estimated attention of each query head over each candidate page, from the
     quantised keys: float32 [B, Hq, C], the logsumexp over the page's context tokens of
-    scale * q_h . k_hat (query head h reads kv-head h // group). `candidates` [B, Hkv, C]
+    scale * q_h . k_hat (query head h reads kv-head h // group), q rounded to fp16 first
+    (a fp16 model's queries already are; the tensor-core kernel multiplies fp16 q). `candidates` [B, Hkv, C]
     int32 holds logical page numbers, -1 = padding (-inf out). softmax over the last
     dim of the result is each candidate page's share of the candidates' attention."""
     B, Hq, D = query.shape
@@ -88,7 +98,7 @@ def page_estimates(query: torch.Tensor, qkeys: torch.Tensor, meta: torch.Tensor,
     lo = meta[blk, 0, heads].float()[..., None, :]               # [B, Hkv, C, 1, D]
     hi = meta[blk, 1, heads].float()[..., None, :]
     k = dequantize(codes, lo, hi, bits)                          # [B, Hkv, C, bs, D]
-    q = query.float().view(B, Hkv, group, D)
+    q = query.half().float().view(B, Hkv, group, D)   # fp16 queries: what the kernels multiply
     logits = torch.einsum("bhgd,bhctd->bhgct", q, k) * scale     # [B, Hkv, G, C, bs]
     pos = page[..., None] * bs + torch.arange(bs, device=query.device)  # [B, Hkv, C, bs]
     ok = valid[..., None] & (pos < seq_lens.to(query.device).long()[:, None, None, None])

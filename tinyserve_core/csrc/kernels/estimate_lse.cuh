@@ -5,8 +5,8 @@
 // One warp per candidate page, 16 tokens per warp step (two lanes per token, each owning
 // half of the row's 16-byte chunks, interleaved so the two halves read different banks of
 // the per-page query table). Dequantisation is folded into the query: with the page's
-// channel range lo..hi and step = (hi - lo) / L,
-//   q . k_hat = sum_d q_d * lo_d + sum_d (q_d * step_d) * code_d,
+// channel minima lo and its one step = r / L (quant_keys.cuh),
+//   q . k_hat = sum_d q_d * lo_d + sum_d (q_d * step) * code_d,
 // so the warp first builds qs = q * step (shared memory, [G][D]) and the bias q . lo, and the
 // token loop is one FMA per code and query head. Codes become floats through the exponent
 // trick (0x4B000000 | code is 2^23 + code exactly), cheaper than the int-to-float unit. The
@@ -71,7 +71,8 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
   constexpr int QR = qs_row(D);
   float* qs = sm + G * D + warp * G * QR;             // [G][QR] this warp's q * step
   const float* qg = p.q + ((int64_t)b * p.num_q_heads + h * G) * D;
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i] = qg[i];
+  // q rounded to fp16, as the spec (quant_reference.page_estimates)
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i] = __half2float(__float2half_rn(qg[i]));
   const int seq_len = p.seq_lens[b];
   const int j = lane >> 1, part = lane & 1;
   const int c0 = blockIdx.x * kLseWarps * pages_per_warp;
@@ -97,11 +98,17 @@ __global__ void __launch_bounds__(kLseWarps * 32, 4)
     float bias[GMAX];
 #pragma unroll
     for (int g = 0; g < GMAX; ++g) bias[g] = 0.f;
+    // one step for the page's channels: its range r = max_d(hi_d - lo_d) over L
+    float rng = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < Page::NM; ++k) rng = fmaxf(rng, to_float(cur.hi[k]) - to_float(cur.lo[k]));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) rng = fmaxf(rng, __shfl_xor_sync(0xffffffffu, rng, o));
+    const float step = rng / float((1 << BITS) - 1);
 #pragma unroll
     for (int k = 0; k < Page::NM; ++k) {
       const int d = lane + 32 * k;
       const float lo = to_float(cur.lo[k]);
-      const float step = (to_float(cur.hi[k]) - lo) / float((1 << BITS) - 1);
 #pragma unroll
       for (int g = 0; g < GMAX; ++g) {
         if (g < G) {

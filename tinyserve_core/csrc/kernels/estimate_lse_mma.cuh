@@ -1,21 +1,22 @@
 // Stage 2 of the `twostage` selector on tensor cores (spec: quant_reference.page_estimates):
 // per query head, the logsumexp over a candidate page's tokens of scale * q . k_hat, with
-// k_hat = lo + step * code dequantised from the page's int8/int4 copy.
+// k_hat = lo + step * code dequantised from the page's int8/int4 copy (one step per page and
+// kv-head: quant_keys.cuh).
 //
-// As in estimate_lse.cuh the dequantisation is folded into the query,
-//   q . k_hat = q . lo + sum_d (q_d * step_d) * code_d,
-// but the sum is one mma.m16n8k16 per 16 channels: A = the codes of 16 tokens (exact in
-// fp16), B = q * step for up to 8 query heads of the group. q * step is split into an fp16
-// high part and an fp16 remainder (two mmas into one fp32 accumulator), so the product keeps
-// ~22 bits, as the fp32 kernel: no fp16 rounding of the estimate. The CUDA-core kernel spent
-// a conversion, a shared-memory read and one FMA per head on every code; here a code costs
-// about one instruction (two codes per bit operation into an fp16 pair, then one fp16-pair
-// subtract or multiply-add) and the heads' products are the tensor cores'.
+// With one step per page the dequantisation leaves the dot product:
+//   q . k_hat = q . lo + step * (q . codes),
+// and q . codes is one mma.m16n8k16 per 16 channels: A = the codes of 16 tokens (exact in
+// fp16), B = q for up to 8 query heads of the group, in fp16 (the spec rounds q to fp16; a
+// fp16 model's queries are exact in it), with fp32 accumulation. B is the same for every
+// page, so each lane holds its B fragments in registers for the whole CTA; only the bias
+// q . lo and the step are per page (the per-channel grid this replaced rebuilt a q * step
+// table in shared memory for every page, split into fp16 high and low parts for two mmas
+// a step).
 //
 // Channels are summed in an order of our choosing: lane t of a quad owns a contiguous
-// quarter of the row (its `chunk`), so its A fragments are whole 32-bit words of codes; the
-// B table in shared memory lists q * step in that same order. One warp per candidate page,
-// 16-token tiles (any block size), pages loaded one page ahead as in estimate_lse.cuh.
+// quarter of the row (its `chunk`), so its A fragments are whole 32-bit words of codes, and
+// its B fragments list q in that same order. One warp per candidate page, 16-token tiles
+// (any block size), pages loaded one page ahead as in estimate_lse.cuh.
 #pragma once
 
 #include "common.cuh"
@@ -24,9 +25,20 @@
 namespace tinyserve {
 
 constexpr int kMmaLseWarps = 4;
+// Ring stages a warp: the page computed + the pages loading. int8 takes 3 so that 6 CTAs
+// (24 warps) fit an SM's shared memory, as int4's 4 stages do.
+__host__ __device__ constexpr int mma_lse_stages(int bits) { return bits == 8 ? 3 : 4; }
 
-// Per warp: (D / 16) steps x 8 heads x 4 quads of 8 halves (high b0 b1, then low b0 b1).
-__host__ __device__ constexpr int estimate_mma_smem_bytes(int head_dim) { return kMmaLseWarps * 32 * head_dim; }
+// A ring stage holds a page's first 16 code rows and its min and max rows.
+__host__ __device__ constexpr int estimate_mma_stage_bytes(int head_dim, int bits, int elem_bytes) {
+  return 16 * head_dim * bits / 8 + 2 * head_dim * elem_bytes;
+}
+// Dynamic shared memory: the group's fp32 queries [8][D] (heads past the group zero, for the
+// per-page bias q . lo), then each warp's ring. Head_dim 128, fp16: 34,816 bytes (int8) or
+// 28,672 (int4), both under 48 KB.
+__host__ __device__ constexpr int estimate_mma_smem_bytes(int head_dim, int bits, int elem_bytes) {
+  return 8 * head_dim * 4 + kMmaLseWarps * mma_lse_stages(bits) * estimate_mma_stage_bytes(head_dim, bits, elem_bytes);
+}
 
 __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -76,15 +88,6 @@ __device__ __forceinline__ void step_channels(int s, int t, int (&ch)[4]) {
   }
 }
 
-template <typename T, int BITS, int D>
-struct MmaLsePage {
-  static constexpr int CW = D * BITS / 8 / 4 / 4;  // 32-bit code words of a quad lane's chunk
-  int c, n_tok;
-  long long blk;
-  T lo[4], hi[4];                                  // this lane's B-table channels (see kernel)
-  uint32_t w[2][CW];                               // the first tile's codes, rows g and g + 8
-};
-
 // 2^x and log2(x) on the special-function unit, denormals flushed (the estimate's sums are
 // >= 1 and its exponents <= 0; ex2(-inf) = 0).
 __device__ __forceinline__ float ex2_ftz(float x) {
@@ -124,88 +127,93 @@ __device__ __forceinline__ void bias_scatter(float (&v)[N], int lane) {
   }
 }
 
+// The page loop is a ring of cp.async stages per warp: pages it + 1 .. it + 3 are in flight
+// while page it is computed (one page ahead in registers left the kernel waiting on its
+// loads). Nsight Compute on the ring (H200, 64 x 32K, int4, 512 candidates a row): DRAM at
+// 35%, long-scoreboard stalls small; it issues ~380 instructions a page at 0.6 a cycle per
+// scheduler, held back by short dependency chains (the shuffles of the per-page reductions,
+// mma results) with ~4 warps a scheduler. Hence one mma a step (fp16 q: 105 -> ~70
+// registers) and 6 CTAs an SM (csrc/NOTES.md, fifteenth session).
 template <typename T, int BITS, int D, int GMAX>
-__global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
+__global__ void __launch_bounds__(kMmaLseWarps * 32, 6)
     estimate_lse_mma_kernel(const __grid_constant__ PageEstimateParams p, int pages_per_warp) {
   static_assert(D == 64 || D == 128, "head_dim 64 or 128");
-  using Page = MmaLsePage<T, BITS, D>;
   constexpr int DQ = D * BITS / 8;        // bytes per quantised row
   constexpr int CB = DQ / 4;              // bytes of a quad lane's chunk
-  constexpr int CW = Page::CW;
+  constexpr int CW = CB / 4;              // its 32-bit code words
+  constexpr int NC = D / 32;              // bound channels a lane (the bias, the range)
   constexpr int STEPS = D / 16;
+  constexpr int NS = mma_lse_stages(BITS);
+  constexpr int SB = estimate_mma_stage_bytes(D, BITS, sizeof(T));
+  constexpr int CODE_CHUNKS = 16 * DQ / 16, BOUND_CHUNKS = 2 * D * (int)sizeof(T) / 16;
   constexpr float L = float((1 << BITS) - 1);
-  // The next page's codes are loaded ahead where registers allow (int8 rows of 128 channels
-  // for 8 query heads per kv-head would spill); its metadata always is.
-  constexpr bool kCodesAhead = !(GMAX == 8 && CW == 8);
-  extern __shared__ __align__(16) uint8_t lse_mma_smem[];
+  extern __shared__ __align__(16) float lse_mma_q[];   // [8][D], then the rings
   const int h = blockIdx.y, b = blockIdx.z, G = p.group, H = p.num_kv_heads, BS = p.block_size;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  uint4* tab = reinterpret_cast<uint4*>(lse_mma_smem) + warp * STEPS * 8 * 4;   // [s][n][t] 8 halves
-  // This lane writes the B table of step s = g (lanes g >= STEPS only read), for every head.
-  const bool writer = g < STEPS;
-  int ch[4];
-  step_channels<BITS, D>(writer ? g : 0, t, ch);
-  float qv[GMAX][4];
+  uint8_t* ring = reinterpret_cast<uint8_t*>(lse_mma_q + 8 * D) + warp * NS * SB;
+  const uint32_t ring_s = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
   const float* qg = p.q + ((int64_t)b * p.num_q_heads + h * G) * D;
+  for (int i = threadIdx.x; i < GMAX * D; i += blockDim.x)   // fp16-rounded, as B
+    lse_mma_q[i] = i < G * D ? __half2float(__float2half_rn(qg[i])) : 0.f;
+  // This lane's B fragments for every step: head g (zero past the group) in fp16, the
+  // channels of step_channels(s, t).
+  uint32_t bq[STEPS][2];
 #pragma unroll
-  for (int n = 0; n < GMAX; ++n)
+  for (int s = 0; s < STEPS; ++s) {
+    int ch[4];
+    step_channels<BITS, D>(s, t, ch);
+    float x[4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) qv[n][k] = n < G ? qg[n * D + ch[k]] : 0.f;
-  // heads past the group stay zero in the table
-  for (int i = lane; i < STEPS * 8 * 4; i += 32)
-    if (((i >> 2) & 7) >= G) tab[i] = make_uint4(0, 0, 0, 0);
+    for (int k = 0; k < 4; ++k) x[k] = g < G ? qg[g * D + ch[k]] : 0.f;
+    bq[s][0] = h2_bits(__floats2half2_rn(x[0], x[1])), bq[s][1] = h2_bits(__floats2half2_rn(x[2], x[3]));
+  }
   const int seq_len = p.seq_lens[b];
   const int c0 = blockIdx.x * kMmaLseWarps * pages_per_warp;
   int my_n;   // lane i: the warp's i-th page
   long long my_blk;
   resolve_page(p, b, h, H, BS, c0 + lane * kMmaLseWarps + warp, lane < pages_per_warp, seq_len, my_n, my_blk);
-  // Code rows: page base + this lane's row g and quarter t, rows g + 8 one stride on.
   const int64_t page_bytes = (int64_t)BS * H * DQ;
-  const int row_bytes = H * DQ, lane_off = (g * H + h) * DQ + t * CB;
+  const int row_bytes = H * DQ;
+  // Page it into stage it % NS: code rows 0..15 (rows past the page's tokens zero-filled),
+  // then the min and max rows; one commit group per page, empty for pages without tokens.
+  auto issue = [&](int it) {
+    if (it < pages_per_warp) {
+      int c, n_tok;
+      long long blk;
+      page_at(it, c0, kMmaLseWarps, warp, my_n, my_blk, c, n_tok, blk);
+      if (c < p.num_candidates && n_tok > 0) {
+        const uint32_t st = ring_s + (it % NS) * SB;
+        const uint8_t* codes = p.qkeys + blk * page_bytes + h * DQ;
+#pragma unroll
+        for (int k = lane; k < CODE_CHUNKS; k += 32) {
+          const int row = k / (DQ / 16), col = k % (DQ / 16);
+          cp_async16_s(st + k * 16, codes + row * row_bytes + col * 16, row < n_tok ? 16 : 0, false);
+        }
+        const uint8_t* bounds = static_cast<const uint8_t*>(p.meta) + (blk * 2 * H + h) * D * sizeof(T);
+        if (lane < BOUND_CHUNKS) {
+          constexpr int RC = BOUND_CHUNKS / 2;   // chunks of one row (min, then max)
+          const int which = lane / RC, col = lane % RC;
+          cp_async16_s(st + 16 * DQ + lane * 16, bounds + (int64_t)which * H * D * sizeof(T) + col * 16, 16, false);
+        }
+      }
+    }
+    cp_async_commit();
+  };
+  // Code rows 16 on (block sizes over 16) straight from global memory: this lane's row g and
+  // quarter t, rows g + 8 one stride on.
+  const int lane_off = (g * H + h) * DQ + t * CB;
   auto load_rows = [&](long long blk, int row0, int n_tok, uint32_t (&w)[2][CW]) {
     const uint8_t* base = p.qkeys + blk * page_bytes + lane_off + row0 * row_bytes;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + g + 8 * r;
-      if (row < n_tok) {
-        const uint8_t* src = base + r * 8 * row_bytes;
-        if constexpr (CB == 32) {
-          const uint4 a = ld_stream(src), c = ld_stream(src + 16);
-          w[r][0] = a.x, w[r][1] = a.y, w[r][2] = a.z, w[r][3] = a.w;
-          w[r][4] = c.x, w[r][5] = c.y, w[r][6] = c.z, w[r][7] = c.w;
-        } else if constexpr (CB == 16) {
-          const uint4 a = ld_stream(src);
-          w[r][0] = a.x, w[r][1] = a.y, w[r][2] = a.z, w[r][3] = a.w;
-        } else {  // 8 bytes: int4 at head_dim 64
-          static_assert(CB == 8, "chunk of 8, 16 or 32 bytes");
-          const uint2 a = *reinterpret_cast<const uint2*>(src);
-          w[r][0] = a.x, w[r][1] = a.y;
-        }
-      } else {
 #pragma unroll
-        for (int i = 0; i < CW; ++i) w[r][i] = 0u;
+      for (int i = 0; i < CW; i += 2) {
+        const uint2 a = row < n_tok ? *reinterpret_cast<const uint2*>(base + r * 8 * row_bytes + 4 * i)
+                                    : make_uint2(0u, 0u);
+        w[r][i] = a.x, w[r][i + 1] = a.y;
       }
     }
-  };
-  // A page's min and max on this lane's 4 channels: int8 takes 4 consecutive channels (one
-  // 8-byte load each), int4 the pairs (c, c + 1) and (c + 4, c + 5) (two 4-byte loads each).
-  auto load_bounds = [&](const T* row, T (&v)[4]) {
-    if constexpr (BITS == 8) {
-      const uint2 u = *reinterpret_cast<const uint2*>(row + ch[0]);
-      memcpy(&v[0], &u.x, 4), memcpy(&v[2], &u.y, 4);
-    } else {
-      const uint32_t a = *reinterpret_cast<const uint32_t*>(row + ch[0]);
-      const uint32_t c = *reinterpret_cast<const uint32_t*>(row + ch[1]);
-      memcpy(&v[0], &a, 2), memcpy(&v[2], reinterpret_cast<const char*>(&a) + 2, 2);
-      memcpy(&v[1], &c, 2), memcpy(&v[3], reinterpret_cast<const char*>(&c) + 2, 2);
-    }
-  };
-  auto load = [&](int it, Page& P) {
-    page_at(it, c0, kMmaLseWarps, warp, my_n, my_blk, P.c, P.n_tok, P.blk);
-    if (P.c >= p.num_candidates || P.n_tok <= 0) return;
-    const T* mlo = static_cast<const T*>(p.meta) + (P.blk * 2 * H + h) * D;
-    if (writer) load_bounds(mlo, P.lo), load_bounds(mlo + (int64_t)H * D, P.hi);
-    if (kCodesAhead) load_rows(P.blk, 0, P.n_tok, P.w);
   };
   // Logits in base 2: the softmax runs on ex2/lg2 without the denormal fix-ups of expf/logf.
   const float scale2 = p.scale * 1.4426950408889634f;
@@ -215,49 +223,80 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
   constexpr int kRun = 32 / GMAX;
   const int my_head = lane / kRun;
   const bool head_writer = lane % kRun == 0 && my_head < G;
-  pipeline_pages<Page>(p, b, h, lane, pages_per_warp, load, [&](const Page& cur, float* out) {
-    const int n_tok = cur.n_tok;
-    // B table of this page: q * step split into fp16 high and low parts; bias q . lo. Heads
-    // past the group have q = 0, so their entries and bias are zero without a branch.
-    float bias[GMAX];
+  __syncthreads();   // the queries for the bias
+#pragma unroll
+  for (int i = 0; i < NS - 1; ++i) issue(i);
+  for (int it = 0; it < pages_per_warp; ++it) {
+    int c, n_tok;
+    long long blk;
+    page_at(it, c0, kMmaLseWarps, warp, my_n, my_blk, c, n_tok, blk);
+    if (c >= p.num_candidates) break;
+    cp_async_wait<NS - 2>();   // page it's group has landed (this lane's copies) ...
+    __syncwarp();              // ... and every lane's; the stage read last iteration is free
+    issue(it + NS - 1);
+    float* out = p.out + ((int64_t)b * p.num_q_heads + h * G) * p.num_candidates + c;
+    if (n_tok <= 0) {   // padding, or a page past the context: no mass
+      if (lane < G) out[(int64_t)lane * p.num_candidates] = -INFINITY;
+      continue;
+    }
+    const uint8_t* st = ring + (it % NS) * SB;
+    // The page's step (its widest channel range over L) and each head's bias q . lo, summed
+    // by a reduce-scatter (log2(GMAX) + 5 shuffle rounds instead of 5 per head).
+    T lo_t[NC], hi_t[NC];
     {
-      float lo[4], st[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) lo[k] = to_float(cur.lo[k]), st[k] = (to_float(cur.hi[k]) - lo[k]) * kInvL;
-#pragma unroll
-      for (int n = 0; n < GMAX; ++n) {
-        float x[4];
-        bias[n] = 0.f;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) x[k] = qv[n][k] * st[k], bias[n] = fmaf(qv[n][k], lo[k], bias[n]);
-        const __half2 h01 = __floats2half2_rn(x[0], x[1]), h23 = __floats2half2_rn(x[2], x[3]);
-        const float2 f01 = __half22float2(h01), f23 = __half22float2(h23);
-        const __half2 l01 = __floats2half2_rn(x[0] - f01.x, x[1] - f01.y),
-                      l23 = __floats2half2_rn(x[2] - f23.x, x[3] - f23.y);
-        if (writer) tab[(g * 8 + n) * 4 + t] = make_uint4(h2_bits(h01), h2_bits(h23), h2_bits(l01), h2_bits(l23));
-        else bias[n] = 0.f;   // head_dim 64: lanes past the 4 steps repeat step 0's channels
+      const T* lo_row = reinterpret_cast<const T*>(st + 16 * DQ);
+      if constexpr (NC == 4) {
+        const uint2 a = *reinterpret_cast<const uint2*>(lo_row + lane * NC);
+        const uint2 c2 = *reinterpret_cast<const uint2*>(lo_row + D + lane * NC);
+        memcpy(lo_t, &a, 8), memcpy(hi_t, &c2, 8);
+      } else {
+        const uint32_t a = *reinterpret_cast<const uint32_t*>(lo_row + lane * NC);
+        const uint32_t c2 = *reinterpret_cast<const uint32_t*>(lo_row + D + lane * NC);
+        memcpy(lo_t, &a, 4), memcpy(hi_t, &c2, 4);
       }
     }
-    // The bias is the same for every token of the page, so it leaves the softmax: the page's
-    // logsumexp is scale * bias + that of scale * (q * step) . codes. Its warp sum is a
-    // reduce-scatter (each butterfly step halves the heads a lane carries): log2(GMAX) + 5
-    // shuffle rounds instead of 5 per head, and no per-lane selection of heads 2t, 2t + 1.
+    float lo[NC], rng = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < NC; ++k) lo[k] = to_float(lo_t[k]), rng = fmaxf(rng, to_float(hi_t[k]) - lo[k]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) rng = fmaxf(rng, __shfl_xor_sync(0xffffffffu, rng, o));
+    const float sc = rng * kInvL * scale2;   // step, and the softmax's scale in base 2
+    float bias[GMAX];
+#pragma unroll
+    for (int n = 0; n < GMAX; ++n) {
+      const float* qn = lse_mma_q + n * D + lane * NC;
+      if constexpr (NC == 4) {
+        const float4 q4 = *reinterpret_cast<const float4*>(qn);
+        bias[n] = fmaf(q4.x, lo[0], fmaf(q4.y, lo[1], fmaf(q4.z, lo[2], q4.w * lo[3])));
+      } else {
+        const float2 q2 = *reinterpret_cast<const float2*>(qn);
+        bias[n] = fmaf(q2.x, lo[0], q2.y * lo[1]);
+      }
+    }
     bias_scatter<GMAX>(bias, lane);
-    __syncwarp();
     float m[2] = {-INFINITY, -INFINITY}, s[2] = {0.f, 0.f};
     for (int row0 = 0; row0 < n_tok; row0 += 16) {
       uint32_t w[2][CW];
-      if (kCodesAhead && row0 == 0) {
+      if (row0 == 0) {   // from the stage: rows g and g + 8, quarter t
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
+        for (int r = 0; r < 2; ++r) {
+          const uint8_t* src = st + (g + 8 * r) * DQ + t * CB;
 #pragma unroll
-          for (int i = 0; i < CW; ++i) w[r][i] = cur.w[r][i];
+          for (int i = 0; i < CW; i += 4) {
+            if (CW - i >= 4) {
+              const uint4 a = *reinterpret_cast<const uint4*>(src + 4 * i);
+              w[r][i] = a.x, w[r][i + 1] = a.y, w[r][i + 2] = a.z, w[r][i + 3] = a.w;
+            } else {
+              const uint2 a = *reinterpret_cast<const uint2*>(src + 4 * i);
+              w[r][i] = a.x, w[r][i + 1] = a.y;
+            }
+          }
+        }
       } else {
-        load_rows(cur.blk, row0, n_tok, w);
+        load_rows(blk, row0, n_tok, w);
       }
-      // Two accumulators (high and low parts) on sm_90: one chained through all 2 * STEPS
-      // mmas waited out each mma's latency in turn (on sm_80 the second spilled at int8,
-      // head_dim 128, 4 heads, so it stays one chain there).
+      // Two accumulators (even and odd steps) on sm_90: one chain through all STEPS mmas
+      // would wait out each mma's latency in turn (sm_80 keeps one chain: registers).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
       constexpr int LO = 0;
 #else
@@ -279,9 +318,8 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
         }
 #pragma unroll
         for (int k = 0; k < (BITS == 8 ? 1 : 2); ++k) {
-          const uint4 bt = tab[((sp + k) * 8 + g) * 4 + t];
-          mma_16816(acc4[0], a[k], bt.x, bt.y);    // high parts of q * step
-          mma_16816(acc4[LO], a[k], bt.z, bt.w);   // their fp16 remainders
+          const int s = sp + k;
+          mma_16816(acc4[LO ? s & 1 : 0], a[k], bq[s][0], bq[s][1]);
         }
       }
       // acc: rows g (0, 1) and g + 8 (2, 3), heads 2t (0, 2) and 2t + 1 (1, 3)
@@ -290,8 +328,8 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
       for (int e = 0; e < 2; ++e) {
         const float a0 = LO ? acc4[0][e] + acc4[1][e] : acc4[0][e];
         const float a1 = LO ? acc4[0][2 + e] + acc4[1][2 + e] : acc4[0][2 + e];
-        const float l0 = v0 ? a0 * scale2 : -INFINITY;
-        const float l1 = v1 ? a1 * scale2 : -INFINITY;
+        const float l0 = v0 ? a0 * sc : -INFINITY;
+        const float l1 = v1 ? a1 * sc : -INFINITY;
         float mx = fmaxf(l0, l1);
 #pragma unroll
         for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
@@ -312,8 +350,8 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
       const float lse2 = (odd ? m1 : m0) + lg2_approx(odd ? s1 : s0);
       out[(int64_t)my_head * p.num_candidates] = fmaf(bias[0], p.scale, lse2 * 0.6931471805599453f);
     }
-    __syncwarp();  // the next page rewrites the table
-  });
+  }
+  cp_async_wait<0>();   // no copy may land after the CTA is gone
 }
 
 // Instances: TINYSERVE_LSE_INSTANCES (estimate_lse.cuh), the same list for both kernels.

@@ -1,7 +1,7 @@
 // Quantised key copy of the `twostage` selector (spec: tinyserve_core/kernels/quant_reference.py).
-//   qkeys [NB, BS, Hkv, D * BITS / 8] uint8: code_i = rint((k_i - min_i) / (max_i - min_i) * L),
-//   L = 2^BITS - 1, on the page's own channel-wise key range (meta [NB, 2, Hkv, D]); for 4 bits
-//   the even channel sits in the low nibble.
+//   qkeys [NB, BS, Hkv, D * BITS / 8] uint8: code_i = rint((k_i - min_i) / r * L), L = 2^BITS - 1,
+//   on the page's own digest (meta [NB, 2, Hkv, D]): the channel minima and one range per
+//   (page, kv-head), r = max_i(max_i - min_i); for 4 bits the even channel sits in the low nibble.
 // quantize_keys_kernel re-quantises the pages a cache write touched; page_estimates_kernel
 // gives, per candidate page and query head, the logsumexp of the estimated logits of the
 // page's tokens. Both are plain (one CTA per token / per candidate page): the estimate
@@ -22,17 +22,44 @@ struct QuantKeysParams {
 };
 
 template <int BITS>
-__device__ __forceinline__ uint32_t quant_code(float k, float lo, float hi) {
+__device__ __forceinline__ uint32_t quant_code(float k, float lo, float rng) {
   constexpr float L = float((1 << BITS) - 1);
-  const float rng = hi - lo;
   if (!(rng > 0.f)) return 0u;
   // the reference's order of operations, IEEE division: codes match it bit for bit
   const float x = rintf((k - lo) / rng * L);
   return (uint32_t)fminf(fmaxf(x, 0.f), L);
 }
 
+// The page grid's range of a (page, kv-head): max over the D channels of max - min, in float
+// (exact in any order, as the reference's amax). Lanes stride the channels, then a warp max.
+template <typename T>
+__device__ __forceinline__ float page_range_warp(const T* mlo, const T* mhi, int D, int lane) {
+  float r = -INFINITY;
+  for (int d = lane; d < D; d += 32) r = fmaxf(r, to_float(mhi[d]) - to_float(mlo[d]));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, o));
+  return r;
+}
+
+// Eight consecutive elements (16-byte aligned) as floats.
+template <typename T>
+__device__ __forceinline__ void load8(const T* src, float (&f)[8]) {
+  if constexpr (sizeof(T) == 4) {
+    const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+  } else {
+    const uint4 u = *reinterpret_cast<const uint4*>(src);
+    T v[8];
+    memcpy(v, &u, 16);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) f[e] = to_float(v[e]);
+  }
+}
+
+// Dynamic shared memory: one range per kv-head.
 template <typename T, int BITS>
 __global__ void quantize_keys_kernel(const __grid_constant__ QuantKeysParams p) {
+  extern __shared__ float q_rng[];
   const int t = blockIdx.x;
   const int64_t s = p.slot_mapping[t];
   if (s < 0) return;
@@ -46,20 +73,55 @@ __global__ void quantize_keys_kernel(const __grid_constant__ QuantKeysParams p) 
   const T* kc = static_cast<const T*>(p.k_cache);
   const T* mlo = static_cast<const T*>(p.meta) + blk * 2 * H * D;
   const T* mhi = mlo + (int64_t)H * D;
+  for (int h = threadIdx.x >> 5; h < H; h += blockDim.x >> 5) {
+    const float r = page_range_warp(mlo + h * D, mhi + h * D, D, threadIdx.x & 31);
+    if ((threadIdx.x & 31) == 0) q_rng[h] = r;
+  }
+  __syncthreads();
+  const int64_t row0 = blk * p.block_size;
+  if (D % 8 == 0) {
+    // A thread owns one (kv-head, 8-channel vector): its minima and the head's range stay in
+    // registers over the page's rows, and each row costs one 16-byte key load (two for
+    // float) and one 8- or 4-byte code store. One byte a thread, as this kernel was, took
+    // 51 us for a 256-token decode write (H200, 8 kv-heads x 128, int8).
+    const int NV = D / 8;
+    for (int i = threadIdx.x; i < H * NV; i += blockDim.x) {
+      const int h = i / NV, d0 = (i - h * NV) * 8;
+      float lo[8], k[8];
+      load8(mlo + h * D + d0, lo);
+      const float rng = q_rng[h];
+      for (int j = 0; j <= off; ++j) {
+        load8(kc + ((row0 + j) * H + h) * D + d0, k);
+        uint8_t* dst = p.qkeys + ((row0 + j) * H + h) * Dq + d0 * BITS / 8;
+        if (BITS == 8) {
+          uint32_t w[2] = {0u, 0u};
+#pragma unroll
+          for (int e = 0; e < 8; ++e) w[e >> 2] |= quant_code<8>(k[e], lo[e], rng) << (8 * (e & 3));
+          *reinterpret_cast<uint2*>(dst) = make_uint2(w[0], w[1]);
+        } else {
+          uint32_t w = 0u;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) w |= quant_code<4>(k[e], lo[e], rng) << (4 * e);
+          *reinterpret_cast<uint32_t*>(dst) = w;
+        }
+      }
+    }
+    return;
+  }
   const int n = (off + 1) * H * Dq;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
     const int j = i / (H * Dq), r = i - j * H * Dq, h = r / Dq, c = r - h * Dq;
-    const T* krow = kc + ((blk * p.block_size + j) * H + h) * D;
+    const T* krow = kc + ((row0 + j) * H + h) * D;
+    const float rng = q_rng[h];
     uint32_t byte;
     if (BITS == 8) {
-      byte = quant_code<8>(to_float(krow[c]), to_float(mlo[h * D + c]), to_float(mhi[h * D + c]));
+      byte = quant_code<8>(to_float(krow[c]), to_float(mlo[h * D + c]), rng);
     } else {
       const int d = 2 * c;
-      byte = quant_code<4>(to_float(krow[d]), to_float(mlo[h * D + d]), to_float(mhi[h * D + d])) |
-             (quant_code<4>(to_float(krow[d + 1]), to_float(mlo[h * D + d + 1]), to_float(mhi[h * D + d + 1]))
-              << 4);
+      byte = quant_code<4>(to_float(krow[d]), to_float(mlo[h * D + d]), rng) |
+             (quant_code<4>(to_float(krow[d + 1]), to_float(mlo[h * D + d + 1]), rng) << 4);
     }
-    p.qkeys[((blk * p.block_size + j) * H + h) * Dq + c] = (uint8_t)byte;
+    p.qkeys[((row0 + j) * H + h) * Dq + c] = (uint8_t)byte;
   }
 }
 
@@ -120,9 +182,9 @@ __device__ __forceinline__ void pipeline_pages(const PageEstimateParams& p, int 
 
 constexpr int kEstimateThreads = 128;
 
-// Dynamic shared memory: the group's queries, the page's min and step rows, the logits.
+// Dynamic shared memory: the group's queries, the page's min row, its step, the logits.
 __host__ __device__ constexpr int page_estimates_smem_bytes(int group, int head_dim, int block_size) {
-  return (group * head_dim + 2 * head_dim + group * block_size) * 4;
+  return (group * head_dim + head_dim + 1 + group * block_size) * 4;
 }
 
 template <typename T, int BITS>
@@ -140,18 +202,20 @@ __global__ void __launch_bounds__(kEstimateThreads) page_estimates_kernel(const 
   const int64_t blk = p.block_tables[(int64_t)b * p.bt_stride + pg];
   float* sq = sm;                 // [G][D]
   float* slo = sq + G * D;        // [D]
-  float* sstep = slo + D;         // [D]
-  float* slog = sstep + D;        // [G][BS]
+  float* sstep = slo + D;         // [1]
+  float* slog = sstep + 1;        // [G][BS]
   const float* qg = p.q + ((int64_t)b * p.num_q_heads + h * G) * D;
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i] = qg[i];
+  // q rounded to fp16, as the spec (quant_reference.page_estimates)
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) sq[i] = __half2float(__float2half_rn(qg[i]));
   const T* mlo = static_cast<const T*>(p.meta) + (blk * 2 * H + h) * D;
   const T* mhi = mlo + (int64_t)H * D;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    const float lo = to_float(mlo[d]);
-    slo[d] = lo;
-    sstep[d] = (to_float(mhi[d]) - lo) / float((1 << BITS) - 1);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) slo[d] = to_float(mlo[d]);
+  if (threadIdx.x < 32) {
+    const float r = page_range_warp(mlo, mhi, D, threadIdx.x);
+    if (threadIdx.x == 0) sstep[0] = r / float((1 << BITS) - 1);
   }
   __syncthreads();
+  const float step = sstep[0];
   for (int i = threadIdx.x; i < G * n_tok; i += blockDim.x) {
     const int g = i / n_tok, t = i - g * n_tok;
     const uint8_t* row = p.qkeys + ((blk * BS + t) * H + h) * Dq;
@@ -159,7 +223,7 @@ __global__ void __launch_bounds__(kEstimateThreads) page_estimates_kernel(const 
     float acc = 0.f;
     for (int d = 0; d < D; ++d) {
       const uint32_t code = BITS == 8 ? row[d] : (row[d >> 1] >> ((d & 1) * 4)) & 15u;
-      acc = fmaf(qh[d], fmaf((float)code, sstep[d], slo[d]), acc);
+      acc = fmaf(qh[d], fmaf((float)code, step, slo[d]), acc);
     }
     slog[g * BS + t] = acc * p.scale;
   }

@@ -169,7 +169,7 @@ def test_saving_writes_the_same_flat_file(tmp_path, name):
     # keys added since v1 are written with their defaults; the rest keep their order and
     # values (a float field loads 256 as 256.0)
     added = {"profile": False, "profile_every": 128, "profile_budget": 0.05, "kv_events": None, "kv_events_replay": None,
-             "candidates": 4.0, "estimate_top_p": 0.0, "quant_bits": 8}
+             "candidates": 4.0, "estimate_top_p": 0.0, "quant_bits": 4}
     assert {k: new[k] for k in added} == added
     kept = {k: v for k, v in new.items() if k not in added}
     assert list(kept) == list(old) and kept == old

@@ -142,11 +142,11 @@ def test_bad_flags_name_the_flag(argv, field):
 
 def test_twostage_form_reaches_its_selector():
     from tinyserve_core.eval.selection.runs import _make_selector
-    spec = spec_from_args(_parse(["--twostage-bits", "4", "--twostage-candidates", "2"]))
+    spec = spec_from_args(_parse(["--twostage-bits", "8", "--twostage-candidates", "2"]))
     params = _make_selector("twostage", "1/8", None, spec)._policy.params
-    assert (params.quant_bits, params.candidates, params.estimate_top_p) == (4, 2.0, 0.0)
+    assert (params.quant_bits, params.candidates, params.estimate_top_p) == (8, 2.0, 0.0)
     default = _make_selector("twostage", "1/8", 0.99, spec_from_args(_parse([])))._policy.params
-    assert (default.quant_bits, default.candidates, default.estimate_top_p) == (8, 4.0, 0.99)
+    assert (default.quant_bits, default.candidates, default.estimate_top_p) == (4, 4.0, 0.99)
 
 
 def test_a_failed_output_costs_only_itself(tiny_model_dir, tmp_path, capsys):

@@ -62,7 +62,7 @@ def _breakdown(runner, items, step_ms: float, device) -> dict:
 
 def measure_decode(device: str = "auto", contexts: list[int] | None = None, batches: list[int] | None = None,
                    budget: int = 2048, layers: int = 4, shape: str = "serving", block_size: int = 16,
-                   reps: int = 20, progress=None, candidates: float = 4.0, quant_bits: int = 8,
+                   reps: int = 20, progress=None, candidates: float = 4.0, quant_bits: int = 4,
                    breakdown: bool = False) -> dict:
     """Median decode step time, dense, quest and twostage (`candidates` x the budget, keys
     at `quant_bits`), per (context, batch); dense and quest each beside its floor

@@ -226,7 +226,7 @@ def _add_decode(sub) -> None:
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.add_argument("--reps", type=int, default=20, help="timed decode steps per point (median)")
     p.add_argument("--candidates", type=float, default=4.0, help="twostage: stage-1 candidates per budget page")
-    p.add_argument("--quant-bits", type=int, default=8, choices=(8, 4), help="twostage: bits of its key copy")
+    p.add_argument("--quant-bits", type=int, default=4, choices=(8, 4), help="twostage: bits of its key copy")
     p.add_argument("--breakdown", action="store_true",
                    help="also profile one eager step per point: GEMM, attention, selection, elementwise, host gap")
     p.add_argument("--json", default=None, help="write the results here")

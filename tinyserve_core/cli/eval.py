@@ -136,7 +136,7 @@ def _add_selection(sub) -> None:
                    help="attention-sink pages every sparse policy keeps (None: each policy's own)")
     p.add_argument("--twostage-candidates", type=float, default=None,
                    help="twostage: stage-1 candidates as a multiple of the budget (None: 4)")
-    p.add_argument("--twostage-bits", type=int, default=None, help="twostage: bits of its key copy, 8 or 4 (None: 8)")
+    p.add_argument("--twostage-bits", type=int, default=None, help="twostage: bits of its key copy, 8 or 4 (None: 4)")
     p.add_argument("--tier-factors", default=None,
                    help="fast-tier sizes to replay, as multiples of the mean pages selected (None: 2,4; '' = none)")
     p.add_argument("--data-dir", default=None, help="train-lm corpus folder with heldout_docs.npy")

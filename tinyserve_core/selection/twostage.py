@@ -33,7 +33,7 @@ class TwoStageParams:
     candidates: float = 4.0        # stage-1 candidates, as a multiple of the budget
     candidate_top_p: float = 0.0   # 0: always the multiple; else the fewest reaching this bound mass
     estimate_top_p: float = 0.0        # 0: keep the budget; else the fewest reaching this estimated mass
-    quant_bits: int = 8
+    quant_bits: int = 4            # int4 keys: the accuracy of int8 at half the copy (docs/BENCHMARKS.md)
     sink_pages: int = 0
     dense_layers: int = 2
 

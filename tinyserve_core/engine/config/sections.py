@@ -101,7 +101,7 @@ class SelectionConfig:
     recent_pages: int = 0               # streaming / h2o: recent window in pages; 0 = half the budget
     candidates: float = 4.0             # twostage: stage-1 candidates, a multiple of the budget
     estimate_top_p: float = 0.0         # twostage: 0 keeps the budget, else the fewest pages reaching it
-    quant_bits: int = 8                 # twostage: bits of its key copy (8 or 4)
+    quant_bits: int = 4                 # twostage: bits of its key copy (8 or 4)
     tier_pages: int = 0                 # fast-tier pages per sequence; 0 = no tiering
     tier_policy: str = "lru"
     stats: bool = False

@@ -12,6 +12,7 @@ from tinyserve_core import kernels
 from tinyserve_core.kernels import quant_reference as qr
 from tinyserve_core.kernels import twostage_reference as tr
 from tinyserve_core.kernels.ranking import forced_pages, tokens_per_page
+from tinyserve_core.selection.twostage import TwoStageParams
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
@@ -130,8 +131,9 @@ def test_page_estimates_outside_the_fast_kernel_match_the_reference(dtype, head_
     torch.testing.assert_close(got[fin], want[fin], atol=2e-4, rtol=1e-4)
 
 
-def _greedy(graphs: bool, params: dict, lens=(700, 33, 300), steps=6):
-    """Greedy tokens and logits of `steps` decode steps of the shipped model under twostage."""
+def _greedy(graphs: bool, params: dict, lens=(700, 33, 300), steps=6, forced=None):
+    """Greedy tokens and logits of `steps` decode steps of the shipped model under twostage;
+    with `forced` (another run's tokens) each step is fed those instead of its own."""
     from tinyserve_core.engine.model_runner import DecodeItem, ModelRunner, PrefillItem
     from tinyserve_core.model.loader import default_model_dir, load_model
     from tinyserve_core.selection import PageSelector
@@ -148,7 +150,8 @@ def _greedy(graphs: bool, params: dict, lens=(700, 33, 300), steps=6):
         runner.prefill([PrefillItem(i, torch.randint(1, 4000, (n,), generator=g).tolist(), 0, tables[i])])
     tokens, logits = [[7] * len(lens)], []
     for s in range(steps):
-        items = [DecodeItem(i, tokens[-1][i], lens[i] + s, tables[i]) for i in range(len(lens))]
+        feed = forced[s] if forced is not None else tokens[-1]
+        items = [DecodeItem(i, feed[i], lens[i] + s, tables[i]) for i in range(len(lens))]
         out = runner.decode(items).logits.cpu()
         logits.append(out)
         tokens.append(out.argmax(-1).tolist())
@@ -161,17 +164,26 @@ def _greedy(graphs: bool, params: dict, lens=(700, 33, 300), steps=6):
                                      "candidate_top_p": 0.95, "sink_pages": 1}])
 def test_twostage_replayed_from_a_cuda_graph_gives_the_eager_tokens(params):
     t0, l0, r0, _ = _greedy(False, params)
-    t1, l1, r1, written = _greedy(True, params)
+    # The replay is fed the eager run's tokens: a near tie (an eager top-2 margin of 0.008
+    # was seen on the H200) may flip under the replay's rounding, and a flipped token would
+    # give the two runs different inputs from then on.
+    t1, l1, r1, written = _greedy(True, params, forced=t0)
     assert r0._graphs is None and r1._graphs is not None and len(r1._graphs._graphs) == 1  # captured, replayed
-    assert t1 == t0
     # The replay runs at the graph's padded batch and table width, so the attention's split
     # reductions add in another order (fp16 rounding, ~1e-3); where stage 2's estimated masses
     # nearly tie, that rounding may swap one kept page of one row for its neighbour (seen on
-    # the H200: one row of one step at 3%). Every other row must agree to 1%.
-    for a, b in zip(l0, l1):
+    # the H200: one row of one step at 3%). Every other row must agree to 1%, and give the
+    # eager token wherever the eager top two are not a near tie.
+    checked = 0
+    for s, (a, b) in enumerate(zip(l0, l1)):
         assert torch.isfinite(b).all()
         rel = (a - b).norm(dim=-1) / a.norm(dim=-1)
         assert rel.max().item() < 0.1 and (rel >= 1e-2).sum().item() <= 1
+        top = a.topk(2, dim=-1).values
+        clear = (top[:, 0] - top[:, 1] > 0.05) & (rel < 1e-2)
+        assert torch.equal(b.argmax(-1)[clear], a.argmax(-1)[clear]), s
+        checked += int(clear.sum())
+    assert checked >= len(t0[0]) * len(l0) // 2   # most tokens were compared
     # the captured cache writes kept the quantised key copy current: over every written
     # slot it equals a copy quantised afresh from the cache
     kv = r1.kv
@@ -181,7 +193,7 @@ def test_twostage_replayed_from_a_cuda_graph_gives_the_eager_tokens(params):
         kernels.quantize_keys(k, m, q, last)
     pos = torch.cat([torch.tensor(t)[torch.arange(n) // kv.block_size] * kv.block_size + torch.arange(n) % kv.block_size
                      for t, n in written]).to(DEV)
-    assert kv.qkey_bits == params.get("quant_bits", 8)
+    assert kv.qkey_bits == params.get("quant_bits", TwoStageParams().quant_bits)
     for a, b in zip(kv.qkeys, fresh):
         a, b = a.flatten(0, 1)[pos], b.flatten(0, 1)[pos]
         assert torch.equal(a, b)

@@ -133,6 +133,7 @@ def test_heldout_text_is_the_shipped_text_whatever_the_host_has(tmp_path, monkey
     (["--passkey-lengths", "8"], "--passkey-lengths"),
     (["--twostage-bits", "6"], "--twostage-bits"),
     (["--twostage-candidates", "0.5"], "--twostage-candidates"),
+    (["--twostage-candidate-top-p", "1.5"], "--twostage-candidate-top-p"),
 ])
 def test_bad_flags_name_the_flag(argv, field):
     with pytest.raises(ConfigError) as e:
@@ -142,9 +143,11 @@ def test_bad_flags_name_the_flag(argv, field):
 
 def test_twostage_form_reaches_its_selector():
     from tinyserve_core.eval.selection.runs import _make_selector
-    spec = spec_from_args(_parse(["--twostage-bits", "8", "--twostage-candidates", "2"]))
+    spec = spec_from_args(_parse(["--twostage-bits", "8", "--twostage-candidates", "2",
+                                  "--twostage-candidate-top-p", "0.9"]))
     params = _make_selector("twostage", "1/8", None, spec)._policy.params
     assert (params.quant_bits, params.candidates, params.estimate_top_p) == (8, 2.0, 0.0)
+    assert params.candidate_top_p == 0.9
     default = _make_selector("twostage", "1/8", 0.99, spec_from_args(_parse([])))._policy.params
     assert (default.quant_bits, default.candidates, default.estimate_top_p) == (4, 4.0, 0.99)
 

@@ -137,6 +137,9 @@ def _add_selection(sub) -> None:
     p.add_argument("--twostage-candidates", type=float, default=None,
                    help="twostage: stage-1 candidates as a multiple of the budget (None: 4)")
     p.add_argument("--twostage-bits", type=int, default=None, help="twostage: bits of its key copy, 8 or 4 (None: 4)")
+    p.add_argument("--twostage-candidate-top-p", type=float, default=None,
+                   help="twostage: keep the fewest candidates whose bound softmax reaches this mass, at most "
+                        "--twostage-candidates x the budget (None: 0 = always that many)")
     p.add_argument("--tier-factors", default=None,
                    help="fast-tier sizes to replay, as multiples of the mean pages selected (None: 2,4; '' = none)")
     p.add_argument("--data-dir", default=None, help="train-lm corpus folder with heldout_docs.npy")
@@ -176,7 +179,7 @@ def spec_from_args(args):
     if args.passkey_lengths is not None:
         spec.passkey_lengths = _csv("--passkey-lengths", args.passkey_lengths, int)
     for name in ("context", "decode_tokens", "text_samples", "passkey_samples", "dense_layers", "sink_pages",
-                 "twostage_candidates", "twostage_bits"):
+                 "twostage_candidates", "twostage_bits", "twostage_candidate_top_p"):
         v = getattr(args, name)
         if v is not None:
             setattr(spec, name, v)
@@ -280,7 +283,10 @@ def run_selection(args) -> int:
                  f"samples at each of {', '.join(map(str, spec.passkey_lengths))} tokens; first "
                  f"{spec.dense_layers} layers dense; sink pages "
                  f"{'policy default' if spec.sink_pages is None else spec.sink_pages}; twostage "
-                 f"{spec.twostage_candidates:g}x candidates, int{spec.twostage_bits} keys; top_p "
+                 f"{spec.twostage_candidates:g}x candidates"
+                 + (f" (the fewest reaching bound mass {spec.twostage_candidate_top_p:g})"
+                    if spec.twostage_candidate_top_p else "")
+                 + f", int{spec.twostage_bits} keys; top_p "
                  f"{', '.join(f'{p:g}' for p in spec.top_ps)} "
                  f"(adaptive, twostage p=, oracle_p; a budget is their cap). "
                  f"Wall time {wall:.0f} s"

@@ -130,6 +130,7 @@ def _make_selector(policy: str, budget: str | None, top_p: float | None, spec: E
     elif policy == "twostage":
         params["estimate_top_p"] = top_p or 0.0  # None: the fixed-budget form
         params["candidates"] = spec.twostage_candidates
+        params["candidate_top_p"] = spec.twostage_candidate_top_p
         params["quant_bits"] = spec.twostage_bits
     return PageSelector(policy, stats=True, **params)
 

@@ -35,8 +35,10 @@ class EvalSpec:
     dense_layers: int = 2
     sink_pages: int | None = None   # None: each policy's default (streaming 1, others 0)
     tier_factors: tuple[float, ...] = (2.0, 4.0)  # fast-tier pages / mean pages a head selects
-    # twostage's form: stage-1 candidates as a multiple of the budget, bits of its key copy
+    # twostage's form: stage-1 candidates as a multiple of the budget (or, with a candidate
+    # top-p, at most that: the fewest reaching the bound's softmax mass), bits of its key copy
     twostage_candidates: float = TwoStageParams().candidates
+    twostage_candidate_top_p: float = TwoStageParams().candidate_top_p
     twostage_bits: int = TwoStageParams().quant_bits
     seed: int = 0
 
@@ -77,6 +79,7 @@ class EvalSpec:
         # the policy's own checks, naming the flag
         shared_validator("candidates")("--twostage-candidates", self.twostage_candidates)
         shared_validator("quant_bits")("--twostage-bits", self.twostage_bits)
+        shared_validator("candidate_top_p")("--twostage-candidate-top-p", self.twostage_candidate_top_p)
         if not self.top_ps or any(not (0.0 < p <= 1.0) for p in self.top_ps):
             raise ConfigError("--top-p", f"each must be in (0, 1], got {self.top_ps}")
         return self

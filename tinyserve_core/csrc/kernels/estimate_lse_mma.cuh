@@ -1,22 +1,24 @@
 // Stage 2 of the `twostage` selector on tensor cores (spec: quant_reference.page_estimates):
 // per query head, the logsumexp over a candidate page's tokens of scale * q . k_hat, with
 // k_hat = lo + step * code dequantised from the page's int8/int4 copy (one step per page and
-// kv-head: quant_keys.cuh).
+// kv-head: quant_keys.cuh). With one step per page the dot product is
+//   q . k_hat = q . lo + step * (q . codes).
 //
-// With one step per page the dequantisation leaves the dot product:
-//   q . k_hat = q . lo + step * (q . codes),
-// and q . codes is one mma.m16n8k16 per 16 channels: A = the codes of 16 tokens (exact in
-// fp16), B = q for up to 8 query heads of the group, in fp16 (the spec rounds q to fp16; a
-// fp16 model's queries are exact in it), with fp32 accumulation. B is the same for every
-// page, so each lane holds its B fragments in registers for the whole CTA; only the bias
-// q . lo and the step are per page (the per-channel grid this replaced rebuilt a q * step
-// table in shared memory for every page, split into fp16 high and low parts for two mmas
-// a step).
+// q . codes runs on mma.m16n8k16 in the roles of a GEMV: A = the group's queries in fp16
+// (row n = query head n; the spec rounds q to fp16, a fp16 model's queries are exact in it;
+// rows past the group, and rows 8-15 always, are zero), B = the codes of 8 tokens (exact in
+// fp16), fp32 accumulation. A 16-token tile is two mmas a step, and lane (g, t) ends with
+// head g's logits of tokens 2t, 2t+1 and 8 + 2t, 9 + 2t: a tile's softmax is a sum in
+// registers and two shuffles within the quad. (The fifteenth session's kernel put the codes
+// in A and the heads in B's columns, so its softmax summed over eight lane groups, 12
+// shuffles a tile; it issued ~420 instructions a page, this one ~340: csrc/NOTES.md.)
+// The page's step (its widest channel range over L) and each head's bias q . lo come from
+// its min and max rows, a lane's D / 32 channels each, reduced over the warp.
 //
 // Channels are summed in an order of our choosing: lane t of a quad owns a contiguous
-// quarter of the row (its `chunk`), so its A fragments are whole 32-bit words of codes, and
-// its B fragments list q in that same order. One warp per candidate page, 16-token tiles
-// (any block size), pages loaded one page ahead as in estimate_lse.cuh.
+// quarter of the row (its `chunk`), so its B fragments are whole 32-bit words of codes,
+// and its A fragments list q in that same order. One warp per candidate page, 16-token
+// tiles (any block size), pages through a per-warp ring of cp.async stages.
 #pragma once
 
 #include "common.cuh"
@@ -25,17 +27,16 @@
 namespace tinyserve {
 
 constexpr int kMmaLseWarps = 4;
-// Ring stages a warp: the page computed + the pages loading. int8 takes 3 so that 6 CTAs
-// (24 warps) fit an SM's shared memory, as int4's 4 stages do.
-__host__ __device__ constexpr int mma_lse_stages(int bits) { return bits == 8 ? 3 : 4; }
+// Ring stages a warp: the page computed + the pages loading.
+__host__ __device__ constexpr int mma_lse_stages(int) { return 4; }
 
 // A ring stage holds a page's first 16 code rows and its min and max rows.
 __host__ __device__ constexpr int estimate_mma_stage_bytes(int head_dim, int bits, int elem_bytes) {
   return 16 * head_dim * bits / 8 + 2 * head_dim * elem_bytes;
 }
 // Dynamic shared memory: the group's fp32 queries [8][D] (heads past the group zero, for the
-// per-page bias q . lo), then each warp's ring. Head_dim 128, fp16: 34,816 bytes (int8) or
-// 28,672 (int4), both under 48 KB.
+// per-page bias q . lo), then each warp's ring. Head_dim 128, fp16: 45,056 bytes (int8) or
+// 28,672 (int4).
 __host__ __device__ constexpr int estimate_mma_smem_bytes(int head_dim, int bits, int elem_bytes) {
   return 8 * head_dim * 4 + kMmaLseWarps * mma_lse_stages(bits) * estimate_mma_stage_bytes(head_dim, bits, elem_bytes);
 }
@@ -74,8 +75,8 @@ __device__ __forceinline__ void codes4(uint32_t w, uint32_t (&p)[4]) {
   }
 }
 
-// The four physical channels of mma step `s` that quad lane t's B entries (and A columns
-// 2t, 2t+1, 2t+8, 2t+9) stand for, in that order.
+// The four physical channels of mma step `s` that quad lane t's A entries (columns 2t, 2t+1,
+// 2t+8, 2t+9) and B entries (rows the same) stand for, in that order.
 template <int BITS, int D>
 __device__ __forceinline__ void step_channels(int s, int t, int (&ch)[4]) {
   constexpr int CH = D / 4;
@@ -86,6 +87,18 @@ __device__ __forceinline__ void step_channels(int s, int t, int (&ch)[4]) {
     const int base = t * CH + 8 * (s >> 1) + 2 * (s & 1);
     ch[0] = base, ch[1] = base + 4, ch[2] = base + 1, ch[3] = base + 5;
   }
+}
+
+// A value the compiler must take as computed here: loop-invariant addresses pinned before a
+// page loop, which it otherwise sinks into the loop's branches and recomputes every page.
+__device__ __forceinline__ int pinned(int x) {
+  asm volatile("" : "+r"(x));
+  return x;
+}
+template <typename P>
+__device__ __forceinline__ P* pinned(P* x) {
+  asm volatile("" : "+l"(x));
+  return x;
 }
 
 // 2^x and log2(x) on the special-function unit, denormals flushed (the estimate's sums are
@@ -129,13 +142,11 @@ __device__ __forceinline__ void bias_scatter(float (&v)[N], int lane) {
 
 // The page loop is a ring of cp.async stages per warp: pages it + 1 .. it + 3 are in flight
 // while page it is computed (one page ahead in registers left the kernel waiting on its
-// loads). Nsight Compute on the ring (H200, 64 x 32K, int4, 512 candidates a row): DRAM at
-// 35%, long-scoreboard stalls small; it issues ~380 instructions a page at 0.6 a cycle per
-// scheduler, held back by short dependency chains (the shuffles of the per-page reductions,
-// mma results) with ~4 warps a scheduler. Hence one mma a step (fp16 q: 105 -> ~70
-// registers) and 6 CTAs an SM (csrc/NOTES.md, fifteenth session).
+// loads; fifteenth session). 85-95 registers for groups up to 4 (5 CTAs an SM at int4):
+// under 6 CTAs' 80 the int4 instance spilled. ptxas rebuilds each step's A group (and its
+// zero rows) before the mmas, ~35 moves a tile, at either cap.
 template <typename T, int BITS, int D, int GMAX>
-__global__ void __launch_bounds__(kMmaLseWarps * 32, 6)
+__global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
     estimate_lse_mma_kernel(const __grid_constant__ PageEstimateParams p, int pages_per_warp) {
   static_assert(D == 64 || D == 128, "head_dim 64 or 128");
   constexpr int DQ = D * BITS / 8;        // bytes per quantised row
@@ -145,19 +156,21 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 6)
   constexpr int STEPS = D / 16;
   constexpr int NS = mma_lse_stages(BITS);
   constexpr int SB = estimate_mma_stage_bytes(D, BITS, sizeof(T));
-  constexpr int CODE_CHUNKS = 16 * DQ / 16, BOUND_CHUNKS = 2 * D * (int)sizeof(T) / 16;
+  constexpr int ROW_CHUNKS = DQ / 16, CPL = 16 * ROW_CHUNKS / 32;   // 16-byte copies a row, a lane
+  constexpr int BOUND_CHUNKS = 2 * D * (int)sizeof(T) / 16;
   constexpr float L = float((1 << BITS) - 1);
+  static_assert(CPL * 32 == 16 * ROW_CHUNKS, "a page's 16 code rows in whole copies per lane");
   extern __shared__ __align__(16) float lse_mma_q[];   // [8][D], then the rings
   const int h = blockIdx.y, b = blockIdx.z, G = p.group, H = p.num_kv_heads, BS = p.block_size;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   uint8_t* ring = reinterpret_cast<uint8_t*>(lse_mma_q + 8 * D) + warp * NS * SB;
   const uint32_t ring_s = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
   const float* qg = p.q + ((int64_t)b * p.num_q_heads + h * G) * D;
-  for (int i = threadIdx.x; i < GMAX * D; i += blockDim.x)   // fp16-rounded, as B
+  for (int i = threadIdx.x; i < GMAX * D; i += blockDim.x)   // fp16-rounded, as A
     lse_mma_q[i] = i < G * D ? __half2float(__float2half_rn(qg[i])) : 0.f;
-  // This lane's B fragments for every step: head g (zero past the group) in fp16, the
-  // channels of step_channels(s, t).
-  uint32_t bq[STEPS][2];
+  // This lane's A fragments for every step: head g (zero past the group) in fp16 at the
+  // channels of step_channels(s, t); a1 and a3 (rows 8-15) are zero.
+  uint32_t aq[STEPS][4];
 #pragma unroll
   for (int s = 0; s < STEPS; ++s) {
     int ch[4];
@@ -165,78 +178,118 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 6)
     float x[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) x[k] = g < G ? qg[g * D + ch[k]] : 0.f;
-    bq[s][0] = h2_bits(__floats2half2_rn(x[0], x[1])), bq[s][1] = h2_bits(__floats2half2_rn(x[2], x[3]));
+    aq[s][0] = h2_bits(__floats2half2_rn(x[0], x[1])), aq[s][2] = h2_bits(__floats2half2_rn(x[2], x[3]));
+    aq[s][1] = aq[s][3] = 0u;
   }
   const int seq_len = p.seq_lens[b];
   const int c0 = blockIdx.x * kMmaLseWarps * pages_per_warp;
-  int my_n;   // lane i: the warp's i-th page
-  long long my_blk;
-  resolve_page(p, b, h, H, BS, c0 + lane * kMmaLseWarps + warp, lane < pages_per_warp, seq_len, my_n, my_blk);
   const int64_t page_bytes = (int64_t)BS * H * DQ;
   const int row_bytes = H * DQ;
+  // Lane i resolves the warp's i-th page once: its live tokens and the address of its codes
+  // (kv-head h's row 0) and bounds, so a page's copies need no address arithmetic beyond
+  // shuffles.
+  int my_n;
+  const uint8_t* my_codes;
+  const uint8_t* my_bounds;
+  {
+    long long blk;
+    resolve_page(p, b, h, H, BS, c0 + lane * kMmaLseWarps + warp, lane < pages_per_warp, seq_len, my_n, blk);
+    my_codes = p.qkeys + blk * page_bytes + h * DQ;
+    my_bounds = static_cast<const uint8_t*>(p.meta) + (blk * 2 * H + h) * D * sizeof(T);
+  }
+  // This lane's copies of a page: code chunk lane + 32 j, row lane / ROW_CHUNKS + j * RJ;
+  // lanes below BOUND_CHUNKS also copy a 16-byte piece of the min row (then the max row).
+  constexpr int RJ = 32 / ROW_CHUNKS;
+  const int src_off = pinned((lane / ROW_CHUNKS) * row_bytes + (lane % ROW_CHUNKS) * 16);
+  const int src_step = pinned(RJ * row_bytes);
+  const int bound_off = pinned((lane / (BOUND_CHUNKS / 2)) * H * D * (int)sizeof(T) + (lane % (BOUND_CHUNKS / 2)) * 16);
+  const uint32_t lane_st = pinned((int)(ring_s + lane * 16));   // this lane's first copy in stage 0
+  auto shfl_ptr = [](const uint8_t* x, int src) {
+    const uint64_t a = reinterpret_cast<uint64_t>(x);
+    return reinterpret_cast<const uint8_t*>((uint64_t)__shfl_sync(0xffffffffu, (uint32_t)a, src) |
+                                            ((uint64_t)__shfl_sync(0xffffffffu, (uint32_t)(a >> 32), src) << 32));
+  };
+  const int n_cand = p.num_candidates;
   // Page it into stage it % NS: code rows 0..15 (rows past the page's tokens zero-filled),
-  // then the min and max rows; one commit group per page, empty for pages without tokens.
+  // then its min and max rows; one commit group per page, empty for pages without tokens.
   auto issue = [&](int it) {
-    if (it < pages_per_warp) {
-      int c, n_tok;
-      long long blk;
-      page_at(it, c0, kMmaLseWarps, warp, my_n, my_blk, c, n_tok, blk);
-      if (c < p.num_candidates && n_tok > 0) {
-        const uint32_t st = ring_s + (it % NS) * SB;
-        const uint8_t* codes = p.qkeys + blk * page_bytes + h * DQ;
+    if (it < pages_per_warp && c0 + it * kMmaLseWarps + warp < n_cand) {
+      const int n_tok = __shfl_sync(0xffffffffu, my_n, it);
+      const uint8_t* codes = shfl_ptr(my_codes, it);
+      const uint8_t* bounds = shfl_ptr(my_bounds, it);
+      if (n_tok > 0) {
+        const uint32_t st = lane_st + (it % NS) * SB;
 #pragma unroll
-        for (int k = lane; k < CODE_CHUNKS; k += 32) {
-          const int row = k / (DQ / 16), col = k % (DQ / 16);
-          cp_async16_s(st + k * 16, codes + row * row_bytes + col * 16, row < n_tok ? 16 : 0, false);
-        }
-        const uint8_t* bounds = static_cast<const uint8_t*>(p.meta) + (blk * 2 * H + h) * D * sizeof(T);
-        if (lane < BOUND_CHUNKS) {
-          constexpr int RC = BOUND_CHUNKS / 2;   // chunks of one row (min, then max)
-          const int which = lane / RC, col = lane % RC;
-          cp_async16_s(st + 16 * DQ + lane * 16, bounds + (int64_t)which * H * D * sizeof(T) + col * 16, 16, false);
-        }
+        for (int j = 0; j < CPL; ++j)
+          cp_async16_s(st + 32 * 16 * j, codes + src_off + j * src_step, lane / ROW_CHUNKS + j * RJ < n_tok ? 16 : 0,
+                       false);
+        if (lane < BOUND_CHUNKS) cp_async16_s(st + 16 * DQ, bounds + bound_off, 16, false);
       }
     }
     cp_async_commit();
   };
-  // Code rows 16 on (block sizes over 16) straight from global memory: this lane's row g and
-  // quarter t, rows g + 8 one stride on.
-  const int lane_off = (g * H + h) * DQ + t * CB;
-  auto load_rows = [&](long long blk, int row0, int n_tok, uint32_t (&w)[2][CW]) {
-    const uint8_t* base = p.qkeys + blk * page_bytes + lane_off + row0 * row_bytes;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = row0 + g + 8 * r;
-#pragma unroll
-      for (int i = 0; i < CW; i += 2) {
-        const uint2 a = row < n_tok ? *reinterpret_cast<const uint2*>(base + r * 8 * row_bytes + 4 * i)
-                                    : make_uint2(0u, 0u);
-        w[r][i] = a.x, w[r][i + 1] = a.y;
-      }
-    }
-  };
   // Logits in base 2: the softmax runs on ex2/lg2 without the denormal fix-ups of expf/logf.
   const float scale2 = p.scale * 1.4426950408889634f;
   constexpr float kInvL = 1.f / L;   // step = range * (1/L): within an ulp of range / L
-  // After bias_scatter, lane `lane` holds the whole bias of head lane / (32 / GMAX); the lanes
-  // that start each such run write that head's output.
+  const bool writer = t == 0 && g < G;
+  // After bias_scatter, lane l holds the whole bias of head l / (32 / GMAX); head g's sits in
+  // lane g * (32 / GMAX).
   constexpr int kRun = 32 / GMAX;
-  const int my_head = lane / kRun;
-  const bool head_writer = lane % kRun == 0 && my_head < G;
+  const int bias_src = (g < GMAX ? g : 0) * kRun;
+  // this lane's output row (head g; lanes past the group write nothing)
+  float* out_row = pinned(p.out + ((int64_t)b * p.num_q_heads + h * G + (g < G ? g : 0)) * n_cand);
+  // One 16-token tile of codes (rows g and g + 8 of quarter t in w) into the page's running
+  // max m and sum s, in base 2; n_live: the tile's live tokens.
+  auto tile = [&](const uint32_t (&w)[2][CW], float sc, int n_live, float& m, float& s) {
+    float acc[2][4] = {};   // [tile]: C rows g (entries 0, 1) and g + 8 (2, 3: zero rows of A)
+#pragma unroll
+    for (int sp = 0; sp < STEPS; sp += (BITS == 8 ? 1 : 2)) {
+      uint32_t bf[2][2][2];   // [step within the word][tile][b0, b1]
+      if (BITS == 8) {
+        codes8(w[0][sp], bf[0][0][0], bf[0][0][1]);
+        codes8(w[1][sp], bf[0][1][0], bf[0][1][1]);
+      } else {
+        uint32_t r0[4], r1[4];
+        codes4(w[0][sp >> 1], r0);
+        codes4(w[1][sp >> 1], r1);
+        bf[0][0][0] = r0[0], bf[0][0][1] = r0[1], bf[1][0][0] = r0[2], bf[1][0][1] = r0[3];
+        bf[0][1][0] = r1[0], bf[0][1][1] = r1[1], bf[1][1][0] = r1[2], bf[1][1][1] = r1[3];
+      }
+#pragma unroll
+      for (int k = 0; k < (BITS == 8 ? 1 : 2); ++k) {
+        mma_16816(acc[0], aq[sp + k], bf[k][0][0], bf[k][0][1]);
+        mma_16816(acc[1], aq[sp + k], bf[k][1][0], bf[k][1][1]);
+      }
+    }
+    // head g's logits of tokens 8 tile + 2t + e; a full tile needs no mask (warp-uniform)
+    float l[4] = {acc[0][0] * sc, acc[0][1] * sc, acc[1][0] * sc, acc[1][1] * sc};
+    if (n_live < 16) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        if (8 * (i >> 1) + 2 * t + (i & 1) >= n_live) l[i] = -INFINITY;
+    }
+    float mx = fmaxf(fmaxf(l[0], l[1]), fmaxf(l[2], l[3]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float mn = fmaxf(m, mx);   // finite: the tile's first token is live
+    float sum = (ex2_ftz(l[0] - mn) + ex2_ftz(l[1] - mn)) + (ex2_ftz(l[2] - mn) + ex2_ftz(l[3] - mn));
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    s = s * ex2_ftz(m - mn) + sum;   // ex2(-inf) = 0 on the first tile
+    m = mn;
+  };
   __syncthreads();   // the queries for the bias
 #pragma unroll
   for (int i = 0; i < NS - 1; ++i) issue(i);
   for (int it = 0; it < pages_per_warp; ++it) {
-    int c, n_tok;
-    long long blk;
-    page_at(it, c0, kMmaLseWarps, warp, my_n, my_blk, c, n_tok, blk);
-    if (c >= p.num_candidates) break;
+    const int c = c0 + it * kMmaLseWarps + warp;
+    if (c >= n_cand) break;
     cp_async_wait<NS - 2>();   // page it's group has landed (this lane's copies) ...
     __syncwarp();              // ... and every lane's; the stage read last iteration is free
     issue(it + NS - 1);
-    float* out = p.out + ((int64_t)b * p.num_q_heads + h * G) * p.num_candidates + c;
+    const int n_tok = __shfl_sync(0xffffffffu, my_n, it);
     if (n_tok <= 0) {   // padding, or a page past the context: no mass
-      if (lane < G) out[(int64_t)lane * p.num_candidates] = -INFINITY;
+      if (writer) out_row[c] = -INFINITY;
       continue;
     }
     const uint8_t* st = ring + (it % NS) * SB;
@@ -274,82 +327,40 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 6)
       }
     }
     bias_scatter<GMAX>(bias, lane);
-    float m[2] = {-INFINITY, -INFINITY}, s[2] = {0.f, 0.f};
-    for (int row0 = 0; row0 < n_tok; row0 += 16) {
-      uint32_t w[2][CW];
-      if (row0 == 0) {   // from the stage: rows g and g + 8, quarter t
+    const float my_bias = __shfl_sync(0xffffffffu, bias[0], bias_src);
+    float m = -INFINITY, s = 0.f;
+    {
+      uint32_t w[2][CW];   // rows g (tile 0) and g + 8 (tile 1), quarter t, from the stage
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const uint8_t* src = st + (g + 8 * r) * DQ + t * CB;
+#pragma unroll
+        for (int i = 0; i < CW; i += 4) {
+          const uint4 a = *reinterpret_cast<const uint4*>(src + 4 * i);
+          w[r][i] = a.x, w[r][i + 1] = a.y, w[r][i + 2] = a.z, w[r][i + 3] = a.w;
+        }
+      }
+      tile(w, sc, n_tok, m, s);
+    }
+    // rows 16 on (block sizes over 16) straight from global memory
+    if (n_tok > 16) {
+      const uint8_t* codes = shfl_ptr(my_codes, it) + t * CB;
+      for (int row0 = 16; row0 < n_tok; row0 += 16) {
+        uint32_t w[2][CW];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const uint8_t* src = st + (g + 8 * r) * DQ + t * CB;
+          const int row = row0 + g + 8 * r;
 #pragma unroll
-          for (int i = 0; i < CW; i += 4) {
-            if (CW - i >= 4) {
-              const uint4 a = *reinterpret_cast<const uint4*>(src + 4 * i);
-              w[r][i] = a.x, w[r][i + 1] = a.y, w[r][i + 2] = a.z, w[r][i + 3] = a.w;
-            } else {
-              const uint2 a = *reinterpret_cast<const uint2*>(src + 4 * i);
-              w[r][i] = a.x, w[r][i + 1] = a.y;
-            }
+          for (int i = 0; i < CW; i += 2) {
+            const uint2 a = row < n_tok ? *reinterpret_cast<const uint2*>(codes + row * row_bytes + 4 * i)
+                                        : make_uint2(0u, 0u);
+            w[r][i] = a.x, w[r][i + 1] = a.y;
           }
         }
-      } else {
-        load_rows(blk, row0, n_tok, w);
-      }
-      // Two accumulators (even and odd steps) on sm_90: one chain through all STEPS mmas
-      // would wait out each mma's latency in turn (sm_80 keeps one chain: registers).
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-      constexpr int LO = 0;
-#else
-      constexpr int LO = 1;
-#endif
-      float acc4[2][4] = {};
-#pragma unroll
-      for (int sp = 0; sp < STEPS; sp += (BITS == 8 ? 1 : 2)) {
-        uint32_t a[2][4];          // [step within the word][a0..a3]
-        if (BITS == 8) {
-          codes8(w[0][sp], a[0][0], a[0][2]);
-          codes8(w[1][sp], a[0][1], a[0][3]);
-        } else {
-          uint32_t r0[4], r1[4];
-          codes4(w[0][sp >> 1], r0);
-          codes4(w[1][sp >> 1], r1);
-          a[0][0] = r0[0], a[0][2] = r0[1], a[0][1] = r1[0], a[0][3] = r1[1];
-          a[1][0] = r0[2], a[1][2] = r0[3], a[1][1] = r1[2], a[1][3] = r1[3];
-        }
-#pragma unroll
-        for (int k = 0; k < (BITS == 8 ? 1 : 2); ++k) {
-          const int s = sp + k;
-          mma_16816(acc4[LO ? s & 1 : 0], a[k], bq[s][0], bq[s][1]);
-        }
-      }
-      // acc: rows g (0, 1) and g + 8 (2, 3), heads 2t (0, 2) and 2t + 1 (1, 3)
-      const bool v0 = row0 + g < n_tok, v1 = row0 + g + 8 < n_tok;
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float a0 = LO ? acc4[0][e] + acc4[1][e] : acc4[0][e];
-        const float a1 = LO ? acc4[0][2 + e] + acc4[1][2 + e] : acc4[0][2 + e];
-        const float l0 = v0 ? a0 * sc : -INFINITY;
-        const float l1 = v1 ? a1 * sc : -INFINITY;
-        float mx = fmaxf(l0, l1);
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        const float mn = fmaxf(m[e], mx);   // finite: row row0 is live
-        float sum = ex2_ftz(l0 - mn) + ex2_ftz(l1 - mn);   // ex2(-inf) = 0
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        s[e] = s[e] * ex2_ftz(m[e] - mn) + sum;
-        m[e] = mn;
+        tile(w, sc, n_tok - row0, m, s);
       }
     }
-    // Head n's max and sum sit in every lane of quad position n / 2 (entry n % 2).
-    const int src = my_head >> 1;
-    const float m0 = __shfl_sync(0xffffffffu, m[0], src), m1 = __shfl_sync(0xffffffffu, m[1], src);
-    const float s0 = __shfl_sync(0xffffffffu, s[0], src), s1 = __shfl_sync(0xffffffffu, s[1], src);
-    if (head_writer) {
-      const bool odd = my_head & 1;
-      const float lse2 = (odd ? m1 : m0) + lg2_approx(odd ? s1 : s0);
-      out[(int64_t)my_head * p.num_candidates] = fmaf(bias[0], p.scale, lse2 * 0.6931471805599453f);
-    }
+    if (writer) out_row[c] = fmaf(my_bias, p.scale, (m + lg2_approx(s)) * 0.6931471805599453f);
   }
   cp_async_wait<0>();   // no copy may land after the CTA is gone
 }

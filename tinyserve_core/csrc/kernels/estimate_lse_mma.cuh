@@ -11,7 +11,7 @@
 // head g's logits of tokens 2t, 2t+1 and 8 + 2t, 9 + 2t: a tile's softmax is a sum in
 // registers and two shuffles within the quad. (The fifteenth session's kernel put the codes
 // in A and the heads in B's columns, so its softmax summed over eight lane groups, 12
-// shuffles a tile; it issued ~420 instructions a page, this one ~340: csrc/NOTES.md.)
+// shuffles a tile; it issued ~384 instructions a page, this one ~320: csrc/NOTES.md.)
 // The page's step (its widest channel range over L) and each head's bias q . lo come from
 // its min and max rows, a lane's D / 32 channels each, reduced over the warp.
 //
@@ -27,18 +27,23 @@
 namespace tinyserve {
 
 constexpr int kMmaLseWarps = 4;
-// Ring stages a warp: the page computed + the pages loading.
-__host__ __device__ constexpr int mma_lse_stages(int) { return 4; }
+// Ring stages a warp: the page computed + the pages loading (int8: 3, so that the CTA stays
+// under 48 KB of shared memory).
+__host__ __device__ constexpr int mma_lse_stages(int bits) { return bits == 8 ? 3 : 4; }
+// Each step's A tile (16 heads x 16 channels, fp16) in shared memory, rows 48 bytes apart so
+// the eight rows an ldmatrix phase reads fall in distinct banks.
+constexpr int kQTileRow = 48, kQTileBytes = 16 * kQTileRow;
 
 // A ring stage holds a page's first 16 code rows and its min and max rows.
 __host__ __device__ constexpr int estimate_mma_stage_bytes(int head_dim, int bits, int elem_bytes) {
   return 16 * head_dim * bits / 8 + 2 * head_dim * elem_bytes;
 }
 // Dynamic shared memory: the group's fp32 queries [8][D] (heads past the group zero, for the
-// per-page bias q . lo), then each warp's ring. Head_dim 128, fp16: 45,056 bytes (int8) or
-// 28,672 (int4).
+// per-page bias q . lo), the A tiles, then each warp's ring. Head_dim 128, fp16: 41,984
+// bytes (int8) or 34,816 (int4).
 __host__ __device__ constexpr int estimate_mma_smem_bytes(int head_dim, int bits, int elem_bytes) {
-  return 8 * head_dim * 4 + kMmaLseWarps * mma_lse_stages(bits) * estimate_mma_stage_bytes(head_dim, bits, elem_bytes);
+  return 8 * head_dim * 4 + head_dim / 16 * kQTileBytes +
+         kMmaLseWarps * mma_lse_stages(bits) * estimate_mma_stage_bytes(head_dim, bits, elem_bytes);
 }
 
 __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -142,9 +147,7 @@ __device__ __forceinline__ void bias_scatter(float (&v)[N], int lane) {
 
 // The page loop is a ring of cp.async stages per warp: pages it + 1 .. it + 3 are in flight
 // while page it is computed (one page ahead in registers left the kernel waiting on its
-// loads; fifteenth session). 85-95 registers for groups up to 4 (5 CTAs an SM at int4):
-// under 6 CTAs' 80 the int4 instance spilled. ptxas rebuilds each step's A group (and its
-// zero rows) before the mmas, ~35 moves a tile, at either cap.
+// loads; fifteenth session).
 template <typename T, int BITS, int D, int GMAX>
 __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
     estimate_lse_mma_kernel(const __grid_constant__ PageEstimateParams p, int pages_per_warp) {
@@ -163,24 +166,28 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
   extern __shared__ __align__(16) float lse_mma_q[];   // [8][D], then the rings
   const int h = blockIdx.y, b = blockIdx.z, G = p.group, H = p.num_kv_heads, BS = p.block_size;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  uint8_t* ring = reinterpret_cast<uint8_t*>(lse_mma_q + 8 * D) + warp * NS * SB;
+  uint8_t* qtiles = reinterpret_cast<uint8_t*>(lse_mma_q + 8 * D);
+  uint8_t* ring = qtiles + STEPS * kQTileBytes + warp * NS * SB;
   const uint32_t ring_s = static_cast<uint32_t>(__cvta_generic_to_shared(ring));
   const float* qg = p.q + ((int64_t)b * p.num_q_heads + h * G) * D;
   for (int i = threadIdx.x; i < GMAX * D; i += blockDim.x)   // fp16-rounded, as A
     lse_mma_q[i] = i < G * D ? __half2float(__float2half_rn(qg[i])) : 0.f;
-  // This lane's A fragments for every step: head g (zero past the group) in fp16 at the
-  // channels of step_channels(s, t); a1 and a3 (rows 8-15) are zero.
-  uint32_t aq[STEPS][4];
-#pragma unroll
-  for (int s = 0; s < STEPS; ++s) {
+  // The A tiles: tile s holds head n's q (fp16; zero past the group and in rows 8-15) in row
+  // n, column 2t + e at channel step_channels(s, t)[e] and column 8 + 2t + e at [2 + e]. Each
+  // tile reads back as one ldmatrix.x4 per step: ptxas rebuilt A fragments kept in registers
+  // into their four-register groups, zeros included, with ~35 moves a tile.
+  for (int i = threadIdx.x; i < STEPS * 256; i += blockDim.x) {
+    const int st = i >> 8, n = (i >> 4) & 15, k = i & 15;
     int ch[4];
-    step_channels<BITS, D>(s, t, ch);
-    float x[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) x[k] = g < G ? qg[g * D + ch[k]] : 0.f;
-    aq[s][0] = h2_bits(__floats2half2_rn(x[0], x[1])), aq[s][2] = h2_bits(__floats2half2_rn(x[2], x[3]));
-    aq[s][1] = aq[s][3] = 0u;
+    step_channels<BITS, D>(st, (k & 7) >> 1, ch);
+    const int j = 2 * (k >> 3) + (k & 1);   // selects, not an indexed (local-memory) array
+    const int c = j == 0 ? ch[0] : j == 1 ? ch[1] : j == 2 ? ch[2] : ch[3];
+    const float x = n < G ? qg[n * D + c] : 0.f;
+    *reinterpret_cast<__half*>(qtiles + st * kQTileBytes + n * kQTileRow + 2 * k) = __float2half_rn(x);
   }
+  // this lane's ldmatrix row: row lane % 16, columns 8 (lane / 16) on
+  const uint32_t qtile_s =
+      static_cast<uint32_t>(__cvta_generic_to_shared(qtiles)) + (lane & 15) * kQTileRow + (lane >> 4) * 16;
   const int seq_len = p.seq_lens[b];
   const int c0 = blockIdx.x * kMmaLseWarps * pages_per_warp;
   const int64_t page_bytes = (int64_t)BS * H * DQ;
@@ -257,8 +264,10 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
       }
 #pragma unroll
       for (int k = 0; k < (BITS == 8 ? 1 : 2); ++k) {
-        mma_16816(acc[0], aq[sp + k], bf[k][0][0], bf[k][0][1]);
-        mma_16816(acc[1], aq[sp + k], bf[k][1][0], bf[k][1][1]);
+        uint32_t a[4];
+        ldmatrix_x4(a[0], a[1], a[2], a[3], qtile_s + (sp + k) * kQTileBytes);
+        mma_16816(acc[0], a, bf[k][0][0], bf[k][0][1]);
+        mma_16816(acc[1], a, bf[k][1][0], bf[k][1][1]);
       }
     }
     // head g's logits of tokens 8 tile + 2t + e; a full tile needs no mask (warp-uniform)

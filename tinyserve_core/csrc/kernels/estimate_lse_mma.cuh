@@ -11,8 +11,8 @@
 // head g's logits of tokens 2t, 2t+1 and 8 + 2t, 9 + 2t: a tile's softmax is a sum in
 // registers and two shuffles within the quad. (The fifteenth session's kernel put the codes
 // in A and the heads in B's columns, so its softmax summed over eight lane groups, 12
-// shuffles a tile; it issued 384 instructions a page, this one 351, and at 6 CTAs an SM instead of 5
-// (csrc/NOTES.md).)
+// shuffles a tile; it issued 384 instructions a page at 0.60 a cycle per scheduler, this one
+// 351 at 0.71: csrc/NOTES.md.)
 // The page's step (its widest channel range over L) and each head's bias q . lo come from
 // its min and max rows, a lane's D / 32 channels each, reduced over the warp.
 //

@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
   constexpr int BOUND_CHUNKS = 2 * D * (int)sizeof(T) / 16;
   constexpr float L = float((1 << BITS) - 1);
   static_assert(CPL * 32 == 16 * ROW_CHUNKS, "a page's 16 code rows in whole copies per lane");
-  extern __shared__ __align__(16) float lse_mma_q[];   // [8][D], then the rings
+  extern __shared__ __align__(16) float lse_mma_q[];   // [8][D], then the A tiles, then the rings
   const int h = blockIdx.y, b = blockIdx.z, G = p.group, H = p.num_kv_heads, BS = p.block_size;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   uint8_t* qtiles = reinterpret_cast<uint8_t*>(lse_mma_q + 8 * D);

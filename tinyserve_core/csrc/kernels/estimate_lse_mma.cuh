@@ -213,9 +213,8 @@ __global__ void __launch_bounds__(kMmaLseWarps * 32, 4)
   const int bound_off = pinned((lane / (BOUND_CHUNKS / 2)) * H * D * (int)sizeof(T) + (lane % (BOUND_CHUNKS / 2)) * 16);
   const uint32_t lane_st = pinned((int)(ring_s + lane * 16));   // this lane's first copy in stage 0
   auto shfl_ptr = [](const uint8_t* x, int src) {
-    const uint64_t a = reinterpret_cast<uint64_t>(x);
-    return reinterpret_cast<const uint8_t*>((uint64_t)__shfl_sync(0xffffffffu, (uint32_t)a, src) |
-                                            ((uint64_t)__shfl_sync(0xffffffffu, (uint32_t)(a >> 32), src) << 32));
+    return reinterpret_cast<const uint8_t*>(
+        __shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(x), src));
   };
   const int n_cand = p.num_candidates;
   // Page it into stage it % NS: code rows 0..15 (rows past the page's tokens zero-filled),

@@ -32,7 +32,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
   m.def("reshape_and_cache_fp8", &tinyserve::reshape_and_cache_fp8);
-  m.def("quantize_keys", &tinyserve::quantize_keys);
+  m.def("quantize_keys", &tinyserve::quantize_keys, pybind11::arg("k_cache"), pybind11::arg("meta"),
+        pybind11::arg("qkeys"), pybind11::arg("slot_mapping"), pybind11::arg("bits"),
+        pybind11::arg("qbounds") = std::nullopt);
+  m.def("page_scores_copy", &tinyserve::page_scores_copy);
   m.def("page_estimates", &tinyserve::page_estimates);
   m.def("estimate_page_lse", &tinyserve::estimate_page_lse);
   m.def("set_lse_mma", &tinyserve::set_lse_mma, "twostage stage 2 on tensor cores (sm_80+) or CUDA cores");

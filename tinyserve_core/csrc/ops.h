@@ -59,7 +59,13 @@ void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value,
 
 // quant_ops.cu: the twostage selector's quantised key copy
 void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torch::Tensor& qkeys,
-                   const torch::Tensor& slot_mapping, int64_t bits);
+                   const torch::Tensor& slot_mapping, int64_t bits,
+                   const std::optional<torch::Tensor>& qbounds = std::nullopt);
+
+// twostage's stage 1 over the int8 bound copy (kernels/bound_copy.cuh): float32 [B, Hkv, M]
+torch::Tensor page_scores_copy(const torch::Tensor& query, const torch::Tensor& qbounds,
+                               const torch::Tensor& block_tables, const torch::Tensor& seq_lens, double scale,
+                               int64_t block_size);
 
 torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qkeys, const torch::Tensor& meta,
                              const torch::Tensor& block_tables, const torch::Tensor& seq_lens,

@@ -30,8 +30,16 @@ void check_qkeys(const torch::Tensor& qkeys, const torch::Tensor& meta, int64_t 
 }
 }  // namespace
 
+void check_qbounds(const torch::Tensor& qbounds, int64_t num_kv_heads, int64_t head_dim) {
+  TS_CHECK_CUDA(qbounds);
+  TS_CHECK_CONTIG(qbounds);
+  TORCH_CHECK(qbounds.scalar_type() == torch::kUInt8 && qbounds.dim() == 3 && qbounds.size(1) == num_kv_heads &&
+                  qbounds.size(2) == bound_row_bytes((int)head_dim),
+              "qbounds must be uint8 [NB, Hkv, 2 * head_dim + 32]");
+}
+
 void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torch::Tensor& qkeys,
-                   const torch::Tensor& slot_mapping, int64_t bits) {
+                   const torch::Tensor& slot_mapping, int64_t bits, const std::optional<torch::Tensor>& qbounds) {
   TS_CHECK_CUDA(k_cache);
   TS_CHECK_CONTIG(k_cache);
   TS_CHECK_CONTIG(slot_mapping);
@@ -39,12 +47,16 @@ void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torc
   TORCH_CHECK(meta.scalar_type() == k_cache.scalar_type(), "meta must have the cache dtype");
   TORCH_CHECK(k_cache.sizes().slice(0, 3) == qkeys.sizes().slice(0, 3), "k_cache and qkeys disagree");
   TORCH_CHECK(slot_mapping.scalar_type() == torch::kInt64, "slot_mapping must be int64");
+  if (qbounds) {
+    check_qbounds(*qbounds, k_cache.size(2), k_cache.size(3));
+    TORCH_CHECK(qbounds->size(0) == k_cache.size(0), "qbounds must have the cache's blocks");
+  }
   const int T = slot_mapping.size(0);
   if (T == 0) return;
   const c10::cuda::CUDAGuard guard(k_cache.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const QuantKeysParams p{k_cache.data_ptr(), meta.data_ptr(), qkeys.data_ptr<uint8_t>(),
-                          slot_mapping.data_ptr<int64_t>(), T, (int)k_cache.size(2), (int)k_cache.size(3),
+                          qbounds ? qbounds->data_ptr<uint8_t>() : nullptr, slot_mapping.data_ptr<int64_t>(), T, (int)k_cache.size(2), (int)k_cache.size(3),
                           (int)k_cache.size(1)};
   const size_t smem = sizeof(float) * p.num_kv_heads;   // one page range per kv-head
   with_cache_type(k_cache.scalar_type(), "quantize_keys", [&](auto tag) {
@@ -85,6 +97,40 @@ torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qk
     using CT = decltype(tag);
     if (bits == 8) page_estimates_kernel<CT, 8><<<grid, kEstimateThreads, smem, stream>>>(p);
     else page_estimates_kernel<CT, 4><<<grid, kEstimateThreads, smem, stream>>>(p);
+  });
+  return out;
+}
+
+torch::Tensor page_scores_copy(const torch::Tensor& query, const torch::Tensor& qbounds,
+                               const torch::Tensor& block_tables, const torch::Tensor& seq_lens, double scale,
+                               int64_t block_size) {
+  TS_CHECK_CUDA(query);
+  TS_CHECK_CONTIG(query);
+  TS_CHECK_CONTIG(block_tables);
+  TS_CHECK_CONTIG(seq_lens);
+  TORCH_CHECK(query.dim() == 3, "query must be [B,Hq,D]");
+  TORCH_CHECK(block_tables.scalar_type() == torch::kInt32 && seq_lens.scalar_type() == torch::kInt32,
+              "index tensors must be int32");
+  const int B = query.size(0), Hq = query.size(1), D = query.size(2);
+  TORCH_CHECK(D == 64 || D == 128, "page_scores_copy: head_dim 64 or 128");
+  const int Hkv = qbounds.size(1);
+  check_qbounds(qbounds, Hkv, D);
+  TORCH_CHECK(Hq % Hkv == 0 && Hq / Hkv <= 8, "1..8 query heads per kv-head");
+  TORCH_CHECK(block_size > 0, "block_size must be positive");
+  const int M = block_tables.size(1);
+  auto out = torch::empty({B, Hkv, M}, query.options().dtype(torch::kFloat32));
+  if (B == 0 || M == 0) return out;
+  const c10::cuda::CUDAGuard guard(query.device());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const PageScoresCopyParams p{query.data_ptr(), qbounds.data_ptr<uint8_t>(), block_tables.data_ptr<int>(),
+                               seq_lens.data_ptr<int>(), out.data_ptr<float>(), Hkv, Hq / Hkv, (int)block_size, M,
+                               (float)scale};
+  const int tiles = (M + 15) / 16;
+  const dim3 grid(B * Hkv, (tiles + kCopyScoreWarps * kCopyScoreTiles - 1) / (kCopyScoreWarps * kCopyScoreTiles));
+  with_cache_type(query.scalar_type(), "page_scores_copy", [&](auto tag) {   // the query's own dtype
+    using QT = decltype(tag);
+    if (D == 64) page_scores_copy_kernel<QT, 64><<<grid, 32 * kCopyScoreWarps, 0, stream>>>(p);
+    else page_scores_copy_kernel<QT, 128><<<grid, 32 * kCopyScoreWarps, 0, stream>>>(p);
   });
   return out;
 }

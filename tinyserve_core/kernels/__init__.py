@@ -11,7 +11,7 @@ import importlib
 
 import torch
 
-from . import (fp8_reference, fused_reference, prefill_reference, quant_reference, reference, stats_reference,
+from . import (bound_copy_reference, fp8_reference, fused_reference, prefill_reference, quant_reference, reference, stats_reference,
                twostage_reference)
 from ._backend import backend_for, backend_info
 
@@ -27,6 +27,7 @@ __all__ = [
     "allocate_blocks",
     "quantize_keys",
     "page_estimates",
+    "page_scores_copy",
     "twostage_candidates",
     "twostage_keep",
     "selection_stats",
@@ -83,9 +84,10 @@ def _check_fp8(k_cache, kv_scales, extras=()) -> bool:
 
 
 def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=None, kv_scales=None,
-                      one_per_page=False, runs=None) -> None:
+                      one_per_page=False, runs=None, qbounds=None) -> None:
     """`qkeys`: the layer's quantised key copy, when it keeps one (quant_reference.py):
-    the written pages are re-quantised after their min/max are refreshed. `kv_scales`: the
+    the written pages are re-quantised after their min/max are refreshed, and their rows of
+    `qbounds`, the int8 bound copy beside it (bound_copy_reference.py), re-encoded. `kv_scales`: the
     per-page scales of an FP8 cache (fp8_reference.py), updated by the write.
     `one_per_page`: the caller promises that no two tokens of the call lie in one page (a
     decode step: one token per sequence, in its own last page); the CUDA op then updates
@@ -97,11 +99,21 @@ def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=No
         return _fp8_ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping)
     _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, one_per_page, runs)
     if qkeys is not None:
-        quantize_keys(k_cache, meta, qkeys, slot_mapping)
+        quantize_keys(k_cache, meta, qkeys, slot_mapping, qbounds)
+    elif qbounds is not None:
+        raise ValueError("the int8 bound copy (qbounds) is written with the quantised key copy (qkeys)")
 
 
-def quantize_keys(k_cache, meta, qkeys, slot_mapping) -> None:
-    return _quant_ops(k_cache).quantize_keys(k_cache, meta, qkeys, slot_mapping)
+def quantize_keys(k_cache, meta, qkeys, slot_mapping, qbounds=None) -> None:
+    """Re-quantise the pages `slot_mapping` writes into `qkeys` and, when given, re-encode
+    their rows of the int8 bound copy `qbounds` [NB, Hkv, 2D + 32]."""
+    return _quant_ops(k_cache).quantize_keys(k_cache, meta, qkeys, slot_mapping, qbounds)
+
+
+def page_scores_copy(query, qbounds, block_tables, seq_lens, scale, block_size):
+    """page_scores over the int8 bound copy (bound_copy_reference.py): >= Quest's bound of
+    every page, at half its bytes; twostage's stage 1."""
+    return _quant_ops(query).page_scores_copy(query, qbounds, block_tables, seq_lens, scale, block_size)
 
 
 def page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale):

@@ -1,5 +1,6 @@
-"""The CUDA backend of the twostage ops (quant_reference.py and twostage_reference.py are
-their spec): input normalisation over the compiled extension's `quantize_keys`, the page
+"""The CUDA backend of the twostage ops (quant_reference.py, bound_copy_reference.py and
+twostage_reference.py are their spec): input normalisation over the compiled extension's
+`quantize_keys` (with the int8 bound copy), stage 1 over that copy (`page_scores_copy`), the page
 estimates (`estimate_page_lse`, warp per page; the older CTA-per-page `page_estimates` for
 the shapes it does not cover) and the two selections."""
 
@@ -7,19 +8,29 @@ from __future__ import annotations
 
 import torch
 
-from . import quant_reference, twostage_reference
+from . import bound_copy_reference, quant_reference, twostage_reference
 from ._cuda_ops import _extension, _i32, _note_once
 
 MAX_SELECT_ITEMS = 16384  # csrc/kernels/twostage_select.cuh kMaxSelectItems
 
 
-def quantize_keys(k_cache, meta, qkeys, slot_mapping) -> None:
+def quantize_keys(k_cache, meta, qkeys, slot_mapping, qbounds=None) -> None:
     if k_cache.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         _note_once(f"quantize_keys has no {k_cache.dtype} kernel")
-        return quant_reference.quantize_keys(k_cache, meta, qkeys, slot_mapping)
+        return quant_reference.quantize_keys(k_cache, meta, qkeys, slot_mapping, qbounds)
     slots = slot_mapping.to(device=k_cache.device, dtype=torch.int64).contiguous()
     _extension().quantize_keys(k_cache, meta.contiguous(), qkeys, slots,
-                               quant_reference.quant_bits(qkeys, k_cache.shape[-1]))
+                               quant_reference.quant_bits(qkeys, k_cache.shape[-1]), qbounds)
+
+
+def page_scores_copy(query, qbounds, block_tables, seq_lens, scale, block_size):
+    D = query.shape[-1]
+    if D not in (64, 128) or query.shape[1] % qbounds.shape[1] or query.shape[1] // qbounds.shape[1] > 8:
+        _note_once(f"page_scores_copy has no kernel for head_dim {D} / {query.shape[1]} query heads")
+        return bound_copy_reference.page_scores_copy(query, qbounds, block_tables, seq_lens, scale, block_size)
+    dev = query.device
+    return _extension().page_scores_copy(query.contiguous(), qbounds, _i32(block_tables, dev),
+                                         _i32(seq_lens, dev), float(scale), int(block_size))
 
 
 def page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale):

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from . import bound_copy_reference
+from .bound_copy_reference import page_scores_copy  # noqa: F401  (the op's reference)
+
 
 def quant_bits(qkeys: torch.Tensor, head_dim: int) -> int:
     """8 or 4, from the copy's last dimension against the head dim."""
@@ -55,10 +58,11 @@ def dequantize(codes: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: in
 
 
 def quantize_keys(k_cache: torch.Tensor, meta: torch.Tensor, qkeys: torch.Tensor,
-                  slot_mapping: torch.Tensor) -> None:
+                  slot_mapping: torch.Tensor, qbounds: torch.Tensor | None = None) -> None:
     """Re-quantise, into `qkeys`, slots 0..o of every page that `slot_mapping` writes
     (o = the highest offset written to it in this call), against the page's current
-    min/max in `meta`. Call it after reshape_and_cache has refreshed `meta`."""
+    min/max in `meta`, and re-encode those pages' rows of `qbounds` (the int8 bound copy,
+    bound_copy_reference.py) when given. Call it after reshape_and_cache has refreshed `meta`."""
     block_size = k_cache.shape[1]
     bits = quant_bits(qkeys, k_cache.shape[-1])
     slots = slot_mapping[slot_mapping >= 0].long()
@@ -68,6 +72,8 @@ def quantize_keys(k_cache: torch.Tensor, meta: torch.Tensor, qkeys: torch.Tensor
     touched = torch.nonzero(last >= 0).flatten()
     if touched.numel() == 0:
         return
+    if qbounds is not None:
+        bound_copy_reference.write_bound_copy(meta, qbounds, touched)
     last = last[touched]
     m = meta[touched].float()                                   # [U, 2, Hkv, D]
     codes = quantize(k_cache[touched].float(), m[:, None, 0], m[:, None, 1], bits)  # [U, bs, Hkv, Dq]

@@ -33,6 +33,21 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, f
 
 // K/V are read exactly once per kernel: stream them past L1 so the block tables and
 // queries keep their cache lines.
+// Eight consecutive elements (16-byte aligned) as floats.
+template <typename T>
+__device__ __forceinline__ void load8(const T* src, float (&f)[8]) {
+  if constexpr (sizeof(T) == 4) {
+    const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+  } else {
+    const uint4 u = *reinterpret_cast<const uint4*>(src);
+    T v[8];
+    memcpy(v, &u, 16);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) f[e] = to_float(v[e]);
+  }
+}
+
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
   uint4 r;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"

@@ -9,6 +9,7 @@
 // small next to the attention that follows.
 #pragma once
 
+#include "bound_copy.cuh"
 #include "common.cuh"
 
 namespace tinyserve {
@@ -17,6 +18,7 @@ struct QuantKeysParams {
   const void* k_cache;          // [NB, BS, Hkv, D]
   const void* meta;             // [NB, 2, Hkv, D]
   uint8_t* qkeys;               // [NB, BS, Hkv, Dq]
+  uint8_t* qbounds;             // [NB, Hkv, 2D + 16] (bound_copy.cuh), or null
   const int64_t* slot_mapping;  // [T], -1 skips
   int num_tokens, num_kv_heads, head_dim, block_size;
 };
@@ -31,32 +33,26 @@ __device__ __forceinline__ uint32_t quant_code(float k, float lo, float rng) {
 }
 
 // The page grid's range of a (page, kv-head): max over the D channels of max - min, in float
-// (exact in any order, as the reference's amax). Lanes stride the channels, then a warp max.
+// (exact in any order, as the reference's amax), and the box's ends min_i lo_i, max_i hi_i (the
+// bound copy's mn, mx). Lanes stride the channels, then warp reductions.
 template <typename T>
-__device__ __forceinline__ float page_range_warp(const T* mlo, const T* mhi, int D, int lane) {
-  float r = -INFINITY;
-  for (int d = lane; d < D; d += 32) r = fmaxf(r, to_float(mhi[d]) - to_float(mlo[d]));
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, o));
-  return r;
-}
-
-// Eight consecutive elements (16-byte aligned) as floats.
-template <typename T>
-__device__ __forceinline__ void load8(const T* src, float (&f)[8]) {
-  if constexpr (sizeof(T) == 4) {
-    const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
-    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
-  } else {
-    const uint4 u = *reinterpret_cast<const uint4*>(src);
-    T v[8];
-    memcpy(v, &u, 16);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) f[e] = to_float(v[e]);
+__device__ __forceinline__ float3 page_range_warp(const T* mlo, const T* mhi, int D, int lane) {
+  float r = -INFINITY, mn = INFINITY, mx = -INFINITY;
+  for (int d = lane; d < D; d += 32) {
+    const float l = to_float(mlo[d]), h = to_float(mhi[d]);
+    r = fmaxf(r, h - l), mn = fminf(mn, l), mx = fmaxf(mx, h);
   }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, o));
+    mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  }
+  return make_float3(r, mn, mx);
 }
 
-// Dynamic shared memory: one range per kv-head.
+// Dynamic shared memory: one range per kv-head. With qbounds, the warp that ranges a head
+// also writes its row of the bound copy (the page's min/max are in L1 by then).
 template <typename T, int BITS>
 __global__ void quantize_keys_kernel(const __grid_constant__ QuantKeysParams p) {
   extern __shared__ float q_rng[];
@@ -74,8 +70,11 @@ __global__ void quantize_keys_kernel(const __grid_constant__ QuantKeysParams p) 
   const T* mlo = static_cast<const T*>(p.meta) + blk * 2 * H * D;
   const T* mhi = mlo + (int64_t)H * D;
   for (int h = threadIdx.x >> 5; h < H; h += blockDim.x >> 5) {
-    const float r = page_range_warp(mlo + h * D, mhi + h * D, D, threadIdx.x & 31);
-    if ((threadIdx.x & 31) == 0) q_rng[h] = r;
+    const float3 r = page_range_warp(mlo + h * D, mhi + h * D, D, threadIdx.x & 31);
+    if ((threadIdx.x & 31) == 0) q_rng[h] = r.x;
+    if (p.qbounds != nullptr)
+      bound_copy_encode(mlo + h * D, mhi + h * D, r.y, r.z, p.qbounds + (blk * H + h) * bound_row_bytes(D), D,
+                        threadIdx.x & 31, 32);
   }
   __syncthreads();
   const int64_t row0 = blk * p.block_size;
@@ -211,7 +210,7 @@ __global__ void __launch_bounds__(kEstimateThreads) page_estimates_kernel(const 
   const T* mhi = mlo + (int64_t)H * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) slo[d] = to_float(mlo[d]);
   if (threadIdx.x < 32) {
-    const float r = page_range_warp(mlo, mhi, D, threadIdx.x);
+    const float r = page_range_warp(mlo, mhi, D, threadIdx.x).x;
     if (threadIdx.x == 0) sstep[0] = r / float((1 << BITS) - 1);
   }
   __syncthreads();

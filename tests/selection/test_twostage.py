@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from tinyserve_core import kernels
 from tinyserve_core.errors import ConfigError
+from tinyserve_core.kernels import bound_copy_reference as bc
 from tinyserve_core.kernels import quant_reference as qr
 from tinyserve_core.kv.kv_cache import KVCache
 from tinyserve_core.selection import PageSelector, make_policy
@@ -28,10 +30,18 @@ def _all_qkeys(kv, bits, layer=0):
     return q
 
 
+def _all_qbounds(kv, layer=0):
+    m = kv.metas[layer]
+    rows = torch.zeros(m.shape[0], m.shape[2], bc.row_bytes(m.shape[3]), dtype=torch.uint8)
+    bc.write_bound_copy(m, rows, torch.arange(m.shape[0]))
+    return rows
+
+
 def _ctx(kv, tables, lens, q, bits=8):
     return SelectContext(query=q, k_cache=kv.k_caches[0], v_cache=kv.v_caches[0], meta=kv.metas[0],
                          block_tables=tables, seq_lens=lens, seq_ids=list(range(len(lens))), layer_idx=0,
-                         scale=SCALE, block_size=kv.block_size, qkeys=_all_qkeys(kv, bits))
+                         scale=SCALE, block_size=kv.block_size, qkeys=_all_qkeys(kv, bits),
+                         qbounds=_all_qbounds(kv))
 
 
 def _sets(page_indices):
@@ -97,14 +107,29 @@ def test_page_estimates_match_the_true_page_logsumexp(make_kv):
 
 
 def test_one_candidate_per_budget_page_keeps_quests_pages(make_kv):
-    """candidates = 1: stage 1 already holds exactly the budget, stage 2 only reorders it."""
+    """candidates = 1 on quest's own bound: stage 1 already holds exactly the budget, stage 2
+    only reorders it."""
     kv, tables, lens = make_kv([300, 170, 45], num_kv_heads=2, block_size=8, seed=3)
     q = torch.randn(3, 4, 16) * 2
     quest = make_policy("quest", budget=48, dense_layers=0, sink_pages=1).select(_ctx(kv, tables, lens, q))
-    two = make_policy("twostage", budget=48, candidates=1, dense_layers=0, sink_pages=1).select(
+    two = make_policy("twostage", budget=48, candidates=1, dense_layers=0, sink_pages=1, bound_copy="off").select(
         _ctx(kv, tables, lens, q))
     assert _sets(two.page_indices) == _sets(quest.page_indices)
     assert two.candidates is not None and _sets(two.candidates) == _sets(quest.page_indices)
+
+
+def test_stage_one_ranks_by_the_bound_copy_which_never_undercuts_quests_bound(make_kv):
+    kv, tables, lens = make_kv([300, 170, 45], num_kv_heads=2, block_size=8, seed=4)
+    q = torch.randn(3, 4, 16) * 2
+    ctx = _ctx(kv, tables, lens, q)
+    two = make_policy("twostage", budget=48, candidates=2, dense_layers=0).select(ctx)
+    exact = kernels.page_scores(q, kv.metas[0], tables, lens, SCALE, kv.block_size)
+    assert torch.equal(two.scores, kernels.page_scores_copy(q, ctx.qbounds, tables, lens, SCALE, kv.block_size))
+    live = torch.isfinite(exact)
+    assert torch.equal(live, torch.isfinite(two.scores))
+    assert (two.scores[live] >= exact[live] - 1e-5 * exact[live].abs()).all()
+    with pytest.raises(ValueError, match="bound copy"):
+        make_policy("twostage", budget=48, dense_layers=0).select(dataclasses.replace(ctx, qbounds=None))
 
 
 def _needle(L, H, D, g, page=20, block=16):
@@ -149,6 +174,9 @@ def test_twostage_parameters_are_checked():
         make_policy("twostage", quant_bits=6)
     with pytest.raises(ConfigError, match="candidates"):
         make_policy("twostage", candidates=0.5)
+    with pytest.raises(ConfigError, match="bound_copy"):
+        make_policy("twostage", bound_copy="maybe")
+    assert make_policy("twostage", bound_copy="off").params.bound_copy is False
     assert make_policy("twostage", estimate_top_p=0).params.estimate_top_p == 0.0
 
 
@@ -171,7 +199,7 @@ def test_selector_keeps_the_copy_current_across_policy_switches(make_kv):
     assert d.candidates is not None and d.num_records == 2
     assert not (d.selected & ~d.candidates).any() and (d.candidates.sum(-1) == 16).all()
     kv.copy_blocks([(3, 39)])
-    assert torch.equal(kv.qkeys[0][39], kv.qkeys[0][3])
+    assert torch.equal(kv.qkeys[0][39], kv.qkeys[0][3]) and torch.equal(kv.qbounds[1][39], kv.qbounds[1][3])
     # under quest the copy stays (a captured graph may write it) and stays current
     sel.update(policy="quest")
     sel.select(LAYER, torch.randn(1, 4, 16), kv, 1, tables, lens, [0])
@@ -229,6 +257,8 @@ def test_the_runner_prepares_selection_before_every_decode_step():
         # host work first: a graph replay calls no select() that could do it
         assert calls[0][0] == "prepare" and all(kv is runner.kv for _, kv in calls)
     assert torch.equal(runner.kv.qkeys[1][:8], _all_qkeys(runner.kv, runner.kv.qkey_bits, layer=1)[:8])
+    # the int8 bound copy follows the same writes (the model's own decode steps)
+    assert torch.equal(runner.kv.qbounds[1][:8], _all_qbounds(runner.kv, layer=1)[:8])
 
 
 def test_oracle_p_keeps_the_fewest_pages_holding_the_true_mass(make_kv):

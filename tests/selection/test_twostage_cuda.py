@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tinyserve_core import kernels
+from tinyserve_core.kernels import bound_copy_reference as bc
 from tinyserve_core.kernels import quant_reference as qr
 from tinyserve_core.kernels import reference
 from tinyserve_core.selection import make_policy
@@ -151,7 +152,8 @@ def test_twostage_on_the_gpu_keeps_the_reference_pages():
     meta[:, 0] = k.float().amin(1).half()
     meta[:, 1] = k.float().amax(1).half()
     qkeys = torch.zeros(nb, bs, H, D, dtype=torch.uint8)
-    qr.quantize_keys(k, meta, qkeys, torch.arange(nb) * bs + bs - 1)
+    qbounds = torch.zeros(nb, H, bc.row_bytes(D), dtype=torch.uint8)
+    qr.quantize_keys(k, meta, qkeys, torch.arange(nb) * bs + bs - 1, qbounds)
     g = torch.Generator().manual_seed(5)
     # contexts within the 40-page tables (at most 640 tokens), as the runner guarantees
     lens = torch.tensor([637, 400, 64, 513], dtype=torch.int32)
@@ -161,11 +163,13 @@ def test_twostage_on_the_gpu_keeps_the_reference_pages():
     def run(dev, **params):
         ctx = SelectContext(query=q.to(dev), k_cache=k.to(dev), v_cache=v.to(dev), meta=meta.to(dev),
                             block_tables=tables.to(dev), seq_lens=lens.to(dev), seq_ids=[0, 1, 2, 3],
-                            layer_idx=0, scale=D ** -0.5, block_size=bs, qkeys=qkeys.to(dev))
+                            layer_idx=0, scale=D ** -0.5, block_size=bs, qkeys=qkeys.to(dev),
+                            qbounds=qbounds.to(dev))
         sel = make_policy("twostage", dense_layers=0, **params).select(ctx)
         return [[set(r[r >= 0].tolist()) for r in row] for row in sel.page_indices.cpu()]
 
-    for params in ({"budget": 1 / 8}, {"budget": 1 / 4, "estimate_top_p": 0.9}, {"budget": 128}):
+    for params in ({"budget": 1 / 8}, {"budget": 1 / 4, "estimate_top_p": 0.9}, {"budget": 128},
+                   {"budget": 1 / 8, "bound_copy": False}):
         cpu, gpu = run("cpu", **params), run(DEV, **params)
         rows = [(a, b) for ra, rb in zip(cpu, gpu) for a, b in zip(ra, rb)]
         same = sum(a == b for a, b in rows)

@@ -6,6 +6,8 @@ Layouts (kernels/reference.py is the spec):
   qkeys[l] (optional):      uint8 [num_blocks, block_size, num_kv_heads, head_dim * bits / 8],
                             the quantised key copy of the twostage selector (kernels/quant_reference.py),
                             allocated on first need and kept current by every cache write
+  qbounds[l] (with qkeys):  uint8 [num_blocks, num_kv_heads, 2 * head_dim + 32], the int8 copy of the
+                            page bounds that twostage's stage 1 reads (kernels/bound_copy_reference.py)
 The BlockManager decides which block ids hold what; this class only owns the memory."""
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class KVCache:
         self.qkeys: list[torch.Tensor] | None = None   # the copy cache writes keep current
         self.qkey_bits: int | None = None
         self._qkeys_by_bits: dict[int, list[torch.Tensor]] = {}
+        self.qbounds: list[torch.Tensor] | None = None  # written with whichever key copy is current
 
     def ensure_quant_keys(self, bits: int, refresh: bool = False) -> list[torch.Tensor]:
         """The quantised key copy at `bits` (8 or 4), made the one cache writes keep
@@ -118,13 +121,18 @@ class KVCache:
             with torch.inference_mode(False):
                 copy = self._qkeys_by_bits[bits] = [torch.zeros(shape, dtype=torch.uint8, device=self.device)
                                                     for _ in range(self.num_layers)]
+                if self.qbounds is None:
+                    rows = (self.num_blocks, self.num_kv_heads,
+                            kernels.bound_copy_reference.row_bytes(self.head_dim))
+                    self.qbounds = [torch.zeros(rows, dtype=torch.uint8, device=self.device)
+                                    for _ in range(self.num_layers)]
             refresh = True
         if refresh:
             # every slot of every page, against its page's current min/max: slots past a
             # page's content get codes too, but no reader looks past a context's length
             last = torch.arange(self.num_blocks, device=self.device) * self.block_size + self.block_size - 1
-            for k, m, q in zip(self.k_caches, self.metas, copy):
-                kernels.quantize_keys(k, m, q, last)
+            for k, m, q, b in zip(self.k_caches, self.metas, copy, self.qbounds):
+                kernels.quantize_keys(k, m, q, last, b)
         self.qkeys, self.qkey_bits = copy, bits
         return copy
 
@@ -150,6 +158,6 @@ class KVCache:
             raise ValueError(f"copy_blocks: block id out of range 0..{self.num_blocks - 1}: {pairs}")
         mapping = mapping.to(self.device)
         kernels.copy_blocks(self.k_caches, self.v_caches, self.metas, mapping)
-        for copy in self._qkeys_by_bits.values():  # rare (copy-on-write): a plain indexed copy
+        for copy in (*self._qkeys_by_bits.values(), self.qbounds or ()):  # rare (copy-on-write)
             for q in copy:
                 q[mapping[:, 1]] = q[mapping[:, 0]]

@@ -242,11 +242,12 @@ class LlamaForCausalLM(nn.Module):
                 q, k, v = attn.project(h)
             kernels.rotary_embedding(q, k, positions, self.model.inv_freq)
             with t("cache_write"):
-                qkeys = getattr(kv, "qkeys", None)
+                qkeys, qbounds = getattr(kv, "qkeys", None), getattr(kv, "qbounds", None)
                 kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
                                           None if qkeys is None else qkeys[i],
                                           one_per_page=not batch.is_prefill,   # a decode step: one token a sequence
-                                          runs=batch.cache_runs)
+                                          runs=batch.cache_runs,
+                                          qbounds=None if qkeys is None or qbounds is None else qbounds[i])
             if batch.is_prefill:
                 with t("attention"):
                     o = kernels.prefill_attention(q, k, v, kv.k_caches[i], kv.v_caches[i], batch.block_tables,

@@ -33,6 +33,7 @@ class SelectContext:
     scale: float
     block_size: int
     qkeys: torch.Tensor | None = None  # [NB, bs, Hkv, D*bits/8] uint8, for policies that ask for it
+    qbounds: torch.Tensor | None = None  # [NB, Hkv, 2D + 32] uint8, the int8 bound copy kept with qkeys
     # The caller takes the attention output with the selection: a policy that can compute
     # both in one launch (quest: kernels.sparse_decode_attention) sets Selection.output.
     attend: bool = False

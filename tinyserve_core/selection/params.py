@@ -139,3 +139,16 @@ def check_choice(field: str, value, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value.strip().lower() not in choices:
         raise ConfigError(field, f"must be one of {', '.join(choices)}, got {value!r}")
     return value.strip().lower()
+
+
+def check_bool(field: str, value) -> bool:
+    """A bool, or its spelling in a config or command line (true/false, on/off, yes/no, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
+    key = value.strip().lower() if isinstance(value, str) else value if isinstance(value, int) else None
+    if isinstance(key, int) and key in (0, 1):
+        return bool(key)
+    if isinstance(key, str) and key in words:
+        return words[key]
+    raise ConfigError(field, f"expected true or false, got {value!r}")

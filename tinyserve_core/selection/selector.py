@@ -215,11 +215,13 @@ class PageSelector:
         k_cache = kv.k_caches[layer_idx]
         copy = self.prepare(kv)
         qkeys = None if copy is None else copy[layer_idx]
+        bounds = getattr(kv, "qbounds", None) if copy is not None else None
         ctx = SelectContext(
             query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=metas[layer_idx],
             block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),
             layer_idx=layer_idx, scale=_softmax_scale(layer, query.shape[-1]),
-            block_size=int(k_cache.shape[1]), qkeys=qkeys, attend=attend)
+            block_size=int(k_cache.shape[1]), qkeys=qkeys, attend=attend,
+            qbounds=None if bounds is None else bounds[layer_idx])
         sel = policy.select(ctx)
         if sel.exempt:
             return None, None

@@ -1,8 +1,12 @@
 """`twostage`: the bound picks candidates, estimated attention picks the pages
 (after Twilight, NeurIPS 2025: a candidate selector wrapped by top-p on estimated attention).
 
-Stage 1 ranks pages by the exact bounding-box bound (`kernels.page_scores`, as quest)
-and keeps `candidates` x the budget of them; with `candidate_top_p` set, fewer: the
+Stage 1 ranks pages by the bounding-box bound and keeps `candidates` x the budget of them.
+It reads the int8 copy of the page bounds kept beside the key copy
+(`kernels.page_scores_copy`, bound_copy_reference.py): rounded outward, so still a bound,
+at half the bytes of the fp16 min/max rows quest reads, which are half of a quest layer's
+traffic at long context; a candidate set only needs the looser ranking (`bound_copy` off:
+quest's own bound, `kernels.page_scores`); with `candidate_top_p` set, fewer: the
 fewest whose bound softmax (as `adaptive` reads it) reaches that mass. The bound is
 good at ruling pages out but poor at ordering the survivors (eval selection: the page
 with the most true attention sat 3rd to 126th by bound), so stage 2 re-ranks the
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from .. import kernels
 from ..errors import ConfigError
 from .base import EXEMPT, Policy, SelectContext, Selection, budget_validator, dense_layers_validator
-from .params import Budget, check_float, check_int
+from .params import Budget, check_bool, check_float, check_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ class TwoStageParams:
     candidate_top_p: float = 0.0   # 0: always the multiple; else the fewest reaching this bound mass
     estimate_top_p: float = 0.0        # 0: keep the budget; else the fewest reaching this estimated mass
     quant_bits: int = 4            # int4 keys: the accuracy of int8 at half the copy (docs/BENCHMARKS.md)
+    bound_copy: bool = True        # stage 1 over the int8 bound copy (else quest's fp16 bound)
     sink_pages: int = 0
     dense_layers: int = 2
 
@@ -49,6 +54,7 @@ class TwoStagePolicy(Policy):
         "candidate_top_p": lambda f, v: check_float(f, v, 0.0, 1.0),
         "estimate_top_p": lambda f, v: check_float(f, v, 0.0, 1.0),
         "quant_bits": lambda f, v: _check_bits(f, v),
+        "bound_copy": lambda f, v: check_bool(f, v),
         "sink_pages": lambda f, v: check_int(f, v, 0),
         "dense_layers": dense_layers_validator,
     }
@@ -67,8 +73,13 @@ class TwoStagePolicy(Policy):
         if ctx.qkeys is None:
             raise ValueError("twostage needs the layer's quantised keys (SelectContext.qkeys)")
         bs = ctx.block_size
-        scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
-                                     ctx.scale, bs)             # [B, Hkv, M], -inf past the context
+        if p.bound_copy:
+            if ctx.qbounds is None:
+                raise ValueError("twostage's bound_copy needs the layer's int8 bound copy (SelectContext.qbounds)")
+            scores = kernels.page_scores_copy(ctx.query, ctx.qbounds, ctx.block_tables, ctx.seq_lens,
+                                              ctx.scale, bs)    # [B, Hkv, M], -inf past the context
+        else:
+            scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens, ctx.scale, bs)
         budget = p.budget.pages(ctx.seq_lens, bs)               # [B], clamped by the kernels
         # host-side widths from the shapes and parameters alone: nothing waits on the device
         bmax = max(p.budget.max_pages(M, bs), p.sink_pages + 1)

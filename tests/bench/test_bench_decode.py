@@ -14,7 +14,7 @@ def test_bench_decode_writes_rows_for_each_point(tmp_path, capsys):
                  "--quant-bits", "4", "--candidates", "2", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     rows = res["rows"]
-    assert res["twostage"] == {"candidates": 2.0, "quant_bits": 4}
+    assert res["twostage"] == {"candidates": 2.0, "quant_bits": 4, "bound_copy": True}
     assert [(r["context"], r["batch"]) for r in rows] == [(256, 1), (256, 2)]
     assert all(r["dense_ms"] > 0 and r["quest_ms"] > 0 for r in rows)
     # twostage beside quest at the same page count (graph-replayed on a GPU), and both eager

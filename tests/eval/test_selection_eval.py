@@ -215,6 +215,19 @@ def test_decode_times_say_how_twostage_was_timed():
     assert line.endswith("twostage 6.00 ms (both replayed from CUDA graphs; eager: quest 7.50 ms, twostage 9.25 ms)")
 
 
+def test_the_step_target_is_judged_on_the_benchs_largest_batch_at_32k():
+    from tinyserve_core.eval.selection.report import decode_step_target
+
+    rows = [{"context": 32768, "batch": 8, "quest_ms": 1.0, "twostage_ms": 1.1},
+            {"context": 32768, "batch": 64, "quest_ms": 2.0, "twostage_ms": 2.5},
+            {"context": 4096, "batch": 64, "quest_ms": 1.0, "twostage_ms": 1.0}]
+    (v,) = decode_step_target({"machine": "NVIDIA H200", "block_size": 16, "rows": rows})
+    assert v["met"] is False and v["value"]["ratio"] == pytest.approx(1.25) and "64 x 32K" in v["target"]
+    rows[1]["twostage_ms"] = 2.3
+    assert decode_step_target({"rows": rows})[0]["met"] is True
+    assert decode_step_target({"rows": rows[2:]}) == []          # no 32K row: nothing judged
+
+
 # ---- --merge: runs split by block size join into the one run --------------------------
 
 SMALL = ["--budgets", "1/8", "--policies", "quest,twostage", "--top-p", "0.9", "--context", "120",

@@ -63,9 +63,10 @@ def _breakdown(runner, items, step_ms: float, device) -> dict:
 def measure_decode(device: str = "auto", contexts: list[int] | None = None, batches: list[int] | None = None,
                    budget: int = 2048, layers: int = 4, shape: str = "serving", block_size: int = 16,
                    reps: int = 20, progress=None, candidates: float = 4.0, quant_bits: int = 4,
-                   breakdown: bool = False) -> dict:
+                   breakdown: bool = False, bound_copy: bool = True) -> dict:
     """Median decode step time, dense, quest and twostage (`candidates` x the budget, keys
-    at `quant_bits`), per (context, batch); dense and quest each beside its floor
+    at `quant_bits`, stage 1 over the int8 bound copy or, `bound_copy` off, quest's bound),
+    per (context, batch); dense and quest each beside its floor
     (bench/decode_floor.py); `breakdown`: also where an eager step's GPU time goes.
     `progress(row)` sees each row once measured. Returns the rows and what they were
     measured on."""
@@ -101,7 +102,8 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
         for i in range(nseq):  # one sequence per prefill keeps activation memory bounded
             prompt = torch.randint(0, vocab, (ctx,), generator=gen).tolist()
             runner.prefill([PrefillItem(i, prompt, 0, tables[i])])
-        two = dict(budget=budget, dense_layers=0, candidates=candidates, quant_bits=quant_bits)
+        two = dict(budget=budget, dense_layers=0, candidates=candidates, quant_bits=quant_bits,
+                   bound_copy=bound_copy)
         # Twostage last: from its first step on, its key copy is written with the cache,
         # which the other points must not pay (their graphs were captured without it).
         plans = [("dense", None, True), ("quest", build_selector("quest", budget=budget, dense_layers=0), True),
@@ -137,6 +139,6 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
     return {"machine": describe(device), "torch": torch.__version__, "dtype": str(dtype), "layers": layers,
             "shape": shape, "block_size": bs, "budget": budget, "rows": rows,
             "copy_bandwidth_gbs": bandwidth / 1e9,
-            "twostage": {"candidates": candidates, "quant_bits": quant_bits},
+            "twostage": {"candidates": candidates, "quant_bits": quant_bits, "bound_copy": bound_copy},
             "model": {"heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads,
                       "head_dim": c.head_dim, "hidden": c.hidden_size}}

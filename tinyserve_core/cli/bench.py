@@ -227,6 +227,8 @@ def _add_decode(sub) -> None:
     p.add_argument("--reps", type=int, default=20, help="timed decode steps per point (median)")
     p.add_argument("--candidates", type=float, default=4.0, help="twostage: stage-1 candidates per budget page")
     p.add_argument("--quant-bits", type=int, default=4, choices=(8, 4), help="twostage: bits of its key copy")
+    p.add_argument("--twostage-bound", default="copy", choices=("copy", "exact"),
+                   help="twostage's stage 1: over its int8 bound copy (copy) or quest's fp16 bound (exact)")
     p.add_argument("--breakdown", action="store_true",
                    help="also profile one eager step per point: GEMM, attention, selection, elementwise, host gap")
     p.add_argument("--json", default=None, help="write the results here")
@@ -244,13 +246,16 @@ def run_decode(args) -> int:
               f"quest {r['quest_ms']:.2f} ms, twostage {r['twostage_ms']:.2f} ms", file=sys.stderr)
 
     res = measure_decode(args.device, args.context, args.batch, args.budget, args.layers, args.shape,
-                         args.block_size, args.reps, progress, args.candidates, args.quant_bits, args.breakdown)
+                         args.block_size, args.reps, progress, args.candidates, args.quant_bits, args.breakdown,
+                         args.twostage_bound == "copy")
     m = res["model"]
     print(f"\ndecode step, {args.layers}-layer Llama (GQA {m['heads']}/{m['kv_heads']}, "
           f"head_dim {m['head_dim']}, hidden {m['hidden']}), "
           f"{res['dtype']}, block {res['block_size']}, quest budget {args.budget} tokens (all layers), "
           f"on {res['machine']}")
-    print(f"twostage: candidates {args.candidates:g}x the budget, int{args.quant_bits} keys, same pages as quest; "
+    stage1 = "the int8 bound copy" if args.twostage_bound == "copy" else "quest's bound"
+    print(f"twostage: candidates {args.candidates:g}x the budget, int{args.quant_bits} keys, {stage1} in stage 1, "
+          "same pages as quest; "
           "ratio = twostage / quest, both replayed from CUDA graphs on a GPU (eager columns beside)")
     print(f"{'context':>8} {'batch':>6} {'dense ms':>9} {'quest ms':>9} {'speed-up':>9} {'twostage':>9} "
           f"{'ratio':>6} {'quest eager':>12} {'two eager':>10}")

@@ -140,6 +140,9 @@ def _add_selection(sub) -> None:
     p.add_argument("--twostage-candidate-top-p", type=float, default=None,
                    help="twostage: keep the fewest candidates whose bound softmax reaches this mass, at most "
                         "--twostage-candidates x the budget (None: 0 = always that many)")
+    p.add_argument("--twostage-bound", default=None, choices=("copy", "exact"),
+                   help="twostage's stage-1 bound: its int8 copy of the page bounds, rounded outward (copy), "
+                        "or quest's fp16 bound (exact) (None: copy)")
     p.add_argument("--tier-factors", default=None,
                    help="fast-tier sizes to replay, as multiples of the mean pages selected (None: 2,4; '' = none)")
     p.add_argument("--data-dir", default=None, help="train-lm corpus folder with heldout_docs.npy")
@@ -183,6 +186,8 @@ def spec_from_args(args):
         v = getattr(args, name)
         if v is not None:
             setattr(spec, name, v)
+    if args.twostage_bound is not None:
+        spec.twostage_bound_copy = args.twostage_bound == "copy"
     spec.seed = args.seed
     return spec.validate()
 
@@ -216,7 +221,8 @@ def _evaluate(args, spec):
 
 def run_selection(args) -> int:
     from ..errors import ConfigError, TinyServeError
-    from ..eval.selection import attach_decode_times, check_targets, markdown_table, tier_table, write_plots
+    from ..eval.selection import (attach_decode_times, check_targets, decode_step_target, markdown_table, tier_table,
+                                  write_plots)
 
     spec = spec_from_args(args)
     if args.quick:  # the README's promise: a quick run leaves its JSON and plots behind
@@ -244,7 +250,7 @@ def run_selection(args) -> int:
               else "GPU decode step at 32K: not measured here (pass --decode-json from `tinyserve bench decode`)")
     # a quick run's handful of samples judges nothing: it says so instead of met / MISSED
     quick_note = f"quick: {spec.quick_samples} samples, not a verdict" if args.quick else None
-    verdicts = [] if args.quick else check_targets(results)
+    verdicts = [] if args.quick else check_targets(results) + (decode_step_target(bench) if bench else [])
     table = markdown_table(results, digits=2 if args.quick else 3)
     tiers = tier_table(results)
     print(table)
@@ -286,7 +292,8 @@ def run_selection(args) -> int:
                  f"{spec.twostage_candidates:g}x candidates"
                  + (f" (the fewest reaching bound mass {spec.twostage_candidate_top_p:g})"
                     if spec.twostage_candidate_top_p else "")
-                 + f", int{spec.twostage_bits} keys; top_p "
+                 + f", int{spec.twostage_bits} keys, "
+                 + ("the int8 bound copy" if spec.twostage_bound_copy else "quest's bound") + " in stage 1; top_p "
                  f"{', '.join(f'{p:g}' for p in spec.top_ps)} "
                  f"(adaptive, twostage p=, oracle_p; a budget is their cap). "
                  f"Wall time {wall:.0f} s"

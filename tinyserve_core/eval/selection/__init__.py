@@ -30,13 +30,14 @@ The command itself (flags, printing) is tinyserve_core.cli.eval."""
 from __future__ import annotations
 
 from .heldout import heldout_tokens
-from .report import attach_decode_times, check_targets, machine, markdown_table, tier_table, write_plots
+from .report import attach_decode_times, check_targets, decode_step_target, machine, markdown_table, tier_table, write_plots
 from .runs import evaluate, replay_tiers, run_configs, wilson_interval
 from .spec import (ALL_POLICIES, DTYPES, FULL_BUDGETS, TARGET_BUDGETS, TIER_POLICIES_EVALUATED, EvalSpec,
                    RunResult, Task, build_tasks)
 
 __all__ = [
     "ALL_POLICIES", "DTYPES", "FULL_BUDGETS", "TARGET_BUDGETS", "TIER_POLICIES_EVALUATED", "EvalSpec",
-    "RunResult", "Task", "attach_decode_times", "build_tasks", "check_targets", "evaluate", "heldout_tokens",
-    "machine", "markdown_table", "replay_tiers", "run_configs", "tier_table", "wilson_interval", "write_plots",
+    "RunResult", "Task", "attach_decode_times", "build_tasks", "check_targets", "decode_step_target", "evaluate",
+    "heldout_tokens", "machine", "markdown_table", "replay_tiers", "run_configs", "tier_table", "wilson_interval",
+    "write_plots",
 ]

@@ -169,6 +169,23 @@ def attach_decode_times(results: list[RunResult], bench: dict, context: int = 32
             f"{_fmt(times['twostage'], digits=2)} ms ({_how_timed(row)})")
 
 
+def decode_step_target(bench: dict, context: int = 32768) -> list[dict]:
+    """Issue 20's step target from a `bench decode` JSON: twostage's decode step at `context`
+    (the largest batch measured) at most 1.2x quest's at the same page count (the bench runs
+    both at one token budget, in one process); [] when the bench has no such row."""
+    rows = [r for r in bench.get("rows", []) if r.get("context") == context
+            and r.get("twostage_ms") and r.get("quest_ms")]
+    if not rows:
+        return []
+    row = max(rows, key=lambda r: r["batch"])
+    ratio = row["twostage_ms"] / row["quest_ms"]
+    return [{"target": f"twostage decode step at {row['batch']} x {context // 1024}K <= 1.2x quest's (bench decode)",
+             "block_size": bench.get("block_size"),
+             "value": {"ratio": ratio, "twostage_ms": row["twostage_ms"], "quest_ms": row["quest_ms"],
+                       "machine": bench.get("machine"), "twostage": bench.get("twostage")},
+             "met": ratio <= 1.2}]
+
+
 def _how_timed(row: dict) -> str:
     """Bench decode results since twostage's graph capture carry its eager step beside."""
     quest_eager = _fmt(row.get("quest_eager_ms"), digits=2)

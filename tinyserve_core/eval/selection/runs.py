@@ -132,6 +132,7 @@ def _make_selector(policy: str, budget: str | None, top_p: float | None, spec: E
         params["candidates"] = spec.twostage_candidates
         params["candidate_top_p"] = spec.twostage_candidate_top_p
         params["quant_bits"] = spec.twostage_bits
+        params["bound_copy"] = spec.twostage_bound_copy
     return PageSelector(policy, stats=True, **params)
 
 

@@ -40,6 +40,7 @@ class EvalSpec:
     twostage_candidates: float = TwoStageParams().candidates
     twostage_candidate_top_p: float = TwoStageParams().candidate_top_p
     twostage_bits: int = TwoStageParams().quant_bits
+    twostage_bound_copy: bool = TwoStageParams().bound_copy   # stage 1 over the int8 bound copy
     seed: int = 0
 
     @classmethod

@@ -117,6 +117,15 @@ TINYSERVE_MMA_M16N8K16(__half, "f16")
 TINYSERVE_MMA_M16N8K16(__nv_bfloat16, "bf16")
 #undef TINYSERVE_MMA_M16N8K16
 
+// The (element type, head_dim) pairs the bound-scoring kernels are built for.
+#define TINYSERVE_DTYPE_HEAD_DIMS(X) \
+  X(float, 64)                       \
+  X(float, 128)                      \
+  X(__half, 64)                      \
+  X(__half, 128)                     \
+  X(__nv_bfloat16, 64)               \
+  X(__nv_bfloat16, 128)
+
 __host__ __device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // Inclusive prefix sum over the lanes of a warp.

@@ -351,12 +351,6 @@ select_pages_kernel(const float* __restrict__ scores, int M, int k, int* __restr
 // spills a few registers under the cap and was not measured).
 #define TINYSERVE_SCORE_GROUPS(X, T, D) X(T, D, 0) X(T, D, 4)
 
-#define TINYSERVE_SCORE_INSTANCES(X) \
-  X(float, 64)                       \
-  X(float, 128)                      \
-  X(__half, 64)                      \
-  X(__half, 128)                     \
-  X(__nv_bfloat16, 64)               \
-  X(__nv_bfloat16, 128)
+#define TINYSERVE_SCORE_INSTANCES(X) TINYSERVE_DTYPE_HEAD_DIMS(X)
 
 }  // namespace tinyserve

@@ -28,7 +28,6 @@ void check_qkeys(const torch::Tensor& qkeys, const torch::Tensor& meta, int64_t 
                   meta.size(2) == qkeys.size(2) && meta.size(3) * bits / 8 == qkeys.size(3),
               "meta must be [NB, 2, Hkv, D] with D * bits / 8 == qkeys' last dim");
 }
-}  // namespace
 
 void check_qbounds(const torch::Tensor& qbounds, int64_t num_kv_heads, int64_t head_dim) {
   TS_CHECK_CUDA(qbounds);
@@ -37,6 +36,7 @@ void check_qbounds(const torch::Tensor& qbounds, int64_t num_kv_heads, int64_t h
                   qbounds.size(2) == bound_row_bytes((int)head_dim),
               "qbounds must be uint8 [NB, Hkv, 2 * head_dim + 32]");
 }
+}  // namespace
 
 void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torch::Tensor& qkeys,
                    const torch::Tensor& slot_mapping, int64_t bits, const std::optional<torch::Tensor>& qbounds) {

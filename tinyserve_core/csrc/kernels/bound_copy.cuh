@@ -1,6 +1,7 @@
 // The int8 page-bound copy of the twostage selector (spec: tinyserve_core/kernels/bound_copy_reference.py).
 //   qbounds [NB, Hkv, 2D + 32] uint8: bytes [0, D) hi8, [D, 2D) lo8, then mn, s (float32) and zeros;
-//   the box mn + s * code holds the page's fp16 min/max box (rounded outward, s = (max - min) / 254).
+//   the box mn + s * code holds the page's fp16 min/max box (rounded outward with a margin of
+//   2^-20 (|min| + |max|), s = (max - min + 2 margin) / 254).
 // bound_copy_encode writes one (page, kv-head) row (called by quantize_keys_kernel, which knows
 // the pages a write touched). page_scores_copy_kernel is twostage's stage 1: Quest's bound
 // q+ . hi + q- . lo over the copy, with the query on an int8 grid rounded up, as one IMMA GEMV:
@@ -14,25 +15,30 @@ namespace tinyserve {
 
 constexpr int kBoundHeader = 32;      // bytes after the 2D codes: rows of whole 32-byte sectors
 constexpr float kBoxLevels = 254.f;   // one code of headroom: hi8 never clamps
-constexpr float kQueryLevels = 126.f; // ceil of the query grid never reaches 127
+constexpr float kBoxTol = 0x1p-20f;   // the box's margin, relative to |min| + |max|
+constexpr float kQueryLevels = 126.f; // the query grid's scale (codes within [-127, 127])
+constexpr float kScoreSlack = 0x1p-16f;  // the score's margin for its float rounding (head_dim <= 128)
 
 __host__ __device__ __forceinline__ int bound_row_bytes(int D) { return 2 * D + kBoundHeader; }
 
-// One row from the page's min/max (float, D channels) and the head's mn = min_i lo_i,
-// mx = max_i hi_i. Threads [tid, D) step `nthreads`; the reference's operations in its order
+// One row from the page's min/max (float, D channels) and the head's mn0 = min_i lo_i,
+// mx0 = max_i hi_i. Threads [tid, D) step `nthreads`; the reference's operations in its order
 // (IEEE division, no contraction), so rows match it byte for byte.
 template <typename T>
-__device__ __forceinline__ void bound_copy_encode(const T* lo, const T* hi, float mn, float mx, uint8_t* row,
+__device__ __forceinline__ void bound_copy_encode(const T* lo, const T* hi, float mn0, float mx0, uint8_t* row,
                                                   int D, int tid, int nthreads) {
-  const float s = __fdiv_rn(__fsub_rn(mx, mn), kBoxLevels);
+  const float tol = __fmul_rn(__fadd_rn(fabsf(mn0), fabsf(mx0)), kBoxTol);
+  const float mn = __fsub_rn(mn0, tol);
+  const float s = __fdiv_rn(__fsub_rn(__fadd_rn(mx0, tol), mn), kBoxLevels);
   const bool flat = !(s > 0.f);
   const float sd = flat ? 1.f : s;
   for (int i = tid; i < D; i += nthreads) {
     const float l = to_float(lo[i]), h = to_float(hi[i]);
     float l8 = fminf(fmaxf(floorf(__fdiv_rn(__fsub_rn(l, mn), sd)), 0.f), kBoxLevels + 1.f);
     float h8 = fminf(fmaxf(ceilf(__fdiv_rn(__fsub_rn(h, mn), sd)), 0.f), kBoxLevels + 1.f);
-    if (__fadd_rn(mn, __fmul_rn(sd, l8)) > l) l8 = fmaxf(l8 - 1.f, 0.f);
-    if (__fadd_rn(mn, __fmul_rn(sd, h8)) < h) h8 = fminf(h8 + 1.f, 255.f);
+    // within tol of the box steps outward: tol is ~8 ulps of the ends, more than this check's rounding
+    if (__fadd_rn(mn, __fmul_rn(sd, l8)) > __fsub_rn(l, tol)) l8 = fmaxf(l8 - 1.f, 0.f);
+    if (__fadd_rn(mn, __fmul_rn(sd, h8)) < __fadd_rn(h, tol)) h8 = fminf(h8 + 1.f, 255.f);
     row[i] = flat ? 0 : (uint8_t)h8;
     row[D + i] = flat ? 0 : (uint8_t)l8;
   }
@@ -58,6 +64,7 @@ struct PageScoresCopyParams {
 constexpr int kCopyScoreWarps = 4;
 constexpr int kCopyScoreTiles = 8;   // 16-page tiles a warp: the query setup is paid once for them
 
+// sm_80+ (as the cp.async the other twostage kernels use)
 __device__ __forceinline__ void imma_u8s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -96,7 +103,7 @@ __global__ void __launch_bounds__(32 * kCopyScoreWarps)
   const T* qh = static_cast<const T*>(p.q) +
                 ((int64_t)b * p.num_kv_heads * p.group + kvh * p.group + (live_head ? g : 0)) * D;
   float qv[kHalf][16];
-  float amax = 0.f, qsum = 0.f;
+  float amax = 0.f, qsum = 0.f, qabs = 0.f;
 #pragma unroll
   for (int j = 0; j < kHalf; ++j) {
 #pragma unroll
@@ -107,12 +114,17 @@ __global__ void __launch_bounds__(32 * kCopyScoreWarps)
       for (int e = 0; e < 8; ++e) qv[j][8 * v + e] = live_head ? f[e] : 0.f;
     }
 #pragma unroll
-    for (int e = 0; e < 16; ++e) amax = fmaxf(amax, fabsf(qv[j][e])), qsum += qv[j][e];
+    for (int e = 0; e < 16; ++e) {
+      amax = fmaxf(amax, fabsf(qv[j][e]));
+      qsum += qv[j][e];
+      qabs += fabsf(qv[j][e]);
+    }
   }
 #pragma unroll
   for (int o = 1; o <= 2; o <<= 1) {
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     qsum += __shfl_xor_sync(0xffffffffu, qsum, o);
+    qabs += __shfl_xor_sync(0xffffffffu, qabs, o);
   }
   const float sq = __fdiv_rn(amax, kQueryLevels);
   const float rq = amax > 0.f ? __fdiv_rn(kQueryLevels, amax) : 0.f;
@@ -134,11 +146,12 @@ __global__ void __launch_bounds__(32 * kCopyScoreWarps)
     }
   }
   // this lane's output heads 2t, 2t + 1: their scale and channel sum from lanes (2t, 0), (2t + 1, 0)
-  float hs[2], hq[2];
+  float hs[2], hq[2], ha[2];
 #pragma unroll
   for (int c = 0; c < 2; ++c) {
     hs[c] = __shfl_sync(0xffffffffu, sq, (2 * t + c) * 4);
     hq[c] = __shfl_sync(0xffffffffu, qsum, (2 * t + c) * 4);
+    ha[c] = __fmul_rn(__shfl_sync(0xffffffffu, qabs, (2 * t + c) * 4), kScoreSlack);
   }
   const bool head_ok[2] = {2 * t < p.group, 2 * t + 1 < p.group};
 
@@ -177,9 +190,13 @@ __global__ void __launch_bounds__(32 * kCopyScoreWarps)
     for (int r = 0; r < 2; ++r) {
       best[r] = -INFINITY;
 #pragma unroll
+      // |mn| + 255 s: the largest magnitude a box value can have, for the slack term
+      const float span = __fadd_rn(fabsf(ms[r].x), __fmul_rn(ms[r].y, 255.f));
+#pragma unroll
       for (int c = 0; c < 2; ++c) {
-        const float u =
-            __fadd_rn(__fmul_rn(ms[r].x, hq[c]), __fmul_rn(ms[r].y, __fmul_rn(hs[c], (float)acc[2 * r + c])));
+        const float a = __fmul_rn(ms[r].x, hq[c]);
+        const float b = __fmul_rn(ms[r].y, __fmul_rn(hs[c], (float)acc[2 * r + c]));
+        const float u = __fadd_rn(__fadd_rn(a, b), __fmul_rn(ha[c], span));
         if (head_ok[c]) best[r] = fmaxf(best[r], u);
       }
 #pragma unroll
@@ -192,12 +209,7 @@ __global__ void __launch_bounds__(32 * kCopyScoreWarps)
   }
 }
 
-#define TINYSERVE_BOUND_COPY_INSTANCES(X) \
-  X(float, 64)                            \
-  X(float, 128)                           \
-  X(__half, 64)                           \
-  X(__half, 128)                          \
-  X(__nv_bfloat16, 64)                    \
-  X(__nv_bfloat16, 128)
+// the query's dtype x head_dim, as page_scores
+#define TINYSERVE_BOUND_COPY_INSTANCES(X) TINYSERVE_DTYPE_HEAD_DIMS(X)
 
 }  // namespace tinyserve

@@ -18,7 +18,7 @@ struct QuantKeysParams {
   const void* k_cache;          // [NB, BS, Hkv, D]
   const void* meta;             // [NB, 2, Hkv, D]
   uint8_t* qkeys;               // [NB, BS, Hkv, Dq]
-  uint8_t* qbounds;             // [NB, Hkv, 2D + 16] (bound_copy.cuh), or null
+  uint8_t* qbounds;             // [NB, Hkv, 2D + 32] (bound_copy.cuh), or null
   const int64_t* slot_mapping;  // [T], -1 skips
   int num_tokens, num_kv_heads, head_dim, block_size;
 };

@@ -220,19 +220,28 @@ def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
     panels = (("ppl_vs_dense", "perplexity vs dense (+%)", 100.0), ("passkey_accuracy", "pass-key accuracy", 1.0),
               ("mass_recall", "attention-mass recall", 1.0), ("agreement", "greedy agreement with dense", 1.0))
     files = []
+    # One style per policy in every panel of a figure (the default cycle has 10 colours and a
+    # sweep has more runs: quest and oracle_p p=0.99 came out the same blue), and one legend
+    # beside the panels, where it covers no points.
+    colours = [plt.get_cmap("tab20")(i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
+    markers = "os^Dv<>p"   # 8 against 10 hues: a light shade never shares its dark twin's marker
     for bs in sorted({r.block_size for r in results}):
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+        fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
         rows = [r for r in results if r.block_size == bs]
         dense = next((r for r in rows if r.policy == "dense"), None)
+        names = [p for p in dict.fromkeys(_label(r) for r in rows) if p != "dense"]
+        style = {p: (colours[i % len(colours)], markers[i % len(markers)]) for i, p in enumerate(names)}
+        handles: dict[str, object] = {}
         for ax, (metric, title, scale) in zip(axes.flat, panels):
-            for policy in dict.fromkeys(_label(r) for r in rows):
-                if policy == "dense":
-                    continue
+            for policy in names:
                 pts = sorted((100 * r.pages_frac, getattr(r, metric), r.budget) for r in rows
                              if _label(r) == policy and getattr(r, metric) is not None)
                 if not pts:
                     continue
-                ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker="o", label=policy)
+                colour, marker = style[policy]
+                (line,) = ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker=marker, color=colour,
+                                  label=policy)
+                handles.setdefault(policy, line)
                 labels: dict[tuple[float, float], list[str]] = {}
                 for x, y, b in pts:  # budgets that land on one point (256 = 1/8 of 2048) share a label
                     labels.setdefault((x, y), []).append(b or "all")
@@ -240,7 +249,8 @@ def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
                     ax.annotate("=".join(bs_), (x, y * scale), fontsize=7, textcoords="offset points",
                                 xytext=(3, 3))
             if dense is not None and getattr(dense, metric) is not None:
-                ax.axhline(getattr(dense, metric) * scale, color="k", ls="--", lw=1, label="dense")
+                handles["dense"] = ax.axhline(getattr(dense, metric) * scale, color="k", ls="--", lw=1,
+                                              label="dense")
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -248,9 +258,9 @@ def write_plots(results: list[RunResult], out_dir: str | Path) -> list[str]:
             ax.set_xlabel("pages attended (% of context, sparse layers)")
             ax.set_title(title)
             ax.grid(alpha=0.3)
-        axes.flat[0].legend(fontsize=8)
+        fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8)
         fig.suptitle(f"Page selection accuracy vs budget (block size {bs})")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 0.86, 1))
         f = out / f"selection_accuracy_bs{bs}.png"
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=110)

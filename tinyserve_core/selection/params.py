@@ -141,14 +141,13 @@ def check_choice(field: str, value, choices: tuple[str, ...]) -> str:
     return value.strip().lower()
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def check_bool(field: str, value) -> bool:
-    """A bool, or its spelling in a config or command line (true/false, on/off, yes/no, 1/0)."""
+    """A bool, or its spelling on a command line (true/false, 1/0, yes/no, on/off)."""
     if isinstance(value, bool):
         return value
-    words = {"true": True, "on": True, "yes": True, "1": True, "false": False, "off": False, "no": False, "0": False}
-    key = value.strip().lower() if isinstance(value, str) else value if isinstance(value, int) else None
-    if isinstance(key, int) and key in (0, 1):
-        return bool(key)
-    if isinstance(key, str) and key in words:
-        return words[key]
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
     raise ConfigError(field, f"expected true or false, got {value!r}")

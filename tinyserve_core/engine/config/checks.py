@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from ...errors import ConfigError
+from ...selection.params import check_bool
 
 
 def coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
@@ -21,13 +22,7 @@ def coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
     base = typ.replace(" | None", "").replace("None | ", "")
     try:
         if base == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
+            return check_bool(name, value)
         if base == "int":
             if isinstance(value, bool):
                 raise ValueError

@@ -56,7 +56,8 @@ void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torc
   const c10::cuda::CUDAGuard guard(k_cache.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const QuantKeysParams p{k_cache.data_ptr(), meta.data_ptr(), qkeys.data_ptr<uint8_t>(),
-                          qbounds ? qbounds->data_ptr<uint8_t>() : nullptr, slot_mapping.data_ptr<int64_t>(), T, (int)k_cache.size(2), (int)k_cache.size(3),
+                          qbounds ? qbounds->data_ptr<uint8_t>() : nullptr, slot_mapping.data_ptr<int64_t>(), T,
+                          (int)k_cache.size(2), (int)k_cache.size(3),
                           (int)k_cache.size(1)};
   const size_t smem = sizeof(float) * p.num_kv_heads;   // one page range per kv-head
   with_cache_type(k_cache.scalar_type(), "quantize_keys", [&](auto tag) {

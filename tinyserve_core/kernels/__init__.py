@@ -11,8 +11,8 @@ import importlib
 
 import torch
 
-from . import (bound_copy_reference, fp8_reference, fused_reference, prefill_reference, quant_reference, reference, stats_reference,
-               twostage_reference)
+from . import (bound_copy_reference, fp8_reference, fused_reference, prefill_reference, quant_reference, reference,
+               stats_reference, twostage_reference)
 from ._backend import backend_for, backend_info
 
 __all__ = [

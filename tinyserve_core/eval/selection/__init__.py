@@ -30,7 +30,8 @@ The command itself (flags, printing) is tinyserve_core.cli.eval."""
 from __future__ import annotations
 
 from .heldout import heldout_tokens
-from .report import attach_decode_times, check_targets, decode_step_target, machine, markdown_table, tier_table, write_plots
+from .report import (attach_decode_times, check_targets, decode_step_target, machine, markdown_table, tier_table,
+                     write_plots)
 from .runs import evaluate, replay_tiers, run_configs, wilson_interval
 from .spec import (ALL_POLICIES, DTYPES, FULL_BUDGETS, TARGET_BUDGETS, TIER_POLICIES_EVALUATED, EvalSpec,
                    RunResult, Task, build_tasks)

@@ -113,7 +113,8 @@ def quantize_keys(k_cache, meta, qkeys, slot_mapping, qbounds=None) -> None:
 def page_scores_copy(query, qbounds, block_tables, seq_lens, scale, block_size):
     """page_scores over the int8 bound copy (bound_copy_reference.py): >= Quest's bound of
     every page, at half its bytes; twostage's stage 1."""
-    return _quant_ops(query).page_scores_copy(query, qbounds, block_tables, seq_lens, scale, block_size)
+    return _quant_ops(query, bound_copy_reference).page_scores_copy(query, qbounds, block_tables, seq_lens, scale,
+                                                                    block_size)
 
 
 def page_estimates(query, qkeys, meta, block_tables, seq_lens, candidates, scale):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from . import bound_copy_reference
-from .bound_copy_reference import page_scores_copy  # noqa: F401  (the op's reference)
 
 
 def quant_bits(qkeys: torch.Tensor, head_dim: int) -> int:

@@ -153,10 +153,9 @@ def attach_decode_times(results: list[RunResult], bench: dict, context: int = 32
     share of the context as the bench's token budget (4096 tokens of 32K = 1/8); the
     other policies have no fast path to time.
     Returns the line that says what was measured where."""
-    rows = [r for r in bench.get("rows", []) if r.get("context") == context]
-    if not rows:
+    row = _bench_row(bench, context)
+    if row is None:
         return f"GPU decode step: the bench decode results have no {context}-token row; not measured here"
-    row = max(rows, key=lambda r: r["batch"])
     times = {"dense": row.get("dense_ms"), "quest": row.get("quest_ms"), "twostage": row.get("twostage_ms")}
     frac = (bench.get("budget") or 0) / context   # a row of the same share of its context
     for r in results:
@@ -169,15 +168,19 @@ def attach_decode_times(results: list[RunResult], bench: dict, context: int = 32
             f"{_fmt(times['twostage'], digits=2)} ms ({_how_timed(row)})")
 
 
+def _bench_row(bench: dict, context: int, *needs: str) -> dict | None:
+    """The `bench decode` row at `context` with the largest batch (among rows holding `needs`)."""
+    rows = [r for r in bench.get("rows", []) if r.get("context") == context and all(r.get(k) for k in needs)]
+    return max(rows, key=lambda r: r["batch"], default=None)
+
+
 def decode_step_target(bench: dict, context: int = 32768) -> list[dict]:
     """Issue 20's step target from a `bench decode` JSON: twostage's decode step at `context`
     (the largest batch measured) at most 1.2x quest's at the same page count (the bench runs
     both at one token budget, in one process); [] when the bench has no such row."""
-    rows = [r for r in bench.get("rows", []) if r.get("context") == context
-            and r.get("twostage_ms") and r.get("quest_ms")]
-    if not rows:
+    row = _bench_row(bench, context, "twostage_ms", "quest_ms")
+    if row is None:
         return []
-    row = max(rows, key=lambda r: r["batch"])
     ratio = row["twostage_ms"] / row["quest_ms"]
     return [{"target": f"twostage decode step at {row['batch']} x {context // 1024}K <= 1.2x quest's (bench decode)",
              "block_size": bench.get("block_size"),

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "attention_params.h"
+#include "kernels/page_scores_mma.cuh"
 #include "kernels/paged_attention_fp8.cuh"
 #include "launch.h"
 #include "ops.h"
@@ -40,6 +41,10 @@ struct Tuning {
   int decode_merge_max_splits = 4;
 };
 Tuning g_tuning;
+// page_scores on tensor cores for fp16/bf16 (kernels/page_scores_mma.cuh); set_score_mma(False)
+// runs the FMA kernel instead, for A/B runs and its tests. The one-launch sparse decode always
+// scores on tensor cores.
+bool g_score_mma = true;
 
 // The decode kernel instance (MERGE: the splits merged in the launch; WINDOW: the page
 // lookups from a window per warp), with its dynamic shared memory allowed.
@@ -265,13 +270,24 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   const c10::cuda::CUDAGuard guard(query.device());
   auto out = torch::empty({B, Hkv, M}, query.options().dtype(torch::kFloat32));
   if (B == 0 || M == 0) return out;
-  const int ppc = pages_per_cta > 0 ? (int)pages_per_cta : (int)page_scores_ppc(B, Hkv, M);
+  int ppc = pages_per_cta > 0 ? (int)pages_per_cta : (int)page_scores_ppc(B, Hkv, M);
   TORCH_CHECK(ppc <= 4096, "pages_per_cta must be <= 4096, got ", ppc);
+  // fp16 / bf16 with up to 8 query heads a kv-head: the tensor-core kernel, whose CTAs take
+  // whole 16-page tiles a warp (a page's score does not depend on the split)
+  const bool mma = g_score_mma && query.scalar_type() != torch::kFloat && Hq / Hkv <= 8;
+  if (mma) ppc = (ppc + kMmaScorePages - 1) / kMmaScorePages * kMmaScorePages;
   const PageScoreParams p = page_score_params(query, meta, block_tables, seq_lens, scale, (int)block_size, ppc, out);
   TORCH_CHECK((M + p.pages_per_cta - 1) / p.pages_per_cta <= 65535 && B <= 65535, "page_scores: too many pages or sequences for one launch");
   const dim3 grid(Hkv, (M + p.pages_per_cta - 1) / p.pages_per_cta, B);
   const size_t smem = page_scores_smem_bytes(p.group, D, p.pages_per_cta);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (mma) {
+    const bool half = query.scalar_type() == torch::kHalf;
+    auto launch = [&](auto kern) { launch_pdl(kern, grid, kMmaScoreWarps * 32, 0, stream, p); };
+    if (half) D == 64 ? launch(page_scores_mma_kernel<__half, 64>) : launch(page_scores_mma_kernel<__half, 128>);
+    else D == 64 ? launch(page_scores_mma_kernel<__nv_bfloat16, 64>) : launch(page_scores_mma_kernel<__nv_bfloat16, 128>);
+    return out;
+  }
   // the head loop unrolled for groups of 4 query heads (TINYSERVE_SCORE_GROUPS)
   const int g = p.group == 4 ? 4 : 0;
 #define TS_SCORE_G(ATYPE, DIM, G)                                                              \
@@ -317,6 +333,12 @@ torch::Tensor select_pages(const torch::Tensor& scores, int64_t k) {
   TINYSERVE_SELECT_INSTANCES(TS_SELECT_CASE)
 #undef TS_SELECT_CASE
   return out;
+}
+
+bool set_score_mma(bool enabled) {  // returns the setting it replaced
+  const bool was = g_score_mma;
+  g_score_mma = enabled;
+  return was;
 }
 
 bool set_pdl(bool enabled) {  // returns the setting it replaced, so a caller can restore it

@@ -48,6 +48,7 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
 torch::Tensor select_pages(const torch::Tensor& scores, int64_t k);
 
 bool set_pdl(bool enabled);
+bool set_score_mma(bool enabled);
 
 void copy_blocks(const std::vector<torch::Tensor>& tensors, const torch::Tensor& block_mapping);
 

@@ -46,8 +46,8 @@ struct SparsePlan {
 
 // Splits: as many as the resident slots allow, each warp at least one 16-token tile, each
 // CTA at most kSparseMaxSplitPages pages; `want` > 0 asks for that many instead. Score
-// chunks: the rows' pages shared evenly by the grid, in multiples of 64 pages (a
-// page_scores CTA's stride).
+// chunks: the rows' pages shared evenly by the grid, in multiples of 64 pages (a 16-page
+// tile for each of the CTA's 4 warps, kMmaScorePages).
 SparsePlan plan_sparse(int64_t batch, int64_t hkv, int64_t max_blocks, int64_t k, int64_t block_size,
                        int64_t slots, int64_t want) {
   SparsePlan plan;
@@ -65,7 +65,7 @@ SparsePlan plan_sparse(int64_t batch, int64_t hkv, int64_t max_blocks, int64_t k
   const int64_t per_cta = (rows * max_blocks + rows * s - 1) / (rows * s);
   plan.splits = (int)s;
   plan.pages_per_split = (int)pps;
-  plan.pages_per_chunk = (int)((per_cta + 63) / 64 * 64);
+  plan.pages_per_chunk = (int)((per_cta + kMmaScorePages - 1) / kMmaScorePages * kMmaScorePages);
   plan.chunks = (int)((max_blocks + plan.pages_per_chunk - 1) / plan.pages_per_chunk);
   return plan;
 }
@@ -135,8 +135,6 @@ std::vector<torch::Tensor> sparse_decode_attention(const torch::Tensor& query, c
   sp.pages_per_split = plan.pages_per_split;
   const dim3 grid(B * Hkv * plan.splits);
   const size_t smem = D == 64 ? decode_smem_bytes<64>() : decode_smem_bytes<128>();
-  TORCH_CHECK(page_scores_smem_bytes(Hq / Hkv, D, plan.pages_per_chunk) <= (int)smem,
-              "sparse_decode_attention: a score chunk outgrows the shared memory");
   auto launch = [&](auto kern) { launch_pdl(kern, grid, kSparseThreads, smem, stream, sp); };
   if (dt == torch::kHalf) D == 64 ? launch(sparse_kernel<__half, 64>()) : launch(sparse_kernel<__half, 128>());
   else D == 64 ? launch(sparse_kernel<__nv_bfloat16, 64>()) : launch(sparse_kernel<__nv_bfloat16, 128>());

@@ -3,6 +3,7 @@
 #include "allocate_blocks.cuh"
 #include "copy_blocks.cuh"
 #include "page_scores.cuh"
+#include "page_scores_mma.cuh"
 #include "paged_attention.cuh"
 #include "reshape_and_cache.cuh"
 #include "sparse_decode.cuh"
@@ -25,6 +26,9 @@ TINYSERVE_CACHE_INSTANCES(CACHE)
   template __global__ void page_scores_kernel<T, D, G>(const __grid_constant__ PageScoreParams);
 #define SCORE(T, D) TINYSERVE_SCORE_GROUPS(SCORE_G, T, D)
 TINYSERVE_SCORE_INSTANCES(SCORE)
+#define SCORE_MMA(T, D) \
+  template __global__ void page_scores_mma_kernel<T, D>(const __grid_constant__ PageScoreParams);
+TINYSERVE_SCORE_MMA_INSTANCES(SCORE_MMA)
 #define SELECT(N) template __global__ void select_pages_kernel<N>(const float*, int, int, int*);
 TINYSERVE_SELECT_INSTANCES(SELECT)
 #define SPARSE(T, D) \

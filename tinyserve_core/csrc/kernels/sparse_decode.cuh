@@ -6,8 +6,9 @@
 // stage is one short wave, and every boundary drains the GPU. Here one grid of
 // B x Hkv x S CTAs (S splits per (sequence, kv-head) row), no larger than the CTAs the GPU
 // holds at once (host check), does all of it:
-//   1. score: the grid shares out the rows' pages in chunks, page_scores' code on each; a
-//      CTA's last barrier after a chunk is followed by an increment of the row's counter;
+//   1. score: the grid shares out the rows' pages in chunks, page_scores' tensor-core code
+//      (score_tiles_mma) on each; a CTA's last barrier after a chunk is followed by an
+//      increment of the row's counter;
 //   2. select: every CTA waits (acquire) until its row's chunks are all scored, reads the
 //      row's scores from L2, forces the pages every policy keeps to +inf, and runs
 //      select_pages' search (select_kth, select_take): every CTA of the row finds the same
@@ -19,7 +20,7 @@
 // score before they wait, and every CTA of the grid fits on the GPU at once.
 #pragma once
 
-#include "page_scores.cuh"
+#include "page_scores_mma.cuh"
 #include "paged_attention.cuh"
 
 namespace tinyserve {
@@ -63,8 +64,9 @@ sparse_decode_kernel(const __grid_constant__ SparseDecodeParams sp) {
   for (int it = blockIdx.x; it < rows * sp.chunks; it += gridDim.x) {
     const int kvh = it % Hkv, rest = it / Hkv;
     const int chunk = rest % sp.chunks, b = rest / sp.chunks;
-    __syncthreads();  // the previous chunk's readers of the query slices are done
-    score_page_range<T, D>(sp.score, reinterpret_cast<float*>(sm_dyn), b, kvh, chunk * sp.score.pages_per_cta);
+    const int p_begin = chunk * sp.score.pages_per_cta;
+    score_tiles_mma<T, D>(sp.score, b, kvh, p_begin, min(sp.score.max_blocks, p_begin + sp.score.pages_per_cta),
+                          threadIdx.x >> 5, kSparseThreads / 32);
     __syncthreads();  // the CTA's scores are written; one fence by the thread that signals
     if (threadIdx.x == 0) {
       __threadfence();

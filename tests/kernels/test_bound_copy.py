@@ -169,3 +169,24 @@ def test_cuda_page_scores_copy_matches_the_reference(head_dim, group, M):
     torch.testing.assert_close(got[live], want[live], rtol=2e-5, atol=2e-4)
     # and it is a bound: never below Quest's on the same pages
     assert (got[live] >= _quest_bound64(q, meta, tables, 0.0883)[live].float()).all()   # q as the kernel got it
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_page_scores_copy_any_tiles_per_warp_same_scores():
+    """Tiles per warp only split the work (the launch picks fewer at small grids): 1, 2, 4, 8 and
+    the automatic choice give the same scores."""
+    from tinyserve_core.kernels._backend import build
+    g = torch.Generator().manual_seed(7)
+    nb, hkv, B, M = 300, 2, 3, 600
+    meta = _meta(nb, hkv, 128, torch.float16, seed=3)
+    rows = torch.zeros(nb, hkv, bc.row_bytes(128), dtype=torch.uint8)
+    bc.write_bound_copy(meta, rows, torch.arange(nb))
+    q = (torch.randn(B, hkv * 4, 128, generator=g) * 2).cuda()
+    tables = torch.randint(0, nb, (B, M), generator=g).int().cuda()
+    lens = torch.tensor([M * 16, 333, 16 * 70 + 5], dtype=torch.int32).cuda()
+    rows = rows.cuda()
+    auto = build().page_scores_copy(q, rows, tables, lens, 0.0883, 16)
+    assert torch.isfinite(auto[0]).all() and (auto[1, :, 21:] == float("-inf")).all()
+    for tpw in (1, 2, 4, 8):
+        assert torch.equal(build().page_scores_copy(q, rows, tables, lens, 0.0883, 16, tpw), auto), tpw

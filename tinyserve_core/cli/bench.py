@@ -160,7 +160,7 @@ def _add_kernels(sub) -> None:
     p.add_argument("--no-peers", action="store_true", help="skip FlashInfer and SDPA")
     p.add_argument("--report", default=None, metavar="JSON",
                    help="print the tables of an earlier run's JSON (no GPU needed)")
-    p.add_argument("--only", choices=("decode", "sparse", "cache", "alloc", "fp8"), action="append",
+    p.add_argument("--only", choices=("decode", "sparse", "score", "cache", "alloc", "fp8"), action="append",
                    help="run only these sections (repeatable; None: all but fp8, the FP8 KV-cache rows)")
     p.set_defaults(func=run_kernels)
 

@@ -43,7 +43,7 @@ struct Tuning {
 Tuning g_tuning;
 // page_scores on tensor cores for fp16/bf16 (kernels/page_scores_mma.cuh); set_score_mma(False)
 // runs the FMA kernel instead, for A/B runs and its tests. The one-launch sparse decode always
-// scores on tensor cores.
+// scores on tensor cores (the same bits).
 bool g_score_mma = true;
 
 // The decode kernel instance (MERGE: the splits merged in the launch; WINDOW: the page
@@ -272,10 +272,12 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   if (B == 0 || M == 0) return out;
   int ppc = pages_per_cta > 0 ? (int)pages_per_cta : (int)page_scores_ppc(B, Hkv, M);
   TORCH_CHECK(ppc <= 4096, "pages_per_cta must be <= 4096, got ", ppc);
-  // fp16 / bf16 with up to 8 query heads a kv-head: the tensor-core kernel, whose CTAs take
-  // whole 16-page tiles a warp (a page's score does not depend on the split)
+  // fp16 / bf16 with up to 8 query heads a kv-head: the tensor-core kernel, one 16-page tile a
+  // warp unless the caller asks for more (a page's score does not depend on the split). One
+  // tile a warp measured fastest at every batch (H200, 32K context: 64 pages a CTA 134.5 us at
+  // batch 64, 512 pages 147.3 us; the FMA kernel's plan does not carry over).
   const bool mma = g_score_mma && query.scalar_type() != torch::kFloat && Hq / Hkv <= 8;
-  if (mma) ppc = (ppc + kMmaScorePages - 1) / kMmaScorePages * kMmaScorePages;
+  if (mma) ppc = pages_per_cta > 0 ? (ppc + kMmaScorePages - 1) / kMmaScorePages * kMmaScorePages : kMmaScorePages;
   const PageScoreParams p = page_score_params(query, meta, block_tables, seq_lens, scale, (int)block_size, ppc, out);
   TORCH_CHECK((M + p.pages_per_cta - 1) / p.pages_per_cta <= 65535 && B <= 65535, "page_scores: too many pages or sequences for one launch");
   const dim3 grid(Hkv, (M + p.pages_per_cta - 1) / p.pages_per_cta, B);
@@ -284,9 +286,13 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   if (mma) {
     const bool half = query.scalar_type() == torch::kHalf;
     auto launch = [&](auto kern) { launch_pdl(kern, grid, kMmaScoreWarps * 32, 0, stream, p); };
-    if (half) D == 64 ? launch(page_scores_mma_kernel<__half, 64>) : launch(page_scores_mma_kernel<__half, 128>);
-    else D == 64 ? launch(page_scores_mma_kernel<__nv_bfloat16, 64>) : launch(page_scores_mma_kernel<__nv_bfloat16, 128>);
-    return out;
+#define TS_SCORE_MMA(ATYPE, DIM)                                \
+    if (half == std::is_same_v<ATYPE, __half> && D == DIM) { \
+      launch(page_scores_mma_kernel<ATYPE, DIM>);            \
+      return out;                                            \
+    }
+    TINYSERVE_SCORE_MMA_INSTANCES(TS_SCORE_MMA)
+#undef TS_SCORE_MMA
   }
   // the head loop unrolled for groups of 4 query heads (TINYSERVE_SCORE_GROUPS)
   const int g = p.group == 4 ? 4 : 0;

@@ -36,7 +36,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize_keys", &tinyserve::quantize_keys, pybind11::arg("k_cache"), pybind11::arg("meta"),
         pybind11::arg("qkeys"), pybind11::arg("slot_mapping"), pybind11::arg("bits"),
         pybind11::arg("qbounds") = std::nullopt);
-  m.def("page_scores_copy", &tinyserve::page_scores_copy);
+  m.def("page_scores_copy", &tinyserve::page_scores_copy, pybind11::arg("query"), pybind11::arg("qbounds"),
+        pybind11::arg("block_tables"), pybind11::arg("seq_lens"), pybind11::arg("scale"), pybind11::arg("block_size"),
+        pybind11::arg("tiles_per_warp") = 0);
   m.def("page_estimates", &tinyserve::page_estimates);
   m.def("estimate_page_lse", &tinyserve::estimate_page_lse);
   m.def("set_lse_mma", &tinyserve::set_lse_mma, "twostage stage 2 on tensor cores (sm_80+) or CUDA cores");

@@ -66,7 +66,7 @@ void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torc
 // twostage's stage 1 over the int8 bound copy (kernels/bound_copy.cuh): float32 [B, Hkv, M]
 torch::Tensor page_scores_copy(const torch::Tensor& query, const torch::Tensor& qbounds,
                                const torch::Tensor& block_tables, const torch::Tensor& seq_lens, double scale,
-                               int64_t block_size);
+                               int64_t block_size, int64_t tiles_per_warp = 0);
 
 torch::Tensor page_estimates(const torch::Tensor& query, const torch::Tensor& qkeys, const torch::Tensor& meta,
                              const torch::Tensor& block_tables, const torch::Tensor& seq_lens,

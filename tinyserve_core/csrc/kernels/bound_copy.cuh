@@ -59,10 +59,11 @@ struct PageScoresCopyParams {
   float* out;                // [B, Hkv, bt_stride]
   int num_kv_heads, group, block_size, bt_stride;
   float scale;
+  int tiles_per_warp;        // 16-page tiles a warp: the query setup is paid once for them
 };
 
 constexpr int kCopyScoreWarps = 4;
-constexpr int kCopyScoreTiles = 8;   // 16-page tiles a warp: the query setup is paid once for them
+constexpr int kCopyScoreTiles = 8;   // tiles_per_warp unless the caller asks otherwise
 
 // sm_80+ (as the cp.async the other twostage kernels use)
 __device__ __forceinline__ void imma_u8s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(32 * kCopyScoreWarps)
   const int b = row / p.num_kv_heads, kvh = row - b * p.num_kv_heads;
   const int M = p.bt_stride;
   const int ntiles = (M + 15) >> 4;
-  const int tile0 = (blockIdx.y * kCopyScoreWarps + (threadIdx.x >> 5)) * kCopyScoreTiles;
+  const int tile0 = (blockIdx.y * kCopyScoreWarps + (threadIdx.x >> 5)) * p.tiles_per_warp;
   if (tile0 >= ntiles) return;
   const int npages = min((p.seq_lens[b] + p.block_size - 1) / p.block_size, M);
   const int* bt = p.block_tables + (int64_t)b * M;
@@ -156,7 +157,7 @@ __global__ void __launch_bounds__(32 * kCopyScoreWarps)
   const bool head_ok[2] = {2 * t < p.group, 2 * t + 1 < p.group};
 
   float* out = p.out + (int64_t)row * M;
-  const int tile_end = min(tile0 + kCopyScoreTiles, ntiles);
+  const int tile_end = min(tile0 + p.tiles_per_warp, ntiles);
   for (int tile = tile0; tile < tile_end; ++tile) {
     // pages g and g + 8 of the tile: D / 32 16-byte loads each, and their mn, s
     uint4 a[2][kChunks];

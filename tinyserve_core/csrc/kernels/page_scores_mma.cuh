@@ -6,15 +6,20 @@
 // and 2D fp32 FMAs per page and head, which held the FMA kernel (page_scores.cuh) at ~80% of
 // the copy bandwidth on an H200, latency-bound at 4 CTAs an SM.
 //
-// The result stays a bound (never below the exact one). Products of 16-bit values are exact in fp32, but tensor cores add
-// them with truncation, not rounding toward +inf: a block FMA (up to 16 products and the
-// accumulator) is off by at most ~17 ulps of its largest addend, and every addend is at most
-// S = sum_i |q_i| * M in magnitude (M = the page's largest |min_i|, |max_i|), so the 2D / 16
-// blocks of a head_dim-128 row stay within 16 * 17 * 2^-23 S < 2^-14 S. The kernel adds
-// kMmaScoreSlack * S (2^-12, a factor 4 over that), rounded up, to each head's sum before
-// the max over heads and the scale (both rounded as in page_scores):
-//   exact <= U <= exact + scale * 2^-12 * S  (up to the float rounding of the margin),
-// which tests/kernels/test_kernels_cuda.py checks in fp64 on random pages.
+// The result stays a bound (never below the exact one). Products of 16-bit values are exact
+// in fp32, but tensor cores add them with truncation, not rounding toward +inf. Each mma
+// starts from zero, so its sum of 16 products (in one block FMA, or two of 8 where the second
+// takes the first's sum as its accumulator) is off by at most ~18 ulps of the sum of its
+// own |products|, and the 2D / 16 partial sums are added in fp32 rounding up. Over a row that
+// is at most 18 * 2^-23 * sum_i |q_i| * max(|min_i|, |max_i|) <= 2^-18.8 S, S = sum_i |q_i| * M
+// (M = the page's largest |min_i|, |max_i|). The kernel adds kMmaScoreSlack * S (2^-16, a
+// factor 7 over that), rounded up, to each head's sum before the max over heads and the
+// scale (both rounded as in page_scores):
+//   exact <= U <= exact + scale * 2^-16 * S  (up to the float rounding of the margin),
+// which tests/kernels/test_kernels_cuda.py checks in fp64 on random pages. (Accumulating
+// across the mmas would tie the error to the running total: 16 x 17 ulps of S at head_dim
+// 128, a margin of 2^-12 S, which reordered 6-19% of a random row's top 128 pages against
+// the FMA kernel, H200.)
 #pragma once
 
 #include <type_traits>
@@ -25,7 +30,7 @@ namespace tinyserve {
 
 constexpr int kMmaScoreWarps = 4;
 constexpr int kMmaScorePages = 16 * kMmaScoreWarps;  // pages per CTA come in multiples of this
-constexpr float kMmaScoreSlack = 0x1p-12f;           // the margin for the tensor cores' sums
+constexpr float kMmaScoreSlack = 0x1p-16f;           // the margin for the tensor cores' sums
 
 template <typename T>
 using Pair2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
@@ -52,14 +57,77 @@ __device__ __forceinline__ uint32_t abs_max2(uint32_t m, uint32_t x) {
 // step s = 2c + h of the GEMV takes values 4h.. as k-slots {2t, 2t + 1, 2t + 8, 2t + 9}, on A and
 // B alike, so the permutation cancels in the dot product (as page_scores_copy_kernel).
 // Steps [0, D / 16) are the max row with q+, [D / 16, D / 8) the min row with q-.
+template <typename T, int D>
+struct MmaScoreTile {
+  static constexpr int C = D / 32;      // 16-byte vectors of a row a lane loads
+  static constexpr int kSteps = D / 8;  // mmas a tile: D / 16 for each row
+  using Rows = uint4[2][2 * C];         // pages g and g + 8: C vectors of the max row, then C of the min row
+
+  // the rows of pages blk[0], blk[1] (-1: zeros, nothing read)
+  __device__ __forceinline__ static void load(Rows& a, const T* meta, const int (&blk)[2], int Hkv, int kvh, int t) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const T* lo = meta + ((int64_t)max(blk[r], 0) * 2 * Hkv + kvh) * D + 8 * t;
+      const T* hi = lo + (int64_t)Hkv * D;
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        a[r][c] = blk[r] >= 0 ? ld_stream(hi + 32 * c) : make_uint4(0u, 0u, 0u, 0u);
+        a[r][C + c] = blk[r] >= 0 ? ld_stream(lo + 32 * c) : make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+  }
+
+  // The bound of pages g, g + 8 (best over the group's heads, before the scale), in every
+  // lane of the quad. Each mma starts from zero and the 2D / 16 partial sums are added
+  // rounded up: a tensor-core sum's error is then relative to its own 16 products, not to
+  // the running total (kMmaScoreSlack), and the mmas do not wait on one another.
+  __device__ __forceinline__ static void score(const Rows& a, const uint32_t (&bq)[kSteps][2], const float (&ha)[2],
+                                               const bool (&head_ok)[2], float (&best)[2]) {
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      const uint4& x = a[0][s >> 1];
+      const uint4& y = a[1][s >> 1];
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+      Mma<T>::run(d, (s & 1) ? x.z : x.x, (s & 1) ? y.z : y.x, (s & 1) ? x.w : x.y, (s & 1) ? y.w : y.y, bq[s][0],
+                  bq[s][1]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[i] = __fadd_ru(acc[i], d[i]);
+    }
+    // M of pages g, g + 8: the largest |value| of their rows, over the quad
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      uint32_t m2 = 0u;
+#pragma unroll
+      for (int i = 0; i < 2 * C; ++i) {
+        m2 = abs_max2<T>(m2, a[r][i].x);
+        m2 = abs_max2<T>(m2, a[r][i].y);
+        m2 = abs_max2<T>(m2, a[r][i].z);
+        m2 = abs_max2<T>(m2, a[r][i].w);
+      }
+      const Pair2<T> v = bits_pair<T>(m2);
+      float mx = fmaxf(to_float(v.x), to_float(v.y));
+#pragma unroll
+      for (int o = 1; o <= 2; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      // acc: (page g, heads 2t, 2t + 1), (page g + 8, the same heads)
+      best[r] = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < 2; ++c)
+        if (head_ok[c]) best[r] = fmaxf(best[r], __fadd_ru(acc[2 * r + c], __fmul_ru(ha[c], mx)));
+#pragma unroll
+      for (int o = 1; o <= 2; o <<= 1) best[r] = fmaxf(best[r], __shfl_xor_sync(0xffffffffu, best[r], o));
+    }
+  }
+};
+
 // Warp `warp` of `nwarps` scores the 16-page tiles warp, warp + nwarps, ... of
 // [p_begin, p_end) (p_begin a multiple of 16) of row (b, kvh). A page's score depends on its
 // own rows only, so any split of the pages gives the same bits.
 template <typename T, int D>
 __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b, int kvh, int p_begin, int p_end,
                                                 int warp, int nwarps) {
-  constexpr int C = D / 32;          // 16-byte vectors of a row a lane loads
-  constexpr int kSteps = D / 8;      // mmas a tile: D / 16 for each row
+  using Tile = MmaScoreTile<T, D>;
+  constexpr int C = Tile::C;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int ntiles = (p_end - p_begin + 15) >> 4;
   if (warp >= ntiles) return;
@@ -67,17 +135,21 @@ __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b,
   const int npages = min((p.seq_lens[b] + p.block_size - 1) / p.block_size, p.max_blocks);
   const int* bt = p.block_tables + (int64_t)b * p.bt_stride;
   int blk[2];
+  // the block ids of pages g, g + 8 of a tile (-1 past the context or past the warp's tiles)
+  auto block_ids = [&](int tile) {
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int m = p_begin + warp * 16 + g + 8 * r;
-    blk[r] = m < npages ? bt[m] : -1;
-  }
+    for (int r = 0; r < 2; ++r) {
+      const int m = p_begin + tile * 16 + g + 8 * r;
+      blk[r] = tile < ntiles && m < npages ? bt[m] : -1;
+    }
+  };
+  block_ids(warp);
 
   // B: head g's q+ and q- on the lane's channels (lanes g >= group carry zeros), and the
   // head's sum of |q_i| (rounded up) for the margin.
   const bool live_head = g < p.group;
   const T* qh = static_cast<const T*>(p.q) + ((int64_t)b * p.num_q_heads + kvh * p.group + (live_head ? g : 0)) * D;
-  uint32_t bq[kSteps][2];
+  uint32_t bq[Tile::kSteps][2];
   float qabs = 0.f;
   const Pair2<T> zero = bits_pair<T>(0u);
 #pragma unroll
@@ -104,66 +176,20 @@ __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b,
 
   const T* meta = static_cast<const T*>(p.meta);
   float* out = p.out + ((int64_t)b * Hkv + kvh) * p.max_blocks;
-  for (int tile = warp; tile < ntiles; tile += nwarps) {
-    // pages g and g + 8 of the tile: C vectors of the max row, then C of the min row
-    uint4 a[2][2 * C];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const T* lo = meta + ((int64_t)max(blk[r], 0) * 2 * Hkv + kvh) * D + 8 * t;
-      const T* hi = lo + (int64_t)Hkv * D;
-#pragma unroll
-      for (int c = 0; c < C; ++c) {
-        a[r][c] = blk[r] >= 0 ? ld_stream(hi + 32 * c) : make_uint4(0u, 0u, 0u, 0u);
-        a[r][C + c] = blk[r] >= 0 ? ld_stream(lo + 32 * c) : make_uint4(0u, 0u, 0u, 0u);
-      }
-    }
-    // the next tile's block ids, behind this tile's rows
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int m = p_begin + (tile + nwarps) * 16 + g + 8 * r;
-      blk[r] = tile + nwarps < ntiles && m < npages ? bt[m] : -1;
-    }
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
-      const uint4& x = a[0][s >> 1];
-      const uint4& y = a[1][s >> 1];
-      Mma<T>::run(acc, (s & 1) ? x.z : x.x, (s & 1) ? y.z : y.x, (s & 1) ? x.w : x.y, (s & 1) ? y.w : y.y, bq[s][0],
-                  bq[s][1]);
-    }
-    // M of pages g, g + 8: the largest |value| of their rows, over the quad
-    float mx[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      uint32_t m2 = 0u;
-#pragma unroll
-      for (int i = 0; i < 2 * C; ++i) {
-        m2 = abs_max2<T>(m2, a[r][i].x);
-        m2 = abs_max2<T>(m2, a[r][i].y);
-        m2 = abs_max2<T>(m2, a[r][i].z);
-        m2 = abs_max2<T>(m2, a[r][i].w);
-      }
-      const Pair2<T> v = bits_pair<T>(m2);
-      mx[r] = fmaxf(to_float(v.x), to_float(v.y));
-#pragma unroll
-      for (int o = 1; o <= 2; o <<= 1) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], o));
-    }
-    // acc: (page g, heads 2t, 2t + 1), (page g + 8, the same heads)
-    float best[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      best[r] = -INFINITY;
-#pragma unroll
-      for (int c = 0; c < 2; ++c)
-        if (head_ok[c]) best[r] = fmaxf(best[r], __fadd_ru(acc[2 * r + c], __fmul_ru(ha[c], mx[r])));
-#pragma unroll
-      for (int o = 1; o <= 2; o <<= 1) best[r] = fmaxf(best[r], __shfl_xor_sync(0xffffffffu, best[r], o));
-    }
+  auto store = [&](const float (&best)[2], int tile) {
     if (t < 2) {
       const int m = p_begin + tile * 16 + g + 8 * t;
       const float u = t ? best[1] : best[0];  // not best[t]: a lane-indexed array lives on the stack
       if (m < p_end) out[m] = m < npages ? __fmul_ru(u, u >= 0.f ? p.scale_hi : p.scale_lo) : -INFINITY;
     }
+  };
+  for (int tile = warp; tile < ntiles; tile += nwarps) {
+    typename Tile::Rows a;
+    Tile::load(a, meta, blk, Hkv, kvh, t);
+    block_ids(tile + nwarps);  // behind this tile's rows
+    float best[2];
+    Tile::score(a, bq, ha, head_ok, best);
+    store(best, tile);
   }
 }
 

@@ -79,3 +79,16 @@ def test_report_of_the_h200_sparse_run(capsys):
             if r and r[0].isdigit()}
     assert list(rows) == ["1", "2", "4", "8", "16", "64"]
     assert rows["1"][4:7] == ["22.3", "35.9", "21.8"] and rows["64"][5] == "-"
+
+
+def test_report_of_the_h200_scoring_run(capsys):
+    """The eighteenth session's run: the page-bound table gives the tensor-core scorer against the
+    FMA kernel measured in the same run, the bound copy beside them, and their top-128 agreement."""
+    assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h200_18.json"))) == 0
+    out = capsys.readouterr().out
+    assert "FlashInfer 0.2.14.post1" in out and len(_decode_rows(out)) == 12
+    rows = {r[0]: r for r in (line.split() for line in out.split("Page bounds at a 32K context")[1].splitlines())
+            if r and r[0].isdigit()}
+    assert list(rows) == ["1", "8", "64"]
+    assert rows["64"][1] == "135.7" and rows["64"][3] == "143.9" and rows["64"][5] == "1.06"
+    assert all(float(r[8]) >= 99.9 for r in rows.values())

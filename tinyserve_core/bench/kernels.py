@@ -4,9 +4,9 @@ Every figure is measured in one run on one GPU: the device-to-device copy bandwi
 (bytes read + written; the floor), paged decode attention (fp16, GQA 32/8, head_dim 128,
 block 16) against FlashInfer's BatchDecodeWithPagedKVCacheWrapper (tensor cores) and torch
 SDPA (flash backend, enable_gqa) on contiguous K/V, query-aware sparse decode (scoring +
-top-k + sparse attention) against our dense decode, the page-bound scorers against the FMA
-kernel (kernels_score.py), reshape_and_cache and copy_blocks as a share of copy bandwidth,
-and allocate_blocks against the Python BlockPool.
+top-k + sparse attention) against our dense decode, reshape_and_cache and copy_blocks as
+a share of copy bandwidth, and allocate_blocks against the Python BlockPool (the page-bound
+scorers: kernels_score.py; the FP8 cache: kernels_fp8.py).
 
 Timing: CUDA events around each call, all calls queued behind a sleep kernel so the CPU
 launch cost stays out of the numbers; median of many repetitions; inputs rotate over
@@ -308,10 +308,6 @@ def report(res: dict) -> str:
                             f(r.get("pct_copy_bw")), f(r["speedup"], 2)] for r in res["sparse"]],
                           ["batch", "dense us", "score+select us", "attend us", "3 launches us", "1 launch us",
                            "total us", "total %", "speedup"]))
-    if res.get("score"):
-        from .kernels_score import report_score
-
-        out.append(report_score(res["score"], bw))
     cache = res.get("reshape_and_cache", []) + ([res["copy_blocks"]] if res.get("copy_blocks") else [])
     if cache:
         out.append(f"\nCache ops, % of copy bandwidth ({bw:.0f} GB/s)")
@@ -355,7 +351,7 @@ def measure_kernels(reps: int = 30, quick: bool = False, peers: bool = True, onl
             res["flashinfer_version"] = getattr(flashinfer, "__version__", "unknown")
         except Exception as e:  # noqa: BLE001
             fi_error = f"{type(e).__name__}: {e}"
-    only = set(only or ("decode", "sparse", "score", "cache", "alloc"))
+    only = set(only or ("decode", "sparse", "cache", "alloc"))
     batches = (1, 64) if quick else BATCHES
     contexts = (4096, 32768) if quick else CONTEXTS
     decode = []
@@ -389,10 +385,6 @@ def measure_kernels(reps: int = 30, quick: bool = False, peers: bool = True, onl
               for b in ((1, 64) if quick else SPARSE_BATCHES)] if "sparse" in only else []
     torch.cuda.empty_cache()
     res["sparse"] = sparse
-    if "score" in only:
-        from .kernels_score import measure_score
-
-        res["score"] = measure_score(reps, bw, l2, gen, quick)
     if "cache" in only:
         res["reshape_and_cache"] = bench_reshape_and_cache(reps, bw, gen)
         torch.cuda.empty_cache()

@@ -65,8 +65,11 @@ def bench_score(batch: int, reps: int, bw: float, l2: int, gen: torch.Generator)
     return row
 
 
-def measure_score(reps: int, bw: float, l2: int, gen: torch.Generator, quick: bool = False) -> list[dict]:
-    return [bench_score(b, reps, bw, l2, gen) for b in ((1, 64) if quick else BATCHES)]
+def measure_score(reps: int, bw: float, quick: bool = False) -> list[dict]:
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(0)
+    return [bench_score(b, max(5, reps), bw, l2, gen) for b in ((1, 64) if quick else BATCHES)]
 
 
 def report_score(rows: list[dict], bw: float) -> str:

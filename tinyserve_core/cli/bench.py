@@ -168,11 +168,16 @@ def _add_kernels(sub) -> None:
 def _kernels_report(res: dict) -> str:
     from ..bench.kernels import report
 
-    if not res.get("fp8"):
-        return report(res)
-    from ..bench.kernels_fp8 import report_fp8
+    text = report(res)
+    if res.get("score"):
+        from ..bench.kernels_score import report_score
 
-    return report(res) + "\n" + report_fp8(res["fp8"], res["copy_bw_gbps"])
+        text += "\n" + report_score(res["score"], res["copy_bw_gbps"])
+    if res.get("fp8"):
+        from ..bench.kernels_fp8 import report_fp8
+
+        text += "\n" + report_fp8(res["fp8"], res["copy_bw_gbps"])
+    return text
 
 
 def run_kernels(args) -> int:
@@ -200,6 +205,10 @@ def run_kernels(args) -> int:
     progress = lambda it, desc: tqdm(it, desc=desc, file=sys.stderr)  # noqa: E731
     res = measure_kernels(args.reps, args.quick, not args.no_peers, args.only,
                           log=lambda line: print(line, flush=True), progress=progress)
+    if not args.only or "score" in args.only:
+        from ..bench.kernels_score import measure_score
+
+        res["score"] = measure_score(args.reps, res["copy_bw_gbps"], args.quick)
     if args.only and "fp8" in args.only:  # the FP8 KV-cache rows: only when asked for
         from ..bench.kernels_fp8 import measure_fp8
 

@@ -337,22 +337,20 @@ def test_reshape_and_cache_strided_key_view(cuda_ops, gen):
 @pytest.mark.parametrize("mma", [True, False], ids=["mma", "fma"])
 def test_page_scores_reference_and_exact_bound(cuda_ops, gen, dtype, head_dim, bs, hq, hkv, mma):
     """Both kernels (tensor cores for fp16/bf16, fp32 FMAs rounded up) sit between the exact
-    bound, computed in fp64, and the exact bound plus the tensor-core kernel's margin,
-    scale * 2^-16 * sum_i |q_i| * M (M: the page's largest |min_i|, |max_i|)."""
+    bound, computed in fp64, and the exact bound plus 1.3 times the tensor-core kernel's margin,
+    scale * 2^-16 * sum_i |q_i| * M (M: the page's largest |min_i|, |max_i|; the 0.3 covers
+    its rounded-up adds, csrc/kernels/page_scores_mma.cuh). A 150-page row spans several
+    warps and CTAs, with a partial last tile."""
     if dtype == torch.float32 and not mma:
         pytest.skip("float32 always takes the FMA kernel")
     from tinyserve_core.kernels._backend import build
-    seq_lens = [5 * bs + 3, bs, 1, 9 * bs]
+    seq_lens = [5 * bs + 3, bs, 1, 9 * bs, 150 * bs - 5]
     kc, vc, bt, sl = paged_context(seq_lens, bs, hkv, head_dim, dtype, gen)
     if dtype == torch.float32:
         kc = kc.nan_to_num()
-    meta = torch.full((kc.shape[0], 2, hkv, head_dim), float("nan"), dtype=dtype, device=DEV)
-    # meta as reshape_and_cache leaves it: min/max of the stored keys
-    for b, n in enumerate(seq_lens):
-        for p in range(math.ceil(n / bs)):
-            blk = bt[b, p].long()
-            keys = kc[blk, : min(bs, n - p * bs)].float()
-            meta[blk, 0], meta[blk, 1] = keys.amin(0).to(dtype), keys.amax(0).to(dtype)
+    # meta as reshape_and_cache leaves it: min/max of the stored keys (NaN past the context)
+    meta = torch.stack([kc.float().nan_to_num(float("inf")).amin(1), kc.float().nan_to_num(-float("inf")).amax(1)],
+                       dim=1).to(dtype)
     q = rand((len(seq_lens), hq, head_dim), dtype, gen, scale=3.0)
     scale = head_dim ** -0.5
     ref = reference.page_scores(q, meta, bt.clamp(min=0), sl, scale, bs)
@@ -365,37 +363,62 @@ def test_page_scores_reference_and_exact_bound(cuda_ops, gen, dtype, head_dim, b
     assert out.shape == ref.shape and out.dtype == torch.float32
     fin = torch.isfinite(ref)
     assert torch.equal(fin, torch.isfinite(out)) and (out[~fin] == float("-inf")).all()
+    # every live (sequence, page) at once, in fp64
     g = hq // hkv
-    violations = 0
-    for b, n in enumerate(seq_lens):
-        qq = q[b].double().view(hkv, g, head_dim)
-        for p in range(math.ceil(n / bs)):
-            blk = bt[b, p].long()
-            lo, hi = meta[blk, 0].double(), meta[blk, 1].double()  # [Hkv, D]
-            exact = torch.maximum(qq * lo[:, None], qq * hi[:, None]).sum(-1).amax(-1) * scale
-            mag = torch.maximum(lo.abs(), hi.abs()).amax(-1)  # M of each kv-head's page rows
-            slack = qq.abs().sum(-1).amax(-1) * mag * scale * 2.0 ** -16
-            u = out[b, :, p].double()
-            assert (u >= exact).all(), (b, p, u - exact)
-            assert (u <= exact + slack * (1 + 2.0 ** -10) + 1e-6 * exact.abs()).all(), (b, p, u - exact, slack)
-            # the bound is never below the true max logit of any key in the page, exactly (fp64)
-            keys = kc[blk, : min(bs, n - p * bs)].double()  # [t, Hkv, D]
-            true = torch.einsum("hgd,thd->hgt", qq, keys).amax(dim=(1, 2)) * scale
-            violations += int((u < true).sum())
-    assert violations == 0
+    live = bt >= 0                                                     # [B, P]: pages in the context
+    m = meta[bt.clamp(min=0).long()].double()                          # [B, P, 2, Hkv, D]
+    lo, hi = m[:, :, 0, :, None], m[:, :, 1, :, None]                  # [B, P, Hkv, 1, D]
+    qq = q.double().view(len(seq_lens), 1, hkv, g, head_dim)
+    exact = torch.maximum(qq * lo, qq * hi).sum(-1).amax(-1) * scale  # [B, P, Hkv]
+    mag = torch.maximum(lo.abs(), hi.abs()).amax(-1).squeeze(-1)       # M of each page row
+    slack = qq.abs().sum(-1).amax(-1) * mag * scale * 2.0 ** -16
+    u = out.double().permute(0, 2, 1)                                  # [B, P, Hkv]
+    assert ((u >= exact) | ~live[..., None]).all(), (u - exact)[live].min()
+    over = (u - exact - 1.3 * slack)[live]
+    assert (over <= 0).all(), over.max()
+    # the bound is never below the true max logit of any key in the page, exactly (fp64)
+    for b in range(len(seq_lens)):
+        n = int(live[b].sum())
+        keys = kc[bt[b, :n].long()].double()                           # [P, bs, Hkv, D] (NaN: no key)
+        true = torch.einsum("hgd,pthd->pthg", qq[b, 0], keys.nan_to_num(0.0))
+        true = true.masked_fill(keys.isnan().any(-1)[..., None], -float("inf")).amax(dim=(1, 3)) * scale
+        assert (u[b, :n] >= true).all(), b
 
 
 @pytest.mark.parametrize("ppc", [16, 32, 128, 512])
-def test_page_scores_any_cta_size_same_result(gen, ppc):
-    """Pages per CTA only splits the work: every size gives the automatic choice's scores."""
+@pytest.mark.parametrize("mma", [True, False], ids=["mma", "fma"])
+def test_page_scores_any_cta_size_same_result(gen, ppc, mma):
+    """Pages per CTA only splits the work: every size gives the automatic choice's scores (the
+    tensor-core kernel rounds sizes up to 64 pages; the FMA kernel takes them as given)."""
     from tinyserve_core.kernels._backend import build
     seq_lens = [3000, 17, 1500]
     kc, vc, bt, sl = paged_context(seq_lens, 8, 2, 128, torch.float16, gen)
     meta = torch.stack([kc.nan_to_num().amin(1), kc.nan_to_num().amax(1)], dim=1)
     q = rand((3, 8, 128), torch.float16, gen)
-    auto = build().page_scores(q, meta, bt, sl, 0.088, 8, 0)
-    assert torch.equal(build().page_scores(q, meta, bt, sl, 0.088, 8, ppc), auto)
+    was = build().set_score_mma(mma)
+    try:
+        auto = build().page_scores(q, meta, bt, sl, 0.088, 8, 0)
+        assert torch.equal(build().page_scores(q, meta, bt, sl, 0.088, 8, ppc), auto)
+    finally:
+        build().set_score_mma(was)
     assert torch.isfinite(auto[1, :, :3]).all() and (auto[1, :, 3:] == float("-inf")).all()
+
+
+def test_page_scores_misaligned_query_takes_the_fma_kernel(gen):
+    """A query view off 16-byte alignment cannot feed the tensor-core kernel's vector loads: it
+    gets the FMA kernel's scores rather than a misaligned-address fault."""
+    from tinyserve_core.kernels._backend import build
+    kc, vc, bt, sl = paged_context([700, 90], 16, 2, 64, torch.float16, gen)
+    meta = torch.stack([kc.nan_to_num().amin(1), kc.nan_to_num().amax(1)], dim=1)
+    flat = rand((2 * 8 * 64 + 1,), torch.float16, gen)
+    q = flat[1:].view(2, 8, 64)                                        # 2 bytes past an aligned start
+    assert q.is_contiguous() and q.data_ptr() % 16
+    was = build().set_score_mma(False)
+    try:
+        fma = build().page_scores(q.clone(), meta, bt, sl, 0.125, 16, 0)
+    finally:
+        build().set_score_mma(was)
+    assert torch.equal(build().page_scores(q, meta, bt, sl, 0.125, 16, 0), fma)
 
 
 # ----------------------------------------------------------------------------- copy_blocks

@@ -119,6 +119,7 @@ torch::Tensor page_scores_copy(const torch::Tensor& query, const torch::Tensor& 
   check_qbounds(qbounds, Hkv, D);
   TORCH_CHECK(Hq % Hkv == 0 && Hq / Hkv <= 8, "1..8 query heads per kv-head");
   TORCH_CHECK(block_size > 0, "block_size must be positive");
+  TORCH_CHECK(tiles_per_warp >= 0 && tiles_per_warp <= 4096, "tiles_per_warp must be 0 (automatic) .. 4096");
   const int M = block_tables.size(1);
   auto out = torch::empty({B, Hkv, M}, query.options().dtype(torch::kFloat32));
   if (B == 0 || M == 0) return out;
@@ -130,7 +131,8 @@ torch::Tensor page_scores_copy(const torch::Tensor& query, const torch::Tensor& 
   const int tiles = (M + 15) / 16;
   auto ctas = [&](int tpw) { return (int64_t)B * Hkv * ceil_div(tiles, kCopyScoreWarps * tpw); };
   // Fewer tiles a warp while the grid is under 3 CTAs an SM (H200, 32K context: 1 tile at batch
-  // 1, 6.8 against 11.6 us with 8; 4 at batch 8, 14.2 against 15.1; 8 at batch 64, 89.9 against 112.2 with 1).
+  // 1, 6.5-6.8 against 11.6 us with 8; 4 at batch 8, 14.2 against 15.1; 8 at batch 64, 89.9 against
+  // 112.2 with 1).
   if (tiles_per_warp <= 0)
     while (p.tiles_per_warp > 1 && ctas(p.tiles_per_warp) < 3 * (int64_t)sm_count()) p.tiles_per_warp /= 2;
   const dim3 grid(B * Hkv, ctas(p.tiles_per_warp) / (B * Hkv));

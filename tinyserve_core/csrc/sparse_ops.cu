@@ -104,6 +104,8 @@ std::vector<torch::Tensor> sparse_decode_attention(const torch::Tensor& query, c
                   meta.size(3) == D, "meta must be [NB, 2, Hkv, D]");
   TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) == B && seq_lens.size(0) == B, "batch sizes differ");
   TORCH_CHECK(scale > 0 && k >= 1 && sink_pages >= 0, "scale > 0, k >= 1, sink_pages >= 0");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(query.data_ptr()) % 16 == 0,
+              "sparse_decode_attention: the query must be 16-byte aligned (its rows are read as 16-byte vectors)");
   const c10::cuda::CUDAGuard guard(query.device());
   const SparsePlan plan = plan_sparse(B, Hkv, M, k, BS, D == 64 ? sparse_slots<64>() : sparse_slots<128>(), num_splits);
   TORCH_CHECK(plan.splits > 0, "sparse_decode_attention: this shape does not fit one launch (sparse_decode_splits is 0)");

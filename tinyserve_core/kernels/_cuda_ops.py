@@ -121,6 +121,8 @@ def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_len
     if fused is None:
         fused = sparse_decode_one_launch(query, k_cache, block_tables, k)
     if fused:
+        if q.data_ptr() % 16:
+            q = q.clone()  # the one-launch kernel reads query rows as 16-byte vectors
         out, pages, scores = ext.sparse_decode_attention(q, k_cache, v_cache, meta.contiguous(), tables, lens,
                                                          float(scale), int(k), int(sink_pages), bool(force_last),
                                                          int(num_splits))

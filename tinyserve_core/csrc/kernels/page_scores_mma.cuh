@@ -6,20 +6,23 @@
 // and 2D fp32 FMAs per page and head, which held the FMA kernel (page_scores.cuh) at ~80% of
 // the copy bandwidth on an H200, latency-bound at 4 CTAs an SM.
 //
-// The result stays a bound (never below the exact one). Products of 16-bit values are exact
-// in fp32, but tensor cores add them with truncation, not rounding toward +inf. Each mma
-// starts from zero, so its sum of 16 products (in one block FMA, or two of 8 where the second
-// takes the first's sum as its accumulator) is off by at most ~18 ulps of the sum of its
-// own |products|, and the 2D / 16 partial sums are added in fp32 rounding up. Over a row that
-// is at most 18 * 2^-23 * sum_i |q_i| * max(|min_i|, |max_i|) <= 2^-18.8 S, S = sum_i |q_i| * M
-// (M = the page's largest |min_i|, |max_i|). The kernel adds kMmaScoreSlack * S (2^-16, a
-// factor 7 over that), rounded up, to each head's sum before the max over heads and the
-// scale (both rounded as in page_scores):
-//   exact <= U <= exact + scale * 2^-16 * S  (up to the float rounding of the margin),
+// The result stays a bound (never below the exact one), on a model of the tensor cores'
+// sums that NVIDIA does not document but measurements support (Fasi et al. 2021, Khattak and
+// Mikaitis 2025): products of 16-bit values are exact in fp32, and a block FMA adds up to 16
+// of them and the accumulator aligned to the largest, with truncation rather than rounding
+// toward +inf. Each mma here starts from zero, so its sum of 16 products (in one block FMA,
+// or two of 8 where the second takes the first's sum as its accumulator) is off by at most
+// ~18 ulps of the sum of its own |products|, and the 2D / 16 partial sums are added in fp32
+// rounding up. Over a row that is at most 18 * 2^-23 * sum_i |q_i| * max(|min_i|, |max_i|)
+// <= 2^-18.8 S, S = sum_i |q_i| * M (M = the page's largest |min_i|, |max_i|). The kernel
+// adds kMmaScoreSlack * S (2^-16, a factor 7 over that), rounded up, to each head's sum
+// before the max over heads and the scale (both rounded as in page_scores). So
+//   exact <= U <= exact + 1.3 * scale * 2^-16 * S
+// (the margin, plus at most 0.27 of it from the rounded-up adds and truncated negative sums),
 // which tests/kernels/test_kernels_cuda.py checks in fp64 on random pages. (Accumulating
-// across the mmas would tie the error to the running total: 16 x 17 ulps of S at head_dim
-// 128, a margin of 2^-12 S, which reordered 6-19% of a random row's top 128 pages against
-// the FMA kernel, H200.)
+// across the mmas ties the error to the running total: 16 x 17 ulps of S at head_dim 128, a
+// margin of 2^-12 S, which changed 4-19% of the positions of the sorted top-128 page lists
+// against the FMA kernel on random keys, H200.)
 #pragma once
 
 #include <type_traits>

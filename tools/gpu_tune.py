@@ -4,7 +4,7 @@ tinyserve_core/csrc/tuning.json.
 For each plan parameter set on a small grid, the extension itself says which split count
 (paged decode, the 12 shapes of `bench kernels`, with and without the L2::256B hint on the
 K/V copies, split partials merged in the decode launch or by a second kernel) and which
-page_scores CTA size (32K context, batch 1 / 8 / 64) it would pick;
+CTA size of page_scores' FMA kernel (32K context, batch 1 / 8 / 64) it would pick;
 every distinct choice is timed once on the same
 data (median of 30), and the parameter set with the lowest summed time relative to the
 best choice of each shape wins (ties: the earlier set, the shipped constants first). Then
@@ -127,11 +127,17 @@ def main() -> int:
     sc = Timed(score_us)
     pages = 32768 // kb.BS
     ppc_choice = lambda b, pt=None: ext.page_scores_ppc(b, kb.HKV, pages)  # noqa: E731
-    for batch in kb.BATCHES:
-        for point in _grid(SCORE_GRID):
-            ext.set_tuning(*tuning.args_of({**base, **point}))
-            sc(batch, ppc_choice(batch))
-    score_best, score_rel = _best(_grid(SCORE_GRID), ppc_choice, sc, list(kb.BATCHES), base, ext)
+    # The CTA-size plan is the FMA kernel's (float32, a misaligned query, groups over 8): the
+    # tensor-core kernel that fp16/bf16 take runs one 16-page tile a warp whatever the plan says.
+    was_mma = ext.set_score_mma(False)
+    try:
+        for batch in kb.BATCHES:
+            for point in _grid(SCORE_GRID):
+                ext.set_tuning(*tuning.args_of({**base, **point}))
+                sc(batch, ppc_choice(batch))
+        score_best, score_rel = _best(_grid(SCORE_GRID), ppc_choice, sc, list(kb.BATCHES), base, ext)
+    finally:
+        ext.set_score_mma(was_mma)
     metas.clear()
 
     # the one-launch sparse path up to the largest batch (of a doubling series from 1)

@@ -2,7 +2,8 @@
 
 A row holds the launch choices that depend on the machine:
   split_min_tiles, split_cost, max_splits   paged decode's flash-decoding split plan
-  score_max_ppc, score_min_ctas_per_sm      page_scores' pages per CTA
+  score_max_ppc, score_min_ctas_per_sm      pages per CTA of page_scores' FMA kernel (float32,
+                                            a misaligned query, groups over 8)
   decode_l2_prefetch                        1: paged decode's K/V copies carry the L2::256B
                                             prefetch hint (an H200 streams 7% slower with it)
   sparse_fused_max_batch                    query-aware sparse decode runs as one launch up to

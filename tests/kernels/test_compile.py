@@ -66,8 +66,8 @@ def test_kernels_compile_without_spills(tmp_path):
     assert {r["arch"] for r in rows} == set(ARCHS)
     names = {_short(r["kernel"]).split()[0] for r in rows}
     for kernel in ("paged_decode_kernel", "decode_merge_kernel", "cache_write_kernel",
-                   "cache_write_meta_kernel", "cache_write_token_meta_kernel", "page_scores_kernel", "page_scores_mma_kernel",
-                   "copy_blocks_kernel",
+                   "cache_write_meta_kernel", "cache_write_token_meta_kernel", "page_scores_kernel",
+                   "page_scores_mma_kernel", "copy_blocks_kernel",
                    "alloc_count_kernel", "alloc_scan_kernel", "alloc_assign_kernel"):
         assert kernel in names, f"{kernel} missing from the compile check"
     spills = [r for r in rows if r.get("spill_st", 0) or r.get("spill_ld", 0) or r.get("stack", 0)]

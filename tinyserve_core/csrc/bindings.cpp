@@ -28,7 +28,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("block_tables"), pybind11::arg("seq_lens"), pybind11::arg("scale"),
         pybind11::arg("block_size"), pybind11::arg("pages_per_cta") = 0);
   m.def("select_pages", &tinyserve::select_pages);
-  m.def("set_score_mma", &tinyserve::set_score_mma, "page_scores on tensor cores for fp16/bf16 (else the FMA kernel); returns the previous setting");
+  m.def("set_score_mma", &tinyserve::set_score_mma,
+        "page_scores on tensor cores for fp16/bf16 (else the FMA kernel); returns the previous setting");
   m.def("set_pdl", &tinyserve::set_pdl, "programmatic dependent launch of the attention-path kernels (sm_90+); returns the previous setting");
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);

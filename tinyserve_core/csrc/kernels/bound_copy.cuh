@@ -63,7 +63,7 @@ struct PageScoresCopyParams {
 };
 
 constexpr int kCopyScoreWarps = 4;
-constexpr int kCopyScoreTiles = 8;   // tiles_per_warp at most, unless the caller asks (the launch halves it on small grids)
+constexpr int kCopyScoreTiles = 8;   // tiles a warp at most unless the caller asks (halved on small grids)
 
 // sm_80+ (as the cp.async the other twostage kernels use)
 __device__ __forceinline__ void imma_u8s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {

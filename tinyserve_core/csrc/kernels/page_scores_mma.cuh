@@ -198,7 +198,8 @@ __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b,
 
 // Grid (kv-head, page range, sequence) as page_scores_kernel; pages_per_cta a multiple of 64.
 template <typename T, int D>
-__global__ void __launch_bounds__(kMmaScoreWarps * 32) page_scores_mma_kernel(const __grid_constant__ PageScoreParams p) {
+__global__ void __launch_bounds__(kMmaScoreWarps * 32)
+page_scores_mma_kernel(const __grid_constant__ PageScoreParams p) {
   pdl_entry();
   const int p_begin = blockIdx.y * p.pages_per_cta;
   score_tiles_mma<T, D>(p, blockIdx.z, blockIdx.x, p_begin, min(p.max_blocks, p_begin + p.pages_per_cta),

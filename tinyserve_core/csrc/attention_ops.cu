@@ -272,15 +272,16 @@ torch::Tensor page_scores(const torch::Tensor& query, const torch::Tensor& meta,
   if (B == 0 || M == 0) return out;
   TORCH_CHECK(pages_per_cta >= 0 && pages_per_cta <= 4096, "pages_per_cta must be 0 (automatic) .. 4096, got ",
               pages_per_cta);
-  int ppc = pages_per_cta > 0 ? (int)pages_per_cta : (int)page_scores_ppc(B, Hkv, M);
-  // fp16 / bf16 with up to 8 query heads a kv-head: the tensor-core kernel, one 16-page tile a
-  // warp unless the caller asks for more (a page's score does not depend on the split). One
-  // tile a warp measured fastest at every batch (H200, 32K context: 64 pages a CTA 134.5 us at
-  // batch 64, 512 pages 147.3 us; the FMA kernel's plan does not carry over).
-  // (its query loads are 16-byte vectors: a query view off that alignment takes the FMA kernel)
+  // fp16 / bf16 with up to 8 query heads a kv-head and a 16-byte-aligned query (its loads are
+  // 16-byte vectors): the tensor-core kernel, one 16-page tile a warp unless the caller asks for
+  // more (a page's score does not depend on the split). One tile a warp measured fastest at
+  // every batch (H200, 32K context: 64 pages a CTA 134.5 us at batch 64, 512 pages 147.3 us), so
+  // the FMA kernel's plan (page_scores_ppc) is not consulted.
   const bool mma = g_score_mma && (query.scalar_type() == torch::kHalf || query.scalar_type() == torch::kBFloat16) &&
                    Hq / Hkv <= 8 && reinterpret_cast<uintptr_t>(query.data_ptr()) % 16 == 0;
-  if (mma) ppc = pages_per_cta > 0 ? (ppc + kMmaScorePages - 1) / kMmaScorePages * kMmaScorePages : kMmaScorePages;
+  int ppc = (int)pages_per_cta;
+  if (mma) ppc = ppc > 0 ? (ppc + kMmaScorePages - 1) / kMmaScorePages * kMmaScorePages : kMmaScorePages;
+  else if (ppc == 0) ppc = (int)page_scores_ppc(B, Hkv, M);
   const PageScoreParams p = page_score_params(query, meta, block_tables, seq_lens, scale, (int)block_size, ppc, out);
   TORCH_CHECK((M + p.pages_per_cta - 1) / p.pages_per_cta <= 65535 && B <= 65535, "page_scores: too many pages or sequences for one launch");
   const dim3 grid(Hkv, (M + p.pages_per_cta - 1) / p.pages_per_cta, B);

@@ -92,3 +92,17 @@ def test_report_of_the_h200_scoring_run(capsys):
     assert list(rows) == ["1", "8", "64"]
     assert rows["64"][1] == "135.7" and rows["64"][3] == "143.9" and rows["64"][5] == "1.06"
     assert all(float(r[8]) >= 99.9 for r in rows.values())
+
+
+def test_report_of_the_h200_staged_scoring_run(capsys):
+    """The nineteenth session's run: page_scores with its rows staged in shared memory against
+    the FMA kernel, and the sparse step it feeds (7.03x dense at batch 64, 2.32x at batch 1)."""
+    assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h200_19.json"))) == 0
+    out = capsys.readouterr().out
+    rows = {r[0]: r for r in (line.split() for line in out.split("Page bounds at a 32K context")[1].splitlines())
+            if r and r[0].isdigit()}
+    assert rows["64"][1] == "129.2" and rows["64"][3] == "143.9" and rows["64"][5] == "1.11"
+    assert all(float(r[8]) >= 99.9 for r in rows.values())
+    table = out.split("Query-aware sparse decode")[1].split("Page bounds")[0]
+    sparse = {r[0]: r for r in (line.split() for line in table.splitlines()) if r and r[0].isdigit()}
+    assert sparse["64"][-1] == "7.03" and sparse["1"][-1] == "2.32"

@@ -1,10 +1,14 @@
 // page_scores on tensor cores (fp16 / bf16 metadata, up to 8 query heads per kv-head):
 // Quest's bound  sum_i q+_i * max_i + q-_i * min_i  is a GEMV of the page's [max | min] row
 // (2D values) against the group's [q+ ; q-], so a tile of 16 pages is 2D / 16 mma.m16n8k16
-// with A = the 16 pages' rows straight from global memory and B = the group's heads (one
-// column each). The kernel then streams bytes: no per-head shared-memory reads of the query
-// and 2D fp32 FMAs per page and head, which held the FMA kernel (page_scores.cuh) at ~80% of
-// the copy bandwidth on an H200, latency-bound at 4 CTAs an SM.
+// with A = the 16 pages' rows and B = the group's heads (one column each). The kernel then
+// streams bytes: no per-head shared-memory reads of the query and 2D fp32 FMAs per page and
+// head, which held the FMA kernel (page_scores.cuh) at ~80% of the copy bandwidth on an H200,
+// latency-bound at 4 CTAs an SM. The rows land in a warp's 8 KB of shared memory (cp.async)
+// and ldmatrix feeds the A fragments step by step: with the rows loaded into registers instead
+// (the eighteenth session's kernel) a warp held 64 registers of rows while they flew, 128 in
+// all, 4 CTAs an SM; staged, it takes 72-80 and runs 6 CTAs an SM, and 64 x 32K went from
+// 138.7-139.0 to 133.5-134.1 us (H200, csrc/NOTES.md nineteenth session).
 //
 // The result stays a bound (never below the exact one), on a model of the tensor cores'
 // sums that NVIDIA does not document but measurements support (Fasi et al. 2021, Khattak and
@@ -56,97 +60,94 @@ __device__ __forceinline__ uint32_t abs_max2(uint32_t m, uint32_t x) {
   return pair_bits<T>(__hmax2(bits_pair<T>(m), __habs2(bits_pair<T>(x))));
 }
 
-// Lane (g, t) owns, of every 16-value chunk pair of a row, the 8 values [32c + 8t, 32c + 8t + 8):
-// step s = 2c + h of the GEMV takes values 4h.. as k-slots {2t, 2t + 1, 2t + 8, 2t + 9}, on A and
-// B alike, so the permutation cancels in the dot product (as page_scores_copy_kernel).
-// Steps [0, D / 16) are the max row with q+, [D / 16, D / 8) the min row with q-.
+// A tile's rows in shared memory: page p's [max | min] row is CP 16-byte chunks, chunk c at
+// position c ^ (p & 7), so the 8 rows one ldmatrix reads at one chunk fall in 8 distinct bank
+// groups. Step s of the GEMV takes chunks 2s, 2s + 1 (channels [16 s, 16 s + 16) of the max
+// row for s < D / 16, of the min row after): k-slots 2t, 2t + 1 / 2t + 8, 2t + 9 of lane (g, t)
+// are channels 16 s' + 2t (+1) / 16 s' + 8 + 2t (+1), on A (ldmatrix) and B (score_tiles_mma) alike.
 template <typename T, int D>
 struct MmaScoreTile {
-  static constexpr int C = D / 32;      // 16-byte vectors of a row a lane loads
-  static constexpr int kSteps = D / 8;  // mmas a tile: D / 16 for each row
-  using Rows = uint4[2][2 * C];         // pages g and g + 8: C vectors of the max row, then C of the min row
+  static constexpr int CP = D / 4;              // 16-byte chunks of a page's [max | min] row
+  static constexpr int kSteps = D / 8;          // mmas a tile: D / 16 for each row
+  static constexpr int kBytes = 16 * CP * 16;   // a warp's buffer: 16 pages
+  static_assert(CP >= 8 && 32 % CP == 0, "rows of 8-32 chunks");
 
-  // the rows of pages blk[0], blk[1] (-1: zeros, nothing read)
-  __device__ __forceinline__ static void load(Rows& a, const T* meta, const int (&blk)[2], int Hkv, int kvh, int t) {
+  // The rows of the tile's 16 pages into the warp's buffer `sbuf`; lane l < 16 holds `bid`, the
+  // block of page l (-1: zeros, nothing read). One commit group.
+  __device__ __forceinline__ static void load(uint32_t sbuf, const T* meta, int bid, int Hkv, int kvh, int lane) {
+    constexpr int PPI = 32 / CP;  // pages one copy instruction covers
+    const int c = lane % CP, sub = lane / CP;
+    const int64_t off = (c < CP / 2 ? (int64_t)Hkv * D : 0) + (int64_t)kvh * D + (c % (CP / 2)) * 8;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const T* lo = meta + ((int64_t)max(blk[r], 0) * 2 * Hkv + kvh) * D + 8 * t;
-      const T* hi = lo + (int64_t)Hkv * D;
-#pragma unroll
-      for (int c = 0; c < C; ++c) {
-        a[r][c] = blk[r] >= 0 ? ld_stream(hi + 32 * c) : make_uint4(0u, 0u, 0u, 0u);
-        a[r][C + c] = blk[r] >= 0 ? ld_stream(lo + 32 * c) : make_uint4(0u, 0u, 0u, 0u);
-      }
+    for (int i = 0; i < 16 / PPI; ++i) {
+      const int pg = i * PPI + sub;
+      const int blk = __shfl_sync(0xffffffffu, bid, pg);
+      cp_async16_s(sbuf + (pg * CP + (c ^ (pg & 7))) * 16, meta + (int64_t)max(blk, 0) * 2 * Hkv * D + off,
+                   blk >= 0 ? 16 : 0, false);
     }
+    cp_async_commit();
   }
 
   // The bound of pages g, g + 8 (best over the group's heads, before the scale), in every
   // lane of the quad. Each mma starts from zero and the 2D / 16 partial sums are added
   // rounded up: a tensor-core sum's error is then relative to its own 16 products, not to
   // the running total (kMmaScoreSlack), and the mmas do not wait on one another.
-  __device__ __forceinline__ static void score(const Rows& a, const uint32_t (&bq)[kSteps][2], const float (&ha)[2],
-                                               const bool (&head_ok)[2], float (&best)[2]) {
+  __device__ __forceinline__ static void score(uint32_t sbuf, const uint32_t (&bq)[kSteps][2], const float (&ha)[2],
+                                               const bool (&head_ok)[2], float (&best)[2], int lane) {
+    const int mi = lane >> 3, r = lane & 7;  // ldmatrix: lanes 8 mi .. 8 mi + 7 address matrix mi's rows
+    const uint32_t row = sbuf + (r + 8 * (mi & 1)) * CP * 16;
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    uint32_t mabs[2] = {0u, 0u};  // the largest |value| of pages g, g + 8 on this lane's channels
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
-      const uint4& x = a[0][s >> 1];
-      const uint4& y = a[1][s >> 1];
+      uint32_t a0, a1, a2, a3;
+      ldmatrix_x4(a0, a1, a2, a3, row + (((2 * s + (mi >> 1)) ^ r) * 16));
       float d[4] = {0.f, 0.f, 0.f, 0.f};
-      Mma<T>::run(d, (s & 1) ? x.z : x.x, (s & 1) ? y.z : y.x, (s & 1) ? x.w : x.y, (s & 1) ? y.w : y.y, bq[s][0],
-                  bq[s][1]);
+      Mma<T>::run(d, a0, a1, a2, a3, bq[s][0], bq[s][1]);
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[i] = __fadd_ru(acc[i], d[i]);
+      mabs[0] = abs_max2<T>(abs_max2<T>(mabs[0], a0), a2);
+      mabs[1] = abs_max2<T>(abs_max2<T>(mabs[1], a1), a3);
     }
-    // M of pages g, g + 8: the largest |value| of their rows, over the quad
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      uint32_t m2 = 0u;
-#pragma unroll
-      for (int i = 0; i < 2 * C; ++i) {
-        m2 = abs_max2<T>(m2, a[r][i].x);
-        m2 = abs_max2<T>(m2, a[r][i].y);
-        m2 = abs_max2<T>(m2, a[r][i].z);
-        m2 = abs_max2<T>(m2, a[r][i].w);
-      }
-      const Pair2<T> v = bits_pair<T>(m2);
+    for (int rr = 0; rr < 2; ++rr) {
+      // M of the page: over the quad, whose lanes hold every channel
+      const Pair2<T> v = bits_pair<T>(mabs[rr]);
       float mx = fmaxf(to_float(v.x), to_float(v.y));
 #pragma unroll
       for (int o = 1; o <= 2; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
       // acc: (page g, heads 2t, 2t + 1), (page g + 8, the same heads)
-      best[r] = -INFINITY;
+      best[rr] = -INFINITY;
 #pragma unroll
       for (int c = 0; c < 2; ++c)
-        if (head_ok[c]) best[r] = fmaxf(best[r], __fadd_ru(acc[2 * r + c], __fmul_ru(ha[c], mx)));
+        if (head_ok[c]) best[rr] = fmaxf(best[rr], __fadd_ru(acc[2 * rr + c], __fmul_ru(ha[c], mx)));
 #pragma unroll
-      for (int o = 1; o <= 2; o <<= 1) best[r] = fmaxf(best[r], __shfl_xor_sync(0xffffffffu, best[r], o));
+      for (int o = 1; o <= 2; o <<= 1) best[rr] = fmaxf(best[rr], __shfl_xor_sync(0xffffffffu, best[rr], o));
     }
   }
 };
 
 // Warp `warp` of `nwarps` scores the 16-page tiles warp, warp + nwarps, ... of
-// [p_begin, p_end) (p_begin a multiple of 16) of row (b, kvh). A page's score depends on its
-// own rows only, so any split of the pages gives the same bits.
+// [p_begin, p_end) (p_begin a multiple of 16) of row (b, kvh), through its shared-memory
+// buffer `sbuf` (MmaScoreTile::kBytes). A page's score depends on its own rows only, so any
+// split of the pages gives the same bits.
 template <typename T, int D>
 __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b, int kvh, int p_begin, int p_end,
-                                                int warp, int nwarps) {
+                                                int warp, int nwarps, uint32_t sbuf) {
   using Tile = MmaScoreTile<T, D>;
-  constexpr int C = Tile::C;
+  constexpr int H = Tile::kSteps / 2;  // mmas a row
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int ntiles = (p_end - p_begin + 15) >> 4;
   if (warp >= ntiles) return;
   const int Hkv = p.num_kv_heads;
   const int npages = min((p.seq_lens[b] + p.block_size - 1) / p.block_size, p.max_blocks);
   const int* bt = p.block_tables + (int64_t)b * p.bt_stride;
-  int blk[2];
-  // the block ids of pages g, g + 8 of a tile (-1 past the context or past the warp's tiles)
-  auto block_ids = [&](int tile) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int m = p_begin + tile * 16 + g + 8 * r;
-      blk[r] = tile < ntiles && m < npages ? bt[m] : -1;
-    }
+  // lane l < 16: the block of page l of a tile (-1 past the context or past the warp's tiles)
+  auto block_id = [&](int tile) {
+    const int m = p_begin + tile * 16 + lane;
+    return lane < 16 && tile < ntiles && m < npages ? bt[m] : -1;
   };
-  block_ids(warp);
+  int bid = block_id(warp);
 
   // B: head g's q+ and q- on the lane's channels (lanes g >= group carry zeros), and the
   // head's sum of |q_i| (rounded up) for the margin.
@@ -156,15 +157,13 @@ __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b,
   float qabs = 0.f;
   const Pair2<T> zero = bits_pair<T>(0u);
 #pragma unroll
-  for (int c = 0; c < C; ++c) {
-    const uint4 v = live_head ? *reinterpret_cast<const uint4*>(qh + 32 * c + 8 * t) : make_uint4(0u, 0u, 0u, 0u);
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+  for (int s = 0; s < H; ++s) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const Pair2<T> x = bits_pair<T>(w[j]);
-      // step 2c + j / 2 takes words j (b0) and j + 1 (b1) of the pair (j even)
-      bq[2 * c + (j >> 1)][j & 1] = pair_bits<T>(__hmax2(x, zero));
-      bq[D / 16 + 2 * c + (j >> 1)][j & 1] = pair_bits<T>(__hmin2(x, zero));
+    for (int j = 0; j < 2; ++j) {
+      const uint32_t w = live_head ? *reinterpret_cast<const uint32_t*>(qh + 16 * s + 8 * j + 2 * t) : 0u;
+      const Pair2<T> x = bits_pair<T>(w);
+      bq[s][j] = pair_bits<T>(__hmax2(x, zero));
+      bq[H + s][j] = pair_bits<T>(__hmin2(x, zero));
       qabs = __fadd_ru(qabs, fabsf(to_float(x.x)));
       qabs = __fadd_ru(qabs, fabsf(to_float(x.y)));
     }
@@ -179,31 +178,33 @@ __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b,
 
   const T* meta = static_cast<const T*>(p.meta);
   float* out = p.out + ((int64_t)b * Hkv + kvh) * p.max_blocks;
-  auto store = [&](const float (&best)[2], int tile) {
+  for (int tile = warp; tile < ntiles; tile += nwarps) {
+    Tile::load(sbuf, meta, bid, Hkv, kvh, lane);
+    bid = block_id(tile + nwarps);  // behind this tile's rows
+    cp_async_wait<0>();
+    __syncwarp();  // every lane's copies have landed
+    float best[2];
+    Tile::score(sbuf, bq, ha, head_ok, best, lane);
     if (t < 2) {
       const int m = p_begin + tile * 16 + g + 8 * t;
       const float u = t ? best[1] : best[0];  // not best[t]: a lane-indexed array lives on the stack
       if (m < p_end) out[m] = m < npages ? __fmul_ru(u, u >= 0.f ? p.scale_hi : p.scale_lo) : -INFINITY;
     }
-  };
-  for (int tile = warp; tile < ntiles; tile += nwarps) {
-    typename Tile::Rows a;
-    Tile::load(a, meta, blk, Hkv, kvh, t);
-    block_ids(tile + nwarps);  // behind this tile's rows
-    float best[2];
-    Tile::score(a, bq, ha, head_ok, best);
-    store(best, tile);
+    __syncwarp();  // every lane's ldmatrix reads are done before the next tile's copies
   }
 }
 
 // Grid (kv-head, page range, sequence) as page_scores_kernel; pages_per_cta a multiple of 64.
+// At least 6 CTAs an SM (72-80 registers, no spills): the shared-memory buffers (32 KB a CTA at
+// head_dim 128) allow 6, and without the bound ptxas took 149 registers and ran 9% slower.
 template <typename T, int D>
-__global__ void __launch_bounds__(kMmaScoreWarps * 32)
+__global__ void __launch_bounds__(kMmaScoreWarps * 32, 6)
 page_scores_mma_kernel(const __grid_constant__ PageScoreParams p) {
+  __shared__ __align__(128) uint4 buf[kMmaScoreWarps][MmaScoreTile<T, D>::kBytes / 16];
   pdl_entry();
-  const int p_begin = blockIdx.y * p.pages_per_cta;
-  score_tiles_mma<T, D>(p, blockIdx.z, blockIdx.x, p_begin, min(p.max_blocks, p_begin + p.pages_per_cta),
-                        threadIdx.x >> 5, kMmaScoreWarps);
+  const int p_begin = blockIdx.y * p.pages_per_cta, warp = threadIdx.x >> 5;
+  score_tiles_mma<T, D>(p, blockIdx.z, blockIdx.x, p_begin, min(p.max_blocks, p_begin + p.pages_per_cta), warp,
+                        kMmaScoreWarps, static_cast<uint32_t>(__cvta_generic_to_shared(buf[warp])));
 }
 
 #define TINYSERVE_SCORE_MMA_INSTANCES(X) \

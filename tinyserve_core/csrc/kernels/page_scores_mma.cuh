@@ -8,7 +8,7 @@
 // and ldmatrix feeds the A fragments step by step: with the rows loaded into registers instead
 // (the eighteenth session's kernel) a warp held 64 registers of rows while they flew, 128 in
 // all, 4 CTAs an SM; staged, it takes 72-80 and runs 6 CTAs an SM, and 64 x 32K went from
-// 138.7-139.0 to 133.5-134.1 us (H200, csrc/NOTES.md nineteenth session).
+// 136.5-139.9 to 132.5-134.1 us (H200, csrc/NOTES.md nineteenth session).
 //
 // The result stays a bound (never below the exact one), on a model of the tensor cores'
 // sums that NVIDIA does not document but measurements support (Fasi et al. 2021, Khattak and

@@ -106,3 +106,17 @@ def test_report_of_the_h200_staged_scoring_run(capsys):
     table = out.split("Query-aware sparse decode")[1].split("Page bounds")[0]
     sparse = {r[0]: r for r in (line.split() for line in table.splitlines()) if r and r[0].isdigit()}
     assert sparse["64"][-1] == "7.03" and sparse["1"][-1] == "2.32"
+
+
+def test_report_of_the_h200_one_round_merge_run(capsys):
+    """The twentieth session's run: the split merge in one round of loads. Ahead of FlashInfer at
+    all 12 decode shapes, batch 1 by 8-20%; the sparse step 2.29x dense at batch 1, 7.06x at 64."""
+    assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h200_20.json"))) == 0
+    out = capsys.readouterr().out
+    table = out.split("Paged decode fp16")[1].split("Query-aware sparse decode")[0]
+    dec = [r for r in (line.split() for line in table.splitlines()) if r and r[0].isdigit()]
+    assert len(dec) == 12 and all(float(r[3]) < float(r[5]) for r in dec)
+    assert [r[3] for r in dec if r[0] == "1"] == ["10.3", "13.9", "26.4", "41.2"]
+    table = out.split("Query-aware sparse decode")[1].split("Cache ops")[0]
+    sparse = {r[0]: r for r in (line.split() for line in table.splitlines()) if r and r[0].isdigit()}
+    assert sparse["64"][-1] == "7.06" and sparse["1"][-1] == "2.29" and sparse["1"][4] == "17.8"

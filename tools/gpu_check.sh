@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one device call (build once, then test and benchmark):
-#   device run, carry [".carry/fi"], command: bash tools/gpu_check.sh [STEP ...]
+#   device run, carry [".carry/fi", ".carry/wheels"], command: bash tools/gpu_check.sh [STEP ...]
 # STEPs (default: all, in this order): tests tune kernels decode engine scene.
 # Each step has a time limit so that one slow step cannot eat the whole 10-minute call.
 # The FlashInfer peer installs from its sdist when .carry/fi holds it
@@ -16,6 +16,12 @@ mkdir -p "$OUT"
 steps=${*:-tests tune kernels decode engine scene}
 has() { [[ " $steps " == *" $1 "* ]]; }
 t0=$SECONDS
+# Test needs the device image lacks (rapidfuzz: the scene's phrase matcher, imported by the scene
+# GPU tests) install from wheels carried in .carry/wheels (`.venv/bin/pip download --no-deps
+# --only-binary :all: --python-version 3.12 --platform manylinux_2_28_x86_64 rapidfuzz -d .carry/wheels`).
+if compgen -G ".carry/wheels/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-deps .carry/wheels/*.whl
+fi
 if compgen -G ".carry/fi/*.tar.gz" >/dev/null; then
   FLASHINFER_ENABLE_AOT=0 python3 -m pip install -q --no-deps --no-build-isolation .carry/fi/*.tar.gz
 fi

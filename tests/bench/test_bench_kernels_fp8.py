@@ -37,3 +37,18 @@ def test_report_prints_the_fp8_rows():
     assert line.split()[2:8] == ["2000.0", "99.0", "1100.0", "90.2", "1.82", "1.50e-03"]
     sparse = [x.split() for x in out.splitlines() if x.split()[:2] == ["64", "32768"]][1]
     assert sparse[2:] == ["140.0", "80.0", "1.75"]
+
+
+def test_report_of_the_h200_fp8_write_run(capsys):
+    """The twentieth session's `bench kernels --only fp8` on an H200: the FP8 write in one launch
+    when the caller gives its page runs (prefill) or one token a page (decode), against the
+    three launches that find the layout themselves, and the fp16 write, in the same run."""
+    from pathlib import Path
+
+    data = Path(__file__).parents[1] / "kernels" / "data" / "bench_h200_fp8_20.json"
+    assert bench_cli.run_kernels(build_parser().parse_args(["bench", "kernels", "--report", str(data)])) == 0
+    out = capsys.readouterr().out
+    us = {line.rsplit(None, 2)[0].strip(): float(line.split()[-2]) for line in out.split("reshape_and_cache into")[1]
+          .splitlines() if "cache" in line and line.split()[-1].replace(".", "").isdigit()}
+    assert us["prefill 16K tokens, FP8 cache, page runs given"] == 40.7
+    assert us["prefill 16K tokens, FP8 cache"] == 96.5 and us["decode 256 seqs, FP8 cache, one token a page"] == 8.1

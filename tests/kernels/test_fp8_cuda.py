@@ -113,14 +113,14 @@ def _pools(nb, bs, hkv, d, gen):
     return ours, [x.clone() for x in ours]
 
 
-def _write_both(ours, refs, sm, dtype, gen, magnitude):
+def _write_both(ours, refs, sm, dtype, gen, magnitude, **layout):
     kc = ours[0]
     shape = (sm.numel(), *kc.shape[2:])
     mag = torch.tensor(magnitude, device=DEV)[torch.randint(0, len(magnitude), (sm.numel(), 1, 1), device=DEV,
                                                             generator=gen)]
     key = (torch.randn(shape, device=DEV, generator=gen) * mag).to(dtype)
     val = (torch.randn(shape, device=DEV, generator=gen) * mag).to(dtype)
-    kernels.reshape_and_cache(key, val, ours[0], ours[1], None, sm, kv_scales=ours[2])
+    kernels.reshape_and_cache(key, val, ours[0], ours[1], None, sm, kv_scales=ours[2], **layout)
     f8.reshape_and_cache(key, val, *refs, sm)
     for a, b in zip(ours, refs):
         a = a.view(torch.uint8) if a.dtype == f8.FP8 else a
@@ -131,10 +131,15 @@ def _write_both(ours, refs, sm, dtype, gen, magnitude):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("bs", [8, 16, 64])
 @pytest.mark.parametrize("hkv,d", [(2, 64), (8, 128)])
-def test_fp8_reshape_and_cache_matches_reference(cuda_ops, gen, dtype, bs, hkv, d):
+@pytest.mark.parametrize("layout", ["found", "given"])
+def test_fp8_reshape_and_cache_matches_reference(cuda_ops, gen, dtype, bs, hkv, d, layout):
     """Bit-exact codes and scales: a prefill in shuffled order with padding, pages spanning
     chunked calls, decode steps whose tokens outgrow their page's scale (re-quantising the
-    earlier tokens), partial pages, and pages reused from stale content."""
+    earlier tokens), partial pages, and pages reused from stale content. layout "given": the
+    caller passes its page runs (the prefill chunks, in order, without padding) or promises one
+    token a page (the decode steps, padding kept), and the op writes in one launch."""
+    from tinyserve_core.kernels.cache_runs import page_runs
+
     lens = [5 * bs + 3, bs, 7, 2 * bs, 333]
     pages = [math.ceil((n + bs + 2) / bs) for n in lens]
     nb = sum(pages) + 5
@@ -145,28 +150,39 @@ def test_fp8_reshape_and_cache_matches_reference(cuda_ops, gen, dtype, bs, hkv, 
         at += p
     ours, refs = _pools(nb, bs, hkv, d, gen)
 
-    def step(starts, ends, shuffle=False, magnitude=(1.0,)):
+    def step(starts, ends, shuffle=False, magnitude=(1.0,), decode=False):
         slots = [row[t // bs] * bs + t % bs for s, n, row in zip(starts, ends, tables) for t in range(s, n)]
         sm = torch.tensor(slots, dtype=torch.int64, device=DEV)
-        if shuffle:
-            sm = sm[torch.randperm(len(slots), generator=gen, device=DEV)]
-        sm = torch.cat([sm[:3], sm.new_tensor([-1]), sm[3:], sm.new_tensor([-1])])
-        _write_both(ours, refs, sm, dtype, gen, magnitude)
+        given = {}
+        if layout == "given" and not decode:
+            runs = page_runs(sm.cpu().numpy(), bs)
+            assert runs is not None
+            given = {"runs": torch.from_numpy(runs)}
+        else:
+            if shuffle:
+                sm = sm[torch.randperm(len(slots), generator=gen, device=DEV)]
+            sm = torch.cat([sm[:3], sm.new_tensor([-1]), sm[3:], sm.new_tensor([-1])])
+            if layout == "given":
+                given = {"one_per_page": True}
+        _write_both(ours, refs, sm, dtype, gen, magnitude, **given)
 
     mid = [n // 2 + 1 for n in lens]
     step([0] * len(lens), mid, shuffle=True, magnitude=(0.01, 1.0))  # partial pages, any order
     step(mid, lens, magnitude=(3.0, 0.001))                          # pages spanning two calls
     for i in range(3):                                                # decode, outgrowing scales
-        step([n + i for n in lens], [n + i + 1 for n in lens], magnitude=(30.0 * 10 ** i,))
+        step([n + i for n in lens], [n + i + 1 for n in lens], magnitude=(30.0 * 10 ** i,), decode=True)
 
 
 def test_fp8_reshape_and_cache_strided_views(cuda_ops, gen):
     hkv, d, bs, t = 2, 128, 16, 40
     qkv = rand((t, 4 + 2 * hkv, d), torch.float16, gen)
     key, val = qkv[:, 4:4 + hkv], qkv[:, 4 + hkv:]
-    ours, refs = _pools(4, bs, hkv, d, gen)
     sm = torch.arange(t, device=DEV) + bs
-    kernels.reshape_and_cache(key, val, ours[0], ours[1], None, sm, kv_scales=ours[2])
-    f8.reshape_and_cache(key, val, *refs, sm)
-    assert torch.equal(ours[0].view(torch.uint8), refs[0].view(torch.uint8))
-    assert torch.equal(ours[1].view(torch.uint8), refs[1].view(torch.uint8)) and torch.equal(ours[2], refs[2])
+    from tinyserve_core.kernels.cache_runs import page_runs
+
+    for layout in ({}, {"runs": torch.from_numpy(page_runs(sm.cpu().numpy(), bs))}):
+        ours, refs = _pools(4, bs, hkv, d, gen)
+        kernels.reshape_and_cache(key, val, ours[0], ours[1], None, sm, kv_scales=ours[2], **layout)
+        f8.reshape_and_cache(key, val, *refs, sm)
+        assert torch.equal(ours[0].view(torch.uint8), refs[0].view(torch.uint8))
+        assert torch.equal(ours[1].view(torch.uint8), refs[1].view(torch.uint8)) and torch.equal(ours[2], refs[2])

@@ -33,7 +33,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_pdl", &tinyserve::set_pdl, "programmatic dependent launch of the attention-path kernels (sm_90+); returns the previous setting");
   m.def("copy_blocks", &tinyserve::copy_blocks);
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
-  m.def("reshape_and_cache_fp8", &tinyserve::reshape_and_cache_fp8);
+  m.def("reshape_and_cache_fp8", &tinyserve::reshape_and_cache_fp8, pybind11::arg("key"), pybind11::arg("value"),
+        pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("kv_scales"), pybind11::arg("slot_mapping"),
+        pybind11::arg("one_per_page") = false, pybind11::arg("runs") = pybind11::none());
   m.def("quantize_keys", &tinyserve::quantize_keys, pybind11::arg("k_cache"), pybind11::arg("meta"),
         pybind11::arg("qkeys"), pybind11::arg("slot_mapping"), pybind11::arg("bits"),
         pybind11::arg("qbounds") = std::nullopt);

@@ -11,7 +11,8 @@
 namespace tinyserve {
 
 void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
-                           torch::Tensor& v_cache, torch::Tensor& kv_scales, const torch::Tensor& slot_mapping) {
+                           torch::Tensor& v_cache, torch::Tensor& kv_scales, const torch::Tensor& slot_mapping,
+                           bool one_per_page, const std::optional<torch::Tensor>& runs) {
   TS_CHECK_CUDA(key);
   TS_CHECK_CUDA(k_cache);
   TS_CHECK_CONTIG(k_cache);
@@ -44,17 +45,43 @@ void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value,
   if (T == 0) return;
   const c10::cuda::CUDAGuard guard(key.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t zeroed = (int64_t)NB * (1 + 2 * Hkv) + 1;  // lowest offsets, amax, list count
-  auto scratch = torch::empty({zeroed + T}, slot_mapping.options().dtype(torch::kInt32));
-  TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0, zeroed * 4, stream));
   p.scales = kv_scales.data_ptr<float>();
   p.slot_mapping = slot_mapping.data_ptr<int64_t>();
-  p.scratch = scratch.data_ptr<int>();
   p.num_tokens = T;
   p.num_kv_heads = Hkv;
   p.head_dim = D;
   p.block_size = BS;
   p.num_blocks = NB;
+  TORCH_CHECK(!(one_per_page && runs.has_value()), "reshape_and_cache_fp8: one_per_page or runs, not both");
+  if (one_per_page || runs.has_value()) {  // the caller's page runs (or one token a page): one launch, no scratch
+    p.num_runs = T;
+    if (runs.has_value()) {
+      const auto& r = *runs;
+      TS_CHECK_CUDA(r);
+      TS_CHECK_CONTIG(r);
+      TORCH_CHECK(r.scalar_type() == torch::kInt32 && r.dim() == 2 && r.size(1) == 2,
+                  "runs must be int32 [R, 2] (first token, count)");
+      p.runs = r.data_ptr<int>();
+      p.num_runs = (int)r.size(0);
+      if (p.num_runs == 0) return;
+    }
+    const int grid = std::min(p.num_runs, 65535 * 8);
+    const size_t smem = 6 * Hkv * sizeof(float);
+    const auto launch_runs = [&](auto tag) {
+      fp8_cache_runs_kernel<decltype(tag)><<<grid, kFp8RunThreads, smem, stream>>>(p);
+      TS_LAUNCH_CHECK();
+    };
+    switch (key.scalar_type()) {
+      case at::kHalf: return launch_runs(__half{});
+      case at::kBFloat16: return launch_runs(__nv_bfloat16{});
+      case at::kFloat: return launch_runs(float{});
+      default: TORCH_CHECK(false, "reshape_and_cache_fp8: key/value must be fp16, bf16 or fp32");
+    }
+  }
+  const int64_t zeroed = (int64_t)NB * (1 + 2 * Hkv) + 1;  // lowest offsets, amax, list count
+  auto scratch = torch::empty({zeroed + T}, slot_mapping.options().dtype(torch::kInt32));
+  TS_CUDA_CHECK(cudaMemsetAsync(scratch.data_ptr(), 0, zeroed * 4, stream));
+  p.scratch = scratch.data_ptr<int>();
   const int threads = 256;
   const int amax_blocks = (int)std::min<int64_t>(((int64_t)T * Hkv * 32 + threads - 1) / threads, 65535LL * 8);
   const int64_t vectors = (int64_t)T * 2 * Hkv * D / vec;

@@ -56,7 +56,8 @@ torch::Tensor allocate_blocks(torch::Tensor& refcounts, int64_t num);
 
 // fp8_ops.cu: writes into an FP8 (e4m3) cache with per-(page, kv-head) scales
 void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
-                           torch::Tensor& v_cache, torch::Tensor& kv_scales, const torch::Tensor& slot_mapping);
+                           torch::Tensor& v_cache, torch::Tensor& kv_scales, const torch::Tensor& slot_mapping,
+                           bool one_per_page, const std::optional<torch::Tensor>& runs);
 
 // quant_ops.cu: the twostage selector's quantised key copy
 void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torch::Tensor& qkeys,

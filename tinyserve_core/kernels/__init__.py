@@ -96,7 +96,8 @@ def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=No
     prefill's), which the CUDA op then takes instead of finding them. The result is the
     same either way."""
     if _check_fp8(k_cache, kv_scales, (meta, qkeys)):
-        return _fp8_ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping)
+        return _fp8_ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping,
+                                                   one_per_page, runs)
     _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, one_per_page, runs)
     if qkeys is not None:
         quantize_keys(k_cache, meta, qkeys, slot_mapping, qbounds)

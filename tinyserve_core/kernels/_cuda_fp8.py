@@ -10,13 +10,17 @@ from . import fp8_reference
 from ._cuda_ops import _aligned_rows, _extension, _i32, _note_once
 
 
-def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping) -> None:
+def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping, one_per_page=False,
+                      runs=None) -> None:
+    """`one_per_page` / `runs` (the caller's promise of one token a page, or its page runs):
+    the whole write in one launch, one CTA a run, instead of three launches over scratch."""
     if key.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k_cache.shape[-1] % 16:
         _note_once(f"reshape_and_cache has no FP8 kernel for {key.dtype} / head_dim {k_cache.shape[-1]}")
         return fp8_reference.reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping)
     slots = slot_mapping.to(device=k_cache.device, dtype=torch.int64).contiguous()
+    runs = None if runs is None else _i32(runs, k_cache.device)
     _extension().reshape_and_cache_fp8(_aligned_rows(key), _aligned_rows(value.to(key.dtype)), k_cache, v_cache,
-                                       kv_scales, slots)
+                                       kv_scales, slots, bool(one_per_page) and runs is None, runs)
 
 
 def paged_decode_attention(query, k_cache, v_cache, kv_scales, block_tables, seq_lens, scale,

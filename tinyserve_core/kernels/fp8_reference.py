@@ -60,8 +60,10 @@ def dequantize_cache(cache: torch.Tensor, kv_scales: torch.Tensor, which: int) -
     return dequantize(cache, kv_scales[:, which, None, :, None])
 
 
-def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping) -> None:
+def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping, one_per_page=False,
+                      runs=None) -> None:
     """Write new tokens' K/V (any float dtype) into an FP8 cache and update the scales.
+    (`one_per_page` and `runs` describe the call's layout for the CUDA op: no effect here.)
 
     For every page p the call writes, with `first` the lowest offset it writes there and
     amax the largest |value| of its new tokens per kv-head: the new scale is

@@ -15,6 +15,11 @@
 //      (exact), rounded to e4m3 (nearest even, saturating) and stored.
 // Scratch: [NB] block_size - lowest offset written (0: untouched) | [NB, 2, Hkv] amax bits |
 // [1] listed pages | [T] the list.
+// A call whose caller gives its page runs (a prefill: every page in one run of consecutive
+// slots) or promises one token per page (a decode step) takes one launch instead,
+// fp8_cache_runs_kernel: the CTA that owns a run owns its page, so the page's amax, new scale,
+// re-quantisation and the run's stores happen in that CTA, with no scratch and no atomics in
+// global memory.
 #pragma once
 
 #include <cuda_fp8.h>
@@ -34,6 +39,8 @@ struct Fp8CacheParams {
   const int64_t* slot_mapping;
   int* scratch;
   int num_tokens, num_kv_heads, head_dim, block_size, num_blocks;
+  const int* runs;  // fp8_cache_runs_kernel: [num_runs, 2] (first token, count), nullptr: one token a run
+  int num_runs;
 };
 
 // Row (token t, head h) of new K (kv = 0) or V (kv = 1).
@@ -71,6 +78,64 @@ __device__ __forceinline__ uint32_t float2_to_e4m3x2(float a, float b) {
   return __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
 }
 
+// The largest |x| of one 16-byte vector of new K/V.
+template <typename T>
+__device__ __forceinline__ float fp8_vec_absmax(const uint4& x) {
+  constexpr int VEC = 16 / sizeof(T);
+  const T* e = reinterpret_cast<const T*>(&x);
+  float mx = 0.f;
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) mx = fmaxf(mx, fabsf(to_float(e[i])));
+  return mx;
+}
+
+// One 16-byte vector of new K/V times inv (1 / its page's scale, exact), rounded to e4m3 and
+// stored at dst (16 / sizeof(T) bytes).
+template <typename T>
+__device__ __forceinline__ void fp8_store_vec(const uint4& x, float inv, uint8_t* dst) {
+  constexpr int VEC = 16 / sizeof(T);  // 8 (16-bit inputs) or 4 (fp32): VEC bytes out
+  const T* e = reinterpret_cast<const T*>(&x);
+  uint32_t out[VEC / 4];
+#pragma unroll
+  for (int q = 0; q < VEC / 4; ++q)
+    out[q] = float2_to_e4m3x2(to_float(e[4 * q]) * inv, to_float(e[4 * q + 1]) * inv) |
+             (float2_to_e4m3x2(to_float(e[4 * q + 2]) * inv, to_float(e[4 * q + 3]) * inv) << 16);
+  if constexpr (VEC == 8) *reinterpret_cast<uint2*>(dst) = make_uint2(out[0], out[VEC / 4 - 1]);
+  else *reinterpret_cast<uint32_t*>(dst) = out[0];
+}
+
+// Page blk's earlier tokens (slots 0..first-1) re-quantised by ratio[j] (old / new scale of
+// K/V and head j = kv * Hkv + h; 1: unchanged), 16 bytes a step, by the whole CTA.
+__device__ __forceinline__ void fp8_requant_page(const Fp8CacheParams& p, int64_t blk, int first, const float* ratio) {
+  const int H = p.num_kv_heads, D = p.head_dim, nch = D / 16, per_slot = 2 * H * nch;
+  for (int v = threadIdx.x; v < first * per_slot; v += blockDim.x) {
+    const int slot = v / per_slot, r = v - slot * per_slot, j = r / nch, c = r - j * nch;
+    const float f = ratio[j];
+    if (f == 1.f) continue;
+    uint4* ptr = reinterpret_cast<uint4*>(p.cache[j / H] + ((blk * p.block_size + slot) * H + j % H) * D + 16 * c);
+    uint4 x = *ptr;
+    uint32_t* w = reinterpret_cast<uint32_t*>(&x);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const uint32_t b = w[q];
+      w[q] = float2_to_e4m3x2(e4m3_to_float(b & 0xff) * f, e4m3_to_float((b >> 8) & 0xff) * f) |
+             (float2_to_e4m3x2(e4m3_to_float((b >> 16) & 0xff) * f, e4m3_to_float(b >> 24) * f) << 16);
+    }
+    *ptr = x;
+  }
+}
+
+// Page blk's new scale for K/V and head j from the call's amax (the old one kept as a floor
+// when the call continues the page: first > 0); returns old / new (1: unchanged).
+__device__ __forceinline__ float fp8_update_scale(const Fp8CacheParams& p, int64_t blk, int j, int first, float amax) {
+  float* s = p.scales + blk * 2 * p.num_kv_heads + j;
+  const float old = *s;
+  const float need = fp8_pow2_scale(amax);
+  const float now = first > 0 ? fmaxf(old, need) : need;
+  *s = now;
+  return first > 0 && now != old ? old / now : 1.f;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(256) fp8_cache_amax_kernel(const __grid_constant__ Fp8CacheParams p) {
   constexpr int VEC = 16 / sizeof(T);
@@ -86,11 +151,7 @@ __global__ void __launch_bounds__(256) fp8_cache_amax_kernel(const __grid_consta
     for (int v = lane; v < 2 * nvec; v += 32) {
       const bool is_k = v < nvec;
       const int c = is_k ? v : v - nvec;
-      const uint4 r = *reinterpret_cast<const uint4*>(fp8_src_row<T>(p, is_k ? 0 : 1, t, h) + c * VEC);
-      const T* e = reinterpret_cast<const T*>(&r);
-      float mx = 0.f;
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) mx = fmaxf(mx, fabsf(to_float(e[i])));
+      const float mx = fp8_vec_absmax<T>(*reinterpret_cast<const uint4*>(fp8_src_row<T>(p, is_k ? 0 : 1, t, h) + c * VEC));
       if (is_k) km = fmaxf(km, mx);
       else vm = fmaxf(vm, mx);
     }
@@ -113,37 +174,15 @@ __global__ void __launch_bounds__(256) fp8_cache_amax_kernel(const __grid_consta
 __global__ void __launch_bounds__(256) fp8_cache_scale_kernel(const __grid_constant__ Fp8CacheParams p) {
   extern __shared__ float ratio[];  // per (K/V, head): old / new scale, 1 = unchanged
   const Fp8Scratch sc(p);
-  const int H = p.num_kv_heads, D = p.head_dim, nch = D / 16;
+  const int H = p.num_kv_heads;
   const int n = *sc.count;
   for (int i = blockIdx.x; i < n; i += gridDim.x) {
     const int64_t blk = sc.list[i];
     const int first = p.block_size - sc.first[blk];
-    for (int j = threadIdx.x; j < 2 * H; j += blockDim.x) {
-      float* s = p.scales + blk * 2 * H + j;
-      const float old = *s;
-      const float need = fp8_pow2_scale(__uint_as_float(sc.amax[blk * 2 * H + j]));
-      const float now = first > 0 ? fmaxf(old, need) : need;
-      ratio[j] = first > 0 && now != old ? old / now : 1.f;
-      *s = now;
-    }
+    for (int j = threadIdx.x; j < 2 * H; j += blockDim.x)
+      ratio[j] = fp8_update_scale(p, blk, j, first, __uint_as_float(sc.amax[blk * 2 * H + j]));
     __syncthreads();
-    // the earlier tokens (slots 0..first-1) of the heads whose scale grew, 16 bytes a step
-    const int per_slot = 2 * H * nch;
-    for (int v = threadIdx.x; v < first * per_slot; v += blockDim.x) {
-      const int slot = v / per_slot, r = v - slot * per_slot, j = r / nch, c = r - j * nch;
-      const float f = ratio[j];
-      if (f == 1.f) continue;
-      uint4* ptr = reinterpret_cast<uint4*>(p.cache[j / H] + ((blk * p.block_size + slot) * H + j % H) * D + 16 * c);
-      uint4 x = *ptr;
-      uint32_t* w = reinterpret_cast<uint32_t*>(&x);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const uint32_t b = w[q];
-        w[q] = float2_to_e4m3x2(e4m3_to_float(b & 0xff) * f, e4m3_to_float((b >> 8) & 0xff) * f) |
-               (float2_to_e4m3x2(e4m3_to_float((b >> 16) & 0xff) * f, e4m3_to_float(b >> 24) * f) << 16);
-      }
-      *ptr = x;
-    }
+    fp8_requant_page(p, blk, first, ratio);
     __syncthreads();  // `ratio` is reused by the next page
   }
 }
@@ -159,17 +198,83 @@ __global__ void __launch_bounds__(256) fp8_cache_write_kernel(const __grid_const
     if (slot < 0) continue;
     const int kv = r / (H * nvec), hc = r - kv * H * nvec, h = hc / nvec, c = hc - h * nvec;
     const uint4 x = *reinterpret_cast<const uint4*>(fp8_src_row<T>(p, kv, t, h) + c * VEC);
-    const T* e = reinterpret_cast<const T*>(&x);
     const int64_t blk = slot / p.block_size;
     const float inv = 1.f / p.scales[(blk * 2 + kv) * H + h];  // a power of two: exact
-    uint32_t out[VEC / 4];
+    fp8_store_vec<T>(x, inv, p.cache[kv] + (slot * H + h) * p.head_dim + c * VEC);
+  }
+}
+
+// The whole write in one launch for a call of page runs (p.runs; nullptr: every token is its
+// own run, the caller's promise of one token per page): one CTA per run (grid-stride), which
+// owns the run's page. A thread keeps fixed vectors q of a token's 2 x Hkv x head_dim/VEC (its
+// K/V, head and column decoded once) and walks the run's tokens, kFp8Batch loads in flight:
+// it folds their |values| into one maximum a vector, then one shared atomic (an atomic a
+// vector had 16-32 lanes on one address). The page's scales are set as the scale kernel sets
+// them, the page's earlier tokens re-quantised where a scale grew, and the run's vectors loaded
+// again (from L2, read a moment before) and stored quantised. Rows shorter than the CTA (small
+// heads) take several tokens side by side.
+constexpr int kFp8RunThreads = 256;
+constexpr int kFp8Batch = 8;
+
+template <typename T>
+__global__ void __launch_bounds__(kFp8RunThreads) fp8_cache_runs_kernel(const __grid_constant__ Fp8CacheParams p) {
+  constexpr int VEC = 16 / sizeof(T);
+  extern __shared__ float fp8_sh[];  // [2 Hkv] amax (as bits), [2 Hkv] 1 / scale, [2 Hkv] old / new
+  unsigned* amax = reinterpret_cast<unsigned*>(fp8_sh);
+  const int H = p.num_kv_heads, nvec = p.head_dim / VEC, per_tok = 2 * H * nvec;
+  float* inv = fp8_sh + 2 * H;
+  float* ratio = fp8_sh + 4 * H;
+  // token slots side by side (rows shorter than the CTA) and this thread's place
+  const int lanes = min(per_tok, kFp8RunThreads), slots = kFp8RunThreads / lanes;
+  const int tslot = threadIdx.x / lanes, q0 = threadIdx.x - tslot * lanes;
+  const bool active = tslot < slots;
+  for (int r = blockIdx.x; r < p.num_runs; r += gridDim.x) {
+    const int t0 = p.runs != nullptr ? p.runs[2 * r] : r, n = p.runs != nullptr ? p.runs[2 * r + 1] : 1;
+    const int64_t slot0 = p.slot_mapping[t0];
+    if (slot0 < 0) continue;  // a padding token (one token a run): the whole CTA skips it
+    const int64_t blk = slot0 / p.block_size;
+    const int first = (int)(slot0 - blk * p.block_size);
+    for (int j = threadIdx.x; j < 2 * H; j += blockDim.x) amax[j] = 0u;
+    __syncthreads();
+    for (int q = q0; active && q < per_tok; q += lanes) {
+      const int kv = q / (H * nvec), hc = q - kv * H * nvec, h = hc / nvec, c = hc - h * nvec;
+      const T* src = fp8_src_row<T>(p, kv, t0, h) + c * VEC;
+      float mx = 0.f;
+      for (int t = tslot; t < n; t += slots * kFp8Batch) {
+        uint4 x[kFp8Batch];
 #pragma unroll
-    for (int q = 0; q < VEC / 4; ++q)
-      out[q] = float2_to_e4m3x2(to_float(e[4 * q]) * inv, to_float(e[4 * q + 1]) * inv) |
-               (float2_to_e4m3x2(to_float(e[4 * q + 2]) * inv, to_float(e[4 * q + 3]) * inv) << 16);
-    uint8_t* dst = p.cache[kv] + (slot * H + h) * p.head_dim + c * VEC;
-    if constexpr (VEC == 8) *reinterpret_cast<uint2*>(dst) = make_uint2(out[0], out[VEC / 4 - 1]);
-    else *reinterpret_cast<uint32_t*>(dst) = out[0];
+        for (int b = 0; b < kFp8Batch; ++b)
+          if (t + b * slots < n) x[b] = *reinterpret_cast<const uint4*>(src + (t + b * slots) * p.row_stride[kv]);
+#pragma unroll
+        for (int b = 0; b < kFp8Batch; ++b)
+          if (t + b * slots < n) mx = fmaxf(mx, fp8_vec_absmax<T>(x[b]));
+      }
+      atomicMax(amax + kv * H + h, __float_as_uint(mx));
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < 2 * H; j += blockDim.x) {
+      ratio[j] = fp8_update_scale(p, blk, j, first, __uint_as_float(amax[j]));
+      inv[j] = 1.f / p.scales[blk * 2 * H + j];  // a power of two: exact
+    }
+    __syncthreads();
+    fp8_requant_page(p, blk, first, ratio);
+    for (int q = q0; active && q < per_tok; q += lanes) {
+      const int kv = q / (H * nvec), hc = q - kv * H * nvec, h = hc / nvec, c = hc - h * nvec;
+      const T* src = fp8_src_row<T>(p, kv, t0, h) + c * VEC;
+      const float f = inv[kv * H + h];
+      uint8_t* dst = p.cache[kv] + ((blk * p.block_size + first) * H + h) * (int64_t)p.head_dim + c * VEC;
+      const int64_t dst_stride = (int64_t)H * p.head_dim;  // bytes from one slot to the next
+      for (int t = tslot; t < n; t += slots * kFp8Batch) {
+        uint4 x[kFp8Batch];
+#pragma unroll
+        for (int b = 0; b < kFp8Batch; ++b)
+          if (t + b * slots < n) x[b] = *reinterpret_cast<const uint4*>(src + (t + b * slots) * p.row_stride[kv]);
+#pragma unroll
+        for (int b = 0; b < kFp8Batch; ++b)
+          if (t + b * slots < n) fp8_store_vec<T>(x[b], f, dst + (t + b * slots) * dst_stride);
+      }
+    }
+    __syncthreads();  // the shared arrays are reused by the next run
   }
 }
 

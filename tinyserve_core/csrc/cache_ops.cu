@@ -66,13 +66,7 @@ void reshape_and_cache(const torch::Tensor& key, const torch::Tensor& value, tor
     p.meta = m.data_ptr();
     TORCH_CHECK(!(one_per_page && runs.has_value()), "reshape_and_cache: one_per_page or runs, not both");
     if (runs.has_value()) {   // the caller's page runs: one CTA per run, no scratch
-      const auto& r = *runs;
-      TS_CHECK_CUDA(r);
-      TS_CHECK_CONTIG(r);
-      TORCH_CHECK(r.scalar_type() == torch::kInt32 && r.dim() == 2 && r.size(1) == 2,
-                  "runs must be int32 [R, 2] (first token, count)");
-      p.runs = r.data_ptr<int>();
-      p.num_runs = (int)r.size(0);
+      p.runs = checked_page_runs(*runs, p.num_runs);
       if (p.num_runs == 0) return;
       const int grid = std::min(p.num_runs, 65535);
       for_element_type(key, "reshape_and_cache", [&](auto tag) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kernels/cache_fp8.cuh"
+#include "launch.h"
 #include "ops.h"
 
 namespace tinyserve {
@@ -56,27 +57,15 @@ void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value,
   if (one_per_page || runs.has_value()) {  // the caller's page runs (or one token a page): one launch, no scratch
     p.num_runs = T;
     if (runs.has_value()) {
-      const auto& r = *runs;
-      TS_CHECK_CUDA(r);
-      TS_CHECK_CONTIG(r);
-      TORCH_CHECK(r.scalar_type() == torch::kInt32 && r.dim() == 2 && r.size(1) == 2,
-                  "runs must be int32 [R, 2] (first token, count)");
-      p.runs = r.data_ptr<int>();
-      p.num_runs = (int)r.size(0);
+      p.runs = checked_page_runs(*runs, p.num_runs);
       if (p.num_runs == 0) return;
     }
     const int grid = std::min(p.num_runs, 65535 * 8);
     const size_t smem = 6 * Hkv * sizeof(float);
-    const auto launch_runs = [&](auto tag) {
+    for_element_type(key, "reshape_and_cache_fp8", [&](auto tag) {
       fp8_cache_runs_kernel<decltype(tag)><<<grid, kFp8RunThreads, smem, stream>>>(p);
-      TS_LAUNCH_CHECK();
-    };
-    switch (key.scalar_type()) {
-      case at::kHalf: return launch_runs(__half{});
-      case at::kBFloat16: return launch_runs(__nv_bfloat16{});
-      case at::kFloat: return launch_runs(float{});
-      default: TORCH_CHECK(false, "reshape_and_cache_fp8: key/value must be fp16, bf16 or fp32");
-    }
+    });
+    return;
   }
   const int64_t zeroed = (int64_t)NB * (1 + 2 * Hkv) + 1;  // lowest offsets, amax, list count
   auto scratch = torch::empty({zeroed + T}, slot_mapping.options().dtype(torch::kInt32));
@@ -88,21 +77,14 @@ void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value,
   const int write_blocks = (int)std::min<int64_t>((vectors + threads - 1) / threads, 65535LL * 8);
   const int scale_blocks = std::min(T, NB);
   // the three launches for the CUDA element type of key/value (`tag`)
-  const auto launch = [&](auto tag) {
+  for_element_type(key, "reshape_and_cache_fp8", [&](auto tag) {
     using CT = decltype(tag);
     fp8_cache_amax_kernel<CT><<<amax_blocks, threads, 0, stream>>>(p);
     TS_LAUNCH_CHECK();
     fp8_cache_scale_kernel<<<scale_blocks, threads, 2 * Hkv * sizeof(float), stream>>>(p);
     TS_LAUNCH_CHECK();
     fp8_cache_write_kernel<CT><<<write_blocks, threads, 0, stream>>>(p);
-    TS_LAUNCH_CHECK();
-  };
-  switch (key.scalar_type()) {
-    case at::kHalf: return launch(__half{});
-    case at::kBFloat16: return launch(__nv_bfloat16{});
-    case at::kFloat: return launch(float{});
-    default: TORCH_CHECK(false, "reshape_and_cache_fp8: key/value must be fp16, bf16 or fp32");
-  }
+  });
 }
 
 }  // namespace tinyserve

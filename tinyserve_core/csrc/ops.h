@@ -121,3 +121,16 @@ torch::Tensor skinny_gemm(const torch::Tensor& x, const torch::Tensor& weight, c
     TORCH_CHECK(err__ == cudaSuccess, "CUDA error: ", cudaGetErrorString(err__)); \
   } while (0)
 #define TS_LAUNCH_CHECK() TS_CUDA_CHECK(cudaGetLastError())
+
+namespace tinyserve {
+// A cache write's `runs` argument (cache_runs.page_runs: int32 [R, 2], first token and count),
+// checked; its row count goes to `num_runs`.
+inline const int* checked_page_runs(const torch::Tensor& r, int& num_runs) {
+  TS_CHECK_CUDA(r);
+  TS_CHECK_CONTIG(r);
+  TORCH_CHECK(r.scalar_type() == torch::kInt32 && r.dim() == 2 && r.size(1) == 2,
+              "runs must be int32 [R, 2] (first token, count)");
+  num_runs = (int)r.size(0);
+  return r.data_ptr<int>();
+}
+}  // namespace tinyserve

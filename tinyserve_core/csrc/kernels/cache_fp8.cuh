@@ -228,6 +228,15 @@ __global__ void __launch_bounds__(kFp8RunThreads) fp8_cache_runs_kernel(const __
   const int lanes = min(per_tok, kFp8RunThreads), slots = kFp8RunThreads / lanes;
   const int tslot = threadIdx.x / lanes, q0 = threadIdx.x - tslot * lanes;
   const bool active = tslot < slots;
+  // vector q of a token: its K/V, head and column, and its source row at token t0
+  struct Vec {
+    int kv, h, c;
+    const T* src;
+  };
+  const auto vec = [&](int q, int t0) {
+    const int kv = q / (H * nvec), hc = q - kv * H * nvec, h = hc / nvec, c = hc - h * nvec;
+    return Vec{kv, h, c, fp8_src_row<T>(p, kv, t0, h) + c * VEC};
+  };
   for (int r = blockIdx.x; r < p.num_runs; r += gridDim.x) {
     const int t0 = p.runs != nullptr ? p.runs[2 * r] : r, n = p.runs != nullptr ? p.runs[2 * r + 1] : 1;
     const int64_t slot0 = p.slot_mapping[t0];
@@ -236,20 +245,23 @@ __global__ void __launch_bounds__(kFp8RunThreads) fp8_cache_runs_kernel(const __
     const int first = (int)(slot0 - blk * p.block_size);
     for (int j = threadIdx.x; j < 2 * H; j += blockDim.x) amax[j] = 0u;
     __syncthreads();
-    for (int q = q0; active && q < per_tok; q += lanes) {
-      const int kv = q / (H * nvec), hc = q - kv * H * nvec, h = hc / nvec, c = hc - h * nvec;
-      const T* src = fp8_src_row<T>(p, kv, t0, h) + c * VEC;
-      float mx = 0.f;
+    // the run's vectors of q from token tslot on, kFp8Batch loads in flight: fold(x, t) each
+    const auto walk = [&](const Vec& v, auto&& fold) {
       for (int t = tslot; t < n; t += slots * kFp8Batch) {
         uint4 x[kFp8Batch];
 #pragma unroll
         for (int b = 0; b < kFp8Batch; ++b)
-          if (t + b * slots < n) x[b] = *reinterpret_cast<const uint4*>(src + (t + b * slots) * p.row_stride[kv]);
+          if (t + b * slots < n) x[b] = *reinterpret_cast<const uint4*>(v.src + (t + b * slots) * p.row_stride[v.kv]);
 #pragma unroll
         for (int b = 0; b < kFp8Batch; ++b)
-          if (t + b * slots < n) mx = fmaxf(mx, fp8_vec_absmax<T>(x[b]));
+          if (t + b * slots < n) fold(x[b], t + b * slots);
       }
-      atomicMax(amax + kv * H + h, __float_as_uint(mx));
+    };
+    for (int q = q0; active && q < per_tok; q += lanes) {
+      const Vec v = vec(q, t0);
+      float mx = 0.f;
+      walk(v, [&](const uint4& x, int) { mx = fmaxf(mx, fp8_vec_absmax<T>(x)); });
+      atomicMax(amax + v.kv * H + v.h, __float_as_uint(mx));
     }
     __syncthreads();
     for (int j = threadIdx.x; j < 2 * H; j += blockDim.x) {
@@ -258,21 +270,12 @@ __global__ void __launch_bounds__(kFp8RunThreads) fp8_cache_runs_kernel(const __
     }
     __syncthreads();
     fp8_requant_page(p, blk, first, ratio);
+    const int64_t dst_stride = (int64_t)H * p.head_dim;  // bytes from one slot to the next
     for (int q = q0; active && q < per_tok; q += lanes) {
-      const int kv = q / (H * nvec), hc = q - kv * H * nvec, h = hc / nvec, c = hc - h * nvec;
-      const T* src = fp8_src_row<T>(p, kv, t0, h) + c * VEC;
-      const float f = inv[kv * H + h];
-      uint8_t* dst = p.cache[kv] + ((blk * p.block_size + first) * H + h) * (int64_t)p.head_dim + c * VEC;
-      const int64_t dst_stride = (int64_t)H * p.head_dim;  // bytes from one slot to the next
-      for (int t = tslot; t < n; t += slots * kFp8Batch) {
-        uint4 x[kFp8Batch];
-#pragma unroll
-        for (int b = 0; b < kFp8Batch; ++b)
-          if (t + b * slots < n) x[b] = *reinterpret_cast<const uint4*>(src + (t + b * slots) * p.row_stride[kv]);
-#pragma unroll
-        for (int b = 0; b < kFp8Batch; ++b)
-          if (t + b * slots < n) fp8_store_vec<T>(x[b], f, dst + (t + b * slots) * dst_stride);
-      }
+      const Vec v = vec(q, t0);
+      const float f = inv[v.kv * H + v.h];
+      uint8_t* dst = p.cache[v.kv] + ((blk * p.block_size + first) * H + v.h) * (int64_t)p.head_dim + v.c * VEC;
+      walk(v, [&](const uint4& x, int t) { fp8_store_vec<T>(x, f, dst + t * dst_stride); });
     }
     __syncthreads();  // the shared arrays are reused by the next run
   }

@@ -254,7 +254,10 @@ __device__ __forceinline__ void merge_acc4(float4& num, float w, const float4& o
   num.z += w * o.z;
   num.w += w * o.w;
 }
-__device__ __forceinline__ void merge_scale4(float4& num, float a) {
+// A running (den, num) of a merge re-based from log2-max `from` to `to` (>= from; -inf: empty).
+__device__ __forceinline__ void merge_rebase(float& den, float4& num, float from, float to) {
+  const float a = from == -INFINITY ? 0.f : exp2f(from - to);
+  den *= a;
   num.x *= a;
   num.y *= a;
   num.z *= a;
@@ -297,9 +300,7 @@ __device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t 
 #pragma unroll
     for (int j = 0; j < kMergeBatch; ++j) m = fmaxf(m, ls[j]);
     if (m == -INFINITY) continue;  // every split so far empty
-    const float a = mx == -INFINITY ? 0.f : exp2f(mx - m);
-    den *= a;
-    merge_scale4(num, a);
+    merge_rebase(den, num, mx, m);
 #pragma unroll
     for (int j = 0; j < kMergeBatch; ++j) {
       const float w = ls[j] == -INFINITY ? 0.f : exp2f(ls[j] - m);
@@ -322,14 +323,14 @@ __device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t 
     merge_store4(static_cast<T*>(p.out) + row * D + 4 * d4, num, 0.f);
     return;
   }
-  const float a0 = mx == -INFINITY ? 0.f : exp2f(mx - m);
-  den *= a0;
-  merge_scale4(num, a0);
+  merge_rebase(den, num, mx, m);
 #pragma unroll
   for (int q = 1; q < kMergeParts; ++q) {
-    const float a = sm_max[q] == -INFINITY ? 0.f : exp2f(sm_max[q] - m);
-    merge_acc4(num, a, sm_num[q][d4]);
-    den += a * sm_den[q];
+    float dq = sm_den[q];
+    float4 nq = sm_num[q][d4];
+    merge_rebase(dq, nq, sm_max[q], m);
+    den += dq;
+    merge_acc4(num, 1.f, nq);
   }
   merge_store4(static_cast<T*>(p.out) + row * D + 4 * d4, num, den > 0.f ? 1.f / den : 0.f);
 }

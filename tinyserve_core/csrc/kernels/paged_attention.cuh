@@ -271,30 +271,25 @@ __device__ __forceinline__ void merge_store4(T* out, const float4& num, float in
   out[3] = from_float<T>(num.w * inv);
 }
 
-// A thread's splits part, part + kMergeParts, ... of one row: the log-sum-exps and output
-// vectors of kMergeBatch splits are loaded together and folded into a running (max, den,
-// num) with rescaling, so with up to 32 splits the merge waits on one memory round trip.
-// (It used to take the max over all splits first, a block reduction, then the weights, then
-// the vectors: three dependent rounds and three barriers, 2.4 us of a 18.5 us sparse step at
-// batch 1 on an H200.) The parts then meet in shared memory, rescaled to the largest max.
-template <typename T, int D>
-__device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t row) {
-  __shared__ float4 sm_num[kMergeParts][D / 4];
-  __shared__ float sm_den[kMergeParts], sm_max[kMergeParts];
-  const int S = p.num_splits;
-  const int d4 = threadIdx.x % (D / 4), part = threadIdx.x / (D / 4);
-  const float* lse = p.part_lse + row * S;
-  const float4* po = reinterpret_cast<const float4*>(p.part_o + row * S * D) + d4;
-  float mx = -INFINITY, den = 0.f;
-  float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int s0 = part; s0 < S; s0 += kMergeParts * kMergeBatch) {
+// Splits first, first + stride, ... (< S) of one output row's vector d4 (lse: the row's S
+// log-sum-exps, po: its S partial vectors at d4) folded into a running (max, den, num) with
+// rescaling, the log-sum-exps and vectors of kMergeBatch splits loaded together: a merge of up
+// to kMergeBatch splits a thread waits on one memory round trip. (The merges used to take the
+// max over all splits first, then the weights, then the vectors: three dependent rounds, and
+// the merge kernel three barriers, 2.4 us of a 18.5 us sparse step at batch 1 on an H200.)
+// CG: the partials were written in this launch by other CTAs, read through L2 (`__ldcg`: the
+// non-coherent path may hold stale lines); else they come from an earlier kernel (`__ldg`).
+template <int D, bool CG>
+__device__ __forceinline__ void merge_fold_splits(const float* lse, const float4* po, int S, int first, int stride,
+                                                  float& mx, float& den, float4& num) {
+  for (int s0 = first; s0 < S; s0 += stride * kMergeBatch) {
     float ls[kMergeBatch];
     float4 o[kMergeBatch];
 #pragma unroll
     for (int j = 0; j < kMergeBatch; ++j) {
-      const int s = s0 + j * kMergeParts;
-      ls[j] = s < S ? __ldg(lse + s) : -INFINITY;
-      o[j] = s < S ? po[(int64_t)s * (D / 4)] : make_float4(0.f, 0.f, 0.f, 0.f);
+      const int s = s0 + j * stride;
+      ls[j] = s >= S ? -INFINITY : CG ? __ldcg(lse + s) : __ldg(lse + s);
+      o[j] = s >= S ? make_float4(0.f, 0.f, 0.f, 0.f) : CG ? __ldcg(po + (int64_t)s * (D / 4)) : __ldg(po + (int64_t)s * (D / 4));
     }
     float m = mx;
 #pragma unroll
@@ -309,6 +304,21 @@ __device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t 
     }
     mx = m;
   }
+}
+
+// One output row (row = b * Hq + head) by the merge kernel's CTA: kMergeParts threads share
+// each vector of 4 outputs, each folding every kMergeParts-th split; the parts then meet in
+// shared memory, rescaled to the largest max (one barrier).
+template <typename T, int D>
+__device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t row) {
+  __shared__ float4 sm_num[kMergeParts][D / 4];
+  __shared__ float sm_den[kMergeParts], sm_max[kMergeParts];
+  const int S = p.num_splits;
+  const int d4 = threadIdx.x % (D / 4), part = threadIdx.x / (D / 4);
+  float mx = -INFINITY, den = 0.f;
+  float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
+  merge_fold_splits<D, false>(p.part_lse + row * S, reinterpret_cast<const float4*>(p.part_o + row * S * D) + d4, S,
+                              part, kMergeParts, mx, den, num);
   sm_num[part][d4] = num;
   if (d4 == 0) {
     sm_den[part] = den;
@@ -336,36 +346,19 @@ __device__ __forceinline__ void decode_merge_row(const DecodeParams& p, int64_t 
 }
 
 // The group's query heads of one (sequence, kv-head) row merged from the S partial results
-// the row's CTAs wrote in this launch, by one CTA of kDecodeWarps warps (read through L2:
-// __ldg's non-coherent path may hold stale lines). Splits are summed in order, so the
-// result does not depend on which CTA merges.
+// the row's CTAs wrote in this launch, by one CTA of kDecodeWarps warps, a thread a vector of
+// 4 outputs folding every split (merge_fold_splits, through L2). The result does not depend on
+// which CTA merges.
 template <typename T, int D>
 __device__ __forceinline__ void decode_merge_group(const DecodeParams& p, int b, int hq0) {
   const int S = p.num_splits;
   for (int idx = threadIdx.x; idx < p.group * (D / 4); idx += kDecodeWarps * 32) {
     const int h = idx / (D / 4), d4 = idx - h * (D / 4);
     const int64_t rq = (int64_t)b * p.num_q_heads + hq0 + h;
-    const float* lse = p.part_lse + rq * S;
-    // the max in groups of 8 independent loads: one L2 round trip per group, not per split
-    float mx = -INFINITY;
-    for (int s0 = 0; s0 < S; s0 += 8) {
-      float v[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = s0 + j < S ? __ldcg(lse + s0 + j) : -INFINITY;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) mx = fmaxf(mx, v[j]);
-    }
-    const float4* po = reinterpret_cast<const float4*>(p.part_o + rq * S * D) + d4;
-    float den = 0.f;
+    float mx = -INFINITY, den = 0.f;
     float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-    for (int s = 0; s < S; ++s) {
-      const float ls = __ldcg(lse + s);
-      const float w = (mx == -INFINITY || ls == -INFINITY) ? 0.f : exp2f(ls - mx);
-      const float4 o = __ldcg(po + (int64_t)s * (D / 4));
-      den += w;
-      merge_acc4(num, w, o);
-    }
+    merge_fold_splits<D, true>(p.part_lse + rq * S, reinterpret_cast<const float4*>(p.part_o + rq * S * D) + d4, S, 0,
+                               1, mx, den, num);
     merge_store4(static_cast<T*>(p.out) + rq * D + 4 * d4, num, den > 0.f ? 1.f / den : 0.f);
   }
 }

@@ -20,7 +20,7 @@ def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping, one
     slots = slot_mapping.to(device=k_cache.device, dtype=torch.int64).contiguous()
     runs = None if runs is None else _i32(runs, k_cache.device)
     _extension().reshape_and_cache_fp8(_aligned_rows(key), _aligned_rows(value.to(key.dtype)), k_cache, v_cache,
-                                       kv_scales, slots, bool(one_per_page) and runs is None, runs)
+                                       kv_scales, slots, bool(one_per_page), runs)
 
 
 def paged_decode_attention(query, k_cache, v_cache, kv_scales, block_tables, seq_lens, scale,

@@ -245,7 +245,7 @@ __device__ __forceinline__ void decode_tile_compute(uint32_t stage, uint32_t ok,
 // cost one or two memory latencies instead of one per split in turn (a batch-1 step has
 // 33 splits: 7 us per merge on an H200 with one thread per 4 elements).
 constexpr int kMergeParts = 4;
-constexpr int kMergeBatch = 8;  // splits a thread loads at once (S <= 32: all of them)
+constexpr int kMergeBatch = 8;  // splits a thread loads at once (the merge kernel: all of them up to 32)
 
 // num += w * o, and out[0..3] = num * inv: the merges' per-4-element steps.
 __device__ __forceinline__ void merge_acc4(float4& num, float w, const float4& o) {

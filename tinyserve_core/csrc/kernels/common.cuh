@@ -69,6 +69,11 @@ __device__ __forceinline__ void cp_async16_s(uint32_t smem, const void* gmem, in
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem), "l"(gmem), "r"(src_bytes)
                  : "memory");
 }
+// Asynchronous 4-byte global->shared copy (4- and 8-byte copies exist only as cp.async.ca);
+// src_bytes = 0 writes zeros.
+__device__ __forceinline__ void cp_async4(uint32_t smem, const void* gmem, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem), "l"(gmem), "r"(src_bytes) : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 // Wait until at most N of this thread's committed copy groups are still in flight.
 template <int N>

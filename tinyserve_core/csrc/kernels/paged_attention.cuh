@@ -46,19 +46,22 @@ constexpr int kMaxGroup = 8;
 constexpr int kDecodeStages = 3;  // tiles in flight per warp: kDecodeStages - 1
 
 // Element offset of the K/V row of token `off` of logical page `lp` for this kv-head, or -1
-// when the page is padding (-1) or the token lies past the context.
+// when the page is padding (-1) or the token lies past the context. `blk_out` (when given)
+// receives the physical block id (the FP8 kernel's page scales are per block).
 __device__ __forceinline__ int64_t decode_page_row(const DecodeParams& p, int b, int kvh, int lp, int off,
-                                                   int seq_len, int n_pages, int D) {
+                                                   int seq_len, int n_pages, int D, int64_t* blk_out = nullptr) {
   const int bs = p.block_size;
   if (lp < 0 || lp >= n_pages || lp * bs + off >= seq_len) return -1;
   const int64_t blk = __ldg(p.block_tables + (int64_t)b * p.bt_stride + lp);
+  if (blk_out != nullptr) *blk_out = blk;
   return ((blk * bs + off) * p.num_kv_heads + kvh) * (int64_t)D;
 }
 
 // Element offset of virtual token `vt`'s K/V row for this kv-head, or -1 when the token is
 // outside the split, the context, or the selected pages.
 __device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b, int kvh, int vt,
-                                                    int v_end, int seq_len, int n_pages, int D) {
+                                                    int v_end, int seq_len, int n_pages, int D,
+                                                    int64_t* blk_out = nullptr) {
   if (vt >= v_end) return -1;
   const int bs = p.block_size;
   const int vp = p.block_shift >= 0 ? (vt >> p.block_shift) : vt / bs;
@@ -66,7 +69,7 @@ __device__ __forceinline__ int64_t decode_token_row(const DecodeParams& p, int b
   int lp = vp;
   if (p.page_indices != nullptr)
     lp = __ldg(p.page_indices + ((int64_t)b * p.num_kv_heads + kvh) * p.max_sel + vp);
-  return decode_page_row(p, b, kvh, lp, off, seq_len, n_pages, D);
+  return decode_page_row(p, b, kvh, lp, off, seq_len, n_pages, D, blk_out);
 }
 
 // Bytes of one warp's stage: the K and V rows of a 16-token tile (16-bit elements).

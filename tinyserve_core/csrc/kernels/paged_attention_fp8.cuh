@@ -48,33 +48,30 @@ __device__ __forceinline__ __half2 e4m3x2_to_h2(uint32_t two) {
 __device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 __device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t two) { return h2_bits(e4m3x2_to_h2(two)); }
 
-__device__ __forceinline__ void st_shared_f32(uint32_t addr, float v) {
-  asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
-}
 __device__ __forceinline__ float ld_shared_f32(uint32_t addr) {
   float v;
   asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr) : "memory");
   return v;
 }
 
-// The coalesced asynchronous copies of one tile's fp8 K and V rows into a stage, and the
-// tokens' page scales (0 for masked tokens, whose rows are zero-filled). Returns this lane's
-// validity bits as decode_attend's copies do.
+// The coalesced asynchronous copies of one tile's fp8 K and V rows into a stage, and of the
+// tokens' page scales (zeros for masked tokens, whose rows are zero-filled), all in the
+// tile's copy group. Returns this lane's validity bits as decode_attend's copies do.
+// The scales travel as copies too: loaded into registers and stored, they put a second
+// dependent global load (block table, then scale) in front of the row copies of every
+// tile, and the stream ran at 66% of the copy bandwidth (twentieth session).
 template <int D>
 __device__ __forceinline__ uint32_t fp8_issue_tile(uint32_t stage, const DecodeParams& p, const float* scales,
                                                    int b, int kvh, int t0, int v_end, int seq_len, int n_pages,
                                                    int lane) {
-  const int64_t mine = lane < kDecodeTile ? decode_token_row(p, b, kvh, t0 + lane, v_end, seq_len, n_pages, D) : -1;
+  int64_t blk = 0;
+  const int64_t mine =
+      lane < kDecodeTile ? decode_token_row(p, b, kvh, t0 + lane, v_end, seq_len, n_pages, D, &blk) : -1;
   if (lane < kDecodeTile) {
-    float ks = 0.f, vs = 0.f;
-    if (mine >= 0) {
-      const int64_t slot = (mine / D) / p.num_kv_heads;  // row = (slot * Hkv + kvh) * D
-      const int64_t blk = p.block_shift >= 0 ? slot >> p.block_shift : slot / p.block_size;
-      ks = __ldg(scales + (blk * 2) * p.num_kv_heads + kvh);
-      vs = __ldg(scales + (blk * 2 + 1) * p.num_kv_heads + kvh);
-    }
-    st_shared_f32(stage + 2 * kDecodeTile * D + 4 * lane, ks);
-    st_shared_f32(stage + 2 * kDecodeTile * D + 4 * (kDecodeTile + lane), vs);
+    const int n = mine >= 0 ? 4 : 0;
+    const float* ks = scales + (mine >= 0 ? (blk * 2) * p.num_kv_heads + kvh : 0);
+    cp_async4(stage + 2 * kDecodeTile * D + 4 * lane, ks, n);
+    cp_async4(stage + 2 * kDecodeTile * D + 4 * (kDecodeTile + lane), ks + p.num_kv_heads, n);
   }
   return decode_copy_rows<D>(stage, static_cast<const uint8_t*>(p.k_cache), static_cast<const uint8_t*>(p.v_cache),
                              mine, lane, p.l2_prefetch != 0);

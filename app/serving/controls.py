@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 
 from ..widgets.palette import ERROR_CSS, HINT_CSS
-from tinyserve_core.engine.config import POLICIES, RESTART_KEYS, EngineConfig
+from tinyserve_core.engine.config import KV_CACHE_DTYPES, POLICIES, RESTART_KEYS, EngineConfig
 from tinyserve_core.errors import ConfigError
 
 
@@ -38,6 +38,8 @@ FIELDS = (
           choices=(1, 2, 4, 8, 16, 32, 64, 128)),
     Field("num_blocks", "number of blocks", "spin", 1, 1 << 20, "blocks"),
     Field("enable_prefix_caching", "prefix caching", "bool"),
+    Field("kv_cache_dtype", "KV cache dtype", "choice", choices=KV_CACHE_DTYPES,
+          tip="fp8: e4m3 codes with a scale per page and kv-head, half the bytes of fp16 (dense policy only)"),
     Field("rate", "arrival rate", "float", 0.1, 100.0, "requests/s (engine clock)"),
     Field("max_num_seqs", "max running sequences", "int", 1, 256, "sequences"),
     Field("prompt_len", "prompt length (typical)", "int", 1, 4096, "tokens"),

@@ -8,8 +8,11 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from tinyserve_core.engine.config import EngineConfig
 from tinyserve_core.kernels import backend_info
+from tinyserve_core.kv.kv_cache import block_bytes, cache_dtype
 from tinyserve_core.model.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -23,8 +26,13 @@ def _model_dir(cfg: EngineConfig) -> str:
     return str(default_model_dir())
 
 
-def _kv_bytes(mc: ModelConfig, num_blocks: int, block_size: int, dtype_bytes: int = 4) -> int:
-    return 2 * mc.num_hidden_layers * mc.num_key_value_heads * mc.head_dim * dtype_bytes * num_blocks * block_size
+def _kv_bytes(mc: ModelConfig, cfg: EngineConfig) -> int:
+    """The pool's bytes before the engine exists (K, V and page bounds or FP8 scales); "auto"
+    dtypes are counted as float32, the CPU's."""
+    model_dtype = torch.float32 if cfg.model.dtype == "auto" else getattr(torch, cfg.model.dtype)
+    per_block = block_bytes(mc.num_hidden_layers, cfg.cache.block_size, mc.num_key_value_heads, mc.head_dim,
+                            cache_dtype(cfg.cache.kv_cache_dtype, model_dtype))
+    return per_block * cfg.cache.num_blocks
 
 
 def config_summary(cfg: EngineConfig) -> dict:
@@ -43,7 +51,7 @@ def config_summary(cfg: EngineConfig) -> dict:
         mc = ModelConfig.from_dir(d["model"])
         d["layers"] = mc.num_hidden_layers
         d["kv_heads"] = mc.num_key_value_heads
-        d["kv_bytes"] = _kv_bytes(mc, cfg.cache.num_blocks, cfg.cache.block_size)
+        d["kv_bytes"] = _kv_bytes(mc, cfg)
     except Exception as e:  # shown, not fatal: the engine start reports it properly
         d["model_note"] = str(e).splitlines()[0][:200]
     return d
@@ -58,8 +66,10 @@ def engine_summary(cfg: EngineConfig, engine: Engine) -> dict:
     kv = engine.runner.kv
     k0 = kv.k_caches[0]
     d["device"] = str(k0.device)
-    d["dtype"] = str(k0.dtype).replace("torch.", "")
-    d["kv_bytes"] = sum(t.numel() * t.element_size() for t in list(kv.k_caches) + list(kv.v_caches))
+    d["dtype"] = str(engine.dtype).replace("torch.", "")
+    if k0.dtype != engine.dtype:   # an FP8 cache (kv_cache_dtype): vLLM's name for it
+        d["kv_dtype"] = "fp8 e4m3" if k0.dtype == torch.float8_e4m3fn else str(k0.dtype).replace("torch.", "")
+    d["kv_bytes"] = kv.total_bytes
     return d
 
 
@@ -75,7 +85,8 @@ def summary_line(d: dict) -> str:
         parts.append(f"kernels: {be} ({d.get('backend_reason')})")
     parts.append(f"pool {d['num_blocks']:,} blocks x {d['block_size']} tokens = {d['pool_tokens']:,} tokens")
     if d.get("kv_bytes"):
-        parts.append(f"KV {d['kv_bytes'] / 2**20:.1f} MiB")
+        kind = f" {d['kv_dtype']}" if d.get("kv_dtype") else ""
+        parts.append(f"KV{kind} {d['kv_bytes'] / 2**20:.1f} MiB")
     if d.get("device"):
         parts.append(f"{d['device']} {d.get('dtype', '')}".strip())
     if d.get("model_note"):

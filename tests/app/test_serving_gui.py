@@ -38,6 +38,21 @@ def test_window_shows_engine_summary(make_window, gui_config):
     assert w.tabs.tabText(0) == "Serving"
 
 
+def test_an_fp8_cache_is_named_and_counted_in_the_summary(make_window, gui_config):
+    """kv_cache_dtype fp8: the header says so, and the pool's bytes are its e4m3 codes plus
+    the page scales (no page bounds)."""
+    from app.serving.summary import config_summary
+    from tinyserve_core.model.config import ModelConfig
+
+    cfg = gui_config(kv_cache_dtype="fp8", policy="dense")
+    w = make_window(cfg)
+    text = w.serving.summary.text()
+    assert "KV fp8 e4m3" in text and "cpu float32" in text
+    mc = ModelConfig.from_dir(cfg.model.model)
+    h, d, layers = mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers
+    assert config_summary(cfg)["kv_bytes"] == 256 * layers * (2 * 4 * h * d + 2 * h * 4)
+
+
 def test_pause_and_step_advance_exactly_one_step(make_window, gui_config, qtbot):
     w = make_window(gui_config())
     tab, worker = w.serving, w.serving.worker

@@ -118,7 +118,7 @@ def test_key_sets_follow_the_sections():
     from tinyserve_core.engine.workloads import WorkloadSpec
 
     assert RESTART_KEYS == {"model", "device", "dtype", "block_size", "num_blocks",
-                            "enable_prefix_caching", "max_model_len"}
+                            "enable_prefix_caching", "kv_cache_dtype", "max_model_len"}
     assert SELECTION_KEYS == {"policy", "budget", "top_p_mass", "sink_pages", "dense_layers",
                               "recent_pages", "candidates", "estimate_top_p", "quant_bits", "tier_pages",
                               "tier_policy", "stats"}
@@ -169,7 +169,8 @@ def test_saving_writes_the_same_flat_file(tmp_path, name):
     # keys added since v1 are written with their defaults; the rest keep their order and
     # values (a float field loads 256 as 256.0)
     added = {"profile": False, "profile_every": 128, "profile_budget": 0.05, "kv_events": None, "kv_events_replay": None,
-             "candidates": 4.0, "estimate_top_p": 0.0, "quant_bits": 4}
+             "candidates": 4.0, "estimate_top_p": 0.0, "quant_bits": 4,
+             "kv_cache_dtype": "auto"}
     assert {k: new[k] for k in added} == added
     kept = {k: v for k, v in new.items() if k not in added}
     assert list(kept) == list(old) and kept == old

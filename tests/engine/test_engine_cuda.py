@@ -25,11 +25,12 @@ STEPS = 32
 
 
 def greedy(device: str, dtype: str, policy: str = "dense", monkeypatch=None, kernels=None,
-           budget: float = 64):
+           budget: float = 64, kv_cache_dtype: str = "auto"):
     if kernels is not None:
         monkeypatch.setenv("TINYSERVE_KERNELS", kernels)
     cfg = EngineConfig.from_dict(dict(device=device, dtype=dtype, num_blocks=512, block_size=16,
-                                      policy=policy, budget=budget, enable_prefix_caching=False))
+                                      policy=policy, budget=budget, enable_prefix_caching=False,
+                                      kv_cache_dtype=kv_cache_dtype))
     eng = Engine(cfg)
     ids = [eng.add_request(p, SamplingParams(temperature=0.0, max_tokens=STEPS, ignore_eos=True))
            for p in PROMPTS]
@@ -66,6 +67,27 @@ def test_gpu_engine_matches_cpu_reference_until_a_near_tie(monkeypatch):
                 # only a near-tie may flip; after it the continuations legitimately differ
                 assert m[i] < 0.05, f"{prompt!r}: token {i} differs with a clear margin {m[i]:.3f}"
                 break
+
+
+def test_fp8_cache_on_gpu_follows_the_model_until_a_near_tie(monkeypatch):
+    """The FP8 cache through the CUDA kernels and the decode CUDA graphs: greedy tokens equal
+    the fp32 CPU engine's until the model's top two logits come within FP8_TIE (e4m3
+    rounds K and V to 3 mantissa bits, which moves logits more than fp16 rounding does)."""
+    gpu_out, eng = greedy("cuda", "float16", monkeypatch=monkeypatch, kernels="cuda", kv_cache_dtype="fp8")
+    assert eng.runner.kv.k_caches[0].dtype == torch.float8_e4m3fn and eng.runner.cuda_graphs
+    cpu_out, _ = greedy("cpu", "float32", monkeypatch=monkeypatch, kernels="reference")
+    tok, same = eng.tokenizer, 0
+    for prompt, g, c in zip(PROMPTS, gpu_out, cpu_out):
+        m = margins(tok.encode(prompt), c)
+        for i, (a, b) in enumerate(zip(g, c)):
+            if a != b:
+                assert m[i] < FP8_TIE, f"{prompt!r}: token {i} differs with a clear margin {m[i]:.3f}"
+                break
+            same += 1
+    assert same >= len(PROMPTS) * STEPS // 4   # most prompts agree for many steps
+
+
+FP8_TIE = 0.5
 
 
 def test_quest_on_gpu_runs_the_sparse_kernels(monkeypatch):

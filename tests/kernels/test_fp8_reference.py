@@ -167,3 +167,49 @@ def test_api_refuses_mismatched_arguments():
     with pytest.raises(ValueError, match="needs its kv_scales"):
         kernels.paged_decode_attention(torch.randn(1, 4, D), kc, vc, torch.zeros(1, 1, dtype=torch.int32),
                                        torch.ones(1, dtype=torch.int32), 0.25)
+
+
+def test_quantize_cache_is_what_writing_whole_pages_leaves():
+    """A prefill of whole pages sets each page's scale from all its tokens at once, as
+    quantize_cache does from the 16/32-bit cache holding the same tokens."""
+    g = torch.Generator().manual_seed(5)
+    nb, tokens = 6, 4 * BS
+    key = torch.randn(tokens, HKV, D, generator=g) * torch.tensor([1.0, 30.0])[:, None]  # heads apart
+    value = torch.randn(tokens, HKV, D, generator=g)
+    slots = list(range(BS, BS + tokens))   # pages 1..4, whole
+    kc, vc, sc = pool(nb)
+    write(key, value, kc, vc, sc, slots)
+    k16, v16 = torch.zeros(nb, BS, HKV, D), torch.zeros(nb, BS, HKV, D)
+    reference.reshape_and_cache(key, value, k16, v16, None, torch.tensor(slots))
+    for j, (cache, full) in enumerate(((kc, k16), (vc, v16))):
+        codes, scale = f8.quantize_cache(full)
+        assert codes.dtype == f8.FP8 and scale.shape == (nb, HKV)
+        assert torch.equal(codes[1:5].view(torch.uint8), cache[1:5].view(torch.uint8))
+        assert torch.equal(scale[1:5], sc[1:5, j])
+
+
+def test_prefill_view_holds_cached_prefixes_dequantised_and_new_tokens_exact():
+    """What prefill_attention reads over an FP8 cache (the CUDA prefill gathers every context
+    token from it): each sequence's cached prefix as the cache holds it, its new tokens as
+    computed; without cached prefixes, no page of the pool."""
+    g = torch.Generator().manual_seed(9)
+    kc, vc, sc = pool(10)
+    tables = torch.tensor([[7, 2, 5], [3, 9, 0]], dtype=torch.int32)
+    cached, new = [10, 3], [6, 4]
+    for b, nc in enumerate(cached):   # the prefixes, written by an earlier step
+        slots = [int(tables[b, p // BS]) * BS + p % BS for p in range(nc)]
+        write(torch.randn(nc, HKV, D, generator=g), torch.randn(nc, HKV, D, generator=g), kc, vc, sc, slots)
+    k, v = torch.randn(sum(new), HKV, D, generator=g), torch.randn(sum(new), HKV, D, generator=g)
+    starts = [0, new[0], sum(new)]
+    kp, vp, tp = f8.prefill_view(k, v, kc, vc, sc, tables, starts, cached)
+    assert kp.dtype == k.dtype and tp.shape == tables.shape
+    full = (f8.dequantize_cache(kc, sc, 0), f8.dequantize_cache(vc, sc, 1))
+    for b, nc in enumerate(cached):
+        for pos in range(nc + new[b]):
+            page, off = pos // BS, pos % BS
+            for view, cache, fresh in ((kp, full[0], k), (vp, full[1], v)):
+                got = view[int(tp[b, page]), off]
+                want = cache[int(tables[b, page]), off] if pos < nc else fresh[starts[b] + pos - nc]
+                assert torch.equal(got, want), (b, pos)
+    kp, vp, tp = f8.prefill_view(k, v, kc, vc, sc, tables, starts, [0, 0])
+    assert kp.shape == (1, BS, HKV, D) and not kp.any() and tp.shape == (2, 1)

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ConfigError
 from ..kv.block_manager import BlockManager
-from ..kv.kv_cache import check_pool_fits
+from ..kv.kv_cache import cache_dtype, check_pool_fits
 from ..observe.events import Arrive, EventSink, Reject, Schedule
 from ..observe.record import RequestTiming, StepMetrics, StepRecord
 from .config import RESTART_KEYS, SELECTION_KEYS, EngineConfig
@@ -64,9 +64,10 @@ class Engine:
         self.model_config = model.config
         self.max_model_len = check_context(config.model.max_model_len, self.model_config.max_position_embeddings)
         self.eos_token_id = tokenizer.eos_token_id if tokenizer is not None else None
+        self.kv_dtype = cache_dtype(config.cache.kv_cache_dtype, self.dtype)
         # before the block manager's and the runner's allocations, which would die slowly
         check_pool_fits(self.model_config, config.cache.num_blocks, config.cache.block_size,
-                        self.dtype, self.device)
+                        self.kv_dtype, self.device)
 
         self.sink = EventSink(enabled=True)
         self.block_manager = BlockManager(config.cache.num_blocks, config.cache.block_size,
@@ -77,7 +78,8 @@ class Engine:
                                   self.device, self.dtype, selector=self.selector,
                                   profile=config.output.profile,
                                   profile_every=config.output.profile_every,
-                                  profile_budget=config.output.profile_budget)
+                                  profile_budget=config.output.profile_budget,
+                                  kv_cache_dtype=self.kv_dtype)
         self.runner.warm_up(config.scheduler.max_num_seqs)  # CUDA graphs, captured before any request waits
         self.scheduler = Scheduler(self.block_manager, config.scheduler.max_num_seqs,
                                    config.scheduler.max_num_batched_tokens, self.sink,

@@ -166,14 +166,16 @@ class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, selector=None,
                  cuda_graphs: bool = True, profile: bool = False, profile_every: int = PROFILE_EVERY,
-                 profile_budget: float = PROFILE_BUDGET):
+                 profile_budget: float = PROFILE_BUDGET, kv_cache_dtype: torch.dtype | None = None):
+        """`kv_cache_dtype`: the cache's storage dtype (None: the model's; float8_e4m3fn: an
+        FP8 cache with per-page scales, dense attention only)."""
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.model.fuse_projections()   # one q/k/v and one gate/up product per layer
         self.config = model.config
         self.block_size = block_size
-        self.kv = KVCache.for_model(self.config, num_blocks, block_size, dtype, self.device)
+        self.kv = KVCache.for_model(self.config, num_blocks, block_size, kv_cache_dtype or dtype, self.device)
         self.selector = selector
         # Decode steps replay CUDA graphs on a GPU unless a selection that works on the
         # host every step rules them out.

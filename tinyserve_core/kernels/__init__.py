@@ -152,10 +152,15 @@ def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scal
         query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices)
 
 
-def prefill_attention(q, k, v, k_cache, v_cache, block_tables, query_start, num_cached, scale):
+def prefill_attention(q, k, v, k_cache, v_cache, block_tables, query_start, num_cached, scale,
+                      kv_scales=None):
     """Causal attention of a prefill step's packed new tokens over their cached prefixes
-    and themselves (prefill_reference.py is the spec); a 16-bit cache only (the caller
-    passes K/V of an FP8 cache dequantised, as the reference reads them)."""
+    and themselves (prefill_reference.py is the spec). An FP8 cache (with its `kv_scales`)
+    is read through its cached prefixes' pages dequantised to q's dtype (the new tokens
+    attend at full precision, as in vLLM; only later steps read them quantised)."""
+    if _check_fp8(k_cache, kv_scales):
+        k_cache, v_cache, block_tables = fp8_reference.prefill_view(k, v, k_cache, v_cache, kv_scales, block_tables,
+                                                                    query_start, num_cached)
     if backend_for(q.device) is reference:
         return prefill_reference.prefill_attention(q, k, v, k_cache, v_cache, block_tables, query_start,
                                                    num_cached, scale)

@@ -60,6 +60,16 @@ def dequantize_cache(cache: torch.Tensor, kv_scales: torch.Tensor, which: int) -
     return dequantize(cache, kv_scales[:, which, None, :, None])
 
 
+def quantize_cache(cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float8 codes, float32 scales [NB, Hkv]) of a whole 16/32-bit cache [NB, BS, Hkv, D], one
+    scale per (page, kv-head) from the page's largest value: what writing each page's tokens
+    in order leaves (a page's scale is the one its largest token needs), but for values in
+    e4m3's subnormal range under a scale that grew. For benchmarks that start from a
+    prefilled 16-bit cache."""
+    scale = pow2_scale(cache.abs().amax(dim=(1, 3)).float())
+    return quantize(cache, scale[:, None, :, None]).view(FP8), scale
+
+
 def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping, one_per_page=False,
                       runs=None) -> None:
     """Write new tokens' K/V (any float dtype) into an FP8 cache and update the scales.
@@ -98,11 +108,45 @@ def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping, one
         codes[blocks, offsets] = quantize(x, scale[which][..., None])
 
 
+def dequantize_tables(k_cache, v_cache, kv_scales, block_tables, dtype=torch.float32):
+    """(K, V, tables): the pages `block_tables` names, dequantised to `dtype` into a compact
+    [U, BS, Hkv, D] pair, and the tables renumbered into it (same shape and dtype). Padding
+    entries (negative) become some page of the pair that no reader looks at. Costs the
+    tables' pages, not the pool's."""
+    t = block_tables.long()
+    used, inv = torch.unique(t.clamp(min=0), return_inverse=True)
+    s = kv_scales[used]
+    k = dequantize(k_cache[used], s[:, 0, None, :, None]).to(dtype)
+    v = dequantize(v_cache[used], s[:, 1, None, :, None]).to(dtype)
+    return k, v, inv.view(t.shape).to(block_tables.dtype)
+
+
+def prefill_view(k, v, k_cache, v_cache, kv_scales, block_tables, query_start: list[int],
+                 num_cached: list[int]):
+    """(K, V, tables) in k's dtype for prefill_attention over an FP8 cache: the pages of the
+    step's sequences dequantised (dequantize_tables) with the step's new tokens written back
+    at full precision, since the CUDA prefill reads every context token from the cache while
+    the spec attends the new tokens as computed. Without cached prefixes nothing is read
+    from the cache: an empty page stands in for it."""
+    bs, hkv, d = k_cache.shape[1:]
+    if not any(num_cached):
+        empty = k.new_zeros((1, bs, hkv, d))
+        return empty, empty, torch.zeros_like(block_tables[:, :1])
+    kp, vp, tables = dequantize_tables(k_cache, v_cache, kv_scales, block_tables, k.dtype)
+    new = [query_start[b + 1] - query_start[b] for b in range(len(num_cached))]
+    seq = torch.repeat_interleave(torch.arange(len(new)), torch.tensor(new))
+    pos = torch.cat([torch.arange(nc, nc + n) for nc, n in zip(num_cached, new)])
+    seq, pos = seq.to(k.device, non_blocking=True), pos.to(k.device, non_blocking=True)
+    slots = tables[seq, pos // bs].long() * bs + pos % bs
+    kp.view(-1, hkv, d)[slots] = k
+    vp.view(-1, hkv, d)[slots] = v
+    return kp, vp, tables
+
+
 def paged_decode_attention(query, k_cache, v_cache, kv_scales, block_tables, seq_lens, scale,
                            page_indices=None) -> torch.Tensor:
     """reference.paged_decode_attention over the dequantised cache (float32 math), cast to
     the query's dtype."""
-    out = reference.paged_decode_attention(
-        query.float(), dequantize_cache(k_cache, kv_scales, 0), dequantize_cache(v_cache, kv_scales, 1),
-        block_tables, seq_lens, scale, page_indices)
+    k, v, tables = dequantize_tables(k_cache, v_cache, kv_scales, block_tables)
+    out = reference.paged_decode_attention(query.float(), k, v, tables, seq_lens, scale, page_indices)
     return out.to(query.dtype)

@@ -3,6 +3,9 @@
 Layouts (kernels/reference.py is the spec):
   k_caches[l], v_caches[l]: [num_blocks, block_size, num_kv_heads, head_dim]
   metas[l]:                 [num_blocks, 2, num_kv_heads, head_dim] (key min, key max)
+  kv_scales[l] (FP8 only):  float32 [num_blocks, 2, num_kv_heads], the page K and V scales of an
+                            float8_e4m3fn cache (kernels/fp8_reference.py); an FP8 cache keeps no
+                            metas (no page selection over it) and no quantised key copy
   qkeys[l] (optional):      uint8 [num_blocks, block_size, num_kv_heads, head_dim * bits / 8],
                             the quantised key copy of the twostage selector (kernels/quant_reference.py),
                             allocated on first need and kept current by every cache write
@@ -27,13 +30,22 @@ POOL_MEMORY_SHARE = 0.9
 HOST_BYTES_PER_BLOCK = 160
 
 
+FP8 = torch.float8_e4m3fn
+
+
+def cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The storage dtype of the `kv_cache_dtype` setting ("auto": the model's)."""
+    return model_dtype if kv_cache_dtype == "auto" else FP8
+
+
 def block_bytes(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
                 dtype: torch.dtype) -> int:
-    """K + V + key-bound metadata of one block, summed over all layers."""
+    """One block's bytes summed over all layers: K + V + key-bound metadata, or for an FP8
+    cache K + V codes + the page scales."""
     elem = torch.empty((), dtype=dtype).element_size()
-    kv = 2 * block_size * num_kv_heads * head_dim
-    meta = 2 * num_kv_heads * head_dim
-    return num_layers * (kv + meta) * elem
+    kv = 2 * block_size * num_kv_heads * head_dim * elem
+    side = 2 * num_kv_heads * 4 if dtype == FP8 else 2 * num_kv_heads * head_dim * elem
+    return num_layers * (kv + side)
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -92,14 +104,20 @@ class KVCache:
         self.block_size = block_size
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
-        self.dtype = dtype
+        self.dtype = dtype   # the storage dtype: the model's, or float8_e4m3fn
         self.device = torch.device(device)
         shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        fp8 = dtype == FP8
         # Zero-filled so a page never read before being written holds no NaN garbage.
         self.k_caches = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
         self.v_caches = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
-        self.metas = [torch.zeros((num_blocks, 2, num_kv_heads, head_dim), dtype=dtype, device=self.device)
-                      for _ in range(num_layers)]
+        self.metas: list[torch.Tensor] | None = None if fp8 else [
+            torch.zeros((num_blocks, 2, num_kv_heads, head_dim), dtype=dtype, device=self.device)
+            for _ in range(num_layers)]
+        # a page's first write (at offset 0) sets its scales afresh, whatever they held
+        self.kv_scales: list[torch.Tensor] | None = [
+            torch.zeros((num_blocks, 2, num_kv_heads), dtype=torch.float32, device=self.device)
+            for _ in range(num_layers)] if fp8 else None
         self.qkeys: list[torch.Tensor] | None = None   # the copy cache writes keep current
         self.qkey_bits: int | None = None
         self._qkeys_by_bits: dict[int, list[torch.Tensor]] = {}
@@ -113,6 +131,8 @@ class KVCache:
         freed while the cache lives, so a graph that writes it never writes freed memory."""
         if bits not in (8, 4):
             raise ConfigError("quant_bits", f"must be 8 or 4, got {bits!r}")
+        if self.metas is None:
+            raise ConfigError("kv_cache_dtype", "an FP8 KV cache keeps no quantised key copy (no page bounds)")
         copy = self._qkeys_by_bits.get(bits)
         if copy is None:
             shape = (self.num_blocks, self.block_size, self.num_kv_heads, self.head_dim * bits // 8)
@@ -150,7 +170,8 @@ class KVCache:
         return self.bytes_per_block * self.num_blocks
 
     def copy_blocks(self, pairs) -> None:
-        """Copy whole blocks src -> dst (K, V and metadata, every layer): copy-on-write."""
+        """Copy whole blocks src -> dst (K, V and metadata or FP8 scales, every layer):
+        copy-on-write."""
         if len(pairs) == 0:
             return
         mapping = torch.as_tensor(pairs, dtype=torch.int64).reshape(-1, 2)
@@ -158,6 +179,7 @@ class KVCache:
             raise ValueError(f"copy_blocks: block id out of range 0..{self.num_blocks - 1}: {pairs}")
         mapping = mapping.to(self.device)
         kernels.copy_blocks(self.k_caches, self.v_caches, self.metas, mapping)
-        for copy in (*self._qkeys_by_bits.values(), self.qbounds or ()):  # rare (copy-on-write)
+        # rare (copy-on-write); a scale row may be narrower than copy_blocks' 16-byte rows
+        for copy in (*self._qkeys_by_bits.values(), self.qbounds or (), self.kv_scales or ()):
             for q in copy:
                 q[mapping[:, 1]] = q[mapping[:, 0]]

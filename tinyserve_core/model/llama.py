@@ -241,17 +241,20 @@ class LlamaForCausalLM(nn.Module):
             with t("matmul"):
                 q, k, v = attn.project(h)
             kernels.rotary_embedding(q, k, positions, self.model.inv_freq)
+            # an FP8 cache (kv.kv_scales) has no page bounds; a 16/32-bit one has no scales
+            metas, scales = getattr(kv, "metas", None), getattr(kv, "kv_scales", None)
+            meta, kv_scales = None if metas is None else metas[i], None if scales is None else scales[i]
             with t("cache_write"):
                 qkeys, qbounds = getattr(kv, "qkeys", None), getattr(kv, "qbounds", None)
-                kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], kv.metas[i], batch.slot_mapping,
-                                          None if qkeys is None else qkeys[i],
+                kernels.reshape_and_cache(k, v, kv.k_caches[i], kv.v_caches[i], meta, batch.slot_mapping,
+                                          None if qkeys is None else qkeys[i], kv_scales=kv_scales,
                                           one_per_page=not batch.is_prefill,   # a decode step: one token a sequence
                                           runs=batch.cache_runs,
                                           qbounds=None if qkeys is None or qbounds is None else qbounds[i])
             if batch.is_prefill:
                 with t("attention"):
                     o = kernels.prefill_attention(q, k, v, kv.k_caches[i], kv.v_caches[i], batch.block_tables,
-                                                 batch.query_start, batch.num_cached, attn.scale)
+                                                 batch.query_start, batch.num_cached, attn.scale, kv_scales)
             else:
                 q = q.contiguous()   # a view into the q/k/v product: scoring and attention read it whole
                 page_indices = o = None
@@ -262,7 +265,7 @@ class LlamaForCausalLM(nn.Module):
                 if o is None:
                     with t("attention"):
                         o = kernels.paged_decode_attention(q, kv.k_caches[i], kv.v_caches[i], batch.block_tables,
-                                                           batch.seq_lens, attn.scale, page_indices)
+                                                           batch.seq_lens, attn.scale, page_indices, kv_scales)
             with t("matmul"):
                 o = serving_linear(attn.o_proj, o.reshape(o.shape[0], -1))
             ln = layer.post_attention_layernorm

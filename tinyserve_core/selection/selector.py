@@ -210,14 +210,18 @@ class PageSelector:
         tuning row enables it); else the caller attends."""
         policy, recorder = self._policy, self._recorder
         metas = getattr(kv, "metas", None)
-        if metas is None or metas[layer_idx] is None:
-            raise ValueError("page selection needs the KV cache's page metadata (kv.metas)")
+        meta = None if metas is None else metas[layer_idx]
+        if meta is None:
+            if policy.name == "dense":   # attends every page: no bounds read (an FP8 cache keeps none)
+                return None, None
+            raise ValueError(f"the {policy.name} policy needs the KV cache's page key bounds (kv.metas), "
+                             "which an FP8 cache does not keep")
         k_cache = kv.k_caches[layer_idx]
         copy = self.prepare(kv)
         qkeys = None if copy is None else copy[layer_idx]
         bounds = getattr(kv, "qbounds", None) if copy is not None else None
         ctx = SelectContext(
-            query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=metas[layer_idx],
+            query=query, k_cache=k_cache, v_cache=kv.v_caches[layer_idx], meta=meta,
             block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),
             layer_idx=layer_idx, scale=_softmax_scale(layer, query.shape[-1]),
             block_size=int(k_cache.shape[1]), qkeys=qkeys, attend=attend,

@@ -60,7 +60,7 @@ class EngineConfig:
         for key, value in d.items():
             section, f = _lookup(key)
             setattr(cfg._holder(section), f.name, coerce(f.name, value, f))
-        cfg.validate()
+        cfg.validate(changed=d.keys())
         return cfg
 
     def copy(self) -> "EngineConfig":
@@ -95,10 +95,18 @@ class EngineConfig:
         return EngineConfig.from_dict(changes, base=self)
 
     # -- validation ---------------------------------------------------------------
-    def validate(self) -> None:
+    def validate(self, changed=()) -> None:
+        """Each section's own checks, then the combinations across sections; a combination
+        that fails names the key just `changed` (the field a person edited), else the
+        restart key."""
         for section in SECTIONS:
             getattr(self, section).validate()
         int_range("seed", self.seed, 0, 2**63 - 1)
+        if self.cache.kv_cache_dtype != "auto" and self.selection.policy != "dense":
+            key = "policy" if "policy" in changed and "kv_cache_dtype" not in changed else "kv_cache_dtype"
+            raise ConfigError(key, (
+                f"an {self.cache.kv_cache_dtype} KV cache keeps no page key bounds, which the "
+                f"{self.selection.policy} policy reads: use policy dense, or kv_cache_dtype auto"))
 
     def live_changes(self, other: "EngineConfig") -> tuple[dict[str, Any], set[str]]:
         """Split the differences to `other` into live-appliable ones and restart keys."""

@@ -17,6 +17,9 @@ WORKLOADS = ("poisson", "static", "replay", "passkey")
 LENGTH_DISTS = ("fixed", "uniform", "lognormal")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+# vLLM's names: "auto" stores K/V in the model's dtype; "fp8" / "fp8_e4m3" store e4m3 codes
+# with one power-of-two scale per (page, kv-head) (kernels/fp8_reference.py)
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3")
 TIER_POLICIES = ("lru", "lfu")
 # Parallel samples per request: the sampler's limit (SamplingParams), so a workload or
 # replay file that asks for more is refused where it is read, not mid-run.
@@ -56,8 +59,10 @@ class CacheConfig:
     block_size: int = 16
     num_blocks: int = 2048
     enable_prefix_caching: bool = True
+    kv_cache_dtype: str = "auto"
 
     def validate(self) -> None:
+        choice("kv_cache_dtype", self.kv_cache_dtype, KV_CACHE_DTYPES)
         bs = self.block_size
         if not (1 <= bs <= 128 and bs & (bs - 1) == 0):
             raise ConfigError("block_size", f"must be a power of two from 1 to 128, got {bs}")

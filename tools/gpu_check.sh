@@ -36,12 +36,12 @@ python3 -m tinyserve_core.cli info | tee -a "$OUT/gpu.txt"
 echo "build done at $((SECONDS - t0)) s"
 # Qt-free test folders only: the GPU machine has no PySide6 and no OMPL (a folder whose
 # imports are missing there must not stop the others: --continue-on-collection-errors).
-has tests && timeout 200 python3 -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
+has tests && timeout 240 python3 -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
   tests/kernels tests/engine tests/model tests/selection tests/bench tests/eval tests/scene 2>&1 | tee "$OUT/cuda_tests.log" | tail -n 15
 has tune && timeout 150 python3 tools/gpu_tune.py > "$OUT/tune.log" 2>&1
 has kernels && timeout 200 python3 -m tinyserve_core.cli bench kernels --json "$OUT/bench_kernels.json" \
   > "$OUT/bench_kernels.log" 2>&1
-has decode && timeout 120 python3 -m tinyserve_core.cli bench decode --json "$OUT/bench_decode.json" \
+has decode && timeout 200 python3 -m tinyserve_core.cli bench decode --json "$OUT/bench_decode.json" \
   > "$OUT/bench_decode.log" 2>&1
 has engine && timeout 150 python3 -m tinyserve_core.cli bench engine --device cuda --requests 64 --rate 64 \
   --json "$OUT/bench_engine.json" > "$OUT/bench_engine.log" 2>&1

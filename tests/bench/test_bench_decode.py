@@ -20,8 +20,13 @@ def test_bench_decode_writes_rows_for_each_point(tmp_path, capsys):
     # twostage beside quest at the same page count (graph-replayed on a GPU), and both eager
     assert all(r["twostage_ms"] > 0 and r["twostage_vs_quest"] == r["twostage_ms"] / r["quest_ms"]
                and r["twostage_eager_ms"] > 0 and r["quest_eager_ms"] > 0 for r in rows)
+    # the dense step over an FP8 copy of the same cache, beside its own floor (half the KV bytes)
+    for r in rows:
+        assert r["dense_fp8_ms"] > 0 and r["fp8_speedup"] == r["dense_ms"] / r["dense_fp8_ms"]
+        kv16, kv8 = r["dense"]["bytes"]["kv"], r["dense_fp8"]["bytes"]["kv"]
+        assert kv8 * 4 == kv16   # float32 on the CPU: one byte an element against four
     out = capsys.readouterr().out
-    assert "speed-up" in out and "twostage" in out
+    assert "speed-up" in out and "twostage" in out and "fp8 ms" in out
 
 
 def test_bench_decode_bad_budget_names_the_field(capsys):

@@ -4,7 +4,8 @@ ModelRunner (projections, cache writes, scoring, selection, attention, MLP, LM h
 Every policy is timed with its decode step replayed from a CUDA graph (the runner's
 default on a GPU); twostage is also timed eagerly (`twostage_eager_ms`, beside
 `quest_eager_ms`), whose ratio shows what the graph saves. `twostage_vs_quest` compares
-the two graph-replayed steps.
+the two graph-replayed steps. `dense_fp8_ms`: the dense step over an FP8 (e4m3) cache
+holding the same prefill, quantised page by page (`fp8_reference.quantize_cache`).
 
 The shipped model's context is 2,048 tokens, so the long-context figure uses a Llama
 of the usual serving shape (GQA 32/8, head_dim 128) with random weights and few layers:
@@ -48,6 +49,28 @@ def _time_steps(runner, items, reps: int, cuda: bool) -> float:
     return statistics.median(times[3:])
 
 
+def _time_fp8(runner, model, rows: list[dict], tables, ctx: int, reps: int, cuda: bool, bandwidth: float) -> None:
+    """The dense step over an FP8 copy of `runner`'s prefilled cache, beside its floor."""
+    from ..engine.model_runner import DecodeItem, ModelRunner
+    from ..kernels import fp8_reference
+
+    kv = runner.kv
+    fp8 = ModelRunner(model, kv.num_blocks, kv.block_size, device=runner.device, dtype=runner.dtype,
+                      kv_cache_dtype=fp8_reference.FP8)
+    for layer in range(kv.num_layers):   # one cache at a time: the float32 temporaries stay one layer's
+        for j, (src, dst) in enumerate(((kv.k_caches, fp8.kv.k_caches), (kv.v_caches, fp8.kv.v_caches))):
+            codes, scale = fp8_reference.quantize_cache(src[layer])
+            dst[layer].copy_(codes)
+            fp8.kv.kv_scales[layer][:, j] = scale
+    for result in rows:
+        items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(result["batch"])]
+        ms = result["dense_fp8_ms"] = _time_steps(fp8, items, reps, cuda) * 1000
+        moved = step_bytes(fp8.model, fp8, ctx, result["batch"], "dense", 0)
+        floor_ms = moved["total"] / bandwidth * 1000
+        result["dense_fp8"] = {"bytes": moved, "floor_ms": floor_ms, "vs_floor": ms / floor_ms}
+        result["fp8_speedup"] = result["dense_ms"] / ms
+
+
 def _breakdown(runner, items, step_ms: float, device) -> dict:
     """One eager step of the runner's current policy, profiled per kernel category; the
     host gap is the (graph) step time minus the GPU busy time."""
@@ -63,7 +86,7 @@ def _breakdown(runner, items, step_ms: float, device) -> dict:
 def measure_decode(device: str = "auto", contexts: list[int] | None = None, batches: list[int] | None = None,
                    budget: int = 2048, layers: int = 4, shape: str = "serving", block_size: int = 16,
                    reps: int = 20, progress=None, candidates: float = 4.0, quant_bits: int = 4,
-                   breakdown: bool = False, bound_copy: bool = True) -> dict:
+                   breakdown: bool = False, bound_copy: bool = True, fp8: bool = True) -> dict:
     """Median decode step time, dense, quest and twostage (`candidates` x the budget, keys
     at `quant_bits`, stage 1 over the int8 bound copy or, `bound_copy` off, quest's bound),
     per (context, batch); dense and quest each beside its floor
@@ -127,6 +150,8 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
                     if breakdown:
                         result[policy]["breakdown"] = _breakdown(runner, items, step_ms, device)
         runner.cuda_graphs = graphs
+        if fp8:
+            _time_fp8(runner, model, rows[at:], tables, ctx, reps, cuda, bandwidth)
         for result in rows[at:]:
             result["speedup"] = result["dense_ms"] / result["quest_ms"]
             result["twostage_vs_quest"] = result["twostage_ms"] / result["quest_ms"]

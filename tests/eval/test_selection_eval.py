@@ -108,6 +108,26 @@ def test_full_budget_run_equals_dense(tiny_model_dir):
         assert r.perplexity == dense.perplexity and r.agreement == 1.0 and r.mass_recall == pytest.approx(1.0)
 
 
+def test_an_fp8_cache_moves_the_dense_run_a_little_and_takes_no_selection(tiny_model_dir):
+    """--kv-cache-dtype fp8: the dense run reads an e4m3 cache (perplexity moved, but within a
+    few percent), restored between runs like the 16-bit one; selection policies are refused."""
+    import torch
+
+    from tinyserve_core.model.loader import load_model
+    model, tok = load_model(tiny_model_dir)
+    tokens = np.asarray(tok.encode(TEXT), dtype=np.int64)
+    spec = ev.EvalSpec(policies=("dense",), budgets=("1.0",), block_sizes=(8,), context=96, decode_tokens=5,
+                       text_samples=2, passkey_samples=1, passkey_lengths=(96,), top_ps=(1.0,))
+    (ref,) = ev.evaluate(model, tok, tokens, spec, progress=False)
+    fp8 = ev.evaluate(model, tok, tokens, spec, progress=False, kv_cache_dtype=torch.float8_e4m3fn)
+    assert len(fp8) == 1 and fp8[0].perplexity != ref.perplexity
+    assert abs(fp8[0].perplexity / ref.perplexity - 1) < 0.05
+    spec.policies = ("dense", "quest")
+    with pytest.raises(ConfigError) as e:
+        ev.evaluate(model, tok, tokens, spec, progress=False, kv_cache_dtype=torch.float8_e4m3fn)
+    assert e.value.field == "--kv-cache-dtype"
+
+
 def test_heldout_text_is_the_shipped_text_whatever_the_host_has(tmp_path, monkeypatch):
     from tinyserve_core.model.train import corpus
     # A host whose documentation differs must not change the evaluation text.

@@ -99,6 +99,7 @@ QUICK_JSON = "out/eval-selection-quick.json"
 QUICK_PLOTS = "out/eval-selection-quick"
 
 def _add_selection(sub) -> None:
+    from ..engine.config import KV_CACHE_DTYPES
     from ..eval import selection as ev
 
     p = sub.add_parser("selection", help="accuracy of page-selection policies vs dense",
@@ -150,6 +151,9 @@ def _add_selection(sub) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
     p.add_argument("--dtype", default="float32", choices=tuple(ev.DTYPES),
                    help="model and KV cache dtype (the CUDA attention kernels serve fp16/bf16)")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPES,
+                   help="auto: the cache in --dtype; fp8 / fp8_e4m3: an e4m3 cache with a scale per page and "
+                        "kv-head, the engine's kv_cache_dtype (with --policies dense)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (1: these per-sequence ops are small, extra threads only spin)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pass-key samples")
@@ -198,6 +202,7 @@ def _evaluate(args, spec):
 
     from ..errors import ConfigError
     from ..eval.selection import DTYPES, evaluate, heldout_tokens, machine
+    from ..kv.kv_cache import cache_dtype
     from ..model.loader import default_model_dir, load_model
 
     if args.threads is not None:
@@ -213,10 +218,12 @@ def _evaluate(args, spec):
     model, tok = load_model(model_dir, device=device, dtype=dtype)
     tokens, source = heldout_tokens(tok, args.data_dir, args.heldout_frac)
     t0 = time.perf_counter()
-    results = evaluate(model, tok, tokens, spec, device=device, dtype=dtype)
+    kv_dtype = cache_dtype(args.kv_cache_dtype, dtype)
+    results = evaluate(model, tok, tokens, spec, device=device, dtype=dtype, kv_cache_dtype=kv_dtype)
     wall = time.perf_counter() - t0
     return spec, results, model_dir, source, wall, {"machine": machine(device), "device": device,
-                                                     "dtype": args.dtype, "torch": torch.__version__}
+                                                     "dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype,
+                                                     "torch": torch.__version__}
 
 
 def run_selection(args) -> int:

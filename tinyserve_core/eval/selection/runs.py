@@ -20,18 +20,18 @@ class _Prefilled:
     """One block size: a runner whose pages hold every task's prefill, and a snapshot
     of the caches to restore before each policy run."""
 
-    def __init__(self, model, tasks: list[Task], block_size: int, device, dtype=torch.float32):
+    def __init__(self, model, tasks: list[Task], block_size: int, device, dtype=torch.float32,
+                 kv_cache_dtype: torch.dtype | None = None):
         from ...engine.model_runner import ModelRunner, PrefillItem
         need = [-(-(len(t.prefill) + len(t.feed)) // block_size) for t in tasks]
         self.tables, at = [], 0
         for n in need:
             self.tables.append(list(range(at, at + n)))
             at += n
-        self.runner = ModelRunner(model, at, block_size, device, dtype)
+        self.runner = ModelRunner(model, at, block_size, device, dtype, kv_cache_dtype=kv_cache_dtype)
         for i, t in enumerate(tasks):
             self.runner.prefill([PrefillItem(i, t.prefill, 0, self.tables[i])])
-        kv = self.runner.kv
-        self.snapshot = [x.clone() for x in (*kv.k_caches, *kv.v_caches, *kv.metas)]
+        self.snapshot = [x.clone() for x in self._cache_tensors()]
         self.tasks = tasks
 
     def run(self, selector: PageSelector | None, bar=None, keep_details: bool = False):
@@ -39,7 +39,7 @@ class _Prefilled:
         (selection/detail.py) when `keep_details`, for the tier replay."""
         from ...engine.model_runner import DecodeItem
         kv = self.runner.kv
-        for dst, src in zip((*kv.k_caches, *kv.v_caches, *kv.metas), self.snapshot):
+        for dst, src in zip(self._cache_tensors(), self.snapshot):
             dst.copy_(src)
         if kv.qkeys is not None:  # the restore bypassed the quantised key copy
             kv.ensure_quant_keys(kv.qkey_bits, refresh=True)
@@ -66,6 +66,11 @@ class _Prefilled:
             if bar is not None:
                 bar.update(1)
         return nll, argmax, details
+
+    def _cache_tensors(self) -> list[torch.Tensor]:
+        """What a run may change: K, V and the page bounds, or an FP8 cache's scales."""
+        kv = self.runner.kv
+        return [*kv.k_caches, *kv.v_caches, *(kv.metas or ()), *(kv.kv_scales or ())]
 
     @property
     def page_bytes(self) -> int:
@@ -177,8 +182,13 @@ def run_configs(spec: EvalSpec) -> list[tuple[str, str | None, float | None]]:
 
 
 def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progress: bool = True,
-             dtype: torch.dtype = torch.float32) -> list[RunResult]:
+             dtype: torch.dtype = torch.float32, kv_cache_dtype: torch.dtype | None = None) -> list[RunResult]:
+    """`kv_cache_dtype` float8_e4m3fn: every run reads an FP8 cache (the dense policy only: it
+    keeps no page bounds)."""
     spec.validate()
+    if kv_cache_dtype is not None and kv_cache_dtype != dtype and set(spec.policies) != {"dense"}:
+        raise ConfigError("--kv-cache-dtype", "an fp8 KV cache keeps no page key bounds: evaluate it with "
+                                              "--policies dense")
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and spec.context > max_pos:
         raise ConfigError("--context", f"{spec.context} exceeds the model's max_position_embeddings {max_pos}")
@@ -193,7 +203,7 @@ def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progr
                disable=not progress)
     for bs in spec.block_sizes:
         bar.set_postfix_str(f"block {bs}: prefill")
-        pre = _Prefilled(model, tasks, bs, device, dtype)
+        pre = _Prefilled(model, tasks, bs, device, dtype, kv_cache_dtype)
         dense_argmax = None
         dense = None
         for policy, budget, top_p in configs:

@@ -77,3 +77,20 @@ def test_step_bytes_count_weights_once_and_the_attended_kv():
     assert [category(n) for n in ("nvjet_tst_64x8_64x16", "paged_decode_kernel<__half, 128>",
                                   "page_scores_kernel", "rms_norm_kernel<__half, true>")] == \
         ["gemm", "attention", "selection", "elementwise"]
+
+
+def test_the_h200_run_with_the_fp8_column():
+    """The twenty-first session's `bench decode` on an H200 (tools/gpu_check.sh): the dense
+    step over an FP8 cache beside the fp16 one at every point, and its floor row."""
+    from pathlib import Path
+
+    from tinyserve_core.bench.decode_floor import floor_table
+
+    res = json.loads((Path(__file__).parents[1] / "kernels" / "data" / "bench_decode_h200_21.json").read_text())
+    assert "H200" in res["machine"]
+    by = {(r["context"], r["batch"]): r for r in res["rows"]}
+    assert len(by) == 9 and all(r["fp8_speedup"] == r["dense_ms"] / r["dense_fp8_ms"] for r in by.values())
+    assert round(by[(32768, 64)]["fp8_speedup"], 2) == 1.47
+    assert all(by[(c, 64)]["fp8_speedup"] > 1.3 for c in (8192, 16384, 32768))
+    text = floor_table(res, False)
+    assert text.count("  fp8 ") == 9

@@ -57,7 +57,7 @@ def test_report_of_the_h200_fp8_write_run(capsys):
 def test_report_of_the_h200_fp8_decode_run(capsys):
     """The twenty-first session's `bench kernels --only fp8` on an H200, after the page scales
     became asynchronous copies in the tile's copy group: FP8 decode 1.53x the fp16 kernel at
-    64 x 32K (1.32x before, bench_h200_fp8_20.json), same run as its fp16 peer."""
+    64 x 32K (1.17x in the twentieth session's run, bench_h200_fp8_20.json), same run as its fp16 peer."""
     from pathlib import Path
 
     data = Path(__file__).parents[1] / "kernels" / "data" / "bench_h200_fp8_21.json"

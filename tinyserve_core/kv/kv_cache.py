@@ -3,7 +3,7 @@
 Layouts (kernels/reference.py is the spec):
   k_caches[l], v_caches[l]: [num_blocks, block_size, num_kv_heads, head_dim]
   metas[l]:                 [num_blocks, 2, num_kv_heads, head_dim] (key min, key max)
-  kv_scales[l] (FP8 only):  float32 [num_blocks, 2, num_kv_heads], the page K and V scales of an
+  kv_scales[l] (FP8 only):  float32 [num_blocks, 2, num_kv_heads], the page K and V scales of a
                             float8_e4m3fn cache (kernels/fp8_reference.py); an FP8 cache keeps no
                             metas (no page selection over it) and no quantised key copy
   qkeys[l] (optional):      uint8 [num_blocks, block_size, num_kv_heads, head_dim * bits / 8],

@@ -225,6 +225,26 @@ def test_restart_key_asks_then_rebuilds(make_window, gui_config, qtbot):
     qtbot.waitUntil(lambda: "512 blocks x 4 tokens" in tab.summary.text(), timeout=10000)
 
 
+def test_an_fp8_cache_under_a_selection_policy_is_refused_under_the_field(make_window, gui_config):
+    """kv_cache_dtype fp8 while quest selects: the message says why under the KV cache dtype
+    field, the widget goes back, nothing restarts; with the dense policy the same change asks
+    for the restart."""
+    w = make_window(gui_config(policy="quest"))
+    c = w.serving.controls
+    asked = []
+    c.confirm = lambda text: asked.append(text) or False
+    combo = c.widgets["kv_cache_dtype"]
+    combo.setCurrentIndex(combo.findData("fp8"))
+    c.commit("kv_cache_dtype")
+    assert not asked and c.value("kv_cache_dtype") == "auto" and c.config.cache.kv_cache_dtype == "auto"
+    assert "quest policy" in c.error_text("kv_cache_dtype") and "dense" in c.error_text("kv_cache_dtype")
+    c.widgets["policy"].setCurrentIndex(c.widgets["policy"].findData("dense"))
+    c.commit("policy")
+    combo.setCurrentIndex(combo.findData("fp8"))
+    c.commit("kv_cache_dtype")
+    assert asked and "KV cache dtype" in asked[0] and c.error_text("kv_cache_dtype") == ""
+
+
 def test_exports_are_valid_and_config_round_trips(make_window, gui_config, qtbot, tmp_path):
     from tinyserve_core.observe.trace import validate_trace
     w = make_window(gui_config(rate=7.5, n=2))

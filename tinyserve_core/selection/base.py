@@ -79,6 +79,9 @@ class Policy:
     graph_safe: ClassVar[bool] = True
     # Bits of the quantised key copy the policy reads (SelectContext.qkeys), or None.
     quant_key_bits: int | None = None
+    # Whether select() reads the page key bounds (SelectContext.meta), which an FP8 cache
+    # does not keep.
+    reads_bounds: ClassVar[bool] = True
     _validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
 
     def __init__(self, **params):

@@ -17,6 +17,7 @@ class DensePolicy(Policy):
     name = "dense"
     Params = DenseParams
     _validators = {}
+    reads_bounds = False   # attends every page
 
     def select(self, ctx: SelectContext) -> Selection:
         return EXEMPT

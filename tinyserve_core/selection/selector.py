@@ -211,9 +211,7 @@ class PageSelector:
         policy, recorder = self._policy, self._recorder
         metas = getattr(kv, "metas", None)
         meta = None if metas is None else metas[layer_idx]
-        if meta is None:
-            if policy.name == "dense":   # attends every page: no bounds read (an FP8 cache keeps none)
-                return None, None
+        if meta is None and policy.reads_bounds:
             raise ValueError(f"the {policy.name} policy needs the KV cache's page key bounds (kv.metas), "
                              "which an FP8 cache does not keep")
         k_cache = kv.k_caches[layer_idx]

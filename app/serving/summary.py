@@ -26,6 +26,9 @@ def _model_dir(cfg: EngineConfig) -> str:
     return str(default_model_dir())
 
 
+FP8_NAME = "fp8 e4m3"   # how the header names an FP8 cache (vLLM's setting, the format)
+
+
 def _kv_bytes(mc: ModelConfig, cfg: EngineConfig) -> int:
     """The pool's bytes before the engine exists (K, V and page bounds or FP8 scales); "auto"
     dtypes are counted as float32, the CPU's."""
@@ -52,6 +55,8 @@ def config_summary(cfg: EngineConfig) -> dict:
         d["layers"] = mc.num_hidden_layers
         d["kv_heads"] = mc.num_key_value_heads
         d["kv_bytes"] = _kv_bytes(mc, cfg)
+        if cfg.cache.kv_cache_dtype != "auto":
+            d["kv_dtype"] = FP8_NAME
     except Exception as e:  # shown, not fatal: the engine start reports it properly
         d["model_note"] = str(e).splitlines()[0][:200]
     return d
@@ -67,8 +72,8 @@ def engine_summary(cfg: EngineConfig, engine: Engine) -> dict:
     k0 = kv.k_caches[0]
     d["device"] = str(k0.device)
     d["dtype"] = str(engine.dtype).replace("torch.", "")
-    if k0.dtype != engine.dtype:   # an FP8 cache (kv_cache_dtype): vLLM's name for it
-        d["kv_dtype"] = "fp8 e4m3" if k0.dtype == torch.float8_e4m3fn else str(k0.dtype).replace("torch.", "")
+    if k0.dtype != engine.dtype:   # an FP8 cache (kv_cache_dtype)
+        d["kv_dtype"] = FP8_NAME if k0.dtype == torch.float8_e4m3fn else str(k0.dtype).replace("torch.", "")
     d["kv_bytes"] = kv.total_bytes
     return d
 

@@ -38,16 +38,18 @@ def test_window_shows_engine_summary(make_window, gui_config):
     assert w.tabs.tabText(0) == "Serving"
 
 
-def test_an_fp8_cache_is_named_and_counted_in_the_summary(make_window, gui_config):
-    """kv_cache_dtype fp8: the header says so, and the pool's bytes are its e4m3 codes plus
-    the page scales (no page bounds)."""
+def test_an_fp8_cache_is_named_and_counted_in_the_summary(make_window, gui_config, qtbot):
+    """kv_cache_dtype fp8: the header says so, before the engine is built and after, and the
+    pool's bytes are its e4m3 codes plus the page scales (no page bounds)."""
     from app.serving.summary import config_summary
     from tinyserve_core.model.config import ModelConfig
 
     cfg = gui_config(kv_cache_dtype="fp8", policy="dense")
     w = make_window(cfg)
-    text = w.serving.summary.text()
-    assert "KV fp8 e4m3" in text and "cpu float32" in text
+    assert "KV fp8 e4m3" in w.serving.summary.text()
+    # the engine's own summary (device and dtype) replaces the settings' once it is built
+    qtbot.waitUntil(lambda: "cpu float32" in w.serving.summary.text(), timeout=60000)
+    assert "KV fp8 e4m3" in w.serving.summary.text()
     mc = ModelConfig.from_dir(cfg.model.model)
     h, d, layers = mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers
     assert config_summary(cfg)["kv_bytes"] == 256 * layers * (2 * 4 * h * d + 2 * h * 4)

@@ -35,7 +35,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("allocate_blocks", &tinyserve::allocate_blocks);
   m.def("reshape_and_cache_fp8", &tinyserve::reshape_and_cache_fp8, pybind11::arg("key"), pybind11::arg("value"),
         pybind11::arg("k_cache"), pybind11::arg("v_cache"), pybind11::arg("kv_scales"), pybind11::arg("slot_mapping"),
-        pybind11::arg("one_per_page") = false, pybind11::arg("runs") = pybind11::none());
+        pybind11::arg("one_per_page") = false, pybind11::arg("runs") = pybind11::none(),
+        pybind11::arg("meta") = pybind11::none());
+  m.def("page_scores_fp8", &tinyserve::page_scores_fp8, pybind11::arg("query"), pybind11::arg("meta"),
+        pybind11::arg("kv_scales"), pybind11::arg("block_tables"), pybind11::arg("seq_lens"), pybind11::arg("scale"),
+        pybind11::arg("block_size"));
   m.def("quantize_keys", &tinyserve::quantize_keys, pybind11::arg("k_cache"), pybind11::arg("meta"),
         pybind11::arg("qkeys"), pybind11::arg("slot_mapping"), pybind11::arg("bits"),
         pybind11::arg("qbounds") = std::nullopt);

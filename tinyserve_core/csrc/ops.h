@@ -57,7 +57,12 @@ torch::Tensor allocate_blocks(torch::Tensor& refcounts, int64_t num);
 // fp8_ops.cu: writes into an FP8 (e4m3) cache with per-(page, kv-head) scales
 void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value, torch::Tensor& k_cache,
                            torch::Tensor& v_cache, torch::Tensor& kv_scales, const torch::Tensor& slot_mapping,
-                           bool one_per_page, const std::optional<torch::Tensor>& runs);
+                           bool one_per_page, const std::optional<torch::Tensor>& runs,
+                           const std::optional<torch::Tensor>& meta);
+// page_scores over an FP8 cache's e4m3 page bounds (fp16 query)
+torch::Tensor page_scores_fp8(const torch::Tensor& query, const torch::Tensor& meta, const torch::Tensor& kv_scales,
+                              const torch::Tensor& block_tables, const torch::Tensor& seq_lens, double scale,
+                              int64_t block_size);
 
 // quant_ops.cu: the twostage selector's quantised key copy
 void quantize_keys(const torch::Tensor& k_cache, const torch::Tensor& meta, torch::Tensor& qkeys,

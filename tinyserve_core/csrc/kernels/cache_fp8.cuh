@@ -13,13 +13,18 @@
 //      two: exact except for values that fall into e4m3's subnormal range.
 //   3. fp8_cache_write_kernel: each 16-byte vector of the new K/V rows, times 1 / scale
 //      (exact), rounded to e4m3 (nearest even, saturating) and stored.
+//   4. (with page bounds) fp8_cache_meta_kernel: per listed page, the channel-wise min/max
+//      of the key codes in slots 0..highest offset written, as the reference computes them.
 // Scratch: [NB] block_size - lowest offset written (0: untouched) | [NB, 2, Hkv] amax bits |
-// [1] listed pages | [T] the list.
+// [NB] highest offset written + 1 | [1] listed pages | [T] the list.
 // A call whose caller gives its page runs (a prefill: every page in one run of consecutive
 // slots) or promises one token per page (a decode step) takes one launch instead,
 // fp8_cache_runs_kernel: the CTA that owns a run owns its page, so the page's amax, new scale,
 // re-quantisation and the run's stores happen in that CTA, with no scratch and no atomics in
-// global memory.
+// global memory. It keeps the page bounds from the run's key codes and the old bounds (the
+// page is not read back): where the scale grew, the old min and max are re-quantised as the
+// page's earlier codes are, and rounding is monotone, so they stay the min and max of those
+// codes (fp8_reference.py).
 #pragma once
 
 #include <cuda_fp8.h>
@@ -36,6 +41,7 @@ struct Fp8CacheParams {
   int64_t row_stride[2], head_stride[2];  // of src, in elements (head_dim contiguous)
   uint8_t* cache[2];           // [NB, BS, Hkv, D] e4m3
   float* scales;               // [NB, 2, Hkv]
+  uint8_t* meta;               // [NB, 2, Hkv, D] e4m3 key min / max codes, or nullptr
   const int64_t* slot_mapping;
   int* scratch;
   int num_tokens, num_kv_heads, head_dim, block_size, num_blocks;
@@ -52,12 +58,14 @@ __device__ __forceinline__ const T* fp8_src_row(const Fp8CacheParams& p, int kv,
 struct Fp8Scratch {
   int* first;         // [NB]
   unsigned* amax;     // [NB, 2, Hkv]
+  int* last;          // [NB]
   int* count;
   int* list;
   __device__ explicit Fp8Scratch(const Fp8CacheParams& p)
       : first(p.scratch),
         amax(reinterpret_cast<unsigned*>(p.scratch + p.num_blocks)),
-        count(p.scratch + (int64_t)p.num_blocks * (1 + 2 * p.num_kv_heads)),
+        last(p.scratch + (int64_t)p.num_blocks * (1 + 2 * p.num_kv_heads)),
+        count(last + p.num_blocks),
         list(count + 1) {}
 };
 
@@ -90,9 +98,11 @@ __device__ __forceinline__ float fp8_vec_absmax(const uint4& x) {
 }
 
 // One 16-byte vector of new K/V times inv (1 / its page's scale, exact), rounded to e4m3 and
-// stored at dst (16 / sizeof(T) bytes).
+// stored at dst (16 / sizeof(T) bytes); the codes folded into lo / hi (fp16 pairs, exact for
+// every e4m3 value: VEC / 2 registers each) when given.
 template <typename T>
-__device__ __forceinline__ void fp8_store_vec(const uint4& x, float inv, uint8_t* dst) {
+__device__ __forceinline__ void fp8_store_vec(const uint4& x, float inv, uint8_t* dst, __half2* lo = nullptr,
+                                              __half2* hi = nullptr) {
   constexpr int VEC = 16 / sizeof(T);  // 8 (16-bit inputs) or 4 (fp32): VEC bytes out
   const T* e = reinterpret_cast<const T*>(&x);
   uint32_t out[VEC / 4];
@@ -102,6 +112,36 @@ __device__ __forceinline__ void fp8_store_vec(const uint4& x, float inv, uint8_t
              (float2_to_e4m3x2(to_float(e[4 * q + 2]) * inv, to_float(e[4 * q + 3]) * inv) << 16);
   if constexpr (VEC == 8) *reinterpret_cast<uint2*>(dst) = make_uint2(out[0], out[VEC / 4 - 1]);
   else *reinterpret_cast<uint32_t*>(dst) = out[0];
+  if (lo != nullptr) {
+#pragma unroll
+    for (int i = 0; i < VEC / 2; ++i) {  // pair i: channels 2i, 2i + 1
+      const __half2 v = __half2(__nv_cvt_fp8x2_to_halfraw2(
+          static_cast<__nv_fp8x2_storage_t>((out[i / 2] >> (16 * (i % 2))) & 0xffffu), __NV_E4M3));
+      lo[i] = __hmin2(lo[i], v);
+      hi[i] = __hmax2(hi[i], v);
+    }
+  }
+}
+
+// Shared-memory float min / max through the integer atomics (no NaN): a non-negative float
+// orders as its int bits, a negative one inversely as its unsigned bits. -0 goes in as +0: its
+// int bits are INT_MIN, which would beat every negative value in the min and lose to -inf
+// in the max (the first GPU run caught the min).
+__device__ __forceinline__ void atomic_min_float(float* a, float v) {
+  if (v == 0.f) v = 0.f;
+  if (v >= 0.f) atomicMin(reinterpret_cast<int*>(a), __float_as_int(v));
+  else atomicMax(reinterpret_cast<unsigned*>(a), __float_as_uint(v));
+}
+__device__ __forceinline__ void atomic_max_float(float* a, float v) {
+  if (v == 0.f) v = 0.f;
+  if (v >= 0.f) atomicMax(reinterpret_cast<int*>(a), __float_as_int(v));
+  else atomicMin(reinterpret_cast<unsigned*>(a), __float_as_uint(v));
+}
+
+// Four e4m3 codes times f (a power of two) rounded back to e4m3, as fp8_requant_page does.
+__device__ __forceinline__ uint32_t fp8_requant4(uint32_t b, float f) {
+  return float2_to_e4m3x2(e4m3_to_float(b & 0xff) * f, e4m3_to_float((b >> 8) & 0xff) * f) |
+         (float2_to_e4m3x2(e4m3_to_float((b >> 16) & 0xff) * f, e4m3_to_float(b >> 24) * f) << 16);
 }
 
 // Page blk's earlier tokens (slots 0..first-1) re-quantised by ratio[j] (old / new scale of
@@ -116,11 +156,7 @@ __device__ __forceinline__ void fp8_requant_page(const Fp8CacheParams& p, int64_
     uint4 x = *ptr;
     uint32_t* w = reinterpret_cast<uint32_t*>(&x);
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const uint32_t b = w[q];
-      w[q] = float2_to_e4m3x2(e4m3_to_float(b & 0xff) * f, e4m3_to_float((b >> 8) & 0xff) * f) |
-             (float2_to_e4m3x2(e4m3_to_float((b >> 16) & 0xff) * f, e4m3_to_float(b >> 24) * f) << 16);
-    }
+    for (int q = 0; q < 4; ++q) w[q] = fp8_requant4(w[q], f);
     *ptr = x;
   }
 }
@@ -165,7 +201,10 @@ __global__ void __launch_bounds__(256) fp8_cache_amax_kernel(const __grid_consta
       const int off = (int)(slot - blk * p.block_size);
       atomicMax(sc.amax + (blk * 2) * H + h, __float_as_uint(km));
       atomicMax(sc.amax + (blk * 2 + 1) * H + h, __float_as_uint(vm));
-      if (h == 0 && atomicMax(sc.first + blk, p.block_size - off) == 0) sc.list[atomicAdd(sc.count, 1)] = (int)blk;
+      if (h == 0) {
+        if (p.meta != nullptr) atomicMax(sc.last + blk, off + 1);
+        if (atomicMax(sc.first + blk, p.block_size - off) == 0) sc.list[atomicAdd(sc.count, 1)] = (int)blk;
+      }
     }
   }
 }
@@ -204,6 +243,43 @@ __global__ void __launch_bounds__(256) fp8_cache_write_kernel(const __grid_const
   }
 }
 
+// The page bounds of each listed page from its key codes in slots 0..last (one CTA a page,
+// grid-stride; a thread a 16-byte column of a head).
+__global__ void __launch_bounds__(256) fp8_cache_meta_kernel(const __grid_constant__ Fp8CacheParams p) {
+  const Fp8Scratch sc(p);
+  const int H = p.num_kv_heads, D = p.head_dim, ncol = H * D / 16;
+  const int n = *sc.count;
+  for (int i = blockIdx.x; i < n; i += gridDim.x) {
+    const int64_t blk = sc.list[i];
+    const int last = sc.last[blk];  // slots 0..last-1
+    for (int v = threadIdx.x; v < ncol; v += blockDim.x) {
+      float lo[16], hi[16];
+#pragma unroll
+      for (int e = 0; e < 16; ++e) lo[e] = INFINITY, hi[e] = -INFINITY;
+      for (int slot = 0; slot < last; ++slot) {
+        const uint4 x = *reinterpret_cast<const uint4*>(p.cache[0] + (blk * p.block_size + slot) * H * D + 16 * v);
+        const uint32_t* w = reinterpret_cast<const uint32_t*>(&x);
+#pragma unroll
+        for (int e = 0; e < 16; ++e) {
+          const float f = e4m3_to_float((w[e / 4] >> (8 * (e % 4))) & 0xff);
+          lo[e] = fminf(lo[e], f);
+          hi[e] = fmaxf(hi[e], f);
+        }
+      }
+      uint4 out[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float* x = r ? hi : lo;
+        uint32_t* w = reinterpret_cast<uint32_t*>(&out[r]);
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+          w[q] = float2_to_e4m3x2(x[4 * q], x[4 * q + 1]) | (float2_to_e4m3x2(x[4 * q + 2], x[4 * q + 3]) << 16);
+        *reinterpret_cast<uint4*>(p.meta + (blk * 2 + r) * H * D + 16 * v) = out[r];
+      }
+    }
+  }
+}
+
 // The whole write in one launch for a call of page runs (p.runs; nullptr: every token is its
 // own run, the caller's promise of one token per page): one CTA per run (grid-stride), which
 // owns the run's page. A thread keeps fixed vectors q of a token's 2 x Hkv x head_dim/VEC (its
@@ -217,13 +293,17 @@ constexpr int kFp8RunThreads = 256;
 constexpr int kFp8Batch = 8;
 
 template <typename T>
-__global__ void __launch_bounds__(kFp8RunThreads) fp8_cache_runs_kernel(const __grid_constant__ Fp8CacheParams p) {
+__global__ void __launch_bounds__(kFp8RunThreads, 3) fp8_cache_runs_kernel(const __grid_constant__ Fp8CacheParams p) {
   constexpr int VEC = 16 / sizeof(T);
-  extern __shared__ float fp8_sh[];  // [2 Hkv] amax (as bits), [2 Hkv] 1 / scale, [2 Hkv] old / new
+  // [2 Hkv] amax (as bits), [2 Hkv] 1 / scale, [2 Hkv] old / new; with page bounds [Hkv D] the
+  // run's key code minima, [Hkv D] maxima
+  extern __shared__ float fp8_sh[];
   unsigned* amax = reinterpret_cast<unsigned*>(fp8_sh);
-  const int H = p.num_kv_heads, nvec = p.head_dim / VEC, per_tok = 2 * H * nvec;
+  const int H = p.num_kv_heads, D = p.head_dim, nvec = D / VEC, per_tok = 2 * H * nvec;
   float* inv = fp8_sh + 2 * H;
   float* ratio = fp8_sh + 4 * H;
+  float* klo = fp8_sh + 6 * H;
+  float* khi = klo + H * D;
   // token slots side by side (rows shorter than the CTA) and this thread's place
   const int lanes = min(per_tok, kFp8RunThreads), slots = kFp8RunThreads / lanes;
   const int tslot = threadIdx.x / lanes, q0 = threadIdx.x - tslot * lanes;
@@ -244,6 +324,7 @@ __global__ void __launch_bounds__(kFp8RunThreads) fp8_cache_runs_kernel(const __
     const int64_t blk = slot0 / p.block_size;
     const int first = (int)(slot0 - blk * p.block_size);
     for (int j = threadIdx.x; j < 2 * H; j += blockDim.x) amax[j] = 0u;
+    for (int j = threadIdx.x; p.meta != nullptr && j < H * D; j += blockDim.x) klo[j] = INFINITY, khi[j] = -INFINITY;
     __syncthreads();
     // the run's vectors of q from token tslot on, kFp8Batch loads in flight: fold(x, t) each
     const auto walk = [&](const Vec& v, auto&& fold) {
@@ -275,7 +356,48 @@ __global__ void __launch_bounds__(kFp8RunThreads) fp8_cache_runs_kernel(const __
       const Vec v = vec(q, t0);
       const float f = inv[v.kv * H + v.h];
       uint8_t* dst = p.cache[v.kv] + ((blk * p.block_size + first) * H + v.h) * (int64_t)p.head_dim + v.c * VEC;
-      walk(v, [&](const uint4& x, int t) { fp8_store_vec<T>(x, f, dst + t * dst_stride); });
+      if (v.kv == 0 && p.meta != nullptr) {  // keys: their codes' min / max a channel
+        __half2 lo[VEC / 2], hi[VEC / 2];
+#pragma unroll
+        for (int i = 0; i < VEC / 2; ++i) lo[i] = __float2half2_rn(INFINITY), hi[i] = __float2half2_rn(-INFINITY);
+        walk(v, [&](const uint4& x, int t) { fp8_store_vec<T>(x, f, dst + t * dst_stride, lo, hi); });
+        float* l = klo + v.h * D + v.c * VEC;
+        float* u = khi + v.h * D + v.c * VEC;
+#pragma unroll
+        for (int i = 0; i < VEC / 2; ++i) {
+          atomic_min_float(l + 2 * i, __low2float(lo[i]));
+          atomic_min_float(l + 2 * i + 1, __high2float(lo[i]));
+          atomic_max_float(u + 2 * i, __low2float(hi[i]));
+          atomic_max_float(u + 2 * i + 1, __high2float(hi[i]));
+        }
+      } else {
+        walk(v, [&](const uint4& x, int t) { fp8_store_vec<T>(x, f, dst + t * dst_stride); });
+      }
+    }
+    if (p.meta != nullptr) {
+      __syncthreads();
+      // the run's bounds, merged with the page's old ones (re-quantised where the K scale grew)
+      // when the run continues the page; 4 channels a thread
+      for (int w = threadIdx.x; w < H * D / 4; w += blockDim.x) {
+        const int h = 4 * w / D;
+        const float f = ratio[h];  // entry (K, h)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          uint32_t* m = reinterpret_cast<uint32_t*>(p.meta + blk * 2 * H * D + r * H * D) + w;
+          float x[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) x[i] = (r ? khi : klo)[4 * w + i];
+          if (first > 0) {
+            const uint32_t old = f == 1.f ? *m : fp8_requant4(*m, f);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const float o = e4m3_to_float((old >> (8 * i)) & 0xff);
+              x[i] = r ? fmaxf(x[i], o) : fminf(x[i], o);
+            }
+          }
+          *m = float2_to_e4m3x2(x[0], x[1]) | (float2_to_e4m3x2(x[2], x[3]) << 16);
+        }
+      }
     }
     __syncthreads();  // the shared arrays are reused by the next run
   }

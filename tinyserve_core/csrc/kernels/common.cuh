@@ -89,6 +89,10 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t& a0, uint32_t& a1, uint32_t
                : "r"(smem)
                : "memory");
 }
+// Two 8x8 16-bit matrices (lanes 0..7 and 8..15 give the row addresses).
+__device__ __forceinline__ void ldmatrix_x2(uint32_t& a0, uint32_t& a1, uint32_t smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(a0), "=r"(a1) : "r"(smem) : "memory");
+}
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& a0, uint32_t& a1, uint32_t& a2, uint32_t& a3,
                                                   uint32_t smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"

@@ -21,6 +21,7 @@ struct PageScoreParams {
   // by the upper one and a negative bound by the lower one, so the rounding of the scale
   // itself can never pull the result below the exact scale * bound.
   float scale_lo, scale_hi;
+  const float* kv_scales;   // an FP8 cache's [NB, 2, Hkv] page scales (page_scores_fp8.cuh), else nullptr
 };
 
 constexpr int kScoreWarps = 4;

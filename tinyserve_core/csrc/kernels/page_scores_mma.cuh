@@ -60,6 +60,24 @@ __device__ __forceinline__ uint32_t abs_max2(uint32_t m, uint32_t x) {
   return pair_bits<T>(__hmax2(bits_pair<T>(m), __habs2(bits_pair<T>(x))));
 }
 
+// The [max | min] rows (CP 16-byte chunks each, row_bytes a half) of a tile's 16 pages of
+// kv-head kvh into `sbuf`, chunk c of page p at chunk c ^ (p & 7); lane l < 16 holds `bid`, the
+// block of page l (-1: zeros, nothing read). The caller commits the copy group.
+template <int CP>
+__device__ __forceinline__ void copy_bound_rows(uint32_t sbuf, const uint8_t* meta, int row_bytes, int Hkv, int kvh,
+                                                int bid, int lane) {
+  constexpr int PPI = 32 / CP;  // pages one copy instruction covers
+  const int c = lane % CP, sub = lane / CP;
+  const int64_t off = ((c < CP / 2 ? (int64_t)Hkv : 0) + kvh) * row_bytes + (c % (CP / 2)) * 16;
+#pragma unroll
+  for (int i = 0; i < 16 / PPI; ++i) {
+    const int pg = i * PPI + sub;
+    const int blk = __shfl_sync(0xffffffffu, bid, pg);
+    cp_async16_s(sbuf + (pg * CP + (c ^ (pg & 7))) * 16, meta + (int64_t)max(blk, 0) * 2 * Hkv * row_bytes + off,
+                 blk >= 0 ? 16 : 0, false);
+  }
+}
+
 // A tile's rows in shared memory: page p's [max | min] row is CP 16-byte chunks, chunk c at
 // position c ^ (p & 7), so the 8 rows one ldmatrix reads at one chunk fall in 8 distinct bank
 // groups. Step s of the GEMV takes chunks 2s, 2s + 1 (channels [16 s, 16 s + 16) of the max
@@ -74,56 +92,26 @@ struct MmaScoreTile {
 
   // The rows of the tile's 16 pages into the warp's buffer `sbuf`; lane l < 16 holds `bid`, the
   // block of page l (-1: zeros, nothing read). One commit group.
-  __device__ __forceinline__ static void load(uint32_t sbuf, const T* meta, int bid, int Hkv, int kvh, int lane) {
-    constexpr int PPI = 32 / CP;  // pages one copy instruction covers
-    const int c = lane % CP, sub = lane / CP;
-    const int64_t off = (c < CP / 2 ? (int64_t)Hkv * D : 0) + (int64_t)kvh * D + (c % (CP / 2)) * 8;
-#pragma unroll
-    for (int i = 0; i < 16 / PPI; ++i) {
-      const int pg = i * PPI + sub;
-      const int blk = __shfl_sync(0xffffffffu, bid, pg);
-      cp_async16_s(sbuf + (pg * CP + (c ^ (pg & 7))) * 16, meta + (int64_t)max(blk, 0) * 2 * Hkv * D + off,
-                   blk >= 0 ? 16 : 0, false);
-    }
+  using Query = T;
+  static constexpr int kDim = D;
+
+  // Element of the head's query that B register j of step s < D / 16 holds on lane t (and the
+  // next one): channels 16 s + 8 j + 2 t, as ldmatrix lays the rows out.
+  __device__ __forceinline__ static int query_offset(int s, int j, int t) { return 16 * s + 8 * j + 2 * t; }
+
+  __device__ __forceinline__ static void load(uint32_t sbuf, const PageScoreParams& p, int bid, int kvh, int lane) {
+    copy_bound_rows<CP>(sbuf, static_cast<const uint8_t*>(p.meta), D * (int)sizeof(T), p.num_kv_heads, kvh, bid, lane);
     cp_async_commit();
   }
 
-  // The bound of pages g, g + 8 (best over the group's heads, before the scale), in every
-  // lane of the quad. Each mma starts from zero and the 2D / 16 partial sums are added
-  // rounded up: a tensor-core sum's error is then relative to its own 16 products, not to
-  // the running total (kMmaScoreSlack), and the mmas do not wait on one another.
-  __device__ __forceinline__ static void score(uint32_t sbuf, const uint32_t (&bq)[kSteps][2], const float (&ha)[2],
-                                               const bool (&head_ok)[2], float (&best)[2], int lane) {
+  // Tile page m's bound u in value units (16-bit bounds are the values themselves).
+  __device__ __forceinline__ static float page_bound(uint32_t, int, float u) { return u; }
+
+  // Step s's A fragment (pages g, g + 8 of the tile; channels as query_offset) for lane `lane`.
+  __device__ __forceinline__ static void fragment(uint32_t sbuf, int s, int lane, uint32_t (&a)[4]) {
     const int mi = lane >> 3, r = lane & 7;  // ldmatrix: lanes 8 mi .. 8 mi + 7 address matrix mi's rows
     const uint32_t row = sbuf + (r + 8 * (mi & 1)) * CP * 16;
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    uint32_t mabs[2] = {0u, 0u};  // the largest |value| of pages g, g + 8 on this lane's channels
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
-      uint32_t a0, a1, a2, a3;
-      ldmatrix_x4(a0, a1, a2, a3, row + (((2 * s + (mi >> 1)) ^ r) * 16));
-      float d[4] = {0.f, 0.f, 0.f, 0.f};
-      Mma<T>::run(d, a0, a1, a2, a3, bq[s][0], bq[s][1]);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[i] = __fadd_ru(acc[i], d[i]);
-      mabs[0] = abs_max2<T>(abs_max2<T>(mabs[0], a0), a2);
-      mabs[1] = abs_max2<T>(abs_max2<T>(mabs[1], a1), a3);
-    }
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      // M of the page: over the quad, whose lanes hold every channel
-      const Pair2<T> v = bits_pair<T>(mabs[rr]);
-      float mx = fmaxf(to_float(v.x), to_float(v.y));
-#pragma unroll
-      for (int o = 1; o <= 2; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-      // acc: (page g, heads 2t, 2t + 1), (page g + 8, the same heads)
-      best[rr] = -INFINITY;
-#pragma unroll
-      for (int c = 0; c < 2; ++c)
-        if (head_ok[c]) best[rr] = fmaxf(best[rr], __fadd_ru(acc[2 * rr + c], __fmul_ru(ha[c], mx)));
-#pragma unroll
-      for (int o = 1; o <= 2; o <<= 1) best[rr] = fmaxf(best[rr], __shfl_xor_sync(0xffffffffu, best[rr], o));
-    }
+    ldmatrix_x4(a[0], a[1], a[2], a[3], row + (((2 * s + (mi >> 1)) ^ r) * 16));
   }
 };
 
@@ -131,10 +119,51 @@ struct MmaScoreTile {
 // [p_begin, p_end) (p_begin a multiple of 16) of row (b, kvh), through its shared-memory
 // buffer `sbuf` (MmaScoreTile::kBytes). A page's score depends on its own rows only, so any
 // split of the pages gives the same bits.
-template <typename T, int D>
+// The bound of tile pages g, g + 8 (best over the group's heads, before the scale and the
+// tile's page_bound), in every lane of the quad. Each mma starts from zero and the 2D / 16
+// partial sums are added rounded up: a tensor-core sum's error is then relative to its own 16
+// products, not to the running total (kMmaScoreSlack), and the mmas do not wait on one another.
+template <typename Tile>
+__device__ __forceinline__ void score_tile(uint32_t sbuf, const uint32_t (&bq)[Tile::kSteps][2], const float (&ha)[2],
+                                           const bool (&head_ok)[2], float (&best)[2], int lane) {
+  using T = typename Tile::Query;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  uint32_t mabs[2] = {0u, 0u};  // the largest |value| of pages g, g + 8 on this lane's channels
+#pragma unroll
+  for (int s = 0; s < Tile::kSteps; ++s) {
+    uint32_t a[4];
+    Tile::fragment(sbuf, s, lane, a);
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    Mma<T>::run(d, a[0], a[1], a[2], a[3], bq[s][0], bq[s][1]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[i] = __fadd_ru(acc[i], d[i]);
+    mabs[0] = abs_max2<T>(abs_max2<T>(mabs[0], a[0]), a[2]);
+    mabs[1] = abs_max2<T>(abs_max2<T>(mabs[1], a[1]), a[3]);
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    // M of the page: over the quad, whose lanes hold every channel
+    const Pair2<T> v = bits_pair<T>(mabs[rr]);
+    float mx = fmaxf(to_float(v.x), to_float(v.y));
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    // acc: (page g, heads 2t, 2t + 1), (page g + 8, the same heads)
+    best[rr] = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < 2; ++c)
+      if (head_ok[c]) best[rr] = fmaxf(best[rr], __fadd_ru(acc[2 * rr + c], __fmul_ru(ha[c], mx)));
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1) best[rr] = fmaxf(best[rr], __shfl_xor_sync(0xffffffffu, best[rr], o));
+  }
+}
+
+// Tile: MmaScoreTile (16-bit bounds) or Fp8ScoreTile (page_scores_fp8.cuh), which load and
+// read the rows; the query setup, the margin and the loop are theirs in common.
+template <typename Tile>
 __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b, int kvh, int p_begin, int p_end,
                                                 int warp, int nwarps, uint32_t sbuf) {
-  using Tile = MmaScoreTile<T, D>;
+  using T = typename Tile::Query;
+  constexpr int D = Tile::kDim;
   constexpr int H = Tile::kSteps / 2;  // mmas a row
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int ntiles = (p_end - p_begin + 15) >> 4;
@@ -160,7 +189,7 @@ __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b,
   for (int s = 0; s < H; ++s) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      const uint32_t w = live_head ? *reinterpret_cast<const uint32_t*>(qh + 16 * s + 8 * j + 2 * t) : 0u;
+      const uint32_t w = live_head ? *reinterpret_cast<const uint32_t*>(qh + Tile::query_offset(s, j, t)) : 0u;
       const Pair2<T> x = bits_pair<T>(w);
       bq[s][j] = pair_bits<T>(__hmax2(x, zero));
       bq[H + s][j] = pair_bits<T>(__hmin2(x, zero));
@@ -176,20 +205,24 @@ __device__ __forceinline__ void score_tiles_mma(const PageScoreParams& p, int b,
   for (int c = 0; c < 2; ++c) ha[c] = __fmul_ru(__shfl_sync(0xffffffffu, qabs, (2 * t + c) * 4), kMmaScoreSlack);
   const bool head_ok[2] = {2 * t < p.group, 2 * t + 1 < p.group};
 
-  const T* meta = static_cast<const T*>(p.meta);
   float* out = p.out + ((int64_t)b * Hkv + kvh) * p.max_blocks;
+  // the scores of `tile` from its rows in `buf`
+  const auto emit = [&](int tile, uint32_t buf) {
+    float best[2];
+    score_tile<Tile>(buf, bq, ha, head_ok, best, lane);
+    if (t < 2) {
+      const int m = p_begin + tile * 16 + g + 8 * t;
+      // not best[t]: a lane-indexed array lives on the stack
+      const float u = Tile::page_bound(buf, g + 8 * t, t ? best[1] : best[0]);
+      if (m < p_end) out[m] = m < npages ? __fmul_ru(u, u >= 0.f ? p.scale_hi : p.scale_lo) : -INFINITY;
+    }
+  };
   for (int tile = warp; tile < ntiles; tile += nwarps) {
-    Tile::load(sbuf, meta, bid, Hkv, kvh, lane);
+    Tile::load(sbuf, p, bid, kvh, lane);
     bid = block_id(tile + nwarps);  // behind this tile's rows
     cp_async_wait<0>();
     __syncwarp();  // every lane's copies have landed
-    float best[2];
-    Tile::score(sbuf, bq, ha, head_ok, best, lane);
-    if (t < 2) {
-      const int m = p_begin + tile * 16 + g + 8 * t;
-      const float u = t ? best[1] : best[0];  // not best[t]: a lane-indexed array lives on the stack
-      if (m < p_end) out[m] = m < npages ? __fmul_ru(u, u >= 0.f ? p.scale_hi : p.scale_lo) : -INFINITY;
-    }
+    emit(tile, sbuf);
     __syncwarp();  // every lane's ldmatrix reads are done before the next tile's copies
   }
 }
@@ -203,8 +236,9 @@ page_scores_mma_kernel(const __grid_constant__ PageScoreParams p) {
   __shared__ __align__(128) uint4 buf[kMmaScoreWarps][MmaScoreTile<T, D>::kBytes / 16];
   pdl_entry();
   const int p_begin = blockIdx.y * p.pages_per_cta, warp = threadIdx.x >> 5;
-  score_tiles_mma<T, D>(p, blockIdx.z, blockIdx.x, p_begin, min(p.max_blocks, p_begin + p.pages_per_cta), warp,
-                        kMmaScoreWarps, static_cast<uint32_t>(__cvta_generic_to_shared(buf[warp])));
+  score_tiles_mma<MmaScoreTile<T, D>>(p, blockIdx.z, blockIdx.x, p_begin,
+                                      min(p.max_blocks, p_begin + p.pages_per_cta), warp, kMmaScoreWarps,
+                                      static_cast<uint32_t>(__cvta_generic_to_shared(buf[warp])));
 }
 
 #define TINYSERVE_SCORE_MMA_INSTANCES(X) \

@@ -67,9 +67,9 @@ sparse_decode_kernel(const __grid_constant__ SparseDecodeParams sp) {
     const int p_begin = chunk * sp.score.pages_per_cta;
     // each warp stages its tiles in its slice of the stage buffers, which the attention fills later
     const int warp = threadIdx.x >> 5;
-    score_tiles_mma<T, D>(sp.score, b, kvh, p_begin, min(sp.score.max_blocks, p_begin + sp.score.pages_per_cta),
-                          warp, kSparseThreads / 32,
-                          static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * MmaScoreTile<T, D>::kBytes);
+    score_tiles_mma<MmaScoreTile<T, D>>(
+        sp.score, b, kvh, p_begin, min(sp.score.max_blocks, p_begin + sp.score.pages_per_cta), warp,
+        kSparseThreads / 32, static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * MmaScoreTile<T, D>::kBytes);
     __syncthreads();  // the CTA's scores are written; one fence by the thread that signals
     if (threadIdx.x == 0) {
       __threadfence();

@@ -104,13 +104,28 @@ def test_fp8_sparse_subset_matches_reference(cuda_ops, gen, bs):
 
 
 # ---------------------------------------------------------------------- reshape_and_cache
+def _codes(shape, gen):
+    """Random e4m3 codes of either sign, no NaN."""
+    codes = torch.randint(0, 0x7F, shape, dtype=torch.uint8, device=DEV, generator=gen)
+    return codes | torch.randint(0, 2, codes.shape, dtype=torch.uint8, device=DEV, generator=gen) << 7
+
+
 def _pools(nb, bs, hkv, d, gen):
-    """FP8 pools holding random codes and random scales (stale pages), and a copy."""
-    codes = torch.randint(0, 0x7F, (2, nb, bs, hkv, d), dtype=torch.uint8, device=DEV, generator=gen)
-    codes |= torch.randint(0, 2, codes.shape, dtype=torch.uint8, device=DEV, generator=gen) << 7  # no NaN codes
+    """FP8 pools holding random codes, scales and page bounds (stale pages), and a copy:
+    K codes, V codes, scales, bounds."""
+    codes = _codes((2, nb, bs, hkv, d), gen)
     sc = f8.pow2_scale(torch.rand(nb, 2, hkv, device=DEV, generator=gen) * 50)
-    ours = [codes[0].view(f8.FP8), codes[1].view(f8.FP8), sc]
+    ours = [codes[0].view(f8.FP8), codes[1].view(f8.FP8), sc, _codes((nb, 2, hkv, d), gen).view(f8.FP8)]
     return ours, [x.clone() for x in ours]
+
+
+def _same(ours, refs):
+    """Codes and scales bit for bit; the bounds by value (the min of +0 and -0 may be either)."""
+    for a, b in zip(ours[:3], refs[:3]):
+        a = a.view(torch.uint8) if a.dtype == f8.FP8 else a
+        b = b.view(torch.uint8) if b.dtype == f8.FP8 else b
+        assert torch.equal(a, b)
+    assert torch.equal(ours[3].float(), refs[3].float())
 
 
 def _write_both(ours, refs, sm, dtype, gen, magnitude, **layout):
@@ -120,12 +135,9 @@ def _write_both(ours, refs, sm, dtype, gen, magnitude, **layout):
                                                             generator=gen)]
     key = (torch.randn(shape, device=DEV, generator=gen) * mag).to(dtype)
     val = (torch.randn(shape, device=DEV, generator=gen) * mag).to(dtype)
-    kernels.reshape_and_cache(key, val, ours[0], ours[1], None, sm, kv_scales=ours[2], **layout)
-    f8.reshape_and_cache(key, val, *refs, sm)
-    for a, b in zip(ours, refs):
-        a = a.view(torch.uint8) if a.dtype == f8.FP8 else a
-        b = b.view(torch.uint8) if b.dtype == f8.FP8 else b
-        assert torch.equal(a, b)
+    kernels.reshape_and_cache(key, val, ours[0], ours[1], ours[3], sm, kv_scales=ours[2], **layout)
+    f8.reshape_and_cache(key, val, *refs[:3], sm, meta=refs[3])
+    _same(ours, refs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -133,9 +145,10 @@ def _write_both(ours, refs, sm, dtype, gen, magnitude, **layout):
 @pytest.mark.parametrize("hkv,d", [(2, 64), (8, 128)])
 @pytest.mark.parametrize("layout", ["found", "given"])
 def test_fp8_reshape_and_cache_matches_reference(cuda_ops, gen, dtype, bs, hkv, d, layout):
-    """Bit-exact codes and scales: a prefill in shuffled order with padding, pages spanning
-    chunked calls, decode steps whose tokens outgrow their page's scale (re-quantising the
-    earlier tokens), partial pages, and pages reused from stale content. layout "given": the
+    """Bit-exact codes and scales and exact page bounds: a prefill in shuffled order with
+    padding, pages spanning chunked calls, decode steps whose tokens outgrow their page's scale
+    (re-quantising the earlier tokens and, in the one-launch kernel, the old bounds), partial
+    pages, and pages reused from stale content (stale bounds too). layout "given": the
     caller passes its page runs (the prefill chunks, in order, without padding) or promises one
     token a page (the decode steps, padding kept), and the op writes in one launch."""
     from tinyserve_core.kernels.cache_runs import page_runs
@@ -182,7 +195,89 @@ def test_fp8_reshape_and_cache_strided_views(cuda_ops, gen):
 
     for layout in ({}, {"runs": torch.from_numpy(page_runs(sm.cpu().numpy(), bs))}):
         ours, refs = _pools(4, bs, hkv, d, gen)
-        kernels.reshape_and_cache(key, val, ours[0], ours[1], None, sm, kv_scales=ours[2], **layout)
-        f8.reshape_and_cache(key, val, *refs, sm)
-        assert torch.equal(ours[0].view(torch.uint8), refs[0].view(torch.uint8))
-        assert torch.equal(ours[1].view(torch.uint8), refs[1].view(torch.uint8)) and torch.equal(ours[2], refs[2])
+        for meta in (None, ours[3]):   # without page bounds too: an API caller's cache may keep none
+            kernels.reshape_and_cache(key, val, ours[0], ours[1], meta, sm, kv_scales=ours[2], **layout)
+            f8.reshape_and_cache(key, val, *refs[:3], sm, meta=None if meta is None else refs[3])
+            _same(ours, refs)
+
+
+# ---------------------------------------------------------------------- page bounds, sparse decode
+def _bounds(kc, sc, sl, bt, bs):
+    """The page bounds reshape_and_cache leaves: min/max codes over each page's filled slots."""
+    codes = kc.float()
+    nb = kc.shape[0]
+    fill = torch.zeros(nb, dtype=torch.long, device=DEV)
+    for b, n in enumerate(sl.tolist()):
+        p = math.ceil(n / bs)
+        fill[bt[b, :p].long()] = bs
+        fill[bt[b, p - 1].long()] = n - (p - 1) * bs
+    inside = (torch.arange(bs, device=DEV)[None, :] < fill[:, None])[:, :, None, None]
+    lo = codes.nan_to_num(0).masked_fill(~inside, float("inf")).amin(1).nan_to_num(0, posinf=0)
+    hi = codes.nan_to_num(0).masked_fill(~inside, -float("inf")).amax(1).nan_to_num(0, neginf=0)
+    return torch.stack([lo, hi], dim=1).to(f8.FP8)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("bs", [8, 16])
+@pytest.mark.parametrize("hq,hkv", [(8, 8), (16, 4), (32, 4)])
+def test_fp8_page_scores_bound_the_dequantised_keys(cuda_ops, gen, head_dim, bs, hq, hkv):
+    """The FP8 tensor-core scorer sits between the exact bound of the dequantised bounds (fp64)
+    and that bound plus 1.3 times the margin (scale 2^-16 sum|q| M, M in values), is never
+    below any dequantised key's logit, and ranks the pages as the reference does (near ties
+    aside). A 150-page row spans several warps and CTAs, with a partial last tile."""
+    seq_lens = [5 * bs + 3, bs, 1, 9 * bs, 150 * bs - 5]
+    kc, vc, sc, bt, sl = fp8_context(seq_lens, bs, hkv, head_dim, gen)
+    meta = _bounds(kc, sc, sl, bt, bs)
+    q = rand((len(seq_lens), hq, head_dim), torch.float16, gen, scale=3.0)
+    scale = head_dim ** -0.5
+    poison_allocator()
+    out = kernels.page_scores(q, meta, bt, sl, scale, bs, kv_scales=sc)
+    ref = f8.page_scores(q.float(), meta, sc, bt, sl, scale, bs)
+    fin = torch.isfinite(ref)
+    assert torch.equal(fin, torch.isfinite(out)) and (out[~fin] == float("-inf")).all()
+    g = hq // hkv
+    live = bt >= 0
+    ids = bt.clamp(min=0).long()
+    m = f8.dequantize(meta[ids], sc[ids, 0][:, :, None, :, None]).double()   # [B, P, 2, Hkv, D]
+    lo, hi = m[:, :, 0, :, None], m[:, :, 1, :, None]
+    qq = q.double().view(len(seq_lens), 1, hkv, g, head_dim)
+    exact = torch.maximum(qq * lo, qq * hi).sum(-1).amax(-1) * scale
+    mag = torch.maximum(lo.abs(), hi.abs()).amax(-1).squeeze(-1)
+    slack = qq.abs().sum(-1).amax(-1) * mag * scale * 2.0 ** -16
+    u = out.double().permute(0, 2, 1)
+    assert ((u >= exact) | ~live[..., None]).all(), (u - exact)[live].min()
+    assert ((u - exact - 1.3 * slack)[live] <= 0).all()
+    k = f8.dequantize_cache(kc, sc, 0).double()
+    for b in range(len(seq_lens)):
+        n = int(live[b].sum())
+        keys = k[bt[b, :n].long()]
+        true = torch.einsum("hgd,pthd->pthg", qq[b, 0], keys.nan_to_num(0.0))
+        true = true.masked_fill(keys.isnan().any(-1)[..., None], -float("inf")).amax(dim=(1, 3)) * scale
+        assert (u[b, :n] >= true).all(), b
+    # the same top pages as the reference's fp32 bound wherever the k-th and (k+1)-th differ clearly
+    top = out.topk(16, dim=-1).values[..., -2:]
+    clear = ((top[..., 0] - top[..., 1]) > 1e-5 * top[..., 0].abs()) | (top[..., 1] == float("-inf"))
+    ours, want = (kernels.select_pages(x, 15).sort(-1).values for x in (out, ref))
+    assert torch.equal(ours[clear], want[clear]) and clear.float().mean() > 0.5
+
+
+@pytest.mark.parametrize("batch", [1, 4, 33])
+def test_fp8_sparse_decode_matches_reference(cuda_ops, gen, batch):
+    """page_scores + select_pages + the FP8 decode kernel: the pages are the top pages of the
+    kernel's own scores, the output the reference FP8 attention over those pages."""
+    from tinyserve_core.kernels import reference
+
+    bs, hkv, hq, d = 16, 2, 8, 128
+    seq_lens = [(700 * (i + 3)) % 4000 + 1 for i in range(batch)]
+    kc, vc, sc, bt, sl = fp8_context(seq_lens, bs, hkv, d, gen)
+    meta = _bounds(kc, sc, sl, bt, bs)
+    q = rand((batch, hq, d), torch.float16, gen, scale=0.3)
+    out, pages, scores = kernels.sparse_decode_attention(q, kc, vc, meta, bt, sl, d ** -0.5, 24, sink_pages=1,
+                                                         force_last=True, kv_scales=sc)
+    assert torch.equal(scores, kernels.page_scores(q, meta, bt, sl, d ** -0.5, bs, kv_scales=sc))
+    def as_set(p):  # ascending, padding (-1) last
+        return p.masked_fill(p < 0, 1 << 30).sort(-1).values
+
+    assert torch.equal(as_set(pages), as_set(reference.top_pages(scores, sl, bs, 24, 1, True)))
+    want = ref_decode(q, kc, vc, sc, bt, sl, d ** -0.5, pages)
+    assert rel_err(out, want) <= 2e-3

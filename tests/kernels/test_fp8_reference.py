@@ -160,8 +160,18 @@ def test_api_refuses_mismatched_arguments():
     x = torch.randn(1, HKV, D)
     with pytest.raises(ValueError, match="needs its kv_scales"):
         kernels.reshape_and_cache(x, x, kc, vc, None, torch.tensor([0]))
-    with pytest.raises(ValueError, match="no page key bounds"):
+    with pytest.raises(ValueError, match="bounds of a float8_e4m3fn cache are float8_e4m3fn codes"):
         kernels.reshape_and_cache(x, x, kc, vc, torch.zeros(6, 2, HKV, D), torch.tensor([0]), kv_scales=sc)
+    with pytest.raises(ValueError, match="no quantised key copy"):
+        kernels.reshape_and_cache(x, x, kc, vc, None, torch.tensor([0]), torch.zeros(6, BS, HKV, D // 2,
+                                                                                     dtype=torch.uint8),
+                                  kv_scales=sc)
+    with pytest.raises(ValueError, match="need the cache's kv_scales"):
+        kernels.page_scores(torch.randn(1, 4, D), torch.zeros(6, 2, HKV, D, dtype=f8.FP8),
+                            torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.int32), 0.25, BS)
+    with pytest.raises(ValueError, match="go with float8_e4m3fn page bounds"):
+        kernels.page_scores(torch.randn(1, 4, D), torch.zeros(6, 2, HKV, D), torch.zeros(1, 1, dtype=torch.int32),
+                            torch.ones(1, dtype=torch.int32), 0.25, BS, sc)
     with pytest.raises(ValueError, match="go with a float8_e4m3fn cache"):
         kernels.reshape_and_cache(x, x, kc.float(), vc.float(), None, torch.tensor([0]), kv_scales=sc)
     with pytest.raises(ValueError, match="needs its kv_scales"):
@@ -213,3 +223,102 @@ def test_prefill_view_holds_cached_prefixes_dequantised_and_new_tokens_exact():
                 assert torch.equal(got, want), (b, pos)
     kp, vp, tp = f8.prefill_view(k, v, kc, vc, sc, tables, starts, [0, 0])
     assert kp.shape == (1, BS, HKV, D) and not kp.any() and tp.shape == (2, 1)
+
+
+# ---- page bounds: codes under the page's K scale ------------------------------------------
+def recomputed_bounds(kc, sc, fill):
+    """float32 [NB, 2, Hkv, D]: min/max over slots 0..fill[p]-1 of each page's dequantised keys
+    (pages with fill 0 left at 0)."""
+    k = f8.dequantize_cache(kc, sc, 0)
+    out = torch.zeros(k.shape[0], 2, *k.shape[2:])
+    for p, n in enumerate(fill):
+        if n:
+            out[p, 0], out[p, 1] = k[p, :n].amin(0), k[p, :n].amax(0)
+    return out
+
+
+def test_page_bounds_stay_exact_through_chunks_growing_scales_and_reuse():
+    """Over random calls (a prefill in shuffled order with padding, a page spanning two calls,
+    decode tokens that outgrow the page's scale and re-quantise its earlier codes, a page
+    refilled from offset 0), the bounds are codes whose values times the K scale are the
+    min/max of the page's dequantised keys, exactly."""
+    torch.manual_seed(3)
+    nb = 6
+    kc, vc, sc = pool(nb)
+    meta = torch.zeros(nb, 2, HKV, D, dtype=f8.FP8)
+    fill = [0] * nb
+
+    def put(slots, mag):
+        x = torch.randn(len(slots), HKV, D) * mag
+        kernels.reshape_and_cache(x, -x, kc, vc, meta, torch.tensor(slots), kv_scales=sc)
+        for page in {s // BS for s in slots if s >= 0}:   # a call writing offset 0 restarts the page
+            offs = [s % BS for s in slots if s >= 0 and s // BS == page]
+            fill[page] = max(offs) + 1 if 0 in offs else max(fill[page], max(offs) + 1)
+        got = f8.dequantize(meta, sc[:, 0, None, :, None])
+        want = recomputed_bounds(kc, sc, fill)
+        live = torch.tensor([n > 0 for n in fill])
+        assert torch.equal(got[live], want[live])
+
+    first = [2 * BS + t for t in range(BS)] + [4 * BS + t for t in range(3)]
+    order = torch.randperm(len(first)).tolist()
+    put([first[i] for i in order] + [-1], 0.01)   # page 2 whole, page 4 partly, any order
+    put([4 * BS + 3, 4 * BS + 4], 0.02)           # page 4 continues
+    for t in range(5, 8):                         # one token a call, each outgrowing the scale
+        put([4 * BS + t], 10.0 ** (t - 4))
+    assert sc[4, 0].gt(2.0 ** -9).all()           # the scale grew: earlier codes re-quantised
+    put([2 * BS], 1.0)                            # page 2 reused from offset 0: its bounds restart
+    assert fill[2] == 1
+
+
+def test_page_scores_over_fp8_bounds_bound_every_dequantised_key():
+    torch.manual_seed(4)
+    bs, hkv, hq, d, nb = 8, 2, 8, 16, 12
+    kc, vc, sc = pool(nb, bs, hkv, d)
+    meta = torch.zeros(nb, 2, hkv, d, dtype=f8.FP8)
+    lens = [3 * bs + 2, bs, 5]
+    tables = torch.tensor([[7, 1, 9, 4], [0, -1, -1, -1], [11, -1, -1, -1]], dtype=torch.int32)
+    for b, n in enumerate(lens):
+        slots = [int(tables[b, t // bs]) * bs + t % bs for t in range(n)]
+        x = torch.randn(n, hkv, d) * torch.logspace(-2, 2, n)[:, None, None]
+        kernels.reshape_and_cache(x, x, kc, vc, meta, torch.tensor(slots), kv_scales=sc)
+    q = torch.randn(len(lens), hq, d)
+    sl = torch.tensor(lens, dtype=torch.int32)
+    u = kernels.page_scores(q, meta, tables, sl, 0.25, bs, kv_scales=sc)
+    bounds = f8.dequantize(meta, sc[:, 0, None, :, None])
+    assert torch.equal(u, reference.page_scores(q, bounds, tables.clamp(min=0), sl, 0.25, bs))
+    k = f8.dequantize_cache(kc, sc, 0)
+    for b, n in enumerate(lens):
+        for t in range(n):
+            logit = torch.einsum("hgd,hd->hg", q[b].view(hkv, hq // hkv, d), k[tables[b, t // bs], t % bs])
+            assert (logit.amax(-1) * 0.25 <= u[b, :, t // bs] + 1e-5).all()
+    assert torch.isinf(u[1, :, 1:]).all() and torch.isinf(u[2, :, 1:]).all()
+
+
+def test_sparse_decode_and_statistics_over_an_fp8_cache():
+    """sparse_decode_attention: the top pages of the FP8 bounds and the FP8 attention over
+    them; selection_stats: the statistics of the dequantised cache and bounds."""
+    from tinyserve_core.kernels import stats_reference
+
+    torch.manual_seed(5)
+    bs, hkv, hq, d, nb = 8, 2, 4, 16, 10
+    kc, vc, sc = pool(nb, bs, hkv, d)
+    meta = torch.zeros(nb, 2, hkv, d, dtype=f8.FP8)
+    tables = torch.tensor([[3, 8, 1, 6], [2, 9, 0, -1]], dtype=torch.int32)
+    lens = torch.tensor([4 * bs - 1, 2 * bs + 3], dtype=torch.int32)
+    for b in range(2):
+        n = int(lens[b])
+        slots = [int(tables[b, t // bs]) * bs + t % bs for t in range(n)]
+        x = torch.randn(n, hkv, d)
+        kernels.reshape_and_cache(x, torch.randn(n, hkv, d), kc, vc, meta, torch.tensor(slots), kv_scales=sc)
+    q = torch.randn(2, hq, d)
+    out, pages, scores = kernels.sparse_decode_attention(q, kc, vc, meta, tables, lens, 0.25, 2, sink_pages=1,
+                                                         force_last=True, kv_scales=sc)
+    assert torch.equal(scores, kernels.page_scores(q, meta, tables, lens, 0.25, bs, kv_scales=sc))
+    assert torch.equal(pages, reference.top_pages(scores, lens, bs, 2, 1, True))
+    assert (pages[..., 0] == 0).all() and (pages[0, :, 1] == 3).all() and (pages[1, :, 1] == 2).all()
+    torch.testing.assert_close(out, f8.paged_decode_attention(q, kc, vc, sc, tables, lens, 0.25, pages))
+    got = kernels.selection_stats(q, kc, meta, tables, lens, 0.25, scores, pages, kv_scales=sc)
+    k = f8.dequantize_cache(kc, sc, 0)
+    want = stats_reference.selection_stats(q, k, f8.dequantize(meta, sc[:, 0, None, :, None]), tables.clamp(min=0),
+                                           lens, 0.25, scores, pages)
+    torch.testing.assert_close(got, want, equal_nan=True)

@@ -69,17 +69,20 @@ def _fp8_ops(t: torch.Tensor):
     return _impl(t, fp8_reference, "_cuda_fp8")
 
 
-def _check_fp8(k_cache, kv_scales, extras=()) -> bool:
-    """Whether the cache is FP8; an FP8 cache needs its scales and keeps no page key bounds
-    or quantised key copy (`extras`: those arguments), a 16/32-bit one takes no scales."""
+def _check_fp8(k_cache, kv_scales, meta=None, qkeys=None) -> bool:
+    """Whether the cache is FP8; an FP8 cache needs its scales, keeps its page key bounds
+    (`meta`, when given) as float8_e4m3fn codes and keeps no quantised key copy (`qkeys`);
+    a 16/32-bit one takes no scales."""
     if k_cache.dtype != FP8:
         if kv_scales is not None:
             raise ValueError(f"kv_scales go with a float8_e4m3fn cache, not {k_cache.dtype}")
         return False
     if kv_scales is None:
         raise ValueError("a float8_e4m3fn cache needs its kv_scales [num_blocks, 2, num_kv_heads]")
-    if any(x is not None for x in extras):
-        raise ValueError("a float8_e4m3fn cache keeps no page key bounds (meta) or quantised key copy")
+    if meta is not None and meta.dtype != FP8:
+        raise ValueError(f"the page key bounds of a float8_e4m3fn cache are float8_e4m3fn codes, not {meta.dtype}")
+    if qkeys is not None:
+        raise ValueError("a float8_e4m3fn cache keeps no quantised key copy")
     return True
 
 
@@ -88,16 +91,17 @@ def reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, qkeys=No
     """`qkeys`: the layer's quantised key copy, when it keeps one (quant_reference.py):
     the written pages are re-quantised after their min/max are refreshed, and their rows of
     `qbounds`, the int8 bound copy beside it (bound_copy_reference.py), re-encoded. `kv_scales`: the
-    per-page scales of an FP8 cache (fp8_reference.py), updated by the write.
+    per-page scales of an FP8 cache (fp8_reference.py), updated by the write with its page
+    key bounds (`meta`: codes under the page's K scale, or None).
     `one_per_page`: the caller promises that no two tokens of the call lie in one page (a
     decode step: one token per sequence, in its own last page); the CUDA op then updates
     the page bounds per token, without the bookkeeping a call of many tokens per page needs.
     `runs`: the call's page runs as `cache_runs.page_runs` gives them (int32 [R, 2]; a
     prefill's), which the CUDA op then takes instead of finding them. The result is the
     same either way."""
-    if _check_fp8(k_cache, kv_scales, (meta, qkeys)):
+    if _check_fp8(k_cache, kv_scales, meta, qkeys):
         return _fp8_ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping,
-                                                   one_per_page, runs)
+                                                   one_per_page, runs, meta)
     _ops(k_cache).reshape_and_cache(key, value, k_cache, v_cache, meta, slot_mapping, one_per_page, runs)
     if qkeys is not None:
         quantize_keys(k_cache, meta, qkeys, slot_mapping, qbounds)
@@ -133,12 +137,16 @@ def twostage_keep(lse, candidates, seq_lens, budget, block_size, top_p, sink_pag
 
 
 def selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores=None, page_indices=None,
-                    candidates=None, entropy=None, budget=None, rtol=1e-5):
+                    candidates=None, entropy=None, budget=None, rtol=1e-5, kv_scales=None):
     """One layer's selection statistics for the whole batch, packed float32 [B, Hkv, C + 4M]
     (stats_reference.py is the spec); `scores` None: the Quest page bounds (page_scores).
-    On a GPU one kernel launch (csrc/kernels/selection_stats.cuh)."""
+    On a GPU one kernel launch (csrc/kernels/selection_stats.cuh). Over an FP8 cache (with its
+    `kv_scales`) the statistics read the table's pages dequantised to float32
+    (fp8_reference.gathered_view): the keys and bounds the FP8 attention and scores use."""
     if scores is None:
-        scores = page_scores(query, meta, block_tables, seq_lens, scale, k_cache.shape[1])
+        scores = page_scores(query, meta, block_tables, seq_lens, scale, k_cache.shape[1], kv_scales)
+    if _check_fp8(k_cache, kv_scales, meta):
+        k_cache, meta, block_tables = fp8_reference.gathered_view(k_cache, meta, kv_scales, block_tables)
     return _impl(query, stats_reference, "_cuda_stats").selection_stats(
         query, k_cache, meta, block_tables, seq_lens, scale, scores, page_indices, candidates, entropy, budget, rtol)
 
@@ -170,7 +178,15 @@ def prefill_attention(q, k, v, k_cache, v_cache, block_tables, query_start, num_
                                            scale)
 
 
-def page_scores(query, meta, block_tables, seq_lens, scale, block_size):
+def page_scores(query, meta, block_tables, seq_lens, scale, block_size, kv_scales=None):
+    """Quest's bound of each page's logits (reference.py); over an FP8 cache's bounds (float8
+    codes) with the cache's `kv_scales`, whose K scales they are under (fp8_reference.py)."""
+    if meta.dtype == FP8:
+        if kv_scales is None:
+            raise ValueError("float8_e4m3fn page bounds need the cache's kv_scales")
+        return _fp8_ops(query).page_scores(query, meta, kv_scales, block_tables, seq_lens, scale, block_size)
+    if kv_scales is not None:
+        raise ValueError(f"kv_scales go with float8_e4m3fn page bounds, not {meta.dtype}")
     return _ops(query).page_scores(query, meta, block_tables, seq_lens, scale, block_size)
 
 
@@ -179,20 +195,25 @@ def select_pages(scores, k):
 
 
 def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k, sink_pages=0,
-                            force_last=False):
+                            force_last=False, kv_scales=None):
     """Quest in one op: page bounds, the k best pages per (sequence, kv-head), attention
     over them (reference.py is the spec). Returns (out, page_indices, scores). On a GPU
     small batches run as one launch (csrc/kernels/sparse_decode.cuh; up to the tuning
-    row's `sparse_fused_max_batch`), larger ones as page_scores + select_pages + decode."""
+    row's `sparse_fused_max_batch`), larger ones as page_scores + select_pages + decode,
+    and so does an FP8 cache (with its `kv_scales`) at every batch."""
+    if _check_fp8(k_cache, kv_scales, meta):
+        return _fp8_ops(query).sparse_decode_attention(query, k_cache, v_cache, meta, kv_scales, block_tables,
+                                                       seq_lens, scale, k, sink_pages, force_last)
     return _ops(query).sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k,
                                                sink_pages, force_last)
 
 
 def sparse_decode_one_launch(query, k_cache, block_tables, k) -> bool:
     """Whether sparse_decode_attention would run this shape as one launch (a GPU whose
-    tuning row enables it, a small enough batch); False for the torch reference."""
+    tuning row enables it, a small enough batch, a 16-bit cache); False for the torch
+    reference."""
     ops = _ops(query)
-    return ops is not reference and ops.sparse_decode_one_launch(query, k_cache, block_tables, k)
+    return ops is not reference and k_cache.dtype != FP8 and ops.sparse_decode_one_launch(query, k_cache, block_tables, k)
 
 
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:

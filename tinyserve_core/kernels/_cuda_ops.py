@@ -128,13 +128,20 @@ def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_len
                                                          int(num_splits))
         return out.to(query.dtype), pages, scores
     scores = page_scores(q, meta, tables, lens, scale, k_cache.shape[1])
-    keys = scores
-    if sink_pages or force_last:
-        n = (lens.long() + k_cache.shape[1] - 1) // k_cache.shape[1]
-        keys = scores.masked_fill(forced_pages(n, M, sink_pages, bool(force_last))[:, None, :], float("inf"))
-    pages = select_pages(keys, k)
+    pages = select_forced(scores, lens, k_cache.shape[1], k, sink_pages, force_last)
     out = paged_decode_attention(q, k_cache, v_cache, tables, lens, scale, pages)
     return out.to(query.dtype), pages, scores
+
+
+def select_forced(scores, seq_lens, block_size, k, sink_pages, force_last):
+    """select_pages of the k best pages with the sink pages (and the last page, when
+    `force_last`) always among them: reference.top_pages' set, in any order."""
+    keys = scores
+    if sink_pages or force_last:
+        n = (seq_lens.long() + block_size - 1) // block_size
+        forced = forced_pages(n, scores.shape[-1], sink_pages, bool(force_last))
+        keys = scores.masked_fill(forced[:, None, :], float("inf"))
+    return select_pages(keys, k)
 
 
 def copy_blocks(k_caches, v_caches, metas, block_mapping) -> None:

@@ -3,7 +3,16 @@
 An FP8 cache keeps the layouts of reference.py (same block tables, same slots) with
   k_cache, v_cache : float8_e4m3fn [num_blocks, block_size, num_kv_heads, head_dim]
   kv_scales        : float32 [num_blocks, 2, num_kv_heads]  (page K scale, page V scale)
+  meta (optional)  : float8_e4m3fn [num_blocks, 2, num_kv_heads, head_dim], the page key
+                     bounds (channel-wise min, max) as codes under the page's K scale
 A stored value is x / s rounded to e4m3 (nearest even); it reads back as q * s.
+
+The page bounds that query-aware selection (Quest) reads are kept as codes too: the min
+(max) over a page's tokens of q_t * s is s times the min (max) of their codes q_t, itself an
+e4m3 code, so the bounds are exact at half the bytes of 16-bit bounds (1/16 of the page's
+K/V, as with a 16-bit cache). When a page's scale grows its earlier codes are re-quantised by
+old / new; rounding is monotone, so re-quantising the old min and max gives the min and max
+of the re-quantised codes, and the bounds stay exact without reading the page back.
 
 Granularity: one scale per (page, kv-head), for K and for V. Per page because pages are
 the unit the cache allocates, shares and copies (the scale travels with its page); per
@@ -71,9 +80,12 @@ def quantize_cache(cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping, one_per_page=False,
-                      runs=None) -> None:
-    """Write new tokens' K/V (any float dtype) into an FP8 cache and update the scales.
-    (`one_per_page` and `runs` describe the call's layout for the CUDA op: no effect here.)
+                      runs=None, meta=None) -> None:
+    """Write new tokens' K/V (any float dtype) into an FP8 cache and update the scales, and
+    the page key bounds `meta` when given (as reference.reshape_and_cache: channel-wise
+    min/max over slots 0..o of each page the call writes, o its highest offset written, as
+    codes under the page's K scale). (`one_per_page` and `runs` describe the call's layout
+    for the CUDA op: no effect here.)
 
     For every page p the call writes, with `first` the lowest offset it writes there and
     amax the largest |value| of its new tokens per kv-head: the new scale is
@@ -106,6 +118,12 @@ def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping, one
             codes[touched] = torch.where(redo, requant, pages)
         kv_scales[touched, j] = scale
         codes[blocks, offsets] = quantize(x, scale[which][..., None])
+    if meta is not None:
+        last = torch.full_like(touched, -1).scatter_reduce_(0, which, offsets, "amax")
+        keys = k_cache[touched].float()  # codes' values [U, BS, Hkv, D]
+        inside = (torch.arange(block_size, device=keys.device)[None, :] <= last[:, None])[:, :, None, None]
+        meta[touched, 0] = keys.masked_fill(~inside, float("inf")).amin(dim=1).to(FP8)  # codes: exact
+        meta[touched, 1] = keys.masked_fill(~inside, float("-inf")).amax(dim=1).to(FP8)
 
 
 def dequantize_tables(k_cache, v_cache, kv_scales, block_tables, dtype=torch.float32):
@@ -141,6 +159,47 @@ def prefill_view(k, v, k_cache, v_cache, kv_scales, block_tables, query_start: l
     kp.view(-1, hkv, d)[slots] = k
     vp.view(-1, hkv, d)[slots] = v
     return kp, vp, tables
+
+
+def dequantize_bounds(meta, kv_scales, block_tables):
+    """(bounds, tables): the page key bounds of the pages `block_tables` names, float32
+    [U, 2, Hkv, D] (codes times their page's K scale), and the tables renumbered into them."""
+    t = block_tables.long()
+    used, inv = torch.unique(t.clamp(min=0), return_inverse=True)
+    bounds = dequantize(meta[used], kv_scales[used, 0][:, None, :, None])
+    return bounds, inv.view(t.shape).to(block_tables.dtype)
+
+
+def gathered_view(k_cache, meta, kv_scales, block_tables):
+    """(keys, bounds, tables) in float32 for ops that read the cached keys themselves
+    (selection statistics): every page of `block_tables` gathered and dequantised in table
+    order, [B * M, BS, Hkv, D] and [B * M, 2, Hkv, D], and the tables renumbered into them.
+    Static shapes (no unique), so a captured CUDA graph can hold it; it costs a float32 copy
+    of the table's keys."""
+    B, M = block_tables.shape
+    ids = block_tables.long().clamp(min=0).reshape(-1)
+    s = kv_scales[ids, 0][:, None, :, None]
+    keys = dequantize(k_cache[ids], s)
+    bounds = dequantize(meta[ids], s)
+    tables = torch.arange(B * M, device=block_tables.device, dtype=block_tables.dtype).view(B, M)
+    return keys, bounds, tables
+
+
+def page_scores(query, meta, kv_scales, block_tables, seq_lens, scale, block_size) -> torch.Tensor:
+    """reference.page_scores over the FP8 cache's bounds (exact: the dequantised codes)."""
+    bounds, tables = dequantize_bounds(meta, kv_scales, block_tables)
+    return reference.page_scores(query, bounds, tables, seq_lens, scale, block_size)
+
+
+def sparse_decode_attention(query, k_cache, v_cache, meta, kv_scales, block_tables, seq_lens, scale, k,
+                            sink_pages=0, force_last=False):
+    """reference.sparse_decode_attention over an FP8 cache: its page bounds, the top pages,
+    the FP8 attention over them. Returns (out, page_indices, scores)."""
+    bs = k_cache.shape[1]
+    scores = page_scores(query, meta, kv_scales, block_tables, seq_lens, scale, bs)
+    pages = reference.top_pages(scores, seq_lens, bs, k, sink_pages, force_last)
+    out = paged_decode_attention(query, k_cache, v_cache, kv_scales, block_tables, seq_lens, scale, pages)
+    return out, pages, scores
 
 
 def paged_decode_attention(query, k_cache, v_cache, kv_scales, block_tables, seq_lens, scale,

@@ -40,7 +40,7 @@ def test_window_shows_engine_summary(make_window, gui_config):
 
 def test_an_fp8_cache_is_named_and_counted_in_the_summary(make_window, gui_config, qtbot):
     """kv_cache_dtype fp8: the header says so, before the engine is built and after, and the
-    pool's bytes are its e4m3 codes plus the page scales (no page bounds)."""
+    pool's bytes are its e4m3 codes, its page bounds (codes too) and the page scales."""
     from app.serving.summary import config_summary
     from tinyserve_core.model.config import ModelConfig
 
@@ -52,7 +52,7 @@ def test_an_fp8_cache_is_named_and_counted_in_the_summary(make_window, gui_confi
     assert "KV fp8 e4m3" in w.serving.summary.text()
     mc = ModelConfig.from_dir(cfg.model.model)
     h, d, layers = mc.num_key_value_heads, mc.head_dim, mc.num_hidden_layers
-    assert config_summary(cfg)["kv_bytes"] == 256 * layers * (2 * 4 * h * d + 2 * h * 4)
+    assert config_summary(cfg)["kv_bytes"] == 256 * layers * (2 * 4 * h * d + 2 * h * d + 2 * h * 4)
 
 
 def test_pause_and_step_advance_exactly_one_step(make_window, gui_config, qtbot):
@@ -227,11 +227,12 @@ def test_restart_key_asks_then_rebuilds(make_window, gui_config, qtbot):
     qtbot.waitUntil(lambda: "512 blocks x 4 tokens" in tab.summary.text(), timeout=10000)
 
 
-def test_an_fp8_cache_under_a_selection_policy_is_refused_under_the_field(make_window, gui_config):
-    """kv_cache_dtype fp8 while quest selects: the message says why under the KV cache dtype
-    field, the widget goes back, nothing restarts; with the dense policy the same change asks
-    for the restart."""
-    w = make_window(gui_config(policy="quest"))
+def test_an_fp8_cache_under_a_key_reading_policy_is_refused_under_the_field(make_window, gui_config):
+    """kv_cache_dtype fp8 while twostage selects (it reads a quantised key copy): the message
+    says why under the KV cache dtype field and names the policies that work, the widget goes
+    back, nothing restarts; under quest (which reads the page bounds, kept as codes) the same
+    change asks for the restart."""
+    w = make_window(gui_config(policy="twostage"))
     c = w.serving.controls
     asked = []
     c.confirm = lambda text: asked.append(text) or False
@@ -239,8 +240,8 @@ def test_an_fp8_cache_under_a_selection_policy_is_refused_under_the_field(make_w
     combo.setCurrentIndex(combo.findData("fp8"))
     c.commit("kv_cache_dtype")
     assert not asked and c.value("kv_cache_dtype") == "auto" and c.config.cache.kv_cache_dtype == "auto"
-    assert "quest policy" in c.error_text("kv_cache_dtype") and "dense" in c.error_text("kv_cache_dtype")
-    c.widgets["policy"].setCurrentIndex(c.widgets["policy"].findData("dense"))
+    assert "twostage policy" in c.error_text("kv_cache_dtype") and "quest" in c.error_text("kv_cache_dtype")
+    c.widgets["policy"].setCurrentIndex(c.widgets["policy"].findData("quest"))
     c.commit("policy")
     combo.setCurrentIndex(combo.findData("fp8"))
     c.commit("kv_cache_dtype")

@@ -96,3 +96,23 @@ def test_quest_on_gpu_runs_the_sparse_kernels(monkeypatch):
                       budget=16)
     assert all(len(o) == STEPS for o in out)
     assert eng.runner.kv.k_caches[0].is_cuda
+
+
+def test_quest_over_an_fp8_cache_on_gpu_follows_the_reference_ops(monkeypatch):
+    """quest over the FP8 cache's code bounds with the CUDA kernels (the FP8 scorer, select,
+    the FP8 decode kernel over the pages) inside the decode CUDA graphs, against the same
+    engine on the GPU reference ops: the first token of every prompt is the same, and the
+    continuations agree until the two paths pick a different page or round a near tie apart
+    (the scorer's bound sits a margin above the reference's fp32 bound), so most of them
+    for many steps."""
+    cuda_out, eng = greedy("cuda", "float16", policy="quest", monkeypatch=monkeypatch, kernels="cuda",
+                           budget=16, kv_cache_dtype="fp8")
+    assert eng.runner.kv.metas[0].dtype == torch.float8_e4m3fn and eng.runner.cuda_graphs
+    ref_out, _ = greedy("cuda", "float16", policy="quest", monkeypatch=monkeypatch, kernels="reference",
+                        budget=16, kv_cache_dtype="fp8")
+    assert all(len(o) == STEPS for o in cuda_out)
+    same = []
+    for a, b in zip(cuda_out, ref_out):
+        assert a[0] == b[0]
+        same.append(next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), STEPS))
+    assert sum(same) >= len(PROMPTS) * STEPS // 4, same

@@ -1,8 +1,9 @@
 """The FP8 (e4m3) KV cache in the serving path (`kv_cache_dtype fp8`): the runner reads
 exactly what the cache stores, the new tokens of a prefill attend at full precision, copy-
-on-write carries the page scales, the pool counts the smaller blocks, the settings refuse
-page selection over a cache without page bounds, and the engine's greedy outputs follow
-the model's until its logits come close to a tie."""
+on-write carries the page scales and bounds, the pool counts the smaller blocks, the page
+bounds (codes under the page scales) bound what the cache holds, quest selects over them,
+the settings refuse the policies that read the keys themselves, and the engine's greedy
+outputs follow the model's until its logits come close to a tie."""
 
 from __future__ import annotations
 
@@ -49,10 +50,12 @@ def dequantised_into(fp32: ModelRunner, fp8: ModelRunner) -> None:
         fp32.kv.v_caches[layer].copy_(fp8_reference.dequantize_cache(fp8.kv.v_caches[layer], s, 1))
 
 
-def test_the_cache_is_fp8_with_scales_and_no_bounds(model):
+def test_the_cache_is_fp8_with_scales_and_code_bounds(model):
     r = ModelRunner(model, 16, BS, kv_cache_dtype=FP8)
+    hkv, d = model.config.num_key_value_heads, model.config.head_dim
     assert r.kv.k_caches[0].dtype == FP8 and r.kv.v_caches[1].dtype == FP8
-    assert r.kv.metas is None and r.kv.kv_scales[0].shape == (16, 2, model.config.num_key_value_heads)
+    assert r.kv.metas[0].dtype == FP8 and r.kv.metas[1].shape == (16, 2, hkv, d)
+    assert r.kv.kv_scales[0].shape == (16, 2, hkv)
     with pytest.raises(ConfigError, match="kv_cache_dtype"):
         r.kv.ensure_quant_keys(8)
 
@@ -104,33 +107,86 @@ def test_copy_on_write_copies_codes_and_scales(model):
     for layer in range(2):
         assert torch.equal(r.kv.k_caches[layer][9].view(torch.uint8), r.kv.k_caches[layer][5].view(torch.uint8))
         assert torch.equal(r.kv.kv_scales[layer][9], r.kv.kv_scales[layer][5])
+        assert torch.equal(r.kv.metas[layer][9].view(torch.uint8), r.kv.metas[layer][5].view(torch.uint8))
         assert bool((r.kv.kv_scales[layer][9] > 0).all())
 
 
 def test_fp8_blocks_cost_half_plus_their_scales():
+    """Codes and code bounds at a byte, plus a float32 K and V scale per kv-head."""
     layers, bs, hkv, d = 4, 16, 8, 128
     fp16 = block_bytes(layers, bs, hkv, d, torch.float16)
     fp8 = block_bytes(layers, bs, hkv, d, FP8)
     assert fp16 == layers * (2 * bs * hkv * d * 2 + 2 * hkv * d * 2)
-    assert fp8 == layers * (2 * bs * hkv * d + 2 * hkv * 4)
+    assert fp8 == layers * (2 * bs * hkv * d + 2 * hkv * d + 2 * hkv * 4)
     assert KVCache(layers, 8, bs, hkv, d, FP8).bytes_per_block == fp8
     assert cache_dtype("auto", torch.bfloat16) == torch.bfloat16
     assert cache_dtype("fp8", torch.float16) == cache_dtype("fp8_e4m3", torch.float32) == FP8
 
 
 # ---- settings ---------------------------------------------------------------------------
-def test_settings_refuse_selection_over_an_fp8_cache():
+def test_settings_refuse_policies_that_read_the_keys_over_an_fp8_cache():
     cfg = EngineConfig.from_dict({"kv_cache_dtype": "fp8"})
     assert cfg.cache.kv_cache_dtype == "fp8" and cfg.get("kv_cache_dtype") == "fp8"
+    for ok in ("quest", "adaptive", "streaming"):   # they read the page bounds only
+        assert cfg.replace(policy=ok, stats=True).selection.policy == ok
     with pytest.raises(ConfigError) as e:
-        EngineConfig.from_dict({"kv_cache_dtype": "fp8", "policy": "quest"})
-    assert e.value.field == "kv_cache_dtype"
-    with pytest.raises(ConfigError) as e:   # the key just edited is the one blamed
-        cfg.replace(policy="twostage")
-    assert e.value.field == "policy" and "fp8" in e.value.message
+        EngineConfig.from_dict({"kv_cache_dtype": "fp8", "policy": "h2o"})
+    assert e.value.field == "kv_cache_dtype" and "quest" in e.value.message
+    for bad in ("twostage", "oracle", "oracle_p"):
+        with pytest.raises(ConfigError) as e:   # the key just edited is the one blamed
+            cfg.replace(policy=bad)
+        assert e.value.field == "policy" and "fp8" in e.value.message and bad in e.value.message
     with pytest.raises(ConfigError) as e:
         EngineConfig.from_dict({"kv_cache_dtype": "int8"})
     assert e.value.field == "kv_cache_dtype"
+
+
+# ---- page bounds and selection ----------------------------------------------------------
+def test_page_bounds_bound_what_the_cache_holds(model):
+    """After prefills (a page filled over two calls) and decode steps, every page's code
+    bounds times its K scale are the min/max of the page's dequantised keys, exactly."""
+    seqs = [toks(11, 41), toks(6, 42)]
+    tables = [[3, 8, 1, 5], [0, 2, 7]]
+    r = ModelRunner(model, 16, BS, kv_cache_dtype=FP8)
+    r.prefill([PrefillItem(i, s[:-3], 0, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    for step in range(3):
+        r.decode([DecodeItem(i, s[-3 + step], len(s) - 3 + step, t) for i, (s, t) in enumerate(zip(seqs, tables))])
+    for layer in range(len(r.kv.k_caches)):
+        k = fp8_reference.dequantize_cache(r.kv.k_caches[layer], r.kv.kv_scales[layer], 0)
+        bounds = fp8_reference.dequantize(r.kv.metas[layer], r.kv.kv_scales[layer][:, 0, None, :, None])
+        for s, t in zip(seqs, tables):
+            for p, blk in enumerate(t[:(len(s) + BS - 1) // BS]):
+                n = min(BS, len(s) - p * BS)
+                assert torch.equal(bounds[blk, 0], k[blk, :n].amin(0)), (layer, blk)
+                assert torch.equal(bounds[blk, 1], k[blk, :n].amax(0)), (layer, blk)
+
+
+def test_engine_runs_quest_over_an_fp8_cache_with_statistics(tiny):
+    """quest over the FP8 cache's bounds, with statistics (which read the pages dequantised):
+    the bound never falls below a cached key's logit (no violations), sparse layers attend
+    fewer pages than the context, the first token (from the full-precision prefill) is the
+    model's, and the attention mass the selections keep is what quest keeps over a float32
+    cache of the same run, within a few points."""
+    model, tok = tiny
+    prompt = toks(60, 51)
+    recall = {}
+    for dtype in ("fp8", "auto"):
+        eng = Engine(EngineConfig.from_dict({"device": "cpu", "block_size": BS, "num_blocks": 128,
+                                             "kv_cache_dtype": dtype, "policy": "quest", "budget": "16",
+                                             "dense_layers": 0, "stats": True}), model=model, tokenizer=tok)
+        eng.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
+        out = []
+        while eng.has_unfinished():
+            for t in eng.step().finished:
+                out = list(t.output_token_ids)
+        assert len(out) == 8 and (eng.runner.kv.metas[0].dtype == FP8) == (dtype == "fp8")
+        hist = list(eng.selector.stats.history)
+        assert len(hist) == 7 and all(sum(h.bound_violations) == 0 for h in hist)
+        assert all(max(h.pages_selected) < max(h.context_pages) for h in hist)
+        with torch.inference_mode():
+            assert out[0] == int(model.forward_dense(torch.tensor([prompt]))[0, -1].argmax())
+        recall[dtype] = sum(sum(h.mass_recall) / len(h.mass_recall) for h in hist[:3]) / 3
+    assert 0.2 < recall["fp8"] < 1 and abs(recall["fp8"] - recall["auto"]) < 0.05, recall
 
 
 # ---- the engine -------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def _add_selection(sub) -> None:
                    help="model and KV cache dtype (the CUDA attention kernels serve fp16/bf16)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPES,
                    help="auto: the cache in --dtype; fp8 / fp8_e4m3: an e4m3 cache with a scale per page and "
-                        "kv-head, the engine's kv_cache_dtype (with --policies dense)")
+                        "kv-head, the engine's kv_cache_dtype (policies that read only page bounds)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (1: these per-sequence ops are small, extra threads only spin)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pass-key samples")

@@ -2,10 +2,11 @@
 
 Layouts (kernels/reference.py is the spec):
   k_caches[l], v_caches[l]: [num_blocks, block_size, num_kv_heads, head_dim]
-  metas[l]:                 [num_blocks, 2, num_kv_heads, head_dim] (key min, key max)
+  metas[l]:                 [num_blocks, 2, num_kv_heads, head_dim] (key min, key max); of an FP8
+                            cache, e4m3 codes under the page's K scale (exact, 1/16 of K/V)
   kv_scales[l] (FP8 only):  float32 [num_blocks, 2, num_kv_heads], the page K and V scales of a
                             float8_e4m3fn cache (kernels/fp8_reference.py); an FP8 cache keeps no
-                            metas (no page selection over it) and no quantised key copy
+                            quantised key copy
   qkeys[l] (optional):      uint8 [num_blocks, block_size, num_kv_heads, head_dim * bits / 8],
                             the quantised key copy of the twostage selector (kernels/quant_reference.py),
                             allocated on first need and kept current by every cache write
@@ -40,11 +41,11 @@ def cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
 
 def block_bytes(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
                 dtype: torch.dtype) -> int:
-    """One block's bytes summed over all layers: K + V + key-bound metadata, or for an FP8
-    cache K + V codes + the page scales."""
+    """One block's bytes summed over all layers: K + V + key-bound metadata, and for an FP8
+    cache the page scales."""
     elem = torch.empty((), dtype=dtype).element_size()
     kv = 2 * block_size * num_kv_heads * head_dim * elem
-    side = 2 * num_kv_heads * 4 if dtype == FP8 else 2 * num_kv_heads * head_dim * elem
+    side = 2 * num_kv_heads * head_dim * elem + (2 * num_kv_heads * 4 if dtype == FP8 else 0)
     return num_layers * (kv + side)
 
 
@@ -111,7 +112,7 @@ class KVCache:
         # Zero-filled so a page never read before being written holds no NaN garbage.
         self.k_caches = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
         self.v_caches = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
-        self.metas: list[torch.Tensor] | None = None if fp8 else [
+        self.metas: list[torch.Tensor] | None = [
             torch.zeros((num_blocks, 2, num_kv_heads, head_dim), dtype=dtype, device=self.device)
             for _ in range(num_layers)]
         # a page's first write (at offset 0) sets its scales afresh, whatever they held
@@ -131,8 +132,8 @@ class KVCache:
         freed while the cache lives, so a graph that writes it never writes freed memory."""
         if bits not in (8, 4):
             raise ConfigError("quant_bits", f"must be 8 or 4, got {bits!r}")
-        if self.metas is None:
-            raise ConfigError("kv_cache_dtype", "an FP8 KV cache keeps no quantised key copy (no page bounds)")
+        if self.metas is None or self.dtype == FP8:
+            raise ConfigError("kv_cache_dtype", "an FP8 KV cache keeps no quantised key copy")
         copy = self._qkeys_by_bits.get(bits)
         if copy is None:
             shape = (self.num_blocks, self.block_size, self.num_kv_heads, self.head_dim * bits // 8)

@@ -241,7 +241,7 @@ class LlamaForCausalLM(nn.Module):
             with t("matmul"):
                 q, k, v = attn.project(h)
             kernels.rotary_embedding(q, k, positions, self.model.inv_freq)
-            # an FP8 cache (kv.kv_scales) has no page bounds; a 16/32-bit one has no scales
+            # an FP8 cache has page scales (kv.kv_scales) and its bounds are codes under them
             metas, scales = getattr(kv, "metas", None), getattr(kv, "kv_scales", None)
             meta, kv_scales = None if metas is None else metas[i], None if scales is None else scales[i]
             with t("cache_write"):

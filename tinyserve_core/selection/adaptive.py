@@ -57,7 +57,7 @@ class AdaptivePolicy(Policy):
         if p.top_p_mass >= 1.0 and p.budget.covers(M, ctx.block_size):
             return Selection(None)
         scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
-                                     ctx.scale, ctx.block_size)  # [B, Hkv, M]
+                                     ctx.scale, ctx.block_size, ctx.kv_scales)  # [B, Hkv, M]
         B, H, _ = scores.shape
         n = ctx.num_pages()
         logits = scores + tokens_per_page(ctx.seq_lens, M, ctx.block_size).float().log()[:, None, :]

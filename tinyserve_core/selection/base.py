@@ -34,6 +34,9 @@ class SelectContext:
     block_size: int
     qkeys: torch.Tensor | None = None  # [NB, bs, Hkv, D*bits/8] uint8, for policies that ask for it
     qbounds: torch.Tensor | None = None  # [NB, Hkv, 2D + 32] uint8, the int8 bound copy kept with qkeys
+    # An FP8 cache's [NB, 2, Hkv] page scales (meta then holds e4m3 codes under the K scales);
+    # kernels.page_scores takes them with meta.
+    kv_scales: torch.Tensor | None = None
     # The caller takes the attention output with the selection: a policy that can compute
     # both in one launch (quest: kernels.sparse_decode_attention) sets Selection.output.
     attend: bool = False
@@ -79,9 +82,11 @@ class Policy:
     graph_safe: ClassVar[bool] = True
     # Bits of the quantised key copy the policy reads (SelectContext.qkeys), or None.
     quant_key_bits: int | None = None
-    # Whether select() reads the page key bounds (SelectContext.meta), which an FP8 cache
-    # does not keep.
+    # Whether select() reads the page key bounds (SelectContext.meta).
     reads_bounds: ClassVar[bool] = True
+    # Whether select() reads the cached keys themselves (true attention: h2o, oracle), which
+    # it cannot do over an FP8 cache's codes.
+    reads_keys: ClassVar[bool] = False
     _validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
 
     def __init__(self, **params):

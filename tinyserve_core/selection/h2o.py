@@ -37,6 +37,7 @@ class H2OParams:
 class H2OPolicy(Policy):
     name = "h2o"
     graph_safe = False  # per-sequence state lives in Python dicts (gathered, not synced)
+    reads_keys = True   # the true attention mass of each page
     Params = H2OParams
     _validators = {
         "budget": budget_validator,

@@ -33,6 +33,7 @@ class OraclePolicy(TopPagesPolicy):
     name = "oracle"
     # Batched tensor ops only, but not yet captured and checked in a CUDA graph: eager.
     graph_safe = False
+    reads_keys = True
     Params = QuestParams  # the same knobs as quest, so the two compare at equal settings
 
     def rank(self, ctx, num_pages, max_pages):
@@ -48,6 +49,7 @@ class OracleTopPParams(TopPagesParams):
 class OracleTopPPolicy(Policy):
     name = "oracle_p"
     graph_safe = False
+    reads_keys = True
     Params = OracleTopPParams
     _validators = {**TopPagesPolicy._validators,
                    "top_p_mass": lambda f, v: check_float(f, v, 0.0, 1.0, lo_open=True)}

@@ -21,5 +21,5 @@ class QuestPolicy(TopPagesPolicy):
 
     def rank(self, ctx, num_pages, max_pages):
         scores = kernels.page_scores(ctx.query, ctx.meta, ctx.block_tables, ctx.seq_lens,
-                                     ctx.scale, ctx.block_size)  # [B, Hkv, M], -inf past context
+                                     ctx.scale, ctx.block_size, ctx.kv_scales)  # [B, Hkv, M], -inf past context
         return scores, scores

@@ -29,6 +29,18 @@ def make_policy(name: str, **params) -> Policy:
     return cls(**params)
 
 
+def fp8_cache_conflict(name: str) -> str | None:
+    """Why the policy `name` cannot run over an FP8 KV cache, or None. Such a cache keeps its
+    page bounds (as codes under the page scales) but holds the keys as codes too: a policy
+    reading the keys themselves (true attention, a quantised key copy) would read codes."""
+    cls = POLICIES[name.strip().lower()]
+    if cls.reads_keys:
+        return f"the {cls.name} policy reads the cached keys' true attention"
+    if cls.quant_key_bits is not None:
+        return f"the {cls.name} policy reads a quantised key copy, which an FP8 cache does not keep"
+    return None
+
+
 def policy_parameters(name: str) -> tuple[str, ...]:
     """The parameter names a policy accepts (for GUI forms and config validation)."""
     make_policy(name)  # validates the name

@@ -212,9 +212,12 @@ class PageSelector:
         metas = getattr(kv, "metas", None)
         meta = None if metas is None else metas[layer_idx]
         if meta is None and policy.reads_bounds:
-            raise ValueError(f"the {policy.name} policy needs the KV cache's page key bounds (kv.metas), "
-                             "which an FP8 cache does not keep")
+            raise ValueError(f"the {policy.name} policy needs the KV cache's page key bounds (kv.metas)")
+        scales = getattr(kv, "kv_scales", None)
         k_cache = kv.k_caches[layer_idx]
+        if scales is not None and policy.reads_keys:
+            raise ValueError(f"the {policy.name} policy reads the cached keys' true attention, which an FP8 "
+                             "cache holds as codes")
         copy = self.prepare(kv)
         qkeys = None if copy is None else copy[layer_idx]
         bounds = getattr(kv, "qbounds", None) if copy is not None else None
@@ -223,7 +226,8 @@ class PageSelector:
             block_tables=block_tables, seq_lens=seq_lens, seq_ids=list(seq_ids),
             layer_idx=layer_idx, scale=_softmax_scale(layer, query.shape[-1]),
             block_size=int(k_cache.shape[1]), qkeys=qkeys, attend=attend,
-            qbounds=None if bounds is None else bounds[layer_idx])
+            qbounds=None if bounds is None else bounds[layer_idx],
+            kv_scales=None if scales is None else scales[layer_idx])
         sel = policy.select(ctx)
         if sel.exempt:
             return None, None

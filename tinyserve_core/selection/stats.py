@@ -76,7 +76,7 @@ def layer_stats(ctx: SelectContext, sel: Selection, rtol: float = 1e-5) -> torch
     `selection_stats` (one CUDA kernel on a GPU; kernels/stats_reference.py is the spec)."""
     return kernels.selection_stats(ctx.query, ctx.k_cache, ctx.meta, ctx.block_tables, ctx.seq_lens, ctx.scale,
                                    sel.scores, sel.page_indices, sel.candidates, sel.entropy, sel.budget_pages,
-                                   rtol)
+                                   rtol, ctx.kv_scales)
 
 
 def selection_only(ctx: SelectContext, sel: Selection) -> torch.Tensor:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError
+from ...selection.registry import POLICIES, fp8_cache_conflict
 from ...loaders import MiB, FileContext, loads_json, read_text
 from ...writers import write_json
 from .checks import coerce, int_range
@@ -102,11 +103,12 @@ class EngineConfig:
         for section in SECTIONS:
             getattr(self, section).validate()
         int_range("seed", self.seed, 0, 2**63 - 1)
-        if self.cache.kv_cache_dtype != "auto" and self.selection.policy != "dense":
+        why = None if self.cache.kv_cache_dtype == "auto" else fp8_cache_conflict(self.selection.policy)
+        if why is not None:
             key = "policy" if "policy" in changed and "kv_cache_dtype" not in changed else "kv_cache_dtype"
             raise ConfigError(key, (
-                f"an {self.cache.kv_cache_dtype} KV cache keeps no page key bounds, which the "
-                f"{self.selection.policy} policy reads: use policy dense, or kv_cache_dtype auto"))
+                f"{why}, and an {self.cache.kv_cache_dtype} KV cache holds its keys as e4m3 codes: use policy "
+                f"{' / '.join(n for n in POLICIES if fp8_cache_conflict(n) is None)}, or kv_cache_dtype auto"))
 
     def live_changes(self, other: "EngineConfig") -> tuple[dict[str, Any], set[str]]:
         """Split the differences to `other` into live-appliable ones and restart keys."""

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ...errors import ConfigError
 from ...selection import PageSelector, summarize_history
+from ...selection.registry import fp8_cache_conflict
 from .spec import TIER_POLICIES_EVALUATED, TOP_P_POLICIES, EvalSpec, RunResult, Task, build_tasks
 
 
@@ -183,12 +184,15 @@ def run_configs(spec: EvalSpec) -> list[tuple[str, str | None, float | None]]:
 
 def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progress: bool = True,
              dtype: torch.dtype = torch.float32, kv_cache_dtype: torch.dtype | None = None) -> list[RunResult]:
-    """`kv_cache_dtype` float8_e4m3fn: every run reads an FP8 cache (the dense policy only: it
-    keeps no page bounds)."""
+    """`kv_cache_dtype` float8_e4m3fn: every run reads an FP8 cache (policies that read only
+    its page bounds: registry.fp8_cache_conflict)."""
     spec.validate()
-    if kv_cache_dtype is not None and kv_cache_dtype != dtype and set(spec.policies) != {"dense"}:
-        raise ConfigError("--kv-cache-dtype", "an fp8 KV cache keeps no page key bounds: evaluate it with "
-                                              "--policies dense")
+    if kv_cache_dtype is not None and kv_cache_dtype != dtype:
+        for name in spec.policies:
+            why = fp8_cache_conflict(name)
+            if why is not None:
+                raise ConfigError("--kv-cache-dtype", f"{why}, and an fp8 KV cache holds its keys as e4m3 codes: "
+                                                      f"leave {name} out of --policies")
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and spec.context > max_pos:
         raise ConfigError("--context", f"{spec.context} exceeds the model's max_position_embeddings {max_pos}")

@@ -25,6 +25,28 @@ def test_quantize_pool_is_a_one_call_write_of_every_page():
     assert torch.equal(codes.view(torch.uint8), kc.view(torch.uint8)) and torch.equal(scales, sc[:, 0])
 
 
+def test_code_bounds_are_what_writing_full_pages_leaves():
+    torch.manual_seed(1)
+    nb, bs, hkv, d = 5, 16, 2, 32
+    pool = torch.randn(nb, bs, hkv, d).half()
+    codes, _ = kernels_fp8.quantize_pool(pool)
+    kc, meta = torch.zeros(nb, bs, hkv, d, dtype=f8.FP8), torch.zeros(nb, 2, hkv, d, dtype=f8.FP8)
+    f8.reshape_and_cache(pool.flatten(0, 1), pool.flatten(0, 1), kc, kc.clone(), torch.zeros(nb, 2, hkv),
+                         torch.arange(nb * bs), meta=meta)
+    assert torch.equal(kernels_fp8.code_bounds(codes, chunk=2).float(), meta.float())
+
+
+def test_report_prints_the_quest_rows_over_each_cache():
+    err = {"max_abs": 1.5e-3, "mean_abs": 2e-4, "rel_l2": 0.031}
+    row = {"batch": 64, "ctx": 32768, "fp16_ms": 2.0, "fp8_ms": 1.2, "fp16_pct_bw": 99.0, "fp8_pct_bw": 90.2,
+           "speedup": 1.67, "fp16": err, "fp8": err, "sparse_fp16_ms": 0.14, "sparse_fp8_ms": 0.08,
+           "quest_fp16_ms": 0.25, "quest_fp8_ms": 0.16, "score_fp16_ms": 0.125, "score_fp16_pct_bw": 98.5,
+           "score_fp8_ms": 0.075, "score_fp8_pct_bw": 83.0}
+    out = kernels_fp8.report_fp8({"decode": [row], "cache": []}, 4250.0)
+    line = [x.split() for x in out.split("Quest's step")[1].splitlines() if x.split()[:2] == ["64", "32768"]][0]
+    assert line[2:] == ["250.0", "8.00", "160.0", "7.50", "1.56", "125.0", "98.5", "75.0", "83.0"]
+
+
 def test_report_prints_the_fp8_rows():
     err = {"max_abs": 1.5e-3, "mean_abs": 2e-4, "rel_l2": 0.031}
     row = {"batch": 64, "ctx": 32768, "fp16_ms": 2.0, "fp8_ms": 1.1, "fp16_pct_bw": 99.0, "fp8_pct_bw": 90.2,
@@ -69,3 +91,23 @@ def test_report_of_the_h200_fp8_decode_run(capsys):
     assert rows[(64, 32768)] == (1887.6, 1236.6, 1.53)
     assert rows[(8, 32768)] == (246.4, 166.2, 1.48)
     assert all(speedup > 1.2 for _, _, speedup in rows.values())
+
+
+def test_report_of_the_h200_fp8_quest_run(capsys):
+    """The twenty-second session's `bench kernels --only fp8` on an H200: quest over the FP8
+    cache's code bounds, its step 1.38x faster than quest over the fp16 cache at 64 x 32K
+    (both steps and both scorers in the same run), and the FP8 write keeping the bounds."""
+    from pathlib import Path
+
+    data = Path(__file__).parents[1] / "kernels" / "data" / "bench_h200_fp8_22.json"
+    assert bench_cli.run_kernels(build_parser().parse_args(["bench", "kernels", "--report", str(data)])) == 0
+    out = capsys.readouterr().out
+    quest = {(int(p[0]), int(p[1])): [float(x) for x in p[2:]]
+             for p in (line.split() for line in out.split("Quest's step")[1].split("reshape_and_cache")[0].splitlines())
+             if len(p) == 11 and p[0].isdigit()}
+    assert quest[(64, 32768)] == [268.5, 7.03, 194.0, 6.35, 1.38, 129.7, 97.8, 88.6, 72.8]
+    assert quest[(1, 32768)][2] == 17.7 and all(r[4] > 1.2 for k, r in quest.items() if k[0] > 1)
+    us = {line.rsplit(None, 2)[0].strip(): float(line.split()[-2]) for line in out.split("reshape_and_cache into")[1]
+          .splitlines() if "cache" in line and line.split()[-1].replace(".", "").isdigit()}
+    assert us["prefill 16K tokens, FP8 cache + bounds, page runs given"] == 41.8
+    assert us["decode 256 seqs, FP8 cache + bounds, one token a page"] == 9.9

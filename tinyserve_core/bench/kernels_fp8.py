@@ -7,8 +7,10 @@ as a share of the copy bandwidth (FP8 moves half the K/V bytes, plus 8 bytes of 
 page and kv-head); and the accuracy of both outputs against the float32 reference over the
 fp16 cache (max / mean absolute error, relative L2 error), on the first sequences of the
 batch; at contexts of 8K and more also the selected-pages variant (2,048 tokens of random
-pages per sequence and kv-head), fp8 against fp16. Then reshape_and_cache into an FP8 cache
-next to the fp16 write."""
+pages per sequence and kv-head), fp8 against fp16, and quest's whole step (page bounds,
+select, attention over the 2,048 tokens) over the FP8 cache's code bounds against the same
+step over the fp16 cache, with the scorers alone. Then reshape_and_cache into an FP8 cache
+(with and without its page bounds) next to the fp16 write."""
 
 from __future__ import annotations
 
@@ -36,6 +38,42 @@ def quantize_pool(cache: torch.Tensor, chunk: int = 4096):
         scales[s:s + chunk] = f8.pow2_scale(x.abs().amax(dim=(1, 3)))
         codes[s:s + chunk] = f8.quantize(x, scales[s:s + chunk, None, :, None]).view(f8.FP8)
     return codes, scales
+
+
+def code_bounds(codes: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """The page key bounds of an FP8 pool whose pages are full: [NB, 2, Hkv, D] codes."""
+    out = torch.empty(codes.shape[0], 2, *codes.shape[2:], dtype=codes.dtype, device=codes.device)
+    for s in range(0, codes.shape[0], chunk):
+        x = codes[s:s + chunk].float()
+        out[s:s + chunk, 0], out[s:s + chunk, 1] = x.amin(1), x.amax(1)
+    return out
+
+
+def bench_quest_fp8(case: DecodeCase, kc, vc, scales, reps: int, bw: float) -> dict:
+    """Quest's step (three launches) over the fp16 cache and over its FP8 copy, and the two
+    scorers alone (% of copy bandwidth at their metadata bytes: fp16 [min | max] rows, or
+    e4m3 rows plus a float32 K scale a (page, kv-head))."""
+    from ..kernels import _cuda_fp8, _cuda_ops
+
+    meta16 = torch.stack([case.k.amin(1), case.k.amax(1)], dim=1)
+    meta8 = code_bounds(kc)
+    k = SPARSE_BUDGET // BS
+    t = lambda i: case.tables[i % case.rot]  # noqa: E731
+    q = lambda i: case.q[i % case.rot]  # noqa: E731
+    row = {
+        "quest_fp16_ms": time_ms(lambda i: _cuda_ops.sparse_decode_attention(
+            q(i), case.k, case.v, meta16, t(i), case.seq_lens, case.scale, k, fused=False), reps),
+        "quest_fp8_ms": time_ms(lambda i: _cuda_fp8.sparse_decode_attention(
+            q(i), kc, vc, meta8, scales, t(i), case.seq_lens, case.scale, k), reps),
+        "score_fp16_ms": time_ms(lambda i: _cuda_ops.page_scores(q(i), meta16, t(i), case.seq_lens, case.scale, BS),
+                                 reps),
+        "score_fp8_ms": time_ms(lambda i: _cuda_fp8.page_scores(q(i), meta8, scales, t(i), case.seq_lens, case.scale,
+                                                                BS), reps),
+    }
+    rows = case.batch * case.pages * HKV
+    row["score_fp16_pct_bw"] = 100 * rows * 2 * HD * 2 / row["score_fp16_ms"] / 1e6 / bw
+    row["score_fp8_pct_bw"] = 100 * rows * (2 * HD + 4) / row["score_fp8_ms"] / 1e6 / bw
+    return row
 
 
 def _errors(out: torch.Tensor, exact: torch.Tensor) -> dict:
@@ -78,11 +116,13 @@ def bench_decode_fp8(case: DecodeCase, reps: int, bw: float) -> dict:
         row["sparse_fp8_ms"] = time_ms(lambda i: _cuda_fp8.paged_decode_attention(
             case.q[i % case.rot], kc, vc, scales, case.tables[i % case.rot], case.seq_lens, case.scale,
             sel[i % case.rot]), reps)
+        row.update(bench_quest_fp8(case, kc, vc, scales, reps, bw))
     return row
 
 
 def bench_cache_fp8(reps: int, bw: float, gen) -> list[dict]:
-    """reshape_and_cache of fp16 K/V into an fp16 cache and into an FP8 one (no page bounds)."""
+    """reshape_and_cache of fp16 K/V into an fp16 cache and into an FP8 one, without and with
+    their page bounds (the serving engine's caches keep them)."""
     from ..kernels import _cuda_fp8, _cuda_ops, fp8_reference as f8
     from ..kernels.cache_runs import page_runs
 
@@ -98,27 +138,35 @@ def bench_cache_fp8(reps: int, bw: float, gen) -> list[dict]:
         row = HKV * HD * 2
         kc = torch.zeros(nb, BS, HKV, HD, device="cuda", dtype=torch.float16)
         vc = torch.zeros_like(kc)
-        ms = time_ms(lambda i: _cuda_ops.reshape_and_cache(keys[i % rot], vals[i % rot], kc, vc, None,
-                                                           slots[i % rot]), reps)
-        rows.append({"case": f"{label}, fp16 cache", "ms": ms, "bytes": 4 * tokens * row,
-                     "pct_copy_bw": 100 * 4 * tokens * row / ms / 1e6 / bw})
-        del kc, vc
+        meta = torch.zeros(nb, 2, HKV, HD, device="cuda", dtype=torch.float16)
+        # the given layout is what the op takes with bounds (runs, or one token a page)
+        given16 = [{"one_per_page": True} if decode else
+                   {"runs": torch.from_numpy(page_runs(slots[r].cpu().numpy(), BS)).cuda()} for r in range(rot)]
+        for how, m, layout in (("", None, lambda r: {}), (" + bounds", meta, lambda r: given16[r])):
+            ms = time_ms(lambda i: _cuda_ops.reshape_and_cache(keys[i % rot], vals[i % rot], kc, vc, m,  # noqa: B023
+                                                               slots[i % rot], **layout(i % rot)), reps)
+            rows.append({"case": f"{label}, fp16 cache{how}", "ms": ms, "bytes": 4 * tokens * row,
+                         "pct_copy_bw": 100 * 4 * tokens * row / ms / 1e6 / bw})
+        del kc, vc, meta
         kc8 = torch.zeros(nb, BS, HKV, HD, device="cuda", dtype=f8.FP8)
         vc8 = torch.zeros_like(kc8)
         sc = torch.zeros(nb, 2, HKV, device="cuda")
+        meta8 = torch.zeros(nb, 2, HKV, HD, device="cuda", dtype=f8.FP8)
         pages = tokens if decode else math.ceil(tokens / BS)
         moved = 2 * tokens * row + tokens * row + 2 * pages * HKV * 4 * 2  # read fp16, write fp8, scales
         # the layout the op finds itself (three launches), then the one the caller gives (one launch):
         # a prefill's page runs, a decode step's promise of one token a page
         given = [{"one_per_page": True} if decode else
                  {"runs": torch.from_numpy(page_runs(slots[r].cpu().numpy(), BS)).cuda()} for r in range(rot)]
-        for how, layout in (("", lambda r: {}), (", one token a page" if decode else ", page runs given",
-                                                 lambda r: given[r])):
-            ms = time_ms(lambda i: _cuda_fp8.reshape_and_cache(keys[i % rot], vals[i % rot], kc8, vc8, sc,  # noqa: B023
-                                                               slots[i % rot], **layout(i % rot)), reps)
-            rows.append({"case": f"{label}, FP8 cache{how}", "ms": ms, "bytes": moved,
-                         "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
-        del kc8, vc8, sc, keys, vals
+        for bounds in (None, meta8):
+            for how, layout in (("", lambda r: {}), (", one token a page" if decode else ", page runs given",
+                                                     lambda r: given[r])):
+                ms = time_ms(lambda i: _cuda_fp8.reshape_and_cache(  # noqa: B023
+                    keys[i % rot], vals[i % rot], kc8, vc8, sc, slots[i % rot], meta=bounds, **layout(i % rot)),
+                    reps)
+                rows.append({"case": f"{label}, FP8 cache{' + bounds' if bounds is not None else ''}{how}",
+                             "ms": ms, "bytes": moved, "pct_copy_bw": 100 * moved / ms / 1e6 / bw})
+        del kc8, vc8, sc, meta8, keys, vals
     return rows
 
 
@@ -155,8 +203,21 @@ def report_fp8(fp8: dict, bw: float) -> str:
         out.append(_table([[r["batch"], r["ctx"], f(r["sparse_fp16_ms"] * 1e3), f(r["sparse_fp8_ms"] * 1e3),
                             f(r["sparse_fp16_ms"] / r["sparse_fp8_ms"], 2)] for r in sparse],
                           ["batch", "ctx", "fp16 us", "fp8 us", "speedup"]))
+    quest = [r for r in fp8["decode"] if "quest_fp8_ms" in r]
+    if quest:
+        out.append(f"\nQuest's step ({SPARSE_BUDGET}-token budget: page bounds, select, attention) over each cache, "
+                   "x = that cache's dense decode / the step; the scorers alone (% of copy bandwidth at their "
+                   "bound bytes)")
+        out.append(_table([[r["batch"], r["ctx"], f(r["quest_fp16_ms"] * 1e3), f(r["fp16_ms"] / r["quest_fp16_ms"], 2),
+                            f(r["quest_fp8_ms"] * 1e3), f(r["fp8_ms"] / r["quest_fp8_ms"], 2),
+                            f(r["quest_fp16_ms"] / r["quest_fp8_ms"], 2), f(r["score_fp16_ms"] * 1e3),
+                            f(r["score_fp16_pct_bw"]), f(r["score_fp8_ms"] * 1e3), f(r["score_fp8_pct_bw"])]
+                           for r in quest],
+                          ["batch", "ctx", "fp16 step us", "x", "fp8 step us", "x", "fp8 speedup", "fp16 score us",
+                           "%", "fp8 score us", "%"]))
     if fp8.get("cache"):
-        out.append("\nreshape_and_cache into fp16 and FP8 caches (no page bounds), % of copy bandwidth")
+        out.append("\nreshape_and_cache into fp16 and FP8 caches, % of copy bandwidth (of the K/V bytes; + bounds: "
+                   "the page bounds kept too)")
         out.append(_table([[r["case"], f(r["ms"] * 1e3), f(r["pct_copy_bw"])] for r in fp8["cache"]],
                           ["op", "us", "% copy bw"]))
     return "\n".join(out)

@@ -20,13 +20,16 @@ def test_bench_decode_writes_rows_for_each_point(tmp_path, capsys):
     # twostage beside quest at the same page count (graph-replayed on a GPU), and both eager
     assert all(r["twostage_ms"] > 0 and r["twostage_vs_quest"] == r["twostage_ms"] / r["quest_ms"]
                and r["twostage_eager_ms"] > 0 and r["quest_eager_ms"] > 0 for r in rows)
-    # the dense step over an FP8 copy of the same cache, beside its own floor (half the KV bytes)
+    # the dense and quest steps over an FP8 copy of the same cache, beside their own floors
     for r in rows:
         assert r["dense_fp8_ms"] > 0 and r["fp8_speedup"] == r["dense_ms"] / r["dense_fp8_ms"]
+        assert r["quest_fp8_ms"] > 0 and r["quest_fp8_speedup"] == r["quest_ms"] / r["quest_fp8_ms"]
         kv16, kv8 = r["dense"]["bytes"]["kv"], r["dense_fp8"]["bytes"]["kv"]
         assert kv8 * 4 == kv16   # float32 on the CPU: one byte an element against four
+        assert r["quest_fp8"]["bytes"]["metadata"] * 4 == r["quest"]["bytes"]["metadata"]   # code bounds
     out = capsys.readouterr().out
-    assert "speed-up" in out and "twostage" in out and "fp8 ms" in out
+    assert "speed-up" in out and "twostage" in out and "fp8 ms" in out and "quest fp8" in out
+    assert out.count("  q fp8 ") == 2
 
 
 def test_bench_decode_bad_budget_names_the_field(capsys):
@@ -94,3 +97,20 @@ def test_the_h200_run_with_the_fp8_column():
     assert all(by[(c, 64)]["fp8_speedup"] > 1.3 for c in (8192, 16384, 32768))
     text = floor_table(res, False)
     assert text.count("  fp8 ") == 9
+
+
+def test_the_h200_run_with_quest_over_the_fp8_cache():
+    """The twenty-second session's `bench decode` on an H200: quest's step over the FP8 cache's
+    code bounds beside quest over the fp16 cache and the dense steps, every point in one run."""
+    from pathlib import Path
+
+    from tinyserve_core.bench.decode_floor import floor_table
+
+    res = json.loads((Path(__file__).parents[1] / "kernels" / "data" / "bench_decode_h200_22.json").read_text())
+    assert "H200" in res["machine"]
+    by = {(r["context"], r["batch"]): r for r in res["rows"]}
+    assert len(by) == 9 and all(r["quest_fp8_speedup"] == r["quest_ms"] / r["quest_fp8_ms"] for r in by.values())
+    r = by[(32768, 64)]
+    assert (round(r["quest_fp8_ms"], 2), round(r["quest_ms"], 2), round(r["dense_fp8_ms"], 2)) == (1.77, 1.93, 5.63)
+    assert all(by[(c, 64)]["quest_fp8_speedup"] > 1.05 for c in (8192, 16384, 32768))
+    assert floor_table(res, False).count("  q fp8 ") == 9

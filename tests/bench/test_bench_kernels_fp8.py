@@ -34,6 +34,13 @@ def test_code_bounds_are_what_writing_full_pages_leaves():
     f8.reshape_and_cache(pool.flatten(0, 1), pool.flatten(0, 1), kc, kc.clone(), torch.zeros(nb, 2, hkv),
                          torch.arange(nb * bs), meta=meta)
     assert torch.equal(kernels_fp8.code_bounds(codes, chunk=2).float(), meta.float())
+    # partly filled pages (bench decode's last pages): the bounds of their first `fill` slots
+    fill = torch.tensor([16, 3, 0, 1, 9])
+    slots = torch.cat([torch.arange(n) + p * bs for p, n in enumerate(fill.tolist())])
+    kc, meta = torch.zeros(nb, bs, hkv, d, dtype=f8.FP8), torch.zeros(nb, 2, hkv, d, dtype=f8.FP8)
+    x = pool.flatten(0, 1)[slots]
+    f8.reshape_and_cache(x, x, kc, kc.clone(), torch.zeros(nb, 2, hkv), slots, meta=meta)
+    assert torch.equal(kernels_fp8.code_bounds(kc, fill, chunk=2).float(), meta.float())
 
 
 def test_report_prints_the_quest_rows_over_each_cache():

@@ -5,7 +5,8 @@ Every policy is timed with its decode step replayed from a CUDA graph (the runne
 default on a GPU); twostage is also timed eagerly (`twostage_eager_ms`, beside
 `quest_eager_ms`), whose ratio shows what the graph saves. `twostage_vs_quest` compares
 the two graph-replayed steps. `dense_fp8_ms`: the dense step over an FP8 (e4m3) cache
-holding the same prefill, quantised page by page (`fp8_reference.quantize_cache`).
+holding the same prefill, quantised page by page (`fp8_reference.quantize_cache`), with
+its page bounds as codes; `quest_fp8_ms`: quest's step over it.
 
 The shipped model's context is 2,048 tokens, so the long-context figure uses a Llama
 of the usual serving shape (GQA 32/8, head_dim 128) with random weights and few layers:
@@ -49,26 +50,42 @@ def _time_steps(runner, items, reps: int, cuda: bool) -> float:
     return statistics.median(times[3:])
 
 
-def _time_fp8(runner, model, rows: list[dict], tables, ctx: int, reps: int, cuda: bool, bandwidth: float) -> None:
-    """The dense step over an FP8 copy of `runner`'s prefilled cache, beside its floor."""
+def _time_fp8(runner, model, rows: list[dict], tables, ctx: int, reps: int, cuda: bool, bandwidth: float,
+              budget: int) -> None:
+    """The dense step and quest's step over an FP8 copy of `runner`'s prefilled cache (its
+    pages' bounds as codes over the ctx + 1 tokens each sequence holds), beside their floors."""
     from ..engine.model_runner import DecodeItem, ModelRunner
     from ..kernels import fp8_reference
+    from ..selection import build_selector
+    from .kernels_fp8 import code_bounds
 
     kv = runner.kv
     fp8 = ModelRunner(model, kv.num_blocks, kv.block_size, device=runner.device, dtype=runner.dtype,
                       kv_cache_dtype=fp8_reference.FP8)
+    fill = torch.zeros(kv.num_blocks, dtype=torch.long)
+    for t in tables:   # positions 0..ctx written: full pages, then the last one's share
+        full, last = divmod(ctx + 1, kv.block_size)
+        fill[t[:full]] = kv.block_size
+        fill[t[full]] = last
     for layer in range(kv.num_layers):   # one cache at a time: the float32 temporaries stay one layer's
         for j, (src, dst) in enumerate(((kv.k_caches, fp8.kv.k_caches), (kv.v_caches, fp8.kv.v_caches))):
             codes, scale = fp8_reference.quantize_cache(src[layer])
             dst[layer].copy_(codes)
             fp8.kv.kv_scales[layer][:, j] = scale
+        fp8.kv.metas[layer].copy_(code_bounds(fp8.kv.k_caches[layer], fill))
+    graphs = fp8.cuda_graphs
+    for policy, selector in (("dense", None), ("quest", build_selector("quest", budget=budget, dense_layers=0))):
+        fp8.selector = selector
+        fp8.cuda_graphs = graphs   # a new selector: the steps are captured afresh
+        for result in rows:
+            items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(result["batch"])]
+            ms = result[f"{policy}_fp8_ms"] = _time_steps(fp8, items, reps, cuda) * 1000
+            moved = step_bytes(fp8.model, fp8, ctx, result["batch"], policy, budget)
+            floor_ms = moved["total"] / bandwidth * 1000
+            result[f"{policy}_fp8"] = {"bytes": moved, "floor_ms": floor_ms, "vs_floor": ms / floor_ms}
     for result in rows:
-        items = [DecodeItem(i, 1, ctx, tables[i]) for i in range(result["batch"])]
-        ms = result["dense_fp8_ms"] = _time_steps(fp8, items, reps, cuda) * 1000
-        moved = step_bytes(fp8.model, fp8, ctx, result["batch"], "dense", 0)
-        floor_ms = moved["total"] / bandwidth * 1000
-        result["dense_fp8"] = {"bytes": moved, "floor_ms": floor_ms, "vs_floor": ms / floor_ms}
-        result["fp8_speedup"] = result["dense_ms"] / ms
+        result["fp8_speedup"] = result["dense_ms"] / result["dense_fp8_ms"]
+        result["quest_fp8_speedup"] = result["quest_ms"] / result["quest_fp8_ms"]
 
 
 def _breakdown(runner, items, step_ms: float, device) -> dict:
@@ -151,7 +168,7 @@ def measure_decode(device: str = "auto", contexts: list[int] | None = None, batc
                         result[policy]["breakdown"] = _breakdown(runner, items, step_ms, device)
         runner.cuda_graphs = graphs
         if fp8:
-            _time_fp8(runner, model, rows[at:], tables, ctx, reps, cuda, bandwidth)
+            _time_fp8(runner, model, rows[at:], tables, ctx, reps, cuda, bandwidth, budget)
         for result in rows[at:]:
             result["speedup"] = result["dense_ms"] / result["quest_ms"]
             result["twostage_vs_quest"] = result["twostage_ms"] / result["quest_ms"]

@@ -148,11 +148,11 @@ def floor_table(res: dict, breakdown: bool) -> str:
         head += "".join(f" {c[:9]:>9}" for c in CATEGORIES) + f" {'GPU busy':>9} {'host gap':>9}"
     lines.append(head)
     for r in res["rows"]:
-        for policy in ("dense", "quest", "dense_fp8"):
-            if policy not in r:   # the FP8 row: absent from runs made without it
+        for policy in ("dense", "quest", "dense_fp8", "quest_fp8"):
+            if policy not in r:   # the FP8 rows: absent from runs made without them
                 continue
             p = r[policy]
-            name = "fp8" if policy == "dense_fp8" else policy
+            name = {"dense_fp8": "fp8", "quest_fp8": "q fp8"}.get(policy, policy)
             line = (f"{r['context']:>8} {r['batch']:>6} {name:>7} {r[policy + '_ms']:>8.3f} "
                     f"{p['bytes']['total'] / 1e6:>9.1f} {p['floor_ms']:>9.3f} {p['vs_floor']:>9.2f}x")
             if breakdown and "breakdown" in p:

@@ -142,7 +142,7 @@ def _write_both(ours, refs, sm, dtype, gen, magnitude, **layout):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("bs", [8, 16, 64])
-@pytest.mark.parametrize("hkv,d", [(2, 64), (8, 128)])
+@pytest.mark.parametrize("hkv,d", [(1, 16), (2, 64), (8, 128)])   # (1, 16): 64 tokens side by side in a CTA
 @pytest.mark.parametrize("layout", ["found", "given"])
 def test_fp8_reshape_and_cache_matches_reference(cuda_ops, gen, dtype, bs, hkv, d, layout):
     """Bit-exact codes and scales and exact page bounds: a prefill in shuffled order with

@@ -169,6 +169,9 @@ def test_api_refuses_mismatched_arguments():
     with pytest.raises(ValueError, match="need the cache's kv_scales"):
         kernels.page_scores(torch.randn(1, 4, D), torch.zeros(6, 2, HKV, D, dtype=f8.FP8),
                             torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.int32), 0.25, BS)
+    with pytest.raises(ValueError, match="reads the page key bounds"):
+        kernels.sparse_decode_attention(torch.randn(1, 4, D), kc, vc, None, torch.zeros(1, 1, dtype=torch.int32),
+                                        torch.ones(1, dtype=torch.int32), 0.25, 1, kv_scales=sc)
     with pytest.raises(ValueError, match="go with float8_e4m3fn page bounds"):
         kernels.page_scores(torch.randn(1, 4, D), torch.zeros(6, 2, HKV, D), torch.zeros(1, 1, dtype=torch.int32),
                             torch.ones(1, dtype=torch.int32), 0.25, BS, sc)

@@ -36,7 +36,10 @@ void reshape_and_cache_fp8(const torch::Tensor& key, const torch::Tensor& value,
                   kv_scales.size(1) == 2 && kv_scales.size(2) == Hkv, "kv_scales must be float32 [NB, 2, Hkv]");
   TORCH_CHECK(D % 16 == 0, "head_dim must be a multiple of 16");
   if (meta.has_value()) {
+    TS_CHECK_CUDA(*meta);
     TS_CHECK_CONTIG(*meta);
+    TORCH_CHECK(meta->device() == k_cache.device() && reinterpret_cast<uintptr_t>(meta->data_ptr()) % 16 == 0,
+                "reshape_and_cache_fp8: meta must be 16-byte aligned on the cache's device");
     TORCH_CHECK(meta->scalar_type() == at::kFloat8_e4m3fn && meta->dim() == 4 && meta->size(0) == NB &&
                     meta->size(1) == 2 && meta->size(2) == Hkv && meta->size(3) == D,
                 "reshape_and_cache_fp8: meta must be float8_e4m3fn [NB, 2, Hkv, D]");
@@ -110,6 +113,9 @@ torch::Tensor page_scores_fp8(const torch::Tensor& query, const torch::Tensor& m
                               int64_t block_size) {
   TS_CHECK_CUDA(query);
   TS_CHECK_CUDA(meta);
+  TS_CHECK_CUDA(kv_scales);
+  TS_CHECK_CUDA(block_tables);
+  TS_CHECK_CUDA(seq_lens);
   TS_CHECK_CONTIG(query);
   TS_CHECK_CONTIG(meta);
   TS_CHECK_CONTIG(kv_scales);

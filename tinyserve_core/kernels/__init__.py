@@ -69,16 +69,18 @@ def _fp8_ops(t: torch.Tensor):
     return _impl(t, fp8_reference, "_cuda_fp8")
 
 
-def _check_fp8(k_cache, kv_scales, meta=None, qkeys=None) -> bool:
+def _check_fp8(k_cache, kv_scales, meta=None, qkeys=None, needs_bounds=False) -> bool:
     """Whether the cache is FP8; an FP8 cache needs its scales, keeps its page key bounds
-    (`meta`, when given) as float8_e4m3fn codes and keeps no quantised key copy (`qkeys`);
-    a 16/32-bit one takes no scales."""
+    (`meta`, when given or `needs_bounds`) as float8_e4m3fn codes and keeps no quantised key
+    copy (`qkeys`); a 16/32-bit one takes no scales."""
     if k_cache.dtype != FP8:
         if kv_scales is not None:
             raise ValueError(f"kv_scales go with a float8_e4m3fn cache, not {k_cache.dtype}")
         return False
     if kv_scales is None:
         raise ValueError("a float8_e4m3fn cache needs its kv_scales [num_blocks, 2, num_kv_heads]")
+    if needs_bounds and meta is None:
+        raise ValueError("this op reads the page key bounds (meta) of the float8_e4m3fn cache")
     if meta is not None and meta.dtype != FP8:
         raise ValueError(f"the page key bounds of a float8_e4m3fn cache are float8_e4m3fn codes, not {meta.dtype}")
     if qkeys is not None:
@@ -145,7 +147,7 @@ def selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores=
     (fp8_reference.gathered_view): the keys and bounds the FP8 attention and scores use."""
     if scores is None:
         scores = page_scores(query, meta, block_tables, seq_lens, scale, k_cache.shape[1], kv_scales)
-    if _check_fp8(k_cache, kv_scales, meta):
+    if _check_fp8(k_cache, kv_scales, meta, needs_bounds=True):
         k_cache, meta, block_tables = fp8_reference.gathered_view(k_cache, meta, kv_scales, block_tables)
     return _impl(query, stats_reference, "_cuda_stats").selection_stats(
         query, k_cache, meta, block_tables, seq_lens, scale, scores, page_indices, candidates, entropy, budget, rtol)
@@ -201,7 +203,7 @@ def sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_len
     small batches run as one launch (csrc/kernels/sparse_decode.cuh; up to the tuning
     row's `sparse_fused_max_batch`), larger ones as page_scores + select_pages + decode,
     and so does an FP8 cache (with its `kv_scales`) at every batch."""
-    if _check_fp8(k_cache, kv_scales, meta):
+    if _check_fp8(k_cache, kv_scales, meta, needs_bounds=True):
         return _fp8_ops(query).sparse_decode_attention(query, k_cache, v_cache, meta, kv_scales, block_tables,
                                                        seq_lens, scale, k, sink_pages, force_last)
     return _ops(query).sparse_decode_attention(query, k_cache, v_cache, meta, block_tables, seq_lens, scale, k,

@@ -82,6 +82,9 @@ class Policy:
     graph_safe: ClassVar[bool] = True
     # Bits of the quantised key copy the policy reads (SelectContext.qkeys), or None.
     quant_key_bits: int | None = None
+    # Whether the policy reads a quantised key copy at any parameters (its class's answer
+    # for quant_key_bits, which may depend on them), which an FP8 cache does not keep.
+    reads_key_copy: ClassVar[bool] = False
     # Whether select() reads the page key bounds (SelectContext.meta).
     reads_bounds: ClassVar[bool] = True
     # Whether select() reads the cached keys themselves (true attention: h2o, oracle), which

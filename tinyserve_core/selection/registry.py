@@ -36,7 +36,7 @@ def fp8_cache_conflict(name: str) -> str | None:
     cls = POLICIES[name.strip().lower()]
     if cls.reads_keys:
         return f"the {cls.name} policy reads the cached keys' true attention"
-    if cls.quant_key_bits is not None:
+    if cls.reads_key_copy:
         return f"the {cls.name} policy reads a quantised key copy, which an FP8 cache does not keep"
     return None
 

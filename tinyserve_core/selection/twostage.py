@@ -48,6 +48,7 @@ class TwoStagePolicy(Policy):
     # Captured with the decode step: the selections run on the device (kernels.twostage_*),
     # and the quantised copy is made current on the host before a step (PageSelector.prepare).
     Params = TwoStageParams
+    reads_key_copy = True
     _validators = {
         "budget": budget_validator,
         "candidates": lambda f, v: check_float(f, v, 1.0, 1024.0),

@@ -43,18 +43,13 @@ def quantize_pool(cache: torch.Tensor, chunk: int = 4096):
 def code_bounds(codes: torch.Tensor, fill: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
     """The page key bounds of an FP8 pool, [NB, 2, Hkv, D] codes: over every slot, or over
     slots 0..fill[p]-1 of page p (`fill`: int [NB]; an empty page's bounds are 0)."""
+    from ..kernels import reference
+
     out = torch.empty(codes.shape[0], 2, *codes.shape[2:], dtype=codes.dtype, device=codes.device)
+    if fill is None:
+        fill = torch.full((codes.shape[0],), codes.shape[1], dtype=torch.long)
     for s in range(0, codes.shape[0], chunk):
-        x = codes[s:s + chunk].float()
-        if fill is None:
-            out[s:s + chunk, 0], out[s:s + chunk, 1] = x.amin(1), x.amax(1)
-            continue
-        n = fill[s:s + chunk].to(x.device)
-        inside = (torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None])[:, :, None, None]
-        lo = x.masked_fill(~inside, float("inf")).amin(1)
-        hi = x.masked_fill(~inside, -float("inf")).amax(1)
-        empty = (n == 0)[:, None, None]
-        out[s:s + chunk, 0], out[s:s + chunk, 1] = lo.masked_fill(empty, 0), hi.masked_fill(empty, 0)
+        out[s:s + chunk] = reference.slot_bounds(codes[s:s + chunk].float(), fill[s:s + chunk]).to(codes.dtype)
     return out
 
 

@@ -120,10 +120,8 @@ def reshape_and_cache(key, value, k_cache, v_cache, kv_scales, slot_mapping, one
         codes[blocks, offsets] = quantize(x, scale[which][..., None])
     if meta is not None:
         last = torch.full_like(touched, -1).scatter_reduce_(0, which, offsets, "amax")
-        keys = k_cache[touched].float()  # codes' values [U, BS, Hkv, D]
-        inside = (torch.arange(block_size, device=keys.device)[None, :] <= last[:, None])[:, :, None, None]
-        meta[touched, 0] = keys.masked_fill(~inside, float("inf")).amin(dim=1).to(FP8)  # codes: exact
-        meta[touched, 1] = keys.masked_fill(~inside, float("-inf")).amax(dim=1).to(FP8)
+        # over the codes' values: the min and max of codes are codes, so the cast is exact
+        meta[touched] = reference.slot_bounds(k_cache[touched].float(), last + 1).to(FP8)
 
 
 def dequantize_tables(k_cache, v_cache, kv_scales, block_tables, dtype=torch.float32):
@@ -131,12 +129,18 @@ def dequantize_tables(k_cache, v_cache, kv_scales, block_tables, dtype=torch.flo
     [U, BS, Hkv, D] pair, and the tables renumbered into it (same shape and dtype). Padding
     entries (negative) become some page of the pair that no reader looks at. Costs the
     tables' pages, not the pool's."""
-    t = block_tables.long()
-    used, inv = torch.unique(t.clamp(min=0), return_inverse=True)
+    used, tables = _table_pages(block_tables)
     s = kv_scales[used]
     k = dequantize(k_cache[used], s[:, 0, None, :, None]).to(dtype)
     v = dequantize(v_cache[used], s[:, 1, None, :, None]).to(dtype)
-    return k, v, inv.view(t.shape).to(block_tables.dtype)
+    return k, v, tables
+
+
+def _table_pages(block_tables):
+    """(the distinct pages `block_tables` names, ascending; the tables renumbered into that
+    list, same shape and dtype). Padding entries (negative) become some listed page."""
+    used, inv = torch.unique(block_tables.long().clamp(min=0), return_inverse=True)
+    return used, inv.view(block_tables.shape).to(block_tables.dtype)
 
 
 def prefill_view(k, v, k_cache, v_cache, kv_scales, block_tables, query_start: list[int],
@@ -164,10 +168,8 @@ def prefill_view(k, v, k_cache, v_cache, kv_scales, block_tables, query_start: l
 def dequantize_bounds(meta, kv_scales, block_tables):
     """(bounds, tables): the page key bounds of the pages `block_tables` names, float32
     [U, 2, Hkv, D] (codes times their page's K scale), and the tables renumbered into them."""
-    t = block_tables.long()
-    used, inv = torch.unique(t.clamp(min=0), return_inverse=True)
-    bounds = dequantize(meta[used], kv_scales[used, 0][:, None, :, None])
-    return bounds, inv.view(t.shape).to(block_tables.dtype)
+    used, tables = _table_pages(block_tables)
+    return dequantize(meta[used], kv_scales[used, 0][:, None, :, None]), tables
 
 
 def gathered_view(k_cache, meta, kv_scales, block_tables):

@@ -53,10 +53,18 @@ def reshape_and_cache(
         return
     touched, which = torch.unique(blocks, return_inverse=True)
     last = torch.full_like(touched, -1).scatter_reduce_(0, which, offsets, "amax")  # highest offset per page
-    keys = k_cache[touched].float()  # [U, block_size, Hkv, D]
-    inside = (torch.arange(block_size, device=keys.device)[None, :] <= last[:, None])[:, :, None, None]
-    meta[touched, 0] = keys.masked_fill(~inside, float("inf")).amin(dim=1).to(meta.dtype)
-    meta[touched, 1] = keys.masked_fill(~inside, float("-inf")).amax(dim=1).to(meta.dtype)
+    meta[touched] = slot_bounds(k_cache[touched].float(), last + 1).to(meta.dtype)
+
+
+def slot_bounds(pages: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """[U, 2, Hkv, D]: the channel-wise min and max over slots 0..fill[u]-1 of each page of
+    `pages` [U, block_size, Hkv, D] (a page with fill 0 gets zeros): the page key bounds."""
+    inside = (torch.arange(pages.shape[1], device=pages.device)[None, :] < fill.to(pages.device)[:, None])
+    inside = inside[:, :, None, None]
+    lo = pages.masked_fill(~inside, float("inf")).amin(dim=1)
+    hi = pages.masked_fill(~inside, float("-inf")).amax(dim=1)
+    empty = (fill.to(pages.device) == 0)[:, None, None]
+    return torch.stack([lo.masked_fill(empty, 0), hi.masked_fill(empty, 0)], dim=1)
 
 
 def _gather_context(k_cache, v_cache, block_table_row, seq_len):

@@ -1,7 +1,8 @@
 """The selection-statistics kernel (csrc/kernels/selection_stats.cuh) against its torch spec
 (kernels/stats_reference.py) on the same GPU tensors: random non-zero caches with NaN in
 every slot no context token holds (a kernel reading past a context shows it), block tables
-shuffled and padded with -1, outputs poisoned first. Runs only with a GPU (`pytest -m cuda`).
+shuffled and padded with -1, outputs poisoned first; over an FP8 cache the spec is
+fp8_reference.selection_stats (the dequantised cache). Runs only with a GPU (`pytest -m cuda`).
 
 What must match exactly: the integer channels (pages selected, context pages, bound
 violations), the passthroughs (entropy, budget), and the selected, score and candidate
@@ -108,14 +109,14 @@ def _policy(mode, lens, bs, H, M, gen):
     return pi, cand, None, torch.rand(B, H, device=DEV, generator=gen) * 40
 
 
-def _kernel(*args):
+def _kernel(*args, **kw):
     """The CUDA op itself (never its fallback to the reference)."""
     from tinyserve_core.kernels import _cuda_stats
     q, kc, meta, bt = args[:4]
     why = _cuda_stats._unsupported(q, kc, meta, bt.shape[1])
     assert why is None, f"the kernel does not take this case: {why}"
     _poison()
-    return _cuda_stats.selection_stats(*args)
+    return _cuda_stats.selection_stats(*args, **kw)
 
 
 def _spec_mass(q, kc, bt, sl):
@@ -246,9 +247,10 @@ def test_tied_pages_break_ties_like_the_spec(cuda_ops, gen, dtype):
             assert bool((mass[b, h, 1:n - 1] == mass[b, h, 0]).all()), "premise: the spec's tied masses are equal"
 
 
-def test_one_launch_captured_in_a_cuda_graph_replays_new_inputs(cuda_ops, gen):
-    """The op is one kernel launch for the engine's tensors, and a graph captured on static
-    buffers gives the spec's answer for inputs copied in after the capture."""
+def test_two_launches_captured_in_a_cuda_graph_replay_new_inputs(cuda_ops, gen):
+    """The op is two kernel launches for the engine's tensors (the pages, then the rows), and a
+    graph captured on static buffers gives the spec's answer for inputs copied in after the
+    capture."""
     bs, G, D = 16, 4, 64
     lens = [300, 45, 170, 16]
     q, kc, meta, bt, sl = _case(lens, G, D, bs, torch.float16, gen)
@@ -262,7 +264,8 @@ def test_one_launch_captured_in_a_cuda_graph_replays_new_inputs(cuda_ops, gen):
         torch.cuda.synchronize()
     launched = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
                 and not e.name.startswith("Activity Buffer")]   # CUPTI's own bookkeeping
-    assert len(launched) == 1 and "selection_stats_kernel" in launched[0], f"kernels launched: {launched}"
+    assert len(launched) == 2 and "stats_pages_kernel" in launched[0] and "selection_stats_kernel" in launched[1], \
+        f"kernels launched: {launched}"
 
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -277,3 +280,131 @@ def test_one_launch_captured_in_a_cuda_graph_replays_new_inputs(cuda_ops, gen):
     want = sr.selection_stats(q, kc, meta, bt, sl, SCALE, scores, pi, None, ent, budget)
     n = (sl.long() + bs - 1) // bs
     _check(out.clone(), want, _spec_mass(q, kc, bt, sl), n, "graph replay")
+
+
+def _fp8(kc, meta):
+    """(codes, bounds, kv_scales) of `_case`'s cache as an FP8 cache: one power-of-two scale a
+    (page, kv-head) from its written values, NaN codes where `kc` holds NaN (no context token)
+    and NaN scales on pages no table lists, so a kernel reading past a context still shows it.
+    The bounds quantise to the min / max of the codes (rounding is monotone): exact."""
+    from tinyserve_core.kernels import fp8_reference as f8
+
+    written = kc.float().nan_to_num(nan=0.0)
+    scale = f8.pow2_scale(written.abs().amax(dim=(1, 3)))
+    unused = kc.float().isnan().all(dim=3).all(dim=1)            # [NB, Hkv]: no slot written
+    scale = scale.masked_fill(unused, float("nan"))
+    codes = f8.quantize(kc, scale[:, None, :, None]).view(f8.FP8)
+    bounds = f8.quantize(meta, scale[:, None, :, None]).view(f8.FP8)
+    kv_scales = torch.stack([scale, scale], dim=1).contiguous()   # the V scale is never read here
+    return codes, bounds, kv_scales
+
+
+def _fp8_spec(q, kc8, meta8, sc, bt, sl, *rest):
+    from tinyserve_core.kernels import fp8_reference as f8
+
+    return f8.selection_stats(q, kc8, meta8, sc, bt, sl, *rest)
+
+
+def _fp8_mass(q, kc8, sc, bt, sl):
+    from tinyserve_core.kernels import fp8_reference as f8
+
+    return _spec_mass(q, f8.dequantize_cache(kc8, sc, 0), bt, sl)
+
+
+@pytest.mark.parametrize("G,D,bs", [(1, 64, 16), (4, 64, 16), (4, 128, 32), (8, 128, 16)])
+@pytest.mark.parametrize("mode", ["dense", "sparse", "twostage"])
+def test_fp8_kernel_matches_the_spec(cuda_ops, gen, G, D, bs, mode):
+    """An FP8 cache's codes and bounds read by the kernel (times the page K scale) against the
+    spec over the dequantised cache (fp8_reference.selection_stats), with the FP8 scorer's
+    page bounds: no violations, the rest as for 16-bit caches."""
+    from tinyserve_core.kernels import fp8_reference as f8
+
+    lens = [1, bs, 3 * bs, 5 * bs + 7, 399, int(torch.randint(2, 600, (1,), generator=gen, device=DEV))]
+    q, kc, meta, bt, sl = _case(lens, G, D, bs, torch.float16, gen)
+    kc8, meta8, sc = _fp8(kc, meta)
+    H, M = kc.shape[2], bt.shape[1]
+    scores = f8.page_scores(q, meta8, sc, bt, sl, SCALE, bs)
+    rest = (SCALE, scores, *_policy(mode, lens, bs, H, M, gen), 1e-5)
+    want = _fp8_spec(q, kc8, meta8, sc, bt, sl, *rest)
+    got = _kernel(q, kc8, meta8, bt, sl, *rest, kv_scales=sc)
+    n = (sl.long() + bs - 1) // bs
+    _check(got, want, _fp8_mass(q, kc8, sc, bt, sl), n, f"fp8 G={G} D={D} bs={bs} {mode}")
+    assert (got[..., 5] == 0).all(), "the code bounds are exact: no violations on their page scores"
+
+
+@pytest.mark.parametrize("G", [4, 8])
+def test_fp8_kernel_matches_the_spec_at_2048_pages(cuda_ops, gen, G):
+    bs = 16
+    lens = [2048 * bs, 2048 * bs - 5, 1, 777]
+    q, kc, meta, bt, sl = _case(lens, G, 128, bs, torch.float16, gen)
+    kc8, meta8, sc = _fp8(kc, meta)
+    del kc, meta
+    H, M = kc8.shape[2], bt.shape[1]
+    from tinyserve_core.kernels import fp8_reference as f8
+
+    scores = f8.page_scores(q, meta8, sc, bt, sl, SCALE, bs)
+    rest = (SCALE, scores, *_policy("sparse", lens, bs, H, M, gen), 1e-5)
+    n = (sl.long() + bs - 1) // bs
+    _check(_kernel(q, kc8, meta8, bt, sl, *rest, kv_scales=sc), _fp8_spec(q, kc8, meta8, sc, bt, sl, *rest),
+           _fp8_mass(q, kc8, sc, bt, sl), n, f"fp8 G={G} M=2048")
+
+
+@pytest.mark.parametrize("G", [1, 4])
+def test_fp8_bound_violations_counted_exactly(cuda_ops, gen, G):
+    """Integer keys in -3..3 are exact e4m3 codes under their power-of-two scales: the
+    dequantised logits are exact and the counts must equal the spec's (and not be zero)."""
+    bs = 16
+    lens = [1, 16, 100, 257]
+    q, kc, meta, bt, sl = _case(lens, G, 64, bs, torch.float16, gen, integer=True)
+    kc8, meta8, sc = _fp8(kc, meta)
+    from tinyserve_core.kernels import fp8_reference as f8
+
+    assert torch.equal(f8.dequantize_cache(kc8, sc, 0).nan_to_num(nan=7.0), kc.float().nan_to_num(nan=7.0)), \
+        "premise: the integer keys quantise exactly"
+    B, H, M = len(lens), kc.shape[2], bt.shape[1]
+    scores = (torch.randint(-12, 12, (B, H, M), device=DEV, generator=gen).float() + 0.5) * SCALE
+    reference.mask_pages_past_context(scores, sl, bs)
+    rest = (SCALE, scores, *_policy("sparse", lens, bs, H, M, gen), 1e-5)
+    want, got = _fp8_spec(q, kc8, meta8, sc, bt, sl, *rest), _kernel(q, kc8, meta8, bt, sl, *rest, kv_scales=sc)
+    assert want[..., 5].sum() > 0, "the test needs violations to count"
+    torch.testing.assert_close(got[..., 5], want[..., 5], rtol=0, atol=0, msg=lambda m: f"violations: {m}")
+    n = (sl.long() + bs - 1) // bs
+    _check(got, want, _fp8_mass(q, kc8, sc, bt, sl), n, f"fp8 G={G} integer data, low scores")
+
+
+def test_fp8_statistics_read_codes_in_one_kernel_and_replay_in_a_graph(cuda_ops, gen):
+    """kernels.selection_stats over an FP8 cache launches the statistics kernels on the codes
+    (besides the query's float32 copy; no dequantised copy of the table), and a graph
+    captured on static buffers gives the spec's answer for inputs copied in after capture."""
+    from tinyserve_core.kernels import fp8_reference as f8
+
+    bs, G, D = 16, 4, 128
+    lens = [300, 45, 170, 16]
+    q, kc, meta, bt, sl = _case(lens, G, D, bs, torch.float16, gen)
+    kc8, meta8, sc = _fp8(kc, meta)
+    H, M = kc.shape[2], bt.shape[1]
+    scores = f8.page_scores(q, meta8, sc, bt, sl, SCALE, bs)
+    pi, _, ent, budget = _policy("sparse", lens, bs, H, M, gen)
+    call = lambda: kernels.selection_stats(q, kc8, meta8, bt, sl, SCALE, scores, pi, None, ent, budget,  # noqa: E731
+                                           kv_scales=sc)
+    call()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    launched = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                and not e.name.startswith("Activity Buffer")]
+    assert sum("stats_pages_kernel" in n for n in launched) == 1 and len(launched) == 3, \
+        f"kernels launched: {launched}"
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = call()
+    new_lens = [299, 44, 1, 16]
+    q.copy_((torch.randn(q.shape, device=DEV, generator=gen) * 2).to(q.dtype))
+    sl.copy_(torch.tensor(new_lens, dtype=torch.int32))
+    scores.copy_(f8.page_scores(q, meta8, sc, bt, sl, SCALE, bs))
+    pi.copy_(_page_lists(new_lens, bs, H, pi.shape[-1], gen))
+    graph.replay()
+    torch.cuda.synchronize()
+    want = _fp8_spec(q, kc8, meta8, sc, bt, sl, SCALE, scores, pi, None, ent, budget, 1e-5)
+    n = (sl.long() + bs - 1) // bs
+    _check(out.clone(), want, _fp8_mass(q, kc8, sc, bt, sl), n, "fp8 graph replay")

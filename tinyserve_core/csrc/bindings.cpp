@@ -54,7 +54,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("twostage_candidates", &tinyserve::twostage_candidates);
   m.def("twostage_keep", &tinyserve::twostage_keep);
   m.def("selection_stats_fits", &tinyserve::selection_stats_fits,
-        "whether the statistics kernel's shared memory fits this GPU for (group, head_dim, max_pages)");
+        "whether the statistics row kernel's shared memory fits this GPU for (group, max_pages)");
   m.def("selection_stats", &tinyserve::selection_stats);
   m.def("rms_norm", &tinyserve::rms_norm);
   m.def("rotary_embedding", &tinyserve::rotary_embedding);

@@ -94,13 +94,13 @@ std::vector<torch::Tensor> twostage_keep(const torch::Tensor& lse, const torch::
                                          int64_t block_size, double top_p, int64_t sink_pages, int64_t width);
 
 // stats_ops.cu: one decode layer's selection statistics (kernels/stats_reference.py)
-bool selection_stats_fits(int64_t group, int64_t head_dim, int64_t max_pages);
+bool selection_stats_fits(int64_t group, int64_t max_pages);
 torch::Tensor selection_stats(const torch::Tensor& query, const torch::Tensor& k_cache, const torch::Tensor& meta,
                               const torch::Tensor& block_tables, const torch::Tensor& seq_lens,
                               const torch::Tensor& scores, const std::optional<torch::Tensor>& page_indices,
                               const std::optional<torch::Tensor>& candidates,
                               const std::optional<torch::Tensor>& entropy, const std::optional<torch::Tensor>& budget,
-                              double scale, double rtol);
+                              double scale, double rtol, const std::optional<torch::Tensor>& kv_scales);
 
 // fused_ops.cu: fused elementwise steps of a decoder layer (kernels/fused_reference.py)
 std::vector<torch::Tensor> rms_norm(const torch::Tensor& x, const std::optional<torch::Tensor>& delta,

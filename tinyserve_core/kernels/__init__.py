@@ -142,15 +142,21 @@ def selection_stats(query, k_cache, meta, block_tables, seq_lens, scale, scores=
                     candidates=None, entropy=None, budget=None, rtol=1e-5, kv_scales=None):
     """One layer's selection statistics for the whole batch, packed float32 [B, Hkv, C + 4M]
     (stats_reference.py is the spec); `scores` None: the Quest page bounds (page_scores).
-    On a GPU one kernel launch (csrc/kernels/selection_stats.cuh). Over an FP8 cache (with its
-    `kv_scales`) the statistics read the table's pages dequantised to float32
-    (fp8_reference.gathered_view): the keys and bounds the FP8 attention and scores use."""
+    On a GPU two kernel launches (csrc/kernels/selection_stats.cuh). Over an FP8 cache (with its
+    `kv_scales`) the statistics are those of its dequantised keys and bounds
+    (fp8_reference.selection_stats): what the FP8 attention and scores read; the kernel reads
+    the codes."""
     if scores is None:
         scores = page_scores(query, meta, block_tables, seq_lens, scale, k_cache.shape[1], kv_scales)
-    if _check_fp8(k_cache, kv_scales, meta, needs_bounds=True):
-        k_cache, meta, block_tables = fp8_reference.gathered_view(k_cache, meta, kv_scales, block_tables)
-    return _impl(query, stats_reference, "_cuda_stats").selection_stats(
-        query, k_cache, meta, block_tables, seq_lens, scale, scores, page_indices, candidates, entropy, budget, rtol)
+    args = (query, k_cache, meta, block_tables, seq_lens, scale, scores, page_indices, candidates, entropy, budget,
+            rtol)
+    fp8 = _check_fp8(k_cache, kv_scales, meta, needs_bounds=True)
+    if backend_for(query.device) is reference:
+        return fp8_reference.selection_stats(*args[:3], kv_scales, *args[3:]) if fp8 else \
+            stats_reference.selection_stats(*args)
+    from . import _cuda_stats  # only once the extension is loaded
+
+    return _cuda_stats.selection_stats(*args, kv_scales=kv_scales)
 
 
 def paged_decode_attention(query, k_cache, v_cache, block_tables, seq_lens, scale, page_indices=None,

@@ -173,13 +173,13 @@ def dequantize_bounds(meta, kv_scales, block_tables):
 
 
 def gathered_view(k_cache, meta, kv_scales, block_tables):
-    """(keys, bounds, tables) in float32 for ops that read the cached keys themselves
-    (selection statistics): every page of `block_tables` gathered and dequantised in table
-    order, [B * M, BS, Hkv, D] and [B * M, 2, Hkv, D], and the tables renumbered into them.
-    Static shapes (no unique), so a captured CUDA graph can hold it; it costs a float32 copy
-    of every page of the padded table, per call: 4.3 GB at 64 sequences x 32K tokens, Hkv 8,
-    head_dim 128 (statistics at serving sizes over an FP8 cache want the stats kernel to read
-    codes itself, which it does not yet)."""
+    """(keys, bounds, tables) in float32 for the spec of ops that read the cached keys
+    themselves (selection statistics): every page of `block_tables` gathered and dequantised
+    in table order, [B * M, BS, Hkv, D] and [B * M, 2, Hkv, D], and the tables renumbered into
+    them. Static shapes (no unique), so a captured CUDA graph can hold it; it costs a float32
+    copy of every page of the padded table, per call (a 19 GB peak at 64 sequences x 32K
+    tokens, Hkv 8, head_dim 128, measured on an H200), which is why the CUDA statistics read
+    the codes themselves."""
     B, M = block_tables.shape
     ids = block_tables.long().clamp(min=0).reshape(-1)
     s = kv_scales[ids, 0][:, None, :, None]
@@ -187,6 +187,17 @@ def gathered_view(k_cache, meta, kv_scales, block_tables):
     bounds = dequantize(meta[ids], s)
     tables = torch.arange(B * M, device=block_tables.device, dtype=block_tables.dtype).view(B, M)
     return keys, bounds, tables
+
+
+def selection_stats(query, k_cache, meta, kv_scales, block_tables, seq_lens, scale, scores, page_indices=None,
+                    candidates=None, entropy=None, budget=None, rtol=1e-5) -> torch.Tensor:
+    """stats_reference.selection_stats over the FP8 cache's dequantised keys and bounds (exact:
+    power-of-two scales), the keys and bounds the FP8 attention and scores use."""
+    from . import stats_reference
+
+    keys, bounds, tables = gathered_view(k_cache, meta, kv_scales, block_tables)
+    return stats_reference.selection_stats(query, keys, bounds, tables, seq_lens, scale, scores, page_indices,
+                                           candidates, entropy, budget, rtol)
 
 
 def page_scores(query, meta, kv_scales, block_tables, seq_lens, scale, block_size) -> torch.Tensor:

@@ -1,22 +1,35 @@
-// Selection statistics of one decode layer (spec: kernels/stats_reference.py) in one launch:
+// Selection statistics of one decode layer (spec: kernels/stats_reference.py) in two launches:
 // the torch spec is ~50 small ops per layer, and at serving shapes (a few hundred tokens,
-// batch 64) their launches cost more than the bytes. One CTA per (sequence, kv-head) row
-// owns the whole record, so nothing crosses CTAs and no second pass is needed:
+// batch 64) their launches cost more than the bytes.
 //
-//   1. warps take pages in turn; lanes split a token's head_dim in 16-byte slices (L lanes a
-//      token, 32/L tokens a pass) and every lane keeps the G query slices in registers. A page
-//      leaves its logsumexp per query head (fp32, max-subtracted online) in shared memory and
-//      counts its tokens above the page's score + rounding tolerance (bound violations).
-//   2. per head the max and sum over the pages' logsumexps give each page's softmax mass, as
-//      the spec's softmax over all tokens summed per page; the G heads' masses are averaged.
-//   3. the oracle: a bitonic sort in shared memory of 64-bit keys (mass bits, then the page
-//      inverted), descending, so equal masses go to the lower page as the spec's stable
-//      argsort does; the first k (pages selected) are the oracle.
+//   1. stats_pages_kernel, one CTA per chunk of kStatsChunk pages of a (sequence, kv-head)
+//      row, so a long context spreads over the GPU (one CTA a row read 1 x 32K in 1.9 ms from 8
+//      SMs, and 64 x 32K at a quarter of the copy bandwidth): warps take pages in turn; lanes
+//      split a token's head_dim in 8/16-byte slices (L lanes a token, 32/L tokens a pass) and
+//      every lane keeps the G query slices in registers. A page leaves its logsumexp per query
+//      head (fp32, max-subtracted online) in a scratch [rows, G, M] and counts its tokens above
+//      the page's score + rounding tolerance (bound violations; a count per chunk).
+//   2. selection_stats_kernel, one CTA per row, owns the record: per head the max and sum over
+//      the pages' logsumexps give each page's softmax mass, as the spec's softmax over all
+//      tokens summed per page; the G heads' masses are averaged. The oracle: a bitonic sort
+//      in shared memory of 64-bit keys (mass bits, then the page inverted), descending, so
+//      equal masses go to the lower page as the spec's stable argsort does; the first k
+//      (pages selected) are the oracle.
 //
-// Everything is sized from the arguments (no host sync, no allocation), so a CUDA graph can
-// hold it. Shared memory: the logsumexps [G, M] (later the sort keys, same bytes), the
-// queries, the masses [M] and the selected flags [M]; stats_smem_bytes() says how much.
+// An FP8 (e4m3) cache (kernels/fp8_reference.py) is read as it is: a lane takes 8 codes of a
+// token (8 bytes), and its sums are multiplied by the page's K scale, a power of two, so the
+// logits and bounds are exactly those of the dequantised values the spec reads, without a
+// float32 copy of the table (19 GB at its peak per layer at 64 x 32K tokens, on an H200).
+//
+// Everything is sized from the arguments (no host sync; the scratch is an output of the
+// op's glue), so a CUDA graph can hold it. The row kernel's shared memory: the logsumexps
+// [G, M] (later the sort keys, same bytes), the masses [M] and the selected flags [M];
+// stats_smem() says how much.
 #pragma once
+
+#include <cuda_fp8.h>
+
+#include <type_traits>
 
 #include "common.cuh"
 
@@ -25,11 +38,13 @@ namespace tinyserve {
 constexpr int kStatsThreads = 256;
 constexpr int kStatsWarps = kStatsThreads / 32;
 constexpr int kStatsChannels = 8;  // stats_reference.CHANNELS
+constexpr int kStatsChunk = 64;    // pages a CTA of the pages kernel: 8 a warp
 
 struct SelectionStatsParams {
   const void* query;         // [B, Hq, D] in the cache dtype, or float32 when query_f32
   const void* k_cache;       // [NB, bs, Hkv, D]
   const void* meta;          // [NB, 2, Hkv, D] key min / max per page, cache dtype
+  const float* kv_scales;    // [NB, 2, Hkv] page K / V scales of an FP8 cache (the query is then float32)
   const int* block_tables;   // [B, M]
   const int* seq_lens;       // [B]
   const float* scores;       // [B, Hkv, M] the policy's page bounds
@@ -39,6 +54,9 @@ struct SelectionStatsParams {
   const void* budget;        // likewise, float32 or int64 (budget_i64); null: the pages selected
   int64_t entropy_sb, entropy_sh, budget_sb, budget_sh;
   float* out;                // [B, Hkv, kStatsChannels + 4M]
+  float* lse;                // scratch [B * Hkv, G, M]: the pages kernel's logsumexps
+  float* viol;               // scratch [B * Hkv, chunks]: its bound violations a chunk
+  int num_chunks;            // ceil(M / kStatsChunk)
   int num_kv_heads, group, block_size, max_pages, num_selected, num_candidates, query_f32, budget_i64;
   float scale, rtol;
 };
@@ -49,37 +67,64 @@ __host__ __device__ constexpr int stats_pow2(int x) {
   return p;
 }
 
-// Byte offsets into the dynamic shared memory; `total` is what a launch needs.
+// Byte offsets into the row kernel's dynamic shared memory; `total` is what a launch needs.
 struct StatsSmem {
-  int q, mass, flags, total;
+  int mass, flags, total;
 };
-__host__ __device__ constexpr StatsSmem stats_smem(int group, int head_dim, int max_pages) {
+__host__ __device__ constexpr StatsSmem stats_smem(int group, int max_pages) {
   const int lse = group * max_pages * 4, keys = stats_pow2(max_pages) * 8;
-  const int q = ((lse > keys ? lse : keys) + 15) / 16 * 16;
-  const int mass = q + group * head_dim * 4;
+  const int mass = ((lse > keys ? lse : keys) + 15) / 16 * 16;
   const int flags = mass + max_pages * 4;
-  return {q, mass, flags, flags + (max_pages + 15) / 16 * 16};
+  return {mass, flags, flags + (max_pages + 15) / 16 * 16};
 }
 
-// 16 bytes of the cache dtype as floats.
-template <typename T, int VEC>
-__device__ __forceinline__ void unpack16(const uint4& r, float (&f)[VEC]) {
-  if constexpr (sizeof(T) == 4) {
-    f[0] = __uint_as_float(r.x), f[1] = __uint_as_float(r.y), f[2] = __uint_as_float(r.z), f[3] = __uint_as_float(r.w);
-  } else {
-    const T* h = reinterpret_cast<const T*>(&r);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) f[i] = to_float(h[i]);
+// What a lane reads of a token's head_dim at a time: 16 bytes of a 16/32-bit cache, 8 codes
+// (8 bytes) of an FP8 one, so an FP8 lane holds as many floats as an fp16 lane.
+template <typename T>
+struct StatsSlice {
+  static constexpr bool kFp8 = sizeof(T) == 1;
+  using Raw = std::conditional_t<kFp8, uint2, uint4>;
+  static constexpr int kVec = sizeof(Raw) / sizeof(T);
+
+  __device__ __forceinline__ static Raw load(const T* p) {
+    if constexpr (kFp8) return __ldg(reinterpret_cast<const uint2*>(p));
+    else return __ldg(reinterpret_cast<const uint4*>(p));
   }
-}
-
-// Sum over the L lanes of a token (aligned groups of L lanes): every lane gets the total.
-template <int L>
-__device__ __forceinline__ float token_sum(float x) {
+  __device__ __forceinline__ static Raw load_stream(const T* p) {
+    if constexpr (kFp8) {
+      uint2 r;
+      asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+      return r;
+    } else {
+      return ld_stream(p);
+    }
+  }
+  __device__ __forceinline__ static Raw zero() {
+    if constexpr (kFp8) return make_uint2(0, 0);
+    else return make_uint4(0, 0, 0, 0);
+  }
+  // The slice as floats; an FP8 slice's codes (the caller multiplies its sums by the page's
+  // K scale: a power of two, so every product and partial sum is the spec's dequantised one
+  // scaled exactly, and the same bits come out, for one multiply a sum instead of one a code).
+  __device__ __forceinline__ static void unpack(const Raw& r, float (&f)[kVec]) {
+    if constexpr (kFp8) {
+      const uint32_t w[2] = {r.x, r.y};
 #pragma unroll
-  for (int o = L / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
+      for (int i = 0; i < 4; ++i) {
+        const __half2 h = __half2(__nv_cvt_fp8x2_to_halfraw2(
+            static_cast<__nv_fp8x2_storage_t>((w[i / 2] >> (16 * (i % 2))) & 0xffffu), __NV_E4M3));
+        const float2 x = __half22float2(h);
+        f[2 * i] = x.x, f[2 * i + 1] = x.y;
+      }
+    } else if constexpr (sizeof(T) == 4) {
+      f[0] = __uint_as_float(r.x), f[1] = __uint_as_float(r.y), f[2] = __uint_as_float(r.z), f[3] = __uint_as_float(r.w);
+    } else {
+      const T* h = reinterpret_cast<const T*>(&r);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) f[i] = to_float(h[i]);
+    }
+  }
+};
 
 // (m, s): a running max and the sum of exp(x - m), merged with another such pair.
 __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
@@ -123,87 +168,157 @@ __device__ __forceinline__ void bitonic_sort_desc(uint64_t* key, int n2) {
   }
 }
 
-// Phase 1 for one page: its logsumexp per query head into lse[g * M + page]; returns the
-// lane's count of bound violations (only the first lane of a token counts).
-template <typename T, int D, int GMAX>
-__device__ __forceinline__ int stats_page(const SelectionStatsParams& p, const float (&qr)[GMAX][16 / sizeof(T)],
-                                          int b, int h, int page, int64_t blk, int len, float* lse) {
-  constexpr int VEC = 16 / sizeof(T), L = D / VEC, TPW = 32 / L;
-  // K rows in flight per lane: the page's loads are issued before its math (8 query heads
-  // per kv-head keep 2, for registers)
-  constexpr int AHEAD = GMAX <= 4 ? 4 : 2;
-  const int lane = threadIdx.x & 31, sub = lane / L, li = lane % L;
-  const int H = p.num_kv_heads, M = p.max_pages, bs = p.block_size;
-  const T* mrow = static_cast<const T*>(p.meta) + (blk * 2 * H + h) * D + li * VEC;
-  float lo[VEC], hi[VEC];
-  unpack16<T>(__ldg(reinterpret_cast<const uint4*>(mrow)), lo);
-  unpack16<T>(__ldg(reinterpret_cast<const uint4*>(mrow + H * D)), hi);
-  const float score = p.scores[((int64_t)b * H + h) * M + page];
-  float lim[GMAX], m[GMAX], s[GMAX];
+// The N per-head partial sums v[0..N) of the L lanes of a token, reduced so that every lane
+// ends with one head's total in v[0]: head li / (L / N) (li the lane's place in its token).
+// Recursive halving (a lane keeps the half of the heads its bit selects and sends the other
+// half to its partner), then an all-reduce over the L / N lanes that share a head: log2(N)
+// + ... shuffles in all (5 for 4 heads over 16 lanes) where a sum of every head on every lane
+// takes N log2(L) (16). Partners add the same two floats, so the lanes of a head agree bit
+// for bit.
+template <int L, int N>
+__device__ __forceinline__ float heads_sum(float (&v)[N], int lane) {
+  static_assert(N <= L, "a head a lane at most");
+  int o = L / 2;
 #pragma unroll
-  for (int g = 0; g < GMAX; ++g) {
-    float t = 0.f;
+  for (int n = N; n > 1; n >>= 1, o >>= 1) {
+    const bool upper = lane & o;
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) t += fabsf(qr[g][i]) * fmaxf(fabsf(lo[i]), fabsf(hi[i]));
-    // the spec's order: (sum * |scale|) * rtol + 1e-30, then score + tol
-    lim[g] = score + (token_sum<L>(t) * fabsf(p.scale) * p.rtol + 1e-30f);
-    m[g] = -INFINITY, s[g] = 0.f;
+    for (int i = 0; i < n / 2; ++i) {
+      const float send = upper ? v[i] : v[i + n / 2], keep = upper ? v[i + n / 2] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
   }
+  float x = v[0];
+#pragma unroll
+  for (; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// Phase 1 for one page: its logsumexp per query head into lse[g * M + page]; returns the
+// lane's count of bound violations (one lane of each token and head counts).
+template <typename T, int D, int GMAX>
+__device__ __forceinline__ int stats_page(const SelectionStatsParams& p, const float (&qr)[GMAX][StatsSlice<T>::kVec],
+                                          int b, int h, int page, int64_t blk, int len, float* lse) {
+  using S = StatsSlice<T>;
+  constexpr int VEC = S::kVec, L = D / VEC, TPW = 32 / L;
+  // K rows in flight per lane, all issued before the page's math: the whole page of 16 tokens
+  // where registers allow (8 query heads per kv-head keep half)
+  constexpr int WANT = (GMAX <= 4 ? 8 : 4), AHEAD = WANT < 16 / TPW ? WANT : (16 / TPW > 0 ? 16 / TPW : 1);
+  const int lane = threadIdx.x & 31, sub = lane / L, li = lane % L;
+  const int hd = li / (L / GMAX);                     // the query head this lane follows
+  const bool counts = li % (L / GMAX) == 0 && hd < p.group;
+  const int H = p.num_kv_heads, M = p.max_pages, bs = p.block_size;
   const int ntok = min(bs, len - page * bs);
   const T* krow = static_cast<const T*>(p.k_cache) + (blk * bs * H + h) * D + li * VEC;
-  int viol = 0;
-  for (int t0 = 0; t0 < ntok; t0 += TPW * AHEAD) {
-    uint4 raw[AHEAD];
+  typename S::Raw raw[AHEAD];
+  const auto issue = [&](int t0) {
 #pragma unroll
     for (int a = 0; a < AHEAD; ++a) {
       const int t = t0 + a * TPW + sub;
-      raw[a] = t < ntok ? ld_stream(krow + (int64_t)t * H * D) : make_uint4(0, 0, 0, 0);
+      raw[a] = t < ntok ? S::load_stream(krow + (int64_t)t * H * D) : S::zero();
     }
+  };
+  issue(0);  // the keys' loads go out beside the bounds' and the score's
+  const T* mrow = static_cast<const T*>(p.meta) + (blk * 2 * H + h) * D + li * VEC;
+  const float ks = S::kFp8 ? __ldg(p.kv_scales + (blk * 2) * H + h) : 1.f;  // the page's K scale
+  float lo[VEC], hi[VEC];
+  S::unpack(S::load(mrow), lo);
+  S::unpack(S::load(mrow + H * D), hi);
+  const float score = p.scores[((int64_t)b * H + h) * M + page];
+  float t[GMAX];
+#pragma unroll
+  for (int g = 0; g < GMAX; ++g) {
+    t[g] = 0.f;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) t[g] += fabsf(qr[g][i]) * fmaxf(fabsf(lo[i]), fabsf(hi[i]));
+  }
+  // the spec's order: (sum * |scale|) * rtol + 1e-30, then score + tol
+  const float lim = score + (heads_sum<L>(t, lane) * ks * fabsf(p.scale) * p.rtol + 1e-30f);
+  float m = -INFINITY, s = 0.f;
+  int viol = 0;
+  for (int t0 = 0; t0 < ntok; t0 += TPW * AHEAD) {
+    if (t0 > 0) issue(t0);
 #pragma unroll
     for (int a = 0; a < AHEAD; ++a) {
       if (t0 + a * TPW >= ntok) break;  // uniform: no token of the warp's pass is left
       const bool ok = t0 + a * TPW + sub < ntok;
-      float k[VEC];
-      unpack16<T>(raw[a], k);
+      float k[VEC], d[GMAX];
+      S::unpack(raw[a], k);
 #pragma unroll
       for (int g = 0; g < GMAX; ++g) {
-        if (g >= p.group) break;  // uniform: every lane runs the shuffles
-        float d = 0.f;
+        d[g] = 0.f;
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) d = fmaf(qr[g][i], k[i], d);
-        const float x = token_sum<L>(d) * p.scale;
-        if (ok) {
-          viol += li == 0 && x > lim[g];
-          if (x > m[g]) s[g] = s[g] * expf(m[g] - x) + 1.f, m[g] = x;
-          else s[g] += expf(x - m[g]);
-        }
+        for (int i = 0; i < VEC; ++i) d[g] = fmaf(qr[g][i], k[i], d[g]);
+      }
+      const float x = heads_sum<L>(d, lane) * ks * p.scale;
+      if (ok) {
+        viol += counts && x > lim;
+        if (x > m) s = s * expf(m - x) + 1.f, m = x;
+        else s += expf(x - m);
       }
     }
   }
 #pragma unroll
-  for (int g = 0; g < GMAX; ++g) {
-    if (g >= p.group) break;
-#pragma unroll
-    for (int o = L; o < 32; o <<= 1) {  // the token slots of the warp
-      const float m2 = __shfl_xor_sync(0xffffffffu, m[g], o), s2 = __shfl_xor_sync(0xffffffffu, s[g], o);
-      lse_merge(m[g], s[g], m2, s2);
-    }
-    if (lane == 0) lse[g * M + page] = m[g] + logf(s[g]);
+  for (int o = L; o < 32; o <<= 1) {  // the token slots of the warp
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    lse_merge(m, s, m2, s2);
   }
+  if (sub == 0 && counts) lse[hd * M + page] = m + logf(s);
   return viol;
 }
 
-// Two CTAs an SM (128 registers) up to 4 query heads per kv-head; 8 need more registers.
+// Phase 1: one CTA a chunk of kStatsChunk pages of a row (grid: rows x chunks). Two CTAs an
+// SM (128 registers) up to 4 query heads per kv-head; 8 need more registers.
 template <typename T, int D, int GMAX>
-__global__ void __launch_bounds__(kStatsThreads, GMAX <= 4 ? 2 : 1) selection_stats_kernel(const __grid_constant__ SelectionStatsParams p) {
-  constexpr int VEC = 16 / sizeof(T), L = D / VEC;
+__global__ void __launch_bounds__(kStatsThreads, GMAX <= 4 ? 2 : 1)
+    stats_pages_kernel(const __grid_constant__ SelectionStatsParams p) {
+  constexpr int VEC = StatsSlice<T>::kVec, L = D / VEC;
   static_assert(D % VEC == 0 && L <= 32 && 32 % L == 0, "a token's head_dim spans 1..32 lanes");
+  __shared__ float q_s[GMAX * D];
+  const int row = blockIdx.x, chunk = blockIdx.y, H = p.num_kv_heads, G = p.group, M = p.max_pages;
+  const int b = row / H, h = row % H, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int len = p.seq_lens[b], n = min((len + p.block_size - 1) / p.block_size, M);
+  const int first = chunk * kStatsChunk, end = min(n, first + kStatsChunk);
+  float* viol_out = p.viol + (int64_t)row * p.num_chunks + chunk;
+  if (first >= end) {  // a chunk past the context: no violations (the row kernel sums them all)
+    if (tid == 0) *viol_out = 0.f;
+    return;
+  }
+  const int64_t q0 = (int64_t)row * G * D;  // query heads h*G .. h*G+G-1
+  for (int i = tid; i < G * D; i += kStatsThreads) {
+    if constexpr (StatsSlice<T>::kFp8) q_s[i] = static_cast<const float*>(p.query)[q0 + i];  // float32 always
+    else q_s[i] = p.query_f32 ? static_cast<const float*>(p.query)[q0 + i]
+                              : to_float(static_cast<const T*>(p.query)[q0 + i]);
+  }
+  __syncthreads();
+  float qr[GMAX][VEC];
+  const int li = lane % L;
+#pragma unroll
+  for (int g = 0; g < GMAX; ++g)
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) qr[g][i] = g < G ? q_s[g * D + li * VEC + i] : 0.f;
+  float* lse = p.lse + (int64_t)row * G * M;
+  int viol = 0;
+  const int* table = p.block_tables + (int64_t)b * M;
+  int blk = first + warp < end ? table[first + warp] : 0;
+  for (int pg = first + warp; pg < end; pg += kStatsWarps) {
+    const int next = pg + kStatsWarps < end ? table[pg + kStatsWarps] : 0;  // one page ahead
+    viol += stats_page<T, D, GMAX>(p, qr, b, h, pg, blk, len, lse);
+    blk = next;
+  }
+  float v[1] = {(float)viol};
+  stats_block_sum(v);
+  if (tid == 0) *viol_out = v[0];
+}
+
+// Phase 2: the record of a row from the pages kernel's logsumexps (grid: kv-heads x batch).
+template <int GMAX>
+__global__ void __launch_bounds__(kStatsThreads) selection_stats_kernel(const __grid_constant__ SelectionStatsParams p) {
   static_assert(GMAX <= kStatsWarps, "phase 2 gives each query head a warp");
   extern __shared__ __align__(16) unsigned char smem[];
-  const StatsSmem lay = stats_smem(p.group, D, p.max_pages);
+  const StatsSmem lay = stats_smem(p.group, p.max_pages);
   float* lse = reinterpret_cast<float*>(smem);         // [G, M], phase 1-2
   uint64_t* key = reinterpret_cast<uint64_t*>(smem);   // [pow2(n)], phase 3: the same bytes
-  float* q_s = reinterpret_cast<float*>(smem + lay.q);
   float* mass = reinterpret_cast<float*>(smem + lay.mass);
   unsigned char* chosen = smem + lay.flags;
   __shared__ float head_max[GMAX], head_sum[GMAX];
@@ -215,16 +330,17 @@ __global__ void __launch_bounds__(kStatsThreads, GMAX <= 4 ? 2 : 1) selection_st
   float *sel_plane = out + kStatsChannels, *oracle_plane = sel_plane + M;
   float *score_plane = oracle_plane + M, *cand_plane = score_plane + M;
 
-  const int64_t q0 = (int64_t)row * G * D;  // query heads h*G .. h*G+G-1
-  for (int i = tid; i < G * D; i += kStatsThreads) {
-    q_s[i] = p.query_f32 ? static_cast<const float*>(p.query)[q0 + i] : to_float(static_cast<const T*>(p.query)[q0 + i]);
-  }
   for (int i = tid; i < M; i += kStatsThreads) {
     chosen[i] = p.page_indices == nullptr && i < n;
     oracle_plane[i] = 0.f;
     score_plane[i] = i < n ? p.scores[(int64_t)row * M + i] : NAN;
     cand_plane[i] = p.candidates == nullptr ? NAN : 0.f;
   }
+  const float* lse_in = p.lse + (int64_t)row * G * M;
+  for (int g = 0; g < G; ++g)
+    for (int i = tid; i < n; i += kStatsThreads) lse[g * M + i] = lse_in[g * M + i];
+  float viol = 0.f;
+  for (int i = tid; i < p.num_chunks; i += kStatsThreads) viol += p.viol[(int64_t)row * p.num_chunks + i];
   __syncthreads();  // orders the zeros above before the scatters below (shared and global)
   for (int i = tid; p.page_indices && i < p.num_selected; i += kStatsThreads) {
     const int pg = p.page_indices[(int64_t)row * p.num_selected + i];
@@ -233,22 +349,6 @@ __global__ void __launch_bounds__(kStatsThreads, GMAX <= 4 ? 2 : 1) selection_st
   for (int i = tid; p.candidates && i < p.num_candidates; i += kStatsThreads) {
     const int pg = p.candidates[(int64_t)row * p.num_candidates + i];
     if (pg >= 0 && pg < n) cand_plane[pg] = 1.f;
-  }
-
-  // 1. pages
-  float qr[GMAX][VEC];
-  const int li = lane % L;
-#pragma unroll
-  for (int g = 0; g < GMAX; ++g)
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) qr[g][i] = g < G ? q_s[g * D + li * VEC + i] : 0.f;
-  int viol = 0;
-  const int* table = p.block_tables + (int64_t)b * M;
-  int blk = warp < n ? table[warp] : 0;
-  for (int pg = warp; pg < n; pg += kStatsWarps) {
-    const int next = pg + kStatsWarps < n ? table[pg + kStatsWarps] : 0;  // one page ahead
-    viol += stats_page<T, D, GMAX>(p, qr, b, h, pg, blk, len, lse);
-    blk = next;
   }
   __syncthreads();
 
@@ -262,7 +362,7 @@ __global__ void __launch_bounds__(kStatsThreads, GMAX <= 4 ? 2 : 1) selection_st
     if (lane == 0) head_max[warp] = mx, head_sum[warp] = sum;
   }
   __syncthreads();
-  float acc[3] = {0.f, 0.f, (float)viol};  // pages selected, their mass, violations
+  float acc[3] = {0.f, 0.f, viol};  // pages selected, their mass, violations
   for (int i = tid; i < M; i += kStatsThreads) {
     sel_plane[i] = chosen[i];
     if (i >= n) continue;
@@ -304,12 +404,14 @@ __global__ void __launch_bounds__(kStatsThreads, GMAX <= 4 ? 2 : 1) selection_st
   }
 }
 
-// The instances the extension builds: cache dtype x head_dim x query heads per kv-head
-// (rounded up; the group itself is a runtime argument).
+// The pages kernel's instances the extension builds: cache dtype (__nv_fp8_e4m3: an FP8 cache) x
+// head_dim x query heads per kv-head (rounded up; the group itself is a runtime argument); the
+// row kernel's: the group bound alone.
 #define TINYSERVE_STATS_GROUPS(X, T, D) X(T, D, 1) X(T, D, 2) X(T, D, 4) X(T, D, 8)
 #define TINYSERVE_STATS_INSTANCES(X)                                                  \
   TINYSERVE_STATS_GROUPS(X, float, 64) TINYSERVE_STATS_GROUPS(X, float, 128)          \
   TINYSERVE_STATS_GROUPS(X, __half, 64) TINYSERVE_STATS_GROUPS(X, __half, 128)        \
-  TINYSERVE_STATS_GROUPS(X, __nv_bfloat16, 64) TINYSERVE_STATS_GROUPS(X, __nv_bfloat16, 128)
+  TINYSERVE_STATS_GROUPS(X, __nv_bfloat16, 64) TINYSERVE_STATS_GROUPS(X, __nv_bfloat16, 128) \
+  TINYSERVE_STATS_GROUPS(X, __nv_fp8_e4m3, 64) TINYSERVE_STATS_GROUPS(X, __nv_fp8_e4m3, 128)
 
 }  // namespace tinyserve

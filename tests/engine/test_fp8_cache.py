@@ -124,18 +124,18 @@ def test_fp8_blocks_cost_half_plus_their_scales():
 
 
 # ---- settings ---------------------------------------------------------------------------
-def test_settings_refuse_policies_that_read_the_keys_over_an_fp8_cache():
+def test_settings_refuse_only_the_policy_that_reads_a_key_copy_over_an_fp8_cache():
     cfg = EngineConfig.from_dict({"kv_cache_dtype": "fp8"})
     assert cfg.cache.kv_cache_dtype == "fp8" and cfg.get("kv_cache_dtype") == "fp8"
-    for ok in ("quest", "adaptive", "streaming"):   # they read the page bounds only
+    # page bounds (quest, adaptive, streaming) or the keys dequantised (h2o, oracle, oracle_p)
+    for ok in ("quest", "adaptive", "streaming", "h2o", "oracle", "oracle_p"):
         assert cfg.replace(policy=ok, stats=True).selection.policy == ok
     with pytest.raises(ConfigError) as e:
-        EngineConfig.from_dict({"kv_cache_dtype": "fp8", "policy": "h2o"})
-    assert e.value.field == "kv_cache_dtype" and "quest" in e.value.message
-    for bad in ("twostage", "oracle", "oracle_p"):
-        with pytest.raises(ConfigError) as e:   # the key just edited is the one blamed
-            cfg.replace(policy=bad)
-        assert e.value.field == "policy" and "fp8" in e.value.message and bad in e.value.message
+        EngineConfig.from_dict({"kv_cache_dtype": "fp8", "policy": "twostage"})
+    assert e.value.field == "kv_cache_dtype" and "quest" in e.value.message and "h2o" in e.value.message
+    with pytest.raises(ConfigError) as e:   # the key just edited is the one blamed
+        cfg.replace(policy="twostage")
+    assert e.value.field == "policy" and "fp8" in e.value.message and "twostage" in e.value.message
     with pytest.raises(ConfigError) as e:
         EngineConfig.from_dict({"kv_cache_dtype": "int8"})
     assert e.value.field == "kv_cache_dtype"
@@ -187,6 +187,25 @@ def test_engine_runs_quest_over_an_fp8_cache_with_statistics(tiny):
             assert out[0] == int(model.forward_dense(torch.tensor([prompt]))[0, -1].argmax())
         recall[dtype] = sum(sum(h.mass_recall) / len(h.mass_recall) for h in hist[:3]) / 3
     assert 0.2 < recall["fp8"] < 1 and abs(recall["fp8"] - recall["auto"]) < 0.05, recall
+
+
+def test_engine_runs_true_attention_policies_over_an_fp8_cache(tiny):
+    """h2o and the oracle rank pages by the true attention over the dequantised keys: both
+    keep fewer pages than the context, and the oracle keeps far more of the attention mass
+    than quest's bounds do at the same budget (a ranking of the codes alone would not)."""
+    model, tok = tiny
+    recall = {}
+    for policy in ("h2o", "oracle", "quest"):
+        eng = Engine(EngineConfig.from_dict({"device": "cpu", "block_size": BS, "num_blocks": 128,
+                                             "kv_cache_dtype": "fp8", "policy": policy, "budget": "16",
+                                             "dense_layers": 0, "stats": True}), model=model, tokenizer=tok)
+        eng.add_request(toks(60, 52), SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
+        while eng.has_unfinished():
+            eng.step()
+        hist = list(eng.selector.stats.history)
+        assert len(hist) == 5 and all(max(h.pages_selected) < max(h.context_pages) for h in hist), policy
+        recall[policy] = sum(sum(h.mass_recall) / len(h.mass_recall) for h in hist) / len(hist)
+    assert recall["oracle"] > recall["quest"] + 0.2, recall
 
 
 # ---- the engine -------------------------------------------------------------------------

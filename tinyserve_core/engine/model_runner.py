@@ -168,7 +168,7 @@ class ModelRunner:
                  cuda_graphs: bool = True, profile: bool = False, profile_every: int = PROFILE_EVERY,
                  profile_budget: float = PROFILE_BUDGET, kv_cache_dtype: torch.dtype | None = None):
         """`kv_cache_dtype`: the cache's storage dtype (None: the model's; float8_e4m3fn: an
-        FP8 cache with per-page scales; policies that read only page bounds: registry.fp8_cache_conflict)."""
+        FP8 cache with per-page scales; the policies it serves: registry.fp8_cache_conflict)."""
         self.device = torch.device(device)
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()

@@ -20,16 +20,20 @@ C = len(CHANNELS)
 PLANES = 4
 
 
-def paged_logits(query, k_cache, block_tables, seq_lens, scale: float) -> torch.Tensor:
+def paged_logits(query, k_cache, block_tables, seq_lens, scale: float, kv_scales=None) -> torch.Tensor:
     """float32 [B, Hkv, G, M * bs]: scale * q . k of every query head (grouped by its
     kv-head) against every token slot of the block table's full width, -inf past each
-    context."""
+    context. `kv_scales`: an FP8 cache's page scales (fp8_reference.py); its keys are read
+    as codes times their page's K scale (exact: powers of two)."""
     q = query.float()
     B, Hq, D = q.shape
     bs, H = k_cache.shape[1], k_cache.shape[2]
     tables = block_tables.long()
     T = tables.shape[1] * bs
-    keys = k_cache[tables].float().reshape(B, T, H, D)   # junk past each length, masked below
+    keys = k_cache[tables].float()                       # junk past each length, masked below
+    if kv_scales is not None:
+        keys.mul_(kv_scales[tables.clamp(min=0), 0][:, :, None, :, None])
+    keys = keys.reshape(B, T, H, D)
     logits = torch.einsum("bhgd,bthd->bhgt", q.view(B, H, Hq // H, D), keys) * scale
     past = torch.arange(T, device=q.device)[None, :] >= seq_lens.long()[:, None]       # [B, T]
     return logits.masked_fill(past[:, None, None, :], float("-inf"))

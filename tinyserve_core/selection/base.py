@@ -87,8 +87,8 @@ class Policy:
     reads_key_copy: ClassVar[bool] = False
     # Whether select() reads the page key bounds (SelectContext.meta).
     reads_bounds: ClassVar[bool] = True
-    # Whether select() reads the cached keys themselves (true attention: h2o, oracle), which
-    # it cannot do over an FP8 cache's codes.
+    # Whether select() reads the cached keys themselves (true attention: h2o, oracle), a
+    # dense pass over the context each step (over an FP8 cache: the codes dequantised).
     reads_keys: ClassVar[bool] = False
     _validators: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
 

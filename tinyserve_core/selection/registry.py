@@ -31,11 +31,9 @@ def make_policy(name: str, **params) -> Policy:
 
 def fp8_cache_conflict(name: str) -> str | None:
     """Why the policy `name` cannot run over an FP8 KV cache, or None. Such a cache keeps its
-    page bounds (as codes under the page scales) but holds the keys as codes too: a policy
-    reading the keys themselves (true attention, a quantised key copy) would read codes."""
+    page bounds (as codes under the page scales), and policies reading the keys themselves
+    (true attention) read them dequantised, but it keeps no quantised key copy."""
     cls = POLICIES[name.strip().lower()]
-    if cls.reads_keys:
-        return f"the {cls.name} policy reads the cached keys' true attention"
     if cls.reads_key_copy:
         return f"the {cls.name} policy reads a quantised key copy, which an FP8 cache does not keep"
     return None

@@ -215,9 +215,6 @@ class PageSelector:
             raise ValueError(f"the {policy.name} policy needs the KV cache's page key bounds (kv.metas)")
         scales = getattr(kv, "kv_scales", None)
         k_cache = kv.k_caches[layer_idx]
-        if scales is not None and policy.reads_keys:
-            raise ValueError(f"the {policy.name} policy reads the cached keys' true attention, which an FP8 "
-                             "cache holds as codes")
         copy = self.prepare(kv)
         qkeys = None if copy is None else copy[layer_idx]
         bounds = getattr(kv, "qbounds", None) if copy is not None else None

@@ -10,12 +10,17 @@ import torch
 from ..kernels.stats_reference import paged_logits
 
 
-def context_keys(k_cache: torch.Tensor, block_table_row: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """float32 [L, Hkv, D]: the keys of one sequence's context in token order."""
+def context_keys(k_cache: torch.Tensor, block_table_row: torch.Tensor, seq_len: int,
+                 kv_scales: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 [L, Hkv, D]: the keys of one sequence's context in token order (of an FP8
+    cache with its `kv_scales`: dequantised)."""
     bs = k_cache.shape[1]
     n = (seq_len + bs - 1) // bs
     ids = block_table_row[:n].long()
-    return k_cache[ids].reshape(-1, *k_cache.shape[2:])[:seq_len].float()
+    keys = k_cache[ids].float()
+    if kv_scales is not None:
+        keys = keys * kv_scales[ids, 0][:, None, :, None]
+    return keys.reshape(-1, *k_cache.shape[2:])[:seq_len]
 
 
 def attention_logits(query_row: torch.Tensor, keys: torch.Tensor, scale: float) -> torch.Tensor:
@@ -47,7 +52,7 @@ def batched_page_mass(ctx, live: torch.Tensor | None = None) -> torch.Tensor:
     attention runs over those pages only, as sparse attention does."""
     # scale * q . k against every slot of the table's full width, -inf past each context:
     # static shapes, no host sync (CUDA-graph safe); the statistics op's spec owns the math
-    logits = paged_logits(ctx.query, ctx.k_cache, ctx.block_tables, ctx.seq_lens, ctx.scale)
+    logits = paged_logits(ctx.query, ctx.k_cache, ctx.block_tables, ctx.seq_lens, ctx.scale, ctx.kv_scales)
     B, H, G, T = logits.shape
     bs = ctx.block_size
     M = T // bs

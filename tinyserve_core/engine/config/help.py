@@ -14,7 +14,7 @@ HELP = {
     "max_model_len": "context limit in tokens (None: the model's)",
     "enable_prefix_caching": "reuse cached full blocks of shared prefixes (true/false)",
     "kv_cache_dtype": "auto (K/V in the model's dtype) | fp8 | fp8_e4m3 (e4m3 codes, a scale per page "
-                      "and kv-head: half the bytes of fp16; not with h2o, oracle, oracle_p or twostage)",
+                      "and kv-head: half the bytes of fp16; not with twostage)",
     "max_num_seqs": "most sequences running at once",
     "max_num_batched_tokens": "prompt-token budget of one prefill step",
     "seed": "seed of the workload and of sampling",

@@ -107,7 +107,7 @@ class EngineConfig:
         if why is not None:
             key = "policy" if "policy" in changed and "kv_cache_dtype" not in changed else "kv_cache_dtype"
             raise ConfigError(key, (
-                f"{why}, and an {self.cache.kv_cache_dtype} KV cache holds its keys as e4m3 codes: use policy "
+                f"{why} (kv_cache_dtype {self.cache.kv_cache_dtype}): use policy "
                 f"{' / '.join(n for n in POLICIES if fp8_cache_conflict(n) is None)}, or kv_cache_dtype auto"))
 
     def live_changes(self, other: "EngineConfig") -> tuple[dict[str, Any], set[str]]:

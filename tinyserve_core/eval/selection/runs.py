@@ -184,15 +184,15 @@ def run_configs(spec: EvalSpec) -> list[tuple[str, str | None, float | None]]:
 
 def evaluate(model, tok, tokens: np.ndarray, spec: EvalSpec, device="cpu", progress: bool = True,
              dtype: torch.dtype = torch.float32, kv_cache_dtype: torch.dtype | None = None) -> list[RunResult]:
-    """`kv_cache_dtype` float8_e4m3fn: every run reads an FP8 cache (policies that read only
-    its page bounds: registry.fp8_cache_conflict)."""
+    """`kv_cache_dtype` float8_e4m3fn: every run reads an FP8 cache (the policies it serves:
+    registry.fp8_cache_conflict)."""
     spec.validate()
     if kv_cache_dtype is not None and kv_cache_dtype != dtype:
         for name in spec.policies:
             why = fp8_cache_conflict(name)
             if why is not None:
-                raise ConfigError("--kv-cache-dtype", f"{why}, and an fp8 KV cache holds its keys as e4m3 codes: "
-                                                      f"leave {name} out of --policies")
+                raise ConfigError("--kv-cache-dtype", f"{why} (--kv-cache-dtype fp8): leave {name} out of "
+                                                      "--policies")
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos is not None and spec.context > max_pos:
         raise ConfigError("--context", f"{spec.context} exceeds the model's max_position_embeddings {max_pos}")

@@ -54,6 +54,17 @@ def test_report_prints_the_quest_rows_over_each_cache():
     assert line[2:] == ["250.0", "8.00", "160.0", "7.50", "1.56", "125.0", "98.5", "75.0", "83.0"]
 
 
+def test_report_prints_the_statistics_rows_over_each_cache():
+    err = {"max_abs": 1.5e-3, "mean_abs": 2e-4, "rel_l2": 0.031}
+    row = {"batch": 8, "ctx": 32768, "fp16_ms": 0.25, "fp8_ms": 0.17, "fp16_pct_bw": 99.0, "fp8_pct_bw": 80.0,
+           "speedup": 1.47, "fp16": err, "fp8": err, "stats_fp16_ms": 0.2, "stats_fp8_ms": 0.125,
+           "stats_fp8_gb": 0.0021, "stats_fp8_view_ms": 2.5, "stats_fp8_view_gb": 4.5}
+    out = kernels_fp8.report_fp8({"decode": [row], "cache": []}, 4250.0)
+    assert "Quest's step" not in out   # rows without the quest figures print no quest table
+    line = [x.split() for x in out.split("Selection statistics")[1].splitlines() if x.split()[:2] == ["8", "32768"]]
+    assert line[0][2:] == ["200.0", "125.0", "0.002", "2500.0", "4.50", "20.0"]
+
+
 def test_report_prints_the_fp8_rows():
     err = {"max_abs": 1.5e-3, "mean_abs": 2e-4, "rel_l2": 0.031}
     row = {"batch": 64, "ctx": 32768, "fp16_ms": 2.0, "fp8_ms": 1.1, "fp16_pct_bw": 99.0, "fp8_pct_bw": 90.2,
@@ -118,3 +129,20 @@ def test_report_of_the_h200_fp8_quest_run(capsys):
           .splitlines() if "cache" in line and line.split()[-1].replace(".", "").isdigit()}
     assert us["prefill 16K tokens, FP8 cache + bounds, page runs given"] == 41.8
     assert us["decode 256 seqs, FP8 cache + bounds, one token a page"] == 9.9
+
+
+def test_report_of_the_h200_statistics_run(capsys):
+    """The twenty-third session's `bench kernels --only fp8` on an H200: the statistics kernels
+    read the FP8 codes at a few MB of scratch, where the float32 copy of the table they read
+    before peaked at 19 GB and took 5-10x as long, in the same run."""
+    from pathlib import Path
+
+    data = Path(__file__).parents[1] / "kernels" / "data" / "bench_h200_fp8_23.json"
+    assert bench_cli.run_kernels(build_parser().parse_args(["bench", "kernels", "--report", str(data)])) == 0
+    out = capsys.readouterr().out.split("Selection statistics")[1].split("reshape_and_cache")[0]
+    rows = [x.split() for x in out.splitlines() if x.split() and x.split()[0].isdigit()]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(1, 32768), (8, 16384), (8, 32768), (64, 16384), (64, 32768)]
+    for r in rows:
+        fp8_us, fp8_gb, view_us, view_gb = float(r[3]), float(r[4]), float(r[5]), float(r[6])
+        assert view_us > 5 * fp8_us and fp8_gb < 0.05 < view_gb, r
+    assert float(rows[-1][6]) > 19   # the old way's peak at 64 x 32K

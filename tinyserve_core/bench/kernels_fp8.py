@@ -9,8 +9,11 @@ fp16 cache (max / mean absolute error, relative L2 error), on the first sequence
 batch; at contexts of 8K and more also the selected-pages variant (2,048 tokens of random
 pages per sequence and kv-head), fp8 against fp16, and quest's whole step (page bounds,
 select, attention over the 2,048 tokens) over the FP8 cache's code bounds against the same
-step over the fp16 cache, with the scorers alone. Then reshape_and_cache into an FP8 cache
-(with and without its page bounds) next to the fp16 write."""
+step over the fp16 cache, with the scorers alone, and the selection statistics of that step
+(one kernel over each cache; over the FP8 cache also the float32 copy of the table that the
+statistics read before their kernel read codes, with its peak memory). Then
+reshape_and_cache into an FP8 cache (with and without its page bounds) next to the fp16
+write."""
 
 from __future__ import annotations
 
@@ -77,7 +80,41 @@ def bench_quest_fp8(case: DecodeCase, kc, vc, scales, reps: int, bw: float) -> d
     rows = case.batch * case.pages * HKV
     row["score_fp16_pct_bw"] = 100 * rows * 2 * HD * 2 / row["score_fp16_ms"] / 1e6 / bw
     row["score_fp8_pct_bw"] = 100 * rows * (2 * HD + 4) / row["score_fp8_ms"] / 1e6 / bw
+    row.update(bench_stats_fp8(case, kc, vc, meta16, meta8, scales, reps))
     return row
+
+
+def bench_stats_fp8(case: DecodeCase, kc, vc, meta16, meta8, scales, reps: int) -> dict:
+    """Selection statistics of quest's step (its pages and bounds) over the fp16 cache and over
+    the FP8 one: the kernel on each cache, and over FP8 the float32 copy of every page of the
+    table (fp8_reference.gathered_view) read by the float32 kernel, as before the kernel read
+    codes, with the peak memory each FP8 way adds."""
+    from ..kernels import _cuda_fp8, _cuda_ops, _cuda_stats, fp8_reference as f8
+
+    k = SPARSE_BUDGET // BS
+    t, q, lens = case.tables[0], case.q[0], case.seq_lens
+    _, pages16, scores16 = _cuda_ops.sparse_decode_attention(q, case.k, case.v, meta16, t, lens, case.scale, k,
+                                                             fused=False)
+    _, pages8, scores8 = _cuda_fp8.sparse_decode_attention(q, kc, vc, meta8, scales, t, lens, case.scale, k)
+
+    def view(i):
+        keys, bounds, tables = f8.gathered_view(kc, meta8, scales, t)
+        return _cuda_stats.selection_stats(q.float(), keys, bounds, tables, lens, case.scale, scores8, pages8)
+
+    def peak_gb(fn):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn(0)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 1e9
+
+    native = lambda i: _cuda_stats.selection_stats(q, kc, meta8, t, lens, case.scale, scores8, pages8,  # noqa: E731
+                                                   kv_scales=scales)
+    return {"stats_fp16_ms": time_ms(lambda i: _cuda_stats.selection_stats(
+                q, case.k, meta16, t, lens, case.scale, scores16, pages16), reps),
+            "stats_fp8_ms": time_ms(native, reps), "stats_fp8_gb": peak_gb(native),
+            "stats_fp8_view_ms": time_ms(view, max(5, reps // 4)), "stats_fp8_view_gb": peak_gb(view)}
 
 
 def _errors(out: torch.Tensor, exact: torch.Tensor) -> dict:
@@ -219,6 +256,14 @@ def report_fp8(fp8: dict, bw: float) -> str:
                            for r in quest],
                           ["batch", "ctx", "fp16 step us", "x", "fp8 step us", "x", "fp8 speedup", "fp16 score us",
                            "%", "fp8 score us", "%"]))
+    stats = [r for r in fp8["decode"] if "stats_fp8_ms" in r]
+    if stats:
+        out.append("\nSelection statistics of quest's step (one layer): the kernel over each cache; over FP8 also "
+                   "the float32 copy of the table it read before (gathered view), with the peak memory each adds")
+        out.append(_table([[r["batch"], r["ctx"], f(r["stats_fp16_ms"] * 1e3), f(r["stats_fp8_ms"] * 1e3),
+                            f(r["stats_fp8_gb"], 3), f(r["stats_fp8_view_ms"] * 1e3), f(r["stats_fp8_view_gb"], 2),
+                            f(r["stats_fp8_view_ms"] / r["stats_fp8_ms"], 1)] for r in stats],
+                          ["batch", "ctx", "fp16 us", "fp8 us", "fp8 GB", "fp8 view us", "view GB", "view / fp8"]))
     if fp8.get("cache"):
         out.append("\nreshape_and_cache into fp16 and FP8 caches, % of copy bandwidth (of the K/V bytes; + bounds: "
                    "the page bounds kept too)")

@@ -202,8 +202,10 @@ __device__ __forceinline__ int stats_page(const SelectionStatsParams& p, const f
   using S = StatsSlice<T>;
   constexpr int VEC = S::kVec, L = D / VEC, TPW = 32 / L;
   // K rows in flight per lane, all issued before the page's math: the whole page of 16 tokens
-  // where registers allow (8 query heads per kv-head keep half)
-  constexpr int WANT = (GMAX <= 4 ? 8 : 4), AHEAD = WANT < 16 / TPW ? WANT : (16 / TPW > 0 ? 16 / TPW : 1);
+  // where registers allow (8 query heads per kv-head, and 4 over FP8 at three CTAs an SM, keep
+  // half: 8 would spill there)
+  constexpr int WANT = GMAX <= 2 || (GMAX <= 4 && !S::kFp8) ? 8 : 4;
+  constexpr int AHEAD = WANT < 16 / TPW ? WANT : (16 / TPW > 0 ? 16 / TPW : 1);
   const int lane = threadIdx.x & 31, sub = lane / L, li = lane % L;
   const int hd = li / (L / GMAX);                     // the query head this lane follows
   const bool counts = li % (L / GMAX) == 0 && hd < p.group;
@@ -236,25 +238,36 @@ __device__ __forceinline__ int stats_page(const SelectionStatsParams& p, const f
   const float lim = score + (heads_sum<L>(t, lane) * ks * fabsf(p.scale) * p.rtol + 1e-30f);
   float m = -INFINITY, s = 0.f;
   int viol = 0;
+  // One token pass: the lane's logit, its violation and the online max / sum. The update is
+  // branch-free (one expf of -|x - m|, then selects: the same floats as the two branches).
+  const auto pass = [&](const typename S::Raw& r, bool ok) {
+    float k[VEC], d[GMAX];
+    S::unpack(r, k);
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+      d[g] = 0.f;
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) d[g] = fmaf(qr[g][i], k[i], d[g]);
+    }
+    const float x = heads_sum<L>(d, lane) * ks * p.scale;
+    const float e = expf(-fabsf(x - m));
+    const bool up = x > m;
+    viol += ok && counts && x > lim;
+    s = !ok ? s : up ? fmaf(s, e, 1.f) : s + e;
+    m = ok && up ? x : m;
+  };
   for (int t0 = 0; t0 < ntok; t0 += TPW * AHEAD) {
     if (t0 > 0) issue(t0);
+    // every pass full (a whole page, mostly): straight-line code, where the registers of 8
+    // query heads' passes in flight would halve the CTAs an SM (measured slower)
+    if (GMAX <= 4 && t0 + TPW * AHEAD <= ntok) {
 #pragma unroll
-    for (int a = 0; a < AHEAD; ++a) {
-      if (t0 + a * TPW >= ntok) break;  // uniform: no token of the warp's pass is left
-      const bool ok = t0 + a * TPW + sub < ntok;
-      float k[VEC], d[GMAX];
-      S::unpack(raw[a], k);
+      for (int a = 0; a < AHEAD; ++a) pass(raw[a], true);
+    } else {
 #pragma unroll
-      for (int g = 0; g < GMAX; ++g) {
-        d[g] = 0.f;
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) d[g] = fmaf(qr[g][i], k[i], d[g]);
-      }
-      const float x = heads_sum<L>(d, lane) * ks * p.scale;
-      if (ok) {
-        viol += counts && x > lim;
-        if (x > m) s = s * expf(m - x) + 1.f, m = x;
-        else s += expf(x - m);
+      for (int a = 0; a < AHEAD; ++a) {
+        if (t0 + a * TPW >= ntok) break;  // uniform: no token of the warp's pass is left
+        pass(raw[a], t0 + a * TPW + sub < ntok);
       }
     }
   }
@@ -267,10 +280,17 @@ __device__ __forceinline__ int stats_page(const SelectionStatsParams& p, const f
   return viol;
 }
 
-// Phase 1: one CTA a chunk of kStatsChunk pages of a row (grid: rows x chunks). Two CTAs an
-// SM (128 registers) up to 4 query heads per kv-head; 8 need more registers.
+// CTAs an SM the pages kernel asks registers for: 3 (80 registers) for FP8 slices and for one
+// query head a kv-head, 2 (128) otherwise, where a third CTA's register cap cost more at small
+// grids than it gave at large ones (H200, twenty-third session, csrc/NOTES.md).
+template <typename T, int GMAX>
+__host__ __device__ constexpr int stats_pages_min_ctas() {
+  return GMAX <= 4 && (sizeof(T) == 1 || GMAX == 1) ? 3 : 2;
+}
+
+// Phase 1: one CTA a chunk of kStatsChunk pages of a row (grid: rows x chunks).
 template <typename T, int D, int GMAX>
-__global__ void __launch_bounds__(kStatsThreads, GMAX <= 4 ? 2 : 1)
+__global__ void __launch_bounds__(kStatsThreads, stats_pages_min_ctas<T, GMAX>())
     stats_pages_kernel(const __grid_constant__ SelectionStatsParams p) {
   constexpr int VEC = StatsSlice<T>::kVec, L = D / VEC;
   static_assert(D % VEC == 0 && L <= 32 && 32 % L == 0, "a token's head_dim spans 1..32 lanes");

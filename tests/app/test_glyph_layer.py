@@ -29,6 +29,10 @@ def _view(qapp):
 
 
 def _colour_near(w, layer, x, y, r=8):
+    # a paint first: the view box applies a range change to its matrix when it prepares a paint,
+    # so without one (a window not yet exposed, the offscreen platform under load) the mapping
+    # below would be the old range's
+    w.grab()
     pt = w.mapFromScene(layer.mapToScene(QPointF(x, y)))
     img = w.grab().toImage()
     px = [img.pixelColor(pt.x() + dx, pt.y() + dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1)]

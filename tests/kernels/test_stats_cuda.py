@@ -168,7 +168,9 @@ def _check(got, want, mass, n, label):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("G,D,bs", [(1, 64, 16), (4, 64, 16), (4, 128, 32), (1, 128, 32)])
+# groups below their instance's bound (3 of 4, 6 of 8) leave lanes that follow no head
+@pytest.mark.parametrize("G,D,bs", [(1, 64, 16), (4, 64, 16), (4, 128, 32), (1, 128, 32), (2, 128, 16),
+                                    (3, 64, 32), (6, 64, 16), (8, 64, 16)])
 @pytest.mark.parametrize("mode", ["dense", "sparse", "twostage"])
 def test_kernel_matches_the_spec(cuda_ops, gen, dtype, G, D, bs, mode):
     lens = [1, bs, 3 * bs, 5 * bs + 7, 399, int(torch.randint(2, 600, (1,), generator=gen, device=DEV))]
@@ -203,9 +205,10 @@ def test_kernel_matches_the_spec_at_2048_pages(cuda_ops, gen, dtype, G):
 @pytest.mark.parametrize("G", [1, 4])
 def test_bound_violations_counted_exactly(cuda_ops, gen, dtype, G):
     """Integer keys and queries (exact logits) against scores half a step between logit
-    values, so every comparison is clear-cut: the counts must be equal and not zero."""
+    values, so every comparison is clear-cut: the counts must be equal and not zero (2,000
+    tokens: 125 pages, two chunks of the pages kernel to sum)."""
     bs = 16
-    lens = [1, 16, 100, 257]
+    lens = [1, 16, 100, 257, 2000]
     q, kc, meta, bt, sl = _case(lens, G, 64, bs, dtype, gen, integer=True)
     B, H, M = len(lens), kc.shape[2], bt.shape[1]
     scores = (torch.randint(-12, 12, (B, H, M), device=DEV, generator=gen).float() + 0.5) * SCALE
@@ -295,7 +298,8 @@ def _fp8(kc, meta):
     scale = scale.masked_fill(unused, float("nan"))
     codes = f8.quantize(kc, scale[:, None, :, None]).view(f8.FP8)
     bounds = f8.quantize(meta, scale[:, None, :, None]).view(f8.FP8)
-    kv_scales = torch.stack([scale, scale], dim=1).contiguous()   # the V scale is never read here
+    # the V scale is never read here: NaN, so a kernel reading it for the K scale shows it
+    kv_scales = torch.stack([scale, torch.full_like(scale, float("nan"))], dim=1).contiguous()
     return codes, bounds, kv_scales
 
 
@@ -311,7 +315,8 @@ def _fp8_mass(q, kc8, sc, bt, sl):
     return _spec_mass(q, f8.dequantize_cache(kc8, sc, 0), bt, sl)
 
 
-@pytest.mark.parametrize("G,D,bs", [(1, 64, 16), (4, 64, 16), (4, 128, 32), (8, 128, 16)])
+@pytest.mark.parametrize("G,D,bs", [(1, 64, 16), (4, 64, 16), (4, 128, 32), (8, 128, 16), (2, 128, 16),
+                                    (3, 64, 16), (6, 128, 16), (8, 64, 16)])
 @pytest.mark.parametrize("mode", ["dense", "sparse", "twostage"])
 def test_fp8_kernel_matches_the_spec(cuda_ops, gen, G, D, bs, mode):
     """An FP8 cache's codes and bounds read by the kernel (times the page K scale) against the
@@ -352,9 +357,10 @@ def test_fp8_kernel_matches_the_spec_at_2048_pages(cuda_ops, gen, G):
 @pytest.mark.parametrize("G", [1, 4])
 def test_fp8_bound_violations_counted_exactly(cuda_ops, gen, G):
     """Integer keys in -3..3 are exact e4m3 codes under their power-of-two scales: the
-    dequantised logits are exact and the counts must equal the spec's (and not be zero)."""
+    dequantised logits are exact and the counts must equal the spec's (and not be zero; 2,000
+    tokens: two chunks of the pages kernel)."""
     bs = 16
-    lens = [1, 16, 100, 257]
+    lens = [1, 16, 100, 257, 2000]
     q, kc, meta, bt, sl = _case(lens, G, 64, bs, torch.float16, gen, integer=True)
     kc8, meta8, sc = _fp8(kc, meta)
     from tinyserve_core.kernels import fp8_reference as f8
@@ -372,7 +378,7 @@ def test_fp8_bound_violations_counted_exactly(cuda_ops, gen, G):
     _check(got, want, _fp8_mass(q, kc8, sc, bt, sl), n, f"fp8 G={G} integer data, low scores")
 
 
-def test_fp8_statistics_read_codes_in_one_kernel_and_replay_in_a_graph(cuda_ops, gen):
+def test_fp8_statistics_read_codes_and_replay_in_a_graph(cuda_ops, gen):
     """kernels.selection_stats over an FP8 cache launches the statistics kernels on the codes
     (besides the query's float32 copy; no dequantised copy of the table), and a graph
     captured on static buffers gives the spec's answer for inputs copied in after capture."""
@@ -408,3 +414,21 @@ def test_fp8_statistics_read_codes_in_one_kernel_and_replay_in_a_graph(cuda_ops,
     want = _fp8_spec(q, kc8, meta8, sc, bt, sl, SCALE, scores, pi, None, ent, budget, 1e-5)
     n = (sl.long() + bs - 1) // bs
     _check(out.clone(), want, _fp8_mass(q, kc8, sc, bt, sl), n, "fp8 graph replay")
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_a_block_table_of_width_zero_gets_the_spec(cuda_ops, gen, fp8):
+    """No pages to read (a table of width 0): the op answers with the spec's record rather than
+    launching a grid of no chunks."""
+    q, kc, meta, bt, sl = _case([5, 9], 4, 64, 16, torch.float16, gen)
+    empty, zero = bt[:, :0], torch.zeros_like(sl)
+    scores = torch.zeros(2, kc.shape[2], 0, device=DEV)
+    if fp8:
+        kc8, meta8, sc = _fp8(kc, meta)
+        got = kernels.selection_stats(q, kc8, meta8, empty, zero, SCALE, scores, kv_scales=sc)
+        want = _fp8_spec(q, kc8, meta8, sc, empty, zero, SCALE, scores)
+    else:
+        got = kernels.selection_stats(q, kc, meta, empty, zero, SCALE, scores)
+        want = sr.selection_stats(q, kc, meta, empty, zero, SCALE, scores)
+    assert got.shape == (2, kc.shape[2], sr.C)
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)

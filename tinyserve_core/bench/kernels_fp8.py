@@ -10,7 +10,7 @@ batch; at contexts of 8K and more also the selected-pages variant (2,048 tokens 
 pages per sequence and kv-head), fp8 against fp16, and quest's whole step (page bounds,
 select, attention over the 2,048 tokens) over the FP8 cache's code bounds against the same
 step over the fp16 cache, with the scorers alone, and the selection statistics of that step
-(one kernel over each cache; over the FP8 cache also the float32 copy of the table that the
+(the statistics kernels over each cache; over the FP8 cache also the float32 copy of the table that the
 statistics read before their kernel read codes, with its peak memory). Then
 reshape_and_cache into an FP8 cache (with and without its page bounds) next to the fp16
 write."""

@@ -103,7 +103,8 @@ torch::Tensor selection_stats(const torch::Tensor& query, const torch::Tensor& k
   }
   const c10::cuda::CUDAGuard guard(query.device());  // before the fit check: the limit is this device's
   auto out = torch::empty({B, H, kStatsChannels + 4 * M}, query.options().dtype(torch::kFloat32));
-  if (B == 0 || H == 0 || M == 0) return out;
+  if (B == 0 || H == 0) return out;
+  TORCH_CHECK(M > 0, "selection_stats: a block table of width 0 (the torch spec takes it)");
   const int G = Hq / H, chunks = (M + kStatsChunk - 1) / kStatsChunk;
   // the pages kernel's logsumexps [B * H, G, M] and violation counts [B * H, chunks]
   auto scratch = torch::empty({(int64_t)B * H * ((int64_t)G * M + chunks)}, out.options());

@@ -22,6 +22,8 @@ def _unsupported(query, k_cache, meta, max_pages: int) -> str | None:
         return f"selection_stats has no kernel for a {k_cache.dtype} cache"
     if D not in (64, 128) or Hq % H or Hq // H > 8:
         return f"selection_stats has no kernel for head_dim {D} / {Hq} query heads over {H}"
+    if max_pages == 0:
+        return "selection_stats: a block table of width 0"
     if k_cache.data_ptr() % 16 or meta.data_ptr() % 16 or not (k_cache.is_contiguous() and meta.is_contiguous()):
         return "selection_stats reads 16-byte aligned, contiguous caches"
     key = (query.device.index or 0, Hq // H, max_pages)

@@ -171,9 +171,9 @@ __device__ __forceinline__ void bitonic_sort_desc(uint64_t* key, int n2) {
 // The N per-head partial sums v[0..N) of the L lanes of a token, reduced so that every lane
 // ends with one head's total in v[0]: head li / (L / N) (li the lane's place in its token).
 // Recursive halving (a lane keeps the half of the heads its bit selects and sends the other
-// half to its partner), then an all-reduce over the L / N lanes that share a head: log2(N)
-// + ... shuffles in all (5 for 4 heads over 16 lanes) where a sum of every head on every lane
-// takes N log2(L) (16). Partners add the same two floats, so the lanes of a head agree bit
+// half to its partner), then an all-reduce over the L / N lanes that share a head: N - 1 +
+// log2(L / N) shuffles in all (5 for 4 heads over 16 lanes) where a sum of every head on
+// every lane takes N log2(L) (16). Partners add the same two floats, so the lanes of a head agree bit
 // for bit.
 template <int L, int N>
 __device__ __forceinline__ float heads_sum(float (&v)[N], int lane) {

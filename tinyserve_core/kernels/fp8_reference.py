@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from . import reference
+from . import reference, stats_reference
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -193,8 +193,6 @@ def selection_stats(query, k_cache, meta, kv_scales, block_tables, seq_lens, sca
                     candidates=None, entropy=None, budget=None, rtol=1e-5) -> torch.Tensor:
     """stats_reference.selection_stats over the FP8 cache's dequantised keys and bounds (exact:
     power-of-two scales), the keys and bounds the FP8 attention and scores use."""
-    from . import stats_reference
-
     keys, bounds, tables = gathered_view(k_cache, meta, kv_scales, block_tables)
     return stats_reference.selection_stats(query, keys, bounds, tables, seq_lens, scale, scores, page_indices,
                                            candidates, entropy, budget, rtol)

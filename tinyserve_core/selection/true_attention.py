@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.fp8_reference import dequantize
 from ..kernels.stats_reference import paged_logits
 
 
@@ -17,9 +18,7 @@ def context_keys(k_cache: torch.Tensor, block_table_row: torch.Tensor, seq_len: 
     bs = k_cache.shape[1]
     n = (seq_len + bs - 1) // bs
     ids = block_table_row[:n].long()
-    keys = k_cache[ids].float()
-    if kv_scales is not None:
-        keys = keys * kv_scales[ids, 0][:, None, :, None]
+    keys = k_cache[ids].float() if kv_scales is None else dequantize(k_cache[ids], kv_scales[ids, 0][:, None, :, None])
     return keys.reshape(-1, *k_cache.shape[2:])[:seq_len]
 
 

@@ -90,7 +90,9 @@ def bench_ours(case: DecodeCase, reps: int) -> float:
         case.q[i % case.rot], case.k, case.v, case.tables[i % case.rot], case.seq_lens, case.scale), reps)
 
 
-def bench_flashinfer(case: DecodeCase, reps: int, ref: torch.Tensor | None):
+def flashinfer_wrappers(case: DecodeCase, kv_dtype=torch.float16, tensor_cores: bool = True) -> list:
+    """FlashInfer's BatchDecodeWithPagedKVCacheWrapper planned for each rotated set of the
+    case's block tables (fp16 queries; K/V of `kv_dtype`)."""
     import flashinfer
 
     ws = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")  # scratch, shared (runs are serial)
@@ -99,10 +101,15 @@ def bench_flashinfer(case: DecodeCase, reps: int, ref: torch.Tensor | None):
     last_len = torch.full((case.batch,), last, dtype=torch.int32, device="cuda")
     wrappers = []
     for r in range(case.rot):  # one plan per rotated set of block tables
-        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD", use_tensor_cores=True)
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD", use_tensor_cores=tensor_cores)
         w.plan(indptr, case.tables[r].reshape(-1).contiguous(), last_len, HQ, HKV, HD, BS,
-               q_data_type=torch.float16, kv_data_type=torch.float16, sm_scale=case.scale)
+               q_data_type=torch.float16, kv_data_type=kv_dtype, sm_scale=case.scale)
         wrappers.append(w)
+    return wrappers
+
+
+def bench_flashinfer(case: DecodeCase, reps: int, ref: torch.Tensor | None):
+    wrappers = flashinfer_wrappers(case)
     out = wrappers[0].run(case.q[0], (case.k, case.v))
     err = None if ref is None else ((out.float() - ref.float()).norm() / ref.float().norm()).item()
     ms = time_ms(lambda i: wrappers[i % case.rot].run(case.q[i % case.rot], (case.k, case.v)), reps)

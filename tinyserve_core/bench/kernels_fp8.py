@@ -13,7 +13,11 @@ step over the fp16 cache, with the scorers alone, and the selection statistics o
 (the statistics kernels over each cache; over the FP8 cache also the float32 copy of the table that the
 statistics read before their kernel read codes, with its peak memory). Then
 reshape_and_cache into an FP8 cache (with and without its page bounds) next to the fp16
-write."""
+write. The peer at each decode shape, when FlashInfer imports: its FP8 decode
+(BatchDecodeWithPagedKVCacheWrapper with e4m3 K/V) over the same fp16 cache quantised with one
+scale per tensor (amax / 448, what its k_scale / v_scale take), timed in the same run (its
+kernel alone: the v_scale multiply it runs as a second op is left out of the time) with its
+error against the same float32 reference."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import math
 
 import torch
 
-from .kernels import BS, HD, HKV, DecodeCase, _table, bench_ours, time_ms
+from .kernels import BS, HD, HKV, DecodeCase, _table, bench_ours, flashinfer_wrappers, time_ms
 
 SHAPES = ((1, 4096), (1, 32768), (8, 16384), (8, 32768), (64, 4096), (64, 16384), (64, 32768))
 QUICK_SHAPES = ((1, 32768), (64, 4096), (64, 32768))
@@ -41,6 +45,42 @@ def quantize_pool(cache: torch.Tensor, chunk: int = 4096):
         scales[s:s + chunk] = f8.pow2_scale(x.abs().amax(dim=(1, 3)))
         codes[s:s + chunk] = f8.quantize(x, scales[s:s + chunk, None, :, None]).view(f8.FP8)
     return codes, scales
+
+
+def quantize_pool_per_tensor(cache: torch.Tensor, chunk: int = 4096):
+    """The e4m3 codes of a whole fp16 pool under one scale, amax / 448 (a per-tensor FP8 cache:
+    what FlashInfer's and vLLM's k_scale / v_scale describe), and that scale."""
+    amax = max(cache[s:s + chunk].abs().amax().item() for s in range(0, cache.shape[0], chunk))
+    scale = max(amax, 1e-30) / 448.0
+    codes = torch.empty(cache.shape, dtype=torch.float8_e4m3fn, device=cache.device)
+    for s in range(0, cache.shape[0], chunk):
+        codes[s:s + chunk] = (cache[s:s + chunk].float() / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return codes, scale
+
+
+def bench_flashinfer_fp8(case: DecodeCase, reps: int, exact: torch.Tensor) -> dict:
+    """FlashInfer's FP8 decode over the per-tensor FP8 copy of the case's cache: its time
+    (tensor-core wrapper, else its CUDA-core decode when that one fails) and its errors
+    against `exact` (the float32 reference of the first sequences)."""
+    k8, ks = quantize_pool_per_tensor(case.k)
+    v8, vs = quantize_pool_per_tensor(case.v)
+    row, err = {}, None
+    for tc in (True, False):
+        try:
+            wrappers = flashinfer_wrappers(case, torch.float8_e4m3fn, tensor_cores=tc)
+            out = wrappers[0].run(case.q[0], (k8, v8), k_scale=ks)
+        except Exception as e:  # noqa: BLE001 - a path FlashInfer lacks: try the other
+            err = f"{type(e).__name__}: {e}"[:200]
+            continue
+        row["fi_fp8_ms"] = time_ms(lambda i: wrappers[i % case.rot].run(  # noqa: B023
+            case.q[i % case.rot], (k8, v8), k_scale=ks), reps)
+        row["fi_fp8_path"] = "tensor cores" if tc else "CUDA cores"
+        row["fi_fp8"] = _errors(out[: exact.shape[0]].float() * vs, exact)
+        break
+    if not row:
+        row["fi_fp8_error"] = err
+    del k8, v8
+    return row
 
 
 def code_bounds(codes: torch.Tensor, fill: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
@@ -123,7 +163,7 @@ def _errors(out: torch.Tensor, exact: torch.Tensor) -> dict:
             "rel_l2": (d.norm() / exact.norm()).item()}
 
 
-def bench_decode_fp8(case: DecodeCase, reps: int, bw: float) -> dict:
+def bench_decode_fp8(case: DecodeCase, reps: int, bw: float, peers: bool = False) -> dict:
     from ..kernels import _cuda_fp8, reference
 
     kc, ks = quantize_pool(case.k)
@@ -147,6 +187,10 @@ def bench_decode_fp8(case: DecodeCase, reps: int, bw: float) -> dict:
 
     row["fp16"] = _errors(_cuda_ops.paged_decode_attention(q, case.k, case.v, tables, lens, case.scale), exact)
     row["fp8"] = _errors(_cuda_fp8.paged_decode_attention(q, kc, vc, scales, tables, lens, case.scale), exact)
+    if peers:
+        row.update(bench_flashinfer_fp8(case, reps, exact))
+        if "fi_fp8_ms" in row:
+            row["fi_fp8_pct_bw"] = 100 * (case.kv_bytes // 2) / row["fi_fp8_ms"] / 1e6 / bw
     if case.ctx >= 4 * SPARSE_BUDGET:  # the selected-pages variant: a random budget's worth of pages
         k = SPARSE_BUDGET // BS
         sel = [torch.rand(case.batch, HKV, case.pages, device="cuda").argsort(-1)[..., :k].to(torch.int32)
@@ -211,20 +255,29 @@ def bench_cache_fp8(reps: int, bw: float, gen) -> list[dict]:
     return rows
 
 
-def measure_fp8(reps: int, bw: float, quick: bool = False, progress=None) -> dict:
-    """The FP8 rows on GPU 0 (the extension built), against copy bandwidth `bw` (GB/s)."""
+def measure_fp8(reps: int, bw: float, quick: bool = False, progress=None, peers: bool = True) -> dict:
+    """The FP8 rows on GPU 0 (the extension built), against copy bandwidth `bw` (GB/s); with
+    `peers`, FlashInfer's FP8 decode beside ours when it imports."""
     l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
     gen = torch.Generator(device="cuda")
     gen.manual_seed(0)
     reps = max(5, reps)
     shapes = QUICK_SHAPES if quick else SHAPES
+    res = {}
+    if peers:
+        try:
+            import flashinfer
+
+            res["flashinfer_version"] = getattr(flashinfer, "__version__", "unknown")
+        except Exception as e:  # noqa: BLE001
+            res["flashinfer_error"], peers = f"{type(e).__name__}: {e}"[:300], False
     decode = []
     for b, ctx in (progress(shapes, "fp8 decode") if progress is not None else shapes):
         case = DecodeCase(b, ctx, l2, gen)
-        decode.append(bench_decode_fp8(case, reps, bw))
+        decode.append(bench_decode_fp8(case, reps, bw, peers))
         del case
         torch.cuda.empty_cache()
-    return {"decode": decode, "cache": bench_cache_fp8(reps, bw, gen)}
+    return {**res, "decode": decode, "cache": bench_cache_fp8(reps, bw, gen)}
 
 
 def report_fp8(fp8: dict, bw: float) -> str:
@@ -238,6 +291,19 @@ def report_fp8(fp8: dict, bw: float) -> str:
                         e(r["fp8"]["mean_abs"]), f(100 * r["fp8"]["rel_l2"], 2)] for r in fp8["decode"]],
                       ["batch", "ctx", "fp16 us", "fp16 %", "fp8 us", "fp8 %", "speedup", "fp16 max err",
                        "fp8 max err", "fp8 mean err", "fp8 rel %"]))
+    peer = [r for r in fp8["decode"] if "fi_fp8_ms" in r]
+    if peer:
+        out.append(f"\nFlashInfer {fp8.get('flashinfer_version', '?')} FP8 decode (e4m3 K/V under one scale per tensor, "
+                   "its kernel alone) at the same shapes, same run: ours / FlashInfer time, errors vs the same "
+                   "float32 reference")
+        out.append(_table([[r["batch"], r["ctx"], f(r["fp8_ms"] * 1e3), f(r["fi_fp8_ms"] * 1e3),
+                            f(r.get("fi_fp8_pct_bw")), f(r["fi_fp8_ms"] / r["fp8_ms"], 2), r["fi_fp8_path"],
+                            f(100 * r["fp8"]["rel_l2"], 2), f(100 * r["fi_fp8"]["rel_l2"], 2)] for r in peer],
+                          ["batch", "ctx", "ours us", "FI us", "FI %", "FI / ours", "FI path", "ours rel %",
+                           "FI rel %"]))
+    elif fp8.get("flashinfer_error") or any("fi_fp8_error" in r for r in fp8["decode"]):
+        why = fp8.get("flashinfer_error") or next(r["fi_fp8_error"] for r in fp8["decode"] if "fi_fp8_error" in r)
+        out.append(f"\nFlashInfer FP8 decode: {why}")
     sparse = [r for r in fp8["decode"] if "sparse_fp8_ms" in r]
     if sparse:
         out.append(f"\nSelected-pages attention ({SPARSE_BUDGET} tokens of random pages per sequence and kv-head)")

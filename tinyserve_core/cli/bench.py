@@ -212,7 +212,7 @@ def run_kernels(args) -> int:
     if args.only and "fp8" in args.only:  # the FP8 KV-cache rows: only when asked for
         from ..bench.kernels_fp8 import measure_fp8
 
-        res["fp8"] = measure_fp8(args.reps, res["copy_bw_gbps"], args.quick, progress)
+        res["fp8"] = measure_fp8(args.reps, res["copy_bw_gbps"], args.quick, progress, not args.no_peers)
     print(_kernels_report(res))
     return _write_results(args, res)
 

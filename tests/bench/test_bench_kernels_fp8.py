@@ -25,6 +25,34 @@ def test_quantize_pool_is_a_one_call_write_of_every_page():
     assert torch.equal(codes.view(torch.uint8), kc.view(torch.uint8)) and torch.equal(scales, sc[:, 0])
 
 
+def test_quantize_pool_per_tensor_is_one_scale_at_full_range():
+    torch.manual_seed(2)
+    pool = (torch.randn(6, 16, 2, 32) * torch.tensor([0.01, 5.0]).view(1, 1, 2, 1)).half()
+    codes, scale = kernels_fp8.quantize_pool_per_tensor(pool, chunk=4)
+    assert codes.dtype == torch.float8_e4m3fn and codes.shape == pool.shape
+    assert scale == pool.abs().max().item() / 448.0
+    assert codes.float().abs().max().item() == 448.0    # the largest value lands on e4m3's largest code
+    back = codes.float() * scale
+    big = pool.float().abs() > 64 * scale              # normal codes: 3 mantissa bits, relative error <= 1/16
+    assert ((back - pool.float()).abs()[big] <= pool.float().abs()[big] / 16).all()
+
+
+def test_report_prints_the_flashinfer_fp8_rows():
+    err = {"max_abs": 1.5e-3, "mean_abs": 2e-4, "rel_l2": 0.0385}
+    row = {"batch": 64, "ctx": 32768, "fp16_ms": 1.9, "fp8_ms": 1.0, "fp16_pct_bw": 105.0, "fp8_pct_bw": 98.0,
+           "speedup": 1.9, "fp16": err, "fp8": err, "fi_fp8_ms": 1.4, "fi_fp8_pct_bw": 72.0,
+           "fi_fp8_path": "tensor cores", "fi_fp8": {**err, "rel_l2": 0.0381}}
+    out = kernels_fp8.report_fp8({"flashinfer_version": "0.2.14.post1", "decode": [row], "cache": []}, 4250.0)
+    assert "FlashInfer 0.2.14.post1 FP8 decode" in out
+    line = [x.split() for x in out.split("FlashInfer 0.2.14")[1].splitlines() if x.split()[:2] == ["64", "32768"]][0]
+    assert line[2:6] == ["1000.0", "1400.0", "72.0", "1.40"] and line[-2:] == ["3.85", "3.81"]
+    # no peer: the reason is printed instead of a table
+    bare = {k: v for k, v in row.items() if not k.startswith("fi_")}
+    out = kernels_fp8.report_fp8({"flashinfer_error": "ModuleNotFoundError: flashinfer", "decode": [bare],
+                                  "cache": []}, 4250.0)
+    assert "FlashInfer FP8 decode: ModuleNotFoundError" in out
+
+
 def test_code_bounds_are_what_writing_full_pages_leaves():
     torch.manual_seed(1)
     nb, bs, hkv, d = 5, 16, 2, 32
@@ -146,3 +174,26 @@ def test_report_of_the_h200_statistics_run(capsys):
         fp8_us, fp8_gb, view_us, view_gb = float(r[3]), float(r[4]), float(r[5]), float(r[6])
         assert view_us > 5 * fp8_us and fp8_gb < 0.05 < view_gb, r
     assert float(rows[-1][6]) > 19   # the old way's peak at 64 x 32K
+
+
+def test_report_of_the_h200_fp8_occupancy_run(capsys):
+    """The twenty-fourth session's `bench kernels --only fp8` on an H200: the FP8 decode kernel at
+    4 CTAs an SM (3 stages a warp) streams 64 x 32K at 98% of the copy bandwidth (83% at 2 CTAs,
+    bench_h200_fp8_23.json), and FlashInfer's FP8 decode, measured in the same run over the same
+    cache quantised per tensor, is 1.3-1.6x slower at every shape with the same error."""
+    from pathlib import Path
+
+    data = Path(__file__).parents[1] / "kernels" / "data" / "bench_h200_fp8_24.json"
+    assert bench_cli.run_kernels(build_parser().parse_args(["bench", "kernels", "--report", str(data)])) == 0
+    out = capsys.readouterr().out
+    assert "FlashInfer 0.2.14.post1 FP8 decode" in out
+    peer = {(int(p[0]), int(p[1])): p for p in (line.split() for line in
+            out.split("FlashInfer 0.2.14.post1 FP8")[1].split("Selected-pages")[0].splitlines())
+            if len(p) == 10 and p[0].isdigit()}
+    assert len(peer) == 7
+    for p in peer.values():
+        ours_us, fi_us, ratio, ours_err, fi_err = float(p[2]), float(p[3]), float(p[5]), float(p[8]), float(p[9])
+        assert fi_us > 1.3 * ours_us and ratio > 1.3 and abs(ours_err - fi_err) < 0.25, p
+    dense = {(int(p[0]), int(p[1])): p for p in (line.split() for line in out.split("FlashInfer 0.2.14")[0].splitlines())
+             if len(p) == 11 and p[0].isdigit()}
+    assert dense[(64, 32768)][4:7] == ["1038.8", "97.9", "1.83"]

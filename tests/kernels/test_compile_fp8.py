@@ -22,3 +22,6 @@ def test_fp8_kernels_compile_without_spills(tmp_path):
         assert sum(kernel in x for x in names) == n * len(ARCHS), f"{kernel} instances missing"
     spills = [r for r in rows if r.get("spill_st", 0) or r.get("spill_ld", 0) or r.get("stack", 0)]
     assert not spills, f"local-memory spills: {spills}"
+    # the decode stream runs 4 CTAs of 128 threads an SM: 128 registers a thread at most
+    decode = [r for r in rows if "paged_decode_fp8_kernel" in r["kernel"]]
+    assert decode and all(0 < r["regs"] <= 128 for r in decode), decode

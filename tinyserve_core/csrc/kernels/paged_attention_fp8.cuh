@@ -26,7 +26,14 @@
 
 namespace tinyserve {
 
-constexpr int kFp8Stages = 5;  // 4 tiles in flight per warp: the bytes in flight of the fp16 kernel's 2
+// 3 stages a warp (2 tiles in flight, 8.4 KB) and 4 CTAs an SM: the bytes in flight per SM of
+// the earlier 5 stages at 2 CTAs, with twice the warps to issue them. At 2 CTAs an SM (1.9
+// warps a scheduler) the stream was latency-bound on the tiles' per-byte work (the fp8
+// conversions double the instructions per byte of the fp16 kernel): Nsight Compute saw one
+// issue every 1.8 cycles and no eligible warp in 43% of them, and 64 x 32K ran at 83% of the
+// copy bandwidth; at 4 CTAs it runs at 98% (csrc/NOTES.md, twenty-fourth session).
+constexpr int kFp8Stages = 3;
+constexpr int kFp8MinCtas = 4;  // __launch_bounds__: at most 128 registers (108 used)
 
 // Bytes of one stage: K rows, V rows (16 tokens x D bytes each), then 16 K and 16 V scales.
 template <int D>
@@ -137,7 +144,7 @@ struct Fp8DecodeParams {
 };
 
 template <int D>
-__global__ void __launch_bounds__(kDecodeWarps * 32, 2)
+__global__ void __launch_bounds__(kDecodeWarps * 32, kFp8MinCtas)
 paged_decode_fp8_kernel(const __grid_constant__ Fp8DecodeParams fp) {
   constexpr int KS = D / 16, MT = D / 16;
   const DecodeParams& p = fp.base;

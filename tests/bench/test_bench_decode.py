@@ -114,3 +114,18 @@ def test_the_h200_run_with_quest_over_the_fp8_cache():
     assert (round(r["quest_fp8_ms"], 2), round(r["quest_ms"], 2), round(r["dense_fp8_ms"], 2)) == (1.77, 1.93, 5.63)
     assert all(by[(c, 64)]["quest_fp8_speedup"] > 1.05 for c in (8192, 16384, 32768))
     assert floor_table(res, False).count("  q fp8 ") == 9
+
+
+def test_the_h200_run_after_the_fp8_decode_occupancy_change():
+    """The twenty-fourth session's `bench decode` on an H200, after the FP8 decode kernel went to
+    4 CTAs an SM: the dense step over the FP8 cache 1.69x the fp16 one at 64 x 32K (1.45x in the
+    twenty-second session's run, bench_decode_h200_22.json), each pair from the same run."""
+    from pathlib import Path
+
+    new, old = ({(r["context"], r["batch"]): r for r in json.loads(
+        (Path(__file__).parents[1] / "kernels" / "data" / f"bench_decode_h200_{n}.json").read_text())["rows"]}
+        for n in (24, 22))
+    assert len(new) == 9 and all(r["fp8_speedup"] == r["dense_ms"] / r["dense_fp8_ms"] for r in new.values())
+    assert round(new[(32768, 64)]["dense_fp8_ms"], 2) == 5.01 and round(new[(32768, 64)]["fp8_speedup"], 2) == 1.69
+    for ctx in (8192, 16384, 32768):   # batch 64, where the attention stream is most of the step
+        assert new[(ctx, 64)]["fp8_speedup"] > old[(ctx, 64)]["fp8_speedup"] + 0.05

@@ -108,11 +108,23 @@ void launch_decode(DecodeParams& p, int batch, cudaStream_t stream) {
 }
 
 // The FP8-cache variant: fp16 queries and outputs, the pages' scales beside the cache.
+template <int D, bool WINDOW>
+void launch_fp8_as(const Fp8DecodeParams& fp, int batch, cudaStream_t stream) {
+  const DecodeParams& p = fp.base;
+  allow_smem<paged_decode_fp8_kernel<D, WINDOW>>(fp8_decode_smem_bytes<D>());
+  launch_pdl(paged_decode_fp8_kernel<D, WINDOW>, dim3(p.num_splits, p.num_kv_heads, batch), kDecodeWarps * 32,
+             fp8_decode_smem_bytes<D>(), stream, fp);
+}
+
 template <int D>
 void launch_decode_fp8(const DecodeParams& p, const float* scales, int batch, cudaStream_t stream) {
-  allow_smem<paged_decode_fp8_kernel<D>>(fp8_decode_smem_bytes<D>());
   const Fp8DecodeParams fp{p, scales};
-  launch_pdl(paged_decode_fp8_kernel<D>, dim3(p.num_splits, p.num_kv_heads, batch), kDecodeWarps * 32, fp8_decode_smem_bytes<D>(), stream, fp);
+  // Selected pages take their lookups from a window (page list, then block table, per 32 tiles):
+  // 8 x 32K 19.2-19.5 -> 17.9-18.1 us, batch 64 unchanged. The dense stream keeps a lookup per
+  // token: at 4 CTAs an SM the other warps hide it, and the window was 4% slower (H200, twenty-
+  // fourth session).
+  if (p.block_shift >= 4 && p.page_indices != nullptr) launch_fp8_as<D, true>(fp, batch, stream);
+  else launch_fp8_as<D, false>(fp, batch, stream);
   if (p.num_splits > 1)
     launch_pdl(decode_merge_kernel<__half, D>, dim3(p.num_q_heads, batch), D / 4 * kMergeParts, 0, stream, p);
 }

@@ -4,7 +4,9 @@
 #include "paged_attention_fp8.cuh"
 
 namespace tinyserve {
-#define FP8_DECODE(D) template __global__ void paged_decode_fp8_kernel<D>(const __grid_constant__ Fp8DecodeParams);
+#define FP8_DECODE(D)                                                                      \
+  template __global__ void paged_decode_fp8_kernel<D, false>(const __grid_constant__ Fp8DecodeParams); \
+  template __global__ void paged_decode_fp8_kernel<D, true>(const __grid_constant__ Fp8DecodeParams);
 TINYSERVE_FP8_DECODE_INSTANCES(FP8_DECODE)
 template __global__ void page_scores_fp8_kernel<64>(const __grid_constant__ PageScoreParams);
 template __global__ void page_scores_fp8_kernel<128>(const __grid_constant__ PageScoreParams);

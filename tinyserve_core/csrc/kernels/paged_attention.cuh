@@ -567,6 +567,11 @@ struct DecodeWindow {
 
   // lane i < 16: token t + i's K/V element offset (-1: masked)
   __device__ __forceinline__ int64_t operator()(int t) {
+    int blk;
+    return row(t, blk);
+  }
+  // the same, and the tile's cache block in blk_out (a tile lies in one page)
+  __device__ __forceinline__ int64_t row(int t, int& blk_out) {
     const int k = (t - t0) / kStride, j = k & 31;
     if (j == 0 && k > 0) {
       cur_lp = nxt_lp;
@@ -575,6 +580,7 @@ struct DecodeWindow {
     }
     if (j == 16) nxt_blk = block_of(nxt_lp);
     const int blk = __shfl_sync(0xffffffffu, cur_blk, j), lp = __shfl_sync(0xffffffffu, cur_lp, j);
+    blk_out = blk;
     const int vt = t + lane, off = vt & (p.block_size - 1);
     if (lane >= kDecodeTile || vt >= v_end || blk < 0 || lp * p.block_size + off >= seq_len) return -1;
     return (((int64_t)blk * p.block_size + off) * p.num_kv_heads + kvh) * (int64_t)D;

@@ -67,13 +67,10 @@ __device__ __forceinline__ float ld_shared_f32(uint32_t addr) {
 // The scales travel as copies too: loaded into registers and stored, they put a second
 // dependent global load (block table, then scale) in front of the row copies of every
 // tile, and the stream ran at 66% of the copy bandwidth (twentieth session).
+// mine: this lane's token row (lanes < 16; -1: masked), blk: its cache block.
 template <int D>
 __device__ __forceinline__ uint32_t fp8_issue_tile(uint32_t stage, const DecodeParams& p, const float* scales,
-                                                   int b, int kvh, int t0, int v_end, int seq_len, int n_pages,
-                                                   int lane) {
-  int64_t blk = 0;
-  const int64_t mine =
-      lane < kDecodeTile ? decode_token_row(p, b, kvh, t0 + lane, v_end, seq_len, n_pages, D, &blk) : -1;
+                                                   int kvh, int64_t mine, int64_t blk, int lane) {
   if (lane < kDecodeTile) {
     const int n = mine >= 0 ? 4 : 0;
     const float* ks = scales + (mine >= 0 ? (blk * 2) * p.num_kv_heads + kvh : 0);
@@ -143,7 +140,9 @@ struct Fp8DecodeParams {
   const float* scales;   // [NB, 2, Hkv]: page K scale, page V scale per kv-head
 };
 
-template <int D>
+// WINDOW: the tiles' rows come from DecodeWindow (block sizes a power of 2 >= 16; the launch
+// takes it for selected pages), else from a block-table lookup per token.
+template <int D, bool WINDOW = false>
 __global__ void __launch_bounds__(kDecodeWarps * 32, kFp8MinCtas)
 paged_decode_fp8_kernel(const __grid_constant__ Fp8DecodeParams fp) {
   constexpr int KS = D / 16, MT = D / 16;
@@ -170,12 +169,29 @@ paged_decode_fp8_kernel(const __grid_constant__ Fp8DecodeParams fp) {
   DecodeState<D> st;
   constexpr uint32_t SB = fp8_stage_bytes<D>();
   const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * kFp8Stages * SB;
-  decode_stream_tiles<kFp8Stages>(
-      wbuf, SB, cta.v_begin + warp * kDecodeTile, cta.v_end,
-      [&](uint32_t stage, int t) {
-        return fp8_issue_tile<D>(stage, p, fp.scales, b, kvh, t, cta.v_end, cta.seq_len, cta.n_pages, lane);
-      },
-      [&](uint32_t stage, uint32_t ok) { fp8_tile_compute<D>(stage, ok, qf, st, p.scale_log2, lane); });
+  auto compute = [&](uint32_t stage, uint32_t ok) { fp8_tile_compute<D>(stage, ok, qf, st, p.scale_log2, lane); };
+  if constexpr (WINDOW) {
+    DecodeWindow<D> win(p, cta);
+    decode_stream_tiles<kFp8Stages>(
+        wbuf, SB, cta.v_begin + warp * kDecodeTile, cta.v_end,
+        [&](uint32_t stage, int t) {
+          int blk;
+          const int64_t mine = win.row(t, blk);
+          return fp8_issue_tile<D>(stage, p, fp.scales, kvh, mine, blk, lane);
+        },
+        compute);
+  } else {
+    decode_stream_tiles<kFp8Stages>(
+        wbuf, SB, cta.v_begin + warp * kDecodeTile, cta.v_end,
+        [&](uint32_t stage, int t) {
+          int64_t blk = 0;
+          const int64_t mine =
+              lane < kDecodeTile ? decode_token_row(p, b, kvh, t + lane, cta.v_end, cta.seq_len, cta.n_pages, D, &blk)
+                                 : -1;
+          return fp8_issue_tile<D>(stage, p, fp.scales, kvh, mine, blk, lane);
+        },
+        compute);
+  }
   decode_finish<__half, D>(p, st, sm_dyn, b, kvh, cta.split, [&](float(*o)[D]) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)

@@ -33,7 +33,7 @@ namespace tinyserve {
 // issue every 1.8 cycles and no eligible warp in 43% of them, and 64 x 32K ran at 83% of the
 // copy bandwidth; at 4 CTAs it runs at 98% (csrc/NOTES.md, twenty-fourth session).
 constexpr int kFp8Stages = 3;
-constexpr int kFp8MinCtas = 4;  // __launch_bounds__: at most 128 registers (108 used)
+constexpr int kFp8MinCtas = 4;  // __launch_bounds__: at most 128 registers (108-119 used)
 
 // Bytes of one stage: K rows, V rows (16 tokens x D bytes each), then 16 K and 16 V scales.
 template <int D>

@@ -57,13 +57,7 @@ auto decode_kernel() {
 // Resident CTAs per SM: the split plan fills them.
 template <typename T, int D>
 int decode_ctas_per_sm() {
-  static int n = [] {
-    int v = 0;
-    TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, decode_kernel<T, D>(), kDecodeWarps * 32,
-                                                                decode_smem_bytes<D>()));
-    return std::max(v, 1);
-  }();
-  return n;
+  return std::max(1, resident_ctas<paged_decode_kernel<T, D, false, false>>(kDecodeWarps * 32, decode_smem_bytes<D>()));
 }
 
 // Flash-decoding split count: enough CTAs to fill every resident slot of the GPU when
@@ -138,14 +132,8 @@ int splits_for(int64_t units, int64_t max_tokens) {
 // fp16 kernel's slots, a batch of 8 at 32K filled half the GPU (169 us against 142, H200).
 template <int D>
 int fp8_splits_for(int64_t units, int64_t max_tokens) {
-  static int ctas = [] {
-    allow_smem<paged_decode_fp8_kernel<D>>(fp8_decode_smem_bytes<D>());
-    int v = 0;
-    TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, paged_decode_fp8_kernel<D>, kDecodeWarps * 32,
-                                                                fp8_decode_smem_bytes<D>()));
-    return std::max(v, 1);
-  }();
-  return plan_splits(units, max_tokens, sm_count() * ctas);
+  const int ctas = resident_ctas<paged_decode_fp8_kernel<D>>(kDecodeWarps * 32, fp8_decode_smem_bytes<D>());
+  return plan_splits(units, max_tokens, sm_count() * std::max(1, ctas));
 }
 
 }  // namespace

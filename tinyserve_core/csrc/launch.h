@@ -104,6 +104,21 @@ void allow_smem(size_t bytes, size_t raise_to = 0) {
   cap.allowed.store(to, std::memory_order_release);
 }
 
+// CTAs of `Kernel` one SM holds at `threads` threads and `smem` bytes of dynamic shared
+// memory (0: it does not fit), its cap raised first. Read once per kernel instance: the split
+// and grid plans ask on every launch, each instance has one launch shape, and the GPUs of a
+// process are alike.
+template <auto Kernel>
+int resident_ctas(int threads, size_t smem) {
+  static const int n = [threads, smem] {
+    allow_smem<Kernel>(smem);
+    int v = 0;
+    TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, Kernel, threads, smem));
+    return v;
+  }();
+  return n;
+}
+
 // `launch(T{})` with the CUDA element type of `t`: fp32, fp16 or bf16.
 template <typename F>
 void for_element_type(const torch::Tensor& t, const char* op, F&& launch) {

@@ -28,10 +28,7 @@ auto sparse_kernel() {
 // fewer of the fp16 and bf16 instances'.
 template <typename T, int D>
 int sparse_ctas_per_sm() {
-  int n = 0;
-  TS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, sparse_kernel<T, D>(), kSparseThreads,
-                                                              decode_smem_bytes<D>()));
-  return n;
+  return resident_ctas<sparse_decode_kernel<T, D>>(kSparseThreads, decode_smem_bytes<D>());
 }
 template <int D>
 int sparse_slots() {

@@ -108,6 +108,22 @@ def test_report_of_the_h200_staged_scoring_run(capsys):
     assert sparse["64"][-1] == "7.03" and sparse["1"][-1] == "2.32"
 
 
+def test_report_of_the_h200_run_of_the_twenty_fifth_session(capsys):
+    """The twenty-fifth session's run (resident_ctas shared by the split plans): ahead of
+    FlashInfer at all 12 decode shapes, behind SDPA on contiguous K/V at none but one (8 x 32K,
+    a tie); the sparse step 7.07x dense at batch 64 and 2.34x at batch 1."""
+    assert bench_cli.run_kernels(_args("--report", str(DATA / "bench_h200_25.json"))) == 0
+    out = capsys.readouterr().out
+    assert "FlashInfer 0.2.14.post1" in out
+    table = out.split("Paged decode fp16")[1].split("Query-aware sparse decode")[0]
+    dec = [r for r in (line.split() for line in table.splitlines()) if r and r[0].isdigit()]
+    assert len(dec) == 12 and all(float(r[3]) < float(r[5]) for r in dec)
+    assert [(r[0], r[1]) for r in dec if float(r[3]) >= float(r[7])] == [("8", "32768")]
+    table = out.split("Query-aware sparse decode")[1].split("Cache ops")[0]
+    sparse = {r[0]: r for r in (line.split() for line in table.splitlines()) if r and r[0].isdigit()}
+    assert sparse["64"][-1] == "7.07" and sparse["1"][-1] == "2.34" and sparse["64"][1] == "1934.1"
+
+
 def test_report_of_the_h200_one_round_merge_run(capsys):
     """The twentieth session's run: the split merge in one round of loads. Ahead of FlashInfer at
     all 12 decode shapes, batch 1 by 8-20%; the sparse step 2.29x dense at batch 1, 7.06x at 64."""

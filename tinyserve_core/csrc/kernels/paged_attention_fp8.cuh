@@ -169,30 +169,28 @@ paged_decode_fp8_kernel(const __grid_constant__ Fp8DecodeParams fp) {
   DecodeState<D> st;
   constexpr uint32_t SB = fp8_stage_bytes<D>();
   const uint32_t wbuf = static_cast<uint32_t>(__cvta_generic_to_shared(sm_dyn)) + warp * kFp8Stages * SB;
-  // row(t, blk): this lane's token row of the tile at t (-1: masked) and its cache block
-  const auto stream = [&](auto&& row) {
+  auto compute = [&](uint32_t stage, uint32_t ok) { fp8_tile_compute<D>(stage, ok, qf, st, p.scale_log2, lane); };
+  if constexpr (WINDOW) {
+    DecodeWindow<D> win(p, cta);
+    decode_stream_tiles<kFp8Stages>(
+        wbuf, SB, cta.v_begin + warp * kDecodeTile, cta.v_end,
+        [&](uint32_t stage, int t) {
+          int blk;
+          const int64_t mine = win.row(t, blk);
+          return fp8_issue_tile<D>(stage, p, fp.scales, kvh, mine, blk, lane);
+        },
+        compute);
+  } else {
     decode_stream_tiles<kFp8Stages>(
         wbuf, SB, cta.v_begin + warp * kDecodeTile, cta.v_end,
         [&](uint32_t stage, int t) {
           int64_t blk = 0;
-          const int64_t mine = row(t, blk);
+          const int64_t mine =
+              lane < kDecodeTile ? decode_token_row(p, b, kvh, t + lane, cta.v_end, cta.seq_len, cta.n_pages, D, &blk)
+                                 : -1;
           return fp8_issue_tile<D>(stage, p, fp.scales, kvh, mine, blk, lane);
         },
-        [&](uint32_t stage, uint32_t ok) { fp8_tile_compute<D>(stage, ok, qf, st, p.scale_log2, lane); });
-  };
-  if constexpr (WINDOW) {
-    DecodeWindow<D> win(p, cta);
-    stream([&](int t, int64_t& blk) {
-      int blk32;
-      const int64_t mine = win.row(t, blk32);
-      blk = blk32;
-      return mine;
-    });
-  } else {
-    stream([&](int t, int64_t& blk) {
-      return lane < kDecodeTile ? decode_token_row(p, b, kvh, t + lane, cta.v_end, cta.seq_len, cta.n_pages, D, &blk)
-                                : int64_t{-1};
-    });
+        compute);
   }
   decode_finish<__half, D>(p, st, sm_dyn, b, kvh, cta.split, [&](float(*o)[D]) {
 #pragma unroll
